@@ -1,0 +1,1 @@
+//! Root test package of tower-armor: owns `tests/` and `examples/`; no library code.
