@@ -1,0 +1,189 @@
+//! The two traits call-plane layers (breaker, timeout, retry, bulkhead) are generic over, and
+//! the typed tool-call types they are also implemented for.
+//!
+//! - [`CallRequest`]: what a layer needs to know about a request before calling: its MCP facts
+//!   (method, tool, id, long-lived or not) and a place to leave marks for inner layers.
+//! - [`CallResponse`]: how a layer learns the call's outcome, possibly long after the response
+//!   future resolved (streamed answers).
+//!
+//! Both are implemented for `http::Request<B>` / `http::Response<B>` (MCP over streamable HTTP)
+//! and for [`ToolCall`] / [`ToolReply`] (typed calls, for example through a client session
+//! pool). Each layer has exactly one `Service` impl, generic over these traits.
+
+use bytes::Bytes;
+use http::Extensions;
+
+use crate::classify::Outcome;
+use crate::observe::{Completion, ObservedBody, observe_response};
+use crate::{McpRequest, MessageKind, Method, RequestId};
+
+/// The request side of a call.
+pub trait CallRequest {
+    /// The MCP facts of the request, if known (put there by the inspector, or built by the
+    /// caller for typed calls). Without them a layer treats the request as one opaque call.
+    fn mcp(&self) -> Option<&McpRequest>;
+
+    /// The request's extensions (probe marks, principal, correlation id…).
+    fn extensions(&self) -> &Extensions;
+
+    /// The request's extensions, mutable.
+    fn extensions_mut(&mut self) -> &mut Extensions;
+
+    /// The upstream authority (host and port) the call goes to, when it is known; for keying
+    /// per-upstream breakers and bulkheads.
+    fn authority(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the request is a long-lived stream, exempt from per-call accounting.
+    fn is_long_lived(&self) -> bool {
+        self.mcp().is_some_and(McpRequest::is_long_lived)
+    }
+
+    /// Whether the request carried a 2025-11-25 session id (a 404 then means it expired).
+    fn has_session(&self) -> bool {
+        self.mcp().is_some_and(|m| m.session_id().is_some())
+    }
+
+    /// The JSON-RPC id of the call, if known.
+    fn id(&self) -> Option<&RequestId> {
+        self.mcp().and_then(McpRequest::id)
+    }
+}
+
+/// The response side of a call: how its outcome is observed.
+pub trait CallResponse: Sized {
+    /// The response as handed on to the caller (for HTTP: the body wrapped by
+    /// [`ObservedBody`]; typed responses are unchanged).
+    type Observed;
+
+    /// Attaches observation. `id` is the call's JSON-RPC id. Returns the response to hand on and
+    /// how its completion will be reported.
+    fn observe(self, id: Option<&RequestId>) -> (Self::Observed, Completion);
+}
+
+// === impl http ===
+
+impl<B> CallRequest for http::Request<B> {
+    fn mcp(&self) -> Option<&McpRequest> {
+        self.extensions().get::<McpRequest>()
+    }
+
+    fn extensions(&self) -> &Extensions {
+        http::Request::extensions(self)
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        http::Request::extensions_mut(self)
+    }
+
+    fn authority(&self) -> Option<&str> {
+        self.uri().authority().map(|a| a.as_str())
+    }
+}
+
+impl<B> CallResponse for http::Response<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Observed = http::Response<ObservedBody<B>>;
+
+    fn observe(self, id: Option<&RequestId>) -> (Self::Observed, Completion) {
+        let (resp, handle) = observe_response(self, id);
+        let completion = match handle.outcome() {
+            Some(o) => Completion::Ready(o),
+            None => Completion::Pending(handle),
+        };
+        (resp, completion)
+    }
+}
+
+// === typed calls ===
+
+/// A typed `tools/call`, for services that speak MCP without HTTP framing (for example a client
+/// session pool).
+#[derive(Debug)]
+pub struct ToolCall {
+    facts: McpRequest,
+    /// The tool's arguments.
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    extensions: Extensions,
+}
+
+impl ToolCall {
+    /// A call of `tool` with `arguments`.
+    pub fn new(
+        tool: impl Into<Box<str>>,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        ToolCall {
+            facts: McpRequest::new(MessageKind::Request, Some(Method::ToolsCall), None)
+                .with_name(tool),
+            arguments,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// The tool's name.
+    pub fn tool(&self) -> &str {
+        self.facts.name().unwrap_or_default()
+    }
+
+    /// The call's facts.
+    pub fn facts(&self) -> &McpRequest {
+        &self.facts
+    }
+}
+
+impl CallRequest for ToolCall {
+    fn mcp(&self) -> Option<&McpRequest> {
+        Some(&self.facts)
+    }
+
+    fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}
+
+/// The answer to a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolReply {
+    /// A tool result (`CallToolResult`).
+    Result {
+        /// `isError` of the result.
+        is_error: bool,
+        /// The whole result object.
+        result: serde_json::Value,
+    },
+    /// A JSON-RPC error.
+    Error {
+        /// The error code.
+        code: i64,
+        /// The error message.
+        message: String,
+    },
+}
+
+impl ToolReply {
+    /// The outcome this reply represents.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ToolReply::Result { is_error: false, .. } => Outcome::Success,
+            ToolReply::Result { is_error: true, .. } => Outcome::ToolError,
+            ToolReply::Error { code, .. } => Outcome::RpcError(*code),
+        }
+    }
+}
+
+impl CallResponse for ToolReply {
+    type Observed = ToolReply;
+
+    fn observe(self, _id: Option<&RequestId>) -> (Self, Completion) {
+        let o = self.outcome();
+        (self, Completion::Ready(o))
+    }
+}

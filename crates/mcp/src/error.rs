@@ -1,0 +1,367 @@
+//! Local errors: failures that tower-armor itself produces, each with its HTTP status, its JSON-RPC
+//! code and, where it helps the caller, a `Retry-After`.
+//!
+//! Local codes live in `-31999..=-31000`, outside JSON-RPC's reserved `-32768..=-32000`, so a
+//! client can never mistake a middleware answer for the peer's own error (MCP 2026-07-28 asks
+//! for exactly that). The last three digits repeat the HTTP status.
+//!
+//! | error | HTTP status | JSON-RPC code | `Retry-After` |
+//! |---|---|---|---|
+//! | [`Unauthorized`] | 401 | `-31401` | no |
+//! | [`Forbidden`] | 403 | `-31403` | no |
+//! | [`PayloadTooLarge`] | 413 | `-31413` | no |
+//! | [`RateLimited`] | 429 | `-31429` | yes, whole seconds rounded up, at least 1 |
+//! | [`CircuitOpen`] | 503 | `-31503` | yes (time until a probe may pass) |
+//! | [`BulkheadFull`] | 503 | `-31509` | no |
+//! | [`Elapsed`] | 504 | `-31504` | no |
+//! | anything else (see [`local_error`]) | 502 | `-31502` | no |
+//!
+//! Call-plane layers fail with `BoxError` wrapping one of these structs; the rescue layer turns
+//! them into answers.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// The boxed error type of call-plane layers.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// JSON-RPC code for [`Unauthorized`].
+pub const CODE_UNAUTHORIZED: i64 = -31401;
+/// JSON-RPC code for [`Forbidden`].
+pub const CODE_FORBIDDEN: i64 = -31403;
+/// JSON-RPC code for [`PayloadTooLarge`].
+pub const CODE_PAYLOAD_TOO_LARGE: i64 = -31413;
+/// JSON-RPC code for [`RateLimited`].
+pub const CODE_RATE_LIMITED: i64 = -31429;
+/// JSON-RPC code for an upstream failure with no more specific local error.
+pub const CODE_BAD_GATEWAY: i64 = -31502;
+/// JSON-RPC code for [`CircuitOpen`].
+pub const CODE_CIRCUIT_OPEN: i64 = -31503;
+/// JSON-RPC code for [`Elapsed`].
+pub const CODE_TIMEOUT: i64 = -31504;
+/// JSON-RPC code for [`BulkheadFull`].
+pub const CODE_BULKHEAD_FULL: i64 = -31509;
+
+/// Whether a JSON-RPC code is one of tower-armor's local codes.
+pub fn is_local_code(code: i64) -> bool {
+    (-31999..=-31000).contains(&code)
+}
+
+/// What every local error tells the layer that answers for it.
+pub trait LocalError: Error + Send + Sync + 'static {
+    /// The HTTP status of the answer.
+    fn status(&self) -> StatusCode;
+    /// The JSON-RPC error code (outside `-32768..=-32000`).
+    fn code(&self) -> i64;
+    /// When the caller may try again, if known.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+    /// Which local rejection this is, for the classification table.
+    fn rejection(&self) -> Option<LocalRejection> {
+        None
+    }
+}
+
+/// Local rejections: our own refusals, never the dependency's fault (see the classification
+/// table in [`crate::classify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LocalRejection {
+    /// The circuit breaker is open.
+    CircuitOpen,
+    /// The bulkhead had no room.
+    BulkheadFull,
+    /// The rate limit was exceeded.
+    RateLimited,
+}
+
+/// Rounds a duration up to whole seconds, at least 1: the `Retry-After` header value.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+macro_rules! simple_error {
+    ($(#[$m:meta])* $name:ident, $msg:expr, $status:expr, $code:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct $name;
+
+        impl $name {
+            /// Creates the error.
+            pub fn new() -> Self {
+                $name
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($msg)
+            }
+        }
+
+        impl Error for $name {}
+
+        impl LocalError for $name {
+            fn status(&self) -> StatusCode {
+                $status
+            }
+            fn code(&self) -> i64 {
+                $code
+            }
+        }
+    };
+}
+
+simple_error!(
+    /// The request carried no valid credentials (401).
+    Unauthorized,
+    "unauthorized",
+    StatusCode::UNAUTHORIZED,
+    CODE_UNAUTHORIZED
+);
+simple_error!(
+    /// The principal may not do this (403).
+    Forbidden,
+    "forbidden",
+    StatusCode::FORBIDDEN,
+    CODE_FORBIDDEN
+);
+simple_error!(
+    /// A per-call deadline passed before the call's final answer (504).
+    Elapsed,
+    "request timed out",
+    StatusCode::GATEWAY_TIMEOUT,
+    CODE_TIMEOUT
+);
+
+/// The request body exceeded the configured limit (413).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PayloadTooLarge {
+    /// The limit in bytes.
+    pub limit: usize,
+}
+
+impl PayloadTooLarge {
+    /// Creates the error for a limit in bytes.
+    pub fn new(limit: usize) -> Self {
+        PayloadTooLarge { limit }
+    }
+}
+
+impl fmt::Display for PayloadTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request body exceeds {} bytes", self.limit)
+    }
+}
+
+impl Error for PayloadTooLarge {}
+
+impl LocalError for PayloadTooLarge {
+    fn status(&self) -> StatusCode {
+        StatusCode::PAYLOAD_TOO_LARGE
+    }
+    fn code(&self) -> i64 {
+        CODE_PAYLOAD_TOO_LARGE
+    }
+}
+
+/// A rate limit was exceeded (429).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimited {
+    /// When the next request would be allowed.
+    pub retry_after: Duration,
+}
+
+impl RateLimited {
+    /// Creates the error.
+    pub fn new(retry_after: Duration) -> Self {
+        RateLimited { retry_after }
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limited; retry after {} s",
+            retry_after_secs(self.retry_after)
+        )
+    }
+}
+
+impl Error for RateLimited {}
+
+impl LocalError for RateLimited {
+    fn status(&self) -> StatusCode {
+        StatusCode::TOO_MANY_REQUESTS
+    }
+    fn code(&self) -> i64 {
+        CODE_RATE_LIMITED
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        Some(self.retry_after)
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::RateLimited)
+    }
+}
+
+/// The circuit breaker for `key` is open: the call failed fast without reaching the dependency
+/// (503).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitOpen {
+    /// The breaker key (tool, method or upstream), if the breaker is keyed.
+    pub key: Option<Arc<str>>,
+    /// Time until the breaker lets a probe through.
+    pub retry_after: Duration,
+}
+
+impl CircuitOpen {
+    /// Creates the error.
+    pub fn new(key: Option<Arc<str>>, retry_after: Duration) -> Self {
+        CircuitOpen { key, retry_after }
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "circuit open for {k:?}"),
+            None => f.write_str("circuit open"),
+        }
+    }
+}
+
+impl Error for CircuitOpen {}
+
+impl LocalError for CircuitOpen {
+    fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    fn code(&self) -> i64 {
+        CODE_CIRCUIT_OPEN
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        Some(self.retry_after)
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::CircuitOpen)
+    }
+}
+
+/// The bulkhead had no free slot and its queue was full, or the wait limit passed (503).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BulkheadFull {
+    /// The bulkhead key, if the bulkhead is keyed.
+    pub key: Option<Arc<str>>,
+}
+
+impl BulkheadFull {
+    /// Creates the error.
+    pub fn new(key: Option<Arc<str>>) -> Self {
+        BulkheadFull { key }
+    }
+}
+
+impl fmt::Display for BulkheadFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "bulkhead full for {k:?}"),
+            None => f.write_str("bulkhead full"),
+        }
+    }
+}
+
+impl Error for BulkheadFull {}
+
+impl LocalError for BulkheadFull {
+    fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    fn code(&self) -> i64 {
+        CODE_BULKHEAD_FULL
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::BulkheadFull)
+    }
+}
+
+/// Finds the local error inside a boxed error, looking through `source()` chains.
+///
+/// Returns `None` for any other error; the rescue layer answers those with 502 and
+/// [`CODE_BAD_GATEWAY`].
+pub fn local_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn LocalError> {
+    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        macro_rules! try_as {
+            ($($t:ty),*) => {$(
+                if let Some(l) = e.downcast_ref::<$t>() {
+                    return Some(l);
+                }
+            )*};
+        }
+        try_as!(
+            CircuitOpen,
+            BulkheadFull,
+            RateLimited,
+            Elapsed,
+            PayloadTooLarge,
+            Unauthorized,
+            Forbidden
+        );
+        cur = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_outside_the_reserved_range() {
+        let errs: Vec<Box<dyn LocalError>> = vec![
+            Box::new(Unauthorized),
+            Box::new(Forbidden),
+            Box::new(PayloadTooLarge::new(1)),
+            Box::new(RateLimited::new(Duration::from_millis(1))),
+            Box::new(CircuitOpen::new(None, Duration::ZERO)),
+            Box::new(BulkheadFull::new(None)),
+            Box::new(Elapsed),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for e in &errs {
+            assert!(!(-32768..=-32000).contains(&e.code()), "{e}");
+            assert!(is_local_code(e.code()));
+            assert!(seen.insert(e.code()), "duplicate code {}", e.code());
+            assert_eq!((-e.code()) % 1000 / 100, i64::from(e.status().as_u16()) / 100);
+        }
+        assert!(!is_local_code(-32603));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one_second() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn local_error_finds_through_boxes() {
+        let e: BoxError = Box::new(Elapsed);
+        assert_eq!(local_error(&*e).unwrap().code(), CODE_TIMEOUT);
+        let e: BoxError = Box::new(std::io::Error::other("x"));
+        assert!(local_error(&*e).is_none());
+    }
+}

@@ -1,0 +1,219 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::parse::{self, Limits, Rejection};
+use crate::body::{McpBody, ResponseBody, json_rpc_error_response};
+
+pin_project! {
+    /// Response future of [`McpInspect`](super::McpInspect): reads the body, then calls the inner
+    /// service, or answers a rejection.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<McpBody>>,
+    {
+        #[pin]
+        state: State<B, S, S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B, S, F> {
+        Reading {
+            #[pin]
+            body: B,
+            read: Read,
+            parts: Option<Parts>,
+            service: Option<S>,
+            json: bool,
+            limits: Limits,
+            max: usize,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Answer {
+            rejection: Option<Rejection>,
+        },
+    }
+}
+
+/// The bytes read so far: the first frame kept as is (no copy for single-frame bodies).
+#[derive(Default)]
+struct Read {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    len: usize,
+}
+
+impl Read {
+    fn push(&mut self, mut data: impl Buf) {
+        let n = data.remaining();
+        self.len += n;
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(data.copy_to_bytes(n));
+        } else {
+            if let Some(f) = self.first.take() {
+                self.rest.extend_from_slice(&f);
+            }
+            while data.has_remaining() {
+                let c = data.chunk();
+                let l = c.len();
+                self.rest.extend_from_slice(c);
+                data.advance(l);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Bytes {
+        match self.first.take() {
+            Some(f) => f,
+            None => std::mem::take(&mut self.rest).freeze(),
+        }
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<McpBody>>,
+{
+    pub(crate) fn calling(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+        }
+    }
+
+    pub(crate) fn answer(rejection: Rejection) -> Self {
+        ResponseFuture {
+            state: State::Answer {
+                rejection: Some(rejection),
+            },
+        }
+    }
+
+    pub(crate) fn reading(
+        body: B,
+        parts: Parts,
+        service: S,
+        json: bool,
+        limits: Limits,
+        max: usize,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Reading {
+                body,
+                read: Read::default(),
+                parts: Some(parts),
+                service: Some(service),
+                json,
+                limits,
+                max,
+            },
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<McpBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<McpBody>, Response = Response<ResBody>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    return Poll::Ready(ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)));
+                }
+                StateProj::Answer { rejection } => {
+                    let rej = rejection.take().expect("ResponseFuture polled after completion");
+                    tracing::debug!(
+                        status = rej.status.as_u16(),
+                        code = rej.code,
+                        reason = rej.message,
+                        "MCP request rejected"
+                    );
+                    return Poll::Ready(Ok(json_rpc_error_response(
+                        rej.status,
+                        rej.id.as_ref(),
+                        rej.code,
+                        rej.message,
+                        None,
+                    )));
+                }
+                StateProj::Reading {
+                    mut body,
+                    read,
+                    parts,
+                    service,
+                    json,
+                    limits,
+                    max,
+                } => {
+                    let done = loop {
+                        match ready!(body.as_mut().poll_frame(cx)) {
+                            Some(Ok(frame)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    if read.len + data.remaining() > *max {
+                                        break Err(Rejection::too_large());
+                                    }
+                                    read.push(data);
+                                }
+                            }
+                            Some(Err(_)) => break Err(Rejection::unreadable()),
+                            None => break Ok(()),
+                        }
+                        if body.is_end_stream() {
+                            break Ok(());
+                        }
+                    };
+                    let mut parts = parts.take().expect("polled after completion");
+                    match done.and_then(|()| {
+                        let bytes = read.finish();
+                        let facts = if *json {
+                            parse::from_post(&parts.headers, &bytes, *limits)?
+                        } else {
+                            parse::from_headers(&parts.method, &parts.headers, *limits)?
+                        };
+                        Ok((bytes, facts))
+                    }) {
+                        Ok((bytes, facts)) => {
+                            crate::span::record_request(&facts);
+                            parts.extensions.insert(facts);
+                            let mut svc = service.take().expect("polled after completion");
+                            let req = Request::from_parts(parts, McpBody::new(bytes));
+                            State::Calling {
+                                future: svc.call(req),
+                            }
+                        }
+                        Err(rejection) => State::Answer {
+                            rejection: Some(rejection),
+                        },
+                    }
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}

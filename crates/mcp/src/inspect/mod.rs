@@ -1,0 +1,42 @@
+//! [`McpInspectLayer`]: reads each JSON-RPC POST once, bounded, into an [`McpRequest`]
+//! extension, checks mirrored headers against the body, and answers malformed requests itself.
+//!
+//! | input | answer |
+//! |---|---|
+//! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
+//! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
+//! | valid JSON that is not a JSON-RPC 2.0 message, a batch, a fractional / `null` / over-long id | 400, `-32600` |
+//! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
+//! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` |
+//! | a body that fails while being read | 400, `-32600` |
+//! | POST with a non-JSON `Content-Type` | passed on unparsed ([`MessageKind::NotJsonRpc`](crate::MessageKind)) |
+//! | GET, DELETE | passed on with the facts their headers give |
+//!
+//! The request goes inward with its bytes unchanged in an [`McpBody`](crate::McpBody).
+//!
+//! [`McpRequest`]: crate::McpRequest
+
+mod future;
+mod layer;
+pub(crate) mod parse;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::McpInspectLayer;
+pub use self::parse::{Rejection, decode_mcp_name};
+pub use self::service::McpInspect;
+
+/// Parses one POST the way the inspector does, without a service: for fuzzing and tests.
+///
+/// Returns the facts, or the rejection the inspector would answer with.
+pub fn inspect_post(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<crate::McpRequest, Rejection> {
+    parse::from_post(headers, body, McpInspectLayer::new().limits())
+}
+
+/// The header names the inspector reads.
+pub mod headers {
+    pub use super::parse::{LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID};
+}

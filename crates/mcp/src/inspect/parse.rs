@@ -1,0 +1,842 @@
+//! Pure parsing of one MCP request (headers + body bytes) into [`McpRequest`], or a rejection.
+//! No I/O and no runtime: tested and fuzzed directly.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+use crate::jsonrpc::{self, RequestId};
+use crate::request::{MessageKind, MetaTrace, StreamRole};
+use crate::{McpRequest, Method, NameField, ProtocolRevision};
+
+/// `MCP-Protocol-Version`.
+pub static PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// `Mcp-Session-Id`.
+pub static SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// `Mcp-Method` (2026-07-28).
+pub static MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+/// `Mcp-Name` (2026-07-28).
+pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+/// `Last-Event-ID`.
+pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The `_meta` key carrying the protocol version (2026-07-28).
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Why the inspector refused a request: the status, JSON-RPC code and message of its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status of the answer.
+    pub status: StatusCode,
+    /// JSON-RPC error code.
+    pub code: i64,
+    /// Human-readable message (never echoes client input).
+    pub message: &'static str,
+    /// The request's id, when it could be read.
+    pub id: Option<RequestId>,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, code: i64, message: &'static str) -> Self {
+        Rejection {
+            status,
+            code,
+            message,
+            id: None,
+        }
+    }
+
+    fn parse(message: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, jsonrpc::PARSE_ERROR, message)
+    }
+
+    fn invalid(message: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, message)
+    }
+
+    fn mismatch(message: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, jsonrpc::HEADER_MISMATCH, message)
+    }
+
+    pub(crate) fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::error::CODE_PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )
+    }
+
+    pub(crate) fn unreadable() -> Self {
+        Self::invalid("request body could not be read")
+    }
+
+    fn with_id(mut self, id: Option<RequestId>) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// Limits the parser applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_id_len: usize,
+    pub(crate) reject_unknown_versions: bool,
+}
+
+/// Facts from headers alone (GET, DELETE and anything that is not a JSON POST).
+pub(crate) fn from_headers(
+    method: &http::Method,
+    headers: &HeaderMap,
+    limits: Limits,
+) -> Result<McpRequest, Rejection> {
+    let revision = header_revision(headers, limits)?;
+    let session_id = headers.get(&SESSION_ID).cloned();
+    let stream = if method == http::Method::GET {
+        match headers.get(&LAST_EVENT_ID) {
+            Some(v) => StreamRole::Resume {
+                last_event_id: v.clone(),
+            },
+            None => StreamRole::Listen,
+        }
+    } else {
+        StreamRole::None
+    };
+    Ok(McpRequest {
+        revision,
+        kind: MessageKind::NotJsonRpc,
+        method: None,
+        id: None,
+        name: None,
+        session_id,
+        meta_trace: MetaTrace::default(),
+        progress_token: false,
+        stream,
+    })
+}
+
+fn header_revision(
+    headers: &HeaderMap,
+    limits: Limits,
+) -> Result<Option<ProtocolRevision>, Rejection> {
+    let Some(v) = headers.get(&PROTOCOL_VERSION) else {
+        return Ok(None);
+    };
+    match v.to_str().ok().and_then(ProtocolRevision::parse) {
+        Some(r) => Ok(Some(r)),
+        None if limits.reject_unknown_versions => Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::UNSUPPORTED_VERSION,
+            "unsupported MCP-Protocol-Version",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Parses a JSON-RPC POST: its body and the headers that mirror it.
+pub(crate) fn from_post(
+    headers: &HeaderMap,
+    body: &[u8],
+    limits: Limits,
+) -> Result<McpRequest, Rejection> {
+    let header_rev = header_revision(headers, limits)?;
+    let env = parse_envelope(body)?;
+
+    let id = match env.id {
+        None => None,
+        Some(IdField::Valid(id)) if id.len() > limits.max_id_len => {
+            return Err(Rejection::invalid("JSON-RPC id too long"));
+        }
+        Some(IdField::Valid(id)) => Some(id),
+        Some(IdField::Invalid) => return Err(Rejection::invalid("invalid JSON-RPC id")),
+    };
+    if env.jsonrpc.as_deref() != Some("2.0") {
+        return Err(Rejection::invalid("not a JSON-RPC 2.0 message").with_id(id));
+    }
+    let method = env.method.as_deref().map(Method::parse);
+    let kind = match (&method, &id, env.has_result_or_error) {
+        (Some(_), Some(_), false) => MessageKind::Request,
+        (Some(_), None, false) => MessageKind::Notification,
+        (None, Some(_), true) => MessageKind::Response,
+        _ => return Err(Rejection::invalid("not a JSON-RPC request, notification or response").with_id(id)),
+    };
+
+    let params = env.params.unwrap_or_default();
+    let meta_rev = match params.meta.protocol_version.as_deref() {
+        None => None,
+        Some(v) => match ProtocolRevision::parse(v) {
+            Some(r) => Some(r),
+            None if limits.reject_unknown_versions => {
+                return Err(Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::UNSUPPORTED_VERSION,
+                    "unsupported protocol version in _meta",
+                )
+                .with_id(id));
+            }
+            None => None,
+        },
+    };
+    if let (Some(h), Some(m)) = (header_rev, meta_rev)
+        && h != m
+    {
+        return Err(
+            Rejection::mismatch("MCP-Protocol-Version header does not match _meta").with_id(id),
+        );
+    }
+    let init_rev = match method {
+        Some(Method::Initialize) => params.protocol_version.as_deref().and_then(ProtocolRevision::parse),
+        _ => None,
+    };
+    let revision = header_rev.or(meta_rev).or(init_rev);
+
+    let name: Option<Box<str>> = match method.as_ref().and_then(Method::name_field) {
+        Some(NameField::Name) => params.name.map(Cow::into_owned).map(Into::into),
+        Some(NameField::Uri) => params.uri.map(Cow::into_owned).map(Into::into),
+        None => None,
+    };
+
+    // Mirrored headers (2026-07-28). Checked whenever present; required under 2026-07-28.
+    let stateless = revision == Some(ProtocolRevision::V2026_07_28);
+    if let Some(m) = &method {
+        match headers.get(&MCP_METHOD) {
+            Some(h) if h.as_bytes() != m.as_str().as_bytes() => {
+                return Err(Rejection::mismatch("Mcp-Method header does not match the body").with_id(id));
+            }
+            None if stateless => {
+                return Err(Rejection::mismatch("Mcp-Method header is required").with_id(id));
+            }
+            _ => {}
+        }
+        if m.name_field().is_some() {
+            match headers.get(&MCP_NAME) {
+                Some(h) => {
+                    let decoded = decode_mcp_name(h)
+                        .ok_or_else(|| Rejection::mismatch("Mcp-Name header is not valid").with_id(id.clone()))?;
+                    if Some(&*decoded) != name.as_deref() {
+                        return Err(Rejection::mismatch("Mcp-Name header does not match the body").with_id(id));
+                    }
+                }
+                None if stateless => {
+                    return Err(Rejection::mismatch("Mcp-Name header is required").with_id(id));
+                }
+                None => {}
+            }
+        }
+    }
+
+    let stream = match &method {
+        Some(m) if m.is_long_lived() && kind == MessageKind::Request => StreamRole::Listen,
+        _ => StreamRole::Call,
+    };
+    Ok(McpRequest {
+        revision,
+        kind,
+        method,
+        id,
+        name,
+        session_id: headers.get(&SESSION_ID).cloned(),
+        meta_trace: params.meta.trace,
+        progress_token: params.meta.progress_token,
+        stream,
+    })
+}
+
+/// Decodes an `Mcp-Name` value: plain visible ASCII, or `=?base64?<base64 of UTF-8>?=`.
+pub fn decode_mcp_name(v: &HeaderValue) -> Option<Cow<'_, str>> {
+    let b = v.as_bytes();
+    if let Some(inner) = b
+        .strip_prefix(b"=?base64?")
+        .and_then(|r| r.strip_suffix(b"?="))
+    {
+        let bytes = base64_decode(inner)?;
+        return String::from_utf8(bytes).ok().map(Cow::Owned);
+    }
+    if b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        // Visible ASCII checked above.
+        std::str::from_utf8(b).ok().map(Cow::Borrowed)
+    } else {
+        None
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4); `None` on any malformed input.
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    if input.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    let quads = input.len() / 4;
+    for (i, q) in input.chunks_exact(4).enumerate() {
+        let last = i + 1 == quads;
+        let pad = if last {
+            q.iter().rev().take_while(|&&c| c == b'=').count()
+        } else {
+            0
+        };
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &q[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+        // Non-canonical trailing bits are malformed.
+        if pad > 0 && (n & ((1 << (8 * pad)) - 1)) != 0 {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+// === the envelope ===
+
+#[derive(Default)]
+struct Envelope<'a> {
+    jsonrpc: Option<Cow<'a, str>>,
+    method: Option<Cow<'a, str>>,
+    id: Option<IdField>,
+    has_result_or_error: bool,
+    params: Option<Params<'a>>,
+}
+
+enum IdField {
+    Valid(RequestId),
+    Invalid,
+}
+
+#[derive(Default)]
+struct Params<'a> {
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+    protocol_version: Option<Cow<'a, str>>,
+    meta: Meta,
+}
+
+#[derive(Default)]
+struct Meta {
+    trace: MetaTrace,
+    progress_token: bool,
+    protocol_version: Option<Box<str>>,
+}
+
+/// The deepest nesting accepted (as serde_json's own limit for typed parsing, which inner servers
+/// use): deeper bodies are answered here instead of failing in the server.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Whether arrays and objects nest deeper than `max`, counting only brackets outside strings.
+fn too_deep(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip the string, honouring escapes.
+                i += 1;
+                while i < body.len() {
+                    match body[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, Rejection> {
+    if too_deep(body, MAX_DEPTH) {
+        return Err(Rejection::parse("JSON nested too deeply"));
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err(Rejection::parse("empty body")),
+        Some(b'[') => {
+            // Validate it is JSON at all before answering "batch not supported".
+            return match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => Err(Rejection::invalid("JSON-RPC batches are not supported")),
+                Err(_) => Err(Rejection::parse("malformed JSON")),
+            };
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return match serde_json::from_slice::<IgnoredAny>(body) {
+                Ok(_) => Err(Rejection::invalid("a JSON-RPC message must be an object")),
+                Err(_) => Err(Rejection::parse("malformed JSON")),
+            };
+        }
+    }
+    serde_json::from_slice::<EnvelopeDe<'_>>(body)
+        .map(|e| e.0)
+        .map_err(|_| Rejection::parse("malformed JSON"))
+}
+
+/// String fields borrow from the body when they contain no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A value that is kept only when it is a string (any other JSON is skipped, not an error).
+struct MaybeStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for MaybeStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct EnvelopeDe<'a>(Envelope<'a>);
+
+impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvelopeDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier)]
+                enum K {
+                    #[serde(rename = "jsonrpc")]
+                    JsonRpc,
+                    #[serde(rename = "method")]
+                    Method,
+                    #[serde(rename = "id")]
+                    Id,
+                    #[serde(rename = "params")]
+                    Params,
+                    #[serde(rename = "result")]
+                    Result,
+                    #[serde(rename = "error")]
+                    Error,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut e = Envelope::default();
+                while let Some(k) = m.next_key::<K>()? {
+                    match k {
+                        K::JsonRpc => e.jsonrpc = m.next_value::<MaybeStr<'de>>()?.0,
+                        K::Method => e.method = Some(m.next_value::<CowStr<'de>>()?.0),
+                        K::Id => {
+                            let v = m.next_value::<serde_json::Value>()?;
+                            e.id = Some(match RequestId::deserialize(v) {
+                                Ok(id) => IdField::Valid(id),
+                                Err(_) => IdField::Invalid,
+                            });
+                        }
+                        K::Params => e.params = m.next_value::<ParamsDe<'de>>()?.0,
+                        K::Result | K::Error => {
+                            m.next_value::<IgnoredAny>()?;
+                            e.has_result_or_error = true;
+                        }
+                        K::Other => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(EnvelopeDe(e))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct ParamsDe<'a>(Option<Params<'a>>);
+
+impl<'de> Deserialize<'de> for ParamsDe<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ParamsDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("params")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ParamsDe(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ParamsDe(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier)]
+                enum K {
+                    #[serde(rename = "name")]
+                    Name,
+                    #[serde(rename = "uri")]
+                    Uri,
+                    #[serde(rename = "protocolVersion")]
+                    ProtocolVersion,
+                    #[serde(rename = "_meta")]
+                    Meta,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut p = Params::default();
+                while let Some(k) = m.next_key::<K>()? {
+                    match k {
+                        K::Name => p.name = m.next_value::<MaybeStr<'de>>()?.0,
+                        K::Uri => p.uri = m.next_value::<MaybeStr<'de>>()?.0,
+                        K::ProtocolVersion => {
+                            p.protocol_version = m.next_value::<MaybeStr<'de>>()?.0
+                        }
+                        K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
+                        K::Other => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ParamsDe(Some(p)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct MetaDe(Meta);
+
+impl<'de> Deserialize<'de> for MetaDe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaDe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("_meta object")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier)]
+                enum K {
+                    #[serde(rename = "traceparent")]
+                    TraceParent,
+                    #[serde(rename = "tracestate")]
+                    TraceState,
+                    #[serde(rename = "baggage")]
+                    Baggage,
+                    #[serde(rename = "progressToken")]
+                    ProgressToken,
+                    #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+                    ProtocolVersion,
+                    #[serde(other)]
+                    Other,
+                }
+                let _ = META_PROTOCOL_VERSION;
+                let mut meta = Meta::default();
+                let boxed = |s: Option<Cow<'de, str>>| s.map(|s| Box::<str>::from(&*s));
+                while let Some(k) = m.next_key::<K>()? {
+                    match k {
+                        K::TraceParent => {
+                            meta.trace.traceparent = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
+                        K::TraceState => {
+                            meta.trace.tracestate = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
+                        K::Baggage => meta.trace.baggage = boxed(m.next_value::<MaybeStr<'de>>()?.0),
+                        K::ProgressToken => {
+                            m.next_value::<IgnoredAny>()?;
+                            meta.progress_token = true;
+                        }
+                        K::ProtocolVersion => {
+                            meta.protocol_version = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
+                        K::Other => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(MetaDe(meta))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MetaDe(Meta::default()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_id_len: 256,
+        reject_unknown_versions: true,
+    };
+
+    fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn post(h: &[(&str, &str)], body: &str) -> Result<McpRequest, Rejection> {
+        from_post(&hdrs(h), body.as_bytes(), L)
+    }
+
+    #[test]
+    fn tool_call_2025() {
+        let r = post(
+            &[("mcp-session-id", "s1"), ("mcp-protocol-version", "2025-11-25")],
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1},"_meta":{"progressToken":"p","traceparent":"00-x"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.kind(), MessageKind::Request);
+        assert_eq!(r.method(), Some(&Method::ToolsCall));
+        assert_eq!(r.id(), Some(&RequestId::Number(3)));
+        assert_eq!(r.tool(), Some("add"));
+        assert_eq!(r.session_id().unwrap(), "s1");
+        assert_eq!(r.revision(), Some(ProtocolRevision::V2025_11_25));
+        assert!(r.wants_progress());
+        assert_eq!(r.meta_trace().traceparent.as_deref(), Some("00-x"));
+        assert!(r.is_call());
+    }
+
+    #[test]
+    fn stateless_requires_matching_mirrors() {
+        let body = r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo"}}"#;
+        let ok = post(
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
+            body,
+        )
+        .unwrap();
+        assert_eq!(ok.tool(), Some("echo"));
+        let b64 = post(
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "=?base64?ZWNobw==?="),
+            ],
+            body,
+        );
+        assert!(b64.is_ok());
+        for h in [
+            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("mcp-name", "echo")],
+            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "add")],
+            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")],
+            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call")],
+            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-name", "echo")],
+            vec![("mcp-method", "tools/list")],
+        ] {
+            let e = post(&h, body).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, -32020), "{h:?}");
+            assert_eq!(e.id, Some(RequestId::from("a")));
+        }
+    }
+
+    #[test]
+    fn non_ascii_names_in_base64() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h\u00e9llo"}}"#;
+        // "héllo" in base64
+        let r = post(
+            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?aMOpbGxv?=")],
+            body,
+        )
+        .unwrap();
+        assert_eq!(r.tool(), Some("héllo"));
+    }
+
+    #[test]
+    fn bad_bodies() {
+        let cases: &[(&str, i64)] = &[
+            ("", -32700),
+            ("{", -32700),
+            ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"", -32700),
+            ("[1,2]", -32600),
+            ("[1,", -32700),
+            ("42", -32600),
+            ("nul", -32700),
+            (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, -32600),
+            (r#"{"id":1,"method":"ping"}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, -32600),
+            (r#"{"jsonrpc":"2.0","method":7}"#, -32700),
+            (r#"{"jsonrpc":"2.0"}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, -32600),
+        ];
+        for (b, code) in cases {
+            let e = post(&[], b).unwrap_err();
+            assert_eq!(e.code, *code, "{b}");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+        let long_id = format!(r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#, "x".repeat(300));
+        assert_eq!(post(&[], &long_id).unwrap_err().code, -32600);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
+        let deep_obj = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{}1{}}}"#,
+            "{\"a\":".repeat(5_000),
+            "}".repeat(5_000)
+        );
+        assert_eq!(post(&[], &deep_obj).unwrap_err().code, -32700);
+        let e = from_post(&HeaderMap::new(), b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\",\"method\":\"ping\"}", L).unwrap_err();
+        assert_eq!(e.code, -32700);
+    }
+
+    #[test]
+    fn versions() {
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let e = post(&[("mcp-protocol-version", "1999-01-01")], ping).unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, -32022));
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
+        assert_eq!(post(&[], init).unwrap().revision(), Some(ProtocolRevision::V2025_11_25));
+        let meta = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        assert_eq!(
+            post(&[("mcp-method", "tools/list")], meta).unwrap().revision(),
+            Some(ProtocolRevision::V2026_07_28)
+        );
+        let e = post(&[("mcp-protocol-version", "2025-11-25"), ("mcp-method", "tools/list")], meta).unwrap_err();
+        assert_eq!(e.code, -32020);
+    }
+
+    #[test]
+    fn kinds_and_streams() {
+        let n = post(&[], r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(n.kind(), MessageKind::Notification);
+        assert!(!n.is_call());
+        let r = post(&[], r#"{"jsonrpc":"2.0","id":9,"result":{"action":"accept"}}"#).unwrap();
+        assert_eq!(r.kind(), MessageKind::Response);
+        let l = post(
+            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "subscriptions/listen")],
+            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#,
+        )
+        .unwrap();
+        assert!(l.is_long_lived());
+        assert!(!l.is_call());
+        let g = from_headers(&http::Method::GET, &hdrs(&[("mcp-session-id", "s")]), L).unwrap();
+        assert!(g.is_long_lived());
+        let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", "5")]), L).unwrap();
+        assert!(matches!(g.stream_role(), StreamRole::Resume { .. }));
+        assert!(g.is_call());
+        let d = from_headers(&http::Method::DELETE, &HeaderMap::new(), L).unwrap();
+        assert_eq!(d.stream_role(), &StreamRole::None);
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode(b"aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode(b"aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode(b"YWJj").unwrap(), b"abc");
+        assert_eq!(base64_decode(b"").unwrap(), b"");
+        assert!(base64_decode(b"aGk").is_none());
+        assert!(base64_decode(b"a===").is_none());
+        assert!(base64_decode(b"aGl=").is_none(), "non-canonical trailing bits");
+        assert!(base64_decode(b"a=Gk").is_none());
+    }
+}

@@ -1,0 +1,625 @@
+//! Observe once: the one body wrapper per call that learns how the call ended, and the
+//! completion handle through which every layer hears about it.
+//!
+//! [`observe_response`] wraps an HTTP answer in [`ObservedBody`] and puts a [`CompletionHandle`]
+//! into its extensions. The wrapper forwards every frame untouched and at once; for
+//! `text/event-stream` answers it parses SSE incrementally and completes when the final JSON-RPC
+//! response for the request's id passes; for JSON answers it classifies the body when it has
+//! passed (without holding it back); for other answers it completes from the status alone. If the
+//! body fails it completes with [`Outcome::Transport`], if it ends without the final response with
+//! [`Outcome::Incomplete`], and if it is dropped first with [`Outcome::Cancelled`].
+//!
+//! A layer that finds a handle already in the extensions subscribes to it
+//! ([`CompletionHandle::on_complete`]) and wraps the body in a pass-through [`ObservedBody`] that
+//! parses nothing, so each layer works alone and the stream is still parsed only once.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+use crate::classify::Outcome;
+use crate::jsonrpc::RequestId;
+use crate::sse::SseParser;
+
+type Listener = Box<dyn FnOnce(&Outcome) + Send>;
+
+enum State {
+    Pending(Vec<Listener>),
+    Done(Outcome),
+}
+
+struct Shared {
+    // Locked only to push a listener or to complete; never held across an await or a callback.
+    state: Mutex<State>,
+    progress: AtomicU64,
+    server_requests: AtomicI32,
+}
+
+/// The shared handle of one call's completion, found in the answer's extensions.
+///
+/// Cloning is cheap; all clones see the same call.
+#[derive(Clone)]
+pub struct CompletionHandle(Arc<Shared>);
+
+impl fmt::Debug for CompletionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionHandle")
+            .field("outcome", &self.outcome())
+            .field("progress", &self.progress_count())
+            .finish()
+    }
+}
+
+impl Default for CompletionHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CompletionHandle {
+    /// A new, pending handle.
+    pub fn new() -> Self {
+        CompletionHandle(Arc::new(Shared {
+            state: Mutex::new(State::Pending(Vec::new())),
+            progress: AtomicU64::new(0),
+            server_requests: AtomicI32::new(0),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic in another holder cannot leave `State` half-written: recover the guard.
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `f` once with the outcome: now if the call has already completed, otherwise when
+    /// it completes. `f` runs on whichever task completes the call; keep it short.
+    pub fn on_complete(&self, f: impl FnOnce(&Outcome) + Send + 'static) {
+        let mut st = self.lock();
+        match &mut *st {
+            State::Pending(listeners) => listeners.push(Box::new(f)),
+            State::Done(o) => {
+                let o = *o;
+                drop(st);
+                f(&o);
+            }
+        }
+    }
+
+    /// Completes the call with `outcome`, unless it already completed. Returns whether this call
+    /// decided the outcome.
+    pub fn complete(&self, outcome: Outcome) -> bool {
+        let listeners = {
+            let mut st = self.lock();
+            match std::mem::replace(&mut *st, State::Done(outcome)) {
+                State::Pending(l) => l,
+                done @ State::Done(_) => {
+                    *st = done;
+                    return false;
+                }
+            }
+        };
+        for l in listeners {
+            l(&outcome);
+        }
+        true
+    }
+
+    /// The outcome, once known.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match &*self.lock() {
+            State::Done(o) => Some(*o),
+            State::Pending(_) => None,
+        }
+    }
+
+    /// Whether the outcome is known.
+    pub fn is_complete(&self) -> bool {
+        self.outcome().is_some()
+    }
+
+    /// How many `notifications/progress` have passed in the answer so far. A per-call timeout
+    /// that resets on progress compares this between two checks.
+    pub fn progress_count(&self) -> u64 {
+        self.0.progress.load(Ordering::Acquire)
+    }
+
+    /// How many requests of the server to the client (`elicitation/create`,
+    /// `sampling/createMessage`…) are outstanding in the answer: the call waits on the client,
+    /// so a per-call clock should pause.
+    pub fn server_requests_outstanding(&self) -> u32 {
+        self.0.server_requests.load(Ordering::Acquire).max(0) as u32
+    }
+
+    /// Records that the client answered a server request (called by a layer that sees the
+    /// client's JSON-RPC response POSTed back).
+    pub fn server_request_answered(&self) {
+        self.0.server_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a call's completion is reported by [`CallResponse::observe`](crate::CallResponse::observe):
+/// at once (typed responses, error statuses) or later through a handle (streamed bodies).
+#[derive(Debug)]
+pub enum Completion {
+    /// The outcome is already known; nothing was allocated.
+    Ready(Outcome),
+    /// The outcome will be known when the answer ends.
+    Pending(CompletionHandle),
+}
+
+impl Completion {
+    /// Calls `f` with the outcome, now or when it is known. Allocates only when pending.
+    pub fn on_complete(self, f: impl FnOnce(&Outcome) + Send + 'static) {
+        match self {
+            Completion::Ready(o) => f(&o),
+            Completion::Pending(h) => h.on_complete(f),
+        }
+    }
+}
+
+/// How long a JSON answer may be and still be classified (16 MiB). A longer one is forwarded
+/// untouched and classified from its status.
+pub const MAX_JSON_OBSERVED: usize = 16 << 20;
+
+/// Wraps `response` so its outcome is observed once; see the module docs.
+///
+/// `id` is the request's JSON-RPC id: the final response is the one carrying it. Without an id
+/// the first response message in the stream is taken as final.
+///
+/// If the response already carries a [`CompletionHandle`], the body is wrapped as a pass-through
+/// and that handle is returned.
+pub fn observe_response<B>(
+    mut response: Response<B>,
+    id: Option<&RequestId>,
+) -> (Response<ObservedBody<B>>, CompletionHandle)
+where
+    B: Body,
+{
+    if let Some(h) = response.extensions().get::<CompletionHandle>() {
+        let h = h.clone();
+        return (response.map(ObservedBody::passthrough), h);
+    }
+    let handle = CompletionHandle::new();
+    response.extensions_mut().insert(handle.clone());
+    let status = response.status();
+    let mode = if !status.is_success() {
+        handle.complete(Outcome::Status(status));
+        Mode::Passthrough
+    } else {
+        match content_kind(response.headers()) {
+            ContentKind::Sse => Mode::Sse(Box::new(SseWatch {
+                parser: SseParser::default(),
+                id: id.cloned(),
+                guard: Guard(Some(handle.clone())),
+            })),
+            ContentKind::Json => Mode::Json(JsonWatch {
+                first: None,
+                rest: Vec::new(),
+                overflow: false,
+                guard: Guard(Some(handle.clone())),
+            }),
+            ContentKind::Other => {
+                handle.complete(Outcome::Status(status));
+                Mode::Passthrough
+            }
+        }
+    };
+    let response = response.map(|inner| ObservedBody { inner, mode });
+    (response, handle)
+}
+
+enum ContentKind {
+    Sse,
+    Json,
+    Other,
+}
+
+fn content_kind(headers: &HeaderMap) -> ContentKind {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return ContentKind::Other;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("text/event-stream") {
+        ContentKind::Sse
+    } else if essence.eq_ignore_ascii_case("application/json") {
+        ContentKind::Json
+    } else {
+        ContentKind::Other
+    }
+}
+
+/// Whether headers say the answer is an SSE stream.
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    matches!(content_kind(headers), ContentKind::Sse)
+}
+
+pin_project! {
+    /// A response body that forwards every frame untouched and reports the call's outcome to its
+    /// [`CompletionHandle`]. See the [module docs](self).
+    pub struct ObservedBody<B> {
+        #[pin]
+        inner: B,
+        mode: Mode,
+    }
+}
+
+impl<B> ObservedBody<B> {
+    /// Wraps a body without observing it (the outcome is observed elsewhere).
+    pub fn passthrough(inner: B) -> Self {
+        ObservedBody {
+            inner,
+            mode: Mode::Passthrough,
+        }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> fmt::Debug for ObservedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Passthrough => "passthrough",
+            Mode::Sse(_) => "sse",
+            Mode::Json(_) => "json",
+        };
+        f.debug_struct("ObservedBody").field("mode", &mode).finish()
+    }
+}
+
+enum Mode {
+    Passthrough,
+    Sse(Box<SseWatch>),
+    Json(JsonWatch),
+}
+
+/// Completes the handle with [`Outcome::Cancelled`] if dropped before anything else completed it.
+struct Guard(Option<CompletionHandle>);
+
+impl Guard {
+    fn complete(&mut self, o: Outcome) {
+        if let Some(h) = self.0.take() {
+            h.complete(o);
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.complete(Outcome::Cancelled);
+    }
+}
+
+struct SseWatch {
+    parser: SseParser,
+    id: Option<RequestId>,
+    guard: Guard,
+}
+
+impl SseWatch {
+    fn feed(&mut self, bytes: &[u8]) {
+        let Self { parser, id, guard } = self;
+        let Some(handle) = guard.0.as_ref() else {
+            return;
+        };
+        let mut done = None;
+        parser.feed(bytes, |ev| {
+            if done.is_some() || ev.data.is_empty() || ev.truncated {
+                return;
+            }
+            match inspect_message(ev.data, id.as_ref()) {
+                Seen::Final(o) => done = Some(o),
+                Seen::Progress => {
+                    handle.0.progress.fetch_add(1, Ordering::AcqRel);
+                }
+                Seen::ServerRequest => {
+                    handle.0.server_requests.fetch_add(1, Ordering::AcqRel);
+                }
+                Seen::Other => {}
+            }
+        });
+        if let Some(o) = done {
+            guard.complete(o);
+        }
+    }
+}
+
+struct JsonWatch {
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+    overflow: bool,
+    guard: Guard,
+}
+
+impl JsonWatch {
+    fn feed(&mut self, bytes: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        let len = self.first.as_ref().map_or(0, Bytes::len) + self.rest.len() + bytes.len();
+        if len > MAX_JSON_OBSERVED {
+            self.overflow = true;
+            self.first = None;
+            self.rest = Vec::new();
+            return;
+        }
+        match &self.first {
+            None if self.rest.is_empty() => self.first = Some(bytes.clone()),
+            _ => {
+                if let Some(f) = self.first.take() {
+                    self.rest.extend_from_slice(&f);
+                }
+                self.rest.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let outcome = if self.overflow {
+            Outcome::Success
+        } else {
+            let bytes: &[u8] = match &self.first {
+                Some(f) => f,
+                None => &self.rest,
+            };
+            match inspect_message(bytes, None) {
+                Seen::Final(o) => o,
+                // A 2xx JSON answer we cannot read: the status is all we know.
+                _ => Outcome::Success,
+            }
+        };
+        self.guard.complete(outcome);
+    }
+}
+
+impl<B> Body for ObservedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let res = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        match (&res, &mut *this.mode) {
+            (_, Mode::Passthrough) => {}
+            (Some(Ok(frame)), mode) => {
+                if let Some(data) = frame.data_ref() {
+                    match mode {
+                        Mode::Sse(w) => w.feed(data),
+                        Mode::Json(w) => w.feed(data),
+                        Mode::Passthrough => {}
+                    }
+                }
+            }
+            (Some(Err(_)), Mode::Sse(w)) => w.guard.complete(Outcome::Transport),
+            (Some(Err(_)), Mode::Json(w)) => w.guard.complete(Outcome::Transport),
+            (None, Mode::Sse(w)) => w.guard.complete(Outcome::Incomplete),
+            (None, Mode::Json(w)) => w.finish(),
+        }
+        // hyper stops polling once `is_end_stream` is true, so the end may never be seen as
+        // `None`: settle the outcome as soon as the inner body says it is finished.
+        if matches!(res, Some(Ok(_))) && this.inner.is_end_stream() {
+            match this.mode {
+                Mode::Sse(w) => w.guard.complete(Outcome::Incomplete),
+                Mode::Json(w) => w.finish(),
+                Mode::Passthrough => {}
+            }
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What one JSON-RPC message in an answer tells us.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The final response of the call, with its outcome.
+    Final(Outcome),
+    /// A `notifications/progress`.
+    Progress,
+    /// A request from the server to the client (it has both `method` and `id`).
+    ServerRequest,
+    /// Anything else (other notifications, responses to other ids, unreadable data).
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    method: Option<&'a str>,
+    #[serde(default)]
+    id: MaybeId,
+    #[serde(default)]
+    error: Option<ErrorCode>,
+    #[serde(default)]
+    result: Option<ResultFlags>,
+}
+
+/// The `id` member: absent, or present with a value (`null` and invalid ids as `Present(None)`);
+/// only a valid [`RequestId`] can match.
+#[derive(Default)]
+enum MaybeId {
+    #[default]
+    Absent,
+    Present(Option<RequestId>),
+}
+
+impl<'de> Deserialize<'de> for MaybeId {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(MaybeId::Present(RequestId::deserialize(v).ok()))
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: i64,
+}
+
+/// Reads only `isError` from a result object, skipping everything else without allocating.
+#[derive(Default)]
+struct ResultFlags {
+    is_error: bool,
+}
+
+impl<'de> Deserialize<'de> for ResultFlags {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ResultFlags;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC result")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ResultFlags, A::Error> {
+                #[derive(Deserialize)]
+                enum Key {
+                    #[serde(rename = "isError")]
+                    IsError,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut flags = ResultFlags::default();
+                while let Some(k) = map.next_key::<Key>()? {
+                    match k {
+                        Key::IsError => {
+                            flags.is_error = map.next_value::<Option<bool>>()?.unwrap_or(false)
+                        }
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(flags)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ResultFlags, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ResultFlags::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ResultFlags, E> {
+                Ok(ResultFlags::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads one JSON-RPC message of an answer. `id` is the call's id: a response to another id is
+/// not final. Without an id (unknown), any response is final.
+pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
+    let Ok(msg) = serde_json::from_slice::<Message<'_>>(bytes) else {
+        return Seen::Other;
+    };
+    match (msg.method, msg.id) {
+        (Some("notifications/progress"), MaybeId::Absent) => Seen::Progress,
+        (Some(_), MaybeId::Present(_)) => Seen::ServerRequest,
+        (Some(_), MaybeId::Absent) => Seen::Other,
+        (None, MaybeId::Present(got)) => {
+            let matches = match (id, &got) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                // A `null` id answers a request the server could not read: ours.
+                (Some(_), None) => msg.error.is_some(),
+            };
+            if !matches {
+                return Seen::Other;
+            }
+            match (msg.error, msg.result) {
+                (Some(e), _) => Seen::Final(Outcome::RpcError(e.code)),
+                (None, Some(r)) if r.is_error => Seen::Final(Outcome::ToolError),
+                (None, Some(_)) => Seen::Final(Outcome::Success),
+                (None, None) => Seen::Other,
+            }
+        }
+        (None, MaybeId::Absent) => Seen::Other,
+    }
+}
+
+/// The outcome a bare HTTP status gives when no body can tell more.
+pub fn status_outcome(status: StatusCode) -> Outcome {
+    if status.is_success() {
+        Outcome::Success
+    } else {
+        Outcome::Status(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let id = RequestId::Number(7);
+        let s = |b: &str| inspect_message(b.as_bytes(), Some(&id));
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":false}}"#),
+            Seen::Final(Outcome::Success)
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}"#),
+            Seen::Final(Outcome::ToolError)
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"boom","data":{"a":[1,2]}}}"#),
+            Seen::Final(Outcome::RpcError(-32603))
+        );
+        assert_eq!(s(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#), Seen::Other);
+        assert_eq!(s(r#"{"jsonrpc":"2.0","id":"7","result":{}}"#), Seen::Other);
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#),
+            Seen::Final(Outcome::RpcError(-32700))
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#),
+            Seen::Progress
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}"#),
+            Seen::ServerRequest
+        );
+        assert_eq!(s("not json"), Seen::Other);
+        assert_eq!(s(r#"{"id":7,"result":"plain"}"#), Seen::Final(Outcome::Success));
+        assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::Other);
+    }
+}

@@ -1,0 +1,330 @@
+//! An incremental Server-Sent Events parser.
+//!
+//! Fed the body's bytes as they arrive, in frames of any size, it reports each complete event.
+//! It accepts `\n`, `\r\n` and `\r` line endings (also when a `\r\n` pair is split between two
+//! frames), skips comments and a leading BOM, and bounds memory: an event larger than the limit is
+//! reported as truncated instead of growing the buffer.
+
+/// One dispatched event. Borrows the parser's buffers until the next call to
+/// [`SseParser::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    /// The event's data: its `data:` lines joined with `\n`.
+    pub data: &'a [u8],
+    /// The `event:` field, if any.
+    pub event: Option<&'a [u8]>,
+    /// The `id:` field of this event, if any.
+    pub id: Option<&'a [u8]>,
+    /// Whether the event exceeded the size limit and `data` holds only its beginning.
+    pub truncated: bool,
+}
+
+/// An incremental SSE parser; see the module docs.
+#[derive(Debug, Clone)]
+pub struct SseParser {
+    /// Bytes of a line whose end has not arrived yet.
+    line: Vec<u8>,
+    data: Vec<u8>,
+    event: Vec<u8>,
+    id: Vec<u8>,
+    has_data: bool,
+    has_event: bool,
+    has_id: bool,
+    /// Some field of the current event has been seen (so a blank line dispatches it).
+    in_event: bool,
+    /// The last byte seen was `\r`: a `\n` at the start of the next frame ends nothing.
+    pending_cr: bool,
+    truncated: bool,
+    /// Bytes of the BOM still to check at the very start of the stream.
+    bom: u8,
+    max_event: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_EVENT)
+    }
+}
+
+impl SseParser {
+    /// The default size limit of one event (16 MiB).
+    pub const DEFAULT_MAX_EVENT: usize = 16 << 20;
+
+    /// Creates a parser whose events are bounded to `max_event` bytes.
+    pub fn new(max_event: usize) -> Self {
+        SseParser {
+            line: Vec::new(),
+            data: Vec::new(),
+            event: Vec::new(),
+            id: Vec::new(),
+            has_data: false,
+            has_event: false,
+            has_id: false,
+            in_event: false,
+            pending_cr: false,
+            truncated: false,
+            bom: 0,
+            max_event,
+        }
+    }
+
+    /// Whether the bytes seen so far end exactly between two events: no partial line, no field of
+    /// an undispatched event, no `\r` whose `\n` may still come. Only there may a writer insert
+    /// its own event or comment without changing the meaning of the stream.
+    pub fn at_boundary(&self) -> bool {
+        !self.pending_cr && !self.in_event && self.line.is_empty()
+    }
+
+    /// Feeds the next bytes of the stream; calls `on_event` for each event they complete.
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.bom < 3 {
+            chunk = self.skip_bom(chunk, &mut on_event);
+        }
+        self.feed_lines(chunk, &mut on_event);
+    }
+
+    fn skip_bom<'c, F: FnMut(SseEvent<'_>)>(&mut self, mut chunk: &'c [u8], on_event: &mut F) -> &'c [u8] {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        while self.bom < 3 {
+            let Some((&b, rest)) = chunk.split_first() else {
+                return chunk;
+            };
+            if b == BOM[self.bom as usize] {
+                self.bom += 1;
+                chunk = rest;
+            } else {
+                // Not a BOM: replay the bytes we swallowed as ordinary input.
+                let seen = self.bom as usize;
+                self.bom = 3;
+                if seen > 0 {
+                    self.feed_lines(&BOM[..seen], on_event);
+                }
+            }
+        }
+        chunk
+    }
+
+    fn feed_lines<F: FnMut(SseEvent<'_>)>(&mut self, mut chunk: &[u8], on_event: &mut F) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
+            }
+        }
+        while !chunk.is_empty() {
+            match memchr::memchr2(b'\n', b'\r', chunk) {
+                None => {
+                    self.push_partial(chunk);
+                    return;
+                }
+                Some(i) => {
+                    let end = i;
+                    let mut next = i + 1;
+                    if chunk[i] == b'\r' {
+                        match chunk.get(i + 1) {
+                            Some(b'\n') => next += 1,
+                            Some(_) => {}
+                            None => self.pending_cr = true,
+                        }
+                    }
+                    if self.line.is_empty() {
+                        self.line_complete(LineSrc::Chunk(&chunk[..end]), on_event);
+                    } else {
+                        self.push_partial(&chunk[..end]);
+                        self.line_complete(LineSrc::Buffered, on_event);
+                    }
+                    chunk = &chunk[next..];
+                }
+            }
+        }
+    }
+
+    fn push_partial(&mut self, bytes: &[u8]) {
+        let room = self.max_event.saturating_sub(self.line.len());
+        if bytes.len() > room {
+            self.truncated = true;
+        }
+        self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn line_complete<F: FnMut(SseEvent<'_>)>(&mut self, src: LineSrc<'_>, on_event: &mut F) {
+        let line = std::mem::take(&mut self.line);
+        let bytes: &[u8] = match src {
+            LineSrc::Chunk(b) => b,
+            LineSrc::Buffered => &line,
+        };
+        if bytes.is_empty() {
+            self.dispatch(on_event);
+        } else if bytes[0] != b':' {
+            let (field, value) = match memchr::memchr(b':', bytes) {
+                Some(c) => {
+                    let v = &bytes[c + 1..];
+                    (&bytes[..c], v.strip_prefix(b" ").unwrap_or(v))
+                }
+                None => (bytes, &b""[..]),
+            };
+            self.field(field, value);
+        }
+        // Keep the line buffer's allocation for the next partial line.
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn field(&mut self, field: &[u8], value: &[u8]) {
+        match field {
+            b"data" => {
+                self.in_event = true;
+                self.has_data = true;
+                let room = self.max_event.saturating_sub(self.data.len());
+                if value.len() + 1 > room {
+                    self.truncated = true;
+                    let take = value.len().min(room);
+                    self.data.extend_from_slice(&value[..take]);
+                } else {
+                    self.data.extend_from_slice(value);
+                    self.data.push(b'\n');
+                }
+            }
+            b"event" => {
+                self.in_event = true;
+                self.has_event = true;
+                self.event.clear();
+                self.event.extend_from_slice(&value[..value.len().min(1024)]);
+            }
+            b"id" => {
+                self.in_event = true;
+                if !value.contains(&0) {
+                    self.has_id = true;
+                    self.id.clear();
+                    self.id.extend_from_slice(&value[..value.len().min(1024)]);
+                }
+            }
+            // `retry` and unknown fields are ignored, but still belong to the event.
+            _ => self.in_event = true,
+        }
+    }
+
+    fn dispatch<F: FnMut(SseEvent<'_>)>(&mut self, on_event: &mut F) {
+        // As the SSE spec says: an event without any `data` line is not dispatched.
+        if self.has_data {
+            let mut data: &[u8] = &self.data;
+            if let Some(d) = data.strip_suffix(b"\n") {
+                data = d;
+            }
+            on_event(SseEvent {
+                data,
+                event: self.has_event.then_some(&self.event[..]),
+                id: self.has_id.then_some(&self.id[..]),
+                truncated: self.truncated,
+            });
+        }
+        self.data.clear();
+        self.event.clear();
+        self.id.clear();
+        self.has_data = false;
+        self.has_event = false;
+        self.has_id = false;
+        self.in_event = false;
+        self.truncated = false;
+    }
+}
+
+enum LineSrc<'a> {
+    Chunk(&'a [u8]),
+    Buffered,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Ev {
+        data: String,
+        event: Option<String>,
+        id: Option<String>,
+        truncated: bool,
+    }
+
+    fn parse_chunks(p: &mut SseParser, chunks: &[&[u8]]) -> Vec<Ev> {
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c, |e| {
+                out.push(Ev {
+                    data: String::from_utf8_lossy(e.data).into(),
+                    event: e.event.map(|v| String::from_utf8_lossy(v).into()),
+                    id: e.id.map(|v| String::from_utf8_lossy(v).into()),
+                    truncated: e.truncated,
+                })
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn basic_events_and_comments() {
+        let mut p = SseParser::default();
+        let evs = parse_chunks(
+            &mut p,
+            &[b": keep-alive\n\nid: 1\nevent: message\ndata: {\"a\":1}\n\ndata: x\ndata: y\n\n"],
+        );
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].data, "{\"a\":1}");
+        assert_eq!(evs[0].id.as_deref(), Some("1"));
+        assert_eq!(evs[0].event.as_deref(), Some("message"));
+        assert_eq!(evs[1].data, "x\ny");
+        assert!(p.at_boundary());
+    }
+
+    #[test]
+    fn split_crlf_and_lone_cr() {
+        let mut p = SseParser::default();
+        let evs = parse_chunks(&mut p, &[b"data: a\r", b"\n\r", b"\ndata: b\r\r"]);
+        assert_eq!(evs.iter().map(|e| &e.data[..]).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(!p.at_boundary(), "a trailing \\r may still be followed by \\n");
+        let evs = parse_chunks(&mut p, &[b"\n"]);
+        assert!(evs.is_empty());
+        assert!(p.at_boundary());
+    }
+
+    #[test]
+    fn boundary_tracking() {
+        let mut p = SseParser::default();
+        assert!(p.at_boundary());
+        parse_chunks(&mut p, &[b"data: partial"]);
+        assert!(!p.at_boundary());
+        parse_chunks(&mut p, &[b"\n"]);
+        assert!(!p.at_boundary());
+        parse_chunks(&mut p, &[b"\n"]);
+        assert!(p.at_boundary());
+        // A priming event with an empty payload, as rmcp sends.
+        let evs = parse_chunks(&mut p, &[b"id: 0\ndata:\n\n"]);
+        assert_eq!(evs[0].data, "");
+    }
+
+    #[test]
+    fn bom_is_skipped_only_at_start() {
+        let mut p = SseParser::default();
+        let evs = parse_chunks(&mut p, &[b"\xEF\xBB", b"\xBFdata: a\n\n"]);
+        assert_eq!(evs[0].data, "a");
+        let mut p = SseParser::default();
+        let evs = parse_chunks(&mut p, &[b"\xEFdata: a\n\n"]);
+        assert!(evs.is_empty(), "a broken BOM makes the first line a bogus field");
+        let evs = parse_chunks(&mut p, &[b"id: 7\n\ndata: b\n\n"]);
+        assert_eq!(evs.len(), 1, "an event with no data line is not dispatched");
+        assert_eq!(evs[0].data, "b");
+    }
+
+    #[test]
+    fn oversized_events_are_truncated_not_buffered() {
+        let mut p = SseParser::new(8);
+        let evs = parse_chunks(&mut p, &[b"data: 0123456789abcdef\n\ndata: ok\n\n"]);
+        assert!(evs[0].truncated);
+        assert!(evs[0].data.len() <= 8);
+        assert_eq!(evs[1].data, "ok");
+        assert!(!evs[1].truncated);
+        let mut p = SseParser::new(8);
+        let evs = parse_chunks(&mut p, &[b"data: 0123", b"456789abcdef", b"\n\n"]);
+        assert!(evs[0].truncated);
+    }
+}
