@@ -1,0 +1,216 @@
+//! McpInspectLayer through tower-test mocks.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tower::{Layer, ServiceExt};
+use tower_armor_mcp::inspect::McpInspectLayer;
+use tower_armor_mcp::{McpBody, McpRequest, MessageKind, Method, StreamRole};
+use tower_test::mock;
+
+type Mock = mock::Mock<Request<McpBody>, Response<String>>;
+type Handle = mock::Handle<Request<McpBody>, Response<String>>;
+
+fn setup(layer: McpInspectLayer) -> (tower_armor_mcp::inspect::McpInspect<Mock>, Handle) {
+    let (svc, handle) = mock::pair::<Request<McpBody>, Response<String>>();
+    (layer.layer(svc), handle)
+}
+
+async fn body_json(resp: Response<tower_armor_mcp::ResponseBody<String>>) -> serde_json::Value {
+    let (parts, body) = resp.into_parts();
+    assert_eq!(parts.headers["content-type"], "application/json");
+    let b = body.collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn post(body: &'static str) -> Request<String> {
+    Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn facts_reach_the_inner_service_with_the_body_unchanged() {
+    let (svc, mut handle) = setup(McpInspectLayer::new());
+    let raw = r#"{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    let call = tokio::spawn(svc.oneshot(post(raw)));
+    let (req, send) = handle.next_request().await.unwrap();
+    let facts = req.extensions().get::<McpRequest>().unwrap().clone();
+    assert_eq!(facts.method(), Some(&Method::ToolsCall));
+    assert_eq!(facts.tool(), Some("echo"));
+    assert_eq!(req.body().bytes(), raw.as_bytes());
+    send.send_response(Response::new("inner".to_string()));
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!resp.body().is_local());
+}
+
+#[tokio::test(start_paused = true)]
+async fn declared_oversize_is_refused_before_reading() {
+    let (svc, mut handle) = setup(McpInspectLayer::new().max_body_bytes(16));
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("content-length", "17")
+        .body("{\"jsonrpc\":\"2.0\"}".to_string())
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], -31413);
+    assert_eq!(v["id"], serde_json::Value::Null);
+    // The service was dropped without ever sending a request inward.
+    assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn streamed_oversize_is_refused_while_reading() {
+    let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..4)
+        .map(|_| Ok(Frame::data(Bytes::from_static(b"abcd"))))
+        .collect();
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream::iter(chunks)))
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn multi_frame_bodies_are_joined() {
+    let (svc, mut handle) = setup(McpInspectLayer::new());
+    let parts = [r#"{"jsonrpc":"2.0","#, r#""id":1,"method":"#, r#""ping"}"#];
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = parts
+        .iter()
+        .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+        .collect();
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream::iter(chunks)))
+        .unwrap();
+    let call = tokio::spawn(svc.oneshot(req));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.body().bytes(), parts.concat().as_bytes());
+    assert_eq!(req.extensions().get::<McpRequest>().unwrap().method(), Some(&Method::Ping));
+    send.send_response(Response::new(String::new()));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_and_mismatched_requests_are_answered_here() {
+    let (svc, _h) = setup(McpInspectLayer::new());
+    let resp = svc.clone().oneshot(post("{\"jsonrpc\":")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], -32700);
+    assert_eq!(v["id"], serde_json::Value::Null);
+
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "=?base64?not base64?=")
+        .body(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add"}}"#.to_string())
+        .unwrap();
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], -32020);
+    assert_eq!(v["id"], 4);
+
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2099-01-01")
+        .body(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#.to_string())
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(resp).await["error"]["code"], -32022);
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_delete_and_non_json_pass_through() {
+    let (svc, mut handle) = setup(McpInspectLayer::new());
+    let get = Request::get("/mcp")
+        .header("mcp-session-id", "s-1")
+        .header("accept", "text/event-stream")
+        .body(String::new())
+        .unwrap();
+    let call = tokio::spawn(svc.clone().oneshot(get));
+    let (req, send) = handle.next_request().await.unwrap();
+    let facts = req.extensions().get::<McpRequest>().unwrap();
+    assert!(facts.is_long_lived());
+    assert_eq!(facts.session_id().unwrap(), "s-1");
+    send.send_response(Response::new(String::new()));
+    call.await.unwrap().unwrap();
+
+    let resume = Request::get("/mcp")
+        .header("last-event-id", "3/7")
+        .body(String::new())
+        .unwrap();
+    let call = tokio::spawn(svc.clone().oneshot(resume));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert!(matches!(
+        req.extensions().get::<McpRequest>().unwrap().stream_role(),
+        StreamRole::Resume { .. }
+    ));
+    send.send_response(Response::new(String::new()));
+    call.await.unwrap().unwrap();
+
+    let text = Request::post("/mcp")
+        .header("content-type", "text/plain")
+        .body("not json at all".to_string())
+        .unwrap();
+    let call = tokio::spawn(svc.oneshot(text));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.extensions().get::<McpRequest>().unwrap().kind(), MessageKind::NotJsonRpc);
+    assert_eq!(req.body().bytes(), b"not json at all");
+    send.send_response(Response::new(String::new()));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_body_gets_400() {
+    let (svc, _h) = setup(McpInspectLayer::new());
+    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"{"))),
+        Err(std::io::Error::other("reset")),
+    ];
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream::iter(chunks)))
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_is_the_inner_services() {
+    let (mut svc, mut handle) = setup(McpInspectLayer::new());
+    handle.allow(0);
+    let mut ready = tokio_test_ready(&mut svc);
+    assert!(ready.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_pending());
+    handle.allow(1);
+    ready.await.unwrap();
+}
+
+fn tokio_test_ready<'a>(
+    svc: &'a mut tower_armor_mcp::inspect::McpInspect<Mock>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tower::BoxError>> + 'a>> {
+    Box::pin(async move {
+        std::future::poll_fn(|cx| tower::Service::<Request<String>>::poll_ready(svc, cx)).await
+    })
+}
+
+#[test]
+fn the_service_is_send_sync_clone() {
+    fn assert<T: Send + Sync + Clone>() {}
+    assert::<tower_armor_mcp::inspect::McpInspect<Mock>>();
+    fn fut<T: Send>() {}
+    fut::<tower_armor_mcp::inspect::ResponseFuture<Mock, String>>();
+}
