@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Interop client: drives an MCP server over streamable HTTP with the Python SDK (mcp==2.3.0).
+
+Run with the interpreter of the venv that setup.sh builds:
+
+    ${CARGO_TARGET_DIR:-target}/interop/venv/bin/python tests/interop/py_client.py \
+        --url http://127.0.0.1:PORT/mcp --mode legacy|2026-07-28 [--token T] [--expect-unauthorized]
+
+Steps: connect, tools/list (must include add, echo, progress), add {a:2,b:3} -> "5",
+echo {text:"hello interop"} -> same text, progress {steps:3, interval_ms:50} counting progress
+notifications (>= 1). Prints exactly one JSON line on stdout:
+    {"ok":true,"client":"python","mode":...,"protocol_version":...,"tools":[...],"add":"5",
+     "echo":"hello interop","progress_notifications":N}
+or {"ok":false,"client":"python","error":"..."} with exit code 1.
+With --expect-unauthorized the session must fail with HTTP 401 (seen on the wire through an httpx2
+response hook: the SDK itself maps a 401 without a JSON-RPC body to MCPError -32603 "Server returned
+an error response", with no status in it); then it prints
+    {"ok":true,"client":"python","unauthorized":true,"status":401,"www_authenticate":"..."}.
+Everything is bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides). SDK log lines go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+OVERALL_TIMEOUT_S = float(os.environ.get("INTEROP_TIMEOUT_S", "30"))
+REQUIRED_TOOLS = ("add", "echo", "progress")
+
+
+class Failure(Exception):
+    pass
+
+
+def text_of(result: Any, tool: str) -> str:
+    if getattr(result, "is_error", False):
+        raise Failure(f"{tool}: tool returned isError: {result.content!r}")
+    texts = [c.text for c in result.content if getattr(c, "type", None) == "text"]
+    if len(texts) != 1:
+        raise Failure(f"{tool}: expected one text content block, got {result.content!r}")
+    return texts[0]
+
+
+class Recorder:
+    """httpx2 response hook: remembers every HTTP status the client saw."""
+
+    def __init__(self) -> None:
+        self.responses: list[tuple[str, int, str | None]] = []
+
+    async def __call__(self, response: httpx2.Response) -> None:
+        self.responses.append(
+            (response.request.method, response.status_code, response.headers.get("www-authenticate"))
+        )
+
+    def first(self, status: int) -> tuple[str, int, str | None] | None:
+        return next((r for r in self.responses if r[1] == status), None)
+
+
+async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token is not None else None
+    http_client = create_mcp_http_client(headers=headers)
+    http_client.event_hooks["response"].append(recorder)
+    async with http_client:
+        transport = streamable_http_client(args.url, http_client=http_client)
+        async with Client(transport, mode=args.mode) as client:
+            # Under mode="2026-07-28" entering sends nothing (no handshake): the first request is tools/list.
+            listed = await client.list_tools()
+            tools = sorted(t.name for t in listed.tools)
+            if args.expect_unauthorized:
+                raise Failure(f"expected HTTP 401 but the session worked (tools: {tools})")
+            missing = [t for t in REQUIRED_TOOLS if t not in tools]
+            if missing:
+                raise Failure(f"tools/list lacks {missing}; got {tools}")
+
+            add = text_of(await client.call_tool("add", {"a": 2, "b": 3}), "add")
+            if add != "5":
+                raise Failure(f'add: expected "5", got {add!r}')
+
+            echo = text_of(await client.call_tool("echo", {"text": "hello interop"}), "echo")
+            if echo != "hello interop":
+                raise Failure(f"echo: expected 'hello interop', got {echo!r}")
+
+            progress_events: list[tuple[float, float | None, str | None]] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                progress_events.append((progress, total, message))
+
+            result = await client.call_tool(
+                "progress", {"steps": 3, "interval_ms": 50}, progress_callback=on_progress
+            )
+            text_of(result, "progress")
+            if len(progress_events) < 1:
+                raise Failure("progress: no progress notification arrived")
+
+            return {
+                "ok": True,
+                "client": "python",
+                "mode": args.mode,
+                "protocol_version": client.protocol_version,
+                "tools": tools,
+                "add": add,
+                "echo": echo,
+                "progress_notifications": len(progress_events),
+            }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    recorder = Recorder()
+    try:
+        with anyio.fail_after(OVERALL_TIMEOUT_S):
+            return await run(args, recorder)
+    except TimeoutError as e:
+        raise Failure(f"overall timeout of {OVERALL_TIMEOUT_S:g} s exceeded") from e
+    except Exception as e:  # task groups may wrap what `run` raised in an ExceptionGroup
+        failure = next((x for x in leaves(e) if isinstance(x, Failure)), None)
+        if failure is not None:
+            raise failure from None
+        if args.expect_unauthorized:
+            hit = recorder.first(401)
+            if hit is not None:
+                return {
+                    "ok": True,
+                    "client": "python",
+                    "unauthorized": True,
+                    "status": 401,
+                    "www_authenticate": hit[2],
+                }
+            raise Failure(f"expected HTTP 401, saw {recorder.responses}; error: {describe(e)}") from e
+        http_errors = [f"{method} {status}" for method, status, _ in recorder.responses if status >= 400]
+        suffix = f" (HTTP errors seen: {', '.join(http_errors)})" if http_errors else ""
+        raise Failure(describe(e) + suffix) from e
+
+
+def leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for x in e.exceptions for leaf in leaves(x)]
+    return [e]
+
+
+def describe(e: BaseException) -> str:
+    parts = []
+    for x in leaves(e):
+        code = getattr(x, "code", None)
+        parts.append(f"{type(x).__name__}" + (f"({code})" if code is not None else "") + f": {x}")
+    return "; ".join(parts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--mode", required=True, choices=["legacy", "2026-07-28", "auto"])
+    parser.add_argument("--token")
+    parser.add_argument("--expect-unauthorized", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="py_client %(levelname)s %(name)s: %(message)s")
+
+    try:
+        out = anyio.run(main_async, args)
+        code = 0
+    except Failure as e:
+        out = {"ok": False, "client": "python", "error": str(e)}
+        code = 1
+    except BaseException as e:  # noqa: BLE001
+        out = {"ok": False, "client": "python", "error": describe(e)}
+        code = 1
+    print(json.dumps(out, separators=(",", ":")), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

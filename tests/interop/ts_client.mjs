@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+// Interop client: drives an MCP server over streamable HTTP with the TypeScript SDK
+// (@modelcontextprotocol/sdk 1.32.2, which speaks protocol 2025-11-25 with an initialize handshake).
+//
+// Invocation (after tests/interop/setup.sh):
+//   INTEROP_NODE_DIR=${CARGO_TARGET_DIR:-target}/interop/node \
+//     node tests/interop/ts_client.mjs --url http://127.0.0.1:PORT/mcp [--token T] [--expect-unauthorized]
+// ESM imports ignore NODE_PATH and resolve bare specifiers from this file's own folder, so the SDK is
+// loaded through INTEROP_NODE_DIR/sdk.mjs (copied there by setup.sh), imported by absolute path; that
+// shim's own imports then resolve against INTEROP_NODE_DIR/node_modules. Without INTEROP_NODE_DIR the
+// dir is ${CARGO_TARGET_DIR:-<repo>/target}/interop/node, <repo> being two folders above this file.
+// Any cwd works.
+//
+// Steps: connect, tools/list (must include add, echo, progress), add {a:2,b:3} -> "5",
+// echo {text:"hello interop"} -> same text, progress {steps:3, interval_ms:50} counting progress
+// notifications (>= 1). Prints exactly one JSON line on stdout:
+//   {"ok":true,"client":"typescript","mode":"legacy","protocol_version":"2025-11-25","tools":[...],
+//    "add":"5","echo":"hello interop","progress_notifications":N}
+// or {"ok":false,"client":"typescript","error":"..."} with exit code 1.
+// With --expect-unauthorized, connecting must fail with StreamableHTTPError code 401 (the SDK's error
+// for a non-OK POST when no authProvider is set); then it prints
+//   {"ok":true,"client":"typescript","unauthorized":true,"status":401}.
+// Bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides).
+
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const OVERALL_TIMEOUT_MS = Number(process.env.INTEROP_TIMEOUT_S ?? '30') * 1000;
+const REQUIRED_TOOLS = ['add', 'echo', 'progress'];
+
+function finish(out, code) {
+    process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(code));
+}
+
+class Failure extends Error {}
+
+function describe(e) {
+    if (e instanceof Failure) return e.message;
+    const name = e?.constructor?.name && e.constructor.name !== 'Error' ? e.constructor.name : (e?.name ?? 'Error');
+    const code = e && e.code !== undefined ? `(${e.code})` : '';
+    const cause = e?.cause ? ` (cause: ${describe(e.cause)})` : '';
+    return `${name}${code}: ${e?.message ?? String(e)}${cause}`;
+}
+
+function textOf(result, tool) {
+    if (result.isError) throw new Failure(`${tool}: tool returned isError: ${JSON.stringify(result.content)}`);
+    const texts = (result.content ?? []).filter(c => c.type === 'text').map(c => c.text);
+    if (texts.length !== 1) throw new Failure(`${tool}: expected one text content block, got ${JSON.stringify(result.content)}`);
+    return texts[0];
+}
+
+function nodeDir() {
+    if (process.env.INTEROP_NODE_DIR) return path.resolve(process.env.INTEROP_NODE_DIR);
+    const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const target = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(repo, 'target');
+    return path.join(target, 'interop', 'node');
+}
+
+async function run(args) {
+    const dir = nodeDir();
+    let sdk;
+    try {
+        sdk = await import(pathToFileURL(path.join(dir, 'sdk.mjs')).href);
+    } catch (e) {
+        throw new Failure(`cannot load the SDK from ${dir} (run tests/interop/setup.sh): ${describe(e)}`);
+    }
+    const { Client, StreamableHTTPClientTransport, StreamableHTTPError } = sdk;
+
+    const headers = args.token !== undefined ? { Authorization: `Bearer ${args.token}` } : {};
+    const transport = new StreamableHTTPClientTransport(new URL(args.url), { requestInit: { headers } });
+    const client = new Client({ name: 'tower-armor-interop', version: '0.0.0' });
+    // Transport-level errors (e.g. the optional GET stream) land here; log them, the calls decide.
+    // Closing aborts the GET stream, which reports an AbortError here: expected, so not logged.
+    let closing = false;
+    client.onerror = e => {
+        if (!closing) process.stderr.write(`ts_client: onerror: ${describe(e)}\n`);
+    };
+
+    try {
+        await client.connect(transport);
+    } catch (e) {
+        if (args.expectUnauthorized && e instanceof StreamableHTTPError && e.code === 401) {
+            return { ok: true, client: 'typescript', unauthorized: true, status: 401 };
+        }
+        if (args.expectUnauthorized) throw new Failure(`expected StreamableHTTPError 401 on connect, got ${describe(e)}`);
+        throw e;
+    }
+    try {
+        if (args.expectUnauthorized) throw new Failure('expected HTTP 401 but connect succeeded');
+        const listed = await client.listTools();
+        const tools = listed.tools.map(t => t.name).sort();
+        const missing = REQUIRED_TOOLS.filter(t => !tools.includes(t));
+        if (missing.length) throw new Failure(`tools/list lacks ${JSON.stringify(missing)}; got ${JSON.stringify(tools)}`);
+
+        const add = textOf(await client.callTool({ name: 'add', arguments: { a: 2, b: 3 } }), 'add');
+        if (add !== '5') throw new Failure(`add: expected "5", got ${JSON.stringify(add)}`);
+
+        const echo = textOf(await client.callTool({ name: 'echo', arguments: { text: 'hello interop' } }), 'echo');
+        if (echo !== 'hello interop') throw new Failure(`echo: expected "hello interop", got ${JSON.stringify(echo)}`);
+
+        let progressNotifications = 0;
+        const result = await client.callTool(
+            { name: 'progress', arguments: { steps: 3, interval_ms: 50 } },
+            undefined,
+            { onprogress: () => { progressNotifications += 1; } }
+        );
+        textOf(result, 'progress');
+        if (progressNotifications < 1) throw new Failure('progress: no progress notification arrived');
+
+        return {
+            ok: true,
+            client: 'typescript',
+            mode: 'legacy',
+            protocol_version: transport.protocolVersion ?? null,
+            tools,
+            add,
+            echo,
+            progress_notifications: progressNotifications
+        };
+    } finally {
+        closing = true;
+        // Ends the session with DELETE (as a well-behaved client does), then closes the transport.
+        await transport.terminateSession().catch(e => process.stderr.write(`ts_client: terminateSession: ${describe(e)}\n`));
+        await client.close().catch(() => {});
+    }
+}
+
+let args;
+try {
+    const { values } = parseArgs({
+        options: {
+            url: { type: 'string' },
+            token: { type: 'string' },
+            'expect-unauthorized': { type: 'boolean', default: false }
+        },
+        strict: true
+    });
+    if (!values.url) throw new Error('--url is required');
+    args = { url: values.url, token: values.token, expectUnauthorized: values['expect-unauthorized'] };
+} catch (e) {
+    finish({ ok: false, client: 'typescript', error: `usage: ${e.message}` }, 1);
+}
+
+if (args) {
+    const timer = setTimeout(
+        () => finish({ ok: false, client: 'typescript', error: `overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded` }, 1),
+        OVERALL_TIMEOUT_MS
+    );
+    run(args).then(
+        out => { clearTimeout(timer); finish(out, 0); },
+        e => { clearTimeout(timer); finish({ ok: false, client: 'typescript', error: describe(e) }, 1); }
+    );
+}
