@@ -48,7 +48,11 @@ impl Settings {
         let max_body_bytes = match std::env::var("MCP_MAX_BODY_BYTES") {
             Ok(v) => match v.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,
-                _ => return Err(format!("MCP_MAX_BODY_BYTES: expected a positive integer, got {v:?}")),
+                _ => {
+                    return Err(format!(
+                        "MCP_MAX_BODY_BYTES: expected a positive integer, got {v:?}"
+                    ));
+                }
             },
             Err(_) => McpInspectLayer::DEFAULT_MAX_BODY,
         };

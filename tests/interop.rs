@@ -14,7 +14,12 @@ async fn passes(client: Client, mode: &str, protocol: &str) {
     assert_eq!(v["add"], "5");
     assert_eq!(v["echo"], "hello interop");
     assert!(v["progress_notifications"].as_u64().unwrap() >= 1, "{v}");
-    let tools: Vec<&str> = v["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let tools: Vec<&str> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     for t in ["add", "echo", "progress"] {
         assert!(tools.contains(&t), "{tools:?}");
     }

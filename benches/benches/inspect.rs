@@ -30,7 +30,9 @@ fn request(body: &Bytes) -> Request<Full<Bytes>> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("inspect");
     for size in [200usize, 64 << 10] {
         let body = body_of(size);
@@ -54,15 +56,22 @@ fn bench(c: &mut Criterion) {
                 Ok::<_, Infallible>(Response::new(tool.unwrap_or(0)))
             },
         ));
-        g.bench_with_input(BenchmarkId::new("tower_http_limit_value", size), &body, |b, body| {
-            b.iter(|| rt.block_on(anchor.clone().oneshot(request(body))).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("tower_http_limit_value", size),
+            &body,
+            |b, body| b.iter(|| rt.block_on(anchor.clone().oneshot(request(body))).unwrap()),
+        );
 
         // Ours: bounded read + facts + mirrored-header checks; the inner service reads the facts.
-        let mut ours = McpInspectLayer::new().layer(service_fn(|req: Request<McpBody>| async move {
-            let tool = req.extensions().get::<McpRequest>().and_then(|f| f.tool()).map(str::len);
-            Ok::<_, Infallible>(Response::new(tool.unwrap_or(0)))
-        }));
+        let mut ours =
+            McpInspectLayer::new().layer(service_fn(|req: Request<McpBody>| async move {
+                let tool = req
+                    .extensions()
+                    .get::<McpRequest>()
+                    .and_then(|f| f.tool())
+                    .map(str::len);
+                Ok::<_, Infallible>(Response::new(tool.unwrap_or(0)))
+            }));
         g.bench_with_input(BenchmarkId::new("mcp_inspect", size), &body, |b, body| {
             b.iter(|| {
                 rt.block_on(async {

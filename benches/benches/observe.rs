@@ -40,7 +40,9 @@ fn response(frames: &[Bytes]) -> http::Response<B> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let frames = frames();
     let total: usize = frames.iter().map(Bytes::len).sum();
     let mut g = c.benchmark_group("sse_observer");

@@ -42,7 +42,13 @@ pub fn interop_dir() -> &'static PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        PathBuf::from(stdout.lines().last().expect("setup prints the interop dir").trim())
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("setup prints the interop dir")
+                .trim(),
+        )
     })
 }
 
@@ -74,7 +80,11 @@ pub async fn run_client(
                 c.arg(repo().join("tests/interop/py_client.py"));
                 c.args([
                     "--mode",
-                    if matches!(client, Client::PythonLegacy) { "legacy" } else { "2026-07-28" },
+                    if matches!(client, Client::PythonLegacy) {
+                        "legacy"
+                    } else {
+                        "2026-07-28"
+                    },
                 ]);
                 c
             }

@@ -172,7 +172,9 @@ impl ToolReply {
     /// The outcome this reply represents.
     pub fn outcome(&self) -> Outcome {
         match self {
-            ToolReply::Result { is_error: false, .. } => Outcome::Success,
+            ToolReply::Result {
+                is_error: false, ..
+            } => Outcome::Success,
             ToolReply::Result { is_error: true, .. } => Outcome::ToolError,
             ToolReply::Error { code, .. } => Outcome::RpcError(*code),
         }

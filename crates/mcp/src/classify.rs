@@ -229,7 +229,10 @@ impl Classifier {
             Verdict::new(B::SlowFailure, R::IfSafe)
         } else if is_local_code(code) {
             // Another tower-armor hop answered: its last three digits are the HTTP status.
-            match u16::try_from(-code % 1000).ok().and_then(|s| StatusCode::from_u16(s).ok()) {
+            match u16::try_from(-code % 1000)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+            {
                 Some(s) => self.classify_status(s, has_session),
                 None => Verdict::new(B::Ignored, R::No),
             }
@@ -266,12 +269,21 @@ mod tests {
         assert_eq!(c(st(202)), (B::Success, R::No));
         assert_eq!(c(Outcome::ToolError), (B::Success, R::No));
         let strict = Classifier::new().tool_error_is_failure(true);
-        assert_eq!(strict.classify(&Outcome::ToolError, false).breaker, B::Failure);
+        assert_eq!(
+            strict.classify(&Outcome::ToolError, false).breaker,
+            B::Failure
+        );
     }
 
     #[test]
     fn row_transport_and_transient_statuses() {
-        for o in [Outcome::Transport, Outcome::Incomplete, st(502), st(503), st(504)] {
+        for o in [
+            Outcome::Transport,
+            Outcome::Incomplete,
+            st(502),
+            st(503),
+            st(504),
+        ] {
             assert_eq!(c(o), (B::Failure, R::IfSafe), "{o}");
         }
     }
@@ -290,12 +302,21 @@ mod tests {
     fn row_slow() {
         assert_eq!(c(st(408)), (B::SlowFailure, R::IfSafe));
         assert_eq!(c(Outcome::Elapsed), (B::SlowFailure, R::IfSafe));
-        assert_eq!(c(Outcome::RpcError(CODE_TIMEOUT)), (B::SlowFailure, R::IfSafe));
+        assert_eq!(
+            c(Outcome::RpcError(CODE_TIMEOUT)),
+            (B::SlowFailure, R::IfSafe)
+        );
     }
 
     #[test]
     fn row_internal_errors() {
-        for o in [st(500), st(501), st(507), st(599), Outcome::RpcError(-32603)] {
+        for o in [
+            st(500),
+            st(501),
+            st(507),
+            st(599),
+            Outcome::RpcError(-32603),
+        ] {
             assert_eq!(c(o), (B::Failure, R::No), "{o}");
         }
     }
@@ -323,8 +344,14 @@ mod tests {
             assert_eq!(c(Outcome::RpcError(code)), (B::Ignored, R::No), "{code}");
         }
         let k = Classifier::new().failure_code(-32002);
-        assert_eq!(k.classify(&Outcome::RpcError(-32002), false).breaker, B::Failure);
-        assert_eq!(k.classify(&Outcome::RpcError(-32001), false).breaker, B::Ignored);
+        assert_eq!(
+            k.classify(&Outcome::RpcError(-32002), false).breaker,
+            B::Failure
+        );
+        assert_eq!(
+            k.classify(&Outcome::RpcError(-32001), false).breaker,
+            B::Ignored
+        );
     }
 
     #[test]
@@ -348,7 +375,10 @@ mod tests {
     fn local_codes_from_another_hop_follow_their_status() {
         assert_eq!(c(Outcome::RpcError(-31503)), (B::Failure, R::IfSafe));
         assert_eq!(c(Outcome::RpcError(-31401)), (B::Ignored, R::No));
-        assert_eq!(c(Outcome::RpcError(-31429)), (B::Failure, R::IfSafeAfterRetryAfter));
+        assert_eq!(
+            c(Outcome::RpcError(-31429)),
+            (B::Failure, R::IfSafeAfterRetryAfter)
+        );
     }
 
     #[test]

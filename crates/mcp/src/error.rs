@@ -344,7 +344,10 @@ mod tests {
             assert!(!(-32768..=-32000).contains(&e.code()), "{e}");
             assert!(is_local_code(e.code()));
             assert!(seen.insert(e.code()), "duplicate code {}", e.code());
-            assert_eq!((-e.code()) % 1000 / 100, i64::from(e.status().as_u16()) / 100);
+            assert_eq!(
+                (-e.code()) % 1000 / 100,
+                i64::from(e.status().as_u16()) / 100
+            );
         }
         assert!(!is_local_code(-32603));
     }

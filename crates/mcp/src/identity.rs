@@ -75,7 +75,9 @@ impl CorrelationId {
     pub fn parse(s: &[u8]) -> Result<Self, InvalidCorrelationId> {
         Self::validate(s)?;
         // Validated ASCII above.
-        Ok(CorrelationId(Arc::from(std::str::from_utf8(s).unwrap_or_default())))
+        Ok(CorrelationId(Arc::from(
+            std::str::from_utf8(s).unwrap_or_default(),
+        )))
     }
 
     /// Checks an id without building it.

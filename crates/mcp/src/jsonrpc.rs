@@ -190,7 +190,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["id"], serde_json::Value::Null);
         assert_eq!(v["error"]["code"], -32700);
-        let b = error_body(Some(&"x".into()), -1, "m", Some(&serde_json::json!({"k": 1})));
+        let b = error_body(
+            Some(&"x".into()),
+            -1,
+            "m",
+            Some(&serde_json::json!({"k": 1})),
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["id"], "x");
         assert_eq!(v["error"]["data"]["k"], 1);

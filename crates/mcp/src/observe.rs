@@ -597,11 +597,15 @@ mod tests {
             Seen::Final(Outcome::Success)
         );
         assert_eq!(
-            s(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}"#),
+            s(
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}"#
+            ),
             Seen::Final(Outcome::ToolError)
         );
         assert_eq!(
-            s(r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"boom","data":{"a":[1,2]}}}"#),
+            s(
+                r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"boom","data":{"a":[1,2]}}}"#
+            ),
             Seen::Final(Outcome::RpcError(-32603))
         );
         assert_eq!(s(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#), Seen::Other);
@@ -619,7 +623,10 @@ mod tests {
             Seen::ServerRequest
         );
         assert_eq!(s("not json"), Seen::Other);
-        assert_eq!(s(r#"{"id":7,"result":"plain"}"#), Seen::Final(Outcome::Success));
+        assert_eq!(
+            s(r#"{"id":7,"result":"plain"}"#),
+            Seen::Final(Outcome::Success)
+        );
         assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::Other);
     }
 }

@@ -83,7 +83,11 @@ impl SseParser {
         self.feed_lines(chunk, &mut on_event);
     }
 
-    fn skip_bom<'c, F: FnMut(SseEvent<'_>)>(&mut self, mut chunk: &'c [u8], on_event: &mut F) -> &'c [u8] {
+    fn skip_bom<'c, F: FnMut(SseEvent<'_>)>(
+        &mut self,
+        mut chunk: &'c [u8],
+        on_event: &mut F,
+    ) -> &'c [u8] {
         const BOM: &[u8] = b"\xEF\xBB\xBF";
         while self.bom < 3 {
             let Some((&b, rest)) = chunk.split_first() else {
@@ -189,7 +193,8 @@ impl SseParser {
                 self.in_event = true;
                 self.has_event = true;
                 self.event.clear();
-                self.event.extend_from_slice(&value[..value.len().min(1024)]);
+                self.event
+                    .extend_from_slice(&value[..value.len().min(1024)]);
             }
             b"id" => {
                 self.in_event = true;
@@ -280,8 +285,14 @@ mod tests {
     fn split_crlf_and_lone_cr() {
         let mut p = SseParser::default();
         let evs = parse_chunks(&mut p, &[b"data: a\r", b"\n\r", b"\ndata: b\r\r"]);
-        assert_eq!(evs.iter().map(|e| &e.data[..]).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(!p.at_boundary(), "a trailing \\r may still be followed by \\n");
+        assert_eq!(
+            evs.iter().map(|e| &e.data[..]).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(
+            !p.at_boundary(),
+            "a trailing \\r may still be followed by \\n"
+        );
         let evs = parse_chunks(&mut p, &[b"\n"]);
         assert!(evs.is_empty());
         assert!(p.at_boundary());
@@ -309,7 +320,10 @@ mod tests {
         assert_eq!(evs[0].data, "a");
         let mut p = SseParser::default();
         let evs = parse_chunks(&mut p, &[b"\xEFdata: a\n\n"]);
-        assert!(evs.is_empty(), "a broken BOM makes the first line a bogus field");
+        assert!(
+            evs.is_empty(),
+            "a broken BOM makes the first line a bogus field"
+        );
         let evs = parse_chunks(&mut p, &[b"id: 7\n\ndata: b\n\n"]);
         assert_eq!(evs.len(), 1, "an event with no data line is not dispatched");
         assert_eq!(evs[0].data, "b");

@@ -96,7 +96,10 @@ async fn multi_frame_bodies_are_joined() {
     let call = tokio::spawn(svc.oneshot(req));
     let (req, send) = handle.next_request().await.unwrap();
     assert_eq!(req.body().bytes(), parts.concat().as_bytes());
-    assert_eq!(req.extensions().get::<McpRequest>().unwrap().method(), Some(&Method::Ping));
+    assert_eq!(
+        req.extensions().get::<McpRequest>().unwrap().method(),
+        Some(&Method::Ping)
+    );
     send.send_response(Response::new(String::new()));
     call.await.unwrap().unwrap();
 }
@@ -115,7 +118,9 @@ async fn malformed_and_mismatched_requests_are_answered_here() {
         .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
         .header("mcp-name", "=?base64?not base64?=")
-        .body(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add"}}"#.to_string())
+        .body(
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add"}}"#.to_string(),
+        )
         .unwrap();
     let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -168,7 +173,10 @@ async fn get_delete_and_non_json_pass_through() {
         .unwrap();
     let call = tokio::spawn(svc.oneshot(text));
     let (req, send) = handle.next_request().await.unwrap();
-    assert_eq!(req.extensions().get::<McpRequest>().unwrap().kind(), MessageKind::NotJsonRpc);
+    assert_eq!(
+        req.extensions().get::<McpRequest>().unwrap().kind(),
+        MessageKind::NotJsonRpc
+    );
     assert_eq!(req.body().bytes(), b"not json at all");
     send.send_response(Response::new(String::new()));
     call.await.unwrap().unwrap();
@@ -194,7 +202,12 @@ async fn readiness_is_the_inner_services() {
     let (mut svc, mut handle) = setup(McpInspectLayer::new());
     handle.allow(0);
     let mut ready = tokio_test_ready(&mut svc);
-    assert!(ready.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_pending());
+    assert!(
+        ready
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_pending()
+    );
     handle.allow(1);
     ready.await.unwrap();
 }

@@ -63,7 +63,11 @@ async fn streamed_internal_error_after_progress() {
     ]);
     let (resp, handle) = observe_response(resp, Some(&id));
     assert!(resp.extensions().get::<CompletionHandle>().is_some());
-    assert_eq!(handle.outcome(), None, "nothing known before the stream is read");
+    assert_eq!(
+        handle.outcome(),
+        None,
+        "nothing known before the stream is read"
+    );
     let (_, _) = drain(resp.into_body()).await;
     assert_eq!(handle.outcome(), Some(Outcome::RpcError(-32603)));
     assert_eq!(handle.progress_count(), 2);
@@ -88,7 +92,10 @@ async fn outcome_is_known_when_the_final_event_passes_not_at_stream_end() {
 #[tokio::test]
 async fn stream_dropped_midway_is_cancelled() {
     let id = RequestId::Number(1);
-    let resp = sse_response(vec![ok(&format!("data: {PROGRESS}\n\n")), ok("data: {\"jsonrpc\"")]);
+    let resp = sse_response(vec![
+        ok(&format!("data: {PROGRESS}\n\n")),
+        ok("data: {\"jsonrpc\""),
+    ]);
     let (resp, handle) = observe_response(resp, Some(&id));
     let (tx, rx) = std::sync::mpsc::channel();
     handle.on_complete(move |o| tx.send(*o).unwrap());
@@ -123,7 +130,9 @@ async fn responses_to_other_ids_and_server_requests_are_not_final() {
     let id = RequestId::Number(2);
     let resp = sse_response(vec![
         ok("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"),
-        ok("data: {\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"elicitation/create\",\"params\":{}}\n\n"),
+        ok(
+            "data: {\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"elicitation/create\",\"params\":{}}\n\n",
+        ),
     ]);
     let (resp, handle) = observe_response(resp, Some(&id));
     let mut b = std::pin::pin!(resp.into_body());
@@ -138,9 +147,18 @@ async fn responses_to_other_ids_and_server_requests_are_not_final() {
 #[tokio::test]
 async fn json_answers_are_classified_from_their_body() {
     for (body, want) in [
-        (r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#, Outcome::Success),
-        (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#, Outcome::RpcError(-32602)),
-        (r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#, Outcome::ToolError),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
+            Outcome::Success,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#,
+            Outcome::RpcError(-32602),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#,
+            Outcome::ToolError,
+        ),
         ("not json", Outcome::Success),
     ] {
         // A single-frame body that reports its end through `is_end_stream`, as hyper expects.
@@ -151,7 +169,11 @@ async fn json_answers_are_classified_from_their_body() {
         let (resp, handle) = observe_response(resp, None);
         let mut b = std::pin::pin!(resp.into_body());
         let f = b.frame().await.unwrap().unwrap();
-        assert_eq!(f.data_ref().unwrap(), body.as_bytes(), "forwarded untouched");
+        assert_eq!(
+            f.data_ref().unwrap(),
+            body.as_bytes(),
+            "forwarded untouched"
+        );
         assert_eq!(handle.outcome(), Some(want), "{body}");
     }
 }
@@ -173,12 +195,17 @@ async fn error_statuses_complete_at_once_and_empty_answers_succeed() {
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let (_, handle) = observe_response(resp, None);
-    assert_eq!(handle.outcome(), Some(Outcome::Status(StatusCode::ACCEPTED)));
+    assert_eq!(
+        handle.outcome(),
+        Some(Outcome::Status(StatusCode::ACCEPTED))
+    );
 }
 
 #[tokio::test]
 async fn a_second_observer_reuses_the_first_handle() {
-    let resp = sse_response(vec![ok("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n")]);
+    let resp = sse_response(vec![ok(
+        "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
+    )]);
     let (resp, first) = observe_response(resp, Some(&RequestId::Number(1)));
     let (resp, second) = observe_response(resp, Some(&RequestId::Number(1)));
     let mut b = std::pin::pin!(resp.into_body());
@@ -196,7 +223,10 @@ fn listeners_run_once_even_if_registered_late() {
     assert!(h.complete(Outcome::Elapsed));
     assert!(!h.complete(Outcome::Success), "first outcome wins");
     h.on_complete(move |o| tx2.send(*o).unwrap());
-    assert_eq!(rx.try_iter().collect::<Vec<_>>(), [Outcome::Elapsed, Outcome::Elapsed]);
+    assert_eq!(
+        rx.try_iter().collect::<Vec<_>>(),
+        [Outcome::Elapsed, Outcome::Elapsed]
+    );
     let _: Infallible;
 }
 

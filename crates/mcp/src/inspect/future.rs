@@ -144,10 +144,14 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
-                    return Poll::Ready(ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)));
+                    return Poll::Ready(
+                        ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)),
+                    );
                 }
                 StateProj::Answer { rejection } => {
-                    let rej = rejection.take().expect("ResponseFuture polled after completion");
+                    let rej = rejection
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     tracing::debug!(
                         status = rej.status.as_u16(),
                         code = rej.code,

@@ -166,7 +166,11 @@ pub(crate) fn from_post(
         (Some(_), Some(_), false) => MessageKind::Request,
         (Some(_), None, false) => MessageKind::Notification,
         (None, Some(_), true) => MessageKind::Response,
-        _ => return Err(Rejection::invalid("not a JSON-RPC request, notification or response").with_id(id)),
+        _ => {
+            return Err(
+                Rejection::invalid("not a JSON-RPC request, notification or response").with_id(id),
+            );
+        }
     };
 
     let params = env.params.unwrap_or_default();
@@ -193,7 +197,10 @@ pub(crate) fn from_post(
         );
     }
     let init_rev = match method {
-        Some(Method::Initialize) => params.protocol_version.as_deref().and_then(ProtocolRevision::parse),
+        Some(Method::Initialize) => params
+            .protocol_version
+            .as_deref()
+            .and_then(ProtocolRevision::parse),
         _ => None,
     };
     let revision = header_rev.or(meta_rev).or(init_rev);
@@ -209,7 +216,9 @@ pub(crate) fn from_post(
     if let Some(m) = &method {
         match headers.get(&MCP_METHOD) {
             Some(h) if h.as_bytes() != m.as_str().as_bytes() => {
-                return Err(Rejection::mismatch("Mcp-Method header does not match the body").with_id(id));
+                return Err(
+                    Rejection::mismatch("Mcp-Method header does not match the body").with_id(id),
+                );
             }
             None if stateless => {
                 return Err(Rejection::mismatch("Mcp-Method header is required").with_id(id));
@@ -219,10 +228,14 @@ pub(crate) fn from_post(
         if m.name_field().is_some() {
             match headers.get(&MCP_NAME) {
                 Some(h) => {
-                    let decoded = decode_mcp_name(h)
-                        .ok_or_else(|| Rejection::mismatch("Mcp-Name header is not valid").with_id(id.clone()))?;
+                    let decoded = decode_mcp_name(h).ok_or_else(|| {
+                        Rejection::mismatch("Mcp-Name header is not valid").with_id(id.clone())
+                    })?;
                     if Some(&*decoded) != name.as_deref() {
-                        return Err(Rejection::mismatch("Mcp-Name header does not match the body").with_id(id));
+                        return Err(
+                            Rejection::mismatch("Mcp-Name header does not match the body")
+                                .with_id(id),
+                        );
                     }
                 }
                 None if stateless => {
@@ -622,7 +635,9 @@ impl<'de> Deserialize<'de> for MetaDe {
                         K::TraceState => {
                             meta.trace.tracestate = boxed(m.next_value::<MaybeStr<'de>>()?.0)
                         }
-                        K::Baggage => meta.trace.baggage = boxed(m.next_value::<MaybeStr<'de>>()?.0),
+                        K::Baggage => {
+                            meta.trace.baggage = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
                         K::ProgressToken => {
                             m.next_value::<IgnoredAny>()?;
                             meta.progress_token = true;
@@ -726,25 +741,49 @@ mod tests {
         );
         assert!(b64.is_ok());
         for h in [
-            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("mcp-name", "echo")],
-            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "add")],
-            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")],
-            vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call")],
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "echo"),
+            ],
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "add"),
+            ],
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "=?base64?!!!?="),
+            ],
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+            ],
             vec![("mcp-protocol-version", "2026-07-28"), ("mcp-name", "echo")],
             vec![("mcp-method", "tools/list")],
         ] {
             let e = post(&h, body).unwrap_err();
-            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, -32020), "{h:?}");
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, -32020),
+                "{h:?}"
+            );
             assert_eq!(e.id, Some(RequestId::from("a")));
         }
     }
 
     #[test]
     fn non_ascii_names_in_base64() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h\u00e9llo"}}"#;
+        let body =
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h\u00e9llo"}}"#;
         // "héllo" in base64
         let r = post(
-            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "=?base64?aMOpbGxv?=")],
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "=?base64?aMOpbGxv?="),
+            ],
             body,
         )
         .unwrap();
@@ -768,14 +807,20 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, -32600),
             (r#"{"jsonrpc":"2.0","method":7}"#, -32700),
             (r#"{"jsonrpc":"2.0"}"#, -32600),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+                -32600,
+            ),
         ];
         for (b, code) in cases {
             let e = post(&[], b).unwrap_err();
             assert_eq!(e.code, *code, "{b}");
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
-        let long_id = format!(r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#, "x".repeat(300));
+        let long_id = format!(
+            r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#,
+            "x".repeat(300)
+        );
         assert_eq!(post(&[], &long_id).unwrap_err().code, -32600);
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
@@ -785,7 +830,12 @@ mod tests {
             "}".repeat(5_000)
         );
         assert_eq!(post(&[], &deep_obj).unwrap_err().code, -32700);
-        let e = from_post(&HeaderMap::new(), b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\",\"method\":\"ping\"}", L).unwrap_err();
+        let e = from_post(
+            &HeaderMap::new(),
+            b"{\"jsonrpc\":\"2.0\",\"id\":\"\xff\",\"method\":\"ping\"}",
+            L,
+        )
+        .unwrap_err();
         assert_eq!(e.code, -32700);
     }
 
@@ -795,25 +845,48 @@ mod tests {
         let e = post(&[("mcp-protocol-version", "1999-01-01")], ping).unwrap_err();
         assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, -32022));
         let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
-        assert_eq!(post(&[], init).unwrap().revision(), Some(ProtocolRevision::V2025_11_25));
+        assert_eq!(
+            post(&[], init).unwrap().revision(),
+            Some(ProtocolRevision::V2025_11_25)
+        );
         let meta = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
         assert_eq!(
-            post(&[("mcp-method", "tools/list")], meta).unwrap().revision(),
+            post(&[("mcp-method", "tools/list")], meta)
+                .unwrap()
+                .revision(),
             Some(ProtocolRevision::V2026_07_28)
         );
-        let e = post(&[("mcp-protocol-version", "2025-11-25"), ("mcp-method", "tools/list")], meta).unwrap_err();
+        let e = post(
+            &[
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-method", "tools/list"),
+            ],
+            meta,
+        )
+        .unwrap_err();
         assert_eq!(e.code, -32020);
     }
 
     #[test]
     fn kinds_and_streams() {
-        let n = post(&[], r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        let n = post(
+            &[],
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        )
+        .unwrap();
         assert_eq!(n.kind(), MessageKind::Notification);
         assert!(!n.is_call());
-        let r = post(&[], r#"{"jsonrpc":"2.0","id":9,"result":{"action":"accept"}}"#).unwrap();
+        let r = post(
+            &[],
+            r#"{"jsonrpc":"2.0","id":9,"result":{"action":"accept"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.kind(), MessageKind::Response);
         let l = post(
-            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "subscriptions/listen")],
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "subscriptions/listen"),
+            ],
             r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#,
         )
         .unwrap();
@@ -836,7 +909,10 @@ mod tests {
         assert_eq!(base64_decode(b"").unwrap(), b"");
         assert!(base64_decode(b"aGk").is_none());
         assert!(base64_decode(b"a===").is_none());
-        assert!(base64_decode(b"aGl=").is_none(), "non-canonical trailing bits");
+        assert!(
+            base64_decode(b"aGl=").is_none(),
+            "non-canonical trailing bits"
+        );
         assert!(base64_decode(b"a=Gk").is_none());
     }
 }

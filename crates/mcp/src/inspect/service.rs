@@ -59,7 +59,9 @@ where
                     crate::span::record_request(&facts);
                     parts.extensions.insert(facts);
                     let mut service = service;
-                    ResponseFuture::calling(service.call(Request::from_parts(parts, McpBody::empty())))
+                    ResponseFuture::calling(
+                        service.call(Request::from_parts(parts, McpBody::empty())),
+                    )
                 }
                 Err(rej) => ResponseFuture::answer(rej),
             };
