@@ -177,7 +177,8 @@ async fn bad_input_is_answered_before_the_server() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["error"]["code"], -31413);
 
-    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>, StatusCode, i64)> = vec![
+    type Case = (Vec<(&'static str, &'static str)>, Vec<u8>, StatusCode, i64);
+    let cases: Vec<Case> = vec![
         (
             vec![],
             b"{\"jsonrpc\":\"2.0\",\"id\":1,".to_vec(),
