@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p tower-armor-benches --bench inspect`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -41,7 +43,7 @@ fn bench(c: &mut Criterion) {
         // Baseline: a bare service that only reads the body.
         let bare = service_fn(|req: Request<Full<Bytes>>| async move {
             let b = req.into_body().collect().await.unwrap().to_bytes();
-            Ok::<_, Infallible>(Response::new(b.len()))
+            Ok::<_, Infallible>(Response::new(b.len().to_string()))
         });
         g.bench_with_input(BenchmarkId::new("bare_collect", size), &body, |b, body| {
             b.iter(|| rt.block_on(bare.clone().oneshot(request(body))).unwrap())
@@ -49,11 +51,11 @@ fn bench(c: &mut Criterion) {
 
         // Anchor: what servers hand-write today: a body limit, collect, parse to `Value`.
         let anchor = tower_http::limit::RequestBodyLimitLayer::new(4 << 20).layer(service_fn(
-            |req: Request<http_body_util::Limited<Full<Bytes>>>| async move {
+            |req: Request<tower_http::body::Limited<Full<Bytes>>>| async move {
                 let b = req.into_body().collect().await.unwrap().to_bytes();
                 let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
                 let tool = v["params"]["name"].as_str().map(str::len);
-                Ok::<_, Infallible>(Response::new(tool.unwrap_or(0)))
+                Ok::<_, Infallible>(Response::new(tool.unwrap_or(0).to_string()))
             },
         ));
         g.bench_with_input(
@@ -70,12 +72,12 @@ fn bench(c: &mut Criterion) {
                     .get::<McpRequest>()
                     .and_then(|f| f.tool())
                     .map(str::len);
-                Ok::<_, Infallible>(Response::new(tool.unwrap_or(0)))
+                Ok::<_, Infallible>(Response::new(tool.unwrap_or(0).to_string()))
             }));
         g.bench_with_input(BenchmarkId::new("mcp_inspect", size), &body, |b, body| {
             b.iter(|| {
                 rt.block_on(async {
-                    let s = ours.ready().await.unwrap();
+                    let s = ServiceExt::<Request<Full<Bytes>>>::ready(&mut ours).await.unwrap();
                     s.call(request(body)).await.unwrap()
                 })
             })

@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p tower-armor-benches --bench observe`
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use std::convert::Infallible;
 
 use bytes::Bytes;

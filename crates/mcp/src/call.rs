@@ -189,3 +189,55 @@ impl CallResponse for ToolReply {
         (self, Completion::Ready(o))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamRole;
+
+    #[test]
+    fn typed_calls_report_their_outcome_at_once() {
+        let mut call = ToolCall::new("add", serde_json::Map::new());
+        assert_eq!(call.tool(), "add");
+        assert_eq!(call.mcp().unwrap().tool(), Some("add"));
+        assert!(!call.is_long_lived());
+        assert_eq!(call.mcp().unwrap().stream_role(), &StreamRole::Call);
+        call.extensions_mut().insert(7u8);
+        assert_eq!(CallRequest::extensions(&call).get::<u8>(), Some(&7));
+
+        for (reply, want) in [
+            (
+                ToolReply::Result { is_error: false, result: serde_json::json!({}) },
+                Outcome::Success,
+            ),
+            (
+                ToolReply::Result { is_error: true, result: serde_json::json!({}) },
+                Outcome::ToolError,
+            ),
+            (
+                ToolReply::Error { code: -32603, message: "x".into() },
+                Outcome::RpcError(-32603),
+            ),
+        ] {
+            let (_, completion) = reply.observe(None);
+            match completion {
+                Completion::Ready(o) => assert_eq!(o, want),
+                Completion::Pending(_) => panic!("typed replies are never pending"),
+            }
+        }
+    }
+
+    #[test]
+    fn http_requests_expose_their_facts() {
+        let mut req = http::Request::post("http://upstream:8080/mcp").body(()).unwrap();
+        assert!(req.mcp().is_none());
+        assert_eq!(req.authority(), Some("upstream:8080"));
+        req.extensions_mut().insert(
+            McpRequest::new(MessageKind::Request, Some(Method::SubscriptionsListen), Some(1.into()))
+                .with_session_id(http::HeaderValue::from_static("s")),
+        );
+        assert!(req.is_long_lived());
+        assert!(req.has_session());
+        assert_eq!(CallRequest::id(&req), Some(&RequestId::Number(1)));
+    }
+}

@@ -13,6 +13,28 @@
 //! - [`upstream`]: [`ScriptedUpstream`], an HTTP server answering from a queue of scripted
 //!   [`Step`]s and recording what it received.
 //!
+//! # Example
+//!
+//! ```
+//! use serde_json::json;
+//! use tower_armor_test_support::{RawClient, Revision, ServerOptions, spawn_demo};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let server = spawn_demo(ServerOptions::default()).await;
+//! for rev in Revision::ALL {
+//!     let client = RawClient::connect(server.url(), rev).await.unwrap();
+//!     let reply = client.call_tool("add", json!({"a": 2, "b": 3})).await.unwrap();
+//!     assert_eq!(reply.tool_text(), Some("5"));
+//! }
+//! # }
+//! ```
+//!
+//! # Ordering
+//!
+//! Not a layer: tests put tower-armor's layers in front of [`demo_service`] (or a
+//! [`ScriptedUpstream`]) in the order DESIGN §4 documents and serve the stack with [`serve`].
+//!
 //! Everything runs on real time and real sockets; keep durations short and wrap waits in
 //! `tokio::time::timeout`.
 
