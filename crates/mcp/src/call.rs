@@ -62,6 +62,11 @@ pub trait CallResponse: Sized {
     fn observe(self, id: Option<&RequestId>) -> (Self::Observed, Completion);
 }
 
+/// Marks a request as a circuit breaker's half-open probe (in its extensions). A retry layer
+/// further in must not retry it: the probe's single outcome decides the breaker's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalfOpenProbe;
+
 // === impl http ===
 
 impl<B> CallRequest for http::Request<B> {

@@ -16,6 +16,11 @@
 //! | local rejection: `CircuitOpen`, `RateLimited` | ignored | no |
 //! | local rejection: `BulkheadFull` | ignored | yes, with backoff |
 //! | the caller dropped the answer | ignored | no |
+//! | gRPC `UNAVAILABLE` (14) | failure | if safe |
+//! | gRPC `DEADLINE_EXCEEDED` (4) | slow failure | if safe |
+//! | gRPC `RESOURCE_EXHAUSTED` (8) | failure | if safe, after `Retry-After` |
+//! | gRPC `UNKNOWN`, `INTERNAL`, `DATA_LOSS` | failure | no |
+//! | other gRPC statuses (`INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`…) | ignored (caller error) | no |
 //! | anything else (1xx, 3xx) | ignored | no |
 //!
 //! "If safe" means the retry layer also checks the method's [`RetrySafety`](crate::RetrySafety).
@@ -48,6 +53,8 @@ pub enum Outcome {
     Rejected(LocalRejection),
     /// The caller dropped the answer before its end (the client went away).
     Cancelled,
+    /// A gRPC answer ended with this non-zero `grpc-status`.
+    Grpc(i32),
 }
 
 impl fmt::Display for Outcome {
@@ -62,6 +69,7 @@ impl fmt::Display for Outcome {
             Outcome::Elapsed => f.write_str("timed out"),
             Outcome::Rejected(r) => write!(f, "rejected locally ({r:?})"),
             Outcome::Cancelled => f.write_str("cancelled by the caller"),
+            Outcome::Grpc(c) => write!(f, "grpc-status {c}"),
         }
     }
 }
@@ -190,6 +198,26 @@ impl Classifier {
             Outcome::Rejected(_) | Outcome::Cancelled => Verdict::new(B::Ignored, R::No),
             Outcome::Status(s) => self.classify_status(s, has_session),
             Outcome::RpcError(code) => self.classify_code(code, has_session),
+            Outcome::Grpc(code) => Self::classify_grpc(code),
+        }
+    }
+
+    fn classify_grpc(code: i32) -> Verdict {
+        use BreakerClass as B;
+        use RetryClass as R;
+        match code {
+            0 => Verdict::new(B::Success, R::No),
+            // UNAVAILABLE
+            14 => Verdict::new(B::Failure, R::IfSafe),
+            // DEADLINE_EXCEEDED
+            4 => Verdict::new(B::SlowFailure, R::IfSafe),
+            // RESOURCE_EXHAUSTED
+            8 => Verdict::new(B::Failure, R::IfSafeAfterRetryAfter),
+            // UNKNOWN, INTERNAL, DATA_LOSS
+            2 | 13 | 15 => Verdict::new(B::Failure, R::No),
+            // CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
+            // FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, UNAUTHENTICATED, others.
+            _ => Verdict::new(B::Ignored, R::No),
         }
     }
 
@@ -379,6 +407,19 @@ mod tests {
             c(Outcome::RpcError(-31429)),
             (B::Failure, R::IfSafeAfterRetryAfter)
         );
+    }
+
+    #[test]
+    fn grpc_rows() {
+        assert_eq!(c(Outcome::Grpc(14)), (B::Failure, R::IfSafe));
+        assert_eq!(c(Outcome::Grpc(4)), (B::SlowFailure, R::IfSafe));
+        assert_eq!(c(Outcome::Grpc(8)), (B::Failure, R::IfSafeAfterRetryAfter));
+        for code in [2, 13, 15] {
+            assert_eq!(c(Outcome::Grpc(code)), (B::Failure, R::No));
+        }
+        for code in [1, 3, 5, 6, 7, 9, 10, 11, 12, 16] {
+            assert_eq!(c(Outcome::Grpc(code)), (B::Ignored, R::No), "{code}");
+        }
     }
 
     #[test]

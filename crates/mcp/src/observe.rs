@@ -7,7 +7,8 @@
 //! response for the request's id passes; for JSON answers it classifies the body when it has
 //! passed (without holding it back); for other answers it completes from the status alone. If the
 //! body fails it completes with [`Outcome::Transport`], if it ends without the final response with
-//! [`Outcome::Incomplete`], and if it is dropped first with [`Outcome::Cancelled`].
+//! [`Outcome::Incomplete`], and if it is dropped first with [`Outcome::Cancelled`]. gRPC answers
+//! (`application/grpc*`) complete from `grpc-status` in the headers (trailers-only) or trailers.
 //!
 //! A layer that finds a handle already in the extensions subscribes to it
 //! ([`CompletionHandle::on_complete`]) and wraps the body in a pass-through [`ObservedBody`] that
@@ -207,6 +208,14 @@ where
                 overflow: false,
                 guard: Guard(Some(handle.clone())),
             }),
+            ContentKind::Grpc => match grpc_status(response.headers()) {
+                // Trailers-only answer: the status is in the headers.
+                Some(code) => {
+                    handle.complete(grpc_outcome(code));
+                    Mode::Passthrough
+                }
+                None => Mode::Grpc(Guard(Some(handle.clone()))),
+            },
             ContentKind::Other => {
                 handle.complete(Outcome::Status(status));
                 Mode::Passthrough
@@ -220,6 +229,7 @@ where
 enum ContentKind {
     Sse,
     Json,
+    Grpc,
     Other,
 }
 
@@ -235,8 +245,25 @@ fn content_kind(headers: &HeaderMap) -> ContentKind {
         ContentKind::Sse
     } else if essence.eq_ignore_ascii_case("application/json") {
         ContentKind::Json
+    } else if essence.len() >= 16 && essence[..16].eq_ignore_ascii_case("application/grpc") {
+        ContentKind::Grpc
     } else {
         ContentKind::Other
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn grpc_outcome(code: i32) -> Outcome {
+    if code == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Grpc(code)
     }
 }
 
@@ -276,6 +303,7 @@ impl<B> fmt::Debug for ObservedBody<B> {
             Mode::Passthrough => "passthrough",
             Mode::Sse(_) => "sse",
             Mode::Json(_) => "json",
+            Mode::Grpc(_) => "grpc",
         };
         f.debug_struct("ObservedBody").field("mode", &mode).finish()
     }
@@ -285,6 +313,8 @@ enum Mode {
     Passthrough,
     Sse(Box<SseWatch>),
     Json(JsonWatch),
+    /// gRPC: the outcome is `grpc-status` in the trailers.
+    Grpc(Guard),
 }
 
 /// Completes the handle with [`Outcome::Cancelled`] if dropped before anything else completed it.
@@ -406,10 +436,14 @@ where
                     match mode {
                         Mode::Sse(w) => w.feed(data),
                         Mode::Json(w) => w.feed(data),
-                        Mode::Passthrough => {}
+                        Mode::Grpc(_) | Mode::Passthrough => {}
                     }
+                } else if let (Some(trailers), Mode::Grpc(g)) = (frame.trailers_ref(), mode) {
+                    g.complete(grpc_status(trailers).map_or(Outcome::Incomplete, grpc_outcome));
                 }
             }
+            (Some(Err(_)), Mode::Grpc(g)) => g.complete(Outcome::Transport),
+            (None, Mode::Grpc(g)) => g.complete(Outcome::Incomplete),
             (Some(Err(_)), Mode::Sse(w)) => w.guard.complete(Outcome::Transport),
             (Some(Err(_)), Mode::Json(w)) => w.guard.complete(Outcome::Transport),
             (None, Mode::Sse(w)) => w.guard.complete(Outcome::Incomplete),
@@ -421,6 +455,7 @@ where
             match this.mode {
                 Mode::Sse(w) => w.guard.complete(Outcome::Incomplete),
                 Mode::Json(w) => w.finish(),
+                Mode::Grpc(g) => g.complete(Outcome::Incomplete),
                 Mode::Passthrough => {}
             }
         }

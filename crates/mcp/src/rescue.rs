@@ -1,0 +1,260 @@
+//! [`RescueLayer`]: the one place that turns call-plane errors into MCP-correct answers.
+//!
+//! Call-plane layers (circuit breaker, retry, bulkhead, timeout) fail with [`BoxError`]. Below
+//! rescue, those errors become HTTP answers with a JSON-RPC error body carrying a local code, the
+//! request's id and the correlation id, plus `Retry-After` where the error knows one:
+//!
+//! | error | answer |
+//! |---|---|
+//! | [`CircuitOpen`](crate::error::CircuitOpen) | 503, `-31503`, `Retry-After` |
+//! | [`BulkheadFull`](crate::error::BulkheadFull) | 503, `-31509` |
+//! | [`Elapsed`](crate::error::Elapsed) | 504, `-31504` |
+//! | [`RateLimited`](crate::error::RateLimited) | 429, `-31429`, `Retry-After` |
+//! | anything else | 502, `-31502` |
+//!
+//! The result has `Error = Infallible`, so it drops into axum's `Router::layer` /
+//! `nest_service` (which require it). Without rescue, use axum's `HandleErrorLayer`.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt, BoxError};
+//! use tower_armor_mcp::{McpBody, RescueLayer, error::BulkheadFull};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RescueLayer::new())
+//!     .service_fn(|_req: Request<McpBody>| async {
+//!         Err::<Response<String>, BoxError>(Box::new(BulkheadFull::new(None)))
+//!     });
+//! let resp = svc.oneshot(Request::new(McpBody::empty())).await.unwrap();
+//! assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{ResponseBody, json_rpc_error_response};
+use crate::error::{BoxError, CODE_BAD_GATEWAY, local_error, retry_after_secs};
+use crate::{CorrelationId, McpRequest, RequestId};
+
+/// Applies [`Rescue`]; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueLayer {
+    _priv: (),
+}
+
+impl RescueLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        RescueLayer { _priv: () }
+    }
+}
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue {
+            inner,
+            ready_error: None,
+        }
+    }
+}
+
+/// Turns the inner service's errors into answers; see the [module docs](self).
+pub struct Rescue<S> {
+    inner: S,
+    /// An error from the inner `poll_ready`, answered on the next call.
+    ready_error: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    /// Clones the service, not a pending readiness error (that belongs to the next call of this
+    /// instance only).
+    fn clone(&self) -> Self {
+        Rescue {
+            inner: self.inner.clone(),
+            ready_error: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Rescue<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rescue").field("inner", &self.inner).finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Rescue<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.ready_error.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(e) = ready!(self.inner.poll_ready(cx)) {
+            self.ready_error = Some(e.into());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let id = req.extensions().get::<McpRequest>().and_then(|m| m.id().cloned());
+        let correlation = req.extensions().get::<CorrelationId>().cloned();
+        let kind = match self.ready_error.take() {
+            Some(e) => Kind::Failed { error: Some(e) },
+            None => Kind::Called {
+                future: self.inner.call(req),
+            },
+        };
+        ResponseFuture {
+            kind,
+            id,
+            correlation,
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Rescue`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+        id: Option<RequestId>,
+        correlation: Option<CorrelationId>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let error = match this.kind.project() {
+            KindProj::Called { future } => match ready!(future.poll(cx)) {
+                Ok(resp) => return Poll::Ready(Ok(resp.map(ResponseBody::inner))),
+                Err(e) => e.into(),
+            },
+            KindProj::Failed { error } => error.take().expect("polled after completion"),
+        };
+        Poll::Ready(Ok(error_response(
+            &*error,
+            this.id.as_ref(),
+            this.correlation.as_ref(),
+        )))
+    }
+}
+
+/// The answer for a call-plane error: status, JSON-RPC error body (local code, request id,
+/// correlation id in `data`), and `Retry-After` when known. See the [module docs](self).
+pub fn error_response<B>(
+    error: &(dyn std::error::Error + 'static),
+    id: Option<&RequestId>,
+    correlation: Option<&CorrelationId>,
+) -> Response<ResponseBody<B>> {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+    let (status, code, retry_after) = match local_error(error) {
+        Some(l) => {
+            tracing::debug!(code = l.code(), error = %error, "call rejected locally");
+            (l.status(), l.code(), l.retry_after())
+        }
+        None => {
+            tracing::warn!(error = %error, "call failed");
+            (StatusCode::BAD_GATEWAY, CODE_BAD_GATEWAY, None)
+        }
+    };
+    let message = match local_error(error) {
+        Some(_) => error.to_string(),
+        // Inner error texts can carry upstream details; the caller gets a generic message.
+        None => String::from("upstream call failed"),
+    };
+    let mut resp = json_rpc_error_response(status, id, code, &message, data.as_ref());
+    if let Some(d) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::error::{CircuitOpen, Elapsed, RateLimited};
+
+    async fn answer(e: BoxError, id: Option<RequestId>) -> (StatusCode, Option<String>, serde_json::Value) {
+        let c = CorrelationId::parse(b"case-1").unwrap();
+        let resp = error_response::<String>(&*e, id.as_ref(), Some(&c));
+        let status = resp.status();
+        let ra = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ra, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_error_gets_its_answer() {
+        let (s, ra, v) = answer(
+            Box::new(CircuitOpen::new(Some("crash".into()), Duration::from_millis(1500))),
+            Some(RequestId::Number(9)),
+        )
+        .await;
+        assert_eq!((s, ra.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("2")));
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["error"]["code"], -31503);
+        assert_eq!(v["error"]["data"]["correlationId"], "case-1");
+
+        let (s, ra, v) = answer(Box::new(Elapsed), Some("a".into())).await;
+        assert_eq!((s, ra), (StatusCode::GATEWAY_TIMEOUT, None));
+        assert_eq!(v["error"]["code"], -31504);
+        assert_eq!(v["id"], "a");
+
+        let (s, ra, _) = answer(Box::new(RateLimited::new(Duration::from_secs(3))), None).await;
+        assert_eq!((s, ra.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("3")));
+
+        let (s, _, v) = answer(Box::new(std::io::Error::other("secret upstream detail")), None).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        assert_eq!(v["error"]["code"], -31502);
+        assert!(!v.to_string().contains("secret"));
+    }
+}
