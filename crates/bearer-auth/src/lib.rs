@@ -1,0 +1,1 @@
+//! tower-armor-bearer-auth: in progress.

@@ -1,0 +1,1 @@
+//! tower-armor-bulkhead: in progress.

@@ -1,0 +1,1 @@
+//! tower-armor-circuit-breaker: in progress.

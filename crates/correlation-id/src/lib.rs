@@ -1,0 +1,1 @@
+//! tower-armor-correlation-id: in progress.

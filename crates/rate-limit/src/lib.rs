@@ -1,0 +1,1 @@
+//! tower-armor-rate-limit: in progress.

@@ -1,0 +1,1 @@
+//! tower-armor-sse: in progress.

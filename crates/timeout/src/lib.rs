@@ -1,0 +1,1 @@
+//! tower-armor-timeout: in progress.
