@@ -6,7 +6,7 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, Visitor};
 
 use crate::jsonrpc::{self, RequestId};
 use crate::request::{MessageKind, MetaTrace, StreamRole};
@@ -325,6 +325,53 @@ fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
 
 // === the envelope ===
 
+/// Skips any JSON value, like `serde::de::IgnoredAny`, but through `deserialize_any`, so
+/// serde_json's nesting limit (128) applies: a body nested deeper is refused here (400 + -32700)
+/// instead of failing later in the server's typed parsing. (`IgnoredAny` skips iteratively with
+/// no limit.)
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Skip, A::Error> {
+        while s.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Skip, A::Error> {
+        while m.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 #[derive(Default)]
 struct Envelope<'a> {
     jsonrpc: Option<Cow<'a, str>>,
@@ -354,58 +401,20 @@ struct Meta {
     protocol_version: Option<Box<str>>,
 }
 
-/// The deepest nesting accepted (as serde_json's own limit for typed parsing, which inner servers
-/// use): deeper bodies are answered here instead of failing in the server.
-pub(crate) const MAX_DEPTH: usize = 128;
-
-/// Whether arrays and objects nest deeper than `max`, counting only brackets outside strings.
-fn too_deep(body: &[u8], max: usize) -> bool {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'"' => {
-                // Skip the string, honouring escapes.
-                i += 1;
-                while i < body.len() {
-                    match body[i] {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    false
-}
-
 fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, Rejection> {
-    if too_deep(body, MAX_DEPTH) {
-        return Err(Rejection::parse("JSON nested too deeply"));
-    }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Err(Rejection::parse("empty body")),
         Some(b'[') => {
             // Validate it is JSON at all before answering "batch not supported".
-            return match serde_json::from_slice::<IgnoredAny>(body) {
+            return match serde_json::from_slice::<Skip>(body) {
                 Ok(_) => Err(Rejection::invalid("JSON-RPC batches are not supported")),
                 Err(_) => Err(Rejection::parse("malformed JSON")),
             };
         }
         Some(b'{') => {}
         Some(_) => {
-            return match serde_json::from_slice::<IgnoredAny>(body) {
+            return match serde_json::from_slice::<Skip>(body) {
                 Ok(_) => Err(Rejection::invalid("a JSON-RPC message must be an object")),
                 Err(_) => Err(Rejection::parse("malformed JSON")),
             };
@@ -471,11 +480,11 @@ impl<'de> Deserialize<'de> for MaybeStr<'de> {
                 Ok(MaybeStr(None))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
+                while s.next_element::<Skip>()?.is_some() {}
                 Ok(MaybeStr(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                while m.next_entry::<Skip, Skip>()?.is_some() {}
                 Ok(MaybeStr(None))
             }
         }
@@ -526,11 +535,11 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                         }
                         K::Params => e.params = m.next_value::<ParamsDe<'de>>()?.0,
                         K::Result | K::Error => {
-                            m.next_value::<IgnoredAny>()?;
+                            m.next_value::<Skip>()?;
                             e.has_result_or_error = true;
                         }
                         K::Other => {
-                            m.next_value::<IgnoredAny>()?;
+                            m.next_value::<Skip>()?;
                         }
                     }
                 }
@@ -555,7 +564,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                 Ok(ParamsDe(None))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
+                while s.next_element::<Skip>()?.is_some() {}
                 Ok(ParamsDe(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
@@ -583,7 +592,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                         }
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
-                            m.next_value::<IgnoredAny>()?;
+                            m.next_value::<Skip>()?;
                         }
                     }
                 }
@@ -639,21 +648,21 @@ impl<'de> Deserialize<'de> for MetaDe {
                             meta.trace.baggage = boxed(m.next_value::<MaybeStr<'de>>()?.0)
                         }
                         K::ProgressToken => {
-                            m.next_value::<IgnoredAny>()?;
+                            m.next_value::<Skip>()?;
                             meta.progress_token = true;
                         }
                         K::ProtocolVersion => {
                             meta.protocol_version = boxed(m.next_value::<MaybeStr<'de>>()?.0)
                         }
                         K::Other => {
-                            m.next_value::<IgnoredAny>()?;
+                            m.next_value::<Skip>()?;
                         }
                     }
                 }
                 Ok(MetaDe(meta))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
+                while s.next_element::<Skip>()?.is_some() {}
                 Ok(MetaDe(Meta::default()))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
