@@ -109,6 +109,10 @@ impl SseParser {
     }
 
     fn feed_lines<F: FnMut(SseEvent<'_>)>(&mut self, mut chunk: &[u8], on_event: &mut F) {
+        // An empty frame says nothing about whether a pending `\r` is followed by `\n`.
+        if chunk.is_empty() {
+            return;
+        }
         if self.pending_cr {
             self.pending_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -293,8 +297,8 @@ mod tests {
             !p.at_boundary(),
             "a trailing \\r may still be followed by \\n"
         );
-        let evs = parse_chunks(&mut p, &[b"\n"]);
-        assert!(evs.is_empty());
+        let evs = parse_chunks(&mut p, &[b"", b"\n"]);
+        assert!(evs.is_empty(), "an empty frame does not settle the pending \\r");
         assert!(p.at_boundary());
     }
 

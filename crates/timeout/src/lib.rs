@@ -1,1 +1,211 @@
-//! tower-armor-timeout: in progress.
+//! A per-call deadline for MCP that follows the call to its final JSON-RPC response: through the
+//! headers, into an SSE answer, to its last event.
+//!
+//! A plain timeout around an MCP server ends when the headers leave; under 2025-11-25 rmcp sends
+//! SSE headers at once and the result much later, so such a timeout bounds nothing. This layer
+//! bounds the whole call:
+//!
+//! | when the deadline passes | what happens |
+//! |---|---|
+//! | before the headers | the inner future is dropped; the call fails with [`Elapsed`] (rescued to 504 + `-31504`) |
+//! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)) |
+//! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
+//! | inside a JSON body | the body fails with [`Elapsed`] |
+//! | after the final response | nothing: the call is over |
+//!
+//! The answer's end is known from the shared observer
+//! ([`observe_response`](tower_armor_mcp::observe::observe_response)): the layer reuses the
+//! [`CompletionHandle`](tower_armor_mcp::CompletionHandle) an inner layer left in the response,
+//! or observes the answer itself, once. At the deadline it completes the handle with
+//! [`Outcome::Elapsed`](tower_armor_mcp::Outcome::Elapsed), so a circuit breaker further out
+//! counts a slow failure.
+//!
+//! **This layer writes into streams**: the one final error event above, and nothing else.
+//! Every other frame passes untouched and at once.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use futures_util::{StreamExt, stream};
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, StreamBody};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_armor_mcp::{McpBody, RescueLayer, inspect::McpInspectLayer};
+//! use tower_armor_timeout::TimeoutLayer;
+//!
+//! type Frames = stream::BoxStream<'static, Result<http_body::Frame<Bytes>, Infallible>>;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let timeout = TimeoutLayer::builder(Duration::from_millis(500))
+//!     .tool("report", Duration::from_secs(30))
+//!     .build()?;
+//!
+//! // An MCP server whose `slow` tool answers after 10 s, and whose `stream` tool sends SSE
+//! // headers and a priming event at once, then nothing.
+//! let server = tower::service_fn(|req: Request<McpBody>| async move {
+//!     let body: Frames = if std::str::from_utf8(req.body().bytes())?.contains("\"slow\"") {
+//!         tokio::time::sleep(Duration::from_secs(10)).await;
+//!         stream::empty().boxed()
+//!     } else {
+//!         stream::iter([Ok(http_body::Frame::data(Bytes::from_static(b"data:\n\n")))])
+//!             .chain(stream::pending())
+//!             .boxed()
+//!     };
+//!     let resp = Response::builder()
+//!         .header("content-type", "text/event-stream")
+//!         .body(StreamBody::new(body))?;
+//!     Ok::<_, tower::BoxError>(resp)
+//! });
+//!
+//! // In the documented order: inspect → rescue → … → timeout → the MCP service.
+//! let svc = ServiceBuilder::new()
+//!     .layer(McpInspectLayer::new())
+//!     .layer(RescueLayer::new())
+//!     .layer(timeout)
+//!     .service(server);
+//!
+//! let call = |tool: &str| {
+//!     Request::post("/mcp")
+//!         .header("content-type", "application/json")
+//!         .body(format!(
+//!             r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+//!         ))
+//!         .unwrap()
+//! };
+//!
+//! // No headers before the deadline: 504 with the local JSON-RPC error.
+//! let resp = svc.clone().oneshot(call("slow")).await?;
+//! assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+//! let body = resp.into_body().collect().await?.to_bytes();
+//! let v: serde_json::Value = serde_json::from_slice(&body)?;
+//! assert_eq!((v["id"].as_i64(), v["error"]["code"].as_i64()), (Some(7), Some(-31504)));
+//!
+//! // Headers at once, then silence: the stream ends with the timeout error event.
+//! let resp = svc.clone().oneshot(call("stream")).await?;
+//! assert_eq!(resp.status(), StatusCode::OK);
+//! let body = resp.into_body().collect().await?.to_bytes();
+//! let text = std::str::from_utf8(&body)?;
+//! assert!(text.starts_with("data:\n\ndata: {"));
+//! assert!(text.contains(r#""id":7"#) && text.contains("-31504"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is timed
+//!
+//! Calls: requests whose [`McpRequest::is_call`](tower_armor_mcp::McpRequest::is_call) holds
+//! (a 2025-11-25 GET resumption with `Last-Event-ID` is the same call and is timed again; its
+//! error event has `id: null`, as the id is not known from a GET). Never timed: long-lived
+//! streams ([`is_long_lived`](tower_armor_mcp::McpRequest::is_long_lived): GET listen,
+//! `subscriptions/listen`), notifications and the client's responses. A request without
+//! [`McpRequest`](tower_armor_mcp::McpRequest) facts is one opaque call (so keep the layer
+//! under the inspector, or a GET listen stream would be timed).
+//!
+//! The deadline is the default, or the tool's own ([`TimeoutBuilder::tool`]), or what a
+//! per-request function chooses ([`TimeoutBuilder::per_request`]), in that order of precedence
+//! reversed: the function first, then the tool table, then the default.
+//!
+//! # Progress, pauses and tasks
+//!
+//! - With [`reset_on_progress`](TimeoutBuilder::reset_on_progress), each
+//!   `notifications/progress` in the answer starts the deadline anew; the absolute cap
+//!   ([`max_total`](TimeoutBuilder::max_total), required then) bounds the call from its start
+//!   whatever happens (the MCP spec's guidance).
+//! - While the server has a request of its own outstanding to the client in the answer
+//!   (`elicitation/create`, `sampling/createMessage`: a person may be answering), the deadline
+//!   is paused; it runs again, with the time it had left, when the client's answer passes
+//!   through this layer (a POST of the same session). The cap is not paused: it also bounds how
+//!   long a call may wait on its client. Without a session (2026-07-28) the answer cannot be
+//!   matched to the call here, so a pause lasts until the cap or the end of the call.
+//! - A task-augmented `tools/call` answers at once with its task; that answer is the call's
+//!   final response, so the deadline covers only the immediate answer. The task's work is not
+//!   timed by this layer; `tasks/get`, `tasks/result`, `tasks/cancel` are calls of their own,
+//!   each with its own deadline (give the long-polling `tasks/result` a longer one with
+//!   [`per_request`](TimeoutBuilder::per_request)).
+//!
+//! # Cancellation
+//!
+//! Under 2026-07-28 closing an answer's stream cancels the call; the layer closes it by dropping
+//! the inner future or body. Under 2025-11-25 closing does not cancel (rmcp keeps the handler
+//! running), so when the layer gives up on a call of a session (before or after the headers),
+//! or when the caller drops the answer before its final message (the client went away), it
+//! also sends the inner service `notifications/cancelled` for the call's id, with the call's
+//! `Mcp-Session-Id`, `MCP-Protocol-Version`, `Host`, `Origin` and `Accept` headers: a POST on a
+//! clone of the inner service, spawned on the current tokio runtime, whose answer is dropped.
+//! Without that the tool would keep running after a bulkhead further out returned its permit.
+//!
+//! Note that a 2025-11-25 client that lost its connection and meant to resume the call with
+//! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away.
+//!
+//! # Types
+//!
+//! For HTTP the layer's service is `Service<http::Request<McpBody>>` (the body type the
+//! inspector produces, which the layer can also build for its cancellation requests) and
+//! answers `http::Response<TimeoutBody<ObservedBody<B>>>`: [`TimeoutBody`] holds the rest of
+//! the deadline, [`ObservedBody`](tower_armor_mcp::observe::ObservedBody) is the shared
+//! observer (or a pass-through when an inner layer already observes). Its error type is
+//! `BoxError`. For typed calls it is `Service<ToolCall>`
+//! ([`ToolCall`](tower_armor_mcp::ToolCall)), answering the inner response unchanged: the
+//! inner future simply races the deadline, and dropping it is the cancellation.
+//!
+//! Each call uses one `tokio::time::Sleep` in its response future and one in its body, each
+//! reset in place (progress, pauses, grace); nothing is boxed per call. The shared observer
+//! allocates its completion handle as usual.
+//!
+//! # Configuration
+//!
+//! [`TimeoutLayer::builder`] checks the settings in [`build`](TimeoutBuilder::build);
+//! [`TimeoutLayer::from_env`] reads `MCP_CALL_TIMEOUT_MS` (unset: no layer),
+//! `MCP_CALL_TIMEOUT_MAX_MS` and `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS`, with errors naming the
+//! variable.
+//!
+//! # Ordering
+//!
+//! The innermost call-plane layer, right around the MCP service (DESIGN §4):
+//!
+//! ```text
+//! … → McpInspectLayer → … → RescueLayer → circuit-breaker → retry → bulkhead → TimeoutLayer → MCP service
+//! ```
+//!
+//! - Inside the bulkhead: a call that times out ends, so the bulkhead's permit (held until the
+//!   answer's end) is freed at the deadline, and under 2025-11-25 the tool is cancelled too.
+//! - Inside retry: each attempt gets its own deadline (and a timed-out safe call may be retried).
+//! - Inside the breaker: the breaker sees `Elapsed` (before the headers) or the handle's
+//!   `Outcome::Elapsed` (in the stream) and counts a slow failure.
+//! - Under [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer): it needs the
+//!   request's facts and its `McpBody`.
+//! - Under [`RescueLayer`](tower_armor_mcp::RescueLayer) (or axum's `HandleErrorLayer`) in axum:
+//!   the layer fails with `BoxError`, and axum's `Router::layer` / `nest_service` need
+//!   `Error = Infallible`. Rescue turns `Elapsed` into 504 + `-31504`.
+//!
+//! # Errors
+//!
+//! The service fails with [`BoxError`](error::BoxError): [`Elapsed`] when the deadline passes
+//! before the headers, otherwise the inner service's error, boxed. [`TimeoutBody`] fails with
+//! [`Elapsed`] when it must cut an answer (a JSON body, or an SSE event that did not end within
+//! the grace), otherwise with the inner body's error, boxed. In a stream the timeout is the
+//! final error event (code `-31504`, message `request timed out`), not a body error.
+//! Configuration errors are [`ConfigError`](error::ConfigError).
+//!
+//! [`Elapsed`]: error::Elapsed
+
+pub mod body;
+mod cancel;
+mod clock;
+pub mod error;
+pub mod future;
+mod layer;
+mod pause;
+mod policy;
+mod service;
+
+pub use self::body::TimeoutBody;
+pub use self::layer::{
+    ENV_MAX_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, TimeoutBuilder, TimeoutLayer,
+};
+pub use self::service::Timeout;

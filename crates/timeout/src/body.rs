@@ -1,0 +1,600 @@
+//! [`TimeoutBody`]: the answer's body under the call's deadline.
+//!
+//! It forwards every frame of the inner body untouched and at once. The deadline keeps running
+//! after the headers, until the call's [`CompletionHandle`] completes (the final JSON-RPC
+//! response passed, the body failed or ended). When the deadline passes first:
+//!
+//! - **SSE answer** (`text/event-stream`), at an event boundary: the inner body is dropped (under
+//!   2026-07-28 that cancels the call), the handle completes with [`Outcome::Elapsed`], a
+//!   2025-11-25 session call is sent `notifications/cancelled`, and the body ends with one
+//!   last event of its own:
+//!   `data: {"jsonrpc":"2.0","id":<id>,"error":{"code":-31504,"message":"request timed out"}}`
+//!   (with `"data":{"correlationId":…}` when the request had one).
+//! - **SSE answer, in the middle of an event**: that event is forwarded to its end first (an
+//!   event cannot be interrupted without corrupting it), for at most the boundary grace; a frame
+//!   that ends one event and starts another is cut after the boundary (the cut part is the
+//!   beginning of an event the caller would never see whole). If the grace passes with no
+//!   boundary, the body fails with [`Elapsed`] instead: the connection is cut and the partial
+//!   event is discarded by the client.
+//! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
+//!   is no way to add a message to a JSON body).
+//!
+//! Writing that one final event is the only thing this layer ever writes into a stream.
+//!
+//! If the caller drops a 2025-11-25 SSE answer before its final message, the call is sent
+//! `notifications/cancelled` too (the client went away; otherwise the tool keeps running).
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_armor_mcp::error::{BoxError, CODE_TIMEOUT, Elapsed};
+use tower_armor_mcp::sse::SseParser;
+use tower_armor_mcp::{CompletionHandle, CorrelationId, Outcome, RequestId, jsonrpc};
+
+use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
+use crate::clock::{Clock, after};
+use crate::pause::{Pauses, Registration};
+
+/// The message of the final error event (the text of [`Elapsed`]).
+const MESSAGE: &str = "request timed out";
+
+/// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
+/// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
+fn boundary_parser() -> SseParser {
+    SseParser::new(1)
+}
+
+/// What a call carries from its request to its answer's body.
+pub(crate) struct CallState {
+    pub(crate) id: Option<RequestId>,
+    pub(crate) clock: Clock,
+    pub(crate) cancel: Option<CancelTarget>,
+    pub(crate) correlation: Option<CorrelationId>,
+    /// The 2025-11-25 session, for matching the client's answers to server requests.
+    pub(crate) session: Option<(HeaderValue, std::sync::Arc<Pauses>)>,
+    pub(crate) grace: Duration,
+}
+
+impl fmt::Debug for CallState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallState")
+            .field("id", &self.id)
+            .field("wake_at", &self.clock.wake_at())
+            .field("cancellable", &self.cancel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallState {
+    /// Sends `notifications/cancelled` if this call needs it and it was not sent yet.
+    pub(crate) fn send_cancel(&mut self, reason: &'static str) {
+        if let Some(t) = self.cancel.take() {
+            t.send(reason);
+        }
+    }
+}
+
+/// The bytes of the final error event.
+fn timeout_event(id: Option<&RequestId>, correlation: Option<&CorrelationId>) -> Bytes {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+    let body = jsonrpc::error_body(id, CODE_TIMEOUT, MESSAGE, data.as_ref());
+    let mut out = BytesMut::with_capacity(body.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(b"\n\n");
+    out.freeze()
+}
+
+/// Feeds `data` line by line and returns the end of the last event boundary in it, if any.
+fn feed_to_boundary(parser: &mut SseParser, data: &[u8]) -> Option<usize> {
+    let mut last = None;
+    let mut start = 0;
+    while start < data.len() {
+        let end =
+            memchr::memchr2(b'\n', b'\r', &data[start..]).map_or(data.len(), |i| start + i + 1);
+        parser.feed(&data[start..end], |_| {});
+        if parser.at_boundary() {
+            last = Some(end);
+        }
+        start = end;
+    }
+    last
+}
+
+pin_project! {
+    /// The response body of [`Timeout`](crate::Timeout); see the [module docs](self).
+    ///
+    /// Its error type is [`BoxError`]: the inner body's errors, boxed, or [`Elapsed`].
+    pub struct TimeoutBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+
+    impl<B> PinnedDrop for TimeoutBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let KindProj::Timed { state, .. } = this.project().kind.project() {
+                state.dropped();
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Passthrough {
+            #[pin]
+            body: B,
+        },
+        Timed {
+            #[pin]
+            body: B,
+            #[pin]
+            sleep: Sleep,
+            state: Timed,
+        },
+        Ending {
+            last: Option<Last>,
+        },
+    }
+}
+
+enum Last {
+    Event(Bytes),
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The deadline runs.
+    Running,
+    /// The deadline passed in the middle of an SSE event: waiting for its end.
+    Grace,
+    /// Gave up at a boundary that a frame just reached: the final event comes next.
+    Finishing,
+    /// The call ended (or the layer gave up): frames pass, nothing else happens.
+    Finished,
+}
+
+struct Timed {
+    handle: CompletionHandle,
+    call: CallState,
+    /// For SSE answers: tracks event boundaries.
+    sse: Option<SseParser>,
+    phase: Phase,
+    /// The instant the sleep is set to, if it is to be polled at all.
+    armed: Option<Instant>,
+    pause: Option<Registration>,
+}
+
+impl<B> TimeoutBody<B> {
+    /// A body the layer does not time (not a call, a long-lived stream, or an answer whose
+    /// outcome is already known).
+    pub fn passthrough(body: B) -> Self {
+        TimeoutBody {
+            kind: Kind::Passthrough { body },
+        }
+    }
+
+    pub(crate) fn timed(body: B, handle: CompletionHandle, mut call: CallState, sse: bool) -> Self {
+        call.clock.seen_progress(handle.progress_count());
+        let armed = call.clock.wake_at();
+        let sleep =
+            tokio::time::sleep_until(armed.unwrap_or_else(|| after(Instant::now(), Duration::MAX)));
+        TimeoutBody {
+            kind: Kind::Timed {
+                body,
+                sleep,
+                state: Timed {
+                    handle,
+                    call,
+                    sse: sse.then(boundary_parser),
+                    phase: Phase::Running,
+                    armed,
+                    pause: None,
+                },
+            },
+        }
+    }
+
+    /// Whether the body's deadline is running (it is timed and the call has not ended).
+    pub fn is_timed(&self) -> bool {
+        matches!(&self.kind, Kind::Timed { state, .. } if state.phase != Phase::Finished)
+    }
+}
+
+impl<B> fmt::Debug for TimeoutBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TimeoutBody");
+        match &self.kind {
+            Kind::Passthrough { .. } => d.field("kind", &"passthrough"),
+            Kind::Timed { state, .. } => d
+                .field("kind", &"timed")
+                .field("phase", &state.phase)
+                .field("call", &state.call),
+            Kind::Ending { .. } => d.field("kind", &"ending"),
+        };
+        d.finish()
+    }
+}
+
+enum Step {
+    Frame(Poll<Option<Result<Frame<Bytes>, BoxError>>>),
+    End(Last),
+}
+
+impl Timed {
+    /// Re-reads the answer's counters: progress resets, pauses, resumptions; re-arms the sleep.
+    fn tick(&mut self, sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        // Register before reading the counters, so an answer in between still wakes us.
+        if let Some(r) = &self.pause {
+            r.entry.waker.register(cx.waker());
+        }
+        let progress = self.handle.progress_count();
+        let outstanding = self.handle.server_requests_outstanding();
+        if !self.call.clock.changed(progress, outstanding) {
+            return;
+        }
+        self.call
+            .clock
+            .update(Instant::now(), progress, outstanding);
+        if self.call.clock.is_paused()
+            && self.pause.is_none()
+            && let Some((session, pauses)) = &self.call.session
+        {
+            let r = pauses.register(session.clone(), self.handle.clone());
+            r.entry.waker.register(cx.waker());
+            self.pause = Some(r);
+        }
+        let wake = self.call.clock.wake_at();
+        if wake != self.armed {
+            if let Some(w) = wake {
+                sleep.reset(w);
+            }
+            self.armed = wake;
+        }
+    }
+
+    /// The call ended: stop timing.
+    fn finish(&mut self) {
+        self.phase = Phase::Finished;
+        self.pause = None;
+    }
+
+    /// Gives up on the call: records `Elapsed` and cancels a 2025-11-25 call. Returns false if
+    /// the call had already ended after all.
+    fn give_up(&mut self) -> bool {
+        if !self.handle.complete(Outcome::Elapsed) {
+            self.finish();
+            return false;
+        }
+        self.pause = None;
+        tracing::debug!(id = ?self.call.id, "call deadline passed inside the answer");
+        if self.sse.is_some() {
+            self.call.send_cancel(REASON_TIMEOUT);
+        }
+        true
+    }
+
+    fn final_event(&mut self) -> Last {
+        self.phase = Phase::Finished;
+        Last::Event(timeout_event(
+            self.call.id.as_ref(),
+            self.call.correlation.as_ref(),
+        ))
+    }
+
+    /// The sleep fired.
+    fn on_deadline(&mut self, mut sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Option<Last> {
+        if self.handle.is_complete() {
+            self.finish();
+            return None;
+        }
+        let now = Instant::now();
+        match self.phase {
+            Phase::Running => {
+                if !self.call.clock.expired(now) {
+                    return None;
+                }
+                match &self.sse {
+                    Some(p) if !p.at_boundary() => {
+                        self.phase = Phase::Grace;
+                        let until = after(now, self.call.grace);
+                        sleep.as_mut().reset(until);
+                        self.armed = Some(until);
+                        if sleep.poll(cx).is_pending() {
+                            return None;
+                        }
+                        self.give_up().then_some(Last::Error)
+                    }
+                    Some(_) => self.give_up().then(|| self.final_event()),
+                    None => self.give_up().then_some(Last::Error),
+                }
+            }
+            Phase::Grace => self.give_up().then_some(Last::Error),
+            Phase::Finishing | Phase::Finished => None,
+        }
+    }
+
+    /// A frame passed the inner body (and the observer inside it).
+    fn on_frame(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
+        let (Some(parser), Some(data)) = (self.sse.as_mut(), frame.data_ref()) else {
+            return frame;
+        };
+        match self.phase {
+            Phase::Running => {
+                // (An empty feed would settle a pending `\r` early; skip it.)
+                if !data.is_empty() {
+                    parser.feed(data, |_| {});
+                }
+                frame
+            }
+            Phase::Grace => {
+                if self.handle.is_complete() {
+                    // The final message made it in this frame.
+                    self.finish();
+                    return frame;
+                }
+                let Some(n) = feed_to_boundary(parser, data) else {
+                    return frame;
+                };
+                if !self.give_up() {
+                    return frame;
+                }
+                self.phase = Phase::Finishing;
+                if n == data.len() {
+                    frame
+                } else {
+                    match frame.into_data() {
+                        Ok(bytes) => Frame::data(bytes.slice(..n)),
+                        Err(frame) => frame,
+                    }
+                }
+            }
+            Phase::Finishing | Phase::Finished => frame,
+        }
+    }
+
+    fn poll<B>(
+        &mut self,
+        body: Pin<&mut B>,
+        mut sleep: Pin<&mut Sleep>,
+        cx: &mut Context<'_>,
+    ) -> Step
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        match self.phase {
+            Phase::Finished => {
+                return Step::Frame(
+                    body.poll_frame(cx)
+                        .map(|f| f.map(|r| r.map_err(Into::into))),
+                );
+            }
+            Phase::Finishing => return Step::End(self.final_event()),
+            Phase::Running | Phase::Grace => {}
+        }
+        self.tick(sleep.as_mut(), cx);
+        if self.armed.is_some()
+            && sleep.as_mut().poll(cx).is_ready()
+            && let Some(last) = self.on_deadline(sleep.as_mut(), cx)
+        {
+            return Step::End(last);
+        }
+        let res = match body.poll_frame(cx) {
+            Poll::Pending => return Step::Frame(Poll::Pending),
+            Poll::Ready(res) => res,
+        };
+        let res = match res {
+            Some(Ok(frame)) => {
+                let frame = self.on_frame(frame);
+                // Pick up what the observer saw in this frame before the caller sees it (a
+                // server request must be registered before the client can answer it).
+                self.tick(sleep, cx);
+                Some(Ok(frame))
+            }
+            Some(Err(e)) => {
+                self.finish();
+                Some(Err(e.into()))
+            }
+            None => {
+                self.finish();
+                None
+            }
+        };
+        Step::Frame(Poll::Ready(res))
+    }
+
+    /// The caller dropped the body.
+    fn dropped(&mut self) {
+        match self.phase {
+            Phase::Running | Phase::Grace => {
+                if self.sse.is_some() && !self.handle.is_complete() {
+                    tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
+                    self.call.send_cancel(REASON_GONE);
+                }
+            }
+            Phase::Finishing | Phase::Finished => {}
+        }
+    }
+}
+
+impl<B> Body for TimeoutBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            let last = match this.kind.as_mut().project() {
+                KindProj::Passthrough { body } => {
+                    return body
+                        .poll_frame(cx)
+                        .map(|f| f.map(|r| r.map_err(Into::into)));
+                }
+                KindProj::Ending { last } => {
+                    return Poll::Ready(match last.take() {
+                        Some(Last::Event(bytes)) => Some(Ok(Frame::data(bytes))),
+                        Some(Last::Error) => Some(Err(Elapsed::new().into())),
+                        None => None,
+                    });
+                }
+                KindProj::Timed { body, sleep, state } => match state.poll(body, sleep, cx) {
+                    Step::Frame(p) => return p,
+                    Step::End(last) => last,
+                },
+            };
+            // Dropping the inner body here closes the stream (the cancellation under
+            // 2026-07-28); the loop then yields `last`.
+            this.kind.set(Kind::Ending { last: Some(last) });
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Timed { body, state, .. } => {
+                state.phase != Phase::Finishing && body.is_end_stream()
+            }
+            Kind::Ending { last } => last.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } => body.size_hint(),
+            // An SSE answer may get one more event.
+            Kind::Timed { body, state, .. } if state.sse.is_some() => {
+                let mut h = SizeHint::new();
+                h.set_lower(body.size_hint().lower());
+                h
+            }
+            Kind::Timed { body, .. } => body.size_hint(),
+            Kind::Ending { last } => match last {
+                Some(Last::Event(b)) => SizeHint::with_exact(b.len() as u64),
+                _ => SizeHint::with_exact(0),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_final_event_is_one_json_rpc_error() {
+        let c = CorrelationId::parse(b"corr-1").unwrap();
+        let ev = timeout_event(Some(&RequestId::Number(7)), Some(&c));
+        let text = std::str::from_utf8(&ev).unwrap();
+        assert!(text.starts_with("data: ") && text.ends_with("\n\n"));
+        assert_eq!(text.matches('\n').count(), 2, "one data line");
+        let v: serde_json::Value = serde_json::from_str(&text[6..]).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], CODE_TIMEOUT);
+        assert_eq!(v["error"]["message"], Elapsed::new().to_string());
+        assert_eq!(v["error"]["data"]["correlationId"], "corr-1");
+        let ev = timeout_event(None, None);
+        let v: serde_json::Value = serde_json::from_slice(&ev[6..ev.len() - 2]).unwrap();
+        assert!(v["id"].is_null());
+        assert!(v["error"].get("data").is_none());
+    }
+
+    #[test]
+    fn boundaries_inside_a_frame() {
+        let mut p = boundary_parser();
+        assert_eq!(feed_to_boundary(&mut p, b"ta: x\n\ndata: y"), Some(7));
+        assert!(!p.at_boundary());
+        let mut p = boundary_parser();
+        p.feed(b"da", |_| {});
+        assert_eq!(feed_to_boundary(&mut p, b"ta: x\r"), None);
+        assert_eq!(feed_to_boundary(&mut p, b"\n\r\n: c\n\n"), Some(8));
+        assert!(p.at_boundary());
+        let mut p = boundary_parser();
+        assert_eq!(feed_to_boundary(&mut p, b"data: x\n"), None);
+    }
+
+    proptest! {
+        /// The boundary-only parser tracks boundaries exactly like a full one, however the
+        /// stream is split.
+        #[test]
+        fn boundary_parser_agrees_with_a_full_parser(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "data: {\"a\":1}", "data:", "\n", "\r", "\r\n", ": keep-alive", "id: 3",
+                    "event: message", "retry: 10", "x", "\u{feff}", "",
+                ]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..64, 0..8),
+        ) {
+            let stream: Vec<u8> = parts.concat().into_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| *c <= stream.len()).collect();
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut small = boundary_parser();
+            let mut full = SseParser::default();
+            let mut at = 0;
+            for c in cuts {
+                small.feed(&stream[at..c], |_| {});
+                full.feed(&stream[at..c], |_| {});
+                prop_assert_eq!(small.at_boundary(), full.at_boundary());
+                at = c;
+            }
+        }
+
+        /// `feed_to_boundary` leaves the parser where feeding the whole frame would, and its
+        /// offset is a real boundary.
+        #[test]
+        fn feed_to_boundary_finds_the_last_boundary(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["data: 1", "\n", "\r", ": c", "x"]),
+                0..30,
+            ),
+            split in 0usize..100,
+        ) {
+            let stream: Vec<u8> = parts.concat().into_bytes();
+            let split = split.min(stream.len());
+            let (head, frame) = stream.split_at(split);
+            let mut a = boundary_parser();
+            a.feed(head, |_| {});
+            let mut b = a.clone();
+            let found = feed_to_boundary(&mut a, frame);
+            if !frame.is_empty() {
+                b.feed(frame, |_| {});
+            }
+            prop_assert_eq!(a.at_boundary(), b.at_boundary());
+            let mut last = None;
+            for n in 1..=frame.len() {
+                let mut c = boundary_parser();
+                c.feed(head, |_| {});
+                c.feed(&frame[..n], |_| {});
+                // A `\r` at the end may still become `\r\n`: not a boundary yet.
+                if c.at_boundary() {
+                    last = Some(n);
+                }
+            }
+            prop_assert_eq!(found, last);
+        }
+    }
+}

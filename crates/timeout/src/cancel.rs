@@ -1,0 +1,283 @@
+//! `notifications/cancelled` for a 2025-11-25 call this layer gives up on.
+//!
+//! Under 2025-11-25 closing a call's stream does not cancel the call (rmcp keeps the handler
+//! running); the session's `notifications/cancelled` for the request id does. When a call of a
+//! session times out, or its caller drops the answer before the final message, the layer sends
+//! that notification to the inner service: a POST with the call's `Mcp-Session-Id`,
+//! `MCP-Protocol-Version`, `Host`, `Origin` and `Accept`, `Content-Type: application/json`, on
+//! a clone of the inner service, in a spawned task whose answer is dropped.
+//!
+//! Under 2026-07-28 closing the stream is the cancellation, so nothing is sent.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderValue, Method as HttpMethod, Request, Uri, Version};
+use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
+use tower_armor_mcp::{
+    CorrelationId, McpBody, McpRequest, MessageKind, Method, Principal, ProtocolRevision, RequestId,
+};
+use tower_service::Service;
+
+/// `reason` of a cancellation sent at the deadline.
+pub(crate) const REASON_TIMEOUT: &str = "request timed out";
+/// `reason` of a cancellation sent when the caller dropped the answer.
+pub(crate) const REASON_GONE: &str = "caller went away";
+
+/// Sends one request to a clone of the inner service, in a spawned task.
+pub(crate) type Sender = Box<dyn Fn(Request<McpBody>) + Send + Sync>;
+
+/// The sender of one wrapped service, built at its first cancellable call and shared by all
+/// its clones (axum clones a service per request: building it per clone would allocate per
+/// call).
+#[derive(Default)]
+pub(crate) struct SenderSlot(OnceLock<Sender>);
+
+impl fmt::Debug for SenderSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SenderSlot")
+            .field("ready", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+impl SenderSlot {
+    /// The sender, built from a clone of `inner` the first time.
+    pub(crate) fn get_or_init<S, B>(&self, inner: &S) -> &Sender
+    where
+        S: Service<Request<McpBody>, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Send + 'static,
+    {
+        self.0.get_or_init(|| sender(inner.clone()))
+    }
+}
+
+fn sender<S, B>(proto: S) -> Sender
+where
+    S: Service<Request<McpBody>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    // The prototype is only cloned, on the rare cancellation path; the mutex makes the sender
+    // `Sync` without asking the service to be.
+    let proto = Mutex::new(proto);
+    Box::new(move |req| {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!("no runtime to send notifications/cancelled on");
+            return;
+        };
+        let mut svc = proto.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        rt.spawn(async move {
+            let ready: Result<(), BoxError> =
+                poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
+            let sent = match ready {
+                Ok(()) => svc.call(req).await.map(drop).map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "notifications/cancelled not delivered");
+            }
+        });
+    })
+}
+
+/// Everything needed to cancel one 2025-11-25 call, captured when it starts (reference-counted
+/// clones, no allocation).
+pub(crate) struct CancelTarget {
+    sender: Arc<SenderSlot>,
+    id: RequestId,
+    uri: Uri,
+    version: Version,
+    session: HeaderValue,
+    revision: Option<ProtocolRevision>,
+    protocol: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    origin: Option<HeaderValue>,
+    accept: Option<HeaderValue>,
+    principal: Option<Principal>,
+    correlation: Option<CorrelationId>,
+}
+
+impl fmt::Debug for CancelTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelTarget")
+            .field("id", &self.id)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CancelTarget {
+    /// The target for `req`, when cancelling it needs a notification: a request with an id, in
+    /// a session, not under the stateless revision.
+    pub(crate) fn capture<B>(
+        req: &Request<B>,
+        facts: &McpRequest,
+        sender: &Arc<SenderSlot>,
+    ) -> Option<CancelTarget> {
+        let revision = facts.revision();
+        if revision.is_some_and(ProtocolRevision::is_stateless) {
+            return None;
+        }
+        let session = facts.session_id()?.clone();
+        let id = facts.id()?.clone();
+        let h = req.headers();
+        Some(CancelTarget {
+            sender: Arc::clone(sender),
+            id,
+            uri: req.uri().clone(),
+            version: req.version(),
+            session,
+            revision,
+            protocol: h.get(&PROTOCOL_VERSION).cloned(),
+            host: h.get(HOST).cloned(),
+            origin: h.get(ORIGIN).cloned(),
+            accept: h.get(ACCEPT).cloned(),
+            principal: req.extensions().get::<Principal>().cloned(),
+            correlation: req.extensions().get::<CorrelationId>().cloned(),
+        })
+    }
+
+    /// The notification as an HTTP request to the inner service.
+    pub(crate) fn request(&self, reason: &str) -> Request<McpBody> {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": { "requestId": &self.id, "reason": reason },
+        });
+        let mut req = Request::new(McpBody::json(&body));
+        *req.method_mut() = HttpMethod::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        let h = req.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            ACCEPT,
+            self.accept.clone().unwrap_or(HeaderValue::from_static(
+                "application/json, text/event-stream",
+            )),
+        );
+        h.insert(&SESSION_ID, self.session.clone());
+        let protocol = self
+            .protocol
+            .clone()
+            .or_else(|| self.revision.map(|r| HeaderValue::from_static(r.as_str())));
+        if let Some(v) = protocol {
+            h.insert(&PROTOCOL_VERSION, v);
+        }
+        if let Some(v) = &self.host {
+            h.insert(HOST, v.clone());
+        }
+        if let Some(v) = &self.origin {
+            h.insert(ORIGIN, v.clone());
+        }
+        let mut facts = McpRequest::new(
+            MessageKind::Notification,
+            Some(Method::NotificationsCancelled),
+            None,
+        )
+        .with_session_id(self.session.clone());
+        if let Some(r) = self.revision {
+            facts = facts.with_revision(r);
+        }
+        let ext = req.extensions_mut();
+        ext.insert(facts);
+        if let Some(p) = &self.principal {
+            ext.insert(p.clone());
+        }
+        if let Some(c) = &self.correlation {
+            ext.insert(c.clone());
+        }
+        req
+    }
+
+    /// Sends the notification (once: the target is consumed).
+    pub(crate) fn send(self, reason: &'static str) {
+        tracing::debug!(id = %self.id, reason, "sending notifications/cancelled");
+        let req = self.request(reason);
+        if let Some(send) = self.sender.0.get() {
+            send(req);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(rev: ProtocolRevision, session: bool) -> McpRequest {
+        let f = McpRequest::new(
+            MessageKind::Request,
+            Some(Method::ToolsCall),
+            Some("a\"b".into()),
+        )
+        .with_name("slow")
+        .with_revision(rev);
+        if session {
+            f.with_session_id(HeaderValue::from_static("sess-1"))
+        } else {
+            f
+        }
+    }
+
+    #[test]
+    fn only_session_calls_of_the_old_revision_are_cancelled_by_notification() {
+        let slot = Arc::new(SenderSlot::default());
+        let req = Request::post("/mcp").body(()).unwrap();
+        assert!(
+            CancelTarget::capture(&req, &facts(ProtocolRevision::V2026_07_28, true), &slot)
+                .is_none()
+        );
+        assert!(
+            CancelTarget::capture(&req, &facts(ProtocolRevision::V2025_11_25, false), &slot)
+                .is_none()
+        );
+        assert!(
+            CancelTarget::capture(&req, &facts(ProtocolRevision::V2025_11_25, true), &slot)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_notification_carries_the_session_and_the_id() {
+        let slot = Arc::new(SenderSlot::default());
+        let req = Request::post("http://127.0.0.1:9/mcp")
+            .header(HOST, "127.0.0.1:9")
+            .header(&PROTOCOL_VERSION, "2025-11-25")
+            .header("authorization", "Bearer secret")
+            .body(())
+            .unwrap();
+        let t = CancelTarget::capture(&req, &facts(ProtocolRevision::V2025_11_25, true), &slot)
+            .unwrap();
+        let n = t.request(REASON_TIMEOUT);
+        assert_eq!(n.method(), HttpMethod::POST);
+        assert_eq!(n.uri(), "http://127.0.0.1:9/mcp");
+        assert_eq!(n.headers()[&SESSION_ID], "sess-1");
+        assert_eq!(n.headers()[&PROTOCOL_VERSION], "2025-11-25");
+        assert_eq!(n.headers()[HOST], "127.0.0.1:9");
+        assert_eq!(n.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(n.headers()[ACCEPT], "application/json, text/event-stream");
+        assert!(
+            n.headers().get("authorization").is_none(),
+            "nothing else is copied"
+        );
+        let v: serde_json::Value = serde_json::from_slice(n.body().bytes()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": { "requestId": "a\"b", "reason": "request timed out" },
+            })
+        );
+        let f = n.extensions().get::<McpRequest>().unwrap();
+        assert_eq!(f.method(), Some(&Method::NotificationsCancelled));
+        assert!(!f.is_call());
+    }
+}

@@ -1,0 +1,202 @@
+//! The clock of one call: pure deadline arithmetic, tested without a runtime.
+//!
+//! - The **deadline** starts at the call's duration. With reset-on-progress, each new progress
+//!   notification sets it to `now + duration` again.
+//! - While the server has a request of its own outstanding to the client, the deadline is
+//!   **paused**: the time left is kept and runs again from the moment the answer is seen.
+//! - The **cap** (optional) is absolute: `start + max_total`, wall clock. Neither progress nor
+//!   pauses move it.
+//!
+//! The clock runs out at the earlier of the two; while paused, only at the cap.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// About 30 years: "never" for deadlines computed from huge durations (tokio does the same).
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + d`, saturating at a far future instead of overflowing.
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Clock {
+    duration: Duration,
+    reset_on_progress: bool,
+    cap_at: Option<Instant>,
+    deadline: Instant,
+    /// While paused: the time the deadline had left when the pause began.
+    paused_left: Option<Duration>,
+    progress_seen: u64,
+}
+
+impl Clock {
+    /// A clock started `now` for a call of `duration`, under an optional absolute `cap`.
+    pub(crate) fn start(
+        now: Instant,
+        duration: Duration,
+        reset_on_progress: bool,
+        cap: Option<Duration>,
+    ) -> Clock {
+        Clock {
+            duration,
+            reset_on_progress,
+            cap_at: cap.map(|c| after(now, c)),
+            deadline: after(now, duration),
+            paused_left: None,
+            progress_seen: 0,
+        }
+    }
+
+    /// Takes `progress` as already seen (the count a reused completion handle had when the
+    /// answer's body started).
+    pub(crate) fn seen_progress(&mut self, progress: u64) {
+        self.progress_seen = progress;
+    }
+
+    /// Whether [`Clock::update`] would change anything (checked before reading the time).
+    pub(crate) fn changed(&self, progress: u64, outstanding: u32) -> bool {
+        (self.reset_on_progress && progress != self.progress_seen)
+            || (outstanding > 0) != self.paused_left.is_some()
+    }
+
+    /// Takes in the answer's counters at `now`: resets on new progress, pauses while server
+    /// requests are outstanding, resumes when they are answered.
+    pub(crate) fn update(&mut self, now: Instant, progress: u64, outstanding: u32) {
+        if self.reset_on_progress && progress != self.progress_seen {
+            self.progress_seen = progress;
+            match &mut self.paused_left {
+                Some(left) => *left = self.duration,
+                None => self.deadline = after(now, self.duration),
+            }
+        }
+        match (outstanding > 0, self.paused_left) {
+            (true, None) => {
+                self.paused_left = Some(self.deadline.saturating_duration_since(now));
+            }
+            (false, Some(left)) => {
+                self.deadline = after(now, left);
+                self.paused_left = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the deadline is paused.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused_left.is_some()
+    }
+
+    /// When the clock runs out next: the deadline (unless paused) or the cap, whichever comes
+    /// first; `None` while paused without a cap.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        let deadline = (!self.is_paused()).then_some(self.deadline);
+        match (deadline, self.cap_at) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
+        }
+    }
+
+    /// Whether the clock has run out at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.wake_at().is_some_and(|w| now >= w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn plain_deadline() {
+        let t0 = Instant::now();
+        let c = Clock::start(t0, ms(100), false, None);
+        assert_eq!(c.wake_at(), Some(t0 + ms(100)));
+        assert!(!c.expired(t0 + ms(99)));
+        assert!(c.expired(t0 + ms(100)));
+    }
+
+    #[test]
+    fn progress_is_ignored_without_reset() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, None);
+        assert!(!c.changed(3, 0));
+        c.update(t0 + ms(90), 3, 0);
+        assert_eq!(c.wake_at(), Some(t0 + ms(100)));
+    }
+
+    #[test]
+    fn progress_resets_under_the_cap() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(250)));
+        for (i, at) in [80u64, 160, 240].into_iter().enumerate() {
+            let now = t0 + ms(at);
+            assert!(!c.expired(now));
+            assert!(c.changed(i as u64 + 1, 0));
+            c.update(now, i as u64 + 1, 0);
+            assert!(!c.changed(i as u64 + 1, 0));
+        }
+        // Reset to 340 ms, but the cap holds at 250 ms.
+        assert_eq!(c.wake_at(), Some(t0 + ms(250)));
+        assert!(!c.expired(t0 + ms(249)));
+        assert!(c.expired(t0 + ms(250)));
+    }
+
+    #[test]
+    fn a_deadline_shorter_than_the_cap_is_kept_without_progress() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(1000)));
+        c.update(t0 + ms(50), 1, 0);
+        assert_eq!(c.wake_at(), Some(t0 + ms(150)));
+    }
+
+    #[test]
+    fn pause_keeps_the_time_left() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, None);
+        assert!(c.changed(0, 1));
+        c.update(t0 + ms(30), 0, 1);
+        assert!(c.is_paused());
+        assert_eq!(c.wake_at(), None);
+        assert!(!c.expired(t0 + ms(10_000)));
+        assert!(!c.changed(0, 2), "still paused");
+        c.update(t0 + ms(10_000), 0, 0);
+        assert!(!c.is_paused());
+        assert_eq!(c.wake_at(), Some(t0 + ms(10_070)));
+    }
+
+    #[test]
+    fn the_cap_holds_during_a_pause() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, Some(ms(500)));
+        c.update(t0 + ms(10), 0, 1);
+        assert_eq!(c.wake_at(), Some(t0 + ms(500)));
+        assert!(c.expired(t0 + ms(500)));
+    }
+
+    #[test]
+    fn progress_during_a_pause_restores_the_whole_duration() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(10_000)));
+        c.update(t0 + ms(90), 0, 1);
+        c.update(t0 + ms(500), 1, 1);
+        c.update(t0 + ms(600), 1, 0);
+        assert_eq!(c.wake_at(), Some(t0 + ms(700)));
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let t0 = Instant::now();
+        let c = Clock::start(t0, Duration::MAX, true, Some(Duration::MAX));
+        assert!(c.wake_at().unwrap() > t0 + Duration::from_secs(86_400 * 365));
+    }
+}

@@ -1,0 +1,189 @@
+//! The response futures of [`Timeout`](crate::Timeout).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_armor_mcp::error::{BoxError, Elapsed};
+use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
+
+use crate::body::{CallState, TimeoutBody};
+use crate::cancel::{REASON_GONE, REASON_TIMEOUT};
+
+pin_project! {
+    /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
+    /// against the call's deadline, then hands the deadline on to the answer's
+    /// [`TimeoutBody`].
+    ///
+    /// Dropped before the headers, a 2025-11-25 session call is sent
+    /// `notifications/cancelled` (see the [crate docs](crate#cancellation)).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let KindProj::Timed { call: Some(call), .. } = this.project().kind.project() {
+                call.send_cancel(REASON_GONE);
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Passthrough {
+            #[pin]
+            future: F,
+        },
+        Timed {
+            #[pin]
+            future: F,
+            #[pin]
+            sleep: Sleep,
+            call: Option<CallState>,
+        },
+        Done,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn passthrough(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough { future },
+        }
+    }
+
+    pub(crate) fn timed(future: F, sleep: Sleep, call: CallState) -> Self {
+        ResponseFuture {
+            kind: Kind::Timed {
+                future,
+                sleep,
+                call: Some(call),
+            },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "passthrough",
+            Kind::Timed { .. } => "timed",
+            Kind::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+/// Observes the answer once and puts its body under the rest of the deadline.
+fn timed_response<B>(call: CallState, resp: Response<B>) -> Response<TimeoutBody<ObservedBody<B>>>
+where
+    B: Body<Data = Bytes>,
+{
+    // Reuses a completion handle an inner layer already put there (the body then passes
+    // through unparsed); otherwise this is the one observer of the call.
+    let (resp, handle) = observe_response(resp, call.id.as_ref());
+    if handle.is_complete() {
+        // An error status or a non-streaming answer: the call is over.
+        return resp.map(TimeoutBody::passthrough);
+    }
+    let sse = is_event_stream(resp.headers());
+    resp.map(|body| TimeoutBody::timed(body, handle, call, sse))
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Response<TimeoutBody<ObservedBody<B>>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let out = match this.kind.as_mut().project() {
+            KindProj::Passthrough { future } => {
+                let resp = ready!(future.poll(cx)).map_err(Into::into)?;
+                return Poll::Ready(Ok(
+                    resp.map(|b| TimeoutBody::passthrough(ObservedBody::passthrough(b)))
+                ));
+            }
+            KindProj::Timed {
+                future,
+                sleep,
+                call,
+            } => {
+                if let Poll::Ready(res) = future.poll(cx) {
+                    let call = call.take().expect("ResponseFuture polled after completion");
+                    res.map(|resp| timed_response(call, resp))
+                        .map_err(Into::into)
+                } else {
+                    ready!(sleep.poll(cx));
+                    let mut call = call.take().expect("ResponseFuture polled after completion");
+                    tracing::debug!(id = ?call.id, "call deadline passed before the answer's headers");
+                    call.send_cancel(REASON_TIMEOUT);
+                    Err(Elapsed::new().into())
+                }
+            }
+            KindProj::Done => panic!("ResponseFuture polled after completion"),
+        };
+        // Drops the inner future (the call) and the sleep.
+        this.kind.set(Kind::Done);
+        Poll::Ready(out)
+    }
+}
+
+pin_project! {
+    /// Response future of [`Timeout`](crate::Timeout) for typed calls
+    /// ([`ToolCall`](tower_armor_mcp::ToolCall)): the inner future, raced against the deadline.
+    /// At the deadline the inner future is dropped (for a typed service, dropping is the
+    /// cancellation) and the call fails with [`Elapsed`].
+    pub struct CallFuture<F> {
+        #[pin]
+        future: F,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<F> CallFuture<F> {
+    pub(crate) fn new(future: F, sleep: Sleep) -> Self {
+        CallFuture { future, sleep }
+    }
+}
+
+impl<F> fmt::Debug for CallFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallFuture")
+            .field("deadline", &self.sleep.deadline())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for CallFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(res) = this.future.poll(cx) {
+            return Poll::Ready(res.map_err(Into::into));
+        }
+        ready!(this.sleep.poll(cx));
+        Poll::Ready(Err(Elapsed::new().into()))
+    }
+}

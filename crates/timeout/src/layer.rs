@@ -1,0 +1,384 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_armor_mcp::McpRequest;
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+use crate::pause::Pauses;
+use crate::policy::Policy;
+use crate::service::Timeout;
+
+/// The environment variable of the default deadline, in milliseconds.
+pub const ENV_TIMEOUT_MS: &str = "MCP_CALL_TIMEOUT_MS";
+/// The environment variable of the absolute cap ([`TimeoutBuilder::max_total`]), in
+/// milliseconds.
+pub const ENV_MAX_MS: &str = "MCP_CALL_TIMEOUT_MAX_MS";
+/// The environment variable switching [`TimeoutBuilder::reset_on_progress`] (`true` / `false`).
+pub const ENV_RESET_ON_PROGRESS: &str = "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS";
+
+/// What every service of one layer shares: the settings and the table of calls waiting on
+/// their client.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) policy: Policy,
+    pub(crate) pauses: Arc<Pauses>,
+}
+
+/// Applies [`Timeout`]: a per-call deadline that follows the call to its final JSON-RPC
+/// response. See the [crate docs](crate).
+///
+/// Built with [`TimeoutLayer::builder`] or [`TimeoutLayer::from_env`]. Cloning shares the
+/// settings; every service it makes shares them too.
+#[derive(Clone)]
+pub struct TimeoutLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TimeoutLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutLayer")
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl TimeoutLayer {
+    /// A builder whose calls get `default` unless a per-tool or per-request setting says
+    /// otherwise.
+    pub fn builder(default: Duration) -> TimeoutBuilder {
+        TimeoutBuilder {
+            policy: Policy {
+                default,
+                per_tool: HashMap::new(),
+                per_request: None,
+                reset_on_progress: false,
+                max_total: None,
+                boundary_grace: TimeoutBuilder::DEFAULT_BOUNDARY_GRACE,
+            },
+        }
+    }
+
+    /// The layer from the process environment, or `None` when [`ENV_TIMEOUT_MS`] is unset or
+    /// empty (no per-call deadline):
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `MCP_CALL_TIMEOUT_MS` | default deadline, a positive integer of milliseconds |
+    /// | `MCP_CALL_TIMEOUT_MAX_MS` | optional absolute cap, at least the deadline |
+    /// | `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` | `true` / `false` (default); `true` needs the cap |
+    ///
+    /// Errors name the variable.
+    pub fn from_env() -> Result<Option<TimeoutLayer>, ConfigError> {
+        Self::from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`TimeoutLayer::from_env`] reading variables through `lookup` (for a configuration
+    /// loaded elsewhere, and for tests).
+    pub fn from_env_with(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TimeoutLayer>, ConfigError> {
+        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
+        let millis = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            let Some(v) = get(var) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<u64>() {
+                Ok(0) => Err(ConfigError::Env {
+                    var,
+                    reason: "must be a positive number of milliseconds".into(),
+                }),
+                Ok(n) => Ok(Some(Duration::from_millis(n))),
+                Err(_) => Err(ConfigError::Env {
+                    var,
+                    reason: format!("not a number of milliseconds: {v:?}"),
+                }),
+            }
+        };
+        let reset = match get(ENV_RESET_ON_PROGRESS) {
+            None => false,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: ENV_RESET_ON_PROGRESS,
+                        reason: format!("expected true or false, got {v:?}"),
+                    });
+                }
+            },
+        };
+        let max = millis(ENV_MAX_MS)?;
+        let Some(default) = millis(ENV_TIMEOUT_MS)? else {
+            if max.is_some() || reset {
+                return Err(ConfigError::Env {
+                    var: ENV_TIMEOUT_MS,
+                    reason: format!("required when {ENV_MAX_MS} or {ENV_RESET_ON_PROGRESS} is set"),
+                });
+            }
+            return Ok(None);
+        };
+        let mut b = TimeoutLayer::builder(default).reset_on_progress(reset);
+        if let Some(max) = max {
+            b = b.max_total(max);
+        }
+        b.build().map(Some).map_err(|e| match e {
+            ConfigError::CapBelowDeadline { .. } => ConfigError::Env {
+                var: ENV_MAX_MS,
+                reason: format!("must be at least {ENV_TIMEOUT_MS}"),
+            },
+            ConfigError::ResetWithoutCap => ConfigError::Env {
+                var: ENV_RESET_ON_PROGRESS,
+                reason: format!("needs {ENV_MAX_MS} (an absolute cap)"),
+            },
+            other => other,
+        })
+    }
+
+    /// The default deadline.
+    pub fn default_timeout(&self) -> Duration {
+        self.shared.policy.default
+    }
+
+    /// The absolute cap, if any.
+    pub fn max_total(&self) -> Option<Duration> {
+        self.shared.policy.max_total
+    }
+
+    /// Whether progress notifications reset the deadline.
+    pub fn resets_on_progress(&self) -> bool {
+        self.shared.policy.reset_on_progress
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout::new(inner, self)
+    }
+}
+
+/// Builds a [`TimeoutLayer`]; see [`TimeoutLayer::builder`].
+pub struct TimeoutBuilder {
+    policy: Policy,
+}
+
+impl fmt::Debug for TimeoutBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutBuilder")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl TimeoutBuilder {
+    /// The default [`TimeoutBuilder::boundary_grace`]: 100 ms.
+    pub const DEFAULT_BOUNDARY_GRACE: Duration = Duration::from_millis(100);
+
+    /// Gives `tools/call` of `tool` its own deadline. Names are only looked up (never stored
+    /// per call), so a client cannot grow the table.
+    pub fn tool(mut self, tool: impl Into<Box<str>>, timeout: Duration) -> Self {
+        self.policy.per_tool.insert(tool.into(), timeout);
+        self
+    }
+
+    /// Chooses the deadline per request: `Some(d)` gives the call `d`; `None` leaves it to
+    /// [`TimeoutBuilder::tool`] and the default. Runs once per call; keep it cheap. A zero
+    /// answer times the call out at once.
+    pub fn per_request(
+        mut self,
+        choose: impl Fn(&McpRequest) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.policy.per_request = Some(Arc::new(choose));
+        self
+    }
+
+    /// Whether each `notifications/progress` in the answer starts the deadline anew (the MCP
+    /// spec allows it: progress shows the work goes on). Needs [`TimeoutBuilder::max_total`].
+    pub fn reset_on_progress(mut self, reset: bool) -> Self {
+        self.policy.reset_on_progress = reset;
+        self
+    }
+
+    /// The absolute cap of a call: wall clock from the call's start, moved by neither progress
+    /// nor pauses (the MCP spec asks for one whenever progress resets the deadline). It also
+    /// bounds the time a call may wait on its client.
+    pub fn max_total(mut self, cap: Duration) -> Self {
+        self.policy.max_total = Some(cap);
+        self
+    }
+
+    /// How long the layer waits, once the deadline passes in the middle of an SSE event, for
+    /// that event to end before it writes its error event (default 100 ms). Past it the answer
+    /// is cut with a body error instead: an event cannot be interrupted without corrupting it.
+    pub fn boundary_grace(mut self, grace: Duration) -> Self {
+        self.policy.boundary_grace = grace;
+        self
+    }
+
+    /// Checks the settings: positive deadlines, a cap at least every configured deadline, a
+    /// cap when progress resets the deadline.
+    pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
+        let p = &self.policy;
+        if p.default.is_zero() {
+            return Err(ConfigError::Zero {
+                setting: "default deadline".into(),
+            });
+        }
+        for (tool, d) in &p.per_tool {
+            if d.is_zero() {
+                return Err(ConfigError::Zero {
+                    setting: format!("deadline of tool {tool:?}"),
+                });
+            }
+        }
+        if let Some(cap) = p.max_total {
+            if cap.is_zero() {
+                return Err(ConfigError::Zero {
+                    setting: "max_total".into(),
+                });
+            }
+            let deadlines = std::iter::once(("default deadline".to_string(), p.default)).chain(
+                p.per_tool
+                    .iter()
+                    .map(|(t, d)| (format!("deadline of tool {t:?}"), *d)),
+            );
+            for (setting, deadline) in deadlines {
+                if deadline > cap {
+                    return Err(ConfigError::CapBelowDeadline {
+                        setting,
+                        deadline,
+                        max_total: cap,
+                    });
+                }
+            }
+        } else if p.reset_on_progress {
+            return Err(ConfigError::ResetWithoutCap);
+        }
+        Ok(TimeoutLayer {
+            shared: Arc::new(Shared {
+                policy: self.policy,
+                pauses: Arc::default(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Option<TimeoutLayer>, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TimeoutLayer::from_env_with(|k| vars.get(k).cloned())
+    }
+
+    fn env_var(e: ConfigError) -> &'static str {
+        match e {
+            ConfigError::Env { var, .. } => var,
+            other => panic!("not an env error: {other}"),
+        }
+    }
+
+    #[test]
+    fn env_unset_means_no_layer() {
+        assert!(env(&[]).unwrap().is_none());
+        assert!(env(&[(ENV_TIMEOUT_MS, " ")]).unwrap().is_none());
+    }
+
+    #[test]
+    fn env_values() {
+        let l = env(&[(ENV_TIMEOUT_MS, "1500")]).unwrap().unwrap();
+        assert_eq!(l.default_timeout(), Duration::from_millis(1500));
+        assert_eq!(l.max_total(), None);
+        assert!(!l.resets_on_progress());
+        let l = env(&[
+            (ENV_TIMEOUT_MS, "1500"),
+            (ENV_MAX_MS, "60000"),
+            (ENV_RESET_ON_PROGRESS, "TRUE"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(l.max_total(), Some(Duration::from_secs(60)));
+        assert!(l.resets_on_progress());
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "0")]).unwrap_err()),
+            ENV_TIMEOUT_MS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "1.5s")]).unwrap_err()),
+            ENV_TIMEOUT_MS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "-3")]).unwrap_err()),
+            ENV_TIMEOUT_MS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_MAX_MS, "100")]).unwrap_err()),
+            ENV_TIMEOUT_MS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_MAX_MS, "50")]).unwrap_err()),
+            ENV_MAX_MS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_RESET_ON_PROGRESS, "true")]).unwrap_err()),
+            ENV_RESET_ON_PROGRESS
+        );
+        assert_eq!(
+            env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_RESET_ON_PROGRESS, "maybe")]).unwrap_err()),
+            ENV_RESET_ON_PROGRESS
+        );
+        let msg = env(&[(ENV_TIMEOUT_MS, "abc")]).unwrap_err().to_string();
+        assert!(msg.starts_with("MCP_CALL_TIMEOUT_MS:"), "{msg}");
+    }
+
+    #[test]
+    fn builder_validation() {
+        let s = Duration::from_secs;
+        assert!(matches!(
+            TimeoutLayer::builder(Duration::ZERO).build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1))
+                .tool("slow", Duration::ZERO)
+                .build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1))
+                .max_total(Duration::ZERO)
+                .build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1)).reset_on_progress(true).build(),
+            Err(ConfigError::ResetWithoutCap)
+        ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1))
+                .tool("slow", s(90))
+                .max_total(s(60))
+                .build(),
+            Err(ConfigError::CapBelowDeadline { .. })
+        ));
+        let l = TimeoutLayer::builder(s(1))
+            .tool("slow", s(30))
+            .max_total(s(60))
+            .reset_on_progress(true)
+            .build()
+            .unwrap();
+        assert_eq!(l.max_total(), Some(s(60)));
+    }
+}

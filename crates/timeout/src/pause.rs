@@ -1,0 +1,158 @@
+//! Matching a client's answer to a server request with the call that is waiting for it.
+//!
+//! The shared observer counts the server's requests to the client in a call's stream
+//! (`elicitation/create`, `sampling/createMessage`…) on the call's
+//! [`CompletionHandle`]; the client answers them in separate POSTs of the same 2025-11-25
+//! session, which pass through this layer too. A call whose clock is paused registers here
+//! under its session; an answer POST in that session counts one server request of the oldest
+//! such call as answered ([`CompletionHandle::server_request_answered`]) and wakes its body,
+//! whose clock then runs again.
+//!
+//! The observer does not record the ids of the server's requests, so with several calls of one
+//! session waiting at once, an answer may be counted for another waiting call of that session
+//! than the one it answers: the counts stay right, the order may not. Without a session
+//! (2026-07-28) answers cannot be matched here; such a pause lasts until the call ends or the
+//! absolute cap.
+//!
+//! The table holds only calls that are waiting on the client, so it is small; its lock is
+//! taken when a call starts or stops waiting and for each answer POST, never per frame.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::task::AtomicWaker;
+use http::HeaderValue;
+use tower_armor_mcp::CompletionHandle;
+
+/// One call waiting on the client.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    handle: CompletionHandle,
+    pub(crate) waker: AtomicWaker,
+}
+
+/// The table of waiting calls, per session; shared by every service of one layer.
+#[derive(Debug, Default)]
+pub(crate) struct Pauses {
+    by_session: Mutex<HashMap<HeaderValue, Vec<Arc<Waiting>>>>,
+}
+
+impl Pauses {
+    fn lock(&self) -> MutexGuard<'_, HashMap<HeaderValue, Vec<Arc<Waiting>>>> {
+        // Nothing here can be left half-written by a panic: recover the guard.
+        self.by_session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a call of `session` that waits on the client; it stays registered until the
+    /// returned guard is dropped.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        session: HeaderValue,
+        handle: CompletionHandle,
+    ) -> Registration {
+        let entry = Arc::new(Waiting {
+            handle,
+            waker: AtomicWaker::new(),
+        });
+        self.lock()
+            .entry(session.clone())
+            .or_default()
+            .push(Arc::clone(&entry));
+        Registration {
+            pauses: Arc::clone(self),
+            session,
+            entry,
+        }
+    }
+
+    /// A client answered a server request in `session`: counts it for the oldest call of the
+    /// session still waiting, and wakes that call. Returns whether one was found.
+    pub(crate) fn answered(&self, session: &HeaderValue) -> bool {
+        let found = self.lock().get(session).and_then(|calls| {
+            calls
+                .iter()
+                .find(|w| w.handle.server_requests_outstanding() > 0)
+                .cloned()
+        });
+        match found {
+            Some(w) => {
+                w.handle.server_request_answered();
+                w.waker.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// A call's place in [`Pauses`]; removes it when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pauses: Arc<Pauses>,
+    session: HeaderValue,
+    pub(crate) entry: Arc<Waiting>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut map = self.pauses.lock();
+        if let Some(calls) = map.get_mut(&self.session) {
+            calls.retain(|w| !Arc::ptr_eq(w, &self.entry));
+            if calls.is_empty() {
+                map.remove(&self.session);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle with `n` server requests outstanding, made through the real observer.
+    fn waiting_handle(n: usize) -> CompletionHandle {
+        use bytes::Bytes;
+        use http_body::Body;
+        let mut sse = String::new();
+        for i in 0..n {
+            sse.push_str(&format!(
+                "data: {{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"elicitation/create\",\"params\":{{}}}}\n\n"
+            ));
+        }
+        let resp = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::Full::new(Bytes::from(sse)))
+            .unwrap();
+        let (resp, handle) = tower_armor_mcp::observe::observe_response(resp, Some(&7.into()));
+        let mut body = std::pin::pin!(resp.into_body());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = body.as_mut().poll_frame(&mut cx);
+        handle
+    }
+
+    #[test]
+    fn answers_go_to_the_oldest_waiting_call_of_the_session() {
+        let pauses = Arc::new(Pauses::default());
+        let s = HeaderValue::from_static("s1");
+        let a = waiting_handle(1);
+        let b = waiting_handle(1);
+        let ra = pauses.register(s.clone(), a.clone());
+        let rb = pauses.register(s.clone(), b.clone());
+        assert_eq!(pauses.len(), 2);
+        assert!(!pauses.answered(&HeaderValue::from_static("other")));
+        assert!(pauses.answered(&s));
+        assert_eq!(a.server_requests_outstanding(), 0);
+        assert_eq!(b.server_requests_outstanding(), 1);
+        assert!(pauses.answered(&s));
+        assert_eq!(b.server_requests_outstanding(), 0);
+        assert!(!pauses.answered(&s), "nobody waits any more");
+        drop(ra);
+        drop(rb);
+        assert_eq!(pauses.len(), 0);
+    }
+}

@@ -1,0 +1,171 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::observe::ObservedBody;
+use tower_armor_mcp::{CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, ToolCall};
+use tower_service::Service;
+
+use crate::body::{CallState, TimeoutBody};
+use crate::cancel::{CancelTarget, SenderSlot};
+use crate::clock::Clock;
+use crate::future::{CallFuture, ResponseFuture};
+use crate::layer::{Shared, TimeoutLayer};
+
+/// A per-call deadline that follows the call to its final JSON-RPC response; see the
+/// [crate docs](crate).
+///
+/// One `Service` impl per path (Rust has no specialization):
+///
+/// - `Service<http::Request<McpBody>>`: MCP over streamable HTTP, under
+///   [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer). The request body type is
+///   fixed because the layer builds requests of its own (`notifications/cancelled`) for the same
+///   inner service. The answer becomes `Response<TimeoutBody<ObservedBody<B>>>`.
+/// - `Service<ToolCall>`: typed calls; the answer is the inner one, unchanged.
+///
+/// Both fail with [`BoxError`]: the inner error boxed, or [`Elapsed`](crate::error::Elapsed).
+///
+/// Clones share the layer's settings and the sender of cancellations.
+pub struct Timeout<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    sender: Arc<SenderSlot>,
+}
+
+impl<S> Timeout<S> {
+    /// Wraps `inner` with the settings of `layer`.
+    pub fn new(inner: S, layer: &TimeoutLayer) -> Self {
+        Timeout {
+            inner,
+            shared: Arc::clone(&layer.shared),
+            sender: Arc::default(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutable.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Timeout<S> {
+    fn clone(&self) -> Self {
+        Timeout {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            sender: Arc::clone(&self.sender),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Timeout<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout")
+            .field("inner", &self.inner)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl<S> Timeout<S> {
+    fn clock(&self, facts: Option<&McpRequest>) -> Clock {
+        let p = &self.shared.policy;
+        Clock::start(
+            Instant::now(),
+            p.duration_for(facts),
+            p.reset_on_progress,
+            p.max_total,
+        )
+    }
+}
+
+impl<S, B> Service<Request<McpBody>> for Timeout<S>
+where
+    S: Service<Request<McpBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<TimeoutBody<ObservedBody<B>>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<McpBody>) -> Self::Future {
+        let facts = req.extensions().get::<McpRequest>();
+        if let Some(f) = facts {
+            if f.kind() == MessageKind::Response
+                && let Some(session) = f.session_id()
+            {
+                // The client answered one of the server's requests: a paused call runs again.
+                self.shared.pauses.answered(session);
+            }
+            if !f.is_call() || f.is_long_lived() {
+                return ResponseFuture::passthrough(self.inner.call(req));
+            }
+        }
+        let clock = self.clock(facts);
+        let session = facts
+            .and_then(McpRequest::session_id)
+            .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
+        let cancel = facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender));
+        if cancel.is_some() {
+            // Built once per wrapped service, shared by its clones.
+            self.sender.get_or_init(&self.inner);
+        }
+        let call = CallState {
+            id: facts.and_then(McpRequest::id).cloned(),
+            clock,
+            cancel,
+            correlation: req.extensions().get::<CorrelationId>().cloned(),
+            session,
+            grace: self.shared.policy.boundary_grace,
+        };
+        let wake = clock.wake_at().unwrap_or(clock_far());
+        let future = self.inner.call(req);
+        ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
+    }
+}
+
+/// Before the headers nothing pauses the clock, so it always has a wake time; this is only a
+/// fallback.
+fn clock_far() -> Instant {
+    crate::clock::after(Instant::now(), std::time::Duration::MAX)
+}
+
+impl<S> Service<ToolCall> for Timeout<S>
+where
+    S: Service<ToolCall>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = CallFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: ToolCall) -> Self::Future {
+        let wake = self.clock(req.mcp()).wake_at().unwrap_or(clock_far());
+        CallFuture::new(self.inner.call(req), tokio::time::sleep_until(wake))
+    }
+}

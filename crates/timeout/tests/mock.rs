@@ -1,0 +1,842 @@
+//! The timeout service against `tower-test` mocks and scripted bodies, on paused time.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, advance};
+use tower::{Layer, Service, ServiceExt};
+use tower_armor_mcp::error::{BoxError, Elapsed};
+use tower_armor_mcp::observe::ObservedBody;
+use tower_armor_mcp::{
+    CompletionHandle, McpBody, McpRequest, MessageKind, Method, Outcome, ProtocolRevision,
+    ToolCall, ToolReply,
+};
+use tower_armor_timeout::{TimeoutBody, TimeoutLayer};
+use tower_test::mock;
+
+const V2025: ProtocolRevision = ProtocolRevision::V2025_11_25;
+const V2026: ProtocolRevision = ProtocolRevision::V2026_07_28;
+
+// === scripted bodies ===
+
+/// A response body whose frames the test sends one by one; `None` ends it.
+struct Script {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+}
+
+impl Body for Script {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// The sending end of a [`Script`]; `is_closed()` tells whether the body was dropped.
+#[derive(Clone)]
+struct Tx(mpsc::UnboundedSender<Bytes>);
+
+impl Tx {
+    fn send(&self, s: &str) {
+        self.0
+            .send(Bytes::copy_from_slice(s.as_bytes()))
+            .expect("body still alive");
+    }
+
+    fn event(&self, v: Value) {
+        self.send(&format!("data: {v}\n\n"));
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+fn script() -> (Tx, Script) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Tx(tx), Script { rx })
+}
+
+fn answer(content_type: &str, body: Script) -> Response<Script> {
+    Response::builder()
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap()
+}
+
+fn progress(n: u64) -> Value {
+    json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":n}})
+}
+
+fn result(id: i64) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"ok"}],"isError":false}})
+}
+
+// === requests ===
+
+fn facts_req(
+    facts: McpRequest,
+    session: Option<&'static str>,
+    rev: ProtocolRevision,
+) -> Request<McpBody> {
+    let mut b = Request::post("/mcp")
+        .header("host", "127.0.0.1:1")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", rev.as_str());
+    let mut facts = facts.with_revision(rev);
+    if let Some(s) = session {
+        b = b.header("mcp-session-id", s);
+        facts = facts.with_session_id(HeaderValue::from_static(s));
+    }
+    let mut req = b.body(McpBody::from("{}")).unwrap();
+    req.extensions_mut().insert(facts);
+    req
+}
+
+fn call(
+    id: i64,
+    tool: &str,
+    rev: ProtocolRevision,
+    session: Option<&'static str>,
+) -> Request<McpBody> {
+    let facts = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::ToolsCall),
+        Some(id.into()),
+    )
+    .with_name(tool);
+    facts_req(facts, session, rev)
+}
+
+type Mock = mock::Mock<Request<McpBody>, Response<Script>>;
+type Handle = mock::Handle<Request<McpBody>, Response<Script>>;
+type Svc = tower_armor_timeout::Timeout<Mock>;
+type Resp = Response<TimeoutBody<ObservedBody<Script>>>;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn layer(base: u64) -> TimeoutLayer {
+    TimeoutLayer::builder(ms(base)).build().unwrap()
+}
+
+fn service(layer: &TimeoutLayer) -> (Svc, Handle) {
+    let (mock, handle) = mock::pair();
+    (layer.layer(mock), handle)
+}
+
+/// Calls `svc` with `req`; the mock answers with `resp` (built from the request it saw).
+async fn exchange(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    req: Request<McpBody>,
+    resp: Response<Script>,
+) -> Resp {
+    let fut = ServiceExt::<Request<McpBody>>::ready(svc)
+        .await
+        .unwrap()
+        .call(req);
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(resp);
+    fut.await.unwrap()
+}
+
+/// The next frame if one is ready now, without letting time move.
+fn now<B>(body: &mut B) -> Option<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    body.frame().now_or_never()
+}
+
+fn text(frame: Option<Option<Result<Frame<Bytes>, BoxError>>>) -> String {
+    let frame = frame
+        .expect("a frame is ready")
+        .expect("not the end")
+        .expect("no error");
+    String::from_utf8(frame.into_data().expect("data").to_vec()).unwrap()
+}
+
+fn is_elapsed(e: &BoxError) -> bool {
+    e.downcast_ref::<Elapsed>().is_some()
+}
+
+/// Parses `data: {...}\n\n`.
+fn event_json(s: &str) -> Value {
+    let data = s
+        .strip_prefix("data: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .expect(s);
+    serde_json::from_str(data).unwrap()
+}
+
+fn assert_timeout_event(s: &str, id: Value) {
+    let v = event_json(s);
+    assert_eq!(v["id"], id, "{s}");
+    assert_eq!(v["error"]["code"], -31504, "{s}");
+    assert_eq!(v["error"]["message"], "request timed out");
+}
+
+/// The next request reaching the mock within `within` (time auto-advances while waiting).
+async fn next_request(handle: &mut Handle, within: Duration) -> Option<Request<McpBody>> {
+    let got = tokio::time::timeout(within, handle.next_request())
+        .await
+        .ok()??;
+    let (req, send) = got;
+    send.send_response(Response::builder().status(202).body(script().1).unwrap());
+    Some(req)
+}
+
+fn assert_cancelled(req: &Request<McpBody>, id: i64, session: &str, reason: &str) {
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(req.headers()["mcp-session-id"], session);
+    assert_eq!(req.headers()["mcp-protocol-version"], "2025-11-25");
+    assert_eq!(req.headers()["content-type"], "application/json");
+    assert_eq!(req.headers()["host"], "127.0.0.1:1");
+    let v: Value = serde_json::from_slice(req.body().bytes()).unwrap();
+    assert_eq!(
+        v,
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":id,"reason":reason}})
+    );
+}
+
+fn handle_of(resp: &Resp) -> CompletionHandle {
+    resp.extensions()
+        .get::<CompletionHandle>()
+        .cloned()
+        .expect("observed")
+}
+
+// === before the headers ===
+
+#[tokio::test(start_paused = true)]
+async fn deadline_before_headers_fails_with_elapsed() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let start = Instant::now();
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(1, "slow", V2026, None));
+    let (_req, send) = handle.next_request().await.unwrap();
+    let err = fut.await.unwrap_err();
+    assert!(is_elapsed(&err), "{err}");
+    assert_eq!(start.elapsed(), ms(300));
+    // The inner future was dropped: answering now reaches nobody, and nothing else was sent
+    // (under 2026-07-28 dropping is the cancellation).
+    send.send_response(answer("text/event-stream", script().1));
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_before_headers_cancels_a_2025_session_call() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(4, "slow", V2025, Some("s-1")));
+    let _pending = handle.next_request().await.unwrap();
+    assert!(is_elapsed(&fut.await.unwrap_err()));
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 4, "s-1", "request timed out");
+    let facts = n.extensions().get::<McpRequest>().unwrap();
+    assert_eq!(facts.method(), Some(&Method::NotificationsCancelled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_leaving_before_headers_cancels_a_2025_session_call() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(5, "slow", V2025, Some("s-1")));
+    let _pending = handle.next_request().await.unwrap();
+    drop(fut);
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 5, "s-1", "caller went away");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_tool_deadlines() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .tool("report", ms(1000))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    for (tool, want) in [("report", 1000), ("add", 100)] {
+        let start = Instant::now();
+        let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(call(1, tool, V2026, None));
+        let _pending = handle.next_request().await.unwrap();
+        assert!(is_elapsed(&fut.await.unwrap_err()));
+        assert_eq!(start.elapsed(), ms(want), "{tool}");
+    }
+}
+
+// === inside an SSE answer ===
+
+#[tokio::test(start_paused = true)]
+async fn deadline_in_a_stream_ends_it_with_one_error_event() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(7, "slow", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.event(progress(1));
+    assert!(text(now(&mut body)).contains("notifications/progress"));
+    assert!(now(&mut body).is_none(), "nothing more yet");
+    advance(ms(299)).await;
+    assert!(now(&mut body).is_none());
+    assert!(!tx.is_closed());
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(7));
+    assert!(
+        tx.is_closed(),
+        "the inner stream is closed (2026-07-28: the cancellation)"
+    );
+    assert!(matches!(now(&mut body), Some(None)), "then the end");
+    assert!(body.is_end_stream());
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    // Nothing sent for 2026-07-28.
+    drop(body);
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_in_a_2025_stream_also_sends_cancelled() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(8, "slow", V2025, Some("s-9")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send("id: 0\nretry: 3000\ndata:\n\n");
+    assert_eq!(text(now(&mut body)), "id: 0\nretry: 3000\ndata:\n\n");
+    advance(ms(300)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(8));
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 8, "s-9", "request timed out");
+    drop(body);
+    assert!(
+        next_request(&mut handle, ms(1000)).await.is_none(),
+        "sent once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_mid_event_waits_for_the_event_to_end() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(2, "slow", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.send("data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",");
+    assert!(text(now(&mut body)).starts_with("data: "));
+    advance(ms(350)).await;
+    assert!(now(&mut body).is_none(), "no event inside an event");
+    assert_eq!(h.outcome(), None);
+    // The event ends, and the next one begins in the same frame: cut after the boundary.
+    tx.send("\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",");
+    assert_eq!(text(now(&mut body)), "\"params\":{}}\n\n");
+    assert_timeout_event(&text(now(&mut body)), json!(2));
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_does_not_end_within_the_grace_is_cut() {
+    let layer = TimeoutLayer::builder(ms(300))
+        .boundary_grace(ms(50))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(2, "slow", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.send("data: {\"partial\":");
+    let _ = text(now(&mut body));
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(49)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(1)).await;
+    let err = now(&mut body).unwrap().unwrap().unwrap_err();
+    assert!(is_elapsed(&err));
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    assert!(tx.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_final_message_before_the_deadline_ends_the_clock() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(3, "add", V2025, Some("s-1")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.event(result(3));
+    let _ = text(now(&mut body));
+    assert_eq!(h.outcome(), Some(Outcome::Success));
+    advance(ms(1000)).await;
+    assert!(
+        now(&mut body).is_none(),
+        "no timeout event after the final response"
+    );
+    tx.send(": trailing comment\n\n");
+    assert_eq!(text(now(&mut body)), ": trailing comment\n\n");
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)));
+    drop(body);
+    assert!(
+        next_request(&mut handle, ms(1000)).await.is_none(),
+        "a finished call is not cancelled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_json_body_past_the_deadline_fails() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(3, "add", V2026, None),
+        answer("application/json", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.send("{\"jsonrpc\":\"2.0\",");
+    let _ = text(now(&mut body));
+    advance(ms(300)).await;
+    assert!(is_elapsed(&now(&mut body).unwrap().unwrap().unwrap_err()));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_status_is_not_timed() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, body) = script();
+    let resp = Response::builder()
+        .status(500)
+        .header("content-type", "text/plain")
+        .body(body)
+        .unwrap();
+    let resp = exchange(&mut svc, &mut handle, call(3, "add", V2026, None), resp).await;
+    assert_eq!(
+        handle_of(&resp).outcome(),
+        Some(Outcome::Status(http::StatusCode::INTERNAL_SERVER_ERROR))
+    );
+    let mut body = Box::pin(resp.into_body());
+    assert!(!body.is_timed());
+    advance(ms(1000)).await;
+    assert!(now(&mut body).is_none());
+    assert!(!tx.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_existing_completion_handle_is_used() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (_tx, body) = script();
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(3, "slow", V2026, None));
+    let (_, send) = handle.next_request().await.unwrap();
+    // An inner layer already observes the answer: its handle is in the extensions.
+    let inner_handle = CompletionHandle::new();
+    let mut inner = answer("text/event-stream", body);
+    inner.extensions_mut().insert(inner_handle.clone());
+    send.send_response(inner);
+    let resp = fut.await.unwrap();
+    let mut body = Box::pin(resp.into_body());
+    advance(ms(300)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(3));
+    assert_eq!(
+        inner_handle.outcome(),
+        Some(Outcome::Elapsed),
+        "the same handle"
+    );
+}
+
+// === progress and pauses ===
+
+#[tokio::test(start_paused = true)]
+async fn progress_resets_the_deadline_but_the_cap_holds() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .reset_on_progress(true)
+        .max_total(ms(250))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let start = Instant::now();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "progress", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    for i in 1..=3 {
+        advance(ms(80)).await;
+        assert!(now(&mut body).is_none(), "alive at {:?}", start.elapsed());
+        tx.event(progress(i));
+        let _ = text(now(&mut body));
+    }
+    // 240 ms: the last reset would allow 340 ms, the cap says 250.
+    advance(ms(9)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+    assert_eq!(start.elapsed(), ms(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_reset_progress_does_not_extend_the_deadline() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "progress", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    advance(ms(80)).await;
+    tx.event(progress(1));
+    let _ = text(now(&mut body));
+    advance(ms(20)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+}
+
+fn elicitation(id: i64) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"elicitation/create","params":{"message":"sure?"}})
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_clock_pauses_while_the_client_is_asked() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "ask", V2025, Some("s-1")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    advance(ms(30)).await;
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    assert_eq!(h.server_requests_outstanding(), 1);
+    // A person takes their time.
+    advance(ms(60_000)).await;
+    assert!(now(&mut body).is_none(), "paused");
+
+    // The client's answer passes through the layer (another POST of the session).
+    let answer_post = facts_req(
+        McpRequest::new(MessageKind::Response, None, Some(900.into())),
+        Some("s-1"),
+        V2025,
+    );
+    let accepted = exchange(
+        &mut svc,
+        &mut handle,
+        answer_post,
+        Response::builder().status(202).body(script().1).unwrap(),
+    )
+    .await;
+    assert!(!accepted.body().is_timed());
+    assert_eq!(h.server_requests_outstanding(), 0);
+    // The answer woke the body's task, which polls and sees it.
+    assert!(now(&mut body).is_none());
+
+    // 70 ms were left.
+    advance(ms(69)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_wakes_a_paused_body_that_waits() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "ask", V2025, Some("s-1")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    // A reader waiting on the body (nothing arrives from the server any more).
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let frame = body.frame().await.unwrap().unwrap();
+        (
+            start.elapsed(),
+            String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap(),
+        )
+    });
+    advance(ms(5_000)).await;
+    let answer_post = facts_req(
+        McpRequest::new(MessageKind::Response, None, Some(900.into())),
+        Some("s-1"),
+        V2025,
+    );
+    let _ = exchange(
+        &mut svc,
+        &mut handle,
+        answer_post,
+        Response::builder().status(202).body(script().1).unwrap(),
+    )
+    .await;
+    let (waited, event) = tokio::time::timeout(ms(60_000), reader)
+        .await
+        .expect("the answer wakes the body")
+        .unwrap();
+    assert_timeout_event(&event, json!(1));
+    assert_eq!(waited, ms(5_100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cap_bounds_a_pause() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .max_total(ms(1000))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "ask", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    advance(ms(999)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+}
+
+// === the caller going away ===
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_2025_answer_sends_cancelled() {
+    let (mut svc, mut handle) = service(&layer(10_000));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(11, "slow", V2025, Some("s-2")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    tx.event(progress(1));
+    let _ = text(now(&mut body));
+    drop(body);
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 11, "s-2", "caller went away");
+    assert_eq!(h.outcome(), Some(Outcome::Cancelled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_2026_answer_sends_nothing() {
+    let (mut svc, mut handle) = service(&layer(10_000));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(11, "slow", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.event(progress(1));
+    let _ = text(now(&mut body));
+    drop(body);
+    assert!(tx.is_closed(), "closing the stream is the cancellation");
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_2025_call_without_a_session_cannot_be_cancelled_by_notification() {
+    let (mut svc, mut handle) = service(&layer(10_000));
+    let (_tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(11, "slow", V2025, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    drop(resp);
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+// === exempt requests ===
+
+#[tokio::test(start_paused = true)]
+async fn long_lived_streams_notifications_and_responses_are_not_timed() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let listen = facts_req(
+        McpRequest::new(
+            MessageKind::Request,
+            Some(Method::SubscriptionsListen),
+            Some(1.into()),
+        ),
+        None,
+        V2026,
+    );
+    let notification = facts_req(
+        McpRequest::new(
+            MessageKind::Notification,
+            Some(Method::NotificationsInitialized),
+            None,
+        ),
+        Some("s-1"),
+        V2025,
+    );
+    let response = facts_req(
+        McpRequest::new(MessageKind::Response, None, Some(5.into())),
+        Some("s-1"),
+        V2025,
+    );
+    for req in [listen, notification, response] {
+        let (tx, body) = script();
+        let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(req);
+        let (_, send) = handle.next_request().await.unwrap();
+        // Headers long after the deadline are fine.
+        advance(ms(1000)).await;
+        send.send_response(answer("text/event-stream", body));
+        let resp = fut.await.unwrap();
+        assert!(
+            resp.extensions().get::<CompletionHandle>().is_none(),
+            "not observed here"
+        );
+        let mut body = Box::pin(resp.into_body());
+        assert!(!body.is_timed());
+        advance(ms(60_000)).await;
+        tx.send(": keep-alive\n\n");
+        assert_eq!(text(now(&mut body)), ": keep-alive\n\n");
+        assert!(now(&mut body).is_none());
+    }
+}
+
+// === typed calls ===
+
+#[tokio::test(start_paused = true)]
+async fn typed_calls_race_the_deadline() {
+    let layer = TimeoutLayer::builder(ms(200))
+        .tool("slow", ms(500))
+        .build()
+        .unwrap();
+    let (mock, mut handle) = mock::pair::<ToolCall, ToolReply>();
+    let mut svc = layer.layer(mock);
+
+    let start = Instant::now();
+    let fut = ServiceExt::<ToolCall>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(ToolCall::new("slow", Default::default()));
+    let _pending = handle.next_request().await.unwrap();
+    assert!(is_elapsed(&fut.await.unwrap_err()));
+    assert_eq!(start.elapsed(), ms(500));
+
+    let fut = ServiceExt::<ToolCall>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(ToolCall::new("add", Default::default()));
+    let (_, send) = handle.next_request().await.unwrap();
+    advance(ms(150)).await;
+    let reply = ToolReply::Result {
+        is_error: false,
+        result: json!({"content": []}),
+    };
+    send.send_response(reply.clone());
+    assert_eq!(fut.await.unwrap(), reply);
+}
+
+// === the types ===
+
+#[test]
+fn services_and_bodies_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    fn clone<T: Clone>() {}
+    send_sync::<TimeoutLayer>();
+    send::<Svc>();
+    clone::<Svc>();
+    send::<TimeoutBody<ObservedBody<Script>>>();
+    send::<
+        tower_armor_timeout::future::ResponseFuture<mock::future::ResponseFuture<Response<Script>>>,
+    >();
+}
