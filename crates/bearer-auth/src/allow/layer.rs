@@ -1,0 +1,84 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::policy::{AllowPolicy, ENV_TOOL_ALLOW};
+use super::service::ToolAllowList;
+use crate::error::ConfigError;
+
+#[derive(Clone, Debug)]
+pub(crate) struct AllowShared {
+    pub(crate) policy: AllowPolicy,
+    pub(crate) json_response: bool,
+    pub(crate) sse_retry: Option<Duration>,
+}
+
+/// Applies [`ToolAllowList`]: per-principal tool access, after
+/// [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer). See the [module docs](super).
+///
+/// Cloning shares the policy, and so do all services made by [`Layer::layer`].
+#[derive(Clone, Debug)]
+pub struct ToolAllowListLayer {
+    pub(crate) shared: Arc<AllowShared>,
+}
+
+impl ToolAllowListLayer {
+    /// rmcp's default `sse_retry`: 3 s.
+    pub const DEFAULT_SSE_RETRY: Duration = Duration::from_secs(3);
+
+    /// A layer enforcing `policy`.
+    pub fn new(policy: AllowPolicy) -> Self {
+        ToolAllowListLayer {
+            shared: Arc::new(AllowShared {
+                policy,
+                json_response: false,
+                sse_retry: Some(Self::DEFAULT_SSE_RETRY),
+            }),
+        }
+    }
+
+    /// Reads `MCP_TOOL_ALLOW` (`alice:add,echo;bob:*`) from the environment; unset or empty
+    /// means nobody is restricted.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`from_env`](ToolAllowListLayer::from_env) reading through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let policy = match lookup(ENV_TOOL_ALLOW) {
+            Some(spec) => AllowPolicy::parse_for_setting(&spec, ENV_TOOL_ALLOW)?,
+            None => AllowPolicy::new(),
+        };
+        Ok(Self::new(policy))
+    }
+
+    /// Set like the MCP server's `json_response` (rmcp's `StreamableHttpServerConfig`): whether
+    /// it answers stateless requests with `application/json` rather than SSE. A denied
+    /// `tools/call` is answered in the same form as the server answers an unknown tool.
+    /// Default `false`, as in rmcp.
+    pub fn json_response(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.shared).json_response = on;
+        self
+    }
+
+    /// Set like the MCP server's `sse_retry`: the `retry:` of the priming event that opens a
+    /// 2025-11-25 session answer. Default 3 s, as in rmcp; `None` for no priming event.
+    pub fn sse_retry(mut self, retry: Option<Duration>) -> Self {
+        Arc::make_mut(&mut self.shared).sse_retry = retry;
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &AllowPolicy {
+        &self.shared.policy
+    }
+}
+
+impl<S> Layer<S> for ToolAllowListLayer {
+    type Service = ToolAllowList<S>;
+
+    fn layer(&self, inner: S) -> ToolAllowList<S> {
+        ToolAllowList::new(inner, Arc::clone(&self.shared))
+    }
+}

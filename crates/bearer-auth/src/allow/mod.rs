@@ -1,0 +1,66 @@
+//! The tool allow-list: [`ToolAllowListLayer`] limits principals to some tools
+//! (`MCP_TOOL_ALLOW=alice:add,echo;bob:*`; principals not named may call every tool).
+//!
+//! - A `tools/call` of any other tool gets **exactly the answer an unknown tool gets** from rmcp
+//!   (200, JSON-RPC `-32602` `"tool not found"`, in the same form: SSE inside a 2025-11-25
+//!   session, SSE or JSON per [`ToolAllowListLayer::json_response`] otherwise), and the request
+//!   never reaches the server. Every name outside the allowed set gets this same local answer,
+//!   whether the server has such a tool or not, so the answer is no existence oracle. (The local
+//!   SSE answer carries no event ids: ids invented here could not be resumed.)
+//! - A `tools/list` answer (JSON or SSE, both revisions) lists only the allowed tools and, under
+//!   2026-07-28 (or whenever the server gave a `cacheScope`), is marked `cacheScope: "private"`:
+//!   an absent scope means public, and a shared cache would serve one principal's catalogue to
+//!   another. SSE answers are streamed; only the event being read is held (see [`AllowBody`]).
+//! - Requests of unrestricted principals, and without a [`Principal`](tower_armor_mcp::Principal)
+//!   (auth off, exempt paths), pass untouched.
+//!
+//! # Ordering
+//!
+//! After [`BearerAuthLayer`](crate::BearerAuthLayer) (which puts the `Principal` in) and after
+//! [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer) (which puts the
+//! [`McpRequest`](tower_armor_mcp::McpRequest) in); before rate limits and the call plane. A POST
+//! of a restricted principal that reaches this layer uninspected is refused with 500 and
+//! [`CODE_NOT_INSPECTED`] (a misconfigured stack must not open every tool).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_body_util::BodyExt;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
+//! use tower_armor_mcp::{McpBody, Principal, inspect::McpInspectLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let policy = AllowPolicy::parse("alice:add,echo").unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(McpInspectLayer::new())
+//!     .layer(ToolAllowListLayer::new(policy).json_response(true))
+//!     .service_fn(|_req: Request<McpBody>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("reached the server")))
+//!     });
+//!
+//! let mut req = Request::post("/mcp")
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crash"}}"#.to_string())
+//!     .unwrap();
+//! req.extensions_mut().insert(Principal::new("alice"));
+//! let resp = svc.oneshot(req).await.unwrap();
+//! assert_eq!(resp.status(), 200);
+//! let body = resp.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"tool not found"}}"#);
+//! # }
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod policy;
+mod rewrite;
+mod service;
+
+pub use self::body::{AllowBody, MAX_LIST_BYTES};
+pub use self::future::AllowFuture;
+pub use self::layer::ToolAllowListLayer;
+pub use self::policy::{AllowPolicy, ENV_TOOL_ALLOW};
+pub use self::service::{CODE_NOT_INSPECTED, ToolAllowList};

@@ -1,0 +1,156 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tower_armor_mcp::jsonrpc::{INVALID_PARAMS, error_body};
+use tower_armor_mcp::{McpRequest, MessageKind, Method, Principal, ProtocolRevision};
+use tower_service::Service;
+
+use super::body::{AllowBody, ListFilter};
+use super::future::AllowFuture;
+use super::layer::AllowShared;
+use super::policy::Access;
+
+/// The message rmcp answers for an unknown tool (with `-32602`).
+pub(crate) const TOOL_NOT_FOUND: &str = "tool not found";
+
+/// Local JSON-RPC code of the answer to a restricted principal's POST that was not inspected
+/// (the layer stack is misconfigured).
+pub const CODE_NOT_INSPECTED: i64 = -31500;
+
+/// Enforces an [`AllowPolicy`](super::AllowPolicy); see the [module docs](super).
+///
+/// Keeps `S`'s error type; the response body becomes [`AllowBody`].
+#[derive(Clone)]
+pub struct ToolAllowList<S> {
+    inner: S,
+    shared: Arc<AllowShared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ToolAllowList<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolAllowList")
+            .field("inner", &self.inner)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl<S> ToolAllowList<S> {
+    pub(crate) fn new(inner: S, shared: Arc<AllowShared>) -> Self {
+        ToolAllowList { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for ToolAllowList<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<AllowBody<ResBody>>;
+    type Error = S::Error;
+    type Future = AllowFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        let allowed = match shared.policy.access(req.extensions().get::<Principal>()) {
+            Access::All => return AllowFuture::inner(self.inner.call(req), None),
+            Access::Only(set) => Arc::clone(set),
+        };
+        let Some(facts) = req.extensions().get::<McpRequest>() else {
+            if req.method() == http::Method::POST {
+                tracing::error!(
+                    "ToolAllowListLayer got a POST without McpRequest facts: put McpInspectLayer \
+                     in front of it; refusing the request of a restricted principal"
+                );
+                return AllowFuture::local(not_inspected());
+            }
+            return AllowFuture::inner(self.inner.call(req), None);
+        };
+        match facts.method() {
+            Some(Method::ToolsCall) => {
+                if let Some(tool) = facts.tool()
+                    && !allowed.contains(tool)
+                {
+                    tracing::debug!(
+                        principal = ?req.extensions().get::<Principal>().map(Principal::name),
+                        tool = ?tool,
+                        "tool call refused by the allow-list (answered as an unknown tool)"
+                    );
+                    return AllowFuture::local(tool_not_found(facts, shared));
+                }
+                AllowFuture::inner(self.inner.call(req), None)
+            }
+            Some(Method::ToolsList) if facts.kind() == MessageKind::Request => {
+                let filter = facts.id().map(|id| ListFilter {
+                    id: id.clone(),
+                    allowed,
+                    private: facts.revision() == Some(ProtocolRevision::V2026_07_28),
+                });
+                AllowFuture::inner(self.inner.call(req), filter)
+            }
+            _ => AllowFuture::inner(self.inner.call(req), None),
+        }
+    }
+}
+
+/// The answer rmcp gives for an unknown tool, in the form it would use for this request: SSE with
+/// a priming event inside a 2025-11-25 session, SSE or JSON (per `json_response`) otherwise.
+fn tool_not_found(facts: &McpRequest, shared: &AllowShared) -> (Response<()>, Bytes) {
+    let msg = error_body(facts.id(), INVALID_PARAMS, TOOL_NOT_FOUND, None);
+    let session = facts.session_id().is_some();
+    let mut resp = Response::new(());
+    let h = resp.headers_mut();
+    if !session && shared.json_response {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return (resp, msg);
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut body = BytesMut::with_capacity(msg.len() + 40);
+    if session && let Some(retry) = shared.sse_retry {
+        body.put_slice(format!("data: \nretry: {}\n\n", retry.as_millis()).as_bytes());
+    }
+    body.put_slice(b"data: ");
+    body.put_slice(&msg);
+    body.put_slice(b"\n\n");
+    (resp, body.freeze())
+}
+
+fn not_inspected() -> (Response<()>, Bytes) {
+    let msg = error_body(
+        None,
+        CODE_NOT_INSPECTED,
+        "server misconfigured: request not inspected",
+        None,
+    );
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (resp, msg)
+}

@@ -1,0 +1,272 @@
+//! Client side: [`InjectBearerLayer`] sets `Authorization: Bearer <token>` on every outgoing
+//! request from a [`TokenSource`], and [`FileTokenSource`] reads the token from a file that may
+//! be rotated.
+//!
+//! The header is marked sensitive (hyper and `http`'s `Debug` do not print it), and any
+//! `Authorization` the request already carries is replaced: a token that came in from a client is
+//! never passed on upstream (MCP forbids token passthrough).
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderValue, Request, header};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_armor_mcp::{BoxError, Secret, TokenSource};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{ConfigError, InvalidToken, TokenUnavailable};
+use crate::tokens::read_bounded;
+
+/// Applies [`InjectBearer`]: every outgoing request gets `Authorization: Bearer <token>` from the
+/// [`TokenSource`], replacing any it carried.
+///
+/// ```
+/// use tower_armor_bearer_auth::InjectBearerLayer;
+/// use tower_armor_mcp::Secret;
+///
+/// let static_token = InjectBearerLayer::new(Secret::new("s3cr3t"));
+/// let refreshing = InjectBearerLayer::new(|| Ok(Secret::new("fresh")));
+/// # let _ = (static_token, refreshing);
+/// ```
+#[derive(Clone)]
+pub struct InjectBearerLayer {
+    source: Arc<dyn TokenSource>,
+}
+
+impl fmt::Debug for InjectBearerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InjectBearerLayer").finish_non_exhaustive()
+    }
+}
+
+impl InjectBearerLayer {
+    /// A layer taking its tokens from `source`: a [`Secret`], a [`FileTokenSource`], or a
+    /// closure `Fn() -> Result<Secret, BoxError>` (called once per request; keep it cheap).
+    pub fn new(source: impl TokenSource) -> Self {
+        InjectBearerLayer {
+            source: Arc::new(source),
+        }
+    }
+
+    /// A layer sharing an existing source.
+    pub fn from_shared(source: Arc<dyn TokenSource>) -> Self {
+        InjectBearerLayer { source }
+    }
+}
+
+impl<S> Layer<S> for InjectBearerLayer {
+    type Service = InjectBearer<S>;
+
+    fn layer(&self, inner: S) -> InjectBearer<S> {
+        InjectBearer {
+            inner,
+            source: Arc::clone(&self.source),
+        }
+    }
+}
+
+/// Sets `Authorization: Bearer <token>` on every request; see [`InjectBearerLayer`].
+///
+/// Fails with [`TokenUnavailable`] when the source fails and with [`InvalidToken`] when the token
+/// cannot be a header value; the request is then not sent. Errors are [`BoxError`] (client stacks
+/// are call-plane stacks).
+#[derive(Clone)]
+pub struct InjectBearer<S> {
+    inner: S,
+    source: Arc<dyn TokenSource>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for InjectBearer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InjectBearer")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the sensitive `Bearer <token>` header value.
+pub(crate) fn bearer_value(token: &Secret) -> Result<HeaderValue, InvalidToken> {
+    let t = token.expose().as_bytes();
+    if t.is_empty() || !t.iter().all(|&b| (0x21..0x7f).contains(&b)) {
+        return Err(InvalidToken);
+    }
+    let mut buf = BytesMut::with_capacity(7 + t.len());
+    buf.put_slice(b"Bearer ");
+    buf.put_slice(t);
+    let mut v = HeaderValue::from_maybe_shared(buf.freeze()).map_err(|_| InvalidToken)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl<S, B> Service<Request<B>> for InjectBearer<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = InjectFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let value = match self.source.token() {
+            Ok(secret) => match bearer_value(&secret) {
+                Ok(v) => v,
+                Err(e) => return InjectFuture::failed(Box::new(e)),
+            },
+            Err(e) => return InjectFuture::failed(Box::new(TokenUnavailable::new(e))),
+        };
+        // `insert` replaces every value already there: an inbound token never goes upstream.
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+        InjectFuture::inner(self.inner.call(req))
+    }
+}
+
+pin_project! {
+    /// Response future of [`InjectBearer`].
+    pub struct InjectFuture<F> {
+        #[pin]
+        kind: InjectKind<F>,
+    }
+}
+
+pin_project! {
+    #[project = InjectKindProj]
+    enum InjectKind<F> {
+        Inner { #[pin] future: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> InjectFuture<F> {
+    fn inner(future: F) -> Self {
+        InjectFuture {
+            kind: InjectKind::Inner { future },
+        }
+    }
+
+    fn failed(error: BoxError) -> Self {
+        InjectFuture {
+            kind: InjectKind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F> fmt::Debug for InjectFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InjectFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for InjectFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            InjectKindProj::Inner { future } => future.poll(cx).map_err(Into::into),
+            InjectKindProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("InjectFuture polled after completion"))),
+        }
+    }
+}
+
+/// A [`TokenSource`] reading one token from a file, read again at most every `interval` (default
+/// 5 s) when a request asks for the token, so a rotated secret is picked up without a restart
+/// and without a background task.
+///
+/// The file holds one token; surrounding whitespace (a trailing newline) is ignored. A missing,
+/// empty or invalid file at start is a [`ConfigError`]; later, the last good token is kept and
+/// an error is logged.
+pub struct FileTokenSource {
+    path: PathBuf,
+    interval: Duration,
+    state: Mutex<FileState>,
+}
+
+struct FileState {
+    token: Secret,
+    next_check: Instant,
+}
+
+impl fmt::Debug for FileTokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileTokenSource")
+            .field("path", &self.path)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileTokenSource {
+    /// The default interval between two reads: 5 s.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+    /// Reads the token from `path` now.
+    pub fn new(path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        let token = read_token(&path).map_err(|e| ConfigError::new("FileTokenSource", e))?;
+        Ok(FileTokenSource {
+            path,
+            interval: Self::DEFAULT_INTERVAL,
+            state: Mutex::new(FileState {
+                token,
+                next_check: Instant::now() + Self::DEFAULT_INTERVAL,
+            }),
+        })
+    }
+
+    /// How often the file is read again.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        st.next_check = Instant::now() + interval;
+        self
+    }
+}
+
+fn read_token(path: &Path) -> Result<Secret, String> {
+    let bytes = read_bounded(path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| "token file is not UTF-8".to_owned())?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("token file is empty".to_owned());
+    }
+    let secret = Secret::new(token);
+    bearer_value(&secret).map_err(|e| e.to_string())?;
+    Ok(secret)
+}
+
+impl TokenSource for FileTokenSource {
+    fn token(&self) -> Result<Secret, BoxError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now >= st.next_check {
+            st.next_check = now + self.interval;
+            match read_token(&self.path) {
+                Ok(t) => st.token = t,
+                Err(e) => tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "client token file unreadable or invalid; keeping the last good token"
+                ),
+            }
+        }
+        Ok(st.token.clone())
+    }
+}

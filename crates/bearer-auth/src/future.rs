@@ -1,0 +1,132 @@
+//! The response future of [`BearerAuth`](crate::BearerAuth).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use tower_armor_mcp::ResponseBody;
+use tower_armor_mcp::body::json_rpc_error_response;
+use tower_armor_mcp::error::CODE_UNAUTHORIZED;
+
+use crate::parse::AuthFailure;
+use crate::service::Binding;
+
+/// The body rmcp answers for an unknown (or expired) session, mirrored byte for byte so that a
+/// session bound to another principal is indistinguishable from one that does not exist.
+pub(crate) const UNKNOWN_SESSION_BODY: &str = "Not Found: Session not found";
+
+pin_project! {
+    /// Response future of [`BearerAuth`](crate::BearerAuth): the inner service's answer (after
+    /// learning session bindings from it), or a local 401 / unknown-session answer.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner {
+            #[pin]
+            future: F,
+            binding: Option<Binding>,
+        },
+        Unauthorized {
+            failure: AuthFailure,
+            challenge: Option<HeaderValue>,
+        },
+        UnknownSession {
+            delete: bool,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(future: F, binding: Option<Binding>) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner { future, binding },
+        }
+    }
+
+    pub(crate) fn unauthorized(failure: AuthFailure, challenge: HeaderValue) -> Self {
+        ResponseFuture {
+            kind: Kind::Unauthorized {
+                failure,
+                challenge: Some(challenge),
+            },
+        }
+    }
+
+    pub(crate) fn unknown_session(delete: bool) -> Self {
+        ResponseFuture {
+            kind: Kind::UnknownSession { delete },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Unauthorized { .. } => "unauthorized",
+            Kind::UnknownSession { .. } => "unknown_session",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future, binding } => {
+                let resp = ready!(future.poll(cx))?;
+                if let Some(b) = binding.take() {
+                    b.observe(resp.status(), resp.headers());
+                }
+                Poll::Ready(Ok(resp.map(ResponseBody::inner)))
+            }
+            KindProj::Unauthorized { failure, challenge } => {
+                let data = serde_json::json!({ "reason": failure.as_str() });
+                let mut resp = json_rpc_error_response(
+                    StatusCode::UNAUTHORIZED,
+                    None,
+                    CODE_UNAUTHORIZED,
+                    "unauthorized",
+                    Some(&data),
+                );
+                if let Some(c) = challenge.take() {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                }
+                Poll::Ready(Ok(resp))
+            }
+            KindProj::UnknownSession { delete } => {
+                // rmcp answers a DELETE of an unknown session with an empty 202, anything else with
+                // a plain-text 404 (no Content-Type).
+                let resp = if *delete {
+                    let mut r = Response::new(ResponseBody::empty());
+                    *r.status_mut() = StatusCode::ACCEPTED;
+                    r
+                } else {
+                    let mut r = Response::new(ResponseBody::local(Bytes::from_static(
+                        UNKNOWN_SESSION_BODY.as_bytes(),
+                    )));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    r
+                };
+                Poll::Ready(Ok(resp))
+            }
+        }
+    }
+}

@@ -1,0 +1,562 @@
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use tower_armor_mcp::{Principal, Secret};
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+use crate::parse::{AuthFailure, DEFAULT_MAX_HEADER_BYTES};
+use crate::service::BearerAuth;
+use crate::session::SessionTable;
+use crate::tokens::{self, FileTokens, TokenStore, TokenTable};
+
+/// `MCP_BEARER_TOKEN`: comma-separated tokens, each `token` or `name:token`.
+pub const ENV_TOKEN: &str = "MCP_BEARER_TOKEN";
+/// `MCP_BEARER_TOKEN_FILE`: a file holding tokens in the same syntax (commas or newlines).
+pub const ENV_TOKEN_FILE: &str = "MCP_BEARER_TOKEN_FILE";
+/// `MCP_AUTH_DISABLED`: `true` lets a server without tokens bind a non-loopback address.
+pub const ENV_AUTH_DISABLED: &str = "MCP_AUTH_DISABLED";
+/// `MCP_AUTH_REALM`: the `realm` of the challenge (default `mcp`).
+pub const ENV_REALM: &str = "MCP_AUTH_REALM";
+/// `MCP_RESOURCE_METADATA_URL`: the protected-resource metadata URL (RFC 9728) put in the
+/// challenge as `resource_metadata`.
+pub const ENV_RESOURCE_METADATA: &str = "MCP_RESOURCE_METADATA_URL";
+
+/// A borrowed view of a request's head, given to the exemption predicate.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// A view of these parts.
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        RequestHead {
+            method,
+            uri,
+            headers,
+        }
+    }
+
+    /// The HTTP method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The URI's path.
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+}
+
+/// The default exemption: `/healthz`, `/readyz`, and CORS preflights (`OPTIONS` with
+/// `Access-Control-Request-Method`), which browsers send without credentials.
+pub fn default_exempt(head: RequestHead<'_>) -> bool {
+    matches!(head.path(), "/healthz" | "/readyz")
+        || (head.method() == Method::OPTIONS
+            && head
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD))
+}
+
+pub(crate) type Exempt = Arc<dyn Fn(RequestHead<'_>) -> bool + Send + Sync>;
+
+/// The pre-built `WWW-Authenticate` values, one per [`AuthFailure`].
+pub(crate) struct Challenges {
+    values: Vec<HeaderValue>,
+}
+
+impl Challenges {
+    fn build(realm: &str, resource_metadata: Option<&str>) -> Result<Self, ConfigError> {
+        let mut values = Vec::with_capacity(AuthFailure::ALL.len());
+        for f in AuthFailure::ALL {
+            let mut v = format!("Bearer realm=\"{realm}\"");
+            if let Some(url) = resource_metadata {
+                v.push_str(&format!(", resource_metadata=\"{url}\""));
+            }
+            if let Some(code) = f.error_code() {
+                v.push_str(&format!(
+                    ", error=\"{code}\", error_description=\"{}\"",
+                    f.description()
+                ));
+            }
+            values.push(HeaderValue::try_from(v).map_err(|_| {
+                ConfigError::new("BearerAuthLayer::realm", "not a valid header value")
+            })?);
+        }
+        Ok(Challenges { values })
+    }
+
+    pub(crate) fn get(&self, f: AuthFailure) -> &HeaderValue {
+        &self.values[f.index()]
+    }
+}
+
+/// State shared by every clone of the layer and of its services.
+pub(crate) struct Shared {
+    /// `None`: auth is off (local development).
+    pub(crate) tokens: Option<TokenStore>,
+    pub(crate) exempt: Exempt,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) challenges: Challenges,
+    pub(crate) sessions: Option<SessionTable>,
+}
+
+/// Applies [`BearerAuth`]: validates `Authorization: Bearer <token>`, puts the [`Principal`] in
+/// the request's extensions, strips the header, and binds 2025-11-25 sessions to their principal.
+/// See the [crate docs](crate).
+///
+/// Built with [`BearerAuthLayer::builder`], [`BearerAuthLayer::from_env`] or
+/// [`BearerAuthLayer::disabled`]. Cloning shares the token table and the session table, and so do
+/// all services made by [`Layer::layer`].
+///
+/// # Sessions
+///
+/// A session id is learned from the `Mcp-Session-Id` of a successful answer to a request that
+/// carried none (rmcp's `initialize` answer) and bound to that request's principal. A request
+/// presenting a session id passes only for that principal. Any other presented id, bound to
+/// another principal or not known at all, gets rmcp's unknown-session answer (404
+/// `Not Found: Session not found`, no `Content-Type`; for `DELETE`, rmcp's empty 202) without
+/// reaching the server, so nobody can probe, use or end another principal's session. A binding is
+/// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired). The table is
+/// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding makes
+/// room and its client re-initializes after a 404 (rmcp's client does so by itself).
+///
+/// # Token files
+///
+/// [`BearerAuthBuilder::token_file`] (`MCP_BEARER_TOKEN_FILE`) is read at build time (missing,
+/// empty or invalid: [`ConfigError`]) and again, from the request path, at most every
+/// [`reload_interval`](BearerAuthBuilder::reload_interval): one small blocking read every few
+/// seconds by whichever request comes first, no background task. The path is resolved at each
+/// read, so a Kubernetes secret's symlink swap is seen. An unreadable, empty or invalid file
+/// later keeps the current tokens and logs an error; content that is valid but incomplete cannot
+/// be told apart, so writers should replace the file atomically (rename), as Kubernetes does.
+#[derive(Clone)]
+pub struct BearerAuthLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BearerAuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthLayer")
+            .field("enabled", &self.is_enabled())
+            .field(
+                "tokens",
+                &self.shared.tokens.as_ref().map_or(0, TokenStore::len),
+            )
+            .field("session_binding", &self.shared.sessions.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BearerAuthLayer {
+    /// The default interval between two reads of the token file: 5 s.
+    pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+    /// The default bound of the session table: 10,000 sessions.
+    pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+    /// The default realm: `mcp`.
+    pub const DEFAULT_REALM: &'static str = "mcp";
+
+    /// A builder; add tokens, then [`BearerAuthBuilder::build`].
+    pub fn builder() -> BearerAuthBuilder {
+        BearerAuthBuilder::default()
+    }
+
+    /// A layer with authentication off: every request passes without a [`Principal`] (the
+    /// `Authorization` header is still removed). For local development only; see [`check_bind`].
+    pub fn disabled() -> Self {
+        BearerAuthLayer {
+            shared: Arc::new(Shared {
+                tokens: None,
+                exempt: Arc::new(default_exempt),
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                challenges: Challenges::build(Self::DEFAULT_REALM, None)
+                    .unwrap_or(Challenges { values: Vec::new() }),
+                sessions: None,
+            }),
+        }
+    }
+
+    /// Reads the configuration from the environment (see [`BearerAuthLayer::from_lookup`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (an environment variable's value by name):
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `MCP_BEARER_TOKEN` | comma-separated tokens, each `token` or `name:token` (principal `default` without a name) |
+    /// | `MCP_BEARER_TOKEN_FILE` | a file of tokens in the same syntax (newlines allowed), re-read while serving |
+    /// | `MCP_AUTH_REALM` | the challenge's realm (default `mcp`) |
+    /// | `MCP_RESOURCE_METADATA_URL` | the challenge's `resource_metadata` (RFC 9728) |
+    ///
+    /// Neither token variable set (or both empty): authentication is **off**, with a warning
+    /// (see [`check_bind`]). Both set: an error. A missing, empty or invalid token file is an
+    /// error.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let spec = get(ENV_TOKEN);
+        let file = get(ENV_TOKEN_FILE);
+        let mut b = BearerAuthLayer::builder();
+        match (spec, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_TOKEN_FILE,
+                    "set either MCP_BEARER_TOKEN or MCP_BEARER_TOKEN_FILE, not both",
+                ));
+            }
+            (Some(spec), None) => b = b.tokens_for_setting(&spec, ENV_TOKEN),
+            (None, Some(path)) => {
+                b = b.file_for_setting(PathBuf::from(path.trim()), ENV_TOKEN_FILE)
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "MCP_BEARER_TOKEN is not set: bearer authentication is OFF; every request is \
+                     served without a principal (local development only)"
+                );
+                return Ok(Self::disabled());
+            }
+        }
+        if let Some(realm) = get(ENV_REALM) {
+            b = b.realm_for_setting(realm.trim(), ENV_REALM);
+        }
+        if let Some(url) = get(ENV_RESOURCE_METADATA) {
+            b = b.resource_metadata_for_setting(url.trim(), ENV_RESOURCE_METADATA);
+        }
+        b.build()
+    }
+
+    /// Whether authentication is on (tokens configured).
+    pub fn is_enabled(&self) -> bool {
+        self.shared.tokens.is_some()
+    }
+
+    /// How many tokens are configured now (0 when off).
+    pub fn token_count(&self) -> usize {
+        self.shared.tokens.as_ref().map_or(0, TokenStore::len)
+    }
+
+    /// The configured principal names, sorted (empty when off). Safe to log.
+    pub fn principals(&self) -> Vec<String> {
+        self.shared
+            .tokens
+            .as_ref()
+            .map_or_else(Vec::new, TokenStore::principals)
+    }
+
+    /// [`check_bind`] with this layer's state: refuses a non-loopback `addr` when authentication
+    /// is off, unless `MCP_AUTH_DISABLED=true`.
+    pub fn check_bind(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        check_bind(addr, self.is_enabled())
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+
+    fn layer(&self, inner: S) -> BearerAuth<S> {
+        BearerAuth::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Refuses to serve without authentication on a non-loopback address unless
+/// `MCP_AUTH_DISABLED=true` (read from the environment).
+///
+/// ```
+/// use tower_armor_bearer_auth::check_bind;
+/// assert!(check_bind("127.0.0.1:8080".parse().unwrap(), false).is_ok());
+/// assert!(check_bind("0.0.0.0:8080".parse().unwrap(), true).is_ok());
+/// ```
+pub fn check_bind(addr: SocketAddr, auth_enabled: bool) -> Result<(), ConfigError> {
+    check_bind_with(addr, auth_enabled, |name| std::env::var(name).ok())
+}
+
+/// [`check_bind`] reading `MCP_AUTH_DISABLED` through `lookup`.
+pub fn check_bind_with(
+    addr: SocketAddr,
+    auth_enabled: bool,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let allowed = match lookup(ENV_AUTH_DISABLED).as_deref().map(str::trim) {
+        None | Some("") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+        Some(_) => {
+            return Err(ConfigError::new(
+                ENV_AUTH_DISABLED,
+                "expected true or false",
+            ));
+        }
+    };
+    if auth_enabled || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if allowed {
+        tracing::warn!(%addr, "serving WITHOUT authentication on a non-loopback address (MCP_AUTH_DISABLED=true)");
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        ENV_AUTH_DISABLED,
+        format!(
+            "authentication is off (MCP_BEARER_TOKEN unset) and {addr} is not a loopback address; \
+             set MCP_BEARER_TOKEN, or MCP_AUTH_DISABLED=true to serve without authentication"
+        ),
+    ))
+}
+
+/// Builds a [`BearerAuthLayer`]; every setting is validated in [`BearerAuthBuilder::build`].
+pub struct BearerAuthBuilder {
+    entries: Vec<(Principal, Secret)>,
+    entries_setting: &'static str,
+    file: Option<(PathBuf, &'static str)>,
+    reload_interval: Duration,
+    realm: (String, &'static str),
+    resource_metadata: Option<(String, &'static str)>,
+    exempt: Exempt,
+    max_header_bytes: usize,
+    max_sessions: usize,
+    session_binding: bool,
+    error: Option<ConfigError>,
+}
+
+impl fmt::Debug for BearerAuthBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthBuilder")
+            .field("tokens", &self.entries.len())
+            .field("file", &self.file.as_ref().map(|(p, _)| p))
+            .field("realm", &self.realm.0)
+            .field("resource_metadata", &self.resource_metadata)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BearerAuthBuilder {
+    fn default() -> Self {
+        BearerAuthBuilder {
+            entries: Vec::new(),
+            entries_setting: "BearerAuthLayer::token",
+            file: None,
+            reload_interval: BearerAuthLayer::DEFAULT_RELOAD_INTERVAL,
+            realm: (
+                BearerAuthLayer::DEFAULT_REALM.to_owned(),
+                "BearerAuthLayer::realm",
+            ),
+            resource_metadata: None,
+            exempt: Arc::new(default_exempt),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_sessions: BearerAuthLayer::DEFAULT_MAX_SESSIONS,
+            session_binding: true,
+            error: None,
+        }
+    }
+}
+
+impl BearerAuthBuilder {
+    /// Accepts `token` for `principal`. A principal may have several tokens (rotation).
+    /// The principal name must be 1–64 characters of `[A-Za-z0-9._@-]`.
+    pub fn token(mut self, principal: &str, token: Secret) -> Self {
+        if let Err(e) = tokens::check_principal(principal) {
+            self.error
+                .get_or_insert_with(|| ConfigError::new("BearerAuthLayer::token", e));
+        }
+        self.entries.push((Principal::new(principal), token));
+        self
+    }
+
+    /// Accepts the tokens of a spec in `MCP_BEARER_TOKEN` syntax (`alice:tok1,bob:tok2,tok3`).
+    pub fn tokens(self, spec: &str) -> Self {
+        self.tokens_for_setting(spec, "BearerAuthLayer::tokens")
+    }
+
+    fn tokens_for_setting(mut self, spec: &str, setting: &'static str) -> Self {
+        match tokens::parse_spec(spec, setting) {
+            Ok(v) => {
+                self.entries.extend(v);
+                self.entries_setting = setting;
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// Reads the tokens from a file (same syntax; commas or newlines) now, and again at most
+    /// every [reload interval](BearerAuthBuilder::reload_interval) while serving. Cannot be
+    /// combined with [`token`](BearerAuthBuilder::token) / [`tokens`](BearerAuthBuilder::tokens).
+    pub fn token_file(self, path: impl Into<PathBuf>) -> Self {
+        self.file_for_setting(path.into(), "BearerAuthLayer::token_file")
+    }
+
+    fn file_for_setting(mut self, path: PathBuf, setting: &'static str) -> Self {
+        self.file = Some((path, setting));
+        self
+    }
+
+    /// How often the token file is read again (default 5 s; at least 100 ms).
+    pub fn reload_interval(mut self, interval: Duration) -> Self {
+        self.reload_interval = interval;
+        self
+    }
+
+    /// The challenge's `realm` (default `mcp`).
+    pub fn realm(self, realm: impl Into<String>) -> Self {
+        self.realm_for_setting(&realm.into(), "BearerAuthLayer::realm")
+    }
+
+    fn realm_for_setting(mut self, realm: &str, setting: &'static str) -> Self {
+        self.realm = (realm.to_owned(), setting);
+        self
+    }
+
+    /// The protected-resource metadata URL (RFC 9728) announced in every challenge as
+    /// `resource_metadata="…"`; the MCP authorization spec requires it for OAuth clients.
+    pub fn resource_metadata(self, url: impl Into<String>) -> Self {
+        self.resource_metadata_for_setting(&url.into(), "BearerAuthLayer::resource_metadata")
+    }
+
+    fn resource_metadata_for_setting(mut self, url: &str, setting: &'static str) -> Self {
+        self.resource_metadata = Some((url.to_owned(), setting));
+        self
+    }
+
+    /// Which requests pass without authentication (replaces [`default_exempt`]; call it from
+    /// your predicate to extend the default).
+    pub fn exempt<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.exempt = Arc::new(predicate);
+        self
+    }
+
+    /// The longest `Authorization` header accepted (default 4 KiB); longer ones get 401.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// The bound of the session table (default 10,000).
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = sessions;
+        self
+    }
+
+    /// Turns session binding off (default on). Only for servers that never create sessions.
+    pub fn session_binding(mut self, on: bool) -> Self {
+        self.session_binding = on;
+        self
+    }
+
+    /// Validates the settings and builds the layer.
+    pub fn build(self) -> Result<BearerAuthLayer, ConfigError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        check_quoted(&self.realm.0, self.realm.1, false)?;
+        if let Some((url, setting)) = &self.resource_metadata {
+            check_quoted(url, setting, true)?;
+        }
+        if self.max_header_bytes < 8 {
+            return Err(ConfigError::new(
+                "BearerAuthLayer::max_header_bytes",
+                "must be at least 8",
+            ));
+        }
+        if self.session_binding && self.max_sessions == 0 {
+            return Err(ConfigError::new(
+                "BearerAuthLayer::max_sessions",
+                "must be at least 1",
+            ));
+        }
+        let tokens = match self.file {
+            Some((_, setting)) if !self.entries.is_empty() => {
+                return Err(ConfigError::new(
+                    setting,
+                    "a token file cannot be combined with tokens given directly",
+                ));
+            }
+            Some((path, setting)) => {
+                if self.reload_interval < Duration::from_millis(100) {
+                    return Err(ConfigError::new(
+                        "BearerAuthLayer::reload_interval",
+                        "must be at least 100 ms",
+                    ));
+                }
+                TokenStore::File(FileTokens::open(path, setting, self.reload_interval)?)
+            }
+            None if self.entries.is_empty() => {
+                return Err(ConfigError::new(
+                    self.entries_setting,
+                    "no token configured (use BearerAuthLayer::disabled() to turn auth off)",
+                ));
+            }
+            None => TokenStore::Static(TokenTable::build(&self.entries, self.entries_setting)?),
+        };
+        let challenges = Challenges::build(
+            &self.realm.0,
+            self.resource_metadata.as_ref().map(|(u, _)| u.as_str()),
+        )?;
+        match &tokens {
+            TokenStore::File(f) => tracing::info!(
+                tokens = tokens.len(),
+                principals = ?tokens.principals(),
+                path = %f.path().display(),
+                "bearer authentication on (token file)"
+            ),
+            TokenStore::Static(_) => tracing::info!(
+                tokens = tokens.len(),
+                principals = ?tokens.principals(),
+                "bearer authentication on"
+            ),
+        }
+        Ok(BearerAuthLayer {
+            shared: Arc::new(Shared {
+                tokens: Some(tokens),
+                exempt: self.exempt,
+                max_header_bytes: self.max_header_bytes,
+                challenges,
+                sessions: self
+                    .session_binding
+                    .then(|| SessionTable::new(self.max_sessions)),
+            }),
+        })
+    }
+}
+
+/// Checks a value that goes into a quoted-string of the challenge.
+fn check_quoted(v: &str, setting: &'static str, url: bool) -> Result<(), ConfigError> {
+    if v.is_empty() {
+        return Err(ConfigError::new(setting, "must not be empty"));
+    }
+    if !v
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(ConfigError::new(
+            setting,
+            "only printable ASCII without '\"' or '\\' is allowed",
+        ));
+    }
+    if url && !(v.starts_with("https://") || v.starts_with("http://")) {
+        return Err(ConfigError::new(setting, "must be an http(s) URL"));
+    }
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! The server's tokens: parsing the `MCP_BEARER_TOKEN` syntax, the digest table that looks a
+//! presented token up in constant time, and the token file that is re-read while serving.
+//!
+//! # Why digests
+//!
+//! The presented token is hashed with SHA-256 (time depends on its length only). The first eight
+//! bytes of the digest select at most one entry in a `HashMap` (SipHash with random keys, so an
+//! attacker cannot aim at a bucket), and the full 32-byte digests are then compared in constant
+//! time; a miss is compared against a dummy digest so both paths do the same work. The cost is
+//! flat in the number of tokens and does not depend on which token matched or on the presented
+//! token's bytes. Only digests are kept: the configured secrets are dropped once hashed.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tower_armor_mcp::{Principal, Secret};
+
+use crate::error::ConfigError;
+use crate::parse::check_token68;
+
+/// The principal of a token configured without a `name:` prefix.
+pub const DEFAULT_PRINCIPAL: &str = "default";
+
+/// The longest principal name accepted in token specs.
+pub(crate) const MAX_PRINCIPAL_LEN: usize = 64;
+
+/// The largest token file read (64 KiB).
+pub const MAX_TOKEN_FILE_BYTES: usize = 64 << 10;
+
+type Digest32 = [u8; 32];
+
+/// Checks a principal name: 1–64 characters of `[A-Za-z0-9._@-]`, so it is safe to log and to
+/// name in `MCP_TOOL_ALLOW`.
+pub(crate) fn check_principal(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty principal name");
+    }
+    if name.len() > MAX_PRINCIPAL_LEN {
+        return Err("principal name longer than 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+    {
+        return Err("principal name has a character outside [A-Za-z0-9._@-]");
+    }
+    Ok(())
+}
+
+/// Parses a token spec: entries separated by commas or newlines, each `token` or `name:token`,
+/// blanks around entries ignored. Errors name `setting` and the entry's position, never its
+/// content.
+pub(crate) fn parse_spec(
+    spec: &str,
+    setting: &'static str,
+) -> Result<Vec<(Principal, Secret)>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, entry) in spec.split([',', '\n', '\r']).enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        let (name, token) = match entry.split_once(':') {
+            Some((name, token)) => (name.trim(), token.trim()),
+            None => (DEFAULT_PRINCIPAL, entry),
+        };
+        check_principal(name).map_err(|e| ConfigError::new(setting, format!("entry {n}: {e}")))?;
+        check_token(token.as_bytes())
+            .map_err(|e| ConfigError::new(setting, format!("entry {n}: {e}")))?;
+        out.push((Principal::new(name), Secret::new(token)));
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(setting, "no token"));
+    }
+    Ok(out)
+}
+
+/// Checks that a configured token can ever match: non-empty `token68` (what a client can send
+/// after `Bearer `).
+pub(crate) fn check_token(token: &[u8]) -> Result<(), &'static str> {
+    if token.is_empty() {
+        return Err("empty token");
+    }
+    check_token68(token)
+        .map_err(|_| "token has a character outside token68 ([A-Za-z0-9-._~+/] then optional '=')")
+}
+
+fn digest(token: &[u8]) -> Digest32 {
+    Sha256::digest(token).into()
+}
+
+fn ct_eq(a: &Digest32, b: &Digest32) -> bool {
+    let mut acc = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        acc |= x ^ y;
+    }
+    std::hint::black_box(acc) == 0
+}
+
+fn bucket(d: &Digest32) -> u64 {
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(k)
+}
+
+#[derive(Debug)]
+struct Entry {
+    digest: Digest32,
+    principal: Principal,
+}
+
+/// Digests of the configured tokens, each with its principal.
+#[derive(Debug, Default)]
+pub(crate) struct TokenTable {
+    map: HashMap<u64, Entry>,
+}
+
+impl TokenTable {
+    /// Builds the table; a token configured twice is an error naming `setting`.
+    pub(crate) fn build(
+        entries: &[(Principal, Secret)],
+        setting: &'static str,
+    ) -> Result<Self, ConfigError> {
+        let mut map: HashMap<u64, Entry> = HashMap::with_capacity(entries.len());
+        for (i, (principal, secret)) in entries.iter().enumerate() {
+            check_token(secret.expose().as_bytes())
+                .map_err(|e| ConfigError::new(setting, format!("entry {}: {e}", i + 1)))?;
+            let d = digest(secret.expose().as_bytes());
+            if let Some(e) = map.get(&bucket(&d)) {
+                let detail = if ct_eq(&e.digest, &d) {
+                    "the same token is configured twice"
+                } else {
+                    // 2^-64 per pair: replace one of the two tokens.
+                    "two tokens share a digest prefix; replace one of them"
+                };
+                return Err(ConfigError::new(
+                    setting,
+                    format!("entry {}: {detail}", i + 1),
+                ));
+            }
+            map.insert(
+                bucket(&d),
+                Entry {
+                    digest: d,
+                    principal: principal.clone(),
+                },
+            );
+        }
+        Ok(TokenTable { map })
+    }
+
+    /// The principal of a presented token, in time independent of which entry matches.
+    pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
+        const DUMMY: Digest32 = [0x5a; 32];
+        let d = digest(token);
+        let (want, principal) = match self.map.get(&bucket(&d)) {
+            Some(e) => (&e.digest, Some(&e.principal)),
+            None => (&DUMMY, None),
+        };
+        let eq = ct_eq(want, &d);
+        principal.filter(|_| eq).cloned()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The distinct principal names, sorted (for the start-up log line).
+    pub(crate) fn principals(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .map
+            .values()
+            .map(|e| e.principal.name().to_owned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Reads at most [`MAX_TOKEN_FILE_BYTES`] of a file (following symlinks).
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    let mut buf = Vec::new();
+    file.take(MAX_TOKEN_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read: {}", e.kind()))?;
+    if buf.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(format!("larger than {MAX_TOKEN_FILE_BYTES} bytes"));
+    }
+    Ok(buf)
+}
+
+fn load_file(path: &Path, setting: &'static str) -> Result<(TokenTable, Digest32), ConfigError> {
+    let bytes = read_bounded(path).map_err(|e| ConfigError::new(setting, e))?;
+    let content_digest = digest(&bytes);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ConfigError::new(setting, "token file is not UTF-8"))?;
+    let entries = parse_spec(text, setting)?;
+    Ok((TokenTable::build(&entries, setting)?, content_digest))
+}
+
+/// Tokens from a file, re-read from the request path at most every `interval`.
+///
+/// The file is read (not only stat-ed) at each check and compared by digest with the last good
+/// content: a same-size rewrite within one timestamp tick is seen too, and so is a Kubernetes
+/// secret's symlink swap (the path is resolved at each open). A check costs one small read every
+/// few seconds on whichever request comes first; the others only load an atomic.
+#[derive(Debug)]
+pub(crate) struct FileTokens {
+    path: PathBuf,
+    setting: &'static str,
+    interval_ms: u64,
+    base: Instant,
+    next_check_ms: AtomicU64,
+    state: RwLock<(TokenTable, Digest32)>,
+}
+
+impl FileTokens {
+    /// Loads the file now: missing, unreadable, empty or invalid is a configuration error.
+    pub(crate) fn open(
+        path: PathBuf,
+        setting: &'static str,
+        interval: Duration,
+    ) -> Result<Self, ConfigError> {
+        let state = load_file(&path, setting)?;
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        Ok(FileTokens {
+            path,
+            setting,
+            interval_ms,
+            base: Instant::now(),
+            next_check_ms: AtomicU64::new(interval_ms),
+            state: RwLock::new(state),
+        })
+    }
+
+    pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
+        self.maybe_reload();
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        st.0.lookup(token)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+
+    pub(crate) fn principals(&self) -> Vec<String> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .principals()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn maybe_reload(&self) {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_check_ms.load(Ordering::Relaxed);
+        if now < next {
+            return;
+        }
+        // One request wins the check; the others go on with the current tokens.
+        if self
+            .next_check_ms
+            .compare_exchange(
+                next,
+                now.saturating_add(self.interval_ms),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.reload_now();
+    }
+
+    /// Re-reads the file; on any problem keeps the current tokens and logs an error.
+    pub(crate) fn reload_now(&self) {
+        let bytes = match read_bounded(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(
+                    setting = self.setting,
+                    path = %self.path.display(),
+                    error = %e,
+                    "token file unreadable; keeping the current tokens"
+                );
+                return;
+            }
+        };
+        let content_digest = digest(&bytes);
+        {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if ct_eq(&st.1, &content_digest) {
+                return;
+            }
+        }
+        let table = std::str::from_utf8(&bytes)
+            .map_err(|_| ConfigError::new(self.setting, "token file is not UTF-8"))
+            .and_then(|text| parse_spec(text, self.setting))
+            .and_then(|entries| TokenTable::build(&entries, self.setting));
+        match table {
+            Ok(table) => {
+                let n = table.len();
+                *self.state.write().unwrap_or_else(|p| p.into_inner()) = (table, content_digest);
+                tracing::info!(
+                    setting = self.setting,
+                    path = %self.path.display(),
+                    tokens = n,
+                    "token file changed; tokens reloaded"
+                );
+            }
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "token file is empty or invalid (half-written?); keeping the current tokens"
+            ),
+        }
+    }
+}
+
+/// Where the server's tokens come from.
+#[derive(Debug)]
+pub(crate) enum TokenStore {
+    Static(TokenTable),
+    File(FileTokens),
+}
+
+impl TokenStore {
+    pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
+        match self {
+            TokenStore::Static(t) => t.lookup(token),
+            TokenStore::File(f) => f.lookup(token),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            TokenStore::Static(t) => t.len(),
+            TokenStore::File(f) => f.len(),
+        }
+    }
+
+    pub(crate) fn principals(&self) -> Vec<String> {
+        match self {
+            TokenStore::Static(t) => t.principals(),
+            TokenStore::File(f) => f.principals(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: &str = "MCP_BEARER_TOKEN";
+
+    #[test]
+    fn spec_accepts_names_commas_and_newlines() {
+        let v = parse_spec(" alice:tok-a , bob:tok.b\nplain==\n\n", S).unwrap();
+        let names: Vec<_> = v.iter().map(|(p, _)| p.name().to_owned()).collect();
+        assert_eq!(names, ["alice", "bob", DEFAULT_PRINCIPAL]);
+        assert_eq!(v[2].1.expose(), "plain==");
+    }
+
+    #[test]
+    fn spec_errors_name_the_setting_and_never_the_token() {
+        for (spec, want) in [
+            ("", "no token"),
+            (" , ,", "no token"),
+            ("alice:", "entry 1: empty token"),
+            ("al ice:sekrit1", "entry 1: principal name has a character"),
+            (
+                "ok:fine,bob:se cret2",
+                "entry 2: token has a character outside token68",
+            ),
+            (":sekrit3", "entry 1: empty principal name"),
+            ("a:b:sekrit4", "entry 1: token has a character"),
+        ] {
+            let e = parse_spec(spec, S).unwrap_err();
+            assert_eq!(e.setting(), S);
+            assert!(e.detail().starts_with(want), "{spec:?}: {e}");
+            for secret in ["sekrit", "se cret", "fine"] {
+                assert!(!e.to_string().contains(secret), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn table_finds_principals_and_refuses_duplicates() {
+        let entries = parse_spec("alice:aaa,bob:bbb,alice:ccc", S).unwrap();
+        let t = TokenTable::build(&entries, S).unwrap();
+        assert_eq!(t.lookup(b"aaa").unwrap().name(), "alice");
+        assert_eq!(t.lookup(b"ccc").unwrap().name(), "alice");
+        assert_eq!(t.lookup(b"bbb").unwrap().name(), "bob");
+        assert!(t.lookup(b"aab").is_none());
+        assert!(t.lookup(b"").is_none());
+        assert_eq!(t.principals(), ["alice", "bob"]);
+        let dup = parse_spec("alice:aaa,bob:aaa", S).unwrap();
+        let e = TokenTable::build(&dup, S).unwrap_err();
+        assert_eq!(e.detail(), "entry 2: the same token is configured twice");
+    }
+
+    #[test]
+    fn constant_time_compare_is_exact() {
+        let a = digest(b"x");
+        let mut b = a;
+        assert!(ct_eq(&a, &b));
+        b[31] ^= 1;
+        assert!(!ct_eq(&a, &b));
+    }
+
+    #[test]
+    fn principal_names_are_checked() {
+        assert!(check_principal("svc-a.b_c@d").is_ok());
+        assert!(check_principal(&"a".repeat(65)).is_err());
+        assert!(check_principal("a;b").is_err());
+    }
+}

@@ -1,0 +1,800 @@
+//! `BearerAuth`, `InjectBearer` and `ToolAllowList` against `tower_test` mocks, on paused time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::{Layer, ServiceExt};
+use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
+use tower_armor_bearer_auth::error::{InvalidToken, TokenUnavailable};
+use tower_armor_bearer_auth::{
+    BearerAuthLayer, ConfigError, FileTokenSource, InjectBearerLayer, RequestHead, check_bind_with,
+    default_exempt,
+};
+use tower_armor_mcp::{
+    BoxError, McpRequest, MessageKind, Method, Principal, ProtocolRevision, RequestId, Secret,
+};
+use tower_test::mock;
+
+type Req = Request<String>;
+type Resp = Response<String>;
+
+const SESSION: &str = "mcp-session-id";
+
+fn tmp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tower-armor-bearer-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn auth() -> BearerAuthLayer {
+    BearerAuthLayer::builder()
+        .tokens("alice:alice-tok,bob:bob-tok")
+        .resource_metadata("https://mcp.example/.well-known/oauth-protected-resource")
+        .realm("tools")
+        .build()
+        .unwrap()
+}
+
+fn req(auth: Option<&str>) -> Req {
+    let mut b = Request::post("/mcp");
+    if let Some(a) = auth {
+        b = b.header(header::AUTHORIZATION, a);
+    }
+    b.body(String::new()).unwrap()
+}
+
+async fn body_json<B>(resp: Response<B>) -> Value
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap()
+}
+
+async fn body_bytes<B>(resp: Response<B>) -> Bytes
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_malformed_header_gets_its_own_401() {
+    let cases: &[(&[&str], &str, Option<&str>)] = &[
+        (&[], "missing", None),
+        (&["Basic YWxhZGRpbjpvcGVuc2VzYW1l"], "other_scheme", None),
+        (&["Bearer"], "empty_token", Some("empty bearer token")),
+        (
+            &["Bearer  alice-tok"],
+            "whitespace",
+            Some("unexpected whitespace in Authorization header"),
+        ),
+        (
+            &["Bearer alice-tok,bob-tok"],
+            "comma",
+            Some("comma in Authorization header"),
+        ),
+        // Control characters cannot reach a service (`http` refuses them in header values); the
+        // parser's own tests cover them. A tab can.
+        (&["Bearer\talice-tok"], "whitespace", None),
+        (
+            &["Bearer alice-tok=="],
+            "unknown_token",
+            Some("invalid bearer token"),
+        ),
+        (
+            &["Bearer al@ce"],
+            "invalid_character",
+            Some("bearer token contains a character outside token68"),
+        ),
+        (
+            &["Bearer alice-tok", "Bearer alice-tok"],
+            "multiple_headers",
+            Some("more than one Authorization header"),
+        ),
+        (
+            &["Bearer not-a-token"],
+            "unknown_token",
+            Some("invalid bearer token"),
+        ),
+    ];
+    let layer = auth();
+    for (values, reason, description) in cases {
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+        assert!(svc.poll_ready().is_ready());
+        let mut r = req(None);
+        for v in *values {
+            let hv = HeaderValue::from_bytes(v.as_bytes()).unwrap();
+            r.headers_mut().append(header::AUTHORIZATION, hv);
+        }
+        let resp = svc.call(r).await.unwrap();
+        assert!(
+            handle.poll_request().is_pending(),
+            "{reason}: reached the inner service"
+        );
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{reason}");
+        let challenge = resp.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with(r#"Bearer realm="tools", resource_metadata="https://mcp.example/.well-known/oauth-protected-resource""#),
+            "{challenge}"
+        );
+        match (reason, description) {
+            (&"missing" | &"other_scheme", _) => {
+                assert!(!challenge.contains("error="), "{challenge}")
+            }
+            (_, Some(d)) => assert!(
+                challenge.ends_with(&format!(
+                    r#", error="invalid_token", error_description="{d}""#
+                )),
+                "{challenge}"
+            ),
+            (_, None) => assert!(
+                challenge.contains(r#"error="invalid_token""#),
+                "{challenge}"
+            ),
+        }
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], -31401, "{reason}");
+        assert_eq!(v["error"]["data"]["reason"], *reason);
+        assert_eq!(v["id"], Value::Null);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_header_is_refused() {
+    let layer = BearerAuthLayer::builder()
+        .tokens("alice:alice-tok")
+        .max_header_bytes(16)
+        .build()
+        .unwrap();
+    let svc = layer.layer(tower::service_fn(|_r: Req| async {
+        Ok::<_, BoxError>(Resp::new(String::new()))
+    }));
+    let resp = svc
+        .clone()
+        .oneshot(req(Some("Bearer alice-tok")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "exactly 16 bytes is fine");
+    let resp = svc.oneshot(req(Some("Bearer alice-tok1"))).await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(body_json(resp).await["error"]["data"]["reason"], "too_long");
+}
+
+#[tokio::test(start_paused = true)]
+async fn accepted_requests_carry_the_principal_and_no_token() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    for (token, who) in [("Bearer alice-tok", "alice"), ("bEaReR bob-tok", "bob")] {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(req(Some(token)));
+        let (got, send) = handle.next_request().await.unwrap();
+        assert!(got.headers().get(header::AUTHORIZATION).is_none());
+        assert_eq!(got.extensions().get::<Principal>().unwrap().name(), who);
+        send.send_response(Resp::new("ok".into()));
+        let resp = fut.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_bytes(resp).await, "ok");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exempt_requests_pass_without_a_principal_and_without_the_token() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    let preflight = Request::options("/mcp")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(String::new())
+        .unwrap();
+    let health = Request::get("/healthz")
+        .header(header::AUTHORIZATION, "Bearer whatever")
+        .body(String::new())
+        .unwrap();
+    for r in [
+        preflight,
+        health,
+        Request::get("/readyz").body(String::new()).unwrap(),
+    ] {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(r);
+        let (got, send) = handle.next_request().await.unwrap();
+        assert!(got.headers().get(header::AUTHORIZATION).is_none());
+        assert!(got.extensions().get::<Principal>().is_none());
+        send.send_response(Resp::new(String::new()));
+        assert_eq!(fut.await.unwrap().status(), 200);
+    }
+    // A plain OPTIONS is not a preflight.
+    let plain = Request::options("/mcp").body(String::new()).unwrap();
+    assert_eq!(svc.call(plain).await.unwrap().status(), 401);
+
+    // A custom predicate replaces the default.
+    let layer = BearerAuthLayer::builder()
+        .tokens("t0k")
+        .exempt(|h: RequestHead<'_>| h.path() == "/metrics" || default_exempt(h))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(Request::get("/metrics").body(String::new()).unwrap());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_auth_passes_everything_but_still_strips_the_token() {
+    let layer = BearerAuthLayer::from_lookup(|_| None).unwrap();
+    assert!(!layer.is_enabled());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(req(Some("Bearer anything")));
+    let (got, send) = handle.next_request().await.unwrap();
+    assert!(got.headers().get(header::AUTHORIZATION).is_none());
+    assert!(got.extensions().get::<Principal>().is_none());
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+}
+
+fn with_session(auth: &str, session: &str, method: http::Method) -> Req {
+    Request::builder()
+        .method(method)
+        .uri("/mcp")
+        .header(header::AUTHORIZATION, auth)
+        .header(SESSION, session)
+        .body(String::new())
+        .unwrap()
+}
+
+/// Initializes a session for `token` through `svc`; the mock answers with `session`.
+async fn initialize(
+    svc: &mut tower_test::mock::Spawn<tower_armor_bearer_auth::BearerAuth<mock::Mock<Req, Resp>>>,
+    handle: &mut mock::Handle<Req, Resp>,
+    token: &str,
+    session: &'static str,
+) {
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(req(Some(token)));
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut r = Resp::new(String::new());
+    r.headers_mut()
+        .insert(SESSION, HeaderValue::from_static(session));
+    send.send_response(r);
+    assert_eq!(fut.await.unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_bound_to_the_principal_that_created_them() {
+    let layer = auth();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+    initialize(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
+
+    // Bob presenting alice's session: the unknown-session answer, nothing reaches the server.
+    for method in [http::Method::POST, http::Method::GET] {
+        let resp = svc
+            .call(with_session("Bearer bob-tok", "s-alice", method))
+            .await
+            .unwrap();
+        assert!(handle.poll_request().is_pending());
+        assert_eq!(resp.status(), 404);
+        assert!(resp.headers().get(header::CONTENT_TYPE).is_none());
+        assert_eq!(body_bytes(resp).await, "Not Found: Session not found");
+    }
+    let resp = svc
+        .call(with_session(
+            "Bearer bob-tok",
+            "s-alice",
+            http::Method::DELETE,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        handle.poll_request().is_pending(),
+        "bob cannot delete alice's session"
+    );
+    assert_eq!(resp.status(), 202);
+    assert!(body_bytes(resp).await.is_empty());
+
+    // Another service from the same layer shares the table.
+    let (mut other, mut other_handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+    assert!(other.poll_ready().is_ready());
+    let fut = other.call(with_session(
+        "Bearer alice-tok",
+        "s-alice",
+        http::Method::POST,
+    ));
+    let (got, send) = other_handle.next_request().await.unwrap();
+    assert_eq!(got.headers()[SESSION], "s-alice");
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+
+    // Alice deletes it: forgotten, so the id is unknown from then on.
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(with_session(
+        "Bearer alice-tok",
+        "s-alice",
+        http::Method::DELETE,
+    ));
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut r = Resp::new(String::new());
+    *r.status_mut() = StatusCode::ACCEPTED;
+    send.send_response(r);
+    assert_eq!(fut.await.unwrap().status(), 202);
+    let resp = svc
+        .call(with_session(
+            "Bearer alice-tok",
+            "s-alice",
+            http::Method::POST,
+        ))
+        .await
+        .unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_404_from_the_server_forgets_the_session() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    initialize(&mut svc, &mut handle, "Bearer alice-tok", "s-exp").await;
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(with_session(
+        "Bearer alice-tok",
+        "s-exp",
+        http::Method::POST,
+    ));
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut r = Resp::new("Not Found: Session not found".into());
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    send.send_response(r);
+    assert_eq!(fut.await.unwrap().status(), 404);
+    // Forgotten: answered locally now.
+    let resp = svc
+        .call(with_session(
+            "Bearer alice-tok",
+            "s-exp",
+            http::Method::POST,
+        ))
+        .await
+        .unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_session_table_is_bounded() {
+    let layer = BearerAuthLayer::builder()
+        .tokens("alice:alice-tok")
+        .max_sessions(2)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    for s in ["s1", "s2", "s3"] {
+        initialize(&mut svc, &mut handle, "Bearer alice-tok", s).await;
+    }
+    // s1 made room for s3.
+    let resp = svc
+        .call(with_session("Bearer alice-tok", "s1", http::Method::POST))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    for s in ["s2", "s3"] {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(with_session("Bearer alice-tok", s, http::Method::POST));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(Resp::new(String::new()));
+        assert_eq!(fut.await.unwrap().status(), 200, "{s}");
+    }
+}
+
+async fn status_for(layer: &BearerAuthLayer, token: &str) -> StatusCode {
+    let svc = layer.layer(tower::service_fn(|r: Req| async move {
+        let who = r.extensions().get::<Principal>().unwrap().name().to_owned();
+        Ok::<_, BoxError>(Resp::new(who))
+    }));
+    svc.oneshot(req(Some(&format!("Bearer {token}"))))
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_file_is_reread_at_most_every_interval_and_bad_content_keeps_the_old_tokens() {
+    let path = tmp_path("tokens");
+    std::fs::write(&path, "alice:first-token\n").unwrap();
+    let layer = BearerAuthLayer::builder()
+        .token_file(&path)
+        .reload_interval(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(status_for(&layer, "first-token").await, 200);
+
+    // Rotated (same length, so only the content tells): not seen before the interval.
+    std::fs::write(&path, "alice:secnd-token\n").unwrap();
+    assert_eq!(status_for(&layer, "secnd-token").await, 401);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(status_for(&layer, "secnd-token").await, 401);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status_for(&layer, "secnd-token").await, 200);
+    assert_eq!(status_for(&layer, "first-token").await, 401);
+
+    // Empty, half-written and vanished files keep the current tokens.
+    // (A file whose partial content happens to be valid cannot be told apart; Kubernetes swaps a
+    // symlink atomically, and writers should rename into place.)
+    for bad in [
+        Some(""),
+        Some("\n"),
+        Some("alice:"),
+        Some("alice:thi rd"),
+        None,
+    ] {
+        match bad {
+            Some(content) => std::fs::write(&path, content).unwrap(),
+            None => std::fs::remove_file(&path).unwrap(),
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(status_for(&layer, "secnd-token").await, 200, "{bad:?}");
+    }
+
+    // A Kubernetes-style symlink swap is followed.
+    let target = tmp_path("data-v2");
+    std::fs::write(&target, "bob:via-symlink\n").unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(status_for(&layer, "via-symlink").await, 200);
+    assert_eq!(status_for(&layer, "secnd-token").await, 401);
+}
+
+#[test]
+fn token_file_must_be_usable_at_start() {
+    let missing = tmp_path("nope");
+    let e = BearerAuthLayer::from_lookup(|k| {
+        (k == "MCP_BEARER_TOKEN_FILE").then(|| missing.display().to_string())
+    })
+    .unwrap_err();
+    assert_eq!(e.setting(), "MCP_BEARER_TOKEN_FILE");
+    assert!(e.detail().starts_with("cannot open"), "{e}");
+
+    let empty = tmp_path("empty");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let e = BearerAuthLayer::from_lookup(|k| {
+        (k == "MCP_BEARER_TOKEN_FILE").then(|| empty.display().to_string())
+    })
+    .unwrap_err();
+    assert_eq!(e.to_string(), "MCP_BEARER_TOKEN_FILE: no token");
+}
+
+#[test]
+fn env_configuration_is_validated_naming_the_variable() {
+    fn from(vars: &[(&str, &str)]) -> Result<BearerAuthLayer, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        BearerAuthLayer::from_lookup(move |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+    let l = from(&[("MCP_BEARER_TOKEN", "alice:a1,bob:b1,c1")]).unwrap();
+    assert!(l.is_enabled());
+    assert_eq!(l.token_count(), 3);
+    assert_eq!(l.principals(), ["alice", "bob", "default"]);
+    assert!(!from(&[("MCP_BEARER_TOKEN", "  ")]).unwrap().is_enabled());
+
+    let e = from(&[
+        ("MCP_BEARER_TOKEN", "alice:a1"),
+        ("MCP_BEARER_TOKEN_FILE", "/x"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.setting(), "MCP_BEARER_TOKEN_FILE");
+    let e = from(&[("MCP_BEARER_TOKEN", "alice:sec ret")]).unwrap_err();
+    assert_eq!(e.setting(), "MCP_BEARER_TOKEN");
+    assert!(!e.to_string().contains("sec"), "{e}");
+    let e = from(&[
+        ("MCP_BEARER_TOKEN", "a1"),
+        ("MCP_RESOURCE_METADATA_URL", "ftp://x"),
+    ])
+    .unwrap_err();
+    assert_eq!(e.setting(), "MCP_RESOURCE_METADATA_URL");
+    let e = from(&[("MCP_BEARER_TOKEN", "a1"), ("MCP_AUTH_REALM", "a\"b")]).unwrap_err();
+    assert_eq!(e.setting(), "MCP_AUTH_REALM");
+
+    // Builder errors name the method.
+    let e = BearerAuthLayer::builder().build().unwrap_err();
+    assert_eq!(e.setting(), "BearerAuthLayer::token");
+    let e = BearerAuthLayer::builder()
+        .token("bad name", Secret::new("x"))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.setting(), "BearerAuthLayer::token");
+    let e = BearerAuthLayer::builder()
+        .tokens("a")
+        .max_sessions(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.setting(), "BearerAuthLayer::max_sessions");
+}
+
+#[test]
+fn auth_off_refuses_public_addresses_unless_explicitly_allowed() {
+    let public = "0.0.0.0:8080".parse().unwrap();
+    let local = "127.0.0.1:8080".parse().unwrap();
+    let v6 = "[::1]:8080".parse().unwrap();
+    let none = |_: &str| None;
+    let yes = |_: &str| Some("true".to_owned());
+    let junk = |_: &str| Some("maybe".to_owned());
+    assert!(check_bind_with(local, false, none).is_ok());
+    assert!(check_bind_with(v6, false, none).is_ok());
+    assert!(check_bind_with(public, true, none).is_ok());
+    let e = check_bind_with(public, false, none).unwrap_err();
+    assert_eq!(e.setting(), "MCP_AUTH_DISABLED");
+    assert!(check_bind_with(public, false, yes).is_ok());
+    assert_eq!(
+        check_bind_with(public, false, junk).unwrap_err().setting(),
+        "MCP_AUTH_DISABLED"
+    );
+    assert!(BearerAuthLayer::disabled().check_bind(local).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn inject_replaces_any_inbound_token_and_marks_it_sensitive() {
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Req, Resp, _>(InjectBearerLayer::new(Secret::new("upstream-tok")));
+    assert!(svc.poll_ready().is_ready());
+    let mut r = req(Some("Bearer inbound-client-token"));
+    r.headers_mut().append(
+        header::AUTHORIZATION,
+        HeaderValue::from_static("Basic second"),
+    );
+    let fut = svc.call(r);
+    let (got, send) = handle.next_request().await.unwrap();
+    let values: Vec<_> = got
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0], "Bearer upstream-tok");
+    assert!(values[0].is_sensitive());
+    assert!(!format!("{:?}", got.headers()).contains("upstream-tok"));
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inject_fails_without_sending_when_the_source_fails() {
+    let failing =
+        InjectBearerLayer::new(|| -> Result<Secret, BoxError> { Err("vault down".into()) });
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(failing);
+    assert!(svc.poll_ready().is_ready());
+    let e = svc.call(req(None)).await.unwrap_err();
+    assert!(e.downcast_ref::<TokenUnavailable>().is_some(), "{e}");
+    assert!(handle.poll_request().is_pending());
+
+    let bad = InjectBearerLayer::new(Secret::new("line\nbreak"));
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(bad);
+    assert!(svc.poll_ready().is_ready());
+    let e = svc.call(req(None)).await.unwrap_err();
+    assert!(e.downcast_ref::<InvalidToken>().is_some(), "{e}");
+    assert!(!e.to_string().contains("line"));
+    assert!(handle.poll_request().is_pending());
+}
+
+#[tokio::test(start_paused = true)]
+async fn file_token_source_follows_rotation() {
+    let path = tmp_path("client-token");
+    std::fs::write(&path, "one\n").unwrap();
+    let source = FileTokenSource::new(&path)
+        .unwrap()
+        .interval(Duration::from_secs(2));
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(InjectBearerLayer::new(source));
+    let mut sent = Vec::new();
+    for (write, advance) in [
+        (None, 0),
+        (Some("two"), 1),
+        (None, 1),
+        (Some(""), 2),
+        (Some("three"), 2),
+    ] {
+        if let Some(w) = write {
+            std::fs::write(&path, w).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(advance)).await;
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(req(None));
+        let (got, send) = handle.next_request().await.unwrap();
+        sent.push(
+            got.headers()[header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        send.send_response(Resp::new(String::new()));
+        fut.await.unwrap();
+    }
+    assert_eq!(
+        sent,
+        [
+            "Bearer one",
+            "Bearer one",
+            "Bearer two",
+            "Bearer two",
+            "Bearer three"
+        ]
+    );
+    assert!(FileTokenSource::new(tmp_path("absent")).is_err());
+}
+
+fn facts_call(tool: &str, session: bool) -> McpRequest {
+    let f = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::ToolsCall),
+        Some(RequestId::Number(9)),
+    )
+    .with_name(tool);
+    if session {
+        f.with_revision(ProtocolRevision::V2025_11_25)
+            .with_session_id(HeaderValue::from_static("s"))
+    } else {
+        f.with_revision(ProtocolRevision::V2026_07_28)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn allow_list_answers_denied_calls_locally_in_the_servers_form() {
+    let policy = AllowPolicy::parse("alice:add").unwrap();
+    for (json, session, want_ct, want_body) in [
+        (
+            false,
+            true,
+            "text/event-stream",
+            "data: \nretry: 3000\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32602,\"message\":\"tool not found\"}}\n\n",
+        ),
+        (
+            false,
+            false,
+            "text/event-stream",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32602,\"message\":\"tool not found\"}}\n\n",
+        ),
+        (
+            true,
+            false,
+            "application/json",
+            "{\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32602,\"message\":\"tool not found\"}}",
+        ),
+        (
+            true,
+            true,
+            "text/event-stream",
+            "data: \nretry: 3000\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"error\":{\"code\":-32602,\"message\":\"tool not found\"}}\n\n",
+        ),
+    ] {
+        let layer = ToolAllowListLayer::new(policy.clone()).json_response(json);
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+        assert!(svc.poll_ready().is_ready());
+        let mut r = req(None);
+        r.extensions_mut().insert(Principal::new("alice"));
+        r.extensions_mut().insert(facts_call("crash", session));
+        let resp = svc.call(r).await.unwrap();
+        assert!(
+            handle.poll_request().is_pending(),
+            "a denied call never reaches the server"
+        );
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], want_ct);
+        assert_eq!(body_bytes(resp).await, want_body);
+
+        // An allowed tool, or an unrestricted principal, passes.
+        for (who, tool) in [("alice", "add"), ("bob", "crash")] {
+            assert!(svc.poll_ready().is_ready());
+            let mut r = req(None);
+            r.extensions_mut().insert(Principal::new(who));
+            r.extensions_mut().insert(facts_call(tool, session));
+            let fut = svc.call(r);
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(Resp::new("server".into()));
+            assert_eq!(body_bytes(fut.await.unwrap()).await, "server");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn allow_list_refuses_uninspected_posts_of_restricted_principals() {
+    let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    assert!(svc.poll_ready().is_ready());
+    let mut r = req(None);
+    r.extensions_mut().insert(Principal::new("alice"));
+    let resp = svc.call(r).await.unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 500);
+    assert_eq!(body_json(resp).await["error"]["code"], -31500);
+}
+
+#[test]
+fn allow_list_from_env() {
+    let l = ToolAllowListLayer::from_lookup(|k| {
+        (k == "MCP_TOOL_ALLOW").then(|| "alice:add,echo;bob:*".to_owned())
+    })
+    .unwrap();
+    assert!(l.policy().allows("alice", "echo"));
+    assert!(!l.policy().allows("alice", "slow"));
+    let e = ToolAllowListLayer::from_lookup(|_| Some("alice".to_owned())).unwrap_err();
+    assert_eq!(e.setting(), "MCP_TOOL_ALLOW");
+    assert!(
+        ToolAllowListLayer::from_lookup(|_| None)
+            .unwrap()
+            .policy()
+            .is_empty()
+    );
+}
+
+#[test]
+fn services_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let svc = tower::service_fn(|_r: Req| async { Ok::<_, BoxError>(Resp::new(String::new())) });
+    check(&auth().layer(svc));
+    check(&InjectBearerLayer::new(Secret::new("t")).layer(svc));
+    check(&ToolAllowListLayer::new(AllowPolicy::new()).layer(svc));
+    check(&auth());
+    let _ = Poll::<()>::Pending;
+}
+
+#[test]
+fn the_principal_is_recorded_in_the_request_span() {
+    use futures_util::FutureExt;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let svc = auth().layer(tower::service_fn(|_r: Req| async {
+            tracing::info!("inside the tool");
+            Ok::<_, BoxError>(Resp::new(String::new()))
+        }));
+        let span = tracing::info_span!("request", principal = tracing::field::Empty);
+        let _g = span.enter();
+        let resp = svc
+            .oneshot(req(Some("Bearer bob-tok")))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("request{principal=bob}: ") || log.contains("request{principal=\"bob\"}"),
+        "{log}"
+    );
+    assert!(log.contains("inside the tool"), "{log}");
+}
