@@ -1,1 +1,151 @@
-//! tower-armor-sse: in progress.
+//! SSE-safe pass-through for MCP services: stream headers, keep-alive comments at event
+//! boundaries, an idle timeout for long-lived streams, and graceful shutdown of open streams.
+//!
+//! For every `text/event-stream` answer, [`SseLayer`]:
+//! - sets `Cache-Control: no-cache` (unless it already says `no-cache` / `no-store`) and
+//!   `X-Accel-Buffering: no` (nginx and compatible proxies stop buffering), and removes
+//!   `Content-Length`;
+//! - forwards every frame as it arrives: no coalescing, no buffering;
+//! - never strips a `Content-Encoding` (that corrupts the stream): a compressed SSE answer is
+//!   logged as an error instead (exclude SSE from compression: see [`compression`]);
+//! - **keep-alive**: when no frame has been sent for N seconds (default 15,
+//!   `MCP_SSE_KEEPALIVE_SECONDS`, `0` = off), sends the SSE comment `:\n\n`, only at an event
+//!   boundary, never inside a partly sent event (tracked with
+//!   [`SseParser::at_boundary`](tower_armor_mcp::sse::SseParser::at_boundary)). The timer is one
+//!   `tokio::time::Sleep` per stream, reset in place: no allocation per frame;
+//! - **idle timeout** (`MCP_SSE_IDLE_TIMEOUT_SECONDS`, default off): ends a *long-lived* stream
+//!   (2025-11-25 GET listen stream, 2026-07-28 `subscriptions/listen`) that carried no data event
+//!   for M seconds (comments, ours or the server's, do not count), at an event boundary. Never
+//!   applied to call streams: under 2026-07-28 closing one cancels the call. M must be longer
+//!   than the keep-alive interval;
+//! - **shutdown**: [`SseShutdown`] ends every open stream at its next event boundary, so that a
+//!   server's graceful shutdown does not wait forever on open streams.
+//!
+//! Other answers pass through untouched.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_armor_sse::SseLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = SseLayer::builder()
+//!     .keep_alive(Some(Duration::from_secs(15)))
+//!     .idle_timeout(Some(Duration::from_secs(300)))
+//!     .build()
+//!     .unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service_fn(|_req: Request<()>| async {
+//!         let body = Full::new(Bytes::from_static(b"data: {}\n\n"));
+//!         Ok::<_, Infallible>(
+//!             Response::builder()
+//!                 .header("content-type", "text/event-stream")
+//!                 .header("content-length", "10")
+//!                 .body(body)
+//!                 .unwrap(),
+//!         )
+//!     });
+//!
+//! let resp = svc.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(resp.headers()["x-accel-buffering"], "no");
+//! assert_eq!(resp.headers()["cache-control"], "no-cache");
+//! assert!(resp.headers().get("content-length").is_none());
+//! let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(bytes, "data: {}\n\n");
+//! # }
+//! ```
+//!
+//! # Ordering
+//!
+//! Right inside correlation-id and outside everything that may buffer or answer (DESIGN §4):
+//!
+//! ```text
+//! correlation-id → SseLayer → bearer-auth → McpInspectLayer → allow-list → rate-limit → rescue
+//!     → circuit-breaker → retry → bulkhead → timeout → MCP service
+//! ```
+//!
+//! Outside the inspector, the layer tells long-lived streams from calls by their headers (a GET
+//! without `Last-Event-ID`; a POST with `Mcp-Method: subscriptions/listen`, which the inspector
+//! checks against the body); if the inspector runs outside it, its
+//! [`McpRequest`](tower_armor_mcp::McpRequest) is used. A compression layer, if any, goes outside
+//! this one with SSE excluded (see [`compression`]). This layer is one of the three that write
+//! into a stream (DESIGN §5): keep-alive comments only, at event boundaries.
+//!
+//! The response body type becomes [`SseBody<B>`](SseBody) (`B: Body<Data = Bytes>`); the
+//! inner error type is kept.
+//!
+//! # Errors
+//!
+//! The layer never fails and never answers by itself; the inner service's error and body errors
+//! pass through unchanged. Configuration is checked once: [`SseLayerBuilder::build`] and
+//! [`SseLayer::from_env`] return a [`ConfigError`] (naming the variable) for a zero interval,
+//! a non-numeric variable, or an idle timeout not longer than the keep-alive interval.
+//!
+//! # Timers
+//!
+//! Keep-alive, idle and shutdown-grace timers run on tokio's timer: the runtime serving the
+//! answer must have time enabled (axum's does), and paused time controls them in tests.
+//!
+//! # CORS for browser clients
+//!
+//! A browser MCP client can only read the headers a CORS response exposes. Expose at least
+//! `Mcp-Session-Id` (2025-11-25 sessions), `WWW-Authenticate` (the 401 challenge and its
+//! `resource_metadata`), `Retry-After` (429/503) and `x-request-id` (the correlation id), and
+//! allow the request headers MCP uses. With tower-http's `CorsLayer` (outermost, before
+//! correlation-id, so preflights are answered before anything else):
+//!
+//! ```ignore
+//! use http::{HeaderName, Method, header};
+//! use tower_http::cors::{AllowOrigin, CorsLayer};
+//!
+//! let cors = CorsLayer::new()
+//!     .allow_origin(AllowOrigin::list(["https://app.example.com".parse().unwrap()]))
+//!     .allow_methods([Method::GET, Method::POST, Method::DELETE])
+//!     .allow_headers([
+//!         header::AUTHORIZATION,
+//!         header::CONTENT_TYPE,
+//!         header::ACCEPT,
+//!         HeaderName::from_static("mcp-protocol-version"),
+//!         HeaderName::from_static("mcp-session-id"),
+//!         HeaderName::from_static("mcp-method"),
+//!         HeaderName::from_static("mcp-name"),
+//!         HeaderName::from_static("last-event-id"),
+//!         HeaderName::from_static("x-request-id"),
+//!         HeaderName::from_static("traceparent"),
+//!         HeaderName::from_static("tracestate"),
+//!     ])
+//!     .expose_headers([
+//!         HeaderName::from_static("mcp-session-id"),
+//!         header::WWW_AUTHENTICATE,
+//!         header::RETRY_AFTER,
+//!         HeaderName::from_static("x-request-id"),
+//!     ]);
+//! ```
+//!
+//! List origins explicitly (a wildcard origin cannot be combined with credentials, and an MCP
+//! endpoint reachable from any page invites DNS-rebinding attacks; rmcp also checks `Host`).
+//! The bearer-auth layer must let `OPTIONS` preflights through (its default exemption).
+
+mod body;
+pub mod compression;
+pub mod error;
+pub mod future;
+mod layer;
+mod policy;
+mod service;
+mod shutdown;
+
+pub use self::body::{KEEP_ALIVE_COMMENT, SseBody};
+pub use self::error::ConfigError;
+pub use self::layer::{ENV_IDLE_TIMEOUT, ENV_KEEPALIVE, SseLayer, SseLayerBuilder};
+pub use self::policy::{X_ACCEL_BUFFERING, is_event_stream, is_long_lived, prepare_sse_headers};
+pub use self::service::Sse;
+pub use self::shutdown::SseShutdown;

@@ -1,0 +1,233 @@
+//! Correlation ids: reading an incoming `x-request-id` (validated, never trusted verbatim) and
+//! generating new ones (UUID version 7: time-ordered, 74 random bits).
+//!
+//! Pure code: no runtime.
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tower_armor_mcp::{CorrelationId, InvalidCorrelationId};
+
+use crate::random;
+
+/// The default correlation header, `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Length of a generated id (a hyphenated UUID).
+pub const GENERATED_LEN: usize = 36;
+
+/// What a request's correlation header held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncomingId {
+    /// A valid id (1–128 characters of `[A-Za-z0-9._:-]`), taken as is.
+    Accepted(CorrelationId),
+    /// No header.
+    Missing,
+    /// A header that is not a valid id: refused, never echoed or logged verbatim.
+    Rejected(RejectedId),
+}
+
+/// Why an incoming id was refused, and how long it was (the only facts about it that are safe to
+/// log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectedId {
+    /// Length in bytes of the (first) value.
+    pub len: usize,
+    /// Why it was refused.
+    pub reason: RejectReason,
+}
+
+/// Why an incoming id was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The value breaks [`CorrelationId::parse`]'s rules.
+    Invalid(InvalidCorrelationId),
+    /// The header came more than once (which one would be the id?).
+    Multiple,
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Invalid(e) => fmt::Display::fmt(e, f),
+            RejectReason::Multiple => f.write_str("header sent more than once"),
+        }
+    }
+}
+
+/// Reads the correlation header `name` of a request.
+pub fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> IncomingId {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return IncomingId::Missing;
+    };
+    let len = first.len();
+    if values.next().is_some() {
+        return IncomingId::Rejected(RejectedId {
+            len,
+            reason: RejectReason::Multiple,
+        });
+    }
+    match CorrelationId::parse(first.as_bytes()) {
+        Ok(id) => IncomingId::Accepted(id),
+        Err(e) => IncomingId::Rejected(RejectedId {
+            len,
+            reason: RejectReason::Invalid(e),
+        }),
+    }
+}
+
+/// Writes a new UUID version 7 (48-bit Unix milliseconds, then 74 random bits) into `out`, in
+/// the usual lowercase hyphenated form, and returns it as text.
+pub fn generate_into(out: &mut [u8; GENERATED_LEN]) -> &str {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let r1 = random::next_u64();
+    let r2 = random::next_u64();
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    b[6] = 0x70 | ((r1 >> 8) as u8 & 0x0f);
+    b[7] = r1 as u8;
+    b[8] = 0x80 | ((r1 >> 16) as u8 & 0x3f);
+    b[9] = (r1 >> 24) as u8;
+    b[10..].copy_from_slice(&r2.to_be_bytes()[..6]);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0x0f)];
+        o += 2;
+    }
+    // Only hex digits and '-'.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// A new correlation id (UUID version 7).
+pub fn generate() -> CorrelationId {
+    let mut buf = [0u8; GENERATED_LEN];
+    from_generated(generate_into(&mut buf))
+}
+
+fn from_generated(s: &str) -> CorrelationId {
+    // 36 characters of hex digits and '-': always within the rules.
+    CorrelationId::parse(s.as_bytes()).expect("a generated UUID is a valid correlation id")
+}
+
+/// A new correlation id and its header value, made from one generated string. The header value
+/// shares the id's bytes, so its clones (request header, echo) allocate nothing.
+pub(crate) fn generate_with_header() -> (CorrelationId, HeaderValue) {
+    let mut buf = [0u8; GENERATED_LEN];
+    let id = from_generated(generate_into(&mut buf));
+    (id.clone(), header_value(id))
+}
+
+struct IdBytes(CorrelationId);
+
+impl AsRef<[u8]> for IdBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_str().as_bytes()
+    }
+}
+
+/// The id as a header value sharing its bytes.
+pub(crate) fn header_value(id: CorrelationId) -> HeaderValue {
+    // A CorrelationId only holds header-safe characters.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IdBytes(id)))
+        .expect("a correlation id is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_uuid_v7() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        let s = a.as_str();
+        assert_eq!(s.len(), GENERATED_LEN);
+        let parts: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('7'), "version 7: {s}");
+        assert!(
+            matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "RFC 9562 variant: {s}"
+        );
+        // The first 48 bits are the Unix time in milliseconds.
+        let millis = u64::from_str_radix(&format!("{}{}", parts[0], parts[1]), 16).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(now.abs_diff(millis) < 60_000);
+    }
+
+    #[test]
+    fn generated_ids_sort_by_time() {
+        let a = generate();
+        std::thread::yield_now();
+        let mut later = generate();
+        // Same millisecond: order within it is random; wait for the clock to move.
+        let start = std::time::SystemTime::now();
+        while later.as_str()[..13] == a.as_str()[..13]
+            && start.elapsed().unwrap_or_default() < std::time::Duration::from_secs(1)
+        {
+            later = generate();
+        }
+        assert!(later.as_str() > a.as_str());
+    }
+
+    #[test]
+    fn incoming_ids() {
+        let name = &X_REQUEST_ID;
+        let mut h = HeaderMap::new();
+        assert_eq!(incoming_id(&h, name), IncomingId::Missing);
+        h.insert(name, HeaderValue::from_static("case-42:a.b_c"));
+        assert_eq!(
+            incoming_id(&h, name),
+            IncomingId::Accepted(CorrelationId::parse(b"case-42:a.b_c").unwrap())
+        );
+        h.insert(name, HeaderValue::from_static("bad id"));
+        assert_eq!(
+            incoming_id(&h, name),
+            IncomingId::Rejected(RejectedId {
+                len: 6,
+                reason: RejectReason::Invalid(InvalidCorrelationId::BadCharacter)
+            })
+        );
+        h.insert(name, HeaderValue::from_static(""));
+        assert!(matches!(
+            incoming_id(&h, name),
+            IncomingId::Rejected(RejectedId {
+                len: 0,
+                reason: RejectReason::Invalid(InvalidCorrelationId::Empty)
+            })
+        ));
+        h.insert(name, HeaderValue::from_bytes(&[b'a'; 129]).unwrap());
+        assert!(matches!(
+            incoming_id(&h, name),
+            IncomingId::Rejected(RejectedId {
+                len: 129,
+                reason: RejectReason::Invalid(InvalidCorrelationId::TooLong)
+            })
+        ));
+        h.insert(name, HeaderValue::from_static("one"));
+        h.append(name, HeaderValue::from_static("two"));
+        assert!(matches!(
+            incoming_id(&h, name),
+            IncomingId::Rejected(RejectedId {
+                reason: RejectReason::Multiple,
+                ..
+            })
+        ));
+    }
+}

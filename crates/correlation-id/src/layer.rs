@@ -1,0 +1,77 @@
+use http::HeaderName;
+use tower_layer::Layer;
+
+use crate::error::{self, ConfigError};
+use crate::id::X_REQUEST_ID;
+use crate::service::CorrelationIdService;
+
+/// The environment variable naming the correlation header (default `x-request-id`).
+pub const ENV_HEADER: &str = "MCP_REQUEST_ID_HEADER";
+
+/// Applies [`CorrelationIdService`]: validates or generates the request's correlation id, reads
+/// its W3C trace context, opens the request span and echoes the id on every answer. See the
+/// [crate docs](crate).
+///
+/// ```
+/// use tower_armor_correlation_id::CorrelationIdLayer;
+/// let layer = CorrelationIdLayer::new().header_name(http::HeaderName::from_static("x-case-id"));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct CorrelationIdLayer {
+    header: HeaderName,
+}
+
+impl Default for CorrelationIdLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CorrelationIdLayer {
+    /// A layer using `x-request-id`.
+    pub fn new() -> Self {
+        CorrelationIdLayer {
+            header: X_REQUEST_ID.clone(),
+        }
+    }
+
+    /// Reads the header name from `MCP_REQUEST_ID_HEADER` (unset or empty: `x-request-id`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var(ENV_HEADER) {
+            Ok(v) if !v.trim().is_empty() => Self::new().try_header_name(&v, Some(ENV_HEADER)),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Self::new()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(
+                Some(ENV_HEADER),
+                "not valid UTF-8".to_owned(),
+            )),
+        }
+    }
+
+    /// Uses `name` instead of `x-request-id` (in requests and answers).
+    pub fn header_name(mut self, name: HeaderName) -> Self {
+        self.header = name;
+        self
+    }
+
+    pub(crate) fn try_header_name(
+        self,
+        name: &str,
+        variable: Option<&'static str>,
+    ) -> Result<Self, ConfigError> {
+        Ok(self.header_name(error::header_name(name, variable)?))
+    }
+
+    /// The correlation header's name.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+}
+
+impl<S> Layer<S> for CorrelationIdLayer {
+    type Service = CorrelationIdService<S>;
+
+    fn layer(&self, inner: S) -> CorrelationIdService<S> {
+        CorrelationIdService::new(inner, self.header.clone())
+    }
+}

@@ -1,0 +1,315 @@
+//! [`SseBody`]: the response body of [`Sse`](crate::Sse).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tower_armor_mcp::sse::SseParser;
+
+use crate::layer::Shared;
+
+/// The keep-alive comment: an empty comment line, then the blank line that ends it.
+pub const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
+
+/// The parser only tracks boundaries and counts data events: a few bytes of each line are enough
+/// (field names are short), so memory per stream stays small however large events are.
+const PARSER_MAX_EVENT: usize = 256;
+
+pin_project! {
+    /// The body of an answer that went through [`Sse`](crate::Sse): other answers pass through
+    /// untouched; `text/event-stream` answers are forwarded frame by frame as they arrive (no
+    /// coalescing, no buffering), with keep-alive comments inserted at event boundaries, the
+    /// idle timeout of long-lived streams, and the end on shutdown.
+    pub struct SseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Passthrough {
+            #[pin]
+            body: B,
+        },
+        Stream {
+            #[pin]
+            body: B,
+            // Created on first need, then reset in place: no allocation per frame.
+            #[pin]
+            sleep: Option<Sleep>,
+            #[pin]
+            shutdown: WaitForCancellationFutureOwned,
+            state: State,
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Shut down while inside an event: forwarding until its end, at most until the instant.
+    Draining(Instant),
+    Done,
+}
+
+struct State {
+    parser: SseParser,
+    shared: Arc<Shared>,
+    long_lived: bool,
+    started: bool,
+    keep_alive_due: Option<Instant>,
+    idle_due: Option<Instant>,
+    /// The idle timeout passed inside an event: end at the next boundary unless data came.
+    idle_overdue: bool,
+    /// The deadline the sleep is set to and has not fired at yet.
+    armed: Option<Instant>,
+    phase: Phase,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl State {
+    fn start(&mut self) {
+        self.started = true;
+        let now = Instant::now();
+        self.keep_alive_due = self.shared.keep_alive.map(|d| now + d);
+        if self.long_lived {
+            self.idle_due = self.shared.idle_timeout.map(|d| now + d);
+        }
+    }
+
+    fn on_data(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let mut data_event = false;
+        self.parser.feed(data, |_| data_event = true);
+        let idle = if data_event && self.long_lived {
+            self.shared.idle_timeout
+        } else {
+            None
+        };
+        if self.shared.keep_alive.is_some() || idle.is_some() {
+            let now = Instant::now();
+            self.keep_alive_due = self.shared.keep_alive.map(|d| now + d);
+            if let Some(idle) = idle {
+                self.idle_due = Some(now + idle);
+                self.idle_overdue = false;
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Draining(cut) => Some(cut),
+            Phase::Done => None,
+            Phase::Running => match (self.keep_alive_due, self.idle_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    fn finish<E>(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        self.phase = Phase::Done;
+        tracing::debug!(reason = why, "SSE stream ended by the layer");
+        Poll::Ready(None)
+    }
+}
+
+impl<B> SseBody<B> {
+    pub(crate) fn passthrough(body: B) -> Self {
+        SseBody {
+            kind: Kind::Passthrough { body },
+        }
+    }
+
+    pub(crate) fn stream(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        let shutdown = shared.shutdown.clone().cancelled_owned();
+        SseBody {
+            kind: Kind::Stream {
+                body,
+                sleep: None,
+                shutdown,
+                state: State {
+                    parser: SseParser::new(PARSER_MAX_EVENT),
+                    shared,
+                    long_lived,
+                    started: false,
+                    keep_alive_due: None,
+                    idle_due: None,
+                    idle_overdue: false,
+                    armed: None,
+                    phase: Phase::Running,
+                },
+            },
+        }
+    }
+
+    /// Whether the answer is an SSE stream handled by the layer (not passed through).
+    pub fn is_stream(&self) -> bool {
+        matches!(self.kind, Kind::Stream { .. })
+    }
+}
+
+impl<B> fmt::Debug for SseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Passthrough { .. } => f.write_str("SseBody::Passthrough"),
+            Kind::Stream { state, .. } => f
+                .debug_struct("SseBody::Stream")
+                .field("long_lived", &state.long_lived)
+                .field("phase", &state.phase)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<B> Body for SseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { body } => body.poll_frame(cx),
+            KindProj::Stream {
+                mut body,
+                mut sleep,
+                mut shutdown,
+                state,
+            } => {
+                if state.phase == Phase::Done {
+                    return Poll::Ready(None);
+                }
+                if !state.started {
+                    state.start();
+                }
+                loop {
+                    if state.phase == Phase::Running && state.shared.shutdown.is_cancelled() {
+                        if state.parser.at_boundary() {
+                            return state.finish("shutdown");
+                        }
+                        state.phase = Phase::Draining(Instant::now() + state.shared.shutdown_grace);
+                    }
+                    match body.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Some(data) = frame.data_ref() {
+                                state.on_data(data);
+                            }
+                            let draining = matches!(state.phase, Phase::Draining(_));
+                            if (draining || state.idle_overdue) && state.parser.at_boundary() {
+                                // The event in flight is complete: this frame is the last.
+                                state.phase = Phase::Done;
+                                tracing::debug!(
+                                    reason = if draining { "shutdown" } else { "idle timeout" },
+                                    "SSE stream ended by the layer"
+                                );
+                            }
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            state.phase = Phase::Done;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        Poll::Ready(None) => {
+                            state.phase = Phase::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending => {}
+                    }
+                    if state.phase == Phase::Running && shutdown.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    let Some(deadline) = state.deadline() else {
+                        return Poll::Pending;
+                    };
+                    if state.armed != Some(deadline) {
+                        match sleep.as_mut().as_pin_mut() {
+                            Some(s) => s.reset(deadline),
+                            None => sleep.set(Some(tokio::time::sleep_until(deadline))),
+                        }
+                        state.armed = Some(deadline);
+                    }
+                    let Some(s) = sleep.as_mut().as_pin_mut() else {
+                        return Poll::Pending;
+                    };
+                    if s.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Fired: everything due at or before the deadline is due now.
+                    state.armed = None;
+                    match state.phase {
+                        Phase::Draining(_) => {
+                            tracing::warn!(
+                                "SSE stream still inside an event when the shutdown grace ran \
+                                 out; cut (the client drops the unfinished event)"
+                            );
+                            return state.finish("shutdown grace elapsed");
+                        }
+                        Phase::Done => return Poll::Ready(None),
+                        Phase::Running => {}
+                    }
+                    let at_boundary = state.parser.at_boundary();
+                    if state.idle_due.is_some_and(|t| t <= deadline) {
+                        if at_boundary {
+                            return state.finish("idle timeout");
+                        }
+                        // Inside an event: end at its end, unless it carries data (which
+                        // restarts the idle clock).
+                        state.idle_due = None;
+                        state.idle_overdue = true;
+                    }
+                    if state.keep_alive_due.is_some_and(|t| t <= deadline) {
+                        if at_boundary {
+                            state.keep_alive_due = state
+                                .shared
+                                .keep_alive
+                                .map(|d| deadline.max(Instant::now()) + d);
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                                KEEP_ALIVE_COMMENT,
+                            )))));
+                        }
+                        // Never inside an event: the next frame restarts the keep-alive clock.
+                        state.keep_alive_due = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Stream { body, state, .. } => state.phase == Phase::Done || body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } => body.size_hint(),
+            // Keep-alive comments may be added: the length is never known.
+            Kind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}

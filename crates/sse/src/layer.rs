@@ -1,0 +1,286 @@
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+use crate::service::Sse;
+use crate::shutdown::SseShutdown;
+
+/// The keep-alive interval variable (whole seconds, `0` = off, default 15).
+pub const ENV_KEEPALIVE: &str = "MCP_SSE_KEEPALIVE_SECONDS";
+/// The idle timeout variable for long-lived streams (whole seconds, unset or `0` = off).
+pub const ENV_IDLE_TIMEOUT: &str = "MCP_SSE_IDLE_TIMEOUT_SECONDS";
+
+/// Settings and state shared by every clone of the layer and its services.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) open: AtomicUsize,
+}
+
+/// Applies [`Sse`]: stream headers, keep-alive comments at event boundaries, the idle timeout of
+/// long-lived streams and graceful shutdown. See the [crate docs](crate).
+///
+/// Every clone, and every service it makes, shares one configuration and one shutdown signal.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_armor_sse::SseLayer;
+///
+/// let layer = SseLayer::builder()
+///     .keep_alive(Some(Duration::from_secs(10)))
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .build()
+///     .unwrap();
+/// let shutdown = layer.shutdown_handle();
+/// # let _ = shutdown;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SseLayer {
+    shared: Arc<Shared>,
+}
+
+impl Default for SseLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SseLayer {
+    /// The default keep-alive interval: 15 s.
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+    /// The default shutdown grace: 5 s.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// The defaults: keep-alive every 15 s, no idle timeout, 5 s shutdown grace.
+    pub fn new() -> Self {
+        SseLayerBuilder::default()
+            .build()
+            .expect("the defaults are valid")
+    }
+
+    /// A builder for other settings.
+    pub fn builder() -> SseLayerBuilder {
+        SseLayerBuilder::default()
+    }
+
+    /// Reads `MCP_SSE_KEEPALIVE_SECONDS` (default 15, `0` = off) and
+    /// `MCP_SSE_IDLE_TIMEOUT_SECONDS` (default off, `0` = off); the idle timeout must be longer
+    /// than the keep-alive interval.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::var)
+    }
+
+    fn from_vars(
+        var: impl Fn(&'static str) -> Result<String, std::env::VarError>,
+    ) -> Result<Self, ConfigError> {
+        let keep_alive = match env_seconds(ENV_KEEPALIVE, &var)? {
+            None => Some(Self::DEFAULT_KEEP_ALIVE),
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
+        let idle = match env_seconds(ENV_IDLE_TIMEOUT, &var)? {
+            None | Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
+        Self::builder()
+            .keep_alive(keep_alive)
+            .idle_timeout(idle)
+            .build()
+    }
+
+    /// A handle that ends every open stream of this layer (see [`SseShutdown`]).
+    pub fn shutdown_handle(&self) -> SseShutdown {
+        SseShutdown::new(Arc::clone(&self.shared))
+    }
+
+    /// The keep-alive interval (`None`: off).
+    pub fn keep_alive(&self) -> Option<Duration> {
+        self.shared.keep_alive
+    }
+
+    /// The idle timeout of long-lived streams (`None`: off).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.shared.idle_timeout
+    }
+}
+
+fn env_seconds(
+    variable: &'static str,
+    var: &impl Fn(&'static str) -> Result<String, std::env::VarError>,
+) -> Result<Option<u64>, ConfigError> {
+    match var(variable) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ConfigError::NotSeconds { variable, value: v }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(ConfigError::NotSeconds {
+            variable,
+            value: v.to_string_lossy().into_owned(),
+        }),
+    }
+}
+
+impl<S> Layer<S> for SseLayer {
+    type Service = Sse<S>;
+
+    fn layer(&self, inner: S) -> Sse<S> {
+        Sse::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Builds an [`SseLayer`]; settings are checked together by [`build`](Self::build).
+#[derive(Clone, Debug)]
+pub struct SseLayerBuilder {
+    keep_alive: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    shutdown_grace: Duration,
+}
+
+impl Default for SseLayerBuilder {
+    fn default() -> Self {
+        SseLayerBuilder {
+            keep_alive: Some(SseLayer::DEFAULT_KEEP_ALIVE),
+            idle_timeout: None,
+            shutdown_grace: SseLayer::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl SseLayerBuilder {
+    /// Sends an SSE comment (`:\n\n`) when no frame has been sent for this long, at an event
+    /// boundary only; `None` turns keep-alive off. Default 15 s.
+    pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Ends a long-lived stream (GET listen, `subscriptions/listen`) that carried no data event
+    /// for this long (comments do not count), at an event boundary. Never applies to call
+    /// streams. Must be longer than the keep-alive interval. Default: off.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// After a shutdown, how long a stream caught in the middle of an event may take to reach its
+    /// end before it is cut anyway (an SSE client drops an unterminated event). Default 5 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<SseLayer, ConfigError> {
+        if self.keep_alive == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero {
+                setting: "keep_alive",
+            });
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero {
+                setting: "idle_timeout",
+            });
+        }
+        if let (Some(idle), Some(keep_alive)) = (self.idle_timeout, self.keep_alive)
+            && idle <= keep_alive
+        {
+            return Err(ConfigError::IdleNotAboveKeepAlive { idle, keep_alive });
+        }
+        Ok(SseLayer {
+            shared: Arc::new(Shared {
+                keep_alive: self.keep_alive,
+                idle_timeout: self.idle_timeout,
+                shutdown_grace: self.shutdown_grace,
+                shutdown: CancellationToken::new(),
+                open: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_validated_together() {
+        let s = |secs| Some(Duration::from_secs(secs));
+        assert!(SseLayer::builder().build().is_ok());
+        assert!(SseLayer::builder().idle_timeout(s(16)).build().is_ok());
+        assert_eq!(
+            SseLayer::builder().idle_timeout(s(15)).build().unwrap_err(),
+            ConfigError::IdleNotAboveKeepAlive {
+                idle: Duration::from_secs(15),
+                keep_alive: Duration::from_secs(15)
+            }
+        );
+        assert!(
+            SseLayer::builder()
+                .keep_alive(None)
+                .idle_timeout(s(1))
+                .build()
+                .is_ok()
+        );
+        assert!(matches!(
+            SseLayer::builder().keep_alive(s(0)).build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        let e = SseLayer::builder()
+            .keep_alive(s(30))
+            .idle_timeout(s(10))
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains(ENV_IDLE_TIMEOUT), "{e}");
+    }
+
+    #[test]
+    fn environment_is_read_and_validated() {
+        use std::env::VarError;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &'static str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+                    .ok_or(VarError::NotPresent)
+            }
+        };
+        let l = SseLayer::from_vars(env(&[])).unwrap();
+        assert_eq!(l.keep_alive(), Some(Duration::from_secs(15)));
+        assert_eq!(l.idle_timeout(), None);
+        let l = SseLayer::from_vars(env(&[(ENV_KEEPALIVE, "0"), (ENV_IDLE_TIMEOUT, "5")])).unwrap();
+        assert_eq!(l.keep_alive(), None);
+        assert_eq!(l.idle_timeout(), Some(Duration::from_secs(5)));
+        let l =
+            SseLayer::from_vars(env(&[(ENV_KEEPALIVE, " 20 "), (ENV_IDLE_TIMEOUT, "0")])).unwrap();
+        assert_eq!(l.keep_alive(), Some(Duration::from_secs(20)));
+        assert_eq!(l.idle_timeout(), None);
+        let e = SseLayer::from_vars(env(&[(ENV_KEEPALIVE, "15s")])).unwrap_err();
+        assert!(e.to_string().starts_with(ENV_KEEPALIVE), "{e}");
+        let e = SseLayer::from_vars(env(&[(ENV_IDLE_TIMEOUT, "-1")])).unwrap_err();
+        assert!(e.to_string().starts_with(ENV_IDLE_TIMEOUT), "{e}");
+        let e = SseLayer::from_vars(env(&[(ENV_IDLE_TIMEOUT, "10")])).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::IdleNotAboveKeepAlive { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn clones_share_one_shutdown() {
+        let layer = SseLayer::new();
+        let clone = layer.clone();
+        layer.shutdown_handle().shutdown();
+        assert!(clone.shutdown_handle().is_shutdown());
+    }
+}

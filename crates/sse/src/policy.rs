@@ -1,0 +1,146 @@
+//! Pure decisions: which answers are SSE, which requests open long-lived streams, and the header
+//! fixes for SSE answers.
+
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use tower_armor_mcp::McpRequest;
+use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD};
+
+/// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Whether an answer's `Content-Type` is `text/event-stream` (any parameters, any case).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .map(|v| {
+            let b = v.as_bytes();
+            let end = b.iter().position(|&c| c == b';').unwrap_or(b.len());
+            b[..end]
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"text/event-stream")
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a request opens a long-lived stream (a 2025-11-25 GET listen stream or a 2026-07-28
+/// `subscriptions/listen` POST): the only streams the idle timeout applies to.
+///
+/// Uses the inspector's [`McpRequest`] when it is in the extensions (inspect placed outside this
+/// layer). Otherwise, as in the documented order where this layer is outside the inspector, the
+/// headers tell: a GET without `Last-Event-ID` (a GET with it resumes a call), or a POST with
+/// `Mcp-Method: subscriptions/listen` (which the inspector, further in, checks against the body:
+/// a mismatch is answered 400 before any stream opens).
+pub fn is_long_lived<B>(req: &Request<B>) -> bool {
+    if let Some(facts) = req.extensions().get::<McpRequest>() {
+        return facts.is_long_lived();
+    }
+    match *req.method() {
+        http::Method::GET => !req.headers().contains_key(&LAST_EVENT_ID),
+        http::Method::POST => req
+            .headers()
+            .get(&MCP_METHOD)
+            .is_some_and(|v| v.as_bytes() == b"subscriptions/listen"),
+        _ => false,
+    }
+}
+
+/// Makes an SSE answer's headers safe for proxies: `Cache-Control: no-cache` (unless it already
+/// says `no-cache` or `no-store`), `X-Accel-Buffering: no`, no `Content-Length`. Never touches
+/// `Content-Encoding`: returns whether one is present (a compressed stream, logged as an error by
+/// the layer).
+pub fn prepare_sse_headers(headers: &mut HeaderMap) -> bool {
+    let cache_ok = headers.get_all(CACHE_CONTROL).iter().any(|v| {
+        let b = v.as_bytes();
+        contains_ci(b, b"no-cache") || contains_ci(b, b"no-store")
+    });
+    if !cache_ok {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    headers.remove(CONTENT_LENGTH);
+    headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!is_event_stream(&h));
+        for ct in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            " text/event-stream ;x=y",
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            assert!(is_event_stream(&h), "{ct}");
+        }
+        for ct in ["application/json", "text/event-streams", "text/plain"] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            assert!(!is_event_stream(&h), "{ct}");
+        }
+    }
+
+    #[test]
+    fn long_lived_from_headers() {
+        let get = Request::get("/mcp").body(()).unwrap();
+        assert!(is_long_lived(&get));
+        let resume = Request::get("/mcp")
+            .header("last-event-id", "3")
+            .body(())
+            .unwrap();
+        assert!(!is_long_lived(&resume));
+        let listen = Request::post("/mcp")
+            .header("mcp-method", "subscriptions/listen")
+            .body(())
+            .unwrap();
+        assert!(is_long_lived(&listen));
+        let call = Request::post("/mcp")
+            .header("mcp-method", "tools/call")
+            .body(())
+            .unwrap();
+        assert!(!is_long_lived(&call));
+        let plain = Request::post("/mcp").body(()).unwrap();
+        assert!(!is_long_lived(&plain));
+        // The inspector's facts win when present.
+        let mut get = Request::get("/mcp").body(()).unwrap();
+        get.extensions_mut().insert(McpRequest::new(
+            tower_armor_mcp::MessageKind::Request,
+            Some(tower_armor_mcp::Method::ToolsCall),
+            None,
+        ));
+        assert!(!is_long_lived(&get));
+    }
+
+    #[test]
+    fn headers_are_fixed_and_encoding_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("10"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        assert!(!prepare_sse_headers(&mut h));
+        assert_eq!(h[CACHE_CONTROL], "no-cache");
+        assert_eq!(h[&X_ACCEL_BUFFERING], "no");
+        assert!(h.get(CONTENT_LENGTH).is_none());
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        );
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(prepare_sse_headers(&mut h), "compressed");
+        assert_eq!(h[CACHE_CONTROL], "no-cache, no-transform", "kept");
+        assert_eq!(h[CONTENT_ENCODING], "gzip", "never stripped");
+    }
+}

@@ -1,0 +1,46 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::body::SseBody;
+use crate::future::ResponseFuture;
+use crate::layer::Shared;
+use crate::policy;
+
+/// The SSE pass-through service; see the [crate docs](crate).
+#[derive(Clone, Debug)]
+pub struct Sse<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Sse<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Sse { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Sse<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<SseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let long_lived = policy::is_long_lived(&req);
+        ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared), long_lived)
+    }
+}

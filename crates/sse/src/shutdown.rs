@@ -1,0 +1,58 @@
+//! [`SseShutdown`]: ends every open stream of a layer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::layer::Shared;
+
+/// Ends every open SSE stream of one [`SseLayer`](crate::SseLayer) (all its clones and
+/// services), cleanly: each stream ends at its next event boundary (at once if it is at one),
+/// so clients see whole events and then the end of the body. A stream caught inside an event
+/// gets the layer's shutdown grace to finish it, then is cut. Streams answered after the
+/// shutdown end at once.
+///
+/// Without it, a server's graceful shutdown (axum's `with_graceful_shutdown`) waits forever for
+/// open SSE streams. Cheap to clone; wire it to Ctrl-C / SIGTERM:
+///
+/// ```no_run
+/// # async fn serve(
+/// #     router: axum::Router,
+/// #     listener: tokio::net::TcpListener,
+/// #     layer: tower_armor_sse::SseLayer,
+/// #     ctrl_c_or_sigterm: impl std::future::Future<Output = ()> + Send + 'static,
+/// # ) {
+/// let shutdown = layer.shutdown_handle();
+/// axum::serve(listener, router)
+///     .with_graceful_shutdown(async move {
+///         ctrl_c_or_sigterm.await;
+///         shutdown.shutdown();
+///     })
+///     .await
+///     .unwrap();
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SseShutdown {
+    shared: Arc<Shared>,
+}
+
+impl SseShutdown {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        SseShutdown { shared }
+    }
+
+    /// Ends every open stream (and any answered later). Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
+
+    /// How many SSE answers of this layer are open right now (bodies not yet ended or dropped).
+    pub fn open_streams(&self) -> usize {
+        self.shared.open.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,441 @@
+//! The SSE layer against mock services and bodies, on paused time: keep-alive only at event
+//! boundaries, idle timeout only for long-lived streams, shutdown at boundaries, headers, and
+//! frames forwarded one by one.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response, header};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, advance};
+use tower::{Layer, ServiceExt, service_fn};
+use tower_armor_sse::{SseBody, SseLayer, SseShutdown};
+
+/// A body fed by the test through a channel: each message is one frame (`Err` ends it with an
+/// error).
+struct ChanBody(mpsc::UnboundedReceiver<Result<Bytes, &'static str>>);
+
+impl Body for ChanBody {
+    type Data = Bytes;
+    type Error = &'static str;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|r| r.map(Frame::data)))
+    }
+}
+
+type Tx = mpsc::UnboundedSender<Result<Bytes, &'static str>>;
+
+/// Sends the request through `layer` to a service answering with a channel body of
+/// `content_type`; returns the feeding end and the answer.
+async fn open(
+    layer: &SseLayer,
+    req: Request<()>,
+    content_type: &'static str,
+) -> (Tx, Response<SseBody<ChanBody>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let svc = layer.layer(service_fn(move |_req: Request<()>| {
+        let rx = rx.lock().unwrap().take().unwrap();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(ChanBody(rx))
+                    .unwrap(),
+            )
+        }
+    }));
+    (tx, svc.oneshot(req).await.unwrap())
+}
+
+fn get() -> Request<()> {
+    Request::get("/mcp").body(()).unwrap()
+}
+
+fn post() -> Request<()> {
+    Request::post("/mcp").body(()).unwrap()
+}
+
+fn layer(keep_alive: Option<u64>, idle: Option<u64>) -> SseLayer {
+    SseLayer::builder()
+        .keep_alive(keep_alive.map(Duration::from_secs))
+        .idle_timeout(idle.map(Duration::from_secs))
+        .build()
+        .unwrap()
+}
+
+const KA: &[u8] = b":\n\n";
+
+/// The next frame of `body` (data), `None` at its end; waits at most `within` of (paused) time.
+async fn next(
+    body: &mut Pin<Box<SseBody<ChanBody>>>,
+    within: u64,
+) -> Result<Option<Bytes>, &'static str> {
+    match tokio::time::timeout(Duration::from_secs(within), body.frame()).await {
+        Ok(Some(Ok(f))) => Ok(Some(f.into_data().unwrap())),
+        Ok(Some(Err(e))) => Err(e),
+        Ok(None) => Ok(None),
+        Err(_) => Err("no frame in time"),
+    }
+}
+
+/// Asserts that nothing comes out of `body` for `secs` (paused) seconds.
+async fn quiet(body: &mut Pin<Box<SseBody<ChanBody>>>, secs: u64) {
+    let got = tokio::time::timeout(Duration::from_secs(secs), body.frame()).await;
+    assert!(got.is_err(), "expected nothing for {secs}s, got {got:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_comes_after_the_quiet_interval() {
+    let l = layer(Some(15), None);
+    let (_tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(t0.elapsed(), Duration::from_secs(15));
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(t0.elapsed(), Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_restart_the_keep_alive_clock_and_pass_one_by_one() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    let t0 = Instant::now();
+    advance(Duration::from_secs(10)).await;
+    let frames = [
+        &b"id: 1\ndata: {\"a\":1}\n\n"[..],
+        b"data: 2\n\n",
+        b": server comment\n\n",
+    ];
+    for f in frames {
+        tx.send(Ok(Bytes::from_static(f))).unwrap();
+    }
+    // No coalescing: each frame comes out as it went in.
+    for f in frames {
+        assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), f);
+    }
+    assert_eq!(next(&mut body, 30).await.unwrap().unwrap(), KA);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(25),
+        "15 s after the last frame"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_comment_is_ever_inserted_inside_an_event() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    // An event split across frames with a long gap in the middle.
+    tx.send(Ok(Bytes::from_static(
+        b"event: message\ndata: {\"jsonrpc\"",
+    )))
+    .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"event: message\ndata: {\"jsonrpc\""[..]
+    );
+    quiet(&mut body, 120).await;
+    // A complete line is not the end of the event either.
+    tx.send(Ok(Bytes::from_static(b":\"2.0\"}\n"))).unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b":\"2.0\"}\n"[..]
+    );
+    quiet(&mut body, 120).await;
+    // A trailing \r may be half of \r\n: not a boundary yet.
+    tx.send(Ok(Bytes::from_static(b"\r"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    quiet(&mut body, 60).await;
+    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    // Now at a boundary: keep-alive 15 s after that last frame.
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(t0.elapsed(), Duration::from_secs(15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_off_sends_nothing() {
+    let l = layer(None, None);
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    quiet(&mut body, 600).await;
+    drop(tx);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_long_lived_streams_end_at_a_boundary() {
+    let l = layer(Some(15), Some(40));
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    // Comments (the server's) do not count as data.
+    tx.send(Ok(Bytes::from_static(b": ping\n\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(next(&mut body, 20).await.unwrap(), None, "idle: ended");
+    assert_eq!(t0.elapsed(), Duration::from_secs(40));
+    // And stays ended.
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+    assert!(body.is_end_stream());
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_events_restart_the_idle_clock() {
+    let l = layer(None, Some(40));
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    let t0 = Instant::now();
+    advance(Duration::from_secs(30)).await;
+    tx.send(Ok(Bytes::from_static(
+        b"data: {\"method\":\"notifications/tools/list_changed\"}\n\n",
+    )))
+    .unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    assert_eq!(next(&mut body, 60).await.unwrap(), None);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(70),
+        "40 s after the data event"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_waits_for_the_end_of_an_event() {
+    let l = layer(None, Some(40));
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id: 9\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    quiet(&mut body, 100).await;
+    tx.send(Ok(Bytes::from_static(b"data: x\n\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 60).await.unwrap(), None);
+    assert_eq!(t0.elapsed(), Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_ends_after_an_event_without_data() {
+    let l = layer(None, Some(40));
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id: 9\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    quiet(&mut body, 100).await;
+    // The event ends without data: no data came for 40 s, so the stream ends right after.
+    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+    assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"\n"[..]);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_listen_is_long_lived_too() {
+    let l = layer(None, Some(40));
+    let req = Request::post("/mcp")
+        .header("mcp-method", "subscriptions/listen")
+        .body(())
+        .unwrap();
+    let (_tx, resp) = open(&l, req, "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    assert_eq!(next(&mut body, 60).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_streams_never_time_out() {
+    let l = layer(Some(15), Some(40));
+    for req in [
+        post(),
+        Request::post("/mcp")
+            .header("mcp-method", "tools/call")
+            .body(())
+            .unwrap(),
+        // A resumed call stream (GET + Last-Event-ID) is the call, not a listen stream.
+        Request::get("/mcp")
+            .header("last-event-id", "0")
+            .body(())
+            .unwrap(),
+    ] {
+        let (_tx, resp) = open(&l, req, "text/event-stream").await;
+        let mut body = Box::pin(resp.into_body());
+        for _ in 0..20 {
+            assert_eq!(next(&mut body, 16).await.unwrap().unwrap(), KA);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_streams_at_a_boundary() {
+    let l = layer(Some(15), None);
+    let handle: SseShutdown = l.shutdown_handle();
+    let (tx_a, resp_a) = open(&l, get(), "text/event-stream").await;
+    let (tx_b, resp_b) = open(&l, post(), "text/event-stream").await;
+    let (mut a, mut b) = (Box::pin(resp_a.into_body()), Box::pin(resp_b.into_body()));
+    assert_eq!(handle.open_streams(), 2);
+    tx_a.send(Ok(Bytes::from_static(b"data: whole\n\n")))
+        .unwrap();
+    next(&mut a, 1).await.unwrap().unwrap();
+    // b is inside an event when the shutdown comes.
+    tx_b.send(Ok(Bytes::from_static(b"data: par"))).unwrap();
+    next(&mut b, 1).await.unwrap().unwrap();
+
+    handle.shutdown();
+    assert!(handle.is_shutdown());
+    assert_eq!(
+        next(&mut a, 1).await.unwrap(),
+        None,
+        "at a boundary: ends at once"
+    );
+    quiet(&mut b, 2).await;
+    tx_b.send(Ok(Bytes::from_static(b"tial\n\n"))).unwrap();
+    assert_eq!(next(&mut b, 1).await.unwrap().unwrap(), &b"tial\n\n"[..]);
+    assert_eq!(next(&mut b, 1).await.unwrap(), None, "then ends");
+    drop((a, b));
+    assert_eq!(handle.open_streams(), 0);
+
+    // Answered after the shutdown: ends at once.
+    let (_tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut c = Box::pin(resp.into_body());
+    assert_eq!(next(&mut c, 1).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cuts_a_stuck_event_after_the_grace() {
+    let l = SseLayer::builder()
+        .shutdown_grace(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (_tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    _tx.send(Ok(Bytes::from_static(b"data: stuck"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    let t0 = Instant::now();
+    l.shutdown_handle().shutdown();
+    assert_eq!(next(&mut body, 10).await.unwrap(), None);
+    assert_eq!(t0.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_answers_pass_through() {
+    let l = layer(Some(15), Some(40));
+    let (tx, resp) = open(&l, get(), "application/json").await;
+    assert!(resp.headers().get("x-accel-buffering").is_none());
+    assert!(resp.headers().get(header::CACHE_CONTROL).is_none());
+    let mut body = Box::pin(resp.into_body());
+    assert!(!body.is_stream());
+    quiet(&mut body, 100).await;
+    l.shutdown_handle().shutdown();
+    tx.send(Ok(Bytes::from_static(b"{}"))).unwrap();
+    assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"{}"[..]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn body_errors_pass_through() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Err("reset")).unwrap();
+    assert_eq!(next(&mut body, 1).await, Err("reset"));
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sse_headers_are_set_with_a_mock_service() {
+    let (mut mock, mut handle) =
+        tower_test::mock::spawn_layer::<Request<()>, Response<String>, _>(SseLayer::new());
+    tokio::spawn(async move {
+        let (_req, send) = handle.next_request().await.unwrap();
+        send.send_response(
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+                .header(header::CONTENT_LENGTH, "10")
+                .header(header::CACHE_CONTROL, "private")
+                .body("data: x\n\n".to_owned())
+                .unwrap(),
+        );
+    });
+    assert!(mock.poll_ready().is_ready());
+    let resp = mock.call(get()).await.unwrap();
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
+    assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "data: x\n\n");
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn compressed_sse_is_logged_and_left_alone() {
+    let cap = Capture::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(cap.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let svc = SseLayer::new().layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    b"\x1f\x8b...",
+                )))
+                .unwrap(),
+        )
+    }));
+    let resp = svc.oneshot(get()).await.unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, &b"\x1f\x8b..."[..], "bytes untouched");
+    let out = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+    assert!(out.contains("ERROR") && out.contains("compressed"), "{out}");
+}
+
+#[test]
+fn layer_and_services_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone>(_: &T) {}
+    let l = SseLayer::new();
+    check(&l);
+    check(&l.shutdown_handle());
+    check(&l.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    })));
+    let _ = HeaderValue::from_static("x");
+    let _ = FutureExt::now_or_never(async {});
+}
