@@ -1,0 +1,131 @@
+//! Configuration errors and the environment variables read by
+//! [`Builder::from_env`](crate::Builder::from_env).
+
+use std::fmt;
+
+/// `MCP_RATE_LIMIT_PER_MINUTE`: requests per minute per key (positive integer; default 120).
+pub const ENV_PER_MINUTE: &str = "MCP_RATE_LIMIT_PER_MINUTE";
+/// `MCP_RATE_LIMIT_BURST`: the largest burst (positive integer; default: the per-minute value).
+pub const ENV_BURST: &str = "MCP_RATE_LIMIT_BURST";
+/// `MCP_RATE_LIMIT_KEY`: `principal` (default), `ip`, `global` or `header:<Header-Name>`.
+pub const ENV_KEY: &str = "MCP_RATE_LIMIT_KEY";
+/// `MCP_RATE_LIMIT_TRUSTED_PROXIES`: comma-separated addresses / networks whose
+/// `X-Forwarded-For` is believed (default: none).
+pub const ENV_TRUSTED_PROXIES: &str = "MCP_RATE_LIMIT_TRUSTED_PROXIES";
+/// `MCP_RATE_LIMIT_MAX_KEYS`: the most keys held in memory (positive integer; default 100000).
+pub const ENV_MAX_KEYS: &str = "MCP_RATE_LIMIT_MAX_KEYS";
+/// `MCP_RATE_LIMIT_TOOLS`: per-tool quotas per key, `name:per_minute` pairs separated by commas
+/// (`expensive:10,slow:30`; default: none).
+pub const ENV_TOOLS: &str = "MCP_RATE_LIMIT_TOOLS";
+
+/// Every variable [`Builder::from_env`](crate::Builder::from_env) reads.
+pub const ENV_VARS: [&str; 6] = [
+    ENV_PER_MINUTE,
+    ENV_BURST,
+    ENV_KEY,
+    ENV_TRUSTED_PROXIES,
+    ENV_MAX_KEYS,
+    ENV_TOOLS,
+];
+
+/// The default of [`ENV_PER_MINUTE`].
+pub const DEFAULT_PER_MINUTE: u32 = 120;
+/// The default of [`ENV_MAX_KEYS`] and [`Builder::max_keys`](crate::Builder::max_keys).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// A setting was invalid. The message names the setting: the environment variable, or the
+/// builder method / rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: String,
+    reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The setting: an environment variable name, a builder method or a rule name.
+    pub fn setting(&self) -> &str {
+        &self.setting
+    }
+
+    /// What was wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A positive integer.
+pub(crate) fn positive<T>(var: &str, value: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match value.trim().parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(ConfigError::new(
+            var,
+            format!("expected a positive whole number, got {value:?}"),
+        )),
+    }
+}
+
+/// `name:per_minute[,name:per_minute]`.
+pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, n) = pair.rsplit_once(':').ok_or_else(|| {
+                ConfigError::new(var, format!("expected name:per_minute pairs, got {pair:?}"))
+            })?;
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(ConfigError::new(
+                    var,
+                    format!("empty tool name in {pair:?}"),
+                ));
+            }
+            Ok((name.to_owned(), positive::<u32>(var, n)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_tool_lists() {
+        assert_eq!(positive::<u32>("V", " 12 "), Ok(12));
+        let e = positive::<u32>("V", "0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"V: expected a positive whole number, got "0""#
+        );
+        assert!(positive::<u32>("V", "-1").is_err());
+        assert!(positive::<u32>("V", "1.5").is_err());
+        assert!(positive::<usize>("V", "x").is_err());
+        assert_eq!(
+            tool_quotas("T", "expensive:10, slow:30,").unwrap(),
+            vec![("expensive".to_owned(), 10), ("slow".to_owned(), 30)]
+        );
+        assert_eq!(tool_quotas("T", "").unwrap(), vec![]);
+        assert_eq!(tool_quotas("T", "x").unwrap_err().setting(), "T");
+        assert!(tool_quotas("T", ":3").is_err());
+        assert!(tool_quotas("T", "x:0").is_err());
+    }
+}

@@ -1,0 +1,558 @@
+//! Who a request counts against: [`KeyBy`] chooses, [`ClientKey`] is the answer.
+//!
+//! Pure logic (no runtime): the client-IP rule behind trusted proxies, `X-Forwarded-For` /
+//! `Forwarded` parsing, IPv6 prefix grouping and header digests.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+use tower_armor_mcp::Principal;
+
+/// How requests are grouped into quotas.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum KeyBy {
+    /// The authenticated [`Principal`] (put into request extensions by bearer-auth); a request
+    /// without one counts against its peer IP. The default.
+    #[default]
+    Principal,
+    /// The value of a request header (for example `X-Api-Key`); a request without it counts
+    /// against its peer IP. The value is stored and logged only as a truncated SHA-256 digest.
+    /// The header is believed as sent: use this only behind something that validates it.
+    Header(HeaderName),
+    /// The peer IP, from the connection (`ConnectInfo<SocketAddr>`), or from `X-Forwarded-For` /
+    /// `Forwarded` when the peer is a trusted proxy (see [`TrustedProxies`]).
+    Ip,
+    /// One quota shared by every request.
+    Global,
+}
+
+impl KeyBy {
+    /// Parses the `MCP_RATE_LIMIT_KEY` syntax: `principal`, `ip`, `global` or
+    /// `header:<Header-Name>`.
+    pub fn parse(s: &str) -> Result<KeyBy, String> {
+        let s = s.trim();
+        if let Some(name) = strip_prefix_ignore_case(s, "header:") {
+            let name = name.trim();
+            return HeaderName::from_bytes(name.as_bytes())
+                .map(KeyBy::Header)
+                .map_err(|_| format!("{name:?} is not a valid header name"));
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "principal" => Ok(KeyBy::Principal),
+            "ip" => Ok(KeyBy::Ip),
+            "global" => Ok(KeyBy::Global),
+            _ => Err(format!(
+                "expected principal, ip, global or header:<name>, got {s:?}"
+            )),
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// The client part of a quota key: what one client's requests have in common.
+///
+/// Cheap to clone (a principal is an `Arc`); a fixed size whatever the client sends.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// Every request ([`KeyBy::Global`]).
+    Global,
+    /// An authenticated principal.
+    Principal(Principal),
+    /// A client IP (IPv6 addresses grouped by their prefix, /64 by default).
+    Ip(IpAddr),
+    /// A header value, as a digest.
+    Header(HeaderDigest),
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::Global => f.write_str("Global"),
+            ClientKey::Principal(p) => write!(f, "Principal({:?})", p.name()),
+            ClientKey::Ip(ip) => write!(f, "Ip({ip})"),
+            ClientKey::Header(d) => write!(f, "Header({d:?})"),
+        }
+    }
+}
+
+/// The first 16 bytes of the SHA-256 of a header value: stable across processes (so a shared
+/// store can use it), fixed in size, and not the value itself (an API key never sits in the key
+/// table or in a log).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeaderDigest([u8; 16]);
+
+impl HeaderDigest {
+    /// The digest of a header value.
+    pub fn of(value: &[u8]) -> Self {
+        let full = Sha256::digest(value);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        HeaderDigest(out)
+    }
+
+    /// The digest bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HeaderDigest {
+    /// The first four bytes in hex: enough to tell keys apart in a log, nothing of the value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…")
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// The network of `addr` with `prefix` leading bits; `None` when the prefix is longer than
+    /// the address (32 for IPv4, 128 for IPv6).
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
+        let canonical = addr.to_canonical();
+        // An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes its IPv4 form.
+        let prefix = match (addr, canonical) {
+            (IpAddr::V6(_), IpAddr::V4(_)) => prefix.checked_sub(96)?,
+            _ => prefix,
+        };
+        let addr = canonical;
+        let max = max_prefix(addr);
+        (prefix <= max).then(|| IpNet {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        same_family(ip, self.addr) && mask(ip, self.prefix) == self.addr
+    }
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .map_err(|_| format!("{s:?} has an invalid prefix length"))?,
+            None => max_prefix(addr),
+        };
+        IpNet::new(addr, prefix)
+            .ok_or_else(|| format!("{s:?} has a prefix longer than the address"))
+    }
+}
+
+fn max_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    matches!(
+        (a, b),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
+    )
+}
+
+/// Keeps the first `prefix` bits of `ip`.
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits & m))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits & m))
+        }
+    }
+}
+
+/// Which header carries the client address when the peer is a trusted proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (the de facto standard). The default.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    fn name(self) -> HeaderName {
+        match self {
+            ForwardedHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            ForwardedHeader::Forwarded => http::header::FORWARDED,
+        }
+    }
+}
+
+/// The proxies whose forwarding headers are believed.
+///
+/// The client address is found by walking the forwarding header from the right (the hop added
+/// last, by the proxy nearest to us) past every trusted address; the first untrusted hop is the
+/// client. A request from an untrusted peer is keyed on the peer itself, whatever headers it
+/// carries, so a client cannot pick its own key by forging `X-Forwarded-For`. When every hop is
+/// trusted the left-most one is used; an unparsable hop (`unknown`, an obfuscated name, garbage)
+/// ends the walk at the last address believed. At most 32 hops are examined.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Box<[IpNet]>,
+}
+
+/// The most hops of a forwarding header examined.
+const MAX_HOPS: usize = 32;
+
+impl TrustedProxies {
+    /// No trusted proxy: forwarding headers are never believed.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// These networks.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        TrustedProxies {
+            nets: nets.into_iter().collect(),
+        }
+    }
+
+    /// Parses a comma-separated list of addresses and networks
+    /// (`MCP_RATE_LIMIT_TRUSTED_PROXIES` syntax); empty means none.
+    pub fn parse_list(s: &str) -> Result<Self, String> {
+        let nets = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(IpNet::from_str)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(nets))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client address of a request that came from `peer` with these headers.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap, which: ForwardedHeader) -> IpAddr {
+        let mut client = peer.to_canonical();
+        if !self.contains(client) {
+            return client;
+        }
+        let mut hops = 0;
+        for value in headers.get_all(which.name()).iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return client;
+            };
+            for hop in value.rsplit(',') {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return client;
+                }
+                let Some(ip) = parse_hop(hop, which) else {
+                    return client;
+                };
+                client = ip.to_canonical();
+                if !self.contains(client) {
+                    return client;
+                }
+            }
+        }
+        client
+    }
+}
+
+/// One hop of a forwarding header: its address, if it has one.
+fn parse_hop(hop: &str, which: ForwardedHeader) -> Option<IpAddr> {
+    let node = match which {
+        ForwardedHeader::XForwardedFor => hop.trim(),
+        ForwardedHeader::Forwarded => hop.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+        })?,
+    };
+    parse_node(node.trim_matches('"'))
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// The key of a client IP: IPv4 as is, IPv6 cut to its first `v6_prefix` bits (one allocation
+/// of a /64 is one client; a host can pick any address inside it).
+pub(crate) fn ip_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
+        v6 @ IpAddr::V6(_) => mask(v6, v6_prefix),
+    }
+}
+
+/// The key of a header value, or `None` when it is absent or empty.
+pub(crate) fn header_key(value: Option<&HeaderValue>) -> Option<ClientKey> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| ClientKey::Header(HeaderDigest::of(v.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(name: &str, values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn key_choice_parses() {
+        assert_eq!(KeyBy::parse("principal"), Ok(KeyBy::Principal));
+        assert_eq!(KeyBy::parse(" IP "), Ok(KeyBy::Ip));
+        assert_eq!(KeyBy::parse("global"), Ok(KeyBy::Global));
+        assert_eq!(
+            KeyBy::parse("header:X-Api-Key"),
+            Ok(KeyBy::Header(HeaderName::from_static("x-api-key")))
+        );
+        assert_eq!(
+            KeyBy::parse("Header: x-api-key"),
+            Ok(KeyBy::Header(HeaderName::from_static("x-api-key")))
+        );
+        assert!(KeyBy::parse("header:bad name").is_err());
+        assert!(KeyBy::parse("header:").is_err());
+        assert!(KeyBy::parse("user").is_err());
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        let n: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(n.contains(ip("10.1.2.3")));
+        assert!(!n.contains(ip("11.0.0.1")));
+        assert!(
+            n.contains(ip("::ffff:10.9.9.9")),
+            "IPv4-mapped IPv6 is IPv4"
+        );
+        let one: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")));
+        assert!(!one.contains(ip("127.0.0.2")));
+        let v6: IpNet = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        assert!(!all.contains(ip("::1")));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("10.0.0.0/x".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
+        assert!("::/129".parse::<IpNet>().is_err());
+        let mapped: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains(ip("10.2.3.4")));
+        assert_eq!(format!("{mapped}"), "10.0.0.0/8");
+        assert!(
+            TrustedProxies::parse_list("10.0.0.0/8, ::1 ,")
+                .unwrap()
+                .contains(ip("::1"))
+        );
+        assert!(TrustedProxies::parse_list("").unwrap().is_empty());
+        assert!(TrustedProxies::parse_list("10.0.0.0/8,bad").is_err());
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client_whatever_it_forwards() {
+        let t = TrustedProxies::parse_list("10.0.0.0/8").unwrap();
+        let h = headers("x-forwarded-for", &["1.1.1.1"]);
+        assert_eq!(
+            t.client_ip(ip("203.0.113.9"), &h, ForwardedHeader::XForwardedFor),
+            ip("203.0.113.9")
+        );
+        // No trusted proxies at all: headers are never believed.
+        assert_eq!(
+            TrustedProxies::none().client_ip(ip("10.0.0.1"), &h, ForwardedHeader::XForwardedFor),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn right_most_untrusted_hop_behind_trusted_proxies() {
+        let t = TrustedProxies::parse_list("10.0.0.0/8, 192.168.0.0/16").unwrap();
+        // A client forged "6.6.6.6"; the edge proxy appended the real client, 198.51.100.7; an
+        // inner proxy (10.0.0.2) appended the edge proxy 192.168.1.1.
+        let h = headers("x-forwarded-for", &["6.6.6.6, 198.51.100.7", "192.168.1.1"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("198.51.100.7")
+        );
+        // Every hop trusted: the left-most.
+        let h = headers("x-forwarded-for", &["192.168.5.5, 10.1.1.1"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("192.168.5.5")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            t.client_ip(
+                ip("10.0.0.2"),
+                &HeaderMap::new(),
+                ForwardedHeader::XForwardedFor
+            ),
+            ip("10.0.0.2")
+        );
+        // Garbage ends the walk at the last address believed.
+        let h = headers("x-forwarded-for", &["garbage, 10.3.3.3"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("10.3.3.3")
+        );
+        // Ports and brackets.
+        let h = headers("x-forwarded-for", &["[2001:db8::7]:4711, 198.51.100.8:80"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("198.51.100.8")
+        );
+        // The other header is not read.
+        let h = headers("forwarded", &["for=198.51.100.9"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn forwarded_header_rfc7239() {
+        let t = TrustedProxies::parse_list("10.0.0.0/8").unwrap();
+        let h = headers(
+            "forwarded",
+            &[
+                r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, For=10.0.0.9;by=10.0.0.1"#,
+            ],
+        );
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
+            ip("2001:db8:cafe::17")
+        );
+        let h = headers("forwarded", &["for=unknown, for=10.0.0.9"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
+            ip("10.0.0.9")
+        );
+        let h = headers("forwarded", &["proto=http"]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn long_chains_are_cut() {
+        let t = TrustedProxies::parse_list("10.0.0.0/8").unwrap();
+        let chain = vec!["10.0.0.1"; 100].join(",");
+        let h = headers("x-forwarded-for", &[&format!("1.2.3.4,{chain}")]);
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::XForwardedFor),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_prefix() {
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(
+            ip_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip_key(ip("2001:db8:1:2:bbbb::9"), 64)
+        );
+        assert_ne!(
+            ip_key(ip("2001:db8:1:2::1"), 64),
+            ip_key(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(ip_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(ip_key(ip("::ffff:1.2.3.4"), 64), ip("1.2.3.4"));
+        assert_eq!(ip_key(ip("1.2.3.4"), 0), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn header_digests_hide_the_value() {
+        let k = header_key(Some(&HeaderValue::from_static("sk-live-secret"))).unwrap();
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        assert_eq!(
+            k,
+            header_key(Some(&HeaderValue::from_static("sk-live-secret"))).unwrap()
+        );
+        assert_ne!(
+            k,
+            header_key(Some(&HeaderValue::from_static("sk-live-other"))).unwrap()
+        );
+        assert_eq!(header_key(Some(&HeaderValue::from_static(""))), None);
+        assert_eq!(header_key(None), None);
+    }
+}

@@ -1,0 +1,545 @@
+//! [`RateLimitLayer`] and its [`Builder`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use http::{Extensions, HeaderMap, HeaderValue, Method as HttpMethod, Uri};
+use tower_armor_mcp::{KnownTools, Method};
+use tower_layer::Layer;
+
+use crate::config::{self, ConfigError};
+use crate::key::{ForwardedHeader, KeyBy, TrustedProxies};
+use crate::policy::{Limit, Policies, Target};
+use crate::service::{RateLimit, Shared};
+use crate::store::{InMemoryStore, KeyStore};
+
+/// Where the layer finds the peer address in a request's extensions.
+pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
+
+/// What an exemption predicate sees of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    pub(crate) method: &'a HttpMethod,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The HTTP method.
+    pub fn method(&self) -> &'a HttpMethod {
+        self.method
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The path.
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The extensions.
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+}
+
+type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+
+/// Which requests skip the rate limit.
+#[derive(Clone)]
+pub(crate) enum Exempt {
+    Paths(Arc<[Box<str>]>),
+    When(Arc<ExemptFn>),
+}
+
+impl Exempt {
+    pub(crate) fn matches(&self, head: &RequestHead<'_>) -> bool {
+        match self {
+            Exempt::Paths(paths) => {
+                let path = head.path();
+                paths.iter().any(|p| **p == *path)
+            }
+            Exempt::When(f) => f(head),
+        }
+    }
+}
+
+impl fmt::Debug for Exempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exempt::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
+            Exempt::When(_) => f.write_str("When(..)"),
+        }
+    }
+}
+
+/// The health-check paths exempt by default.
+pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+fn default_peer_addr(ext: &Extensions) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0);
+    }
+    ext.get::<SocketAddr>().copied()
+}
+
+/// Rate limits per client (and per method / tool) with governor's GCRA; see the
+/// [crate docs](crate).
+///
+/// Built once by [`Builder::build`]; cloning the layer and every `layer()` call share one store
+/// and one set of quotas.
+pub struct RateLimitLayer<St = InMemoryStore> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St> Clone for RateLimitLayer<St> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for RateLimitLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl RateLimitLayer {
+    /// A builder with `limit` as the base quota of every key.
+    pub fn builder(limit: Limit) -> Builder {
+        Builder::new(limit)
+    }
+
+    /// The layer configured from the environment (see [`Builder::from_env`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Builder::from_env()?.build()
+    }
+}
+
+impl<St> RateLimitLayer<St> {
+    /// The store (for [`InMemoryStore::stats`]).
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+
+    /// The validated policies, base first.
+    pub fn policies(&self) -> &Policies {
+        &self.shared.policies
+    }
+}
+
+impl<S, St> Layer<S> for RateLimitLayer<St> {
+    type Service = RateLimit<S, St>;
+
+    fn layer(&self, inner: S) -> RateLimit<S, St> {
+        RateLimit::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Configures a [`RateLimitLayer`]; nothing is checked until [`Builder::build`].
+#[derive(Clone)]
+pub struct Builder {
+    base: Limit,
+    key_by: KeyBy,
+    trusted: TrustedProxies,
+    forwarded: ForwardedHeader,
+    v6_prefix: u8,
+    rules: Vec<(Target, Limit)>,
+    known_tools: Option<KnownTools>,
+    exempt: Exempt,
+    max_keys: usize,
+    headers_on_success: bool,
+    peer_addr: PeerAddrFn,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("base", &self.base)
+            .field("key_by", &self.key_by)
+            .field("trusted", &self.trusted)
+            .field("forwarded", &self.forwarded)
+            .field("v6_prefix", &self.v6_prefix)
+            .field("rules", &self.rules)
+            .field("exempt", &self.exempt)
+            .field("max_keys", &self.max_keys)
+            .field("headers_on_success", &self.headers_on_success)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// `limit` as the base quota of every key; every other setting at its default.
+    pub fn new(limit: Limit) -> Self {
+        Builder {
+            base: limit,
+            key_by: KeyBy::default(),
+            trusted: TrustedProxies::none(),
+            forwarded: ForwardedHeader::default(),
+            v6_prefix: 64,
+            rules: Vec::new(),
+            known_tools: None,
+            exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
+            max_keys: config::DEFAULT_MAX_KEYS,
+            headers_on_success: true,
+            peer_addr: default_peer_addr,
+        }
+    }
+
+    /// Reads the `MCP_RATE_LIMIT_*` variables (see [`config`](crate::config)); unset or empty
+    /// variables keep their defaults. Errors name the variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        for var in config::ENV_VARS {
+            if let Some(v) = std::env::var_os(var)
+                && v.to_str().is_none()
+            {
+                return Err(ConfigError::new(var, "not valid UTF-8"));
+            }
+        }
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Like [`Builder::from_env`], reading variables through `lookup` (for tests and for
+    /// settings kept elsewhere).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let per_minute = match get(config::ENV_PER_MINUTE) {
+            Some(v) => config::positive::<u32>(config::ENV_PER_MINUTE, &v)?,
+            None => config::DEFAULT_PER_MINUTE,
+        };
+        let mut limit = Limit::per_minute(per_minute);
+        if let Some(v) = get(config::ENV_BURST) {
+            limit = limit.burst(config::positive::<u32>(config::ENV_BURST, &v)?);
+        }
+        limit
+            .quota(config::ENV_PER_MINUTE)
+            .map_err(|e| ConfigError::new(config::ENV_PER_MINUTE, e.reason()))?;
+        let mut b = Builder::new(limit);
+        if let Some(v) = get(config::ENV_KEY) {
+            b.key_by = KeyBy::parse(&v).map_err(|e| ConfigError::new(config::ENV_KEY, e))?;
+        }
+        if let Some(v) = get(config::ENV_TRUSTED_PROXIES) {
+            b.trusted = TrustedProxies::parse_list(&v)
+                .map_err(|e| ConfigError::new(config::ENV_TRUSTED_PROXIES, e))?;
+        }
+        if let Some(v) = get(config::ENV_MAX_KEYS) {
+            b.max_keys = config::positive::<usize>(config::ENV_MAX_KEYS, &v)?;
+        }
+        if let Some(v) = get(config::ENV_TOOLS) {
+            for (name, n) in config::tool_quotas(config::ENV_TOOLS, &v)? {
+                if b.rules
+                    .iter()
+                    .any(|(t, _)| *t == Target::Tool(name.as_str().into()))
+                {
+                    return Err(ConfigError::new(
+                        config::ENV_TOOLS,
+                        format!("tool {name:?} listed twice"),
+                    ));
+                }
+                b = b.tool(name, Limit::per_minute(n));
+            }
+        }
+        Ok(b)
+    }
+
+    /// How requests are grouped (default: [`KeyBy::Principal`]).
+    pub fn key_by(mut self, key_by: KeyBy) -> Self {
+        self.key_by = key_by;
+        self
+    }
+
+    /// The proxies whose forwarding header is believed (default: none).
+    pub fn trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        self.trusted = trusted;
+        self
+    }
+
+    /// Which forwarding header trusted proxies set (default: `X-Forwarded-For`).
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.forwarded = header;
+        self
+    }
+
+    /// IPv6 clients are keyed by this many leading bits (default 64; at most 128).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.v6_prefix = bits;
+        self
+    }
+
+    /// An extra quota for requests of `method`, per key.
+    pub fn method(mut self, method: Method, limit: Limit) -> Self {
+        self.rules.push((Target::Method(method), limit));
+        self
+    }
+
+    /// An extra quota for `tools/call` of the tool `name`, per key.
+    pub fn tool(mut self, name: impl Into<Box<str>>, limit: Limit) -> Self {
+        self.rules.push((Target::Tool(name.into()), limit));
+        self
+    }
+
+    /// An extra quota for `tools/call` of each tool, per key and tool: tools in
+    /// [`Builder::known_tools`] get their own, any other name shares the `unknown` one.
+    pub fn each_tool(mut self, limit: Limit) -> Self {
+        self.rules.push((Target::EachTool, limit));
+        self
+    }
+
+    /// The tools the server has, for [`Builder::each_tool`] (default: none known, so every tool
+    /// shares `unknown`). The set is shared: names learned later count from then on.
+    pub fn known_tools(mut self, tools: KnownTools) -> Self {
+        self.known_tools = Some(tools);
+        self
+    }
+
+    /// Exempt requests whose path is one of these, replacing the default
+    /// ([`DEFAULT_EXEMPT_PATHS`]); an empty list exempts nothing.
+    pub fn exempt_paths<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Box<str>>,
+    {
+        self.exempt = Exempt::Paths(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Exempt the requests for which `predicate` is true, replacing the exempt paths.
+    pub fn exempt_when<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.exempt = Exempt::When(Arc::new(predicate));
+        self
+    }
+
+    /// The most keys held in memory (default 100,000). Beyond it new keys share an overflow
+    /// bucket; see [`InMemoryStore`].
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Whether allowed answers carry `RateLimit-Policy` and `RateLimit` (default true; 429
+    /// answers always do).
+    pub fn headers_on_success(mut self, on: bool) -> Self {
+        self.headers_on_success = on;
+        self
+    }
+
+    /// Where the peer address is found (default: axum's `ConnectInfo<SocketAddr>`, then a
+    /// plain `SocketAddr` extension).
+    pub fn peer_addr_with(mut self, f: PeerAddrFn) -> Self {
+        self.peer_addr = f;
+        self
+    }
+
+    /// Validates the settings and builds the layer over an [`InMemoryStore`].
+    pub fn build(self) -> Result<RateLimitLayer<InMemoryStore>, ConfigError> {
+        let max_keys = self.max_keys;
+        if max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        self.build_with_store(|policies| InMemoryStore::new(policies, max_keys))
+    }
+
+    /// Validates the settings and builds the layer over the store `make` returns for the
+    /// validated policies (a networked store shared by replicas, for example).
+    pub fn build_with_store<St, F>(self, make: F) -> Result<RateLimitLayer<St>, ConfigError>
+    where
+        St: KeyStore,
+        F: FnOnce(&Policies) -> St,
+    {
+        if self.v6_prefix > 128 {
+            return Err(ConfigError::new("ipv6_prefix", "must be at most 128"));
+        }
+        for (target, _) in &self.rules {
+            if let Target::Tool(name) = target
+                && (name.is_empty() || name.len() > KnownTools::MAX_NAME_LEN)
+            {
+                return Err(ConfigError::new(
+                    format!("tool:{name}"),
+                    "tool names are 1 to 128 characters",
+                ));
+            }
+        }
+        let policies = Policies::new(self.base, &self.rules)?;
+        let mut method_rules = Vec::new();
+        let mut tool_rules = HashMap::new();
+        let mut each_tool = None;
+        for p in policies.iter() {
+            match p.target() {
+                Target::All => {}
+                Target::Method(m) => method_rules.push((m.clone(), p.id())),
+                Target::Tool(t) => {
+                    tool_rules.insert(t.clone(), p.id());
+                }
+                Target::EachTool => each_tool = Some(p.id()),
+            }
+        }
+        let base_policy_header = HeaderValue::from_str(policies.base_item())
+            .map_err(|_| ConfigError::new("limit", "cannot be written as a header"))?;
+        let store = make(&policies);
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared {
+                store,
+                policies,
+                key_by: self.key_by,
+                trusted: self.trusted,
+                forwarded: self.forwarded,
+                v6_prefix: self.v6_prefix,
+                method_rules,
+                tool_rules,
+                each_tool,
+                known_tools: self.known_tools.unwrap_or_default(),
+                exempt: self.exempt,
+                headers_on_success: self.headers_on_success,
+                peer_addr: self.peer_addr,
+                base_policy_header,
+                warned_no_peer: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn env_defaults() {
+        let b = Builder::from_lookup(vars(&[])).unwrap();
+        assert_eq!(b.base, Limit::per_minute(DEFAULT_PER_MINUTE));
+        assert_eq!(b.key_by, KeyBy::Principal);
+        assert!(b.trusted.is_empty());
+        assert_eq!(b.max_keys, DEFAULT_MAX_KEYS);
+        assert!(b.rules.is_empty());
+        let layer = b.build().unwrap();
+        assert_eq!(layer.policies().len(), 1);
+    }
+
+    #[test]
+    fn env_values() {
+        let b = Builder::from_lookup(vars(&[
+            (ENV_PER_MINUTE, "30"),
+            (ENV_BURST, "5"),
+            (ENV_KEY, "header:X-Api-Key"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/8,::1"),
+            (ENV_MAX_KEYS, "1000"),
+            (ENV_TOOLS, "expensive:10"),
+        ]))
+        .unwrap();
+        assert_eq!(b.base, Limit::per_minute(30).burst(5));
+        assert_eq!(
+            b.key_by,
+            KeyBy::Header(http::HeaderName::from_static("x-api-key"))
+        );
+        assert!(b.trusted.contains("10.1.1.1".parse().unwrap()));
+        assert_eq!(b.max_keys, 1000);
+        let layer = b.build().unwrap();
+        let names: Vec<_> = layer
+            .policies()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        assert_eq!(names, ["default", "tool:expensive"]);
+        // Empty means unset.
+        let b = Builder::from_lookup(vars(&[(ENV_BURST, " ")])).unwrap();
+        assert_eq!(b.base.burst_size(), DEFAULT_PER_MINUTE);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        for (var, value) in [
+            (ENV_PER_MINUTE, "0"),
+            (ENV_PER_MINUTE, "lots"),
+            (ENV_BURST, "0"),
+            (ENV_BURST, "-3"),
+            (ENV_KEY, "cookie"),
+            (ENV_KEY, "header:bad header"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/99"),
+            (ENV_MAX_KEYS, "0"),
+            (ENV_TOOLS, "expensive"),
+            (ENV_TOOLS, "a:1,a:2"),
+        ] {
+            let e = Builder::from_lookup(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(e.setting(), var, "{var}={value}: {e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+    }
+
+    #[test]
+    fn builder_validation() {
+        let e = Builder::new(Limit::per_minute(0)).build().unwrap_err();
+        assert_eq!(e.setting(), "limit");
+        let e = Builder::new(Limit::per_minute(1))
+            .max_keys(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "max_keys");
+        let e = Builder::new(Limit::per_minute(1))
+            .ipv6_prefix(129)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "ipv6_prefix");
+        let e = Builder::new(Limit::per_minute(1))
+            .tool("", Limit::per_minute(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "tool:");
+        let e = Builder::new(Limit::per_minute(1))
+            .each_tool(Limit::per_minute(1))
+            .each_tool(Limit::per_minute(2))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "each-tool");
+        let e = Builder::new(Limit::per_minute(1))
+            .method(Method::ToolsList, Limit::per_minute(0))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.setting(), "method:tools/list");
+    }
+
+    #[test]
+    fn exemptions() {
+        let uri: Uri = "/healthz".parse().unwrap();
+        let (m, h, e) = (HttpMethod::GET, HeaderMap::new(), Extensions::new());
+        let head = RequestHead {
+            method: &m,
+            uri: &uri,
+            headers: &h,
+            extensions: &e,
+        };
+        let b = Builder::new(Limit::per_minute(1));
+        assert!(b.exempt.matches(&head));
+        let b = b.exempt_paths(["/live"]);
+        assert!(!b.exempt.matches(&head));
+        let b = b.exempt_when(|h| h.method() == HttpMethod::GET);
+        assert!(b.exempt.matches(&head));
+    }
+}

@@ -1,0 +1,444 @@
+//! Quotas ([`Limit`]), what they apply to ([`Target`]), the validated list of [`Policy`]s, and
+//! the `RateLimit-Policy` / `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers-09).
+//!
+//! Pure logic, no runtime.
+
+use std::fmt::{self, Write as _};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::Quota;
+use tower_armor_mcp::Method;
+
+use crate::config::ConfigError;
+use crate::store::{Decision, Outcome};
+
+/// A GCRA quota: `count` requests per `period`, with bursts of up to `burst` requests (by
+/// default `count`).
+///
+/// One request is replenished every `period / count`; a client that has been quiet long enough
+/// may send `burst` requests at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    count: u32,
+    period: Duration,
+    burst: Option<u32>,
+}
+
+impl Limit {
+    /// `count` requests per second.
+    pub const fn per_second(count: u32) -> Limit {
+        Limit::new(count, Duration::from_secs(1))
+    }
+
+    /// `count` requests per minute.
+    pub const fn per_minute(count: u32) -> Limit {
+        Limit::new(count, Duration::from_secs(60))
+    }
+
+    /// `count` requests per hour.
+    pub const fn per_hour(count: u32) -> Limit {
+        Limit::new(count, Duration::from_secs(3600))
+    }
+
+    /// `count` requests per `period`. Validated when the layer is built: both must be non-zero.
+    pub const fn new(count: u32, period: Duration) -> Limit {
+        Limit {
+            count,
+            period,
+            burst: None,
+        }
+    }
+
+    /// Allows bursts of up to `burst` requests (at least 1; validated when the layer is built).
+    pub const fn burst(mut self, burst: u32) -> Limit {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Requests per period.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// The largest burst (`count` unless set).
+    pub fn burst_size(&self) -> u32 {
+        self.burst.unwrap_or(self.count)
+    }
+
+    /// How often one request is replenished: `period / count`.
+    pub fn replenish_interval(&self) -> Duration {
+        self.period / self.count.max(1)
+    }
+
+    /// The governor quota, or why the limit is invalid.
+    pub(crate) fn quota(&self, setting: &str) -> Result<Quota, ConfigError> {
+        let invalid = |why: &str| ConfigError::new(setting, format!("{self}: {why}"));
+        if self.count == 0 {
+            return Err(invalid("the count must be at least 1"));
+        }
+        let burst = NonZeroU32::new(self.burst_size())
+            .ok_or_else(|| invalid("the burst must be at least 1"))?;
+        Quota::with_period(self.replenish_interval())
+            .map(|q| q.allow_burst(burst))
+            .ok_or_else(|| invalid("the period is too short for the count"))
+    }
+
+    /// The `w` of `RateLimit-Policy`: how long a full burst takes to replenish, in whole seconds
+    /// (rounded up, at least 1). With the default burst that is the period itself.
+    pub(crate) fn window_secs(&self) -> u64 {
+        let nanos = self.replenish_interval().as_nanos() * u128::from(self.burst_size());
+        let secs = nanos.div_ceil(1_000_000_000).max(1);
+        u64::try_from(secs).unwrap_or(u64::MAX)
+    }
+
+    /// How long until a bucket with `remaining` requests left is full again: at most one
+    /// replenish interval more than the exact value (GCRA state is not exposed by governor).
+    pub(crate) fn time_to_full(&self, remaining: u32) -> Duration {
+        let missing = self.burst_size().saturating_sub(remaining);
+        self.replenish_interval().saturating_mul(missing)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} per {:?}", self.count, self.period)?;
+        if let Some(b) = self.burst {
+            write!(f, " (burst {b})")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a policy applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// Every request that is not exempt: the base quota.
+    All,
+    /// Requests of one JSON-RPC method (as read by the inspector).
+    Method(Method),
+    /// `tools/call` of one named tool.
+    Tool(Box<str>),
+    /// `tools/call` of every tool, one quota per tool: tools the server has (its
+    /// [`KnownTools`](tower_armor_mcp::KnownTools)) get their own, every other name shares
+    /// the `unknown` one.
+    EachTool,
+}
+
+/// The index of a policy in the layer's list; the base policy is always 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId(u16);
+
+impl PolicyId {
+    /// The base policy.
+    pub const BASE: PolicyId = PolicyId(0);
+
+    /// The index in [`Policies::iter`] order.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    pub(crate) fn raw(self) -> u16 {
+        self.0
+    }
+}
+
+/// One quota policy: a name (as shown in the headers), a limit and a target.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    id: PolicyId,
+    name: Box<str>,
+    limit: Limit,
+    target: Target,
+    quota: Quota,
+    /// `"name";q=..;w=..`
+    item: Box<str>,
+}
+
+impl Policy {
+    /// The policy's index.
+    pub fn id(&self) -> PolicyId {
+        self.id
+    }
+
+    /// The name in `RateLimit-Policy` / `RateLimit`: `default`, `method:<method>`,
+    /// `tool:<name>` or `each-tool`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The quota.
+    pub fn limit(&self) -> Limit {
+        self.limit
+    }
+
+    /// What the quota applies to.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The governor quota of [`Policy::limit`].
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+}
+
+/// The validated policies of one layer: the base policy first, then the per-method and per-tool
+/// ones in the order they were added.
+#[derive(Clone, Debug)]
+pub struct Policies {
+    items: Box<[Policy]>,
+}
+
+impl Policies {
+    /// Validates the base limit and the rules.
+    pub(crate) fn new(base: Limit, rules: &[(Target, Limit)]) -> Result<Policies, ConfigError> {
+        let mut items = Vec::with_capacity(rules.len() + 1);
+        let all = std::iter::once((Target::All, base)).chain(rules.iter().cloned());
+        for (i, (target, limit)) in all.enumerate() {
+            let id = u16::try_from(i)
+                .map(PolicyId)
+                .map_err(|_| ConfigError::new("rules", "more than 65535 rules"))?;
+            let name = match &target {
+                Target::All => String::from("default"),
+                Target::Method(m) => format!("method:{}", m.as_str()),
+                Target::Tool(t) => format!("tool:{t}"),
+                Target::EachTool => String::from("each-tool"),
+            };
+            let setting = if i == 0 { "limit" } else { name.as_str() };
+            let quota = limit.quota(setting)?;
+            if !is_sf_string(&name) {
+                return Err(ConfigError::new(
+                    setting,
+                    "names must be printable ASCII (they are sent in the RateLimit headers)",
+                ));
+            }
+            if items.iter().any(|p: &Policy| p.target == target) {
+                return Err(ConfigError::new(setting, "configured twice"));
+            }
+            let mut item = String::new();
+            write_sf_string(&mut item, &name);
+            let _ = write!(item, ";q={};w={}", limit.burst_size(), limit.window_secs());
+            items.push(Policy {
+                id,
+                name: name.into(),
+                limit,
+                target,
+                quota,
+                item: item.into(),
+            });
+        }
+        Ok(Policies {
+            items: items.into(),
+        })
+    }
+
+    /// The policies, base first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Policy> {
+        self.items.iter()
+    }
+
+    /// The policy with this id.
+    pub fn get(&self, id: PolicyId) -> Option<&Policy> {
+        self.items.get(id.index())
+    }
+
+    /// The base policy.
+    pub fn base(&self) -> &Policy {
+        // `new` always puts the base first.
+        &self.items[0]
+    }
+
+    /// The base policy's `RateLimit-Policy` item.
+    pub(crate) fn base_item(&self) -> &str {
+        &self.base().item
+    }
+
+    /// How many policies there are.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Always false: the base policy is always there.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The `RateLimit-Policy` value for the policies a decision covers.
+    pub(crate) fn policy_header(&self, decision: &Decision) -> String {
+        let mut out = String::new();
+        for (i, o) in decision.outcomes().iter().enumerate() {
+            if let Some(p) = self.get(o.policy()) {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&p.item);
+            }
+        }
+        out
+    }
+
+    /// The `RateLimit` value: `"name";r=<remaining>;t=<seconds until full>` per policy; a denied
+    /// policy shows `r=0` and `t` equal to `Retry-After`.
+    pub(crate) fn ratelimit_header(&self, decision: &Decision) -> String {
+        let mut out = String::with_capacity(32 * decision.outcomes().len());
+        for (i, o) in decision.outcomes().iter().enumerate() {
+            if let Some(p) = self.get(o.policy()) {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_service_limit(&mut out, p, o);
+            }
+        }
+        out
+    }
+}
+
+fn write_service_limit(out: &mut String, p: &Policy, o: &Outcome) {
+    write_sf_string(out, &p.name);
+    let (r, t) = match o.retry_after() {
+        Some(wait) => (0, tower_armor_mcp::error::retry_after_secs(wait)),
+        None => (o.remaining(), whole_secs_up(o.reset())),
+    };
+    let _ = write!(out, ";r={r};t={t}");
+}
+
+/// Rounds up to whole seconds (0 stays 0: a full bucket resets now).
+fn whole_secs_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whether `s` can be an sf-string (RFC 8941 §3.3.3): printable ASCII.
+fn is_sf_string(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// Writes `s` as an sf-string: quoted, with `"` and `\` escaped.
+fn write_sf_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_validate_and_convert() {
+        let l = Limit::per_minute(60);
+        assert_eq!(l.replenish_interval(), Duration::from_secs(1));
+        assert_eq!(l.burst_size(), 60);
+        assert_eq!(l.window_secs(), 60);
+        let q = l.quota("x").unwrap();
+        assert_eq!(q.burst_size().get(), 60);
+        assert_eq!(q.replenish_interval(), Duration::from_secs(1));
+
+        let l = Limit::per_minute(60).burst(10);
+        assert_eq!(l.window_secs(), 10);
+        assert_eq!(l.quota("x").unwrap().burst_size().get(), 10);
+        // 7 per minute, burst 1: one every 8.57 s, window rounded up to 9 s.
+        assert_eq!(Limit::per_minute(7).burst(1).window_secs(), 9);
+
+        let e = Limit::per_minute(0)
+            .quota("MCP_RATE_LIMIT_PER_MINUTE")
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("MCP_RATE_LIMIT_PER_MINUTE: "),
+            "{e}"
+        );
+        assert!(Limit::per_minute(5).burst(0).quota("x").is_err());
+        assert!(Limit::new(5, Duration::ZERO).quota("x").is_err());
+        assert!(
+            Limit::new(u32::MAX, Duration::from_nanos(1))
+                .quota("x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn time_to_full_is_an_upper_bound_within_one_interval() {
+        let l = Limit::per_minute(60).burst(5);
+        assert_eq!(l.time_to_full(5), Duration::ZERO);
+        assert_eq!(l.time_to_full(4), Duration::from_secs(1));
+        assert_eq!(l.time_to_full(0), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn policies_are_named_validated_and_unique() {
+        let rules = vec![
+            (Target::Tool("expensive".into()), Limit::per_minute(10)),
+            (Target::Method(Method::ToolsList), Limit::per_second(2)),
+            (Target::EachTool, Limit::per_minute(30)),
+        ];
+        let p = Policies::new(Limit::per_minute(60), &rules).unwrap();
+        let names: Vec<_> = p.iter().map(Policy::name).collect();
+        assert_eq!(
+            names,
+            [
+                "default",
+                "tool:expensive",
+                "method:tools/list",
+                "each-tool"
+            ]
+        );
+        assert_eq!(p.base().id(), PolicyId::BASE);
+        assert_eq!(&*p.items[1].item, r#""tool:expensive";q=10;w=60"#);
+
+        let dup = vec![
+            (Target::Tool("a".into()), Limit::per_minute(1)),
+            (Target::Tool("a".into()), Limit::per_minute(2)),
+        ];
+        let e = Policies::new(Limit::per_minute(60), &dup).unwrap_err();
+        assert!(e.to_string().contains("tool:a"), "{e}");
+        let bad = vec![(Target::Tool("é".into()), Limit::per_minute(1))];
+        assert!(Policies::new(Limit::per_minute(60), &bad).is_err());
+        let zero = vec![(Target::Tool("z".into()), Limit::per_minute(0))];
+        let e = Policies::new(Limit::per_minute(60), &zero).unwrap_err();
+        assert_eq!(e.setting(), "tool:z");
+    }
+
+    #[test]
+    fn sf_strings_escape() {
+        let mut s = String::new();
+        write_sf_string(&mut s, r#"a"b\c"#);
+        assert_eq!(s, r#""a\"b\\c""#);
+        assert!(is_sf_string("tool:x-y_z.1"));
+        assert!(!is_sf_string("tab\t"));
+    }
+
+    #[test]
+    fn header_values() {
+        let rules = vec![(Target::Tool("expensive".into()), Limit::per_minute(10))];
+        let p = Policies::new(Limit::per_minute(60), &rules).unwrap();
+        let mut d = Decision::new();
+        d.push(Outcome::allowed(
+            PolicyId(0),
+            59,
+            Duration::from_millis(1500),
+        ));
+        d.push(Outcome::denied(PolicyId(1), Duration::from_millis(5001)));
+        assert_eq!(
+            p.policy_header(&d),
+            r#""default";q=60;w=60, "tool:expensive";q=10;w=60"#
+        );
+        assert_eq!(
+            p.ratelimit_header(&d),
+            r#""default";r=59;t=2, "tool:expensive";r=0;t=6"#
+        );
+        let mut d = Decision::new();
+        d.push(Outcome::allowed(PolicyId(0), 60, Duration::ZERO));
+        assert_eq!(p.ratelimit_header(&d), r#""default";r=60;t=0"#);
+    }
+}

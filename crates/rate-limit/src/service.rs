@@ -1,0 +1,308 @@
+//! [`RateLimit`]: the service.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tower_armor_mcp::error::RateLimited;
+use tower_armor_mcp::{
+    CorrelationId, KnownTools, McpRequest, Method, Principal, ResponseBody,
+    body::json_rpc_error_response, rescue,
+};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::key::{self, ClientKey, ForwardedHeader, KeyBy, TrustedProxies};
+use crate::layer::{Exempt, PeerAddrFn, RequestHead};
+use crate::policy::{Policies, PolicyId};
+use crate::store::{Checks, Decision, InMemoryStore, KeyStore, RateKey, StoreError};
+use crate::{CODE_MISCONFIGURED, RATELIMIT, RATELIMIT_POLICY};
+
+/// Applies per-client quotas to requests; see the [crate docs](crate).
+pub struct RateLimit<S, St = InMemoryStore> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S, St> RateLimit<S, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
+        RateLimit { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The store (shared with the layer and every clone).
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+}
+
+impl<S: Clone, St> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug> fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: KeyStore,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, St, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        let head = RequestHead {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        };
+        if shared.exempt.matches(&head) {
+            return ResponseFuture::calling(self.inner.call(req), None);
+        }
+        let checks = match shared.checks(&req) {
+            Ok(c) => c,
+            Err(NoPeer) => return ResponseFuture::answered(shared.no_peer_response(&req)),
+        };
+        let mut check = shared.store.check(&checks);
+        // The in-memory store answers at once: decide here, with no clone of the inner service
+        // and no move of the request into the future. A store that must wait is polled again
+        // from the response future (with the task's waker).
+        match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => match shared.verdict(result, &req) {
+                Verdict::Pass(headers) => ResponseFuture::calling(self.inner.call(req), headers),
+                Verdict::Answer(resp) => ResponseFuture::answered(resp),
+            },
+            Poll::Pending => {
+                // The readied service goes into the future; a fresh clone stays for the next call.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::checking(check, req, inner, Arc::clone(shared))
+            }
+        }
+    }
+}
+
+/// The peer address was needed but the request had none.
+pub(crate) struct NoPeer;
+
+/// What the check decided for one request.
+pub(crate) enum Verdict<ResBody> {
+    /// Call the inner service; add these headers to its answer.
+    Pass(Option<RateHeaders>),
+    /// Answer with this.
+    Answer(Response<ResponseBody<ResBody>>),
+}
+
+/// `RateLimit-Policy` and `RateLimit` for one answer.
+#[derive(Debug)]
+pub(crate) struct RateHeaders {
+    policy: HeaderValue,
+    ratelimit: HeaderValue,
+}
+
+impl RateHeaders {
+    /// Appends both fields (an inner service's own policies, if any, stay).
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        headers.append(RATELIMIT_POLICY, self.policy);
+        headers.append(RATELIMIT, self.ratelimit);
+    }
+}
+
+/// Everything the layer, its clones and every service built from it share.
+pub(crate) struct Shared<St> {
+    pub(crate) store: St,
+    pub(crate) policies: Policies,
+    pub(crate) key_by: KeyBy,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) forwarded: ForwardedHeader,
+    pub(crate) v6_prefix: u8,
+    pub(crate) method_rules: Vec<(Method, PolicyId)>,
+    pub(crate) tool_rules: HashMap<Box<str>, PolicyId>,
+    pub(crate) each_tool: Option<PolicyId>,
+    pub(crate) known_tools: KnownTools,
+    pub(crate) exempt: Exempt,
+    pub(crate) headers_on_success: bool,
+    pub(crate) peer_addr: PeerAddrFn,
+    /// `RateLimit-Policy` when only the base policy applies (the common case), built once.
+    pub(crate) base_policy_header: HeaderValue,
+    pub(crate) warned_no_peer: AtomicBool,
+}
+
+impl<St: fmt::Debug> fmt::Debug for Shared<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("store", &self.store)
+            .field("policies", &self.policies)
+            .field("key_by", &self.key_by)
+            .field("trusted", &self.trusted)
+            .field("exempt", &self.exempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> Shared<St> {
+    /// The keys of a request: the base policy, then the method, tool and per-tool policies that
+    /// apply.
+    pub(crate) fn checks<B>(&self, req: &Request<B>) -> Result<Checks, NoPeer> {
+        let ext = req.extensions();
+        let client = self.client_key(req.headers(), ext)?;
+        let mut extra: [Option<(PolicyId, Option<Arc<str>>)>; 3] = [None, None, None];
+        if let Some(facts) = ext.get::<McpRequest>()
+            && let Some(method) = facts.method()
+        {
+            if let Some((_, id)) = self.method_rules.iter().find(|(m, _)| m == method) {
+                extra[0] = Some((*id, None));
+            }
+            if *method == Method::ToolsCall {
+                let tool = facts.tool();
+                if let Some(id) = tool.and_then(|t| self.tool_rules.get(t)) {
+                    extra[1] = Some((*id, None));
+                }
+                if let Some(id) = self.each_tool {
+                    // Only tools the server has get a key of their own.
+                    extra[2] = Some((id, Some(self.known_tools.key(tool))));
+                }
+            }
+        }
+        let mut checks = Checks::new();
+        if extra.iter().all(Option::is_none) {
+            checks.push(RateKey::new(PolicyId::BASE, None, client));
+            return Ok(checks);
+        }
+        checks.push(RateKey::new(PolicyId::BASE, None, client.clone()));
+        for (id, scope) in extra.into_iter().flatten() {
+            checks.push(RateKey::new(id, scope, client.clone()));
+        }
+        Ok(checks)
+    }
+
+    fn client_key(&self, headers: &HeaderMap, ext: &Extensions) -> Result<ClientKey, NoPeer> {
+        match &self.key_by {
+            KeyBy::Global => Ok(ClientKey::Global),
+            KeyBy::Principal => match ext.get::<Principal>() {
+                Some(p) => Ok(ClientKey::Principal(p.clone())),
+                None => self.peer_key(headers, ext),
+            },
+            KeyBy::Header(name) => match key::header_key(headers.get(name)) {
+                Some(k) => Ok(k),
+                None => self.peer_key(headers, ext),
+            },
+            KeyBy::Ip => self.peer_key(headers, ext),
+        }
+    }
+
+    fn peer_key(&self, headers: &HeaderMap, ext: &Extensions) -> Result<ClientKey, NoPeer> {
+        let peer: SocketAddr = (self.peer_addr)(ext).ok_or(NoPeer)?;
+        let ip = self.trusted.client_ip(peer.ip(), headers, self.forwarded);
+        Ok(ClientKey::Ip(key::ip_key(ip, self.v6_prefix)))
+    }
+
+    /// What to do with a store's answer.
+    pub(crate) fn verdict<B, ResBody>(
+        &self,
+        result: Result<Decision, StoreError>,
+        req: &Request<B>,
+    ) -> Verdict<ResBody> {
+        let decision = match result {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(%error, "rate-limit store failed; letting the request through");
+                return Verdict::Pass(None);
+            }
+        };
+        let Some(denied) = decision.denied() else {
+            let headers = self
+                .headers_on_success
+                .then(|| self.rate_headers(&decision))
+                .flatten();
+            return Verdict::Pass(headers);
+        };
+        let wait = denied.retry_after().unwrap_or_default();
+        let policy = self.policies.get(denied.policy()).map_or("?", |p| p.name());
+        tracing::debug!(
+            policy,
+            retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "rate limited"
+        );
+        let ext = req.extensions();
+        let id = ext.get::<McpRequest>().and_then(McpRequest::id);
+        let mut resp =
+            rescue::error_response(&RateLimited::new(wait), id, ext.get::<CorrelationId>());
+        if let Some(h) = self.rate_headers(&decision) {
+            h.apply(resp.headers_mut());
+        }
+        Verdict::Answer(resp)
+    }
+
+    fn rate_headers(&self, d: &Decision) -> Option<RateHeaders> {
+        let outcomes = d.outcomes();
+        let mut iter = outcomes.iter();
+        let only_base = outcomes.len() == 1 && iter.next()?.policy() == PolicyId::BASE;
+        let policy = if only_base {
+            self.base_policy_header.clone()
+        } else {
+            header_value(self.policies.policy_header(d))?
+        };
+        let ratelimit = header_value(self.policies.ratelimit_header(d))?;
+        Some(RateHeaders { policy, ratelimit })
+    }
+
+    /// 500 for a request that needs the peer address and has none: a deployment error.
+    fn no_peer_response<B, ResBody>(&self, req: &Request<B>) -> Response<ResponseBody<ResBody>> {
+        if !self.warned_no_peer.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                key_by = ?self.key_by,
+                "rate limit needs the peer address but the request has no ConnectInfo<SocketAddr>: \
+                 serve the router with `into_make_service_with_connect_info::<SocketAddr>()`, \
+                 set `peer_addr_with`, or key by principal/header with a principal always present, \
+                 or use `KeyBy::Global`; answering 500 until fixed"
+            );
+        }
+        let id = req
+            .extensions()
+            .get::<McpRequest>()
+            .and_then(McpRequest::id);
+        json_rpc_error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            id,
+            CODE_MISCONFIGURED,
+            "rate limit misconfigured: no peer address (see the server log)",
+            None,
+        )
+    }
+}
+
+fn header_value(s: String) -> Option<HeaderValue> {
+    // Policy names are validated printable ASCII and the rest are digits: never fails.
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}

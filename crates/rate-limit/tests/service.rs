@@ -1,0 +1,713 @@
+//! RateLimitLayer through tower-test mocks, on paused time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+use tower_armor_mcp::inspect::McpInspectLayer;
+use tower_armor_mcp::{
+    CorrelationId, KnownTools, McpBody, McpRequest, MessageKind, Method, Principal, ResponseBody,
+};
+use tower_armor_rate_limit::store::{Checks, Decision, StoreError};
+use tower_armor_rate_limit::{
+    Builder, ForwardedHeader, KeyBy, KeyStore, Limit, RateLimit, RateLimitLayer, TrustedProxies,
+};
+use tower_test::mock;
+
+type Mock = mock::Mock<Request<McpBody>, Response<String>>;
+type Answer = Response<ResponseBody<String>>;
+
+/// The layer over a mock inner service that answers every request `200 inner`; the counter
+/// tells how many requests reached it.
+fn setup<St: KeyStore>(layer: &RateLimitLayer<St>) -> (RateLimit<Mock, St>, Arc<AtomicUsize>) {
+    let (svc, mut handle) = mock::pair::<Request<McpBody>, Response<String>>();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Some((_req, send)) = handle.next_request().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            send.send_response(Response::new("inner".to_string()));
+        }
+    });
+    (layer.layer(svc), seen)
+}
+
+async fn send<St: KeyStore>(svc: &RateLimit<Mock, St>, req: Request<McpBody>) -> Answer {
+    svc.clone().oneshot(req).await.unwrap()
+}
+
+fn peer(ip: &str) -> ConnectInfo<SocketAddr> {
+    ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40_000))
+}
+
+/// A POST from `ip` (with `ConnectInfo`), optionally as a principal.
+fn post(ip: &str, principal: Option<&str>) -> Request<McpBody> {
+    let mut req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    req.extensions_mut().insert(peer(ip));
+    if let Some(p) = principal {
+        req.extensions_mut().insert(Principal::new(p));
+    }
+    req
+}
+
+fn call_tool(ip: &str, principal: &str, tool: &str, id: i64) -> Request<McpBody> {
+    let mut req = post(ip, Some(principal));
+    req.extensions_mut().insert(
+        McpRequest::new(
+            MessageKind::Request,
+            Some(Method::ToolsCall),
+            Some(id.into()),
+        )
+        .with_name(tool),
+    );
+    req
+}
+
+fn header<'a>(resp: &'a Answer, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+async fn body_json(resp: Answer) -> serde_json::Value {
+    let (parts, body) = resp.into_parts();
+    assert_eq!(parts.headers["content-type"], "application/json");
+    let b = body.collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn layer(b: Builder) -> RateLimitLayer {
+    b.build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_and_burst() {
+    let l = layer(Builder::new(Limit::per_minute(60).burst(3)));
+    let (svc, seen) = setup(&l);
+    for _ in 0..3 {
+        assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+    }
+    let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after"), Some("1"));
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        3,
+        "a refused request never reaches the service"
+    );
+    // One request per second comes back; a burst needs the whole bucket.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 429);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    for _ in 0..3 {
+        assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+    }
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 429);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_whole_seconds_rounded_up() {
+    // One request every 1.5 s, no burst.
+    let l = layer(Builder::new(Limit::per_minute(40).burst(1)));
+    let (svc, _) = setup(&l);
+    assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 200);
+    let resp = send(&svc, post("1.1.1.1", None)).await;
+    assert_eq!(
+        header(&resp, "retry-after"),
+        Some("2"),
+        "1.5 s rounds up to 2"
+    );
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    let resp = send(&svc, post("1.1.1.1", None)).await;
+    assert_eq!(
+        header(&resp, "retry-after"),
+        Some("1"),
+        "0.5 s rounds up to 1"
+    );
+    tokio::time::advance(Duration::from_millis(499)).await;
+    let resp = send(&svc, post("1.1.1.1", None)).await;
+    assert_eq!(
+        header(&resp, "retry-after"),
+        Some("1"),
+        "1 ms is still at least 1 s"
+    );
+    assert_eq!(header(&resp, "ratelimit"), Some(r#""default";r=0;t=1"#));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_and_json_rpc_body() {
+    let l = layer(Builder::new(Limit::per_minute(60).burst(2)));
+    let (svc, _) = setup(&l);
+    let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.body().is_local());
+    assert_eq!(
+        header(&resp, "ratelimit-policy"),
+        Some(r#""default";q=2;w=2"#)
+    );
+    assert_eq!(header(&resp, "ratelimit"), Some(r#""default";r=1;t=1"#));
+    let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+    assert_eq!(header(&resp, "ratelimit"), Some(r#""default";r=0;t=2"#));
+
+    let mut req = call_tool("1.1.1.1", "a", "add", 42);
+    req.extensions_mut()
+        .insert(CorrelationId::parse(b"corr-1").unwrap());
+    let resp = send(&svc, req).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&resp, "retry-after"), Some("1"));
+    assert_eq!(
+        header(&resp, "ratelimit-policy"),
+        Some(r#""default";q=2;w=2"#)
+    );
+    assert_eq!(header(&resp, "ratelimit"), Some(r#""default";r=0;t=1"#));
+    let v = body_json(resp).await;
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["id"], 42);
+    assert_eq!(v["error"]["code"], -31429);
+    assert_eq!(v["error"]["data"]["correlationId"], "corr-1");
+
+    // Without the inspector's facts the id is null.
+    let v = body_json(send(&svc, post("1.1.1.1", Some("a"))).await).await;
+    assert_eq!(v["id"], serde_json::Value::Null);
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_on_success_can_be_turned_off() {
+    let l = layer(Builder::new(Limit::per_minute(1)).headers_on_success(false));
+    let (svc, _) = setup(&l);
+    let resp = send(&svc, post("1.1.1.1", None)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("ratelimit").is_none());
+    assert!(resp.headers().get("ratelimit-policy").is_none());
+    let resp = send(&svc, post("1.1.1.1", None)).await;
+    assert_eq!(resp.status(), 429);
+    assert!(
+        resp.headers().get("ratelimit").is_some(),
+        "429s always carry them"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn principal_is_the_default_key_and_ip_the_fallback() {
+    let l = layer(Builder::new(Limit::per_minute(1)));
+    let (svc, _) = setup(&l);
+    // Same IP, different principals: separate quotas.
+    assert_eq!(
+        send(&svc, post("1.1.1.1", Some("alice"))).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, post("1.1.1.1", Some("alice"))).await.status(),
+        429
+    );
+    assert_eq!(send(&svc, post("1.1.1.1", Some("bob"))).await.status(), 200);
+    // Same principal from another IP: same quota.
+    assert_eq!(
+        send(&svc, post("2.2.2.2", Some("alice"))).await.status(),
+        429
+    );
+    // No principal: the peer IP.
+    assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 200);
+    assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 429);
+    assert_eq!(send(&svc, post("3.3.3.3", None)).await.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn header_keys() {
+    let l = layer(
+        Builder::new(Limit::per_minute(1))
+            .key_by(KeyBy::Header(http::HeaderName::from_static("x-api-key"))),
+    );
+    let (svc, _) = setup(&l);
+    let with_key = |ip: &str, key: &'static str| {
+        let mut r = post(ip, Some("ignored"));
+        r.headers_mut()
+            .insert("x-api-key", HeaderValue::from_static(key));
+        r
+    };
+    assert_eq!(send(&svc, with_key("1.1.1.1", "k1")).await.status(), 200);
+    // The same key from elsewhere shares the quota; another key does not.
+    assert_eq!(send(&svc, with_key("2.2.2.2", "k1")).await.status(), 429);
+    assert_eq!(send(&svc, with_key("1.1.1.1", "k2")).await.status(), 200);
+    // No header: the peer IP (the principal is not the key here).
+    assert_eq!(send(&svc, post("1.1.1.1", Some("x"))).await.status(), 200);
+    assert_eq!(send(&svc, post("1.1.1.1", Some("y"))).await.status(), 429);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ip_keys_behind_trusted_proxies() {
+    let l = layer(
+        Builder::new(Limit::per_minute(1))
+            .key_by(KeyBy::Ip)
+            .trusted_proxies(TrustedProxies::parse_list("10.0.0.0/8").unwrap()),
+    );
+    let (svc, _) = setup(&l);
+    let via = |peer_ip: &str, xff: &'static str| {
+        let mut r = post(peer_ip, Some("ignored"));
+        r.headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static(xff));
+        r
+    };
+    // Through the trusted proxy, each client has its own quota: the right-most untrusted hop.
+    assert_eq!(
+        send(&svc, via("10.0.0.5", "198.51.100.1")).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, via("10.0.0.5", "198.51.100.2")).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, via("10.0.0.6", "6.6.6.6, 198.51.100.1, 10.0.0.9"))
+            .await
+            .status(),
+        429
+    );
+    // A forged X-Forwarded-For from an untrusted peer is ignored: the peer is the key.
+    assert_eq!(
+        send(&svc, via("203.0.113.7", "198.51.100.50"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, via("203.0.113.7", "198.51.100.51"))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        send(&svc, via("203.0.113.7", "198.51.100.52"))
+            .await
+            .status(),
+        429
+    );
+    // And it cannot borrow another client's quota either: 198.51.100.50 itself is still fresh.
+    assert_eq!(
+        send(&svc, via("10.0.0.5", "198.51.100.50")).await.status(),
+        200
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forwarded_header_when_configured() {
+    let l = layer(
+        Builder::new(Limit::per_minute(1))
+            .key_by(KeyBy::Ip)
+            .trusted_proxies(TrustedProxies::parse_list("10.0.0.0/8").unwrap())
+            .forwarded_header(ForwardedHeader::Forwarded),
+    );
+    let (svc, _) = setup(&l);
+    let via = |fwd: &'static str| {
+        let mut r = post("10.0.0.5", None);
+        r.headers_mut()
+            .insert("forwarded", HeaderValue::from_static(fwd));
+        r
+    };
+    assert_eq!(send(&svc, via("for=198.51.100.1")).await.status(), 200);
+    assert_eq!(
+        send(&svc, via("for=198.51.100.2;proto=https"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, via(r#"for="198.51.100.1:999""#)).await.status(),
+        429
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv6_clients_share_their_prefix() {
+    let l = layer(Builder::new(Limit::per_minute(1)).key_by(KeyBy::Ip));
+    let (svc, _) = setup(&l);
+    assert_eq!(
+        send(&svc, post("2001:db8:1:2::1", None)).await.status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, post("2001:db8:1:2:ffff::9", None))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        send(&svc, post("2001:db8:1:3::1", None)).await.status(),
+        200
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_connect_info_is_a_clear_500() {
+    let l = layer(Builder::new(Limit::per_minute(5)).key_by(KeyBy::Ip));
+    let (svc, seen) = setup(&l);
+    let mut req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    req.extensions_mut().insert(McpRequest::new(
+        MessageKind::Request,
+        Some(Method::ToolsList),
+        Some(7.into()),
+    ));
+    let resp = send(&svc, req).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let v = body_json(resp).await;
+    assert_eq!(
+        v["error"]["code"],
+        tower_armor_rate_limit::CODE_MISCONFIGURED
+    );
+    assert_eq!(v["id"], 7);
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+
+    // Principal keying needs no peer when a principal is present, but falls back to it.
+    let l = layer(Builder::new(Limit::per_minute(5)));
+    let (svc, _) = setup(&l);
+    let mut req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    req.extensions_mut().insert(Principal::new("a"));
+    assert_eq!(send(&svc, req).await.status(), 200);
+    let req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    assert_eq!(send(&svc, req).await.status(), 500);
+
+    // Global keying never needs it.
+    let l = layer(Builder::new(Limit::per_minute(1)).key_by(KeyBy::Global));
+    let (svc, _) = setup(&l);
+    let req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    assert_eq!(send(&svc, req).await.status(), 200);
+    let resp = send(&svc, post("9.9.9.9", Some("z"))).await;
+    assert_eq!(resp.status(), 429, "one quota for everyone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_tool_quotas_key_only_known_tools() {
+    let known = KnownTools::from_names(["add", "expensive"]);
+    let l = layer(
+        Builder::new(Limit::per_minute(100))
+            .tool("expensive", Limit::per_minute(60).burst(1))
+            .each_tool(Limit::per_minute(60).burst(2))
+            .known_tools(known.clone()),
+    );
+    let (svc, _) = setup(&l);
+    // Unknown names share one `unknown` quota (burst 2), whatever the client calls them.
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "a", "made-up-1", 1))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "a", "made-up-2", 2))
+            .await
+            .status(),
+        200
+    );
+    let resp = send(&svc, call_tool("1.1.1.1", "a", "made-up-3", 3)).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        header(&resp, "ratelimit-policy"),
+        Some(r#""default";q=100;w=60, "each-tool";q=2;w=2"#)
+    );
+    // A known tool has its own.
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "a", "add", 4))
+            .await
+            .status(),
+        200
+    );
+    // The named tool's quota applies on top of its per-tool one.
+    let resp = send(&svc, call_tool("1.1.1.1", "a", "expensive", 5)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "ratelimit"),
+        Some(r#""default";r=95;t=3, "tool:expensive";r=0;t=1, "each-tool";r=1;t=1"#)
+    );
+    let resp = send(&svc, call_tool("1.1.1.1", "a", "expensive", 6)).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        header(&resp, "ratelimit"),
+        Some(r#""default";r=94;t=4, "tool:expensive";r=0;t=1"#)
+    );
+    // Quotas are per key: another principal is unaffected.
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "b", "expensive", 7))
+            .await
+            .status(),
+        200
+    );
+    // A tool learned later gets its own key from then on.
+    known.learn(["late"]);
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "a", "late", 8))
+            .await
+            .status(),
+        200
+    );
+    // Only tool calls meet tool quotas.
+    let mut list = post("1.1.1.1", Some("a"));
+    list.extensions_mut().insert(McpRequest::new(
+        MessageKind::Request,
+        Some(Method::ToolsList),
+        Some(9.into()),
+    ));
+    assert_eq!(send(&svc, list).await.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_method_quota() {
+    let l =
+        layer(Builder::new(Limit::per_minute(100)).method(Method::ToolsList, Limit::per_minute(1)));
+    let (svc, _) = setup(&l);
+    let list = || {
+        let mut r = post("1.1.1.1", Some("a"));
+        r.extensions_mut().insert(McpRequest::new(
+            MessageKind::Request,
+            Some(Method::ToolsList),
+            Some(1.into()),
+        ));
+        r
+    };
+    assert_eq!(send(&svc, list()).await.status(), 200);
+    let resp = send(&svc, list()).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(header(&resp, "retry-after"), Some("60"));
+    assert_eq!(
+        send(&svc, call_tool("1.1.1.1", "a", "add", 2))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn opening_a_long_lived_stream_counts() {
+    let l = layer(Builder::new(Limit::per_minute(1)));
+    let (svc, seen) = setup(&l);
+    // The inspector in front, as in the documented order: it marks listen streams.
+    let svc = McpInspectLayer::new().layer(svc);
+    let send = |req: Request<String>| svc.clone().oneshot(req);
+    let from = |who: &str, req: http::request::Builder, body: &str| {
+        let mut req = req.body(body.to_string()).unwrap();
+        req.extensions_mut().insert(Principal::new(who));
+        req
+    };
+    let post = |who: &str, body: &str| {
+        from(
+            who,
+            Request::post("/mcp").header("content-type", "application/json"),
+            body,
+        )
+    };
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+
+    // A 2025-11-25 GET listen stream.
+    let get = from(
+        "a",
+        Request::get("/mcp").header("accept", "text/event-stream"),
+        "",
+    );
+    assert_eq!(send(get).await.unwrap().status(), 200);
+    assert_eq!(send(post("a", ping)).await.unwrap().status(), 429);
+
+    // A 2026-07-28 subscriptions/listen POST.
+    let listen = post(
+        "b",
+        r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#,
+    );
+    assert_eq!(send(listen).await.unwrap().status(), 200);
+    assert_eq!(send(post("b", ping)).await.unwrap().status(), 429);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_checks_are_exempt() {
+    let l = layer(Builder::new(Limit::per_minute(1)));
+    let (svc, seen) = setup(&l);
+    for path in ["/healthz", "/readyz", "/healthz", "/readyz"] {
+        // No ConnectInfo, no principal: exempt requests are not even keyed.
+        let resp = send(&svc, Request::get(path).body(McpBody::empty()).unwrap()).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("ratelimit").is_none());
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+    let l = layer(
+        Builder::new(Limit::per_minute(1)).exempt_when(|h| h.headers().contains_key("x-internal")),
+    );
+    let (svc, _) = setup(&l);
+    let internal = || {
+        Request::post("/mcp")
+            .header("x-internal", "1")
+            .body(McpBody::empty())
+            .unwrap()
+    };
+    assert_eq!(send(&svc, internal()).await.status(), 200);
+    assert_eq!(send(&svc, internal()).await.status(), 200);
+    let resp = send(
+        &svc,
+        Request::get("/healthz").body(McpBody::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        500,
+        "the predicate replaced the paths; no peer to key on"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_is_shared_across_clones_and_layer_calls() {
+    let l = layer(Builder::new(Limit::per_minute(2)));
+    let (a, _) = setup(&l);
+    let (b, _) = setup(&l.clone());
+    assert_eq!(send(&a, post("1.1.1.1", Some("p"))).await.status(), 200);
+    assert_eq!(send(&b, post("1.1.1.1", Some("p"))).await.status(), 200);
+    assert_eq!(
+        send(&a.clone(), post("1.1.1.1", Some("p"))).await.status(),
+        429
+    );
+    assert_eq!(
+        send(&b.clone(), post("1.1.1.1", Some("p"))).await.status(),
+        429
+    );
+    assert_eq!(l.store().stats().entries, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_through_the_layer() {
+    let l = layer(
+        Builder::new(Limit::per_minute(60).burst(1))
+            .key_by(KeyBy::Ip)
+            .max_keys(8),
+    );
+    let (svc, _) = setup(&l);
+    for i in 0..8 {
+        assert_eq!(
+            send(&svc, post(&format!("192.0.2.{i}"), None))
+                .await
+                .status(),
+            200
+        );
+    }
+    // Full: newcomers share the overflow bucket (burst 1); known clients keep their state.
+    assert_eq!(send(&svc, post("198.51.100.1", None)).await.status(), 200);
+    assert_eq!(send(&svc, post("198.51.100.2", None)).await.status(), 429);
+    assert_eq!(send(&svc, post("192.0.2.0", None)).await.status(), 429);
+    let st = l.store().stats();
+    assert_eq!((st.entries, st.overflowed), (8, 2));
+    // A second later every bucket is full again: stale, swept when a newcomer needs room.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for i in 0..8 {
+        assert_eq!(
+            send(&svc, post(&format!("203.0.113.{i}"), None))
+                .await
+                .status(),
+            200
+        );
+    }
+    let st = l.store().stats();
+    assert_eq!(st.entries, 8);
+    assert_eq!(st.overflowed, 2, "{st:?}");
+    assert!(st.evicted >= 8, "{st:?}");
+}
+
+/// A store that answers later (like a networked one would) and counts its calls.
+#[derive(Clone, Debug)]
+struct SlowStore {
+    inner: tower_armor_rate_limit::InMemoryStore,
+    calls: Arc<AtomicUsize>,
+    fail: bool,
+}
+
+impl KeyStore for SlowStore {
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Decision, StoreError>> + Send>>;
+
+    fn check(&self, checks: &Checks) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let store = self.inner.clone();
+        let checks = checks.clone();
+        let fail = self.fail;
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if fail {
+                return Err(StoreError::new("unreachable"));
+            }
+            Ok(store.check_now(&checks))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_async_store_is_awaited_through_the_trait() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let l = Builder::new(Limit::per_minute(1))
+        .build_with_store(move |p| SlowStore {
+            inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
+            calls: c,
+            fail: false,
+        })
+        .unwrap();
+    let (svc, seen) = setup(&l);
+    let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "ratelimit"), Some(r#""default";r=0;t=60"#));
+    let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    // A failing store lets requests through (fail open).
+    let l = Builder::new(Limit::per_minute(1))
+        .build_with_store(|p| SlowStore {
+            inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
+            calls: Arc::new(AtomicUsize::new(0)),
+            fail: true,
+        })
+        .unwrap();
+    let (svc, seen) = setup(&l);
+    for _ in 0..3 {
+        let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("ratelimit").is_none());
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_while_the_store_answers_reaches_nothing() {
+    let l = Builder::new(Limit::per_minute(5))
+        .build_with_store(|p| SlowStore {
+            inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
+            calls: Arc::new(AtomicUsize::new(0)),
+            fail: false,
+        })
+        .unwrap();
+    let (mut svc, seen) = setup(&l);
+    let fut = svc.ready().await.unwrap().call(post("1.1.1.1", Some("a")));
+    assert!(format!("{fut:?}").contains("Checking"));
+    drop(fut);
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+}
+
+#[test]
+fn services_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<RateLimitLayer>();
+    check::<RateLimit<Mock>>();
+    fn future_is_send<F: Send>(_: &F) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = layer(Builder::new(Limit::per_minute(1)));
+        let (mut svc, _) = setup(&l);
+        let fut = svc.ready().await.unwrap().call(post("1.1.1.1", None));
+        future_is_send(&fut);
+    });
+}
