@@ -1,1 +1,185 @@
-//! tower-armor-bulkhead: in progress.
+//! A bulkhead for MCP: bounded concurrent calls with a bounded line of waiters, permits held
+//! until the call's answer ends (SSE answers included), one pool per key, and a per-principal
+//! bound on long-lived streams.
+//!
+//! # Example
+//!
+//! One pool per tool, one permit each, nobody waits: a second `slow` call is refused at once
+//! while the first runs, and `add` is not affected.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::{Map, json};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_armor_bulkhead::BulkheadLayer;
+//! use tower_armor_mcp::{BoxError, KnownTools, ToolCall, ToolReply, error::BulkheadFull};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let layer = BulkheadLayer::new(1)
+//!     .max_queue(0)
+//!     .max_wait(Duration::from_secs(2))
+//!     .by_tool(KnownTools::from_names(["add", "slow"]));
+//! let stats = layer.stats();
+//! let mut svc = layer.layer(service_fn(|call: ToolCall| async move {
+//!     if call.tool() == "slow" {
+//!         tokio::time::sleep(Duration::from_millis(20)).await;
+//!     }
+//!     Ok::<_, BoxError>(ToolReply::Result { is_error: false, result: json!({}) })
+//! }));
+//!
+//! // The permit is taken when the call is made (or, when it must wait, in its future).
+//! let first = svc.ready().await?.call(ToolCall::new("slow", Map::new()));
+//! let second = svc.ready().await?.call(ToolCall::new("slow", Map::new()));
+//! let err = second.await.unwrap_err();
+//! assert!(err.downcast_ref::<BulkheadFull>().is_some());
+//!
+//! svc.ready().await?.call(ToolCall::new("add", Map::new())).await?;
+//! assert_eq!(stats.key("slow").unwrap().running, 1);
+//!
+//! first.await?;
+//! assert_eq!((stats.running(), stats.queued(), stats.rejected()), (0, 0, 1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In axum, under [`RescueLayer`](tower_armor_mcp::RescueLayer) (which turns the refusal into
+//! `503` with JSON-RPC code `-31509`), after the inspector that supplies the request facts:
+//!
+//! ```no_run
+//! # use std::convert::Infallible;
+//! # use http::{Request, Response};
+//! # async fn handler(_: Request<tower_armor_mcp::McpBody>) -> Result<Response<String>, Infallible> { unimplemented!() }
+//! use tower::ServiceBuilder;
+//! use tower_armor_bulkhead::BulkheadLayer;
+//! use tower_armor_mcp::{KnownTools, RescueLayer, inspect::McpInspectLayer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tools = KnownTools::from_names(["add", "slow", "progress"]);
+//! let mcp = ServiceBuilder::new()
+//!     .layer(McpInspectLayer::new())
+//!     .layer(RescueLayer::new())
+//!     .layer(BulkheadLayer::from_env()?.by_tool(tools))
+//!     .service_fn(handler);
+//! let app: axum::Router = axum::Router::new().nest_service("/mcp", mcp);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What takes a permit, and for how long
+//!
+//! - **Calls** (JSON-RPC requests, and requests without [`McpRequest`] facts, taken as one opaque
+//!   call) take a permit from their pool and hold it **until the call's final answer**: for a
+//!   typed reply or an answer already complete (JSON read, error status) when the response future
+//!   resolves; for a streamed (SSE) answer until its final JSON-RPC response passes, or the body
+//!   ends, fails or is dropped. The bulkhead learns this through
+//!   [`CallResponse::observe`] and the answer's [`CompletionHandle`]: it observes once, and
+//!   reuses a handle an inner layer already put in the answer. Under 2025-11-25 rmcp sends SSE
+//!   headers at once and the result later; the permit is still held until the result.
+//! - **A 2025-11-25 resumption** (GET + `Last-Event-ID`, [`StreamRole::Resume`]) is the same call,
+//!   continued: it takes a call permit like any call (in the `unknown` pool when keyed by tool: a
+//!   GET names no tool) and holds it until the resumed answer ends. The broken stream it resumes
+//!   gave its permit back when its body was dropped, so one call holds at most one permit at a
+//!   time; between the break and the resumption the tool keeps running (closing a 2025-11-25
+//!   stream does not cancel it) without a permit.
+//! - **Long-lived streams** (GET listen, `subscriptions/listen`) take no call permit: they would
+//!   hold it for hours. They take a slot in their own pool instead, at most
+//!   [`streams_per_principal`](BulkheadLayer::streams_per_principal) (default 4) per
+//!   [`Principal`] found in the request extensions (streams without one share one anonymous
+//!   allowance), released when the stream's body ends or is dropped. No line: a stream over the
+//!   limit is refused at once.
+//! - **Notifications, client responses, session deletes** take nothing: a
+//!   `notifications/cancelled` or the answer to the server's elicitation must never wait behind
+//!   the very calls it concerns.
+//!
+//! # Line, wait limit, fairness
+//!
+//! Permits are taken in [`call`](tower_service::Service::call) when one is free, otherwise in the
+//! response future: axum clones the service and calls it once per request, so a `Pending`
+//! `poll_ready` would only park requests in an unbounded line. At most
+//! [`max_queue`](BulkheadLayer::max_queue) calls wait per pool (one more is refused at once), each
+//! at most [`max_wait`](BulkheadLayer::max_wait), and they are served first come, first served: a
+//! returned permit goes straight to the first waiter, never to a newcomer. A call whose future is
+//! dropped — while waiting, just after being handed a permit, or while running — gives back its
+//! place or its permit. (For backpressure through `poll_ready`, see [`BackpressureLayer`].)
+//!
+//! # Keys
+//!
+//! [`by_tool`](BulkheadLayer::by_tool) gives each tool of a [`KnownTools`] set its own pool; any
+//! other name (client-controlled) and any call that is not a `tools/call` share the `unknown`
+//! pool. [`by_authority`](BulkheadLayer::by_authority) keys by upstream. The key table is bounded
+//! ([`max_keys`](BulkheadLayer::max_keys)); keys beyond it share one `overflow` pool.
+//!
+//! # Shared state and stats
+//!
+//! The pools are built once by the layer: every `layer()` call and every clone of the layer or
+//! its services shares them. [`BulkheadStats`] (from [`BulkheadLayer::stats`]) reads running,
+//! queued and refused calls in total and per key, and open long-lived streams.
+//!
+//! # Response type
+//!
+//! The service's response is [`CallResponse::Observed`]: for `http::Response<B>` the body is
+//! wrapped in [`ObservedBody`](tower_armor_mcp::observe::ObservedBody) (frames pass untouched and
+//! at once; nothing is buffered); typed [`ToolReply`](tower_armor_mcp::ToolReply)s are unchanged.
+//!
+//! # Ordering
+//!
+//! ```text
+//! correlation-id → sse → bearer-auth → McpInspectLayer → allow-list → rate-limit → RescueLayer
+//!     → circuit-breaker → retry → BULKHEAD → timeout → MCP service
+//! ```
+//!
+//! - **After the inspector** (and bearer-auth): the bulkhead reads the request's [`McpRequest`]
+//!   (tool, id, long-lived or not) and [`Principal`]. Without facts every request is one opaque
+//!   call; without a principal every stream is anonymous.
+//! - **Inside retry**: each attempt re-enters the bulkhead and takes its own permit (and may be
+//!   refused); a backoff sleep between attempts holds none. A retry layer outside treats
+//!   `BulkheadFull` as retryable with backoff.
+//! - **Outside the per-call timeout**: the timeout clocks the call's run, not its wait in line
+//!   ([`max_wait`](BulkheadLayer::max_wait) bounds that); a call the timeout ends (with an in-stream
+//!   error for SSE answers) gives its permit back when that answer ends.
+//! - **Inside the circuit breaker**: a refused call never reaches the dependency, and the
+//!   classification table ignores local rejections, so a full bulkhead does not open the breaker.
+//! - **Under [`RescueLayer`](tower_armor_mcp::RescueLayer) in axum**: the bulkhead's error type is
+//!   [`BoxError`](tower_armor_mcp::BoxError) and axum's `Router::layer` / `nest_service` need
+//!   `Infallible`; rescue (or axum's `HandleErrorLayer`) answers the refusals.
+//!
+//! # Errors
+//!
+//! The service fails with [`BoxError`](tower_armor_mcp::BoxError):
+//!
+//! - [`BulkheadFull`](tower_armor_mcp::error::BulkheadFull) `{ key }` when the pool's line is full
+//!   (at once) or [`max_wait`](BulkheadLayer::max_wait) passed; `key` is the pool's key (`None`
+//!   when unkeyed). A long-lived stream over its principal's limit gets `key` [`STREAMS_KEY`].
+//!   Under rescue: `503` with JSON-RPC code `-31509` and the request's id.
+//! - The inner service's error, boxed, unchanged (its permit is returned at once).
+//!
+//! Settings that cannot work are refused when the layer is built ([`ConfigError`]); nothing
+//! panics at request time, except [`BackpressureLayer`]'s service called without readiness.
+//!
+//! [`McpRequest`]: tower_armor_mcp::McpRequest
+//! [`Principal`]: tower_armor_mcp::Principal
+//! [`KnownTools`]: tower_armor_mcp::KnownTools
+//! [`StreamRole::Resume`]: tower_armor_mcp::StreamRole::Resume
+//! [`CallResponse::observe`]: tower_armor_mcp::CallResponse::observe
+//! [`CallResponse::Observed`]: tower_armor_mcp::CallResponse::Observed
+//! [`CompletionHandle`]: tower_armor_mcp::CompletionHandle
+
+mod config;
+pub mod future;
+mod keys;
+mod layer;
+mod pool;
+mod service;
+mod stats;
+mod streams;
+
+pub use self::config::{
+    ConfigError, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAM_PRINCIPALS,
+    DEFAULT_STREAMS_PER_PRINCIPAL, ENV_MAX_CONCURRENT, ENV_MAX_QUEUE, ENV_MAX_WAIT_MS,
+    ENV_STREAMS_PER_PRINCIPAL,
+};
+pub use self::keys::{NO_AUTHORITY_KEY, OVERFLOW_KEY};
+pub use self::layer::{BackpressureLayer, BulkheadLayer};
+pub use self::service::{Bulkhead, STREAMS_KEY};
+pub use self::stats::{BulkheadStats, KeyStats};

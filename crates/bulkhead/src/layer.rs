@@ -1,0 +1,303 @@
+//! [`BulkheadLayer`] (permits taken in the response future) and [`BackpressureLayer`] (permits
+//! reserved in `poll_ready`): each is its own builder; the shared state is built once per
+//! setting and shared by every `layer()` call and every clone.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_armor_mcp::KnownTools;
+use tower_layer::Layer;
+
+use crate::config::{Config, ConfigError};
+use crate::keys::{Keying, Pools};
+use crate::service::Bulkhead;
+use crate::stats::BulkheadStats;
+use crate::streams::StreamPool;
+
+/// The state every clone of a bulkhead shares.
+pub(crate) struct Shared {
+    pub(crate) backpressure: bool,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) pools: Pools,
+    pub(crate) streams: Option<Arc<StreamPool>>,
+    pub(crate) max_concurrent: usize,
+    pub(crate) max_queue: usize,
+}
+
+impl Shared {
+    fn new(config: &Config) -> Arc<Self> {
+        let max_queue = if config.backpressure {
+            // The line is the callers polling readiness; their own bound (Buffer's) applies.
+            usize::MAX
+        } else {
+            config.max_queue
+        };
+        Arc::new(Shared {
+            backpressure: config.backpressure,
+            max_wait: config.max_wait,
+            pools: Pools::new(
+                &config.keying,
+                config.max_concurrent,
+                max_queue,
+                config.max_keys,
+            ),
+            streams: config
+                .streams_per_principal
+                .map(|n| Arc::new(StreamPool::new(n, config.max_stream_principals))),
+            max_concurrent: config.max_concurrent,
+            max_queue,
+        })
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("backpressure", &self.backpressure)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("max_queue", &self.max_queue)
+            .field("max_wait", &self.max_wait)
+            .field("pools", &self.pools)
+            .field("streams", &self.streams)
+            .finish()
+    }
+}
+
+/// Bounds concurrent calls; see the [crate docs](crate).
+///
+/// The layer is its own builder: `BulkheadLayer::new(8).max_queue(16).max_wait(d)`. Each
+/// setting builds fresh shared state; after that, every `layer()` call and every clone of the
+/// layer or of its services shares the same pools and [`BulkheadStats`]. (Configure first, then
+/// layer: a setting changed on a clone after layering makes a separate bulkhead.)
+///
+/// Permits are taken in the response future (never in `poll_ready`), so axum's clone-and-call
+/// pattern cannot park requests in an unbounded line; waiters beyond [`max_queue`] are refused at
+/// once with [`BulkheadFull`](tower_armor_mcp::error::BulkheadFull).
+///
+/// [`max_queue`]: BulkheadLayer::max_queue
+#[derive(Clone)]
+pub struct BulkheadLayer {
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BulkheadLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl BulkheadLayer {
+    /// A bulkhead of `max_concurrent` permits, one global pool, a line of as many waiters as
+    /// permits, no wait limit, and at most 4 open long-lived streams per principal.
+    ///
+    /// # Panics
+    ///
+    /// When `max_concurrent` is 0 or above 2³¹ − 1. Use [`BulkheadLayer::try_new`] for values
+    /// from outside the program.
+    pub fn new(max_concurrent: usize) -> Self {
+        match Self::try_new(max_concurrent) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`BulkheadLayer::new`], with an error for a value that cannot work.
+    pub fn try_new(max_concurrent: usize) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(Config::try_new(max_concurrent)?))
+    }
+
+    /// A global bulkhead from the environment, validated (an error names the variable):
+    ///
+    /// | variable | default | meaning |
+    /// |---|---|---|
+    /// | `MCP_BULKHEAD_MAX_CONCURRENT` | 64 | permits per pool (1 to 2³¹ − 1) |
+    /// | `MCP_BULKHEAD_MAX_QUEUE` | = permits | waiters per pool (0: refuse at once when full) |
+    /// | `MCP_BULKHEAD_MAX_WAIT_MS` | no limit | longest wait in line, milliseconds (> 0) |
+    /// | `MCP_BULKHEAD_STREAMS_PER_PRINCIPAL` | 4 | open long-lived streams per principal, or `off` |
+    ///
+    /// Unset and empty variables take the default. Key the result with
+    /// [`by_tool`](Self::by_tool) or [`by_authority`](Self::by_authority) as needed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self::from_config(Config::from_lookup(|k| {
+            std::env::var(k).ok()
+        })?))
+    }
+
+    fn from_config(config: Config) -> Self {
+        let shared = Shared::new(&config);
+        BulkheadLayer { config, shared }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        Self::from_config(self.config)
+    }
+
+    /// How many calls may wait for a permit per pool; one more is refused at once. 0 refuses
+    /// every call that finds no free permit.
+    pub fn max_queue(self, max_queue: usize) -> Self {
+        self.with(|c| c.max_queue = max_queue)
+    }
+
+    /// How long a call may wait for a permit before it is refused. `Duration::ZERO` refuses
+    /// every call that has to wait (like `max_queue(0)`).
+    pub fn max_wait(self, max_wait: Duration) -> Self {
+        self.with(|c| c.max_wait = Some(max_wait))
+    }
+
+    /// Waits without a time limit (the default); the line is still bounded by
+    /// [`max_queue`](Self::max_queue).
+    pub fn no_max_wait(self) -> Self {
+        self.with(|c| c.max_wait = None)
+    }
+
+    /// One pool per tool: a `tools/call` of a tool in `tools` goes to that tool's pool; every other
+    /// call (unknown tool names, other methods, resumptions, requests without facts) shares the
+    /// `unknown` pool. Each pool has the configured permits and line.
+    ///
+    /// `tools` is shared: names learned into it later (for example from `tools/list` answers)
+    /// get their own pool from then on.
+    pub fn by_tool(self, tools: KnownTools) -> Self {
+        self.with(|c| c.keying = Keying::Tool(tools))
+    }
+
+    /// One pool per upstream authority ([`CallRequest::authority`]; calls without one share the
+    /// `unknown` pool). For client stacks calling several MCP servers.
+    ///
+    /// [`CallRequest::authority`]: tower_armor_mcp::CallRequest::authority
+    pub fn by_authority(self) -> Self {
+        self.with(|c| c.keying = Keying::Authority)
+    }
+
+    /// One pool for every call (the default).
+    pub fn global(self) -> Self {
+        self.with(|c| c.keying = Keying::Global)
+    }
+
+    /// The most pools a keyed bulkhead creates (default 1,024); further keys share one
+    /// `overflow` pool.
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        self.with(|c| c.max_keys = max_keys)
+    }
+
+    /// Open long-lived streams allowed per principal (default 4; 0 refuses every one). Streams
+    /// without a [`Principal`](tower_armor_mcp::Principal) share one anonymous allowance.
+    pub fn streams_per_principal(self, n: usize) -> Self {
+        self.with(|c| c.streams_per_principal = Some(n))
+    }
+
+    /// Does not bound long-lived streams at all.
+    pub fn no_stream_limit(self) -> Self {
+        self.with(|c| c.streams_per_principal = None)
+    }
+
+    /// How many principals with open streams are tracked one by one (default 4,096); further
+    /// principals share one allowance.
+    pub fn max_stream_principals(self, n: usize) -> Self {
+        self.with(|c| c.max_stream_principals = n)
+    }
+
+    /// The live counters of this bulkhead (shared with every service it makes).
+    pub fn stats(&self) -> BulkheadStats {
+        BulkheadStats::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Bulkhead<S> {
+        Bulkhead::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// A bulkhead that reserves its permit in `poll_ready`, like tower's `ConcurrencyLimit`: the
+/// caller sees `Pending` until a permit is free (waiters served first come, first served).
+///
+/// Useful only behind callers that respect readiness and hold their own bounded line, such as
+/// tower's `Buffer` or `Balance`. axum clones the service and calls it once per request, so in
+/// axum a `Pending` `poll_ready` parks each request in an unbounded line: use [`BulkheadLayer`]
+/// there. There is one global pool (a key is only known from the request, after readiness) and no
+/// line bound or wait limit (the caller's buffer bounds the line; its timeout bounds the wait).
+///
+/// A reservation belongs to the service value that made it: clones start without one, and
+/// dropping a service returns its reservation. Requests that take no call permit (long-lived
+/// streams, notifications) return the reservation when called.
+#[derive(Clone)]
+pub struct BackpressureLayer {
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BackpressureLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackpressureLayer")
+            .field("max_concurrent", &self.config.max_concurrent)
+            .field("streams_per_principal", &self.config.streams_per_principal)
+            .finish()
+    }
+}
+
+impl BackpressureLayer {
+    /// A backpressure bulkhead of `max_concurrent` permits.
+    ///
+    /// # Panics
+    ///
+    /// When `max_concurrent` is 0 or above 2³¹ − 1; see [`BackpressureLayer::try_new`].
+    pub fn new(max_concurrent: usize) -> Self {
+        match Self::try_new(max_concurrent) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`BackpressureLayer::new`], with an error for a value that cannot work.
+    pub fn try_new(max_concurrent: usize) -> Result<Self, ConfigError> {
+        let mut config = Config::try_new(max_concurrent)?;
+        config.backpressure = true;
+        Ok(Self::from_config(config))
+    }
+
+    fn from_config(config: Config) -> Self {
+        let shared = Shared::new(&config);
+        BackpressureLayer { config, shared }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        Self::from_config(self.config)
+    }
+
+    /// Open long-lived streams allowed per principal (default 4); see
+    /// [`BulkheadLayer::streams_per_principal`].
+    pub fn streams_per_principal(self, n: usize) -> Self {
+        self.with(|c| c.streams_per_principal = Some(n))
+    }
+
+    /// Does not bound long-lived streams at all.
+    pub fn no_stream_limit(self) -> Self {
+        self.with(|c| c.streams_per_principal = None)
+    }
+
+    /// How many principals with open streams are tracked one by one (default 4,096).
+    pub fn max_stream_principals(self, n: usize) -> Self {
+        self.with(|c| c.max_stream_principals = n)
+    }
+
+    /// The live counters of this bulkhead.
+    pub fn stats(&self) -> BulkheadStats {
+        BulkheadStats::new(Arc::clone(&self.shared))
+    }
+}
+
+impl<S> Layer<S> for BackpressureLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Bulkhead<S> {
+        Bulkhead::new(inner, Arc::clone(&self.shared))
+    }
+}

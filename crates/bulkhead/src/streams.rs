@@ -1,0 +1,175 @@
+//! The pool of long-lived streams (a 2025-11-25 GET listen stream, a 2026-07-28
+//! `subscriptions/listen`): no call permits, but at most `per_principal` open streams per
+//! [`Principal`], so no token holder can open thousands of idle streams.
+//!
+//! Pure: a small table under a mutex (stream opens are rare next to calls), no runtime.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tower_armor_mcp::Principal;
+
+/// Whose streams a slot counts against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Owner {
+    Principal(Principal),
+    /// Every stream without a `Principal` in its request extensions.
+    Anonymous,
+    /// Principals beyond the table's bound share this entry (and its limit).
+    Overflow,
+}
+
+/// Open long-lived streams per principal.
+pub(crate) struct StreamPool {
+    per_principal: usize,
+    max_principals: usize,
+    open: Mutex<HashMap<Owner, usize>>,
+    rejected: AtomicU64,
+}
+
+impl std::fmt::Debug for StreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamPool")
+            .field("per_principal", &self.per_principal)
+            .field("max_principals", &self.max_principals)
+            .field("open", &self.open_total())
+            .finish()
+    }
+}
+
+impl StreamPool {
+    /// A pool allowing `per_principal` open streams to each principal, tracking at most
+    /// `max_principals` principals with open streams at once.
+    pub(crate) fn new(per_principal: usize, max_principals: usize) -> Self {
+        StreamPool {
+            per_principal,
+            max_principals,
+            open: Mutex::new(HashMap::new()),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Owner, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a stream for `principal` (`None`: anonymous), or refuses when it has
+    /// `per_principal` streams open already.
+    pub(crate) fn try_open(self: &Arc<Self>, principal: Option<&Principal>) -> Option<StreamSlot> {
+        let mut open = self.lock();
+        let mut owner = match principal {
+            Some(p) => Owner::Principal(p.clone()),
+            None => Owner::Anonymous,
+        };
+        if !open.contains_key(&owner) && open.len() >= self.max_principals {
+            owner = Owner::Overflow;
+        }
+        let n = open.get(&owner).copied().unwrap_or(0);
+        if n >= self.per_principal {
+            drop(open);
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        open.insert(owner.clone(), n + 1);
+        Some(StreamSlot {
+            pool: Arc::clone(self),
+            owner,
+        })
+    }
+
+    /// The configured limit per principal.
+    pub(crate) fn per_principal(&self) -> usize {
+        self.per_principal
+    }
+
+    /// Streams open now, all principals together.
+    pub(crate) fn open_total(&self) -> usize {
+        self.lock().values().sum()
+    }
+
+    /// Streams open now for `principal` (`None`: anonymous).
+    pub(crate) fn open_for(&self, principal: Option<&Principal>) -> usize {
+        let owner = match principal {
+            Some(p) => Owner::Principal(p.clone()),
+            None => Owner::Anonymous,
+        };
+        self.lock().get(&owner).copied().unwrap_or(0)
+    }
+
+    /// Streams refused so far.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    fn close(&self, owner: &Owner) {
+        let mut open = self.lock();
+        if let Some(n) = open.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                // Entries exist only while streams are open: the table never outgrows them.
+                open.remove(owner);
+            }
+        }
+    }
+}
+
+/// One open long-lived stream; closed when dropped.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    pool: Arc<StreamPool>,
+    owner: Owner,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.pool.close(&self.owner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_per_principal_and_anonymous_streams_share_one_key() {
+        let pool = Arc::new(StreamPool::new(2, 100));
+        let alice = Principal::new("alice");
+        let bob = Principal::new("bob");
+        let a1 = pool.try_open(Some(&alice)).unwrap();
+        let _a2 = pool.try_open(Some(&alice)).unwrap();
+        assert!(pool.try_open(Some(&alice)).is_none());
+        let _b1 = pool.try_open(Some(&bob)).unwrap();
+        let _n1 = pool.try_open(None).unwrap();
+        let _n2 = pool.try_open(None).unwrap();
+        assert!(pool.try_open(None).is_none());
+        assert_eq!(pool.rejected(), 2);
+        assert_eq!(pool.open_total(), 5);
+        drop(a1);
+        assert_eq!(pool.open_for(Some(&alice)), 1);
+        let _a3 = pool.try_open(Some(&alice)).unwrap();
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_emptied() {
+        let pool = Arc::new(StreamPool::new(1, 2));
+        let p: Vec<Principal> = (0..4).map(|i| Principal::new(format!("p{i}"))).collect();
+        let s0 = pool.try_open(Some(&p[0])).unwrap();
+        let _s1 = pool.try_open(Some(&p[1])).unwrap();
+        // The table is full: p2 counts against the shared overflow entry, p3 finds it taken.
+        let s2 = pool.try_open(Some(&p[2])).unwrap();
+        assert!(pool.try_open(Some(&p[3])).is_none());
+        assert_eq!(pool.lock().len(), 3);
+        drop(s2);
+        drop(s0);
+        assert_eq!(pool.lock().len(), 1);
+        assert_eq!(pool.open_total(), 1);
+    }
+
+    #[test]
+    fn zero_allows_no_stream() {
+        let pool = Arc::new(StreamPool::new(0, 10));
+        assert!(pool.try_open(None).is_none());
+        assert_eq!(pool.open_total(), 0);
+    }
+}
