@@ -1,52 +1,99 @@
 //! A hardened MCP server: rmcp's streamable-HTTP service mounted in axum at `/mcp`, wrapped in
-//! tower-armor's layers, with `/healthz`.
+//! every tower-armor layer in the documented order, with `/healthz` and a break-glass admin
+//! endpoint for the circuit breakers.
 //!
 //! ```text
-//! cargo run --example mcp_server            # listens on 127.0.0.1:8080
+//! cargo run --example mcp_server                                   # 127.0.0.1:8080, auth off
+//! MCP_BEARER_TOKEN=alice:s3cret,bob:hunter2 cargo run --example mcp_server
 //! MCP_ADDR=127.0.0.1:9000 RUST_LOG=debug cargo run --example mcp_server
 //! ```
 //!
-//! Settings (environment):
+//! Every setting comes from the environment and is validated before the server starts; a bad
+//! value exits with status 2 and names the variable. The full list is in
+//! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
+//! `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_CALL_TIMEOUT_MS` (default here: 60000) and
+//! `RUST_LOG` (default `info`, logs on stderr).
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `MCP_ADDR` | `127.0.0.1:8080` | listen address |
-//! | `MCP_MAX_BODY_BYTES` | `4194304` | largest request body read by the inspector (413 above) |
-//! | `RUST_LOG` | `info` | log filter (logs go to stderr) |
+//! Without `MCP_BEARER_TOKEN` auth is off (a warning is logged), and the server refuses to bind a
+//! non-loopback address unless `MCP_AUTH_DISABLED=true`.
 //!
-//! The layer stack follows the documented order (DESIGN §4); each layer joins as its crate lands.
-//! The demo tools: `add`, `echo`, `slow`, `progress`, `fail`, `crash`, `unstable`.
+//! The stack, outer → inner (DESIGN §4):
+//!
+//! ```text
+//! correlation-id → sse → bearer-auth → inspect → adopt _meta trace → tool allow-list
+//!   → rate-limit → rescue → circuit-breaker (per tool) → bulkhead (per tool) → timeout → rmcp
+//! ```
+//!
+//! Demo tools: `add`, `echo`, `slow`, `progress`, `fail`, `crash`, `unstable`. Their names are
+//! handed to every layer that keys by tool, so a client cannot mint keys with made-up names.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower_armor_bearer_auth::BearerAuthLayer;
+use tower_armor_bearer_auth::allow::ToolAllowListLayer;
+use tower_armor_bulkhead::{BulkheadLayer, BulkheadStats};
+use tower_armor_circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, KeyBy};
+use tower_armor_correlation_id::{AdoptMetaTraceLayer, CorrelationIdLayer};
 use tower_armor_mcp::inspect::McpInspectLayer;
+use tower_armor_mcp::{KnownTools, RescueLayer};
+use tower_armor_rate_limit::RateLimitLayer;
+use tower_armor_sse::{SseLayer, SseShutdown};
 use tower_armor_test_support::{DEMO_TOOLS, ServerOptions, demo_service};
+use tower_armor_timeout::TimeoutLayer;
 
-/// The example's settings, read from the environment and validated before anything starts.
-#[derive(Clone, Debug)]
+/// The deadline of a call when `MCP_CALL_TIMEOUT_MS` is not set.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything the example reads from the environment, validated.
+#[derive(Debug)]
 pub struct Settings {
-    /// Where to listen.
+    /// Where to listen (`MCP_ADDR`).
     pub addr: SocketAddr,
-    /// The inspector's body limit.
+    /// The inspector's body limit (`MCP_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Correlation ids (`MCP_REQUEST_ID_HEADER`).
+    pub correlation: CorrelationIdLayer,
+    /// SSE pass-through (`MCP_SSE_KEEPALIVE_SECONDS`, `MCP_SSE_IDLE_TIMEOUT_SECONDS`).
+    pub sse: SseLayer,
+    /// Bearer auth (`MCP_BEARER_TOKEN`, `MCP_BEARER_TOKEN_FILE`, …).
+    pub auth: BearerAuthLayer,
+    /// Tool allow-list (`MCP_TOOL_ALLOW`).
+    pub allow: ToolAllowListLayer,
+    /// Rate limits (`MCP_RATE_LIMIT_*`).
+    pub rate_limit: RateLimitLayer,
+    /// Circuit breakers, one per demo tool (`MCP_BREAKER_*`).
+    pub breaker: CircuitBreakerLayer,
+    /// Bulkheads, one per demo tool (`MCP_BULKHEAD_*`).
+    pub bulkhead: BulkheadLayer,
+    /// Per-call deadline (`MCP_CALL_TIMEOUT_MS`, …).
+    pub timeout: TimeoutLayer,
 }
 
 impl Settings {
-    /// Reads the settings; a bad value is an error naming its variable.
+    /// Reads the process environment.
     pub fn from_env() -> Result<Self, String> {
-        let addr = match std::env::var("MCP_ADDR") {
-            Ok(v) => v
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map); every error names its variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Copy) -> Result<Self, String> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let addr = match get("MCP_ADDR") {
+            Some(v) => v
+                .trim()
                 .parse()
                 .map_err(|e| format!("MCP_ADDR: {e} (expected host:port, e.g. 127.0.0.1:8080)"))?,
-            Err(_) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
-        let max_body_bytes = match std::env::var("MCP_MAX_BODY_BYTES") {
-            Ok(v) => match v.trim().parse::<usize>() {
+        let max_body_bytes = match get("MCP_MAX_BODY_BYTES") {
+            Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,
                 _ => {
                     return Err(format!(
@@ -54,45 +101,161 @@ impl Settings {
                     ));
                 }
             },
-            Err(_) => McpInspectLayer::DEFAULT_MAX_BODY,
+            None => McpInspectLayer::DEFAULT_MAX_BODY,
+        };
+        let tools = KnownTools::from_names(DEMO_TOOLS);
+        let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
+        tower_armor_bearer_auth::check_bind_with(addr, auth.is_enabled(), lookup)
+            .map_err(|e| e.to_string())?;
+        let timeout = match TimeoutLayer::from_lookup(lookup).map_err(|e| e.to_string())? {
+            Some(t) => t,
+            None => TimeoutLayer::builder(DEFAULT_CALL_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())?,
         };
         Ok(Settings {
             addr,
             max_body_bytes,
+            correlation: CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
+            sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
+            auth,
+            allow: ToolAllowListLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
+            rate_limit: tower_armor_rate_limit::Builder::from_lookup(lookup)
+                .map_err(|e| e.to_string())?
+                .known_tools(tools.clone())
+                .build()
+                .map_err(|e| e.to_string())?,
+            breaker: tower_armor_circuit_breaker::Builder::from_lookup(lookup)
+                .map_err(|e| e.to_string())?
+                .key_by(KeyBy::Tool(tools.clone()))
+                .build()
+                .map_err(|e| e.to_string())?,
+            bulkhead: BulkheadLayer::from_lookup(lookup)
+                .map_err(|e| e.to_string())?
+                .by_tool(tools),
+            timeout,
         })
     }
 
-    /// Settings for tests: loopback, defaults.
-    pub fn for_tests() -> Self {
-        Settings {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            max_body_bytes: McpInspectLayer::DEFAULT_MAX_BODY,
-        }
+    /// Settings for tests: loopback, auth off, defaults, plus the given variables.
+    pub fn for_tests(vars: &[(&str, &str)]) -> Result<Self, String> {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain([("MCP_ADDR".to_owned(), "127.0.0.1:0".to_owned())])
+            .collect();
+        let map = Box::leak(Box::new(map));
+        Self::from_lookup(|k| map.get(k).cloned())
     }
 }
 
-/// The application: the router, and the token that ends every MCP session and stream.
+/// The running application's parts.
 #[derive(Debug)]
 pub struct App {
-    /// `/mcp` (the hardened MCP service) and `/healthz`.
+    /// `/mcp` (the hardened MCP service), `/healthz`, `/admin/breakers…`.
     pub router: Router,
-    /// Cancelling it ends every open MCP session and stream (graceful shutdown).
-    pub shutdown: CancellationToken,
+    /// Cancelling it ends every rmcp session.
+    pub rmcp_shutdown: CancellationToken,
+    /// Ends every open SSE stream cleanly.
+    pub sse_shutdown: SseShutdown,
+    /// The break-glass switch of the circuit breakers.
+    pub breakers: CircuitBreakerHandle,
+    /// Bulkhead counters.
+    pub bulkheads: BulkheadStats,
 }
 
-/// Builds the hardened server.
-pub fn app(settings: &Settings) -> App {
-    let mcp = demo_service(&ServerOptions::default());
-    let shutdown = mcp.config.cancellation_token.clone();
-    tracing::info!(tools = ?DEMO_TOOLS, "demo tools");
-    let stack = ServiceBuilder::new()
-        // Read each JSON-RPC POST once, bounded; answer malformed requests here.
+/// Builds the hardened server from validated settings.
+pub fn app(settings: Settings) -> App {
+    // The SSE layer sends keep-alives at event boundaries; rmcp's own would be redundant.
+    let rmcp = demo_service(&ServerOptions {
+        keep_alive: None,
+        ..ServerOptions::default()
+    });
+    let rmcp_shutdown = rmcp.config.cancellation_token.clone();
+    let sse_shutdown = settings.sse.shutdown_handle();
+    let breakers = settings.breaker.handle();
+    let bulkheads = settings.bulkhead.stats();
+    if !settings.auth.is_enabled() {
+        tracing::warn!(
+            "MCP_BEARER_TOKEN is not set: authentication is OFF (local development only)"
+        );
+    }
+
+    let mcp = ServiceBuilder::new()
+        .layer(settings.correlation.clone())
+        .layer(settings.sse)
+        .layer(settings.auth.clone())
         .layer(McpInspectLayer::new().max_body_bytes(settings.max_body_bytes))
-        .service(mcp);
+        .layer(AdoptMetaTraceLayer::new())
+        .layer(settings.allow)
+        .layer(settings.rate_limit)
+        .layer(RescueLayer::new())
+        .layer(settings.breaker)
+        .layer(settings.bulkhead)
+        .layer(settings.timeout)
+        .service(rmcp);
+
+    // The admin routes are behind the same correlation id and bearer auth as `/mcp`.
+    let admin = Router::new()
+        .route("/admin/breakers", get(list_breakers))
+        .route("/admin/breakers/{key}/{action}", post(control_breaker))
+        .with_state(breakers.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(settings.correlation)
+                .layer(settings.auth),
+        );
+
     let router = Router::new()
-        .nest_service("/mcp", stack)
+        .nest_service("/mcp", mcp)
+        .merge(admin)
         .route("/healthz", get(|| async { "ok" }));
-    App { router, shutdown }
+    App {
+        router,
+        rmcp_shutdown,
+        sse_shutdown,
+        breakers,
+        bulkheads,
+    }
+}
+
+async fn list_breakers(
+    State(handle): State<CircuitBreakerHandle>,
+) -> axum::Json<serde_json::Value> {
+    let circuits: Vec<serde_json::Value> = handle
+        .circuits()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "key": c.key(),
+                "state": format!("{:?}", c.state()),
+                "retryAfterMs": c.retry_after().map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "circuits": circuits }))
+}
+
+async fn control_breaker(
+    State(handle): State<CircuitBreakerHandle>,
+    Path((key, action)): Path<(String, String)>,
+) -> (StatusCode, String) {
+    let Some(circuit) = handle.circuit(&key) else {
+        return (StatusCode::NOT_FOUND, "no such circuit\n".into());
+    };
+    match action.as_str() {
+        "force-open" => circuit.force_open(),
+        "force-closed" => circuit.force_closed(),
+        "reset" => circuit.reset(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "action: force-open | force-closed | reset\n".into(),
+            );
+        }
+    }
+    tracing::warn!(key = %key, action = %action, "circuit breaker controlled by an operator");
+    (StatusCode::OK, format!("{:?}\n", circuit.state()))
 }
 
 #[allow(dead_code)]
@@ -112,16 +275,23 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let App { router, shutdown } = app(&settings);
-    let listener = match tokio::net::TcpListener::bind(settings.addr).await {
+    let addr = settings.addr;
+    let App {
+        router,
+        rmcp_shutdown,
+        sse_shutdown,
+        ..
+    } = app(settings);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cannot listen on {}: {e}", settings.addr);
+            eprintln!("cannot listen on {addr}: {e}");
             std::process::exit(1);
         }
     };
-    tracing::info!(addr = %settings.addr, "MCP server listening on http://{}/mcp", settings.addr);
-    let on_signal = shutdown.clone();
+    tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
+    let signalled = CancellationToken::new();
+    let on_signal = signalled.clone();
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -130,13 +300,15 @@ async fn main() {
         shutdown_signal().await;
         tracing::info!("shutting down: ending open MCP streams");
         // Open SSE streams would otherwise keep graceful shutdown waiting forever.
+        sse_shutdown.shutdown();
+        rmcp_shutdown.cancel();
         on_signal.cancel();
     });
     let served = tokio::spawn(async move { server.await });
     // Bound the drain: once a signal came, give connections a few seconds, then exit.
     tokio::select! {
         res = served => if let Ok(Err(e)) = res { eprintln!("server error: {e}") },
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
+        () = async { signalled.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
             tracing::warn!("connections still open after 5 s; exiting");
         }
     }
@@ -159,7 +331,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

@@ -12,15 +12,36 @@ pub mod example;
 
 pub use tower_armor_test_support as ts;
 
-/// The example server (`examples/mcp_server.rs`) with test settings, on 127.0.0.1.
-pub async fn spawn_example() -> ts::TestServer {
-    spawn_example_with(example::Settings::for_tests()).await
+/// The example server (`examples/mcp_server.rs`) running on 127.0.0.1, with the handles a test
+/// needs.
+pub struct Example {
+    /// The server (dropping it stops it).
+    pub server: ts::TestServer,
+    /// The app's parts (breaker handle, bulkhead stats, shutdown handles).
+    pub breakers: tower_armor_circuit_breaker::CircuitBreakerHandle,
+    /// Bulkhead counters.
+    pub bulkheads: tower_armor_bulkhead::BulkheadStats,
+    /// Ends every open SSE stream.
+    pub sse_shutdown: tower_armor_sse::SseShutdown,
 }
 
-/// The example server with the given settings, on 127.0.0.1.
-pub async fn spawn_example_with(settings: example::Settings) -> ts::TestServer {
-    let app = example::app(&settings);
-    ts::serve(app.router).await
+impl Example {
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// The example server with its defaults plus the given environment variables.
+pub async fn spawn_example(vars: &[(&str, &str)]) -> Example {
+    let settings = example::Settings::for_tests(vars).expect("valid example settings");
+    let app = example::app(settings);
+    Example {
+        server: ts::serve(app.router).await,
+        breakers: app.breakers,
+        bulkheads: app.bulkheads,
+        sse_shutdown: app.sse_shutdown,
+    }
 }
 
 fn repo() -> PathBuf {

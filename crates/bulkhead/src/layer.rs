@@ -122,9 +122,13 @@ impl BulkheadLayer {
     /// Unset and empty variables take the default. Key the result with
     /// [`by_tool`](Self::by_tool) or [`by_authority`](Self::by_authority) as needed.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self::from_config(Config::from_lookup(|k| {
-            std::env::var(k).ok()
-        })?))
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`BulkheadLayer::from_env`] reading variables through `lookup` (for configuration kept
+    /// elsewhere, and for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(Config::from_lookup(lookup)?))
     }
 
     fn from_config(config: Config) -> Self {

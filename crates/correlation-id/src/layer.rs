@@ -39,12 +39,21 @@ impl CorrelationIdLayer {
     /// Reads the header name from `MCP_REQUEST_ID_HEADER` (unset or empty: `x-request-id`).
     pub fn from_env() -> Result<Self, ConfigError> {
         match std::env::var(ENV_HEADER) {
-            Ok(v) if !v.trim().is_empty() => Self::new().try_header_name(&v, Some(ENV_HEADER)),
-            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Self::new()),
+            Ok(v) => Self::from_lookup(|_| Some(v.clone())),
+            Err(std::env::VarError::NotPresent) => Ok(Self::new()),
             Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(
                 Some(ENV_HEADER),
                 "not valid UTF-8".to_owned(),
             )),
+        }
+    }
+
+    /// [`CorrelationIdLayer::from_env`] reading variables through `lookup` (for configuration
+    /// kept elsewhere, and for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        match lookup(ENV_HEADER) {
+            Some(v) if !v.trim().is_empty() => Self::new().try_header_name(&v, Some(ENV_HEADER)),
+            _ => Ok(Self::new()),
         }
     }
 

@@ -77,6 +77,12 @@ impl SseLayer {
         Self::from_vars(std::env::var)
     }
 
+    /// [`SseLayer::from_env`] reading variables through `lookup` (for configuration kept
+    /// elsewhere, and for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_vars(|k| lookup(k).ok_or(std::env::VarError::NotPresent))
+    }
+
     fn from_vars(
         var: impl Fn(&'static str) -> Result<String, std::env::VarError>,
     ) -> Result<Self, ConfigError> {

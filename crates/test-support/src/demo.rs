@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use rmcp::handler::server::tool::Extension;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::wrapper::Parameters,
@@ -20,6 +21,10 @@ use rmcp::{
 };
 use serde::Deserialize;
 use tokio::time::Instant;
+use tower_armor_correlation_id::span_from_parts;
+use tracing::Instrument;
+
+type Parts = Extension<http::request::Parts>;
 
 /// Names of the tools [`DemoServer`] offers, in declaration order.
 pub const DEMO_TOOLS: &[&str] = &[
@@ -234,7 +239,14 @@ impl DemoServer {
 #[tool_router]
 impl DemoServer {
     #[tool(description = "Add two integers; answers the sum as text.")]
-    async fn add(&self, Parameters(args): Parameters<AddArgs>) -> Result<String, ErrorData> {
+    async fn add(
+        &self,
+        Extension(parts): Parts,
+        Parameters(args): Parameters<AddArgs>,
+    ) -> Result<String, ErrorData> {
+        // rmcp runs handlers outside the request span: enter one built from the correlation id.
+        let _span = span_from_parts(&parts).entered();
+        tracing::info!(a = args.a, b = args.b, "add");
         args.a
             .checked_add(args.b)
             .map(|sum| sum.to_string())
@@ -242,7 +254,13 @@ impl DemoServer {
     }
 
     #[tool(description = "Answer the given text.")]
-    async fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> String {
+    async fn echo(
+        &self,
+        Extension(parts): Parts,
+        Parameters(args): Parameters<EchoArgs>,
+    ) -> String {
+        let _span = span_from_parts(&parts).entered();
+        tracing::info!(len = args.text.len(), "echo");
         args.text
     }
 
@@ -251,13 +269,17 @@ impl DemoServer {
     )]
     async fn slow(
         &self,
+        Extension(parts): Parts,
         Parameters(args): Parameters<SlowArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<String, ErrorData> {
+        let span = span_from_parts(&parts);
+        span.in_scope(|| tracing::info!(ms = args.ms, "slow"));
         let guard = CallGuard::enter(&self.stats, true);
         let started = Instant::now();
+        let sleep = tokio::time::sleep(Duration::from_millis(args.ms)).instrument(span);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(args.ms)) => {
+            () = sleep => {
                 guard.finish();
                 Ok(millis(started.elapsed()).to_string())
             }
@@ -276,9 +298,12 @@ impl DemoServer {
     )]
     async fn progress(
         &self,
+        Extension(parts): Parts,
         Parameters(args): Parameters<ProgressArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<String, ErrorData> {
+        let span = span_from_parts(&parts);
+        span.in_scope(|| tracing::info!(steps = args.steps, "progress"));
         let _guard = CallGuard::enter(&self.stats, false);
         let interval = Duration::from_millis(args.interval_ms);
         let total = f64::from(args.steps);
@@ -304,7 +329,8 @@ impl DemoServer {
                 None => tokio::time::sleep(interval * args.steps).await,
             }
             Ok::<_, ErrorData>(format!("done after {} steps", args.steps))
-        };
+        }
+        .instrument(span);
         tokio::select! {
             outcome = work => outcome,
             () = context.ct.cancelled() => {
@@ -314,20 +340,31 @@ impl DemoServer {
     }
 
     #[tool(description = "Answer a tool result with isError: true and the message as text.")]
-    async fn fail(&self, Parameters(args): Parameters<FailArgs>) -> CallToolResult {
+    async fn fail(
+        &self,
+        Extension(parts): Parts,
+        Parameters(args): Parameters<FailArgs>,
+    ) -> CallToolResult {
+        let _span = span_from_parts(&parts).entered();
+        tracing::info!("fail");
         CallToolResult::error(vec![ContentBlock::text(args.message)])
     }
 
     #[tool(description = "Answer a JSON-RPC internal error (-32603).")]
-    async fn crash(&self) -> Result<CallToolResult, ErrorData> {
+    async fn crash(&self, Extension(parts): Parts) -> Result<CallToolResult, ErrorData> {
+        let _span = span_from_parts(&parts).entered();
+        tracing::info!("crash");
         Err(ErrorData::internal_error("crash requested", None))
     }
 
     #[tool(description = "Answer -32603 when `fail` is true, the text `ok` otherwise.")]
     async fn unstable(
         &self,
+        Extension(parts): Parts,
         Parameters(args): Parameters<UnstableArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        let _span = span_from_parts(&parts).entered();
+        tracing::info!(fail = args.fail, "unstable");
         if args.fail {
             Err(ErrorData::internal_error("unstable call failed", None))
         } else {

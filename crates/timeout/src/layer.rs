@@ -72,12 +72,12 @@ impl TimeoutLayer {
     ///
     /// Errors name the variable.
     pub fn from_env() -> Result<Option<TimeoutLayer>, ConfigError> {
-        Self::from_env_with(|name| std::env::var(name).ok())
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// [`TimeoutLayer::from_env`] reading variables through `lookup` (for a configuration
     /// loaded elsewhere, and for tests).
-    pub fn from_env_with(
+    pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<TimeoutLayer>, ConfigError> {
         let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
@@ -276,7 +276,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        TimeoutLayer::from_env_with(|k| vars.get(k).cloned())
+        TimeoutLayer::from_lookup(|k| vars.get(k).cloned())
     }
 
     fn env_var(e: ConfigError) -> &'static str {
