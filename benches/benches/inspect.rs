@@ -77,7 +77,9 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("mcp_inspect", size), &body, |b, body| {
             b.iter(|| {
                 rt.block_on(async {
-                    let s = ServiceExt::<Request<Full<Bytes>>>::ready(&mut ours).await.unwrap();
+                    let s = ServiceExt::<Request<Full<Bytes>>>::ready(&mut ours)
+                        .await
+                        .unwrap();
                     s.call(request(body)).await.unwrap()
                 })
             })

@@ -212,15 +212,24 @@ mod tests {
 
         for (reply, want) in [
             (
-                ToolReply::Result { is_error: false, result: serde_json::json!({}) },
+                ToolReply::Result {
+                    is_error: false,
+                    result: serde_json::json!({}),
+                },
                 Outcome::Success,
             ),
             (
-                ToolReply::Result { is_error: true, result: serde_json::json!({}) },
+                ToolReply::Result {
+                    is_error: true,
+                    result: serde_json::json!({}),
+                },
                 Outcome::ToolError,
             ),
             (
-                ToolReply::Error { code: -32603, message: "x".into() },
+                ToolReply::Error {
+                    code: -32603,
+                    message: "x".into(),
+                },
                 Outcome::RpcError(-32603),
             ),
         ] {
@@ -234,12 +243,18 @@ mod tests {
 
     #[test]
     fn http_requests_expose_their_facts() {
-        let mut req = http::Request::post("http://upstream:8080/mcp").body(()).unwrap();
+        let mut req = http::Request::post("http://upstream:8080/mcp")
+            .body(())
+            .unwrap();
         assert!(req.mcp().is_none());
         assert_eq!(req.authority(), Some("upstream:8080"));
         req.extensions_mut().insert(
-            McpRequest::new(MessageKind::Request, Some(Method::SubscriptionsListen), Some(1.into()))
-                .with_session_id(http::HeaderValue::from_static("s")),
+            McpRequest::new(
+                MessageKind::Request,
+                Some(Method::SubscriptionsListen),
+                Some(1.into()),
+            )
+            .with_session_id(http::HeaderValue::from_static("s")),
         );
         assert!(req.is_long_lived());
         assert!(req.has_session());

@@ -92,7 +92,9 @@ impl<S: Clone> Clone for Rescue<S> {
 
 impl<S: fmt::Debug> fmt::Debug for Rescue<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rescue").field("inner", &self.inner).finish()
+        f.debug_struct("Rescue")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -116,7 +118,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let id = req.extensions().get::<McpRequest>().and_then(|m| m.id().cloned());
+        let id = req
+            .extensions()
+            .get::<McpRequest>()
+            .and_then(|m| m.id().cloned());
         let correlation = req.extensions().get::<CorrelationId>().cloned();
         let kind = match self.ready_error.take() {
             Some(e) => Kind::Failed { error: Some(e) },
@@ -220,7 +225,10 @@ mod tests {
     use super::*;
     use crate::error::{CircuitOpen, Elapsed, RateLimited};
 
-    async fn answer(e: BoxError, id: Option<RequestId>) -> (StatusCode, Option<String>, serde_json::Value) {
+    async fn answer(
+        e: BoxError,
+        id: Option<RequestId>,
+    ) -> (StatusCode, Option<String>, serde_json::Value) {
         let c = CorrelationId::parse(b"case-1").unwrap();
         let resp = error_response::<String>(&*e, id.as_ref(), Some(&c));
         let status = resp.status();
@@ -235,11 +243,17 @@ mod tests {
     #[tokio::test]
     async fn each_error_gets_its_answer() {
         let (s, ra, v) = answer(
-            Box::new(CircuitOpen::new(Some("crash".into()), Duration::from_millis(1500))),
+            Box::new(CircuitOpen::new(
+                Some("crash".into()),
+                Duration::from_millis(1500),
+            )),
             Some(RequestId::Number(9)),
         )
         .await;
-        assert_eq!((s, ra.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("2")));
+        assert_eq!(
+            (s, ra.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("2"))
+        );
         assert_eq!(v["id"], 9);
         assert_eq!(v["error"]["code"], -31503);
         assert_eq!(v["error"]["data"]["correlationId"], "case-1");
@@ -250,9 +264,16 @@ mod tests {
         assert_eq!(v["id"], "a");
 
         let (s, ra, _) = answer(Box::new(RateLimited::new(Duration::from_secs(3))), None).await;
-        assert_eq!((s, ra.as_deref()), (StatusCode::TOO_MANY_REQUESTS, Some("3")));
+        assert_eq!(
+            (s, ra.as_deref()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("3"))
+        );
 
-        let (s, _, v) = answer(Box::new(std::io::Error::other("secret upstream detail")), None).await;
+        let (s, _, v) = answer(
+            Box::new(std::io::Error::other("secret upstream detail")),
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_GATEWAY);
         assert_eq!(v["error"]["code"], -31502);
         assert!(!v.to_string().contains("secret"));

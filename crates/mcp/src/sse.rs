@@ -298,7 +298,10 @@ mod tests {
             "a trailing \\r may still be followed by \\n"
         );
         let evs = parse_chunks(&mut p, &[b"", b"\n"]);
-        assert!(evs.is_empty(), "an empty frame does not settle the pending \\r");
+        assert!(
+            evs.is_empty(),
+            "an empty frame does not settle the pending \\r"
+        );
         assert!(p.at_boundary());
     }
 
