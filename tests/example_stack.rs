@@ -1,0 +1,327 @@
+//! The example server's whole stack over real HTTP: what each layer does when composed in the
+//! documented order, under both protocol revisions where it matters.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
+use support::{bounded, spawn_example};
+use tower_armor_test_support::{RawClient, Revision};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-9876543210";
+const TOKENS: &str = "alice:alice-token-0123456789,bob:bob-token-9876543210";
+
+async fn client(url: &str, rev: Revision, token: &str) -> RawClient {
+    bounded(10, RawClient::new(url, rev).with_bearer(token).connected())
+        .await
+        .expect("connect")
+}
+
+async fn raw_post(url: &str, headers: &[(&str, &str)], body: String) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    bounded(10, req.body(body).send()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_MAX_BODY_BYTES", "2048"),
+        ("MCP_RATE_LIMIT_PER_MINUTE", "2"),
+        ("MCP_RATE_LIMIT_BURST", "2"),
+    ])
+    .await;
+    let url = ex.url();
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let stateless = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+
+    // 401 from bearer-auth, with our id echoed.
+    let r = raw_post(&url, &[("x-request-id", "case-401")], ping.into()).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["x-request-id"], "case-401");
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+
+    // 413 from the inspector.
+    let auth = format!("Bearer {ALICE}");
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"ping","params":{{"x":"{}"}}}}"#,
+        "a".repeat(4096)
+    );
+    let r = raw_post(
+        &url,
+        &[("x-request-id", "case-413"), ("authorization", &auth)],
+        big,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["x-request-id"], "case-413");
+
+    // A hostile id is replaced, never echoed.
+    let r = raw_post(
+        &url,
+        &[
+            ("x-request-id", "bad id\twith tab"),
+            ("authorization", &auth),
+        ],
+        "{".into(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let echoed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!echoed.contains("bad"), "{echoed}");
+    assert_eq!(echoed.len(), 36, "a generated UUID: {echoed}");
+
+    // 429 from the rate limit (the 413 and 400 above were counted too), with Retry-After.
+    let mut saw_429 = false;
+    for i in 0..4 {
+        let id = format!("case-429-{i}");
+        let mut h = vec![
+            ("x-request-id", id.as_str()),
+            ("authorization", auth.as_str()),
+        ];
+        h.extend(stateless);
+        let r = raw_post(&url, &h, ping.into()).await;
+        assert_eq!(r.headers()["x-request-id"], id.as_str());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], -31429);
+            saw_429 = true;
+            break;
+        }
+    }
+    assert!(saw_429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_tool_fails_fast_while_others_keep_working_then_recovers() {
+    for rev in Revision::ALL {
+        let ex = spawn_example(&[
+            ("MCP_BREAKER_FAILURE_RATE", "0.5"),
+            ("MCP_BREAKER_MIN_CALLS", "3"),
+            ("MCP_BREAKER_WINDOW", "4"),
+            ("MCP_BREAKER_OPEN_MS", "400"),
+        ])
+        .await;
+        let c = client(&ex.url(), rev, "unused").await;
+        for _ in 0..3 {
+            let r = c.call_tool("crash", json!({})).await.unwrap();
+            assert_eq!(r.error_code(), Some(-32603), "{rev}");
+        }
+        // Open: a fast 503 with Retry-After, without reaching the server.
+        let t = Instant::now();
+        let r = c.call_tool("crash", json!({})).await.unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{rev}");
+        assert_eq!(r.error_code(), Some(-31503));
+        assert!(r.header("retry-after").is_some());
+        assert!(t.elapsed() < Duration::from_millis(200));
+        // Another tool has its own circuit.
+        assert_eq!(
+            c.call_tool("add", json!({"a": 2, "b": 3}))
+                .await
+                .unwrap()
+                .tool_text(),
+            Some("5")
+        );
+
+        // `unstable` trips with fail=true and closes again after the open duration.
+        for _ in 0..3 {
+            c.call_tool("unstable", json!({"fail": true}))
+                .await
+                .unwrap();
+        }
+        let r = c
+            .call_tool("unstable", json!({"fail": false}))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{rev}: open");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let r = c
+            .call_tool("unstable", json!({"fail": false}))
+            .await
+            .unwrap();
+        assert_eq!(r.tool_text(), Some("ok"), "{rev}: the probe passes");
+        let r = c
+            .call_tool("unstable", json!({"fail": false}))
+            .await
+            .unwrap();
+        assert_eq!(r.tool_text(), Some("ok"), "{rev}: closed again");
+        let state = ex.breakers.circuit("unstable").unwrap().state();
+        assert_eq!(format!("{state:?}"), "Closed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_break_glass_switch_opens_and_resets_a_circuit() {
+    let ex = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, ALICE).await;
+    assert_eq!(
+        c.call_tool("add", json!({"a": 1, "b": 1}))
+            .await
+            .unwrap()
+            .tool_text(),
+        Some("2")
+    );
+    let admin = |action: &str| {
+        reqwest::Client::new()
+            .post(ex.server.url_for(&format!("/admin/breakers/add/{action}")))
+            .bearer_auth(ALICE)
+            .send()
+    };
+    // The admin endpoint needs the token too.
+    let r = reqwest::Client::new()
+        .post(ex.server.url_for("/admin/breakers/add/force-open"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(admin("force-open").await.unwrap().status(), StatusCode::OK);
+    let r = c.call_tool("add", json!({"a": 1, "b": 1})).await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(admin("reset").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        c.call_tool("add", json!({"a": 1, "b": 1}))
+            .await
+            .unwrap()
+            .tool_text(),
+        Some("2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() {
+    for rev in Revision::ALL {
+        let ex = spawn_example(&[
+            ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
+            ("MCP_BULKHEAD_MAX_QUEUE", "1"),
+        ])
+        .await;
+        let c = std::sync::Arc::new(client(&ex.url(), rev, "unused").await);
+        let mut calls = Vec::new();
+        for _ in 0..5 {
+            let c = c.clone();
+            calls.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = c.call_tool("slow", json!({"ms": 600})).await.unwrap();
+                (r, t.elapsed())
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        assert_eq!(
+            c.call_tool("add", json!({"a": 2, "b": 2}))
+                .await
+                .unwrap()
+                .tool_text(),
+            Some("4")
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "add waited behind slow"
+        );
+        let stats = ex.bulkheads.key("slow").expect("slow pool");
+        assert_eq!((stats.running, stats.queued), (2, 1), "{rev}: {stats:?}");
+
+        let mut ok = 0;
+        let mut refused = 0;
+        for call in calls {
+            let (r, took) = bounded(10, call).await.unwrap();
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(r.error_code(), Some(-31509));
+                assert!(
+                    took < Duration::from_millis(300),
+                    "refusals are fast: {took:?}"
+                );
+                refused += 1;
+            } else {
+                assert!(r.tool_text().is_some(), "{rev}: {:?}", r.final_message);
+                ok += 1;
+            }
+        }
+        assert_eq!((ok, refused), (3, 2), "{rev}");
+        // Local rejections are not the tool's fault: its circuit stays closed.
+        let state = ex.breakers.circuit("slow").unwrap().state();
+        assert_eq!(format!("{state:?}"), "Closed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_quota_gets_429_and_another_principal_is_unaffected() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_RATE_LIMIT_PER_MINUTE", "6"),
+        ("MCP_RATE_LIMIT_BURST", "6"),
+    ])
+    .await;
+    // 2026-07-28 clients make no handshake requests, so the count is exact.
+    let alice = client(&ex.url(), Revision::V2026_07_28, ALICE).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            alice
+                .call_tool("add", json!({"a": 1, "b": 2}))
+                .await
+                .unwrap(),
+        );
+    }
+    let limited = statuses
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(limited, 2, "six pass, two are limited");
+    let last = statuses.last().unwrap();
+    let retry: u64 = last.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(last.error_code(), Some(-31429));
+    let bob = client(&ex.url(), Revision::V2025_11_25, BOB).await;
+    assert_eq!(
+        bob.call_tool("add", json!({"a": 1, "b": 2}))
+            .await
+            .unwrap()
+            .tool_text(),
+        Some("3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_ends_with_a_local_timeout_error() {
+    // 2026-07-28: rmcp sends no headers until the first message, so the deadline hits first: 504.
+    let ex = spawn_example(&[("MCP_CALL_TIMEOUT_MS", "300")]).await;
+    let c = client(&ex.url(), Revision::V2026_07_28, "unused").await;
+    let t = Instant::now();
+    let r = c.call_tool("slow", json!({"ms": 2000})).await.unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.error_code(), Some(-31504));
+    assert!(t.elapsed() < Duration::from_millis(1500));
+
+    // 2025-11-25: headers left at once; the call ends with an in-stream error for its id.
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    let t = Instant::now();
+    let r = c.call_tool("slow", json!({"ms": 2000})).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.is_sse());
+    assert_eq!(r.error_code(), Some(-31504));
+    assert!(t.elapsed() < Duration::from_millis(1500));
+    // Both timed-out calls count as failures of the `slow` circuit (the breaker sits outside the
+    // timeout and sees `Elapsed`), not yet enough to open it.
+    let counts = ex.breakers.circuit("slow").unwrap().counts();
+    assert_eq!((counts.calls, counts.failures), (2, 2), "{counts:?}");
+}
