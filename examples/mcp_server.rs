@@ -77,8 +77,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment. A variable that is not valid UTF-8 is an error, not
+    /// "unset" (an unreadable `MCP_BEARER_TOKEN` must not turn auth off).
     pub fn from_env() -> Result<Self, String> {
+        for (k, v) in std::env::vars_os() {
+            if let Some(k) = k.to_str().filter(|k| k.starts_with("MCP_"))
+                && v.to_str().is_none()
+            {
+                return Err(format!("{k}: not valid UTF-8"));
+            }
+        }
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
@@ -107,12 +115,14 @@ impl Settings {
         let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
         tower_armor_bearer_auth::check_bind_with(addr, auth.is_enabled(), lookup)
             .map_err(|e| e.to_string())?;
-        let timeout = match TimeoutLayer::from_lookup(lookup).map_err(|e| e.to_string())? {
-            Some(t) => t,
-            None => TimeoutLayer::builder(DEFAULT_CALL_TIMEOUT)
-                .build()
-                .map_err(|e| e.to_string())?,
-        };
+        // The example always bounds calls: MCP_CALL_TIMEOUT_MS defaults to 60 s here.
+        let default_ms = DEFAULT_CALL_TIMEOUT.as_millis().to_string();
+        let timeout = TimeoutLayer::from_lookup(|k| match k {
+            "MCP_CALL_TIMEOUT_MS" => get(k).or_else(|| Some(default_ms.clone())),
+            _ => lookup(k),
+        })
+        .map_err(|e| e.to_string())?
+        .ok_or("MCP_CALL_TIMEOUT_MS: missing")?;
         Ok(Settings {
             addr,
             max_body_bytes,

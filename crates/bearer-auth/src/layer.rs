@@ -194,7 +194,11 @@ impl BearerAuthLayer {
     }
 
     /// Reads the configuration from the environment (see [`BearerAuthLayer::from_lookup`]).
+    ///
+    /// A variable that is set but not valid UTF-8 is an error (never "unset": that would turn
+    /// authentication off).
     pub fn from_env() -> Result<Self, ConfigError> {
+        require_unicode(&[ENV_TOKEN, ENV_TOKEN_FILE, ENV_REALM, ENV_RESOURCE_METADATA])?;
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -285,7 +289,18 @@ impl<S> Layer<S> for BearerAuthLayer {
 /// assert!(check_bind("0.0.0.0:8080".parse().unwrap(), true).is_ok());
 /// ```
 pub fn check_bind(addr: SocketAddr, auth_enabled: bool) -> Result<(), ConfigError> {
+    require_unicode(&[ENV_AUTH_DISABLED])?;
     check_bind_with(addr, auth_enabled, |name| std::env::var(name).ok())
+}
+
+/// Fails for any of `names` that is set in the environment but is not valid UTF-8.
+pub(crate) fn require_unicode(names: &[&'static str]) -> Result<(), ConfigError> {
+    for name in names {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
+            return Err(ConfigError::new(*name, "not valid UTF-8"));
+        }
+    }
+    Ok(())
 }
 
 /// [`check_bind`] reading `MCP_AUTH_DISABLED` through `lookup`.

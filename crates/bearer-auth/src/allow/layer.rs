@@ -40,7 +40,10 @@ impl ToolAllowListLayer {
 
     /// Reads `MCP_TOOL_ALLOW` (`alice:add,echo;bob:*`) from the environment; unset or empty
     /// means nobody is restricted.
+    /// A value that is not valid UTF-8 is an error (never "unset": that would lift every
+    /// restriction).
     pub fn from_env() -> Result<Self, ConfigError> {
+        crate::layer::require_unicode(&[ENV_TOOL_ALLOW])?;
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
