@@ -1,0 +1,415 @@
+//! Sliding windows of call outcomes: count-based (the last N calls) and time-based (bucketed).
+//!
+//! Both are lock-free: recording a call is a handful of atomic operations, and the count-based
+//! window gives a consistent snapshot of its counts from the very operation that recorded the
+//! call. Pure logic, tested without a runtime.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+/// One recorded outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+/// The counts of a window at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+    pub(crate) slow: u32,
+}
+
+/// A window of either kind.
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    /// Records `sample` at `now` (nanoseconds since the breaker's base instant; only the
+    /// time-based window reads it). Returns the counts after recording, or `None` when the
+    /// counts did not change (so no threshold can have been crossed).
+    pub(crate) fn record(&self, sample: Sample, now: u64) -> Option<Snapshot> {
+        match self {
+            Window::Count(w) => w.record(sample),
+            Window::Time(w) => Some(w.record(sample, now)),
+        }
+    }
+
+    /// The counts at `now`.
+    pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
+        match self {
+            Window::Count(w) => w.snapshot(),
+            Window::Time(w) => w.snapshot(now),
+        }
+    }
+
+    /// Empties the window.
+    pub(crate) fn reset(&self) {
+        match self {
+            Window::Count(w) => w.reset(),
+            Window::Time(w) => w.reset(),
+        }
+    }
+
+    /// Whether recording needs the current time.
+    pub(crate) fn needs_time(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+}
+
+// === packed counts ===
+//
+// Three signed 21-bit fields (calls, failures, slow) in one `u64`. Packing is linear, so
+// `fetch_add(pack(new) - pack(old))` updates all three at once and the value returned is a
+// consistent snapshot. A field may be transiently negative (a slot overwritten by a second
+// writer before the first applied its delta); decoding sign-extends field by field, so the
+// packed value stays exact as long as every true value is within ±2^20.
+
+const FIELD: u32 = 21;
+const MASK: u64 = (1 << FIELD) - 1;
+
+fn pack(calls: i64, failures: i64, slow: i64) -> u64 {
+    (calls as u64)
+        .wrapping_add((failures as u64) << FIELD)
+        .wrapping_add((slow as u64) << (2 * FIELD))
+}
+
+fn sign_extend(v: u64) -> i64 {
+    let v = (v & MASK) as i64;
+    if v >= 1 << (FIELD - 1) {
+        v - (1 << FIELD)
+    } else {
+        v
+    }
+}
+
+fn unpack(v: u64) -> Snapshot {
+    let calls = sign_extend(v);
+    let v = v.wrapping_sub(calls as u64) >> FIELD;
+    let failures = sign_extend(v);
+    let v = v.wrapping_sub(failures as u64) >> FIELD;
+    let slow = sign_extend(v);
+    let clamp = |x: i64| x.clamp(0, i64::from(u32::MAX)) as u32;
+    Snapshot {
+        calls: clamp(calls),
+        failures: clamp(failures),
+        slow: clamp(slow),
+    }
+}
+
+// Slot encoding of the count-based window.
+const PRESENT: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 4;
+
+fn encode(s: Sample) -> u8 {
+    PRESENT | if s.failure { FAILED } else { 0 } | if s.slow { SLOW } else { 0 }
+}
+
+fn contribution(slot: u8) -> (i64, i64, i64) {
+    (
+        i64::from(slot & PRESENT != 0),
+        i64::from(slot & FAILED != 0),
+        i64::from(slot & SLOW != 0),
+    )
+}
+
+/// The largest count-based window (the packed fields hold ±2^20).
+pub(crate) const MAX_COUNT_WINDOW: u32 = 100_000;
+
+/// The last `size` calls, in a ring of one byte per call.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    head: AtomicUsize,
+    counts: AtomicU64,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        debug_assert!((1..=MAX_COUNT_WINDOW).contains(&size));
+        CountWindow {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            head: AtomicUsize::new(0),
+            counts: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, sample: Sample) -> Option<Snapshot> {
+        let new = encode(sample);
+        let i = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let slot = &self.slots[i];
+        // The common case once the window is full: a success replacing a success. Nothing
+        // changes, so skip the write (and the threshold check).
+        if slot.load(Ordering::Relaxed) == new {
+            return None;
+        }
+        let old = slot.swap(new, Ordering::Relaxed);
+        if old == new {
+            return None;
+        }
+        let (c1, f1, s1) = contribution(new);
+        let (c0, f0, s0) = contribution(old);
+        let delta = pack(c1, f1, s1).wrapping_sub(pack(c0, f0, s0));
+        let prev = self.counts.fetch_add(delta, Ordering::AcqRel);
+        Some(unpack(prev.wrapping_add(delta)))
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        unpack(self.counts.load(Ordering::Acquire))
+    }
+
+    fn reset(&self) {
+        for s in self.slots.iter() {
+            s.store(0, Ordering::Relaxed);
+        }
+        self.head.store(0, Ordering::Relaxed);
+        self.counts.store(0, Ordering::Release);
+    }
+}
+
+/// The largest number of buckets of a time-based window.
+pub(crate) const MAX_BUCKETS: u32 = 100;
+
+/// Bit of a bucket's slot word while one thread re-initialises it for a new period.
+const BUSY: u64 = 1 << 63;
+/// Largest count a bucket field holds; further calls in that bucket period are not sampled.
+const BUCKET_CAP: u64 = MASK;
+
+/// Calls of the last `buckets × width`, in buckets of `width`.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    width: u64,
+    buckets: Box<[Bucket]>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// The bucket period (index since the base instant) plus one; 0 = never used.
+    period: AtomicU64,
+    /// Unsigned packed calls / failures / slow of that period.
+    counts: AtomicU64,
+}
+
+impl TimeWindow {
+    /// A window of `buckets` buckets of `width_nanos` each.
+    pub(crate) fn new(width_nanos: u64, buckets: u32) -> Self {
+        debug_assert!(width_nanos > 0 && buckets > 0);
+        TimeWindow {
+            width: width_nanos,
+            buckets: (0..buckets)
+                .map(|_| Bucket {
+                    period: AtomicU64::new(0),
+                    counts: AtomicU64::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&self, sample: Sample, now: u64) -> Snapshot {
+        let period = now / self.width;
+        let tag = period + 1;
+        let b = &self.buckets[(period % self.buckets.len() as u64) as usize];
+        let (_, f, s) = contribution(encode(sample));
+        let add = pack(1, f, s);
+        // Bounded: a lost race at a bucket boundary drops this one sample.
+        for _ in 0..4 {
+            let t = b.period.load(Ordering::Acquire);
+            if t == tag {
+                let mut c = b.counts.load(Ordering::Relaxed);
+                loop {
+                    if c & MASK >= BUCKET_CAP {
+                        break;
+                    }
+                    match b.counts.compare_exchange_weak(
+                        c,
+                        c + add,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => break,
+                        Err(cur) => c = cur,
+                    }
+                }
+                break;
+            }
+            if t & BUSY != 0 || t > tag {
+                // Being re-initialised by another thread, or already used for a later
+                // period (this call read the clock earlier): drop the sample.
+                break;
+            }
+            if b.period
+                .compare_exchange(t, tag | BUSY, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                b.counts.store(add, Ordering::Release);
+                b.period.store(tag, Ordering::Release);
+                break;
+            }
+        }
+        self.snapshot(now)
+    }
+
+    fn snapshot(&self, now: u64) -> Snapshot {
+        let period = now / self.width;
+        let n = self.buckets.len() as u64;
+        let (mut calls, mut failures, mut slow) = (0u64, 0u64, 0u64);
+        for b in self.buckets.iter() {
+            let t = b.period.load(Ordering::Acquire);
+            if t == 0 || t & BUSY != 0 {
+                continue;
+            }
+            let p = t - 1;
+            if p <= period && p + n > period {
+                let c = b.counts.load(Ordering::Acquire);
+                calls += c & MASK;
+                failures += (c >> FIELD) & MASK;
+                slow += (c >> (2 * FIELD)) & MASK;
+            }
+        }
+        let sat = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        Snapshot {
+            calls: sat(calls),
+            failures: sat(failures),
+            slow: sat(slow),
+        }
+    }
+
+    fn reset(&self) {
+        for b in self.buckets.iter() {
+            b.period.store(0, Ordering::Release);
+            b.counts.store(0, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Sample = Sample {
+        failure: false,
+        slow: false,
+    };
+    const FAIL: Sample = Sample {
+        failure: true,
+        slow: false,
+    };
+    const SLOW_FAIL: Sample = Sample {
+        failure: true,
+        slow: true,
+    };
+    const SLOW_OK: Sample = Sample {
+        failure: false,
+        slow: true,
+    };
+
+    fn snap(calls: u32, failures: u32, slow: u32) -> Snapshot {
+        Snapshot {
+            calls,
+            failures,
+            slow,
+        }
+    }
+
+    #[test]
+    fn packing_is_linear_and_survives_transient_negatives() {
+        for (c, f, s) in [(0, 0, 0), (5, 3, 1), (100_000, 99_999, 1), (-1, 2, -3)] {
+            let v = pack(c, f, s);
+            let back = (
+                sign_extend(v),
+                sign_extend(v.wrapping_sub(sign_extend(v) as u64) >> FIELD),
+            );
+            assert_eq!(back, (c, f), "{c} {f} {s}");
+        }
+        // -1 failure then +1 failure: exact again.
+        let v = pack(3, 1, 0)
+            .wrapping_add(pack(0, -2, 0))
+            .wrapping_add(pack(0, 2, 1));
+        assert_eq!(unpack(v), snap(3, 1, 1));
+        // A transiently negative field clamps to zero in the snapshot.
+        assert_eq!(unpack(pack(2, -1, 0)), snap(2, 0, 0));
+    }
+
+    #[test]
+    fn count_window_keeps_the_last_n_calls() {
+        let w = CountWindow::new(3);
+        assert_eq!(w.record(OK), Some(snap(1, 0, 0)));
+        assert_eq!(w.record(FAIL), Some(snap(2, 1, 0)));
+        assert_eq!(w.record(SLOW_FAIL), Some(snap(3, 2, 1)));
+        // Replaces the first OK.
+        assert_eq!(w.record(FAIL), Some(snap(3, 3, 1)));
+        // Replaces FAIL with FAIL: nothing changes.
+        assert_eq!(w.record(FAIL), None);
+        assert_eq!(w.record(SLOW_OK), Some(snap(3, 2, 1)));
+        assert_eq!(w.snapshot(), snap(3, 2, 1));
+        w.reset();
+        assert_eq!(w.snapshot(), Snapshot::default());
+        assert_eq!(w.record(OK), Some(snap(1, 0, 0)));
+    }
+
+    #[test]
+    fn count_window_concurrent_writers_keep_counts_consistent() {
+        let w = std::sync::Arc::new(CountWindow::new(64));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let s = match (i + t) % 3 {
+                            0 => OK,
+                            1 => FAIL,
+                            _ => SLOW_OK,
+                        };
+                        w.record(s);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // The counters equal what the slots hold.
+        let (mut c, mut f, mut s) = (0, 0, 0);
+        for slot in w.slots.iter() {
+            let (a, b, d) = contribution(slot.load(Ordering::Relaxed));
+            c += a;
+            f += b;
+            s += d;
+        }
+        assert_eq!(w.snapshot(), snap(c as u32, f as u32, s as u32));
+        assert_eq!(c, 64);
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        // 4 buckets of 10 ns: a window of 40 ns.
+        let w = TimeWindow::new(10, 4);
+        assert_eq!(w.record(FAIL, 0), snap(1, 1, 0));
+        assert_eq!(w.record(OK, 5), snap(2, 1, 0));
+        assert_eq!(w.record(SLOW_OK, 15), snap(3, 1, 1));
+        assert_eq!(w.snapshot(39), snap(3, 1, 1));
+        // Period 4: period 0 has left the window.
+        assert_eq!(w.snapshot(40), snap(1, 0, 1));
+        // Period 4 reuses bucket 0.
+        assert_eq!(w.record(FAIL, 41), snap(2, 1, 1));
+        // Long idle: everything expires, including a bucket whose slot matches modulo n.
+        assert_eq!(w.snapshot(10_000), Snapshot::default());
+        assert_eq!(w.record(OK, 10_001), snap(1, 0, 0));
+        w.reset();
+        assert_eq!(w.snapshot(10_001), Snapshot::default());
+    }
+
+    #[test]
+    fn time_window_drops_samples_from_the_past_period_of_a_reused_bucket() {
+        let w = TimeWindow::new(10, 2);
+        w.record(OK, 25); // period 2, bucket 0
+        // A call that read the clock in period 0 (same bucket) arrives late: dropped.
+        assert_eq!(w.record(FAIL, 3), snap(0, 0, 0));
+        assert_eq!(w.snapshot(25), snap(1, 0, 0));
+    }
+}
