@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
             Ok::<_, Infallible>(Response::new(b.len().to_string()))
         });
         g.bench_with_input(BenchmarkId::new("bare_collect", size), &body, |b, body| {
-            b.iter(|| rt.block_on(bare.clone().oneshot(request(body))).unwrap())
+            b.iter(|| rt.block_on(bare.oneshot(request(body))).unwrap())
         });
 
         // Anchor: what servers hand-write today: a body limit, collect, parse to `Value`.
@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("tower_http_limit_value", size),
             &body,
-            |b, body| b.iter(|| rt.block_on(anchor.clone().oneshot(request(body))).unwrap()),
+            |b, body| b.iter(|| rt.block_on(anchor.oneshot(request(body))).unwrap()),
         );
 
         // Ours: bounded read + facts + mirrored-header checks; the inner service reads the facts.
