@@ -343,7 +343,11 @@ where
                 match ready!(body.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(mut data) if state.done => {
-                            if std::mem::take(&mut state.skip_lf) && data.first() == Some(&b'\n') {
+                            // An empty frame says nothing about the `\n` that may follow a `\r`.
+                            if !data.is_empty()
+                                && std::mem::take(&mut state.skip_lf)
+                                && data.first() == Some(&b'\n')
+                            {
                                 data.advance(1);
                             }
                             if !data.is_empty() {
