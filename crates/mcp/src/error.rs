@@ -15,6 +15,7 @@
 //! | [`BulkheadFull`] | 503 | `-31509` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
 //! | anything else (see [`local_error`]) | 502 | `-31502` | no |
+//! | the stack is misconfigured (a layer misses what it needs, e.g. no inspector facts, no peer address) | 500 | `-31500` | no |
 //!
 //! Call-plane layers fail with `BoxError` wrapping one of these structs; the rescue layer turns
 //! them into answers.
@@ -37,6 +38,9 @@ pub const CODE_FORBIDDEN: i64 = -31403;
 pub const CODE_PAYLOAD_TOO_LARGE: i64 = -31413;
 /// JSON-RPC code for [`RateLimited`].
 pub const CODE_RATE_LIMITED: i64 = -31429;
+/// JSON-RPC code for a misconfigured stack: a layer did not get what it needs from the layers
+/// around it (for example no `McpRequest` because the inspector is missing, or no peer address).
+pub const CODE_MISCONFIGURED: i64 = -31500;
 /// JSON-RPC code for an upstream failure with no more specific local error.
 pub const CODE_BAD_GATEWAY: i64 = -31502;
 /// JSON-RPC code for [`CircuitOpen`].

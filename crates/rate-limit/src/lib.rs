@@ -193,7 +193,7 @@ pub use self::store::{InMemoryStore, KeyStore, StoreStats};
 
 /// JSON-RPC code of the 500 answered when the layer is deployed without the peer address it
 /// needs (a local code: outside JSON-RPC's reserved range, the last digits repeat the status).
-pub const CODE_MISCONFIGURED: i64 = -31500;
+pub const CODE_MISCONFIGURED: i64 = tower_armor_mcp::error::CODE_MISCONFIGURED;
 
 /// The `RateLimit-Policy` header name (draft-ietf-httpapi-ratelimit-headers-09).
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

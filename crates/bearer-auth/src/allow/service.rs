@@ -18,7 +18,7 @@ pub(crate) const TOOL_NOT_FOUND: &str = "tool not found";
 
 /// Local JSON-RPC code of the answer to a restricted principal's POST that was not inspected
 /// (the layer stack is misconfigured).
-pub const CODE_NOT_INSPECTED: i64 = -31500;
+pub const CODE_NOT_INSPECTED: i64 = tower_armor_mcp::error::CODE_MISCONFIGURED;
 
 /// Enforces an [`AllowPolicy`](super::AllowPolicy); see the [module docs](super).
 ///
