@@ -125,6 +125,11 @@ async fn grpc_statuses_drive_the_breaker_against_a_real_tonic_server() {
     let e = check(&mut client, "").await.unwrap_err();
     assert!(e.message().contains("circuit open"), "{e:?}");
     assert_eq!(seen.load(Ordering::SeqCst), before, "failed fast, locally");
+    // The tonic form of rescue: the breaker's error becomes UNAVAILABLE with a retry hint.
+    let cause = std::error::Error::source(&e).expect("tonic keeps the breaker's error");
+    let mapped = tower_armor_mcp::grpc_status(cause);
+    assert_eq!(mapped.code, Code::Unavailable as i32, "{mapped:?}");
+    assert!(mapped.retry_after_secs.is_some());
 
     // The dependency recovers; after the open duration one probe closes the circuit.
     down.store(false, Ordering::SeqCst);

@@ -90,5 +90,5 @@ pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle};
 pub use self::request::{McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole};
-pub use self::rescue::{Rescue, RescueLayer};
+pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
 pub use self::tools::KnownTools;

@@ -279,3 +279,74 @@ mod tests {
         assert!(!v.to_string().contains("secret"));
     }
 }
+
+/// A gRPC status for a call-plane error: the tonic form of rescue, without a tonic dependency
+/// here. Build the `tonic::Status` with `Status::new(Code::from_i32(s.code), s.message)`.
+///
+/// | error | gRPC code |
+/// |---|---|
+/// | [`CircuitOpen`](crate::error::CircuitOpen) | `UNAVAILABLE` (14) |
+/// | [`BulkheadFull`](crate::error::BulkheadFull), [`RateLimited`](crate::error::RateLimited) | `RESOURCE_EXHAUSTED` (8) |
+/// | [`Elapsed`](crate::error::Elapsed) | `DEADLINE_EXCEEDED` (4) |
+/// | [`Unauthorized`](crate::error::Unauthorized) | `UNAUTHENTICATED` (16) |
+/// | [`Forbidden`](crate::error::Forbidden) | `PERMISSION_DENIED` (7) |
+/// | [`PayloadTooLarge`](crate::error::PayloadTooLarge) | `INVALID_ARGUMENT` (3) |
+/// | anything else | `UNAVAILABLE` (14), generic message |
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcStatus {
+    /// The gRPC status code.
+    pub code: i32,
+    /// The status message (never an inner error's text, which may carry upstream details).
+    pub message: String,
+    /// Seconds until the caller may retry, for a `retry-after`-style metadata entry.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Maps a call-plane error to its [`GrpcStatus`].
+pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
+    let Some(l) = local_error(error) else {
+        return GrpcStatus {
+            code: 14,
+            message: String::from("upstream call failed"),
+            retry_after_secs: None,
+        };
+    };
+    let code = match l.status().as_u16() {
+        503 if l.rejection() == Some(crate::error::LocalRejection::BulkheadFull) => 8,
+        503 => 14,
+        429 => 8,
+        504 => 4,
+        401 => 16,
+        403 => 7,
+        413 => 3,
+        _ => 14,
+    };
+    GrpcStatus {
+        code,
+        message: error.to_string(),
+        retry_after_secs: l.retry_after().map(retry_after_secs),
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::{BulkheadFull, CircuitOpen, Elapsed, RateLimited};
+
+    #[test]
+    fn grpc_codes() {
+        let s = grpc_status(&CircuitOpen::new(None, Duration::from_millis(200)));
+        assert_eq!((s.code, s.retry_after_secs), (14, Some(1)));
+        assert_eq!(grpc_status(&BulkheadFull::new(None)).code, 8);
+        assert_eq!(
+            grpc_status(&RateLimited::new(Duration::from_secs(2))).code,
+            8
+        );
+        assert_eq!(grpc_status(&Elapsed).code, 4);
+        let s = grpc_status(&std::io::Error::other("secret"));
+        assert_eq!(s.code, 14);
+        assert!(!s.message.contains("secret"));
+    }
+}
