@@ -133,7 +133,7 @@ async fn a_failing_tool_fails_fast_while_others_keep_working_then_recovers() {
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{rev}");
         assert_eq!(r.error_code(), Some(-31503));
         assert!(r.header("retry-after").is_some());
-        assert!(t.elapsed() < Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_millis(500));
         // Another tool has its own circuit.
         assert_eq!(
             c.call_tool("add", json!({"a": 2, "b": 3}))
@@ -236,7 +236,7 @@ async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() 
             Some("4")
         );
         assert!(
-            t.elapsed() < Duration::from_millis(300),
+            t.elapsed() < Duration::from_millis(450),
             "add waited behind slow"
         );
         let stats = ex.bulkheads.key("slow").expect("slow pool");
@@ -249,7 +249,7 @@ async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() 
             if r.status == StatusCode::SERVICE_UNAVAILABLE {
                 assert_eq!(r.error_code(), Some(-31509));
                 assert!(
-                    took < Duration::from_millis(300),
+                    took < Duration::from_millis(450),
                     "refusals are fast: {took:?}"
                 );
                 refused += 1;
