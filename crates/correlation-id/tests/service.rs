@@ -50,9 +50,19 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
+/// Holds a capture: the thread's default subscriber, and the lock that keeps capturing tests
+/// one at a time (tracing caches each callsite's interest process-wide; several scoped
+/// subscribers coming and going on parallel test threads made a span or event go missing).
+struct CaptureGuard {
+    _default: tracing::subscriber::DefaultGuard,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
 /// Captures this thread's tracing output (TRACE level, span closes included) until the guard
 /// drops. Tests run on a current-thread runtime, so everything they do is captured.
-fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
+fn capture() -> (Capture, CaptureGuard) {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let cap = Capture::default();
     let sub = tracing_subscriber::fmt()
         .with_writer(cap.clone())
@@ -60,7 +70,16 @@ fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
         .with_max_level(tracing::Level::TRACE)
         .with_span_events(FmtSpan::CLOSE)
         .finish();
-    (cap, tracing::subscriber::set_default(sub))
+    let default = tracing::subscriber::set_default(sub);
+    // Callsites first hit while no subscriber listened may have cached "never": recompute.
+    tracing::callsite::rebuild_interest_cache();
+    (
+        cap,
+        CaptureGuard {
+            _default: default,
+            _serial: serial,
+        },
+    )
 }
 
 type Seen = Arc<Mutex<Option<(HeaderMap, Extensions)>>>;

@@ -408,6 +408,9 @@ async fn compressed_sse_is_logged_and_left_alone() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(sub);
+    // The only capturing test here; callsites first hit on other test threads (no subscriber)
+    // may have cached "never": recompute for ours.
+    tracing::callsite::rebuild_interest_cache();
     let svc = SseLayer::new().layer(service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(
             Response::builder()
