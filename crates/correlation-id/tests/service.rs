@@ -50,36 +50,57 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
-/// Holds a capture: the thread's default subscriber, and the lock that keeps capturing tests
-/// one at a time (tracing caches each callsite's interest process-wide; several scoped
-/// subscribers coming and going on parallel test threads made a span or event go missing).
-struct CaptureGuard {
-    _default: tracing::subscriber::DefaultGuard,
-    _serial: std::sync::MutexGuard<'static, ()>,
+thread_local! {
+    /// Where this test thread's log lines go, while it captures.
+    static SINK: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes into the current thread's [`SINK`], if any.
+struct Routed;
+
+impl io::Write for Routed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        SINK.with(|s| {
+            if let Some(c) = &*s.borrow() {
+                c.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stops the capture of this thread when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| s.borrow_mut().take());
+    }
 }
 
 /// Captures this thread's tracing output (TRACE level, span closes included) until the guard
 /// drops. Tests run on a current-thread runtime, so everything they do is captured.
+///
+/// One global subscriber routes lines to the capturing thread: scoped subscribers coming and
+/// going on parallel test threads raced with tracing's process-wide callsite interest cache and
+/// lost a span now and then.
 fn capture() -> (Capture, CaptureGuard) {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_writer(|| Routed)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(FmtSpan::CLOSE)
+            .finish();
+        tracing::subscriber::set_global_default(sub).expect("no other global subscriber");
+    });
     let cap = Capture::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(cap.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::CLOSE)
-        .finish();
-    let default = tracing::subscriber::set_default(sub);
-    // Callsites first hit while no subscriber listened may have cached "never": recompute.
-    tracing::callsite::rebuild_interest_cache();
-    (
-        cap,
-        CaptureGuard {
-            _default: default,
-            _serial: serial,
-        },
-    )
+    SINK.with(|s| *s.borrow_mut() = Some(cap.clone()));
+    (cap, CaptureGuard)
 }
 
 type Seen = Arc<Mutex<Option<(HeaderMap, Extensions)>>>;
