@@ -49,7 +49,7 @@
 //! ```no_run
 //! # use std::convert::Infallible;
 //! # use http::{Request, Response};
-//! # async fn handler(_: Request<tower_armor_mcp::McpBody>) -> Result<Response<String>, Infallible> { unimplemented!() }
+//! # async fn handler(_: Request<tower_armor_mcp::McpBody>) -> Result<Response<String>, Infallible> { Ok(Response::new(String::new())) }
 //! use tower::ServiceBuilder;
 //! use tower_armor_bulkhead::BulkheadLayer;
 //! use tower_armor_mcp::{KnownTools, RescueLayer, inspect::McpInspectLayer};
