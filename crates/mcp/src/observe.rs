@@ -267,7 +267,13 @@ fn grpc_outcome(code: i32) -> Outcome {
     }
 }
 
-/// Whether headers say the answer is an SSE stream.
+/// Whether headers say the body is JSON (`application/json`, any parameters, any case).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    matches!(content_kind(headers), ContentKind::Json)
+}
+
+/// Whether headers say the answer is an SSE stream (`text/event-stream`, any parameters, any
+/// case).
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
     matches!(content_kind(headers), ContentKind::Sse)
 }

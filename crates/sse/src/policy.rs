@@ -1,7 +1,7 @@
 //! Pure decisions: which answers are SSE, which requests open long-lived streams, and the header
 //! fixes for SSE answers.
 
-use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower_armor_mcp::McpRequest;
 use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD};
@@ -9,19 +9,7 @@ use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD};
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// Whether an answer's `Content-Type` is `text/event-stream` (any parameters, any case).
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .map(|v| {
-            let b = v.as_bytes();
-            let end = b.iter().position(|&c| c == b';').unwrap_or(b.len());
-            b[..end]
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"text/event-stream")
-        })
-        .unwrap_or(false)
-}
+pub use tower_armor_mcp::observe::is_event_stream;
 
 /// Whether a request opens a long-lived stream (a 2025-11-25 GET listen stream or a 2026-07-28
 /// `subscriptions/listen` POST): the only streams the idle timeout applies to.
@@ -83,11 +71,17 @@ mod tests {
             "text/event-stream; charset=utf-8",
             " text/event-stream ;x=y",
         ] {
-            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
             assert!(is_event_stream(&h), "{ct}");
         }
         for ct in ["application/json", "text/event-streams", "text/plain"] {
-            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
             assert!(!is_event_stream(&h), "{ct}");
         }
     }

@@ -69,15 +69,10 @@ enum Content {
 }
 
 fn content(headers: &http::HeaderMap) -> Content {
-    let essence = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or("");
-    if essence.eq_ignore_ascii_case("application/json") {
+    use tower_armor_mcp::observe::{is_event_stream, is_json};
+    if is_json(headers) {
         Content::Json
-    } else if essence.eq_ignore_ascii_case("text/event-stream") {
+    } else if is_event_stream(headers) {
         Content::Sse
     } else {
         Content::Other

@@ -76,15 +76,7 @@ where
         if declared.is_some_and(|len| len > max as u64) || body.size_hint().lower() > max as u64 {
             return ResponseFuture::answer(Rejection::too_large());
         }
-        let json = method == http::Method::POST && is_json(&parts.headers);
+        let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
         ResponseFuture::reading(body, parts, service, json, limits, max)
     }
-}
-
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
