@@ -41,10 +41,12 @@ impl Word {
         )
     }
 
+    #[inline]
     pub(crate) fn state(self) -> State {
         State::from_bits(self.0 & STATE_MASK)
     }
 
+    #[inline]
     pub(crate) fn generation(self) -> u32 {
         (self.0 >> GEN_SHIFT) as u32
     }
@@ -192,6 +194,7 @@ impl Core {
         self.locked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[inline]
     pub(crate) fn word(&self) -> Word {
         Word(self.state.load(Ordering::Acquire))
     }
@@ -209,8 +212,24 @@ impl Core {
     }
 
     /// Decides whether a call may pass.
+    #[inline]
     pub(crate) fn admit(self: &Arc<Self>, clock: &mut Clock) -> Admission {
         let w = self.word();
+        // The hot path: a closed circuit without a slow-call policy admits with one load and
+        // an `Arc` clone, and never reads the clock.
+        if w.state() == State::Closed && self.settings.slow.is_none() {
+            return Admission::Permit(Permit {
+                core: Arc::clone(self),
+                generation: w.generation(),
+                ticket: 0,
+                start: None,
+                done: false,
+            });
+        }
+        self.admit_word(w, clock)
+    }
+
+    fn admit_word(self: &Arc<Self>, w: Word, clock: &mut Clock) -> Admission {
         match w.state() {
             State::Closed | State::MetricsOnly => {
                 Admission::Permit(self.permit(w.generation(), 0, clock))
@@ -424,6 +443,33 @@ impl Core {
             if let Some(f) = &self.settings.on_transition {
                 f(&t);
             }
+        }
+    }
+
+    /// Records a success of a call admitted while closed in `generation`, without a slow-call
+    /// policy: the hot path of a healthy circuit.
+    #[inline]
+    fn record_success(&self, generation: u32, clock: &mut Clock) {
+        const SUCCESS: Sample = Sample {
+            failure: false,
+            slow: false,
+        };
+        let w = self.word();
+        if w.generation() != generation {
+            return;
+        }
+        if w.state() != State::Closed || matches!(self.window, Some(Window::Time(_))) {
+            return self.record(generation, SUCCESS, clock);
+        }
+        if self.settings.consecutive.is_some() && self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        // A success can still trip a failure rate: it may be the call that reaches `min_calls`.
+        if let Some(Window::Count(window)) = &self.window
+            && let Some(snap) = window.record(SUCCESS)
+            && let Some(reason) = self.judge(snap)
+        {
+            self.trip(generation, reason, clock);
         }
     }
 
@@ -668,7 +714,22 @@ impl Permit {
     }
 
     /// Reports the call's outcome, classified.
+    #[inline]
     pub(crate) fn complete(mut self, class: BreakerClass, clock: &mut Clock) {
+        if self.ticket == 0 && self.start.is_none() {
+            // An ordinary call without a slow-call policy (the hot path).
+            self.done = true;
+            match class {
+                BreakerClass::Success => self.core.record_success(self.generation, clock),
+                BreakerClass::Ignored => {}
+                _ => self.complete_slow(class, clock),
+            }
+            return;
+        }
+        self.complete_slow(class, clock);
+    }
+
+    fn complete_slow(&mut self, class: BreakerClass, clock: &mut Clock) {
         self.done = true;
         let slow_policy = self.core.settings.slow;
         let slow = match (slow_policy, self.start) {

@@ -145,6 +145,7 @@ where
     }
 }
 
+#[inline]
 fn settle(permit: Permit, outcome: &Outcome, has_session: bool) {
     let class = permit
         .core()

@@ -196,11 +196,15 @@ impl Shared {
     }
 
     /// The circuit for a request.
+    #[inline]
     pub(crate) fn resolve<R: CallRequest>(&self, req: &R) -> &Arc<Core> {
-        let k = match &self.keys {
-            Keys::Single(c) => return c,
-            Keys::Keyed(k) => k,
-        };
+        match &self.keys {
+            Keys::Single(c) => c,
+            Keys::Keyed(k) => self.resolve_keyed(k, req),
+        }
+    }
+
+    fn resolve_keyed<'a, R: CallRequest>(&'a self, k: &'a Keyed, req: &R) -> &'a Arc<Core> {
         match &k.by {
             KeyBy::Tool(known) => match req.mcp() {
                 None => self.fixed(&k.unknown, UNKNOWN_KEY),

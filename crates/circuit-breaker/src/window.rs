@@ -32,6 +32,7 @@ impl Window {
     /// Records `sample` at `now` (nanoseconds since the breaker's base instant; only the
     /// time-based window reads it). Returns the counts after recording, or `None` when the
     /// counts did not change (so no threshold can have been crossed).
+    #[inline]
     pub(crate) fn record(&self, sample: Sample, now: u64) -> Option<Snapshot> {
         match self {
             Window::Count(w) => w.record(sample),
@@ -139,9 +140,13 @@ impl CountWindow {
         }
     }
 
-    fn record(&self, sample: Sample) -> Option<Snapshot> {
+    #[inline]
+    pub(crate) fn record(&self, sample: Sample) -> Option<Snapshot> {
         let new = encode(sample);
-        let i = self.head.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        // A 32-bit division (the window holds at most `MAX_COUNT_WINDOW` slots): when the
+        // counter wraps, one slot is skipped once, which leaves the counts exact.
+        let i =
+            (self.head.fetch_add(1, Ordering::Relaxed) as u32 % self.slots.len() as u32) as usize;
         let slot = &self.slots[i];
         // The common case once the window is full: a success replacing a success. Nothing
         // changes, so skip the write (and the threshold check).

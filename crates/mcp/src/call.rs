@@ -31,21 +31,25 @@ pub trait CallRequest {
 
     /// The upstream authority (host and port) the call goes to, when it is known; for keying
     /// per-upstream breakers and bulkheads.
+    #[inline]
     fn authority(&self) -> Option<&str> {
         None
     }
 
     /// Whether the request is a long-lived stream, exempt from per-call accounting.
+    #[inline]
     fn is_long_lived(&self) -> bool {
         self.mcp().is_some_and(McpRequest::is_long_lived)
     }
 
     /// Whether the request carried a 2025-11-25 session id (a 404 then means it expired).
+    #[inline]
     fn has_session(&self) -> bool {
         self.mcp().is_some_and(|m| m.session_id().is_some())
     }
 
     /// The JSON-RPC id of the call, if known.
+    #[inline]
     fn id(&self) -> Option<&RequestId> {
         self.mcp().and_then(McpRequest::id)
     }
@@ -70,18 +74,22 @@ pub struct HalfOpenProbe;
 // === impl http ===
 
 impl<B> CallRequest for http::Request<B> {
+    #[inline]
     fn mcp(&self) -> Option<&McpRequest> {
         self.extensions().get::<McpRequest>()
     }
 
+    #[inline]
     fn extensions(&self) -> &Extensions {
         http::Request::extensions(self)
     }
 
+    #[inline]
     fn extensions_mut(&mut self) -> &mut Extensions {
         http::Request::extensions_mut(self)
     }
 
+    #[inline]
     fn authority(&self) -> Option<&str> {
         self.uri().authority().map(|a| a.as_str())
     }
@@ -93,6 +101,7 @@ where
 {
     type Observed = http::Response<ObservedBody<B>>;
 
+    #[inline]
     fn observe(self, id: Option<&RequestId>) -> (Self::Observed, Completion) {
         let (resp, handle) = observe_response(self, id);
         let completion = match handle.outcome() {
@@ -130,25 +139,30 @@ impl ToolCall {
     }
 
     /// The tool's name.
+    #[inline]
     pub fn tool(&self) -> &str {
         self.facts.name().unwrap_or_default()
     }
 
     /// The call's facts.
+    #[inline]
     pub fn facts(&self) -> &McpRequest {
         &self.facts
     }
 }
 
 impl CallRequest for ToolCall {
+    #[inline]
     fn mcp(&self) -> Option<&McpRequest> {
         Some(&self.facts)
     }
 
+    #[inline]
     fn extensions(&self) -> &Extensions {
         &self.extensions
     }
 
+    #[inline]
     fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
     }
@@ -175,6 +189,7 @@ pub enum ToolReply {
 
 impl ToolReply {
     /// The outcome this reply represents.
+    #[inline]
     pub fn outcome(&self) -> Outcome {
         match self {
             ToolReply::Result {
@@ -189,6 +204,7 @@ impl ToolReply {
 impl CallResponse for ToolReply {
     type Observed = ToolReply;
 
+    #[inline]
     fn observe(self, _id: Option<&RequestId>) -> (Self, Completion) {
         let o = self.outcome();
         (self, Completion::Ready(o))

@@ -185,6 +185,7 @@ impl Classifier {
 
     /// Classifies an outcome. `has_session` says whether the request carried `Mcp-Session-Id`
     /// (a 404 then means the session expired).
+    #[inline]
     pub fn classify(&self, outcome: &Outcome, has_session: bool) -> Verdict {
         use BreakerClass as B;
         use RetryClass as R;

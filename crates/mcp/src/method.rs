@@ -158,6 +158,7 @@ impl Method {
 
     /// Whether a POST of this method opens a long-lived stream rather than a call
     /// (`subscriptions/listen`). GET listen streams are recognised from the HTTP method instead.
+    #[inline]
     pub fn is_long_lived(&self) -> bool {
         matches!(self, Method::SubscriptionsListen)
     }

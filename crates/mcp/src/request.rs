@@ -162,32 +162,38 @@ impl McpRequest {
 
     /// The protocol revision: from `MCP-Protocol-Version`, the `_meta` protocol version, or
     /// `initialize`'s `protocolVersion`; `None` when the request did not say.
+    #[inline]
     pub fn revision(&self) -> Option<ProtocolRevision> {
         self.revision
     }
 
     /// The kind of JSON-RPC message.
+    #[inline]
     pub fn kind(&self) -> MessageKind {
         self.kind
     }
 
     /// The JSON-RPC method, for requests and notifications.
+    #[inline]
     pub fn method(&self) -> Option<&Method> {
         self.method.as_ref()
     }
 
     /// The JSON-RPC id, for requests and responses.
+    #[inline]
     pub fn id(&self) -> Option<&RequestId> {
         self.id.as_ref()
     }
 
     /// The target name: the tool of `tools/call`, the prompt of `prompts/get`, the uri of
     /// `resources/read`. Client-controlled: key tables must not trust it (see DESIGN §5).
+    #[inline]
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
     /// The tool name, for `tools/call` only.
+    #[inline]
     pub fn tool(&self) -> Option<&str> {
         match self.method {
             Some(Method::ToolsCall) => self.name(),
@@ -196,26 +202,31 @@ impl McpRequest {
     }
 
     /// The 2025-11-25 `Mcp-Session-Id` the request carried.
+    #[inline]
     pub fn session_id(&self) -> Option<&HeaderValue> {
         self.session_id.as_ref()
     }
 
     /// Trace context found in `params._meta`.
+    #[inline]
     pub fn meta_trace(&self) -> &MetaTrace {
         &self.meta_trace
     }
 
     /// Whether `params._meta.progressToken` was present (the caller asked for progress).
+    #[inline]
     pub fn wants_progress(&self) -> bool {
         self.progress_token
     }
 
     /// Whether the request is a call, a long-lived stream, or a resumption.
+    #[inline]
     pub fn stream_role(&self) -> &StreamRole {
         &self.stream
     }
 
     /// Whether the request opens a long-lived stream (GET listen or `subscriptions/listen`).
+    #[inline]
     pub fn is_long_lived(&self) -> bool {
         self.stream == StreamRole::Listen
     }
@@ -223,6 +234,7 @@ impl McpRequest {
     /// Whether the request is a JSON-RPC request that expects an answer: the unit that per-call
     /// layers (breaker, retry, bulkhead, timeout) account for. Resumptions are the same call and
     /// count too.
+    #[inline]
     pub fn is_call(&self) -> bool {
         match self.stream {
             StreamRole::Call => self.kind == MessageKind::Request,
