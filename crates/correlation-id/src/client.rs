@@ -133,8 +133,8 @@ where
 fn propagate<B>(req: &mut Request<B>, header: &HeaderName) {
     if !req.headers().contains_key(header) {
         let value = match req.extensions().get::<CorrelationId>() {
-            Some(id) => id::header_value(id.clone()),
-            None => id::generate_with_header().1,
+            Some(id) => id.header_value().clone(),
+            None => id::generate().header_value().clone(),
         };
         req.headers_mut().insert(header, value);
     }

@@ -19,12 +19,12 @@ pin_project! {
         inner: F,
         span: Span,
         header: HeaderName,
-        echo: Option<HeaderValue>,
+        echo: HeaderValue,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, span: Span, header: HeaderName, echo: Option<HeaderValue>) -> Self {
+    pub(crate) fn new(inner: F, span: Span, header: HeaderName, echo: HeaderValue) -> Self {
         ResponseFuture {
             inner,
             span,
@@ -56,10 +56,11 @@ where
         };
         let span = std::mem::replace(this.span, Span::none());
         Poll::Ready(result.map(|mut resp| {
-            if let Some(value) = this.echo.take() {
-                // Ours replaces whatever the inner service put there: only validated ids leave.
-                resp.headers_mut().insert(this.header.clone(), value);
-            }
+            // Ours replaces whatever the inner service put there: only validated ids leave.
+            resp.headers_mut().insert(
+                this.header.clone(),
+                std::mem::replace(this.echo, HeaderValue::from_static("")),
+            );
             resp.map(|body| TracedBody::new(body, span))
         }))
     }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use tower_armor_mcp::{CorrelationId, InvalidCorrelationId};
 
 use crate::random;
@@ -68,7 +68,7 @@ pub fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> IncomingId {
             reason: RejectReason::Multiple,
         });
     }
-    match CorrelationId::parse(first.as_bytes()) {
+    match CorrelationId::from_header(first) {
         Ok(id) => IncomingId::Accepted(id),
         Err(e) => IncomingId::Rejected(RejectedId {
             len,
@@ -110,39 +110,15 @@ pub fn generate_into(out: &mut [u8; GENERATED_LEN]) -> &str {
 /// A new correlation id (UUID version 7).
 pub fn generate() -> CorrelationId {
     let mut buf = [0u8; GENERATED_LEN];
-    from_generated(generate_into(&mut buf))
-}
-
-fn from_generated(s: &str) -> CorrelationId {
     // 36 characters of hex digits and '-': always within the rules.
-    CorrelationId::parse(s.as_bytes()).expect("a generated UUID is a valid correlation id")
-}
-
-/// A new correlation id and its header value, made from one generated string. The header value
-/// shares the id's bytes, so its clones (request header, echo) allocate nothing.
-pub(crate) fn generate_with_header() -> (CorrelationId, HeaderValue) {
-    let mut buf = [0u8; GENERATED_LEN];
-    let id = from_generated(generate_into(&mut buf));
-    (id.clone(), header_value(id))
-}
-
-struct IdBytes(CorrelationId);
-
-impl AsRef<[u8]> for IdBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_str().as_bytes()
-    }
-}
-
-/// The id as a header value sharing its bytes.
-pub(crate) fn header_value(id: CorrelationId) -> HeaderValue {
-    // A CorrelationId only holds header-safe characters.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IdBytes(id)))
-        .expect("a correlation id is a valid header value")
+    CorrelationId::parse(generate_into(&mut buf).as_bytes())
+        .expect("a generated UUID is a valid correlation id")
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]

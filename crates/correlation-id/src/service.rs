@@ -39,23 +39,24 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let (id, echo, rejected) = match id::incoming_id(req.headers(), &self.header) {
-            IncomingId::Accepted(id) => {
-                let echo = req.headers().get(&self.header).cloned();
-                (id, echo, None)
-            }
+        let (id, rejected) = match id::incoming_id(req.headers(), &self.header) {
+            IncomingId::Accepted(id) => (id, None),
             IncomingId::Missing => {
-                let (id, value) = id::generate_with_header();
-                req.headers_mut().insert(&self.header, value.clone());
-                (id, Some(value), None)
+                let id = id::generate();
+                req.headers_mut()
+                    .insert(&self.header, id.header_value().clone());
+                (id, None)
             }
             IncomingId::Rejected(r) => {
                 // `insert` replaces every value: the refused one never goes inward.
-                let (id, value) = id::generate_with_header();
-                req.headers_mut().insert(&self.header, value.clone());
-                (id, Some(value), Some(r))
+                let id = id::generate();
+                req.headers_mut()
+                    .insert(&self.header, id.header_value().clone());
+                (id, Some(r))
             }
         };
+        // Shares the id's buffer: no copy.
+        let echo = id.header_value().clone();
         let (trace, bad_trace) = match TraceContext::from_headers(req.headers()) {
             Ok(Some(ctx)) => (Some(ctx), None),
             Ok(None) => (None, None),

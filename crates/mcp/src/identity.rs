@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use crate::BoxError;
 
 /// The authenticated caller, put into request extensions by the bearer-auth layer.
@@ -40,9 +42,10 @@ impl fmt::Display for Principal {
 /// correlation-id layer, echoed on every answer, threaded through tool calls.
 ///
 /// Only ever holds 1–128 characters of `[A-Za-z0-9._:-]`, so it is safe to log and to put in a
-/// header.
+/// header. It is stored as the header value itself: taking an incoming id, echoing it and
+/// cloning it share one buffer (no copy, no allocation).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CorrelationId(Arc<str>);
+pub struct CorrelationId(HeaderValue);
 
 /// Why a correlation id was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,10 +77,16 @@ impl CorrelationId {
     /// Validates an id: 1–128 characters of `[A-Za-z0-9._:-]`.
     pub fn parse(s: &[u8]) -> Result<Self, InvalidCorrelationId> {
         Self::validate(s)?;
-        // Validated ASCII above.
-        Ok(CorrelationId(Arc::from(
-            std::str::from_utf8(s).unwrap_or_default(),
-        )))
+        // Validated above: visible ASCII only, always a valid header value.
+        HeaderValue::from_bytes(s)
+            .map(CorrelationId)
+            .map_err(|_| InvalidCorrelationId::BadCharacter)
+    }
+
+    /// Validates an id received as a header value, sharing its buffer (no copy).
+    pub fn from_header(value: &HeaderValue) -> Result<Self, InvalidCorrelationId> {
+        Self::validate(value.as_bytes())?;
+        Ok(CorrelationId(value.clone()))
     }
 
     /// Checks an id without building it.
@@ -99,19 +108,27 @@ impl CorrelationId {
 
     /// The id.
     pub fn as_str(&self) -> &str {
+        // Validated ASCII (see `validate`): never the empty fallback.
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
+    }
+
+    /// The id as a header value (cloning it shares the buffer).
+    pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
 }
 
 impl fmt::Debug for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CorrelationId").field(&&*self.0).finish()
+        f.debug_tuple("CorrelationId")
+            .field(&self.as_str())
+            .finish()
     }
 }
 
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
