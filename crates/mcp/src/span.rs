@@ -17,22 +17,35 @@ pub const SESSION: &str = "mcp.session";
 
 /// Records the request's method, tool and session in the current span.
 pub fn record_request(facts: &McpRequest) {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
-        return;
-    }
     if let Some(m) = facts.method() {
-        span.record(METHOD, tracing::field::display(m));
+        record_current(METHOD, &tracing::field::display(m));
     }
     if let Some(t) = facts.tool() {
-        span.record(TOOL, tracing::field::debug(t));
+        record_current(TOOL, &tracing::field::debug(t));
     }
     if let Some(s) = facts.session_id().and_then(|s| s.to_str().ok()) {
-        span.record(SESSION, s);
+        record_current(SESSION, &s);
     }
 }
 
 /// Records the principal in the current span.
 pub fn record_principal(p: &Principal) {
-    tracing::Span::current().record(PRINCIPAL, p.name());
+    record_current(PRINCIPAL, &p.name());
+}
+
+/// Records `value` as the field `name` of the current span, if it has that field. Unlike
+/// `Span::current().record(..)` this does not clone (and then close) a handle to the span,
+/// which costs two trips through the subscriber's span registry per record.
+fn record_current(name: &str, value: &dyn tracing::Value) {
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let (Some(id), Some(meta)) = (current.id(), current.metadata()) else {
+            return;
+        };
+        let fields = meta.fields();
+        if let Some(field) = fields.field(name) {
+            let values = [(&field, Some(value))];
+            dispatch.record(id, &tracing::span::Record::new(&fields.value_set(&values)));
+        }
+    });
 }
