@@ -110,9 +110,14 @@ pub fn generate_into(out: &mut [u8; GENERATED_LEN]) -> &str {
 /// A new correlation id (UUID version 7).
 pub fn generate() -> CorrelationId {
     let mut buf = [0u8; GENERATED_LEN];
+    generate_into(&mut buf);
+    // One allocation holding the buffer and its reference count, so the clones that go into the
+    // request header and the echo share it (a `Bytes` made from a `Vec` would allocate again on
+    // its first clone).
+    let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("hex digits and '-' make a valid header value");
     // 36 characters of hex digits and '-': always within the rules.
-    CorrelationId::parse(generate_into(&mut buf).as_bytes())
-        .expect("a generated UUID is a valid correlation id")
+    CorrelationId::from_header(&value).expect("a generated UUID is a valid correlation id")
 }
 
 #[cfg(test)]
