@@ -20,10 +20,21 @@ use crate::streams::StreamSlot;
 pub(crate) enum Hold {
     None,
     Call(#[allow(dead_code)] Permit),
-    Stream(#[allow(dead_code)] StreamSlot),
+    // Boxed (streams are rare and long-lived): the hold of every call stays two words.
+    Stream(#[allow(dead_code)] Box<StreamSlot>),
 }
 
 impl Hold {
+    /// Gives back what is held, now.
+    #[inline]
+    fn release(&mut self) {
+        match std::mem::replace(self, Hold::None) {
+            Hold::None => {}
+            Hold::Call(permit) => drop(permit),
+            stream => drop(stream),
+        }
+    }
+
     /// Keeps the permit or stream slot until the call completes: at once for answers known
     /// complete (typed replies, JSON answers already read, error statuses), at the end or drop of
     /// the body for streamed answers.
@@ -39,10 +50,14 @@ pin_project! {
     ///
     /// While the call waits in line it holds the readied inner service and the request; dropping
     /// the future gives up its place (or passes on a permit it was just handed). Once the inner
-    /// service answers, the permit moves into the answer's completion callback.
+    /// service answers, the permit goes back at once if the answer is already complete (typed
+    /// replies, JSON answers already read, error statuses), and otherwise moves into the answer's
+    /// completion callback.
     pub struct ResponseFuture<F, S, R> {
         #[pin]
         state: State<F, S, R>,
+        // What the running call holds (outside `state`, so finishing the call moves nothing).
+        hold: Hold,
         id: Option<RequestId>,
     }
 }
@@ -58,7 +73,6 @@ pin_project! {
         Running {
             #[pin]
             future: F,
-            hold: Hold,
         },
         Failed {
             error: Option<BoxError>,
@@ -80,9 +94,11 @@ pin_project! {
 }
 
 impl<F, S, R> ResponseFuture<F, S, R> {
+    #[inline]
     pub(crate) fn running(future: F, hold: Hold, id: Option<RequestId>) -> Self {
         ResponseFuture {
-            state: State::Running { future, hold },
+            state: State::Running { future },
+            hold,
             id,
         }
     }
@@ -104,6 +120,7 @@ impl<F, S, R> ResponseFuture<F, S, R> {
                     request: Some(request),
                 }),
             },
+            hold: Hold::None,
             id,
         }
     }
@@ -111,6 +128,7 @@ impl<F, S, R> ResponseFuture<F, S, R> {
     pub(crate) fn failed(error: BoxError, id: Option<RequestId>) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
+            hold: Hold::None,
             id,
         }
     }
@@ -140,78 +158,101 @@ where
 {
     type Output = Result<<S::Response as CallResponse>::Observed, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting { wait } => {
-                    let WaitProj {
-                        waiter,
-                        deadline,
-                        mut sleep,
-                        service,
-                        request,
-                    } = wait.as_mut().project();
-                    if let Poll::Ready(permit) = waiter.poll_acquire(cx.waker()) {
-                        let (Some(mut service), Some(request)) = (service.take(), request.take())
-                        else {
-                            unreachable!("a waiting call holds its service and request");
-                        };
-                        let future = service.call(request);
-                        this.state.set(State::Running {
-                            future,
-                            hold: Hold::Call(permit),
-                        });
-                        continue;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.as_mut().project();
+        // The usual case first, inlined; waiting, refusals and misuse out of line.
+        if let StateProj::Running { future } = this.state.as_mut().project() {
+            let out = ready!(future.poll(cx));
+            this.state.set(State::Done);
+            return Poll::Ready(match out {
+                Ok(resp) => {
+                    let (observed, completion) = resp.observe(this.id.as_ref());
+                    match completion {
+                        // Complete already (typed replies, answers already read): the permit
+                        // goes back now.
+                        Completion::Ready(_) => this.hold.release(),
+                        completion => std::mem::replace(this.hold, Hold::None).until(completion),
                     }
-                    if let Some(deadline) = *deadline {
-                        if sleep.is_none() {
-                            sleep.set(Some(tokio::time::sleep_until(deadline)));
-                        }
-                        let expired = sleep
-                            .as_mut()
-                            .as_pin_mut()
-                            .is_some_and(|s| s.poll(cx).is_ready());
-                        if expired {
-                            let pool = Arc::clone(waiter.pool());
-                            // Drops the waiter: its place goes, or a permit just handed to it
-                            // passes to the next in line.
-                            this.state.set(State::Done);
-                            pool.count_rejection();
-                            tracing::debug!(
-                                key = ?pool.key().map(|k| &**k),
-                                "bulkhead wait limit passed; call refused"
-                            );
-                            return Poll::Ready(Err(Box::new(BulkheadFull::new(
-                                pool.key().cloned(),
-                            ))));
-                        }
+                    Ok(observed)
+                }
+                // No answer: the permit goes back now.
+                Err(e) => {
+                    this.hold.release();
+                    Err(e.into())
+                }
+            });
+        }
+        self.poll_not_running(cx)
+    }
+}
+
+impl<F, S, R> ResponseFuture<F, S, R>
+where
+    S: Service<R, Future = F>,
+    F: Future<Output = Result<S::Response, S::Error>>,
+    S::Response: CallResponse,
+    S::Error: Into<BoxError>,
+{
+    /// [`poll`](Future::poll) of a call that waits in line, was refused, or is done.
+    #[inline(never)]
+    fn poll_not_running(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<<Self as Future>::Output> {
+        let this = self.as_mut().project();
+        let mut state = this.state;
+        match state.as_mut().project() {
+            StateProj::Waiting { wait } => {
+                let WaitProj {
+                    waiter,
+                    deadline,
+                    mut sleep,
+                    service,
+                    request,
+                } = wait.as_mut().project();
+                if let Poll::Ready(permit) = waiter.poll_acquire(cx.waker()) {
+                    let (Some(mut service), Some(request)) = (service.take(), request.take())
+                    else {
+                        unreachable!("a waiting call holds its service and request");
+                    };
+                    let future = service.call(request);
+                    state.set(State::Running { future });
+                    *this.hold = Hold::Call(permit);
+                    return self.poll(cx);
+                }
+                if let Some(deadline) = *deadline {
+                    if sleep.is_none() {
+                        sleep.set(Some(tokio::time::sleep_until(deadline)));
                     }
-                    return Poll::Pending;
+                    let expired = sleep
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|s| s.poll(cx).is_ready());
+                    if expired {
+                        let pool = Arc::clone(waiter.pool());
+                        // Drops the waiter: its place goes, or a permit just handed to it
+                        // passes to the next in line.
+                        state.set(State::Done);
+                        pool.count_rejection();
+                        tracing::debug!(
+                            key = ?pool.key().map(|k| &**k),
+                            "bulkhead wait limit passed; call refused"
+                        );
+                        return Poll::Ready(Err(Box::new(BulkheadFull::new(pool.key().cloned()))));
+                    }
                 }
-                StateProj::Running { future, hold } => {
-                    let out = ready!(future.poll(cx));
-                    let hold = std::mem::replace(hold, Hold::None);
-                    this.state.set(State::Done);
-                    return Poll::Ready(match out {
-                        Ok(resp) => {
-                            let (observed, completion) = resp.observe(this.id.as_ref());
-                            hold.until(completion);
-                            Ok(observed)
-                        }
-                        // No answer: the permit goes back now.
-                        Err(e) => Err(e.into()),
-                    });
-                }
-                StateProj::Failed { error } => {
-                    let error = error.take();
-                    this.state.set(State::Done);
-                    return Poll::Ready(Err(
-                        error.expect("bulkhead ResponseFuture polled after completion")
-                    ));
-                }
-                StateProj::Done => panic!("bulkhead ResponseFuture polled after completion"),
+                Poll::Pending
             }
+            StateProj::Running { .. } => self.poll(cx),
+            StateProj::Failed { error } => {
+                let error = error.take();
+                state.set(State::Done);
+                Poll::Ready(Err(
+                    error.expect("bulkhead ResponseFuture polled after completion")
+                ))
+            }
+            StateProj::Done => panic!("bulkhead ResponseFuture polled after completion"),
         }
     }
 }

@@ -43,8 +43,8 @@ pub(crate) enum Acquired {
     Granted(Permit),
     /// The caller waits in line.
     Queued(Waiter),
-    /// No permit was free and the line was full; counted as a rejection.
-    Full,
+    /// No permit was free and the line was full; counted as a rejection. Carries the pool's key.
+    Full(Option<Arc<str>>),
 }
 
 /// One pool of permits with its line of waiters.
@@ -138,7 +138,8 @@ impl Pool {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a free permit without waiting, if there is one.
+    /// Takes a free permit without waiting, if there is one: one compare-and-swap, no lock.
+    #[inline]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         let mut s = self.state.load(Ordering::Acquire);
         while permits(s) > 0 {
@@ -160,10 +161,17 @@ impl Pool {
     }
 
     /// Takes a free permit, or a place in line, or is refused because the line is full.
+    #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Acquired {
-        if let Some(p) = self.try_acquire() {
-            return Acquired::Granted(p);
+        match self.try_acquire() {
+            Some(p) => Acquired::Granted(p),
+            None => self.acquire_slow(),
         }
+    }
+
+    /// [`acquire`](Self::acquire) once no permit was free: decided under the lock.
+    #[inline(never)]
+    fn acquire_slow(self: &Arc<Self>) -> Acquired {
         let mut q = self.lock();
         let mut s = self.state.load(Ordering::Acquire);
         loop {
@@ -173,7 +181,7 @@ impl Pool {
             } else if waiters(s) >= self.max_queue {
                 drop(q);
                 self.count_rejection();
-                return Acquired::Full;
+                return Acquired::Full(self.key.clone());
             } else {
                 s + WAITER
             };
@@ -203,8 +211,25 @@ impl Pool {
         })
     }
 
-    /// Returns one permit: to the first waiter if anyone waits, to the count otherwise.
+    /// Returns one permit: to the first waiter if anyone waits, to the count otherwise. While
+    /// nobody waits, one compare-and-swap and no lock.
+    #[inline]
     fn release(&self) {
+        let s = self.state.load(Ordering::Acquire);
+        if waiters(s) == 0
+            && self
+                .state
+                .compare_exchange_weak(s, s + PERMIT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return;
+        }
+        self.release_slow();
+    }
+
+    /// [`release`](Self::release) when someone waits or the word moved under the fast path.
+    #[inline(never)]
+    fn release_slow(&self) {
         let mut s = self.state.load(Ordering::Acquire);
         while waiters(s) == 0 {
             match self.state.compare_exchange_weak(
@@ -311,6 +336,7 @@ pub(crate) struct Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.pool.release();
     }
@@ -382,7 +408,7 @@ mod tests {
         assert!(matches!(a, Acquired::Granted(_)) && matches!(b, Acquired::Granted(_)));
         let c = p.acquire();
         assert!(matches!(c, Acquired::Queued(_)));
-        assert!(matches!(p.acquire(), Acquired::Full));
+        assert!(matches!(p.acquire(), Acquired::Full(None)));
         assert_eq!((p.running(), p.queued(), p.rejected()), (2, 1, 1));
         drop(a);
         // The permit went to the waiter, not back to the count.
@@ -467,7 +493,7 @@ mod tests {
                 (Step::Acquire, Task::Idle) => match p.acquire() {
                     Acquired::Granted(permit) => Task::Holding(permit),
                     Acquired::Queued(w) => Task::Waiting(w, Arc::default(), None),
-                    Acquired::Full => Task::Rejected,
+                    Acquired::Full(_) => Task::Rejected,
                 },
                 (Step::Poll, Task::Waiting(mut w, c, _)) => {
                     match w.poll_acquire(&Waker::from(Arc::clone(&c))) {
@@ -620,7 +646,7 @@ mod tests {
                     for _ in 0..20_000 {
                         match p.acquire() {
                             Acquired::Granted(permit) => drop(permit),
-                            Acquired::Full => {}
+                            Acquired::Full(_) => {}
                             Acquired::Queued(mut w) => {
                                 for _ in 0..(rnd() % 50) {
                                     if let Poll::Ready(permit) = w.poll_acquire(&waker) {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_armor_mcp::error::BulkheadFull;
-use tower_armor_mcp::{BoxError, CallRequest, CallResponse, Principal};
+use tower_armor_mcp::{BoxError, CallRequest, CallResponse, Principal, RequestId};
 use tower_service::Service;
 
 use crate::future::{Hold, ResponseFuture};
@@ -100,9 +100,92 @@ fn admission<R: CallRequest>(req: &R) -> Admission {
     }
 }
 
+/// A long-lived stream: a slot in its principal's stream pool (nothing when streams are not
+/// bounded), or a refusal.
+#[inline(never)]
+fn open_stream(shared: &Shared, principal: Option<&Principal>) -> Result<Hold, BoxError> {
+    let Some(streams) = &shared.streams else {
+        return Ok(Hold::None);
+    };
+    match streams.try_open(principal) {
+        Some(slot) => Ok(Hold::Stream(Box::new(slot))),
+        None => {
+            tracing::debug!(
+                principal = principal.map(Principal::name),
+                limit = streams.per_principal(),
+                "too many long-lived streams; stream refused"
+            );
+            Err(Box::new(BulkheadFull::new(Some(Arc::from(STREAMS_KEY)))))
+        }
+    }
+}
+
+/// `id.clone()`, except that only the string's heap pointer, never the request's own memory,
+/// is handed to an out-of-line call: the compiler can then hand the request to the inner
+/// service without copying it first.
+#[inline]
+fn clone_id(id: &RequestId) -> RequestId {
+    match id {
+        RequestId::Number(n) => RequestId::Number(*n),
+        RequestId::String(s) => RequestId::String(Box::from(&**s)),
+    }
+}
+
+#[cold]
 fn full(key: Option<Arc<str>>) -> BoxError {
     tracing::debug!(key = ?key.as_deref(), "bulkhead full; call refused");
     Box::new(BulkheadFull::new(key))
+}
+
+impl<S> Bulkhead<S> {
+    /// Backpressure mode: reserves a permit (or waits for one) before the inner service is
+    /// asked.
+    #[inline(never)]
+    fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            match &mut self.reservation {
+                Reservation::Ready(_) => return Poll::Ready(Ok(())),
+                Reservation::Waiting(w) => match w.poll_acquire(cx.waker()) {
+                    Poll::Ready(p) => self.reservation = Reservation::Ready(p),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Reservation::None => {
+                    let Pools::Global(pool) = &self.shared.pools else {
+                        unreachable!("backpressure bulkheads have one global pool");
+                    };
+                    self.reservation = match pool.acquire() {
+                        Acquired::Granted(p) => Reservation::Ready(p),
+                        Acquired::Queued(w) => Reservation::Waiting(w),
+                        // The line is unbounded in backpressure mode.
+                        Acquired::Full(key) => return Poll::Ready(Err(full(key))),
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<S: Clone> Bulkhead<S> {
+    /// The future of a call that waits in line: the readied service waits with the request, and
+    /// a fresh clone stays here.
+    #[inline(never)]
+    fn wait<R>(
+        &mut self,
+        waiter: Waiter,
+        req: R,
+        id: Option<RequestId>,
+    ) -> ResponseFuture<S::Future, S, R>
+    where
+        S: Service<R>,
+    {
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let deadline = self
+            .shared
+            .max_wait
+            .and_then(|d| Instant::now().checked_add(d));
+        ResponseFuture::waiting(waiter, deadline, service, req, id)
+    }
 }
 
 impl<S, R> Service<R> for Bulkhead<S>
@@ -116,27 +199,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, S, R>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.shared.backpressure {
-            loop {
-                match &mut self.reservation {
-                    Reservation::Ready(_) => break,
-                    Reservation::Waiting(w) => match w.poll_acquire(cx.waker()) {
-                        Poll::Ready(p) => self.reservation = Reservation::Ready(p),
-                        Poll::Pending => return Poll::Pending,
-                    },
-                    Reservation::None => {
-                        let Pools::Global(pool) = &self.shared.pools else {
-                            unreachable!("backpressure bulkheads have one global pool");
-                        };
-                        self.reservation = match pool.acquire() {
-                            Acquired::Granted(p) => Reservation::Ready(p),
-                            Acquired::Queued(w) => Reservation::Waiting(w),
-                            // The line is unbounded in backpressure mode.
-                            Acquired::Full => return Poll::Ready(Err(full(None))),
-                        };
-                    }
-                }
+            match self.poll_reserve(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
             }
         }
         match self.inner.poll_ready(cx) {
@@ -149,60 +217,41 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: R) -> Self::Future {
-        let id = req.id().cloned();
-        let reservation = std::mem::replace(&mut self.reservation, Reservation::None);
-        match admission(&req) {
-            Admission::Pass => ResponseFuture::running(self.inner.call(req), Hold::None, id),
-            Admission::Stream => {
-                let Some(streams) = &self.shared.streams else {
-                    return ResponseFuture::running(self.inner.call(req), Hold::None, id);
-                };
-                let principal = req.extensions().get::<Principal>();
-                match streams.try_open(principal) {
-                    Some(slot) => {
-                        ResponseFuture::running(self.inner.call(req), Hold::Stream(slot), id)
-                    }
-                    None => {
-                        tracing::debug!(
-                            principal = principal.map(Principal::name),
-                            limit = streams.per_principal(),
-                            "too many long-lived streams; stream refused"
-                        );
-                        ResponseFuture::failed(
-                            Box::new(BulkheadFull::new(Some(Arc::from(STREAMS_KEY)))),
-                            id,
-                        )
-                    }
-                }
-            }
-            Admission::Call if self.shared.backpressure => {
-                let Reservation::Ready(permit) = reservation else {
+        let id = req.id().map(clone_id);
+        // One call of the inner service for every admitted request: the request is moved once.
+        let hold = match admission(&req) {
+            // The usual call: a permit now, or a place in line (no reservation is ever made
+            // outside backpressure mode).
+            Admission::Call if !self.shared.backpressure => match self.shared.pools.acquire(&req) {
+                Acquired::Granted(permit) => Hold::Call(permit),
+                Acquired::Queued(waiter) => return self.wait(waiter, req, id),
+                Acquired::Full(key) => return ResponseFuture::failed(full(key), id),
+            },
+            Admission::Call => {
+                let Reservation::Ready(permit) =
+                    std::mem::replace(&mut self.reservation, Reservation::None)
+                else {
                     panic!(
                         "Bulkhead (backpressure mode) called without poll_ready returning Ready"
                     );
                 };
-                ResponseFuture::running(self.inner.call(req), Hold::Call(permit), id)
+                Hold::Call(permit)
             }
-            Admission::Call => {
-                let pool = self.shared.pools.pool_for(&req);
-                match pool.acquire() {
-                    Acquired::Granted(permit) => {
-                        ResponseFuture::running(self.inner.call(req), Hold::Call(permit), id)
-                    }
-                    Acquired::Queued(waiter) => {
-                        // The readied service waits with the request; a fresh clone stays here.
-                        let clone = self.inner.clone();
-                        let service = std::mem::replace(&mut self.inner, clone);
-                        let deadline = self
-                            .shared
-                            .max_wait
-                            .and_then(|d| Instant::now().checked_add(d));
-                        ResponseFuture::waiting(waiter, deadline, service, req, id)
-                    }
-                    Acquired::Full => ResponseFuture::failed(full(pool.key().cloned()), id),
+            // Requests that take no call permit return a reservation, if any.
+            Admission::Pass => {
+                self.reservation = Reservation::None;
+                Hold::None
+            }
+            Admission::Stream => {
+                self.reservation = Reservation::None;
+                match open_stream(&self.shared, req.extensions().get::<Principal>()) {
+                    Ok(hold) => hold,
+                    Err(e) => return ResponseFuture::failed(e, id),
                 }
             }
-        }
+        };
+        ResponseFuture::running(self.inner.call(req), hold, id)
     }
 }
