@@ -19,6 +19,7 @@ pub struct TokioInstant(pub Instant);
 impl Add<Nanos> for TokioInstant {
     type Output = TokioInstant;
 
+    #[inline]
     fn add(self, other: Nanos) -> TokioInstant {
         // Past ~584 years of uptime the reading saturates instead of panicking.
         TokioInstant(self.0.checked_add(other.into()).unwrap_or(self.0))
@@ -26,10 +27,12 @@ impl Add<Nanos> for TokioInstant {
 }
 
 impl Reference for TokioInstant {
+    #[inline]
     fn duration_since(&self, earlier: Self) -> Nanos {
         self.0.saturating_duration_since(earlier.0).into()
     }
 
+    #[inline]
     fn saturating_sub(&self, duration: Nanos) -> Self {
         TokioInstant(self.0.checked_sub(duration.into()).unwrap_or(self.0))
     }
@@ -38,6 +41,7 @@ impl Reference for TokioInstant {
 impl Clock for TokioClock {
     type Instant = TokioInstant;
 
+    #[inline]
     fn now(&self) -> TokioInstant {
         TokioInstant(Instant::now())
     }

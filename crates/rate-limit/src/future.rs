@@ -25,6 +25,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, St, ReqBody, ResBody>,
+        // Added to the inner call's answer. Outside the state, so the inner future is written
+        // straight into its place.
+        headers: Option<RateHeaders>,
     }
 }
 
@@ -43,7 +46,6 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            headers: Option<RateHeaders>,
         },
         Answered {
             response: Option<Response<ResponseBody<ResBody>>>,
@@ -64,9 +66,11 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     St: KeyStore,
 {
+    #[inline]
     pub(crate) fn calling(future: S::Future, headers: Option<RateHeaders>) -> Self {
         ResponseFuture {
-            state: State::Calling { future, headers },
+            state: State::Calling { future },
+            headers,
         }
     }
 
@@ -75,6 +79,7 @@ where
             state: State::Answered {
                 response: Some(response),
             },
+            headers: None,
         }
     }
 
@@ -93,6 +98,7 @@ where
                     shared,
                 })),
             },
+            headers: None,
         }
     }
 }
@@ -121,37 +127,15 @@ where
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let mut state = this.state;
         loop {
             match state.as_mut().project() {
-                StateProj::Checking { waiting } => {
-                    let w = waiting
-                        .as_mut()
-                        .expect("ResponseFuture polled after completion");
-                    let result = ready!(Pin::new(&mut w.check).poll(cx));
-                    let Waiting {
-                        req,
-                        mut inner,
-                        shared,
-                        ..
-                    } = *waiting
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    let next = match shared.verdict(result, &req) {
-                        Verdict::Pass(headers) => State::Calling {
-                            future: inner.call(req),
-                            headers,
-                        },
-                        Verdict::Answer(resp) => State::Answered {
-                            response: Some(resp),
-                        },
-                    };
-                    state.set(next);
-                }
-                StateProj::Calling { future, headers } => {
+                StateProj::Calling { future } => {
                     let mut resp = ready!(future.poll(cx))?;
-                    if let Some(h) = headers.take() {
+                    if let Some(h) = this.headers.take() {
                         h.apply(resp.headers_mut());
                     }
                     return Poll::Ready(Ok(resp.map(ResponseBody::inner)));
@@ -162,7 +146,48 @@ where
                         .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(resp));
                 }
+                StateProj::Checking { waiting } => {
+                    let next = ready!(checked(waiting, this.headers, cx));
+                    state.set(next);
+                }
             }
         }
     }
+}
+
+/// The store's answer, once it is there: the next state (out of line: only stores that answer
+/// asynchronously get here).
+#[inline(never)]
+fn checked<S, St, ReqBody, ResBody>(
+    waiting: &mut Option<Box<Waiting<S, St, ReqBody>>>,
+    headers: &mut Option<RateHeaders>,
+    cx: &mut Context<'_>,
+) -> Poll<State<S, St, ReqBody, ResBody>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: KeyStore,
+{
+    let w = waiting
+        .as_mut()
+        .expect("ResponseFuture polled after completion");
+    let result = ready!(Pin::new(&mut w.check).poll(cx));
+    let Waiting {
+        req,
+        mut inner,
+        shared,
+        ..
+    } = *waiting
+        .take()
+        .expect("ResponseFuture polled after completion");
+    Poll::Ready(match shared.verdict(result, &req) {
+        Verdict::Pass(h) => {
+            *headers = h;
+            State::Calling {
+                future: inner.call(req),
+            }
+        }
+        Verdict::Answer(resp) => State::Answered {
+            response: Some(resp),
+        },
+    })
 }

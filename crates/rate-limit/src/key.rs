@@ -286,8 +286,22 @@ impl TrustedProxies {
     }
 
     /// The client address of a request that came from `peer` with these headers.
+    #[inline]
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap, which: ForwardedHeader) -> IpAddr {
-        let mut client = peer.to_canonical();
+        let client = peer.to_canonical();
+        if self.nets.is_empty() {
+            return client;
+        }
+        self.forwarded_client_ip(client, headers, which)
+    }
+
+    /// [`TrustedProxies::client_ip`] with some proxy trusted; `client` is the canonical peer.
+    fn forwarded_client_ip(
+        &self,
+        mut client: IpAddr,
+        headers: &HeaderMap,
+        which: ForwardedHeader,
+    ) -> IpAddr {
         if !self.contains(client) {
             return client;
         }
@@ -342,6 +356,7 @@ fn parse_node(s: &str) -> Option<IpAddr> {
 
 /// The key of a client IP: IPv4 as is, IPv6 cut to its first `v6_prefix` bits (one allocation
 /// of a /64 is one client; a host can pick any address inside it).
+#[inline]
 pub(crate) fn ip_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,

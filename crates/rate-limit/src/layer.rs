@@ -40,6 +40,7 @@ impl<'a> RequestHead<'a> {
     }
 
     /// The path.
+    #[inline]
     pub fn path(&self) -> &'a str {
         self.uri.path()
     }
@@ -60,16 +61,34 @@ type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 /// Which requests skip the rate limit.
 #[derive(Clone)]
 pub(crate) enum Exempt {
-    Paths(Arc<[Box<str>]>),
+    /// These paths. `lengths` has bit `n` set when one of them is `n` bytes long (bit 63: 63 or
+    /// more), so most paths are told apart by their length alone.
+    Paths {
+        paths: Arc<[Box<str>]>,
+        lengths: u64,
+    },
     When(Arc<ExemptFn>),
 }
 
+/// The bit of [`Exempt::Paths`]'s `lengths` for a path this long.
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
 impl Exempt {
+    pub(crate) fn paths<P: Into<Box<str>>>(paths: impl IntoIterator<Item = P>) -> Exempt {
+        let paths: Arc<[Box<str>]> = paths.into_iter().map(Into::into).collect();
+        let lengths = paths.iter().fold(0, |bits, p| bits | length_bit(p.len()));
+        Exempt::Paths { paths, lengths }
+    }
+
+    #[inline]
     pub(crate) fn matches(&self, head: &RequestHead<'_>) -> bool {
         match self {
-            Exempt::Paths(paths) => {
+            Exempt::Paths { paths, lengths } => {
                 let path = head.path();
-                paths.iter().any(|p| **p == *path)
+                lengths & length_bit(path.len()) != 0 && paths.iter().any(|p| **p == *path)
             }
             Exempt::When(f) => f(head),
         }
@@ -79,7 +98,7 @@ impl Exempt {
 impl fmt::Debug for Exempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Exempt::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
+            Exempt::Paths { paths, .. } => f.debug_tuple("Paths").field(paths).finish(),
             Exempt::When(_) => f.write_str("When(..)"),
         }
     }
@@ -88,10 +107,21 @@ impl fmt::Debug for Exempt {
 /// The health-check paths exempt by default.
 pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
-fn default_peer_addr(ext: &Extensions) -> Option<SocketAddr> {
+/// axum's `ConnectInfo<SocketAddr>`, else a plain `SocketAddr` extension.
+#[inline]
+pub(crate) fn default_peer_addr(ext: &Extensions) -> Option<SocketAddr> {
     #[cfg(feature = "axum")]
-    if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
-        return Some(info.0);
+    {
+        // A lone extension cannot be both: one lookup (a `ConnectInfo` takes precedence only
+        // over a `SocketAddr` also present).
+        if ext.len() == 1
+            && let Some(addr) = ext.get::<SocketAddr>()
+        {
+            return Some(*addr);
+        }
+        if let Some(info) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+            return Some(info.0);
+        }
     }
     ext.get::<SocketAddr>().copied()
 }
@@ -166,7 +196,8 @@ pub struct Builder {
     exempt: Exempt,
     max_keys: usize,
     headers_on_success: bool,
-    peer_addr: PeerAddrFn,
+    /// `None`: [`default_peer_addr`].
+    peer_addr: Option<PeerAddrFn>,
 }
 
 impl fmt::Debug for Builder {
@@ -196,10 +227,10 @@ impl Builder {
             v6_prefix: 64,
             rules: Vec::new(),
             known_tools: None,
-            exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
+            exempt: Exempt::paths(DEFAULT_EXEMPT_PATHS),
             max_keys: config::DEFAULT_MAX_KEYS,
             headers_on_success: true,
-            peer_addr: default_peer_addr,
+            peer_addr: None,
         }
     }
 
@@ -316,7 +347,7 @@ impl Builder {
         I: IntoIterator<Item = P>,
         P: Into<Box<str>>,
     {
-        self.exempt = Exempt::Paths(paths.into_iter().map(Into::into).collect());
+        self.exempt = Exempt::paths(paths);
         self
     }
 
@@ -346,7 +377,7 @@ impl Builder {
     /// Where the peer address is found (default: axum's `ConnectInfo<SocketAddr>`, then a
     /// plain `SocketAddr` extension).
     pub fn peer_addr_with(mut self, f: PeerAddrFn) -> Self {
-        self.peer_addr = f;
+        self.peer_addr = Some(f);
         self
     }
 
@@ -395,6 +426,7 @@ impl Builder {
         }
         let base_policy_header = HeaderValue::from_str(policies.base_item())
             .map_err(|_| ConfigError::new("limit", "cannot be written as a header"))?;
+        let extra_rules = !method_rules.is_empty() || !tool_rules.is_empty() || each_tool.is_some();
         let store = make(&policies);
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
@@ -411,6 +443,7 @@ impl Builder {
                 exempt: self.exempt,
                 headers_on_success: self.headers_on_success,
                 peer_addr: self.peer_addr,
+                extra_rules,
                 base_policy_header,
                 warned_no_peer: AtomicBool::new(false),
             }),
@@ -541,5 +574,58 @@ mod tests {
         assert!(!b.exempt.matches(&head));
         let b = b.exempt_when(|h| h.method() == HttpMethod::GET);
         assert!(b.exempt.matches(&head));
+    }
+
+    #[test]
+    fn exempt_paths_of_any_length() {
+        let (m, h, e) = (HttpMethod::POST, HeaderMap::new(), Extensions::new());
+        let long = format!("/{}", "x".repeat(80));
+        let longer = format!("/{}", "x".repeat(81));
+        let exempt = Exempt::paths(["/", "/livez", long.as_str()]);
+        for (path, expected) in [
+            ("/", true),
+            ("/livez", true),
+            ("/ready", false),
+            ("/livex", false),
+            ("/mcp", false),
+            (long.as_str(), true),
+            (longer.as_str(), false),
+        ] {
+            let uri: Uri = path.parse().unwrap();
+            let head = RequestHead {
+                method: &m,
+                uri: &uri,
+                headers: &h,
+                extensions: &e,
+            };
+            assert_eq!(exempt.matches(&head), expected, "{path}");
+        }
+        let none = Exempt::paths(Vec::<String>::new());
+        let uri: Uri = "/healthz".parse().unwrap();
+        let head = RequestHead {
+            method: &m,
+            uri: &uri,
+            headers: &h,
+            extensions: &e,
+        };
+        assert!(!none.matches(&head));
+    }
+
+    #[test]
+    #[cfg(feature = "axum")]
+    fn connect_info_comes_before_a_socket_addr() {
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:2".parse().unwrap();
+        let mut ext = Extensions::new();
+        assert_eq!(default_peer_addr(&ext), None);
+        ext.insert(a);
+        assert_eq!(default_peer_addr(&ext), Some(a));
+        ext.insert(axum::extract::ConnectInfo(b));
+        assert_eq!(default_peer_addr(&ext), Some(b));
+        let mut ext = Extensions::new();
+        ext.insert(axum::extract::ConnectInfo(b));
+        assert_eq!(default_peer_addr(&ext), Some(b));
+        ext.insert(7u8);
+        assert_eq!(default_peer_addr(&ext), Some(b));
     }
 }

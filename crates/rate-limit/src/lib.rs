@@ -125,9 +125,9 @@
 //!
 //! Every clone of the layer, every service it builds (axum clones per request) and every
 //! `layer()` call share one store. The layer reaches the store through the async [`KeyStore`]
-//! trait; [`InMemoryStore`] answers at once (and the layer decides inline, without extra
-//! allocation), and a store shared by replicas can implement the trait later
-//! ([`Builder::build_with_store`]).
+//! trait; [`InMemoryStore`] answers at once (the layer decides inline, without extra
+//! allocation, and asks it directly for a request that only meets the base quota), and a store
+//! shared by replicas can implement the trait later ([`Builder::build_with_store`]).
 //!
 //! # Configuration
 //!

@@ -99,6 +99,8 @@ impl Limit {
 
     /// How long until a bucket with `remaining` requests left is full again: at most one
     /// replenish interval more than the exact value (GCRA state is not exposed by governor).
+    /// The store computes the same with the interval worked out once.
+    #[cfg(test)]
     pub(crate) fn time_to_full(&self, remaining: u32) -> Duration {
         let missing = self.burst_size().saturating_sub(remaining);
         self.replenish_interval().saturating_mul(missing)
@@ -159,6 +161,8 @@ pub struct Policy {
     quota: Quota,
     /// `"name";q=..;w=..`
     item: Box<str>,
+    /// `"name";r=`, the start of its `RateLimit` item.
+    limit_prefix: Box<str>,
 }
 
 impl Policy {
@@ -224,6 +228,8 @@ impl Policies {
             }
             let mut item = String::new();
             write_sf_string(&mut item, &name);
+            let mut limit_prefix = item.clone();
+            limit_prefix.push_str(";r=");
             let _ = write!(item, ";q={};w={}", limit.burst_size(), limit.window_secs());
             items.push(Policy {
                 id,
@@ -232,6 +238,7 @@ impl Policies {
                 target,
                 quota,
                 item: item.into(),
+                limit_prefix: limit_prefix.into(),
             });
         }
         Ok(Policies {
@@ -286,27 +293,70 @@ impl Policies {
 
     /// The `RateLimit` value: `"name";r=<remaining>;t=<seconds until full>` per policy; a denied
     /// policy shows `r=0` and `t` equal to `Retry-After`.
+    #[cfg(test)]
     pub(crate) fn ratelimit_header(&self, decision: &Decision) -> String {
-        let mut out = String::with_capacity(32 * decision.outcomes().len());
-        for (i, o) in decision.outcomes().iter().enumerate() {
+        String::from_utf8(self.ratelimit_value(decision)).unwrap_or_default()
+    }
+
+    /// [`Policies::ratelimit_header`] as bytes (ASCII), ready for a header value.
+    pub(crate) fn ratelimit_value(&self, decision: &Decision) -> Vec<u8> {
+        let outcomes = decision.outcomes();
+        let mut out = Vec::with_capacity(outcomes.iter().map(|o| self.item_len(o)).sum());
+        for (i, o) in outcomes.iter().enumerate() {
             if let Some(p) = self.get(o.policy()) {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.extend_from_slice(b", ");
                 }
                 write_service_limit(&mut out, p, o);
             }
         }
         out
     }
+
+    /// The most bytes `o`'s `RateLimit` item takes.
+    fn item_len(&self, o: &Outcome) -> usize {
+        // ", " + prefix + u32 + ";t=" + u64
+        self.get(o.policy())
+            .map_or(0, |p| 2 + p.limit_prefix.len() + 10 + 3 + 20)
+    }
 }
 
-fn write_service_limit(out: &mut String, p: &Policy, o: &Outcome) {
-    write_sf_string(out, &p.name);
+fn write_service_limit(out: &mut Vec<u8>, p: &Policy, o: &Outcome) {
     let (r, t) = match o.retry_after() {
         Some(wait) => (0, tower_armor_mcp::error::retry_after_secs(wait)),
         None => (o.remaining(), whole_secs_up(o.reset())),
     };
-    let _ = write!(out, ";r={r};t={t}");
+    // `"name";r=<r>;t=<t>`, the digits written without `fmt`.
+    out.extend_from_slice(p.limit_prefix.as_bytes());
+    push_decimal(out, u64::from(r));
+    out.extend_from_slice(b";t=");
+    push_decimal(out, t);
+}
+
+/// Appends `n` in decimal, two digits at a time.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        start -= 1;
+        digits[start] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Rounds up to whole seconds (0 stays 0: a full bucket resets now).
@@ -407,6 +457,29 @@ mod tests {
         let zero = vec![(Target::Tool("z".into()), Limit::per_minute(0))];
         let e = Policies::new(Limit::per_minute(60), &zero).unwrap_err();
         assert_eq!(e.setting(), "tool:z");
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [
+            0,
+            7,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65_536,
+            999_999_999,
+            1_000_000_000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

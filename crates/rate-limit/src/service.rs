@@ -1,9 +1,10 @@
 //! [`RateLimit`]: the service.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +21,9 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::key::{self, ClientKey, ForwardedHeader, KeyBy, TrustedProxies};
-use crate::layer::{Exempt, PeerAddrFn, RequestHead};
+use crate::layer::{Exempt, PeerAddrFn, RequestHead, default_peer_addr};
 use crate::policy::{Policies, PolicyId};
-use crate::store::{Checks, Decision, InMemoryStore, KeyStore, RateKey, StoreError};
+use crate::store::{Checks, Decision, InMemoryStore, KeyStore, Outcome, RateKey, StoreError};
 use crate::{CODE_MISCONFIGURED, RATELIMIT, RATELIMIT_POLICY};
 
 /// Applies per-client quotas to requests; see the [crate docs](crate).
@@ -79,7 +80,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &*self.shared;
         let head = RequestHead {
             method: req.method(),
             uri: req.uri(),
@@ -89,15 +90,42 @@ where
         if shared.exempt.matches(&head) {
             return ResponseFuture::calling(self.inner.call(req), None);
         }
-        let checks = match shared.checks(&req) {
-            Ok(c) => c,
+        // The common case: the in-memory store, and only the base quota. The store answers at
+        // once, so it is asked directly for the one key: no key list, no future, and the
+        // remaining burst only worked out when the answer shows it.
+        if !shared.extra_rules
+            && let Some(store) = (&shared.store as &dyn Any).downcast_ref::<InMemoryStore>()
+        {
+            let client = match shared.client_key(req.headers(), req.extensions()) {
+                Ok(client) => client,
+                Err(NoPeer) => return ResponseFuture::answered(shared.no_peer_response(&req)),
+            };
+            let key = RateKey::new(PolicyId::BASE, None, client);
+            return match store.check_one(&key, shared.headers_on_success) {
+                Ok(outcome) => {
+                    let headers = outcome.and_then(|o| shared.outcome_headers(o));
+                    ResponseFuture::calling(self.inner.call(req), headers)
+                }
+                Err(denied) => ResponseFuture::answered(shared.refuse_one(denied, &req)),
+            };
+        }
+        let mut check = match shared.checks(&req) {
+            Ok(checks) => shared.store.check(&checks),
             Err(NoPeer) => return ResponseFuture::answered(shared.no_peer_response(&req)),
         };
-        let mut check = shared.store.check(&checks);
         // The in-memory store answers at once: decide here, with no clone of the inner service
         // and no move of the request into the future. A store that must wait is polled again
         // from the response future (with the task's waker).
         match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
+            // The common case first: allowed.
+            Poll::Ready(Ok(decision)) if decision.denied().is_none() => {
+                let headers = if shared.headers_on_success {
+                    shared.rate_headers(&decision)
+                } else {
+                    None
+                };
+                ResponseFuture::calling(self.inner.call(req), headers)
+            }
             Poll::Ready(result) => match shared.verdict(result, &req) {
                 Verdict::Pass(headers) => ResponseFuture::calling(self.inner.call(req), headers),
                 Verdict::Answer(resp) => ResponseFuture::answered(resp),
@@ -106,7 +134,7 @@ where
                 // The readied service goes into the future; a fresh clone stays for the next call.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::checking(check, req, inner, Arc::clone(shared))
+                ResponseFuture::checking(check, req, inner, Arc::clone(&self.shared))
             }
         }
     }
@@ -152,7 +180,11 @@ pub(crate) struct Shared<St> {
     pub(crate) known_tools: KnownTools,
     pub(crate) exempt: Exempt,
     pub(crate) headers_on_success: bool,
-    pub(crate) peer_addr: PeerAddrFn,
+    /// `None`: the default (axum's `ConnectInfo`, then a `SocketAddr`), called directly.
+    pub(crate) peer_addr: Option<PeerAddrFn>,
+    /// Whether any per-method or per-tool policy exists (if not, the inspector's facts are not
+    /// looked up).
+    pub(crate) extra_rules: bool,
     /// `RateLimit-Policy` when only the base policy applies (the common case), built once.
     pub(crate) base_policy_header: HeaderValue,
     pub(crate) warned_no_peer: AtomicBool,
@@ -173,9 +205,21 @@ impl<St: fmt::Debug> fmt::Debug for Shared<St> {
 impl<St> Shared<St> {
     /// The keys of a request: the base policy, then the method, tool and per-tool policies that
     /// apply.
+    #[inline]
     pub(crate) fn checks<B>(&self, req: &Request<B>) -> Result<Checks, NoPeer> {
         let ext = req.extensions();
         let client = self.client_key(req.headers(), ext)?;
+        if !self.extra_rules {
+            return Ok(Checks::one(RateKey::new(PolicyId::BASE, None, client)));
+        }
+        let mut checks = Checks::new();
+        self.extra_checks(ext, client, &mut checks);
+        Ok(checks)
+    }
+
+    /// [`Shared::checks`] with per-method or per-tool policies configured.
+    #[inline(never)]
+    fn extra_checks(&self, ext: &Extensions, client: ClientKey, checks: &mut Checks) {
         let mut extra: [Option<(PolicyId, Option<Arc<str>>)>; 3] = [None, None, None];
         if let Some(facts) = ext.get::<McpRequest>()
             && let Some(method) = facts.method()
@@ -194,18 +238,17 @@ impl<St> Shared<St> {
                 }
             }
         }
-        let mut checks = Checks::new();
         if extra.iter().all(Option::is_none) {
             checks.push(RateKey::new(PolicyId::BASE, None, client));
-            return Ok(checks);
+            return;
         }
         checks.push(RateKey::new(PolicyId::BASE, None, client.clone()));
         for (id, scope) in extra.into_iter().flatten() {
             checks.push(RateKey::new(id, scope, client.clone()));
         }
-        Ok(checks)
     }
 
+    #[inline(always)]
     fn client_key(&self, headers: &HeaderMap, ext: &Extensions) -> Result<ClientKey, NoPeer> {
         match &self.key_by {
             KeyBy::Global => Ok(ClientKey::Global),
@@ -221,10 +264,22 @@ impl<St> Shared<St> {
         }
     }
 
+    #[inline(always)]
     fn peer_key(&self, headers: &HeaderMap, ext: &Extensions) -> Result<ClientKey, NoPeer> {
-        let peer: SocketAddr = (self.peer_addr)(ext).ok_or(NoPeer)?;
-        let ip = self.trusted.client_ip(peer.ip(), headers, self.forwarded);
-        Ok(ClientKey::Ip(key::ip_key(ip, self.v6_prefix)))
+        let peer: SocketAddr = match self.peer_addr {
+            None => default_peer_addr(ext),
+            Some(f) => f(ext),
+        }
+        .ok_or(NoPeer)?;
+        let ip = match peer {
+            // The common case, with nothing to look up or mask.
+            SocketAddr::V4(v4) if self.trusted.is_empty() => IpAddr::V4(*v4.ip()),
+            _ => {
+                let ip = self.trusted.client_ip(peer.ip(), headers, self.forwarded);
+                key::ip_key(ip, self.v6_prefix)
+            }
+        };
+        Ok(ClientKey::Ip(ip))
     }
 
     /// What to do with a store's answer.
@@ -240,15 +295,40 @@ impl<St> Shared<St> {
                 return Verdict::Pass(None);
             }
         };
-        let Some(denied) = decision.denied() else {
+        if decision.denied().is_none() {
             let headers = self
                 .headers_on_success
                 .then(|| self.rate_headers(&decision))
                 .flatten();
             return Verdict::Pass(headers);
-        };
-        let wait = denied.retry_after().unwrap_or_default();
-        let policy = self.policies.get(denied.policy()).map_or("?", |p| p.name());
+        }
+        Verdict::Answer(self.refuse(&decision, req))
+    }
+
+    /// The answer to a request refused by `denied`, its only quota.
+    #[cold]
+    #[inline(never)]
+    fn refuse_one<B, ResBody>(
+        &self,
+        denied: Outcome,
+        req: &Request<B>,
+    ) -> Response<ResponseBody<ResBody>> {
+        let mut decision = Decision::new();
+        decision.push(denied);
+        self.refuse(&decision, req)
+    }
+
+    /// The answer to a request that `decision` refuses: 429, `Retry-After` and the headers.
+    fn refuse<B, ResBody>(
+        &self,
+        decision: &Decision,
+        req: &Request<B>,
+    ) -> Response<ResponseBody<ResBody>> {
+        let denied = decision.denied();
+        let wait = denied.and_then(Outcome::retry_after).unwrap_or_default();
+        let policy = denied
+            .and_then(|d| self.policies.get(d.policy()))
+            .map_or("?", |p| p.name());
         tracing::debug!(
             policy,
             retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
@@ -258,10 +338,17 @@ impl<St> Shared<St> {
         let id = ext.get::<McpRequest>().and_then(McpRequest::id);
         let mut resp =
             rescue::error_response(&RateLimited::new(wait), id, ext.get::<CorrelationId>());
-        if let Some(h) = self.rate_headers(&decision) {
+        if let Some(h) = self.rate_headers(decision) {
             h.apply(resp.headers_mut());
         }
-        Verdict::Answer(resp)
+        resp
+    }
+
+    /// The headers of an answer that only `outcome` applied to.
+    fn outcome_headers(&self, outcome: Outcome) -> Option<RateHeaders> {
+        let mut decision = Decision::new();
+        decision.push(outcome);
+        self.rate_headers(&decision)
     }
 
     fn rate_headers(&self, d: &Decision) -> Option<RateHeaders> {
@@ -273,7 +360,7 @@ impl<St> Shared<St> {
         } else {
             header_value(self.policies.policy_header(d))?
         };
-        let ratelimit = header_value(self.policies.ratelimit_header(d))?;
+        let ratelimit = header_value(self.policies.ratelimit_value(d))?;
         Some(RateHeaders { policy, ratelimit })
     }
 
@@ -302,7 +389,7 @@ impl<St> Shared<St> {
     }
 }
 
-fn header_value(s: String) -> Option<HeaderValue> {
+fn header_value(s: impl Into<Bytes>) -> Option<HeaderValue> {
     // Policy names are validated printable ASCII and the rest are digits: never fails.
-    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+    HeaderValue::from_maybe_shared(s.into()).ok()
 }

@@ -2,7 +2,8 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -13,11 +14,13 @@ use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 use tokio::time::Instant;
 
 use super::{Checks, Decision, KeyStore, Outcome, RateKey, StoreError};
 use crate::clock::TokioClock;
-use crate::policy::{Limit, Policies};
+use crate::key::ClientKey;
+use crate::policy::Policies;
 
 /// Table operations (per thread) between two incremental sweeps.
 const SWEEP_EVERY: u32 = 64;
@@ -60,6 +63,8 @@ type Limiter = RateLimiter<RateKey, TableRef, TokioClock, StateInformationMiddle
 ///   a request. After a complete pass, a shard whose table is under an eighth full gives memory
 ///   back. Between passes the table also holds keys gone stale since the sweep last went by
 ///   (a pass over a full 100,000-key table takes about 65,000 requests).
+/// - **Hashed** with folded multiplies seeded at random per store (foldhash's construction): a
+///   few instructions per key, and no client can predict which shard or bucket its key takes.
 /// - **Size**: an entry is 56 bytes (key and state) plus hash-table overhead. Measured: 100,000
 ///   keys (the default `max_keys`) take 7.1 MiB; after heavy churn a shard's table may double
 ///   rather than rehash in place (removals leave tombstones), so the bound is about twice that.
@@ -71,9 +76,44 @@ pub struct InMemoryStore {
 }
 
 struct Inner {
-    limiters: Box<[Limiter]>,
-    limits: Box<[Limit]>,
+    /// One per policy, in policy order.
+    policies: Box<[PolicyState]>,
     table: Arc<Table>,
+}
+
+/// A policy's limiter, and what its outcomes are computed from.
+struct PolicyState {
+    limiter: Limiter,
+    /// [`Limit::replenish_interval`](crate::Limit::replenish_interval) (a division: computed once).
+    interval: Duration,
+    /// [`Limit::burst_size`](crate::Limit::burst_size).
+    burst: u32,
+}
+
+impl PolicyState {
+    /// Spends one request from `key`'s quota. `Ok(None)` when allowed and `state` is false (the
+    /// caller needs no outcome: the remaining burst is not computed).
+    #[inline(always)]
+    fn check(&self, key: &RateKey, state: bool) -> Result<Option<Outcome>, Outcome> {
+        match self.limiter.check_key(key) {
+            Ok(snapshot) => Ok(state.then(|| {
+                let remaining = snapshot.remaining_burst_capacity();
+                Outcome::allowed(key.policy(), remaining, self.time_to_full(remaining))
+            })),
+            Err(not_until) => Err(Outcome::denied(
+                key.policy(),
+                not_until.wait_time_from(self.limiter.clock().now()),
+            )),
+        }
+    }
+
+    /// How long until a bucket with `remaining` requests left is full again: at most one
+    /// replenish interval more than the exact value (GCRA state is not exposed by governor).
+    #[inline]
+    fn time_to_full(&self, remaining: u32) -> Duration {
+        self.interval
+            .saturating_mul(self.burst.saturating_sub(remaining))
+    }
 }
 
 /// The key table's size and counters.
@@ -105,7 +145,7 @@ impl InMemoryStore {
             mask: shards - 1,
             shard_cap: (max_keys / shards).max(1),
             max_keys,
-            hasher: RandomState::new(),
+            hasher: KeyHasherBuilder::random(),
             overflow: policies.iter().map(|_| InMemoryState::default()).collect(),
             start: OnceLock::new(),
             sweep_next: AtomicUsize::new(0),
@@ -113,17 +153,20 @@ impl InMemoryStore {
             evicted: AtomicU64::new(0),
             warned_full: AtomicBool::new(false),
         });
-        let limiters = policies
+        let states = policies
             .iter()
-            .map(|p| RateLimiter::new(p.quota(), TableRef(Arc::clone(&table)), TokioClock))
+            .map(|p| PolicyState {
+                limiter: RateLimiter::new(p.quota(), TableRef(Arc::clone(&table)), TokioClock),
+                interval: p.limit().replenish_interval(),
+                burst: p.limit().burst_size(),
+            })
             .collect();
         // Taken after every limiter's own start, so "stale" is judged conservatively: an entry
         // is only dropped once its bucket is full by every limiter's reckoning.
         let _ = table.start.set(Instant::now());
         InMemoryStore {
             inner: Arc::new(Inner {
-                limiters,
-                limits: policies.iter().map(|p| p.limit()).collect(),
+                policies: states,
                 table,
             }),
         }
@@ -165,39 +208,44 @@ impl InMemoryStore {
     }
 
     /// Spends one request from each key's quota, stopping at the first denial.
+    #[inline]
     pub fn check_now(&self, checks: &Checks) -> Decision {
         let mut decision = Decision::new();
         for key in checks.iter() {
-            let i = key.policy().index();
-            let (Some(limiter), Some(limit)) =
-                (self.inner.limiters.get(i), self.inner.limits.get(i))
-            else {
+            let Some(policy) = self.inner.policies.get(key.policy().index()) else {
                 // Keys come from the layer that built this store; an unknown policy has no quota.
                 continue;
             };
-            match limiter.check_key(key) {
-                Ok(snapshot) => {
-                    let remaining = snapshot.remaining_burst_capacity();
-                    decision.push(Outcome::allowed(
-                        key.policy(),
-                        remaining,
-                        limit.time_to_full(remaining),
-                    ));
+            match policy.check(key, true) {
+                Ok(allowed) => {
+                    if let Some(o) = allowed {
+                        decision.push(o);
+                    }
                 }
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(limiter.clock().now());
-                    decision.push(Outcome::denied(key.policy(), wait));
+                Err(denied) => {
+                    decision.push(denied);
                     break;
                 }
             }
         }
         decision
     }
+
+    /// [`InMemoryStore::check_now`] for one key, the layer's common case: `Ok` when allowed,
+    /// with the key's outcome if `state` is true; `Err` with the outcome when denied.
+    #[inline]
+    pub(crate) fn check_one(&self, key: &RateKey, state: bool) -> Result<Option<Outcome>, Outcome> {
+        match self.inner.policies.get(key.policy().index()) {
+            Some(policy) => policy.check(key, state),
+            None => Ok(None),
+        }
+    }
 }
 
 impl KeyStore for InMemoryStore {
     type Future = std::future::Ready<Result<Decision, StoreError>>;
 
+    #[inline]
     fn check(&self, checks: &Checks) -> Self::Future {
         std::future::ready(Ok(self.check_now(checks)))
     }
@@ -207,11 +255,131 @@ impl fmt::Debug for InMemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.inner.table;
         f.debug_struct("InMemoryStore")
-            .field("policies", &self.inner.limiters.len())
+            .field("policies", &self.inner.policies.len())
             .field("shards", &t.shards.len())
             .field("max_keys", &t.max_keys)
             .finish_non_exhaustive()
     }
+}
+
+// === the table's hash ===
+
+/// The table's hash: keyed folded multiplies (the construction of foldhash, hashbrown's default
+/// hasher, with a final multiply) over the hand-written [`RateKey`] hash, seeded at random per
+/// store. Two or three multiplications for an IP or digest key, where SipHash takes over a
+/// hundred instructions; the random seeds keep the bucket of a key unpredictable to clients.
+#[derive(Clone, Copy)]
+struct KeyHasherBuilder {
+    seeds: [u64; 4],
+}
+
+impl KeyHasherBuilder {
+    fn random() -> Self {
+        let std = RandomState::new();
+        KeyHasherBuilder {
+            seeds: [1u8, 2, 3, 4].map(|i| std.hash_one(i)),
+        }
+    }
+}
+
+impl BuildHasher for KeyHasherBuilder {
+    type Hasher = KeyHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            acc: self.seeds[0],
+            seeds: [self.seeds[1], self.seeds[2], self.seeds[3]],
+        }
+    }
+}
+
+struct KeyHasher {
+    acc: u64,
+    /// For the words, the byte strings and the finish.
+    seeds: [u64; 3],
+}
+
+/// The high and low halves of the full product, folded.
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl KeyHasher {
+    #[inline(always)]
+    fn mix(&mut self, lo: u64, hi: u64) {
+        self.acc = folded_multiply(lo ^ self.acc, hi ^ self.seeds[0]);
+    }
+}
+
+impl Hasher for KeyHasher {
+    // Out of line: only principal and tool names are hashed as bytes.
+    #[inline(never)]
+    fn write(&mut self, bytes: &[u8]) {
+        // A length-dependent rotation first: zero padding of the tail cannot make two lengths
+        // collide.
+        self.acc = self.acc.rotate_right(bytes.len() as u32) ^ self.seeds[1];
+        let mut chunks = bytes.chunks_exact(16);
+        for c in &mut chunks {
+            let (lo, hi) = c.split_at(8);
+            self.mix(le_u64(lo), le_u64(hi));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut tail = [0u8; 16];
+            tail[..rest.len()].copy_from_slice(rest);
+            let (lo, hi) = tail.split_at(8);
+            self.mix(le_u64(lo), le_u64(hi));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i, 0);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.mix(i as u64, (i >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // One more multiply: a key whose varying bits are all in one half of a word (an IPv4
+        // address next to constant bits) would otherwise leave the low bits, which pick the
+        // bucket, following the address in a straight line, and the table would fill unevenly.
+        folded_multiply(self.acc, self.seeds[2])
+    }
+}
+
+/// Eight little-endian bytes (`bytes` is eight long).
+#[inline(always)]
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(bytes);
+    u64::from_le_bytes(b)
 }
 
 // === the table ===
@@ -241,7 +409,7 @@ struct Table {
     mask: usize,
     shard_cap: usize,
     max_keys: usize,
-    hasher: RandomState,
+    hasher: KeyHasherBuilder,
     /// One shared bucket per policy for new keys that find their shard full.
     overflow: Box<[InMemoryState]>,
     /// The reference point of "now" for staleness (set once, after the limiters).
@@ -267,6 +435,7 @@ thread_local! {
 }
 
 /// Whether this operation is the one in [`SWEEP_EVERY`] that sweeps.
+#[inline]
 fn sweep_due() -> bool {
     OPS.with(|ops| {
         let n = ops.get().wrapping_add(1);
@@ -292,6 +461,7 @@ struct Entry {
 impl Shard {
     // A poisoned lock only means a panic elsewhere while holding it; the table is still
     // consistent (no operation leaves an entry half-written), so keep going.
+    #[inline]
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ShardMap> {
         self.map.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -309,10 +479,23 @@ impl Table {
         Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 
+    #[inline]
     fn hash(&self, key: &RateKey) -> u64 {
+        if let (ClientKey::Ip(IpAddr::V4(ip)), None) = (key.client(), key.scope()) {
+            // The common peer-IP key: what its `Hash` writes, without the code for the others.
+            let mut h = self.hasher.build_hasher();
+            h.write_u64(u64::from(key.policy().raw()) | 2 << 24 | u64::from(ip.to_bits()) << 32);
+            return h.finish();
+        }
+        self.hash_any(key)
+    }
+
+    #[inline(never)]
+    fn hash_any(&self, key: &RateKey) -> u64 {
         self.hasher.hash_one(key)
     }
 
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &RateKey, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
@@ -320,25 +503,37 @@ impl Table {
         let hash = self.hash(key);
         // hashbrown indexes buckets with the low bits and tags with the top 7; shard on others.
         let shard = &self.shards[(hash >> 32) as usize & self.mask];
-        let found = {
-            let map = shard.read();
-            map.table
-                .find(hash, |e| e.key == *key)
-                .map(|e| e.state.measure_and_replace(&NotKeyed::NonKey, &f))
-        };
-        let result = match found {
-            Some(r) => r,
-            None => self.insert_and_measure(shard, hash, key, &f),
+        let map = shard.read();
+        let result = match map.find(hash, key) {
+            Some(state) => {
+                let result = state.measure_and_replace(&NotKeyed::NonKey, &f);
+                drop(map);
+                result
+            }
+            None => {
+                drop(map);
+                self.insert_and_measure(shard, hash, key, &f)
+            }
         };
         if sweep_due() {
-            // Sweep shards in turn, not this one: a shard that no request hashes to any more
-            // is still swept.
-            let next = self.sweep_next.fetch_add(1, Ordering::Relaxed) & self.mask;
-            self.sweep_some(&self.shards[next]);
+            self.sweep_next_shard();
         }
         result
     }
 
+    /// The incremental sweep's turn: shards are swept in turn, not the one just used, so a
+    /// shard that no request hashes to any more is still swept.
+    #[cold]
+    #[inline(never)]
+    fn sweep_next_shard(&self) {
+        let next = self.sweep_next.fetch_add(1, Ordering::Relaxed) & self.mask;
+        self.sweep_some(&self.shards[next]);
+    }
+
+    /// A key not in its shard yet (or not any more): insert it, or count it against the
+    /// overflow bucket when the shard is full.
+    #[cold]
+    #[inline(never)]
     fn insert_and_measure<T, F, E>(
         &self,
         shard: &Shard,
@@ -350,25 +545,28 @@ impl Table {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let mut map = shard.write();
-        // Another request may have inserted it meanwhile.
-        if let Some(e) = map.table.find(hash, |e| e.key == *key) {
-            return e.state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
         if map.table.len() >= self.shard_cap {
+            // Another request may have inserted it meanwhile.
+            if let Some(e) = map.table.find(hash, |e| e.key == *key) {
+                return e.state.measure_and_replace(&NotKeyed::NonKey, f);
+            }
             self.sweep_full(&mut map);
+            if map.table.len() >= self.shard_cap {
+                drop(map);
+                return self.measure_overflow(key, f);
+            }
         }
-        if map.table.len() >= self.shard_cap {
-            drop(map);
-            return self.measure_overflow(key, f);
-        }
-        let entry = map.table.insert_unique(
-            hash,
-            Entry {
+        // One probe finds the key (inserted meanwhile by another request) or its free slot.
+        let entry = match map
+            .table
+            .entry(hash, |e| e.key == *key, |e| self.hash(&e.key))
+        {
+            Slot::Occupied(e) => e,
+            Slot::Vacant(slot) => slot.insert(Entry {
                 key: key.clone(),
                 state: InMemoryState::default(),
-            },
-            |e| self.hash(&e.key),
-        );
+            }),
+        };
         entry.get().state.measure_and_replace(&NotKeyed::NonKey, f)
     }
 
@@ -432,6 +630,25 @@ impl Table {
 }
 
 impl ShardMap {
+    /// The state of `key`, if the shard has it.
+    #[inline]
+    fn find(&self, hash: u64, key: &RateKey) -> Option<&InMemoryState> {
+        let entry = match (key.client(), key.scope()) {
+            // The common peer-IP key, compared as two integers (a probe compares the keys of
+            // every entry whose hash tag matches).
+            (ClientKey::Ip(IpAddr::V4(ip)), None) => {
+                let (policy, ip) = (key.policy(), *ip);
+                self.table.find(hash, |e| {
+                    e.key.policy() == policy
+                        && e.key.scope().is_none()
+                        && matches!(e.key.client(), ClientKey::Ip(IpAddr::V4(x)) if *x == ip)
+                })
+            }
+            _ => self.table.find(hash, |e| e.key == *key),
+        };
+        entry.map(|e| &e.state)
+    }
+
     /// Looks at up to `budget` buckets from the cursor, removing stale entries. Returns how
     /// many were removed, and whether the cursor went past the last bucket (a pass ended).
     fn sweep(&mut self, budget: usize, now: u64) -> (usize, bool) {
@@ -441,10 +658,19 @@ impl ShardMap {
         }
         let mut removed = 0;
         let mut pass_done = false;
+        // The cursor may be past the end after a shrink.
+        let mut next = if self.cursor < buckets {
+            self.cursor
+        } else {
+            0
+        };
         for _ in 0..budget.min(buckets) {
-            let i = self.cursor % buckets;
-            self.cursor = (i + 1) % buckets;
-            pass_done |= self.cursor == 0;
+            let i = next;
+            next += 1;
+            if next == buckets {
+                next = 0;
+                pass_done = true;
+            }
             if let Ok(entry) = self.table.get_bucket_entry(i)
                 && is_stale(&entry.get().state, now)
             {
@@ -452,6 +678,7 @@ impl ShardMap {
                 removed += 1;
             }
         }
+        self.cursor = next;
         (removed, pass_done)
     }
 }
@@ -471,11 +698,10 @@ fn is_stale(state: &InMemoryState, now: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::key::ClientKey;
-    use crate::policy::{PolicyId, Target};
+    use crate::policy::{Limit, PolicyId, Target};
 
     fn store(limit: Limit, max_keys: usize) -> InMemoryStore {
         let policies = Policies::new(limit, &[]).unwrap();
@@ -490,6 +716,68 @@ mod tests {
             ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(n))),
         ));
         c
+    }
+
+    #[test]
+    fn the_peer_ip_hash_is_the_key_hash() {
+        let p = Policies::new(
+            Limit::per_minute(60),
+            &[(Target::Tool("x".into()), Limit::per_minute(1))],
+        )
+        .unwrap();
+        let s = InMemoryStore::new(&p, 100);
+        let t = &s.inner.table;
+        let tool = p.iter().nth(1).unwrap().id();
+        for n in [0, 1, 0x0a00_0001, u32::MAX] {
+            for policy in [PolicyId::BASE, tool] {
+                let key = RateKey::new(policy, None, ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(n))));
+                assert_eq!(t.hash(&key), t.hasher.hash_one(&key));
+            }
+        }
+        // Every other kind of key goes through `Hash`.
+        let key = RateKey::new(
+            PolicyId::BASE,
+            Some("add".into()),
+            ClientKey::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        );
+        assert_eq!(t.hash(&key), t.hasher.hash_one(&key));
+    }
+
+    #[test]
+    fn keys_spread_over_shards_and_buckets() {
+        // Sequential addresses, the worst case for a weak hash: every shard gets its share.
+        let s = store(Limit::per_minute(60), 100_000);
+        let t = &s.inner.table;
+        let shards = t.shards.len();
+        let mut per_shard = vec![0usize; shards];
+        let mut low_bits = std::collections::HashSet::new();
+        let n = 64 * 1024;
+        for i in 0..n {
+            let key = RateKey::new(
+                PolicyId::BASE,
+                None,
+                ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
+            );
+            let h = t.hash(&key);
+            per_shard[(h >> 32) as usize & t.mask] += 1;
+            low_bits.insert(h & 0xffff);
+        }
+        let mean = n as usize / shards;
+        for (i, &c) in per_shard.iter().enumerate() {
+            assert!(
+                c > mean * 3 / 4 && c < mean * 5 / 4,
+                "shard {i}: {c} of {mean}"
+            );
+        }
+        // Bucket indexes (the low bits) and tags (the top 7) vary too.
+        assert!(low_bits.len() > 40_000, "{}", low_bits.len());
+        let principals: std::collections::HashSet<u64> = (0..10_000)
+            .map(|i| {
+                let p = tower_armor_mcp::Principal::new(format!("client-{i}"));
+                t.hash(&RateKey::new(PolicyId::BASE, None, ClientKey::Principal(p))) >> 57
+            })
+            .collect();
+        assert_eq!(principals.len(), 128);
     }
 
     #[test]

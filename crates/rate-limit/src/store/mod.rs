@@ -4,8 +4,9 @@
 //! The layer builds the [`Checks`] of a request (one [`RateKey`] per policy that applies, base
 //! first) and asks the store for a [`Decision`]. The in-memory store answers at once (its future
 //! is `Ready`, and the layer polls it inline, so the common case costs no extra allocation or
-//! task wake-up); a networked store shared by replicas (Redis, a sidecar) can implement the same
-//! trait later and answer asynchronously.
+//! task wake-up; a request that only meets the base quota is checked directly, its one key
+//! without a key list or a future); a networked store shared by replicas (Redis, a sidecar) can
+//! implement the same trait later and answer asynchronously.
 
 use std::error::Error;
 use std::fmt;
@@ -55,6 +56,7 @@ pub struct RateKey {
 }
 
 impl RateKey {
+    #[inline]
     pub(crate) fn new(policy: PolicyId, scope: Option<Arc<str>>, client: ClientKey) -> Self {
         RateKey {
             policy,
@@ -64,16 +66,19 @@ impl RateKey {
     }
 
     /// The policy.
+    #[inline]
     pub fn policy(&self) -> PolicyId {
         self.policy
     }
 
     /// The tool key (a known tool's name or `unknown`) for the per-tool policy; `None` otherwise.
+    #[inline]
     pub fn scope(&self) -> Option<&str> {
         self.scope.as_deref()
     }
 
     /// The client.
+    #[inline]
     pub fn client(&self) -> &ClientKey {
         &self.client
     }
@@ -82,6 +87,7 @@ impl RateKey {
 impl Hash for RateKey {
     // By hand: one or two wide writes instead of a write per field and discriminant (this is
     // hashed once per request and key).
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         let head = u64::from(self.policy.raw()) | (u64::from(self.scope.is_some()) << 16);
         match &self.client {
@@ -126,11 +132,22 @@ pub struct Checks {
 }
 
 impl Checks {
+    #[inline]
     pub(crate) fn new() -> Self {
         Self::default()
     }
 
+    /// Just this key (the common case: the base policy only).
+    #[inline]
+    pub(crate) fn one(key: RateKey) -> Self {
+        Checks {
+            keys: [Some(key), None, None, None],
+            len: 1,
+        }
+    }
+
     /// Adds a key; ignored beyond [`MAX_CHECKS`] (the layer never builds more).
+    #[inline]
     pub(crate) fn push(&mut self, key: RateKey) {
         if let Some(slot) = self.keys.get_mut(self.len) {
             *slot = Some(key);
@@ -139,75 +156,97 @@ impl Checks {
     }
 
     /// The keys, in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = &RateKey> {
         self.keys[..self.len].iter().flatten()
     }
 
     /// How many keys.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether there is no key.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 }
 
 /// One policy's state after a check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    policy: PolicyId,
-    remaining: u32,
+    // 24 bytes (a decision holds four): the wait of a denied outcome is its `reset`.
     reset: Duration,
-    retry_after: Option<Duration>,
+    remaining: u32,
+    policy: PolicyId,
+    denied: bool,
 }
 
 impl Outcome {
     /// The request was allowed; `remaining` requests are left in the burst, and the bucket is
     /// full again after `reset`.
+    #[inline]
     pub fn allowed(policy: PolicyId, remaining: u32, reset: Duration) -> Self {
         Outcome {
-            policy,
-            remaining,
             reset,
-            retry_after: None,
+            remaining,
+            policy,
+            denied: false,
         }
     }
 
     /// The request was denied; the next one may pass after `retry_after`.
+    #[inline]
     pub fn denied(policy: PolicyId, retry_after: Duration) -> Self {
         Outcome {
-            policy,
-            remaining: 0,
             reset: retry_after,
-            retry_after: Some(retry_after),
+            remaining: 0,
+            policy,
+            denied: true,
         }
     }
 
     /// The policy.
+    #[inline]
     pub fn policy(&self) -> PolicyId {
         self.policy
     }
 
     /// Requests left.
+    #[inline]
     pub fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// Time until the quota is full again (for a denied request: until the next may pass).
+    #[inline]
     pub fn reset(&self) -> Duration {
         self.reset
     }
 
     /// `Some(wait)` when the request was denied.
+    #[inline]
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.denied.then_some(self.reset)
     }
 
     /// Whether the request was denied.
+    #[inline]
     pub fn is_denied(&self) -> bool {
-        self.retry_after.is_some()
+        self.denied
+    }
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outcome")
+            .field("policy", &self.policy)
+            .field("remaining", &self.remaining)
+            .field("reset", &self.reset)
+            .field("retry_after", &self.retry_after())
+            .finish()
     }
 }
 
@@ -220,11 +259,13 @@ pub struct Decision {
 
 impl Decision {
     /// An empty decision (allows the request).
+    #[inline]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds an outcome; ignored beyond [`MAX_CHECKS`].
+    #[inline]
     pub fn push(&mut self, outcome: Outcome) {
         if let Some(slot) = self.outcomes.get_mut(self.len) {
             *slot = Some(outcome);
@@ -233,11 +274,13 @@ impl Decision {
     }
 
     /// The outcomes, in check order.
+    #[inline]
     pub fn outcomes(&self) -> OutcomeList<'_> {
         OutcomeList(&self.outcomes[..self.len])
     }
 
     /// The first denied outcome, if any: the request must be refused.
+    #[inline]
     pub fn denied(&self) -> Option<&Outcome> {
         self.outcomes[..self.len]
             .iter()
@@ -252,16 +295,19 @@ pub struct OutcomeList<'a>(&'a [Option<Outcome>]);
 
 impl<'a> OutcomeList<'a> {
     /// Iterates the outcomes.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = &'a Outcome> + 'a {
         self.0.iter().flatten()
     }
 
     /// How many outcomes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there is none.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
