@@ -32,6 +32,7 @@ const GEN_SHIFT: u32 = 32;
 pub(crate) struct Word(u64);
 
 impl Word {
+    #[inline]
     fn new(state: State, generation: u32, permits: u32, successes: u32) -> Word {
         Word(
             state.to_bits()
@@ -119,7 +120,10 @@ pub(crate) struct Core {
     /// The earliest lease deadline of an outstanding probe (`u64::MAX`: none).
     lease_hint: AtomicU64,
     window: Option<Window>,
+    /// Consecutive failures (stays 0 without a consecutive-failures policy).
     consecutive: AtomicU32,
+    /// No slow-call policy: a closed circuit admits a call without reading the clock.
+    lean: bool,
     locked: Mutex<Locked>,
 }
 
@@ -173,6 +177,7 @@ impl Core {
             lease_hint: AtomicU64::new(u64::MAX),
             window,
             consecutive: AtomicU32::new(0),
+            lean: settings.slow.is_none(),
             locked: Mutex::new(Locked {
                 trips: 0,
                 rng,
@@ -211,24 +216,26 @@ impl Core {
         self.settings.slow.map(|(_, d)| d)
     }
 
+    /// The hot path: a closed circuit without a slow-call policy admits a call with one atomic
+    /// load, and never reads the clock. Returns the generation to make the call's
+    /// [`Permit::plain`] with, or `None` when [`admit`](Self::admit) must decide.
+    #[inline]
+    pub(crate) fn admits_plain(&self) -> Option<u32> {
+        let w = self.word();
+        (w.state() == State::Closed && self.lean).then(|| w.generation())
+    }
+
     /// Decides whether a call may pass.
     #[inline]
     pub(crate) fn admit(self: &Arc<Self>, clock: &mut Clock) -> Admission {
         let w = self.word();
-        // The hot path: a closed circuit without a slow-call policy admits with one load and
-        // an `Arc` clone, and never reads the clock.
-        if w.state() == State::Closed && self.settings.slow.is_none() {
-            return Admission::Permit(Permit {
-                core: Arc::clone(self),
-                generation: w.generation(),
-                ticket: 0,
-                start: None,
-                done: false,
-            });
+        if w.state() == State::Closed && self.lean {
+            return Admission::Permit(Permit::plain(self, w.generation()));
         }
         self.admit_word(w, clock)
     }
 
+    #[inline(never)]
     fn admit_word(self: &Arc<Self>, w: Word, clock: &mut Clock) -> Admission {
         match w.state() {
             State::Closed | State::MetricsOnly => {
@@ -257,14 +264,24 @@ impl Core {
         }
     }
 
+    #[inline]
     fn permit(self: &Arc<Self>, generation: u32, ticket: u64, clock: &mut Clock) -> Permit {
         let start = self.slow_threshold().map(|_| clock.now());
+        let kind = match (ticket, start) {
+            (0, None) => PermitKind::Plain,
+            (0, Some(start)) => PermitKind::Timed(start),
+            (ticket, start) => PermitKind::Probe(Box::new(Probing {
+                slot: ProbeSlot {
+                    core: Arc::clone(self),
+                    ticket,
+                },
+                start,
+            })),
+        };
         Permit {
             core: Arc::clone(self),
             generation,
-            ticket,
-            start,
-            done: false,
+            kind,
         }
     }
 
@@ -446,29 +463,65 @@ impl Core {
         }
     }
 
-    /// Records a success of a call admitted while closed in `generation`, without a slow-call
-    /// policy: the hot path of a healthy circuit.
-    #[inline]
+    /// Records a success (not slow) of an ordinary call admitted in `generation`: the hot path
+    /// of a healthy circuit (inlined; everything else out of line).
+    #[inline(always)]
     fn record_success(&self, generation: u32, clock: &mut Clock) {
-        const SUCCESS: Sample = Sample {
-            failure: false,
-            slow: false,
-        };
-        let w = self.word();
-        if w.generation() != generation {
-            return;
+        // Still closed, in the generation the call was admitted in (a closed word has no other
+        // bits set). Otherwise: stale (nothing to count) or metrics-only.
+        if self.state.load(Ordering::Acquire) != Word::new(State::Closed, generation, 0, 0).0 {
+            return self.record_success_other(generation, clock);
         }
-        if w.state() != State::Closed || matches!(self.window, Some(Window::Time(_))) {
-            return self.record(generation, SUCCESS, clock);
-        }
-        if self.settings.consecutive.is_some() && self.consecutive.load(Ordering::Relaxed) != 0 {
+        // The counter stays 0 without a consecutive-failures policy.
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        // A success can still trip a failure rate: it may be the call that reaches `min_calls`.
-        if let Some(Window::Count(window)) = &self.window
-            && let Some(snap) = window.record(SUCCESS)
-            && let Some(reason) = self.judge(snap)
-        {
+        match &self.window {
+            None => {}
+            // A success can still trip a failure rate: it may be the call that reaches
+            // `min_calls`.
+            Some(Window::Count(window)) => {
+                if let Some(snap) = window.record(SUCCESS) {
+                    self.judge_and_trip(generation, snap, clock);
+                }
+            }
+            // Needs the clock (`record` finds the consecutive counter reset already).
+            Some(Window::Time(_)) => self.record_success_other(generation, clock),
+        }
+    }
+
+    /// Records a success of an ordinary call timed for the slow-call policy: one that was not
+    /// slow is recorded as a plain success; a slow one goes to [`record`](Self::record).
+    #[inline]
+    fn record_timed_success(&self, generation: u32, start: Instant, clock: &mut Clock) {
+        let slow = self.settings.slow.is_some_and(|(_, threshold)| {
+            clock.now().saturating_duration_since(start) >= threshold
+        });
+        if slow {
+            self.record_slow_success(generation, clock);
+        } else {
+            self.record_success(generation, clock);
+        }
+    }
+
+    #[inline(never)]
+    fn record_slow_success(&self, generation: u32, clock: &mut Clock) {
+        const SLOW_SUCCESS: Sample = Sample {
+            failure: false,
+            slow: true,
+        };
+        self.record(generation, SLOW_SUCCESS, clock);
+    }
+
+    /// A success [`record_success`](Self::record_success) leaves to [`record`](Self::record).
+    #[inline(never)]
+    fn record_success_other(&self, generation: u32, clock: &mut Clock) {
+        self.record(generation, SUCCESS, clock);
+    }
+
+    #[inline(never)]
+    fn judge_and_trip(&self, generation: u32, snap: Snapshot, clock: &mut Clock) {
+        if let Some(reason) = self.judge(snap) {
             self.trip(generation, reason, clock);
         }
     }
@@ -688,91 +741,159 @@ impl Core {
     }
 }
 
+const SUCCESS: Sample = Sample {
+    failure: false,
+    slow: false,
+};
+
 // === permit ===
 
 /// A call's right to pass; reports the call's outcome once. Dropped without an outcome, it
 /// counts as ignored (a probe's slot is returned at once).
+///
+/// No `Drop` of its own (a probe's [`ProbeSlot`] has one): completing a permit takes it apart,
+/// and the hot path moves nothing but the circuit's `Arc` and the generation.
 #[derive(Debug)]
 pub(crate) struct Permit {
     core: Arc<Core>,
     generation: u32,
-    /// 0 for an ordinary call, the probe's ticket for a half-open probe.
-    ticket: u64,
+    kind: PermitKind,
+}
+
+#[derive(Debug)]
+enum PermitKind {
+    /// An ordinary call without a slow-call policy (the hot path): nothing else to know.
+    Plain,
+    /// An ordinary call, timed for the slow-call policy.
+    Timed(Instant),
+    /// A half-open probe (boxed: probes are rare, and every other permit stays small).
+    Probe(Box<Probing>),
+}
+
+/// A half-open probe in flight.
+#[derive(Debug)]
+struct Probing {
+    slot: ProbeSlot,
+    /// Its start, timed for the slow-call policy.
     start: Option<Instant>,
-    done: bool,
+}
+
+/// A half-open probe's slot until the probe is settled: dropped unsettled (the call's future
+/// or answer dropped), it is returned to the circuit at once.
+#[derive(Debug)]
+struct ProbeSlot {
+    core: Arc<Core>,
+    /// The probe's ticket; 0 once settled.
+    ticket: u64,
+}
+
+impl ProbeSlot {
+    fn settle(mut self, end: ProbeEnd, clock: &mut Clock) {
+        let ticket = std::mem::take(&mut self.ticket);
+        self.core.settle_probe(ticket, end, clock);
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if self.ticket != 0 {
+            self.core
+                .settle_probe(self.ticket, ProbeEnd::Ignored, &mut Clock::new());
+        }
+    }
 }
 
 impl Permit {
+    /// The permit of an ordinary call admitted by a closed circuit in `generation`, without a
+    /// slow-call policy (see [`Core::admits_plain`]).
+    #[inline]
+    pub(crate) fn plain(core: &Arc<Core>, generation: u32) -> Permit {
+        Permit {
+            core: Arc::clone(core),
+            generation,
+            kind: PermitKind::Plain,
+        }
+    }
+
     /// Whether this call is a half-open probe.
     pub(crate) fn is_probe(&self) -> bool {
-        self.ticket != 0
+        matches!(self.kind, PermitKind::Probe(_))
     }
 
     /// The circuit.
+    #[inline]
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
     }
 
     /// Reports the call's outcome, classified.
-    #[inline]
-    pub(crate) fn complete(mut self, class: BreakerClass, clock: &mut Clock) {
-        if self.ticket == 0 && self.start.is_none() {
-            // An ordinary call without a slow-call policy (the hot path).
-            self.done = true;
-            match class {
-                BreakerClass::Success => self.core.record_success(self.generation, clock),
-                BreakerClass::Ignored => {}
-                _ => self.complete_slow(class, clock),
-            }
-            return;
-        }
-        self.complete_slow(class, clock);
-    }
-
-    fn complete_slow(&mut self, class: BreakerClass, clock: &mut Clock) {
-        self.done = true;
-        let slow_policy = self.core.settings.slow;
-        let slow = match (slow_policy, self.start) {
-            (Some((_, threshold)), Some(start)) => {
-                clock.now().saturating_duration_since(start) >= threshold
-            }
-            _ => false,
-        };
-        if self.ticket != 0 {
-            let end = match class {
-                BreakerClass::Ignored => ProbeEnd::Ignored,
-                BreakerClass::Failure | BreakerClass::SlowFailure => ProbeEnd::Failure,
-                BreakerClass::Success if slow => ProbeEnd::Failure,
-                BreakerClass::Success => ProbeEnd::Success,
-            };
-            self.core.settle_probe(self.ticket, end, clock);
+    #[inline(always)]
+    pub(crate) fn complete(self, class: BreakerClass, clock: &mut Clock) {
+        let Permit {
+            core,
+            generation,
+            kind,
+        } = self;
+        if matches!(kind, PermitKind::Plain) && class == BreakerClass::Success {
+            // A success of an ordinary call without a slow-call policy (the hot path).
+            core.record_success(generation, clock);
         } else {
-            let sample = match class {
-                BreakerClass::Ignored => return,
-                BreakerClass::Success => Sample {
-                    failure: false,
-                    slow,
-                },
-                BreakerClass::Failure => Sample {
-                    failure: true,
-                    slow,
-                },
-                BreakerClass::SlowFailure => Sample {
-                    failure: true,
-                    slow: slow_policy.is_some(),
-                },
-            };
-            self.core.record(self.generation, sample, clock);
+            complete_slow(&core, generation, kind, class, clock);
         }
     }
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.done && self.ticket != 0 {
-            self.core
-                .settle_probe(self.ticket, ProbeEnd::Ignored, &mut Clock::new());
+#[inline(never)]
+fn complete_slow(
+    core: &Core,
+    generation: u32,
+    kind: PermitKind,
+    class: BreakerClass,
+    clock: &mut Clock,
+) {
+    if let PermitKind::Timed(start) = kind
+        && class == BreakerClass::Success
+    {
+        // The usual case with a slow-call policy.
+        return core.record_timed_success(generation, start, clock);
+    }
+    let slow_policy = core.settings.slow;
+    let start = match &kind {
+        PermitKind::Plain => None,
+        PermitKind::Timed(start) => Some(*start),
+        PermitKind::Probe(probe) => probe.start,
+    };
+    let slow = match (slow_policy, start) {
+        (Some((_, threshold)), Some(start)) => {
+            clock.now().saturating_duration_since(start) >= threshold
         }
+        _ => false,
+    };
+    if let PermitKind::Probe(probe) = kind {
+        let end = match class {
+            BreakerClass::Ignored => ProbeEnd::Ignored,
+            BreakerClass::Failure | BreakerClass::SlowFailure => ProbeEnd::Failure,
+            BreakerClass::Success if slow => ProbeEnd::Failure,
+            BreakerClass::Success => ProbeEnd::Success,
+        };
+        probe.slot.settle(end, clock);
+    } else {
+        let sample = match class {
+            BreakerClass::Ignored => return,
+            BreakerClass::Success => Sample {
+                failure: false,
+                slow,
+            },
+            BreakerClass::Failure => Sample {
+                failure: true,
+                slow,
+            },
+            BreakerClass::SlowFailure => Sample {
+                failure: true,
+                slow: slow_policy.is_some(),
+            },
+        };
+        core.record(generation, sample, clock);
     }
 }
 
@@ -871,7 +992,6 @@ mod stress {
     //! than configured.
 
     use std::collections::HashMap;
-    use std::sync::atomic::AtomicI64;
 
     use super::*;
     use crate::config::Builder;
@@ -890,17 +1010,37 @@ mod stress {
         Arc::new(Core::new(None, Arc::new(s), State::Closed))
     }
 
+    /// Probes in flight per half-open period (generation), and the most seen in one period.
+    /// Per period: a probe of an earlier period may still be held (its period ended when another
+    /// probe failed) while the next period admits its own.
+    #[derive(Default)]
+    struct InFlight {
+        per_gen: HashMap<u32, i64>,
+        max: i64,
+    }
+
+    impl InFlight {
+        fn admitted(&mut self, generation: u32) {
+            let n = self.per_gen.entry(generation).or_default();
+            *n += 1;
+            self.max = self.max.max(*n);
+        }
+
+        fn released(&mut self, generation: u32) {
+            *self.per_gen.entry(generation).or_default() -= 1;
+        }
+    }
+
     /// Runs two threads; each holds up to 5 permits at a time. Returns per thread the
-    /// generations of the probes it was admitted, and the most probes in flight seen.
+    /// generations of the probes it was admitted, and the most probes of one half-open period
+    /// in flight seen.
     fn hammer(drops: bool) -> (Vec<u32>, i64) {
         let core = circuit();
-        let in_flight = Arc::new(AtomicI64::new(0));
-        let max_seen = Arc::new(AtomicI64::new(0));
+        let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let threads: Vec<_> = (0..2u64)
             .map(|t| {
                 let core = Arc::clone(&core);
                 let in_flight = Arc::clone(&in_flight);
-                let max_seen = Arc::clone(&max_seen);
                 std::thread::spawn(move || {
                     let mut rng = t + 1;
                     let mut held: Vec<Permit> = Vec::new();
@@ -922,8 +1062,7 @@ mod stress {
                             && let Admission::Permit(p) = core.admit(&mut Clock::new())
                         {
                             if p.is_probe() {
-                                let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                                max_seen.fetch_max(n, Ordering::SeqCst);
+                                in_flight.lock().unwrap().admitted(p.generation);
                                 gens.push(p.generation);
                             }
                             held.push(p);
@@ -932,7 +1071,7 @@ mod stress {
                             let p =
                                 held.swap_remove((backoff::next(&mut rng) as usize) % held.len());
                             if p.is_probe() {
-                                in_flight.fetch_sub(1, Ordering::SeqCst);
+                                in_flight.lock().unwrap().released(p.generation);
                             }
                             let r = backoff::next(&mut rng) % 8;
                             if drops && r == 0 {
@@ -946,7 +1085,7 @@ mod stress {
                     }
                     for p in held {
                         if p.is_probe() {
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            in_flight.lock().unwrap().released(p.generation);
                         }
                         drop(p);
                     }
@@ -958,7 +1097,8 @@ mod stress {
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();
-        (gens, max_seen.load(Ordering::SeqCst))
+        let max = in_flight.lock().unwrap().max;
+        (gens, max)
     }
 
     #[test]

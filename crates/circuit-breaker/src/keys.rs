@@ -1,14 +1,16 @@
 //! The bounded key table of a keyed breaker: lock-free lookups, insert-only.
 //!
 //! Open addressing over `OnceLock` slots: a lookup is a hash and a few atomic loads; a new key
-//! claims the first empty slot of its probe sequence with `OnceLock::set`. Slots are never
-//! emptied, so a lookup may stop at the first empty slot. The table holds at most `max_keys`
-//! keys (its slot array is at least twice that); callers map further keys to a shared one.
+//! claims the first empty slot of its probe sequence with `OnceLock::set`, under a lock taken
+//! only to insert (once per key), so that the bound is exact however many threads insert at
+//! once. Slots are never emptied, so a lookup may stop at the first empty slot. The table holds
+//! at most `max_keys` keys (its slot array is at least twice that); callers map further keys to
+//! a shared one.
 
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::core::Core;
 
@@ -18,8 +20,10 @@ pub(crate) struct KeyTable {
     slots: Box<[OnceLock<Entry>]>,
     mask: usize,
     hasher: RandomState,
+    /// Keys in the table (changed only under `inserting`).
     len: AtomicUsize,
     max_keys: usize,
+    inserting: Mutex<()>,
 }
 
 impl std::fmt::Debug for KeyTable {
@@ -40,11 +44,15 @@ impl KeyTable {
             hasher: RandomState::new(),
             len: AtomicUsize::new(0),
             max_keys,
+            inserting: Mutex::new(()),
         }
     }
 
     fn start(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) as usize) & self.mask
+        // The bytes alone (no `str` terminator: one kind of key per table).
+        let mut h = self.hasher.build_hasher();
+        h.write(key.as_bytes());
+        (h.finish() as usize) & self.mask
     }
 
     /// The circuit of `key`, if the table has it.
@@ -69,33 +77,33 @@ impl KeyTable {
         if let Some(c) = self.get(key) {
             return Some(c);
         }
-        // Reserve room first, so the bound holds under concurrent inserts.
-        if self.len.fetch_add(1, Ordering::AcqRel) >= self.max_keys {
-            self.len.fetch_sub(1, Ordering::AcqRel);
+        if self.len.load(Ordering::Acquire) >= self.max_keys {
+            // Full (it may have been filled by this very key meanwhile).
+            return self.get(key);
+        }
+        // Nothing in the table is left half-written by a panic in `make`: recover the guard.
+        let _inserting = self.inserting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = self.get(key) {
+            return Some(c);
+        }
+        if self.len.load(Ordering::Relaxed) >= self.max_keys {
             return None;
         }
         let mut entry = Some(make());
         let mut i = self.start(key);
         for _ in 0..self.slots.len() {
             let slot = &self.slots[i];
-            if slot.get().is_none() {
-                let e = entry.take().expect("entry placed at most once");
-                if let Err(e) = slot.set(e) {
-                    entry = Some(e);
-                }
-            }
-            let (k, core) = slot.get().expect("slot set above or before");
-            if &**k == key {
-                if entry.is_some() {
-                    // Another thread inserted the same key first.
-                    self.len.fetch_sub(1, Ordering::AcqRel);
-                }
-                return Some(core);
+            // Only inserts set slots, and they hold the lock: an empty slot stays ours.
+            if slot.get().is_none()
+                && let Some(e) = entry.take()
+                && slot.set(e).is_ok()
+            {
+                self.len.fetch_add(1, Ordering::Release);
+                return slot.get().map(|(_, core)| core);
             }
             i = (i + 1) & self.mask;
         }
-        // Unreachable with at most half the slots used; give the reservation back.
-        self.len.fetch_sub(1, Ordering::AcqRel);
+        // Unreachable with at most half the slots used.
         None
     }
 

@@ -100,6 +100,15 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     }
 }
 
+/// A request's method, copied (`None`: no method, or one this crate does not know).
+#[inline]
+fn known_method(m: &McpRequest) -> Option<Method> {
+    match m.method() {
+        Some(Method::Other(_)) | None => None,
+        Some(method) => Some(method.clone()),
+    }
+}
+
 // === shared ===
 
 /// Room in the method table: every method this crate knows, plus `other`.
@@ -188,8 +197,9 @@ impl Shared {
         }
     }
 
-    fn method_core<'a>(&'a self, k: &'a Keyed, m: Option<&McpRequest>) -> &'a Arc<Core> {
-        match m.and_then(McpRequest::method) {
+    /// The circuit of a method (`None`: no method, or one this crate does not know).
+    fn method_core<'a>(&'a self, k: &'a Keyed, method: Option<Method>) -> &'a Arc<Core> {
+        match method {
             Some(Method::Other(_)) | None => self.fixed(&k.other, OTHER_KEY),
             Some(method) => self.in_table(k, &k.methods, method.as_str()),
         }
@@ -204,11 +214,16 @@ impl Shared {
         }
     }
 
+    /// Reads the request without handing a pointer into it to code the compiler cannot see
+    /// (only strings on the heap and copied methods go further), and is compiled with its
+    /// caller (`#[inline]`): the compiler then knows the request is not kept, and can move it
+    /// to the inner service without copying it first.
+    #[inline]
     fn resolve_keyed<'a, R: CallRequest>(&'a self, k: &'a Keyed, req: &R) -> &'a Arc<Core> {
         match &k.by {
             KeyBy::Tool(known) => match req.mcp() {
                 None => self.fixed(&k.unknown, UNKNOWN_KEY),
-                Some(m) if m.method() == Some(&Method::ToolsCall) => match m.name() {
+                Some(m) if matches!(m.method(), Some(Method::ToolsCall)) => match m.name() {
                     Some(name) => {
                         if let Some(c) = k.names.get(name) {
                             c
@@ -220,9 +235,9 @@ impl Shared {
                     }
                     None => self.fixed(&k.unknown, UNKNOWN_KEY),
                 },
-                Some(m) => self.method_core(k, Some(m)),
+                Some(m) => self.method_core(k, known_method(m)),
             },
-            KeyBy::Method => self.method_core(k, req.mcp()),
+            KeyBy::Method => self.method_core(k, req.mcp().and_then(known_method)),
             KeyBy::Authority => match req.authority() {
                 Some(a) => self.in_table(k, &k.names, a),
                 None => self.fixed(&k.other, OTHER_KEY),

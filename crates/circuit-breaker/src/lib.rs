@@ -35,9 +35,12 @@
 //!   per upstream authority; the table is bounded ([`max_keys`](Builder::max_keys)).
 //! - **Events**: every state change is a `tracing` event (key, from, to, reason, counts) and
 //!   goes to an optional [callback](Builder::on_transition).
-//! - **Hot path**: a closed circuit admits a call with one atomic load and records it with a
-//!   few atomic operations; no lock, no allocation on the typed path (`ToolCall` /
-//!   `ToolReply`). On the HTTP path the only allocation is the completion handle's listener.
+//! - **Hot path**: a closed circuit admits a call with one atomic load and records a success
+//!   with no atomic read-modify-write beyond the permit's `Arc` clone (a count window adds one
+//!   `fetch_add`); no lock, no allocation on the typed path (`ToolCall` / `ToolReply`). On the
+//!   HTTP path the only allocation is the completion handle's listener. Half-open probes (at
+//!   most [`half_open_calls`](Builder::half_open_calls) per open period) take the lock and one
+//!   small allocation each.
 //!
 //! # Example
 //!

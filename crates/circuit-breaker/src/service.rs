@@ -4,11 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_armor_mcp::error::CircuitOpen;
-use tower_armor_mcp::{BoxError, CallRequest, CallResponse, HalfOpenProbe};
+use tower_armor_mcp::{BoxError, CallRequest, CallResponse, HalfOpenProbe, McpRequest, RequestId};
 use tower_service::Service;
 
-use crate::core::{Admission, Clock};
+use crate::core::{Admission, Clock, Permit};
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 
@@ -61,6 +60,25 @@ impl<S: fmt::Debug> fmt::Debug for CircuitBreaker<S> {
     }
 }
 
+/// `id.clone()`, except that only the string's heap pointer, never the request's own memory,
+/// is handed to an out-of-line call: the compiler can then hand the request to the inner
+/// service without copying it first.
+#[inline]
+fn clone_id(id: &RequestId) -> RequestId {
+    match id {
+        RequestId::Number(n) => RequestId::Number(*n),
+        RequestId::String(s) => RequestId::String(Box::from(&**s)),
+    }
+}
+
+/// Marks a half-open probe, so that a retry layer inside never retries it (out of line:
+/// probes are rare).
+#[inline(never)]
+fn mark_probe<R: CallRequest>(mut req: R) -> R {
+    req.extensions_mut().insert(HalfOpenProbe);
+    req
+}
+
 impl<S, R> Service<R> for CircuitBreaker<S>
 where
     R: CallRequest,
@@ -72,31 +90,49 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: R) -> Self::Future {
+    // No call out of line here returns the future or is handed a pointer into the request
+    // (`mark_probe` takes the request itself, copied, on the rare probe): the compiler can then
+    // build the future in place, and hand the request to the inner service without a copy.
+    #[inline]
+    fn call(&mut self, req: R) -> Self::Future {
         // Notifications, client responses, DELETE and long-lived streams are not calls: never
         // counted, never rejected.
-        let counted = !req.is_long_lived() && req.mcp().is_none_or(|m| m.is_call());
-        let id = req.id().cloned();
+        let counted = !req.is_long_lived() && req.mcp().is_none_or(McpRequest::is_call);
+        let id = req.id().map(clone_id);
         let has_session = req.has_session();
-        if !counted {
-            return ResponseFuture::called(self.inner.call(req), None, id, has_session);
-        }
-        let core = self.shared.resolve(&req);
-        match core.admit(&mut Clock::new()) {
-            Admission::Reject(retry_after) => {
-                ResponseFuture::rejected(CircuitOpen::new(core.key.clone(), retry_after))
+        let (permit, probe) = if counted {
+            let core = self.shared.resolve(&req);
+            // The hot path: a closed circuit without a slow-call policy. Its permit (an `Arc`
+            // clone) is taken once the inner service has the request, so that nothing needing a
+            // drop is held across that call.
+            if let Some(generation) = core.admits_plain() {
+                let future = self.inner.call(req);
+                let permit = Permit::plain(core, generation);
+                return ResponseFuture::called(future, Some(permit), id, has_session);
             }
-            Admission::Pass => ResponseFuture::called(self.inner.call(req), None, id, has_session),
-            Admission::Permit(permit) => {
-                if permit.is_probe() {
-                    req.extensions_mut().insert(HalfOpenProbe);
+            match core.admit(&mut Clock::new()) {
+                Admission::Permit(p) => {
+                    let probe = p.is_probe();
+                    (Some(p), probe)
                 }
-                ResponseFuture::called(self.inner.call(req), Some(permit), id, has_session)
+                Admission::Pass => (None, false),
+                Admission::Reject(retry_after) => {
+                    return ResponseFuture::rejected(core, retry_after);
+                }
             }
-        }
+        } else {
+            (None, false)
+        };
+        let future = if probe {
+            self.inner.call(mark_probe(req))
+        } else {
+            self.inner.call(req)
+        };
+        ResponseFuture::called(future, permit, id, has_session)
     }
 }

@@ -107,6 +107,7 @@ const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
 
+#[inline]
 fn encode(s: Sample) -> u8 {
     PRESENT | if s.failure { FAILED } else { 0 } | if s.slow { SLOW } else { 0 }
 }
@@ -128,6 +129,18 @@ pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     head: AtomicUsize,
     counts: AtomicU64,
+    /// The number of slots, and `⌈2^64 / len⌉` (wrapping: 0 for one slot) for [`fastmod`].
+    len: u32,
+    magic: u64,
+}
+
+/// `a % d` without a division (Lemire, Kaser and Kurz, "Faster remainder by direct
+/// computation", 2019): exact for every 32-bit `a` and `d`, given `magic = ⌈2^64 / d⌉`
+/// (wrapping).
+#[inline]
+fn fastmod(a: u32, d: u32, magic: u64) -> u32 {
+    let low = magic.wrapping_mul(u64::from(a));
+    ((u128::from(low) * u128::from(d)) >> 64) as u32
 }
 
 impl CountWindow {
@@ -137,22 +150,33 @@ impl CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             head: AtomicUsize::new(0),
             counts: AtomicU64::new(0),
+            len: size,
+            magic: (u64::MAX / u64::from(size)).wrapping_add(1),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, sample: Sample) -> Option<Snapshot> {
         let new = encode(sample);
-        // A 32-bit division (the window holds at most `MAX_COUNT_WINDOW` slots): when the
-        // counter wraps, one slot is skipped once, which leaves the counts exact.
-        let i =
-            (self.head.fetch_add(1, Ordering::Relaxed) as u32 % self.slots.len() as u32) as usize;
+        // The counter modulo the window, in 32 bits (the window holds at most
+        // `MAX_COUNT_WINDOW` slots): when the counter wraps, one slot is skipped once, which
+        // leaves the counts exact.
+        let i = fastmod(
+            self.head.fetch_add(1, Ordering::Relaxed) as u32,
+            self.len,
+            self.magic,
+        ) as usize;
         let slot = &self.slots[i];
         // The common case once the window is full: a success replacing a success. Nothing
         // changes, so skip the write (and the threshold check).
         if slot.load(Ordering::Relaxed) == new {
             return None;
         }
+        self.replace(slot, new)
+    }
+
+    #[inline(never)]
+    fn replace(&self, slot: &AtomicU8, new: u8) -> Option<Snapshot> {
         let old = slot.swap(new, Ordering::Relaxed);
         if old == new {
             return None;
@@ -338,6 +362,21 @@ mod tests {
         assert_eq!(unpack(v), snap(3, 1, 1));
         // A transiently negative field clamps to zero in the snapshot.
         assert_eq!(unpack(pack(2, -1, 0)), snap(2, 0, 0));
+    }
+
+    #[test]
+    fn fastmod_is_the_remainder() {
+        for d in [1u32, 2, 3, 7, 64, 100, 1000, 99_991, MAX_COUNT_WINDOW] {
+            let magic = (u64::MAX / u64::from(d)).wrapping_add(1);
+            let mut a = 0u32;
+            for _ in 0..2000 {
+                assert_eq!(fastmod(a, d, magic), a % d, "{a} % {d}");
+                a = a.wrapping_mul(2_654_435_761).wrapping_add(12345);
+            }
+            for a in [0, 1, d - 1, d, d + 1, u32::MAX - 1, u32::MAX] {
+                assert_eq!(fastmod(a, d, magic), a % d, "{a} % {d}");
+            }
+        }
     }
 
     #[test]
