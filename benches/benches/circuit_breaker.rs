@@ -373,5 +373,16 @@ fn fast_fail(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, success_overhead, contended, fast_fail);
+/// The floor of any breaker whose response future is `'static`: the future must own a handle
+/// to the circuit to report the outcome, so one `Arc` clone and one drop per call.
+fn arc_floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("circuit_breaker/floor");
+    let shared = std::sync::Arc::new(0u64);
+    g.bench_function("arc clone + drop", |b| {
+        b.iter(|| drop(std::hint::black_box(std::sync::Arc::clone(&shared))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, success_overhead, contended, fast_fail, arc_floor);
 criterion_main!(benches);

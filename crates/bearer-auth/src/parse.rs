@@ -134,6 +134,11 @@ pub(crate) fn parse_with_limit(value: &[u8], max_len: usize) -> Result<&[u8], Au
         return Ok(token);
     }
     // Something is off: find out exactly what, for a specific error.
+    parse_stepwise(value)
+}
+
+/// The step-by-step checks, each naming its problem (length already checked).
+fn parse_stepwise(value: &[u8]) -> Result<&[u8], AuthFailure> {
     if value.is_empty() {
         return Err(AuthFailure::EmptyToken);
     }
@@ -320,6 +325,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_one_pass_path_agrees_with_the_stepwise_checks(
+            scheme in prop_oneof![Just("Bearer "), Just("bearer "), Just("BEARER "), Just("Bearer"), Just("Bearer  "), Just("Basic ")],
+            token in "[A-Za-z0-9._~+/=, \t\x00-\x1f-]{0,24}",
+        ) {
+            let v = format!("{scheme}{token}");
+            let stepwise = parse_stepwise(v.as_bytes());
+            if let Some(t) = well_formed(v.as_bytes()) {
+                prop_assert_eq!(stepwise, Ok(t));
+            }
+            prop_assert_eq!(parse_with_limit(v.as_bytes(), 4096), stepwise);
+        }
+
         #[test]
         fn never_panics_and_tokens_are_token68(v in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(tok) = p(&v) {

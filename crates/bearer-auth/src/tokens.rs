@@ -4,9 +4,9 @@
 //! # Why digests
 //!
 //! The presented token is hashed with SHA-256 (time depends on its length only). The first eight
-//! bytes of the digest select at most one entry in a `HashMap` (SipHash with random keys, so an
-//! attacker cannot aim at a bucket), and the full 32-byte digests are then compared in constant
-//! time; a miss is compared against a dummy digest so both paths do the same work. The cost is
+//! bytes of the digest select at most one entry in a `HashMap` (hashed with a random per-table
+//! seed, so an attacker cannot aim at a bucket), and the full 32-byte digests are then compared
+//! in constant time; a miss is compared against a dummy digest so both paths do the same work. The cost is
 //! flat in the number of tokens and does not depend on which token matched or on the presented
 //! token's bytes. Only digests are kept: the configured secrets are dropped once hashed.
 
@@ -119,7 +119,60 @@ struct Entry {
 /// Digests of the configured tokens, each with its principal.
 #[derive(Debug, Default)]
 pub(crate) struct TokenTable {
-    map: HashMap<u64, Entry>,
+    map: HashMap<u64, Entry, PrefixHasher>,
+}
+
+/// Hashes a digest prefix, which is already uniform, with one multiply of the prefix mixed with
+/// a per-table random seed: SipHash again would cost more than the lookup itself, and the seed
+/// keeps the bucket of a digest unpredictable to a client.
+#[derive(Clone, Copy, Debug)]
+struct PrefixHasher {
+    seed: u64,
+}
+
+impl Default for PrefixHasher {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        PrefixHasher {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for PrefixHasher {
+    type Hasher = PrefixHash;
+
+    fn build_hasher(&self) -> PrefixHash {
+        PrefixHash {
+            seed: self.seed,
+            value: 0,
+        }
+    }
+}
+
+/// The hasher of [`PrefixHasher`]: fed one `u64` (a digest prefix).
+#[derive(Debug)]
+struct PrefixHash {
+    seed: u64,
+    value: u64,
+}
+
+impl std::hash::Hasher for PrefixHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; fold anything else in byte by byte all the same.
+        for &b in bytes {
+            self.value = self.value.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.value ^= v;
+    }
+
+    fn finish(&self) -> u64 {
+        let full = u128::from(self.value ^ self.seed) * u128::from(0x9e37_79b9_7f4a_7c15_u64);
+        (full as u64) ^ ((full >> 64) as u64)
+    }
 }
 
 impl TokenTable {
@@ -128,7 +181,8 @@ impl TokenTable {
         entries: &[(Principal, Secret)],
         setting: &'static str,
     ) -> Result<Self, ConfigError> {
-        let mut map: HashMap<u64, Entry> = HashMap::with_capacity(entries.len());
+        let mut map: HashMap<u64, Entry, PrefixHasher> =
+            HashMap::with_capacity_and_hasher(entries.len(), PrefixHasher::default());
         for (i, (principal, secret)) in entries.iter().enumerate() {
             check_token(secret.expose().as_bytes())
                 .map_err(|e| ConfigError::new(setting, format!("entry {}: {e}", i + 1)))?;
