@@ -233,7 +233,7 @@ pub(crate) fn check_token68(token: &[u8]) -> Result<(), AuthFailure> {
     }
     for &b in &token[..body_len] {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'+' | b'/' => {}
+            _ if TOKEN68[usize::from(b)] => {}
             b' ' | b'\t' => return Err(AuthFailure::Whitespace),
             b',' => return Err(AuthFailure::Comma),
             _ => return Err(AuthFailure::InvalidCharacter),

@@ -134,7 +134,7 @@ fn propagate<B>(req: &mut Request<B>, header: &HeaderName) {
     if !req.headers().contains_key(header) {
         let value = match req.extensions().get::<CorrelationId>() {
             Some(id) => id.header_value().clone(),
-            None => id::generate().header_value().clone(),
+            None => id::generate().into_header_value(),
         };
         req.headers_mut().insert(header, value);
     }

@@ -119,6 +119,11 @@ impl CorrelationId {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+
+    /// The id as a header value, by value.
+    pub fn into_header_value(self) -> HeaderValue {
+        self.0
+    }
 }
 
 /// The characters of a correlation id: `[A-Za-z0-9._:-]`.
