@@ -8,7 +8,7 @@ use std::fmt;
 use http::{HeaderMap, HeaderName};
 use tower_armor_mcp::{CorrelationId, InvalidCorrelationId};
 
-use crate::random;
+use crate::{hex, random};
 
 /// The default correlation header, `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -80,44 +80,42 @@ pub fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> IncomingId {
 /// Writes a new UUID version 7 (48-bit Unix milliseconds, then 74 random bits) into `out`, in
 /// the usual lowercase hyphenated form, and returns it as text.
 pub fn generate_into(out: &mut [u8; GENERATED_LEN]) -> &str {
+    fill(out);
+    // Only hex digits and '-'.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes a new UUID version 7 into `out` (see [`generate_into`]).
+fn fill(out: &mut [u8; GENERATED_LEN]) {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let r1 = random::next_u64();
-    let r2 = random::next_u64();
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    b[6] = 0x70 | ((r1 >> 8) as u8 & 0x0f);
-    b[7] = r1 as u8;
-    b[8] = 0x80 | ((r1 >> 16) as u8 & 0x3f);
-    b[9] = (r1 >> 24) as u8;
-    b[10..].copy_from_slice(&r2.to_be_bytes()[..6]);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut o = 0;
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[o] = b'-';
-            o += 1;
-        }
-        out[o] = HEX[usize::from(byte >> 4)];
-        out[o + 1] = HEX[usize::from(byte & 0x0f)];
-        o += 2;
-    }
-    // Only hex digits and '-'.
-    std::str::from_utf8(out).unwrap_or_default()
+    // 48 bits of time, the version (7), 12 random bits; then the variant (0b10), 62 random bits.
+    let hi = ((millis & 0xffff_ffff_ffff) << 16) | 0x7000 | (random::next_u64() & 0x0fff);
+    let lo = 0x8000_0000_0000_0000 | (random::next_u64() >> 2);
+    let (hi, lo) = (hex::u64_digits(hi), hex::u64_digits(lo));
+    out[..8].copy_from_slice(&hi[..8]);
+    out[8] = b'-';
+    out[9..13].copy_from_slice(&hi[8..12]);
+    out[13] = b'-';
+    out[14..18].copy_from_slice(&hi[12..]);
+    out[18] = b'-';
+    out[19..23].copy_from_slice(&lo[..4]);
+    out[23] = b'-';
+    out[24..].copy_from_slice(&lo[4..]);
 }
 
 /// A new correlation id (UUID version 7).
 pub fn generate() -> CorrelationId {
     let mut buf = [0u8; GENERATED_LEN];
-    generate_into(&mut buf);
+    fill(&mut buf);
     // One allocation holding the buffer and its reference count, so the clones that go into the
     // request header and the echo share it (a `Bytes` made from a `Vec` would allocate again on
     // its first clone).
     let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
         .expect("hex digits and '-' make a valid header value");
     // 36 characters of hex digits and '-': always within the rules.
-    CorrelationId::from_header(&value).expect("a generated UUID is a valid correlation id")
+    CorrelationId::from_header_value(value).expect("a generated UUID is a valid correlation id")
 }
 
 #[cfg(test)]

@@ -100,6 +100,7 @@ mod client;
 pub mod error;
 pub mod future;
 mod handler;
+mod hex;
 mod id;
 mod layer;
 mod random;

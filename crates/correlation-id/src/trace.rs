@@ -116,20 +116,9 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// Writes `bytes` as lowercase hex into `out`; returns the number of characters written.
 fn hex_into(bytes: &[u8], out: &mut [u8]) -> usize {
-    let mut n = 0;
-    for &b in bytes {
-        if n + 2 > out.len() {
-            break;
-        }
-        out[n] = HEX[usize::from(b >> 4)];
-        out[n + 1] = HEX[usize::from(b & 0x0f)];
-        n += 2;
-    }
-    n
+    crate::hex::encode(bytes, out)
 }
 
 impl fmt::Display for TraceId {
