@@ -215,3 +215,16 @@ pub fn json_rpc_error_response<B>(
     );
     resp
 }
+
+/// [`json_rpc_error_response`] for an answer a layer makes itself, with the request's
+/// correlation id (when known) in `data.correlationId`, as every local error answer carries it.
+pub fn local_error_response<B>(
+    status: StatusCode,
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    correlation: Option<&crate::CorrelationId>,
+) -> Response<ResponseBody<B>> {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+    json_rpc_error_response(status, id, code, message, data.as_ref())
+}

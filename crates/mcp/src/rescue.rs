@@ -44,7 +44,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{ResponseBody, json_rpc_error_response};
+use crate::body::{ResponseBody, local_error_response};
 use crate::error::{BoxError, CODE_BAD_GATEWAY, local_error, retry_after_secs};
 use crate::{CorrelationId, McpRequest, RequestId};
 
@@ -192,7 +192,6 @@ pub fn error_response<B>(
     id: Option<&RequestId>,
     correlation: Option<&CorrelationId>,
 ) -> Response<ResponseBody<B>> {
-    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
     let (status, code, retry_after) = match local_error(error) {
         Some(l) => {
             tracing::debug!(code = l.code(), error = %error, "call rejected locally");
@@ -208,7 +207,7 @@ pub fn error_response<B>(
         // Inner error texts can carry upstream details; the caller gets a generic message.
         None => String::from("upstream call failed"),
     };
-    let mut resp = json_rpc_error_response(status, id, code, &message, data.as_ref());
+    let mut resp = local_error_response(status, id, code, &message, correlation);
     if let Some(d) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));

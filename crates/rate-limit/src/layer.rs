@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use http::{Extensions, HeaderMap, HeaderValue, Method as HttpMethod, Uri};
+use tower_armor_mcp::inspect::headers::SESSION_ID as MCP_SESSION_ID;
 use tower_armor_mcp::{KnownTools, Method};
 use tower_layer::Layer;
 
@@ -88,7 +89,13 @@ impl Exempt {
         match self {
             Exempt::Paths { paths, lengths } => {
                 let path = head.path();
-                lengths & length_bit(path.len()) != 0 && paths.iter().any(|p| **p == *path)
+                // Health checks are GET or HEAD without a session. Anything else on these paths
+                // is counted: behind `nest_service` the inner path of `POST /mcp/healthz` is
+                // `/healthz`, and the server (which ignores the path) would take it as an MCP call.
+                lengths & length_bit(path.len()) != 0
+                    && matches!(*head.method(), HttpMethod::GET | HttpMethod::HEAD)
+                    && paths.iter().any(|p| **p == *path)
+                    && !head.headers().contains_key(&MCP_SESSION_ID)
             }
             Exempt::When(f) => f(head),
         }
@@ -104,7 +111,7 @@ impl fmt::Debug for Exempt {
     }
 }
 
-/// The health-check paths exempt by default.
+/// The health-check paths exempt by default (`GET` and `HEAD` without a session only).
 pub const DEFAULT_EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 /// axum's `ConnectInfo<SocketAddr>`, else a plain `SocketAddr` extension.
@@ -340,8 +347,10 @@ impl Builder {
         self
     }
 
-    /// Exempt requests whose path is one of these, replacing the default
-    /// ([`DEFAULT_EXEMPT_PATHS`]); an empty list exempts nothing.
+    /// Exempt `GET` and `HEAD` requests without an `Mcp-Session-Id` whose path is one of these,
+    /// replacing the default ([`DEFAULT_EXEMPT_PATHS`]); an empty list exempts nothing. Other
+    /// methods on these paths are counted: mounted with `nest_service("/mcp", …)`, a
+    /// `POST /mcp/healthz` reaches the layer as `/healthz` and the MCP server as a call.
     pub fn exempt_paths<I, P>(mut self, paths: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -570,6 +579,23 @@ mod tests {
         };
         let b = Builder::new(Limit::per_minute(1));
         assert!(b.exempt.matches(&head));
+        let head_req = HttpMethod::HEAD;
+        assert!(b.exempt.matches(&RequestHead {
+            method: &head_req,
+            ..head
+        }));
+        // Not a health check: an MCP message on a health path, or a session's stream.
+        let post = HttpMethod::POST;
+        assert!(!b.exempt.matches(&RequestHead {
+            method: &post,
+            ..head
+        }));
+        let mut with_session = HeaderMap::new();
+        with_session.insert(&MCP_SESSION_ID, http::HeaderValue::from_static("s1"));
+        assert!(!b.exempt.matches(&RequestHead {
+            headers: &with_session,
+            ..head
+        }));
         let b = b.exempt_paths(["/live"]);
         assert!(!b.exempt.matches(&head));
         let b = b.exempt_when(|h| h.method() == HttpMethod::GET);
@@ -578,7 +604,7 @@ mod tests {
 
     #[test]
     fn exempt_paths_of_any_length() {
-        let (m, h, e) = (HttpMethod::POST, HeaderMap::new(), Extensions::new());
+        let (m, h, e) = (HttpMethod::GET, HeaderMap::new(), Extensions::new());
         let long = format!("/{}", "x".repeat(80));
         let longer = format!("/{}", "x".repeat(81));
         let exempt = Exempt::paths(["/", "/livez", long.as_str()]);

@@ -6,7 +6,7 @@
 //! error) and keeps the inner service's error type, so it drops into axum as is. Every request
 //! that is not exempt counts as one, including the opening of a long-lived stream (a GET listen
 //! stream or a `subscriptions/listen` POST), notifications and DELETEs; health checks
-//! (`/healthz`, `/readyz` by default) are exempt.
+//! (`GET`/`HEAD` of `/healthz`, `/readyz` by default, without an `Mcp-Session-Id`) are exempt.
 //!
 //! # Example
 //!

@@ -15,7 +15,7 @@ use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tower_armor_mcp::error::RateLimited;
 use tower_armor_mcp::{
     CorrelationId, KnownTools, McpRequest, Method, Principal, ResponseBody,
-    body::json_rpc_error_response, rescue,
+    body::local_error_response, rescue,
 };
 use tower_service::Service;
 
@@ -375,16 +375,15 @@ impl<St> Shared<St> {
                  or use `KeyBy::Global`; answering 500 until fixed"
             );
         }
-        let id = req
-            .extensions()
-            .get::<McpRequest>()
-            .and_then(McpRequest::id);
-        json_rpc_error_response(
+        let ext = req.extensions();
+        let id = ext.get::<McpRequest>().and_then(McpRequest::id);
+        // Like every local error answer: the correlation id, so the log line can be found.
+        local_error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             id,
             CODE_MISCONFIGURED,
             "rate limit misconfigured: no peer address (see the server log)",
-            None,
+            ext.get::<CorrelationId>(),
         )
     }
 }

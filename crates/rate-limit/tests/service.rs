@@ -353,6 +353,8 @@ async fn missing_connect_info_is_a_clear_500() {
         Some(Method::ToolsList),
         Some(7.into()),
     ));
+    req.extensions_mut()
+        .insert(CorrelationId::parse(b"corr-500").unwrap());
     let resp = send(&svc, req).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let v = body_json(resp).await;
@@ -361,6 +363,7 @@ async fn missing_connect_info_is_a_clear_500() {
         tower_armor_rate_limit::CODE_MISCONFIGURED
     );
     assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["data"]["correlationId"], "corr-500");
     assert_eq!(seen.load(Ordering::SeqCst), 0);
 
     // Principal keying needs no peer when a principal is present, but falls back to it.
@@ -531,6 +534,28 @@ async fn health_checks_are_exempt() {
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get("ratelimit").is_none());
     }
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+    // Not health checks: an MCP message on a health path (what `POST /mcp/healthz` looks like
+    // behind `nest_service("/mcp", …)`), or a session's stream. Keyed and counted.
+    let resp = send(
+        &svc,
+        Request::post("/healthz").body(McpBody::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        500,
+        "counted: keyed on a peer it does not have"
+    );
+    let resp = send(
+        &svc,
+        Request::get("/healthz")
+            .header("mcp-session-id", "s1")
+            .body(McpBody::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 500);
     assert_eq!(seen.load(Ordering::SeqCst), 4);
     let l = layer(
         Builder::new(Limit::per_minute(1)).exempt_when(|h| h.headers().contains_key("x-internal")),
