@@ -249,6 +249,12 @@ impl Builder {
         if let WindowSpec::Count(n) = b.window
             && b.min_calls > n
         {
+            // Only the window was set: the default minimum follows it down (a window of 10 calls
+            // is judged once full), rather than refusing a setting the user never made.
+            if get(ENV_MIN_CALLS).is_none() {
+                b.min_calls = n;
+                return Ok(b);
+            }
             return Err(ConfigError::new(
                 ENV_MIN_CALLS,
                 format!(
@@ -579,7 +585,15 @@ mod tests {
             assert_eq!(err.setting(), name, "{err}");
             assert!(err.to_string().starts_with(name), "{err}");
         }
-        let err = Builder::from_lookup(env(&[(ENV_WINDOW, "5")])).unwrap_err();
+        // A window below the default minimum, alone: the minimum follows it.
+        let (s, _, _) = Builder::from_lookup(env(&[(ENV_WINDOW, "5")]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!((s.window, s.min_calls), (WindowSpec::Count(5), 5));
+        // Both set and contradictory: refused, naming both.
+        let err =
+            Builder::from_lookup(env(&[(ENV_WINDOW, "5"), (ENV_MIN_CALLS, "6")])).unwrap_err();
         assert_eq!(err.setting(), ENV_MIN_CALLS);
         assert!(err.to_string().contains(ENV_WINDOW), "{err}");
     }

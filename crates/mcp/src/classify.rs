@@ -29,7 +29,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::error::{CODE_TIMEOUT, LocalRejection, is_local_code};
+use crate::error::{CODE_BULKHEAD_FULL, CODE_TIMEOUT, LocalRejection, is_local_code};
 use crate::jsonrpc;
 
 /// How one call ended, as observed by the shared body wrapper or a layer.
@@ -256,6 +256,10 @@ impl Classifier {
         } else if code == CODE_TIMEOUT {
             // A local timeout written into a stream by a tower-armor layer further in.
             Verdict::new(B::SlowFailure, R::IfSafe)
+        } else if code == CODE_BULKHEAD_FULL {
+            // Another hop's bulkhead: answered as 503 (509 is not its status), a transient
+            // failure of that dependency.
+            self.classify_status(StatusCode::SERVICE_UNAVAILABLE, has_session)
         } else if is_local_code(code) {
             // Another tower-armor hop answered: its last three digits are the HTTP status.
             match u16::try_from(-code % 1000)
@@ -404,6 +408,11 @@ mod tests {
     fn local_codes_from_another_hop_follow_their_status() {
         assert_eq!(c(Outcome::RpcError(-31503)), (B::Failure, R::IfSafe));
         assert_eq!(c(Outcome::RpcError(-31401)), (B::Ignored, R::No));
+        // A bulkhead answers 503: its code says 509, which is no status of its.
+        assert_eq!(
+            c(Outcome::RpcError(CODE_BULKHEAD_FULL)),
+            c(Outcome::RpcError(-31503))
+        );
         assert_eq!(
             c(Outcome::RpcError(-31429)),
             (B::Failure, R::IfSafeAfterRetryAfter)
