@@ -65,6 +65,7 @@ enum Phase {
 struct State {
     parser: SseParser,
     shared: Arc<Shared>,
+    /// Whether the idle timeout applies ([`idle_timeout_applies`](crate::idle_timeout_applies)).
     long_lived: bool,
     started: bool,
     keep_alive_due: Option<Instant>,

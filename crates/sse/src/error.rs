@@ -19,6 +19,14 @@ pub enum ConfigError {
         /// The setting.
         setting: &'static str,
     },
+    /// A duration beyond [`SseLayer::MAX_DURATION`](crate::SseLayer::MAX_DURATION) (30 days):
+    /// surely a mistake, and far enough out to overflow a clock reading.
+    TooLong {
+        /// The setting, or the variable it came from.
+        setting: &'static str,
+        /// What it was set to.
+        value: Duration,
+    },
     /// The idle timeout is not longer than the keep-alive interval, so every quiet stream would
     /// be cut before its first keep-alive could matter.
     IdleNotAboveKeepAlive {
@@ -42,6 +50,11 @@ impl fmt::Display for ConfigError {
                     "{setting}: zero is not a duration; use None to turn it off"
                 )
             }
+            ConfigError::TooLong { setting, value } => write!(
+                f,
+                "{setting}: {value:?} is longer than the most allowed ({:?})",
+                crate::SseLayer::MAX_DURATION
+            ),
             ConfigError::IdleNotAboveKeepAlive { idle, keep_alive } => write!(
                 f,
                 "{}: the idle timeout ({idle:?}) must be longer than the keep-alive interval \

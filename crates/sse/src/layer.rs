@@ -57,6 +57,8 @@ impl SseLayer {
     pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
     /// The default shutdown grace: 5 s.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+    /// The longest keep-alive interval, idle timeout or shutdown grace accepted: 30 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
     /// The defaults: keep-alive every 15 s, no idle timeout, 5 s shutdown grace.
     pub fn new() -> Self {
@@ -123,11 +125,16 @@ fn env_seconds(
 ) -> Result<Option<u64>, ConfigError> {
     match var(variable) {
         Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| ConfigError::NotSeconds { variable, value: v }),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if Duration::from_secs(secs) > SseLayer::MAX_DURATION => {
+                Err(ConfigError::TooLong {
+                    setting: variable,
+                    value: Duration::from_secs(secs),
+                })
+            }
+            Ok(secs) => Ok(Some(secs)),
+            Err(_) => Err(ConfigError::NotSeconds { variable, value: v }),
+        },
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(v)) => Err(ConfigError::NotSeconds {
             variable,
@@ -196,6 +203,15 @@ impl SseLayerBuilder {
             return Err(ConfigError::Zero {
                 setting: "idle_timeout",
             });
+        }
+        for (setting, value) in [
+            ("keep_alive", self.keep_alive),
+            ("idle_timeout", self.idle_timeout),
+            ("shutdown_grace", Some(self.shutdown_grace)),
+        ] {
+            if let Some(value) = value.filter(|v| *v > SseLayer::MAX_DURATION) {
+                return Err(ConfigError::TooLong { setting, value });
+            }
         }
         if let (Some(idle), Some(keep_alive)) = (self.idle_timeout, self.keep_alive)
             && idle <= keep_alive
@@ -280,6 +296,40 @@ mod tests {
             matches!(e, ConfigError::IdleNotAboveKeepAlive { .. }),
             "{e}"
         );
+        // Absurdly long: refused by name (a reading that far out would overflow the clock).
+        for (var, e) in [
+            (
+                ENV_KEEPALIVE,
+                SseLayer::from_vars(env(&[(ENV_KEEPALIVE, "18446744073709551615")])),
+            ),
+            (
+                ENV_IDLE_TIMEOUT,
+                SseLayer::from_vars(env(&[(ENV_IDLE_TIMEOUT, "2592001")])),
+            ),
+        ] {
+            let e = e.unwrap_err();
+            assert!(matches!(e, ConfigError::TooLong { .. }), "{e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+        assert!(SseLayer::from_vars(env(&[(ENV_IDLE_TIMEOUT, "2592000")])).is_ok());
+    }
+
+    #[test]
+    fn durations_past_the_maximum_are_refused() {
+        let huge = Some(Duration::MAX);
+        for (b, setting) in [
+            (SseLayer::builder().keep_alive(huge), "keep_alive"),
+            (SseLayer::builder().idle_timeout(huge), "idle_timeout"),
+            (
+                SseLayer::builder().shutdown_grace(Duration::MAX),
+                "shutdown_grace",
+            ),
+        ] {
+            match b.build() {
+                Err(ConfigError::TooLong { setting: s, .. }) => assert_eq!(s, setting),
+                other => panic!("{setting}: {other:?}"),
+            }
+        }
     }
 
     #[test]

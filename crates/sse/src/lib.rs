@@ -15,9 +15,11 @@
 //!   `tokio::time::Sleep` per stream, reset in place: no allocation per frame;
 //! - **idle timeout** (`MCP_SSE_IDLE_TIMEOUT_SECONDS`, default off): ends a *long-lived* stream
 //!   (2025-11-25 GET listen stream, 2026-07-28 `subscriptions/listen`) that carried no data event
-//!   for M seconds (comments, ours or the server's, do not count), at an event boundary. Never
-//!   applied to call streams: under 2026-07-28 closing one cancels the call. M must be longer
-//!   than the keep-alive interval;
+//!   for M seconds (comments, ours or the server's, do not count), at an event boundary, including
+//!   a GET that resumes the listen stream (`Last-Event-ID` without a `/`: rmcp's call-stream
+//!   ids are `<index>/<request>`). Never applied to call streams: under 2026-07-28 closing one
+//!   cancels the call. M must be longer than the keep-alive interval; see
+//!   [`idle_timeout_applies`];
 //! - **shutdown**: [`SseShutdown`] ends every open stream at its next event boundary, so that a
 //!   server's graceful shutdown does not wait forever on open streams.
 //!
@@ -87,7 +89,8 @@
 //! The layer never fails and never answers by itself; the inner service's error and body errors
 //! pass through unchanged. Configuration is checked once: [`SseLayerBuilder::build`] and
 //! [`SseLayer::from_env`] return a [`ConfigError`] (naming the variable) for a zero interval,
-//! a non-numeric variable, or an idle timeout not longer than the keep-alive interval.
+//! a non-numeric variable, a duration over 30 days, or an idle timeout not longer than the
+//! keep-alive interval.
 //!
 //! # Timers
 //!
@@ -146,6 +149,8 @@ mod shutdown;
 pub use self::body::{KEEP_ALIVE_COMMENT, SseBody};
 pub use self::error::ConfigError;
 pub use self::layer::{ENV_IDLE_TIMEOUT, ENV_KEEPALIVE, SseLayer, SseLayerBuilder};
-pub use self::policy::{X_ACCEL_BUFFERING, is_event_stream, is_long_lived, prepare_sse_headers};
+pub use self::policy::{
+    X_ACCEL_BUFFERING, idle_timeout_applies, is_event_stream, is_long_lived, prepare_sse_headers,
+};
 pub use self::service::Sse;
 pub use self::shutdown::SseShutdown;

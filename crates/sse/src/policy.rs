@@ -33,6 +33,23 @@ pub fn is_long_lived<B>(req: &Request<B>) -> bool {
     }
 }
 
+/// Whether the idle timeout applies to a request's stream: every long-lived stream
+/// ([`is_long_lived`]), and a 2025-11-25 GET that resumes one. rmcp's event ids are
+/// `<index>/<request>` for a call's stream and a bare `<index>` for the listen stream, so a GET
+/// whose `Last-Event-ID` has no `/` resumes the listen stream (a client cannot dodge the timeout
+/// by sending `Last-Event-ID: 0`). A GET resuming a call (`0/1`) and the call stream a POST
+/// opened are never timed out: under 2026-07-28 closing a call's stream cancels the call.
+pub fn idle_timeout_applies<B>(req: &Request<B>) -> bool {
+    if is_long_lived(req) {
+        return true;
+    }
+    *req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(&LAST_EVENT_ID)
+            .is_some_and(|id| !id.as_bytes().contains(&b'/'))
+}
+
 /// Makes an SSE answer's headers safe for proxies: `Cache-Control: no-cache` (unless it already
 /// says `no-cache` or `no-store`), `X-Accel-Buffering: no`, no `Content-Length`. Never touches
 /// `Content-Encoding`: returns whether one is present (a compressed stream, logged as an error by
@@ -95,6 +112,14 @@ mod tests {
             .body(())
             .unwrap();
         assert!(!is_long_lived(&resume));
+        // A bare event id resumes the listen stream (rmcp's ids): the idle timeout applies.
+        assert!(idle_timeout_applies(&resume));
+        let resume_call = Request::get("/mcp")
+            .header("last-event-id", "3/7")
+            .body(())
+            .unwrap();
+        assert!(!idle_timeout_applies(&resume_call));
+        assert!(idle_timeout_applies(&get));
         let listen = Request::post("/mcp")
             .header("mcp-method", "subscriptions/listen")
             .body(())
@@ -107,6 +132,9 @@ mod tests {
         assert!(!is_long_lived(&call));
         let plain = Request::post("/mcp").body(()).unwrap();
         assert!(!is_long_lived(&plain));
+        assert!(!idle_timeout_applies(&plain));
+        assert!(!idle_timeout_applies(&call));
+        assert!(idle_timeout_applies(&listen));
         // The inspector's facts win when present.
         let mut get = Request::get("/mcp").body(()).unwrap();
         get.extensions_mut().insert(McpRequest::new(

@@ -40,7 +40,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let long_lived = policy::is_long_lived(&req);
-        ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared), long_lived)
+        let idle_applies = policy::idle_timeout_applies(&req);
+        ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared), idle_applies)
     }
 }

@@ -198,6 +198,23 @@ async fn idle_long_lived_streams_end_at_a_boundary() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn resuming_the_listen_stream_does_not_dodge_the_idle_timeout() {
+    let l = layer(Some(15), Some(40));
+    // rmcp's listen-stream event ids have no `/`: this GET resumes the listen stream.
+    let req = Request::get("/mcp")
+        .header("last-event-id", "0")
+        .body(())
+        .unwrap();
+    let (_tx, resp) = open(&l, req, "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(next(&mut body, 20).await.unwrap(), None, "idle: ended");
+    assert_eq!(t0.elapsed(), Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
 async fn data_events_restart_the_idle_clock() {
     let l = layer(None, Some(40));
     let (tx, resp) = open(&l, get(), "text/event-stream").await;
@@ -267,9 +284,10 @@ async fn call_streams_never_time_out() {
             .header("mcp-method", "tools/call")
             .body(())
             .unwrap(),
-        // A resumed call stream (GET + Last-Event-ID) is the call, not a listen stream.
+        // A resumed call stream (GET + Last-Event-ID of a call: rmcp's `<index>/<request>`)
+        // is the call, not a listen stream.
         Request::get("/mcp")
-            .header("last-event-id", "0")
+            .header("last-event-id", "0/1")
             .body(())
             .unwrap(),
     ] {
