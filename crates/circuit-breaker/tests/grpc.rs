@@ -18,6 +18,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::{Layer, Service};
 use tower_armor_circuit_breaker::{Builder, CircuitBreaker, OpenDuration, State};
+use tower_armor_mcp::{RescueGrpc, RescueGrpcLayer};
 
 const OPEN: Duration = Duration::from_millis(300);
 
@@ -57,7 +58,7 @@ where
 }
 
 async fn check(
-    client: &mut HealthClient<CircuitBreaker<Channel>>,
+    client: &mut HealthClient<RescueGrpc<CircuitBreaker<Channel>>>,
     service: &str,
 ) -> Result<(), Status> {
     tokio::time::timeout(
@@ -104,7 +105,8 @@ async fn grpc_statuses_drive_the_breaker_against_a_real_tonic_server() {
         .build()
         .unwrap();
     let handle = layer.handle();
-    let mut client = HealthClient::new(layer.layer(channel));
+    // Rescue's tonic form outermost: the breaker's rejection reaches the caller as a status.
+    let mut client = HealthClient::new(RescueGrpcLayer::new().layer(layer.layer(channel)));
     let state = || handle.circuits()[0].state();
     let counts = || handle.circuits()[0].counts();
 
@@ -125,11 +127,17 @@ async fn grpc_statuses_drive_the_breaker_against_a_real_tonic_server() {
     let e = check(&mut client, "").await.unwrap_err();
     assert!(e.message().contains("circuit open"), "{e:?}");
     assert_eq!(seen.load(Ordering::SeqCst), before, "failed fast, locally");
-    // The tonic form of rescue: the breaker's error becomes UNAVAILABLE with a retry hint.
-    let cause = std::error::Error::source(&e).expect("tonic keeps the breaker's error");
-    let mapped = tower_armor_mcp::grpc_status(cause);
-    assert_eq!(mapped.code, Code::Unavailable as i32, "{mapped:?}");
-    assert!(mapped.retry_after_secs.is_some());
+    // The tonic form of rescue: the caller gets UNAVAILABLE (not UNKNOWN) with a retry hint.
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let retry: u64 = e
+        .metadata()
+        .get("retry-after")
+        .expect("retry-after")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
 
     // The dependency recovers; after the open duration one probe closes the circuit.
     down.store(false, Ordering::SeqCst);

@@ -91,4 +91,6 @@ pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle};
 pub use self::request::{McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole};
 pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
+#[cfg(feature = "tonic")]
+pub use self::rescue::{RescueGrpc, RescueGrpcLayer, tonic_status};
 pub use self::tools::KnownTools;

@@ -15,6 +15,10 @@
 //! The result has `Error = Infallible`, so it drops into axum's `Router::layer` /
 //! `nest_service` (which require it). Without rescue, use axum's `HandleErrorLayer`.
 //!
+//! In tonic stacks, the `tonic` feature adds the tonic form: `RescueGrpcLayer` turns the same
+//! errors into `tonic::Status` (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, with
+//! `retry-after` metadata); see [`grpc_status`] for the table.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
@@ -279,8 +283,8 @@ mod tests {
     }
 }
 
-/// A gRPC status for a call-plane error: the tonic form of rescue, without a tonic dependency
-/// here. Build the `tonic::Status` with `Status::new(Code::from_i32(s.code), s.message)`.
+/// A gRPC status for a call-plane error, without a tonic dependency: the table behind the tonic
+/// form of rescue (`RescueGrpcLayer` and `tonic_status`, with the `tonic` feature).
 ///
 /// | error | gRPC code |
 /// |---|---|
@@ -325,6 +329,117 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
         message: error.to_string(),
         retry_after_secs: l.retry_after().map(retry_after_secs),
     }
+}
+
+/// The tonic form of rescue: a `tonic::Status` for a call-plane error, with the code and message
+/// of [`grpc_status`], a `retry-after` metadata entry (whole seconds) when the error knows one,
+/// and the error kept as the status's source. A `tonic::Status` already (an inner tonic
+/// layer's) is returned as is. Needs the `tonic` feature.
+#[cfg(feature = "tonic")]
+pub fn tonic_status(error: BoxError) -> tonic::Status {
+    let error = match error.downcast::<tonic::Status>() {
+        Ok(status) => return *status,
+        Err(error) => error,
+    };
+    let s = grpc_status(&*error);
+    let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
+    if let Some(secs) = s.retry_after_secs {
+        status.metadata_mut().insert("retry-after", secs.into());
+    }
+    status.set_source(std::sync::Arc::from(error));
+    status
+}
+
+/// The tonic form of [`RescueLayer`]: the wrapped service's errors become `tonic::Status`
+/// ([`tonic_status`]: `UNAVAILABLE` for an open circuit, `RESOURCE_EXHAUSTED` for a full
+/// bulkhead or a rate limit, `DEADLINE_EXCEEDED` for a timeout, with `retry-after` metadata).
+///
+/// In a tonic client stack it goes outermost, around the call-plane layers, so the generated
+/// client (which keeps a `Status` it finds as the error) hands the caller that code instead of
+/// `UNKNOWN`; in a tonic server stack (`Server::builder().layer(..)`) tonic answers with it.
+/// Needs the `tonic` feature.
+///
+/// ```
+/// use tower::{Layer, Service, ServiceExt, service_fn, BoxError};
+/// use std::time::Duration;
+/// use tower_armor_mcp::{error::CircuitOpen, rescue::RescueGrpcLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let svc = RescueGrpcLayer::new().layer(service_fn(|_req: ()| async {
+///     Err::<(), BoxError>(Box::new(CircuitOpen::new(None, Duration::from_secs(2))))
+/// }));
+/// let status = svc.oneshot(()).await.unwrap_err();
+/// assert_eq!(status.code(), tonic::Code::Unavailable);
+/// # }
+/// ```
+#[cfg(feature = "tonic")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueGrpcLayer {
+    _priv: (),
+}
+
+#[cfg(feature = "tonic")]
+impl RescueGrpcLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        RescueGrpcLayer::default()
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<S> Layer<S> for RescueGrpcLayer {
+    type Service = RescueGrpc<S>;
+
+    fn layer(&self, inner: S) -> RescueGrpc<S> {
+        RescueGrpc { inner }
+    }
+}
+
+/// The service of [`RescueGrpcLayer`].
+#[cfg(feature = "tonic")]
+#[derive(Clone, Debug)]
+pub struct RescueGrpc<S> {
+    inner: S,
+}
+
+#[cfg(feature = "tonic")]
+impl<S> RescueGrpc<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The response future of [`RescueGrpc`].
+#[cfg(feature = "tonic")]
+pub type RescueGrpcFuture<F, E> = futures_util::future::MapErr<F, fn(E) -> tonic::Status>;
+
+#[cfg(feature = "tonic")]
+impl<S, R> Service<R> for RescueGrpc<S>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = tonic::Status;
+    type Future = RescueGrpcFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        self.inner.poll_ready(cx).map_err(into_status)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        use futures_util::TryFutureExt;
+        self.inner
+            .call(req)
+            .map_err(into_status::<S::Error> as fn(S::Error) -> tonic::Status)
+    }
+}
+
+#[cfg(feature = "tonic")]
+fn into_status<E: Into<BoxError>>(error: E) -> tonic::Status {
+    tonic_status(error.into())
 }
 
 #[cfg(test)]
