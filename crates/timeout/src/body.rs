@@ -169,8 +169,8 @@ struct Timed {
     /// For SSE answers: tracks event boundaries.
     sse: Option<SseParser>,
     phase: Phase,
-    /// The instant the sleep is set to, if it is to be polled at all.
-    armed: Option<Instant>,
+    /// The instant the sleep is set to. There always is one: a pause is bounded too.
+    armed: Instant,
     pause: Option<Registration>,
 }
 
@@ -186,8 +186,7 @@ impl<B> TimeoutBody<B> {
     pub(crate) fn timed(body: B, handle: CompletionHandle, mut call: CallState, sse: bool) -> Self {
         call.clock.seen_progress(handle.progress_count());
         let armed = call.clock.wake_at();
-        let sleep =
-            tokio::time::sleep_until(armed.unwrap_or_else(|| after(Instant::now(), Duration::MAX)));
+        let sleep = tokio::time::sleep_until(armed);
         TimeoutBody {
             kind: Kind::Timed {
                 body,
@@ -258,9 +257,7 @@ impl Timed {
         }
         let wake = self.call.clock.wake_at();
         if wake != self.armed {
-            if let Some(w) = wake {
-                sleep.reset(w);
-            }
+            sleep.reset(wake);
             self.armed = wake;
         }
     }
@@ -311,7 +308,7 @@ impl Timed {
                         self.phase = Phase::Grace;
                         let until = after(now, self.call.grace);
                         sleep.as_mut().reset(until);
-                        self.armed = Some(until);
+                        self.armed = until;
                         if sleep.poll(cx).is_pending() {
                             return None;
                         }
@@ -386,8 +383,7 @@ impl Timed {
             Phase::Running | Phase::Grace => {}
         }
         self.tick(sleep.as_mut(), cx);
-        if self.armed.is_some()
-            && sleep.as_mut().poll(cx).is_ready()
+        if sleep.as_mut().poll(cx).is_ready()
             && let Some(last) = self.on_deadline(sleep.as_mut(), cx)
         {
             return Step::End(last);

@@ -4,10 +4,14 @@
 //!   notification sets it to `now + duration` again.
 //! - While the server has a request of its own outstanding to the client, the deadline is
 //!   **paused**: the time left is kept and runs again from the moment the answer is seen.
+//! - The **pause budget** (`max_pause`) bounds the time a call spends paused, over all its
+//!   pauses: an answer may never be seen (no session to match it, a client that never answers),
+//!   and a pause must not last for ever.
 //! - The **cap** (optional) is absolute: `start + max_total`, wall clock. Neither progress nor
 //!   pauses move it.
 //!
-//! The clock runs out at the earlier of the two; while paused, only at the cap.
+//! The clock runs out at the earlier of the cap and the deadline, or while paused, of the cap
+//! and the end of the pause budget: it always has a wake time.
 
 use std::time::Duration;
 
@@ -23,6 +27,15 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// A pause in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Paused {
+    /// The time the deadline had left when the pause began.
+    left: Duration,
+    /// When the pause budget runs out.
+    until: Instant,
+}
+
 /// See the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Clock {
@@ -30,25 +43,29 @@ pub(crate) struct Clock {
     reset_on_progress: bool,
     cap_at: Option<Instant>,
     deadline: Instant,
-    /// While paused: the time the deadline had left when the pause began.
-    paused_left: Option<Duration>,
+    /// The pause budget left, as of the start of the current pause if any.
+    pause_budget: Duration,
+    paused: Option<Paused>,
     progress_seen: u64,
 }
 
 impl Clock {
-    /// A clock started `now` for a call of `duration`, under an optional absolute `cap`.
+    /// A clock started `now` for a call of `duration`, under an optional absolute `cap`, that
+    /// may stay paused for `max_pause` in all.
     pub(crate) fn start(
         now: Instant,
         duration: Duration,
         reset_on_progress: bool,
         cap: Option<Duration>,
+        max_pause: Duration,
     ) -> Clock {
         Clock {
             duration,
             reset_on_progress,
             cap_at: cap.map(|c| after(now, c)),
             deadline: after(now, duration),
-            paused_left: None,
+            pause_budget: max_pause,
+            paused: None,
             progress_seen: 0,
         }
     }
@@ -62,7 +79,7 @@ impl Clock {
     /// Whether [`Clock::update`] would change anything (checked before reading the time).
     pub(crate) fn changed(&self, progress: u64, outstanding: u32) -> bool {
         (self.reset_on_progress && progress != self.progress_seen)
-            || (outstanding > 0) != self.paused_left.is_some()
+            || (outstanding > 0) != self.paused.is_some()
     }
 
     /// Takes in the answer's counters at `now`: resets on new progress, pauses while server
@@ -70,18 +87,22 @@ impl Clock {
     pub(crate) fn update(&mut self, now: Instant, progress: u64, outstanding: u32) {
         if self.reset_on_progress && progress != self.progress_seen {
             self.progress_seen = progress;
-            match &mut self.paused_left {
-                Some(left) => *left = self.duration,
+            match &mut self.paused {
+                Some(p) => p.left = self.duration,
                 None => self.deadline = after(now, self.duration),
             }
         }
-        match (outstanding > 0, self.paused_left) {
+        match (outstanding > 0, self.paused) {
             (true, None) => {
-                self.paused_left = Some(self.deadline.saturating_duration_since(now));
+                self.paused = Some(Paused {
+                    left: self.deadline.saturating_duration_since(now),
+                    until: after(now, self.pause_budget),
+                });
             }
-            (false, Some(left)) => {
-                self.deadline = after(now, left);
-                self.paused_left = None;
+            (false, Some(p)) => {
+                self.deadline = after(now, p.left);
+                self.pause_budget = p.until.saturating_duration_since(now);
+                self.paused = None;
             }
             _ => {}
         }
@@ -89,28 +110,27 @@ impl Clock {
 
     /// Whether the deadline is paused.
     pub(crate) fn is_paused(&self) -> bool {
-        self.paused_left.is_some()
+        self.paused.is_some()
     }
 
-    /// When the clock runs out next: the deadline (unless paused) or the cap, whichever comes
-    /// first; `None` while paused without a cap.
-    pub(crate) fn wake_at(&self) -> Option<Instant> {
-        let deadline = (!self.is_paused()).then_some(self.deadline);
-        match (deadline, self.cap_at) {
-            (Some(d), Some(c)) => Some(d.min(c)),
-            (d, c) => d.or(c),
-        }
+    /// When the clock runs out next: the deadline, or while paused the end of the pause
+    /// budget, or the cap if that comes first.
+    pub(crate) fn wake_at(&self) -> Instant {
+        let own = self.paused.map_or(self.deadline, |p| p.until);
+        self.cap_at.map_or(own, |c| own.min(c))
     }
 
     /// Whether the clock has run out at `now`.
     pub(crate) fn expired(&self, now: Instant) -> bool {
-        self.wake_at().is_some_and(|w| now >= w)
+        now >= self.wake_at()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -119,8 +139,8 @@ mod tests {
     #[test]
     fn plain_deadline() {
         let t0 = Instant::now();
-        let c = Clock::start(t0, ms(100), false, None);
-        assert_eq!(c.wake_at(), Some(t0 + ms(100)));
+        let c = Clock::start(t0, ms(100), false, None, HOUR);
+        assert_eq!(c.wake_at(), t0 + ms(100));
         assert!(!c.expired(t0 + ms(99)));
         assert!(c.expired(t0 + ms(100)));
     }
@@ -128,16 +148,16 @@ mod tests {
     #[test]
     fn progress_is_ignored_without_reset() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), false, None);
+        let mut c = Clock::start(t0, ms(100), false, None, HOUR);
         assert!(!c.changed(3, 0));
         c.update(t0 + ms(90), 3, 0);
-        assert_eq!(c.wake_at(), Some(t0 + ms(100)));
+        assert_eq!(c.wake_at(), t0 + ms(100));
     }
 
     #[test]
     fn progress_resets_under_the_cap() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), true, Some(ms(250)));
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(250)), HOUR);
         for (i, at) in [80u64, 160, 240].into_iter().enumerate() {
             let now = t0 + ms(at);
             assert!(!c.expired(now));
@@ -146,7 +166,7 @@ mod tests {
             assert!(!c.changed(i as u64 + 1, 0));
         }
         // Reset to 340 ms, but the cap holds at 250 ms.
-        assert_eq!(c.wake_at(), Some(t0 + ms(250)));
+        assert_eq!(c.wake_at(), t0 + ms(250));
         assert!(!c.expired(t0 + ms(249)));
         assert!(c.expired(t0 + ms(250)));
     }
@@ -154,49 +174,85 @@ mod tests {
     #[test]
     fn a_deadline_shorter_than_the_cap_is_kept_without_progress() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), true, Some(ms(1000)));
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(1000)), HOUR);
         c.update(t0 + ms(50), 1, 0);
-        assert_eq!(c.wake_at(), Some(t0 + ms(150)));
+        assert_eq!(c.wake_at(), t0 + ms(150));
     }
 
     #[test]
     fn pause_keeps_the_time_left() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), false, None);
+        let mut c = Clock::start(t0, ms(100), false, None, HOUR);
         assert!(c.changed(0, 1));
         c.update(t0 + ms(30), 0, 1);
         assert!(c.is_paused());
-        assert_eq!(c.wake_at(), None);
+        assert_eq!(c.wake_at(), t0 + ms(30) + HOUR, "only the pause budget");
         assert!(!c.expired(t0 + ms(10_000)));
         assert!(!c.changed(0, 2), "still paused");
         c.update(t0 + ms(10_000), 0, 0);
         assert!(!c.is_paused());
-        assert_eq!(c.wake_at(), Some(t0 + ms(10_070)));
+        assert_eq!(c.wake_at(), t0 + ms(10_070));
     }
 
     #[test]
     fn the_cap_holds_during_a_pause() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), false, Some(ms(500)));
+        let mut c = Clock::start(t0, ms(100), false, Some(ms(500)), HOUR);
         c.update(t0 + ms(10), 0, 1);
-        assert_eq!(c.wake_at(), Some(t0 + ms(500)));
+        assert_eq!(c.wake_at(), t0 + ms(500));
         assert!(c.expired(t0 + ms(500)));
     }
 
     #[test]
     fn progress_during_a_pause_restores_the_whole_duration() {
         let t0 = Instant::now();
-        let mut c = Clock::start(t0, ms(100), true, Some(ms(10_000)));
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(10_000)), HOUR);
         c.update(t0 + ms(90), 0, 1);
         c.update(t0 + ms(500), 1, 1);
         c.update(t0 + ms(600), 1, 0);
-        assert_eq!(c.wake_at(), Some(t0 + ms(700)));
+        assert_eq!(c.wake_at(), t0 + ms(700));
+    }
+
+    #[test]
+    fn a_pause_nobody_ends_runs_out_at_max_pause() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, None, ms(1000));
+        c.update(t0 + ms(30), 0, 1);
+        assert_eq!(c.wake_at(), t0 + ms(1030));
+        assert!(!c.expired(t0 + ms(1029)));
+        assert!(c.expired(t0 + ms(1030)));
+    }
+
+    #[test]
+    fn the_pause_budget_is_shared_by_all_pauses() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, None, ms(1000));
+        c.update(t0 + ms(10), 0, 1);
+        c.update(t0 + ms(610), 0, 0);
+        assert_eq!(c.wake_at(), t0 + ms(700), "90 ms of the deadline left");
+        c.update(t0 + ms(650), 0, 1);
+        assert_eq!(c.wake_at(), t0 + ms(1050), "400 ms of the budget left");
+        c.update(t0 + ms(1050), 0, 2);
+        assert!(c.expired(t0 + ms(1050)));
+    }
+
+    #[test]
+    fn the_earlier_of_cap_and_pause_budget_applies() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), false, Some(ms(500)), ms(1000));
+        c.update(t0 + ms(10), 0, 1);
+        assert_eq!(c.wake_at(), t0 + ms(500));
+        let mut c = Clock::start(t0, ms(100), false, Some(ms(5000)), ms(1000));
+        c.update(t0 + ms(10), 0, 1);
+        assert_eq!(c.wake_at(), t0 + ms(1010));
     }
 
     #[test]
     fn huge_durations_do_not_overflow() {
         let t0 = Instant::now();
-        let c = Clock::start(t0, Duration::MAX, true, Some(Duration::MAX));
-        assert!(c.wake_at().unwrap() > t0 + Duration::from_secs(86_400 * 365));
+        let mut c = Clock::start(t0, Duration::MAX, true, Some(Duration::MAX), Duration::MAX);
+        assert!(c.wake_at() > t0 + Duration::from_secs(86_400 * 365));
+        c.update(t0 + ms(1), 0, 1);
+        assert!(c.wake_at() > t0 + Duration::from_secs(86_400 * 365));
     }
 }

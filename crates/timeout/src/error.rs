@@ -13,8 +13,18 @@ pub use tower_armor_mcp::error::{BoxError, CODE_TIMEOUT, Elapsed};
 pub enum ConfigError {
     /// A duration that must be positive is zero.
     Zero {
-        /// Which setting (`"default deadline"`, `"deadline of tool \"x\""`, `"max_total"`).
+        /// Which setting (`"default deadline"`, `"deadline of tool \"x\""`, `"max_total"`,
+        /// `"max_pause"`).
         setting: String,
+    },
+    /// A duration is longer than its setting allows.
+    TooLong {
+        /// Which setting (`"max_pause"`).
+        setting: String,
+        /// Its value.
+        value: Duration,
+        /// The longest allowed.
+        limit: Duration,
     },
     /// The absolute cap is shorter than a deadline it should bound.
     CapBelowDeadline {
@@ -41,6 +51,16 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Zero { setting } => write!(f, "{setting} must be positive"),
+            ConfigError::TooLong {
+                setting,
+                value,
+                limit,
+            } => write!(
+                f,
+                "{setting} ({} ms) is longer than the limit ({} ms)",
+                value.as_millis(),
+                limit.as_millis()
+            ),
             ConfigError::CapBelowDeadline {
                 setting,
                 deadline,

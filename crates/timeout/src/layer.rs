@@ -18,6 +18,9 @@ pub const ENV_TIMEOUT_MS: &str = "MCP_CALL_TIMEOUT_MS";
 pub const ENV_MAX_MS: &str = "MCP_CALL_TIMEOUT_MAX_MS";
 /// The environment variable switching [`TimeoutBuilder::reset_on_progress`] (`true` / `false`).
 pub const ENV_RESET_ON_PROGRESS: &str = "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS";
+/// The environment variable of the longest a call may stay paused
+/// ([`TimeoutBuilder::max_pause`]), in milliseconds.
+pub const ENV_MAX_PAUSE_MS: &str = "MCP_CALL_MAX_PAUSE_MS";
 
 /// What every service of one layer shares: the settings and the table of calls waiting on
 /// their client.
@@ -56,6 +59,7 @@ impl TimeoutLayer {
                 per_request: None,
                 reset_on_progress: false,
                 max_total: None,
+                max_pause: TimeoutBuilder::DEFAULT_MAX_PAUSE,
                 boundary_grace: TimeoutBuilder::DEFAULT_BOUNDARY_GRACE,
             },
         }
@@ -69,6 +73,7 @@ impl TimeoutLayer {
     /// | `MCP_CALL_TIMEOUT_MS` | default deadline, a positive integer of milliseconds |
     /// | `MCP_CALL_TIMEOUT_MAX_MS` | optional absolute cap, at least the deadline |
     /// | `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` | `true` / `false` (default); `true` needs the cap |
+    /// | `MCP_CALL_MAX_PAUSE_MS` | longest a call may stay paused, waiting on its client (default 600000, at most 86400000) |
     ///
     /// Errors name the variable.
     pub fn from_env() -> Result<Option<TimeoutLayer>, ConfigError> {
@@ -111,11 +116,14 @@ impl TimeoutLayer {
             },
         };
         let max = millis(ENV_MAX_MS)?;
+        let max_pause = millis(ENV_MAX_PAUSE_MS)?;
         let Some(default) = millis(ENV_TIMEOUT_MS)? else {
-            if max.is_some() || reset {
+            if max.is_some() || reset || max_pause.is_some() {
                 return Err(ConfigError::Env {
                     var: ENV_TIMEOUT_MS,
-                    reason: format!("required when {ENV_MAX_MS} or {ENV_RESET_ON_PROGRESS} is set"),
+                    reason: format!(
+                        "required when {ENV_MAX_MS}, {ENV_RESET_ON_PROGRESS} or {ENV_MAX_PAUSE_MS} is set"
+                    ),
                 });
             }
             return Ok(None);
@@ -123,6 +131,9 @@ impl TimeoutLayer {
         let mut b = TimeoutLayer::builder(default).reset_on_progress(reset);
         if let Some(max) = max {
             b = b.max_total(max);
+        }
+        if let Some(max_pause) = max_pause {
+            b = b.max_pause(max_pause);
         }
         b.build().map(Some).map_err(|e| match e {
             ConfigError::CapBelowDeadline { .. } => ConfigError::Env {
@@ -132,6 +143,10 @@ impl TimeoutLayer {
             ConfigError::ResetWithoutCap => ConfigError::Env {
                 var: ENV_RESET_ON_PROGRESS,
                 reason: format!("needs {ENV_MAX_MS} (an absolute cap)"),
+            },
+            ConfigError::TooLong { limit, .. } => ConfigError::Env {
+                var: ENV_MAX_PAUSE_MS,
+                reason: format!("must be at most {} milliseconds", limit.as_millis()),
             },
             other => other,
         })
@@ -145,6 +160,11 @@ impl TimeoutLayer {
     /// The absolute cap, if any.
     pub fn max_total(&self) -> Option<Duration> {
         self.shared.policy.max_total
+    }
+
+    /// The longest a call may stay paused, waiting on its client.
+    pub fn max_pause(&self) -> Duration {
+        self.shared.policy.max_pause
     }
 
     /// Whether progress notifications reset the deadline.
@@ -178,6 +198,13 @@ impl TimeoutBuilder {
     /// The default [`TimeoutBuilder::boundary_grace`]: 100 ms.
     pub const DEFAULT_BOUNDARY_GRACE: Duration = Duration::from_millis(100);
 
+    /// The default [`TimeoutBuilder::max_pause`]: 10 minutes, time for a person to answer.
+    pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(600);
+
+    /// The longest [`TimeoutBuilder::max_pause`] accepted: 24 hours. An answer stream held
+    /// open longer is a leak, not a conversation.
+    pub const MAX_PAUSE_LIMIT: Duration = Duration::from_secs(86_400);
+
     /// Gives `tools/call` of `tool` its own deadline. Names are only looked up (never stored
     /// per call), so a client cannot grow the table.
     pub fn tool(mut self, tool: impl Into<Box<str>>, timeout: Duration) -> Self {
@@ -205,9 +232,26 @@ impl TimeoutBuilder {
 
     /// The absolute cap of a call: wall clock from the call's start, moved by neither progress
     /// nor pauses (the MCP spec asks for one whenever progress resets the deadline). It also
-    /// bounds the time a call may wait on its client.
+    /// bounds the time a call may wait on its client, together with
+    /// [`TimeoutBuilder::max_pause`]: the earlier of the two applies.
     pub fn max_total(mut self, cap: Duration) -> Self {
         self.policy.max_total = Some(cap);
+        self
+    }
+
+    /// The longest a call may stay paused while the server waits on its client
+    /// (`elicitation/create`, `sampling/createMessage`), over all its pauses: default
+    /// [10 minutes](Self::DEFAULT_MAX_PAUSE), at most [24 hours](Self::MAX_PAUSE_LIMIT).
+    ///
+    /// When it runs out during a pause, the call times out as at its deadline (the in-stream
+    /// error event, and `notifications/cancelled` under 2025-11-25). It is what ends a pause
+    /// whose answer this layer never sees: the client never answers, or the call has no
+    /// session to match the answer by (2026-07-28; see the
+    /// [crate docs](crate#progress-pauses-and-tasks)). Without a cap a call thus lasts at most
+    /// its deadline plus `max_pause` (unless progress resets the deadline, which needs a cap);
+    /// with [`TimeoutBuilder::max_total`] the earlier of the two bounds applies.
+    pub fn max_pause(mut self, max: Duration) -> Self {
+        self.policy.max_pause = max;
         self
     }
 
@@ -220,12 +264,25 @@ impl TimeoutBuilder {
     }
 
     /// Checks the settings: positive deadlines, a cap at least every configured deadline, a
-    /// cap when progress resets the deadline.
+    /// cap when progress resets the deadline, a positive `max_pause` within
+    /// [`TimeoutBuilder::MAX_PAUSE_LIMIT`].
     pub fn build(self) -> Result<TimeoutLayer, ConfigError> {
         let p = &self.policy;
         if p.default.is_zero() {
             return Err(ConfigError::Zero {
                 setting: "default deadline".into(),
+            });
+        }
+        if p.max_pause.is_zero() {
+            return Err(ConfigError::Zero {
+                setting: "max_pause".into(),
+            });
+        }
+        if p.max_pause > Self::MAX_PAUSE_LIMIT {
+            return Err(ConfigError::TooLong {
+                setting: "max_pause".into(),
+                value: p.max_pause,
+                limit: Self::MAX_PAUSE_LIMIT,
             });
         }
         for (tool, d) in &p.per_tool {
@@ -297,15 +354,18 @@ mod tests {
         let l = env(&[(ENV_TIMEOUT_MS, "1500")]).unwrap().unwrap();
         assert_eq!(l.default_timeout(), Duration::from_millis(1500));
         assert_eq!(l.max_total(), None);
+        assert_eq!(l.max_pause(), TimeoutBuilder::DEFAULT_MAX_PAUSE);
         assert!(!l.resets_on_progress());
         let l = env(&[
             (ENV_TIMEOUT_MS, "1500"),
             (ENV_MAX_MS, "60000"),
             (ENV_RESET_ON_PROGRESS, "TRUE"),
+            (ENV_MAX_PAUSE_MS, "120000"),
         ])
         .unwrap()
         .unwrap();
         assert_eq!(l.max_total(), Some(Duration::from_secs(60)));
+        assert_eq!(l.max_pause(), Duration::from_secs(120));
         assert!(l.resets_on_progress());
     }
 
@@ -339,6 +399,17 @@ mod tests {
             env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_RESET_ON_PROGRESS, "maybe")]).unwrap_err()),
             ENV_RESET_ON_PROGRESS
         );
+        assert_eq!(
+            env_var(env(&[(ENV_MAX_PAUSE_MS, "1000")]).unwrap_err()),
+            ENV_TIMEOUT_MS
+        );
+        for bad in ["0", "-1", "ten", "86400001", &u64::MAX.to_string()] {
+            assert_eq!(
+                env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_MAX_PAUSE_MS, bad)]).unwrap_err()),
+                ENV_MAX_PAUSE_MS,
+                "{bad}"
+            );
+        }
         let msg = env(&[(ENV_TIMEOUT_MS, "abc")]).unwrap_err().to_string();
         assert!(msg.starts_with("MCP_CALL_TIMEOUT_MS:"), "{msg}");
     }
@@ -373,6 +444,21 @@ mod tests {
                 .build(),
             Err(ConfigError::CapBelowDeadline { .. })
         ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1))
+                .max_pause(Duration::ZERO)
+                .build(),
+            Err(ConfigError::Zero { .. })
+        ));
+        assert!(matches!(
+            TimeoutLayer::builder(s(1)).max_pause(Duration::MAX).build(),
+            Err(ConfigError::TooLong { .. })
+        ));
+        let l = TimeoutLayer::builder(s(1))
+            .max_pause(TimeoutBuilder::MAX_PAUSE_LIMIT)
+            .build()
+            .unwrap();
+        assert_eq!(l.max_pause(), s(86_400));
         let l = TimeoutLayer::builder(s(1))
             .tool("slow", s(30))
             .max_total(s(60))

@@ -119,9 +119,23 @@
 //! - While the server has a request of its own outstanding to the client in the answer
 //!   (`elicitation/create`, `sampling/createMessage`: a person may be answering), the deadline
 //!   is paused; it runs again, with the time it had left, when the client's answer passes
-//!   through this layer (a POST of the same session). The cap is not paused: it also bounds how
-//!   long a call may wait on its client. Without a session (2026-07-28) the answer cannot be
-//!   matched to the call here, so a pause lasts until the cap or the end of the call.
+//!   through this layer (a POST of the same session).
+//! - A pause is always bounded: a call may stay paused for
+//!   [`max_pause`](TimeoutBuilder::max_pause) in all (10 minutes by default), and the cap, if
+//!   set, is not paused either; the earlier of the two applies. When the bound runs out the
+//!   call times out exactly as at its deadline (the error event, `notifications/cancelled`
+//!   under 2025-11-25). So without a cap a call lasts at most its deadline plus `max_pause`.
+//! - Answers are matched by session, not by JSON-RPC id: the shared observer counts the
+//!   server's requests in the answer but does not keep their ids, and this layer does not parse
+//!   the stream a second time to find them. So any client response POSTed in the session
+//!   counts for the session's oldest call that waits, whichever server request it answers (one
+//!   of another call, or of the GET stream). A call resumed by mistake runs its deadline again
+//!   with the time it had left; a call left waiting by mistake is still ended by `max_pause`.
+//! - Without a session (2026-07-28) the client's answer cannot be matched to a call here, so a
+//!   pause ends only at the bound (or the cap, or the end of the call): after the server's first
+//!   request to its client, such a call has what is left of `max_pause` instead of its
+//!   deadline. The layer still pauses there: a person answering takes longer than a deadline
+//!   sized for the tool's work, and `max_pause` keeps the wait finite.
 //! - A task-augmented `tools/call` answers at once with its task; that answer is the call's
 //!   final response, so the deadline covers only the immediate answer. The task's work is not
 //!   timed by this layer; `tasks/get`, `tasks/result`, `tasks/cancel` are calls of their own,
@@ -159,10 +173,20 @@
 //!
 //! # Configuration
 //!
-//! [`TimeoutLayer::builder`] checks the settings in [`build`](TimeoutBuilder::build);
+//! [`TimeoutLayer::builder`] checks the settings in [`build`](TimeoutBuilder::build):
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | [`builder(d)`](TimeoutLayer::builder) | — | the default deadline (positive) |
+//! | [`tool`](TimeoutBuilder::tool) / [`per_request`](TimeoutBuilder::per_request) | none | deadlines per tool / per request |
+//! | [`max_total`](TimeoutBuilder::max_total) | none | absolute cap from the call's start |
+//! | [`reset_on_progress`](TimeoutBuilder::reset_on_progress) | off | progress starts the deadline anew (needs the cap) |
+//! | [`max_pause`](TimeoutBuilder::max_pause) | 10 min | longest a call may stay paused waiting on its client, in all (positive, at most 24 h) |
+//! | [`boundary_grace`](TimeoutBuilder::boundary_grace) | 100 ms | how long an event cut by the deadline gets to end |
+//!
 //! [`TimeoutLayer::from_env`] reads `MCP_CALL_TIMEOUT_MS` (unset: no layer),
-//! `MCP_CALL_TIMEOUT_MAX_MS` and `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS`, with errors naming the
-//! variable.
+//! `MCP_CALL_TIMEOUT_MAX_MS`, `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` and `MCP_CALL_MAX_PAUSE_MS`,
+//! with errors naming the variable.
 //!
 //! # Ordering
 //!
@@ -206,6 +230,7 @@ mod service;
 
 pub use self::body::TimeoutBody;
 pub use self::layer::{
-    ENV_MAX_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, TimeoutBuilder, TimeoutLayer,
+    ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, TimeoutBuilder,
+    TimeoutLayer,
 };
 pub use self::service::Timeout;

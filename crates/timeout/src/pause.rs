@@ -8,11 +8,13 @@
 //! such call as answered ([`CompletionHandle::server_request_answered`]) and wakes its body,
 //! whose clock then runs again.
 //!
-//! The observer does not record the ids of the server's requests, so with several calls of one
-//! session waiting at once, an answer may be counted for another waiting call of that session
-//! than the one it answers: the counts stay right, the order may not. Without a session
-//! (2026-07-28) answers cannot be matched here; such a pause lasts until the call ends or the
-//! absolute cap.
+//! Answers are matched by session, not by JSON-RPC id: the observer does not record the ids of
+//! the server's requests (and this layer does not parse the stream again to find them). So with
+//! several calls of one session waiting at once, an answer may be counted for another waiting
+//! call of that session than the one it answers, and an answer to a request of the session's
+//! GET stream is counted for a waiting call too. Without a session (2026-07-28) answers cannot
+//! be matched here at all. In every case the clock's pause budget (`max_pause`) bounds how long
+//! a call stays paused, whether or not its answer is ever matched.
 //!
 //! The table holds only calls that are waiting on the client, so it is small; its lock is
 //! taken when a call starts or stops waiting and for each answer POST, never per frame.

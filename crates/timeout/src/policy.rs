@@ -19,6 +19,7 @@ pub(crate) struct Policy {
     pub(crate) per_request: Option<PerRequest>,
     pub(crate) reset_on_progress: bool,
     pub(crate) max_total: Option<Duration>,
+    pub(crate) max_pause: Duration,
     pub(crate) boundary_grace: Duration,
 }
 
@@ -30,6 +31,7 @@ impl fmt::Debug for Policy {
             .field("per_request", &self.per_request.as_ref().map(|_| "fn"))
             .field("reset_on_progress", &self.reset_on_progress)
             .field("max_total", &self.max_total)
+            .field("max_pause", &self.max_pause)
             .field("boundary_grace", &self.boundary_grace)
             .finish()
     }
@@ -69,6 +71,7 @@ mod tests {
             per_request: None,
             reset_on_progress: false,
             max_total: None,
+            max_pause: Duration::from_secs(600),
             boundary_grace: Duration::from_millis(100),
         }
     }

@@ -90,6 +90,7 @@ impl<S> Timeout<S> {
             p.duration_for(facts),
             p.reset_on_progress,
             p.max_total,
+            p.max_pause,
         )
     }
 }
@@ -139,16 +140,10 @@ where
             session,
             grace: self.shared.policy.boundary_grace,
         };
-        let wake = clock.wake_at().unwrap_or(clock_far());
+        let wake = clock.wake_at();
         let future = self.inner.call(req);
         ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
     }
-}
-
-/// Before the headers nothing pauses the clock, so it always has a wake time; this is only a
-/// fallback.
-fn clock_far() -> Instant {
-    crate::clock::after(Instant::now(), std::time::Duration::MAX)
 }
 
 impl<S> Service<ToolCall> for Timeout<S>
@@ -165,7 +160,7 @@ where
     }
 
     fn call(&mut self, req: ToolCall) -> Self::Future {
-        let wake = self.clock(req.mcp()).wake_at().unwrap_or(clock_far());
+        let wake = self.clock(req.mcp()).wake_at();
         CallFuture::new(self.inner.call(req), tokio::time::sleep_until(wake))
     }
 }

@@ -680,6 +680,123 @@ async fn the_cap_bounds_a_pause() {
     assert_timeout_event(&text(now(&mut body)), json!(1));
 }
 
+/// An elicitation nobody answers, in a 2025-11-25 session: the pause ends at the layer's
+/// default bound (10 min), like a deadline: the error event and `notifications/cancelled`.
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_pause_ends_at_the_default_bound() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "ask", V2025, Some("s-1")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    advance(ms(30)).await;
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    advance(Duration::from_secs(600) - ms(1)).await;
+    assert!(now(&mut body).is_none(), "still paused");
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    assert!(tx.is_closed());
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 1, "s-1", "request timed out");
+}
+
+/// Under 2026-07-28 no answer can end a pause here: `max_pause` does, with the in-stream
+/// timeout error, before a cap that comes later.
+#[tokio::test(start_paused = true)]
+async fn max_pause_ends_a_sessionless_pause() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .max_pause(ms(5_000))
+        .max_total(ms(60_000))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let start = Instant::now();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(6, "ask", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    advance(ms(40)).await;
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    // The client's answer (no session to match it by) changes nothing.
+    let answer_post = facts_req(
+        McpRequest::new(MessageKind::Response, None, Some(900.into())),
+        None,
+        V2026,
+    );
+    let _ = exchange(
+        &mut svc,
+        &mut handle,
+        answer_post,
+        Response::builder().status(202).body(script().1).unwrap(),
+    )
+    .await;
+    assert_eq!(h.server_requests_outstanding(), 1);
+    advance(ms(4_999)).await;
+    assert!(now(&mut body).is_none(), "still paused");
+    advance(ms(1)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(6));
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(start.elapsed(), ms(5_040));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    assert!(tx.is_closed(), "closing the stream is the cancellation");
+    drop(body);
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+/// A reader waiting on a paused body with nothing arriving is woken by the bound.
+#[tokio::test(start_paused = true)]
+async fn max_pause_wakes_a_waiting_reader() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .max_pause(ms(2_000))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "ask", V2025, Some("s-1")),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.event(elicitation(900));
+    let _ = text(now(&mut body));
+    let start = Instant::now();
+    let frame = tokio::time::timeout(ms(60_000), body.frame())
+        .await
+        .expect("the bound ends the pause")
+        .unwrap()
+        .unwrap();
+    assert_timeout_event(
+        std::str::from_utf8(frame.data_ref().unwrap()).unwrap(),
+        json!(1),
+    );
+    assert_eq!(start.elapsed(), ms(2_000));
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 1, "s-1", "request timed out");
+}
+
 // === the caller going away ===
 
 #[tokio::test(start_paused = true)]
