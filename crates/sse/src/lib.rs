@@ -130,8 +130,14 @@
 //!         header::WWW_AUTHENTICATE,
 //!         header::RETRY_AFTER,
 //!         HeaderName::from_static("x-request-id"),
+//!         HeaderName::from_static("ratelimit"),
+//!         HeaderName::from_static("ratelimit-policy"),
 //!     ]);
 //! ```
+//!
+//! 2026-07-28 clients may also send `Mcp-Param-<name>` headers mirroring a request's parameters;
+//! a fixed list cannot name them all, so either add the ones your tools use or let the preflight
+//! decide with `AllowHeaders::mirror_request()`.
 //!
 //! List origins explicitly (a wildcard origin cannot be combined with credentials, and an MCP
 //! endpoint reachable from any page invites DNS-rebinding attacks; rmcp also checks `Host`).
