@@ -142,7 +142,12 @@ impl Settings {
                 .map_err(|e| e.to_string())?,
             bulkhead: BulkheadLayer::from_lookup(lookup)
                 .map_err(|e| e.to_string())?
-                .by_tool(tools),
+                .by_tool(tools)
+                // Streams without a principal (auth off) count per client address.
+                .peer_addr_with(|ext| {
+                    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0)
+                }),
             timeout,
         })
     }

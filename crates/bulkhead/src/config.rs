@@ -1,7 +1,10 @@
 //! Settings, their validation, and `MCP_BULKHEAD_*` environment variables.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use http::Extensions;
 
 use crate::keys::Keying;
 use crate::pool::MAX_PERMITS;
@@ -23,6 +26,12 @@ pub const ENV_MAX_QUEUE: &str = "MCP_BULKHEAD_MAX_QUEUE";
 pub const ENV_MAX_WAIT_MS: &str = "MCP_BULKHEAD_MAX_WAIT_MS";
 /// Environment variable: open long-lived streams per principal (0 or more, or `off`; default 4).
 pub const ENV_STREAMS_PER_PRINCIPAL: &str = "MCP_BULKHEAD_STREAMS_PER_PRINCIPAL";
+
+/// Where a bulkhead finds the peer address of a request, to count long-lived streams without
+/// a principal per client; see [`BulkheadLayer::peer_addr_with`].
+///
+/// [`BulkheadLayer::peer_addr_with`]: crate::BulkheadLayer::peer_addr_with
+pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
 
 /// A bulkhead setting that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +92,8 @@ pub(crate) struct Config {
     /// `None`: long-lived streams are not bounded.
     pub(crate) streams_per_principal: Option<usize>,
     pub(crate) max_stream_principals: usize,
+    /// `None`: a plain `SocketAddr` extension, read in line.
+    pub(crate) peer_addr: Option<PeerAddrFn>,
     pub(crate) backpressure: bool,
 }
 
@@ -97,6 +108,7 @@ impl Config {
             max_keys: DEFAULT_MAX_KEYS,
             streams_per_principal: Some(DEFAULT_STREAMS_PER_PRINCIPAL),
             max_stream_principals: DEFAULT_MAX_STREAM_PRINCIPALS,
+            peer_addr: None,
             backpressure: false,
         })
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tower_armor_mcp::KnownTools;
 use tower_layer::Layer;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, PeerAddrFn};
 use crate::keys::{Keying, Pools};
 use crate::service::Bulkhead;
 use crate::stats::BulkheadStats;
@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) pools: Pools,
     pub(crate) streams: Option<Arc<StreamPool>>,
+    /// `None`: a plain `SocketAddr` extension.
+    pub(crate) peer_addr: Option<PeerAddrFn>,
     pub(crate) max_concurrent: usize,
     pub(crate) max_queue: usize,
 }
@@ -45,6 +47,7 @@ impl Shared {
             streams: config
                 .streams_per_principal
                 .map(|n| Arc::new(StreamPool::new(n, config.max_stream_principals))),
+            peer_addr: config.peer_addr,
             max_concurrent: config.max_concurrent,
             max_queue,
         })
@@ -159,9 +162,14 @@ impl BulkheadLayer {
         self.with(|c| c.max_wait = None)
     }
 
-    /// One pool per tool: a `tools/call` of a tool in `tools` goes to that tool's pool; every other
-    /// call (unknown tool names, other methods, resumptions, requests without facts) shares the
-    /// `unknown` pool. Each pool has the configured permits and line.
+    /// One pool per tool: a `tools/call` of a tool in `tools` goes to that tool's pool; calls of
+    /// other tool names (client-controlled) and requests without facts share the `unknown` pool.
+    /// Calls that are not `tools/call` never take a tool's or `unknown`'s permit: each method has
+    /// its own pool (`method:tools/list`, …; unknown methods share
+    /// [`OTHER_METHODS_KEY`](crate::OTHER_METHODS_KEY), resumptions
+    /// [`RESUME_KEY`](crate::RESUME_KEY)), and the handshake (`initialize`, `server/discover`)
+    /// and `ping` take none. Each pool has the configured permits and line; see
+    /// [Keys](crate#keys).
     ///
     /// `tools` is shared: names learned into it later (for example from `tools/list` answers)
     /// get their own pool from then on.
@@ -189,9 +197,31 @@ impl BulkheadLayer {
     }
 
     /// Open long-lived streams allowed per principal (default 4; 0 refuses every one). Streams
-    /// without a [`Principal`](tower_armor_mcp::Principal) share one anonymous allowance.
+    /// without a [`Principal`](tower_armor_mcp::Principal) have the same allowance per peer IP
+    /// (IPv6 per /64; see [`peer_addr_with`](Self::peer_addr_with)), and share one anonymous
+    /// allowance when the peer address is not known either.
     pub fn streams_per_principal(self, n: usize) -> Self {
         self.with(|c| c.streams_per_principal = Some(n))
+    }
+
+    /// Where the peer address of a long-lived stream without a principal is found (default: a
+    /// plain `SocketAddr` in the request extensions). This crate does not depend on axum; for
+    /// axum's `ConnectInfo` (served with `into_make_service_with_connect_info::<SocketAddr>()`):
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_armor_bulkhead::BulkheadLayer;
+    ///
+    /// let layer = BulkheadLayer::new(8)
+    ///     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+    /// ```
+    ///
+    /// The address is the TCP peer's: behind a reverse proxy every client has the proxy's, so
+    /// they share one allowance (authenticate them, or read the client address the proxy
+    /// passes in a function of your own).
+    pub fn peer_addr_with(self, f: PeerAddrFn) -> Self {
+        self.with(|c| c.peer_addr = Some(f))
     }
 
     /// Does not bound long-lived streams at all.
@@ -199,8 +229,8 @@ impl BulkheadLayer {
         self.with(|c| c.streams_per_principal = None)
     }
 
-    /// How many principals with open streams are tracked one by one (default 4,096); further
-    /// principals share one allowance.
+    /// How many principals (and peers without one) with open streams are tracked one by one
+    /// (default 4,096); further ones share one allowance.
     pub fn max_stream_principals(self, n: usize) -> Self {
         self.with(|c| c.max_stream_principals = n)
     }
@@ -290,6 +320,12 @@ impl BackpressureLayer {
     /// How many principals with open streams are tracked one by one (default 4,096).
     pub fn max_stream_principals(self, n: usize) -> Self {
         self.with(|c| c.max_stream_principals = n)
+    }
+
+    /// Where the peer address of a long-lived stream without a principal is found; see
+    /// [`BulkheadLayer::peer_addr_with`].
+    pub fn peer_addr_with(self, f: PeerAddrFn) -> Self {
+        self.with(|c| c.peer_addr = Some(f))
     }
 
     /// The live counters of this bulkhead.

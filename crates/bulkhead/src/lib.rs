@@ -77,20 +77,24 @@
 //!   reuses a handle an inner layer already put in the answer. Under 2025-11-25 rmcp sends SSE
 //!   headers at once and the result later; the permit is still held until the result.
 //! - **A 2025-11-25 resumption** (GET + `Last-Event-ID`, [`StreamRole::Resume`]) is the same call,
-//!   continued: it takes a call permit like any call (in the `unknown` pool when keyed by tool: a
-//!   GET names no tool) and holds it until the resumed answer ends. The broken stream it resumes
+//!   continued: it takes a call permit like any call (in the [`RESUME_KEY`] pool when keyed by
+//!   tool: a GET names neither tool nor method) and holds it until the resumed answer ends. The broken stream it resumes
 //!   gave its permit back when its body was dropped, so one call holds at most one permit at a
 //!   time; between the break and the resumption the tool keeps running (closing a 2025-11-25
 //!   stream does not cancel it) without a permit.
 //! - **Long-lived streams** (GET listen, `subscriptions/listen`) take no call permit: they would
 //!   hold it for hours. They take a slot in their own pool instead, at most
 //!   [`streams_per_principal`](BulkheadLayer::streams_per_principal) (default 4) per
-//!   [`Principal`] found in the request extensions (streams without one share one anonymous
-//!   allowance), released when the stream's body ends or is dropped. No line: a stream over the
-//!   limit is refused at once.
+//!   [`Principal`] found in the request extensions, released when the stream's body ends or is
+//!   dropped. No line: a stream over the limit is refused at once. Streams without a principal
+//!   (authentication off) have that allowance per peer IP (IPv6: per /64), read from a plain
+//!   `SocketAddr` request extension or where
+//!   [`peer_addr_with`](BulkheadLayer::peer_addr_with) says (axum's `ConnectInfo`, for
+//!   example); only streams whose peer is not known either share one anonymous allowance.
 //! - **Notifications, client responses, session deletes** take nothing: a
 //!   `notifications/cancelled` or the answer to the server's elicitation must never wait behind
-//!   the very calls it concerns.
+//!   the very calls it concerns. Keyed by tool, neither do the handshake (`initialize`,
+//!   `server/discover`) and `ping` (see [Keys](#keys)).
 //!
 //! # Line, wait limit, fairness
 //!
@@ -106,15 +110,37 @@
 //! # Keys
 //!
 //! [`by_tool`](BulkheadLayer::by_tool) gives each tool of a [`KnownTools`] set its own pool; any
-//! other name (client-controlled) and any call that is not a `tools/call` share the `unknown`
-//! pool. [`by_authority`](BulkheadLayer::by_authority) keys by upstream. The key table is bounded
+//! other tool name (client-controlled) shares the `unknown` pool, and so do requests without
+//! facts (without the inspector in front, the bulkhead cannot tell what they are). A bulkhead
+//! keyed by tool bounds the tools, so the rest of the protocol neither takes their permits nor
+//! waits behind them:
+//!
+//! | request | pool |
+//! |---|---|
+//! | `tools/call` of a known tool | the tool's (key: its name) |
+//! | `tools/call` of any other name | `unknown` |
+//! | `initialize`, `server/discover`, `ping` | none |
+//! | other known methods (`tools/list`, `resources/read`, …) | the method's: `method:tools/list`, … |
+//! | any other method (client-controlled name) | [`OTHER_METHODS_KEY`] (`method:other`) |
+//! | a resumption (GET + `Last-Event-ID`) | [`RESUME_KEY`] (`stream:resume`) |
+//! | long-lived streams, notifications, client responses | no call permit (see above) |
+//!
+//! The MCP framework answers the handshake and `ping` without a tool; refusing them because
+//! tools are busy would turn one slow tool into failed connections (and reconnecting clients).
+//! Other methods may be served slowly by server code, so each is bounded, apart from the tools
+//! and from the other methods. Every pool has the configured permits and line. The method pools are a fixed set made on
+//! first use, apart from the key table; their keys contain a `:`, which MCP tool names do not, so
+//! the stats never mix them up with a tool's. [`by_authority`](BulkheadLayer::by_authority) keys
+//! every call, whatever its method, by upstream; the global bulkhead (the default) puts every
+//! call, handshake included, in its one pool. The key table is bounded
 //! ([`max_keys`](BulkheadLayer::max_keys)); keys beyond it share one `overflow` pool.
 //!
 //! # Shared state and stats
 //!
 //! The pools are built once by the layer: every `layer()` call and every clone of the layer or
 //! its services shares them. [`BulkheadStats`] (from [`BulkheadLayer::stats`]) reads running,
-//! queued and refused calls in total and per key, and open long-lived streams.
+//! queued and refused calls in total and per key (tool pools first, then method pools, then
+//! `overflow`), and open long-lived streams (per principal, per peer).
 //!
 //! # Response type
 //!
@@ -131,7 +157,7 @@
 //!
 //! - **After the inspector** (and bearer-auth): the bulkhead reads the request's [`McpRequest`]
 //!   (tool, id, long-lived or not) and [`Principal`]. Without facts every request is one opaque
-//!   call; without a principal every stream is anonymous.
+//!   call; without a principal, streams count per peer address.
 //! - **Inside retry**: each attempt re-enters the bulkhead and takes its own permit (and may be
 //!   refused); a backoff sleep between attempts holds none. A retry layer outside treats
 //!   `BulkheadFull` as retryable with backoff.
@@ -177,9 +203,9 @@ mod streams;
 pub use self::config::{
     ConfigError, DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAM_PRINCIPALS,
     DEFAULT_STREAMS_PER_PRINCIPAL, ENV_MAX_CONCURRENT, ENV_MAX_QUEUE, ENV_MAX_WAIT_MS,
-    ENV_STREAMS_PER_PRINCIPAL,
+    ENV_STREAMS_PER_PRINCIPAL, PeerAddrFn,
 };
-pub use self::keys::{NO_AUTHORITY_KEY, OVERFLOW_KEY};
+pub use self::keys::{NO_AUTHORITY_KEY, OTHER_METHODS_KEY, OVERFLOW_KEY, RESUME_KEY};
 pub use self::layer::{BackpressureLayer, BulkheadLayer};
 pub use self::service::{Bulkhead, STREAMS_KEY};
 pub use self::stats::{BulkheadStats, KeyStats};

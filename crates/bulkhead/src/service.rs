@@ -2,6 +2,7 @@
 //! [`BackpressureLayer`](crate::BackpressureLayer).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -88,30 +89,37 @@ enum Admission {
     Stream,
     /// Notifications, client responses, session deletes: nothing. A `notifications/cancelled`
     /// or the answer to a server's elicitation must never wait behind the calls it concerns.
+    /// Keyed by tool, also the handshake and `ping` (see [`Pools::exempts`]).
     Pass,
 }
 
-fn admission<R: CallRequest>(req: &R) -> Admission {
+#[inline]
+fn admission<R: CallRequest>(req: &R, pools: &Pools) -> Admission {
     match req.mcp() {
         None => Admission::Call,
         Some(m) if m.is_long_lived() => Admission::Stream,
-        Some(m) if m.is_call() => Admission::Call,
+        Some(m) if m.is_call() && !pools.exempts(m) => Admission::Call,
         Some(_) => Admission::Pass,
     }
 }
 
-/// A long-lived stream: a slot in its principal's stream pool (nothing when streams are not
-/// bounded), or a refusal.
+/// A long-lived stream: a slot in its principal's (or without one, its peer's) stream pool
+/// (nothing when streams are not bounded), or a refusal.
 #[inline(never)]
-fn open_stream(shared: &Shared, principal: Option<&Principal>) -> Result<Hold, BoxError> {
+fn open_stream(
+    shared: &Shared,
+    principal: Option<&Principal>,
+    peer: Option<SocketAddr>,
+) -> Result<Hold, BoxError> {
     let Some(streams) = &shared.streams else {
         return Ok(Hold::None);
     };
-    match streams.try_open(principal) {
+    match streams.try_open(principal, peer.map(|a| a.ip())) {
         Some(slot) => Ok(Hold::Stream(Box::new(slot))),
         None => {
             tracing::debug!(
                 principal = principal.map(Principal::name),
+                peer = ?peer.map(|a| a.ip()),
                 limit = streams.per_principal(),
                 "too many long-lived streams; stream refused"
             );
@@ -221,7 +229,7 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         let id = req.id().map(clone_id);
         // One call of the inner service for every admitted request: the request is moved once.
-        let hold = match admission(&req) {
+        let hold = match admission(&req, &self.shared.pools) {
             // The usual call: a permit now, or a place in line (no reservation is ever made
             // outside backpressure mode).
             Admission::Call if !self.shared.backpressure => match self.shared.pools.acquire(&req) {
@@ -246,7 +254,15 @@ where
             }
             Admission::Stream => {
                 self.reservation = Reservation::None;
-                match open_stream(&self.shared, req.extensions().get::<Principal>()) {
+                let ext = req.extensions();
+                let principal = ext.get::<Principal>();
+                // The peer counts only for streams without a principal.
+                let peer = match (principal, self.shared.peer_addr) {
+                    (Some(_), _) => None,
+                    (None, None) => ext.get::<SocketAddr>().copied(),
+                    (None, Some(f)) => f(ext),
+                };
+                match open_stream(&self.shared, principal, peer) {
                     Ok(hold) => hold,
                     Err(e) => return ResponseFuture::failed(e, id),
                 }

@@ -1,6 +1,7 @@
 //! [`BulkheadStats`]: a cloneable handle on a bulkhead's live counters.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tower_armor_mcp::Principal;
@@ -78,7 +79,9 @@ impl BulkheadStats {
         self.shared.pools.all().iter().map(|p| p.rejected()).sum()
     }
 
-    /// The counters of every pool created so far, by key (the `overflow` pool last, once used).
+    /// The counters of every pool created so far: the key table's by key (tools and `unknown`,
+    /// or upstreams), then, keyed by tool, the method pools by key (`method:…`,
+    /// [`RESUME_KEY`](crate::RESUME_KEY)), and the `overflow` pool last, once used.
     pub fn keys(&self) -> Vec<KeyStats> {
         self.shared
             .pools
@@ -99,12 +102,22 @@ impl BulkheadStats {
         self.shared.streams.as_ref().map_or(0, |s| s.open_total())
     }
 
-    /// Open long-lived streams of one principal (`None`: anonymous streams).
+    /// Open long-lived streams of one principal (`None`: streams without a principal, every peer
+    /// together).
     pub fn streams_open_for(&self, principal: Option<&Principal>) -> usize {
         self.shared
             .streams
             .as_ref()
             .map_or(0, |s| s.open_for(principal))
+    }
+
+    /// Open long-lived streams without a principal counted against `peer`'s allowance (for an
+    /// IPv6 peer, its /64's).
+    pub fn streams_open_from(&self, peer: IpAddr) -> usize {
+        self.shared
+            .streams
+            .as_ref()
+            .map_or(0, |s| s.open_from(peer))
     }
 
     /// Long-lived streams refused so far.

@@ -2,10 +2,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
@@ -14,7 +16,7 @@ use serde_json::{Map, json};
 use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
 use tower_armor_bulkhead::{
-    BackpressureLayer, Bulkhead, BulkheadLayer, BulkheadStats, STREAMS_KEY,
+    BackpressureLayer, Bulkhead, BulkheadLayer, BulkheadStats, RESUME_KEY, STREAMS_KEY,
 };
 use tower_armor_mcp::error::BulkheadFull;
 use tower_armor_mcp::inspect::McpInspectLayer;
@@ -118,6 +120,22 @@ fn listen(principal: Option<&str>, id: i64) -> Request<McpBody> {
         req.extensions_mut().insert(Principal::new(p));
     }
     req
+}
+
+/// A JSON-RPC request (or, with `kind`, a notification or response) of `method`.
+fn rpc(kind: MessageKind, method: Option<Method>, id: Option<i64>) -> Request<McpBody> {
+    let mut req = Request::post("/mcp").body(McpBody::empty()).unwrap();
+    req.extensions_mut()
+        .insert(McpRequest::new(kind, method, id.map(RequestId::from)));
+    req
+}
+
+/// A call of `method` that the mock answers at once; fails if the bulkhead refuses it.
+async fn answered(svc: &mut Bulkhead<HttpMock>, handle: &mut HttpHandle, req: Request<McpBody>) {
+    let fut = start(svc, req).await;
+    let (_, send) = next(handle).await;
+    send.send_response(Response::new(ChanBody(mpsc::unbounded_channel().1)));
+    fut.await.expect("the bulkhead refused the request");
 }
 
 fn notification() -> Request<McpBody> {
@@ -544,6 +562,58 @@ async fn long_lived_streams_take_a_slot_per_principal_not_a_permit() {
     fut.await.unwrap();
 }
 
+/// Without authentication, each client's streams count against its own peer address.
+#[tokio::test(start_paused = true)]
+async fn anonymous_streams_count_per_peer_address() {
+    let from = |peer: Option<&str>, id: i64| {
+        let mut req = listen(None, id);
+        if let Some(p) = peer {
+            req.extensions_mut()
+                .insert(p.parse::<SocketAddr>().unwrap());
+        }
+        req
+    };
+    let layer = BulkheadLayer::new(1).streams_per_principal(1);
+    let stats = layer.stats();
+    let (mut svc, mut handle) = http(&layer);
+    let mut open = Vec::new();
+    // Two clients (the second on two connections of one IP), then one with no known address.
+    for (peer, id) in [
+        (Some("10.0.0.1:5000"), 1),
+        (Some("10.0.0.2:5000"), 2),
+        (None, 3),
+    ] {
+        let fut = start(&mut svc, from(peer, id)).await;
+        let (_, send) = next(&mut handle).await;
+        let (tx, resp) = sse();
+        send.send_response(resp);
+        open.push((tx, fut.await.expect("each peer has its own allowance")));
+    }
+    let err = refused(start(&mut svc, from(Some("10.0.0.2:6000"), 4)).await.await);
+    assert_eq!(err.key.as_deref(), Some(STREAMS_KEY));
+    refused(start(&mut svc, from(None, 5)).await.await);
+    assert_eq!(stats.streams_open_from("10.0.0.1".parse().unwrap()), 1);
+    assert_eq!(stats.streams_open_for(None), 3);
+    assert_eq!(stats.streams_rejected(), 2);
+
+    // The address can come from elsewhere, such as axum's `ConnectInfo`.
+    let layer = BulkheadLayer::new(1)
+        .streams_per_principal(1)
+        .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+    let (mut svc, mut handle) = http(&layer);
+    for (peer, id) in [("10.0.0.1:1", 1), ("10.0.0.2:1", 2)] {
+        let mut req = listen(None, id);
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let fut = start(&mut svc, req).await;
+        let (_, send) = next(&mut handle).await;
+        let (tx, resp) = sse();
+        send.send_response(resp);
+        open.push((tx, fut.await.expect("each peer has its own allowance")));
+    }
+    assert_eq!(layer.stats().streams_open(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn stream_limits_can_be_turned_off() {
     let layer = BulkheadLayer::new(1).no_stream_limit();
@@ -597,13 +667,14 @@ async fn a_resumption_is_a_call_and_a_get_listen_stream_is_not() {
     let resumed = fut.await.unwrap();
     assert_eq!((stats.streams_open(), stats.running()), (1, 1));
     assert_eq!(
-        stats.key("unknown").unwrap().running,
+        stats.key(RESUME_KEY).unwrap().running,
         1,
-        "a GET names no tool"
+        "a GET names neither tool nor method"
     );
+    assert!(stats.key("unknown").is_none());
     // While the resumed call runs, another call of that pool is refused.
     let again = start(&mut svc, get(Some("0/4"))).await.await;
-    assert_eq!(refused(again).key.as_deref(), Some("unknown"));
+    assert_eq!(refused(again).key.as_deref(), Some(RESUME_KEY));
 
     let mut body = resumed.into_body();
     tx.send(final_event(5)).unwrap(); // a resumption has no id: its first response is final
@@ -677,6 +748,105 @@ async fn keyed_by_tool_each_known_tool_has_its_pool() {
     tools.learn(["echo"]);
     let _echo = start(&mut svc, tool("echo")).await;
     assert_eq!(stats.key("echo").unwrap().running, 1);
+}
+
+/// Keyed by tool, only `tools/call` takes the tool pools: a slow tool and a flood of made-up
+/// tool names (which fill `unknown`) refuse no handshake, `ping` or other method; each other
+/// method is bounded in a pool of its own.
+#[tokio::test(start_paused = true)]
+async fn keyed_by_tool_other_methods_never_wait_behind_tools() {
+    let layer = BulkheadLayer::new(1)
+        .max_queue(0)
+        .by_tool(KnownTools::from_names(["slow"]));
+    let stats = layer.stats();
+    let (mut svc, mut handle) = http(&layer);
+    let req = |m: Method, id: i64| rpc(MessageKind::Request, Some(m), Some(id));
+
+    // `slow` and `unknown` are both busy.
+    let _slow = start(&mut svc, http_call("slow", 1)).await;
+    let _ = next(&mut handle).await;
+    let _made_up = start(&mut svc, http_call("made-up", 2)).await;
+    let _ = next(&mut handle).await;
+    let err = refused(start(&mut svc, http_call("made-up-too", 3)).await.await);
+    assert_eq!(err.key.as_deref(), Some("unknown"));
+
+    // The handshake and ping take no permit: two at once (one permit, no line) both pass.
+    let init_a = start(&mut svc, req(Method::Initialize, 4)).await;
+    let init_b = start(&mut svc, req(Method::Initialize, 5)).await;
+    for _ in 0..2 {
+        let (_, send) = next(&mut handle).await;
+        send.send_response(Response::new(ChanBody(mpsc::unbounded_channel().1)));
+    }
+    init_a.await.unwrap();
+    init_b.await.unwrap();
+    answered(&mut svc, &mut handle, req(Method::Ping, 6)).await;
+    answered(&mut svc, &mut handle, req(Method::ServerDiscover, 7)).await;
+    // Notifications and the client's responses take nothing either.
+    answered(
+        &mut svc,
+        &mut handle,
+        rpc(
+            MessageKind::Notification,
+            Some(Method::NotificationsInitialized),
+            None,
+        ),
+    )
+    .await;
+    answered(
+        &mut svc,
+        &mut handle,
+        rpc(MessageKind::Response, None, Some(0)),
+    )
+    .await;
+
+    // tools/list has its own pool: it runs while the tools are busy, and is bounded there.
+    let _list = start(&mut svc, req(Method::ToolsList, 8)).await;
+    let _ = next(&mut handle).await;
+    let err = refused(start(&mut svc, req(Method::ToolsList, 9)).await.await);
+    assert_eq!(err.key.as_deref(), Some("method:tools/list"));
+    answered(&mut svc, &mut handle, req(Method::ResourcesRead, 10)).await;
+    // Made-up methods share one pool, apart from the rest.
+    let _other = start(&mut svc, req(Method::Other("x/made-up".into()), 11)).await;
+    let _ = next(&mut handle).await;
+    let err = refused(
+        start(&mut svc, req(Method::Other("y/made-up".into()), 12))
+            .await
+            .await,
+    );
+    assert_eq!(
+        err.key.as_deref(),
+        Some(tower_armor_bulkhead::OTHER_METHODS_KEY)
+    );
+
+    // The stats list the tool pools, then the method pools.
+    let keys: Vec<_> = stats
+        .keys()
+        .into_iter()
+        .map(|k| (k.key.unwrap().to_string(), k.running, k.rejected))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("slow".to_string(), 1, 0),
+            ("unknown".to_string(), 1, 1),
+            ("method:other".to_string(), 1, 1),
+            ("method:resources/read".to_string(), 0, 0),
+            ("method:tools/list".to_string(), 1, 1),
+        ]
+    );
+    assert_eq!(stats.key("method:tools/list").unwrap().running, 1);
+    assert_eq!(counts(&stats), (4, 0, 3));
+}
+
+/// The global bulkhead is one pool for every call, the handshake included.
+#[tokio::test(start_paused = true)]
+async fn unkeyed_every_call_shares_the_one_pool() {
+    let layer = BulkheadLayer::new(1).max_queue(0);
+    let (mut svc, mut handle) = http(&layer);
+    let _slow = start(&mut svc, http_call("slow", 1)).await;
+    let _ = next(&mut handle).await;
+    let init = rpc(MessageKind::Request, Some(Method::Initialize), Some(2));
+    assert_eq!(refused(start(&mut svc, init).await.await).key, None);
 }
 
 // === backpressure mode ===
