@@ -123,13 +123,17 @@ impl Settings {
         })
         .map_err(|e| e.to_string())?
         .ok_or("MCP_CALL_TIMEOUT_MS: missing")?;
+        // A rule naming a principal with no token (a typo) restricts no one: warn at start.
+        let allow = ToolAllowListLayer::from_lookup(lookup)
+            .map_err(|e| e.to_string())?
+            .warn_unknown_principals(&auth);
         Ok(Settings {
             addr,
             max_body_bytes,
             correlation: CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             auth,
-            allow: ToolAllowListLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
+            allow,
             rate_limit: tower_armor_rate_limit::Builder::from_lookup(lookup)
                 .map_err(|e| e.to_string())?
                 .known_tools(tools.clone())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use tower_armor_mcp::inspect::headers::SESSION_ID;
 use tower_armor_mcp::{Principal, Secret};
 use tower_layer::Layer;
 
@@ -65,14 +66,23 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// The default exemption: `/healthz`, `/readyz`, and CORS preflights (`OPTIONS` with
-/// `Access-Control-Request-Method`), which browsers send without credentials.
+/// The default exemption: health checks (`GET` or `HEAD` of `/healthz` or `/readyz` without an
+/// `Mcp-Session-Id`) and CORS preflights (`OPTIONS` with `Access-Control-Request-Method`),
+/// which browsers send without credentials.
+///
+/// The path alone is not enough: behind axum's `nest_service("/mcp", …)` the inner path of
+/// `POST /mcp/healthz` is `/healthz`, and the MCP server, which ignores the path, would take it
+/// as an MCP call (or, with a session id, as a request on someone's session).
 pub fn default_exempt(head: RequestHead<'_>) -> bool {
-    matches!(head.path(), "/healthz" | "/readyz")
-        || (head.method() == Method::OPTIONS
-            && head
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD))
+    let method = head.method();
+    if method == Method::OPTIONS {
+        return head
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    }
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(head.path(), "/healthz" | "/readyz")
+        && !head.headers().contains_key(&SESSION_ID)
 }
 
 pub(crate) type Exempt = Arc<dyn Fn(RequestHead<'_>) -> bool + Send + Sync>;
@@ -145,8 +155,11 @@ pub(crate) struct Shared {
 /// [`reload_interval`](BearerAuthBuilder::reload_interval): one small blocking read every few
 /// seconds by whichever request comes first, no background task. The path is resolved at each
 /// read, so a Kubernetes secret's symlink swap is seen. An unreadable, empty or invalid file
-/// later keeps the current tokens and logs an error; content that is valid but incomplete cannot
-/// be told apart, so writers should replace the file atomically (rename), as Kubernetes does.
+/// later keeps the current tokens and logs an error, and so does a file that changed while it
+/// was read (length or modification time differ before and after the read, or the bytes read
+/// differ from the length stat-ed): it is read again at the next check. A writer that pauses
+/// between two writes leaves valid but incomplete content that cannot be told apart, so writers
+/// should still replace the file atomically (rename), as Kubernetes does.
 #[derive(Clone)]
 pub struct BearerAuthLayer {
     pub(crate) shared: Arc<Shared>,
@@ -453,7 +466,12 @@ impl BearerAuthBuilder {
     }
 
     /// Which requests pass without authentication (replaces [`default_exempt`]; call it from
-    /// your predicate to extend the default).
+    /// your predicate to extend the default). Exempt requests reach the server without a
+    /// [`Principal`].
+    ///
+    /// A request that carries an `Mcp-Session-Id` is never exempt, whatever the predicate says:
+    /// it addresses an MCP session, and passing it unauthenticated would skip the session
+    /// binding (anyone could attach to another principal's session).
     pub fn exempt<F>(mut self, predicate: F) -> Self
     where
         F: Fn(RequestHead<'_>) -> bool + Send + Sync + 'static,

@@ -13,7 +13,8 @@
 //!   in the request span, and **removes `Authorization`** before the request goes inward;
 //! - binds each 2025-11-25 session to the principal whose `initialize` created it: another
 //!   principal presenting that `Mcp-Session-Id` gets exactly the answer of an unknown session;
-//! - lets exempt requests through (default: `/healthz`, `/readyz`, CORS preflights);
+//! - lets exempt requests through (default: `GET`/`HEAD` of `/healthz` and `/readyz` without an
+//!   `Mcp-Session-Id`, and CORS preflights; a request with an `Mcp-Session-Id` is never exempt);
 //! - reads `MCP_BEARER_TOKEN` / `MCP_BEARER_TOKEN_FILE` ([`BearerAuthLayer::from_env`]); a token
 //!   file is re-read while serving, so a rotated secret takes effect without a restart.
 //!

@@ -72,7 +72,10 @@ where
             req.headers_mut().remove(header::AUTHORIZATION);
             return ResponseFuture::inner(self.inner.call(req), None);
         };
-        if (shared.exempt)(RequestHead::new(req.method(), req.uri(), req.headers())) {
+        // A request naming a session is never exempt: it would skip the session check below.
+        if !req.headers().contains_key(&SESSION_ID)
+            && (shared.exempt)(RequestHead::new(req.method(), req.uri(), req.headers()))
+        {
             req.headers_mut().remove(header::AUTHORIZATION);
             return ResponseFuture::inner(self.inner.call(req), None);
         }

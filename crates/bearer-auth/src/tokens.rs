@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -252,6 +252,52 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// What `stat` says of a file (following symlinks): its length and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Result<Stamp, String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("cannot stat: {}", e.kind()))?;
+    Ok(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// Whether a read saw the file at rest: the same length and modification time before and after
+/// it, and exactly as many bytes as stat said. Anything else means a writer was at work (or the
+/// file was swapped) while it was read: what was read may be a valid-looking prefix.
+fn at_rest(before: Stamp, after: Stamp, read: usize) -> bool {
+    before == after && u64::try_from(read).is_ok_and(|n| n == before.len)
+}
+
+/// The outcome of [`read_settled`].
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// The file's bytes, read at rest.
+    Bytes(Vec<u8>),
+    /// The file changed while it was read.
+    Changing,
+}
+
+/// Reads `path` with `read` between two stats (see [`at_rest`]).
+fn read_settled(
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<Vec<u8>, String>,
+) -> Result<Settled, String> {
+    let before = stamp(path)?;
+    let bytes = read(path)?;
+    let after = stamp(path)?;
+    Ok(if at_rest(before, after, bytes.len()) {
+        Settled::Bytes(bytes)
+    } else {
+        Settled::Changing
+    })
+}
+
 fn load_file(path: &Path, setting: &'static str) -> Result<(TokenTable, Digest32), ConfigError> {
     let bytes = read_bounded(path).map_err(|e| ConfigError::new(setting, e))?;
     let content_digest = digest(&bytes);
@@ -266,7 +312,9 @@ fn load_file(path: &Path, setting: &'static str) -> Result<(TokenTable, Digest32
 /// The file is read (not only stat-ed) at each check and compared by digest with the last good
 /// content: a same-size rewrite within one timestamp tick is seen too, and so is a Kubernetes
 /// secret's symlink swap (the path is resolved at each open). A check costs one small read every
-/// few seconds on whichever request comes first; the others only load an atomic.
+/// few seconds on whichever request comes first; the others only load an atomic. The file is
+/// stat-ed before and after each read: a file that changed meanwhile (being written) is not
+/// used, the current tokens stay until the next check.
 #[derive(Debug)]
 pub(crate) struct FileTokens {
     path: PathBuf,
@@ -342,8 +390,23 @@ impl FileTokens {
 
     /// Re-reads the file; on any problem keeps the current tokens and logs an error.
     pub(crate) fn reload_now(&self) {
-        let bytes = match read_bounded(&self.path) {
-            Ok(b) => b,
+        self.reload_with(read_bounded);
+    }
+
+    /// [`reload_now`](Self::reload_now) reading the file with `read` (tests simulate a writer).
+    fn reload_with(&self, read: impl FnOnce(&Path) -> Result<Vec<u8>, String>) {
+        let bytes = match read_settled(&self.path, read) {
+            Ok(Settled::Bytes(b)) => b,
+            Ok(Settled::Changing) => {
+                // A half-written file may well parse (a prefix of the token list): never use it.
+                tracing::error!(
+                    setting = self.setting,
+                    path = %self.path.display(),
+                    "token file changed while being read (being written?); keeping the current \
+                     tokens until the next check"
+                );
+                return;
+            }
             Err(e) => {
                 tracing::error!(
                     setting = self.setting,
@@ -481,5 +544,69 @@ mod tests {
         assert!(check_principal("svc-a.b_c@d").is_ok());
         assert!(check_principal(&"a".repeat(65)).is_err());
         assert!(check_principal("a;b").is_err());
+    }
+
+    #[test]
+    fn a_read_counts_only_when_the_file_was_at_rest() {
+        let t0 = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100));
+        let t1 = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(101));
+        let at = |len, modified| Stamp { len, modified };
+        assert!(at_rest(at(10, t0), at(10, t0), 10));
+        assert!(at_rest(at(0, None), at(0, None), 0));
+        assert!(!at_rest(at(10, t0), at(10, t1), 10), "rewritten meanwhile");
+        assert!(!at_rest(at(10, t0), at(14, t1), 10), "grown meanwhile");
+        assert!(
+            !at_rest(at(10, t0), at(10, t0), 6),
+            "fewer bytes than stat said"
+        );
+        assert!(
+            !at_rest(at(10, t0), at(10, t0), 12),
+            "more bytes than stat said"
+        );
+    }
+
+    fn tmp_file(name: &str, content: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tower-armor-bearer-unit-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_written_while_read_keeps_the_old_tokens() {
+        let path = tmp_file("writer", "alice:old-token\n");
+        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
+        assert!(ft.lookup(b"old-token").is_some());
+
+        // The writer has put down the first entry (a valid file on its own) when the read
+        // happens, and finishes right after it.
+        std::fs::write(&path, "alice:new-token\n").unwrap();
+        ft.reload_with(|p| {
+            let bytes = read_bounded(p);
+            let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+            std::io::Write::write_all(&mut f, b"bob:bob-token\n").unwrap();
+            bytes
+        });
+        assert!(ft.lookup(b"old-token").is_some(), "half-written file used");
+        assert!(ft.lookup(b"new-token").is_none());
+
+        // The next check sees the file at rest.
+        ft.reload_now();
+        assert!(ft.lookup(b"old-token").is_none());
+        assert_eq!(ft.lookup(b"new-token").unwrap().name(), "alice");
+        assert_eq!(ft.lookup(b"bob-token").unwrap().name(), "bob");
+
+        // A read that got fewer bytes than stat said (truncated meanwhile) is not used either.
+        std::fs::write(&path, "alice:third-token\n").unwrap();
+        ft.reload_with(|p| read_bounded(p).map(|b| b[..b.len() - 3].to_vec()));
+        assert!(ft.lookup(b"new-token").is_some());
+        assert_eq!(
+            read_settled(&path, read_bounded).unwrap(),
+            Settled::Bytes(b"alice:third-token\n".to_vec())
+        );
     }
 }

@@ -236,6 +236,89 @@ async fn exempt_requests_pass_without_a_principal_and_without_the_token() {
     assert_eq!(fut.await.unwrap().status(), 200);
 }
 
+/// Behind `nest_service("/mcp", …)`, `POST /mcp/healthz` reaches the layer as `/healthz`, and
+/// the MCP server ignores the path: only session-less `GET`/`HEAD` health checks are exempt.
+#[tokio::test(start_paused = true)]
+async fn health_paths_exempt_only_session_less_get_and_head() {
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#;
+    let refused = [
+        Request::post("/healthz")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(call.to_owned())
+            .unwrap(),
+        Request::get("/healthz")
+            .header(SESSION, "s-alice")
+            .body(String::new())
+            .unwrap(),
+        Request::head("/readyz")
+            .header(SESSION, "s-alice")
+            .body(String::new())
+            .unwrap(),
+        Request::delete("/readyz").body(String::new()).unwrap(),
+    ];
+    // A server that answers at once, so a request let through fails the test rather than hang.
+    let server = auth().layer(tower::service_fn(|_r: Req| async {
+        Ok::<_, BoxError>(Resp::new("reached the server".into()))
+    }));
+    for r in refused {
+        let what = format!("{} {}", r.method(), r.uri());
+        let resp = server.clone().oneshot(r).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+    }
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    let passed = [
+        Request::get("/healthz").body(String::new()).unwrap(),
+        Request::head("/readyz").body(String::new()).unwrap(),
+        Request::options("/healthz")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(String::new())
+            .unwrap(),
+    ];
+    for r in passed {
+        let what = format!("{} {}", r.method(), r.uri());
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(r);
+        let (got, send) = handle.next_request().await.unwrap();
+        assert!(got.extensions().get::<Principal>().is_none(), "{what}");
+        send.send_response(Resp::new(String::new()));
+        assert_eq!(fut.await.unwrap().status(), 200, "{what}");
+    }
+
+    // Whatever the predicate says, a request naming a session is authenticated (and so checked
+    // against the session's principal).
+    let layer = BearerAuthLayer::builder()
+        .tokens("alice:alice-tok,bob:bob-tok")
+        .exempt(|_: RequestHead<'_>| true)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    initialize(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
+    let anonymous = Request::get("/mcp")
+        .header(SESSION, "s-alice")
+        .body(String::new())
+        .unwrap();
+    for (r, want) in [
+        (anonymous, StatusCode::UNAUTHORIZED),
+        (
+            with_session("Bearer bob-tok", "s-alice", http::Method::GET),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert!(svc.poll_ready().is_ready());
+        // The mock takes a request as soon as it is called: check before awaiting.
+        let fut = svc.call(r);
+        assert!(handle.poll_request().is_pending(), "reached the server");
+        assert_eq!(fut.await.unwrap().status(), want);
+    }
+    // Without a session id the predicate still decides.
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(req(None));
+    let (got, send) = handle.next_request().await.unwrap();
+    assert!(got.extensions().get::<Principal>().is_none());
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn disabled_auth_passes_everything_but_still_strips_the_token() {
     let layer = BearerAuthLayer::from_lookup(|_| None).unwrap();
@@ -432,8 +515,9 @@ async fn token_file_is_reread_at_most_every_interval_and_bad_content_keeps_the_o
     assert_eq!(status_for(&layer, "first-token").await, 401);
 
     // Empty, half-written and vanished files keep the current tokens.
-    // (A file whose partial content happens to be valid cannot be told apart; Kubernetes swaps a
-    // symlink atomically, and writers should rename into place.)
+    // (A file written while it is read is caught by the stats around the read, see the unit
+    // tests; partial content left at rest that happens to be valid cannot be told apart.
+    // Kubernetes swaps a symlink atomically, and writers should rename into place.)
     for bad in [
         Some(""),
         Some("\n"),
@@ -711,6 +795,55 @@ async fn allow_list_answers_denied_calls_locally_in_the_servers_form() {
     }
 }
 
+/// rmcp replays a request's events to a `GET` + `Last-Event-ID` resumption (from its event
+/// store, or while the request's channel is kept): a replayed `tools/list` answer, whatever its
+/// id, must be filtered like the original.
+#[tokio::test(start_paused = true)]
+async fn allow_list_filters_list_answers_replayed_on_get_streams() {
+    let replay = concat!(
+        "data: \nid: 0/3\nretry: 3000\n\n",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":12,\"result\":{\"tools\":[{\"name\":\"add\"},{\"name\":\"crash\"}]}}\nid: 1/3\n\n",
+        ": keep-alive\n\n",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":13,\"result\":{\"tools\":[{\"name\":\"slow\"}],\"nextCursor\":\"2\"}}\nid: 0/4\n\n",
+    );
+    let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
+    for (who, resume) in [("alice", true), ("alice", false), ("bob", true)] {
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+        assert!(svc.poll_ready().is_ready());
+        let mut b = Request::get("/mcp").header(SESSION, "s");
+        if resume {
+            b = b.header("last-event-id", "0/3");
+        }
+        let mut r = b.body(String::new()).unwrap();
+        r.extensions_mut().insert(Principal::new(who));
+        let fut = svc.call(r);
+        let (_, send) = handle.next_request().await.unwrap();
+        let mut answer = Resp::new(replay.to_owned());
+        answer.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        send.send_response(answer);
+        let resp = fut.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
+        if who == "bob" {
+            assert_eq!(text, replay, "unrestricted: untouched");
+            continue;
+        }
+        assert_eq!(
+            text,
+            concat!(
+                "data: \nid: 0/3\nretry: 3000\n\n",
+                "data: {\"jsonrpc\":\"2.0\",\"id\":12,\"result\":{\"tools\":[{\"name\":\"add\"}]}}\nid: 1/3\n\n",
+                ": keep-alive\n\n",
+                "data: {\"jsonrpc\":\"2.0\",\"id\":13,\"result\":{\"tools\":[],\"nextCursor\":\"2\"}}\nid: 0/4\n\n",
+            ),
+            "resume={resume}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn allow_list_refuses_uninspected_posts_of_restricted_principals() {
     let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
@@ -740,6 +873,65 @@ fn allow_list_from_env() {
             .policy()
             .is_empty()
     );
+}
+
+/// Runs `f` with a subscriber capturing every event at WARN and above; returns the output.
+fn warnings(f: impl FnOnce()) -> String {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn allow_list_warns_once_about_principals_without_a_token() {
+    let auth = BearerAuthLayer::builder()
+        .tokens("alice:alice-tok,bob:bob-tok")
+        .build()
+        .unwrap();
+    let policy = AllowPolicy::parse("Alice:add;bob:*;carol:echo").unwrap();
+    let log = warnings(|| {
+        let layer = ToolAllowListLayer::new(policy.clone()).warn_unknown_principals(&auth);
+        assert_eq!(layer.policy(), &policy, "a warning, not a change");
+    });
+    assert_eq!(log.matches(" WARN ").count(), 1, "{log}");
+    assert!(log.contains(r#"principals=["Alice", "carol"]"#), "{log}");
+    assert!(!log.contains("-tok"), "{log}");
+
+    // Every named principal has a token: quiet. A token file or auth off: not checked.
+    let path = tmp_path("tokens");
+    std::fs::write(&path, "bob:bob-tok\n").unwrap();
+    let from_file = BearerAuthLayer::builder()
+        .token_file(&path)
+        .build()
+        .unwrap();
+    let log = warnings(|| {
+        ToolAllowListLayer::new(AllowPolicy::parse("alice:add;bob:echo").unwrap())
+            .warn_unknown_principals(&auth);
+        ToolAllowListLayer::new(policy.clone()).warn_unknown_principals(&from_file);
+        ToolAllowListLayer::new(policy.clone())
+            .warn_unknown_principals(&BearerAuthLayer::disabled());
+    });
+    assert!(log.is_empty(), "{log}");
 }
 
 #[test]

@@ -15,8 +15,8 @@ use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{McpRequest, Principal};
 use tower_armor_test_support::{
-    CallReply, DEMO_TOOLS, DemoStats, RawClient, RawError, Revision, ServerOptions, TestServer,
-    demo_service, serve, spawn_demo,
+    CallReply, DEMO_TOOLS, DemoStats, RawClient, RawError, Revision, ServerOptions, SseStream,
+    TestServer, demo_service, serve, spawn_demo,
 };
 
 const ALICE: &str = "alice-Tk7wQ2mZ9xR4";
@@ -405,9 +405,69 @@ async fn tools_list_shows_only_the_allowed_tools() {
                 let reply = bounded(other.list_tools()).await.unwrap();
                 assert_eq!(reply.tool_names().len(), DEMO_TOOLS.len(), "{rev}");
                 if rev.is_stateless() {
-                    assert_eq!(reply.result().unwrap()["cacheScope"], "public");
+                    // Some principal is restricted: a shared cache must not hand this full
+                    // catalogue to them.
+                    assert_eq!(reply.result().unwrap()["cacheScope"], "private", "{rev}");
                 }
             }
         }
     }
+}
+
+/// A restricted principal's GET streams are read by the allow-list (a `Last-Event-ID`
+/// resumption may replay a `tools/list` answer; see the mock tests): they still flow, event by
+/// event, and resumption still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_principals_get_streams_still_flow() {
+    let s = stack(false).await;
+    let alice = client(&s.server, Revision::V2025_11_25, ALICE).await;
+    let listen = bounded(alice.open_get_stream()).await.unwrap();
+    assert_eq!(listen.status(), 200);
+    let mut listen = SseStream::new(listen);
+    let priming = bounded(listen.next_event()).await.expect("a priming event");
+    assert!(priming.is_priming(), "{priming:?}");
+
+    // A call stream broken after its priming event, resumed by GET: the rest of the call,
+    // result included, arrives through the filter.
+    let resp =
+        bounded(alice.open_call_stream_with_id(41, "echo", json!({"text": "resumed"}), None))
+            .await
+            .unwrap();
+    let mut stream = SseStream::new(resp);
+    let first = bounded(stream.next_event()).await.expect("a priming event");
+    let resume_from = first.id.expect("rmcp numbers its events");
+    let answer = bounded(stream.next_message()).await.expect("the answer");
+    assert_eq!(answer["result"]["content"][0]["text"], "resumed");
+    drop(stream);
+    let resumed = bounded(alice.open_get_stream_after(&resume_from))
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(resumed.headers()[header::CONTENT_TYPE], "text/event-stream");
+    drop(listen);
+}
+
+/// Behind `nest_service("/mcp", …)` the inner path of `/mcp/healthz` is `/healthz`; rmcp ignores
+/// the path, so only a session-less health check may pass without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_health_paths_do_not_open_the_server() {
+    let s = stack(false).await;
+    let health = format!("{}/healthz", s.server.url());
+    for rev in Revision::ALL {
+        let anonymous = RawClient::new(health.clone(), rev);
+        let reply = bounded(anonymous.call_tool("add", json!({"a": 1, "b": 1})))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{rev}: {reply:?}");
+    }
+    let alice = client(&s.server, Revision::V2025_11_25, ALICE).await;
+    let mut thief = RawClient::new(health, Revision::V2025_11_25);
+    thief.set_session_id(alice.session_id().map(str::to_owned));
+    let get = bounded(thief.open_get_stream()).await.unwrap();
+    assert_eq!(get.status(), 401);
+    assert!(
+        s.probe.all().iter().all(|e| e.principal.is_some()),
+        "{:?}",
+        s.probe.all()
+    );
 }

@@ -5,7 +5,9 @@
 //! - SSE answers are streamed: every event and comment is forwarded as soon as it is complete
 //!   (zero-copy when it lies within one frame); only the event being read is held, so the
 //!   `tools/list` result event can be replaced by its filtered version (same `id:` and `event:`
-//!   fields). After that event everything passes untouched, frame by frame.
+//!   fields). After that event everything passes untouched, frame by frame. A GET stream
+//!   (listen, or a `Last-Event-ID` resumption replaying an earlier answer) is read to its end:
+//!   every list result in it is filtered.
 //!
 //! Fail closed: a result that cannot be filtered, or that exceeds the size bound, is replaced by
 //! a JSON-RPC error (local code `-31502`) for the request; a stream that ends or fails in the
@@ -25,7 +27,7 @@ use tower_armor_mcp::jsonrpc::error_body;
 use tower_armor_mcp::sse::SseParser;
 
 use super::policy::ToolSet;
-use super::rewrite::{Rewrite, rewrite_list};
+use super::rewrite::{Rewrite, Target, rewrite_list};
 
 /// The largest `tools/list` answer (JSON body or one SSE event) that is filtered: 16 MiB.
 pub const MAX_LIST_BYTES: usize = 16 << 20;
@@ -35,18 +37,31 @@ const UNFILTERABLE: &str = "tools/list answer could not be filtered";
 /// What a `tools/list` answer is filtered with.
 #[derive(Debug, Clone)]
 pub(crate) struct ListFilter {
-    pub(crate) id: RequestId,
-    pub(crate) allowed: ToolSet,
+    pub(crate) target: Target,
+    /// `None`: every tool is kept (an unrestricted principal; only the scope is set).
+    pub(crate) allowed: Option<ToolSet>,
     pub(crate) private: bool,
 }
 
 impl ListFilter {
     fn rewrite(&self, message: &[u8]) -> Rewrite {
-        rewrite_list(message, &self.id, &self.allowed, self.private)
+        rewrite_list(message, &self.target, self.allowed.as_ref(), self.private)
     }
 
-    fn error_message(&self) -> Bytes {
-        error_body(Some(&self.id), CODE_BAD_GATEWAY, UNFILTERABLE, None)
+    /// The error that replaces an answer that cannot be filtered: for `id`, else for the
+    /// request whose answer is filtered (if known).
+    fn error_message(&self, id: Option<&RequestId>) -> Bytes {
+        let id = id.or(match &self.target {
+            Target::Request(id) => Some(id),
+            Target::AnyList => None,
+        });
+        error_body(id, CODE_BAD_GATEWAY, UNFILTERABLE, None)
+    }
+
+    /// Whether the answer holds one list at most (the answer to one request): once it has
+    /// passed, the rest of the stream is not looked at.
+    fn single(&self) -> bool {
+        matches!(self.target, Target::Request(_))
     }
 }
 
@@ -197,10 +212,19 @@ fn sse_event(json: &[u8], event: Option<&[u8]>, id: Option<&[u8]>) -> Bytes {
 }
 
 impl SseState {
-    /// Splits `data` into complete events/comments, rewriting the result event.
+    /// Splits `data` into complete events/comments, rewriting list result events.
     fn process(&mut self, data: Bytes) {
         let mut unit_start = 0;
         let mut pos = 0;
+        if self.skip_lf && !data.is_empty() {
+            self.skip_lf = false;
+            if data[0] == b'\n' {
+                // The `\n` of a rewritten event's `\r\n`: the parser must see it, the client not.
+                self.parser.feed(&data[..1], |_| {});
+                unit_start = 1;
+                pos = 1;
+            }
+        }
         while pos < data.len() {
             let end =
                 memchr::memchr2(b'\n', b'\r', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
@@ -208,18 +232,20 @@ impl SseState {
             let filter = &self.filter;
             self.parser.feed(&data[pos..end], |ev| {
                 let r = if ev.truncated {
-                    // Only an event that could be our answer matters; a truncated one cannot be
-                    // checked, so it is treated as ours.
-                    Rewrite::Unfilterable
+                    // Only an event that could be a list answer matters; a truncated one cannot
+                    // be checked, so it is treated as one.
+                    Rewrite::Unfilterable(None)
                 } else {
                     filter.rewrite(ev.data)
                 };
                 replacement = match r {
                     Rewrite::Unchanged => None,
                     Rewrite::Rewritten(json) => Some(sse_event(&json, ev.event, ev.id)),
-                    Rewrite::Unfilterable => {
-                        Some(sse_event(&filter.error_message(), ev.event, ev.id))
-                    }
+                    Rewrite::Unfilterable(id) => Some(sse_event(
+                        &filter.error_message(id.as_ref()),
+                        ev.event,
+                        ev.id,
+                    )),
                 };
             });
             pos = end;
@@ -228,25 +254,31 @@ impl SseState {
                 // raw bytes are dropped, the filtered event goes out instead.
                 self.held.clear();
                 self.ready.push_back(r);
-                self.done = true;
-                // Whatever follows the blank line that ended the event passes untouched.
-                let rest = data.slice(pos..);
-                let rest = if self.parser.at_boundary() {
-                    rest
-                } else {
-                    // A `\r` ended the event; a `\n` may follow it, here or in the next frame.
-                    let mut r = rest;
-                    if r.first() == Some(&b'\n') {
-                        r.advance(1);
-                    } else if r.is_empty() {
+                // A `\r` that ended the event may be followed by a `\n`, here or in the next
+                // frame: it belongs to the dropped raw event.
+                let mut lf = false;
+                if !self.parser.at_boundary() {
+                    if data.get(pos) == Some(&b'\n') {
+                        lf = true;
+                    } else if pos == data.len() {
                         self.skip_lf = true;
                     }
-                    r
-                };
-                if !rest.is_empty() {
-                    self.ready.push_back(rest);
                 }
-                return;
+                if self.filter.single() {
+                    self.done = true;
+                    // Whatever follows the blank line that ended the event passes untouched.
+                    let rest = data.slice(pos + usize::from(lf)..);
+                    if !rest.is_empty() {
+                        self.ready.push_back(rest);
+                    }
+                    return;
+                }
+                if lf {
+                    self.parser.feed(&data[pos..pos + 1], |_| {});
+                    pos += 1;
+                }
+                unit_start = pos;
+                continue;
             }
             if self.parser.at_boundary() {
                 let unit = if self.held.is_empty() {
@@ -266,7 +298,7 @@ impl SseState {
             if self.held.len() > MAX_LIST_BYTES + 4096 {
                 // An event larger than any list we filter: fail closed.
                 self.held.clear();
-                let err = self.filter.error_message();
+                let err = self.filter.error_message(None);
                 self.ready.push_back(sse_event(&err, None, None));
                 self.end = true;
             }
@@ -319,12 +351,12 @@ where
                 }
                 state.finished = true;
                 let out = if state.overflow {
-                    state.filter.error_message()
+                    state.filter.error_message(None)
                 } else {
                     match state.filter.rewrite(&state.buf) {
                         Rewrite::Unchanged => std::mem::take(&mut state.buf).freeze(),
                         Rewrite::Rewritten(v) => Bytes::from(v),
-                        Rewrite::Unfilterable => state.filter.error_message(),
+                        Rewrite::Unfilterable(id) => state.filter.error_message(id.as_ref()),
                     }
                 };
                 Poll::Ready(Some(Ok(Frame::data(out))))
@@ -419,16 +451,29 @@ mod tests {
 
     use super::*;
 
+    fn allowed() -> Option<ToolSet> {
+        Some(Arc::new(
+            ["add", "echo"]
+                .into_iter()
+                .map(Box::<str>::from)
+                .collect::<HashSet<_>>(),
+        ))
+    }
+
     fn filter(private: bool) -> ListFilter {
         ListFilter {
-            id: RequestId::Number(7),
-            allowed: Arc::new(
-                ["add", "echo"]
-                    .into_iter()
-                    .map(Box::<str>::from)
-                    .collect::<HashSet<_>>(),
-            ),
+            target: Target::Request(RequestId::Number(7)),
+            allowed: allowed(),
             private,
+        }
+    }
+
+    /// The filter of a GET stream.
+    fn any_filter() -> ListFilter {
+        ListFilter {
+            target: Target::AnyList,
+            allowed: allowed(),
+            private: false,
         }
     }
 
@@ -545,7 +590,75 @@ mod tests {
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
+    /// A resumed GET stream: two replayed list answers (ids this layer never saw), a tool
+    /// result, a keep-alive, CRLF line ends.
+    fn get_stream_text() -> String {
+        let list = |id: u32| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"add"}},{{"name":"crash"}},{{"name":"echo"}}]}}}}"#
+            )
+        };
+        format!(
+            "data: {}\nid: 0/1\n\n: keep-alive\n\ndata: {{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{{\"content\":[]}}}}\nid: 0/2\r\n\r\ndata: {}\r\nid: 1/1\r\n\r\ndata: after\n\n",
+            list(1),
+            list(2)
+        )
+    }
+
+    fn get_expected_text() -> String {
+        let list = |id: u32| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"add"}},{{"name":"echo"}}]}}}}"#
+            )
+        };
+        format!(
+            "data: {}\nid: 0/1\n\n: keep-alive\n\ndata: {{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{{\"content\":[]}}}}\nid: 0/2\r\n\r\ndata: {}\nid: 1/1\n\ndata: after\n\n",
+            list(1),
+            list(2)
+        )
+    }
+
+    #[tokio::test]
+    async fn every_list_in_a_get_stream_is_filtered() {
+        let body = AllowBody::sse(chunked(vec![get_stream_text().into_bytes()]), any_filter());
+        let frames = collect_frames(body).await;
+        let text = String::from_utf8(frames.concat()).unwrap();
+        assert!(!text.contains("crash"), "{text}");
+        assert_eq!(text, get_expected_text());
+        // A malformed list in a GET stream becomes an error for its id, and the stream goes on.
+        let bad = "data: {\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"tools\":{\"name\":\"crash\"}}}\n\ndata: next\n\n";
+        let frames = collect_frames(AllowBody::sse(
+            chunked(vec![bad.as_bytes().to_vec()]),
+            any_filter(),
+        ))
+        .await;
+        let text = String::from_utf8(frames.concat()).unwrap();
+        assert!(!text.contains("crash"), "{text}");
+        assert!(
+            text.starts_with("data: {\"jsonrpc\":\"2.0\",\"id\":4,\"error\":{\"code\":-31502"),
+            "{text}"
+        );
+        assert!(text.ends_with("data: next\n\n"), "{text}");
+    }
+
     proptest! {
+        #[test]
+        fn any_framing_of_a_get_stream_gives_the_same_bytes(cuts in proptest::collection::vec(0usize..900, 0..12)) {
+            let bytes = get_stream_text().into_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                parts.push(bytes[last..c].to_vec());
+                last = c;
+            }
+            parts.push(bytes[last..].to_vec());
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let frames = rt.block_on(collect_frames(AllowBody::sse(chunked(parts), any_filter())));
+            prop_assert_eq!(String::from_utf8(frames.concat()).unwrap(), get_expected_text());
+        }
+
         #[test]
         fn any_framing_gives_the_same_bytes(cuts in proptest::collection::vec(0usize..400, 0..12), crlf in any::<bool>()) {
             let mut text = stream_text();

@@ -6,10 +6,14 @@ use tower_layer::Layer;
 use super::policy::{AllowPolicy, ENV_TOOL_ALLOW};
 use super::service::ToolAllowList;
 use crate::error::ConfigError;
+use crate::layer::BearerAuthLayer;
+use crate::tokens::TokenStore;
 
 #[derive(Clone, Debug)]
 pub(crate) struct AllowShared {
     pub(crate) policy: AllowPolicy,
+    /// The policy restricts somebody (so list answers of everybody are private).
+    pub(crate) restricts: bool,
     pub(crate) json_response: bool,
     pub(crate) sse_retry: Option<Duration>,
 }
@@ -31,6 +35,7 @@ impl ToolAllowListLayer {
     pub fn new(policy: AllowPolicy) -> Self {
         ToolAllowListLayer {
             shared: Arc::new(AllowShared {
+                restricts: !policy.is_empty(),
                 policy,
                 json_response: false,
                 sse_retry: Some(Self::DEFAULT_SSE_RETRY),
@@ -75,6 +80,34 @@ impl ToolAllowListLayer {
     /// The policy.
     pub fn policy(&self) -> &AllowPolicy {
         &self.shared.policy
+    }
+
+    /// Checks the policy against `auth`'s principals: logs one warning (`tracing::warn!`)
+    /// naming every principal a rule names but no token has, most likely a typo (`Alice` for
+    /// `alice`) that leaves the intended principal unrestricted. Never fails.
+    ///
+    /// Checked only when `auth`'s tokens are fixed at build time (given directly or through
+    /// `MCP_BEARER_TOKEN`): a token file may bring the principal later, and with authentication
+    /// off no request has a principal at all.
+    pub fn warn_unknown_principals(self, auth: &BearerAuthLayer) -> Self {
+        let Some(TokenStore::Static(tokens)) = &auth.shared.tokens else {
+            return self;
+        };
+        let known = tokens.principals();
+        let unknown: Vec<&str> = self
+            .shared
+            .policy
+            .named()
+            .into_iter()
+            .filter(|name| known.binary_search_by(|k| k.as_str().cmp(name)).is_err())
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                principals = ?unknown,
+                "tool allow-list names principals that have no token (a typo?); their rules apply to nobody"
+            );
+        }
+        self
     }
 }
 

@@ -11,8 +11,16 @@
 //!   2026-07-28 (or whenever the server gave a `cacheScope`), is marked `cacheScope: "private"`:
 //!   an absent scope means public, and a shared cache would serve one principal's catalogue to
 //!   another. SSE answers are streamed; only the event being read is held (see [`AllowBody`]).
-//! - Requests of unrestricted principals, and without a [`Principal`](tower_armor_mcp::Principal)
-//!   (auth off, exempt paths), pass untouched.
+//! - A restricted principal's GET streams (the 2025-11-25 listen stream, and `Last-Event-ID`
+//!   resumptions, on which rmcp replays answers to earlier requests) are read to their end:
+//!   every response in them whose `result` has a `tools` member is filtered the same way,
+//!   whatever request it answers. A replayed `tools/call` result cannot be told from another
+//!   tool's; only calls this layer let through have results, so none is filtered.
+//! - As soon as the policy restricts anybody, every 2026-07-28 `tools/list` answer is marked
+//!   `cacheScope: "private"`, the full catalogue of unrestricted principals included: a shared
+//!   cache keyed without the principal would otherwise serve it to a restricted one.
+//! - Otherwise, requests of unrestricted principals, and without a
+//!   [`Principal`](tower_armor_mcp::Principal) (auth off, exempt paths), pass untouched.
 //!
 //! # Ordering
 //!

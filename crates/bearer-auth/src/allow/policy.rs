@@ -153,6 +153,13 @@ impl AllowPolicy {
         }
     }
 
+    /// The principals named by a rule, sorted.
+    pub(crate) fn named(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.rules.keys().map(|k| &**k).collect();
+        v.sort_unstable();
+        v
+    }
+
     pub(crate) fn access(&self, principal: Option<&Principal>) -> Access<'_> {
         match principal.and_then(|p| self.rules.get(p.name())) {
             None | Some(Rule::All) => Access::All,

@@ -12,6 +12,7 @@ use super::body::{AllowBody, ListFilter};
 use super::future::AllowFuture;
 use super::layer::AllowShared;
 use super::policy::Access;
+use super::rewrite::Target;
 
 /// The message rmcp answers for an unknown tool (with `-32602`).
 pub(crate) const TOOL_NOT_FOUND: &str = "tool not found";
@@ -69,9 +70,24 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
         let allowed = match shared.policy.access(req.extensions().get::<Principal>()) {
-            Access::All => return AllowFuture::inner(self.inner.call(req), None),
+            Access::All => {
+                let filter = shared.restricts.then(|| scope_only(&req)).flatten();
+                return AllowFuture::inner(self.inner.call(req), filter);
+            }
             Access::Only(set) => Arc::clone(set),
         };
+        if req.method() == http::Method::GET {
+            // A GET stream carries answers to earlier requests: rmcp replays a finished
+            // request's events to a `Last-Event-ID` resumption. Every list answer in it is
+            // filtered, whatever request it answered. (A tool's result cannot be told from
+            // another's there, but only calls this layer let through have results.)
+            let filter = ListFilter {
+                target: Target::AnyList,
+                allowed: Some(allowed),
+                private: false,
+            };
+            return AllowFuture::inner(self.inner.call(req), Some(filter));
+        }
         let Some(facts) = req.extensions().get::<McpRequest>() else {
             if req.method() == http::Method::POST {
                 tracing::error!(
@@ -98,8 +114,8 @@ where
             }
             Some(Method::ToolsList) if facts.kind() == MessageKind::Request => {
                 let filter = facts.id().map(|id| ListFilter {
-                    id: id.clone(),
-                    allowed,
+                    target: Target::Request(id.clone()),
+                    allowed: Some(allowed),
                     private: facts.revision() == Some(ProtocolRevision::V2026_07_28),
                 });
                 AllowFuture::inner(self.inner.call(req), filter)
@@ -107,6 +123,24 @@ where
             _ => AllowFuture::inner(self.inner.call(req), None),
         }
     }
+}
+
+/// For a principal who sees every tool while others do not: a 2026-07-28 `tools/list` answer
+/// is marked `cacheScope: "private"` all the same. A shared cache keyed without the principal
+/// would otherwise serve this full catalogue to a restricted principal.
+fn scope_only<B>(req: &Request<B>) -> Option<ListFilter> {
+    let facts = req.extensions().get::<McpRequest>()?;
+    if !matches!(facts.method(), Some(Method::ToolsList))
+        || facts.kind() != MessageKind::Request
+        || facts.revision() != Some(ProtocolRevision::V2026_07_28)
+    {
+        return None;
+    }
+    Some(ListFilter {
+        target: Target::Request(facts.id()?.clone()),
+        allowed: None,
+        private: true,
+    })
 }
 
 /// The answer rmcp gives for an unknown tool, in the form it would use for this request: SSE with
