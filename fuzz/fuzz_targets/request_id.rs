@@ -45,6 +45,14 @@ fuzz_target!(|data: &[u8]| {
                 RejectReason::Invalid(e) => {
                     assert!(!two);
                     assert_eq!(CorrelationId::parse(first), Err(e));
+                    // Refused only when it really breaks the rules (checked byte by byte here,
+                    // against the chunked check in the crate).
+                    assert!(
+                        !(1..=CorrelationId::MAX_LEN).contains(&first.len())
+                            || first
+                                .iter()
+                                .any(|b| !(b.is_ascii_alphanumeric() || b".:_-".contains(b)))
+                    );
                 }
             }
         }
