@@ -73,8 +73,9 @@ where
             return ResponseFuture::inner(self.inner.call(req), None);
         };
         // A request naming a session is never exempt: it would skip the session check below.
-        if !req.headers().contains_key(&SESSION_ID)
-            && (shared.exempt)(RequestHead::new(req.method(), req.uri(), req.headers()))
+        // (Asked only of exempt requests: the usual call looks the header up once, below.)
+        if (shared.exempt)(RequestHead::new(req.method(), req.uri(), req.headers()))
+            && !req.headers().contains_key(&SESSION_ID)
         {
             req.headers_mut().remove(header::AUTHORIZATION);
             return ResponseFuture::inner(self.inner.call(req), None);

@@ -875,8 +875,8 @@ fn allow_list_from_env() {
     );
 }
 
-/// Runs `f` with a subscriber capturing every event at WARN and above; returns the output.
-fn warnings(f: impl FnOnce()) -> String {
+/// Runs `f` with a subscriber capturing every event at `level` and above; returns the output.
+fn captured(level: tracing::Level, f: impl FnOnce()) -> String {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -895,7 +895,7 @@ fn warnings(f: impl FnOnce()) -> String {
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, f);
@@ -909,7 +909,7 @@ fn allow_list_warns_once_about_principals_without_a_token() {
         .build()
         .unwrap();
     let policy = AllowPolicy::parse("Alice:add;bob:*;carol:echo").unwrap();
-    let log = warnings(|| {
+    let log = captured(tracing::Level::WARN, || {
         let layer = ToolAllowListLayer::new(policy.clone()).warn_unknown_principals(&auth);
         assert_eq!(layer.policy(), &policy, "a warning, not a change");
     });
@@ -924,7 +924,7 @@ fn allow_list_warns_once_about_principals_without_a_token() {
         .token_file(&path)
         .build()
         .unwrap();
-    let log = warnings(|| {
+    let log = captured(tracing::Level::WARN, || {
         ToolAllowListLayer::new(AllowPolicy::parse("alice:add;bob:echo").unwrap())
             .warn_unknown_principals(&auth);
         ToolAllowListLayer::new(policy.clone()).warn_unknown_principals(&from_file);
@@ -948,28 +948,8 @@ fn services_are_send_sync_clone() {
 #[test]
 fn the_principal_is_recorded_in_the_request_span() {
     use futures_util::FutureExt;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let log = captured(tracing::Level::INFO, || {
         let svc = auth().layer(tower::service_fn(|_r: Req| async {
             tracing::info!("inside the tool");
             Ok::<_, BoxError>(Resp::new(String::new()))
@@ -983,7 +963,6 @@ fn the_principal_is_recorded_in_the_request_span() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     });
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(
         log.contains("request{principal=bob}: ") || log.contains("request{principal=\"bob\"}"),
         "{log}"

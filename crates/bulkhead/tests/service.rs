@@ -49,6 +49,15 @@ fn counts(stats: &BulkheadStats) -> (usize, usize, u64) {
     (stats.running(), stats.queued(), stats.rejected())
 }
 
+/// Each pool's key, running calls and refusals, in the order the stats list them.
+fn key_counts(stats: &BulkheadStats) -> Vec<(String, usize, u64)> {
+    stats
+        .keys()
+        .into_iter()
+        .map(|k| (k.key.unwrap().to_string(), k.running, k.rejected))
+        .collect()
+}
+
 fn ok_reply() -> ToolReply {
     ToolReply::Result {
         is_error: false,
@@ -730,11 +739,7 @@ async fn keyed_by_tool_each_known_tool_has_its_pool() {
             .as_deref(),
         Some("unknown")
     );
-    let keys: Vec<_> = stats
-        .keys()
-        .into_iter()
-        .map(|k| (k.key.unwrap().to_string(), k.running, k.rejected))
-        .collect();
+    let keys = key_counts(&stats);
     assert_eq!(
         keys,
         [
@@ -819,11 +824,7 @@ async fn keyed_by_tool_other_methods_never_wait_behind_tools() {
     );
 
     // The stats list the tool pools, then the method pools.
-    let keys: Vec<_> = stats
-        .keys()
-        .into_iter()
-        .map(|k| (k.key.unwrap().to_string(), k.running, k.rejected))
-        .collect();
+    let keys = key_counts(&stats);
     assert_eq!(
         keys,
         [

@@ -566,40 +566,58 @@ fn elicitation(id: i64) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"elicitation/create","params":{"message":"sure?"}})
 }
 
+type Stream = Pin<Box<TimeoutBody<ObservedBody<Script>>>>;
+
+/// Calls `svc` with `req`, answered with an SSE stream: the server's script, the answer's
+/// completion handle and its body.
+async fn open_stream(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    req: Request<McpBody>,
+) -> (Tx, CompletionHandle, Stream) {
+    let (tx, body) = script();
+    let resp = exchange(svc, handle, req, answer("text/event-stream", body)).await;
+    let h = handle_of(&resp);
+    (tx, h, Box::pin(resp.into_body()))
+}
+
+/// The server asks the client (an elicitation, id 900) in the stream; the event goes out.
+fn ask_client(tx: &Tx, body: &mut Stream) {
+    tx.event(elicitation(900));
+    let _ = text(now(body));
+}
+
+/// The client's answer to that elicitation: another POST (of `session`, if any) through the
+/// layer.
+async fn client_answers(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    session: Option<&'static str>,
+    rev: ProtocolRevision,
+) -> Resp {
+    let answer_post = facts_req(
+        McpRequest::new(MessageKind::Response, None, Some(900.into())),
+        session,
+        rev,
+    );
+    let accepted = Response::builder().status(202).body(script().1).unwrap();
+    exchange(svc, handle, answer_post, accepted).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_clock_pauses_while_the_client_is_asked() {
     let (mut svc, mut handle) = service(&layer(100));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(1, "ask", V2025, Some("s-1")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "ask", V2025, Some("s-1"))).await;
     advance(ms(30)).await;
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    ask_client(&tx, &mut body);
     assert_eq!(h.server_requests_outstanding(), 1);
     // A person takes their time.
     advance(ms(60_000)).await;
     assert!(now(&mut body).is_none(), "paused");
 
     // The client's answer passes through the layer (another POST of the session).
-    let answer_post = facts_req(
-        McpRequest::new(MessageKind::Response, None, Some(900.into())),
-        Some("s-1"),
-        V2025,
-    );
-    let accepted = exchange(
-        &mut svc,
-        &mut handle,
-        answer_post,
-        Response::builder().status(202).body(script().1).unwrap(),
-    )
-    .await;
+    let accepted = client_answers(&mut svc, &mut handle, Some("s-1"), V2025).await;
     assert!(!accepted.body().is_timed());
     assert_eq!(h.server_requests_outstanding(), 0);
     // The answer woke the body's task, which polls and sees it.
@@ -615,17 +633,9 @@ async fn the_clock_pauses_while_the_client_is_asked() {
 #[tokio::test(start_paused = true)]
 async fn an_answer_wakes_a_paused_body_that_waits() {
     let (mut svc, mut handle) = service(&layer(100));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(1, "ask", V2025, Some("s-1")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let mut body = Box::pin(resp.into_body());
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    let (tx, _, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "ask", V2025, Some("s-1"))).await;
+    ask_client(&tx, &mut body);
     // A reader waiting on the body (nothing arrives from the server any more).
     let start = Instant::now();
     let reader = tokio::spawn(async move {
@@ -636,18 +646,7 @@ async fn an_answer_wakes_a_paused_body_that_waits() {
         )
     });
     advance(ms(5_000)).await;
-    let answer_post = facts_req(
-        McpRequest::new(MessageKind::Response, None, Some(900.into())),
-        Some("s-1"),
-        V2025,
-    );
-    let _ = exchange(
-        &mut svc,
-        &mut handle,
-        answer_post,
-        Response::builder().status(202).body(script().1).unwrap(),
-    )
-    .await;
+    let _ = client_answers(&mut svc, &mut handle, Some("s-1"), V2025).await;
     let (waited, event) = tokio::time::timeout(ms(60_000), reader)
         .await
         .expect("the answer wakes the body")
@@ -663,17 +662,8 @@ async fn the_cap_bounds_a_pause() {
         .build()
         .unwrap();
     let (mut svc, mut handle) = service(&layer);
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(1, "ask", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let mut body = Box::pin(resp.into_body());
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    let (tx, _, mut body) = open_stream(&mut svc, &mut handle, call(1, "ask", V2026, None)).await;
+    ask_client(&tx, &mut body);
     advance(ms(999)).await;
     assert!(now(&mut body).is_none());
     advance(ms(1)).await;
@@ -685,19 +675,10 @@ async fn the_cap_bounds_a_pause() {
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_pause_ends_at_the_default_bound() {
     let (mut svc, mut handle) = service(&layer(100));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(1, "ask", V2025, Some("s-1")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "ask", V2025, Some("s-1"))).await;
     advance(ms(30)).await;
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    ask_client(&tx, &mut body);
     advance(Duration::from_secs(600) - ms(1)).await;
     assert!(now(&mut body).is_none(), "still paused");
     advance(ms(1)).await;
@@ -721,33 +702,12 @@ async fn max_pause_ends_a_sessionless_pause() {
         .build()
         .unwrap();
     let (mut svc, mut handle) = service(&layer);
-    let (tx, body) = script();
     let start = Instant::now();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(6, "ask", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) = open_stream(&mut svc, &mut handle, call(6, "ask", V2026, None)).await;
     advance(ms(40)).await;
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    ask_client(&tx, &mut body);
     // The client's answer (no session to match it by) changes nothing.
-    let answer_post = facts_req(
-        McpRequest::new(MessageKind::Response, None, Some(900.into())),
-        None,
-        V2026,
-    );
-    let _ = exchange(
-        &mut svc,
-        &mut handle,
-        answer_post,
-        Response::builder().status(202).body(script().1).unwrap(),
-    )
-    .await;
+    let _ = client_answers(&mut svc, &mut handle, None, V2026).await;
     assert_eq!(h.server_requests_outstanding(), 1);
     advance(ms(4_999)).await;
     assert!(now(&mut body).is_none(), "still paused");
@@ -769,17 +729,9 @@ async fn max_pause_wakes_a_waiting_reader() {
         .build()
         .unwrap();
     let (mut svc, mut handle) = service(&layer);
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(1, "ask", V2025, Some("s-1")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let mut body = Box::pin(resp.into_body());
-    tx.event(elicitation(900));
-    let _ = text(now(&mut body));
+    let (tx, _, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "ask", V2025, Some("s-1"))).await;
+    ask_client(&tx, &mut body);
     let start = Instant::now();
     let frame = tokio::time::timeout(ms(60_000), body.frame())
         .await

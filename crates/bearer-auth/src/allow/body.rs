@@ -641,19 +641,25 @@ mod tests {
         assert!(text.ends_with("data: next\n\n"), "{text}");
     }
 
+    /// `bytes` cut into frames at `cuts` (taken modulo its length, in any order).
+    fn split_at(bytes: &[u8], cuts: Vec<usize>) -> Vec<Vec<u8>> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut parts = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            parts.push(bytes[last..c].to_vec());
+            last = c;
+        }
+        parts.push(bytes[last..].to_vec());
+        parts
+    }
+
     proptest! {
         #[test]
         fn any_framing_of_a_get_stream_gives_the_same_bytes(cuts in proptest::collection::vec(0usize..900, 0..12)) {
             let bytes = get_stream_text().into_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut parts = Vec::new();
-            let mut last = 0;
-            for c in cuts {
-                parts.push(bytes[last..c].to_vec());
-                last = c;
-            }
-            parts.push(bytes[last..].to_vec());
+            let parts = split_at(&bytes, cuts);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let frames = rt.block_on(collect_frames(AllowBody::sse(chunked(parts), any_filter())));
             prop_assert_eq!(String::from_utf8(frames.concat()).unwrap(), get_expected_text());
@@ -671,15 +677,7 @@ mod tests {
                 want = want.replace(&format!("data: {filtered}\r\nid: 1/0\r\n\r\n"), &format!("data: {filtered}\nid: 1/0\n\n"));
             }
             let bytes = text.into_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
-            cuts.sort_unstable();
-            let mut parts = Vec::new();
-            let mut last = 0;
-            for c in cuts {
-                parts.push(bytes[last..c].to_vec());
-                last = c;
-            }
-            parts.push(bytes[last..].to_vec());
+            let parts = split_at(&bytes, cuts);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let frames = rt.block_on(collect_frames(AllowBody::sse(chunked(parts), filter(false))));
             prop_assert_eq!(String::from_utf8(frames.concat()).unwrap(), want);
