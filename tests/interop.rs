@@ -10,7 +10,7 @@ const TOKEN: &str = "interop-token-7f3a9c";
 
 async fn passes(client: Client, mode: &str, protocol: &str) {
     let server = spawn_example(&[("MCP_BEARER_TOKEN", &format!("interop:{TOKEN}"))]).await;
-    let (v, stderr) = run_client(client, &server.url(), Some(TOKEN), false).await;
+    let (v, stderr) = run_client(client, &server.url(), Some(TOKEN), &[]).await;
     assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
     assert_eq!(v["mode"], mode);
     assert_eq!(v["protocol_version"], protocol);
@@ -31,7 +31,13 @@ async fn passes(client: Client, mode: &str, protocol: &str) {
 
 async fn refused(client: Client) {
     let server = spawn_example(&[("MCP_BEARER_TOKEN", &format!("interop:{TOKEN}"))]).await;
-    let (v, stderr) = run_client(client, &server.url(), Some("not-the-token"), true).await;
+    let (v, stderr) = run_client(
+        client,
+        &server.url(),
+        Some("not-the-token"),
+        &["--expect-unauthorized"],
+    )
+    .await;
     assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
     assert_eq!(v["unauthorized"], true);
     assert_eq!(v["status"], 401);
@@ -65,4 +71,124 @@ async fn python_client_with_the_wrong_token_sees_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_client_with_the_wrong_token_sees_401() {
     refused(Client::TypeScript).await;
+}
+
+/// The example server with a short call deadline, a breaker that trips after 3 failures and a
+/// bulkhead of 2 running + 1 queued calls per tool.
+const FAILING: [(&str, &str); 5] = [
+    ("MCP_CALL_TIMEOUT_MS", "1500"),
+    ("MCP_BREAKER_MIN_CALLS", "3"),
+    ("MCP_BREAKER_WINDOW", "5"),
+    ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
+    ("MCP_BULKHEAD_MAX_QUEUE", "1"),
+];
+
+/// The JSON-RPC error code of one call's outcome, as the client saw it.
+fn code(outcome: &serde_json::Value) -> Option<i64> {
+    outcome["code"].as_i64()
+}
+
+/// What a third-party client sees of our failure answers: the timeout's in-stream (or 504)
+/// error, the breaker's and the bulkhead's 503s, each with its local JSON-RPC code, and the
+/// session still working after each.
+async fn failures(client: Client) {
+    let mut vars = FAILING.to_vec();
+    let token = format!("interop:{TOKEN}");
+    vars.push(("MCP_BEARER_TOKEN", &token));
+    let server = spawn_example(&vars).await;
+    let (v, stderr) = run_client(
+        client,
+        &server.url(),
+        Some(TOKEN),
+        &["--scenario", "failures"],
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
+    // `slow` asked for 5 s; the 1.5 s deadline ends it.
+    assert_eq!(code(&v["timeout"]), Some(-31504), "{v}");
+    assert!(v["timeout"]["ms"].as_u64().unwrap() < 4_000, "{v}");
+    assert_eq!(v["after_timeout"]["text"], "5", "{v}");
+    let crash: Vec<Option<i64>> = v["crash"].as_array().unwrap().iter().map(code).collect();
+    assert_eq!(
+        crash,
+        [Some(-32603), Some(-32603), Some(-32603), Some(-31503)],
+        "three failures, then the open circuit: {v}"
+    );
+    assert_eq!(
+        v["after_crash"]["text"], "5",
+        "`add` has its own breaker: {v}"
+    );
+    let slow = v["concurrent_slow"].as_array().unwrap();
+    let full = slow.iter().filter(|o| code(o) == Some(-31509)).count();
+    let done = slow.iter().filter(|o| o["text"].is_string()).count();
+    assert_eq!((full, done), (2, 3), "2 running + 1 queued, 2 refused: {v}");
+    if let Some(errors) = v["http_errors"].as_array() {
+        // The Python client shows the HTTP answers: the open circuit's 503 says when to retry.
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["status"] == 503 && e["retry_after"].is_string()),
+            "{v}"
+        );
+    }
+    if let Some(first_open) = v["crash"][3]["http"].as_u64() {
+        assert_eq!(first_open, 503, "{v}");
+    }
+}
+
+/// A client over its quota sees 429 with the local code and `Retry-After`, and can still end its
+/// session.
+async fn over_quota(client: Client) {
+    let token = format!("interop:{TOKEN}");
+    let server = spawn_example(&[
+        ("MCP_BEARER_TOKEN", &token),
+        ("MCP_RATE_LIMIT_PER_MINUTE", "1"),
+        ("MCP_RATE_LIMIT_BURST", "5"),
+    ])
+    .await;
+    let (v, stderr) = run_client(client, &server.url(), Some(TOKEN), &["--scenario", "rate"]).await;
+    assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
+    let outcomes = v["rate"].as_array().unwrap();
+    let (last, allowed) = outcomes.split_last().unwrap();
+    assert_eq!(code(last), Some(-31429), "{v}");
+    assert!(allowed.iter().all(|o| o["text"] == "5"), "{v}");
+    if let Some(status) = last["http"].as_u64() {
+        assert_eq!(status, 429, "{v}");
+    }
+    if let Some(errors) = v["http_errors"].as_array() {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["status"] == 429 && e["retry_after"] == "60"),
+            "one request a minute: retry in 60 s: {v}"
+        );
+    }
+    // Each client ends its session with DELETE when it closes; over quota or not, that passes.
+    assert!(
+        !stderr.contains("Session termination failed: 429")
+            && !stderr.contains("Failed to terminate session"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_sees_timeout_breaker_and_bulkhead_answers() {
+    failures(Client::PythonLegacy).await;
+    failures(Client::Python2026).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_client_sees_timeout_breaker_and_bulkhead_answers() {
+    failures(Client::TypeScript).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_over_quota_sees_429() {
+    over_quota(Client::PythonLegacy).await;
+    over_quota(Client::Python2026).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_client_over_quota_sees_429() {
+    over_quota(Client::TypeScript).await;
 }

@@ -16,6 +16,11 @@ With --expect-unauthorized the session must fail with HTTP 401 (seen on the wire
 response hook: the SDK itself maps a 401 without a JSON-RPC body to MCPError -32603 "Server returned
 an error response", with no status in it); then it prints
     {"ok":true,"client":"python","unauthorized":true,"status":401,"www_authenticate":"..."}.
+With --scenario failures (server with a short call timeout, a breaker tripping after 3 failures, and
+a bulkhead of 2 running + 1 queued for `slow`), instead: slow {ms:5000} past the deadline, add,
+crash x4, add, then 5 concurrent slow {ms:400}; with --scenario rate: add until an error (at most
+20). Both print each call's outcome ({"text":...} or {"code":...,"message":...}, plus "ms") and
+every HTTP answer >= 400 with its Retry-After ("http_errors").
 Everything is bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides). SDK log lines go to stderr.
 """
 
@@ -26,12 +31,14 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport there
@@ -58,15 +65,70 @@ class Recorder:
     """httpx2 response hook: remembers every HTTP status the client saw."""
 
     def __init__(self) -> None:
-        self.responses: list[tuple[str, int, str | None]] = []
+        self.responses: list[tuple[str, int, str | None, str | None]] = []
 
     async def __call__(self, response: httpx2.Response) -> None:
         self.responses.append(
-            (response.request.method, response.status_code, response.headers.get("www-authenticate"))
+            (
+                response.request.method,
+                response.status_code,
+                response.headers.get("www-authenticate"),
+                response.headers.get("retry-after"),
+            )
         )
 
-    def first(self, status: int) -> tuple[str, int, str | None] | None:
+    def first(self, status: int) -> tuple[str, int, str | None, str | None] | None:
         return next((r for r in self.responses if r[1] == status), None)
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Every HTTP answer >= 400: method, status and Retry-After."""
+        return [{"method": r[0], "status": r[1], "retry_after": r[3]} for r in self.responses if r[1] >= 400]
+
+
+async def call_outcome(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One call's outcome: {"text": ...} or {"code": ..., "message": ...}, with how long it took."""
+    started = time.monotonic()
+    try:
+        text = text_of(await client.call_tool(tool, arguments), tool)
+        out: dict[str, Any] = {"text": text}
+    except MCPError as e:
+        out = {"code": e.code, "message": e.message}
+    out["ms"] = round((time.monotonic() - started) * 1000)
+    return out
+
+
+async def failures(client: Client, recorder: Recorder) -> dict[str, Any]:
+    """The example server's failure answers, as this client sees them (see --scenario)."""
+    timeout = await call_outcome(client, "slow", {"ms": 5000})
+    after_timeout = await call_outcome(client, "add", {"a": 2, "b": 3})
+    crash = [await call_outcome(client, "crash", {}) for _ in range(4)]
+    after_crash = await call_outcome(client, "add", {"a": 2, "b": 3})
+    concurrent: list[dict[str, Any]] = []
+
+    async def one_slow() -> None:
+        concurrent.append(await call_outcome(client, "slow", {"ms": 400}))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(one_slow)
+    return {
+        "timeout": timeout,
+        "after_timeout": after_timeout,
+        "crash": crash,
+        "after_crash": after_crash,
+        "concurrent_slow": sorted(concurrent, key=lambda o: o.get("code", 0)),
+        "http_errors": recorder.errors(),
+    }
+
+
+async def rate(client: Client, recorder: Recorder) -> dict[str, Any]:
+    """Calls `add` until the rate limit answers (at most 20 calls)."""
+    outcomes = []
+    for _ in range(20):
+        outcomes.append(await call_outcome(client, "add", {"a": 2, "b": 3}))
+        if "code" in outcomes[-1]:
+            break
+    return {"rate": outcomes, "http_errors": recorder.errors()}
 
 
 async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
@@ -76,6 +138,10 @@ async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
     async with http_client:
         transport = streamable_http_client(args.url, http_client=http_client)
         async with Client(transport, mode=args.mode) as client:
+            if args.scenario != "basic":
+                # A rate-limited tools/list would end the run here: the scenario's calls come first.
+                out = await (failures if args.scenario == "failures" else rate)(client, recorder)
+                return {"ok": True, "client": "python", "mode": args.mode, "scenario": args.scenario, **out}
             # Under mode="2026-07-28" entering sends nothing (no handshake): the first request is tools/list.
             listed = await client.list_tools()
             tools = sorted(t.name for t in listed.tools)
@@ -139,7 +205,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     "www_authenticate": hit[2],
                 }
             raise Failure(f"expected HTTP 401, saw {recorder.responses}; error: {describe(e)}") from e
-        http_errors = [f"{method} {status}" for method, status, _ in recorder.responses if status >= 400]
+        http_errors = [f"{r[0]} {r[1]}" for r in recorder.responses if r[1] >= 400]
         suffix = f" (HTTP errors seen: {', '.join(http_errors)})" if http_errors else ""
         raise Failure(describe(e) + suffix) from e
 
@@ -164,6 +230,7 @@ def main() -> int:
     parser.add_argument("--mode", required=True, choices=["legacy", "2026-07-28", "auto"])
     parser.add_argument("--token")
     parser.add_argument("--expect-unauthorized", action="store_true")
+    parser.add_argument("--scenario", choices=["basic", "failures", "rate"], default="basic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="py_client %(levelname)s %(name)s: %(message)s")
 

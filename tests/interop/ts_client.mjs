@@ -20,6 +20,9 @@
 // With --expect-unauthorized, connecting must fail with StreamableHTTPError code 401 (the SDK's error
 // for a non-OK POST when no authProvider is set); then it prints
 //   {"ok":true,"client":"typescript","unauthorized":true,"status":401}.
+// With --scenario failures: slow {ms:5000} past the deadline, add, crash x4, add, then 5 concurrent
+// slow {ms:400}; with --scenario rate: add until one fails (at most 20). Both print each call's
+// outcome ({text}, {code,message} for a JSON-RPC error, {http,message} for a non-OK HTTP answer; plus ms).
 // Bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides).
 
 import path from 'node:path';
@@ -48,6 +51,55 @@ function textOf(result, tool) {
     const texts = (result.content ?? []).filter(c => c.type === 'text').map(c => c.text);
     if (texts.length !== 1) throw new Failure(`${tool}: expected one text content block, got ${JSON.stringify(result.content)}`);
     return texts[0];
+}
+
+// One call's outcome: {text} or, for a JSON-RPC error, {code, message}; for a non-OK HTTP answer
+// (which this SDK raises as StreamableHTTPError, the JSON-RPC body only in its message)
+// {http, code, message}, code read from that body; plus how long it took.
+async function callOutcome(client, sdk, name, args) {
+    const started = performance.now();
+    let out;
+    try {
+        out = { text: textOf(await client.callTool({ name, arguments: args }), name) };
+    } catch (e) {
+        if (e instanceof sdk.StreamableHTTPError) {
+            out = { http: e.code, message: e.message };
+            // The answer's JSON-RPC error, when the message carries it.
+            try {
+                out.code = JSON.parse(e.message.slice(e.message.indexOf('{'))).error.code;
+            } catch {
+                // No JSON-RPC body: the status is all there is.
+            }
+        }
+        else if (e instanceof sdk.McpError) out = { code: e.code, message: e.message };
+        else throw e;
+    }
+    out.ms = Math.round(performance.now() - started);
+    return out;
+}
+
+// The example server's failure answers (server with a short call timeout, a breaker tripping after
+// 3 failures, a bulkhead of 2 running + 1 queued for `slow`).
+async function failures(client, sdk) {
+    const timeout = await callOutcome(client, sdk, 'slow', { ms: 5000 });
+    const afterTimeout = await callOutcome(client, sdk, 'add', { a: 2, b: 3 });
+    const crash = [];
+    for (let i = 0; i < 4; i++) crash.push(await callOutcome(client, sdk, 'crash', {}));
+    const afterCrash = await callOutcome(client, sdk, 'add', { a: 2, b: 3 });
+    const concurrent = await Promise.all(
+        Array.from({ length: 5 }, () => callOutcome(client, sdk, 'slow', { ms: 400 }))
+    );
+    return { timeout, after_timeout: afterTimeout, crash, after_crash: afterCrash, concurrent_slow: concurrent };
+}
+
+// Calls `add` until one fails (at most 20 calls).
+async function rate(client, sdk) {
+    const outcomes = [];
+    for (let i = 0; i < 20; i++) {
+        outcomes.push(await callOutcome(client, sdk, 'add', { a: 2, b: 3 }));
+        if (!('text' in outcomes[outcomes.length - 1])) break;
+    }
+    return { rate: outcomes };
 }
 
 function nodeDir() {
@@ -88,6 +140,10 @@ async function run(args) {
     }
     try {
         if (args.expectUnauthorized) throw new Failure('expected HTTP 401 but connect succeeded');
+        if (args.scenario !== 'basic') {
+            const out = await (args.scenario === 'failures' ? failures : rate)(client, sdk);
+            return { ok: true, client: 'typescript', mode: 'legacy', scenario: args.scenario, ...out };
+        }
         const listed = await client.listTools();
         const tools = listed.tools.map(t => t.name).sort();
         const missing = REQUIRED_TOOLS.filter(t => !tools.includes(t));
@@ -132,12 +188,14 @@ try {
         options: {
             url: { type: 'string' },
             token: { type: 'string' },
-            'expect-unauthorized': { type: 'boolean', default: false }
+            'expect-unauthorized': { type: 'boolean', default: false },
+            scenario: { type: 'string', default: 'basic' }
         },
         strict: true
     });
     if (!values.url) throw new Error('--url is required');
-    args = { url: values.url, token: values.token, expectUnauthorized: values['expect-unauthorized'] };
+    if (!['basic', 'failures', 'rate'].includes(values.scenario)) throw new Error('--scenario is basic, failures or rate');
+    args = { url: values.url, token: values.token, expectUnauthorized: values['expect-unauthorized'], scenario: values.scenario };
 } catch (e) {
     finish({ ok: false, client: 'typescript', error: `usage: ${e.message}` }, 1);
 }

@@ -84,16 +84,19 @@ pub enum Client {
     TypeScript,
 }
 
-/// Runs a client against `url` and returns its JSON verdict line and its stderr.
+/// Runs a client against `url` with these extra arguments (`--expect-unauthorized`,
+/// `--scenario failures`, …; see the client scripts) and returns its JSON verdict line and its
+/// stderr.
 pub async fn run_client(
     client: Client,
     url: &str,
     token: Option<&str>,
-    expect_unauthorized: bool,
+    extra_args: &[&str],
 ) -> (serde_json::Value, String) {
     let dir = interop_dir().clone();
     let url = url.to_string();
     let token = token.map(str::to_string);
+    let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let mut cmd = match client {
             Client::PythonLegacy | Client::Python2026 => {
@@ -120,9 +123,7 @@ pub async fn run_client(
         if let Some(t) = &token {
             cmd.args(["--token", t]);
         }
-        if expect_unauthorized {
-            cmd.arg("--expect-unauthorized");
-        }
+        cmd.args(&extra_args);
         cmd.env("INTEROP_TIMEOUT_S", "40");
         let out = cmd.output().expect("run interop client");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();

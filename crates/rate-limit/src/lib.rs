@@ -5,8 +5,10 @@
 //! [`RateLimitLayer`] is an HTTP-plane layer: it answers by itself (429, or 500 for a deployment
 //! error) and keeps the inner service's error type, so it drops into axum as is. Every request
 //! that is not exempt counts as one, including the opening of a long-lived stream (a GET listen
-//! stream or a `subscriptions/listen` POST), notifications and DELETEs; health checks
+//! stream or a `subscriptions/listen` POST) and notifications; health checks
 //! (`GET`/`HEAD` of `/healthz`, `/readyz` by default, without an `Mcp-Session-Id`) are exempt.
+//! A `DELETE` that ends a session (it carries `Mcp-Session-Id`) is neither counted nor refused:
+//! refusing it would only keep the session alive on the server until it expires.
 //!
 //! # Example
 //!

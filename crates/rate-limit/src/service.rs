@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tower_armor_mcp::error::RateLimited;
+use tower_armor_mcp::inspect::headers::SESSION_ID;
 use tower_armor_mcp::{
     CorrelationId, KnownTools, McpRequest, Method, Principal, ResponseBody,
     body::local_error_response, rescue,
@@ -87,7 +88,12 @@ where
             headers: req.headers(),
             extensions: req.extensions(),
         };
-        if shared.exempt.matches(&head) {
+        // Ending a session is never refused for being over quota (and not counted): a refused
+        // DELETE would only keep the session, and what the server holds for it, alive until it
+        // expires. The method compare keeps this off the path of every other request.
+        if shared.exempt.matches(&head)
+            || (req.method() == http::Method::DELETE && ends_session(&req))
+        {
             return ResponseFuture::calling(self.inner.call(req), None);
         }
         // The common case: the in-memory store, and only the base quota. The store answers at
@@ -138,6 +144,12 @@ where
             }
         }
     }
+}
+
+/// A `DELETE` carrying the session it ends.
+#[cold]
+fn ends_session<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(&SESSION_ID)
 }
 
 /// The peer address was needed but the request had none.

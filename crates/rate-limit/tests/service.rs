@@ -582,6 +582,38 @@ async fn health_checks_are_exempt() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn ending_a_session_is_never_refused() {
+    let l = layer(Builder::new(Limit::per_minute(1)));
+    let (svc, seen) = setup(&l);
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+    assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 429);
+    let delete = |session: Option<&str>| {
+        let mut b = Request::delete("/mcp");
+        if let Some(s) = session {
+            b = b.header("mcp-session-id", s);
+        }
+        let mut req = b.body(McpBody::empty()).unwrap();
+        req.extensions_mut().insert(peer("1.1.1.1"));
+        req.extensions_mut().insert(Principal::new("a"));
+        req
+    };
+    // Over quota, the client can still end its session, and doing so costs it nothing.
+    let resp = send(&svc, delete(Some("s1"))).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("ratelimit").is_none());
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    // A DELETE without a session ends nothing: counted like any request.
+    assert_eq!(send(&svc, delete(None)).await.status(), 429);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(send(&svc, delete(Some("s1"))).await.status(), 200);
+    assert_eq!(
+        send(&svc, post("1.1.1.1", Some("a"))).await.status(),
+        200,
+        "the DELETE took nothing from the refilled bucket"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn state_is_shared_across_clones_and_layer_calls() {
     let l = layer(Builder::new(Limit::per_minute(2)));
     let (a, _) = setup(&l);

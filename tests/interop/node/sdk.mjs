@@ -4,4 +4,4 @@
 // absolute path; ESM imports ignore NODE_PATH, so nothing else would find the SDK.
 export { Client } from '@modelcontextprotocol/sdk/client/index.js';
 export { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-export { LATEST_PROTOCOL_VERSION } from '@modelcontextprotocol/sdk/types.js';
+export { LATEST_PROTOCOL_VERSION, McpError } from '@modelcontextprotocol/sdk/types.js';
