@@ -21,11 +21,12 @@
 //!
 //! ```text
 //! correlation-id → sse → bearer-auth → inspect → adopt _meta trace → tool allow-list
-//!   → rate-limit → rescue → circuit-breaker (per tool) → bulkhead (per tool) → timeout → rmcp
+//!   → learn tools → rate-limit → rescue → circuit-breaker (per tool) → bulkhead (per tool) → timeout → rmcp
 //! ```
 //!
 //! Demo tools: `add`, `echo`, `slow`, `progress`, `fail`, `crash`, `unstable`. Their names are
-//! handed to every layer that keys by tool, so a client cannot mint keys with made-up names.
+//! handed to every layer that keys by tool, so a client cannot mint keys with made-up names; a
+//! tool the server registers later gets its own keys once a `tools/list` answer names it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,6 +73,9 @@ pub struct Settings {
     pub breaker: CircuitBreakerLayer,
     /// Bulkheads, one per demo tool (`MCP_BULKHEAD_*`).
     pub bulkhead: BulkheadLayer,
+    /// The tool names that key the per-tool layers: the demo's, plus any the server's
+    /// `tools/list` answers name (learned by the stack).
+    pub tools: KnownTools,
     /// Per-call deadline (`MCP_CALL_TIMEOUT_MS`, …).
     pub timeout: TimeoutLayer,
 }
@@ -146,12 +150,13 @@ impl Settings {
                 .map_err(|e| e.to_string())?,
             bulkhead: BulkheadLayer::from_lookup(lookup)
                 .map_err(|e| e.to_string())?
-                .by_tool(tools)
+                .by_tool(tools.clone())
                 // Streams without a principal (auth off) count per client address.
                 .peer_addr_with(|ext| {
                     ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
                         .map(|c| c.0)
                 }),
+            tools,
             timeout,
         })
     }
@@ -207,6 +212,8 @@ pub fn app(settings: Settings) -> App {
         .layer(McpInspectLayer::new().max_body_bytes(settings.max_body_bytes))
         .layer(AdoptMetaTraceLayer::new())
         .layer(settings.allow)
+        // Inside the allow-list, which hides tools per principal: it sees the whole catalogue.
+        .layer(settings.tools.learn_layer())
         .layer(settings.rate_limit)
         .layer(RescueLayer::new())
         .layer(settings.breaker)

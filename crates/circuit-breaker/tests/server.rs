@@ -88,6 +88,47 @@ fn assert_rejected(reply: &CallReply, key: &str) {
     assert!(reply.final_message.as_ref().unwrap()["id"].is_number());
 }
 
+/// No names configured: the keys come from the server's own `tools/list` answer (JSON under
+/// 2026-07-28, SSE under 2025-11-25), learned by `LearnToolsLayer` inside the inspector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_learned_from_the_servers_tools_list() {
+    for rev in Revision::ALL {
+        let known = KnownTools::default();
+        let layer = breaker(Some(KeyBy::Tool(known.clone())));
+        let h = layer.handle();
+        let svc = ServiceBuilder::new()
+            .layer(McpInspectLayer::new())
+            .layer(known.learn_layer())
+            .layer(RescueLayer::new())
+            .layer(layer.clone())
+            .service(demo_service(&ServerOptions::default()));
+        let server = serve(Router::new().nest_service("/mcp", svc)).await;
+        let c = bounded("connect", RawClient::connect(server.url(), rev))
+            .await
+            .unwrap();
+        // Before the catalogue is seen, `crash` shares the unknown key.
+        tool(&c, "crash", json!({})).await;
+        assert!(h.circuit("crash").is_none(), "{rev}");
+        assert!(h.circuit("unknown").is_some(), "{rev}");
+        let listed = bounded("tools/list", c.call("tools/list", json!({})))
+            .await
+            .unwrap();
+        assert!(listed.error().is_none(), "{rev}: {listed:?}");
+        for name in DEMO_TOOLS {
+            assert!(known.contains(name), "{rev}: {name} not learned");
+        }
+        for _ in 0..2 {
+            tool(&c, "crash", json!({})).await;
+        }
+        assert_eq!(state(&h, "crash"), State::Open, "{rev}");
+        assert_rejected(&tool(&c, "crash", json!({})).await, "crash");
+        // A name the server does not have still mints no key.
+        tool(&c, "made-up", json!({})).await;
+        assert!(h.circuit("made-up").is_none(), "{rev}");
+        server.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_opens_its_own_key_while_add_keeps_working() {
     for rev in Revision::ALL {

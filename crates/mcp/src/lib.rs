@@ -11,6 +11,9 @@
 //! - [`classify`]: the classification table (breaker and retry verdicts per outcome).
 //! - [`error`]: the local errors with their status, JSON-RPC code and `Retry-After`.
 //! - [`Principal`], [`CorrelationId`], [`Secret`], [`TokenSource`]: identity types.
+//! - [`KnownTools`]: the bounded set of tool names the server has, keying per-tool tables, and
+//!   [`LearnToolsLayer`] that learns it from the server's `tools/list` answers (it goes right
+//!   inside the tool allow-list, to see the whole catalogue).
 //!
 //! # Example
 //!
@@ -93,4 +96,4 @@ pub use self::request::{McpRequest, MessageKind, MetaTrace, ProtocolRevision, St
 pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
 #[cfg(feature = "tonic")]
 pub use self::rescue::{RescueGrpc, RescueGrpcLayer, tonic_status};
-pub use self::tools::KnownTools;
+pub use self::tools::{KnownTools, LearnTools, LearnToolsBody, LearnToolsFuture, LearnToolsLayer};

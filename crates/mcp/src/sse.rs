@@ -75,6 +75,13 @@ impl SseParser {
         !self.pending_cr && !self.in_event && self.line.is_empty()
     }
 
+    /// How many bytes of the event still being read the parser holds (its partial line and the
+    /// fields seen so far). A caller with a tighter budget than the event limit checks it after
+    /// each [`feed`](Self::feed).
+    pub fn buffered_len(&self) -> usize {
+        self.line.len() + self.data.len() + self.event.len() + self.id.len()
+    }
+
     /// Feeds the next bytes of the stream; calls `on_event` for each event they complete.
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
         if self.bom < 3 {
@@ -311,10 +318,12 @@ mod tests {
         assert!(p.at_boundary());
         parse_chunks(&mut p, &[b"data: partial"]);
         assert!(!p.at_boundary());
+        assert_eq!(p.buffered_len(), b"data: partial".len());
         parse_chunks(&mut p, &[b"\n"]);
         assert!(!p.at_boundary());
         parse_chunks(&mut p, &[b"\n"]);
         assert!(p.at_boundary());
+        assert_eq!(p.buffered_len(), 0, "a dispatched event is no longer held");
         // A priming event with an empty payload, as rmcp sends.
         let evs = parse_chunks(&mut p, &[b"id: 0\ndata:\n\n"]);
         assert_eq!(evs[0].data, "");

@@ -1,9 +1,17 @@
 //! [`KnownTools`]: the bounded set of tool names a server really has, so that per-tool keys
 //! (breakers, bulkheads, quotas) are never created for client-chosen names.
+//!
+//! The set is configured up front ([`KnownTools::from_names`]) and/or learned from the server's
+//! own `tools/list` answers by [`LearnToolsLayer`] ([`KnownTools::learn_layer`]).
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+
+mod learn;
+
+pub use self::learn::{LearnTools, LearnToolsBody, LearnToolsFuture, LearnToolsLayer};
 
 /// The key every unknown tool name shares.
 pub const UNKNOWN_TOOL: &str = "unknown";
@@ -23,6 +31,9 @@ struct Inner {
     names: RwLock<HashSet<Arc<str>>>,
     unknown: Arc<str>,
     capacity: usize,
+    // The table never shrinks: once full it stays full, so one warning says it all (a learning
+    // layer would otherwise warn at every `tools/list` of a larger catalogue).
+    full_logged: AtomicBool,
 }
 
 impl fmt::Debug for KnownTools {
@@ -53,6 +64,7 @@ impl KnownTools {
                 names: RwLock::new(HashSet::new()),
                 unknown: Arc::from(UNKNOWN_TOOL),
                 capacity,
+                full_logged: AtomicBool::new(false),
             }),
         }
     }
@@ -69,6 +81,10 @@ impl KnownTools {
     }
 
     /// Adds names (configured, or seen in a `tools/list` answer). Returns how many were new.
+    ///
+    /// Empty names and names longer than [`MAX_NAME_LEN`](Self::MAX_NAME_LEN) are ignored (never
+    /// truncated: a truncated name would be another tool's key). Names beyond the capacity are
+    /// ignored too; the first time that happens a warning is logged.
     pub fn learn<I, N>(&self, names: I) -> usize
     where
         I: IntoIterator<Item = N>,
@@ -82,16 +98,34 @@ impl KnownTools {
                 continue;
             }
             if set.len() >= self.inner.capacity {
-                tracing::warn!(
-                    capacity = self.inner.capacity,
-                    "known-tools table full; further tool names share the unknown key"
-                );
+                if !self.inner.full_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        capacity = self.inner.capacity,
+                        "known-tools table full; further tool names share the unknown key"
+                    );
+                }
                 break;
             }
             set.insert(Arc::from(n));
             added += 1;
         }
         added
+    }
+
+    /// Whether learning `names` would add nothing: each is known or would be ignored. Checked
+    /// under the read lock, so re-learning an unchanged catalogue never blocks keyed calls.
+    fn adds_nothing<N: AsRef<str>>(&self, names: &[N]) -> bool {
+        let set = self.inner.names.read().unwrap_or_else(|p| p.into_inner());
+        names.iter().all(|n| {
+            let n = n.as_ref();
+            n.is_empty() || n.len() > Self::MAX_NAME_LEN || set.contains(n)
+        })
+    }
+
+    /// A layer that learns the tool names of the server's `tools/list` answers into this set:
+    /// `LearnToolsLayer::new(self.clone())`. See [`LearnToolsLayer`] for where it goes.
+    pub fn learn_layer(&self) -> LearnToolsLayer {
+        LearnToolsLayer::new(self.clone())
     }
 
     /// The key for a tool name: the shared name if known, [`UNKNOWN_TOOL`] otherwise.
@@ -146,24 +180,10 @@ impl KnownTools {
 /// Extracts the tool names from a `tools/list` result message (`{"result":{"tools":[{"name":…}]}}`),
 /// for [`KnownTools::learn`]. Returns an empty list for anything else.
 pub fn tool_names_in_list_result(message: &[u8]) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Msg {
-        result: Option<ListResult>,
+    match learn::read_answer(message, None) {
+        learn::Answer::List(names) => names.into_iter().map(String::from).collect(),
+        learn::Answer::NotAList | learn::Answer::Other => Vec::new(),
     }
-    #[derive(serde::Deserialize)]
-    struct ListResult {
-        #[serde(default)]
-        tools: Vec<Tool>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Tool {
-        name: String,
-    }
-    serde_json::from_slice::<Msg>(message)
-        .ok()
-        .and_then(|m| m.result)
-        .map(|r| r.tools.into_iter().map(|t| t.name).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -182,6 +202,40 @@ mod tests {
         assert_eq!(t.len(), 2);
         let long = "x".repeat(200);
         assert_eq!(KnownTools::default().learn([long.as_str(), ""]), 0);
+    }
+
+    /// Counts warnings, to check that a full table warns once, not at every `tools/list`.
+    struct CountWarnings(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl tracing::Subscriber for CountWarnings {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_full_table_warns_once() {
+        let warnings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = KnownTools::new(1);
+        tracing::subscriber::with_default(CountWarnings(Arc::clone(&warnings)), || {
+            for _ in 0..3 {
+                t.learn(["a", "b", "c"]);
+            }
+        });
+        assert_eq!(t.len(), 1);
+        assert_eq!(warnings.load(Ordering::Relaxed), 1);
     }
 
     #[test]
