@@ -59,6 +59,9 @@ async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
             .unwrap()
             .starts_with("Bearer")
     );
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["data"]["correlationId"], "case-401", "{v}");
+    assert_eq!(v["error"]["data"]["reason"], "missing", "{v}");
 
     // 413 from the inspector.
     let auth = format!("Bearer {ALICE}");
@@ -105,6 +108,7 @@ async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
             assert!(r.headers().contains_key("retry-after"));
             let v: serde_json::Value = r.json().await.unwrap();
             assert_eq!(v["error"]["code"], -31429);
+            assert_eq!(v["error"]["data"]["correlationId"], id.as_str(), "{v}");
             saw_429 = true;
             break;
         }

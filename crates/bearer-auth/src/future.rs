@@ -8,9 +8,9 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
-use tower_armor_mcp::ResponseBody;
 use tower_armor_mcp::body::json_rpc_error_response;
 use tower_armor_mcp::error::CODE_UNAUTHORIZED;
+use tower_armor_mcp::{CorrelationId, ResponseBody};
 
 use crate::parse::AuthFailure;
 use crate::service::Binding;
@@ -39,6 +39,7 @@ pin_project! {
         Unauthorized {
             failure: AuthFailure,
             challenge: Option<HeaderValue>,
+            correlation: Option<CorrelationId>,
         },
         UnknownSession {
             delete: bool,
@@ -53,11 +54,16 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn unauthorized(failure: AuthFailure, challenge: HeaderValue) -> Self {
+    pub(crate) fn unauthorized(
+        failure: AuthFailure,
+        challenge: HeaderValue,
+        correlation: Option<CorrelationId>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Unauthorized {
                 failure,
                 challenge: Some(challenge),
+                correlation,
             },
         }
     }
@@ -97,8 +103,18 @@ where
                 }
                 Poll::Ready(Ok(resp.map(ResponseBody::inner)))
             }
-            KindProj::Unauthorized { failure, challenge } => {
-                let data = serde_json::json!({ "reason": failure.as_str() });
+            KindProj::Unauthorized {
+                failure,
+                challenge,
+                correlation,
+            } => {
+                // As every local error answer: the correlation id in `data`, when known.
+                let data = match correlation {
+                    Some(c) => {
+                        serde_json::json!({ "reason": failure.as_str(), "correlationId": c.as_str() })
+                    }
+                    None => serde_json::json!({ "reason": failure.as_str() }),
+                };
                 let mut resp = json_rpc_error_response(
                     StatusCode::UNAUTHORIZED,
                     None,

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use tower_armor_mcp::inspect::headers::SESSION_ID;
-use tower_armor_mcp::{Principal, ResponseBody, span};
+use tower_armor_mcp::{CorrelationId, Principal, ResponseBody, span};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -87,6 +87,7 @@ where
                 return ResponseFuture::unauthorized(
                     failure,
                     shared.challenges.get(failure).clone(),
+                    req.extensions().get::<CorrelationId>().cloned(),
                 );
             }
         };
