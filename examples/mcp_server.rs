@@ -11,7 +11,9 @@
 //! Every setting comes from the environment and is validated before the server starts; a bad
 //! value exits with status 2 and names the variable. The full list is in
 //! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
-//! `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_CALL_TIMEOUT_MS` (default here: 60000) and
+//! `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
+//! arrive within it, else 408; default 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
+//! 60000) and
 //! `RUST_LOG` (default `info`, logs on stderr).
 //!
 //! Without `MCP_BEARER_TOKEN` auth is off (a warning is logged), and the server refuses to bind a
@@ -59,6 +61,8 @@ pub struct Settings {
     pub addr: SocketAddr,
     /// The inspector's body limit (`MCP_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// The inspector's body-read deadline (`MCP_BODY_TIMEOUT_MS`, 0 = off).
+    pub body_timeout: Duration,
     /// Correlation ids (`MCP_REQUEST_ID_HEADER`).
     pub correlation: CorrelationIdLayer,
     /// SSE pass-through (`MCP_SSE_KEEPALIVE_SECONDS`, `MCP_SSE_IDLE_TIMEOUT_SECONDS`).
@@ -115,6 +119,20 @@ impl Settings {
             },
             None => McpInspectLayer::DEFAULT_MAX_BODY,
         };
+        let body_timeout = match get("MCP_BODY_TIMEOUT_MS") {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if Duration::from_millis(ms) <= McpInspectLayer::MAX_BODY_TIMEOUT => {
+                    Duration::from_millis(ms)
+                }
+                _ => {
+                    return Err(format!(
+                        "MCP_BODY_TIMEOUT_MS: expected milliseconds from 0 (off) to {}, got {v:?}",
+                        McpInspectLayer::MAX_BODY_TIMEOUT.as_millis()
+                    ));
+                }
+            },
+            None => McpInspectLayer::DEFAULT_BODY_TIMEOUT,
+        };
         let tools = KnownTools::from_names(DEMO_TOOLS);
         let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
         tower_armor_bearer_auth::check_bind_with(addr, auth.is_enabled(), lookup)
@@ -134,6 +152,7 @@ impl Settings {
         Ok(Settings {
             addr,
             max_body_bytes,
+            body_timeout,
             correlation: CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             auth,
@@ -209,7 +228,11 @@ pub fn app(settings: Settings) -> App {
         .layer(settings.correlation.clone())
         .layer(settings.sse)
         .layer(settings.auth.clone())
-        .layer(McpInspectLayer::new().max_body_bytes(settings.max_body_bytes))
+        .layer(
+            McpInspectLayer::new()
+                .max_body_bytes(settings.max_body_bytes)
+                .body_timeout(settings.body_timeout),
+        )
         .layer(AdoptMetaTraceLayer::new())
         .layer(settings.allow)
         // Inside the allow-list, which hides tools per principal: it sees the whole catalogue.

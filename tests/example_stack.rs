@@ -77,6 +77,9 @@ async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
     .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.headers()["x-request-id"], "case-413");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -31413, "{v}");
+    assert_eq!(v["error"]["data"]["correlationId"], "case-413", "{v}");
 
     // A hostile id is replaced, never echoed.
     let r = raw_post(
@@ -92,6 +95,9 @@ async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
     let echoed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(!echoed.contains("bad"), "{echoed}");
     assert_eq!(echoed.len(), 36, "a generated UUID: {echoed}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    assert_eq!(v["error"]["data"]["correlationId"], echoed.as_str(), "{v}");
 
     // 429 from the rate limit (the 413 and 400 above were counted too), with Retry-After.
     let mut saw_429 = false;
@@ -330,4 +336,48 @@ async fn a_call_past_its_deadline_ends_with_a_local_timeout_error() {
     // timeout and sees `Elapsed`), not yet enough to open it.
     let counts = ex.breakers.circuit("slow").unwrap().counts();
     assert_eq!((counts.calls, counts.failures), (2, 2), "{counts:?}");
+}
+
+/// A client that sends its headers and then trickles the body gets 408 once the body-read
+/// deadline passes, with the correlation id, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ex = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS), ("MCP_BODY_TIMEOUT_MS", "300")]).await;
+    let url = ex.url();
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {ALICE}\r\n\
+         x-request-id: case-408\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: 200\r\n\r\n{{\"jsonrpc\""
+    );
+    let started = Instant::now();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server closes the connection after its answer: read to the end (bounded).
+    bounded(10, tcp.read_to_end(&mut answer)).await.unwrap();
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(answer.contains("x-request-id: case-408"), "{answer}");
+    assert!(answer.contains("\"code\":-31408"), "{answer}");
+    assert!(
+        answer.contains("\"correlationid\":\"case-408\""),
+        "{answer}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+
+    // A bad value is refused by name.
+    let err =
+        support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "soon")]).unwrap_err();
+    assert!(err.contains("MCP_BODY_TIMEOUT_MS"), "{err}");
 }

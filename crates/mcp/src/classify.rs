@@ -339,6 +339,11 @@ mod tests {
             c(Outcome::RpcError(CODE_TIMEOUT)),
             (B::SlowFailure, R::IfSafe)
         );
+        // Another hop's inspector gave up on our body: the 408 row, however it is seen.
+        assert_eq!(
+            c(Outcome::RpcError(crate::error::CODE_BODY_TIMEOUT)),
+            (B::SlowFailure, R::IfSafe)
+        );
     }
 
     #[test]

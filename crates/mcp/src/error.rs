@@ -9,6 +9,7 @@
 //! |---|---|---|---|
 //! | [`Unauthorized`] | 401 | `-31401` | no |
 //! | [`Forbidden`] | 403 | `-31403` | no |
+//! | the request body did not arrive in time (answered by the inspector itself, see [`CODE_BODY_TIMEOUT`]) | 408 | `-31408` | no |
 //! | [`PayloadTooLarge`] | 413 | `-31413` | no |
 //! | [`RateLimited`] | 429 | `-31429` | yes, whole seconds rounded up, at least 1 |
 //! | [`CircuitOpen`] | 503 | `-31503` | yes (time until a probe may pass) |
@@ -34,6 +35,11 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 pub const CODE_UNAUTHORIZED: i64 = -31401;
 /// JSON-RPC code for [`Forbidden`].
 pub const CODE_FORBIDDEN: i64 = -31403;
+/// JSON-RPC code of the inspector's 408: the request body did not arrive within
+/// [`McpInspectLayer::body_timeout`](crate::inspect::McpInspectLayer::body_timeout). The client's
+/// fault (or its network's), answered before the call plane: no breaker or retry layer inside the
+/// inspector ever sees it.
+pub const CODE_BODY_TIMEOUT: i64 = -31408;
 /// JSON-RPC code for [`PayloadTooLarge`].
 pub const CODE_PAYLOAD_TOO_LARGE: i64 = -31413;
 /// JSON-RPC code for [`RateLimited`].
@@ -354,6 +360,10 @@ mod tests {
             );
         }
         assert!(!is_local_code(-32603));
+        // Answered by the inspector, not a `LocalError`: same scheme, unused by the others.
+        assert!(is_local_code(CODE_BODY_TIMEOUT));
+        assert_eq!(-CODE_BODY_TIMEOUT % 1000, 408);
+        assert!(!seen.contains(&CODE_BODY_TIMEOUT));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! McpInspectLayer through tower-test mocks.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -226,4 +227,169 @@ fn the_service_is_send_sync_clone() {
     assert::<tower_armor_mcp::inspect::McpInspect<Mock>>();
     fn fut<T: Send>() {}
     fut::<tower_armor_mcp::inspect::ResponseFuture<Mock, String>>();
+}
+
+// === body-read deadline ===
+
+type Chunk = Result<Frame<Bytes>, Infallible>;
+
+/// A JSON POST whose body the test feeds frame by frame; dropping the sender ends the body.
+fn fed_post() -> (
+    tokio::sync::mpsc::UnboundedSender<Chunk>,
+    Request<StreamBody<impl futures_util::Stream<Item = Chunk> + Send + Unpin>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Chunk>();
+    let body = StreamBody::new(stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    (tx, req)
+}
+
+fn chunk(b: &'static str) -> Chunk {
+    Ok(Frame::data(Bytes::from_static(b.as_bytes())))
+}
+
+const PING: [&str; 2] = [r#"{"jsonrpc":"2.0","id":1,"#, r#""method":"ping"}"#];
+
+async fn assert_body_timeout(resp: Response<tower_armor_mcp::ResponseBody<String>>) {
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(resp.headers()["connection"], "close");
+    assert!(resp.body().is_local());
+    let v = body_json(resp).await;
+    assert_eq!(
+        v["error"]["code"],
+        tower_armor_mcp::error::CODE_BODY_TIMEOUT
+    );
+    assert_eq!(v["error"]["code"], -31408);
+    assert_eq!(v["id"], serde_json::Value::Null);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_body_within_the_deadline_passes() {
+    let (svc, mut handle) = setup(McpInspectLayer::new().body_timeout(Duration::from_secs(10)));
+    let (tx, req) = fed_post();
+    let call = tokio::spawn(svc.oneshot(req));
+    tx.send(chunk(PING[0])).unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    tx.send(chunk(PING[1])).unwrap();
+    drop(tx);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.body().bytes(), PING.concat().as_bytes());
+    send.send_response(Response::new("inner".to_string()));
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_gets_408_at_the_default_deadline_and_never_goes_inward() {
+    let (svc, mut handle) = setup(McpInspectLayer::new());
+    let (tx, req) = fed_post();
+    tx.send(chunk(PING[0])).unwrap();
+    let call = tokio::spawn(svc.oneshot(req));
+    tokio::time::sleep(McpInspectLayer::DEFAULT_BODY_TIMEOUT - Duration::from_millis(1)).await;
+    assert!(!call.is_finished());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_body_timeout(call.await.unwrap().unwrap()).await;
+    // The service was dropped without ever sending a request inward; the body too.
+    assert!(handle.next_request().await.is_none());
+    assert!(tx.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickle_does_not_extend_the_deadline() {
+    let (svc, _handle) = setup(McpInspectLayer::new().body_timeout(Duration::from_secs(5)));
+    let (tx, req) = fed_post();
+    let call = tokio::spawn(svc.oneshot(req));
+    // One byte a second: never idle for long, but the body is not complete at 5 s.
+    for _ in 0..5 {
+        tx.send(chunk(" ")).unwrap();
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(!call.is_finished());
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_body_timeout(call.await.unwrap().unwrap()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_408_carries_the_correlation_id_and_no_connection_header_on_http2() {
+    let (svc, _handle) = setup(McpInspectLayer::new().body_timeout(Duration::from_secs(1)));
+    let (_tx, mut req) = fed_post();
+    *req.version_mut() = http::Version::HTTP_2;
+    req.extensions_mut()
+        .insert(tower_armor_mcp::CorrelationId::parse(b"req-42").unwrap());
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(resp.headers().get("connection").is_none());
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], -31408);
+    assert_eq!(v["error"]["data"]["correlationId"], "req-42");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_body_timeout_turns_the_deadline_off() {
+    let (svc, mut handle) = setup(McpInspectLayer::new().body_timeout(Duration::ZERO));
+    let (tx, req) = fed_post();
+    tx.send(chunk(PING[0])).unwrap();
+    let call = tokio::spawn(svc.oneshot(req));
+    tokio::time::sleep(Duration::from_secs(400 * 24 * 60 * 60)).await;
+    assert!(!call.is_finished());
+    tx.send(chunk(PING[1])).unwrap();
+    drop(tx);
+    let (_req, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new(String::new()));
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overlong_body_timeout_is_cut_to_one_day() {
+    let max = McpInspectLayer::MAX_BODY_TIMEOUT;
+    assert_eq!(max, Duration::from_secs(24 * 60 * 60));
+    let (svc, _handle) = setup(McpInspectLayer::new().body_timeout(Duration::MAX));
+    let (_tx, req) = fed_post();
+    let call = tokio::spawn(svc.oneshot(req));
+    tokio::time::sleep(max - Duration::from_secs(1)).await;
+    assert!(!call.is_finished());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_body_timeout(call.await.unwrap().unwrap()).await;
+}
+
+/// Polls the inspector once, outside any Tokio runtime: creating a `Sleep` there panics, so a
+/// request that completes here never armed the body-read timer.
+fn poll_without_runtime<B>(layer: McpInspectLayer, req: Request<B>) -> Option<StatusCode>
+where
+    B: http_body::Body + Send + 'static,
+{
+    use futures_util::FutureExt;
+    let inner = tower::service_fn(|_req: Request<McpBody>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
+    });
+    layer
+        .layer(inner)
+        .oneshot(req)
+        .now_or_never()
+        .map(|r| r.unwrap().status())
+}
+
+#[test]
+fn a_ready_body_never_arms_the_timer() {
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let layer = McpInspectLayer::new();
+    // One ready frame.
+    assert_eq!(
+        poll_without_runtime(layer, post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)),
+        Some(StatusCode::OK)
+    );
+    // Several frames, all ready.
+    let chunks: Vec<Chunk> = PING.iter().map(|p| chunk(p)).collect();
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream::iter(chunks)))
+        .unwrap();
+    assert_eq!(poll_without_runtime(layer, req), Some(StatusCode::OK));
+    // With the deadline off, even a body that is not ready creates no timer.
+    let (_tx, req) = fed_post();
+    let off = layer.body_timeout(Duration::ZERO);
+    assert_eq!(poll_without_runtime(off, req), None);
 }

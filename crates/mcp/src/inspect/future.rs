@@ -2,16 +2,20 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::parse::{self, Limits, Rejection};
-use crate::body::{McpBody, ResponseBody, json_rpc_error_response};
+use crate::CorrelationId;
+use crate::body::{McpBody, ResponseBody, local_error_response};
+use crate::error::CODE_BODY_TIMEOUT;
 
 pin_project! {
     /// Response future of [`McpInspect`](super::McpInspect): reads the body, then calls the inner
@@ -37,6 +41,10 @@ pin_project! {
             json: bool,
             limits: Limits,
             max: usize,
+            timeout: Option<Duration>,
+            // Armed on the first `Pending` from the body, never before: a body that is complete
+            // when the request comes costs no timer. Boxed so the slow path alone pays for it.
+            sleep: Option<Pin<Box<Sleep>>>,
         },
         Calling {
             #[pin]
@@ -44,6 +52,8 @@ pin_project! {
         },
         Answer {
             rejection: Option<Rejection>,
+            // Named in the answer's `data`, as every local error answer does.
+            correlation: Option<CorrelationId>,
         },
     }
 }
@@ -93,10 +103,11 @@ where
         }
     }
 
-    pub(crate) fn answer(rejection: Rejection) -> Self {
+    pub(crate) fn answer(rejection: Rejection, correlation: Option<&CorrelationId>) -> Self {
         ResponseFuture {
             state: State::Answer {
                 rejection: Some(rejection),
+                correlation: correlation.cloned(),
             },
         }
     }
@@ -108,6 +119,7 @@ where
         json: bool,
         limits: Limits,
         max: usize,
+        timeout: Option<Duration>,
     ) -> Self {
         ResponseFuture {
             state: State::Reading {
@@ -118,9 +130,30 @@ where
                 json,
                 limits,
                 max,
+                timeout,
+                sleep: None,
             },
         }
     }
+}
+
+/// The 408 for a body that did not arrive in time.
+fn body_timeout_response<B>(parts: &Parts) -> Response<ResponseBody<B>> {
+    let mut resp = local_error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        None,
+        CODE_BODY_TIMEOUT,
+        "request body not received in time",
+        parts.extensions.get::<CorrelationId>(),
+    );
+    // The rest of the body is never read, so an HTTP/1 connection cannot carry another request.
+    // HTTP/2 has no `Connection` header (hyper would strip it with a warning); its stream ends
+    // with the answer.
+    if parts.version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
@@ -148,7 +181,10 @@ where
                         ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)),
                     );
                 }
-                StateProj::Answer { rejection } => {
+                StateProj::Answer {
+                    rejection,
+                    correlation,
+                } => {
                     let rej = rejection
                         .take()
                         .expect("ResponseFuture polled after completion");
@@ -158,12 +194,12 @@ where
                         reason = rej.message,
                         "MCP request rejected"
                     );
-                    return Poll::Ready(Ok(json_rpc_error_response(
+                    return Poll::Ready(Ok(local_error_response(
                         rej.status,
                         rej.id.as_ref(),
                         rej.code,
                         rej.message,
-                        None,
+                        correlation.as_ref(),
                     )));
                 }
                 StateProj::Reading {
@@ -174,9 +210,30 @@ where
                     json,
                     limits,
                     max,
+                    timeout,
+                    sleep,
                 } => {
                     let done = loop {
-                        match ready!(body.as_mut().poll_frame(cx)) {
+                        let frame = match body.as_mut().poll_frame(cx) {
+                            Poll::Ready(frame) => frame,
+                            Poll::Pending => {
+                                let Some(limit) = *timeout else {
+                                    return Poll::Pending;
+                                };
+                                let timer = sleep
+                                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                                ready!(timer.as_mut().poll(cx));
+                                let parts = parts.take().expect("polled after completion");
+                                // Debug, not warn: a client can cause one per connection.
+                                tracing::debug!(
+                                    timeout_ms = limit.as_millis(),
+                                    bytes_read = read.len,
+                                    "MCP request body not received in time"
+                                );
+                                return Poll::Ready(Ok(body_timeout_response(&parts)));
+                            }
+                        };
+                        match frame {
                             Some(Ok(frame)) => {
                                 if let Ok(data) = frame.into_data() {
                                     if read.len + data.remaining() > *max {
@@ -213,6 +270,7 @@ where
                         }
                         Err(rejection) => State::Answer {
                             rejection: Some(rejection),
+                            correlation: parts.extensions.get::<CorrelationId>().cloned(),
                         },
                     }
                 }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use tower_layer::Layer;
 
 use super::parse::Limits;
@@ -6,14 +8,38 @@ use super::service::McpInspect;
 /// Applies [`McpInspect`]: see the [module docs](super).
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_armor_mcp::inspect::McpInspectLayer;
-/// let layer = McpInspectLayer::new().max_body_bytes(1 << 20);
+/// let layer = McpInspectLayer::new()
+///     .max_body_bytes(1 << 20)
+///     .body_timeout(Duration::from_secs(10));
 /// # let _ = layer;
 /// ```
+///
+/// # Body-read deadline
+///
+/// The inspector reads the whole body before any layer inside it sees the request, so rate
+/// limits and bulkheads further in do not count a request whose body is still arriving. A
+/// client that sends its headers and then trickles the body (slowloris) would hold the
+/// connection, a task and up to [`max_body_bytes`](Self::max_body_bytes) of buffer for as long
+/// as it likes. [`body_timeout`](Self::body_timeout) bounds that read (default
+/// [30 s](Self::DEFAULT_BODY_TIMEOUT)): past it the inspector answers 408 +
+/// [`CODE_BODY_TIMEOUT`](crate::error::CODE_BODY_TIMEOUT) with `id: null` and the correlation id
+/// (when a `CorrelationId` extension is present) in `data`, and `Connection: close` on HTTP/1
+/// (the rest of the body is never read, so the connection cannot be reused). The inner service
+/// is never called.
+///
+/// It bounds only the body read, never the call: once the body is in, the deadline is gone. It
+/// is a deadline for the whole body, not an idle timeout, so a trickle of bytes does not extend
+/// it. It counts from the first poll that finds the body not ready; a body already complete
+/// when the request is called (one ready frame) never sets a timer. The timer is a Tokio
+/// `Sleep`: a slow body needs a Tokio runtime with time enabled (as hyper servers have).
 #[derive(Clone, Copy, Debug)]
 pub struct McpInspectLayer {
     pub(crate) max_body: usize,
     pub(crate) limits: Limits,
+    /// `None`: no deadline.
+    pub(crate) body_timeout: Option<Duration>,
 }
 
 impl Default for McpInspectLayer {
@@ -27,9 +53,13 @@ impl McpInspectLayer {
     pub const DEFAULT_MAX_BODY: usize = 4 << 20;
     /// The default limit on a string id's length: 256 bytes.
     pub const DEFAULT_MAX_ID_LEN: usize = 256;
+    /// The default body-read deadline: 30 seconds.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The longest body-read deadline: one day. Longer settings are cut to it.
+    pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-    /// A layer with the defaults: 4 MiB bodies, ids up to 256 bytes, unknown protocol versions
-    /// rejected.
+    /// A layer with the defaults: 4 MiB bodies read within 30 s, ids up to 256 bytes, unknown
+    /// protocol versions rejected.
     pub fn new() -> Self {
         McpInspectLayer {
             max_body: Self::DEFAULT_MAX_BODY,
@@ -37,12 +67,36 @@ impl McpInspectLayer {
                 max_id_len: Self::DEFAULT_MAX_ID_LEN,
                 reject_unknown_versions: true,
             },
+            body_timeout: Some(Self::DEFAULT_BODY_TIMEOUT),
         }
     }
 
     /// The largest request body read; larger ones get 413.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// How long the request body may take to arrive; past it the inspector answers 408 (see
+    /// [Body-read deadline](Self#body-read-deadline)). Default
+    /// [30 s](Self::DEFAULT_BODY_TIMEOUT).
+    ///
+    /// `Duration::ZERO` turns the deadline off (the `0 = off` of the crate's settings). A
+    /// duration above [`MAX_BODY_TIMEOUT`](Self::MAX_BODY_TIMEOUT) (one day) is cut to it, with
+    /// a warning: a longer deadline is no bound at all.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = if timeout.is_zero() {
+            None
+        } else if timeout > Self::MAX_BODY_TIMEOUT {
+            tracing::warn!(
+                requested_secs = timeout.as_secs(),
+                max_secs = Self::MAX_BODY_TIMEOUT.as_secs(),
+                "McpInspectLayer::body_timeout above one day; using one day"
+            );
+            Some(Self::MAX_BODY_TIMEOUT)
+        } else {
+            Some(timeout)
+        };
         self
     }
 
@@ -70,5 +124,27 @@ impl<S> Layer<S> for McpInspectLayer {
 
     fn layer(&self, inner: S) -> McpInspect<S> {
         McpInspect::new(inner, *self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_timeout_defaults_turns_off_and_clamps() {
+        let l = McpInspectLayer::new();
+        assert_eq!(l.body_timeout, Some(McpInspectLayer::DEFAULT_BODY_TIMEOUT));
+        let d = Duration::from_millis(1500);
+        assert_eq!(l.body_timeout(d).body_timeout, Some(d));
+        assert_eq!(l.body_timeout(Duration::ZERO).body_timeout, None);
+        let max = McpInspectLayer::MAX_BODY_TIMEOUT;
+        assert_eq!(l.body_timeout(max).body_timeout, Some(max));
+        for long in [max + Duration::from_nanos(1), Duration::MAX] {
+            assert_eq!(l.body_timeout(long).body_timeout, Some(max));
+        }
+        // Off, then on again.
+        let again = l.body_timeout(Duration::ZERO).body_timeout(d);
+        assert_eq!(again.body_timeout, Some(d));
     }
 }

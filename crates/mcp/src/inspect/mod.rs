@@ -9,6 +9,7 @@
 //! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
 //! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` |
 //! | a body that fails while being read | 400, `-32600` |
+//! | a body not complete within [`McpInspectLayer::body_timeout`] (default 30 s) | 408, [`CODE_BODY_TIMEOUT`](crate::error::CODE_BODY_TIMEOUT), `id: null`, `Connection: close` on HTTP/1; see [Body-read deadline](McpInspectLayer#body-read-deadline) |
 //! | POST with a non-JSON `Content-Type` | passed on unparsed ([`MessageKind::NotJsonRpc`](crate::MessageKind)) |
 //! | GET, DELETE | passed on with the facts their headers give |
 //!

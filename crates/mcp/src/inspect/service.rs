@@ -7,6 +7,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::layer::McpInspectLayer;
 use super::parse::{self, Rejection};
+use crate::CorrelationId;
 use crate::body::{McpBody, ResponseBody};
 
 /// Reads each MCP request once into an [`McpRequest`](crate::McpRequest) extension; see the
@@ -63,7 +64,7 @@ where
                         service.call(Request::from_parts(parts, McpBody::empty())),
                     )
                 }
-                Err(rej) => ResponseFuture::answer(rej),
+                Err(rej) => ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>()),
             };
         }
 
@@ -74,9 +75,13 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > max as u64) || body.size_hint().lower() > max as u64 {
-            return ResponseFuture::answer(Rejection::too_large());
+            return ResponseFuture::answer(
+                Rejection::too_large(),
+                parts.extensions.get::<CorrelationId>(),
+            );
         }
         let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
-        ResponseFuture::reading(body, parts, service, json, limits, max)
+        let timeout = self.config.body_timeout;
+        ResponseFuture::reading(body, parts, service, json, limits, max, timeout)
     }
 }
