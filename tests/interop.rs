@@ -151,6 +151,10 @@ async fn over_quota(client: Client) {
     let outcomes = v["rate"].as_array().unwrap();
     let (last, allowed) = outcomes.split_last().unwrap();
     assert_eq!(code(last), Some(-31429), "{v}");
+    assert!(
+        !allowed.is_empty(),
+        "the burst lets calls through first: {v}"
+    );
     assert!(allowed.iter().all(|o| o["text"] == "5"), "{v}");
     if let Some(status) = last["http"].as_u64() {
         assert_eq!(status, 429, "{v}");
@@ -164,6 +168,7 @@ async fn over_quota(client: Client) {
         );
     }
     // Each client ends its session with DELETE when it closes; over quota or not, that passes.
+    // (The 2025-11-25 runs: a 2026-07-28 client has no session to end.)
     assert!(
         !stderr.contains("Session termination failed: 429")
             && !stderr.contains("Failed to terminate session"),

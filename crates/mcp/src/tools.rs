@@ -116,10 +116,12 @@ impl KnownTools {
     /// under the read lock, so re-learning an unchanged catalogue never blocks keyed calls.
     fn adds_nothing<N: AsRef<str>>(&self, names: &[N]) -> bool {
         let set = self.inner.names.read().unwrap_or_else(|p| p.into_inner());
-        names.iter().all(|n| {
-            let n = n.as_ref();
-            n.is_empty() || n.len() > Self::MAX_NAME_LEN || set.contains(n)
-        })
+        // A full set takes nothing more (`learn` would only warn, once).
+        set.len() >= self.inner.capacity
+            || names.iter().all(|n| {
+                let n = n.as_ref();
+                n.is_empty() || n.len() > Self::MAX_NAME_LEN || set.contains(n)
+            })
     }
 
     /// A layer that learns the tool names of the server's `tools/list` answers into this set:

@@ -392,4 +392,8 @@ fn a_ready_body_never_arms_the_timer() {
     let (_tx, req) = fed_post();
     let off = layer.body_timeout(Duration::ZERO);
     assert_eq!(poll_without_runtime(off, req), None);
+    // Deadline on, body not ready, and no Tokio runtime to time it: read without a deadline
+    // (a warning), never a panic.
+    let (_tx, req) = fed_post();
+    assert_eq!(poll_without_runtime(layer, req), None);
 }

@@ -7,8 +7,10 @@
 //! that is not exempt counts as one, including the opening of a long-lived stream (a GET listen
 //! stream or a `subscriptions/listen` POST) and notifications; health checks
 //! (`GET`/`HEAD` of `/healthz`, `/readyz` by default, without an `Mcp-Session-Id`) are exempt.
-//! A `DELETE` that ends a session (it carries `Mcp-Session-Id`) is neither counted nor refused:
-//! refusing it would only keep the session alive on the server until it expires.
+//! A `DELETE` that ends a session (it carries `Mcp-Session-Id`, came through the inspector and
+//! from an authenticated [`Principal`](tower_armor_mcp::Principal)) is neither counted nor
+//! refused: refusing it would only keep the session alive on the server until it expires.
+//! Without authentication such a DELETE is counted (anyone can invent session ids).
 //!
 //! # Example
 //!

@@ -146,10 +146,16 @@ where
     }
 }
 
-/// A `DELETE` carrying the session it ends.
+/// A `DELETE` that ends an MCP session: it names the session, the inspector saw it (so it is
+/// addressed to the MCP endpoint, not to any route this layer may wrap) and an authenticated
+/// principal sent it (bearer-auth, in front, has checked that the session is theirs). Without
+/// authentication, session ids are free to invent, so such a DELETE is counted.
 #[cold]
 fn ends_session<B>(req: &Request<B>) -> bool {
+    let ext = req.extensions();
     req.headers().contains_key(&SESSION_ID)
+        && ext.get::<McpRequest>().is_some()
+        && ext.get::<Principal>().is_some()
 }
 
 /// The peer address was needed but the request had none.

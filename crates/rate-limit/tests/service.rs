@@ -587,25 +587,46 @@ async fn ending_a_session_is_never_refused() {
     let (svc, seen) = setup(&l);
     assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
     assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 429);
-    let delete = |session: Option<&str>| {
+    let delete = |session: Option<&str>, inspected: bool, principal: bool| {
         let mut b = Request::delete("/mcp");
         if let Some(s) = session {
             b = b.header("mcp-session-id", s);
         }
         let mut req = b.body(McpBody::empty()).unwrap();
         req.extensions_mut().insert(peer("1.1.1.1"));
-        req.extensions_mut().insert(Principal::new("a"));
+        if principal {
+            req.extensions_mut().insert(Principal::new("a"));
+        }
+        if inspected {
+            req.extensions_mut()
+                .insert(McpRequest::new(MessageKind::NotJsonRpc, None, None));
+        }
         req
     };
     // Over quota, the client can still end its session, and doing so costs it nothing.
-    let resp = send(&svc, delete(Some("s1"))).await;
+    let resp = send(&svc, delete(Some("s1"), true, true)).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("ratelimit").is_none());
     assert_eq!(seen.load(Ordering::SeqCst), 2);
-    // A DELETE without a session ends nothing: counted like any request.
-    assert_eq!(send(&svc, delete(None)).await.status(), 429);
+    // Counted like any request: a DELETE without a session (it ends nothing), one the inspector
+    // did not see (another route under this layer), one without a principal (anyone can invent
+    // a session id).
+    assert_eq!(send(&svc, delete(None, true, true)).await.status(), 429);
+    assert_eq!(
+        send(&svc, delete(Some("s1"), false, true)).await.status(),
+        429
+    );
+    // (Without a principal the key is the peer IP: use up that bucket first.)
+    assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 200);
+    assert_eq!(
+        send(&svc, delete(Some("s1"), true, false)).await.status(),
+        429
+    );
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert_eq!(send(&svc, delete(Some("s1"))).await.status(), 200);
+    assert_eq!(
+        send(&svc, delete(Some("s1"), true, true)).await.status(),
+        200
+    );
     assert_eq!(
         send(&svc, post("1.1.1.1", Some("a"))).await.status(),
         200,

@@ -137,6 +137,21 @@ where
     }
 }
 
+/// Whether a Tokio timer can be armed here: polled inside a Tokio runtime. Warns once if not.
+/// (A Tokio runtime built without `enable_time` still panics here, as every Tokio timer does.)
+#[cold]
+fn timer_available() -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let ok = tokio::runtime::Handle::try_current().is_ok();
+    if !ok && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "McpInspectLayer: polled outside a Tokio runtime; request bodies are read without \
+             the body_timeout deadline"
+        );
+    }
+    ok
+}
+
 /// The 408 for a body that did not arrive in time.
 fn body_timeout_response<B>(parts: &Parts) -> Response<ResponseBody<B>> {
     let mut resp = local_error_response(
@@ -220,6 +235,12 @@ where
                                 let Some(limit) = *timeout else {
                                     return Poll::Pending;
                                 };
+                                // A timer needs a Tokio runtime; polled by another executor, read
+                                // without a deadline rather than panic.
+                                if sleep.is_none() && !timer_available() {
+                                    *timeout = None;
+                                    return Poll::Pending;
+                                }
                                 let timer = sleep
                                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                                 ready!(timer.as_mut().poll(cx));
