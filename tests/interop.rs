@@ -7,9 +7,11 @@ mod support;
 use support::{Client, run_client, spawn_example};
 
 const TOKEN: &str = "interop-token-7f3a9c";
+/// `MCP_BEARER_TOKEN` of the example server: one principal holding [`TOKEN`].
+const TOKENS: &str = "interop:interop-token-7f3a9c";
 
 async fn passes(client: Client, mode: &str, protocol: &str) {
-    let server = spawn_example(&[("MCP_BEARER_TOKEN", &format!("interop:{TOKEN}"))]).await;
+    let server = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
     let (v, stderr) = run_client(client, &server.url(), Some(TOKEN), &[]).await;
     assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
     assert_eq!(v["mode"], mode);
@@ -30,7 +32,7 @@ async fn passes(client: Client, mode: &str, protocol: &str) {
 }
 
 async fn refused(client: Client) {
-    let server = spawn_example(&[("MCP_BEARER_TOKEN", &format!("interop:{TOKEN}"))]).await;
+    let server = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
     let (v, stderr) = run_client(
         client,
         &server.url(),
@@ -93,8 +95,7 @@ fn code(outcome: &serde_json::Value) -> Option<i64> {
 /// session still working after each.
 async fn failures(client: Client) {
     let mut vars = FAILING.to_vec();
-    let token = format!("interop:{TOKEN}");
-    vars.push(("MCP_BEARER_TOKEN", &token));
+    vars.push(("MCP_BEARER_TOKEN", TOKENS));
     let server = spawn_example(&vars).await;
     let (v, stderr) = run_client(
         client,
@@ -139,9 +140,8 @@ async fn failures(client: Client) {
 /// A client over its quota sees 429 with the local code and `Retry-After`, and can still end its
 /// session.
 async fn over_quota(client: Client) {
-    let token = format!("interop:{TOKEN}");
     let server = spawn_example(&[
-        ("MCP_BEARER_TOKEN", &token),
+        ("MCP_BEARER_TOKEN", TOKENS),
         ("MCP_RATE_LIMIT_PER_MINUTE", "1"),
         ("MCP_RATE_LIMIT_BURST", "5"),
     ])

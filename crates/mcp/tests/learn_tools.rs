@@ -94,6 +94,23 @@ async fn call(
 }
 
 /// Reads the answer to its end: the frames as they came, and whether it failed.
+/// The answer to `tools/list` id `id`, of this content type, whose body is fed through the
+/// returned sender.
+async fn fed_answer(
+    layer: &LearnToolsLayer,
+    id: i64,
+    content_type: &str,
+) -> (mpsc::UnboundedSender<Result<Bytes, std::io::Error>>, Answer) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let resp = call(
+        layer,
+        Some(facts(Method::ToolsList, id)),
+        answer(200, content_type, TestBody::Chan(rx)),
+    )
+    .await;
+    (tx, resp)
+}
+
 async fn frames(resp: Answer) -> (Vec<Bytes>, bool) {
     let mut body = std::pin::pin!(resp.into_body());
     let mut out = Vec::new();
@@ -137,15 +154,9 @@ async fn json_answer_is_learned_and_forwarded_unchanged() {
     assert_eq!(&*known.key(Some("add")), "add");
 
     // The same through a channel: the end is seen as `None`, not from `is_end_stream`.
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, resp) = fed_answer(&layer, 2, "application/json; charset=utf-8").await;
     tx.send(Ok(Bytes::from(list(2, &["slow"])))).unwrap();
     drop(tx);
-    let resp = call(
-        &layer,
-        Some(facts(Method::ToolsList, 2)),
-        answer(200, "application/json; charset=utf-8", TestBody::Chan(rx)),
-    )
-    .await;
     frames(resp).await;
     assert!(known.contains("slow"));
 }
@@ -301,13 +312,7 @@ async fn error_statuses_and_error_results_teach_nothing() {
     frames(resp).await;
     // In a stream, watching stops at the error: a later list-shaped message is not the answer.
     let sse = [format!("data: {err}\n\n"), format!("data: {msg}\n\n")];
-    let (tx, rx) = mpsc::unbounded_channel();
-    let resp = call(
-        &layer,
-        Some(facts(Method::ToolsList, 1)),
-        answer(200, "text/event-stream", TestBody::Chan(rx)),
-    )
-    .await;
+    let (tx, resp) = fed_answer(&layer, 1, "text/event-stream").await;
     let mut body = std::pin::pin!(resp.into_body());
     tx.send(Ok(Bytes::from(sse[0].clone()))).unwrap();
     body.frame().await.unwrap().unwrap();
@@ -378,13 +383,7 @@ async fn an_oversized_answer_is_forwarded_but_not_learned() {
 
     // The bound covers the whole event being read: its data lines and its partial line together.
     let split = format!("data: {}\ndata: {}", "x".repeat(40), "y".repeat(30));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let resp = call(
-        &layer,
-        Some(facts(Method::ToolsList, 1)),
-        answer(200, "text/event-stream", TestBody::Chan(rx)),
-    )
-    .await;
+    let (tx, resp) = fed_answer(&layer, 1, "text/event-stream").await;
     let mut body = std::pin::pin!(resp.into_body());
     tx.send(Ok(Bytes::from(split.clone()))).unwrap();
     assert_eq!(
@@ -437,14 +436,8 @@ async fn failed_or_dropped_answers_teach_nothing() {
     assert!(failed);
     assert_eq!(out, [a]);
 
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, resp) = fed_answer(&layer, 1, "application/json").await;
     tx.send(Ok(Bytes::copy_from_slice(a.as_bytes()))).unwrap();
-    let resp = call(
-        &layer,
-        Some(facts(Method::ToolsList, 1)),
-        answer(200, "application/json", TestBody::Chan(rx)),
-    )
-    .await;
     let mut body = Box::pin(resp.into_body());
     body.frame().await.unwrap().unwrap();
     drop(body);
