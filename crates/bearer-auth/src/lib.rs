@@ -4,7 +4,7 @@
 //! Server side, [`BearerAuthLayer`]:
 //! - validates `Authorization: Bearer <token>` against tokens that each name a principal, in time
 //!   independent of which token matched and of the presented token's bytes, and flat in the
-//!   number of tokens (SHA-256 digest, one hash-map probe, constant-time compare; see
+//!   number of tokens (a keyed SipHash-2-4-128 digest, one hash-map probe, constant-time compare; see
 //!   [`parse_authorization`] for the strict grammar);
 //! - answers failures with 401, `WWW-Authenticate: Bearer realm="…"[, resource_metadata="…"],
 //!   error="invalid_token", error_description="…"` (no `error` when no credentials were sent, RFC
@@ -23,7 +23,7 @@
 //! [`TokenSource`](tower_armor_mcp::TokenSource).
 //!
 //! Tokens are [`Secret`](tower_armor_mcp::Secret)s and never logged; the server keeps only their
-//! digests.
+//! keyed digests (under a random key drawn at start).
 //!
 //! # Example
 //!
@@ -99,6 +99,7 @@ mod client;
 pub mod error;
 pub mod future;
 mod layer;
+mod mac;
 mod parse;
 mod service;
 mod session;

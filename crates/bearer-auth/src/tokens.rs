@@ -1,14 +1,16 @@
 //! The server's tokens: parsing the `MCP_BEARER_TOKEN` syntax, the digest table that looks a
 //! presented token up in constant time, and the token file that is re-read while serving.
 //!
-//! # Why digests
+//! # Why keyed digests
 //!
-//! The presented token is hashed with SHA-256 (time depends on its length only). The first eight
-//! bytes of the digest select at most one entry in a `HashMap` (hashed with a random per-table
-//! seed, so an attacker cannot aim at a bucket), and the full 32-byte digests are then compared
-//! in constant time; a miss is compared against a dummy digest so both paths do the same work. The cost is
-//! flat in the number of tokens and does not depend on which token matched or on the presented
-//! token's bytes. Only digests are kept: the configured secrets are dropped once hashed.
+//! The presented token is digested with SipHash-2-4-128 under a random per-table key
+//! ([`crate::mac`]; time depends on its length only). The low eight bytes of the digest select at
+//! most one entry in a `HashMap`, and the full 16-byte digests are then compared in constant
+//! time; a miss is compared against a digest that cannot match, so both paths do the same work.
+//! The cost is flat in the number of tokens and does not depend on which token matched or on the
+//! presented token's bytes. Without the key a client can neither aim at a bucket nor find a token
+//! that shares another's digest. Only digests are kept: the configured secrets are dropped once
+//! digested.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -17,11 +19,11 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tower_armor_mcp::{Principal, Secret};
 
 use crate::error::ConfigError;
+use crate::mac::{MacKey, ct_eq};
 use crate::parse::check_token68;
 
 /// The principal of a token configured without a `name:` prefix.
@@ -32,8 +34,6 @@ pub(crate) const MAX_PRINCIPAL_LEN: usize = 64;
 
 /// The largest token file read (64 KiB).
 pub const MAX_TOKEN_FILE_BYTES: usize = 64 << 10;
-
-type Digest32 = [u8; 32];
 
 /// Checks a principal name: 1–64 characters of `[A-Za-z0-9._@-]`, so it is safe to log and to
 /// name in `MCP_TOOL_ALLOW`.
@@ -92,39 +92,21 @@ pub(crate) fn check_token(token: &[u8]) -> Result<(), &'static str> {
         .map_err(|_| "token has a character outside token68 ([A-Za-z0-9-._~+/] then optional '=')")
 }
 
-fn digest(token: &[u8]) -> Digest32 {
-    Sha256::digest(token).into()
-}
-
-fn ct_eq(a: &Digest32, b: &Digest32) -> bool {
-    let mut acc = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        acc |= x ^ y;
-    }
-    std::hint::black_box(acc) == 0
-}
-
-fn bucket(d: &Digest32) -> u64 {
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&d[..8]);
-    u64::from_le_bytes(k)
-}
-
 #[derive(Debug)]
 struct Entry {
-    digest: Digest32,
+    digest: u128,
     principal: Principal,
 }
 
 /// Digests of the configured tokens, each with its principal.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TokenTable {
+    key: MacKey,
     map: HashMap<u64, Entry, PrefixHasher>,
 }
 
-/// Hashes a digest prefix, which is already uniform, with one multiply of the prefix mixed with
-/// a per-table random seed: SipHash again would cost more than the lookup itself, and the seed
-/// keeps the bucket of a digest unpredictable to a client.
+/// Hashes a digest's low word, which is already uniform and keyed, with one multiply mixed with a
+/// per-table random seed: SipHash again would cost more than the lookup itself.
 #[derive(Clone, Copy, Debug)]
 struct PrefixHasher {
     seed: u64,
@@ -181,17 +163,18 @@ impl TokenTable {
         entries: &[(Principal, Secret)],
         setting: &'static str,
     ) -> Result<Self, ConfigError> {
+        let key = MacKey::random();
         let mut map: HashMap<u64, Entry, PrefixHasher> =
             HashMap::with_capacity_and_hasher(entries.len(), PrefixHasher::default());
         for (i, (principal, secret)) in entries.iter().enumerate() {
             check_token(secret.expose().as_bytes())
                 .map_err(|e| ConfigError::new(setting, format!("entry {}: {e}", i + 1)))?;
-            let d = digest(secret.expose().as_bytes());
-            if let Some(e) = map.get(&bucket(&d)) {
-                let detail = if ct_eq(&e.digest, &d) {
+            let d = key.mac(secret.expose().as_bytes());
+            if let Some(e) = map.get(&(d as u64)) {
+                let detail = if ct_eq(e.digest, d) {
                     "the same token is configured twice"
                 } else {
-                    // 2^-64 per pair: replace one of the two tokens.
+                    // 2^-64 per pair under a random key; it goes away on the next start.
                     "two tokens share a digest prefix; replace one of them"
                 };
                 return Err(ConfigError::new(
@@ -200,25 +183,25 @@ impl TokenTable {
                 ));
             }
             map.insert(
-                bucket(&d),
+                d as u64,
                 Entry {
                     digest: d,
                     principal: principal.clone(),
                 },
             );
         }
-        Ok(TokenTable { map })
+        Ok(TokenTable { key, map })
     }
 
     /// The principal of a presented token, in time independent of which entry matches.
     pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
-        const DUMMY: Digest32 = [0x5a; 32];
-        let d = digest(token);
-        let (want, principal) = match self.map.get(&bucket(&d)) {
-            Some(e) => (&e.digest, Some(&e.principal)),
-            None => (&DUMMY, None),
+        let d = self.key.mac(token);
+        let (want, principal) = match self.map.get(&(d as u64)) {
+            Some(e) => (e.digest, Some(&e.principal)),
+            // Differs from `d` in one bit: the compare below runs and fails.
+            None => (d ^ 1, None),
         };
-        let eq = ct_eq(want, &d);
+        let eq = ct_eq(want, d);
         principal.filter(|_| eq).cloned()
     }
 
@@ -298,9 +281,13 @@ fn read_settled(
     })
 }
 
-fn load_file(path: &Path, setting: &'static str) -> Result<(TokenTable, Digest32), ConfigError> {
+fn load_file(
+    path: &Path,
+    setting: &'static str,
+    key: &MacKey,
+) -> Result<(TokenTable, u128), ConfigError> {
     let bytes = read_bounded(path).map_err(|e| ConfigError::new(setting, e))?;
-    let content_digest = digest(&bytes);
+    let content_digest = key.mac(&bytes);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ConfigError::new(setting, "token file is not UTF-8"))?;
     let entries = parse_spec(text, setting)?;
@@ -322,7 +309,9 @@ pub(crate) struct FileTokens {
     interval_ms: u64,
     base: Instant,
     next_check_ms: AtomicU64,
-    state: RwLock<(TokenTable, Digest32)>,
+    /// Digests the file's content, to tell a changed file from a re-read of the same one.
+    content_key: MacKey,
+    state: RwLock<(TokenTable, u128)>,
 }
 
 impl FileTokens {
@@ -332,7 +321,8 @@ impl FileTokens {
         setting: &'static str,
         interval: Duration,
     ) -> Result<Self, ConfigError> {
-        let state = load_file(&path, setting)?;
+        let content_key = MacKey::random();
+        let state = load_file(&path, setting, &content_key)?;
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         Ok(FileTokens {
             path,
@@ -340,6 +330,7 @@ impl FileTokens {
             interval_ms,
             base: Instant::now(),
             next_check_ms: AtomicU64::new(interval_ms),
+            content_key,
             state: RwLock::new(state),
         })
     }
@@ -417,10 +408,10 @@ impl FileTokens {
                 return;
             }
         };
-        let content_digest = digest(&bytes);
+        let content_digest = self.content_key.mac(&bytes);
         {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-            if ct_eq(&st.1, &content_digest) {
+            if st.1 == content_digest {
                 return;
             }
         }
@@ -528,15 +519,6 @@ mod tests {
         let dup = parse_spec("alice:aaa,bob:aaa", S).unwrap();
         let e = TokenTable::build(&dup, S).unwrap_err();
         assert_eq!(e.detail(), "entry 2: the same token is configured twice");
-    }
-
-    #[test]
-    fn constant_time_compare_is_exact() {
-        let a = digest(b"x");
-        let mut b = a;
-        assert!(ct_eq(&a, &b));
-        b[31] ^= 1;
-        assert!(!ct_eq(&a, &b));
     }
 
     #[test]
