@@ -22,8 +22,8 @@ pub const NO_AUTHORITY_KEY: &str = UNKNOWN_TOOL;
 /// `method:tools/list`.
 pub const OTHER_METHODS_KEY: &str = "method:other";
 
-/// The key of the pool of resumed calls, 2025-11-25 GETs with `Last-Event-ID` (bulkheads keyed
-/// by tool): a resumption names neither a tool nor a method.
+/// The key of the pool of resumed calls, 2025-11-25 GETs with a call's `Last-Event-ID`
+/// (bulkheads keyed by tool): a resumption names neither a tool nor a method.
 pub const RESUME_KEY: &str = "stream:resume";
 
 /// The keys of the method pools (bulkheads keyed by tool), by slot ([`method_slot`]). Every key

@@ -76,12 +76,15 @@
 //!   [`CallResponse::observe`] and the answer's [`CompletionHandle`]: it observes once, and
 //!   reuses a handle an inner layer already put in the answer. Under 2025-11-25 rmcp sends SSE
 //!   headers at once and the result later; the permit is still held until the result.
-//! - **A 2025-11-25 resumption** (GET + `Last-Event-ID`, [`StreamRole::Resume`]) is the same call,
-//!   continued: it takes a call permit like any call (in the [`RESUME_KEY`] pool when keyed by
-//!   tool: a GET names neither tool nor method) and holds it until the resumed answer ends. The broken stream it resumes
-//!   gave its permit back when its body was dropped, so one call holds at most one permit at a
-//!   time; between the break and the resumption the tool keeps running (closing a 2025-11-25
-//!   stream does not cancel it) without a permit.
+//! - **A 2025-11-25 resumption** (GET + a call's `Last-Event-ID`, [`StreamRole::Resume`]) is
+//!   the same call, continued: it takes a call permit like any call (in the [`RESUME_KEY`] pool
+//!   when keyed by tool: a GET names neither tool nor method) and holds it until the resumed
+//!   answer ends. The broken stream it resumes gave its permit back when its body was dropped, so
+//!   one call holds at most one permit at a time; between the break and the resumption the tool
+//!   keeps running (closing a 2025-11-25 stream does not cancel it) without a permit, unless the
+//!   timeout layer inside sends `notifications/cancelled` for the dropped answer. A GET that
+//!   reconnects the *listen* stream (any other `Last-Event-ID`, see
+//!   [`resumes_call`](tower_armor_mcp::inspect::resumes_call)) is a long-lived stream, below.
 //! - **Long-lived streams** (GET listen, `subscriptions/listen`) take no call permit: they would
 //!   hold it for hours. They take a slot in their own pool instead, at most
 //!   [`streams_per_principal`](BulkheadLayer::streams_per_principal) (default 4) per

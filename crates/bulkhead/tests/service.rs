@@ -640,8 +640,9 @@ async fn stream_limits_can_be_turned_off() {
     assert_eq!(stats.streams_per_principal(), None);
 }
 
-/// GET facts come from the inspector: a GET listen stream is long-lived; a GET with
-/// `Last-Event-ID` resumes a call and takes a call permit.
+/// GET facts come from the inspector: a GET listen stream is long-lived, and so is one that
+/// reconnects it (rmcp's bare `<index>` event id); a GET with a call's `Last-Event-ID`
+/// (`<index>/<request>`) resumes that call and takes a call permit.
 #[tokio::test(start_paused = true)]
 async fn a_resumption_is_a_call_and_a_get_listen_stream_is_not() {
     let layer = BulkheadLayer::new(1)
@@ -668,6 +669,17 @@ async fn a_resumption_is_a_call_and_a_get_listen_stream_is_not() {
     send.send_response(resp);
     let listen = fut.await.unwrap();
     assert_eq!((stats.streams_open(), stats.running()), (1, 0));
+
+    // The listen stream reconnecting: another stream slot, never a call permit (it would hold
+    // one for as long as it stays open).
+    let fut = start(&mut svc, get(Some("7"))).await;
+    let (_, send) = next(&mut handle).await;
+    let (_relisten_tx, resp) = sse();
+    send.send_response(resp);
+    let relisten = fut.await.unwrap();
+    assert_eq!((stats.streams_open(), stats.running()), (2, 0));
+    drop(relisten);
+    assert_eq!(stats.streams_open(), 1);
 
     let fut = start(&mut svc, get(Some("0/3"))).await;
     let (_, send) = next(&mut handle).await;

@@ -72,12 +72,14 @@ pub enum MessageKind {
 pub enum StreamRole {
     /// An ordinary call (or a notification / response): accounted per call.
     Call,
-    /// A long-lived stream: a 2025-11-25 GET listen stream or a 2026-07-28 `subscriptions/listen`
-    /// POST. Exempt from per-call timeouts, retry and breaker accounting; bounded by its own pool and
-    /// an idle timeout.
+    /// A long-lived stream: a 2025-11-25 GET listen stream (opened, or reconnected with the listen
+    /// stream's `Last-Event-ID`) or a 2026-07-28 `subscriptions/listen` POST. Exempt from
+    /// per-call timeouts, retry and breaker accounting; bounded by its own pool and an idle
+    /// timeout.
     Listen,
-    /// A 2025-11-25 GET carrying `Last-Event-ID`: the continuation of an earlier call's stream, the
-    /// same call, not a new listen stream.
+    /// A 2025-11-25 GET whose `Last-Event-ID` names an event of a call's stream
+    /// ([`resumes_call`](crate::inspect::resumes_call)): the continuation of that call, the same
+    /// call, not a new listen stream. A GET resuming the listen stream is [`StreamRole::Listen`].
     Resume {
         /// The `Last-Event-ID` the client sent.
         last_event_id: HeaderValue,

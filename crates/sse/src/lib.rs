@@ -16,8 +16,8 @@
 //! - **idle timeout** (`MCP_SSE_IDLE_TIMEOUT_SECONDS`, default off): ends a *long-lived* stream
 //!   (2025-11-25 GET listen stream, 2026-07-28 `subscriptions/listen`) that carried no data event
 //!   for M seconds (comments, ours or the server's, do not count), at an event boundary, including
-//!   a GET that resumes the listen stream (`Last-Event-ID` without a `/`: rmcp's call-stream
-//!   ids are `<index>/<request>`). Never applied to call streams: under 2026-07-28 closing one
+//!   a GET that reconnects the listen stream (any `Last-Event-ID` but rmcp's call-stream form
+//!   `<index>/<request>`, see [`resumes_call`](tower_armor_mcp::inspect::resumes_call)). Never applied to call streams: under 2026-07-28 closing one
 //!   cancels the call. M must be longer than the keep-alive interval; see
 //!   [`idle_timeout_applies`];
 //! - **shutdown**: [`SseShutdown`] ends every open stream at its next event boundary, so that a
@@ -74,8 +74,8 @@
 //!     → circuit-breaker → retry → bulkhead → timeout → MCP service
 //! ```
 //!
-//! Outside the inspector, the layer tells long-lived streams from calls by their headers (a GET
-//! without `Last-Event-ID`; a POST with `Mcp-Method: subscriptions/listen`, which the inspector
+//! Outside the inspector, the layer tells long-lived streams from calls by their headers (a GET,
+//! unless its `Last-Event-ID` resumes a call; a POST with `Mcp-Method: subscriptions/listen`, which the inspector
 //! checks against the body); if the inspector runs outside it, its
 //! [`McpRequest`](tower_armor_mcp::McpRequest) is used. A compression layer, if any, goes outside
 //! this one with SSE excluded (see [`compression`]). This layer is one of the three that write

@@ -5,6 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower_armor_mcp::McpRequest;
 use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD};
+use tower_armor_mcp::inspect::resumes_call;
 
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -16,7 +17,8 @@ pub use tower_armor_mcp::observe::is_event_stream;
 ///
 /// Uses the inspector's [`McpRequest`] when it is in the extensions (inspect placed outside this
 /// layer). Otherwise, as in the documented order where this layer is outside the inspector, the
-/// headers tell: a GET without `Last-Event-ID` (a GET with it resumes a call), or a POST with
+/// headers tell: a GET, unless its `Last-Event-ID` resumes a call's stream
+/// ([`resumes_call`](tower_armor_mcp::inspect::resumes_call)), or a POST with
 /// `Mcp-Method: subscriptions/listen` (which the inspector, further in, checks against the body:
 /// a mismatch is answered 400 before any stream opens).
 pub fn is_long_lived<B>(req: &Request<B>) -> bool {
@@ -24,7 +26,10 @@ pub fn is_long_lived<B>(req: &Request<B>) -> bool {
         return facts.is_long_lived();
     }
     match *req.method() {
-        http::Method::GET => !req.headers().contains_key(&LAST_EVENT_ID),
+        http::Method::GET => !req
+            .headers()
+            .get(&LAST_EVENT_ID)
+            .is_some_and(|id| resumes_call(id.as_bytes())),
         http::Method::POST => req
             .headers()
             .get(&MCP_METHOD)
@@ -34,20 +39,13 @@ pub fn is_long_lived<B>(req: &Request<B>) -> bool {
 }
 
 /// Whether the idle timeout applies to a request's stream: every long-lived stream
-/// ([`is_long_lived`]), and a 2025-11-25 GET that resumes one. rmcp's event ids are
-/// `<index>/<request>` for a call's stream and a bare `<index>` for the listen stream, so a GET
-/// whose `Last-Event-ID` has no `/` resumes the listen stream (a client cannot dodge the timeout
-/// by sending `Last-Event-ID: 0`). A GET resuming a call (`0/1`) and the call stream a POST
-/// opened are never timed out: under 2026-07-28 closing a call's stream cancels the call.
+/// ([`is_long_lived`]), a 2025-11-25 GET that reconnects the listen stream included. rmcp's
+/// event ids are `<index>/<request>` for a call's stream and a bare `<index>` for the listen
+/// stream; only the call form resumes a call, so a client cannot dodge the timeout by sending
+/// `Last-Event-ID: 0`. A GET resuming a call (`0/1`) and the call stream a POST opened are never
+/// timed out: under 2026-07-28 closing a call's stream cancels the call.
 pub fn idle_timeout_applies<B>(req: &Request<B>) -> bool {
-    if is_long_lived(req) {
-        return true;
-    }
-    *req.method() == http::Method::GET
-        && req
-            .headers()
-            .get(&LAST_EVENT_ID)
-            .is_some_and(|id| !id.as_bytes().contains(&b'/'))
+    is_long_lived(req)
 }
 
 /// Makes an SSE answer's headers safe for proxies: `Cache-Control: no-cache` (unless it already
@@ -111,13 +109,14 @@ mod tests {
             .header("last-event-id", "3")
             .body(())
             .unwrap();
-        assert!(!is_long_lived(&resume));
-        // A bare event id resumes the listen stream (rmcp's ids): the idle timeout applies.
+        // A bare event id reconnects the listen stream (rmcp's ids): long-lived, idle timeout.
+        assert!(is_long_lived(&resume));
         assert!(idle_timeout_applies(&resume));
         let resume_call = Request::get("/mcp")
             .header("last-event-id", "3/7")
             .body(())
             .unwrap();
+        assert!(!is_long_lived(&resume_call));
         assert!(!idle_timeout_applies(&resume_call));
         assert!(idle_timeout_applies(&get));
         let listen = Request::post("/mcp")

@@ -23,6 +23,23 @@ pub static MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 /// `Last-Event-ID`.
 pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
+/// Whether a 2025-11-25 GET's `Last-Event-ID` resumes a call's stream, rather than the session's
+/// listen stream.
+///
+/// Event ids are opaque to the protocol; this follows rmcp, which numbers a call's events
+/// `<index>/<request id>` and the listen stream's `<index>`. Only that call form (decimal digits
+/// on both sides of one `/`) resumes a call; any other id, from rmcp or another server, is taken
+/// as the listen stream's. The safe side: a listen stream taken for a call would hold a call
+/// permit (and escape the per-principal stream bound) for as long as it stays open, and dodge
+/// the idle timeout; a call taken for a listen stream is only bounded as a stream.
+pub fn resumes_call(last_event_id: &[u8]) -> bool {
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    match last_event_id.iter().position(|&b| b == b'/') {
+        Some(i) => digits(&last_event_id[..i]) && digits(&last_event_id[i + 1..]),
+        None => false,
+    }
+}
+
 /// The `_meta` key carrying the protocol version (2026-07-28).
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
@@ -102,10 +119,11 @@ pub(crate) fn from_headers(
     let session_id = headers.get(&SESSION_ID).cloned();
     let stream = if method == http::Method::GET {
         match headers.get(&LAST_EVENT_ID) {
-            Some(v) => StreamRole::Resume {
+            Some(v) if resumes_call(v.as_bytes()) => StreamRole::Resume {
                 last_event_id: v.clone(),
             },
-            None => StreamRole::Listen,
+            // No id, or the listen stream's own: reconnecting it is the same long-lived stream.
+            _ => StreamRole::Listen,
         }
     } else {
         StreamRole::None
@@ -903,9 +921,16 @@ mod tests {
         assert!(!l.is_call());
         let g = from_headers(&http::Method::GET, &hdrs(&[("mcp-session-id", "s")]), L).unwrap();
         assert!(g.is_long_lived());
-        let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", "5")]), L).unwrap();
+        let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", "5/2")]), L).unwrap();
         assert!(matches!(g.stream_role(), StreamRole::Resume { .. }));
         assert!(g.is_call());
+        // The listen stream reconnecting (rmcp's bare `<index>`), or an id of another form: the
+        // same long-lived stream, never a call.
+        for id in ["5", "", "a/1", "1/", "/1", "1/2/3", "1/x"] {
+            let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", id)]), L).unwrap();
+            assert!(g.is_long_lived(), "{id:?}");
+            assert!(!g.is_call(), "{id:?}");
+        }
         let d = from_headers(&http::Method::DELETE, &HeaderMap::new(), L).unwrap();
         assert_eq!(d.stream_role(), &StreamRole::None);
     }
