@@ -12,6 +12,9 @@ pub const ENV_KEY: &str = "MCP_RATE_LIMIT_KEY";
 /// `MCP_RATE_LIMIT_TRUSTED_PROXIES`: comma-separated addresses / networks whose
 /// `X-Forwarded-For` is believed (default: none).
 pub const ENV_TRUSTED_PROXIES: &str = "MCP_RATE_LIMIT_TRUSTED_PROXIES";
+/// `MCP_RATE_LIMIT_FORWARDED_HEADER`: which header a trusted proxy names the client in,
+/// `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+pub const ENV_FORWARDED_HEADER: &str = "MCP_RATE_LIMIT_FORWARDED_HEADER";
 /// `MCP_RATE_LIMIT_MAX_KEYS`: the most keys held in memory (positive integer; default 100000).
 pub const ENV_MAX_KEYS: &str = "MCP_RATE_LIMIT_MAX_KEYS";
 /// `MCP_RATE_LIMIT_TOOLS`: per-tool quotas per key, `name:per_minute` pairs separated by commas
@@ -19,11 +22,12 @@ pub const ENV_MAX_KEYS: &str = "MCP_RATE_LIMIT_MAX_KEYS";
 pub const ENV_TOOLS: &str = "MCP_RATE_LIMIT_TOOLS";
 
 /// Every variable [`Builder::from_env`](crate::Builder::from_env) reads.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     ENV_PER_MINUTE,
     ENV_BURST,
     ENV_KEY,
     ENV_TRUSTED_PROXIES,
+    ENV_FORWARDED_HEADER,
     ENV_MAX_KEYS,
     ENV_TOOLS,
 ];

@@ -263,12 +263,18 @@ impl Builder {
             None => config::DEFAULT_PER_MINUTE,
         };
         let mut limit = Limit::per_minute(per_minute);
-        if let Some(v) = get(config::ENV_BURST) {
-            limit = limit.burst(config::positive::<u32>(config::ENV_BURST, &v)?);
+        let burst = get(config::ENV_BURST);
+        if let Some(v) = &burst {
+            limit = limit.burst(config::positive::<u32>(config::ENV_BURST, v)?);
         }
+        // With both values in range, only a burst too large for the rate can fail here.
+        let setting = match burst {
+            Some(_) => config::ENV_BURST,
+            None => config::ENV_PER_MINUTE,
+        };
         limit
-            .quota(config::ENV_PER_MINUTE)
-            .map_err(|e| ConfigError::new(config::ENV_PER_MINUTE, e.reason()))?;
+            .quota(setting)
+            .map_err(|e| ConfigError::new(setting, e.reason()))?;
         let mut b = Builder::new(limit);
         if let Some(v) = get(config::ENV_KEY) {
             b.key_by = KeyBy::parse(&v).map_err(|e| ConfigError::new(config::ENV_KEY, e))?;
@@ -276,6 +282,18 @@ impl Builder {
         if let Some(v) = get(config::ENV_TRUSTED_PROXIES) {
             b.trusted = TrustedProxies::parse_list(&v)
                 .map_err(|e| ConfigError::new(config::ENV_TRUSTED_PROXIES, e))?;
+        }
+        if let Some(v) = get(config::ENV_FORWARDED_HEADER) {
+            b.forwarded = match v.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "forwarded" => ForwardedHeader::Forwarded,
+                _ => {
+                    return Err(ConfigError::new(
+                        config::ENV_FORWARDED_HEADER,
+                        "expected x-forwarded-for or forwarded",
+                    ));
+                }
+            };
         }
         if let Some(v) = get(config::ENV_MAX_KEYS) {
             b.max_keys = config::positive::<usize>(config::ENV_MAX_KEYS, &v)?;
@@ -492,6 +510,7 @@ mod tests {
             (ENV_BURST, "5"),
             (ENV_KEY, "header:X-Api-Key"),
             (ENV_TRUSTED_PROXIES, "10.0.0.0/8,::1"),
+            (ENV_FORWARDED_HEADER, "Forwarded"),
             (ENV_MAX_KEYS, "1000"),
             (ENV_TOOLS, "expensive:10"),
         ]))
@@ -502,6 +521,7 @@ mod tests {
             KeyBy::Header(http::HeaderName::from_static("x-api-key"))
         );
         assert!(b.trusted.contains("10.1.1.1".parse().unwrap()));
+        assert_eq!(b.forwarded, ForwardedHeader::Forwarded);
         assert_eq!(b.max_keys, 1000);
         let layer = b.build().unwrap();
         let names: Vec<_> = layer
@@ -525,6 +545,7 @@ mod tests {
             (ENV_KEY, "cookie"),
             (ENV_KEY, "header:bad header"),
             (ENV_TRUSTED_PROXIES, "10.0.0.0/99"),
+            (ENV_FORWARDED_HEADER, "x-real-ip"),
             (ENV_MAX_KEYS, "0"),
             (ENV_TOOLS, "expensive"),
             (ENV_TOOLS, "a:1,a:2"),
@@ -533,6 +554,11 @@ mod tests {
             assert_eq!(e.setting(), var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var), "{e}");
         }
+        // Each in range, together beyond governor's arithmetic (a burst that takes over 584
+        // years to replenish): an error naming the burst, not a panic at build time.
+        let e = Builder::from_lookup(vars(&[(ENV_PER_MINUTE, "1"), (ENV_BURST, "1000000000")]))
+            .unwrap_err();
+        assert_eq!(e.setting(), ENV_BURST, "{e}");
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //! A `DELETE` that ends a session (it carries `Mcp-Session-Id`, came through the inspector and
 //! from an authenticated [`Principal`](tower_armor_mcp::Principal)) is neither counted nor
 //! refused: refusing it would only keep the session alive on the server until it expires.
-//! Without authentication such a DELETE is counted (anyone can invent session ids).
+//! Without authentication such a DELETE is counted (anyone can invent session ids). A client's
+//! answer to a server request (an elicitation, a sampling result) and a
+//! `notifications/cancelled` are counted while the quota lasts and never refused once it is
+//! spent: refusing them would leave the call they concern waiting for its timeout, or a
+//! cancelled tool running.
 //!
 //! # Example
 //!

@@ -84,6 +84,18 @@ impl Limit {
         }
         let burst = NonZeroU32::new(self.burst_size())
             .ok_or_else(|| invalid("the burst must be at least 1"))?;
+        // governor keeps times in u64 nanoseconds and multiplies the interval by the burst
+        // without a check: past ≈ 584 years that would overflow (a panic in debug builds, a
+        // wrong quota in release ones).
+        let refill = self
+            .replenish_interval()
+            .as_nanos()
+            .checked_mul(u128::from(burst.get()));
+        if refill.is_none_or(|n| n > u128::from(u64::MAX)) {
+            return Err(invalid(
+                "a full burst would take over 584 years to replenish; lower the burst or the period",
+            ));
+        }
         Quota::with_period(self.replenish_interval())
             .map(|q| q.allow_burst(burst))
             .ok_or_else(|| invalid("the period is too short for the count"))
@@ -414,6 +426,18 @@ mod tests {
             Limit::new(u32::MAX, Duration::from_nanos(1))
                 .quota("x")
                 .is_err()
+        );
+        // Past u64 nanoseconds governor's arithmetic would overflow: refused, never a panic.
+        let e = Limit::per_minute(1)
+            .burst(1_000_000_000)
+            .quota("x")
+            .unwrap_err();
+        assert!(e.to_string().contains("584 years"), "{e}");
+        assert!(Limit::new(1, Duration::MAX).quota("x").is_err());
+        assert!(
+            Limit::new(1, Duration::from_secs(86_400 * 365 * 500))
+                .quota("x")
+                .is_ok()
         );
     }
 

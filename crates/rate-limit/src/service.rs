@@ -15,7 +15,7 @@ use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tower_armor_mcp::error::RateLimited;
 use tower_armor_mcp::inspect::headers::SESSION_ID;
 use tower_armor_mcp::{
-    CorrelationId, KnownTools, McpRequest, Method, Principal, ResponseBody,
+    CorrelationId, KnownTools, McpRequest, MessageKind, Method, Principal, ResponseBody,
     body::local_error_response, rescue,
 };
 use tower_service::Service;
@@ -112,6 +112,9 @@ where
                     let headers = outcome.and_then(|o| shared.outcome_headers(o));
                     ResponseFuture::calling(self.inner.call(req), headers)
                 }
+                Err(_) if never_refused(&req) => {
+                    ResponseFuture::calling(self.inner.call(req), None)
+                }
                 Err(denied) => ResponseFuture::answered(shared.refuse_one(denied, &req)),
             };
         }
@@ -156,6 +159,22 @@ fn ends_session<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(&SESSION_ID)
         && ext.get::<McpRequest>().is_some()
         && ext.get::<Principal>().is_some()
+}
+
+/// A message that only relieves the server or unblocks a call already admitted: a client's answer
+/// to a server request (an elicitation a person answered, a sampling result) or a
+/// `notifications/cancelled`. Counted like any request while the quota lasts, never refused
+/// once it is spent: refusing would leave the call it concerns waiting for its timeout (holding
+/// its bulkhead permit) or a cancelled tool running. Told by the inspector's facts only.
+#[cold]
+fn never_refused<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<McpRequest>()
+        .is_some_and(|m| match m.kind() {
+            MessageKind::Response => true,
+            MessageKind::Notification => m.method() == Some(&Method::NotificationsCancelled),
+            MessageKind::Request | MessageKind::NotJsonRpc => false,
+        })
 }
 
 /// The peer address was needed but the request had none.
@@ -319,6 +338,9 @@ impl<St> Shared<St> {
                 .then(|| self.rate_headers(&decision))
                 .flatten();
             return Verdict::Pass(headers);
+        }
+        if never_refused(req) {
+            return Verdict::Pass(None);
         }
         Verdict::Answer(self.refuse(&decision, req))
     }

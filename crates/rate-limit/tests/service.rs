@@ -634,6 +634,49 @@ async fn ending_a_session_is_never_refused() {
     );
 }
 
+/// A client over quota can still cancel a call and answer the server's requests (an
+/// elicitation, a sampling request): refusing them would leave the call waiting for its timeout
+/// or a cancelled tool running. Other notifications and requests are refused as usual, on both
+/// the base-quota path and the path with extra rules.
+#[tokio::test(start_paused = true)]
+async fn cancellations_and_answers_to_the_server_are_never_refused() {
+    let message = |kind: MessageKind, method: Option<Method>| {
+        let mut req = post("1.1.1.1", Some("a"));
+        let id = (kind != MessageKind::Notification).then(|| 7.into());
+        req.extensions_mut()
+            .insert(McpRequest::new(kind, method, id));
+        req
+    };
+    for builder in [
+        Builder::new(Limit::per_minute(1)),
+        Builder::new(Limit::per_minute(1)).each_tool(Limit::per_minute(100)),
+    ] {
+        let (svc, seen) = setup(&layer(builder));
+        assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 200);
+        assert_eq!(send(&svc, post("1.1.1.1", Some("a"))).await.status(), 429);
+        let cancel = message(
+            MessageKind::Notification,
+            Some(Method::NotificationsCancelled),
+        );
+        assert_eq!(send(&svc, cancel).await.status(), 200);
+        assert_eq!(
+            send(&svc, message(MessageKind::Response, None))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        let initialized = message(
+            MessageKind::Notification,
+            Some(Method::NotificationsInitialized),
+        );
+        assert_eq!(send(&svc, initialized).await.status(), 429);
+        let call = message(MessageKind::Request, Some(Method::ToolsCall));
+        assert_eq!(send(&svc, call).await.status(), 429);
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn state_is_shared_across_clones_and_layer_calls() {
     let l = layer(Builder::new(Limit::per_minute(2)));
