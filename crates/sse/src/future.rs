@@ -63,8 +63,12 @@ where
             tracing::error!(
                 content_encoding = ?parts.headers.get(http::header::CONTENT_ENCODING),
                 "a text/event-stream answer is compressed: events are held back until the \
-                 compressor flushes; exclude SSE from compression (see tower_armor_sse::compression)",
+                 compressor flushes; exclude SSE from compression (see tower_armor_sse::compression). \
+                 Passed through without keep-alives or idle timeout",
             );
+            // Its bytes are not events: no boundary can be found in them, and a keep-alive
+            // comment written into them would corrupt the compressed stream.
+            return Poll::Ready(Ok(Response::from_parts(parts, SseBody::passthrough(body))));
         }
         Poll::Ready(Ok(Response::from_parts(
             parts,

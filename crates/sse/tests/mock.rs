@@ -448,6 +448,38 @@ async fn compressed_sse_is_logged_and_left_alone() {
     assert!(out.contains("ERROR") && out.contains("compressed"), "{out}");
 }
 
+/// A compressed event stream's bytes are not events: no keep-alive comment is written into them
+/// (it would corrupt the compressed stream) and no idle timeout ends it at a "boundary".
+#[tokio::test(start_paused = true)]
+async fn compressed_sse_gets_no_keep_alive_and_no_idle_timeout() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let svc = layer(Some(1), Some(2)).layer(service_fn(move |_req: Request<()>| {
+        let rx = rx.lock().unwrap().take().unwrap();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .header(header::CONTENT_ENCODING, "br")
+                    .body(ChanBody(rx))
+                    .unwrap(),
+            )
+        }
+    }));
+    let resp = svc.oneshot(get()).await.unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "br");
+    let mut body = Box::pin(resp.into_body());
+    quiet(&mut body, 10).await;
+    tx.send(Ok(Bytes::from_static(b"\x0b\x02\x80"))).unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"\x0b\x02\x80"[..]
+    );
+    quiet(&mut body, 10).await;
+    drop(tx);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
 #[test]
 fn layer_and_services_are_send_sync_clone() {
     fn check<T: Send + Sync + Clone>(_: &T) {}
