@@ -34,18 +34,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_armor_bearer_auth::BearerAuthLayer;
-use tower_armor_bearer_auth::allow::ToolAllowListLayer;
+use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
 use tower_armor_bulkhead::{BulkheadLayer, BulkheadStats};
 use tower_armor_circuit_breaker::{CircuitBreakerHandle, CircuitBreakerLayer, KeyBy};
 use tower_armor_correlation_id::{AdoptMetaTraceLayer, CorrelationIdLayer};
 use tower_armor_mcp::inspect::McpInspectLayer;
-use tower_armor_mcp::{KnownTools, RescueLayer};
+use tower_armor_mcp::{KnownTools, Principal, RescueLayer};
 use tower_armor_rate_limit::RateLimitLayer;
 use tower_armor_sse::{SseLayer, SseShutdown};
 use tower_armor_test_support::{DEMO_TOOLS, ServerOptions, demo_service};
@@ -224,8 +225,9 @@ pub fn app(settings: Settings) -> App {
         );
     }
 
+    let allow_policy = std::sync::Arc::new(settings.allow.policy().clone());
+    // The correlation-id layer, first in the stack, wraps the whole router (below).
     let mcp = ServiceBuilder::new()
-        .layer(settings.correlation.clone())
         .layer(settings.sse)
         .layer(settings.auth.clone())
         .layer(
@@ -244,21 +246,25 @@ pub fn app(settings: Settings) -> App {
         .layer(settings.timeout)
         .service(rmcp);
 
-    // The admin routes are behind the same correlation id and bearer auth as `/mcp`.
+    // The admin routes are behind the same bearer auth as `/mcp`. They name every tool that has
+    // a circuit, so a principal the allow-list limits to some tools gets the 404 of a route that
+    // does not exist: otherwise they would be an oracle for its hidden tools.
     let admin = Router::new()
         .route("/admin/breakers", get(list_breakers))
         .route("/admin/breakers/{key}/{action}", post(control_breaker))
-        .with_state(breakers.clone())
-        .layer(
-            ServiceBuilder::new()
-                .layer(settings.correlation)
-                .layer(settings.auth),
-        );
+        .with_state(Admin {
+            breakers: breakers.clone(),
+            allow: allow_policy,
+        })
+        .layer(settings.auth);
 
+    // Correlation ids on every answer: `/mcp`, the admin routes, `/healthz` and the 404 of an
+    // unknown path.
     let router = Router::new()
         .nest_service("/mcp", mcp)
         .merge(admin)
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(settings.correlation);
     App {
         router,
         rmcp_shutdown,
@@ -268,10 +274,31 @@ pub fn app(settings: Settings) -> App {
     }
 }
 
+/// The admin routes' state.
+#[derive(Clone)]
+struct Admin {
+    breakers: CircuitBreakerHandle,
+    allow: std::sync::Arc<AllowPolicy>,
+}
+
+impl Admin {
+    /// Whether the caller may use the admin routes: anyone but a principal limited to some
+    /// tools (with auth off there is no principal: the server only listens on loopback then,
+    /// unless `MCP_AUTH_DISABLED` says otherwise).
+    fn admits(&self, principal: Option<&Principal>) -> bool {
+        principal.is_none_or(|p| !self.allow.is_restricted(p.name()))
+    }
+}
+
 async fn list_breakers(
-    State(handle): State<CircuitBreakerHandle>,
-) -> axum::Json<serde_json::Value> {
-    let circuits: Vec<serde_json::Value> = handle
+    State(admin): State<Admin>,
+    principal: Option<Extension<Principal>>,
+) -> axum::response::Response {
+    if !admin.admits(principal.as_deref()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let circuits: Vec<serde_json::Value> = admin
+        .breakers
         .circuits()
         .iter()
         .map(|c| {
@@ -282,15 +309,19 @@ async fn list_breakers(
             })
         })
         .collect();
-    axum::Json(serde_json::json!({ "circuits": circuits }))
+    axum::Json(serde_json::json!({ "circuits": circuits })).into_response()
 }
 
 async fn control_breaker(
-    State(handle): State<CircuitBreakerHandle>,
+    State(admin): State<Admin>,
+    principal: Option<Extension<Principal>>,
     Path((key, action)): Path<(String, String)>,
-) -> (StatusCode, String) {
-    let Some(circuit) = handle.circuit(&key) else {
-        return (StatusCode::NOT_FOUND, "no such circuit\n".into());
+) -> axum::response::Response {
+    if !admin.admits(principal.as_deref()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(circuit) = admin.breakers.circuit(&key) else {
+        return (StatusCode::NOT_FOUND, "no such circuit\n").into_response();
     };
     match action.as_str() {
         "force-open" => circuit.force_open(),
@@ -299,12 +330,13 @@ async fn control_breaker(
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
-                "action: force-open | force-closed | reset\n".into(),
-            );
+                "action: force-open | force-closed | reset\n",
+            )
+                .into_response();
         }
     }
     tracing::warn!(key = %key, action = %action, "circuit breaker controlled by an operator");
-    (StatusCode::OK, format!("{:?}\n", circuit.state()))
+    (StatusCode::OK, format!("{:?}\n", circuit.state())).into_response()
 }
 
 #[allow(dead_code)]

@@ -217,6 +217,57 @@ async fn the_break_glass_switch_opens_and_resets_a_circuit() {
     );
 }
 
+/// The admin routes name every tool with a circuit: a principal the allow-list limits to some
+/// tools gets the 404 of a path that does not exist (no oracle for its hidden tools), while an
+/// unrestricted one uses them. Every answer, `/healthz` and an unknown path included, carries
+/// the correlation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_are_hidden_from_restricted_principals() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_TOOL_ALLOW", "alice:add,echo"),
+    ])
+    .await;
+    // A hidden tool gets a circuit once someone calls it.
+    let c = client(&ex.url(), Revision::V2025_11_25, BOB).await;
+    let r = c.call_tool("crash", json!({})).await.unwrap();
+    assert!(r.status.is_success(), "{}", r.status);
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        http.get(ex.server.url_for(path))
+            .bearer_auth(token)
+            .header("x-request-id", "admin-check-1")
+            .send()
+    };
+    let unknown_path = get("/admin/nothing-here", ALICE).await.unwrap();
+    assert_eq!(unknown_path.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown_path.headers()["x-request-id"], "admin-check-1");
+    let unknown_body = unknown_path.bytes().await.unwrap();
+    for path in ["/admin/breakers", "/admin/breakers/crash/reset"] {
+        let r = if path.ends_with("reset") {
+            http.post(ex.server.url_for(path))
+                .bearer_auth(ALICE)
+                .send()
+                .await
+                .unwrap()
+        } else {
+            get(path, ALICE).await.unwrap()
+        };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(r.bytes().await.unwrap(), unknown_body, "{path}");
+    }
+    let listed = get("/admin/breakers", BOB).await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(listed.text().await.unwrap().contains("crash"));
+    let health = http
+        .get(ex.server.url_for("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(health.headers().contains_key("x-request-id"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() {
     for rev in Revision::ALL {

@@ -145,6 +145,13 @@ impl AllowPolicy {
         !self.rules.values().any(|r| matches!(r, Rule::Only(_)))
     }
 
+    /// Whether `principal` is limited to some tools (named by a rule other than `*`). Anything
+    /// that reveals which tools exist (an admin listing, per-tool metrics) should be kept from
+    /// such a principal: the allow-list answers its hidden tools exactly as unknown ones.
+    pub fn is_restricted(&self, principal: &str) -> bool {
+        matches!(self.rules.get(principal), Some(Rule::Only(_)))
+    }
+
     /// Whether `principal` may call `tool`.
     pub fn allows(&self, principal: &str, tool: &str) -> bool {
         match self.rules.get(principal) {
@@ -205,6 +212,8 @@ mod tests {
     #[test]
     fn access_by_principal() {
         let p = AllowPolicy::new().allow("alice", ["add"]).allow_all("bob");
+        assert!(p.is_restricted("alice"));
+        assert!(!p.is_restricted("bob") && !p.is_restricted("carol"));
         assert!(matches!(p.access(None), Access::All));
         assert!(matches!(
             p.access(Some(&Principal::new("bob"))),
