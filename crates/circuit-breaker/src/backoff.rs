@@ -61,13 +61,20 @@ impl OpenDuration {
                 };
                 if jitter > 0.0 {
                     let u = unit(next(rng));
-                    d.mul_f64(1.0 - jitter * u)
+                    shrink(d, 1.0 - jitter * u)
                 } else {
                     d
                 }
             }
         }
     }
+}
+
+/// `d` times `factor` (in `0..=1`). Not `Duration::mul_f64`: near `Duration::MAX` its round trip
+/// through `f64` lands past the largest duration and panics (a cap of `Duration::MAX` with a
+/// draw of no jitter). A factor of at most 1 never needs more than `d`.
+fn shrink(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).map_or(d, |j| j.min(d))
 }
 
 /// splitmix64: a tiny, good-enough generator for jitter.
@@ -139,5 +146,27 @@ mod tests {
             seen.insert(d.as_millis() / 500);
         }
         assert!(seen.len() >= 9, "jitter spreads: {seen:?}");
+    }
+
+    /// A cap near `Duration::MAX` with jitter: `mul_f64` would round past the largest duration
+    /// and panic; every trip count gives a duration within the cap instead.
+    #[test]
+    fn a_huge_cap_with_jitter_never_panics() {
+        for jitter in [0.001, 0.5, 1.0] {
+            let p = OpenDuration::Exponential {
+                base: Duration::from_secs(1),
+                multiplier: 2.0,
+                max: Duration::MAX,
+                jitter,
+            };
+            let mut rng = 7;
+            for trips in (1..=200).chain([u32::MAX]) {
+                assert!(p.for_trip(trips, &mut rng) <= Duration::MAX);
+            }
+        }
+        // The draw that takes nothing off: `Duration::MAX.mul_f64(1.0)` panics.
+        assert_eq!(shrink(Duration::MAX, 1.0), Duration::MAX);
+        assert_eq!(shrink(Duration::from_secs(10), 0.5), Duration::from_secs(5));
+        assert_eq!(shrink(Duration::from_secs(10), 0.0), Duration::ZERO);
     }
 }
