@@ -14,38 +14,14 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use std::convert::Infallible;
-
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use http::{HeaderValue, Request, Response, header};
-use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_armor_bearer_auth::BearerAuthLayer;
-use tower_armor_mcp::Principal;
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt};
 
-const TOKEN: &str = "Zq9xW3vKpL7mT2bN8cR5";
-
-fn request(token: &'static str) -> Request<()> {
-    let mut r = Request::post("/mcp").body(()).unwrap();
-    r.headers_mut()
-        .insert(header::AUTHORIZATION, HeaderValue::from_static(token));
-    r
-}
-
-fn tokens(n: usize) -> BearerAuthLayer {
-    let mut spec = String::new();
-    for i in 0..n {
-        if i > 0 {
-            spec.push(',');
-        }
-        if i == n / 2 {
-            spec.push_str(&format!("p{i}:{TOKEN}"));
-        } else {
-            spec.push_str(&format!("p{i}:other-token-{i:04}-xxxxxxxx"));
-        }
-    }
-    BearerAuthLayer::builder().tokens(&spec).build().unwrap()
-}
+#[path = "../common/bearer.rs"]
+mod common;
+use common::{TOKEN, bare, request, tokens};
 
 /// One call, polled to completion without a runtime (every service here is ready at once).
 fn call_once<S, B>(svc: &mut S, req: Request<()>) -> Response<B>
@@ -61,14 +37,7 @@ where
 
 fn group(c: &mut Criterion, name: &str) {
     let mut g = c.benchmark_group(name);
-    let bare = service_fn(|req: Request<()>| async move {
-        // The inner service reads what ours gives it, so the comparison is fair.
-        let n = req
-            .extensions()
-            .get::<Principal>()
-            .map_or(0, |p| p.name().len());
-        Ok::<_, Infallible>(Response::new(n.to_string()))
-    });
+    let bare = bare();
 
     let mut s = bare;
     g.bench_function("bare", |b| {

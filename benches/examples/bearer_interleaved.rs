@@ -5,41 +5,13 @@
 //! through that variant `calls` times. Each call builds its request and drops its answer, so
 //! an overhead (variant minus `bare`) counts dropping the answer too.
 
-use std::convert::Infallible;
-
 use futures_util::FutureExt;
-use http::{HeaderValue, Request, Response, header};
-use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_armor_bearer_auth::BearerAuthLayer;
-use tower_armor_mcp::Principal;
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt};
 
-const TOKEN: &str = "Zq9xW3vKpL7mT2bN8cR5";
-
-fn request() -> Request<()> {
-    let mut r = Request::post("/mcp").body(()).expect("a valid request");
-    r.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_static("Bearer Zq9xW3vKpL7mT2bN8cR5"),
-    );
-    r
-}
-
-/// `n` tokens, the benchmarked one in the middle (as in the criterion bench).
-fn tokens(n: usize) -> BearerAuthLayer {
-    let spec: Vec<String> = (0..n)
-        .map(|i| {
-            if i == n / 2 {
-                format!("p{i}:{TOKEN}")
-            } else {
-                format!("p{i}:other-token-{i:04}-xxxxxxxx")
-            }
-        })
-        .collect();
-    BearerAuthLayer::builder()
-        .tokens(&spec.join(","))
-        .build()
-        .expect("valid tokens")
-}
+#[path = "../common/bearer.rs"]
+mod common;
+use common::{TOKEN, bare, request, tokens};
 
 fn run<S, B>(mut svc: S, calls: u64)
 where
@@ -55,7 +27,7 @@ where
             .expect("ready")
             .expect("no error");
         let resp = s
-            .call(request())
+            .call(request("Bearer Zq9xW3vKpL7mT2bN8cR5"))
             .now_or_never()
             .expect("done")
             .expect("no error");
@@ -70,14 +42,7 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
-    let bare = service_fn(|req: Request<()>| async move {
-        // Reads what ours gives it, as in the criterion bench.
-        let n = req
-            .extensions()
-            .get::<Principal>()
-            .map_or(0, |p| p.name().len());
-        Ok::<_, Infallible>(Response::new(n.to_string()))
-    });
+    let bare = bare();
     match variant.as_str() {
         "bare" => run(bare, calls),
         "ours_1" => run(tokens(1).layer(bare), calls),
