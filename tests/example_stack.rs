@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use http::StatusCode;
 use serde_json::json;
 use support::{bounded, spawn_example};
-use tower_armor_test_support::{RawClient, Revision};
+use tower_armor_test_support::{RawClient, Revision, SseStream};
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-9876543210";
@@ -387,6 +387,49 @@ async fn a_call_past_its_deadline_ends_with_a_local_timeout_error() {
     // timeout and sees `Elapsed`), not yet enough to open it.
     let counts = ex.breakers.circuit("slow").unwrap().counts();
     assert_eq!((counts.calls, counts.failures), (2, 2), "{counts:?}");
+}
+
+/// A 2025-11-25 client that cancels its own call (`notifications/cancelled` in its session):
+/// rmcp stops the tool and ends the call's stream without a final response. That is the
+/// client's choice, not a failure of the server: the breaker does not count it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
+    let ex = spawn_example(&[]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    for _ in 0..2 {
+        let id = c.next_id();
+        let resp = bounded(
+            10,
+            c.open_call_stream_with_id(id, "slow", json!({"ms": 3000}), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut stream = SseStream::new(resp);
+        let cancelled = bounded(10, c.cancel(id, "the user changed their mind"))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status, StatusCode::ACCEPTED);
+        let started = Instant::now();
+        let message = bounded(10, async {
+            while let Some(ev) = stream.next_event().await {
+                if let Some(m) = ev.json() {
+                    return Some(m);
+                }
+            }
+            None
+        })
+        .await;
+        assert_eq!(
+            message, None,
+            "rmcp ends a cancelled call's stream without a message"
+        );
+        assert!(started.elapsed() < Duration::from_millis(2500));
+    }
+    let circuit = ex.breakers.circuit("slow").unwrap();
+    let counts = circuit.counts();
+    assert_eq!(counts.failures, 0, "{counts:?}");
+    assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
 }
 
 /// A client that sends its headers and then trickles the body gets 408 once the body-read

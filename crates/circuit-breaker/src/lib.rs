@@ -28,7 +28,11 @@
 //!   when its final JSON-RPC response passes, through the shared
 //!   [`CompletionHandle`](tower_armor_mcp::CompletionHandle); caller errors, our own local
 //!   rejections and answers the caller dropped are not counted; `Elapsed` is a slow failure;
-//!   gRPC answers count by `grpc-status`. Long-lived streams (GET listen,
+//!   gRPC answers count by `grpc-status`. A 2025-11-25 call the client cancels with
+//!   `notifications/cancelled` ends, to the answer alone, without its final response
+//!   (`Incomplete`, a failure); the timeout layer (`tower-armor-timeout`) inside the breaker,
+//!   as in the documented order, matches the notification with the call and completes it
+//!   `Cancelled` instead, so the client's change of mind is not counted. Long-lived streams (GET listen,
 //!   `subscriptions/listen`), notifications and responses are neither counted nor rejected.
 //! - **Keys** ([`KeyBy`]): one circuit per tool (only for [known
 //!   tools](tower_armor_mcp::KnownTools); other names share the `unknown` key), per method, or

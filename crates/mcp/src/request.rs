@@ -121,6 +121,7 @@ pub struct McpRequest {
     pub(crate) meta_trace: MetaTrace,
     pub(crate) progress_token: bool,
     pub(crate) stream: StreamRole,
+    pub(crate) cancels: Option<RequestId>,
 }
 
 impl McpRequest {
@@ -141,7 +142,14 @@ impl McpRequest {
             meta_trace: MetaTrace::default(),
             progress_token: false,
             stream,
+            cancels: None,
         }
+    }
+
+    /// Sets the request a `notifications/cancelled` names (`params.requestId`).
+    pub fn with_cancelled_request(mut self, id: RequestId) -> Self {
+        self.cancels = Some(id);
+        self
     }
 
     /// Sets the target name (tool, resource uri, prompt).
@@ -219,6 +227,16 @@ impl McpRequest {
     #[inline]
     pub fn wants_progress(&self) -> bool {
         self.progress_token
+    }
+
+    /// For a `notifications/cancelled`, the id of the request it cancels (`params.requestId`),
+    /// when that is a valid JSON-RPC id no longer than the inspector's id limit. Under
+    /// 2025-11-25 the request is one of the same session's
+    /// ([`session_id`](Self::session_id)): a client cancelling a call. `None` for any other
+    /// message.
+    #[inline]
+    pub fn cancelled_request(&self) -> Option<&RequestId> {
+        self.cancels.as_ref()
     }
 
     /// Whether the request is a call, a long-lived stream, or a resumption.

@@ -38,6 +38,7 @@ use tower_armor_mcp::error::{BoxError, CODE_TIMEOUT, Elapsed};
 use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, CorrelationId, Outcome, RequestId, jsonrpc};
 
+use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::pause::{Pauses, Registration};
@@ -59,6 +60,8 @@ pub(crate) struct CallState {
     pub(crate) correlation: Option<CorrelationId>,
     /// The 2025-11-25 session, for matching the client's answers to server requests.
     pub(crate) session: Option<(HeaderValue, std::sync::Arc<Pauses>)>,
+    /// The 2025-11-25 call's place in the table the client's cancellations are matched with.
+    pub(crate) entry: Option<CallEntry>,
     pub(crate) grace: Duration,
 }
 

@@ -94,6 +94,10 @@ where
     // Reuses a completion handle an inner layer already put there (the body then passes
     // through unparsed); otherwise this is the one observer of the call.
     let (resp, handle) = observe_response(resp, call.id.as_ref());
+    if let Some(entry) = &call.entry {
+        // Completes the handle `Cancelled` if the client cancelled the call already.
+        entry.answered(&handle);
+    }
     if handle.is_complete() {
         // An error status or a non-streaming answer: the call is over.
         return resp.map(TimeoutBody::passthrough);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tower_armor_mcp::McpRequest;
 use tower_layer::Layer;
 
+use crate::calls::Calls;
 use crate::error::ConfigError;
 use crate::pause::Pauses;
 use crate::policy::Policy;
@@ -28,6 +29,7 @@ pub const ENV_MAX_PAUSE_MS: &str = "MCP_CALL_MAX_PAUSE_MS";
 pub(crate) struct Shared {
     pub(crate) policy: Policy,
     pub(crate) pauses: Arc<Pauses>,
+    pub(crate) calls: Arc<Calls>,
 }
 
 /// Applies [`Timeout`]: a per-call deadline that follows the call to its final JSON-RPC
@@ -319,6 +321,7 @@ impl TimeoutBuilder {
             shared: Arc::new(Shared {
                 policy: self.policy,
                 pauses: Arc::default(),
+                calls: Arc::default(),
             }),
         })
     }

@@ -156,6 +156,17 @@
 //! Note that a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away.
 //!
+//! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
+//! id in its session; rmcp then ends the call's stream without a final response, which on its
+//! own reads as [`Outcome::Incomplete`](tower_armor_mcp::Outcome::Incomplete), a failure of
+//! the server to a circuit breaker. The layer matches each such notification passing through
+//! it (by session and `params.requestId`, read by the inspector) with the call in flight and
+//! completes that call with [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled) before
+//! forwarding it: the clock stops, the layer sends no cancellation of its own, and every layer
+//! sharing the call's completion handle (breaker, bulkhead) sees a cancelled call, which none
+//! counts against the server. A circuit breaker used without this layer inside it cannot tell
+//! the two apart.
+//!
 //! # Types
 //!
 //! For HTTP the layer's service is `Service<http::Request<McpBody>>` (the body type the
@@ -219,6 +230,7 @@
 //! [`Elapsed`]: error::Elapsed
 
 pub mod body;
+mod calls;
 mod cancel;
 mod clock;
 pub mod error;

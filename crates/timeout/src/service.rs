@@ -113,11 +113,17 @@ where
     fn call(&mut self, req: Request<McpBody>) -> Self::Future {
         let facts = req.extensions().get::<McpRequest>();
         if let Some(f) = facts {
-            if f.kind() == MessageKind::Response
-                && let Some(session) = f.session_id()
-            {
-                // The client answered one of the server's requests: a paused call runs again.
-                self.shared.pauses.answered(session);
+            if let Some(session) = f.session_id() {
+                if f.kind() == MessageKind::Response {
+                    // The client answered one of the server's requests: a paused call runs
+                    // again.
+                    self.shared.pauses.answered(session);
+                } else if let Some(target) = f.cancelled_request() {
+                    // The client cancelled one of its calls: it ends `Cancelled`, not
+                    // `Incomplete` when the server ends its stream.
+                    let named = self.shared.calls.cancel(session, target);
+                    tracing::debug!(id = ?target, named, "the client cancelled a call");
+                }
             }
             if !f.is_call() || f.is_long_lived() {
                 return ResponseFuture::passthrough(self.inner.call(req));
@@ -127,17 +133,23 @@ where
         let session = facts
             .and_then(McpRequest::session_id)
             .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
+        let id = facts.and_then(McpRequest::id).cloned();
+        let entry = match (&session, &id) {
+            (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
+            _ => None,
+        };
         let cancel = facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender));
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);
         }
         let call = CallState {
-            id: facts.and_then(McpRequest::id).cloned(),
+            id,
             clock,
             cancel,
             correlation: req.extensions().get::<CorrelationId>().cloned(),
             session,
+            entry,
             grace: self.shared.policy.boundary_grace,
         };
         let wake = clock.wake_at();

@@ -909,3 +909,93 @@ fn services_and_bodies_are_send_and_sync() {
         tower_armor_timeout::future::ResponseFuture<mock::future::ResponseFuture<Response<Script>>>,
     >();
 }
+
+// === the client cancels ===
+
+/// The client's `notifications/cancelled` for request `id`: another POST of `session`.
+async fn client_cancels(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    session: &'static str,
+    id: i64,
+) -> Resp {
+    let facts = McpRequest::new(
+        MessageKind::Notification,
+        Some(Method::NotificationsCancelled),
+        None,
+    )
+    .with_cancelled_request(id.into());
+    let post = facts_req(facts, Some(session), V2025);
+    let accepted = Response::builder().status(202).body(script().1).unwrap();
+    exchange(svc, handle, post, accepted).await
+}
+
+/// A 2025-11-25 call the client cancels ends `Cancelled`, not `Incomplete` when the server then
+/// ends its stream without a final response: no layer counts it against the server. The clock
+/// stops and the layer sends no cancellation of its own.
+#[tokio::test(start_paused = true)]
+async fn a_call_the_client_cancels_ends_cancelled() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+    let (_tx2, h2, _body2) =
+        open_stream(&mut svc, &mut handle, call(2, "slow", V2025, Some("s-1"))).await;
+    let (_tx3, h3, _body3) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-2"))).await;
+    tx.event(progress(1));
+    let _ = text(now(&mut body));
+    advance(ms(30)).await;
+
+    let passed = client_cancels(&mut svc, &mut handle, "s-1", 1).await;
+    assert!(!passed.body().is_timed(), "a notification is not timed");
+    assert_eq!(h.outcome(), Some(Outcome::Cancelled));
+    assert_eq!(h2.outcome(), None, "another call of the session");
+    assert_eq!(h3.outcome(), None, "the same id in another session");
+
+    // rmcp ends the cancelled call's stream without a final response.
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)), "the stream ends");
+    assert_eq!(h.outcome(), Some(Outcome::Cancelled));
+    advance(ms(200)).await;
+    assert!(
+        next_request(&mut handle, ms(50)).await.is_none(),
+        "the server already has the client's cancellation"
+    );
+}
+
+/// A cancellation that passes before the call's answer has headers is applied when they come.
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_before_the_headers_is_applied_to_the_answer() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(4, "slow", V2025, Some("s-1")));
+    let (_, send) = handle.next_request().await.unwrap();
+    let _ = client_cancels(&mut svc, &mut handle, "s-1", 4).await;
+    let (_tx, body) = script();
+    send.send_response(answer("text/event-stream", body));
+    let resp = fut.await.unwrap();
+    assert_eq!(handle_of(&resp).outcome(), Some(Outcome::Cancelled));
+    assert!(!resp.body().is_timed());
+}
+
+/// A cancellation naming no call of its session, or no valid request, changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_of_nothing_changes_nothing() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+    let _ = client_cancels(&mut svc, &mut handle, "s-1", 9).await;
+    let _ = client_cancels(&mut svc, &mut handle, "s-9", 1).await;
+    assert_eq!(h.outcome(), None);
+    tx.event(result(1));
+    let _ = text(now(&mut body));
+    assert_eq!(h.outcome(), Some(Outcome::Success));
+    let _ = client_cancels(&mut svc, &mut handle, "s-1", 1).await;
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Success),
+        "a finished call stays as it ended"
+    );
+}

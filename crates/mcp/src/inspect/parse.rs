@@ -138,6 +138,7 @@ pub(crate) fn from_headers(
         meta_trace: MetaTrace::default(),
         progress_token: false,
         stream,
+        cancels: None,
     })
 }
 
@@ -268,6 +269,13 @@ pub(crate) fn from_post(
         Some(m) if m.is_long_lived() && kind == MessageKind::Request => StreamRole::Listen,
         _ => StreamRole::Call,
     };
+    // An id the message could not carry as its own is not matched as another's either.
+    let cancels = match (&method, kind) {
+        (Some(Method::NotificationsCancelled), MessageKind::Notification) => params
+            .request_id
+            .filter(|target| target.len() <= limits.max_id_len),
+        _ => None,
+    };
     Ok(McpRequest {
         revision,
         kind,
@@ -278,6 +286,7 @@ pub(crate) fn from_post(
         meta_trace: params.meta.trace,
         progress_token: params.meta.progress_token,
         stream,
+        cancels,
     })
 }
 
@@ -409,6 +418,8 @@ struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
     protocol_version: Option<Cow<'a, str>>,
+    /// `requestId` (of `notifications/cancelled`), when it is a valid JSON-RPC id.
+    request_id: Option<RequestId>,
     meta: Meta,
 }
 
@@ -595,6 +606,8 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     Uri,
                     #[serde(rename = "protocolVersion")]
                     ProtocolVersion,
+                    #[serde(rename = "requestId")]
+                    RequestId,
                     #[serde(rename = "_meta")]
                     Meta,
                     #[serde(other)]
@@ -607,6 +620,11 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                         K::Uri => p.uri = m.next_value::<MaybeStr<'de>>()?.0,
                         K::ProtocolVersion => {
                             p.protocol_version = m.next_value::<MaybeStr<'de>>()?.0
+                        }
+                        K::RequestId => {
+                            // Anything but a string or an integer is no id: ignored.
+                            let v = m.next_value::<serde_json::Value>()?;
+                            p.request_id = RequestId::deserialize(v).ok();
                         }
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
@@ -743,6 +761,51 @@ mod tests {
         assert!(r.wants_progress());
         assert_eq!(r.meta_trace().traceparent.as_deref(), Some("00-x"));
         assert!(r.is_call());
+    }
+
+    #[test]
+    fn a_cancellation_names_the_request_it_cancels() {
+        let s = [
+            ("mcp-session-id", "s1"),
+            ("mcp-protocol-version", "2025-11-25"),
+        ];
+        let cancel = |params: &str| {
+            post(
+                &s,
+                &format!(
+                    r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{params}}}"#
+                ),
+            )
+            .unwrap()
+        };
+        let r = cancel(r#"{"requestId":7,"reason":"user"}"#);
+        assert_eq!(r.kind(), MessageKind::Notification);
+        assert_eq!(r.cancelled_request(), Some(&RequestId::Number(7)));
+        assert!(!r.is_call());
+        let r = cancel(r#"{"reason":"x","requestId":"a\u0062"}"#);
+        assert_eq!(r.cancelled_request(), Some(&RequestId::String("ab".into())));
+        // Not an id: the notification still passes, naming nothing.
+        for bad in [
+            r#"{"requestId":1.5}"#,
+            r#"{"requestId":null}"#,
+            r#"{"requestId":{"a":1}}"#,
+            r#"{"requestId":[1]}"#,
+            r#"{"requestId":18446744073709551615}"#,
+            r#"{}"#,
+            r#"[]"#,
+        ] {
+            assert_eq!(cancel(bad).cancelled_request(), None, "{bad}");
+        }
+        let long = format!(r#"{{"requestId":"{}"}}"#, "x".repeat(257));
+        assert_eq!(cancel(&long).cancelled_request(), None);
+        // Only a cancellation names one.
+        for body in [
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"requestId":7}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"notifications/cancelled","params":{"requestId":7}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a","requestId":7}}"#,
+        ] {
+            assert_eq!(post(&s, body).unwrap().cancelled_request(), None, "{body}");
+        }
     }
 
     #[test]
