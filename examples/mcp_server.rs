@@ -16,6 +16,10 @@
 //! 60000) and
 //! `RUST_LOG` (default `info`, logs on stderr).
 //!
+//! The breakers' probe lease (`MCP_BREAKER_PROBE_LEASE_MS`) defaults here to the longest a call
+//! can run under the timeout layer (plus the bulkhead's wait limit), and a shorter one is
+//! refused: a slow half-open probe must not be settled as failed while it may still succeed.
+//!
 //! Without `MCP_BEARER_TOKEN` auth is off (a warning is logged), and the server refuses to bind a
 //! non-loopback address unless `MCP_AUTH_DISABLED=true`.
 //!
@@ -150,6 +154,22 @@ impl Settings {
         let allow = ToolAllowListLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?
             .warn_unknown_principals(&auth);
+        let bulkhead = BulkheadLayer::from_lookup(lookup)
+            .map_err(|e| e.to_string())?
+            .by_tool(tools.clone())
+            // Streams without a principal (auth off) count per client address.
+            .peer_addr_with(|ext| {
+                ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+            });
+        let breaker = probe_lease_for(
+            tower_armor_circuit_breaker::Builder::from_lookup(lookup)
+                .map_err(|e| e.to_string())?
+                .key_by(KeyBy::Tool(tools.clone())),
+            get(tower_armor_circuit_breaker::ENV_PROBE_LEASE_MS).is_some(),
+            &timeout,
+            &bulkhead,
+        )?;
         Ok(Settings {
             addr,
             max_body_bytes,
@@ -163,19 +183,8 @@ impl Settings {
                 .known_tools(tools.clone())
                 .build()
                 .map_err(|e| e.to_string())?,
-            breaker: tower_armor_circuit_breaker::Builder::from_lookup(lookup)
-                .map_err(|e| e.to_string())?
-                .key_by(KeyBy::Tool(tools.clone()))
-                .build()
-                .map_err(|e| e.to_string())?,
-            bulkhead: BulkheadLayer::from_lookup(lookup)
-                .map_err(|e| e.to_string())?
-                .by_tool(tools.clone())
-                // Streams without a principal (auth off) count per client address.
-                .peer_addr_with(|ext| {
-                    ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-                        .map(|c| c.0)
-                }),
+            breaker,
+            bulkhead,
             tools,
             timeout,
         })
@@ -191,6 +200,44 @@ impl Settings {
         let map = Box::leak(Box::new(map));
         Self::from_lookup(|k| map.get(k).cloned())
     }
+}
+
+/// Builds the breaker with a probe lease that outlasts any call below it.
+///
+/// A half-open probe passes the bulkhead's line and then runs under the timeout layer, which
+/// ends it at the latest after [`TimeoutLayer::longest_call`] (deadline, pauses while the
+/// client is asked, grace). A lease shorter than that settles a slow probe as failed although
+/// it may still succeed, so the circuit reopens for nothing. Unset, the lease is made long
+/// enough (never shorter than the breaker's default); set shorter, it is a configuration
+/// error naming the variables involved. A bulkhead line without `MCP_BULKHEAD_MAX_WAIT_MS` is
+/// unbounded and not counted.
+fn probe_lease_for(
+    builder: tower_armor_circuit_breaker::Builder,
+    lease_set: bool,
+    timeout: &TimeoutLayer,
+    bulkhead: &BulkheadLayer,
+) -> Result<CircuitBreakerLayer, String> {
+    let built = |b: tower_armor_circuit_breaker::Builder| b.build().map_err(|e| e.to_string());
+    let Some(longest) = timeout.longest_call() else {
+        return built(builder);
+    };
+    let needed = longest.saturating_add(bulkhead.max_wait_limit().unwrap_or_default());
+    if !lease_set {
+        let lease = needed.max(tower_armor_circuit_breaker::DEFAULT_PROBE_LEASE);
+        return built(builder.probe_lease(lease));
+    }
+    let layer = built(builder)?;
+    if layer.probe_lease() < needed {
+        return Err(format!(
+            "{}: a half-open probe may run {} ms (MCP_CALL_TIMEOUT_MS or MCP_CALL_TIMEOUT_MAX_MS, \
+             MCP_CALL_MAX_PAUSE_MS and MCP_BULKHEAD_MAX_WAIT_MS), longer than its lease of {} ms; \
+             a slow probe would count as failed",
+            tower_armor_circuit_breaker::ENV_PROBE_LEASE_MS,
+            needed.as_millis(),
+            layer.probe_lease().as_millis(),
+        ));
+    }
+    Ok(layer)
 }
 
 /// The running application's parts.

@@ -475,3 +475,44 @@ async fn a_body_that_never_arrives_gets_408() {
         support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "soon")]).unwrap_err();
     assert!(err.contains("MCP_BODY_TIMEOUT_MS"), "{err}");
 }
+
+/// A half-open probe runs under the timeout layer: its lease must outlast the longest call,
+/// or a slow probe that succeeds is settled as failed. Unset, the example sizes the lease;
+/// set too short, it refuses to start.
+#[test]
+fn the_probe_lease_outlasts_the_longest_call() {
+    use support::example::Settings;
+    let lease = |vars: &[(&str, &str)]| Settings::for_tests(vars).unwrap().breaker.probe_lease();
+    // 60 s deadline + 10 min pause budget + 100 ms grace.
+    assert_eq!(lease(&[]), Duration::from_millis(660_100));
+    assert_eq!(
+        lease(&[
+            ("MCP_CALL_TIMEOUT_MS", "1000"),
+            ("MCP_CALL_TIMEOUT_MAX_MS", "5000"),
+            ("MCP_BULKHEAD_MAX_WAIT_MS", "2000"),
+        ]),
+        Duration::from_millis(60_000),
+        "never below the breaker's default"
+    );
+    assert_eq!(
+        lease(&[
+            ("MCP_CALL_TIMEOUT_MS", "1000"),
+            ("MCP_CALL_TIMEOUT_MAX_MS", "90000"),
+            ("MCP_BULKHEAD_MAX_WAIT_MS", "5000"),
+        ]),
+        Duration::from_millis(95_100)
+    );
+    assert_eq!(
+        lease(&[
+            ("MCP_CALL_TIMEOUT_MAX_MS", "90000"),
+            ("MCP_BREAKER_PROBE_LEASE_MS", "100000"),
+        ]),
+        Duration::from_millis(100_000),
+        "a long enough lease is kept"
+    );
+    let err = Settings::for_tests(&[("MCP_BREAKER_PROBE_LEASE_MS", "60000")]).unwrap_err();
+    assert!(
+        err.starts_with("MCP_BREAKER_PROBE_LEASE_MS:") && err.contains("660100 ms"),
+        "{err}"
+    );
+}

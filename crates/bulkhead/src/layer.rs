@@ -162,6 +162,11 @@ impl BulkheadLayer {
         self.with(|c| c.max_wait = None)
     }
 
+    /// The longest a call may wait for a permit; `None` when it may wait without limit.
+    pub fn max_wait_limit(&self) -> Option<Duration> {
+        self.config.max_wait
+    }
+
     /// One pool per tool: a `tools/call` of a tool in `tools` goes to that tool's pool; calls of
     /// other tool names (client-controlled) and requests without facts share the `unknown` pool.
     /// Calls that are not `tools/call` never take a tool's or `unknown`'s permit: each method has

@@ -21,6 +21,9 @@ pub const ENV_WINDOW: &str = "MCP_BREAKER_WINDOW";
 pub const ENV_OPEN_MS: &str = "MCP_BREAKER_OPEN_MS";
 /// `MCP_BREAKER_HALF_OPEN_CALLS`: probes let through while half-open.
 pub const ENV_HALF_OPEN_CALLS: &str = "MCP_BREAKER_HALF_OPEN_CALLS";
+/// The probe lease when none is set: 60 s (see [`Builder::probe_lease`]).
+pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(60);
+
 /// `MCP_BREAKER_PROBE_LEASE_MS`: how long a probe may stay silent before it counts as failed.
 pub const ENV_PROBE_LEASE_MS: &str = "MCP_BREAKER_PROBE_LEASE_MS";
 
@@ -187,7 +190,7 @@ impl Default for Builder {
             min_calls: 20,
             open: OpenDuration::Fixed(Duration::from_secs(30)),
             half_open_calls: 1,
-            lease: Duration::from_secs(60),
+            lease: DEFAULT_PROBE_LEASE,
             classifier: Classifier::default(),
             key_by: None,
             max_keys: 1024,

@@ -178,8 +178,9 @@ mod model;
 
 pub use self::backoff::OpenDuration;
 pub use self::config::{
-    Builder, ConfigError, ENV_FAILURE_RATE, ENV_HALF_OPEN_CALLS, ENV_MIN_CALLS, ENV_OPEN_MS,
-    ENV_PROBE_LEASE_MS, ENV_VARS, ENV_WINDOW, KeyBy, MAX_HALF_OPEN_CALLS, WindowSpec,
+    Builder, ConfigError, DEFAULT_PROBE_LEASE, ENV_FAILURE_RATE, ENV_HALF_OPEN_CALLS,
+    ENV_MIN_CALLS, ENV_OPEN_MS, ENV_PROBE_LEASE_MS, ENV_VARS, ENV_WINDOW, KeyBy,
+    MAX_HALF_OPEN_CALLS, WindowSpec,
 };
 pub use self::handle::{Circuit, CircuitBreakerHandle};
 pub use self::layer::{CircuitBreakerLayer, OTHER_KEY, UNKNOWN_KEY};

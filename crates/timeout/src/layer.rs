@@ -173,6 +173,27 @@ impl TimeoutLayer {
     pub fn resets_on_progress(&self) -> bool {
         self.shared.policy.reset_on_progress
     }
+
+    /// The longest a call can stay in flight under this layer, from the moment it reaches the
+    /// layer until its outcome is known: the cap plus the boundary grace when there is a cap;
+    /// otherwise the longest configured deadline plus [`max_pause`](Self::max_pause) plus the
+    /// grace. `None` when a per-request chooser without a cap makes it unknowable.
+    ///
+    /// A circuit breaker outside this layer should give its half-open probes a lease
+    /// (`probe_lease`) at least this long, plus any wait in between such as a bulkhead's line,
+    /// or a slow probe that still succeeds is settled as failed when its lease ends.
+    pub fn longest_call(&self) -> Option<Duration> {
+        let p = &self.shared.policy;
+        let grace = p.boundary_grace;
+        if let Some(cap) = p.max_total {
+            return Some(cap.saturating_add(grace));
+        }
+        if p.per_request.is_some() {
+            return None;
+        }
+        let longest = p.per_tool.values().copied().fold(p.default, Duration::max);
+        Some(longest.saturating_add(p.max_pause).saturating_add(grace))
+    }
 }
 
 impl<S> Layer<S> for TimeoutLayer {
@@ -344,6 +365,29 @@ mod tests {
             ConfigError::Env { var, .. } => var,
             other => panic!("not an env error: {other}"),
         }
+    }
+
+    #[test]
+    fn the_longest_call() {
+        let ms = Duration::from_millis;
+        let grace = ms(100);
+        let l = TimeoutLayer::builder(ms(1_000))
+            .tool("slow", ms(5_000))
+            .max_pause(ms(60_000))
+            .build()
+            .unwrap();
+        assert_eq!(l.longest_call(), Some(ms(65_000) + grace));
+        let capped = TimeoutLayer::builder(ms(1_000))
+            .tool("slow", ms(5_000))
+            .max_total(ms(8_000))
+            .build()
+            .unwrap();
+        assert_eq!(capped.longest_call(), Some(ms(8_000) + grace));
+        let chosen = TimeoutLayer::builder(ms(1_000))
+            .per_request(|_| Some(Duration::from_secs(3600)))
+            .build()
+            .unwrap();
+        assert_eq!(chosen.longest_call(), None, "the chooser may pick anything");
     }
 
     #[test]
