@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use tower_armor_mcp::inspect::headers::SESSION_ID;
-use tower_armor_mcp::{CorrelationId, Principal, ResponseBody, span};
+use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
+use tower_armor_mcp::{CorrelationId, Principal, ProtocolRevision, ResponseBody, span};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -99,7 +99,13 @@ where
             None => None,
             Some(table) => {
                 let delete = req.method() == Method::DELETE;
-                let session = req.headers().get(&SESSION_ID).cloned();
+                // The stateless revision has no sessions: the server ignores the header there,
+                // so it is neither checked nor bound (nor forgotten on that request's 404).
+                let session = req
+                    .headers()
+                    .get(&SESSION_ID)
+                    .filter(|_| !is_stateless(req.headers()))
+                    .cloned();
                 if let Some(s) = &session {
                     match table.check(s, &principal) {
                         SessionCheck::Owner => {}
@@ -127,6 +133,15 @@ where
         req.extensions_mut().insert(principal);
         ResponseFuture::inner(self.inner.call(req), binding)
     }
+}
+
+/// Whether the request says it is of the stateless revision (`MCP-Protocol-Version`).
+fn is_stateless(headers: &HeaderMap) -> bool {
+    headers
+        .get(&PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ProtocolRevision::parse)
+        .is_some_and(ProtocolRevision::is_stateless)
 }
 
 fn authenticate(

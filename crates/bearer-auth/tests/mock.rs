@@ -429,6 +429,53 @@ async fn sessions_are_bound_to_the_principal_that_created_them() {
     assert_eq!(resp.status(), 404);
 }
 
+/// Under the stateless revision the server ignores `Mcp-Session-Id`: a 2026-07-28 request
+/// carrying a stale (or another principal's) session id reaches it, and its 404 (an unknown
+/// method there) forgets no binding.
+#[tokio::test(start_paused = true)]
+async fn a_stateless_request_is_not_held_to_a_session() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    initialize(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
+    let stateless = |auth: &str, session: &str| {
+        let mut r = with_session(auth, session, http::Method::POST);
+        r.headers_mut().insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2026-07-28"),
+        );
+        r
+    };
+    for (who, session) in [("Bearer bob-tok", "s-alice"), ("Bearer alice-tok", "stale")] {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(stateless(who, session));
+        let (got, send) = handle.next_request().await.unwrap();
+        assert_eq!(got.headers()[SESSION], session);
+        let mut r = Resp::new(String::new());
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        send.send_response(r);
+        assert_eq!(fut.await.unwrap().status(), 404);
+    }
+    // Alice's 2025-11-25 session is still bound to her, and only to her.
+    assert!(svc.poll_ready().is_ready());
+    let fut = svc.call(with_session(
+        "Bearer alice-tok",
+        "s-alice",
+        http::Method::POST,
+    ));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(Resp::new(String::new()));
+    assert_eq!(fut.await.unwrap().status(), 200);
+    let resp = svc
+        .call(with_session(
+            "Bearer bob-tok",
+            "s-alice",
+            http::Method::POST,
+        ))
+        .await
+        .unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 404);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_404_from_the_server_forgets_the_session() {
     let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());

@@ -31,7 +31,7 @@
 //!   gRPC answers count by `grpc-status`. A 2025-11-25 call the client cancels with
 //!   `notifications/cancelled` ends, to the answer alone, without its final response
 //!   (`Incomplete`, a failure); the timeout layer (`tower-armor-timeout`) inside the breaker,
-//!   as in the documented order, matches the notification with the call and completes it
+//!   as in the documented order, matches the notification with the call, which then ends
 //!   `Cancelled` instead, so the client's change of mind is not counted. Long-lived streams (GET listen,
 //!   `subscriptions/listen`), notifications and responses are neither counted nor rejected.
 //! - **Keys** ([`KeyBy`]): one circuit per tool (only for [known

@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -43,6 +43,7 @@ struct Shared {
     state: Mutex<State>,
     progress: AtomicU64,
     server_requests: AtomicI32,
+    cancel_requested: AtomicBool,
 }
 
 /// The shared handle of one call's completion, found in the answer's extensions.
@@ -73,6 +74,7 @@ impl CompletionHandle {
             state: Mutex::new(State::Pending(Vec::new())),
             progress: AtomicU64::new(0),
             server_requests: AtomicI32::new(0),
+            cancel_requested: AtomicBool::new(false),
         }))
     }
 
@@ -97,7 +99,14 @@ impl CompletionHandle {
 
     /// Completes the call with `outcome`, unless it already completed. Returns whether this call
     /// decided the outcome.
+    ///
+    /// [`Outcome::Incomplete`] becomes [`Outcome::Cancelled`] once the caller asked for the
+    /// call's cancellation ([`CompletionHandle::cancel_requested`]).
     pub fn complete(&self, outcome: Outcome) -> bool {
+        let outcome = match outcome {
+            Outcome::Incomplete if self.is_cancel_requested() => Outcome::Cancelled,
+            o => o,
+        };
         let listeners = {
             let mut st = self.lock();
             match std::mem::replace(&mut *st, State::Done(outcome)) {
@@ -138,6 +147,22 @@ impl CompletionHandle {
     /// so a per-call clock should pause.
     pub fn server_requests_outstanding(&self) -> u32 {
         self.0.server_requests.load(Ordering::Acquire).max(0) as u32
+    }
+
+    /// Records that the caller asked the server to cancel the call (a 2025-11-25
+    /// `notifications/cancelled` naming it, seen by a layer in front of the server). A server
+    /// honouring it ends the answer without the final response: the call then completes with
+    /// [`Outcome::Cancelled`] (the caller's choice, counted against no one) instead of
+    /// [`Outcome::Incomplete`] (a failure). Anything else the answer ends with (its final
+    /// response, a transport error, a local deadline) is kept: a server that ignores the request
+    /// and goes on is still judged, and still holds whatever the call holds until it ends.
+    pub fn cancel_requested(&self) {
+        self.0.cancel_requested.store(true, Ordering::Release);
+    }
+
+    /// Whether [`CompletionHandle::cancel_requested`] was called.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.0.cancel_requested.load(Ordering::Acquire)
     }
 
     /// Records that the client answered a server request (called by a layer that sees the
@@ -669,5 +694,36 @@ mod tests {
             Seen::Final(Outcome::Success)
         );
         assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::Other);
+    }
+
+    #[test]
+    fn a_cancellation_request_turns_only_incomplete_into_cancelled() {
+        let h = CompletionHandle::new();
+        h.cancel_requested();
+        assert!(h.is_cancel_requested());
+        let seen = Arc::new(Mutex::new(None));
+        let s = Arc::clone(&seen);
+        h.on_complete(move |o| *s.lock().unwrap() = Some(*o));
+        assert!(h.complete(Outcome::Incomplete));
+        assert_eq!(h.outcome(), Some(Outcome::Cancelled));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Some(Outcome::Cancelled),
+            "listeners too"
+        );
+
+        for o in [Outcome::Success, Outcome::Transport, Outcome::Elapsed] {
+            let h = CompletionHandle::new();
+            h.cancel_requested();
+            h.complete(o);
+            assert_eq!(
+                h.outcome(),
+                Some(o),
+                "a server that goes on is still judged"
+            );
+        }
+        let h = CompletionHandle::new();
+        h.complete(Outcome::Incomplete);
+        assert_eq!(h.outcome(), Some(Outcome::Incomplete));
     }
 }

@@ -211,7 +211,9 @@ impl McpRequest {
         }
     }
 
-    /// The 2025-11-25 `Mcp-Session-Id` the request carried.
+    /// The 2025-11-25 `Mcp-Session-Id` the request carried. `None` for a request of the
+    /// stateless revision (2026-07-28) even when it carries the header: the server ignores it
+    /// there.
     #[inline]
     pub fn session_id(&self) -> Option<&HeaderValue> {
         self.session_id.as_ref()

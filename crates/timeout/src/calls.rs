@@ -3,13 +3,17 @@
 //! Under 2025-11-25 a client cancels a call by POSTing `notifications/cancelled` with the
 //! call's JSON-RPC id in the same session; rmcp then stops the tool and ends the call's stream
 //! without a final response. Seen from the answer alone that is
-//! [`Outcome::Incomplete`], which a circuit breaker counts as a failure of the server: the
-//! client's own change of mind would trip the circuit. So every 2025-11-25 call with an id
-//! registers here under `(session, id)` while it runs, and a cancellation passing through the
-//! layer completes the named call with [`Outcome::Cancelled`] before it is forwarded. The
-//! completion handle is shared by every layer that observes the call (breaker, bulkhead,
-//! metrics), so all of them see `Cancelled`, which no layer counts against the server. The
-//! call's clock stops too, and the layer sends no `notifications/cancelled` of its own for it.
+//! [`Outcome::Incomplete`](tower_armor_mcp::Outcome::Incomplete), which a circuit breaker
+//! counts as a failure of the server: the client's own change of mind would trip the circuit.
+//! So every 2025-11-25 call with an id registers here under `(session, id)` while it runs, and
+//! a cancellation passing through the layer marks the named call
+//! ([`CompletionHandle::cancel_requested`]) before it is forwarded. When the answer then ends
+//! without its final response the call completes
+//! [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), on the completion handle every
+//! layer shares (breaker, bulkhead, metrics), and no layer counts it against the server. The
+//! call keeps everything else until its answer really ends: a server that ignores the
+//! cancellation still holds its bulkhead permit, runs under its deadline, and is judged by how
+//! its answer ends.
 //!
 //! A cancellation may pass before the call's answer has headers (before there is a handle):
 //! it is remembered on the call's entry and applied when the handle comes.
@@ -25,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
-use tower_armor_mcp::{CompletionHandle, Outcome, RequestId};
+use tower_armor_mcp::{CompletionHandle, RequestId};
 
 /// What a running call's entry knows.
 #[derive(Debug)]
@@ -81,32 +85,24 @@ impl Calls {
         }
     }
 
-    /// The client cancelled request `id` of `session`: completes every running call of the
-    /// session with that id with [`Outcome::Cancelled`] (now, or when its answer comes).
-    /// Returns how many calls it named.
+    /// The client cancelled request `id` of `session`: marks every running call of the session
+    /// with that id (now, or when its answer comes). Returns how many calls it named.
     pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> usize {
-        let named: Vec<Arc<Entry>> = match self.lock().get(session) {
-            Some(calls) => calls.iter().filter(|e| e.id == *id).cloned().collect(),
-            None => return 0,
+        let map = self.lock();
+        let Some(calls) = map.get(session) else {
+            return 0;
         };
-        for entry in &named {
-            let handle = {
-                let mut slot = entry.slot();
-                match &*slot {
-                    Slot::Answered(h) => Some(h.clone()),
-                    Slot::Waiting => {
-                        *slot = Slot::Cancelled;
-                        None
-                    }
-                    Slot::Cancelled => None,
-                }
-            };
-            // Outside the slot's lock: completing runs the listeners of every layer.
-            if let Some(h) = handle {
-                h.complete(Outcome::Cancelled);
+        let mut named = 0;
+        for entry in calls.iter().filter(|e| e.id == *id) {
+            let mut slot = entry.slot();
+            match &*slot {
+                Slot::Answered(h) => h.cancel_requested(),
+                Slot::Waiting => *slot = Slot::Cancelled,
+                Slot::Cancelled => {}
             }
+            named += 1;
         }
-        named.len()
+        named
     }
 
     #[cfg(test)]
@@ -123,17 +119,13 @@ pub(crate) struct CallEntry {
 }
 
 impl CallEntry {
-    /// The call's answer came, with `handle`. Returns false, having completed the handle with
-    /// [`Outcome::Cancelled`], if the client cancelled the call before.
-    pub(crate) fn answered(&self, handle: &CompletionHandle) -> bool {
+    /// The call's answer came, with `handle`: a cancellation that came first is applied to it.
+    pub(crate) fn answered(&self, handle: &CompletionHandle) {
         let mut slot = self.entry.slot();
         if matches!(*slot, Slot::Cancelled) {
-            drop(slot);
-            handle.complete(Outcome::Cancelled);
-            return false;
+            handle.cancel_requested();
         }
         *slot = Slot::Answered(handle.clone());
-        true
     }
 }
 
@@ -151,6 +143,8 @@ impl Drop for CallEntry {
 
 #[cfg(test)]
 mod tests {
+    use tower_armor_mcp::Outcome;
+
     use super::*;
 
     fn s(v: &'static str) -> HeaderValue {
@@ -158,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cancellation_completes_the_named_call_of_the_session_only() {
+    fn a_cancellation_marks_the_named_call_of_the_session_only() {
         let calls = Arc::new(Calls::default());
         let a = calls.register(s("s1"), 1.into());
         let b = calls.register(s("s1"), 2.into());
@@ -168,14 +162,21 @@ mod tests {
             CompletionHandle::new(),
             CompletionHandle::new(),
         );
-        assert!(a.answered(&ha) && b.answered(&hb) && other.answered(&ho));
+        a.answered(&ha);
+        b.answered(&hb);
+        other.answered(&ho);
         assert_eq!(calls.cancel(&s("s1"), &1.into()), 1);
-        assert_eq!(ha.outcome(), Some(Outcome::Cancelled));
-        assert_eq!(hb.outcome(), None);
-        assert_eq!(ho.outcome(), None, "another session's call of the same id");
+        assert!(ha.is_cancel_requested());
+        assert!(!hb.is_cancel_requested());
+        assert!(
+            !ho.is_cancel_requested(),
+            "another session's call of the same id"
+        );
         assert_eq!(calls.cancel(&s("s1"), &RequestId::String("1".into())), 0);
         assert_eq!(calls.cancel(&s("s3"), &2.into()), 0);
-        assert_eq!(hb.outcome(), None);
+        // The server ends the cancelled call's stream without a final response.
+        ha.complete(Outcome::Incomplete);
+        assert_eq!(ha.outcome(), Some(Outcome::Cancelled));
         drop((a, b, other));
         assert_eq!(calls.len(), 0);
         assert_eq!(calls.cancel(&s("s1"), &2.into()), 0, "a call that ended");
@@ -187,18 +188,7 @@ mod tests {
         let a = calls.register(s("s1"), 5.into());
         assert_eq!(calls.cancel(&s("s1"), &5.into()), 1);
         let h = CompletionHandle::new();
-        assert!(!a.answered(&h));
-        assert_eq!(h.outcome(), Some(Outcome::Cancelled));
-    }
-
-    #[test]
-    fn an_outcome_known_first_is_kept() {
-        let calls = Arc::new(Calls::default());
-        let a = calls.register(s("s1"), 5.into());
-        let h = CompletionHandle::new();
-        assert!(a.answered(&h));
-        h.complete(Outcome::Success);
-        calls.cancel(&s("s1"), &5.into());
-        assert_eq!(h.outcome(), Some(Outcome::Success));
+        a.answered(&h);
+        assert!(h.is_cancel_requested());
     }
 }

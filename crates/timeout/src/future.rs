@@ -95,7 +95,7 @@ where
     // through unparsed); otherwise this is the one observer of the call.
     let (resp, handle) = observe_response(resp, call.id.as_ref());
     if let Some(entry) = &call.entry {
-        // Completes the handle `Cancelled` if the client cancelled the call already.
+        // Applies a cancellation by the client that came before the answer.
         entry.answered(&handle);
     }
     if handle.is_complete() {

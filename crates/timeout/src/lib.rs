@@ -161,11 +161,14 @@
 //! own reads as [`Outcome::Incomplete`](tower_armor_mcp::Outcome::Incomplete), a failure of
 //! the server to a circuit breaker. The layer matches each such notification passing through
 //! it (by session and `params.requestId`, read by the inspector) with the call in flight and
-//! completes that call with [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled) before
-//! forwarding it: the clock stops, the layer sends no cancellation of its own, and every layer
-//! sharing the call's completion handle (breaker, bulkhead) sees a cancelled call, which none
-//! counts against the server. A circuit breaker used without this layer inside it cannot tell
-//! the two apart.
+//! marks that call before forwarding it
+//! ([`CompletionHandle::cancel_requested`](tower_armor_mcp::CompletionHandle::cancel_requested)):
+//! when its answer then ends without the final response, the call completes
+//! [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), which no layer sharing the
+//! handle (breaker, bulkhead) counts against the server, and the layer sends no cancellation of
+//! its own. Until its answer ends the call keeps its deadline and whatever outer layers hold
+//! for it: a server that ignores the cancellation is still bounded and judged. A circuit
+//! breaker used without this layer inside it cannot tell the two apart.
 //!
 //! # Types
 //!

@@ -930,9 +930,9 @@ async fn client_cancels(
     exchange(svc, handle, post, accepted).await
 }
 
-/// A 2025-11-25 call the client cancels ends `Cancelled`, not `Incomplete` when the server then
-/// ends its stream without a final response: no layer counts it against the server. The clock
-/// stops and the layer sends no cancellation of its own.
+/// A 2025-11-25 call the client cancels ends `Cancelled`, not `Incomplete`, when the server
+/// then ends its stream without a final response: no layer counts it against the server, and
+/// the layer sends no cancellation of its own.
 #[tokio::test(start_paused = true)]
 async fn a_call_the_client_cancels_ends_cancelled() {
     let (mut svc, mut handle) = service(&layer(100));
@@ -948,9 +948,14 @@ async fn a_call_the_client_cancels_ends_cancelled() {
 
     let passed = client_cancels(&mut svc, &mut handle, "s-1", 1).await;
     assert!(!passed.body().is_timed(), "a notification is not timed");
-    assert_eq!(h.outcome(), Some(Outcome::Cancelled));
-    assert_eq!(h2.outcome(), None, "another call of the session");
-    assert_eq!(h3.outcome(), None, "the same id in another session");
+    assert!(h.is_cancel_requested());
+    assert!(!h2.is_cancel_requested(), "another call of the session");
+    assert!(!h3.is_cancel_requested(), "the same id in another session");
+    assert_eq!(
+        h.outcome(),
+        None,
+        "the call holds what it holds until its answer ends"
+    );
 
     // rmcp ends the cancelled call's stream without a final response.
     drop(tx);
@@ -963,6 +968,20 @@ async fn a_call_the_client_cancels_ends_cancelled() {
     );
 }
 
+/// A server that ignores the client's cancellation is still timed, and judged by how its
+/// answer ends.
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_a_cancellation_is_still_timed() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (_tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+    let _ = client_cancels(&mut svc, &mut handle, "s-1", 1).await;
+    assert!(body.is_timed());
+    advance(ms(100)).await;
+    assert_timeout_event(&text(now(&mut body)), json!(1));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
 /// A cancellation that passes before the call's answer has headers is applied when they come.
 #[tokio::test(start_paused = true)]
 async fn a_cancellation_before_the_headers_is_applied_to_the_answer() {
@@ -973,14 +992,18 @@ async fn a_cancellation_before_the_headers_is_applied_to_the_answer() {
         .call(call(4, "slow", V2025, Some("s-1")));
     let (_, send) = handle.next_request().await.unwrap();
     let _ = client_cancels(&mut svc, &mut handle, "s-1", 4).await;
-    let (_tx, body) = script();
+    let (tx, body) = script();
     send.send_response(answer("text/event-stream", body));
     let resp = fut.await.unwrap();
-    assert_eq!(handle_of(&resp).outcome(), Some(Outcome::Cancelled));
-    assert!(!resp.body().is_timed());
+    let h = handle_of(&resp);
+    assert!(h.is_cancel_requested());
+    let mut body = Box::pin(resp.into_body());
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Cancelled));
 }
 
-/// A cancellation naming no call of its session, or no valid request, changes nothing.
+/// A cancellation naming no call of its session changes nothing.
 #[tokio::test(start_paused = true)]
 async fn a_cancellation_of_nothing_changes_nothing() {
     let (mut svc, mut handle) = service(&layer(100));
@@ -988,7 +1011,7 @@ async fn a_cancellation_of_nothing_changes_nothing() {
         open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
     let _ = client_cancels(&mut svc, &mut handle, "s-1", 9).await;
     let _ = client_cancels(&mut svc, &mut handle, "s-9", 1).await;
-    assert_eq!(h.outcome(), None);
+    assert!(!h.is_cancel_requested());
     tx.event(result(1));
     let _ = text(now(&mut body));
     assert_eq!(h.outcome(), Some(Outcome::Success));

@@ -116,7 +116,7 @@ pub(crate) fn from_headers(
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
     let revision = header_revision(headers, limits)?;
-    let session_id = headers.get(&SESSION_ID).cloned();
+    let session_id = session_of(revision, headers);
     let stream = if method == http::Method::GET {
         match headers.get(&LAST_EVENT_ID) {
             Some(v) if resumes_call(v.as_bytes()) => StreamRole::Resume {
@@ -140,6 +140,16 @@ pub(crate) fn from_headers(
         stream,
         cancels: None,
     })
+}
+
+/// The request's `Mcp-Session-Id`, unless the request is of the stateless revision: there the
+/// server ignores the header (rmcp serves such a request with a stale or made-up session id as
+/// if it had none), so no layer may key anything by it either.
+fn session_of(revision: Option<ProtocolRevision>, headers: &HeaderMap) -> Option<HeaderValue> {
+    if revision.is_some_and(ProtocolRevision::is_stateless) {
+        return None;
+    }
+    headers.get(&SESSION_ID).cloned()
 }
 
 fn header_revision(
@@ -282,7 +292,7 @@ pub(crate) fn from_post(
         method,
         id,
         name,
-        session_id: headers.get(&SESSION_ID).cloned(),
+        session_id: session_of(revision, headers),
         meta_trace: params.meta.trace,
         progress_token: params.meta.progress_token,
         stream,
@@ -761,6 +771,36 @@ mod tests {
         assert!(r.wants_progress());
         assert_eq!(r.meta_trace().traceparent.as_deref(), Some("00-x"));
         assert!(r.is_call());
+    }
+
+    #[test]
+    fn a_stateless_request_has_no_session() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let stale = ("mcp-session-id", "stale");
+        let r = post(
+            &[
+                stale,
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/list"),
+            ],
+            body,
+        )
+        .unwrap();
+        assert_eq!(r.session_id(), None);
+        let r = post(&[stale, ("mcp-protocol-version", "2025-11-25")], body).unwrap();
+        assert_eq!(r.session_id().unwrap(), "stale");
+        let r = post(&[stale], body).unwrap();
+        assert_eq!(r.session_id().unwrap(), "stale", "no revision said: kept");
+        let get = |v: &'static str| {
+            from_headers(
+                &http::Method::GET,
+                &hdrs(&[stale, ("mcp-protocol-version", v)]),
+                L,
+            )
+            .unwrap()
+        };
+        assert_eq!(get("2026-07-28").session_id(), None);
+        assert_eq!(get("2025-11-25").session_id().unwrap(), "stale");
     }
 
     #[test]
