@@ -89,8 +89,11 @@
 //! them only meets the base quota). Keys are never made from client-chosen names: a named tool's
 //! quota matches that name only, and [`Builder::each_tool`] gives a quota of its own only to the
 //! tools in [`Builder::known_tools`]; every other name shares `unknown`. A request passes when
-//! every quota that applies allows it; quotas are checked base first and checking stops at the
-//! first refusal (earlier quotas have then been spent).
+//! every quota that applies allows it. Quotas are checked narrowest first (the tool's own, the
+//! per-tool one, the method's) and the base quota last, and checking stops at the first
+//! refusal: a client hammering one tool past its quota keeps its base quota for everything
+//! else, while a request the base quota refuses has spent its narrower quotas (the client is
+//! over its overall quota then anyway). The headers list the quotas checked, in that order.
 //!
 //! # Answers and headers
 //!
@@ -104,8 +107,8 @@
 //! applied), on 429s always and on other answers unless [`Builder::headers_on_success`] is off:
 //!
 //! ```text
-//! RateLimit-Policy: "default";q=60;w=60, "tool:expensive";q=10;w=60
-//! RateLimit: "default";r=41;t=19, "tool:expensive";r=0;t=6
+//! RateLimit-Policy: "tool:expensive";q=10;w=60, "default";q=60;w=60
+//! RateLimit: "tool:expensive";r=0;t=6, "default";r=41;t=19
 //! ```
 //!
 //! For a GCRA quota of `count` per `period` with bursts of `burst`: `q` is the burst and `w` the

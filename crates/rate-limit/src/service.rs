@@ -255,34 +255,36 @@ impl<St> Shared<St> {
     }
 
     /// [`Shared::checks`] with per-method or per-tool policies configured.
+    ///
+    /// The narrowest quota is spent first and the base quota last: the store stops at the first
+    /// refusal, so a request one tool's quota refuses leaves the client's base quota (its other
+    /// tools and methods) untouched. A request the base quota refuses has spent its narrower
+    /// quotas, but the client is over its overall quota then anyway.
     #[inline(never)]
     fn extra_checks(&self, ext: &Extensions, client: ClientKey, checks: &mut Checks) {
+        // Narrowest first: the tool's own rule, the per-tool quota, the method's rule.
         let mut extra: [Option<(PolicyId, Option<Arc<str>>)>; 3] = [None, None, None];
         if let Some(facts) = ext.get::<McpRequest>()
             && let Some(method) = facts.method()
         {
-            if let Some((_, id)) = self.method_rules.iter().find(|(m, _)| m == method) {
-                extra[0] = Some((*id, None));
-            }
             if *method == Method::ToolsCall {
                 let tool = facts.tool();
                 if let Some(id) = tool.and_then(|t| self.tool_rules.get(t)) {
-                    extra[1] = Some((*id, None));
+                    extra[0] = Some((*id, None));
                 }
                 if let Some(id) = self.each_tool {
                     // Only tools the server has get a key of their own.
-                    extra[2] = Some((id, Some(self.known_tools.key(tool))));
+                    extra[1] = Some((id, Some(self.known_tools.key(tool))));
                 }
             }
+            if let Some((_, id)) = self.method_rules.iter().find(|(m, _)| m == method) {
+                extra[2] = Some((*id, None));
+            }
         }
-        if extra.iter().all(Option::is_none) {
-            checks.push(RateKey::new(PolicyId::BASE, None, client));
-            return;
-        }
-        checks.push(RateKey::new(PolicyId::BASE, None, client.clone()));
         for (id, scope) in extra.into_iter().flatten() {
             checks.push(RateKey::new(id, scope, client.clone()));
         }
+        checks.push(RateKey::new(PolicyId::BASE, None, client));
     }
 
     #[inline(always)]

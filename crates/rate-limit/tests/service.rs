@@ -409,9 +409,10 @@ async fn per_tool_quotas_key_only_known_tools() {
     );
     let resp = send(&svc, call_tool("1.1.1.1", "a", "made-up-3", 3)).await;
     assert_eq!(resp.status(), 429);
+    // Refused by its narrowest quota: the base quota was not spent.
     assert_eq!(
         header(&resp, "ratelimit-policy"),
-        Some(r#""default";q=100;w=60, "each-tool";q=2;w=2"#)
+        Some(r#""each-tool";q=2;w=2"#)
     );
     // A known tool has its own.
     assert_eq!(
@@ -420,18 +421,30 @@ async fn per_tool_quotas_key_only_known_tools() {
             .status(),
         200
     );
-    // The named tool's quota applies on top of its per-tool one.
+    // The named tool's quota applies on top of its per-tool one. Four requests passed so far
+    // (the refused one spent no base quota).
     let resp = send(&svc, call_tool("1.1.1.1", "a", "expensive", 5)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "ratelimit"),
-        Some(r#""default";r=95;t=3, "tool:expensive";r=0;t=1, "each-tool";r=1;t=1"#)
+        Some(r#""tool:expensive";r=0;t=1, "each-tool";r=1;t=1, "default";r=96;t=3"#)
     );
     let resp = send(&svc, call_tool("1.1.1.1", "a", "expensive", 6)).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(
         header(&resp, "ratelimit"),
-        Some(r#""default";r=94;t=4, "tool:expensive";r=0;t=1"#)
+        Some(r#""tool:expensive";r=0;t=1"#)
+    );
+    // A client hammering a tool over its quota keeps its base quota for everything else.
+    for id in 100..150 {
+        let resp = send(&svc, call_tool("1.1.1.1", "a", "expensive", id)).await;
+        assert_eq!(resp.status(), 429);
+    }
+    let resp = send(&svc, call_tool("1.1.1.1", "a", "add", 150)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "ratelimit"),
+        Some(r#""each-tool";r=0;t=2, "default";r=95;t=3"#)
     );
     // Quotas are per key: another principal is unaffected.
     assert_eq!(
