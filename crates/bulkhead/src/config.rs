@@ -24,6 +24,9 @@ pub const ENV_MAX_CONCURRENT: &str = "MCP_BULKHEAD_MAX_CONCURRENT";
 pub const ENV_MAX_QUEUE: &str = "MCP_BULKHEAD_MAX_QUEUE";
 /// Environment variable: longest wait in line, in milliseconds (positive; default: no limit).
 pub const ENV_MAX_WAIT_MS: &str = "MCP_BULKHEAD_MAX_WAIT_MS";
+
+/// The longest [`ENV_MAX_WAIT_MS`] accepted: 24 hours.
+const MAX_WAIT_LIMIT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Environment variable: open long-lived streams per principal (0 or more, or `off`; default 4).
 pub const ENV_STREAMS_PER_PRINCIPAL: &str = "MCP_BULKHEAD_STREAMS_PER_PRINCIPAL";
 
@@ -140,12 +143,15 @@ impl Config {
         }
         if let Some(v) = get(ENV_MAX_WAIT_MS) {
             match v.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => config.max_wait = Some(Duration::from_millis(ms)),
+                // A wait of days is a typo or "no limit" spelled as a number, which unset says.
+                Ok(ms) if ms > 0 && ms <= MAX_WAIT_LIMIT_MS => {
+                    config.max_wait = Some(Duration::from_millis(ms))
+                }
                 _ => {
                     return Err(ConfigError::Env {
                         var: ENV_MAX_WAIT_MS,
                         value: v,
-                        expected: "a positive number of milliseconds (unset for no limit)",
+                        expected: "milliseconds from 1 to 86400000 (24 h); unset for no limit",
                     });
                 }
             }
@@ -235,6 +241,8 @@ mod tests {
             (ENV_MAX_QUEUE, "1.5"),
             (ENV_MAX_WAIT_MS, "0"),
             (ENV_MAX_WAIT_MS, "1s"),
+            (ENV_MAX_WAIT_MS, "86400001"),
+            (ENV_MAX_WAIT_MS, "18446744073709551615"),
             (ENV_STREAMS_PER_PRINCIPAL, "on"),
         ] {
             let err = from(&[(var, value)]).unwrap_err();

@@ -119,7 +119,7 @@ impl BulkheadLayer {
     /// |---|---|---|
     /// | `MCP_BULKHEAD_MAX_CONCURRENT` | 64 | permits per pool (1 to 2³¹ − 1) |
     /// | `MCP_BULKHEAD_MAX_QUEUE` | = permits | waiters per pool (0: refuse at once when full) |
-    /// | `MCP_BULKHEAD_MAX_WAIT_MS` | no limit | longest wait in line, milliseconds (> 0) |
+    /// | `MCP_BULKHEAD_MAX_WAIT_MS` | no limit | longest wait in line, milliseconds (1 to 86,400,000) |
     /// | `MCP_BULKHEAD_STREAMS_PER_PRINCIPAL` | 4 | open long-lived streams per principal, or `off` |
     ///
     /// Unset and empty variables take the default. Key the result with
@@ -151,7 +151,8 @@ impl BulkheadLayer {
     }
 
     /// How long a call may wait for a permit before it is refused. `Duration::ZERO` refuses
-    /// every call that has to wait (like `max_queue(0)`).
+    /// every call that has to wait (like `max_queue(0)`); a duration past what the clock can
+    /// represent from now on is no limit, as [`no_max_wait`](Self::no_max_wait).
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.with(|c| c.max_wait = Some(max_wait))
     }
