@@ -83,6 +83,12 @@ pub enum KeyBy {
     Method,
     /// One circuit per upstream authority (`host:port` of the request URI); requests without
     /// one share the `other` key.
+    ///
+    /// Meant for client stacks (an orchestrator calling several MCP servers), where the caller
+    /// chooses the URI. In front of a server the authority is whatever the client put in its
+    /// request line or `Host` header: the table stays bounded by
+    /// [`max_keys`](Builder::max_keys), but a client could fill it with made-up hosts, after
+    /// which every new key shares `other`. Key a server by tool or method instead.
     Authority,
 }
 
