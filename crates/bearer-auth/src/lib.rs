@@ -13,8 +13,9 @@
 //!   in the request span, and **removes `Authorization`** before the request goes inward;
 //! - binds each 2025-11-25 session to the principal whose `initialize` created it: another
 //!   principal presenting that `Mcp-Session-Id` gets exactly the answer of an unknown session
-//!   (a request saying `MCP-Protocol-Version: 2026-07-28` is not held to the header, which the
-//!   server ignores under that stateless revision);
+//!   (from a request saying `MCP-Protocol-Version: 2026-07-28` the header is removed instead:
+//!   the server ignores it under that stateless revision, except that an `initialize` would
+//!   join the session it names);
 //! - lets exempt requests through (default: `GET`/`HEAD` of `/healthz` and `/readyz` without an
 //!   `Mcp-Session-Id`, and CORS preflights; a request with an `Mcp-Session-Id` is never exempt);
 //! - reads `MCP_BEARER_TOKEN` / `MCP_BEARER_TOKEN_FILE` ([`BearerAuthLayer::from_env`]); a token

@@ -99,13 +99,13 @@ where
             None => None,
             Some(table) => {
                 let delete = req.method() == Method::DELETE;
-                // The stateless revision has no sessions: the server ignores the header there,
-                // so it is neither checked nor bound (nor forgotten on that request's 404).
-                let session = req
-                    .headers()
-                    .get(&SESSION_ID)
-                    .filter(|_| !is_stateless(req.headers()))
-                    .cloned();
+                // The stateless revision has no sessions: the header is removed, not checked.
+                // rmcp ignores it there, except on `initialize`, which would join the session
+                // it names: without the header that starts a session of the caller's own.
+                if is_stateless(req.headers()) && req.headers_mut().remove(&SESSION_ID).is_some() {
+                    tracing::debug!("Mcp-Session-Id removed from a stateless (2026-07-28) request");
+                }
+                let session = req.headers().get(&SESSION_ID).cloned();
                 if let Some(s) = &session {
                     match table.check(s, &principal) {
                         SessionCheck::Owner => {}

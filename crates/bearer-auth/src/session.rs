@@ -7,7 +7,8 @@
 //! (so there is no oracle telling whether another principal's session exists). A binding is
 //! forgotten when its `DELETE` succeeds or when the server answers 404 for it (expired).
 //! Requests of the stateless revision (`MCP-Protocol-Version: 2026-07-28`) are outside all
-//! this: the server ignores `Mcp-Session-Id` on them, so the layer does too.
+//! this: the server ignores `Mcp-Session-Id` on them (except on `initialize`, which joins the
+//! session it names), so the layer removes the header from them instead of checking it.
 //!
 //! The table is bounded: when full, the least recently used binding makes room. Its session then
 //! gets the unknown-session answer, and the client re-initializes (rmcp's client does so by

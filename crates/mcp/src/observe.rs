@@ -156,8 +156,17 @@ impl CompletionHandle {
     /// [`Outcome::Incomplete`] (a failure). Anything else the answer ends with (its final
     /// response, a transport error, a local deadline) is kept: a server that ignores the request
     /// and goes on is still judged, and still holds whatever the call holds until it ends.
-    pub fn cancel_requested(&self) {
-        self.0.cancel_requested.store(true, Ordering::Release);
+    ///
+    /// Returns whether this call set the mark (it was not set before).
+    pub fn cancel_requested(&self) -> bool {
+        !self.0.cancel_requested.swap(true, Ordering::AcqRel)
+    }
+
+    /// Withdraws [`CompletionHandle::cancel_requested`]: the server refused the cancellation,
+    /// so an answer ending without its final response is [`Outcome::Incomplete`] again. Has no
+    /// effect once the call completed.
+    pub fn withdraw_cancel_request(&self) {
+        self.0.cancel_requested.store(false, Ordering::Release);
     }
 
     /// Whether [`CompletionHandle::cancel_requested`] was called.
@@ -699,7 +708,8 @@ mod tests {
     #[test]
     fn a_cancellation_request_turns_only_incomplete_into_cancelled() {
         let h = CompletionHandle::new();
-        h.cancel_requested();
+        assert!(h.cancel_requested());
+        assert!(!h.cancel_requested(), "set already");
         assert!(h.is_cancel_requested());
         let seen = Arc::new(Mutex::new(None));
         let s = Arc::clone(&seen);
@@ -714,7 +724,7 @@ mod tests {
 
         for o in [Outcome::Success, Outcome::Transport, Outcome::Elapsed] {
             let h = CompletionHandle::new();
-            h.cancel_requested();
+            let _ = h.cancel_requested();
             h.complete(o);
             assert_eq!(
                 h.outcome(),

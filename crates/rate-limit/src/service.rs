@@ -240,8 +240,8 @@ impl<St: fmt::Debug> fmt::Debug for Shared<St> {
 }
 
 impl<St> Shared<St> {
-    /// The keys of a request: the base policy, then the method, tool and per-tool policies that
-    /// apply.
+    /// The keys of a request: the named-tool, per-tool and method policies that apply, then the
+    /// base policy.
     #[inline]
     pub(crate) fn checks<B>(&self, req: &Request<B>) -> Result<Checks, NoPeer> {
         let ext = req.extensions();

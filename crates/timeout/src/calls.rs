@@ -22,8 +22,13 @@
 //! and the answer's body, dropped, completes with `Cancelled` already. A cancellation naming no
 //! running call of the session (already over, never seen, another session's) changes nothing.
 //!
-//! The table holds only calls in flight (which the bulkhead bounds); its lock is taken when a
-//! call starts and ends and for each cancellation, never per frame.
+//! The table holds only calls whose answers are in flight (until the answer's body is
+//! dropped; a bulkhead outside bounds how many); its lock is taken when a call starts and ends
+//! and for each cancellation, never per frame.
+//!
+//! A cancellation the server does not accept (its answer is not a success: a bad request, an
+//! unknown session) did not cancel anything: the marks it set are withdrawn when its answer
+//! comes, so a call that later ends without its final response is still a failure.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,28 +91,56 @@ impl Calls {
     }
 
     /// The client cancelled request `id` of `session`: marks every running call of the session
-    /// with that id (now, or when its answer comes). Returns how many calls it named.
-    pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> usize {
+    /// with that id (now, or when its answer comes). Returns the calls this cancellation
+    /// marked (not those an earlier one had), for [`Marked::withdraw`].
+    pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> Marked {
         let map = self.lock();
         let Some(calls) = map.get(session) else {
-            return 0;
+            return Marked(Vec::new());
         };
-        let mut named = 0;
+        let mut marked = Vec::new();
         for entry in calls.iter().filter(|e| e.id == *id) {
             let mut slot = entry.slot();
-            match &*slot {
+            let newly = match &*slot {
                 Slot::Answered(h) => h.cancel_requested(),
-                Slot::Waiting => *slot = Slot::Cancelled,
-                Slot::Cancelled => {}
+                Slot::Waiting => {
+                    *slot = Slot::Cancelled;
+                    true
+                }
+                Slot::Cancelled => false,
+            };
+            if newly {
+                marked.push(Arc::clone(entry));
             }
-            named += 1;
         }
-        named
+        Marked(marked)
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// The calls one cancellation marked.
+pub(crate) struct Marked(Vec<Arc<Entry>>);
+
+impl Marked {
+    /// How many calls were marked.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The server did not accept the cancellation: the calls it marked are as before.
+    pub(crate) fn withdraw(self) {
+        for entry in self.0 {
+            let mut slot = entry.slot();
+            match &*slot {
+                Slot::Answered(h) => h.withdraw_cancel_request(),
+                Slot::Cancelled => *slot = Slot::Waiting,
+                Slot::Waiting => {}
+            }
+        }
     }
 }
 
@@ -165,30 +198,58 @@ mod tests {
         a.answered(&ha);
         b.answered(&hb);
         other.answered(&ho);
-        assert_eq!(calls.cancel(&s("s1"), &1.into()), 1);
+        assert_eq!(calls.cancel(&s("s1"), &1.into()).len(), 1);
         assert!(ha.is_cancel_requested());
+        assert_eq!(calls.cancel(&s("s1"), &1.into()).len(), 0, "marked already");
         assert!(!hb.is_cancel_requested());
         assert!(
             !ho.is_cancel_requested(),
             "another session's call of the same id"
         );
-        assert_eq!(calls.cancel(&s("s1"), &RequestId::String("1".into())), 0);
-        assert_eq!(calls.cancel(&s("s3"), &2.into()), 0);
+        assert_eq!(
+            calls.cancel(&s("s1"), &RequestId::String("1".into())).len(),
+            0
+        );
+        assert_eq!(calls.cancel(&s("s3"), &2.into()).len(), 0);
         // The server ends the cancelled call's stream without a final response.
         ha.complete(Outcome::Incomplete);
         assert_eq!(ha.outcome(), Some(Outcome::Cancelled));
         drop((a, b, other));
         assert_eq!(calls.len(), 0);
-        assert_eq!(calls.cancel(&s("s1"), &2.into()), 0, "a call that ended");
+        assert_eq!(
+            calls.cancel(&s("s1"), &2.into()).len(),
+            0,
+            "a call that ended"
+        );
     }
 
     #[test]
     fn a_cancellation_before_the_answer_is_applied_when_it_comes() {
         let calls = Arc::new(Calls::default());
         let a = calls.register(s("s1"), 5.into());
-        assert_eq!(calls.cancel(&s("s1"), &5.into()), 1);
+        assert_eq!(calls.cancel(&s("s1"), &5.into()).len(), 1);
         let h = CompletionHandle::new();
         a.answered(&h);
         assert!(h.is_cancel_requested());
+    }
+
+    #[test]
+    fn a_refused_cancellation_is_withdrawn_and_only_its_own_marks() {
+        let calls = Arc::new(Calls::default());
+        let early = calls.register(s("s1"), 5.into());
+        calls.cancel(&s("s1"), &5.into()).withdraw();
+        let h = CompletionHandle::new();
+        early.answered(&h);
+        assert!(!h.is_cancel_requested(), "withdrawn before the answer came");
+
+        let accepted = calls.cancel(&s("s1"), &5.into());
+        assert!(h.is_cancel_requested());
+        // A second cancellation of the same call, refused, leaves the first one's mark.
+        calls.cancel(&s("s1"), &5.into()).withdraw();
+        assert!(h.is_cancel_requested());
+        accepted.withdraw();
+        assert!(!h.is_cancel_requested());
+        h.complete(tower_armor_mcp::Outcome::Incomplete);
+        assert_eq!(h.outcome(), Some(tower_armor_mcp::Outcome::Incomplete));
     }
 }

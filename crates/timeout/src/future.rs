@@ -14,6 +14,7 @@ use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 
 use crate::body::{CallState, TimeoutBody};
+use crate::calls::Marked;
 use crate::cancel::{REASON_GONE, REASON_TIMEOUT};
 
 pin_project! {
@@ -43,6 +44,8 @@ pin_project! {
         Passthrough {
             #[pin]
             future: F,
+            // The calls a client's cancellation marked, withdrawn unless the server accepts it.
+            marked: Option<Marked>,
         },
         Timed {
             #[pin]
@@ -56,9 +59,9 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn passthrough(future: F) -> Self {
+    pub(crate) fn passthrough(future: F, marked: Option<Marked>) -> Self {
         ResponseFuture {
-            kind: Kind::Passthrough { future },
+            kind: Kind::Passthrough { future, marked },
         }
     }
 
@@ -117,8 +120,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let out = match this.kind.as_mut().project() {
-            KindProj::Passthrough { future } => {
-                let resp = ready!(future.poll(cx)).map_err(Into::into)?;
+            KindProj::Passthrough { future, marked } => {
+                let res = ready!(future.poll(cx));
+                let accepted = matches!(&res, Ok(r) if r.status().is_success());
+                if let Some(m) = marked.take().filter(|_| !accepted) {
+                    tracing::debug!("the server refused a client's cancellation; marks withdrawn");
+                    m.withdraw();
+                }
+                let resp = res.map_err(Into::into)?;
                 return Poll::Ready(Ok(
                     resp.map(|b| TimeoutBody::passthrough(ObservedBody::passthrough(b)))
                 ));

@@ -113,20 +113,23 @@ where
     fn call(&mut self, req: Request<McpBody>) -> Self::Future {
         let facts = req.extensions().get::<McpRequest>();
         if let Some(f) = facts {
+            let mut marked = None;
             if let Some(session) = f.session_id() {
                 if f.kind() == MessageKind::Response {
                     // The client answered one of the server's requests: a paused call runs
                     // again.
                     self.shared.pauses.answered(session);
                 } else if let Some(target) = f.cancelled_request() {
-                    // The client cancelled one of its calls: it ends `Cancelled`, not
-                    // `Incomplete` when the server ends its stream.
-                    let named = self.shared.calls.cancel(session, target);
-                    tracing::debug!(id = ?target, named, "the client cancelled a call");
+                    // The client cancels one of its calls: it ends `Cancelled`, not
+                    // `Incomplete` when the server ends its stream (unless the server refuses
+                    // the cancellation: the marks are withdrawn then).
+                    let m = self.shared.calls.cancel(session, target);
+                    tracing::debug!(id = ?target, marked = m.len(), "the client cancels a call");
+                    marked = Some(m);
                 }
             }
             if !f.is_call() || f.is_long_lived() {
-                return ResponseFuture::passthrough(self.inner.call(req));
+                return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
         }
         let clock = self.clock(facts);

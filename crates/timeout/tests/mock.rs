@@ -919,6 +919,17 @@ async fn client_cancels(
     session: &'static str,
     id: i64,
 ) -> Resp {
+    client_cancels_answered(svc, handle, session, id, 202).await
+}
+
+/// [`client_cancels`], the server answering the notification with `status`.
+async fn client_cancels_answered(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    session: &'static str,
+    id: i64,
+    status: u16,
+) -> Resp {
     let facts = McpRequest::new(
         MessageKind::Notification,
         Some(Method::NotificationsCancelled),
@@ -926,8 +937,23 @@ async fn client_cancels(
     )
     .with_cancelled_request(id.into());
     let post = facts_req(facts, Some(session), V2025);
-    let accepted = Response::builder().status(202).body(script().1).unwrap();
-    exchange(svc, handle, post, accepted).await
+    let answer = Response::builder().status(status).body(script().1).unwrap();
+    exchange(svc, handle, post, answer).await
+}
+
+/// A cancellation the server refuses (here 400) cancelled nothing: a call that then ends
+/// without its final response is a failure again.
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_the_server_refuses_is_withdrawn() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx, h, mut body) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+    let refused = client_cancels_answered(&mut svc, &mut handle, "s-1", 1, 400).await;
+    assert_eq!(refused.status(), 400);
+    assert!(!h.is_cancel_requested());
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Incomplete));
 }
 
 /// A 2025-11-25 call the client cancels ends `Cancelled`, not `Incomplete`, when the server

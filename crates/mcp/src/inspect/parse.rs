@@ -142,9 +142,9 @@ pub(crate) fn from_headers(
     })
 }
 
-/// The request's `Mcp-Session-Id`, unless the request is of the stateless revision: there the
-/// server ignores the header (rmcp serves such a request with a stale or made-up session id as
-/// if it had none), so no layer may key anything by it either.
+/// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
+/// the server ignores the session header (rmcp serves such a request with a stale or made-up
+/// session id as if it had none), so no layer may key anything by it either.
 fn session_of(revision: Option<ProtocolRevision>, headers: &HeaderMap) -> Option<HeaderValue> {
     if revision.is_some_and(ProtocolRevision::is_stateless) {
         return None;
@@ -279,6 +279,12 @@ pub(crate) fn from_post(
         Some(m) if m.is_long_lived() && kind == MessageKind::Request => StreamRole::Listen,
         _ => StreamRole::Call,
     };
+    // rmcp tells the stateless revision by the header alone, and serves `initialize` within a
+    // session whatever the header says.
+    let session_id = session_of(
+        header_rev.filter(|_| !matches!(method, Some(Method::Initialize))),
+        headers,
+    );
     // An id the message could not carry as its own is not matched as another's either.
     let cancels = match (&method, kind) {
         (Some(Method::NotificationsCancelled), MessageKind::Notification) => params
@@ -292,7 +298,7 @@ pub(crate) fn from_post(
         method,
         id,
         name,
-        session_id: session_of(revision, headers),
+        session_id,
         meta_trace: params.meta.trace,
         progress_token: params.meta.progress_token,
         stream,
@@ -531,6 +537,49 @@ impl<'de> Deserialize<'de> for MaybeStr<'de> {
     }
 }
 
+/// A value that is kept only when it is a valid JSON-RPC id (a string, or an integer that fits
+/// an `i64`); any other JSON is skipped without building it, not an error.
+struct MaybeId(Option<RequestId>);
+
+impl<'de> Deserialize<'de> for MaybeId {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeId(Some(RequestId::String(v.into()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MaybeId(Some(RequestId::Number(v))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MaybeId(i64::try_from(v).ok().map(RequestId::Number)))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeId(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeId(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeId(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<Skip>()?.is_some() {}
+                Ok(MaybeId(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(MaybeId(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 struct EnvelopeDe<'a>(Envelope<'a>);
 
 impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
@@ -631,11 +680,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                         K::ProtocolVersion => {
                             p.protocol_version = m.next_value::<MaybeStr<'de>>()?.0
                         }
-                        K::RequestId => {
-                            // Anything but a string or an integer is no id: ignored.
-                            let v = m.next_value::<serde_json::Value>()?;
-                            p.request_id = RequestId::deserialize(v).ok();
-                        }
+                        K::RequestId => p.request_id = m.next_value::<MaybeId>()?.0,
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -791,6 +836,23 @@ mod tests {
         assert_eq!(r.session_id().unwrap(), "stale");
         let r = post(&[stale], body).unwrap();
         assert_eq!(r.session_id().unwrap(), "stale", "no revision said: kept");
+        // Only the header makes a request stateless, as for rmcp.
+        let meta = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        let r = post(&[stale, ("mcp-method", "notifications/cancelled")], meta).unwrap();
+        assert_eq!(r.revision(), Some(ProtocolRevision::V2026_07_28));
+        assert_eq!(r.session_id().unwrap(), "stale");
+        // rmcp serves `initialize` within the session it names, whatever the header says.
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{}}}"#;
+        let r = post(
+            &[
+                stale,
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "initialize"),
+            ],
+            init,
+        )
+        .unwrap();
+        assert_eq!(r.session_id().unwrap(), "stale");
         let get = |v: &'static str| {
             from_headers(
                 &http::Method::GET,

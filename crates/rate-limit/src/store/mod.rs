@@ -25,8 +25,8 @@ mod memory;
 
 pub use self::memory::{InMemoryStore, StoreStats};
 
-/// The most policies one request can be checked against: the base quota, one per-method, one
-/// per-named-tool and the per-tool one.
+/// The most policies one request can be checked against: one per-named-tool, the per-tool one,
+/// one per-method and the base quota.
 pub const MAX_CHECKS: usize = 4;
 
 /// A store of per-key quota state.
@@ -124,7 +124,9 @@ impl fmt::Debug for RateKey {
     }
 }
 
-/// The keys one request is checked against, base policy first (at most [`MAX_CHECKS`]).
+/// The keys one request is checked against, narrowest policy first and the base policy last
+/// (at most [`MAX_CHECKS`]): a store that stops at the first denial then leaves the base quota
+/// unspent when a narrower one refuses.
 #[derive(Clone, Debug, Default)]
 pub struct Checks {
     keys: [Option<RateKey>; MAX_CHECKS],
