@@ -39,6 +39,20 @@ fuzz_target!(|data: &[u8]| {
             if let Some(id) = facts.id() {
                 assert!(id.len() <= 256);
             }
+            // Only a cancellation names another request, within the same id limit.
+            if let Some(target) = facts.cancelled_request() {
+                assert!(target.len() <= 256);
+                assert!(facts.id().is_none());
+                assert_eq!(
+                    facts.method(),
+                    Some(&tower_armor_mcp::Method::NotificationsCancelled)
+                );
+            }
+            // A request that says it is stateless in its header has no session, except
+            // `initialize`.
+            if flags & 4 != 0 && facts.method() != Some(&tower_armor_mcp::Method::Initialize) {
+                assert!(facts.session_id().is_none());
+            }
         }
         Err(rej) => {
             assert!(rej.status.is_client_error());
