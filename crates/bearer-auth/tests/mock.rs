@@ -926,21 +926,7 @@ fn allow_list_from_env() {
 
 /// Runs `f` with a subscriber capturing every event at `level` and above; returns the output.
 fn captured(level: tracing::Level, f: impl FnOnce()) -> String {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let capture = Capture::default();
+    let capture = tower_armor_test_support::LogCapture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -948,7 +934,7 @@ fn captured(level: tracing::Level, f: impl FnOnce()) -> String {
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, f);
-    String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+    capture.text()
 }
 
 #[test]

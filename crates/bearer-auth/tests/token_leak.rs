@@ -4,8 +4,6 @@
 //!
 //! Alone in its test binary: it installs the global subscriber.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,26 +14,15 @@ use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
 use tower_armor_bearer_auth::{BearerAuthLayer, InjectBearerLayer};
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{BoxError, Secret};
-use tower_armor_test_support::{RawClient, Revision, ServerOptions, demo_service, serve};
+use tower_armor_test_support::{
+    LogCapture, RawClient, Revision, ServerOptions, demo_service, serve,
+};
 
 const ALICE: &str = "Zq9xW3vKpL7alice";
 const BOB: &str = "Mv2Rt8YhQw4bob";
 const WRONG: &str = "Xk5Jd9PnGuessed";
 const ROTATED: &str = "Fh3Ls6BzRotated";
 const UPSTREAM: &str = "Uc7Tn1EqUpstream";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), work)
@@ -45,7 +32,7 @@ async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_appears_in_any_log_line() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -138,7 +125,7 @@ async fn no_token_appears_in_any_log_line() {
     inject.oneshot(req).await.unwrap();
     server.shutdown().await;
 
-    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let log = capture.text();
     assert!(
         log.contains("bearer authentication failed"),
         "the capture works"

@@ -2,8 +2,6 @@
 //! callsite whether anyone listens, and other tests running without a subscriber on other
 //! threads would race with the thread-local subscriber here.
 
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -25,23 +23,9 @@ fn tool(id: i64, name: &str) -> Request<()> {
         .unwrap()
 }
 
-/// Collects what a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn transitions_are_tracing_events_with_key_reason_and_counts() {
-    let logs = Logs::default();
+    let logs = tower_armor_test_support::LogCapture::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -71,7 +55,7 @@ async fn transitions_are_tracing_events_with_key_reason_and_counts() {
             .unwrap();
     }
     layer.handle().circuit("crash").unwrap().force_closed();
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     for want in [

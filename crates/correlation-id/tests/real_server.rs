@@ -5,8 +5,7 @@
 //! This binary installs a global subscriber writing into a buffer (the server runs on other
 //! threads), so it holds one test.
 
-use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,37 +21,17 @@ use tower_armor_correlation_id::{
 };
 use tower_armor_mcp::CorrelationId;
 use tower_armor_mcp::inspect::McpInspectLayer;
-use tower_armor_test_support::{RawClient, Revision, serve};
+use tower_armor_test_support::{LogCapture, RawClient, Revision, serve};
 use tracing::Instrument;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-fn logs() -> &'static Capture {
-    static CAP: OnceLock<Capture> = OnceLock::new();
+fn logs() -> &'static LogCapture {
+    static CAP: OnceLock<LogCapture> = OnceLock::new();
     CAP.get_or_init(|| {
-        let cap = Capture::default();
+        let cap = LogCapture::default();
+        let writer = cap.clone();
         let sub = tracing_subscriber::fmt()
-            .with_writer(cap.clone())
+            .with_writer(move || writer.clone())
             .with_ansi(false)
             .with_env_filter("info,rmcp=warn")
             .with_span_events(FmtSpan::CLOSE)
@@ -63,10 +42,7 @@ fn logs() -> &'static Capture {
 }
 
 fn log_lines() -> Vec<String> {
-    String::from_utf8_lossy(&logs().0.lock().unwrap())
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    logs().text().lines().map(str::to_owned).collect()
 }
 
 /// A server whose one tool logs inside `span_from_parts` and answers what it saw.

@@ -18,41 +18,15 @@ use tower_armor_correlation_id::{
 };
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{CorrelationId, McpBody, Principal};
-use tracing_subscriber::fmt::MakeWriter;
+use tower_armor_test_support::LogCapture;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 thread_local! {
     /// Where this test thread's log lines go, while it captures.
-    static SINK: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+    static SINK: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Writes into the current thread's [`SINK`], if any.
@@ -62,7 +36,7 @@ impl io::Write for Routed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         SINK.with(|s| {
             if let Some(c) = &*s.borrow() {
-                c.0.lock().unwrap().extend_from_slice(buf);
+                c.append(buf);
             }
         });
         Ok(buf.len())
@@ -87,7 +61,7 @@ impl Drop for CaptureGuard {
 /// One global subscriber routes lines to the capturing thread: scoped subscribers coming and
 /// going on parallel test threads raced with tracing's process-wide callsite interest cache and
 /// lost a span now and then.
-fn capture() -> (Capture, CaptureGuard) {
+fn capture() -> (LogCapture, CaptureGuard) {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         let sub = tracing_subscriber::fmt()
@@ -98,7 +72,7 @@ fn capture() -> (Capture, CaptureGuard) {
             .finish();
         tracing::subscriber::set_global_default(sub).expect("no other global subscriber");
     });
-    let cap = Capture::default();
+    let cap = LogCapture::default();
     SINK.with(|s| *s.borrow_mut() = Some(cap.clone()));
     (cap, CaptureGuard)
 }

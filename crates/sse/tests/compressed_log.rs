@@ -3,44 +3,24 @@
 //! from this test's subscriber, which made it flaky next to the other mock tests.
 
 use std::convert::Infallible;
-use std::io;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_armor_sse::SseLayer;
+use tower_armor_test_support::LogCapture;
 
 fn get() -> Request<()> {
     Request::get("/mcp").body(()).unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn compressed_sse_is_logged_and_left_alone() {
-    let cap = Capture::default();
+    let cap = LogCapture::default();
+    let writer = cap.clone();
     let sub = tracing_subscriber::fmt()
-        .with_writer(cap.clone())
+        .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(sub);
@@ -60,6 +40,6 @@ async fn compressed_sse_is_logged_and_left_alone() {
     assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, &b"\x1f\x8b..."[..], "bytes untouched");
-    let out = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
+    let out = cap.text();
     assert!(out.contains("ERROR") && out.contains("compressed"), "{out}");
 }

@@ -40,12 +40,14 @@
 
 pub mod client;
 pub mod demo;
+pub mod logs;
 pub mod server;
 pub mod sse;
 pub mod upstream;
 
 pub use client::{CallReply, RawClient, RawError, Revision};
 pub use demo::{DEMO_TOOLS, DemoServer, DemoStats};
+pub use logs::LogCapture;
 pub use server::{ServerOptions, TestServer, demo_service, serve, spawn_demo};
 pub use sse::{SseEvent, SseStream, next_event};
 pub use upstream::{ReceivedRequest, ScriptedUpstream, Step};

@@ -30,11 +30,12 @@
 //! unknown session) did not cancel anything: the marks it set are withdrawn when its answer
 //! comes, so a call that later ends without its final response is still a failure.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
 use tower_armor_mcp::{CompletionHandle, RequestId};
+
+use crate::sessions::{BySession, Registered};
 
 /// What a running call's entry knows.
 #[derive(Debug)]
@@ -47,8 +48,9 @@ enum Slot {
     Cancelled,
 }
 
+/// One call in flight.
 #[derive(Debug)]
-struct Entry {
+pub(crate) struct Entry {
     id: RequestId,
     slot: Mutex<Slot>,
 }
@@ -61,64 +63,47 @@ impl Entry {
 }
 
 /// The calls in flight, per session; shared by every service of one layer.
-#[derive(Debug, Default)]
-pub(crate) struct Calls {
-    by_session: Mutex<HashMap<HeaderValue, Vec<Arc<Entry>>>>,
-}
+pub(crate) type Calls = BySession<Entry>;
+
+/// A running call's place in [`Calls`]; removes it when dropped.
+pub(crate) type CallEntry = Registered<Entry>;
 
 impl Calls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<HeaderValue, Vec<Arc<Entry>>>> {
-        // Nothing here can be left half-written by a panic: recover the guard.
-        self.by_session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers call `id` of `session`; it stays registered until the returned guard is
     /// dropped.
     pub(crate) fn register(self: &Arc<Self>, session: HeaderValue, id: RequestId) -> CallEntry {
-        let entry = Arc::new(Entry {
-            id,
-            slot: Mutex::new(Slot::Waiting),
-        });
-        self.lock()
-            .entry(session.clone())
-            .or_default()
-            .push(Arc::clone(&entry));
-        CallEntry {
-            calls: Arc::clone(self),
+        self.insert(
             session,
-            entry,
-        }
+            Entry {
+                id,
+                slot: Mutex::new(Slot::Waiting),
+            },
+        )
     }
 
     /// The client cancelled request `id` of `session`: marks every running call of the session
     /// with that id (now, or when its answer comes). Returns the calls this cancellation
     /// marked (not those an earlier one had), for [`Marked::withdraw`].
     pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> Marked {
-        let map = self.lock();
-        let Some(calls) = map.get(session) else {
-            return Marked(Vec::new());
-        };
-        let mut marked = Vec::new();
-        for entry in calls.iter().filter(|e| e.id == *id) {
-            let mut slot = entry.slot();
-            let newly = match &*slot {
-                Slot::Answered(h) => h.cancel_requested(),
-                Slot::Waiting => {
-                    *slot = Slot::Cancelled;
-                    true
+        let marked = self.with(session, |calls| {
+            let mut marked = Vec::new();
+            for entry in calls.iter().filter(|e| e.id == *id) {
+                let mut slot = entry.slot();
+                let newly = match &*slot {
+                    Slot::Answered(h) => h.cancel_requested(),
+                    Slot::Waiting => {
+                        *slot = Slot::Cancelled;
+                        true
+                    }
+                    Slot::Cancelled => false,
+                };
+                if newly {
+                    marked.push(Arc::clone(entry));
                 }
-                Slot::Cancelled => false,
-            };
-            if newly {
-                marked.push(Arc::clone(entry));
             }
-        }
-        Marked(marked)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+            marked
+        });
+        Marked(marked.unwrap_or_default())
     }
 }
 
@@ -144,13 +129,6 @@ impl Marked {
     }
 }
 
-/// A running call's place in [`Calls`]; removes it when dropped.
-pub(crate) struct CallEntry {
-    calls: Arc<Calls>,
-    session: HeaderValue,
-    entry: Arc<Entry>,
-}
-
 impl CallEntry {
     /// The call's answer came, with `handle`: a cancellation that came first is applied to it.
     pub(crate) fn answered(&self, handle: &CompletionHandle) {
@@ -159,18 +137,6 @@ impl CallEntry {
             handle.cancel_requested();
         }
         *slot = Slot::Answered(handle.clone());
-    }
-}
-
-impl Drop for CallEntry {
-    fn drop(&mut self) {
-        let mut map = self.calls.lock();
-        if let Some(calls) = map.get_mut(&self.session) {
-            calls.retain(|e| !Arc::ptr_eq(e, &self.entry));
-            if calls.is_empty() {
-                map.remove(&self.session);
-            }
-        }
     }
 }
 

@@ -242,6 +242,7 @@ mod layer;
 mod pause;
 mod policy;
 mod service;
+mod sessions;
 
 pub use self::body::TimeoutBody;
 pub use self::layer::{

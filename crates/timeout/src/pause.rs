@@ -19,12 +19,13 @@
 //! The table holds only calls that are waiting on the client, so it is small; its lock is
 //! taken when a call starts or stops waiting and for each answer POST, never per frame.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use futures_util::task::AtomicWaker;
 use http::HeaderValue;
 use tower_armor_mcp::CompletionHandle;
+
+use crate::sessions::{BySession, Registered};
 
 /// One call waiting on the client.
 #[derive(Debug)]
@@ -34,17 +35,12 @@ pub(crate) struct Waiting {
 }
 
 /// The table of waiting calls, per session; shared by every service of one layer.
-#[derive(Debug, Default)]
-pub(crate) struct Pauses {
-    by_session: Mutex<HashMap<HeaderValue, Vec<Arc<Waiting>>>>,
-}
+pub(crate) type Pauses = BySession<Waiting>;
+
+/// A call's place in [`Pauses`]; removes it when dropped.
+pub(crate) type Registration = Registered<Waiting>;
 
 impl Pauses {
-    fn lock(&self) -> MutexGuard<'_, HashMap<HeaderValue, Vec<Arc<Waiting>>>> {
-        // Nothing here can be left half-written by a panic: recover the guard.
-        self.by_session.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers a call of `session` that waits on the client; it stays registered until the
     /// returned guard is dropped.
     pub(crate) fn register(
@@ -52,30 +48,26 @@ impl Pauses {
         session: HeaderValue,
         handle: CompletionHandle,
     ) -> Registration {
-        let entry = Arc::new(Waiting {
-            handle,
-            waker: AtomicWaker::new(),
-        });
-        self.lock()
-            .entry(session.clone())
-            .or_default()
-            .push(Arc::clone(&entry));
-        Registration {
-            pauses: Arc::clone(self),
+        self.insert(
             session,
-            entry,
-        }
+            Waiting {
+                handle,
+                waker: AtomicWaker::new(),
+            },
+        )
     }
 
     /// A client answered a server request in `session`: counts it for the oldest call of the
     /// session still waiting, and wakes that call. Returns whether one was found.
     pub(crate) fn answered(&self, session: &HeaderValue) -> bool {
-        let found = self.lock().get(session).and_then(|calls| {
-            calls
-                .iter()
-                .find(|w| w.handle.server_requests_outstanding() > 0)
-                .cloned()
-        });
+        let found = self
+            .with(session, |calls| {
+                calls
+                    .iter()
+                    .find(|w| w.handle.server_requests_outstanding() > 0)
+                    .cloned()
+            })
+            .flatten();
         match found {
             Some(w) => {
                 w.handle.server_request_answered();
@@ -83,31 +75,6 @@ impl Pauses {
                 true
             }
             None => false,
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-}
-
-/// A call's place in [`Pauses`]; removes it when dropped.
-#[derive(Debug)]
-pub(crate) struct Registration {
-    pauses: Arc<Pauses>,
-    session: HeaderValue,
-    pub(crate) entry: Arc<Waiting>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut map = self.pauses.lock();
-        if let Some(calls) = map.get_mut(&self.session) {
-            calls.retain(|w| !Arc::ptr_eq(w, &self.entry));
-            if calls.is_empty() {
-                map.remove(&self.session);
-            }
         }
     }
 }
