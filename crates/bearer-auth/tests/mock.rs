@@ -360,6 +360,22 @@ async fn initialize(
     assert_eq!(fut.await.unwrap().status(), 200);
 }
 
+/// A POST presenting `session` as `auth` gets the unknown-session 404 from the layer itself:
+/// nothing reaches the server.
+async fn answered_as_unknown(
+    svc: &mut tower_test::mock::Spawn<tower_armor_bearer_auth::BearerAuth<mock::Mock<Req, Resp>>>,
+    handle: &mut mock::Handle<Req, Resp>,
+    auth: &str,
+    session: &str,
+) {
+    let resp = svc
+        .call(with_session(auth, session, http::Method::POST))
+        .await
+        .unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 404);
+}
+
 #[tokio::test(start_paused = true)]
 async fn sessions_are_bound_to_the_principal_that_created_them() {
     let layer = auth();
@@ -417,16 +433,7 @@ async fn sessions_are_bound_to_the_principal_that_created_them() {
     *r.status_mut() = StatusCode::ACCEPTED;
     send.send_response(r);
     assert_eq!(fut.await.unwrap().status(), 202);
-    let resp = svc
-        .call(with_session(
-            "Bearer alice-tok",
-            "s-alice",
-            http::Method::POST,
-        ))
-        .await
-        .unwrap();
-    assert!(handle.poll_request().is_pending());
-    assert_eq!(resp.status(), 404);
+    answered_as_unknown(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
 }
 
 /// Under the stateless revision the server ignores `Mcp-Session-Id` (except on `initialize`,
@@ -466,16 +473,7 @@ async fn a_stateless_request_is_not_held_to_a_session() {
     let (_, send) = handle.next_request().await.unwrap();
     send.send_response(Resp::new(String::new()));
     assert_eq!(fut.await.unwrap().status(), 200);
-    let resp = svc
-        .call(with_session(
-            "Bearer bob-tok",
-            "s-alice",
-            http::Method::POST,
-        ))
-        .await
-        .unwrap();
-    assert!(handle.poll_request().is_pending());
-    assert_eq!(resp.status(), 404);
+    answered_as_unknown(&mut svc, &mut handle, "Bearer bob-tok", "s-alice").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -494,16 +492,7 @@ async fn a_404_from_the_server_forgets_the_session() {
     send.send_response(r);
     assert_eq!(fut.await.unwrap().status(), 404);
     // Forgotten: answered locally now.
-    let resp = svc
-        .call(with_session(
-            "Bearer alice-tok",
-            "s-exp",
-            http::Method::POST,
-        ))
-        .await
-        .unwrap();
-    assert!(handle.poll_request().is_pending());
-    assert_eq!(resp.status(), 404);
+    answered_as_unknown(&mut svc, &mut handle, "Bearer alice-tok", "s-exp").await;
 }
 
 #[tokio::test(start_paused = true)]
