@@ -47,7 +47,7 @@ fn auth() -> BearerAuthLayer {
 }
 
 fn req(auth: Option<&str>) -> Req {
-    let mut b = Request::post("/mcp");
+    let mut b = Request::post("/mcp").header(header::ACCEPT, "application/json, text/event-stream");
     if let Some(a) = auth {
         b = b.header(header::AUTHORIZATION, a);
     }
@@ -832,6 +832,58 @@ async fn allow_list_answers_denied_calls_locally_in_the_servers_form() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn allow_list_refuses_a_denied_call_like_the_server_before_its_lookup() {
+    let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    for (accept, kind, want_status, want_body) in [
+        (
+            Some("application/json"),
+            MessageKind::Request,
+            406,
+            NOT_ACCEPTABLE,
+        ),
+        (None, MessageKind::Request, 406, NOT_ACCEPTABLE),
+        (
+            Some("application/json, text/event-stream"),
+            MessageKind::Notification,
+            202,
+            "",
+        ),
+        // Refused on Accept first, as the server does.
+        (
+            Some("text/event-stream"),
+            MessageKind::Notification,
+            406,
+            NOT_ACCEPTABLE,
+        ),
+    ] {
+        assert!(svc.poll_ready().is_ready());
+        let mut r = req(None);
+        r.headers_mut().remove(header::ACCEPT);
+        if let Some(a) = accept {
+            r.headers_mut()
+                .insert(header::ACCEPT, HeaderValue::from_static(a));
+        }
+        r.extensions_mut().insert(Principal::new("alice"));
+        let id = (kind == MessageKind::Request).then_some(RequestId::Number(9));
+        r.extensions_mut().insert(
+            McpRequest::new(kind, Some(Method::ToolsCall), id)
+                .with_name("crash")
+                .with_revision(ProtocolRevision::V2026_07_28),
+        );
+        let resp = svc.call(r).await.unwrap();
+        assert!(handle.poll_request().is_pending());
+        assert_eq!(resp.status(), want_status, "{accept:?} {kind:?}");
+        assert!(resp.headers().get(header::CONTENT_TYPE).is_none());
+        assert_eq!(body_bytes(resp).await, want_body);
+    }
+}
+
+/// rmcp's answer to a POST whose `Accept` lacks JSON or SSE.
+const NOT_ACCEPTABLE: &str =
+    "Not Acceptable: Client must accept both application/json and text/event-stream";
 
 /// rmcp replays a request's events to a `GET` + `Last-Event-ID` resumption (from its event
 /// store, or while the request's channel is kept): a replayed `tools/list` answer, whatever its

@@ -14,6 +14,7 @@ use tower_armor_bearer_auth::BearerAuthLayer;
 use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{McpRequest, Principal};
+use tower_armor_test_support::client::tool_call_params;
 use tower_armor_test_support::{
     CallReply, DEMO_TOOLS, DemoStats, RawClient, RawError, Revision, ServerOptions, SseStream,
     TestServer, demo_service, serve, spawn_demo,
@@ -365,6 +366,77 @@ async fn a_hidden_tool_answers_exactly_like_an_unknown_one() {
         assert_eq!(alice_tools, ["echo", "echo"], "json={json_response}");
         assert_eq!(s.stats.slow_started(), 0);
     }
+}
+
+/// A `tools/call` of `tool` with the given `Accept` (none: no header), as a notification or a
+/// request.
+async fn refused_early(
+    c: &RawClient,
+    tool: &str,
+    accept: Option<&str>,
+    notification: bool,
+) -> CallReply {
+    let mut body = c.body(
+        Some(c.next_id()),
+        "tools/call",
+        tool_call_params(tool, json!({"ms": 10}), None),
+    );
+    if notification {
+        body.as_object_mut().unwrap().remove("id");
+    }
+    let mut headers = c.headers_for(&body);
+    headers.remove(header::ACCEPT);
+    if let Some(a) = accept {
+        headers.insert(header::ACCEPT, a.parse().unwrap());
+    }
+    let builder = c
+        .http()
+        .post(c.url())
+        .headers(headers)
+        .body(body.to_string());
+    bounded(c.exchange(builder, body.get("id").cloned()))
+        .await
+        .unwrap()
+}
+
+/// What the server refuses before it looks a tool up is refused alike for a hidden tool: a
+/// client that does not accept both JSON and SSE (406), and a `tools/call` sent as a
+/// notification (202, no body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_tool_is_refused_like_an_unknown_one_before_the_lookup() {
+    let s = stack(false).await;
+    for rev in Revision::ALL {
+        let alice = client(&s.server, rev, ALICE).await;
+        let carol = client(&s.server, rev, CAROL).await;
+        for (case, accept, notification) in [
+            ("json only", Some("application/json"), false),
+            ("sse only", Some("text/event-stream"), false),
+            (
+                "zero weight",
+                Some("application/json, text/event-stream;q=0"),
+                false,
+            ),
+            ("no accept", None, false),
+            (
+                "notification",
+                Some("application/json, text/event-stream"),
+                true,
+            ),
+        ] {
+            let unknown = refused_early(&carol, "no-such-tool", accept, notification).await;
+            let want = (shape(&unknown), unknown.text.clone());
+            assert!(
+                want.0.status == StatusCode::NOT_ACCEPTABLE
+                    || want.0.status == StatusCode::ACCEPTED,
+                "{rev} {case}: {unknown:?}"
+            );
+            for tool in ["slow", "no-such-tool"] {
+                let got = refused_early(&alice, tool, accept, notification).await;
+                assert_eq!((shape(&got), got.text.clone()), want, "{rev} {case} {tool}");
+            }
+        }
+    }
+    assert_eq!(s.stats.slow_started(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

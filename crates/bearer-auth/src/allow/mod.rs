@@ -6,7 +6,10 @@
 //!   session, SSE or JSON per [`ToolAllowListLayer::json_response`] otherwise), and the request
 //!   never reaches the server. Every name outside the allowed set gets this same local answer,
 //!   whether the server has such a tool or not, so the answer is no existence oracle. (The local
-//!   SSE answer carries no event ids: ids invented here could not be resumed.)
+//!   SSE answer carries no event ids: ids invented here could not be resumed.) What the server
+//!   checks before looking a tool up is checked first, in rmcp's order: a client that does not
+//!   accept both `application/json` and `text/event-stream` gets 406, and a `tools/call` sent
+//!   as a notification (no id) gets 202 with no body, as from rmcp.
 //! - A `tools/list` answer (JSON or SSE, both revisions) lists only the allowed tools and, under
 //!   2026-07-28 (or whenever the server gave a `cacheScope`), is marked `cacheScope: "private"`:
 //!   an absent scope means public, and a shared cache would serve one principal's catalogue to
@@ -50,6 +53,7 @@
 //!
 //! let mut req = Request::post("/mcp")
 //!     .header("content-type", "application/json")
+//!     .header("accept", "application/json, text/event-stream")
 //!     .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crash"}}"#.to_string())
 //!     .unwrap();
 //! req.extensions_mut().insert(Principal::new("alice"));
@@ -60,6 +64,7 @@
 //! # }
 //! ```
 
+mod accept;
 mod body;
 mod future;
 mod layer;

@@ -8,6 +8,7 @@ use tower_armor_mcp::jsonrpc::{INVALID_PARAMS, error_body};
 use tower_armor_mcp::{McpRequest, MessageKind, Method, Principal, ProtocolRevision};
 use tower_service::Service;
 
+use super::accept;
 use super::body::{AllowBody, ListFilter};
 use super::future::AllowFuture;
 use super::layer::AllowShared;
@@ -108,7 +109,7 @@ where
                         tool = ?tool,
                         "tool call refused by the allow-list (answered as an unknown tool)"
                     );
-                    return AllowFuture::local(tool_not_found(facts, shared));
+                    return AllowFuture::local(tool_not_found(&req, facts, shared));
                 }
                 AllowFuture::inner(self.inner.call(req), None)
             }
@@ -145,7 +146,27 @@ fn scope_only<B>(req: &Request<B>) -> Option<ListFilter> {
 
 /// The answer rmcp gives for an unknown tool, in the form it would use for this request: SSE with
 /// a priming event inside a 2025-11-25 session, SSE or JSON (per `json_response`) otherwise.
-fn tool_not_found(facts: &McpRequest, shared: &AllowShared) -> (Response<()>, Bytes) {
+///
+/// What a server checks before it looks the tool up is checked here too, in rmcp's order, so a
+/// request it would refuse on those grounds is refused alike: a client that does not accept
+/// both `application/json` and `text/event-stream` gets 406 (the MCP transport requires both;
+/// rmcp and the TypeScript SDK refuse with this text), and a `tools/call` without an id (a
+/// notification, which JSON-RPC never answers) gets 202 and no body.
+fn tool_not_found<B>(
+    req: &Request<B>,
+    facts: &McpRequest,
+    shared: &AllowShared,
+) -> (Response<()>, Bytes) {
+    if !accept::json_and_event_stream(req.headers()) {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::NOT_ACCEPTABLE;
+        return (resp, Bytes::from_static(accept::NOT_ACCEPTABLE.as_bytes()));
+    }
+    if facts.kind() == MessageKind::Notification {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        return (resp, Bytes::new());
+    }
     let msg = error_body(facts.id(), INVALID_PARAMS, TOOL_NOT_FOUND, None);
     let session = facts.session_id().is_some();
     let mut resp = Response::new(());
