@@ -303,12 +303,14 @@ pub fn app(settings: Settings) -> App {
             breakers: breakers.clone(),
             allow: allow_policy,
         })
-        .layer(settings.auth);
+        // Only the admin routes: an unknown path gets a plain 404, with or without a token.
+        .route_layer(settings.auth);
 
     // Correlation ids on every answer: `/mcp`, the admin routes, `/healthz` and the 404 of an
-    // unknown path.
+    // unknown path. `/mcp` is one route, not a nest: nested, `GET /mcp/healthz` would reach the
+    // stack as `/healthz` and pass bearer-auth's health-check exemption.
     let router = Router::new()
-        .nest_service("/mcp", mcp)
+        .route_service("/mcp", mcp)
         .merge(admin)
         .route("/healthz", get(|| async { "ok" }))
         .layer(settings.correlation);

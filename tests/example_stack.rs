@@ -266,6 +266,22 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     assert!(health.headers().contains_key("x-request-id"));
+
+    // Without a token: the admin routes want one; any other path is simply not there (the MCP
+    // endpoint is `/mcp` alone, so `/mcp/healthz` is not a health check that skips auth).
+    let anonymous = |path: &str| http.get(ex.server.url_for(path)).send();
+    let admin = anonymous("/admin/breakers").await.unwrap();
+    assert_eq!(admin.status(), StatusCode::UNAUTHORIZED);
+    for path in [
+        "/nope",
+        "/mcp/healthz",
+        "/mcp/readyz",
+        "/.well-known/anything",
+    ] {
+        let r = anonymous(path).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(r.headers().contains_key("x-request-id"), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

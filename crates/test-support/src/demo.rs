@@ -34,9 +34,12 @@ pub const DEMO_TOOLS: &[&str] = &[
 /// Name the demo server reports in its server info.
 pub const DEMO_SERVER_NAME: &str = "tower-armor-demo";
 
-/// Instructions the demo server reports in its server info.
-pub const DEMO_INSTRUCTIONS: &str = "Test server of tower-armor. Tools: add(a, b), echo(text), \
-slow(ms), progress(steps, interval_ms), fail(message), crash(), unstable(fail).";
+/// Instructions the demo server reports in its server info. They name no tool: behind a tool
+/// allow-list, `initialize` and `server/discover` answers reach principals limited to some
+/// tools, and a name here would show them the hidden ones (`tools/list` is filtered per
+/// principal).
+pub const DEMO_INSTRUCTIONS: &str =
+    "Test server of tower-armor. tools/list shows the tools you may call.";
 
 /// Counters a test reads to observe what the demo server's long-running tools did.
 ///
@@ -375,7 +378,7 @@ impl DemoServer {
 
 #[tool_handler(
     name = "tower-armor-demo",
-    instructions = "Test server of tower-armor. Tools: add(a, b), echo(text), slow(ms), progress(steps, interval_ms), fail(message), crash(), unstable(fail)."
+    instructions = "Test server of tower-armor. tools/list shows the tools you may call."
 )]
 impl ServerHandler for DemoServer {}
 
