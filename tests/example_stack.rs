@@ -450,6 +450,39 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
 
 /// A client that sends its headers and then trickles the body gets 408 once the body-read
 /// deadline passes, with the correlation id, and the connection is closed.
+/// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
+/// the call's stream without a final response. The client's choice again, not a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_client_ends_mid_call_is_not_a_breaker_failure() {
+    let ex = spawn_example(&[]).await;
+    for _ in 0..2 {
+        let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+        let resp = bounded(10, c.open_call_stream("slow", json!({"ms": 3000})))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut stream = SseStream::new(resp);
+        let ended = bounded(10, c.delete_session()).await.unwrap();
+        assert_eq!(ended, StatusCode::ACCEPTED);
+        let started = Instant::now();
+        let message = bounded(10, async {
+            while let Some(ev) = stream.next_event().await {
+                if let Some(m) = ev.json() {
+                    return Some(m);
+                }
+            }
+            None
+        })
+        .await;
+        assert_eq!(message, None, "rmcp ends the session's call streams");
+        assert!(started.elapsed() < Duration::from_millis(2500));
+    }
+    let circuit = ex.breakers.circuit("slow").unwrap();
+    let counts = circuit.counts();
+    assert_eq!(counts.failures, 0, "{counts:?}");
+    assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

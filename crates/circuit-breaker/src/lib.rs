@@ -32,7 +32,8 @@
 //!   `notifications/cancelled` ends, to the answer alone, without its final response
 //!   (`Incomplete`, a failure); the timeout layer (`tower-armor-timeout`) inside the breaker,
 //!   as in the documented order, matches the notification with the call, which then ends
-//!   `Cancelled` instead, so the client's change of mind is not counted. Long-lived streams (GET listen,
+//!   `Cancelled` instead, so the client's change of mind is not counted (likewise for the
+//!   calls of a session the client ends with `DELETE`). Long-lived streams (GET listen,
 //!   `subscriptions/listen`), notifications and responses are neither counted nor rejected.
 //! - **Keys** ([`KeyBy`]): one circuit per tool (only for [known
 //!   tools](tower_armor_mcp::KnownTools); other names share the `unknown` key), per method, or

@@ -15,6 +15,10 @@
 //! cancellation still holds its bulkhead permit, runs under its deadline, and is judged by how
 //! its answer ends.
 //!
+//! A client that ends its session (`DELETE` with its `Mcp-Session-Id`) while calls of it run
+//! cancels them all the same way: rmcp ends their streams without final responses, and the
+//! client's own decision is no failure of the server.
+//!
 //! A cancellation may pass before the call's answer has headers (before there is a handle):
 //! it is remembered on the call's entry and applied when the handle comes.
 //!
@@ -26,8 +30,8 @@
 //! dropped; a bulkhead outside bounds how many); its lock is taken when a call starts and ends
 //! and for each cancellation, never per frame.
 //!
-//! A cancellation the server does not accept (its answer is not a success: a bad request, an
-//! unknown session) did not cancel anything: the marks it set are withdrawn when its answer
+//! A cancellation (or `DELETE`) the server does not accept (its answer is not a success: a bad
+//! request, an unknown session) did not cancel anything: the marks it set are withdrawn when its answer
 //! comes, so a call that later ends without its final response is still a failure.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -85,9 +89,19 @@ impl Calls {
     /// with that id (now, or when its answer comes). Returns the calls this cancellation
     /// marked (not those an earlier one had), for [`Marked::withdraw`].
     pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> Marked {
+        self.mark(session, |e| e.id == *id)
+    }
+
+    /// The client ends `session` (`DELETE`): marks every running call of it, as
+    /// [`Calls::cancel`] marks one.
+    pub(crate) fn end_session(&self, session: &HeaderValue) -> Marked {
+        self.mark(session, |_| true)
+    }
+
+    fn mark(&self, session: &HeaderValue, which: impl Fn(&Entry) -> bool) -> Marked {
         let marked = self.with(session, |calls| {
             let mut marked = Vec::new();
-            for entry in calls.iter().filter(|e| e.id == *id) {
+            for entry in calls.iter().filter(|e| which(e)) {
                 let mut slot = entry.slot();
                 let newly = match &*slot {
                     Slot::Answered(h) => h.cancel_requested(),

@@ -167,7 +167,8 @@
 //! [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), which no layer sharing the
 //! handle (breaker, bulkhead) counts against the server, and the layer sends no cancellation of
 //! its own. Until its answer ends the call keeps its deadline and whatever outer layers hold
-//! for it: a server that ignores the cancellation is still bounded and judged. A circuit
+//! for it: a server that ignores the cancellation is still bounded and judged. A client that
+//! ends its session (`DELETE`) while calls of it run cancels them all alike. A circuit
 //! breaker used without this layer inside it cannot tell the two apart.
 //!
 //! # Types

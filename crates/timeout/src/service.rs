@@ -126,6 +126,12 @@ where
                     let m = self.shared.calls.cancel(session, target);
                     tracing::debug!(id = ?target, marked = m.len(), "the client cancels a call");
                     marked = Some(m);
+                } else if req.method() == http::Method::DELETE {
+                    // The client ends its session: its running calls end with it, by its
+                    // choice (unmarked again if the server refuses the DELETE).
+                    let m = self.shared.calls.end_session(session);
+                    tracing::debug!(marked = m.len(), "the client ends its session");
+                    marked = Some(m);
                 }
             }
             if !f.is_call() || f.is_long_lived() {

@@ -1029,6 +1029,51 @@ async fn a_cancellation_before_the_headers_is_applied_to_the_answer() {
     assert_eq!(h.outcome(), Some(Outcome::Cancelled));
 }
 
+/// The client's `DELETE` of `session`, the server answering `status`.
+async fn client_ends_session(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    session: &'static str,
+    status: u16,
+) -> Resp {
+    let facts = McpRequest::new(MessageKind::NotJsonRpc, None, None);
+    let mut delete = facts_req(facts, Some(session), V2025);
+    *delete.method_mut() = http::Method::DELETE;
+    let answer = Response::builder().status(status).body(script().1).unwrap();
+    exchange(svc, handle, delete, answer).await
+}
+
+/// A client that ends its session while calls of it run cancels them: rmcp ends their streams
+/// without final responses, and they end `Cancelled`. A `DELETE` the server refuses cancels
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn a_client_ending_its_session_cancels_its_calls() {
+    let (mut svc, mut handle) = service(&layer(100));
+    let (tx1, h1, mut body1) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+    let (tx2, h2, mut body2) =
+        open_stream(&mut svc, &mut handle, call(2, "slow", V2025, Some("s-1"))).await;
+    let (tx3, h3, mut body3) =
+        open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-2"))).await;
+
+    let refused = client_ends_session(&mut svc, &mut handle, "s-1", 404).await;
+    assert_eq!(refused.status(), 404);
+    assert!(!h1.is_cancel_requested() && !h2.is_cancel_requested());
+
+    let ended = client_ends_session(&mut svc, &mut handle, "s-1", 202).await;
+    assert_eq!(ended.status(), 202);
+    assert!(!ended.body().is_timed());
+    assert!(h1.is_cancel_requested() && h2.is_cancel_requested());
+    assert!(!h3.is_cancel_requested(), "another session's call");
+    for (tx, body) in [(tx1, &mut body1), (tx2, &mut body2), (tx3, &mut body3)] {
+        drop(tx);
+        assert!(matches!(now(body), Some(None)));
+    }
+    assert_eq!(h1.outcome(), Some(Outcome::Cancelled));
+    assert_eq!(h2.outcome(), Some(Outcome::Cancelled));
+    assert_eq!(h3.outcome(), Some(Outcome::Incomplete));
+}
+
 /// A cancellation naming no call of its session changes nothing.
 #[tokio::test(start_paused = true)]
 async fn a_cancellation_of_nothing_changes_nothing() {
