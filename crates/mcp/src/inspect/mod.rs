@@ -5,7 +5,7 @@
 //! |---|---|
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
-//! | valid JSON that is not a JSON-RPC 2.0 message, a batch, a fractional / `null` / over-long id | 400, `-32600` |
+//! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric `params`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |
 //! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
 //! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` |
 //! | a body that fails while being read | 400, `-32600` |

@@ -177,7 +177,7 @@ pub(crate) fn from_post(
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
     let header_rev = header_revision(headers, limits)?;
-    let env = parse_envelope(body)?;
+    let env = parse_envelope(body, limits)?;
 
     let id = match env.id {
         None => None,
@@ -446,7 +446,7 @@ struct Meta {
     protocol_version: Option<Box<str>>,
 }
 
-fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, Rejection> {
+fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => return Err(Rejection::parse("empty body")),
@@ -467,7 +467,47 @@ fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, Rejection> {
     }
     serde_json::from_slice::<EnvelopeDe<'_>>(body)
         .map(|e| e.0)
-        .map_err(|_| Rejection::parse("malformed JSON"))
+        .map_err(|_| wrong_shape(body, limits))
+}
+
+/// Why an object did not read as a JSON-RPC message: it is not JSON (`-32700`), or it is JSON
+/// whose members have the wrong types, such as a `method` that is not a string or `params` that
+/// are a number: an invalid request (`-32600`), answered with its id when that can be read.
+#[cold]
+fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
+    match serde_json::from_slice::<IdOnly>(body) {
+        Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
+            .with_id(id.filter(|id| id.len() <= limits.max_id_len)),
+        Err(_) => Rejection::parse("malformed JSON"),
+    }
+}
+
+/// A JSON object, checked whole, of which only a valid `id` is kept (the last, as in the
+/// envelope).
+struct IdOnly(Option<RequestId>);
+
+impl<'de> Deserialize<'de> for IdOnly {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IdOnly;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut id = None;
+                while let Some(k) = m.next_key::<CowStr<'de>>()? {
+                    if k.0 == "id" {
+                        id = m.next_value::<MaybeId>()?.0;
+                    } else {
+                        m.next_value::<Skip>()?;
+                    }
+                }
+                Ok(IdOnly(id))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// String fields borrow from the body when they contain no escapes.
@@ -997,7 +1037,15 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, -32600),
             (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
             (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, -32600),
-            (r#"{"jsonrpc":"2.0","method":7}"#, -32700),
+            // Valid JSON with members of the wrong type: an invalid request, not a parse error.
+            (r#"{"jsonrpc":"2.0","method":7}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":1,"method":null}"#, -32600),
+            (r#"{"jsonrpc":"2.0","id":1,"method":["ping"]}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":5}"#,
+                -32600,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":5,"#, -32700),
             (r#"{"jsonrpc":"2.0"}"#, -32600),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
@@ -1014,6 +1062,13 @@ mod tests {
             "x".repeat(300)
         );
         assert_eq!(post(&[], &long_id).unwrap_err().code, -32600);
+        // The id of such a request is read for the answer, within the id limit.
+        let e = post(&[], r#"{"id":"a","jsonrpc":"2.0","method":null,"id":7}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (-32600, Some(RequestId::Number(7))));
+        let e = post(&[], r#"{"jsonrpc":"2.0","id":1.5,"params":5}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (-32600, None));
+        let long_bad = format!(r#"{{"id":"{}","method":1}}"#, "x".repeat(300));
+        assert_eq!(post(&[], &long_bad).unwrap_err().id, None);
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
         let deep_obj = format!(
