@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use tower_armor_mcp::KnownTools;
+
+use crate::policy::is_sf_string;
+
 /// `MCP_RATE_LIMIT_PER_MINUTE`: requests per minute per key (positive integer; default 120).
 pub const ENV_PER_MINUTE: &str = "MCP_RATE_LIMIT_PER_MINUTE";
 /// `MCP_RATE_LIMIT_BURST`: the largest burst (positive integer; default: the per-minute value).
@@ -103,6 +107,17 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
                     format!("empty tool name in {pair:?}"),
                 ));
             }
+            // Checked here too (the builder checks again) so the error names the variable.
+            if name.len() > KnownTools::MAX_NAME_LEN || !is_sf_string(name) {
+                return Err(ConfigError::new(
+                    var,
+                    format!(
+                        "tool names are 1 to {} printable ASCII characters (they are sent in \
+                         the RateLimit headers), got {name:?}",
+                        KnownTools::MAX_NAME_LEN
+                    ),
+                ));
+            }
             Ok((name.to_owned(), positive::<u32>(var, n)?))
         })
         .collect()
@@ -131,5 +146,15 @@ mod tests {
         assert_eq!(tool_quotas("T", "x").unwrap_err().setting(), "T");
         assert!(tool_quotas("T", ":3").is_err());
         assert!(tool_quotas("T", "x:0").is_err());
+        for bad in [
+            format!("{}:5", "b".repeat(129)),
+            "é:5".into(),
+            "a\tb:5".into(),
+        ] {
+            let e = tool_quotas("T", &bad).unwrap_err();
+            assert_eq!(e.setting(), "T", "{bad:?}");
+            assert!(e.reason().contains("printable ASCII"), "{e}");
+        }
+        assert!(tool_quotas("T", &format!("{}:5", "b".repeat(128))).is_ok());
     }
 }

@@ -377,7 +377,7 @@ fn whole_secs_up(d: Duration) -> u64 {
 }
 
 /// Whether `s` can be an sf-string (RFC 8941 §3.3.3): printable ASCII.
-fn is_sf_string(s: &str) -> bool {
+pub(crate) fn is_sf_string(s: &str) -> bool {
     s.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
