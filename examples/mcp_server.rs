@@ -12,7 +12,8 @@
 //! value exits with status 2 and names the variable. The full list is in
 //! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
 //! `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
-//! arrive within it, else 408; default 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
+//! arrive within it, else 408; a request's headers too, else the connection is closed; default
+//! 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
 //! 60000) and
 //! `RUST_LOG` (default `info`, logs on stderr).
 //!
@@ -43,7 +44,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_armor_bearer_auth::BearerAuthLayer;
 use tower_armor_bearer_auth::allow::{AllowPolicy, ToolAllowListLayer};
 use tower_armor_bulkhead::{BulkheadLayer, BulkheadStats};
@@ -323,6 +324,73 @@ pub fn app(settings: Settings) -> App {
     }
 }
 
+/// Serves `router` on `listener` until `stop` is cancelled, then asks every connection to finish
+/// (the caller bounds how long it waits).
+///
+/// Like `axum::serve` with connect info (each request carries the peer's `ConnectInfo`), plus
+/// what it lacks: a deadline for a request's headers. A client that opens a connection and
+/// sends its headers slowly, or never finishes them, holds it before any layer runs (none has a
+/// request yet); past `header_timeout` hyper closes the connection. `None`: no deadline.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Option<Duration>,
+    stop: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Out of file descriptors and the like: try again shortly.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        // Small SSE frames go out at once, not after the peer's delayed ACK.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+        while connections.try_join_next().is_some() {}
+        let service = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = http1
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(tcp),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}
+
 /// The admin routes' state.
 #[derive(Clone)]
 struct Admin {
@@ -406,6 +474,8 @@ async fn main() {
         }
     };
     let addr = settings.addr;
+    // The body's deadline bounds the headers too (0 = off for both).
+    let header_timeout = Some(settings.body_timeout).filter(|d| !d.is_zero());
     let App {
         router,
         rmcp_shutdown,
@@ -420,25 +490,21 @@ async fn main() {
         }
     };
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
-    let signalled = CancellationToken::new();
-    let on_signal = signalled.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: ending open MCP streams");
-        // Open SSE streams would otherwise keep graceful shutdown waiting forever.
+        // Open SSE streams would otherwise keep the connections' graceful shutdown waiting.
         sse_shutdown.shutdown();
         rmcp_shutdown.cancel();
         on_signal.cancel();
     });
-    let served = tokio::spawn(async move { server.await });
+    let served = tokio::spawn(serve(listener, router, header_timeout, stop.clone()));
     // Bound the drain: once a signal came, give connections a few seconds, then exit.
     tokio::select! {
-        res = served => if let Ok(Err(e)) = res { eprintln!("server error: {e}") },
-        () = async { signalled.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
+        _ = served => {}
+        () = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
             tracing::warn!("connections still open after 5 s; exiting");
         }
     }

@@ -565,3 +565,56 @@ fn the_probe_lease_outlasts_the_longest_call() {
         "{err}"
     );
 }
+
+/// The example's own accept loop: each request carries the peer's address (the rate limit,
+/// keyed by peer without auth, would answer 500 otherwise), and a client that never finishes
+/// its request headers is disconnected at the deadline, before any layer could see a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let settings = support::example::Settings::for_tests(&[]).unwrap();
+    let app = support::example::app(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(support::example::serve(
+        listener,
+        app.router,
+        Some(Duration::from_millis(300)),
+        stop.clone(),
+    ));
+
+    let c = client(
+        &format!("http://{addr}/mcp"),
+        Revision::V2025_11_25,
+        "unused",
+    )
+    .await;
+    let sum = bounded(10, c.call_tool("add", json!({"a": 2, "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(sum.tool_text(), Some("5"), "{sum:?}");
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    // Until the server closes: end of stream, or a reset.
+    bounded(5, async {
+        while let Ok(n) = tcp.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    stop.cancel();
+    bounded(5, served).await.unwrap();
+}

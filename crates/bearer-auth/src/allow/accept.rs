@@ -20,7 +20,7 @@ pub(crate) fn json_and_event_stream(headers: &HeaderMap) -> bool {
         for entry in split_unquoted(value, b',') {
             let mut parts = split_unquoted(entry, b';');
             let essence = parts.next().unwrap_or_default().trim();
-            if !parts.all(|p| weight_allows(p)) {
+            if !parts.all(weight_allows) {
                 continue;
             }
             json |= essence.eq_ignore_ascii_case("application/json");
