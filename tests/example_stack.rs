@@ -405,6 +405,16 @@ async fn a_call_past_its_deadline_ends_with_a_local_timeout_error() {
     assert_eq!((counts.calls, counts.failures), (2, 2), "{counts:?}");
 }
 
+/// The first JSON-RPC message left in `stream`, or `None` if it ends without one.
+async fn first_message(stream: &mut SseStream) -> Option<serde_json::Value> {
+    while let Some(ev) = stream.next_event().await {
+        if let Some(m) = ev.json() {
+            return Some(m);
+        }
+    }
+    None
+}
+
 /// A 2025-11-25 client that cancels its own call (`notifications/cancelled` in its session):
 /// rmcp stops the tool and ends the call's stream without a final response. That is the
 /// client's choice, not a failure of the server: the breaker does not count it.
@@ -427,15 +437,7 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
             .unwrap();
         assert_eq!(cancelled.status, StatusCode::ACCEPTED);
         let started = Instant::now();
-        let message = bounded(10, async {
-            while let Some(ev) = stream.next_event().await {
-                if let Some(m) = ev.json() {
-                    return Some(m);
-                }
-            }
-            None
-        })
-        .await;
+        let message = bounded(10, first_message(&mut stream)).await;
         assert_eq!(
             message, None,
             "rmcp ends a cancelled call's stream without a message"
@@ -465,15 +467,7 @@ async fn a_session_the_client_ends_mid_call_is_not_a_breaker_failure() {
         let ended = bounded(10, c.delete_session()).await.unwrap();
         assert_eq!(ended, StatusCode::ACCEPTED);
         let started = Instant::now();
-        let message = bounded(10, async {
-            while let Some(ev) = stream.next_event().await {
-                if let Some(m) = ev.json() {
-                    return Some(m);
-                }
-            }
-            None
-        })
-        .await;
+        let message = bounded(10, first_message(&mut stream)).await;
         assert_eq!(message, None, "rmcp ends the session's call streams");
         assert!(started.elapsed() < Duration::from_millis(2500));
     }
