@@ -330,7 +330,9 @@ pub fn app(settings: Settings) -> App {
 /// Like `axum::serve` with connect info (each request carries the peer's `ConnectInfo`), plus
 /// what it lacks: a deadline for a request's headers. A client that opens a connection and
 /// sends its headers slowly, or never finishes them, holds it before any layer runs (none has a
-/// request yet); past `header_timeout` hyper closes the connection. `None`: no deadline.
+/// request yet); past `header_timeout` hyper closes the connection. An idle keep-alive
+/// connection waits for its next request's headers, so it is closed after that long too
+/// (clients open a new one). `None`: no deadline.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -342,10 +344,15 @@ pub async fn serve(
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
+                // One connection that went away before it was accepted.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(error) => {
-                    // Out of file descriptors and the like: try again shortly.
+                    // Out of file descriptors and the like: try again in a while.
                     tracing::warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -388,6 +395,8 @@ pub async fn serve(
             }
         });
     }
+    // New connections are refused while the open ones finish.
+    drop(listener);
     while connections.join_next().await.is_some() {}
 }
 

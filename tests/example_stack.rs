@@ -450,8 +450,6 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
     assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
 }
 
-/// A client that sends its headers and then trickles the body gets 408 once the body-read
-/// deadline passes, with the correlation id, and the connection is closed.
 /// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
 /// the call's stream without a final response. The client's choice again, not a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,6 +475,8 @@ async fn a_session_the_client_ends_mid_call_is_not_a_breaker_failure() {
     assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
 }
 
+/// A client that sends its headers and then trickles the body gets 408 once the body-read
+/// deadline passes, with the correlation id, and the connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

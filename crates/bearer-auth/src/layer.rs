@@ -74,7 +74,7 @@ impl<'a> RequestHead<'a> {
 /// `POST /mcp/healthz` is `/healthz`, and the MCP server, which ignores the path, would take it
 /// as an MCP call (or, with a session id, as a request on someone's session). Even so, nested,
 /// an unauthenticated `GET /mcp/healthz` passes and reaches the server as a GET without a
-/// session (rmcp refuses it, 400 or 405): mount the MCP service with
+/// session (which rmcp refuses): mount the MCP service with
 /// `route_service("/mcp", …)`, or replace this predicate.
 pub fn default_exempt(head: RequestHead<'_>) -> bool {
     let method = head.method();

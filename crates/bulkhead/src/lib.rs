@@ -61,7 +61,7 @@
 //!     .layer(RescueLayer::new())
 //!     .layer(BulkheadLayer::from_env()?.by_tool(tools))
 //!     .service_fn(handler);
-//! let app: axum::Router = axum::Router::new().nest_service("/mcp", mcp);
+//! let app: axum::Router = axum::Router::new().route_service("/mcp", mcp);
 //! # Ok(())
 //! # }
 //! ```
@@ -170,7 +170,7 @@
 //! - **Inside the circuit breaker**: a refused call never reaches the dependency, and the
 //!   classification table ignores local rejections, so a full bulkhead does not open the breaker.
 //! - **Under [`RescueLayer`](tower_armor_mcp::RescueLayer) in axum**: the bulkhead's error type is
-//!   [`BoxError`](tower_armor_mcp::BoxError) and axum's `Router::layer` / `nest_service` need
+//!   [`BoxError`](tower_armor_mcp::BoxError) and axum's `Router::layer` / `route_service` need
 //!   `Infallible`; rescue (or axum's `HandleErrorLayer`) answers the refusals.
 //!
 //! # Errors

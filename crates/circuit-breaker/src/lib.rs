@@ -109,7 +109,7 @@
 //!     .layer(RescueLayer::new()) // CircuitOpen → 503 + Retry-After + JSON-RPC error
 //!     .layer(breaker)
 //!     .service(mcp_service);
-//! axum::Router::new().nest_service("/mcp", svc)
+//! axum::Router::new().route_service("/mcp", svc)
 //! # }
 //! ```
 //!
@@ -122,7 +122,7 @@
 //! ```
 //!
 //! - **Under [`RescueLayer`](tower_armor_mcp::RescueLayer)** (or axum's `HandleErrorLayer`):
-//!   the breaker fails with `BoxError`, and axum's `Router::layer` / `nest_service` need
+//!   the breaker fails with `BoxError`, and axum's `Router::layer` / `route_service` need
 //!   `Error = Infallible`. Rescue turns `CircuitOpen` into 503 with `Retry-After` and a JSON-RPC
 //!   error (code `-31503`) carrying the request's id.
 //! - **Outside retry**: the breaker counts what the caller sees, one outcome per logical call,

@@ -3,9 +3,7 @@
 
 use std::fmt;
 
-use tower_armor_mcp::KnownTools;
-
-use crate::policy::is_sf_string;
+use crate::policy::tool_name_problem;
 
 /// `MCP_RATE_LIMIT_PER_MINUTE`: requests per minute per key (positive integer; default 120).
 pub const ENV_PER_MINUTE: &str = "MCP_RATE_LIMIT_PER_MINUTE";
@@ -108,15 +106,8 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
                 ));
             }
             // Checked here too (the builder checks again) so the error names the variable.
-            if name.len() > KnownTools::MAX_NAME_LEN || !is_sf_string(name) {
-                return Err(ConfigError::new(
-                    var,
-                    format!(
-                        "tool names are 1 to {} printable ASCII characters (they are sent in \
-                         the RateLimit headers), got {name:?}",
-                        KnownTools::MAX_NAME_LEN
-                    ),
-                ));
+            if let Some(problem) = tool_name_problem(name) {
+                return Err(ConfigError::new(var, problem));
             }
             Ok((name.to_owned(), positive::<u32>(var, n)?))
         })

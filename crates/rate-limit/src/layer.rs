@@ -429,12 +429,9 @@ impl Builder {
         }
         for (target, _) in &self.rules {
             if let Target::Tool(name) = target
-                && (name.is_empty() || name.len() > KnownTools::MAX_NAME_LEN)
+                && let Some(problem) = crate::policy::tool_name_problem(name)
             {
-                return Err(ConfigError::new(
-                    format!("tool:{name}"),
-                    "tool names are 1 to 128 characters",
-                ));
+                return Err(ConfigError::new(format!("tool:{name}"), problem));
             }
         }
         let policies = Policies::new(self.base, &self.rules)?;

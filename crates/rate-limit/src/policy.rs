@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::Quota;
-use tower_armor_mcp::Method;
+use tower_armor_mcp::{KnownTools, Method};
 
 use crate::config::ConfigError;
 use crate::store::{Decision, Outcome};
@@ -376,8 +376,20 @@ fn whole_secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Why `name` cannot have a per-tool quota, if it cannot: it must fit the tool-name bound and
+/// be printable ASCII (it is sent in the `RateLimit` headers).
+pub(crate) fn tool_name_problem(name: &str) -> Option<String> {
+    (name.is_empty() || name.len() > KnownTools::MAX_NAME_LEN || !is_sf_string(name)).then(|| {
+        format!(
+            "tool names are 1 to {} printable ASCII characters (they are sent in the RateLimit \
+             headers), got {name:?}",
+            KnownTools::MAX_NAME_LEN
+        )
+    })
+}
+
 /// Whether `s` can be an sf-string (RFC 8941 §3.3.3): printable ASCII.
-pub(crate) fn is_sf_string(s: &str) -> bool {
+fn is_sf_string(s: &str) -> bool {
     s.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 

@@ -219,7 +219,7 @@
 //! - Under [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer): it needs the
 //!   request's facts and its `McpBody`.
 //! - Under [`RescueLayer`](tower_armor_mcp::RescueLayer) (or axum's `HandleErrorLayer`) in axum:
-//!   the layer fails with `BoxError`, and axum's `Router::layer` / `nest_service` need
+//!   the layer fails with `BoxError`, and axum's `Router::layer` / `route_service` need
 //!   `Error = Infallible`. Rescue turns `Elapsed` into 504 + `-31504`.
 //!
 //! # Errors

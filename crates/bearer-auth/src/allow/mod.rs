@@ -6,8 +6,8 @@
 //!   session, SSE or JSON per [`ToolAllowListLayer::json_response`] otherwise), and the request
 //!   never reaches the server. Every name outside the allowed set gets this same local answer,
 //!   whether the server has such a tool or not, so the answer is no existence oracle. (The local
-//!   SSE answer carries no event ids: ids invented here could not be resumed.) What the server
-//!   checks before looking a tool up is checked first, in rmcp's order: a client that does not
+//!   SSE answer carries no event ids: ids invented here could not be resumed.) Two things the
+//!   server checks before looking a tool up are checked first, in rmcp's order: a client that does not
 //!   accept both `application/json` and `text/event-stream` gets 406, and a `tools/call` sent
 //!   as a notification (no id) gets 202 with no body, as from rmcp.
 //! - A `tools/list` answer (JSON or SSE, both revisions) lists only the allowed tools and, under

@@ -147,11 +147,12 @@ fn scope_only<B>(req: &Request<B>) -> Option<ListFilter> {
 /// The answer rmcp gives for an unknown tool, in the form it would use for this request: SSE with
 /// a priming event inside a 2025-11-25 session, SSE or JSON (per `json_response`) otherwise.
 ///
-/// What a server checks before it looks the tool up is checked here too, in rmcp's order, so a
-/// request it would refuse on those grounds is refused alike: a client that does not accept
-/// both `application/json` and `text/event-stream` gets 406 (the MCP transport requires both;
-/// rmcp and the TypeScript SDK refuse with this text), and a `tools/call` without an id (a
-/// notification, which JSON-RPC never answers) gets 202 and no body.
+/// Two things a server checks before it looks the tool up are checked here too, in rmcp's
+/// order, so such a request is refused alike: a client that does not accept both
+/// `application/json` and `text/event-stream` gets 406 (the MCP transport requires both; rmcp
+/// and the TypeScript SDK refuse with this text), and a `tools/call` without an id (a
+/// notification, which JSON-RPC never answers) gets 202 and no body. Checks that depend on the
+/// server's configuration (its session mode, allowed hosts) are not mirrored.
 fn tool_not_found<B>(
     req: &Request<B>,
     facts: &McpRequest,
