@@ -415,6 +415,22 @@ async fn first_message(stream: &mut SseStream) -> Option<serde_json::Value> {
     None
 }
 
+/// `stream` (a 3 s `slow` call's) ends well before the call would have, with no message.
+async fn ends_early_without_a_message(stream: &mut SseStream, why: &str) {
+    let started = Instant::now();
+    let message = bounded(10, first_message(stream)).await;
+    assert_eq!(message, None, "{why} without a message");
+    assert!(started.elapsed() < Duration::from_millis(2500), "{why}");
+}
+
+/// `tool`'s circuit has counted no failure and is closed.
+fn assert_no_failures(ex: &support::Example, tool: &str) {
+    let circuit = ex.breakers.circuit(tool).unwrap();
+    let counts = circuit.counts();
+    assert_eq!(counts.failures, 0, "{counts:?}");
+    assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
+}
+
 /// A 2025-11-25 client that cancels its own call (`notifications/cancelled` in its session):
 /// rmcp stops the tool and ends the call's stream without a final response. That is the
 /// client's choice, not a failure of the server: the breaker does not count it.
@@ -436,18 +452,9 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
             .await
             .unwrap();
         assert_eq!(cancelled.status, StatusCode::ACCEPTED);
-        let started = Instant::now();
-        let message = bounded(10, first_message(&mut stream)).await;
-        assert_eq!(
-            message, None,
-            "rmcp ends a cancelled call's stream without a message"
-        );
-        assert!(started.elapsed() < Duration::from_millis(2500));
+        ends_early_without_a_message(&mut stream, "rmcp ends a cancelled call's stream").await;
     }
-    let circuit = ex.breakers.circuit("slow").unwrap();
-    let counts = circuit.counts();
-    assert_eq!(counts.failures, 0, "{counts:?}");
-    assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
+    assert_no_failures(&ex, "slow");
 }
 
 /// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
@@ -464,15 +471,9 @@ async fn a_session_the_client_ends_mid_call_is_not_a_breaker_failure() {
         let mut stream = SseStream::new(resp);
         let ended = bounded(10, c.delete_session()).await.unwrap();
         assert_eq!(ended, StatusCode::ACCEPTED);
-        let started = Instant::now();
-        let message = bounded(10, first_message(&mut stream)).await;
-        assert_eq!(message, None, "rmcp ends the session's call streams");
-        assert!(started.elapsed() < Duration::from_millis(2500));
+        ends_early_without_a_message(&mut stream, "rmcp ends the session's call streams").await;
     }
-    let circuit = ex.breakers.circuit("slow").unwrap();
-    let counts = circuit.counts();
-    assert_eq!(counts.failures, 0, "{counts:?}");
-    assert_eq!(circuit.state(), tower_armor_circuit_breaker::State::Closed);
+    assert_no_failures(&ex, "slow");
 }
 
 /// A client that sends its headers and then trickles the body gets 408 once the body-read
