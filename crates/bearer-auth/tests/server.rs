@@ -368,26 +368,96 @@ async fn a_hidden_tool_answers_exactly_like_an_unknown_one() {
     }
 }
 
-/// A `tools/call` of `tool` with the given `Accept` (none: no header), as a notification or a
-/// request.
-async fn refused_early(
-    c: &RawClient,
-    tool: &str,
-    accept: Option<&str>,
-    notification: bool,
-) -> CallReply {
+/// What is refused before the tool lookup is refused alike for a hidden tool: by the server (a
+/// client that does not accept both JSON and SSE: 406; a call without its session: 400; a
+/// `tools/call` sent as a notification: 202, no body) or by the inspector (the 2026-07-28
+/// `_meta` rules). Otherwise a malformed call would tell a hidden tool from an unknown one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_tool_is_refused_like_an_unknown_one_before_the_lookup() {
+    let s = stack(false).await;
+    for rev in Revision::ALL {
+        let alice = client(&s.server, rev, ALICE).await;
+        let carol = client(&s.server, rev, CAROL).await;
+        let mut cases = vec![
+            Early::Accept(Some("application/json")),
+            Early::Accept(Some("text/event-stream")),
+            Early::Accept(Some("application/json, text/event-stream;q=0")),
+            Early::Accept(None),
+            Early::Notification,
+        ];
+        if rev.is_stateless() {
+            cases.extend([Early::NoMeta, Early::NoCapabilities, Early::NoVersionHeader]);
+        } else {
+            cases.push(Early::NoSession);
+        }
+        for case in cases {
+            let unknown = refused_early(&carol, "no-such-tool", case).await;
+            let want = (shape(&unknown), unknown.text.clone());
+            assert!(
+                matches!(want.0.status.as_u16(), 400 | 406 | 202),
+                "{rev} {case:?}: {unknown:?}"
+            );
+            for tool in ["slow", "no-such-tool"] {
+                let got = refused_early(&alice, tool, case).await;
+                assert_eq!(
+                    (shape(&got), got.text.clone()),
+                    want,
+                    "{rev} {case:?} {tool}"
+                );
+            }
+        }
+    }
+    assert_eq!(s.stats.slow_started(), 0);
+}
+
+/// How [`refused_early`] spoils a call.
+#[derive(Clone, Copy, Debug)]
+enum Early {
+    /// This `Accept` (none: no header).
+    Accept(Option<&'static str>),
+    /// Sent as a notification (no id).
+    Notification,
+    /// Without `Mcp-Session-Id` (2025-11-25).
+    NoSession,
+    /// Without `_meta` (2026-07-28).
+    NoMeta,
+    /// Without `_meta`'s client capabilities (2026-07-28).
+    NoCapabilities,
+    /// Without the `MCP-Protocol-Version` header (2026-07-28).
+    NoVersionHeader,
+}
+
+/// A `tools/call` of `tool`, spoiled as `case` says.
+async fn refused_early(c: &RawClient, tool: &str, case: Early) -> CallReply {
     let mut body = c.body(
         Some(c.next_id()),
         "tools/call",
         tool_call_params(tool, json!({"ms": 10}), None),
     );
-    if notification {
-        body.as_object_mut().unwrap().remove("id");
-    }
     let mut headers = c.headers_for(&body);
-    headers.remove(header::ACCEPT);
-    if let Some(a) = accept {
-        headers.insert(header::ACCEPT, a.parse().unwrap());
+    match case {
+        Early::Accept(accept) => {
+            headers.remove(header::ACCEPT);
+            if let Some(a) = accept {
+                headers.insert(header::ACCEPT, a.parse().unwrap());
+            }
+        }
+        Early::Notification => {
+            body.as_object_mut().unwrap().remove("id");
+        }
+        Early::NoSession => {
+            assert!(headers.remove("mcp-session-id").is_some());
+        }
+        Early::NoMeta => {
+            body["params"].as_object_mut().unwrap().remove("_meta");
+        }
+        Early::NoCapabilities => {
+            let meta = body["params"]["_meta"].as_object_mut().unwrap();
+            meta.remove("io.modelcontextprotocol/clientCapabilities");
+        }
+        Early::NoVersionHeader => {
+            assert!(headers.remove("mcp-protocol-version").is_some());
+        }
     }
     let builder = c
         .http()
@@ -397,46 +467,6 @@ async fn refused_early(
     bounded(c.exchange(builder, body.get("id").cloned()))
         .await
         .unwrap()
-}
-
-/// What the server refuses before it looks a tool up is refused alike for a hidden tool: a
-/// client that does not accept both JSON and SSE (406), and a `tools/call` sent as a
-/// notification (202, no body).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hidden_tool_is_refused_like_an_unknown_one_before_the_lookup() {
-    let s = stack(false).await;
-    for rev in Revision::ALL {
-        let alice = client(&s.server, rev, ALICE).await;
-        let carol = client(&s.server, rev, CAROL).await;
-        for (case, accept, notification) in [
-            ("json only", Some("application/json"), false),
-            ("sse only", Some("text/event-stream"), false),
-            (
-                "zero weight",
-                Some("application/json, text/event-stream;q=0"),
-                false,
-            ),
-            ("no accept", None, false),
-            (
-                "notification",
-                Some("application/json, text/event-stream"),
-                true,
-            ),
-        ] {
-            let unknown = refused_early(&carol, "no-such-tool", accept, notification).await;
-            let want = (shape(&unknown), unknown.text.clone());
-            assert!(
-                want.0.status == StatusCode::NOT_ACCEPTABLE
-                    || want.0.status == StatusCode::ACCEPTED,
-                "{rev} {case}: {unknown:?}"
-            );
-            for tool in ["slow", "no-such-tool"] {
-                let got = refused_early(&alice, tool, accept, notification).await;
-                assert_eq!((shape(&got), got.text.clone()), want, "{rev} {case} {tool}");
-            }
-        }
-    }
-    assert_eq!(s.stats.slow_started(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

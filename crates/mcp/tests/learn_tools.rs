@@ -177,8 +177,16 @@ async fn sse_result_after_a_notification_is_learned_at_its_event_frames_one_by_o
         } else {
             req = req.header("mcp-session-id", "s-1");
         }
+        // Every 2026-07-28 request carries the protocol facts in `_meta` (the inspector checks).
+        let params = if rev == "2026-07-28" {
+            r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#
+        } else {
+            "{}"
+        };
         let req = req
-            .body(r#"{"jsonrpc":"2.0","id":"l-1","method":"tools/list","params":{}}"#.to_string())
+            .body(format!(
+                r#"{{"jsonrpc":"2.0","id":"l-1","method":"tools/list","params":{params}}}"#
+            ))
             .unwrap();
         let call = tokio::spawn(svc.oneshot(req));
         let (_, send) = handle.next_request().await.unwrap();

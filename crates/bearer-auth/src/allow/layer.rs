@@ -16,6 +16,7 @@ pub(crate) struct AllowShared {
     pub(crate) restricts: bool,
     pub(crate) json_response: bool,
     pub(crate) sse_retry: Option<Duration>,
+    pub(crate) legacy_sessions: bool,
 }
 
 /// Applies [`ToolAllowList`]: per-principal tool access, after
@@ -39,6 +40,7 @@ impl ToolAllowListLayer {
                 policy,
                 json_response: false,
                 sse_retry: Some(Self::DEFAULT_SSE_RETRY),
+                legacy_sessions: true,
             }),
         }
     }
@@ -74,6 +76,15 @@ impl ToolAllowListLayer {
     /// 2025-11-25 session answer. Default 3 s, as in rmcp; `None` for no priming event.
     pub fn sse_retry(mut self, retry: Option<Duration>) -> Self {
         Arc::make_mut(&mut self.shared).sse_retry = retry;
+        self
+    }
+
+    /// Set like the MCP server's `legacy_session_mode` (rmcp's `StreamableHttpServerConfig`):
+    /// whether it serves the revisions before 2026-07-28 in sessions. A session server refuses
+    /// such a request without `Mcp-Session-Id` (400) before it looks any tool up, so a denied
+    /// call without one is refused alike. Default `true`, as in rmcp.
+    pub fn legacy_sessions(mut self, on: bool) -> Self {
+        Arc::make_mut(&mut self.shared).legacy_sessions = on;
         self
     }
 

@@ -6,10 +6,12 @@
 //!   session, SSE or JSON per [`ToolAllowListLayer::json_response`] otherwise), and the request
 //!   never reaches the server. Every name outside the allowed set gets this same local answer,
 //!   whether the server has such a tool or not, so the answer is no existence oracle. (The local
-//!   SSE answer carries no event ids: ids invented here could not be resumed.) Two things the
-//!   server checks before looking a tool up are checked first, in rmcp's order: a client that does not
-//!   accept both `application/json` and `text/event-stream` gets 406, and a `tools/call` sent
-//!   as a notification (no id) gets 202 with no body, as from rmcp.
+//!   SSE answer carries no event ids: ids invented here could not be resumed.) What the server
+//!   checks before looking a tool up is checked first, in rmcp's order: a client that does not
+//!   accept both `application/json` and `text/event-stream` gets 406; a request of a session
+//!   revision without `Mcp-Session-Id` gets 400 (see [`ToolAllowListLayer::legacy_sessions`]);
+//!   a `tools/call` sent as a notification (no id) gets 202 with no body, as from rmcp. The
+//!   2026-07-28 header and `_meta` rules are the inspector's, in front, for every tool alike.
 //! - A `tools/list` answer (JSON or SSE, both revisions) lists only the allowed tools and, under
 //!   2026-07-28 (or whenever the server gave a `cacheScope`), is marked `cacheScope: "private"`:
 //!   an absent scope means public, and a shared cache would serve one principal's catalogue to
@@ -46,7 +48,9 @@
 //! let policy = AllowPolicy::parse("alice:add,echo").unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(McpInspectLayer::new())
-//!     .layer(ToolAllowListLayer::new(policy).json_response(true))
+//!     // Answers in the form of an rmcp server with `json_response: true` and
+//!     // `legacy_session_mode: false` (no sessions).
+//!     .layer(ToolAllowListLayer::new(policy).json_response(true).legacy_sessions(false))
 //!     .service_fn(|_req: Request<McpBody>| async {
 //!         Ok::<_, Infallible>(Response::new(String::from("reached the server")))
 //!     });

@@ -18,6 +18,9 @@ use super::rewrite::Target;
 /// The message rmcp answers for an unknown tool (with `-32602`).
 pub(crate) const TOOL_NOT_FOUND: &str = "tool not found";
 
+/// rmcp's answer (400, no `Content-Type`) to a request of a session revision without a session.
+const SESSION_REQUIRED: &str = "Bad Request: Session ID is required";
+
 /// Local JSON-RPC code of the answer to a restricted principal's POST that was not inspected
 /// (the layer stack is misconfigured).
 pub const CODE_NOT_INSPECTED: i64 = tower_armor_mcp::error::CODE_MISCONFIGURED;
@@ -147,12 +150,14 @@ fn scope_only<B>(req: &Request<B>) -> Option<ListFilter> {
 /// The answer rmcp gives for an unknown tool, in the form it would use for this request: SSE with
 /// a priming event inside a 2025-11-25 session, SSE or JSON (per `json_response`) otherwise.
 ///
-/// Two things a server checks before it looks the tool up are checked here too, in rmcp's
-/// order, so such a request is refused alike: a client that does not accept both
-/// `application/json` and `text/event-stream` gets 406 (the MCP transport requires both; rmcp
-/// and the TypeScript SDK refuse with this text), and a `tools/call` without an id (a
-/// notification, which JSON-RPC never answers) gets 202 and no body. Checks that depend on the
-/// server's configuration (its session mode, allowed hosts) are not mirrored.
+/// What a server checks before it looks the tool up is checked here too, in rmcp's order, so
+/// such a request is refused alike: a client that does not accept both `application/json` and
+/// `text/event-stream` gets 406 (the MCP transport requires both; rmcp and the TypeScript SDK
+/// refuse with this text); a request of an older revision without `Mcp-Session-Id` gets rmcp's
+/// 400 when the server keeps sessions ([`legacy_sessions`](super::ToolAllowListLayer::legacy_sessions));
+/// a `tools/call` without an id (a notification, which JSON-RPC never answers) gets 202 and
+/// no body. (The inspector in front has already refused what breaks the 2026-07-28 header and
+/// `_meta` rules, for every tool alike.) Allowed hosts and origins are not mirrored.
 fn tool_not_found<B>(
     req: &Request<B>,
     facts: &McpRequest,
@@ -162,6 +167,14 @@ fn tool_not_found<B>(
         let mut resp = Response::new(());
         *resp.status_mut() = StatusCode::NOT_ACCEPTABLE;
         return (resp, Bytes::from_static(accept::NOT_ACCEPTABLE.as_bytes()));
+    }
+    if shared.legacy_sessions
+        && facts.session_id().is_none()
+        && facts.revision() != Some(ProtocolRevision::V2026_07_28)
+    {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+        return (resp, Bytes::from_static(SESSION_REQUIRED.as_bytes()));
     }
     if facts.kind() == MessageKind::Notification {
         let mut resp = Response::new(());

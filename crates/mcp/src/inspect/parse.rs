@@ -42,6 +42,7 @@ pub fn resumes_call(last_event_id: &[u8]) -> bool {
 
 /// The `_meta` key carrying the protocol version (2026-07-28).
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// Why the inspector refused a request: the status, JSON-RPC code and message of its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +141,52 @@ pub(crate) fn from_headers(
         stream,
         cancels: None,
     })
+}
+
+/// The per-request `_meta` rules of 2026-07-28, for a request (notifications are exempt):
+/// a request that names its version in `_meta` also sends the `MCP-Protocol-Version` header,
+/// and a request sent under 2026-07-28 (by the header; `server/discover` always) carries
+/// both `io.modelcontextprotocol/protocolVersion` and `.../clientCapabilities` (an object).
+/// `initialize` predates all this and is exempt.
+fn meta_problem(
+    headers: &HeaderMap,
+    header_rev: Option<ProtocolRevision>,
+    method: Option<&Method>,
+    meta: &Meta,
+) -> Result<(), Rejection> {
+    if matches!(method, Some(Method::Initialize)) {
+        return Ok(());
+    }
+    if meta.protocol_version.is_some() && !headers.contains_key(&PROTOCOL_VERSION) {
+        return Err(Rejection::mismatch(
+            "request _meta protocolVersion requires MCP-Protocol-Version header",
+        ));
+    }
+    let required = header_rev == Some(ProtocolRevision::V2026_07_28)
+        || matches!(method, Some(Method::ServerDiscover));
+    if !required {
+        return Ok(());
+    }
+    let message = match (meta.protocol_version.is_some(), meta.client_capabilities) {
+        (true, true) => return Ok(()),
+        (false, true) => {
+            "request _meta is missing or has malformed required fields: \
+             io.modelcontextprotocol/protocolVersion"
+        }
+        (true, false) => {
+            "request _meta is missing or has malformed required fields: \
+             io.modelcontextprotocol/clientCapabilities"
+        }
+        (false, false) => {
+            "request _meta is missing or has malformed required fields: \
+             io.modelcontextprotocol/protocolVersion, io.modelcontextprotocol/clientCapabilities"
+        }
+    };
+    Err(Rejection::new(
+        StatusCode::BAD_REQUEST,
+        jsonrpc::INVALID_PARAMS,
+        message,
+    ))
 }
 
 /// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
@@ -273,6 +320,11 @@ pub(crate) fn from_post(
                 None => {}
             }
         }
+    }
+
+    if kind == MessageKind::Request {
+        meta_problem(headers, header_rev, method.as_ref(), &params.meta)
+            .map_err(|r| r.with_id(id.clone()))?;
     }
 
     let stream = match &method {
@@ -444,6 +496,8 @@ struct Meta {
     trace: MetaTrace,
     progress_token: bool,
     protocol_version: Option<Box<str>>,
+    /// `io.modelcontextprotocol/clientCapabilities` is present and an object.
+    client_capabilities: bool,
 }
 
 fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection> {
@@ -571,6 +625,46 @@ impl<'de> Deserialize<'de> for MaybeStr<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
                 while m.next_entry::<Skip, Skip>()?.is_some() {}
                 Ok(MaybeStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a value is a JSON object (skipped either way, not an error).
+struct IsObject(bool);
+
+impl<'de> Deserialize<'de> for IsObject {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IsObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(IsObject(false))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_seq(s).map(|_| IsObject(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_map(m).map(|_| IsObject(true))
             }
         }
         d.deserialize_any(V)
@@ -761,10 +855,12 @@ impl<'de> Deserialize<'de> for MetaDe {
                     ProgressToken,
                     #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
                     ProtocolVersion,
+                    #[serde(rename = "io.modelcontextprotocol/clientCapabilities")]
+                    ClientCapabilities,
                     #[serde(other)]
                     Other,
                 }
-                let _ = META_PROTOCOL_VERSION;
+                let _ = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES);
                 let mut meta = Meta::default();
                 let boxed = |s: Option<Cow<'de, str>>| s.map(|s| Box::<str>::from(&*s));
                 while let Some(k) = m.next_key::<K>()? {
@@ -784,6 +880,9 @@ impl<'de> Deserialize<'de> for MetaDe {
                         }
                         K::ProtocolVersion => {
                             meta.protocol_version = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
+                        K::ClientCapabilities => {
+                            meta.client_capabilities = m.next_value::<IsObject>()?.0
                         }
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -840,6 +939,67 @@ mod tests {
         from_post(&hdrs(h), body.as_bytes(), L)
     }
 
+    /// The `_meta` members every 2026-07-28 request carries.
+    const META_2026: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+    #[test]
+    fn stateless_requests_carry_the_required_meta() {
+        let h26 = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ];
+        let version = r#""io.modelcontextprotocol/protocolVersion":"2026-07-28""#;
+        let caps = r#""io.modelcontextprotocol/clientCapabilities":{"sampling":{}}"#;
+        let list = |meta: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{{"_meta":{{{meta}}}}}}}"#
+            )
+        };
+        assert!(post(&h26, &list(&format!("{version},{caps}"))).is_ok());
+        for (meta, missing) in [
+            (
+                String::new(),
+                "protocolVersion, io.modelcontextprotocol/clientCapabilities",
+            ),
+            (version.to_owned(), "clientCapabilities"),
+            (caps.to_owned(), "protocolVersion"),
+            // Malformed counts as missing.
+            (
+                format!(r#"{version},"io.modelcontextprotocol/clientCapabilities":[1]"#),
+                "clientCapabilities",
+            ),
+        ] {
+            let e = post(&h26, &list(&meta)).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.id.clone()),
+                (StatusCode::BAD_REQUEST, -32602, Some(RequestId::Number(3))),
+                "{meta}"
+            );
+            assert!(e.message.ends_with(missing), "{meta}: {}", e.message);
+        }
+        // No `params` at all, under the header.
+        let bare = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+        assert_eq!(post(&h26, bare).unwrap_err().code, -32602);
+        // `server/discover` needs them whatever the header.
+        let discover = r#"{"jsonrpc":"2.0","id":4,"method":"server/discover"}"#;
+        assert_eq!(post(&[], discover).unwrap_err().code, -32602);
+        // Exempt: notifications, `initialize`, and requests of the older revisions.
+        let h_note = [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "notifications/cancelled"),
+        ];
+        let note =
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
+        assert!(post(&h_note, note).is_ok());
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
+        assert!(post(&[("mcp-method", "initialize")], init).is_ok());
+        let old = [
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-method", "tools/list"),
+        ];
+        assert!(post(&old, bare).is_ok());
+    }
+
     #[test]
     fn tool_call_2025() {
         let r = post(
@@ -860,7 +1020,9 @@ mod tests {
 
     #[test]
     fn a_stateless_request_has_no_session() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let body = &format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{META_2026}}}}}"#
+        );
         let stale = ("mcp-session-id", "stale");
         let r = post(
             &[
@@ -872,6 +1034,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.session_id(), None);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         let r = post(&[stale, ("mcp-protocol-version", "2025-11-25")], body).unwrap();
         assert_eq!(r.session_id().unwrap(), "stale");
         let r = post(&[stale], body).unwrap();
@@ -952,7 +1115,9 @@ mod tests {
 
     #[test]
     fn stateless_requires_matching_mirrors() {
-        let body = r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"echo"}}"#;
+        let body = &format!(
+            r#"{{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{{"name":"echo",{META_2026}}}}}"#
+        );
         let ok = post(
             &[
                 ("mcp-protocol-version", "2026-07-28"),
@@ -1007,8 +1172,9 @@ mod tests {
 
     #[test]
     fn non_ascii_names_in_base64() {
-        let body =
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"h\u00e9llo"}}"#;
+        let body = &format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"h\u00e9llo",{META_2026}}}}}"#
+        );
         // "héllo" in base64
         let r = post(
             &[
@@ -1096,13 +1262,24 @@ mod tests {
             post(&[], init).unwrap().revision(),
             Some(ProtocolRevision::V2025_11_25)
         );
-        let meta = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        let meta = &format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{META_2026}}}}}"#
+        );
         assert_eq!(
-            post(&[("mcp-method", "tools/list")], meta)
-                .unwrap()
-                .revision(),
+            post(
+                &[
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/list")
+                ],
+                meta
+            )
+            .unwrap()
+            .revision(),
             Some(ProtocolRevision::V2026_07_28)
         );
+        // A version in `_meta` needs the header (every 2026-07-28 POST carries it).
+        let e = post(&[("mcp-method", "tools/list")], meta).unwrap_err();
+        assert_eq!((e.code, e.id), (-32020, Some(RequestId::Number(1))));
         let e = post(
             &[
                 ("mcp-protocol-version", "2025-11-25"),
@@ -1134,7 +1311,7 @@ mod tests {
                 ("mcp-protocol-version", "2026-07-28"),
                 ("mcp-method", "subscriptions/listen"),
             ],
-            r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#,
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{{META_2026}}}}}"#),
         )
         .unwrap();
         assert!(l.is_long_lived());
