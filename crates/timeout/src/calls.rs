@@ -32,7 +32,8 @@
 //!
 //! A cancellation (or `DELETE`) the server does not accept (its answer is not a success: a bad
 //! request, an unknown session) did not cancel anything: the marks it set are withdrawn when its answer
-//! comes, so a call that later ends without its final response is still a failure.
+//! comes, so a call that later ends without its final response is still a failure. Marks are
+//! counted per call: withdrawing one leaves another that the server accepted.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -42,14 +43,17 @@ use tower_armor_mcp::{CompletionHandle, RequestId};
 use crate::sessions::{BySession, Registered};
 
 /// What a running call's entry knows.
-#[derive(Debug)]
-enum Slot {
-    /// No answer yet.
-    Waiting,
-    /// The answer's completion handle.
-    Answered(CompletionHandle),
-    /// The client cancelled the call before its answer came.
-    Cancelled,
+#[derive(Debug, Default)]
+struct Slot {
+    /// The answer's completion handle, once the answer came.
+    handle: Option<CompletionHandle>,
+    /// Cancellations and session ends that named the call and were not withdrawn. Counted, so
+    /// withdrawing a refused one leaves the mark of another that the server accepted (a
+    /// `DELETE` refused after the call's own `notifications/cancelled` went through).
+    marks: u32,
+    /// The handle's cancel request was set by these marks (not by anything else), so the
+    /// last withdrawal clears it.
+    flagged: bool,
 }
 
 /// One call in flight.
@@ -80,14 +84,14 @@ impl Calls {
             session,
             Entry {
                 id,
-                slot: Mutex::new(Slot::Waiting),
+                slot: Mutex::new(Slot::default()),
             },
         )
     }
 
     /// The client cancelled request `id` of `session`: marks every running call of the session
     /// with that id (now, or when its answer comes). Returns the calls this cancellation
-    /// marked (not those an earlier one had), for [`Marked::withdraw`].
+    /// marked, for [`Marked::withdraw`].
     pub(crate) fn cancel(&self, session: &HeaderValue, id: &RequestId) -> Marked {
         self.mark(session, |e| e.id == *id)
     }
@@ -103,17 +107,13 @@ impl Calls {
             let mut marked = Vec::new();
             for entry in calls.iter().filter(|e| which(e)) {
                 let mut slot = entry.slot();
-                let newly = match &*slot {
-                    Slot::Answered(h) => h.cancel_requested(),
-                    Slot::Waiting => {
-                        *slot = Slot::Cancelled;
-                        true
-                    }
-                    Slot::Cancelled => false,
-                };
-                if newly {
-                    marked.push(Arc::clone(entry));
+                slot.marks = slot.marks.saturating_add(1);
+                if slot.marks == 1
+                    && let Some(h) = &slot.handle
+                {
+                    slot.flagged = h.cancel_requested();
                 }
+                marked.push(Arc::clone(entry));
             }
             marked
         });
@@ -130,14 +130,17 @@ impl Marked {
         self.0.len()
     }
 
-    /// The server did not accept the cancellation: the calls it marked are as before.
+    /// The server did not accept the cancellation: its marks are taken back. A call stays
+    /// cancel-requested while another mark (one the server accepted) remains.
     pub(crate) fn withdraw(self) {
         for entry in self.0 {
             let mut slot = entry.slot();
-            match &*slot {
-                Slot::Answered(h) => h.withdraw_cancel_request(),
-                Slot::Cancelled => *slot = Slot::Waiting,
-                Slot::Waiting => {}
+            slot.marks = slot.marks.saturating_sub(1);
+            if slot.marks == 0
+                && std::mem::take(&mut slot.flagged)
+                && let Some(h) = &slot.handle
+            {
+                h.withdraw_cancel_request();
             }
         }
     }
@@ -147,10 +150,10 @@ impl CallEntry {
     /// The call's answer came, with `handle`: a cancellation that came first is applied to it.
     pub(crate) fn answered(&self, handle: &CompletionHandle) {
         let mut slot = self.entry.slot();
-        if matches!(*slot, Slot::Cancelled) {
-            handle.cancel_requested();
+        if slot.marks > 0 {
+            slot.flagged = handle.cancel_requested();
         }
-        *slot = Slot::Answered(handle.clone());
+        slot.handle = Some(handle.clone());
     }
 }
 
@@ -180,7 +183,7 @@ mod tests {
         other.answered(&ho);
         assert_eq!(calls.cancel(&s("s1"), &1.into()).len(), 1);
         assert!(ha.is_cancel_requested());
-        assert_eq!(calls.cancel(&s("s1"), &1.into()).len(), 0, "marked already");
+        assert_eq!(calls.cancel(&s("s1"), &1.into()).len(), 1, "marked again");
         assert!(!hb.is_cancel_requested());
         assert!(
             !ho.is_cancel_requested(),
@@ -231,5 +234,41 @@ mod tests {
         assert!(!h.is_cancel_requested());
         h.complete(tower_armor_mcp::Outcome::Incomplete);
         assert_eq!(h.outcome(), Some(tower_armor_mcp::Outcome::Incomplete));
+    }
+
+    /// A `DELETE` marks the call first, the call's own cancellation then goes through, and the
+    /// server refuses the `DELETE`: the accepted cancellation's mark stays.
+    #[test]
+    fn a_refused_session_end_keeps_an_accepted_cancellation() {
+        let calls = Arc::new(Calls::default());
+        for answered_first in [true, false] {
+            let call = calls.register(s("s1"), 7.into());
+            let h = CompletionHandle::new();
+            if answered_first {
+                call.answered(&h);
+            }
+            let delete = calls.end_session(&s("s1"));
+            let _accepted = calls.cancel(&s("s1"), &7.into());
+            delete.withdraw();
+            if !answered_first {
+                call.answered(&h);
+            }
+            assert!(h.is_cancel_requested(), "answered first: {answered_first}");
+            h.complete(tower_armor_mcp::Outcome::Incomplete);
+            assert_eq!(h.outcome(), Some(tower_armor_mcp::Outcome::Cancelled));
+        }
+    }
+
+    /// A handle some other layer flagged keeps its flag when a refused cancellation is
+    /// withdrawn.
+    #[test]
+    fn a_withdrawal_leaves_a_flag_it_did_not_set() {
+        let calls = Arc::new(Calls::default());
+        let call = calls.register(s("s1"), 8.into());
+        let h = CompletionHandle::new();
+        call.answered(&h);
+        assert!(h.cancel_requested());
+        calls.cancel(&s("s1"), &8.into()).withdraw();
+        assert!(h.is_cancel_requested());
     }
 }
