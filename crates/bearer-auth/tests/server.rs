@@ -371,7 +371,7 @@ async fn a_hidden_tool_answers_exactly_like_an_unknown_one() {
 /// What is refused before the tool lookup is refused alike for a hidden tool: by the server (a
 /// client that does not accept both JSON and SSE: 406; a call without its session: 400; a
 /// `tools/call` sent as a notification: 202, no body) or by the inspector (the 2026-07-28
-/// `_meta` rules). Otherwise a malformed call would tell a hidden tool from an unknown one.
+/// `_meta` rules; `arguments` or `_meta` that are not objects). Otherwise a malformed call would tell a hidden tool from an unknown one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_tool_is_refused_like_an_unknown_one_before_the_lookup() {
     let s = stack(false).await;
@@ -384,6 +384,8 @@ async fn a_hidden_tool_is_refused_like_an_unknown_one_before_the_lookup() {
             Early::Accept(Some("application/json, text/event-stream;q=0")),
             Early::Accept(None),
             Early::Notification,
+            Early::ArgumentsNotAnObject,
+            Early::MetaNotAnObject,
         ];
         if rev.is_stateless() {
             cases.extend([Early::NoMeta, Early::NoCapabilities, Early::NoVersionHeader]);
@@ -425,6 +427,10 @@ enum Early {
     NoCapabilities,
     /// Without the `MCP-Protocol-Version` header (2026-07-28).
     NoVersionHeader,
+    /// `arguments` a string.
+    ArgumentsNotAnObject,
+    /// `_meta` a string.
+    MetaNotAnObject,
 }
 
 /// A `tools/call` of `tool`, spoiled as `case` says.
@@ -458,6 +464,8 @@ async fn refused_early(c: &RawClient, tool: &str, case: Early) -> CallReply {
         Early::NoVersionHeader => {
             assert!(headers.remove("mcp-protocol-version").is_some());
         }
+        Early::ArgumentsNotAnObject => body["params"]["arguments"] = json!("x"),
+        Early::MetaNotAnObject => body["params"]["_meta"] = json!("x"),
     }
     let builder = c
         .http()

@@ -143,6 +143,28 @@ pub(crate) fn from_headers(
     })
 }
 
+/// Members of a request's `params` whose type the MCP schema fixes, checked where a server
+/// that cannot read them would answer otherwise than for a well-formed request: `_meta` is an
+/// object, and so are `tools/call`'s `arguments` (`null` stands for absent). A server refuses
+/// such a call before it looks the tool up (rmcp with `-32601`), so the tool allow-list, which
+/// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one.
+fn params_problem(method: Option<&Method>, meta: &Meta, arguments: Shape) -> Result<(), Rejection> {
+    let invalid = |message| {
+        Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_PARAMS,
+            message,
+        ))
+    };
+    if meta.malformed {
+        return invalid("_meta must be an object");
+    }
+    if matches!(method, Some(Method::ToolsCall)) && arguments == Shape::Other {
+        return invalid("tools/call arguments must be an object");
+    }
+    Ok(())
+}
+
 /// The per-request `_meta` rules of 2026-07-28, for a request (notifications are exempt):
 /// a request that names its version in `_meta` also sends the `MCP-Protocol-Version` header,
 /// and a request sent under 2026-07-28 (by the header; `server/discover` always) carries
@@ -323,7 +345,8 @@ pub(crate) fn from_post(
     }
 
     if kind == MessageKind::Request {
-        meta_problem(headers, header_rev, method.as_ref(), &params.meta)
+        params_problem(method.as_ref(), &params.meta, params.arguments)
+            .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
             .map_err(|r| r.with_id(id.clone()))?;
     }
 
@@ -488,6 +511,8 @@ struct Params<'a> {
     protocol_version: Option<Cow<'a, str>>,
     /// `requestId` (of `notifications/cancelled`), when it is a valid JSON-RPC id.
     request_id: Option<RequestId>,
+    /// What `arguments` (of `tools/call`) holds.
+    arguments: Shape,
     meta: Meta,
 }
 
@@ -498,6 +523,8 @@ struct Meta {
     protocol_version: Option<Box<str>>,
     /// `io.modelcontextprotocol/clientCapabilities` is present and an object.
     client_capabilities: bool,
+    /// `_meta` itself was present but neither an object nor `null`.
+    malformed: bool,
 }
 
 fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection> {
@@ -631,40 +658,51 @@ impl<'de> Deserialize<'de> for MaybeStr<'de> {
     }
 }
 
-/// Whether a value is a JSON object (skipped either way, not an error).
-struct IsObject(bool);
+/// What kind of JSON value a member holds (skipped either way, not an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Shape {
+    /// Absent (never read).
+    #[default]
+    Absent,
+    /// `null`.
+    Null,
+    /// An object.
+    Object,
+    /// Anything else.
+    Other,
+}
 
-impl<'de> Deserialize<'de> for IsObject {
+impl<'de> Deserialize<'de> for Shape {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = IsObject;
+            type Value = Shape;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
+                Ok(Shape::Other)
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other)
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other)
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other)
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Shape, E> {
+                Ok(Shape::Other)
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(IsObject(false))
+            fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
+                Ok(Shape::Null)
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
-                SkipVisitor.visit_seq(s).map(|_| IsObject(false))
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Shape, A::Error> {
+                SkipVisitor.visit_seq(s).map(|_| Shape::Other)
             }
-            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
-                SkipVisitor.visit_map(m).map(|_| IsObject(true))
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Shape, A::Error> {
+                SkipVisitor.visit_map(m).map(|_| Shape::Object)
             }
         }
         d.deserialize_any(V)
@@ -801,6 +839,8 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     ProtocolVersion,
                     #[serde(rename = "requestId")]
                     RequestId,
+                    #[serde(rename = "arguments")]
+                    Arguments,
                     #[serde(rename = "_meta")]
                     Meta,
                     #[serde(other)]
@@ -815,6 +855,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                             p.protocol_version = m.next_value::<MaybeStr<'de>>()?.0
                         }
                         K::RequestId => p.request_id = m.next_value::<MaybeId>()?.0,
+                        K::Arguments => p.arguments = m.next_value::<Shape>()?,
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -829,6 +870,15 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
 }
 
 struct MetaDe(Meta);
+
+impl MetaDe {
+    fn malformed() -> Self {
+        MetaDe(Meta {
+            malformed: true,
+            ..Meta::default()
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for MetaDe {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -882,7 +932,7 @@ impl<'de> Deserialize<'de> for MetaDe {
                             meta.protocol_version = boxed(m.next_value::<MaybeStr<'de>>()?.0)
                         }
                         K::ClientCapabilities => {
-                            meta.client_capabilities = m.next_value::<IsObject>()?.0
+                            meta.client_capabilities = m.next_value::<Shape>()? == Shape::Object
                         }
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -893,22 +943,22 @@ impl<'de> Deserialize<'de> for MetaDe {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
                 while s.next_element::<Skip>()?.is_some() {}
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MetaDe(Meta::default()))
+                Ok(MetaDe::malformed())
             }
         }
         d.deserialize_any(V)
@@ -941,6 +991,38 @@ mod tests {
 
     /// The `_meta` members every 2026-07-28 request carries.
     const META_2026: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+    #[test]
+    fn params_members_of_a_fixed_type() {
+        let call = |params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{params}}}"#)
+        };
+        for ok in [
+            r#"{"name":"add","arguments":{"a":1}}"#,
+            r#"{"name":"add","arguments":null,"_meta":null}"#,
+            r#"{"name":"add","_meta":{"progressToken":1}}"#,
+        ] {
+            assert!(post(&[], &call(ok)).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            (r#"{"name":"add","arguments":"x"}"#, "arguments"),
+            (r#"{"name":"add","arguments":[1]}"#, "arguments"),
+            (r#"{"name":"add","arguments":0}"#, "arguments"),
+            (r#"{"name":"add","_meta":"x"}"#, "_meta"),
+            (r#"{"name":"add","_meta":[]}"#, "_meta"),
+        ] {
+            let e = post(&[], &call(bad)).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.id.clone()),
+                (StatusCode::BAD_REQUEST, -32602, Some(RequestId::from("c"))),
+                "{bad}"
+            );
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+        // Another method's `arguments` is its own business.
+        let prompt = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":"x"}}"#;
+        assert!(post(&[], prompt).is_ok());
+    }
 
     #[test]
     fn stateless_requests_carry_the_required_meta() {
