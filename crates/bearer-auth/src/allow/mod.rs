@@ -35,6 +35,13 @@
 //! of a restricted principal that reaches this layer uninspected is refused with 500 and
 //! [`CODE_NOT_INSPECTED`] (a misconfigured stack must not open every tool).
 //!
+//! A rate limit behind this layer never sees the calls it refuses: they spend no quota and
+//! their answers carry no `RateLimit` headers (an unrestricted principal's unknown-tool call
+//! does both). Counting them there would let a per-tool quota tell a hidden tool from an
+//! unknown one. Each refused call costs one bounded body read and parse, as the inspector's own
+//! refusals do; to bound those too, put a per-principal rate limit (no per-tool rules) in
+//! front of the inspector as well.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response};
