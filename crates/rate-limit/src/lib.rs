@@ -111,9 +111,11 @@
 //! RateLimit: "tool:expensive";r=0;t=6, "default";r=41;t=19
 //! ```
 //!
-//! For a GCRA quota of `count` per `period` with bursts of `burst`: `q` is the burst and `w` the
-//! time a full burst takes to replenish (`burst × period / count`, whole seconds rounded up —
-//! the period itself with the default burst); `r` is what is left of the burst, and `t` the
+//! For a GCRA quota of `count` per `period` with bursts of `burst`: `w` is the time a full burst
+//! takes to replenish (`burst × period / count`, whole seconds rounded up — the period itself
+//! with the default burst) and `q` the requests the quota allows over `w`: the burst, unless
+//! rounding lengthened the window (600 per minute with a burst of 1 is `q=10;w=1`, the rate);
+//! `r` is what is left of the burst, and `t` the
 //! seconds until the bucket is full again (an upper bound, at most one replenish interval over),
 //! or, for the quota that refused, `Retry-After` (the draft asks for the same point in time).
 //!

@@ -109,6 +109,17 @@ impl Limit {
         u64::try_from(secs).unwrap_or(u64::MAX)
     }
 
+    /// The `q` of `RateLimit-Policy`: how many requests the quota allows over
+    /// [`window_secs`](Limit::window_secs). The burst when that window is exact; more when the
+    /// window was rounded up (600 per minute with a burst of 1 is `q=10;w=1`, not `q=1;w=1`,
+    /// which would state a tenth of the real rate).
+    pub(crate) fn window_quota(&self) -> u64 {
+        let window = u128::from(self.window_secs()) * 1_000_000_000;
+        let per = self.replenish_interval().as_nanos().max(1);
+        let q = (window / per).max(u128::from(self.burst_size()));
+        u64::try_from(q).unwrap_or(u64::MAX)
+    }
+
     /// How long until a bucket with `remaining` requests left is full again: at most one
     /// replenish interval more than the exact value (GCRA state is not exposed by governor).
     /// The store computes the same with the interval worked out once.
@@ -242,7 +253,12 @@ impl Policies {
             write_sf_string(&mut item, &name);
             let mut limit_prefix = item.clone();
             limit_prefix.push_str(";r=");
-            let _ = write!(item, ";q={};w={}", limit.burst_size(), limit.window_secs());
+            let _ = write!(
+                item,
+                ";q={};w={}",
+                limit.window_quota(),
+                limit.window_secs()
+            );
             items.push(Policy {
                 id,
                 name: name.into(),
@@ -424,6 +440,12 @@ mod tests {
         assert_eq!(l.quota("x").unwrap().burst_size().get(), 10);
         // 7 per minute, burst 1: one every 8.57 s, window rounded up to 9 s.
         assert_eq!(Limit::per_minute(7).burst(1).window_secs(), 9);
+        assert_eq!(Limit::per_minute(7).burst(1).window_quota(), 1);
+        // A window shorter than a second: the quota states the rate over the rounded window.
+        let fast = Limit::per_minute(600).burst(1);
+        assert_eq!((fast.window_quota(), fast.window_secs()), (10, 1));
+        assert_eq!(Limit::per_minute(60).burst(10).window_quota(), 10);
+        assert_eq!(Limit::per_minute(6).burst(3).window_quota(), 3);
 
         let e = Limit::per_minute(0)
             .quota("MCP_RATE_LIMIT_PER_MINUTE")
