@@ -455,6 +455,25 @@ impl<'de> Deserialize<'de> for Skip {
     }
 }
 
+/// The `visit_bool`, `visit_i64`, `visit_u64` and `visit_f64` of a visitor that reads every
+/// such scalar as `$value`.
+macro_rules! scalars_as {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 struct SkipVisitor;
 
 impl<'de> Visitor<'de> for SkipVisitor {
@@ -462,18 +481,7 @@ impl<'de> Visitor<'de> for SkipVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
+    scalars_as!(Skip);
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
         Ok(Skip)
     }
@@ -630,18 +638,7 @@ impl<'de> Deserialize<'de> for MaybeStr<'de> {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(MaybeStr(Some(Cow::Owned(v.to_owned()))))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
+            scalars_as!(MaybeStr(None));
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(MaybeStr(None))
             }
@@ -680,18 +677,7 @@ impl<'de> Deserialize<'de> for Shape {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
-                Ok(Shape::Other)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape, E> {
-                Ok(Shape::Other)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape, E> {
-                Ok(Shape::Other)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape, E> {
-                Ok(Shape::Other)
-            }
+            scalars_as!(Shape::Other);
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Shape, E> {
                 Ok(Shape::Other)
             }
@@ -945,18 +931,7 @@ impl<'de> Deserialize<'de> for MetaDe {
                 while s.next_element::<Skip>()?.is_some() {}
                 Ok(MetaDe::malformed())
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MetaDe::malformed())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MetaDe::malformed())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MetaDe::malformed())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MetaDe::malformed())
-            }
+            scalars_as!(MetaDe::malformed());
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
                 Ok(MetaDe::malformed())
             }
