@@ -11,7 +11,8 @@
 //! Every setting comes from the environment and is validated before the server starts; a bad
 //! value exits with status 2 and names the variable. The full list is in
 //! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
-//! `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
+//! `MCP_ALLOWED_HOSTS` (the `Host` values served; default: loopback names on a loopback
+//! address, any host otherwise), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
 //! arrive within it, else 408; a request's headers too, else the connection is closed; default
 //! 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
 //! 60000) and
@@ -65,8 +66,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Settings {
     /// Where to listen (`MCP_ADDR`).
     pub addr: SocketAddr,
-    /// The inspector's body limit (`MCP_MAX_BODY_BYTES`).
+    /// The inspector's body limit (`MCP_MAX_BODY_BYTES`), also rmcp's own.
     pub max_body_bytes: usize,
+    /// The `Host` values rmcp serves (`MCP_ALLOWED_HOSTS`); `None` is rmcp's default (loopback
+    /// names), an empty list any host.
+    pub allowed_hosts: Option<Vec<String>>,
     /// The inspector's body-read deadline (`MCP_BODY_TIMEOUT_MS`, 0 = off).
     pub body_timeout: Duration,
     /// Correlation ids (`MCP_REQUEST_ID_HEADER`).
@@ -125,6 +129,7 @@ impl Settings {
             },
             None => McpInspectLayer::DEFAULT_MAX_BODY,
         };
+        let allowed_hosts = allowed_hosts(get("MCP_ALLOWED_HOSTS").as_deref(), addr)?;
         let body_timeout = match get("MCP_BODY_TIMEOUT_MS") {
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if Duration::from_millis(ms) <= McpInspectLayer::MAX_BODY_TIMEOUT => {
@@ -174,6 +179,7 @@ impl Settings {
         Ok(Settings {
             addr,
             max_body_bytes,
+            allowed_hosts,
             body_timeout,
             correlation: CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
@@ -201,6 +207,51 @@ impl Settings {
         let map = Box::leak(Box::new(map));
         Self::from_lookup(|k| map.get(k).cloned())
     }
+}
+
+/// The `Host` values rmcp serves, from `MCP_ALLOWED_HOSTS`: a comma-separated list of host
+/// names or `host:port` authorities, or `*` for any host.
+///
+/// rmcp answers any other `Host` with 403, which protects a server on loopback from DNS
+/// rebinding (a web page whose name resolves to 127.0.0.1 talking to it from the browser). Unset,
+/// a loopback address keeps rmcp's loopback names; any other address serves every `Host`, with a
+/// warning at start, since the names clients use behind a load balancer or a DNS name cannot be
+/// guessed from the bind address (and auth is on there, unless `MCP_AUTH_DISABLED=true`).
+pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec<String>>, String> {
+    let Some(value) = value.map(str::trim) else {
+        if addr.ip().is_loopback() {
+            return Ok(None);
+        }
+        tracing::warn!(
+            %addr,
+            "MCP_ALLOWED_HOSTS is not set: serving requests for any Host on a non-loopback \
+             address; set it to the names clients use (e.g. mcp.example.com) to refuse others"
+        );
+        return Ok(Some(Vec::new()));
+    };
+    if value == "*" {
+        return Ok(Some(Vec::new()));
+    }
+    value
+        .split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            // A host, and a port only if it is a number (the parser takes `a:port` too).
+            let ok = !entry.contains(['@', '/', '*'])
+                && axum::http::uri::Authority::try_from(entry).is_ok_and(|a| {
+                    a.port_u16().is_some() || entry.get(a.host().len()..) == Some("")
+                });
+            if ok {
+                Ok(entry.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "MCP_ALLOWED_HOSTS: {entry:?} is not a host name or host:port \
+                     (expected e.g. mcp.example.com,mcp.example.com:8443, or * for any host)"
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Builds the breaker with a probe lease that outlasts any call below it.
@@ -261,6 +312,10 @@ pub fn app(settings: Settings) -> App {
     // The SSE layer sends keep-alives at event boundaries; rmcp's own would be redundant.
     let rmcp = demo_service(&ServerOptions {
         keep_alive: None,
+        allowed_hosts: settings.allowed_hosts.clone(),
+        // The inspector refuses bodies over the limit first (413 with a JSON-RPC error); rmcp's
+        // own limit must not be lower, or a raised limit would stop at rmcp's 4 MiB.
+        max_body_bytes: Some(settings.max_body_bytes),
         ..ServerOptions::default()
     });
     let rmcp_shutdown = rmcp.config.cancellation_token.clone();

@@ -613,3 +613,70 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     stop.cancel();
     bounded(5, served).await.unwrap();
 }
+
+/// rmcp serves only the `Host` values `MCP_ALLOWED_HOSTS` names (loopback names by default),
+/// and its body limit follows `MCP_MAX_BODY_BYTES`: a raised limit is the one that applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_ALLOWED_HOSTS", "mcp.example.com, other.example:8443"),
+        ("MCP_MAX_BODY_BYTES", "6291456"),
+    ])
+    .await;
+    let url = ex.url();
+    let auth = format!("Bearer {ALICE}");
+    let list = |pad: usize| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "pad": "x".repeat(pad)}}})
+        .to_string()
+    };
+    let stateless = |host: &'static str| {
+        [
+            ("authorization", auth.clone()),
+            ("mcp-protocol-version", "2026-07-28".to_owned()),
+            ("mcp-method", "tools/list".to_owned()),
+            ("host", host.to_owned()),
+        ]
+    };
+    let post = |headers: [(&'static str, String); 4], body: String| {
+        let url = url.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            raw_post(&url, &headers, body).await
+        }
+    };
+    let r = post(stateless("mcp.example.com"), list(10)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(stateless("other.example:8443"), list(10)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for host in ["evil.example", "other.example:9999", "127.0.0.1"] {
+        let r = post(stateless(host), list(10)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host}");
+    }
+    // 5 MiB is over rmcp's default limit but under the configured one: served.
+    let r = post(stateless("mcp.example.com"), list(5 << 20)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Over the configured limit: the inspector's 413 with its JSON-RPC error.
+    let r = post(stateless("mcp.example.com"), list(7 << 20)).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.text().await.unwrap().contains("-31413"));
+
+    // The variable's forms, and the default by address.
+    use support::example::allowed_hosts;
+    let loopback = "127.0.0.1:8080".parse().unwrap();
+    let public = "0.0.0.0:8080".parse().unwrap();
+    assert_eq!(allowed_hosts(None, loopback), Ok(None));
+    assert_eq!(allowed_hosts(None, public), Ok(Some(Vec::new())));
+    assert_eq!(allowed_hosts(Some(" * "), loopback), Ok(Some(Vec::new())));
+    assert_eq!(
+        allowed_hosts(Some("A.example,b.example:80"), public),
+        Ok(Some(vec!["a.example".to_owned(), "b.example:80".to_owned()]))
+    );
+    for bad in ["a.example,", "user@a.example", "http://a.example", "a b", "*.example", "a:port"] {
+        let err = allowed_hosts(Some(bad), public).unwrap_err();
+        assert!(err.starts_with("MCP_ALLOWED_HOSTS"), "{bad}: {err}");
+    }
+}

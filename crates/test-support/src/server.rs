@@ -31,6 +31,14 @@ pub struct ServerOptions {
     /// `application/json` instead of SSE. rmcp applies it only to requests served
     /// statelessly. Default: false.
     pub json_response: bool,
+    /// rmcp's `allowed_hosts`, the `Host` values it serves (others get 403, its protection
+    /// against DNS rebinding). `None`: rmcp's default, loopback names only; an empty list:
+    /// any host. Default: `None`.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// rmcp's own request body limit (`max_request_body_bytes`); `None`: rmcp's default
+    /// (4 MiB). A server with an inspector in front sets the inspector's limit here, so the
+    /// inspector's is the one that applies. Default: `None`.
+    pub max_body_bytes: Option<usize>,
     /// Counters shared with the test.
     pub stats: Arc<DemoStats>,
 }
@@ -41,6 +49,8 @@ impl Default for ServerOptions {
             keep_alive: Some(Duration::from_secs(15)),
             stateful: true,
             json_response: false,
+            allowed_hosts: None,
+            max_body_bytes: None,
             stats: DemoStats::new(),
         }
     }
@@ -48,16 +58,22 @@ impl Default for ServerOptions {
 
 /// The demo server as rmcp's tower service (`Error = Infallible`), configured by `opts`.
 ///
-/// Hosts are rmcp's default (loopback only), which fits a server on 127.0.0.1. The
+/// Hosts are rmcp's default (loopback only) unless `opts.allowed_hosts` says otherwise. The
 /// service's cancellation token is `service.config.cancellation_token`; cancelling it ends
 /// every session and open stream.
 pub fn demo_service(
     opts: &ServerOptions,
 ) -> StreamableHttpService<DemoServer, LocalSessionManager> {
-    let config = StreamableHttpServerConfig::default()
+    let mut config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(opts.keep_alive)
         .with_legacy_session_mode(opts.stateful)
         .with_json_response(opts.json_response);
+    if let Some(hosts) = &opts.allowed_hosts {
+        config = config.with_allowed_hosts(hosts.iter().cloned());
+    }
+    if let Some(bytes) = opts.max_body_bytes {
+        config = config.with_max_request_body_bytes(bytes);
+    }
     let stats = Arc::clone(&opts.stats);
     StreamableHttpService::new(
         move || Ok(DemoServer::with_stats(Arc::clone(&stats))),
