@@ -87,7 +87,8 @@ impl PropagateCorrelationLayer {
         self
     }
 
-    /// Like [`header_name`](Self::header_name), from text.
+    /// Like [`header_name`](Self::header_name), from text; refuses the
+    /// [`RESERVED_HEADERS`](crate::error::RESERVED_HEADERS).
     pub fn try_header_name(self, name: &str) -> Result<Self, ConfigError> {
         Ok(self.header_name(error::header_name(name, None)?))
     }

@@ -32,8 +32,59 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Header names HTTP, MCP or the other layers give a meaning to: the correlation id must not
+/// take one of them. The layer replaces an invalid incoming value and echoes its own on every
+/// answer, so as `authorization` it would replace every credential, as `mcp-session-id`
+/// overwrite the session the server assigned, and as a key or cookie log a secret in every
+/// request span.
+pub const RESERVED_HEADERS: [&str; 38] = [
+    // Credentials and keys (which the id would log).
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    // MCP's own.
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    // Trace context (this layer's too).
+    "traceparent",
+    "tracestate",
+    "baggage",
+    // Message framing, routing and hop-by-hop fields.
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "accept",
+    "accept-encoding",
+    "forwarded",
+    "x-forwarded-for",
+    "origin",
+    // What the answers' other layers set.
+    "www-authenticate",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
+    "cache-control",
+    "x-accel-buffering",
+    "location",
+    "vary",
+    "date",
+];
+
 /// Parses a header name for the correlation id: a valid, lowercase-normalised HTTP header name
-/// that is not one the layers own (`traceparent`, `tracestate`).
+/// that is none of the [`RESERVED_HEADERS`].
 pub(crate) fn header_name(
     value: &str,
     variable: Option<&'static str>,
@@ -41,10 +92,13 @@ pub(crate) fn header_name(
     let name = http::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
         ConfigError::new(variable, format!("not a valid HTTP header name: {value:?}"))
     })?;
-    if name == crate::trace::TRACEPARENT || name == crate::trace::TRACESTATE {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
         return Err(ConfigError::new(
             variable,
-            format!("{name} carries the trace context, not a correlation id"),
+            format!(
+                "{name} has a meaning of its own in HTTP or MCP (or carries a secret); \
+                 pick a name of its own for the correlation id, such as x-request-id"
+            ),
         ));
     }
     Ok(name)

@@ -58,6 +58,11 @@ impl CorrelationIdLayer {
     }
 
     /// Uses `name` instead of `x-request-id` (in requests and answers).
+    ///
+    /// `name` must be a header of its own: none of [`RESERVED_HEADERS`](crate::error::RESERVED_HEADERS)
+    /// (`authorization`, `mcp-session-id`, …), which the layer would overwrite. This method
+    /// takes the caller's word for it; [`from_env`](Self::from_env) and
+    /// [`from_lookup`](Self::from_lookup) refuse them.
     pub fn header_name(mut self, name: HeaderName) -> Self {
         self.header = name;
         self

@@ -231,6 +231,38 @@ async fn the_header_name_is_configurable() {
     assert_eq!(ext.get::<CorrelationId>().unwrap().as_str(), "c1");
 }
 
+/// A header HTTP, MCP or another layer gives a meaning to cannot carry the id: as
+/// `authorization` it would replace every credential, as `mcp-session-id` overwrite the
+/// server's session id, as a key log the secret.
+#[test]
+fn the_configured_header_name_must_be_one_of_its_own() {
+    let from = |v: &'static str| {
+        CorrelationIdLayer::from_lookup(move |k| (k == "MCP_REQUEST_ID_HEADER").then(|| v.into()))
+    };
+    for reserved in [
+        "Authorization",
+        "mcp-session-id",
+        "MCP-Protocol-Version",
+        "cookie",
+        "x-api-key",
+        "traceparent",
+        "host",
+        " content-length ",
+    ] {
+        let err = from(reserved).unwrap_err();
+        assert_eq!(err.variable(), Some("MCP_REQUEST_ID_HEADER"), "{reserved}");
+        assert!(err.to_string().contains("meaning of its own"), "{err}");
+    }
+    assert!(from("bad name").unwrap_err().to_string().contains("not a valid"));
+    let layer = from(" X-Correlation-ID ").unwrap();
+    assert_eq!(layer.header(), "x-correlation-id");
+    assert!(
+        tower_armor_correlation_id::PropagateCorrelationLayer::new()
+            .try_header_name("authorization")
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn traceparent_headers_are_parsed_or_replaced() {
     let (seen, inner) = recording(StatusCode::OK);
