@@ -680,3 +680,60 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
         assert!(err.starts_with("MCP_ALLOWED_HOSTS"), "{bad}: {err}");
     }
 }
+
+/// Set to bytes that are not UTF-8, a variable is an error naming it, in every crate's
+/// `from_env` (never "unset": that would turn auth off or leave calls without a deadline).
+/// Runs itself again with such variables set (a test cannot set them in its own process).
+#[test]
+fn every_from_env_refuses_a_value_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    const CHILD: &str = "TOWER_ARMOR_NOT_UTF8_CHILD";
+    let vars = [
+        "MCP_BEARER_TOKEN",
+        "MCP_TOOL_ALLOW",
+        "MCP_REQUEST_ID_HEADER",
+        "MCP_SSE_KEEPALIVE_SECONDS",
+        "MCP_RATE_LIMIT_BURST",
+        "MCP_BREAKER_WINDOW",
+        "MCP_BULKHEAD_MAX_QUEUE",
+        "MCP_CALL_TIMEOUT_MS",
+    ];
+    if std::env::var_os(CHILD).is_none() {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "every_from_env_refuses_a_value_that_is_not_utf8"])
+            .env(CHILD, "1");
+        for var in vars {
+            child.env(var, std::ffi::OsStr::from_bytes(b"60\xff"));
+        }
+        let out = child.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        return;
+    }
+    let errors = [
+        tower_armor_bearer_auth::BearerAuthLayer::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_bearer_auth::allow::ToolAllowListLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_correlation_id::CorrelationIdLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_sse::SseLayer::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_rate_limit::Builder::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_circuit_breaker::Builder::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_bulkhead::BulkheadLayer::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_timeout::TimeoutLayer::from_env().map(drop).unwrap_err().to_string(),
+    ];
+    for (var, err) in vars.iter().zip(&errors) {
+        assert!(err.contains(var), "{var}: {err}");
+    }
+    let err = support::example::Settings::from_env().unwrap_err();
+    assert!(err.contains("not valid UTF-8"), "{err}");
+}

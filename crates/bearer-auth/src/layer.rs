@@ -311,12 +311,10 @@ pub fn check_bind(addr: SocketAddr, auth_enabled: bool) -> Result<(), ConfigErro
 
 /// Fails for any of `names` that is set in the environment but is not valid UTF-8.
 pub(crate) fn require_unicode(names: &[&'static str]) -> Result<(), ConfigError> {
-    for name in names {
-        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(name) {
-            return Err(ConfigError::new(*name, "not valid UTF-8"));
-        }
+    match tower_armor_mcp::env::not_unicode(names) {
+        Some(name) => Err(ConfigError::new(name, "not valid UTF-8")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// [`check_bind`] reading `MCP_AUTH_DISABLED` through `lookup`.

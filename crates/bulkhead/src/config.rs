@@ -30,6 +30,14 @@ const MAX_WAIT_LIMIT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Environment variable: open long-lived streams per principal (0 or more, or `off`; default 4).
 pub const ENV_STREAMS_PER_PRINCIPAL: &str = "MCP_BULKHEAD_STREAMS_PER_PRINCIPAL";
 
+/// Every environment variable [`BulkheadLayer::from_env`](crate::BulkheadLayer::from_env) reads.
+pub const ENV_VARS: [&str; 4] = [
+    ENV_MAX_CONCURRENT,
+    ENV_MAX_QUEUE,
+    ENV_MAX_WAIT_MS,
+    ENV_STREAMS_PER_PRINCIPAL,
+];
+
 /// Where a bulkhead finds the peer address of a request, to count long-lived streams without
 /// a principal per client; see [`BulkheadLayer::peer_addr_with`].
 ///

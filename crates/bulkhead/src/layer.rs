@@ -122,9 +122,17 @@ impl BulkheadLayer {
     /// | `MCP_BULKHEAD_MAX_WAIT_MS` | no limit | longest wait in line, milliseconds (1 to 86,400,000) |
     /// | `MCP_BULKHEAD_STREAMS_PER_PRINCIPAL` | 4 | open long-lived streams per principal, or `off` |
     ///
-    /// Unset and empty variables take the default. Key the result with
-    /// [`by_tool`](Self::by_tool) or [`by_authority`](Self::by_authority) as needed.
+    /// Unset and empty variables take the default; one set to bytes that are not UTF-8 is an
+    /// error. Key the result with [`by_tool`](Self::by_tool) or
+    /// [`by_authority`](Self::by_authority) as needed.
     pub fn from_env() -> Result<Self, ConfigError> {
+        if let Some(var) = tower_armor_mcp::env::not_unicode(&crate::config::ENV_VARS) {
+            return Err(ConfigError::Env {
+                var,
+                value: String::from("(not UTF-8)"),
+                expected: "valid UTF-8",
+            });
+        }
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 

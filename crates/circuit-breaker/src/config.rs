@@ -216,6 +216,9 @@ impl Builder {
     /// (see [`ENV_VARS`]; an empty variable counts as unset). A bad value is an error naming
     /// its variable.
     pub fn from_env() -> Result<Self, ConfigError> {
+        if let Some(var) = tower_armor_mcp::env::not_unicode(&ENV_VARS) {
+            return Err(ConfigError::new(var, "not valid UTF-8"));
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 

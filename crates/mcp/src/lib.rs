@@ -72,6 +72,7 @@
 pub mod body;
 mod call;
 pub mod classify;
+pub mod env;
 pub mod error;
 mod identity;
 pub mod inspect;

@@ -244,12 +244,8 @@ impl Builder {
     /// Reads the `MCP_RATE_LIMIT_*` variables (see [`config`](crate::config)); unset or empty
     /// variables keep their defaults. Errors name the variable.
     pub fn from_env() -> Result<Self, ConfigError> {
-        for var in config::ENV_VARS {
-            if let Some(v) = std::env::var_os(var)
-                && v.to_str().is_none()
-            {
-                return Err(ConfigError::new(var, "not valid UTF-8"));
-            }
+        if let Some(var) = tower_armor_mcp::env::not_unicode(&config::ENV_VARS) {
+            return Err(ConfigError::new(var, "not valid UTF-8"));
         }
         Self::from_lookup(|var| std::env::var(var).ok())
     }

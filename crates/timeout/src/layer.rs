@@ -23,6 +23,14 @@ pub const ENV_RESET_ON_PROGRESS: &str = "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS";
 /// ([`TimeoutBuilder::max_pause`]), in milliseconds.
 pub const ENV_MAX_PAUSE_MS: &str = "MCP_CALL_MAX_PAUSE_MS";
 
+/// Every environment variable [`TimeoutLayer::from_env`] reads.
+pub const ENV_VARS: [&str; 4] = [
+    ENV_TIMEOUT_MS,
+    ENV_MAX_MS,
+    ENV_RESET_ON_PROGRESS,
+    ENV_MAX_PAUSE_MS,
+];
+
 /// What every service of one layer shares: the settings and the table of calls waiting on
 /// their client.
 #[derive(Debug)]
@@ -77,8 +85,15 @@ impl TimeoutLayer {
     /// | `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` | `true` / `false` (default); `true` needs the cap |
     /// | `MCP_CALL_MAX_PAUSE_MS` | longest a call may stay paused, waiting on its client (default 600000, at most 86400000) |
     ///
-    /// Errors name the variable.
+    /// Errors name the variable; a variable set to bytes that are not UTF-8 is one (never
+    /// "unset", which would leave calls without a deadline).
     pub fn from_env() -> Result<Option<TimeoutLayer>, ConfigError> {
+        if let Some(var) = tower_armor_mcp::env::not_unicode(&ENV_VARS) {
+            return Err(ConfigError::Env {
+                var,
+                reason: "not valid UTF-8".into(),
+            });
+        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 

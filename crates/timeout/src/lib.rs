@@ -247,7 +247,7 @@ mod sessions;
 
 pub use self::body::TimeoutBody;
 pub use self::layer::{
-    ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, TimeoutBuilder,
+    ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, ENV_VARS, TimeoutBuilder,
     TimeoutLayer,
 };
 pub use self::service::Timeout;
