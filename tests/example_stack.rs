@@ -644,7 +644,8 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     let post = |headers: [(&'static str, String); 4], body: String| {
         let url = url.clone();
         async move {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             raw_post(&url, &headers, body).await
         }
     };
@@ -673,9 +674,19 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     assert_eq!(allowed_hosts(Some(" * "), loopback), Ok(Some(Vec::new())));
     assert_eq!(
         allowed_hosts(Some("A.example,b.example:80"), public),
-        Ok(Some(vec!["a.example".to_owned(), "b.example:80".to_owned()]))
+        Ok(Some(vec![
+            "a.example".to_owned(),
+            "b.example:80".to_owned()
+        ]))
     );
-    for bad in ["a.example,", "user@a.example", "http://a.example", "a b", "*.example", "a:port"] {
+    for bad in [
+        "a.example,",
+        "user@a.example",
+        "http://a.example",
+        "a b",
+        "*.example",
+        "a:port",
+    ] {
         let err = allowed_hosts(Some(bad), public).unwrap_err();
         assert!(err.starts_with("MCP_ALLOWED_HOSTS"), "{bad}: {err}");
     }
@@ -716,7 +727,10 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
         return;
     }
     let errors = [
-        tower_armor_bearer_auth::BearerAuthLayer::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_bearer_auth::BearerAuthLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
         tower_armor_bearer_auth::allow::ToolAllowListLayer::from_env()
             .map(drop)
             .unwrap_err()
@@ -725,11 +739,26 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
             .map(drop)
             .unwrap_err()
             .to_string(),
-        tower_armor_sse::SseLayer::from_env().map(drop).unwrap_err().to_string(),
-        tower_armor_rate_limit::Builder::from_env().map(drop).unwrap_err().to_string(),
-        tower_armor_circuit_breaker::Builder::from_env().map(drop).unwrap_err().to_string(),
-        tower_armor_bulkhead::BulkheadLayer::from_env().map(drop).unwrap_err().to_string(),
-        tower_armor_timeout::TimeoutLayer::from_env().map(drop).unwrap_err().to_string(),
+        tower_armor_sse::SseLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_rate_limit::Builder::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_circuit_breaker::Builder::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_bulkhead::BulkheadLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
+        tower_armor_timeout::TimeoutLayer::from_env()
+            .map(drop)
+            .unwrap_err()
+            .to_string(),
     ];
     for (var, err) in vars.iter().zip(&errors) {
         assert!(err.contains(var), "{var}: {err}");

@@ -201,7 +201,8 @@ pub struct FileTokenSource {
 
 struct FileState {
     token: Secret,
-    next_check: Instant,
+    /// `None`: never (an interval too long to add to the clock).
+    next_check: Option<Instant>,
 }
 
 impl fmt::Debug for FileTokenSource {
@@ -226,16 +227,17 @@ impl FileTokenSource {
             interval: Self::DEFAULT_INTERVAL,
             state: Mutex::new(FileState {
                 token,
-                next_check: Instant::now() + Self::DEFAULT_INTERVAL,
+                next_check: Instant::now().checked_add(Self::DEFAULT_INTERVAL),
             }),
         })
     }
 
-    /// How often the file is read again.
+    /// How often the file is read again (one too long for the clock, such as `Duration::MAX`,
+    /// means never).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        st.next_check = Instant::now() + interval;
+        st.next_check = Instant::now().checked_add(interval);
         self
     }
 }
@@ -256,8 +258,8 @@ impl TokenSource for FileTokenSource {
     fn token(&self) -> Result<Secret, BoxError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if now >= st.next_check {
-            st.next_check = now + self.interval;
+        if st.next_check.is_some_and(|at| now >= at) {
+            st.next_check = now.checked_add(self.interval);
             match read_token(&self.path) {
                 Ok(t) => st.token = t,
                 Err(e) => tracing::error!(

@@ -28,11 +28,24 @@ pub const ENV_REALM: &str = "MCP_AUTH_REALM";
 pub const ENV_RESOURCE_METADATA: &str = "MCP_RESOURCE_METADATA_URL";
 
 /// A borrowed view of a request's head, given to the exemption predicate.
-#[derive(Clone, Copy, Debug)]
+///
+/// Its `Debug` shows header names, never values: the predicate runs before `Authorization` is
+/// removed, so a value could be the token.
+#[derive(Clone, Copy)]
 pub struct RequestHead<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
+}
+
+impl fmt::Debug for RequestHead<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .field("headers", &tower_armor_mcp::HeaderNames(self.headers))
+            .finish()
+    }
 }
 
 impl<'a> RequestHead<'a> {

@@ -236,6 +236,26 @@ async fn exempt_requests_pass_without_a_principal_and_without_the_token() {
     assert_eq!(fut.await.unwrap().status(), 200);
 }
 
+/// The exemption predicate runs before `Authorization` is removed: a predicate that logs its
+/// view of the request must not log the token.
+#[test]
+fn the_exemption_view_prints_header_names_only() {
+    let req = Request::post("/mcp?x=1")
+        .header(header::AUTHORIZATION, "Bearer t0k-s3cret")
+        .header("x-api-key", "k3y-s3cret")
+        .body(())
+        .unwrap();
+    let shown = format!(
+        "{:?}",
+        RequestHead::new(req.method(), req.uri(), req.headers())
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("authorization") && shown.contains("/mcp?x=1"),
+        "{shown}"
+    );
+}
+
 /// Behind `nest_service("/mcp", …)`, `POST /mcp/healthz` reaches the layer as `/healthz`, and
 /// the MCP server ignores the path: only session-less `GET`/`HEAD` health checks are exempt.
 #[tokio::test(start_paused = true)]
@@ -758,6 +778,18 @@ async fn file_token_source_follows_rotation() {
         ]
     );
     assert!(FileTokenSource::new(tmp_path("absent")).is_err());
+
+    // An interval too long for the clock means "never re-read", not a panic.
+    std::fs::write(&path, "four").unwrap();
+    let source = FileTokenSource::new(&path).unwrap().interval(Duration::MAX);
+    std::fs::write(&path, "five").unwrap();
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        tower_armor_mcp::TokenSource::token(&source)
+            .unwrap()
+            .expose(),
+        "four"
+    );
 }
 
 fn facts_call(tool: &str, session: bool) -> McpRequest {

@@ -253,7 +253,12 @@ fn the_configured_header_name_must_be_one_of_its_own() {
         assert_eq!(err.variable(), Some("MCP_REQUEST_ID_HEADER"), "{reserved}");
         assert!(err.to_string().contains("meaning of its own"), "{err}");
     }
-    assert!(from("bad name").unwrap_err().to_string().contains("not a valid"));
+    assert!(
+        from("bad name")
+            .unwrap_err()
+            .to_string()
+            .contains("not a valid")
+    );
     let layer = from(" X-Correlation-ID ").unwrap();
     assert_eq!(layer.header(), "x-correlation-id");
     assert!(

@@ -158,6 +158,24 @@ impl fmt::Display for CorrelationId {
     }
 }
 
+/// `Debug` of a header map that shows the names only: for request views handed to user code
+/// (exemption predicates), whose headers may still hold a credential or an API key.
+///
+/// ```
+/// let mut h = http::HeaderMap::new();
+/// h.insert("authorization", http::HeaderValue::from_static("Bearer s3cret"));
+/// let shown = format!("{:?}", tower_armor_mcp::HeaderNames(&h));
+/// assert_eq!(shown, r#"["authorization"]"#);
+/// ```
+#[derive(Clone, Copy)]
+pub struct HeaderNames<'a>(pub &'a http::HeaderMap);
+
+impl fmt::Debug for HeaderNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// A secret string (a bearer token). `Debug` and `Display` print `[redacted, N chars]`; the value
 /// is only reachable through [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]

@@ -89,7 +89,9 @@ pub use self::body::{McpBody, ResponseBody};
 pub use self::call::{CallRequest, CallResponse, HalfOpenProbe, ToolCall, ToolReply};
 pub use self::classify::{Classifier, Outcome};
 pub use self::error::BoxError;
-pub use self::identity::{CorrelationId, InvalidCorrelationId, Principal, Secret, TokenSource};
+pub use self::identity::{
+    CorrelationId, HeaderNames, InvalidCorrelationId, Principal, Secret, TokenSource,
+};
 pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle};

@@ -21,12 +21,26 @@ use crate::store::{InMemoryStore, KeyStore};
 pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
 
 /// What an exemption predicate sees of a request.
-#[derive(Clone, Copy, Debug)]
+///
+/// Its `Debug` shows header names, never values (a header the limit keys by may hold an API
+/// key), and the number of extensions.
+#[derive(Clone, Copy)]
 pub struct RequestHead<'a> {
     pub(crate) method: &'a HttpMethod,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) extensions: &'a Extensions,
+}
+
+impl fmt::Debug for RequestHead<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", self.method)
+            .field("uri", self.uri)
+            .field("headers", &tower_armor_mcp::HeaderNames(self.headers))
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
 }
 
 impl<'a> RequestHead<'a> {

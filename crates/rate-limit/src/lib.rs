@@ -153,6 +153,7 @@
 //! | `MCP_RATE_LIMIT_BURST` | the per-minute value | largest burst |
 //! | `MCP_RATE_LIMIT_KEY` | `principal` | `principal`, `ip`, `global` or `header:<Name>` |
 //! | `MCP_RATE_LIMIT_TRUSTED_PROXIES` | none | comma-separated addresses / CIDR networks |
+//! | `MCP_RATE_LIMIT_FORWARDED_HEADER` | `x-forwarded-for` | the header trusted proxies name the client in: `x-forwarded-for` or `forwarded` (RFC 7239 `for=`) |
 //! | `MCP_RATE_LIMIT_MAX_KEYS` | 100000 | most keys held in memory |
 //! | `MCP_RATE_LIMIT_TOOLS` | none | per-tool quotas per key, `name:per_minute,…` |
 //!

@@ -570,9 +570,15 @@ async fn health_checks_are_exempt() {
     .await;
     assert_eq!(resp.status(), 500);
     assert_eq!(seen.load(Ordering::SeqCst), 4);
-    let l = layer(
-        Builder::new(Limit::per_minute(1)).exempt_when(|h| h.headers().contains_key("x-internal")),
-    );
+    // What a predicate may log of its view: header names, not values (an API key).
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let l = layer(Builder::new(Limit::per_minute(1)).exempt_when({
+        let shown = std::sync::Arc::clone(&shown);
+        move |h| {
+            *shown.lock().unwrap() = format!("{h:?}");
+            h.headers().contains_key("x-internal")
+        }
+    }));
     let (svc, _) = setup(&l);
     let internal = || {
         Request::post("/mcp")
@@ -582,6 +588,19 @@ async fn health_checks_are_exempt() {
     };
     assert_eq!(send(&svc, internal()).await.status(), 200);
     assert_eq!(send(&svc, internal()).await.status(), 200);
+    send(
+        &svc,
+        Request::post("/mcp")
+            .header("x-api-key", "k3y-s3cret")
+            .body(McpBody::empty())
+            .unwrap(),
+    )
+    .await;
+    let shown = shown.lock().unwrap().clone();
+    assert!(
+        shown.contains("x-api-key") && !shown.contains("s3cret"),
+        "{shown}"
+    );
     let resp = send(
         &svc,
         Request::get("/healthz").body(McpBody::empty()).unwrap(),
