@@ -176,20 +176,31 @@ impl Settings {
             &timeout,
             &bulkhead,
         )?;
+        let correlation = CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
+        let rate_limit = tower_armor_rate_limit::Builder::from_lookup(lookup)
+            .map_err(|e| e.to_string())?
+            .known_tools(tools.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The correlation id is logged in every request span and echoed: never a client's key.
+        if let tower_armor_rate_limit::KeyBy::Header(key) = rate_limit.key_by()
+            && key == correlation.header()
+        {
+            return Err(format!(
+                "MCP_REQUEST_ID_HEADER: {key} is the header MCP_RATE_LIMIT_KEY keys clients by; \
+                 the correlation id would log and echo the key"
+            ));
+        }
         Ok(Settings {
             addr,
             max_body_bytes,
             allowed_hosts,
             body_timeout,
-            correlation: CorrelationIdLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
+            correlation,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             auth,
             allow,
-            rate_limit: tower_armor_rate_limit::Builder::from_lookup(lookup)
-                .map_err(|e| e.to_string())?
-                .known_tools(tools.clone())
-                .build()
-                .map_err(|e| e.to_string())?,
+            rate_limit,
             breaker,
             bulkhead,
             tools,

@@ -665,6 +665,14 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.text().await.unwrap().contains("-31413"));
 
+    // The correlation id never takes the header the rate limit keys clients by.
+    let err = support::example::Settings::for_tests(&[
+        ("MCP_RATE_LIMIT_KEY", "header:X-Client-Key"),
+        ("MCP_REQUEST_ID_HEADER", "x-client-key"),
+    ])
+    .unwrap_err();
+    assert!(err.starts_with("MCP_REQUEST_ID_HEADER"), "{err}");
+
     // The variable's forms, and the default by address.
     use support::example::allowed_hosts;
     let loopback = "127.0.0.1:8080".parse().unwrap();

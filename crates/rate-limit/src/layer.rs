@@ -190,6 +190,11 @@ impl<St> RateLimitLayer<St> {
         &self.shared.store
     }
 
+    /// What the quotas are keyed by.
+    pub fn key_by(&self) -> &KeyBy {
+        &self.shared.key_by
+    }
+
     /// The validated policies, base first.
     pub fn policies(&self) -> &Policies {
         &self.shared.policies
