@@ -551,12 +551,7 @@ async fn main() {
     let addr = settings.addr;
     // The body's deadline bounds the headers too (0 = off for both).
     let header_timeout = Some(settings.body_timeout).filter(|d| !d.is_zero());
-    let App {
-        router,
-        rmcp_shutdown,
-        sse_shutdown,
-        ..
-    } = app(settings);
+    let app = app(settings);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -565,25 +560,54 @@ async fn main() {
         }
     };
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
+    run(listener, app, header_timeout, shutdown_signal()).await;
+}
+
+/// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
+/// streams end, calls in flight get [`DRAIN_GRACE`] to finish; after it the remaining streams
+/// end (each at an event boundary) and rmcp's sessions are cancelled.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: App,
+    header_timeout: Option<Duration>,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let App {
+        router,
+        rmcp_shutdown,
+        sse_shutdown,
+        ..
+    } = app;
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
+    let drain = sse_shutdown.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: ending open MCP streams");
-        // Open SSE streams would otherwise keep the connections' graceful shutdown waiting.
-        sse_shutdown.shutdown();
-        rmcp_shutdown.cancel();
+        signal.await;
+        tracing::info!(
+            grace_s = DRAIN_GRACE.as_secs(),
+            "shutting down: refusing new connections, ending listen streams; calls in flight may finish"
+        );
+        // Listen streams never end by themselves; calls' streams end with their answers.
+        drain.end_long_lived();
         on_signal.cancel();
     });
-    let served = tokio::spawn(serve(listener, router, header_timeout, stop.clone()));
-    // Bound the drain: once a signal came, give connections a few seconds, then exit.
+    let mut served = tokio::spawn(serve(listener, router, header_timeout, stop.clone()));
     tokio::select! {
-        _ = served => {}
-        () = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => {
-            tracing::warn!("connections still open after 5 s; exiting");
+        _ = &mut served => {}
+        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_GRACE).await } => {
+            tracing::warn!(
+                open_streams = sse_shutdown.open_streams(),
+                "calls still running after the drain grace; ending their streams"
+            );
+            sse_shutdown.shutdown();
+            rmcp_shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), served).await;
         }
     }
 }
+
+/// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[allow(dead_code)]
 async fn shutdown_signal() {

@@ -774,3 +774,59 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
     let err = support::example::Settings::from_env().unwrap_err();
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
+
+/// SIGTERM drains: new connections are refused and listen streams end at once, while calls in
+/// flight (under both revisions) finish with their results; then the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
+    let settings = support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS)]).unwrap();
+    let app = support::example::app(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(support::example::run(
+        listener,
+        app,
+        Some(Duration::from_secs(5)),
+        async move {
+            let _ = on_signal.await;
+        },
+    ));
+
+    let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
+    let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
+    let listen = bounded(10, legacy.open_get_stream()).await.unwrap();
+    assert_eq!(listen.status(), StatusCode::OK);
+    let mut listen = SseStream::new(listen);
+    let mut calls = Vec::new();
+    for c in [&legacy, &stateless] {
+        let resp = bounded(10, c.open_call_stream("slow", json!({"ms": 1500})))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        calls.push(SseStream::new(resp));
+    }
+    let started = Instant::now();
+    signal.send(()).unwrap();
+
+    // The listen stream ends at once, without a message.
+    assert_eq!(bounded(10, first_message(&mut listen)).await, None);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // New connections are refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fresh = reqwest::Client::new().get(&url).send().await;
+    assert!(fresh.is_err(), "{fresh:?}");
+    // The calls finish with their results.
+    for mut call in calls {
+        let message = bounded(10, first_message(&mut call))
+            .await
+            .expect("a result");
+        assert!(message["result"].is_object(), "{message}");
+    }
+    bounded(10, server).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -141,7 +141,7 @@ impl<B> SseBody<B> {
 
     pub(crate) fn stream(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
-        let shutdown = shared.shutdown.clone().cancelled_owned();
+        let shutdown = shared.shutdown_of(long_lived).clone().cancelled_owned();
         SseBody {
             kind: Kind::Stream {
                 body,
@@ -207,7 +207,9 @@ where
                     state.start();
                 }
                 loop {
-                    if state.phase == Phase::Running && state.shared.shutdown.is_cancelled() {
+                    if state.phase == Phase::Running
+                        && state.shared.shutdown_of(state.long_lived).is_cancelled()
+                    {
                         if state.parser.at_boundary() {
                             return state.finish("shutdown");
                         }

@@ -20,8 +20,22 @@ pub(crate) struct Shared {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
+    /// Ends every stream (and cancels `listen_shutdown`, its child).
     pub(crate) shutdown: CancellationToken,
+    /// Ends long-lived streams only (a drain: calls in flight finish).
+    pub(crate) listen_shutdown: CancellationToken,
     pub(crate) open: AtomicUsize,
+}
+
+impl Shared {
+    /// The signal that ends a stream of this kind.
+    pub(crate) fn shutdown_of(&self, long_lived: bool) -> &CancellationToken {
+        if long_lived {
+            &self.listen_shutdown
+        } else {
+            &self.shutdown
+        }
+    }
 }
 
 /// Applies [`Sse`]: stream headers, keep-alive comments at event boundaries, the idle timeout of
@@ -218,12 +232,14 @@ impl SseLayerBuilder {
         {
             return Err(ConfigError::IdleNotAboveKeepAlive { idle, keep_alive });
         }
+        let shutdown = CancellationToken::new();
         Ok(SseLayer {
             shared: Arc::new(Shared {
                 keep_alive: self.keep_alive,
                 idle_timeout: self.idle_timeout,
                 shutdown_grace: self.shutdown_grace,
-                shutdown: CancellationToken::new(),
+                listen_shutdown: shutdown.child_token(),
+                shutdown,
                 open: AtomicUsize::new(0),
             }),
         })

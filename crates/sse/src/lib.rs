@@ -21,7 +21,8 @@
 //!   cancels the call. M must be longer than the keep-alive interval; see
 //!   [`idle_timeout_applies`];
 //! - **shutdown**: [`SseShutdown`] ends every open stream at its next event boundary, so that a
-//!   server's graceful shutdown does not wait forever on open streams.
+//!   server's graceful shutdown does not wait forever on open streams; or, to drain, only the
+//!   long-lived ones ([`SseShutdown::end_long_lived`]), letting calls in flight finish first.
 //!
 //! Other answers pass through untouched.
 //!

@@ -46,9 +46,40 @@ impl SseShutdown {
         self.shared.shutdown.cancel();
     }
 
+    /// Ends the long-lived streams only ([`is_long_lived`](crate::is_long_lived): the GET listen
+    /// stream, `subscriptions/listen`), and any answered later; the streams of calls in flight
+    /// go on to their answers. Idempotent.
+    ///
+    /// The first step of a drain: long-lived streams never end by themselves, while a call's
+    /// stream ends with its answer. Stop accepting requests, call this, give the calls in flight
+    /// a grace period, then [`shutdown`](Self::shutdown) whatever is left:
+    ///
+    /// ```
+    /// # async fn drain(
+    /// #     shutdown: tower_armor_sse::SseShutdown,
+    /// #     connections_done: impl std::future::Future<Output = ()>,
+    /// # ) {
+    /// shutdown.end_long_lived();
+    /// let grace = tokio::time::sleep(std::time::Duration::from_secs(5));
+    /// tokio::select! {
+    ///     () = connections_done => {}
+    ///     () = grace => shutdown.shutdown(),
+    /// }
+    /// # }
+    /// ```
+    pub fn end_long_lived(&self) {
+        self.shared.listen_shutdown.cancel();
+    }
+
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutdown(&self) -> bool {
         self.shared.shutdown.is_cancelled()
+    }
+
+    /// Whether long-lived streams are being ended: [`end_long_lived`](Self::end_long_lived) or
+    /// [`shutdown`](Self::shutdown) was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.listen_shutdown.is_cancelled()
     }
 
     /// How many SSE answers of this layer are open right now (bodies not yet ended or dropped).

@@ -333,6 +333,45 @@ async fn shutdown_ends_streams_at_a_boundary() {
     assert_eq!(next(&mut c, 1).await.unwrap(), None);
 }
 
+/// A drain ends the long-lived streams (at a boundary) and lets call streams go on to their
+/// answers; a full shutdown afterwards ends those too.
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_listen_streams_and_lets_calls_finish() {
+    let l = layer(Some(15), None);
+    let handle = l.shutdown_handle();
+    let (_tx_listen, resp) = open(&l, get(), "text/event-stream").await;
+    let mut listen = Box::pin(resp.into_body());
+    let (tx_call, resp) = open(&l, post(), "text/event-stream").await;
+    let mut call = Box::pin(resp.into_body());
+
+    handle.end_long_lived();
+    assert!(handle.is_draining() && !handle.is_shutdown());
+    assert_eq!(next(&mut listen, 1).await.unwrap(), None);
+    // The call goes on: keep-alives, then its answer.
+    assert_eq!(next(&mut call, 16).await.unwrap().unwrap(), KA);
+    tx_call
+        .send(Ok(Bytes::from_static(b"data: answer\n\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut call, 1).await.unwrap().unwrap(),
+        &b"data: answer\n\n"[..]
+    );
+    // Answered during the drain: a listen stream ends at once, a call's does not.
+    let (_tx, resp) = open(&l, get(), "text/event-stream").await;
+    assert_eq!(
+        next(&mut Box::pin(resp.into_body()), 1).await.unwrap(),
+        None
+    );
+    let (_tx_late, resp) = open(&l, post(), "text/event-stream").await;
+    let mut late = Box::pin(resp.into_body());
+    quiet(&mut late, 2).await;
+
+    // The full shutdown ends the rest.
+    handle.shutdown();
+    assert_eq!(next(&mut call, 1).await.unwrap(), None);
+    assert_eq!(next(&mut late, 1).await.unwrap(), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_cuts_a_stuck_event_after_the_grace() {
     let l = SseLayer::builder()
