@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_armor_mcp::{BoxError, CallRequest, CallResponse, HalfOpenProbe, McpRequest, RequestId};
+use tower_armor_mcp::{BoxError, CallRequest, CallResponse, HalfOpenProbe, RequestId};
 use tower_service::Service;
 
 use crate::core::{Admission, Clock, Permit};
@@ -101,8 +101,12 @@ where
     #[inline]
     fn call(&mut self, req: R) -> Self::Future {
         // Notifications, client responses, DELETE and long-lived streams are not calls: never
-        // counted, never rejected.
-        let counted = !req.is_long_lived() && req.mcp().is_none_or(McpRequest::is_call);
+        // counted, never rejected. Nor is a GET resuming a call's stream: the call was admitted
+        // (and counted) when its POST came; the GET names no tool, so a keyed breaker could only
+        // pool every client's resumptions under one key, which one client could open for all;
+        // and refusing it loses the answer of a call that ran.
+        let counted =
+            !req.is_long_lived() && req.mcp().is_none_or(|m| m.is_call() && !m.is_resume());
         let id = req.id().map(clone_id);
         let has_session = req.has_session();
         let (permit, probe) = if counted {

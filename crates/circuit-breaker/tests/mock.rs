@@ -20,7 +20,7 @@ use tower_armor_circuit_breaker::{
 };
 use tower_armor_mcp::error::{BulkheadFull, CircuitOpen, Elapsed, RateLimited};
 use tower_armor_mcp::{
-    BoxError, HalfOpenProbe, KnownTools, McpRequest, MessageKind, Method, RequestId,
+    BoxError, HalfOpenProbe, KnownTools, McpRequest, MessageKind, Method, RequestId, StreamRole,
 };
 use tower_test::mock;
 
@@ -566,6 +566,47 @@ async fn long_lived_streams_notifications_and_responses_are_never_counted_or_rej
     tx.send(Err(io::Error::other("reset"))).unwrap();
     assert!(body.frame().await.unwrap().is_err());
     assert_eq!(h.state(), State::Closed);
+}
+
+/// A GET resuming a call's stream (2025-11-25, `Last-Event-ID` of a call) is that call's
+/// continuation: never rejected (the answer of a call that ran would be lost) and never counted
+/// (it names no tool; pooled under one key, one client's resumptions would open it for all).
+#[tokio::test(start_paused = true)]
+async fn resumptions_are_never_counted_or_rejected() {
+    let mut h = H::new(one_failure_opens());
+    let resume = || {
+        let facts = McpRequest::new(MessageKind::NotJsonRpc, None, None).with_stream_role(
+            StreamRole::Resume {
+                last_event_id: HeaderValue::from_static("0/0"),
+            },
+        );
+        Request::get("http://upstream:1/mcp")
+            .extension(facts)
+            .body(())
+            .unwrap()
+    };
+    // Ending without the call's answer (rmcp replayed nothing), or with an error: not counted.
+    for frame in [None, Some(rpc_error(1, -32603))] {
+        let (resp, tx) = sse();
+        let fut = h.start(resume()).await;
+        let (req, send) = h.received_req();
+        assert!(req.extensions().get::<HalfOpenProbe>().is_none());
+        send.send_response(resp);
+        let mut body = fut.await.unwrap().into_body();
+        if let Some(f) = frame {
+            tx.send(f).unwrap();
+            body.frame().await.unwrap().unwrap();
+        }
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(h.state(), State::Closed);
+    }
+    // Open: passed through all the same.
+    h.layer.handle().force_open();
+    let (resp, _tx) = sse();
+    let fut = h.start(resume()).await;
+    h.received().unwrap().send_response(resp);
+    assert_eq!(fut.await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test(start_paused = true)]

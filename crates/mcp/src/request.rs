@@ -164,6 +164,13 @@ impl McpRequest {
         self
     }
 
+    /// Sets what the request's answer stream is (by default: [`StreamRole::Listen`] for a
+    /// long-lived method, else [`StreamRole::Call`]).
+    pub fn with_stream_role(mut self, role: StreamRole) -> Self {
+        self.stream = role;
+        self
+    }
+
     /// Sets the 2025-11-25 session id.
     pub fn with_session_id(mut self, session: HeaderValue) -> Self {
         self.session_id = Some(session);
@@ -251,6 +258,12 @@ impl McpRequest {
     #[inline]
     pub fn is_long_lived(&self) -> bool {
         self.stream == StreamRole::Listen
+    }
+
+    /// Whether the request is a 2025-11-25 GET resuming a call's stream ([`StreamRole::Resume`]).
+    #[inline]
+    pub fn is_resume(&self) -> bool {
+        matches!(self.stream, StreamRole::Resume { .. })
     }
 
     /// Whether the request is a JSON-RPC request that expects an answer: the unit that per-call
