@@ -8,10 +8,11 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_armor_mcp::error::BulkheadFull;
+use tower_armor_mcp::error::{BulkheadFull, CancelledInLine};
 use tower_armor_mcp::{BoxError, CallResponse, Completion, RequestId};
 use tower_service::Service;
 
+use crate::inline::Registration;
 use crate::pool::{Permit, Waiter};
 use crate::streams::StreamSlot;
 
@@ -85,6 +86,8 @@ pin_project! {
     #[project = WaitProj]
     struct Wait<S, R> {
         waiter: Waiter,
+        // Set for a call its client can cancel while it waits (a session and an id).
+        cancellable: Option<Registration>,
         deadline: Option<Instant>,
         #[pin]
         sleep: Option<Sleep>,
@@ -105,6 +108,7 @@ impl<F, S, R> ResponseFuture<F, S, R> {
 
     pub(crate) fn waiting(
         waiter: Waiter,
+        cancellable: Option<Registration>,
         deadline: Option<Instant>,
         service: S,
         request: R,
@@ -114,6 +118,7 @@ impl<F, S, R> ResponseFuture<F, S, R> {
             state: State::Waiting {
                 wait: Box::pin(Wait {
                     waiter,
+                    cancellable,
                     deadline,
                     sleep: None,
                     service: Some(service),
@@ -206,11 +211,22 @@ where
             StateProj::Waiting { wait } => {
                 let WaitProj {
                     waiter,
+                    cancellable,
                     deadline,
                     mut sleep,
                     service,
                     request,
                 } = wait.as_mut().project();
+                if cancellable
+                    .as_ref()
+                    .is_some_and(|c| c.poll_cancelled(cx.waker()))
+                {
+                    // Drops the waiter: its place goes, or a permit just handed to it passes
+                    // to the next in line.
+                    state.set(State::Done);
+                    tracing::debug!(id = ?this.id, "call cancelled by its client while waiting in line");
+                    return Poll::Ready(Err(Box::new(CancelledInLine::new())));
+                }
                 if let Poll::Ready(permit) = waiter.poll_acquire(cx.waker()) {
                     let (Some(mut service), Some(request)) = (service.take(), request.take())
                     else {

@@ -10,6 +10,7 @@ use tower_armor_mcp::KnownTools;
 use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError, PeerAddrFn};
+use crate::inline::InLine;
 use crate::keys::{Keying, Pools};
 use crate::service::Bulkhead;
 use crate::stats::BulkheadStats;
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) peer_addr: Option<PeerAddrFn>,
     pub(crate) max_concurrent: usize,
     pub(crate) max_queue: usize,
+    /// Waiting calls a 2025-11-25 cancellation can name.
+    pub(crate) in_line: Arc<InLine>,
 }
 
 impl Shared {
@@ -50,6 +53,7 @@ impl Shared {
             peer_addr: config.peer_addr,
             max_concurrent: config.max_concurrent,
             max_queue,
+            in_line: Arc::default(),
         })
     }
 }

@@ -98,6 +98,13 @@
 //!   `notifications/cancelled` or the answer to the server's elicitation must never wait behind
 //!   the very calls it concerns. Keyed by tool, neither do the handshake (`initialize`,
 //!   `server/discover`) and `ping` (see [Keys](#keys)).
+//! - **A call cancelled while it waits in line** (2025-11-25: a `notifications/cancelled` of
+//!   its session naming its id) ends at once with
+//!   [`CancelledInLine`](tower_armor_mcp::error::CancelledInLine), which the rescue layer
+//!   answers as the server answers a call it cancelled (an SSE stream without a message): the
+//!   server, which has not seen the call, would ignore the cancellation, and the call would run
+//!   in full once its turn came. The notification goes on to the server all the same. Under
+//!   2026-07-28 the client closes the call's stream instead, which gives the place back.
 //!
 //! # Line, wait limit, fairness
 //!
@@ -196,6 +203,7 @@
 
 mod config;
 pub mod future;
+mod inline;
 mod keys;
 mod layer;
 mod pool;

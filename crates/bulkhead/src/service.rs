@@ -8,10 +8,13 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_armor_mcp::error::BulkheadFull;
-use tower_armor_mcp::{BoxError, CallRequest, CallResponse, Principal, RequestId};
+use tower_armor_mcp::{
+    BoxError, CallRequest, CallResponse, McpRequest, Method, Principal, RequestId,
+};
 use tower_service::Service;
 
 use crate::future::{Hold, ResponseFuture};
+use crate::inline::InLine;
 use crate::keys::Pools;
 use crate::layer::Shared;
 use crate::pool::{Acquired, Permit, Waiter};
@@ -139,6 +142,16 @@ fn clone_id(id: &RequestId) -> RequestId {
     }
 }
 
+/// A `notifications/cancelled` on its way to the server: a call it names that still waits in
+/// line ends now (the server, which has not seen that call, would ignore it). The notification
+/// goes on to the server all the same.
+#[cold]
+fn cancel_in_line(shared: &Shared, m: &McpRequest) {
+    if let (Some(session), Some(id)) = (m.session_id(), m.cancelled_request()) {
+        shared.in_line.cancel(session, id);
+    }
+}
+
 #[cold]
 fn full(key: Option<Arc<str>>) -> BoxError {
     tracing::debug!(key = ?key.as_deref(), "bulkhead full; call refused");
@@ -184,6 +197,7 @@ impl<S: Clone> Bulkhead<S> {
         id: Option<RequestId>,
     ) -> ResponseFuture<S::Future, S, R>
     where
+        R: CallRequest,
         S: Service<R>,
     {
         let clone = self.inner.clone();
@@ -192,7 +206,13 @@ impl<S: Clone> Bulkhead<S> {
             .shared
             .max_wait
             .and_then(|d| Instant::now().checked_add(d));
-        ResponseFuture::waiting(waiter, deadline, service, req, id)
+        let cancellable = match (req.mcp(), &id) {
+            (Some(m), Some(id)) => m
+                .session_id()
+                .and_then(|s| InLine::register(&self.shared.in_line, s, id)),
+            _ => None,
+        };
+        ResponseFuture::waiting(waiter, cancellable, deadline, service, req, id)
     }
 }
 
@@ -250,6 +270,11 @@ where
             // Requests that take no call permit return a reservation, if any.
             Admission::Pass => {
                 self.reservation = Reservation::None;
+                if let Some(m) = req.mcp()
+                    && m.method() == Some(&Method::NotificationsCancelled)
+                {
+                    cancel_in_line(&self.shared, m);
+                }
                 Hold::None
             }
             Admission::Stream => {

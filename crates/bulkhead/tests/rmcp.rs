@@ -381,3 +381,77 @@ async fn a_resumed_call_holds_a_call_permit_until_its_result() {
     drop(stream);
     server.shutdown().await;
 }
+
+/// Under 2025-11-25 a client cancels a call with `notifications/cancelled`. One still waiting
+/// in line never reached rmcp (which ignores a cancellation of a request it does not know): it
+/// ends at once, answered as rmcp answers a call it cancelled (a stream without a message), its
+/// place goes to the next call, and the tool never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_waiting_in_line_never_runs() {
+    let layer = BulkheadLayer::new(1)
+        .max_queue(5)
+        .by_tool(KnownTools::from_names(DEMO_TOOLS));
+    let stats = layer.stats();
+    let opts = ServerOptions::default();
+    let demo = Arc::clone(&opts.stats);
+    let server = spawn(layer, opts).await;
+    let client = Arc::new(
+        bounded(
+            "connect",
+            RawClient::connect(server.url(), Revision::V2025_11_25),
+        )
+        .await
+        .unwrap(),
+    );
+    let started = Instant::now();
+    let running = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move { client.call_tool("slow", json!({"ms": 800})).await })
+    };
+    let s = stats.clone();
+    eventually("one running", move || {
+        s.key("slow").is_some_and(|k| k.running == 1)
+    })
+    .await;
+    let waiting_id = client.next_id();
+    let waiting = {
+        let client = Arc::clone(&client);
+        tokio::spawn(async move {
+            client
+                .call_with_id(
+                    waiting_id,
+                    "tools/call",
+                    json!({"name": "slow", "arguments": {"ms": 800}}),
+                )
+                .await
+        })
+    };
+    let s = stats.clone();
+    eventually("one waiting", move || {
+        s.key("slow").is_some_and(|k| k.queued == 1)
+    })
+    .await;
+    let note = bounded("cancel", client.cancel(waiting_id, "never mind"))
+        .await
+        .unwrap();
+    assert_eq!(note.status, StatusCode::ACCEPTED);
+    let cancelled = bounded("the waiting call", waiting).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert!(cancelled.is_sse(), "{cancelled:?}");
+    assert!(cancelled.messages().is_empty(), "{cancelled:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "ended at once"
+    );
+    let s = stats.clone();
+    eventually("no one waiting", move || {
+        s.key("slow").is_some_and(|k| k.queued == 0)
+    })
+    .await;
+
+    let first = bounded("the running call", running).await.unwrap().unwrap();
+    assert!(first.tool_text().is_some(), "{first:?}");
+    idle(&stats).await;
+    assert_eq!(demo.slow_started(), 1, "the cancelled call never ran");
+    server.shutdown().await;
+}

@@ -247,6 +247,10 @@ mod tests {
             Outcome::Rejected(LocalRejection::RateLimited)
         );
         assert_eq!(
+            o(Box::new(tower_armor_mcp::error::CancelledInLine::new())),
+            Outcome::Rejected(LocalRejection::Cancelled)
+        );
+        assert_eq!(
             o(Box::new(Unauthorized::new())),
             Outcome::Status(http::StatusCode::UNAUTHORIZED)
         );

@@ -407,6 +407,10 @@ mod tests {
             (B::Ignored, R::Backoff)
         );
         assert_eq!(c(Outcome::Cancelled), (B::Ignored, R::No));
+        assert_eq!(
+            c(Outcome::Rejected(LocalRejection::Cancelled)),
+            (B::Ignored, R::No)
+        );
     }
 
     #[test]

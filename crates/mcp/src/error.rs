@@ -15,6 +15,7 @@
 //! | [`CircuitOpen`] | 503 | `-31503` | yes (time until a probe may pass) |
 //! | [`BulkheadFull`] | 503 | `-31509` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
+//! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, never sent) | no |
 //! | anything else (see [`local_error`]) | 502 | `-31502` | no |
 //! | the stack is misconfigured (a layer misses what it needs, e.g. no inspector facts, no peer address) | 500 | `-31500` | no |
 //!
@@ -55,6 +56,9 @@ pub const CODE_CIRCUIT_OPEN: i64 = -31503;
 pub const CODE_TIMEOUT: i64 = -31504;
 /// JSON-RPC code for [`BulkheadFull`].
 pub const CODE_BULKHEAD_FULL: i64 = -31509;
+/// The code of [`CancelledInLine`] (nginx's "client closed request"), for logs and the
+/// classification table only: its answer carries no JSON-RPC message.
+pub const CODE_CANCELLED: i64 = -31499;
 
 /// Whether a JSON-RPC code is one of tower-armor's local codes.
 pub fn is_local_code(code: i64) -> bool {
@@ -87,6 +91,8 @@ pub enum LocalRejection {
     BulkheadFull,
     /// The rate limit was exceeded.
     RateLimited,
+    /// The client cancelled the call while it waited in line ([`CancelledInLine`]).
+    Cancelled,
 }
 
 /// Rounds a duration up to whole seconds, at least 1: the `Retry-After` header value.
@@ -149,6 +155,43 @@ simple_error!(
     StatusCode::GATEWAY_TIMEOUT,
     CODE_TIMEOUT
 );
+
+/// The client cancelled the call (a 2025-11-25 `notifications/cancelled` naming it, in its
+/// session) while it waited in a bulkhead's line: it never reached the server.
+///
+/// [`RescueLayer`](crate::RescueLayer) answers it as a server answers a call it cancelled:
+/// `200` and an SSE stream that ends without a message (MCP: no response to a cancelled
+/// request). The caller's choice: never a breaker failure, never retried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CancelledInLine;
+
+impl CancelledInLine {
+    /// Creates the error.
+    pub fn new() -> Self {
+        CancelledInLine
+    }
+}
+
+impl fmt::Display for CancelledInLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cancelled by the client while waiting in line")
+    }
+}
+
+impl Error for CancelledInLine {}
+
+impl LocalError for CancelledInLine {
+    fn status(&self) -> StatusCode {
+        StatusCode::OK
+    }
+    fn code(&self) -> i64 {
+        CODE_CANCELLED
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::Cancelled)
+    }
+}
 
 /// The request body exceeded the configured limit (413).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,7 +370,8 @@ pub fn local_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn LocalEr
             Elapsed,
             PayloadTooLarge,
             Unauthorized,
-            Forbidden
+            Forbidden,
+            CancelledInLine
         );
         cur = e.source();
     }

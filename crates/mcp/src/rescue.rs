@@ -49,7 +49,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{ResponseBody, local_error_response};
-use crate::error::{BoxError, CODE_BAD_GATEWAY, local_error, retry_after_secs};
+use crate::error::{BoxError, CODE_BAD_GATEWAY, LocalRejection, local_error, retry_after_secs};
 use crate::{CorrelationId, McpRequest, RequestId};
 
 /// Applies [`Rescue`]; see the [module docs](self).
@@ -197,6 +197,10 @@ pub fn error_response<B>(
     correlation: Option<&CorrelationId>,
 ) -> Response<ResponseBody<B>> {
     let (status, code, retry_after) = match local_error(error) {
+        Some(l) if l.rejection() == Some(LocalRejection::Cancelled) => {
+            tracing::debug!("call cancelled by the client while waiting in line");
+            return cancelled_answer();
+        }
         Some(l) => {
             tracing::debug!(code = l.code(), error = %error, "call rejected locally");
             (l.status(), l.code(), l.retry_after())
@@ -216,6 +220,18 @@ pub fn error_response<B>(
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
     }
+    resp
+}
+
+/// What a server answers for a call it cancelled: an SSE stream that ends without a message.
+fn cancelled_answer<B>() -> Response<ResponseBody<B>> {
+    let mut resp = Response::new(ResponseBody::empty());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -280,6 +296,20 @@ mod tests {
         assert_eq!(s, StatusCode::BAD_GATEWAY);
         assert_eq!(v["error"]["code"], -31502);
         assert!(!v.to_string().contains("secret"));
+
+        // A call the client cancelled in line: a stream that ends without a message.
+        let e: BoxError = Box::new(crate::error::CancelledInLine::new());
+        let resp = error_response::<String>(&*e, Some(&RequestId::Number(4)), None);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert!(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
     }
 }
 
@@ -315,7 +345,9 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
         };
     };
     let code = match l.status().as_u16() {
-        503 if l.rejection() == Some(crate::error::LocalRejection::BulkheadFull) => 8,
+        // CANCELLED
+        _ if l.rejection() == Some(LocalRejection::Cancelled) => 1,
+        503 if l.rejection() == Some(LocalRejection::BulkheadFull) => 8,
         503 => 14,
         429 => 8,
         504 => 4,
@@ -459,6 +491,7 @@ mod grpc_tests {
             8
         );
         assert_eq!(grpc_status(&Elapsed).code, 4);
+        assert_eq!(grpc_status(&crate::error::CancelledInLine).code, 1);
         let s = grpc_status(&std::io::Error::other("secret"));
         assert_eq!(s.code, 14);
         assert!(!s.message.contains("secret"));
