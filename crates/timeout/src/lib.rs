@@ -155,6 +155,11 @@
 //!
 //! Note that a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away.
+//! That is a trade-off against the MCP specification, which says a disconnection should not
+//! be read as a cancellation (both official SDKs resume after a broken stream): it keeps a
+//! bulkhead's count of running tools true. A resumed stream of a call that ended (its answer is
+//! in rmcp's replay cache) still works. The in-stream timeout error this layer emits is not in
+//! rmcp's cache: resuming a timed-out call's stream replays only what rmcp sent.
 //!
 //! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
 //! id in its session; rmcp then ends the call's stream without a final response, which on its
