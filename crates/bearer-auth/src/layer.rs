@@ -161,8 +161,9 @@ pub(crate) struct Shared {
 /// `Not Found: Session not found`, no `Content-Type`; for `DELETE`, rmcp's empty 202) without
 /// reaching the server, so nobody can probe, use or end another principal's session. A binding is
 /// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired). The table is
-/// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding makes
-/// room and its client re-initializes after a 404 (rmcp's client does so by itself).
+/// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding of the
+/// principal holding the most makes room (so one principal's flood of sessions never evicts
+/// another's), and its client re-initializes after a 404 (rmcp's client does so by itself).
 ///
 /// # Token files
 ///

@@ -10,9 +10,12 @@
 //! this: the server ignores `Mcp-Session-Id` on them (except on `initialize`, which joins the
 //! session it names), so the layer removes the header from them instead of checking it.
 //!
-//! The table is bounded: when full, the least recently used binding makes room. Its session then
-//! gets the unknown-session answer, and the client re-initializes (rmcp's client does so by
-//! itself), which is safe: a session never outlives its binding.
+//! The table is bounded: when full, the least recently used binding *of the principal holding the
+//! most* makes room, so one principal creating sessions in a loop only ever evicts its own, never
+//! another's. The evicted session then gets the unknown-session answer, and its client
+//! re-initializes (rmcp's client does so by itself), which is safe: nobody can use a session
+//! without its binding. The server keeps the session itself until its idle expiry (rmcp's
+//! `LocalSessionManager`: 5 minutes by default).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -86,19 +89,17 @@ impl SessionTable {
         let mut m = self.lock();
         m.clock += 1;
         let now = m.clock;
-        if !m.entries.contains_key(&key) && m.entries.len() >= self.capacity {
-            let lru = m
-                .entries
-                .iter()
-                .min_by_key(|(_, b)| b.last_used)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = lru {
-                m.entries.remove(&k);
-                tracing::debug!(
-                    capacity = self.capacity,
-                    "session table full; least recently used binding dropped"
-                );
-            }
+        if !m.entries.contains_key(&key)
+            && m.entries.len() >= self.capacity
+            && let Some((k, holder)) = eviction(&m.entries, principal)
+        {
+            m.entries.remove(&k);
+            tracing::debug!(
+                capacity = self.capacity,
+                principal = %holder,
+                "session table full; the least recently used binding of the principal \
+                 holding the most dropped"
+            );
         }
         let old = m.entries.insert(
             key,
@@ -118,6 +119,7 @@ impl SessionTable {
         }
     }
 
+    /// Forgets a session's binding (its `DELETE` succeeded, or the server no longer knows it).
     pub(crate) fn forget(&self, session: &HeaderValue) {
         self.lock().entries.remove(session);
     }
@@ -126,6 +128,30 @@ impl SessionTable {
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// The binding to drop from a full table: the least recently used of the principal holding the
+/// most (`binder`, about to add one, counts one more and wins ties), so a principal holding fewer
+/// than another never loses one to it. One pass to count, one to pick: only when full.
+fn eviction(
+    entries: &HashMap<HeaderValue, Bound>,
+    binder: &Principal,
+) -> Option<(HeaderValue, Principal)> {
+    let mut held: HashMap<&Principal, usize> = HashMap::new();
+    for b in entries.values() {
+        *held.entry(&b.principal).or_default() += 1;
+    }
+    let binder_held = held.get(binder).copied().unwrap_or(0) + 1;
+    let (holder, _) = held
+        .into_iter()
+        .map(|(p, n)| (p, if p == binder { binder_held } else { n }))
+        .max_by(|(p, n), (q, m)| n.cmp(m).then_with(|| (*p == binder).cmp(&(*q == binder))))?;
+    let holder = holder.clone();
+    entries
+        .iter()
+        .filter(|(_, b)| b.principal == holder)
+        .min_by_key(|(_, b)| b.last_used)
+        .map(|(k, _)| (k.clone(), holder))
 }
 
 #[cfg(test)]
@@ -165,5 +191,30 @@ mod tests {
         // Re-binding an existing id does not evict.
         t.bind(&hv("s3"), &a);
         assert_eq!(t.len(), 2);
+    }
+
+    /// One principal creating sessions in a loop evicts only its own bindings: another's
+    /// sessions, however long idle, stay bound.
+    #[test]
+    fn a_full_table_evicts_from_the_principal_holding_the_most() {
+        let t = SessionTable::new(10);
+        let (alice, bob) = (Principal::new("alice"), Principal::new("bob"));
+        t.bind(&hv("alice-1"), &alice);
+        t.bind(&hv("alice-2"), &alice);
+        for i in 0..1000 {
+            let s = HeaderValue::from_str(&format!("bob-{i}")).unwrap();
+            t.bind(&s, &bob);
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.check(&hv("alice-1"), &alice), SessionCheck::Owner);
+        assert_eq!(t.check(&hv("alice-2"), &alice), SessionCheck::Owner);
+        // Bob's newest are kept, his oldest went.
+        assert_eq!(t.check(&hv("bob-999"), &bob), SessionCheck::Owner);
+        assert_eq!(t.check(&hv("bob-0"), &bob), SessionCheck::Unknown);
+        // Alice, holding fewer, takes her room from bob.
+        t.bind(&hv("alice-3"), &alice);
+        assert_eq!(t.check(&hv("alice-3"), &alice), SessionCheck::Owner);
+        assert_eq!(t.check(&hv("alice-1"), &alice), SessionCheck::Owner);
+        assert_eq!(t.len(), 10);
     }
 }
