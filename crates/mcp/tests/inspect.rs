@@ -68,6 +68,41 @@ async fn declared_oversize_is_refused_before_reading() {
     assert!(handle.next_request().await.is_none());
 }
 
+/// A content-coded body is refused (415): read as it is, the server would see other bytes
+/// than a proxy or firewall that decodes it. `identity` is no coding.
+#[tokio::test(start_paused = true)]
+async fn content_coded_bodies_are_refused() {
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    for coding in ["gzip", "br", "GZIP", "identity, gzip", "x-custom"] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        let mut req = post(raw);
+        req.headers_mut()
+            .insert("content-encoding", coding.parse().unwrap());
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}"
+        );
+        assert_eq!(body_json(resp).await["error"]["code"], -32600, "{coding}");
+        assert!(handle.next_request().await.is_none(), "{coding}");
+    }
+    for coding in ["identity", "Identity", ""] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        let mut req = post(raw);
+        req.headers_mut()
+            .insert("content-encoding", coding.parse().unwrap());
+        let call = tokio::spawn(svc.oneshot(req));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(Response::new(String::new()));
+        assert_eq!(
+            call.await.unwrap().unwrap().status(),
+            StatusCode::OK,
+            "{coding}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn streamed_oversize_is_refused_while_reading() {
     let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));

@@ -3,6 +3,7 @@
 //!
 //! | input | answer |
 //! |---|---|
+//! | a body with a `Content-Encoding` other than `identity` (never decoded here nor by the server: read as it is, the server would see other bytes than a proxy that decodes it) | 415, `-32600`, `id: null` |
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
 //! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric `params`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |

@@ -87,6 +87,17 @@ impl Rejection {
         )
     }
 
+    /// A request body with a content coding (`Content-Encoding` other than `identity`): neither
+    /// this layer nor an MCP server decodes one, so reading the bytes as they are would make the
+    /// server see something else than a proxy or firewall that decodes them (RFC 9110 §8.4: 415).
+    pub(crate) fn encoded() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::INVALID_REQUEST,
+            "request bodies with a Content-Encoding are not supported",
+        )
+    }
+
     pub(crate) fn unreadable() -> Self {
         Self::invalid("request body could not be read")
     }

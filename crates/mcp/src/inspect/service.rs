@@ -68,6 +68,12 @@ where
             };
         }
 
+        if has_content_coding(&parts.headers) {
+            return ResponseFuture::answer(
+                Rejection::encoded(),
+                parts.extensions.get::<CorrelationId>(),
+            );
+        }
         let max = self.config.max_body;
         let declared = parts
             .headers
@@ -84,4 +90,15 @@ where
         let timeout = self.config.body_timeout;
         ResponseFuture::reading(body, parts, service, json, limits, max, timeout)
     }
+}
+
+/// Whether a request body is content-coded: a `Content-Encoding` naming anything but
+/// `identity` (an empty field, or only `identity`, is no coding).
+fn has_content_coding(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+    })
 }
