@@ -7,6 +7,7 @@
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
 //! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric `params`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |
+//! | a member the inspector reads appearing twice in its object, however spelt (`jsonrpc`, `method`, `id`, `params`, `result`, `error`; in `params`: `name`, `uri`, `protocolVersion`, `requestId`, `arguments`, `_meta`): parsers disagree on which counts (rmcp refuses the message) | 400, `-32600`, the id when it can be read |
 //! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |
 //! | a request under 2026-07-28 (by the header; `server/discover` always) whose `_meta` lacks `io.modelcontextprotocol/protocolVersion` or `.../clientCapabilities` (an object) | 400, `-32602`, naming the missing keys |

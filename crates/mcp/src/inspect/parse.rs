@@ -610,6 +610,19 @@ impl<'de> Deserialize<'de> for IdOnly {
     }
 }
 
+/// Refuses a member the inspector reads that appears twice in one object (`"name"` and
+/// `"n\u0061me"` are the same key): which one counts is up to each parser (this one would keep
+/// the last, rmcp refuses the message), so the layers and the server could read one message
+/// two ways. `index` is the member's place in its object's list of known keys.
+fn once<E: de::Error>(seen: &mut u8, index: u8) -> Result<(), E> {
+    let bit = 1u8 << index;
+    if *seen & bit != 0 {
+        return Err(E::custom("duplicate member"));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
 /// String fields borrow from the body when they contain no escapes.
 struct CowStr<'a>(Cow<'a, str>);
 
@@ -760,7 +773,7 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                 f.write_str("a JSON-RPC message object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                #[derive(Deserialize)]
+                #[derive(Clone, Copy, Deserialize)]
                 #[serde(field_identifier)]
                 enum K {
                     #[serde(rename = "jsonrpc")]
@@ -779,7 +792,11 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                     Other,
                 }
                 let mut e = Envelope::default();
+                let mut seen = 0u8;
                 while let Some(k) = m.next_key::<K>()? {
+                    if !matches!(k, K::Other) {
+                        once(&mut seen, k as u8)?;
+                    }
                     match k {
                         K::JsonRpc => e.jsonrpc = m.next_value::<MaybeStr<'de>>()?.0,
                         K::Method => e.method = Some(m.next_value::<CowStr<'de>>()?.0),
@@ -825,7 +842,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                 Ok(ParamsDe(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                #[derive(Deserialize)]
+                #[derive(Clone, Copy, Deserialize)]
                 #[serde(field_identifier)]
                 enum K {
                     #[serde(rename = "name")]
@@ -844,7 +861,11 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     Other,
                 }
                 let mut p = Params::default();
+                let mut seen = 0u8;
                 while let Some(k) = m.next_key::<K>()? {
+                    if !matches!(k, K::Other) {
+                        once(&mut seen, k as u8)?;
+                    }
                     match k {
                         K::Name => p.name = m.next_value::<MaybeStr<'de>>()?.0,
                         K::Uri => p.uri = m.next_value::<MaybeStr<'de>>()?.0,
@@ -977,6 +998,35 @@ mod tests {
 
     /// The `_meta` members every 2026-07-28 request carries.
     const META_2026: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+    /// A member the inspector reads, twice in one object (however spelt), is refused: this
+    /// parser would keep the last, rmcp refuses the message, and the layers must not read one
+    /// message one way while the server reads it another.
+    #[test]
+    fn a_member_read_twice_is_refused() {
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","n\u0061me":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{},"arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{},"params":{"name":"add"}}"#,
+        ] {
+            let e = post(&[], bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, -32600),
+                "{bad}"
+            );
+        }
+        // Members it does not read, and `_meta`'s (a map to the server too), may repeat.
+        for ok in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":1,"x":2}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","_meta":{"progressToken":1,"progressToken":2}}}"#,
+        ] {
+            assert!(post(&[], ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn params_members_of_a_fixed_type() {
