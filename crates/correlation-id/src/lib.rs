@@ -15,7 +15,8 @@
 //!   they log — stream events included — lands in it;
 //! - echoes the id on every answer, the 401, 413 and 429 of inner layers included.
 //!
-//! **`_meta` trace context**: with no `traceparent` header, `_meta.traceparent` (SEP-414) is
+//! **`_meta` trace context**: with no valid `traceparent` header (none, or one that failed
+//! validation and was replaced by a root context), `_meta.traceparent` (SEP-414) is
 //! adopted once the inspector has read the body, by [`AdoptMetaTraceLayer`] placed right after
 //! the inspector (or [`adopt_meta_trace`] called there). See [`adopt`].
 //!
