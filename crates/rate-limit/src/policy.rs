@@ -151,7 +151,7 @@ pub enum Target {
     /// `tools/call` of one named tool.
     Tool(Box<str>),
     /// `tools/call` of every tool, one quota per tool: tools the server has (its
-    /// [`KnownTools`](tower_armor_mcp::KnownTools)) get their own, every other name shares
+    /// [`KnownTools`]) get their own, every other name shares
     /// the `unknown` one.
     EachTool,
 }
