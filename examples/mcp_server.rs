@@ -247,11 +247,13 @@ pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec
         .split(',')
         .map(|entry| {
             let entry = entry.trim();
-            // A host, and a port only if it is a number (the parser takes `a:port` too).
-            let ok = !entry.contains(['@', '/', '*'])
-                && axum::http::uri::Authority::try_from(entry).is_ok_and(|a| {
-                    a.port_u16().is_some() || entry.get(a.host().len()..) == Some("")
-                });
+            // A host, and a port only if it is a number (the parser takes `a:port` too); or a
+            // bare IPv6 address, as in rmcp's own default (`::1`).
+            let ok = entry.parse::<std::net::Ipv6Addr>().is_ok()
+                || !entry.contains(['@', '/', '*'])
+                    && axum::http::uri::Authority::try_from(entry).is_ok_and(|a| {
+                        a.port_u16().is_some() || entry.get(a.host().len()..) == Some("")
+                    });
             if ok {
                 Ok(entry.to_ascii_lowercase())
             } else {
@@ -604,6 +606,9 @@ pub async fn run(
             let _ = tokio::time::timeout(Duration::from_secs(1), served).await;
         }
     }
+    // Whatever ended first: rmcp's 2025-11-25 sessions outlive their connections.
+    sse_shutdown.shutdown();
+    rmcp_shutdown.cancel();
 }
 
 /// How long calls in flight may take to finish after SIGTERM or Ctrl-C.

@@ -687,6 +687,14 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
             "b.example:80".to_owned()
         ]))
     );
+    assert_eq!(
+        allowed_hosts(Some("localhost,127.0.0.1,::1,[::1]:8080"), public),
+        Ok(Some(
+            ["localhost", "127.0.0.1", "::1", "[::1]:8080"]
+                .map(String::from)
+                .to_vec()
+        ))
+    );
     for bad in [
         "a.example,",
         "user@a.example",

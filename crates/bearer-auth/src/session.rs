@@ -131,27 +131,33 @@ impl SessionTable {
 }
 
 /// The binding to drop from a full table: the least recently used of the principal holding the
-/// most (`binder`, about to add one, counts one more and wins ties), so a principal holding fewer
-/// than another never loses one to it. One pass to count, one to pick: only when full.
+/// most (`binder`, about to add one, counts one more and wins ties; between others, the one with
+/// the older binding), so a principal holding fewer than another never loses one to it. One
+/// pass to count and find each principal's oldest: only when full.
 fn eviction(
     entries: &HashMap<HeaderValue, Bound>,
     binder: &Principal,
 ) -> Option<(HeaderValue, Principal)> {
-    let mut held: HashMap<&Principal, usize> = HashMap::new();
-    for b in entries.values() {
-        *held.entry(&b.principal).or_default() += 1;
+    // Per principal: how many it holds, and its least recently used binding.
+    let mut held: HashMap<&Principal, (usize, &HeaderValue, u64)> = HashMap::new();
+    for (k, b) in entries {
+        let e = held.entry(&b.principal).or_insert((0, k, b.last_used));
+        e.0 += 1;
+        if b.last_used < e.2 {
+            (e.1, e.2) = (k, b.last_used);
+        }
     }
-    let binder_held = held.get(binder).copied().unwrap_or(0) + 1;
-    let (holder, _) = held
-        .into_iter()
-        .map(|(p, n)| (p, if p == binder { binder_held } else { n }))
-        .max_by(|(p, n), (q, m)| n.cmp(m).then_with(|| (*p == binder).cmp(&(*q == binder))))?;
-    let holder = holder.clone();
-    entries
-        .iter()
-        .filter(|(_, b)| b.principal == holder)
-        .min_by_key(|(_, b)| b.last_used)
-        .map(|(k, _)| (k.clone(), holder))
+    let rank = |p: &Principal, n: usize, oldest: u64| {
+        let is_binder = p == binder;
+        (
+            n + usize::from(is_binder),
+            is_binder,
+            std::cmp::Reverse(oldest),
+        )
+    };
+    held.into_iter()
+        .max_by_key(|(p, (n, _, oldest))| rank(p, *n, *oldest))
+        .map(|(p, (_, k, _))| (k.clone(), p.clone()))
 }
 
 #[cfg(test)]

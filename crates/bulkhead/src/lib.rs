@@ -104,7 +104,8 @@
 //!   answers as the server answers a call it cancelled (an SSE stream without a message): the
 //!   server, which has not seen the call, would ignore the cancellation, and the call would run
 //!   in full once its turn came. The notification goes on to the server all the same. Under
-//!   2026-07-28 the client closes the call's stream instead, which gives the place back.
+//!   2026-07-28 the client closes the call's stream instead, which gives the place back. (Not
+//!   in backpressure mode, where calls wait in `poll_ready`, before the bulkhead sees them.)
 //!
 //! # Line, wait limit, fairness
 //!

@@ -36,7 +36,8 @@
 //!   calls of a session the client ends with `DELETE`). Long-lived streams (GET listen,
 //!   `subscriptions/listen`), notifications and responses are neither counted nor rejected;
 //!   nor is a GET resuming a call's stream (`Last-Event-ID`): its call was admitted when its
-//!   POST came, and it names no tool, so one key would pool every client's resumptions.
+//!   POST came, and it names no tool, so one key would pool every client's resumptions (a
+//!   call whose answer arrives only on a resumed stream is thus never counted).
 //! - **Keys** ([`KeyBy`]): one circuit per tool (only for [known
 //!   tools](tower_armor_mcp::KnownTools); other names share the `unknown` key), per method, or
 //!   per upstream authority; the table is bounded ([`max_keys`](Builder::max_keys)).

@@ -102,7 +102,8 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         // Notifications, client responses, DELETE and long-lived streams are not calls: never
         // counted, never rejected. Nor is a GET resuming a call's stream: the call was admitted
-        // (and counted) when its POST came; the GET names no tool, so a keyed breaker could only
+        // when its POST came (a call finished only through resumption is never counted, as its
+        // dropped first answer was not); the GET names no tool, so a keyed breaker could only
         // pool every client's resumptions under one key, which one client could open for all;
         // and refusing it loses the answer of a call that ran.
         let counted =

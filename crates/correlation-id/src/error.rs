@@ -33,11 +33,12 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Header names HTTP, MCP or the other layers give a meaning to: the correlation id must not
-/// take one of them. The layer replaces an invalid incoming value and echoes its own on every
+/// take one of them, nor any name starting with `mcp-` (MCP's own: `Mcp-Session-Id`,
+/// `Mcp-Method`, `Mcp-Param-*`, …). The layer replaces an invalid incoming value and echoes its own on every
 /// answer, so as `authorization` it would replace every credential, as `mcp-session-id`
 /// overwrite the session the server assigned, and as a key or cookie log a secret in every
 /// request span.
-pub const RESERVED_HEADERS: [&str; 38] = [
+pub const RESERVED_HEADERS: [&str; 34] = [
     // Credentials and keys (which the id would log).
     "authorization",
     "proxy-authorization",
@@ -45,11 +46,7 @@ pub const RESERVED_HEADERS: [&str; 38] = [
     "set-cookie",
     "x-api-key",
     "api-key",
-    // MCP's own.
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
+    // SSE resumption (MCP's own `mcp-*` headers are refused by prefix).
     "last-event-id",
     // Trace context (this layer's too).
     "traceparent",
@@ -92,7 +89,7 @@ pub(crate) fn header_name(
     let name = http::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
         ConfigError::new(variable, format!("not a valid HTTP header name: {value:?}"))
     })?;
-    if RESERVED_HEADERS.contains(&name.as_str()) {
+    if RESERVED_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-") {
         return Err(ConfigError::new(
             variable,
             format!(

@@ -242,6 +242,7 @@ fn the_configured_header_name_must_be_one_of_its_own() {
     for reserved in [
         "Authorization",
         "mcp-session-id",
+        "Mcp-Param-Region",
         "MCP-Protocol-Version",
         "cookie",
         "x-api-key",

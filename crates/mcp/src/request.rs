@@ -268,7 +268,8 @@ impl McpRequest {
 
     /// Whether the request is a JSON-RPC request that expects an answer: the unit that per-call
     /// layers (breaker, retry, bulkhead, timeout) account for. Resumptions are the same call and
-    /// count too.
+    /// count too, except in the circuit breaker, which passes them uncounted (see
+    /// [`is_resume`](Self::is_resume)).
     #[inline]
     pub fn is_call(&self) -> bool {
         match self.stream {

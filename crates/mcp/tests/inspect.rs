@@ -84,6 +84,7 @@ async fn content_coded_bodies_are_refused() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "{coding}"
         );
+        assert_eq!(resp.headers()["accept-encoding"], "identity");
         assert_eq!(body_json(resp).await["error"]["code"], -32600, "{coding}");
         assert!(handle.next_request().await.is_none(), "{coding}");
     }

@@ -209,13 +209,21 @@ where
                         reason = rej.message,
                         "MCP request rejected"
                     );
-                    return Poll::Ready(Ok(local_error_response(
+                    let mut resp = local_error_response(
                         rej.status,
                         rej.id.as_ref(),
                         rej.code,
                         rej.message,
                         correlation.as_ref(),
-                    )));
+                    );
+                    if rej.status == http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                        // RFC 9110 §12.5.3: the codings accepted, for a 415 about one.
+                        resp.headers_mut().insert(
+                            http::header::ACCEPT_ENCODING,
+                            http::HeaderValue::from_static("identity"),
+                        );
+                    }
+                    return Poll::Ready(Ok(resp));
                 }
                 StateProj::Reading {
                     mut body,

@@ -614,8 +614,8 @@ impl<'de> Deserialize<'de> for IdOnly {
 /// `"n\u0061me"` are the same key): which one counts is up to each parser (this one would keep
 /// the last, rmcp refuses the message), so the layers and the server could read one message
 /// two ways. `index` is the member's place in its object's list of known keys.
-fn once<E: de::Error>(seen: &mut u8, index: u8) -> Result<(), E> {
-    let bit = 1u8 << index;
+fn once<E: de::Error>(seen: &mut u32, index: u8) -> Result<(), E> {
+    let bit = 1u32.checked_shl(u32::from(index)).unwrap_or(0);
     if *seen & bit != 0 {
         return Err(E::custom("duplicate member"));
     }
@@ -792,7 +792,7 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                     Other,
                 }
                 let mut e = Envelope::default();
-                let mut seen = 0u8;
+                let mut seen = 0u32;
                 while let Some(k) = m.next_key::<K>()? {
                     if !matches!(k, K::Other) {
                         once(&mut seen, k as u8)?;
@@ -861,7 +861,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     Other,
                 }
                 let mut p = Params::default();
-                let mut seen = 0u8;
+                let mut seen = 0u32;
                 while let Some(k) = m.next_key::<K>()? {
                     if !matches!(k, K::Other) {
                         once(&mut seen, k as u8)?;
