@@ -12,7 +12,8 @@
 //! value exits with status 2 and names the variable. The full list is in
 //! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
 //! `MCP_ALLOWED_HOSTS` (the `Host` values served; default: loopback names on a loopback
-//! address, any host otherwise), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
+//! address, any host otherwise), `MCP_DRAIN_GRACE_MS` (how long calls in flight may finish
+//! after SIGTERM; default 5000), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
 //! arrive within it, else 408; a request's headers too, else the connection is closed; default
 //! 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
 //! 60000) and
@@ -92,6 +93,8 @@ pub struct Settings {
     pub tools: KnownTools,
     /// Per-call deadline (`MCP_CALL_TIMEOUT_MS`, …).
     pub timeout: TimeoutLayer,
+    /// How long calls in flight may take to finish after SIGTERM (`MCP_DRAIN_GRACE_MS`).
+    pub drain_grace: Duration,
 }
 
 impl Settings {
@@ -130,6 +133,18 @@ impl Settings {
             None => McpInspectLayer::DEFAULT_MAX_BODY,
         };
         let allowed_hosts = allowed_hosts(get("MCP_ALLOWED_HOSTS").as_deref(), addr)?;
+        let drain_grace = match get("MCP_DRAIN_GRACE_MS") {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if Duration::from_millis(ms) <= MAX_DRAIN_GRACE => Duration::from_millis(ms),
+                _ => {
+                    return Err(format!(
+                        "MCP_DRAIN_GRACE_MS: expected milliseconds from 0 to {}, got {v:?}",
+                        MAX_DRAIN_GRACE.as_millis()
+                    ));
+                }
+            },
+            None => DEFAULT_DRAIN_GRACE,
+        };
         let body_timeout = match get("MCP_BODY_TIMEOUT_MS") {
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(ms) if Duration::from_millis(ms) <= McpInspectLayer::MAX_BODY_TIMEOUT => {
@@ -195,6 +210,7 @@ impl Settings {
             addr,
             max_body_bytes,
             allowed_hosts,
+            drain_grace,
             body_timeout,
             correlation,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
@@ -318,6 +334,8 @@ pub struct App {
     pub breakers: CircuitBreakerHandle,
     /// Bulkhead counters.
     pub bulkheads: BulkheadStats,
+    /// How long calls in flight may take to finish once a shutdown starts.
+    pub drain_grace: Duration,
 }
 
 /// Builds the hardened server from validated settings.
@@ -335,6 +353,7 @@ pub fn app(settings: Settings) -> App {
     let sse_shutdown = settings.sse.shutdown_handle();
     let breakers = settings.breaker.handle();
     let bulkheads = settings.bulkhead.stats();
+    let drain_grace = settings.drain_grace;
     if !settings.auth.is_enabled() {
         tracing::warn!(
             "MCP_BEARER_TOKEN is not set: authentication is OFF (local development only)"
@@ -389,6 +408,7 @@ pub fn app(settings: Settings) -> App {
         sse_shutdown,
         breakers,
         bulkheads,
+        drain_grace,
     }
 }
 
@@ -566,7 +586,7 @@ async fn main() {
 }
 
 /// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
-/// streams end, calls in flight get [`DRAIN_GRACE`] to finish; after it the remaining streams
+/// streams end, calls in flight get the app's drain grace to finish; after it the remaining streams
 /// end (each at an event boundary) and rmcp's sessions are cancelled.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -578,6 +598,7 @@ pub async fn run(
         router,
         rmcp_shutdown,
         sse_shutdown,
+        drain_grace,
         ..
     } = app;
     let stop = CancellationToken::new();
@@ -586,7 +607,7 @@ pub async fn run(
     tokio::spawn(async move {
         signal.await;
         tracing::info!(
-            grace_s = DRAIN_GRACE.as_secs(),
+            grace_ms = u64::try_from(drain_grace.as_millis()).unwrap_or(u64::MAX),
             "shutting down: refusing new connections, ending listen streams; calls in flight may finish"
         );
         // Listen streams never end by themselves; calls' streams end with their answers.
@@ -596,7 +617,7 @@ pub async fn run(
     let mut served = tokio::spawn(serve(listener, router, header_timeout, stop.clone()));
     tokio::select! {
         _ = &mut served => {}
-        () = async { stop.cancelled().await; tokio::time::sleep(DRAIN_GRACE).await } => {
+        () = async { stop.cancelled().await; tokio::time::sleep(drain_grace).await } => {
             tracing::warn!(
                 open_streams = sse_shutdown.open_streams(),
                 "calls still running after the drain grace; ending their streams"
@@ -611,8 +632,11 @@ pub async fn run(
     rmcp_shutdown.cancel();
 }
 
-/// How long calls in flight may take to finish after SIGTERM or Ctrl-C.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How long calls in flight may take to finish after SIGTERM or Ctrl-C, by default
+/// (`MCP_DRAIN_GRACE_MS`).
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// The longest drain grace accepted: one hour.
+pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(3600);
 
 #[allow(dead_code)]
 async fn shutdown_signal() {

@@ -838,3 +838,56 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
         started.elapsed()
     );
 }
+
+/// Calls still running when the drain grace (`MCP_DRAIN_GRACE_MS`) runs out end: a 2026-07-28
+/// call that has sent nothing gets a JSON-RPC error for its id (rmcp's own answer is a bare
+/// 500), a 2025-11-25 call's stream ends at an event boundary; then the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_drain_grace_end_with_an_answer_or_a_clean_end() {
+    let settings = support::example::Settings::for_tests(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_DRAIN_GRACE_MS", "300"),
+    ])
+    .unwrap();
+    let app = support::example::app(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(support::example::run(listener, app, None, async move {
+        let _ = on_signal.await;
+    }));
+    let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
+    let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
+    let resp = bounded(10, legacy.open_call_stream("slow", json!({"ms": 5000})))
+        .await
+        .unwrap();
+    let mut legacy_call = SseStream::new(resp);
+    let id = stateless.next_id();
+    let stateless_call = tokio::spawn(async move {
+        stateless
+            .call_with_id(
+                id,
+                "tools/call",
+                json!({"name": "slow", "arguments": {"ms": 5000}}),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    signal.send(()).unwrap();
+
+    let reply = bounded(10, stateless_call).await.unwrap().unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
+    assert_eq!(reply.error_code(), Some(-31502), "{reply:?}");
+    assert_eq!(reply.messages()[0]["id"], id, "{reply:?}");
+    assert_eq!(bounded(10, first_message(&mut legacy_call)).await, None);
+    bounded(10, server).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+
+    let err = support::example::Settings::for_tests(&[("MCP_DRAIN_GRACE_MS", "soon")]).unwrap_err();
+    assert!(err.starts_with("MCP_DRAIN_GRACE_MS"), "{err}");
+}

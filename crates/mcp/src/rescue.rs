@@ -11,6 +11,7 @@
 //! | [`Elapsed`](crate::error::Elapsed) | 504, `-31504` |
 //! | [`RateLimited`](crate::error::RateLimited) | 429, `-31429`, `Retry-After` |
 //! | anything else | 502, `-31502` |
+//! | (not an error) the server's own 5xx answer to a call, with neither JSON nor SSE (rmcp's bare `500` for a handler that ended without a response) | 502, `-31502` |
 //!
 //! The result has `Error = Infallible`, so it drops into axum's `Router::layer` /
 //! `nest_service` (which require it). Without rescue, use axum's `HandleErrorLayer`.
@@ -176,6 +177,13 @@ where
         let this = self.project();
         let error = match this.kind.project() {
             KindProj::Called { future } => match ready!(future.poll(cx)) {
+                Ok(resp) if resp.status().is_server_error() && this.id.is_some() => {
+                    return Poll::Ready(Ok(without_message(
+                        resp,
+                        this.id.as_ref(),
+                        this.correlation.as_ref(),
+                    )));
+                }
                 Ok(resp) => return Poll::Ready(Ok(resp.map(ResponseBody::inner))),
                 Err(e) => e.into(),
             },
@@ -223,6 +231,33 @@ pub fn error_response<B>(
     resp
 }
 
+/// A server error (5xx) answering a call: passed on when it carries a JSON-RPC message (JSON or
+/// SSE), otherwise replaced by 502 and a JSON-RPC error for the call's id. rmcp answers a call
+/// whose handler ended without a response (its session or service shut down under it) with a
+/// bare `500` and a text body: a client waiting for its id could not tell what happened.
+#[cold]
+#[inline(never)]
+fn without_message<B>(
+    resp: Response<B>,
+    id: Option<&RequestId>,
+    correlation: Option<&CorrelationId>,
+) -> Response<ResponseBody<B>> {
+    if crate::observe::is_json(resp.headers()) || crate::observe::is_event_stream(resp.headers()) {
+        return resp.map(ResponseBody::inner);
+    }
+    tracing::warn!(
+        status = resp.status().as_u16(),
+        "the server answered a call with an error and no JSON-RPC message"
+    );
+    local_error_response(
+        StatusCode::BAD_GATEWAY,
+        id,
+        CODE_BAD_GATEWAY,
+        "the server failed without a JSON-RPC answer",
+        correlation,
+    )
+}
+
 /// What a server answers for a call it cancelled: an SSE stream that ends without a message.
 fn cancelled_answer<B>() -> Response<ResponseBody<B>> {
     let mut resp = Response::new(ResponseBody::empty());
@@ -257,6 +292,55 @@ mod tests {
             .map(|v| v.to_str().unwrap().to_string());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, ra, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A server's 5xx to a call without a JSON-RPC message (rmcp's bare 500 when the handler
+    /// ended without a response) becomes a JSON-RPC error for the call's id; one that carries
+    /// a message, or answers no call, passes untouched.
+    #[tokio::test]
+    async fn a_server_error_without_a_message_gets_one() {
+        use tower::ServiceExt;
+        let answer = |status: u16, content_type: Option<&'static str>, id: Option<i64>| async move {
+            let svc =
+                RescueLayer::new().layer(tower::service_fn(move |_req: Request<()>| async move {
+                    let mut resp = Response::builder().status(status);
+                    if let Some(ct) = content_type {
+                        resp = resp.header(header::CONTENT_TYPE, ct);
+                    }
+                    Ok::<_, BoxError>(resp.body(String::from("Encounter an error")).unwrap())
+                }));
+            let mut req = Request::new(());
+            if let Some(id) = id {
+                req.extensions_mut().insert(McpRequest::new(
+                    crate::MessageKind::Request,
+                    Some(crate::Method::ToolsCall),
+                    Some(RequestId::Number(id)),
+                ));
+            }
+            let resp = svc.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        let (s, body) = answer(500, Some("text/plain"), Some(3)).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["id"].as_i64(), v["error"]["code"].as_i64()),
+            (Some(3), Some(-31502))
+        );
+        assert!(!body.contains("Encounter"));
+        let (s, _) = answer(503, None, Some(3)).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        for (status, ct, id) in [
+            (500, Some("application/json"), Some(3)),
+            (500, Some("text/event-stream"), Some(3)),
+            (500, Some("text/plain"), None),
+            (404, Some("text/plain"), Some(3)),
+        ] {
+            let (s, body) = answer(status, ct, id).await;
+            assert_eq!((s.as_u16(), body.as_str()), (status, "Encounter an error"));
+        }
     }
 
     #[tokio::test]
