@@ -197,14 +197,23 @@ impl Settings {
             .known_tools(tools.clone())
             .build()
             .map_err(|e| e.to_string())?;
-        // The correlation id is logged in every request span and echoed: never a client's key.
-        if let tower_armor_rate_limit::KeyBy::Header(key) = rate_limit.key_by()
-            && key == correlation.header()
-        {
-            return Err(format!(
-                "MCP_REQUEST_ID_HEADER: {key} is the header MCP_RATE_LIMIT_KEY keys clients by; \
-                 the correlation id would log and echo the key"
-            ));
+        if let tower_armor_rate_limit::KeyBy::Header(key) = rate_limit.key_by() {
+            // The correlation id is logged in every request span and echoed: never a key.
+            if key == correlation.header() {
+                return Err(format!(
+                    "MCP_REQUEST_ID_HEADER: {key} is the header MCP_RATE_LIMIT_KEY keys clients \
+                     by; the correlation id would log and echo the key"
+                ));
+            }
+            // Bearer auth removes it (auth on or off) before the rate limit: every client would
+            // count by its IP.
+            if *key == axum::http::header::AUTHORIZATION {
+                return Err(
+                    "MCP_RATE_LIMIT_KEY: bearer auth removes Authorization before the rate limit \
+                     sees it; key by principal (the default) instead"
+                        .to_owned(),
+                );
+            }
         }
         Ok(Settings {
             addr,

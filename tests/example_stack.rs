@@ -672,6 +672,18 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     ])
     .unwrap_err();
     assert!(err.starts_with("MCP_REQUEST_ID_HEADER"), "{err}");
+    // Nor can the rate limit key by Authorization: bearer-auth removes it first.
+    let err = support::example::Settings::for_tests(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_RATE_LIMIT_KEY", "header:Authorization"),
+    ])
+    .unwrap_err();
+    assert!(err.starts_with("MCP_RATE_LIMIT_KEY"), "{err}");
+    assert!(
+        support::example::Settings::for_tests(&[("MCP_RATE_LIMIT_KEY", "header:Authorization")])
+            .is_err(),
+        "auth off strips the header too"
+    );
 
     // The variable's forms, and the default by address.
     use support::example::allowed_hosts;

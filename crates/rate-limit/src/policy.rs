@@ -96,6 +96,17 @@ impl Limit {
                 "a full burst would take over 584 years to replenish; lower the burst or the period",
             ));
         }
+        // governor counts whole nanoseconds: an interval under a microsecond that is not a whole
+        // number of them would be enforced up to 7 % too fast (4,294,967,295 per minute is one
+        // request every 13.97 ns, enforced as every 13).
+        let (period, count) = (self.period.as_nanos(), u128::from(self.count));
+        if period < count * 1_000 && period % count != 0 && period >= count {
+            return Err(invalid(
+                "too fast to enforce exactly (one request every fraction of a nanosecond more \
+                 than a whole number of them); use at most 1,000,000 per second, or a count that \
+                 divides the period in nanoseconds",
+            ));
+        }
         Quota::with_period(self.replenish_interval())
             .map(|q| q.allow_burst(burst))
             .ok_or_else(|| invalid("the period is too short for the count"))
@@ -460,6 +471,24 @@ mod tests {
             Limit::new(u32::MAX, Duration::from_nanos(1))
                 .quota("x")
                 .is_err()
+        );
+        // Under a microsecond per request, the interval must be whole nanoseconds: governor
+        // would enforce 13 ns for 13.97 ns, 7 % too fast.
+        let e = Limit::per_minute(u32::MAX).quota("x").unwrap_err();
+        assert!(e.to_string().contains("too fast to enforce exactly"), "{e}");
+        assert!(
+            Limit::per_minute(60_000_000).quota("x").is_ok(),
+            "1 µs exactly"
+        );
+        assert!(
+            Limit::per_minute(59_999_999).quota("x").is_ok(),
+            "over 1 µs: 0.0001 % off at most"
+        );
+        assert!(
+            Limit::new(1_000_000_000, Duration::from_secs(1))
+                .quota("x")
+                .is_ok(),
+            "1 ns exactly"
         );
         // Past u64 nanoseconds governor's arithmetic would overflow: refused, never a panic.
         let e = Limit::per_minute(1)
