@@ -306,22 +306,29 @@ impl TrustedProxies {
             return client;
         }
         let mut hops = 0;
+        // Walks one hop back; `false` once the client is found (or the chain is not usable).
+        let mut step = |hop: &str, client: &mut IpAddr| -> bool {
+            hops += 1;
+            let Some(ip) = parse_hop(hop, which).filter(|_| hops <= MAX_HOPS) else {
+                return false;
+            };
+            *client = ip.to_canonical();
+            self.contains(*client)
+        };
         for value in headers.get_all(which.name()).iter().rev() {
             let Ok(value) = value.to_str() else {
                 return client;
             };
-            for hop in value.rsplit(',') {
-                hops += 1;
-                if hops > MAX_HOPS {
-                    return client;
-                }
-                let Some(ip) = parse_hop(hop, which) else {
-                    return client;
-                };
-                client = ip.to_canonical();
-                if !self.contains(client) {
-                    return client;
-                }
+            let go_on = match which {
+                ForwardedHeader::XForwardedFor => value.rsplit(',').all(|h| step(h, &mut client)),
+                // RFC 7239: a comma inside a quoted string separates nothing.
+                ForwardedHeader::Forwarded => split_unquoted(value, b',')
+                    .into_iter()
+                    .rev()
+                    .all(|h| step(h, &mut client)),
+            };
+            if !go_on {
+                return client;
             }
         }
         client
@@ -332,12 +339,33 @@ impl TrustedProxies {
 fn parse_hop(hop: &str, which: ForwardedHeader) -> Option<IpAddr> {
     let node = match which {
         ForwardedHeader::XForwardedFor => hop.trim(),
-        ForwardedHeader::Forwarded => hop.split(';').find_map(|pair| {
+        ForwardedHeader::Forwarded => split_unquoted(hop, b';').into_iter().find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
         })?,
     };
     parse_node(node.trim_matches('"'))
+}
+
+/// `s` cut at every `sep` outside a quoted string (RFC 9110 `quoted-string`, with `\` escapes).
+fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => {
+                // `sep` is ASCII: `i` is a character boundary.
+                parts.push(s.get(start..i).unwrap_or_default());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(s.get(start..).unwrap_or_default());
+    parts
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
@@ -514,6 +542,20 @@ mod tests {
         assert_eq!(
             t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
             ip("2001:db8:cafe::17")
+        );
+        // A comma or semicolon inside a quoted string separates nothing: the last element is
+        // the one the trusted proxy appended, whatever the client put in quotes before it.
+        let h = headers(
+            "forwarded",
+            &[r#"for="5.5.5.5";x="a,for=1.1.1.1", for=10.0.0.9;x="b;for=7.7.7.7""#],
+        );
+        assert_eq!(
+            t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
+            ip("5.5.5.5")
+        );
+        assert_eq!(
+            super::split_unquoted(r#"a="x,\"y,z",b"#, b','),
+            [r#"a="x,\"y,z""#, "b"]
         );
         let h = headers("forwarded", &["for=unknown, for=10.0.0.9"]);
         assert_eq!(
