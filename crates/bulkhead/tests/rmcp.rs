@@ -406,7 +406,7 @@ async fn a_call_cancelled_while_waiting_in_line_never_runs() {
     let started = Instant::now();
     let running = {
         let client = Arc::clone(&client);
-        tokio::spawn(async move { client.call_tool("slow", json!({"ms": 800})).await })
+        tokio::spawn(async move { client.call_tool("slow", json!({"ms": 2000})).await })
     };
     let s = stats.clone();
     eventually("one running", move || {
@@ -440,8 +440,8 @@ async fn a_call_cancelled_while_waiting_in_line_never_runs() {
     assert!(cancelled.is_sse(), "{cancelled:?}");
     assert!(cancelled.messages().is_empty(), "{cancelled:?}");
     assert!(
-        started.elapsed() < Duration::from_millis(700),
-        "ended at once"
+        started.elapsed() < Duration::from_millis(1500),
+        "ended at once, not after the running call"
     );
     let s = stats.clone();
     eventually("no one waiting", move || {
