@@ -42,6 +42,7 @@ use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::pause::{Pauses, Registration};
+use crate::resume::{Held, stream_of};
 
 /// The message of the final error event (the text of [`Elapsed`]).
 const MESSAGE: &str = "request timed out";
@@ -63,6 +64,11 @@ pub(crate) struct CallState {
     /// The 2025-11-25 call's place in the table the client's cancellations are matched with.
     pub(crate) entry: Option<CallEntry>,
     pub(crate) grace: Duration,
+    /// With a resume grace: where a dropped call's cancellation is held, and for how long.
+    pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
+    /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
+    /// a resuming `GET` names.
+    pub(crate) stream: Option<Box<str>>,
 }
 
 impl fmt::Debug for CallState {
@@ -80,6 +86,24 @@ impl CallState {
     pub(crate) fn send_cancel(&mut self, reason: &'static str) {
         if let Some(t) = self.cancel.take() {
             t.send(reason);
+        }
+    }
+
+    /// The caller dropped the answer before its final message: the call is cancelled, at once
+    /// or, with a resume grace and a stream a `GET` can name, once the grace passes unless the
+    /// client resumes the stream first.
+    pub(crate) fn gone(&mut self) {
+        let Some(t) = self.cancel.take() else {
+            return;
+        };
+        let now = match (&self.resume, self.stream.take(), &self.session) {
+            (Some((held, grace)), Some(stream), Some((session, _))) => {
+                held.hold(session.clone(), stream, t, *grace)
+            }
+            _ => Some(t),
+        };
+        if let Some(t) = now {
+            t.send(REASON_GONE);
         }
     }
 }
@@ -335,7 +359,16 @@ impl Timed {
             Phase::Running => {
                 // (An empty feed would settle a pending `\r` early; skip it.)
                 if !data.is_empty() {
-                    parser.feed(data, |_| {});
+                    if self.call.resume.is_some() && self.call.stream.is_none() {
+                        let stream = &mut self.call.stream;
+                        parser.feed(data, |ev| {
+                            if stream.is_none() {
+                                *stream = ev.id.and_then(stream_of).map(Box::from);
+                            }
+                        });
+                    } else {
+                        parser.feed(data, |_| {});
+                    }
                 }
                 frame
             }
@@ -421,7 +454,7 @@ impl Timed {
             Phase::Running | Phase::Grace => {
                 if self.sse.is_some() && !self.handle.is_complete() {
                     tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
-                    self.call.send_cancel(REASON_GONE);
+                    self.call.gone();
                 }
             }
             Phase::Finishing | Phase::Finished => {}

@@ -144,6 +144,11 @@ impl CancelTarget {
         })
     }
 
+    /// The id of the call it cancels.
+    pub(crate) fn id(&self) -> &RequestId {
+        &self.id
+    }
+
     /// The notification as an HTTP request to the inner service.
     pub(crate) fn request(&self, reason: &str) -> Request<McpBody> {
         let body = serde_json::json!({

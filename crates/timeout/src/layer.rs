@@ -10,6 +10,7 @@ use crate::calls::Calls;
 use crate::error::ConfigError;
 use crate::pause::Pauses;
 use crate::policy::Policy;
+use crate::resume::Held;
 use crate::service::Timeout;
 
 /// The environment variable of the default deadline, in milliseconds.
@@ -23,12 +24,17 @@ pub const ENV_RESET_ON_PROGRESS: &str = "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS";
 /// ([`TimeoutBuilder::max_pause`]), in milliseconds.
 pub const ENV_MAX_PAUSE_MS: &str = "MCP_CALL_MAX_PAUSE_MS";
 
+/// `MCP_CALL_RESUME_GRACE_MS`: how long a dropped 2025-11-25 call waits to be resumed before it
+/// is cancelled (0, the default: at once); see [`TimeoutBuilder::resume_grace`].
+pub const ENV_RESUME_GRACE_MS: &str = "MCP_CALL_RESUME_GRACE_MS";
+
 /// Every environment variable [`TimeoutLayer::from_env`] reads.
-pub const ENV_VARS: [&str; 4] = [
+pub const ENV_VARS: [&str; 5] = [
     ENV_TIMEOUT_MS,
     ENV_MAX_MS,
     ENV_RESET_ON_PROGRESS,
     ENV_MAX_PAUSE_MS,
+    ENV_RESUME_GRACE_MS,
 ];
 
 /// What every service of one layer shares: the settings and the table of calls waiting on
@@ -38,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) policy: Policy,
     pub(crate) pauses: Arc<Pauses>,
     pub(crate) calls: Arc<Calls>,
+    /// Cancellations of dropped calls held for [`TimeoutBuilder::resume_grace`].
+    pub(crate) held: Arc<Held>,
 }
 
 /// Applies [`Timeout`]: a per-call deadline that follows the call to its final JSON-RPC
@@ -71,6 +79,7 @@ impl TimeoutLayer {
                 max_total: None,
                 max_pause: TimeoutBuilder::DEFAULT_MAX_PAUSE,
                 boundary_grace: TimeoutBuilder::DEFAULT_BOUNDARY_GRACE,
+                resume_grace: Duration::ZERO,
             },
         }
     }
@@ -134,12 +143,30 @@ impl TimeoutLayer {
         };
         let max = millis(ENV_MAX_MS)?;
         let max_pause = millis(ENV_MAX_PAUSE_MS)?;
+        let resume_grace = match get(ENV_RESUME_GRACE_MS) {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if Duration::from_millis(n) <= TimeoutBuilder::MAX_RESUME_GRACE => {
+                    Some(Duration::from_millis(n))
+                }
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: ENV_RESUME_GRACE_MS,
+                        reason: format!(
+                            "expected milliseconds from 0 to {}, got {v:?}",
+                            TimeoutBuilder::MAX_RESUME_GRACE.as_millis()
+                        ),
+                    });
+                }
+            },
+        };
         let Some(default) = millis(ENV_TIMEOUT_MS)? else {
-            if max.is_some() || reset || max_pause.is_some() {
+            if max.is_some() || reset || max_pause.is_some() || resume_grace.is_some() {
                 return Err(ConfigError::Env {
                     var: ENV_TIMEOUT_MS,
                     reason: format!(
-                        "required when {ENV_MAX_MS}, {ENV_RESET_ON_PROGRESS} or {ENV_MAX_PAUSE_MS} is set"
+                        "required when {ENV_MAX_MS}, {ENV_RESET_ON_PROGRESS}, {ENV_MAX_PAUSE_MS} \
+                         or {ENV_RESUME_GRACE_MS} is set"
                     ),
                 });
             }
@@ -151,6 +178,9 @@ impl TimeoutLayer {
         }
         if let Some(max_pause) = max_pause {
             b = b.max_pause(max_pause);
+        }
+        if let Some(grace) = resume_grace {
+            b = b.resume_grace(grace);
         }
         b.build().map(Some).map_err(|e| match e {
             ConfigError::CapBelowDeadline { .. } => ConfigError::Env {
@@ -243,6 +273,10 @@ impl TimeoutBuilder {
     /// open longer is a leak, not a conversation.
     pub const MAX_PAUSE_LIMIT: Duration = Duration::from_secs(86_400);
 
+    /// The longest [`TimeoutBuilder::resume_grace`] accepted: one minute (an SDK reconnects
+    /// within seconds; meanwhile the tool runs without a permit).
+    pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(60);
+
     /// Gives `tools/call` of `tool` its own deadline. Names are only looked up (never stored
     /// per call), so a client cannot grow the table.
     pub fn tool(mut self, tool: impl Into<Box<str>>, timeout: Duration) -> Self {
@@ -293,6 +327,18 @@ impl TimeoutBuilder {
         self
     }
 
+    /// How long a 2025-11-25 call whose caller dropped the answer before its final message
+    /// waits to be resumed (`GET` + `Last-Event-ID` of its stream, in its session) before the
+    /// layer cancels it (default zero: at once). Both official SDKs resume a broken stream, and
+    /// the MCP specification says a disconnection should not be read as a cancellation; with a
+    /// grace a resumed call goes on, while one nobody resumes is still cancelled, so the tool
+    /// does not run on without its bulkhead permit for longer than the grace. At most
+    /// [`TimeoutBuilder::MAX_RESUME_GRACE`]. See the [crate docs](crate#cancellation).
+    pub fn resume_grace(mut self, grace: Duration) -> Self {
+        self.policy.resume_grace = grace;
+        self
+    }
+
     /// How long the layer waits, once the deadline passes in the middle of an SSE event, for
     /// that event to end before it writes its error event (default 100 ms). Past it the answer
     /// is cut with a body error instead: an event cannot be interrupted without corrupting it.
@@ -314,6 +360,13 @@ impl TimeoutBuilder {
         if p.max_pause.is_zero() {
             return Err(ConfigError::Zero {
                 setting: "max_pause".into(),
+            });
+        }
+        if p.resume_grace > Self::MAX_RESUME_GRACE {
+            return Err(ConfigError::TooLong {
+                setting: "resume_grace".into(),
+                value: p.resume_grace,
+                limit: Self::MAX_RESUME_GRACE,
             });
         }
         if p.max_pause > Self::MAX_PAUSE_LIMIT {
@@ -358,6 +411,7 @@ impl TimeoutBuilder {
                 policy: self.policy,
                 pauses: Arc::default(),
                 calls: Arc::default(),
+                held: Arc::default(),
             }),
         })
     }
@@ -403,6 +457,24 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(chosen.longest_call(), None, "the chooser may pick anything");
+    }
+
+    #[test]
+    fn env_resume_grace() {
+        let l = env(&[(ENV_TIMEOUT_MS, "1000"), (ENV_RESUME_GRACE_MS, "3000")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.shared.policy.resume_grace, Duration::from_secs(3));
+        let l = env(&[(ENV_TIMEOUT_MS, "1000"), (ENV_RESUME_GRACE_MS, "0")])
+            .unwrap()
+            .unwrap();
+        assert!(l.shared.policy.resume_grace.is_zero());
+        for bad in ["60001", "-1", "soon"] {
+            let e = env(&[(ENV_TIMEOUT_MS, "1000"), (ENV_RESUME_GRACE_MS, bad)]).unwrap_err();
+            assert_eq!(env_var(e), ENV_RESUME_GRACE_MS, "{bad}");
+        }
+        let e = env(&[(ENV_RESUME_GRACE_MS, "3000")]).unwrap_err();
+        assert_eq!(env_var(e), ENV_TIMEOUT_MS, "a grace without a deadline");
     }
 
     #[test]

@@ -153,13 +153,18 @@
 //! clone of the inner service, spawned on the current tokio runtime, whose answer is dropped.
 //! Without that the tool would keep running after a bulkhead further out returned its permit.
 //!
-//! Note that a 2025-11-25 client that lost its connection and meant to resume the call with
-//! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away.
-//! That is a trade-off against the MCP specification, which says a disconnection should not
-//! be read as a cancellation (both official SDKs resume after a broken stream): it keeps a
-//! bulkhead's count of running tools true. A resumed stream of a call that ended (its answer is
-//! in rmcp's replay cache) still works. The in-stream timeout error this layer emits is not in
-//! rmcp's cache: resuming a timed-out call's stream replays only what rmcp sent.
+//! By default a 2025-11-25 client that lost its connection and meant to resume the call with
+//! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
+//! which keeps a bulkhead's count of running tools true. The MCP specification says a
+//! disconnection should not be read as a cancellation, and both official SDKs resume after a
+//! broken stream: [`TimeoutBuilder::resume_grace`] (`MCP_CALL_RESUME_GRACE_MS`) holds the
+//! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's
+//! event ids (`<index>/<stream>`, learned from the answer). A `GET` of the session resuming
+//! that stream takes it back and carries it (dropped again, or past its deadline, the resumed
+//! call is cancelled, under its own id); otherwise it is sent when the grace ends. A resumed
+//! stream of a call that ended (its answer is in rmcp's replay cache) works either way. The
+//! in-stream timeout error this layer emits is not in rmcp's cache: resuming a timed-out
+//! call's stream replays only what rmcp sent.
 //!
 //! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
 //! id in its session; rmcp then ends the call's stream without a final response, which on its
@@ -247,12 +252,13 @@ pub mod future;
 mod layer;
 mod pause;
 mod policy;
+mod resume;
 mod service;
 mod sessions;
 
 pub use self::body::TimeoutBody;
 pub use self::layer::{
-    ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_TIMEOUT_MS, ENV_VARS, TimeoutBuilder,
-    TimeoutLayer,
+    ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_RESUME_GRACE_MS, ENV_TIMEOUT_MS,
+    ENV_VARS, TimeoutBuilder, TimeoutLayer,
 };
 pub use self::service::Timeout;

@@ -21,6 +21,7 @@ pub(crate) struct Policy {
     pub(crate) max_total: Option<Duration>,
     pub(crate) max_pause: Duration,
     pub(crate) boundary_grace: Duration,
+    pub(crate) resume_grace: Duration,
 }
 
 impl fmt::Debug for Policy {
@@ -33,6 +34,7 @@ impl fmt::Debug for Policy {
             .field("max_total", &self.max_total)
             .field("max_pause", &self.max_pause)
             .field("boundary_grace", &self.boundary_grace)
+            .field("resume_grace", &self.resume_grace)
             .finish()
     }
 }
@@ -73,6 +75,7 @@ mod tests {
             max_total: None,
             max_pause: Duration::from_secs(600),
             boundary_grace: Duration::from_millis(100),
+            resume_grace: Duration::ZERO,
         }
     }
 

@@ -8,7 +8,9 @@ use http_body::Body;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::observe::ObservedBody;
-use tower_armor_mcp::{CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, ToolCall};
+use tower_armor_mcp::{
+    CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, StreamRole, ToolCall,
+};
 use tower_service::Service;
 
 use crate::body::{CallState, TimeoutBody};
@@ -112,6 +114,7 @@ where
 
     fn call(&mut self, req: Request<McpBody>) -> Self::Future {
         let facts = req.extensions().get::<McpRequest>();
+        let mut resumed = None;
         if let Some(f) = facts {
             let mut marked = None;
             if let Some(session) = f.session_id() {
@@ -134,6 +137,13 @@ where
                     marked = Some(m);
                 }
             }
+            if let (Some(session), StreamRole::Resume { last_event_id }) =
+                (f.session_id(), f.stream_role())
+            {
+                // The cancellation held for the stream this GET resumes is taken back: the
+                // resumed answer is the call's now.
+                resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
+            }
             if !f.is_call() || f.is_long_lived() {
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
@@ -142,16 +152,24 @@ where
         let session = facts
             .and_then(McpRequest::session_id)
             .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
-        let id = facts.and_then(McpRequest::id).cloned();
+        // A resumed call answers under its own id (the GET has none).
+        let id = facts
+            .and_then(McpRequest::id)
+            .or(resumed.as_ref().map(CancelTarget::id))
+            .cloned();
         let entry = match (&session, &id) {
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
         };
-        let cancel = facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender));
+        let cancel =
+            resumed.or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);
         }
+        let resume_grace = self.shared.policy.resume_grace;
+        let resume = (cancel.is_some() && !resume_grace.is_zero())
+            .then(|| (Arc::clone(&self.shared.held), resume_grace));
         let call = CallState {
             id,
             clock,
@@ -160,6 +178,8 @@ where
             session,
             entry,
             grace: self.shared.policy.boundary_grace,
+            resume,
+            stream: None,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

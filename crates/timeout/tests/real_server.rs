@@ -254,3 +254,91 @@ async fn fast_calls_pass_untouched_under_both_revisions() {
         assert_eq!(timeouts, 0, "{rev}");
     }
 }
+
+/// With a resume grace, a 2025-11-25 caller that drops its answer and resumes the stream
+/// (`GET` + `Last-Event-ID`) in time gets the result: the call was not cancelled. One that does
+/// not resume is cancelled once the grace passes. Without a grace (the default) a dropped call
+/// is cancelled at once (see the tests above and the example stack's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_resumed_within_the_grace_is_not_cancelled() {
+    let layer = TimeoutLayer::builder(ms(5000))
+        .resume_grace(ms(1000))
+        .build()
+        .unwrap();
+    let (server, stats) = stack(layer).await;
+    let c = client(&server, Revision::V2025_11_25).await;
+
+    // Dropped, then resumed: the result arrives on the resumed stream.
+    let id = c.next_id();
+    let resp = c
+        .open_call_stream_with_id(
+            id,
+            "progress",
+            json!({"steps": 4, "interval_ms": 200}),
+            Some(json!("tok")),
+        )
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let last_id = timeout(Duration::from_secs(3), async {
+        loop {
+            let ev = stream.next_event().await.expect("a progress event");
+            if ev
+                .json()
+                .is_some_and(|m| m["method"] == "notifications/progress")
+            {
+                return ev.id.expect("rmcp numbers its events");
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop(stream);
+    tokio::time::sleep(ms(200)).await;
+    let resumed = c.open_get_stream_after(&last_id).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resumed);
+    let result = timeout(Duration::from_secs(3), async {
+        loop {
+            let ev = stream.next_event().await.expect("the resumed result");
+            if let Some(m) = ev.json().filter(|m| m["id"] == id) {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(result["result"].is_object(), "{result}");
+
+    // Dropped and not resumed: cancelled once the grace passes, not before.
+    let start = Instant::now();
+    let resp = c
+        .open_call_stream_with_id(c.next_id(), "slow", json!({"ms": 4000}), None)
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let _priming = timeout(Duration::from_secs(3), stream.next_event())
+        .await
+        .unwrap();
+    drop(stream);
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(stats.slow_cancelled(), 0, "held during the grace");
+    assert!(
+        stats
+            .wait_until(ms(2000), |s| s.slow_cancelled() == 1)
+            .await,
+        "cancelled after the grace"
+    );
+    assert!(
+        start.elapsed() < ms(4000),
+        "before the tool would have ended"
+    );
+
+    // A grace over a minute is refused.
+    assert!(
+        TimeoutLayer::builder(ms(5000))
+            .resume_grace(Duration::from_secs(61))
+            .build()
+            .is_err()
+    );
+}

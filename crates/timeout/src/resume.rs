@@ -1,0 +1,105 @@
+//! Waiting a moment, when a 2025-11-25 caller drops its answer, for it to resume.
+//!
+//! Both official SDKs resume a broken call stream with `GET` + `Last-Event-ID`, and the MCP
+//! specification says a disconnection should not be read as a cancellation. With a resume grace
+//! ([`TimeoutBuilder::resume_grace`](crate::TimeoutBuilder::resume_grace)), the layer holds the
+//! dropped call's `notifications/cancelled` for that long, keyed by the session and the stream
+//! part of rmcp's event ids (`<index>/<stream>`); a `GET` of the session resuming that stream
+//! withdraws it, any other outcome sends it when the grace ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::cancel::{CancelTarget, REASON_GONE};
+
+/// A held cancellation: the session, and the stream part of its event ids.
+type Key = (HeaderValue, Box<str>);
+
+/// The cancellations held for a resume grace. Entries live at most one grace each, and only
+/// for calls that were running (a bulkhead outside bounds how many).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    calls: Mutex<HashMap<Key, CancelTarget>>,
+}
+
+/// The stream part of an rmcp event id (`<index>/<stream>`), if it has one.
+pub(crate) fn stream_of(event_id: &[u8]) -> Option<&str> {
+    let slash = event_id.iter().rposition(|&b| b == b'/')?;
+    let stream = std::str::from_utf8(event_id.get(slash + 1..)?).ok()?;
+    (!stream.is_empty()).then_some(stream)
+}
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, CancelTarget>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds `target` for `grace`, then sends it unless the stream was resumed meanwhile.
+    /// Without a runtime to wait on, gives it back (to be sent now).
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        session: HeaderValue,
+        stream: Box<str>,
+        target: CancelTarget,
+        grace: Duration,
+    ) -> Option<CancelTarget> {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Some(target);
+        };
+        let key = (session, stream);
+        // The same stream dropped again (resumed, then broken again): one cancellation.
+        self.lock().insert(key.clone(), target);
+        let held = Arc::clone(self);
+        rt.spawn(async move {
+            tokio::time::sleep(grace).await;
+            let target = held.lock().remove(&key);
+            if let Some(t) = target {
+                tracing::debug!("dropped call not resumed within the grace; cancelling it");
+                t.send(REASON_GONE);
+            }
+        });
+        None
+    }
+
+    /// A `GET` of `session` resuming after `last_event_id`: takes back the cancellation held for
+    /// that stream, which the resumed answer then carries (sent if it too is dropped, or times
+    /// out).
+    pub(crate) fn resumed(
+        &self,
+        session: &HeaderValue,
+        last_event_id: &[u8],
+    ) -> Option<CancelTarget> {
+        let stream = stream_of(last_event_id)?;
+        let mut calls = self.lock();
+        if calls.is_empty() {
+            return None;
+        }
+        let found = calls.remove(&(session.clone(), Box::from(stream)));
+        if found.is_some() {
+            tracing::debug!("dropped call resumed within the grace; not cancelled");
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_part_of_an_event_id() {
+        assert_eq!(stream_of(b"3/0"), Some("0"));
+        assert_eq!(stream_of(b"12/7"), Some("7"));
+        assert_eq!(stream_of(b"a/b/c"), Some("c"));
+        assert_eq!(
+            stream_of(b"3"),
+            None,
+            "the listen stream's ids have no stream part"
+        );
+        assert_eq!(stream_of(b"3/"), None);
+        assert_eq!(stream_of(b"3/\xff"), None);
+    }
+}
