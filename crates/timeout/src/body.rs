@@ -98,7 +98,7 @@ impl CallState {
         };
         let now = match (&self.resume, self.stream.take(), &self.session) {
             (Some((held, grace)), Some(stream), Some((session, _))) => {
-                held.hold(session.clone(), stream, t, *grace)
+                held.hold(session.clone(), stream, t, self.clock, *grace)
             }
             _ => Some(t),
         };

@@ -160,11 +160,16 @@
 //! broken stream: [`TimeoutBuilder::resume_grace`] (`MCP_CALL_RESUME_GRACE_MS`) holds the
 //! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's
 //! event ids (`<index>/<stream>`, learned from the answer). A `GET` of the session resuming
-//! that stream takes it back and carries it (dropped again, or past its deadline, the resumed
-//! call is cancelled, under its own id); otherwise it is sent when the grace ends. A resumed
-//! stream of a call that ended (its answer is in rmcp's replay cache) works either way. The
-//! in-stream timeout error this layer emits is not in rmcp's cache: resuming a timed-out
-//! call's stream replays only what rmcp sent.
+//! that stream takes it back and carries it, with the call's clock: the resumed answer runs
+//! under the call's id, deadline and cap (dropping and resuming never starts them over), and
+//! dropped again or past its deadline it is cancelled. A call nobody resumes is cancelled when
+//! the grace ends, or at its deadline if that comes first. Limits: while dropped, the tool runs
+//! without its bulkhead permit, and once resumed it holds one of the bulkhead's resumption
+//! pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
+//! (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry` first) is not matched,
+//! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once
+//! its final response is sent, so resuming a call that already ended yields an empty stream,
+//! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.
 //!
 //! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
 //! id in its session; rmcp then ends the call's stream without a final response, which on its

@@ -12,17 +12,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::HeaderValue;
+use tokio::time::Instant;
 
-use crate::cancel::{CancelTarget, REASON_GONE};
+use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
+use crate::clock::{Clock, after};
 
 /// A held cancellation: the session, and the stream part of its event ids.
 type Key = (HeaderValue, Box<str>);
+
+/// What a dropped call keeps while it waits to be resumed: its cancellation, and its clock
+/// (a resumed call goes on under its own deadline and cap, not fresh ones).
+type Call = (CancelTarget, Clock);
 
 /// The cancellations held for a resume grace. Entries live at most one grace each, and only
 /// for calls that were running (a bulkhead outside bounds how many).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
-    calls: Mutex<HashMap<Key, CancelTarget>>,
+    calls: Mutex<HashMap<Key, Call>>,
 }
 
 /// The stream part of an rmcp event id (`<index>/<stream>`), if it has one.
@@ -33,32 +39,40 @@ pub(crate) fn stream_of(event_id: &[u8]) -> Option<&str> {
 }
 
 impl Held {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, CancelTarget>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Call>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Holds `target` for `grace`, then sends it unless the stream was resumed meanwhile.
-    /// Without a runtime to wait on, gives it back (to be sent now).
+    /// Holds `target` for `grace`, or until the call's clock runs out if that comes first,
+    /// then sends it unless the stream was resumed meanwhile. Without a runtime to wait on,
+    /// gives it back (to be sent now).
     pub(crate) fn hold(
         self: &Arc<Self>,
         session: HeaderValue,
         stream: Box<str>,
         target: CancelTarget,
+        clock: Clock,
         grace: Duration,
     ) -> Option<CancelTarget> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return Some(target);
         };
         let key = (session, stream);
+        let until = after(Instant::now(), grace).min(clock.wake_at());
         // The same stream dropped again (resumed, then broken again): one cancellation.
-        self.lock().insert(key.clone(), target);
+        self.lock().insert(key.clone(), (target, clock));
         let held = Arc::clone(self);
         rt.spawn(async move {
-            tokio::time::sleep(grace).await;
-            let target = held.lock().remove(&key);
-            if let Some(t) = target {
-                tracing::debug!("dropped call not resumed within the grace; cancelling it");
-                t.send(REASON_GONE);
+            tokio::time::sleep_until(until).await;
+            let call = held.lock().remove(&key);
+            if let Some((t, clock)) = call {
+                let reason = if clock.expired(Instant::now()) {
+                    REASON_TIMEOUT
+                } else {
+                    REASON_GONE
+                };
+                tracing::debug!(reason, "dropped call not resumed in time; cancelling it");
+                t.send(reason);
             }
         });
         None
@@ -71,7 +85,7 @@ impl Held {
         &self,
         session: &HeaderValue,
         last_event_id: &[u8],
-    ) -> Option<CancelTarget> {
+    ) -> Option<(CancelTarget, Clock)> {
         let stream = stream_of(last_event_id)?;
         let mut calls = self.lock();
         if calls.is_empty() {

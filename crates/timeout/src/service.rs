@@ -148,21 +148,25 @@ where
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
         }
-        let clock = self.clock(facts);
+        // A resumed call goes on under its own clock: its deadline and cap do not start over.
+        let clock = resumed
+            .as_ref()
+            .map_or_else(|| self.clock(facts), |(_, clock)| *clock);
         let session = facts
             .and_then(McpRequest::session_id)
             .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
         // A resumed call answers under its own id (the GET has none).
         let id = facts
             .and_then(McpRequest::id)
-            .or(resumed.as_ref().map(CancelTarget::id))
+            .or(resumed.as_ref().map(|(t, _)| t.id()))
             .cloned();
         let entry = match (&session, &id) {
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
         };
-        let cancel =
-            resumed.or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
+        let cancel = resumed
+            .map(|(t, _)| t)
+            .or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);

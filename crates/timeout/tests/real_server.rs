@@ -342,3 +342,76 @@ async fn a_dropped_call_resumed_within_the_grace_is_not_cancelled() {
             .is_err()
     );
 }
+
+/// A dropped call waiting to be resumed, and a resumed one, run under the call's own clock:
+/// dropping and resuming never restarts the deadline, and a deadline that passes during the
+/// grace cancels the call then, not when the grace ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_call_keeps_its_deadline() {
+    let layer = TimeoutLayer::builder(ms(1500))
+        .resume_grace(ms(5000))
+        .build()
+        .unwrap();
+    let (server, stats) = stack(layer).await;
+    let c = client(&server, Revision::V2025_11_25).await;
+
+    // Resumed before the deadline: the timeout error comes at the call's deadline.
+    let id = c.next_id();
+    let start = Instant::now();
+    let resp = c
+        .open_call_stream_with_id(id, "slow", json!({"ms": 5000}), None)
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let first = timeout(Duration::from_secs(3), stream.next_event())
+        .await
+        .unwrap()
+        .expect("rmcp's first event");
+    let last_id = first.id.expect("rmcp numbers its events");
+    drop(stream);
+    tokio::time::sleep(ms(500)).await;
+    let mut stream = SseStream::new(c.open_get_stream_after(&last_id).await.unwrap());
+    let message = timeout(Duration::from_secs(5), async {
+        loop {
+            let ev = stream.next_event().await.expect("the timeout error");
+            if let Some(m) = ev.json() {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_timeout_error(&message, id);
+    let took = start.elapsed();
+    assert!(
+        took >= ms(1400) && took < ms(1900),
+        "at the call's deadline: {took:?}"
+    );
+    assert!(
+        stats
+            .wait_until(ms(1000), |s| s.slow_cancelled() == 1)
+            .await
+    );
+
+    // Not resumed, the deadline passing within the grace: cancelled at the deadline.
+    let start = Instant::now();
+    let resp = c
+        .open_call_stream_with_id(c.next_id(), "slow", json!({"ms": 5000}), None)
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let _first = timeout(Duration::from_secs(3), stream.next_event())
+        .await
+        .unwrap();
+    drop(stream);
+    assert!(
+        stats
+            .wait_until(ms(3000), |s| s.slow_cancelled() == 2)
+            .await
+    );
+    let took = start.elapsed();
+    assert!(
+        took < ms(2500),
+        "at the deadline, not the grace's end: {took:?}"
+    );
+}
