@@ -8,6 +8,7 @@
 //! withdraws it, any other outcome sends it when the grace ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,15 +21,18 @@ use crate::clock::{Clock, after};
 /// A held cancellation: the session, and the stream part of its event ids.
 type Key = (HeaderValue, Box<str>);
 
-/// What a dropped call keeps while it waits to be resumed: its cancellation, and its clock
-/// (a resumed call goes on under its own deadline and cap, not fresh ones).
-type Call = (CancelTarget, Clock);
+/// What a dropped call keeps while it waits to be resumed: its cancellation, its clock (a
+/// resumed call goes on under its own deadline and cap, not fresh ones), and which hold this
+/// is (a stream dropped, resumed and dropped again is held anew: the first hold's timer must
+/// not end the second).
+type Call = (CancelTarget, Clock, u64);
 
 /// The cancellations held for a resume grace. Entries live at most one grace each, and only
 /// for calls that were running (a bulkhead outside bounds how many).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     calls: Mutex<HashMap<Key, Call>>,
+    holds: AtomicU64,
 }
 
 /// The stream part of an rmcp event id (`<index>/<stream>`), if it has one.
@@ -59,13 +63,20 @@ impl Held {
         };
         let key = (session, stream);
         let until = after(Instant::now(), grace).min(clock.wake_at());
+        let hold = self.holds.fetch_add(1, Ordering::Relaxed);
         // The same stream dropped again (resumed, then broken again): one cancellation.
-        self.lock().insert(key.clone(), (target, clock));
+        self.lock().insert(key.clone(), (target, clock, hold));
         let held = Arc::clone(self);
         rt.spawn(async move {
             tokio::time::sleep_until(until).await;
-            let call = held.lock().remove(&key);
-            if let Some((t, clock)) = call {
+            let call = {
+                let mut calls = held.lock();
+                match calls.get(&key) {
+                    Some((_, _, h)) if *h == hold => calls.remove(&key),
+                    _ => None,
+                }
+            };
+            if let Some((t, clock, _)) = call {
                 let reason = if clock.expired(Instant::now()) {
                     REASON_TIMEOUT
                 } else {
@@ -95,13 +106,57 @@ impl Held {
         if found.is_some() {
             tracing::debug!("dropped call resumed within the grace; not cancelled");
         }
-        found
+        found.map(|(t, clock, _)| (t, clock))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(session: &HeaderValue) -> CancelTarget {
+        let req = http::Request::post("/mcp").body(()).unwrap();
+        let facts = tower_armor_mcp::McpRequest::new(
+            tower_armor_mcp::MessageKind::Request,
+            Some(tower_armor_mcp::Method::ToolsCall),
+            Some(tower_armor_mcp::RequestId::Number(1)),
+        )
+        .with_session_id(session.clone());
+        CancelTarget::capture(&req, &facts, &Arc::default()).unwrap()
+    }
+
+    fn clock() -> Clock {
+        let hour = Duration::from_secs(3600);
+        Clock::start(Instant::now(), hour, false, None, hour)
+    }
+
+    /// A stream dropped, resumed and dropped again is held anew: the first hold's timer does
+    /// not end the second hold early.
+    #[tokio::test(start_paused = true)]
+    async fn each_hold_keeps_its_own_grace() {
+        let held = Arc::new(Held::default());
+        let s = HeaderValue::from_static("s1");
+        let grace = Duration::from_secs(5);
+        assert!(
+            held.hold(s.clone(), "0".into(), target(&s), clock(), grace)
+                .is_none()
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(held.resumed(&s, b"3/0").is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            held.hold(s.clone(), "0".into(), target(&s), clock(), grace)
+                .is_none()
+        );
+        // Past the first hold's end (5 s), within the second's (7 s): still held.
+        tokio::time::advance(Duration::from_millis(3500)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(held.lock().len(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(held.lock().len(), 0, "sent when its own grace ended");
+        assert!(held.resumed(&s, b"4/0").is_none());
+    }
 
     #[test]
     fn the_stream_part_of_an_event_id() {
