@@ -405,20 +405,10 @@ async fn a_call_past_its_deadline_ends_with_a_local_timeout_error() {
     assert_eq!((counts.calls, counts.failures), (2, 2), "{counts:?}");
 }
 
-/// The first JSON-RPC message left in `stream`, or `None` if it ends without one.
-async fn first_message(stream: &mut SseStream) -> Option<serde_json::Value> {
-    while let Some(ev) = stream.next_event().await {
-        if let Some(m) = ev.json() {
-            return Some(m);
-        }
-    }
-    None
-}
-
 /// `stream` (a 3 s `slow` call's) ends well before the call would have, with no message.
 async fn ends_early_without_a_message(stream: &mut SseStream, why: &str) {
     let started = Instant::now();
-    let message = bounded(10, first_message(stream)).await;
+    let message = bounded(10, stream.next_message()).await;
     assert_eq!(message, None, "{why} without a message");
     assert!(started.elapsed() < Duration::from_millis(2500), "{why}");
 }
@@ -846,7 +836,7 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     signal.send(()).unwrap();
 
     // The listen stream ends at once, without a message.
-    assert_eq!(bounded(10, first_message(&mut listen)).await, None);
+    assert_eq!(bounded(10, listen.next_message()).await, None);
     assert!(started.elapsed() < Duration::from_millis(1000));
     // New connections are refused (once the accept loop has seen the signal).
     let refused = async {
@@ -857,9 +847,7 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     bounded(3, refused).await;
     // The calls finish with their results.
     for mut call in calls {
-        let message = bounded(10, first_message(&mut call))
-            .await
-            .expect("a result");
+        let message = bounded(10, call.next_message()).await.expect("a result");
         assert!(message["result"].is_object(), "{message}");
     }
     bounded(10, server).await.unwrap();
@@ -911,7 +899,7 @@ async fn calls_past_the_drain_grace_end_with_an_answer_or_a_clean_end() {
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
     assert_eq!(reply.error_code(), Some(-31502), "{reply:?}");
     assert_eq!(reply.messages()[0]["id"], id, "{reply:?}");
-    assert_eq!(bounded(10, first_message(&mut legacy_call)).await, None);
+    assert_eq!(bounded(10, legacy_call.next_message()).await, None);
     bounded(10, server).await.unwrap();
     let took = started.elapsed();
     assert!(

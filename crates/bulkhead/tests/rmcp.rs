@@ -60,20 +60,11 @@ async fn spawn(layer: BulkheadLayer, opts: ServerOptions) -> TestServer {
     serve(Router::new().nest_service("/mcp", svc)).await
 }
 
-async fn next_event(stream: &mut SseStream, what: &str) -> SseEvent {
-    bounded(what, stream.next_event())
-        .await
-        .unwrap_or_else(|| panic!("stream ended before {what}"))
-}
-
 /// Reads events until one satisfies `pred`; returns it.
 async fn read_until(stream: &mut SseStream, what: &str, pred: impl Fn(&Value) -> bool) -> SseEvent {
-    loop {
-        let ev = next_event(stream, what).await;
-        if ev.json().is_some_and(|m| pred(&m)) {
-            return ev;
-        }
-    }
+    bounded(what, stream.next_event_where(pred))
+        .await
+        .unwrap_or_else(|| panic!("stream ended before {what}"))
 }
 
 fn is_progress(m: &Value) -> bool {

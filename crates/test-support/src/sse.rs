@@ -141,6 +141,17 @@ impl SseStream {
         }
     }
 
+    /// The next event whose JSON-RPC message satisfies `pred` (others are skipped); `None` at
+    /// the end of the body.
+    pub async fn next_event_where(&mut self, pred: impl Fn(&Value) -> bool) -> Option<SseEvent> {
+        loop {
+            let event = self.next_event().await?;
+            if event.json().is_some_and(|m| pred(&m)) {
+                return Some(event);
+            }
+        }
+    }
+
     /// Splits one line off the buffer; handles `\n`, `\r\n` and `\r` endings, including a
     /// `\r\n` split across two chunks.
     fn next_line(&mut self) -> Option<String> {

@@ -280,34 +280,28 @@ async fn a_dropped_call_resumed_within_the_grace_is_not_cancelled() {
         .await
         .unwrap();
     let mut stream = SseStream::new(resp);
-    let last_id = timeout(Duration::from_secs(3), async {
-        loop {
-            let ev = stream.next_event().await.expect("a progress event");
-            if ev
-                .json()
-                .is_some_and(|m| m["method"] == "notifications/progress")
-            {
-                return ev.id.expect("rmcp numbers its events");
-            }
-        }
-    })
+    let last_id = timeout(
+        Duration::from_secs(3),
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("a progress event")
+    .id
+    .expect("rmcp numbers its events");
     drop(stream);
     tokio::time::sleep(ms(200)).await;
     let resumed = c.open_get_stream_after(&last_id).await.unwrap();
     assert_eq!(resumed.status(), StatusCode::OK);
     let mut stream = SseStream::new(resumed);
-    let result = timeout(Duration::from_secs(3), async {
-        loop {
-            let ev = stream.next_event().await.expect("the resumed result");
-            if let Some(m) = ev.json().filter(|m| m["id"] == id) {
-                return m;
-            }
-        }
-    })
+    let result = timeout(
+        Duration::from_secs(3),
+        stream.next_event_where(|m| m["id"] == id),
+    )
     .await
-    .unwrap();
+    .unwrap()
+    .and_then(|ev| ev.json())
+    .expect("the resumed result");
     assert!(result["result"].is_object(), "{result}");
 
     // Dropped and not resumed: cancelled once the grace passes, not before.
@@ -371,16 +365,10 @@ async fn a_resumed_call_keeps_its_deadline() {
     drop(stream);
     tokio::time::sleep(ms(500)).await;
     let mut stream = SseStream::new(c.open_get_stream_after(&last_id).await.unwrap());
-    let message = timeout(Duration::from_secs(5), async {
-        loop {
-            let ev = stream.next_event().await.expect("the timeout error");
-            if let Some(m) = ev.json() {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let message = timeout(Duration::from_secs(5), stream.next_message())
+        .await
+        .unwrap()
+        .expect("the timeout error");
     assert_timeout_error(&message, id);
     let took = start.elapsed();
     assert!(
