@@ -122,8 +122,9 @@
 //! # Memory
 //!
 //! The default [`InMemoryStore`] holds at most [`Builder::max_keys`] keys (default 100,000) in
-//! up to 64 shards; stale keys (whose bucket is full again, so forgetting them changes nothing)
-//! are swept a few buckets at a time as requests pass, with no background task. When a new key
+//! up to 64 shards; stale keys (whose bucket has been full again for a second, so forgetting
+//! them changes nothing) are swept a few buckets at a time as requests pass, with no background
+//! task. When a new key
 //! finds its shard full it counts against a shared overflow bucket per quota instead of evicting
 //! anyone: known clients keep their state, and a flood of fresh keys shares one quota. See
 //! [`InMemoryStore`] for the details (100,000 keys take about 7 MiB) and

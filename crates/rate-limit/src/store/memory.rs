@@ -26,6 +26,11 @@ use crate::policy::Policies;
 const SWEEP_EVERY: u32 = 64;
 /// Buckets examined by an incremental sweep.
 const SWEEP_BATCH: usize = 128;
+/// How long an entry's bucket must have been full before an incremental sweep removes it. A busy
+/// client's bucket may be full again between two of its requests (a generous quota); removing
+/// it then only makes the next request insert it again, under the shard's write lock. A full
+/// shard's sweep and [`InMemoryStore::sweep_all`] take every full bucket.
+const SWEEP_IDLE: Duration = Duration::from_secs(1);
 /// Buckets examined when a new key finds its shard full.
 const FULL_SWEEP_BATCH: usize = 256;
 /// The least clock time between two sweeps of a full shard (no entry turns stale while the
@@ -56,7 +61,9 @@ type Limiter = RateLimiter<RateKey, TableRef, TokioClock, StateInformationMiddle
 ///   and the first overflow is logged.
 /// - **Swept incrementally**: an entry is *stale* once its bucket is full again (its arrival time
 ///   is not in the future); forgetting it changes no decision. Every 64th table operation (on
-///   each thread) sweeps the next 128 buckets of one shard, the shards taking turns
+///   each thread) sweeps the next 128 buckets of one shard, removing entries full for at least
+///   a second (so a busy client with a generous quota is not removed and re-inserted between
+///   its requests), the shards taking turns
 ///   (`try_write`: skipped if that shard is busy), so sweeping keeps pace with traffic (two
 ///   buckets per request); and a full shard is swept (256 buckets, at most once per 10 ms of
 ///   clock time) before a new key overflows. No background task, no pass over the whole table in
@@ -614,7 +621,8 @@ impl Table {
             true
         } else {
             let Some(now) = self.now() else { return };
-            let (removed, pass_done) = map.sweep(SWEEP_BATCH, now);
+            let idle = u64::try_from(SWEEP_IDLE.as_nanos()).unwrap_or(u64::MAX);
+            let (removed, pass_done) = map.sweep(SWEEP_BATCH, now.saturating_sub(idle));
             self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
             pass_done
         };
@@ -846,6 +854,28 @@ mod tests {
         assert!(after.entries <= 64 + 1, "{after:?}");
         assert!(after.evicted >= 19_000, "{after:?}");
         assert!(after.bytes < full.bytes / 4, "{full:?} -> {after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn incremental_sweeps_keep_a_key_used_within_the_last_second() {
+        // A generous quota: the bucket is full again 1 ms after each request.
+        let s = store(Limit::per_second(1000), 100);
+        let k = ip_key(7);
+        let other = ip_key(8);
+        s.check_now(&k);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        // Enough operations for several passes over the shard's buckets.
+        for _ in 0..10_000 {
+            s.check_now(&other);
+        }
+        assert_eq!(s.stats().evicted, 0, "{:?}", s.stats());
+        assert_eq!(s.stats().entries, 2);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        for _ in 0..10_000 {
+            s.check_now(&other);
+        }
+        let st = s.stats();
+        assert_eq!((st.entries, st.evicted), (1, 1), "{st:?}");
     }
 
     #[tokio::test(start_paused = true)]
