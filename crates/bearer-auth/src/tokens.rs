@@ -222,8 +222,20 @@ impl TokenTable {
     }
 }
 
-/// Reads at most [`MAX_TOKEN_FILE_BYTES`] of a file (following symlinks).
+/// Reads at most [`MAX_TOKEN_FILE_BYTES`] of a regular file (following symlinks).
+///
+/// Anything else is refused before it is opened: the file is read from the request path, and
+/// opening a FIFO waits for a writer (a device or socket may never end), which would hold the
+/// worker thread and every request behind it.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    if !meta.is_file() {
+        return Err(if meta.is_dir() {
+            "is a directory, not a file".to_owned()
+        } else {
+            "not a regular file (reading a FIFO, socket or device could block)".to_owned()
+        });
+    }
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
     let mut buf = Vec::new();
     file.take(MAX_TOKEN_FILE_BYTES as u64 + 1)
@@ -556,6 +568,46 @@ mod tests {
         let path = dir.join("tokens");
         std::fs::write(&path, content).unwrap();
         path
+    }
+
+    /// Runs `f` on its own thread and waits at most 10 s for it: a regression (opening the
+    /// FIFO) blocks forever, and must fail the test rather than hang the suite.
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("reading the token file blocked")
+    }
+
+    #[test]
+    fn a_fifo_or_directory_is_refused_without_blocking() {
+        let path = tmp_file("fifo", "alice:old-token\n");
+        let fifo = path.with_file_name("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+
+        // At start: a configuration error naming the problem.
+        let f = fifo.clone();
+        let e = within_10s(move || FileTokens::open(f, S, Duration::from_secs(5)).unwrap_err());
+        assert!(e.detail().contains("not a regular file"), "{e}");
+        let dir = path.parent().unwrap().to_path_buf();
+        let e = FileTokens::open(dir, S, Duration::from_secs(5)).unwrap_err();
+        assert!(e.detail().contains("directory"), "{e}");
+
+        // On a re-read: the file swapped for a FIFO keeps the old tokens.
+        let ft =
+            std::sync::Arc::new(FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&fifo, &path).unwrap();
+        let ft2 = std::sync::Arc::clone(&ft);
+        within_10s(move || ft2.reload_now());
+        assert_eq!(ft.lookup(b"old-token").unwrap().name(), "alice");
     }
 
     #[tokio::test(start_paused = true)]
