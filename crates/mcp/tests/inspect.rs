@@ -170,9 +170,41 @@ async fn malformed_and_mismatched_requests_are_answered_here() {
         .header("mcp-protocol-version", "2099-01-01")
         .body(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#.to_string())
         .unwrap();
-    let resp = svc.oneshot(req).await.unwrap();
+    let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(body_json(resp).await["error"]["code"], -32022);
+    let v = body_json(resp).await;
+    // 2026-07-28's UnsupportedProtocolVersionError: the id, what was asked, what may be asked.
+    assert_eq!(v["error"]["code"], -32022);
+    assert_eq!(v["id"], 4);
+    assert_eq!(v["error"]["data"]["requested"], "2099-01-01");
+    let supported = v["error"]["data"]["supported"].as_array().unwrap();
+    assert!(supported.contains(&"2026-07-28".into()), "{v}");
+    assert!(supported.contains(&"2025-11-25".into()), "{v}");
+
+    // The same from `_meta`, and a hostile value is bounded.
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("mcp-method", "tools/list")
+        .body(
+            r#"{"jsonrpc":"2.0","id":"x","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2027-01-01"}}}"#
+                .to_string(),
+        )
+        .unwrap();
+    let v = body_json(svc.clone().oneshot(req).await.unwrap()).await;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        ("x".into(), (-32022).into())
+    );
+    assert_eq!(v["error"]["data"]["requested"], "2027-01-01");
+    let req = Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "9".repeat(500))
+        .body("not json".to_string())
+        .unwrap();
+    let v = body_json(svc.oneshot(req).await.unwrap()).await;
+    assert_eq!(v["error"]["code"], -32022, "the version is answered first");
+    assert_eq!(v["id"], serde_json::Value::Null);
+    assert_eq!(v["error"]["data"]["requested"], "9".repeat(128));
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,7 +14,8 @@ use tower_service::Service;
 
 use super::parse::{self, Limits, Rejection};
 use crate::CorrelationId;
-use crate::body::{McpBody, ResponseBody, local_error_response};
+use crate::ProtocolRevision;
+use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
 use crate::error::CODE_BODY_TIMEOUT;
 
 pin_project! {
@@ -209,13 +210,33 @@ where
                         reason = rej.message,
                         "MCP request rejected"
                     );
-                    let mut resp = local_error_response(
-                        rej.status,
-                        rej.id.as_ref(),
-                        rej.code,
-                        rej.message,
-                        correlation.as_ref(),
-                    );
+                    let mut resp = match &rej.requested {
+                        None => local_error_response(
+                            rej.status,
+                            rej.id.as_ref(),
+                            rej.code,
+                            rej.message,
+                            correlation.as_ref(),
+                        ),
+                        Some(requested) => {
+                            // 2026-07-28's UnsupportedProtocolVersionError: what the client
+                            // asked for and what it may ask for instead.
+                            let mut data = serde_json::Map::new();
+                            let supported = ProtocolRevision::ALL.map(ProtocolRevision::as_str);
+                            data.insert("supported".into(), supported.to_vec().into());
+                            data.insert("requested".into(), (**requested).into());
+                            if let Some(c) = correlation.as_ref() {
+                                data.insert("correlationId".into(), c.as_str().into());
+                            }
+                            json_rpc_error_response(
+                                rej.status,
+                                rej.id.as_ref(),
+                                rej.code,
+                                rej.message,
+                                Some(&serde_json::Value::Object(data)),
+                            )
+                        }
+                    };
                     if rej.status == http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
                         // RFC 9110 §12.5.3: the codings accepted, for a 415 about one.
                         resp.headers_mut().insert(

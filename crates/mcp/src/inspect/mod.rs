@@ -12,7 +12,7 @@
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |
 //! | a request under 2026-07-28 (by the header; `server/discover` always) whose `_meta` lacks `io.modelcontextprotocol/protocolVersion` or `.../clientCapabilities` (an object) | 400, `-32602`, naming the missing keys |
 //! | a request whose `_meta` is not an object (nor `null`), a `tools/call` whose `arguments` are not an object (nor `null`) | 400, `-32602` |
-//! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` |
+//! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` with the request's id and `data.supported` (every revision this crate knows) and `data.requested`, so an auto-negotiating client can retry with a version both sides speak |
 //! | a body that fails while being read | 400, `-32600` |
 //! | a body not complete within [`McpInspectLayer::body_timeout`] (default 30 s) | 408, [`CODE_BODY_TIMEOUT`](crate::error::CODE_BODY_TIMEOUT), `id: null`, `Connection: close` on HTTP/1; see [Body-read deadline](McpInspectLayer#body-read-deadline) |
 //! | POST with a non-JSON `Content-Type` | passed on unparsed ([`MessageKind::NotJsonRpc`](crate::MessageKind)) |

@@ -55,6 +55,10 @@ pub struct Rejection {
     pub message: &'static str,
     /// The request's id, when it could be read.
     pub id: Option<RequestId>,
+    /// On a `-32022` answer: the version the client asked for (lossily decoded, at most 128
+    /// characters), answered back in the error's `data.requested` with the `data.supported`
+    /// list, so that a client can pick a version both sides speak and retry.
+    pub requested: Option<Box<str>>,
 }
 
 impl Rejection {
@@ -64,6 +68,23 @@ impl Rejection {
             code,
             message,
             id: None,
+            requested: None,
+        }
+    }
+
+    /// `-32022` for a version the client asked for (the header's or `_meta`'s).
+    fn unsupported(message: &'static str, requested: &[u8]) -> Self {
+        let requested: String = String::from_utf8_lossy(requested)
+            .chars()
+            .take(128)
+            .collect();
+        Rejection {
+            requested: Some(requested.into_boxed_str()),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::UNSUPPORTED_VERSION,
+                message,
+            )
         }
     }
 
@@ -241,10 +262,9 @@ fn header_revision(
     };
     match v.to_str().ok().and_then(ProtocolRevision::parse) {
         Some(r) => Ok(Some(r)),
-        None if limits.reject_unknown_versions => Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::UNSUPPORTED_VERSION,
+        None if limits.reject_unknown_versions => Err(Rejection::unsupported(
             "unsupported MCP-Protocol-Version",
+            v.as_bytes(),
         )),
         None => Ok(None),
     }
@@ -256,8 +276,13 @@ pub(crate) fn from_post(
     body: &[u8],
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
-    let header_rev = header_revision(headers, limits)?;
-    let env = parse_envelope(body, limits)?;
+    // An unknown version is answered before a malformed body, and with the request's id when
+    // the body gives one.
+    let header_rev = header_revision(headers, limits);
+    let env = match parse_envelope(body, limits) {
+        Ok(env) => env,
+        Err(e) => return Err(header_rev.err().unwrap_or(e)),
+    };
 
     let id = match env.id {
         None => None,
@@ -267,6 +292,7 @@ pub(crate) fn from_post(
         Some(IdField::Valid(id)) => Some(id),
         Some(IdField::Invalid) => return Err(Rejection::invalid("invalid JSON-RPC id")),
     };
+    let header_rev = header_rev.map_err(|e| e.with_id(id.clone()))?;
     if env.jsonrpc.as_deref() != Some("2.0") {
         return Err(Rejection::invalid("not a JSON-RPC 2.0 message").with_id(id));
     }
@@ -288,10 +314,9 @@ pub(crate) fn from_post(
         Some(v) => match ProtocolRevision::parse(v) {
             Some(r) => Some(r),
             None if limits.reject_unknown_versions => {
-                return Err(Rejection::new(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::UNSUPPORTED_VERSION,
+                return Err(Rejection::unsupported(
                     "unsupported protocol version in _meta",
+                    v.as_bytes(),
                 )
                 .with_id(id));
             }
