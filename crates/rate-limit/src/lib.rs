@@ -91,9 +91,10 @@
 //! tools in [`Builder::known_tools`]; every other name shares `unknown`. A request passes when
 //! every quota that applies allows it. Quotas are checked narrowest first (the tool's own, the
 //! per-tool one, the method's) and the base quota last, and checking stops at the first
-//! refusal: a client hammering one tool past its quota keeps its base quota for everything
-//! else, while a request the base quota refuses has spent its narrower quotas (the client is
-//! over its overall quota then anyway). The headers list the quotas checked, in that order.
+//! refusal, and a refused request spends nothing: what it took from the quotas checked before
+//! the one that refused is given back. A client hammering one tool past its quota keeps its
+//! base quota for everything else, and one over its base quota finds its tool quotas untouched
+//! when its `Retry-After` is up. The headers list the quotas checked, in that order.
 //!
 //! # Answers and headers
 //!

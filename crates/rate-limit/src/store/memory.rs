@@ -214,11 +214,14 @@ impl InMemoryStore {
         removed
     }
 
-    /// Spends one request from each key's quota, stopping at the first denial.
+    /// Spends one request from each key's quota, stopping at the first denial. A denied request
+    /// spends nothing: what it took from the keys before the denied one is given back, so a
+    /// client waiting out the `Retry-After` of one quota does not find another spent by the
+    /// refusals meanwhile.
     #[inline]
     pub fn check_now(&self, checks: &Checks) -> Decision {
         let mut decision = Decision::new();
-        for key in checks.iter() {
+        for (i, key) in checks.iter().enumerate() {
             let Some(policy) = self.inner.policies.get(key.policy().index()) else {
                 // Keys come from the layer that built this store; an unknown policy has no quota.
                 continue;
@@ -230,12 +233,33 @@ impl InMemoryStore {
                     }
                 }
                 Err(denied) => {
+                    self.give_back(checks.iter().take(i), &mut decision);
                     decision.push(denied);
                     break;
                 }
             }
         }
         decision
+    }
+
+    /// Gives back the request a refused request spent from each of `keys` (allowed before the
+    /// key that refused it), and shows it in their outcomes.
+    #[cold]
+    fn give_back<'a>(&self, keys: impl Iterator<Item = &'a RateKey>, decision: &mut Decision) {
+        for key in keys {
+            let Some(policy) = self.inner.policies.get(key.policy().index()) else {
+                continue;
+            };
+            if self.inner.table.give_back(key, policy.interval)
+                && let Some(o) = decision.outcomes[..decision.len]
+                    .iter_mut()
+                    .flatten()
+                    .find(|o| o.policy == key.policy())
+            {
+                o.remaining = o.remaining.saturating_add(1).min(policy.burst);
+                o.reset = o.reset.saturating_sub(policy.interval);
+            }
+        }
     }
 
     /// [`InMemoryStore::check_now`] for one key, the layer's common case: `Ok` when allowed,
@@ -526,6 +550,28 @@ impl Table {
             self.sweep_next_shard();
         }
         result
+    }
+
+    /// Takes one request of `interval` off `key`'s bucket (undoing a check that spent it), if
+    /// the table holds the key. Returns whether it did.
+    fn give_back(&self, key: &RateKey, interval: Duration) -> bool {
+        let hash = self.hash(key);
+        let shard = &self.shards[(hash >> 32) as usize & self.mask];
+        let map = shard.read();
+        let Some(state) = map.find(hash, key) else {
+            // Swept meanwhile (nothing left to give back) or counted in the overflow bucket,
+            // which is shared and left as it is.
+            return false;
+        };
+        let interval = Nanos::from(interval);
+        state
+            .measure_and_replace(&NotKeyed::NonKey, |tat| {
+                Ok::<_, std::convert::Infallible>((
+                    (),
+                    tat.unwrap_or_default().saturating_sub(interval),
+                ))
+            })
+            .is_ok()
     }
 
     /// The incremental sweep's turn: shards are swept in turn, not the one just used, so a
@@ -904,13 +950,69 @@ mod tests {
         let client = ClientKey::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let mut c = Checks::new();
         c.push(RateKey::new(PolicyId::BASE, None, client.clone()));
-        c.push(RateKey::new(p.iter().nth(1).unwrap().id(), None, client));
+        c.push(RateKey::new(
+            p.iter().nth(1).unwrap().id(),
+            None,
+            client.clone(),
+        ));
         let d = s.check_now(&c);
         assert_eq!(d.outcomes().len(), 2);
         assert!(d.denied().is_none());
-        let d = s.check_now(&c);
-        assert_eq!(d.outcomes().iter().next().unwrap().remaining(), 3);
-        assert!(d.denied().unwrap().policy() != PolicyId::BASE);
+        assert_eq!(d.outcomes().iter().next().unwrap().remaining(), 4);
+        // Refused by the tool's quota: what the base quota spent is given back.
+        for _ in 0..10 {
+            let d = s.check_now(&c);
+            assert_eq!(d.outcomes().iter().next().unwrap().remaining(), 4);
+            assert!(d.denied().unwrap().policy() != PolicyId::BASE);
+        }
+        let mut base = Checks::new();
+        base.push(RateKey::new(PolicyId::BASE, None, client));
+        assert_eq!(
+            s.check_now(&base)
+                .outcomes()
+                .iter()
+                .next()
+                .unwrap()
+                .remaining(),
+            3
+        );
         assert_eq!(s.stats().entries, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_refused_by_a_later_quota_spends_none_of_the_earlier() {
+        // The tool's quota is checked first; the base quota refuses.
+        let p = Policies::new(
+            Limit::per_minute(60).burst(2),
+            &[(Target::Tool("add".into()), Limit::per_minute(6))],
+        )
+        .unwrap();
+        let s = InMemoryStore::new(&p, 100);
+        let client = ClientKey::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let tool = RateKey::new(p.iter().nth(1).unwrap().id(), None, client.clone());
+        let base = RateKey::new(PolicyId::BASE, None, client);
+        let mut c = Checks::new();
+        c.push(tool.clone());
+        c.push(base);
+        assert!(s.check_now(&c).denied().is_none());
+        assert!(s.check_now(&c).denied().is_none());
+        for _ in 0..20 {
+            assert_eq!(s.check_now(&c).denied().unwrap().policy(), PolicyId::BASE);
+        }
+        // Two tool calls served: four left of six, not none.
+        let mut t = Checks::new();
+        t.push(tool);
+        assert_eq!(
+            s.check_now(&t)
+                .outcomes()
+                .iter()
+                .next()
+                .unwrap()
+                .remaining(),
+            3
+        );
+        // The base bucket refills one request per second: the next call passes both.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(s.check_now(&c).denied().is_none());
     }
 }

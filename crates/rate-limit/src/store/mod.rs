@@ -32,8 +32,9 @@ pub const MAX_CHECKS: usize = 4;
 /// A store of per-key quota state.
 ///
 /// `check` spends one request from each key's quota, in order, and reports each policy's state.
-/// A store may stop at the first denied key (the in-memory store does: later quotas are then
-/// not spent, earlier ones are). The future must be `Unpin` (box it if needed): the layer polls
+/// A store may stop at the first denied key, and should spend nothing on a denied request (the
+/// in-memory store gives back what the keys before the denied one spent): otherwise a client
+/// that waits out one quota's `Retry-After` finds another spent by its refused requests. The future must be `Unpin` (box it if needed): the layer polls
 /// it once inline before it commits to waiting.
 ///
 /// A store error lets the request through (fail open) with a warning: rate limiting protects the
