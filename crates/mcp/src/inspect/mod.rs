@@ -6,7 +6,7 @@
 //! | a body with a `Content-Encoding` other than `identity` (never decoded here nor by the server: read as it is, the server would see other bytes than a proxy that decodes it) | 415, `-32600`, `id: null` |
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
-//! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric `params`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |
+//! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric or positional (array) `params`, which MCP's schema never has; a response with both `result` and `error`, or an `error` that is not an object with an integer `code` and a string `message`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |
 //! | a member the inspector reads appearing twice in its object, however spelt (`jsonrpc`, `method`, `id`, `params`, `result`, `error`; in `params`: `name`, `uri`, `protocolVersion`, `requestId`, `arguments`, `_meta`): parsers disagree on which counts (rmcp refuses the message) | 400, `-32600`, the id when it can be read |
 //! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |

@@ -833,8 +833,16 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                             });
                         }
                         K::Params => e.params = m.next_value::<ParamsDe<'de>>()?.0,
-                        K::Result | K::Error => {
+                        // A response has one of them, never both.
+                        K::Result | K::Error if e.has_result_or_error => {
+                            return Err(de::Error::custom("both result and error"));
+                        }
+                        K::Result => {
                             m.next_value::<Skip>()?;
+                            e.has_result_or_error = true;
+                        }
+                        K::Error => {
+                            m.next_value::<ErrorShape>()?;
                             e.has_result_or_error = true;
                         }
                         K::Other => {
@@ -849,6 +857,20 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
     }
 }
 
+/// A JSON-RPC error object: an integer `code` and a string `message` (`data` and anything else
+/// skipped). Anything else in a response's `error` is refused here rather than by the server,
+/// which answers it with a bare 415.
+#[derive(Deserialize)]
+struct ErrorShape {
+    #[serde(rename = "code")]
+    _code: i64,
+    #[serde(rename = "message")]
+    _message: String,
+}
+
+/// A request's or notification's `params`: an object (MCP's schema has no positional params;
+/// an array is refused here rather than by the server, which answers it with a bare 415), or
+/// `null`, read as none.
 struct ParamsDe<'a>(Option<Params<'a>>);
 
 impl<'de> Deserialize<'de> for ParamsDe<'de> {
@@ -860,10 +882,6 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                 f.write_str("params")
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ParamsDe(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
-                while s.next_element::<Skip>()?.is_some() {}
                 Ok(ParamsDe(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
@@ -1240,7 +1258,6 @@ mod tests {
             r#"{"requestId":[1]}"#,
             r#"{"requestId":18446744073709551615}"#,
             r#"{}"#,
-            r#"[]"#,
         ] {
             assert_eq!(cancel(bad).cancelled_request(), None, "{bad}");
         }
@@ -1360,12 +1377,52 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
                 -32600,
             ),
+            // Positional params (MCP's schema has none; rmcp answers them with a bare 415).
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":[]}"#,
+                -32600,
+            ),
+            // A response with both members, or an error that is not an error object.
+            (
+                r#"{"jsonrpc":"2.0","id":17,"result":{},"error":{"code":1,"message":"m"}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":17,"error":{"code":1,"message":"m"},"result":{}}"#,
+                -32600,
+            ),
+            (r#"{"jsonrpc":"2.0","id":16,"error":"x"}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":16,"error":{"code":1.5,"message":"m"}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":16,"error":{"message":"m"}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":16,"error":{"code":1,"message":"m","code":2}}"#,
+                -32600,
+            ),
         ];
         for (b, code) in cases {
             let e = post(&[], b).unwrap_err();
             assert_eq!(e.code, *code, "{b}");
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
+        let e = post(&[], r#"{"jsonrpc":"2.0","id":16,"error":"x"}"#).unwrap_err();
+        assert_eq!(e.id, Some(RequestId::Number(16)), "answered with its id");
+        // A well-formed error response, with data of any shape, passes.
+        let ok = post(
+            &[],
+            r#"{"jsonrpc":"2.0","id":16,"error":{"code":-32601,"message":"m","data":[1,{"a":null}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.kind(), MessageKind::Response);
         let long_id = format!(
             r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#,
             "x".repeat(300)
