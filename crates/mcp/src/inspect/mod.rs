@@ -8,7 +8,8 @@
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
 //! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric or positional (array) `params`, which MCP's schema never has; a response with both `result` and `error`, or an `error` that is not an object with an integer `code` and a string `message`), a batch, a fractional / `null` / over-long id | 400, `-32600`, the id when it can be read |
 //! | a member the inspector reads appearing twice in its object, however spelt (`jsonrpc`, `method`, `id`, `params`, `result`, `error`; in `params`: `name`, `uri`, `protocolVersion`, `requestId`, `arguments`, `_meta`): parsers disagree on which counts (rmcp refuses the message) | 400, `-32600`, the id when it can be read |
-//! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 | 400, `-32020` |
+//! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 (by the `MCP-Protocol-Version` header or `_meta`; the version an `initialize` offers does not count) | 400, `-32020` |
+//! | `MCP-Protocol-Version`, `Mcp-Session-Id`, `Mcp-Method` or `Mcp-Name` sent more than once (layers and the server could each read a different copy) | 400, `-32600` (`-32020` for `Mcp-Method` / `Mcp-Name`), the id when it can be read |
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |
 //! | a request under 2026-07-28 (by the header; `server/discover` always) whose `_meta` lacks `io.modelcontextprotocol/protocolVersion` or `.../clientCapabilities` (an object) | 400, `-32602`, naming the missing keys |
 //! | a request whose `_meta` is not an object (nor `null`), a `tools/call` whose `arguments` are not an object (nor `null`) | 400, `-32602` |

@@ -149,7 +149,7 @@ pub(crate) fn from_headers(
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
     let revision = header_revision(headers, limits)?;
-    let session_id = session_of(revision, headers);
+    let session_id = session_of(revision, headers)?;
     let stream = if method == http::Method::GET {
         match headers.get(&LAST_EVENT_ID) {
             Some(v) if resumes_call(v.as_bytes()) => StreamRole::Resume {
@@ -246,18 +246,49 @@ fn meta_problem(
 /// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
 /// the server ignores the session header (rmcp serves such a request with a stale or made-up
 /// session id as if it had none), so no layer may key anything by it either.
-fn session_of(revision: Option<ProtocolRevision>, headers: &HeaderMap) -> Option<HeaderValue> {
+fn session_of(
+    revision: Option<ProtocolRevision>,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, Rejection> {
+    let session = only(headers, &SESSION_ID, "Mcp-Session-Id header repeated")?;
     if revision.is_some_and(ProtocolRevision::is_stateless) {
-        return None;
+        return Ok(None);
     }
-    headers.get(&SESSION_ID).cloned()
+    Ok(session.cloned())
+}
+
+/// The one value of an MCP header. A repeated one is refused: each layer and the server could
+/// read a different copy (one layer the first, rmcp's own check the other), so they would not
+/// agree on what the request says.
+fn only<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    repeated: &'static str,
+) -> Result<Option<&'h HeaderValue>, Rejection> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        // The mirrored headers' own code (rmcp's too); -32600 for the others.
+        let mirrored = *name == MCP_METHOD || *name == MCP_NAME;
+        return Err(if mirrored {
+            Rejection::mismatch(repeated)
+        } else {
+            Rejection::invalid(repeated)
+        });
+    }
+    Ok(first)
 }
 
 fn header_revision(
     headers: &HeaderMap,
     limits: Limits,
 ) -> Result<Option<ProtocolRevision>, Rejection> {
-    let Some(v) = headers.get(&PROTOCOL_VERSION) else {
+    let Some(v) = only(
+        headers,
+        &PROTOCOL_VERSION,
+        "MCP-Protocol-Version header repeated",
+    )?
+    else {
         return Ok(None);
     };
     match v.to_str().ok().and_then(ProtocolRevision::parse) {
@@ -345,10 +376,14 @@ pub(crate) fn from_post(
         None => None,
     };
 
-    // Mirrored headers (2026-07-28). Checked whenever present; required under 2026-07-28.
-    let stateless = revision == Some(ProtocolRevision::V2026_07_28);
+    // Mirrored headers (2026-07-28). Checked whenever present; required under 2026-07-28, as
+    // the header or `_meta` says: the version an `initialize` offers is an offer the server may
+    // answer with another (2026-07-28 has no `initialize`), not the revision of the request.
+    let stateless = header_rev.or(meta_rev) == Some(ProtocolRevision::V2026_07_28);
+    let mirrored =
+        |name, repeated| only(headers, name, repeated).map_err(|r| r.with_id(id.clone()));
     if let Some(m) = &method {
-        match headers.get(&MCP_METHOD) {
+        match mirrored(&MCP_METHOD, "Mcp-Method header repeated")? {
             Some(h) if h.as_bytes() != m.as_str().as_bytes() => {
                 return Err(
                     Rejection::mismatch("Mcp-Method header does not match the body").with_id(id),
@@ -360,7 +395,7 @@ pub(crate) fn from_post(
             _ => {}
         }
         if m.name_field().is_some() {
-            match headers.get(&MCP_NAME) {
+            match mirrored(&MCP_NAME, "Mcp-Name header repeated")? {
                 Some(h) => {
                     let decoded = decode_mcp_name(h).ok_or_else(|| {
                         Rejection::mismatch("Mcp-Name header is not valid").with_id(id.clone())
@@ -395,7 +430,8 @@ pub(crate) fn from_post(
     let session_id = session_of(
         header_rev.filter(|_| !matches!(method, Some(Method::Initialize))),
         headers,
-    );
+    )
+    .map_err(|r| r.with_id(id.clone()))?;
     // An id the message could not carry as its own is not matched as another's either.
     let cancels = match (&method, kind) {
         (Some(Method::NotificationsCancelled), MessageKind::Notification) => params
@@ -1027,7 +1063,7 @@ mod tests {
     fn hdrs(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(
+            h.append(
                 HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
@@ -1041,6 +1077,51 @@ mod tests {
 
     /// The `_meta` members every 2026-07-28 request carries.
     const META_2026: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+    /// An MCP header sent twice is refused, whatever the copies say: layers and the server
+    /// could each read a different one.
+    #[test]
+    fn a_repeated_mcp_header_is_refused() {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"add",{META_2026}}}}}"#
+        );
+        let v2 = ("mcp-protocol-version", "2026-07-28");
+        let (m, n) = (("mcp-method", "tools/call"), ("mcp-name", "add"));
+        assert!(post(&[v2, m, n], &call).is_ok());
+        for (h, code) in [
+            (vec![v2, v2, m, n], -32600),
+            (
+                vec![v2, ("mcp-protocol-version", "1999-01-01"), m, n],
+                -32600,
+            ),
+            (vec![v2, m, m, n], -32020),
+            (vec![v2, m, n, ("mcp-name", "slow")], -32020),
+        ] {
+            let e = post(&h, &call).unwrap_err();
+            assert_eq!(
+                (e.code, e.id.clone()),
+                (code, Some(RequestId::Number(5))),
+                "{h:?}"
+            );
+        }
+        let s = [("mcp-session-id", "a"), ("mcp-session-id", "b")];
+        let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
+        assert_eq!(post(&s, ping).unwrap_err().code, -32600);
+        let get = from_headers(&http::Method::GET, &hdrs(&s), L).unwrap_err();
+        assert_eq!(get.code, -32600);
+    }
+
+    /// `initialize` offering 2026-07-28 (which has no `initialize`) is an offer for the server
+    /// to answer with a version it speaks, not a stateless request that must mirror headers.
+    #[test]
+    fn initialize_offering_the_stateless_revision_needs_no_mirrored_headers() {
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{}}}"#;
+        let r = post(&[], init).unwrap();
+        assert_eq!(r.method(), Some(&Method::Initialize));
+        // Under the 2026-07-28 header the mirrored headers are still required.
+        let e = post(&[("mcp-protocol-version", "2026-07-28")], init).unwrap_err();
+        assert_eq!(e.code, -32020);
+    }
 
     /// A member the inspector reads, twice in one object (however spelt), is refused: this
     /// parser would keep the last, rmcp refuses the message, and the layers must not read one
