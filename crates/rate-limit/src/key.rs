@@ -266,13 +266,27 @@ impl TrustedProxies {
     /// Parses a comma-separated list of addresses and networks
     /// (`MCP_RATE_LIMIT_TRUSTED_PROXIES` syntax); empty means none.
     pub fn parse_list(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Ok(Self::new(Vec::new()));
+        }
         let nets = s
             .split(',')
             .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(IpNet::from_str)
+            .map(|p| {
+                if p.is_empty() {
+                    Err("an empty entry (a stray comma?)".to_owned())
+                } else {
+                    IpNet::from_str(p)
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(nets))
+    }
+
+    /// Whether a network of these trusts every address (`0.0.0.0/0`, `::/0`): any client can
+    /// then choose the address it is counted under.
+    pub fn trusts_everyone(&self) -> bool {
+        self.nets.iter().any(|n| n.prefix == 0)
     }
 
     /// Whether no proxy is trusted.
@@ -462,11 +476,23 @@ mod tests {
         assert!(mapped.contains(ip("10.2.3.4")));
         assert_eq!(format!("{mapped}"), "10.0.0.0/8");
         assert!(
-            TrustedProxies::parse_list("10.0.0.0/8, ::1 ,")
+            TrustedProxies::parse_list("10.0.0.0/8, ::1 ")
                 .unwrap()
                 .contains(ip("::1"))
         );
+        assert!(TrustedProxies::parse_list("10.0.0.0/8, ::1 ,").is_err());
         assert!(TrustedProxies::parse_list("").unwrap().is_empty());
+        assert!(TrustedProxies::parse_list(" ").unwrap().is_empty());
+        assert!(
+            !TrustedProxies::parse_list("10.0.0.0/8")
+                .unwrap()
+                .trusts_everyone()
+        );
+        assert!(
+            TrustedProxies::parse_list("::/0")
+                .unwrap()
+                .trusts_everyone()
+        );
         assert!(TrustedProxies::parse_list("10.0.0.0/8,bad").is_err());
     }
 

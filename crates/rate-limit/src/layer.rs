@@ -297,6 +297,13 @@ impl Builder {
         if let Some(v) = get(config::ENV_TRUSTED_PROXIES) {
             b.trusted = TrustedProxies::parse_list(&v)
                 .map_err(|e| ConfigError::new(config::ENV_TRUSTED_PROXIES, e))?;
+            if b.trusted.trusts_everyone() {
+                tracing::warn!(
+                    "{}: a /0 network trusts the forwarding header from any address: every \
+                     client can choose the address it is counted under",
+                    config::ENV_TRUSTED_PROXIES
+                );
+            }
         }
         if let Some(v) = get(config::ENV_FORWARDED_HEADER) {
             b.forwarded = match v.trim().to_ascii_lowercase().as_str() {
@@ -324,7 +331,11 @@ impl Builder {
                         format!("tool {name:?} listed twice"),
                     ));
                 }
-                b = b.tool(name, Limit::per_minute(n));
+                let limit = Limit::per_minute(n);
+                limit.quota(config::ENV_TOOLS).map_err(|e| {
+                    ConfigError::new(config::ENV_TOOLS, format!("tool {name:?}: {}", e.reason()))
+                })?;
+                b = b.tool(name, limit);
             }
         }
         Ok(b)
@@ -557,10 +568,13 @@ mod tests {
             (ENV_KEY, "cookie"),
             (ENV_KEY, "header:bad header"),
             (ENV_TRUSTED_PROXIES, "10.0.0.0/99"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/8,,10.1.0.0/16"),
+            (ENV_TRUSTED_PROXIES, "10.0.0.0/8,"),
             (ENV_FORWARDED_HEADER, "x-real-ip"),
             (ENV_MAX_KEYS, "0"),
             (ENV_TOOLS, "expensive"),
             (ENV_TOOLS, "a:1,a:2"),
+            (ENV_TOOLS, "slow:4294967295"),
         ] {
             let e = Builder::from_lookup(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.setting(), var, "{var}={value}: {e}");
