@@ -344,7 +344,7 @@ pub fn check_bind_with(
         Some(_) => {
             return Err(ConfigError::new(
                 ENV_AUTH_DISABLED,
-                "expected true or false",
+                "expected true, false, 1 or 0",
             ));
         }
     };
@@ -603,8 +603,30 @@ fn check_quoted(v: &str, setting: &'static str, url: bool) -> Result<(), ConfigE
             "only printable ASCII without '\"' or '\\' is allowed",
         ));
     }
-    if url && !(v.starts_with("https://") || v.starts_with("http://")) {
-        return Err(ConfigError::new(setting, "must be an http(s) URL"));
+    if url {
+        check_url(v).map_err(|e| ConfigError::new(setting, e))?;
+    }
+    Ok(())
+}
+
+/// An absolute `http` or `https` URL (scheme in any case) with a host, no user information and
+/// no spaces: what a client fetches the protected resource metadata from.
+fn check_url(v: &str) -> Result<(), &'static str> {
+    const NOT_URL: &str = "must be an absolute http(s) URL with a host";
+    if v.contains(' ') {
+        return Err("must not contain spaces");
+    }
+    let uri: http::Uri = v.parse().map_err(|_| NOT_URL)?;
+    let scheme = uri.scheme_str().ok_or(NOT_URL)?;
+    if !(scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http")) {
+        return Err(NOT_URL);
+    }
+    let authority = uri.authority().ok_or(NOT_URL)?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry user information (user:password@)");
+    }
+    if authority.host().is_empty() {
+        return Err(NOT_URL);
     }
     Ok(())
 }

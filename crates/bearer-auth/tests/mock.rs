@@ -645,12 +645,28 @@ fn env_configuration_is_validated_naming_the_variable() {
     let e = from(&[("MCP_BEARER_TOKEN", "alice:sec ret")]).unwrap_err();
     assert_eq!(e.setting(), "MCP_BEARER_TOKEN");
     assert!(!e.to_string().contains("sec"), "{e}");
-    let e = from(&[
-        ("MCP_BEARER_TOKEN", "a1"),
-        ("MCP_RESOURCE_METADATA_URL", "ftp://x"),
-    ])
-    .unwrap_err();
-    assert_eq!(e.setting(), "MCP_RESOURCE_METADATA_URL");
+    for bad in [
+        "ftp://x",
+        "http://",
+        "https:///x",
+        "https://x/ y",
+        "http://user:pass@x/",
+        "/relative",
+    ] {
+        let e = from(&[
+            ("MCP_BEARER_TOKEN", "a1"),
+            ("MCP_RESOURCE_METADATA_URL", bad),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting(), "MCP_RESOURCE_METADATA_URL", "{bad}");
+    }
+    for good in ["HTTPS://mcp.example/x", "http://127.0.0.1:8080/m"] {
+        let ok = from(&[
+            ("MCP_BEARER_TOKEN", "a1"),
+            ("MCP_RESOURCE_METADATA_URL", good),
+        ]);
+        assert!(ok.is_ok(), "{good}");
+    }
     let e = from(&[("MCP_BEARER_TOKEN", "a1"), ("MCP_AUTH_REALM", "a\"b")]).unwrap_err();
     assert_eq!(e.setting(), "MCP_AUTH_REALM");
 
