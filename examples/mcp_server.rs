@@ -62,6 +62,48 @@ use tower_armor_timeout::TimeoutLayer;
 /// The deadline of a call when `MCP_CALL_TIMEOUT_MS` is not set.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
+/// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
+/// would otherwise leave auth off with only the generic warning.
+pub const ENV_VARS: [&str; 36] = [
+    "MCP_ADDR",
+    "MCP_ALLOWED_HOSTS",
+    "MCP_AUTH_DISABLED",
+    "MCP_AUTH_REALM",
+    "MCP_BEARER_TOKEN",
+    "MCP_BEARER_TOKEN_FILE",
+    "MCP_BODY_TIMEOUT_MS",
+    "MCP_BREAKER_FAILURE_RATE",
+    "MCP_BREAKER_HALF_OPEN_CALLS",
+    "MCP_BREAKER_MIN_CALLS",
+    "MCP_BREAKER_OPEN_MS",
+    "MCP_BREAKER_PROBE_LEASE_MS",
+    "MCP_BREAKER_WINDOW",
+    "MCP_BULKHEAD_MAX_CONCURRENT",
+    "MCP_BULKHEAD_MAX_QUEUE",
+    "MCP_BULKHEAD_MAX_WAIT_MS",
+    "MCP_BULKHEAD_STREAMS_PER_PRINCIPAL",
+    "MCP_CALL_MAX_PAUSE_MS",
+    "MCP_CALL_RESUME_GRACE_MS",
+    "MCP_CALL_TIMEOUT_MAX_MS",
+    "MCP_CALL_TIMEOUT_MS",
+    "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS",
+    "MCP_DRAIN_GRACE_MS",
+    "MCP_MAX_BODY_BYTES",
+    "MCP_RATE_LIMIT_BURST",
+    "MCP_RATE_LIMIT_FORWARDED_HEADER",
+    "MCP_RATE_LIMIT_KEY",
+    "MCP_RATE_LIMIT_MAX_KEYS",
+    "MCP_RATE_LIMIT_PER_MINUTE",
+    "MCP_RATE_LIMIT_TOOLS",
+    "MCP_RATE_LIMIT_TRUSTED_PROXIES",
+    "MCP_REQUEST_ID_HEADER",
+    "MCP_RESOURCE_METADATA_URL",
+    "MCP_SSE_IDLE_TIMEOUT_SECONDS",
+    "MCP_SSE_KEEPALIVE_SECONDS",
+    "MCP_TOOL_ALLOW",
+];
+
 /// Everything the example reads from the environment, validated.
 #[derive(Debug)]
 pub struct Settings {
@@ -102,9 +144,12 @@ impl Settings {
     /// "unset" (an unreadable `MCP_BEARER_TOKEN` must not turn auth off).
     pub fn from_env() -> Result<Self, String> {
         for (k, v) in std::env::vars_os() {
-            if let Some(k) = k.to_str().filter(|k| k.starts_with("MCP_"))
-                && v.to_str().is_none()
-            {
+            let Some(k) = k.to_str().filter(|k| k.starts_with("MCP_")) else {
+                continue;
+            };
+            if !ENV_VARS.contains(&k) {
+                tracing::warn!("{k} is not a setting this server reads (a typo?)");
+            } else if v.to_str().is_none() {
                 return Err(format!("{k}: not valid UTF-8"));
             }
         }
@@ -169,12 +214,25 @@ impl Settings {
             "MCP_CALL_TIMEOUT_MS" => get(k).or_else(|| Some(default_ms.clone())),
             _ => lookup(k),
         })
-        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            let e = e.to_string();
+            if get("MCP_CALL_TIMEOUT_MS").is_none() && e.contains("MCP_CALL_TIMEOUT_MS") {
+                format!("{e} (MCP_CALL_TIMEOUT_MS is unset: {default_ms} ms in this server)")
+            } else {
+                e
+            }
+        })?
         .ok_or("MCP_CALL_TIMEOUT_MS: missing")?;
         // A rule naming a principal with no token (a typo) restricts no one: warn at start.
         let allow = ToolAllowListLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?
             .warn_unknown_principals(&auth);
+        if !auth.is_enabled() && get("MCP_TOOL_ALLOW").is_some() {
+            tracing::warn!(
+                "MCP_TOOL_ALLOW has no effect while auth is off: without a principal every \
+                 caller may call every tool"
+            );
+        }
         let bulkhead = BulkheadLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?
             .by_tool(tools.clone())
@@ -565,12 +623,24 @@ async fn control_breaker(
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() {
+    // A bad directive would otherwise drop every directive silently (back to `info`).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("configuration error: RUST_LOG: {e}");
+                std::process::exit(2);
+            }
+        },
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!("configuration error: RUST_LOG: not valid UTF-8");
+            std::process::exit(2);
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .init();
     let settings = match Settings::from_env() {
         Ok(s) => s,

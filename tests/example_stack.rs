@@ -910,3 +910,37 @@ async fn calls_past_the_drain_grace_end_with_an_answer_or_a_clean_end() {
     let err = support::example::Settings::for_tests(&[("MCP_DRAIN_GRACE_MS", "soon")]).unwrap_err();
     assert!(err.starts_with("MCP_DRAIN_GRACE_MS"), "{err}");
 }
+
+/// The example's list of variables (it warns about any other `MCP_*` one) is exactly what
+/// `docs/configuration.md` documents, and holds every variable each crate's `from_env` reads.
+#[test]
+fn the_known_variables_are_the_documented_ones() {
+    let docs = include_str!("../docs/configuration.md");
+    let mut documented: Vec<&str> = docs
+        .match_indices("`MCP_")
+        .map(|(i, _)| {
+            let name = &docs[i + 1..];
+            &name[..name.find('`').unwrap_or(0)]
+        })
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && !n.ends_with('_')
+        })
+        .collect();
+    documented.sort_unstable();
+    documented.dedup();
+    let mut known = support::example::ENV_VARS.to_vec();
+    known.sort_unstable();
+    assert_eq!(documented, known);
+    for crate_vars in [
+        &tower_armor_bulkhead::ENV_VARS[..],
+        &tower_armor_circuit_breaker::ENV_VARS[..],
+        &tower_armor_rate_limit::config::ENV_VARS[..],
+        &tower_armor_timeout::ENV_VARS[..],
+    ] {
+        for v in crate_vars {
+            assert!(known.contains(v), "{v} is read but not listed");
+        }
+    }
+}
