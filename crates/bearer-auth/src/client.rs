@@ -190,9 +190,10 @@ where
 /// 5 s) when a request asks for the token, so a rotated secret is picked up without a restart
 /// and without a background task.
 ///
-/// The file holds one token; surrounding whitespace (a trailing newline) is ignored. A missing,
-/// empty or invalid file at start is a [`ConfigError`]; later, the last good token is kept and
-/// an error is logged.
+/// The file holds one token; surrounding whitespace (a trailing newline) is ignored. It must be
+/// a regular file (or a symlink to one): a FIFO, socket or device is refused unopened, as
+/// reading one from the request path could block. A missing, empty or invalid file at start is
+/// a [`ConfigError`]; later, the last good token is kept and an error is logged.
 pub struct FileTokenSource {
     path: PathBuf,
     interval: Duration,

@@ -90,11 +90,16 @@ where
 
 /// `name:per_minute[,name:per_minute]`.
 pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, ConfigError> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     value
         .split(',')
         .map(str::trim)
-        .filter(|p| !p.is_empty())
         .map(|pair| {
+            if pair.is_empty() {
+                return Err(ConfigError::new(var, "an empty entry (a stray comma?)"));
+            }
             let (name, n) = pair.rsplit_once(':').ok_or_else(|| {
                 ConfigError::new(var, format!("expected name:per_minute pairs, got {pair:?}"))
             })?;
@@ -130,10 +135,12 @@ mod tests {
         assert!(positive::<u32>("V", "1.5").is_err());
         assert!(positive::<usize>("V", "x").is_err());
         assert_eq!(
-            tool_quotas("T", "expensive:10, slow:30,").unwrap(),
+            tool_quotas("T", "expensive:10, slow:30").unwrap(),
             vec![("expensive".to_owned(), 10), ("slow".to_owned(), 30)]
         );
+        assert!(tool_quotas("T", "expensive:10, slow:30,").is_err());
         assert_eq!(tool_quotas("T", "").unwrap(), vec![]);
+        assert_eq!(tool_quotas("T", " ").unwrap(), vec![]);
         assert_eq!(tool_quotas("T", "x").unwrap_err().setting(), "T");
         assert!(tool_quotas("T", ":3").is_err());
         assert!(tool_quotas("T", "x:0").is_err());

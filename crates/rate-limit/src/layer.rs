@@ -575,6 +575,8 @@ mod tests {
             (ENV_TOOLS, "expensive"),
             (ENV_TOOLS, "a:1,a:2"),
             (ENV_TOOLS, "slow:4294967295"),
+            (ENV_TOOLS, "a:1,,b:2"),
+            (ENV_TOOLS, "a:1,"),
         ] {
             let e = Builder::from_lookup(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.setting(), var, "{var}={value}: {e}");

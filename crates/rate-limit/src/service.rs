@@ -258,8 +258,8 @@ impl<St> Shared<St> {
     ///
     /// The narrowest quota is spent first and the base quota last: the store stops at the first
     /// refusal, so a request one tool's quota refuses leaves the client's base quota (its other
-    /// tools and methods) untouched. A request the base quota refuses has spent its narrower
-    /// quotas, but the client is over its overall quota then anyway.
+    /// tools and methods) untouched; and a refused request spends nothing (the store gives back
+    /// what the quotas checked before the refusing one took).
     #[inline(never)]
     fn extra_checks(&self, ext: &Extensions, client: ClientKey, checks: &mut Checks) {
         // Narrowest first: the tool's own rule, the per-tool quota, the method's rule.

@@ -268,8 +268,9 @@ fn only<'h>(
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     if all.next().is_some() {
-        // The mirrored headers' own code (rmcp's too); -32600 for the others.
-        let mirrored = *name == MCP_METHOD || *name == MCP_NAME;
+        // The routing headers' own code (rmcp's and the Python SDK's too); -32600 for the
+        // session id.
+        let mirrored = *name != SESSION_ID;
         return Err(if mirrored {
             Rejection::mismatch(repeated)
         } else {
@@ -1089,10 +1090,10 @@ mod tests {
         let (m, n) = (("mcp-method", "tools/call"), ("mcp-name", "add"));
         assert!(post(&[v2, m, n], &call).is_ok());
         for (h, code) in [
-            (vec![v2, v2, m, n], -32600),
+            (vec![v2, v2, m, n], -32020),
             (
                 vec![v2, ("mcp-protocol-version", "1999-01-01"), m, n],
-                -32600,
+                -32020,
             ),
             (vec![v2, m, m, n], -32020),
             (vec![v2, m, n, ("mcp-name", "slow")], -32020),

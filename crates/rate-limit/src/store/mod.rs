@@ -1,8 +1,8 @@
 //! Where quota state lives: the async [`KeyStore`] trait the layer goes through, and
 //! [`InMemoryStore`], the default (governor's GCRA over a bounded, sharded key table).
 //!
-//! The layer builds the [`Checks`] of a request (one [`RateKey`] per policy that applies, base
-//! first) and asks the store for a [`Decision`]. The in-memory store answers at once (its future
+//! The layer builds the [`Checks`] of a request (one [`RateKey`] per policy that applies,
+//! narrowest first, base last) and asks the store for a [`Decision`]. The in-memory store answers at once (its future
 //! is `Ready`, and the layer polls it inline, so the common case costs no extra allocation or
 //! task wake-up; a request that only meets the base quota is checked directly, its one key
 //! without a key list or a future); a networked store shared by replicas (Redis, a sidecar) can
@@ -34,8 +34,9 @@ pub const MAX_CHECKS: usize = 4;
 /// `check` spends one request from each key's quota, in order, and reports each policy's state.
 /// A store may stop at the first denied key, and should spend nothing on a denied request (the
 /// in-memory store gives back what the keys before the denied one spent): otherwise a client
-/// that waits out one quota's `Retry-After` finds another spent by its refused requests. The future must be `Unpin` (box it if needed): the layer polls
-/// it once inline before it commits to waiting.
+/// that waits out one quota's `Retry-After` finds another spent by its refused requests. The
+/// future must be `Unpin` (box it if needed): the layer polls it once inline before it commits
+/// to waiting.
 ///
 /// A store error lets the request through (fail open) with a warning: rate limiting protects the
 /// server, and an unreachable store must not take the whole service down.
