@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -19,6 +19,10 @@ use crate::layer::Shared;
 /// The keep-alive comment: an empty comment line, then the blank line that ends it.
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
 
+/// The most bytes of a resumed stream's first event held back to read its id; past it the event
+/// is forwarded as it is.
+const MAX_HELD: usize = 64 * 1024;
+
 /// The parser only tracks boundaries and counts data events: a few bytes of each line are enough
 /// (field names are short), so memory per stream stays small however large events are.
 const PARSER_MAX_EVENT: usize = 256;
@@ -26,7 +30,9 @@ const PARSER_MAX_EVENT: usize = 256;
 pin_project! {
     /// The body of an answer that went through [`Sse`](crate::Sse): other answers pass through
     /// untouched; `text/event-stream` answers are forwarded frame by frame as they arrive (no
-    /// coalescing, no buffering), with keep-alive comments inserted at event boundaries, the
+    /// coalescing, no buffering; except the first event of a resumed call stream, held until
+    /// complete and dropped if it is the one `Last-Event-ID` named), with keep-alive comments
+    /// inserted at event boundaries, the
     /// idle timeout of long-lived streams, and the end on shutdown.
     pub struct SseBody<B> {
         #[pin]
@@ -75,6 +81,70 @@ struct State {
     /// The deadline the sleep is set to and has not fired at yet.
     armed: Option<Instant>,
     phase: Phase,
+    /// A resumed call stream: its first event is held back until complete, and dropped if it is
+    /// the one the client named in `Last-Event-ID` (which it has already).
+    resumed: Option<Resumed>,
+    /// A frame that came while the first event was held back, sent after it.
+    stashed: Option<Frame<Bytes>>,
+}
+
+struct Resumed {
+    last_event_id: Bytes,
+    held: BytesMut,
+}
+
+/// What to do with the bytes of a resumed stream's first event.
+enum Held {
+    /// Not complete yet: keep holding.
+    More,
+    /// Forward these bytes (possibly empty: the event was dropped and nothing followed it).
+    Forward(Bytes),
+}
+
+impl Resumed {
+    /// Takes `data` in. Once the first event is complete (or too large to hold), says what to
+    /// forward: everything, or everything after the first event when its id is the one the
+    /// client resumed from. rmcp 3.11 replays that event again (an off-by-one); a server that
+    /// does not never sends an event with that id after it, so dropping it is always safe.
+    fn take(&mut self, data: &[u8]) -> Held {
+        self.held.extend_from_slice(data);
+        let end = match event_end(&self.held) {
+            Some(end) => end,
+            None if self.held.len() > MAX_HELD => return Held::Forward(self.held.split().freeze()),
+            None => return Held::More,
+        };
+        let mut all = self.held.split().freeze();
+        if last_id(&all[..end]) == Some(&self.last_event_id[..]) {
+            tracing::debug!("dropped the replayed event the client resumed from");
+            all = all.slice(end..);
+        }
+        Held::Forward(all)
+    }
+}
+
+/// Where the first event of `buf` ends (after its blank line), if it is complete.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' {
+            let line = &buf[line_start..i];
+            if line.is_empty() || line == b"\r" {
+                return Some(i + 1);
+            }
+            line_start = i + 1;
+        }
+    }
+    None
+}
+
+/// The value of the last `id` field of one event (one leading space removed), if any.
+fn last_id(event: &[u8]) -> Option<&[u8]> {
+    event
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter_map(|l| l.strip_prefix(b"id:"))
+        .map(|v| v.strip_prefix(b" ").unwrap_or(v))
+        .next_back()
 }
 
 impl Drop for State {
@@ -139,7 +209,12 @@ impl<B> SseBody<B> {
         }
     }
 
-    pub(crate) fn stream(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
+    pub(crate) fn stream(
+        body: B,
+        shared: Arc<Shared>,
+        long_lived: bool,
+        resumed_from: Option<Bytes>,
+    ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
         let shutdown = shared.shutdown_of(long_lived).clone().cancelled_owned();
         SseBody {
@@ -157,6 +232,11 @@ impl<B> SseBody<B> {
                     idle_overdue: false,
                     armed: None,
                     phase: Phase::Running,
+                    resumed: resumed_from.map(|last_event_id| Resumed {
+                        last_event_id,
+                        held: BytesMut::new(),
+                    }),
+                    stashed: None,
                 },
             },
         }
@@ -200,6 +280,9 @@ where
                 mut shutdown,
                 state,
             } => {
+                if let Some(frame) = state.stashed.take() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 if state.phase == Phase::Done {
                     return Poll::Ready(None);
                 }
@@ -216,7 +299,32 @@ where
                         state.phase = Phase::Draining(Instant::now() + state.shared.shutdown_grace);
                     }
                     match body.as_mut().poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
+                        Poll::Ready(Some(Ok(mut frame))) => {
+                            if let Some(r) = state.resumed.as_mut() {
+                                match frame.into_data() {
+                                    Ok(data) => match r.take(&data) {
+                                        Held::More => continue,
+                                        Held::Forward(data) => {
+                                            state.resumed = None;
+                                            if data.is_empty() {
+                                                continue;
+                                            }
+                                            frame = Frame::data(data);
+                                        }
+                                    },
+                                    // Not data (trailers): send what is held first.
+                                    Err(other) => {
+                                        let held = r.held.split().freeze();
+                                        state.resumed = None;
+                                        if held.is_empty() {
+                                            frame = other;
+                                        } else {
+                                            state.stashed = Some(other);
+                                            frame = Frame::data(held);
+                                        }
+                                    }
+                                }
+                            }
                             if let Some(data) = frame.data_ref() {
                                 state.on_data(data);
                             }
@@ -237,6 +345,12 @@ where
                         }
                         Poll::Ready(None) => {
                             state.phase = Phase::Done;
+                            // An unfinished first event of a resumed stream: send what came.
+                            if let Some(r) = state.resumed.take()
+                                && !r.held.is_empty()
+                            {
+                                return Poll::Ready(Some(Ok(Frame::data(r.held.freeze()))));
+                            }
                             return Poll::Ready(None);
                         }
                         Poll::Pending => {}

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
 
@@ -21,15 +22,22 @@ pin_project! {
         inner: F,
         shared: Option<Arc<Shared>>,
         long_lived: bool,
+        resumed_from: Option<Bytes>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, shared: Arc<Shared>, long_lived: bool) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        shared: Arc<Shared>,
+        long_lived: bool,
+        resumed_from: Option<Bytes>,
+    ) -> Self {
         ResponseFuture {
             inner,
             shared: Some(shared),
             long_lived,
+            resumed_from,
         }
     }
 }
@@ -72,7 +80,7 @@ where
         }
         Poll::Ready(Ok(Response::from_parts(
             parts,
-            SseBody::stream(body, shared, *this.long_lived),
+            SseBody::stream(body, shared, *this.long_lived, this.resumed_from.take()),
         )))
     }
 }

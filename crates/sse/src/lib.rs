@@ -5,7 +5,11 @@
 //! - sets `Cache-Control: no-cache` (unless it already says `no-cache` / `no-store`) and
 //!   `X-Accel-Buffering: no` (nginx and compatible proxies stop buffering), and removes
 //!   `Content-Length`;
-//! - forwards every frame as it arrives: no coalescing, no buffering;
+//! - forwards every frame as it arrives: no coalescing, no buffering (one exception: the first
+//!   event of a GET resuming a call's stream is held until complete, at most 64 KiB, and dropped
+//!   if it carries the id the client named in `Last-Event-ID`: the client has it, and rmcp 3.11
+//!   replays it by an off-by-one; a server that does not never sends it again, so nothing else
+//!   is ever dropped);
 //! - never strips a `Content-Encoding` (that corrupts the stream): a compressed SSE answer is
 //!   logged as an error instead (exclude SSE from compression: see [`compression`]);
 //! - **keep-alive**: when no frame has been sent for N seconds (default 15,

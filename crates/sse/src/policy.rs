@@ -38,6 +38,18 @@ pub fn is_long_lived<B>(req: &Request<B>) -> bool {
     }
 }
 
+/// The `Last-Event-ID` of a GET resuming a call's stream, which the answer must not repeat
+/// (see [`SseBody`](crate::SseBody)).
+pub(crate) fn resumed_call_event<B>(req: &Request<B>) -> Option<bytes::Bytes> {
+    if req.method() != http::Method::GET {
+        return None;
+    }
+    req.headers()
+        .get(&LAST_EVENT_ID)
+        .filter(|id| resumes_call(id.as_bytes()))
+        .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
+}
+
 /// Whether the idle timeout applies to a request's stream: every long-lived stream
 /// ([`is_long_lived`]), a 2025-11-25 GET that reconnects the listen stream included. rmcp's
 /// event ids are `<index>/<request>` for a call's stream and a bare `<index>` for the listen

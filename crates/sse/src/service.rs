@@ -41,6 +41,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let idle_applies = policy::idle_timeout_applies(&req);
-        ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared), idle_applies)
+        let resumed_from = policy::resumed_call_event(&req);
+        ResponseFuture::new(
+            self.inner.call(req),
+            Arc::clone(&self.shared),
+            idle_applies,
+            resumed_from,
+        )
     }
 }

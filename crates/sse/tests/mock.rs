@@ -480,3 +480,83 @@ fn layer_and_services_are_send_sync_clone() {
     let _ = HeaderValue::from_static("x");
     let _ = FutureExt::now_or_never(async {});
 }
+
+fn resume(last_event_id: &'static str) -> Request<()> {
+    Request::get("/mcp")
+        .header("last-event-id", last_event_id)
+        .body(())
+        .unwrap()
+}
+
+/// rmcp 3.11 replays the event a resumed call stream's `Last-Event-ID` names (an off-by-one):
+/// the client has it already, so it is dropped, even when it comes split over frames.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_call_stream_does_not_repeat_the_event_named_by_last_event_id() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, resume("2/0"), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id: 2/"))).unwrap();
+    tx.send(Ok(Bytes::from_static(b"0\ndata: {\"step\":1}\n")))
+        .unwrap();
+    tx.send(Ok(Bytes::from_static(b"\nid: 3/0\ndata: {\"step\":2}\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"id: 3/0\ndata: {\"step\":2}\n"[..],
+        "the replayed event is dropped; what follows it in the frame is not"
+    );
+    // From then on frames pass one by one, untouched, even one with the same id.
+    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+    assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"\n"[..]);
+    tx.send(Ok(Bytes::from_static(b"id: 2/0\ndata: x\n\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"id: 2/0\ndata: x\n\n"[..]
+    );
+    drop(tx);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_stream_starting_with_a_new_event_is_untouched() {
+    let l = layer(Some(15), None);
+    // Another id first (a server without the off-by-one), CRLF line ends.
+    let (tx, resp) = open(&l, resume("2/0"), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id: 3/0\r\ndata: a\r\n\r\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"id: 3/0\r\ndata: a\r\n\r\n"[..]
+    );
+    // The replayed event alone, then the end: nothing is sent for it.
+    let (tx, resp) = open(&l, resume("2/0"), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id:2/0\ndata: a\n\n")))
+        .unwrap();
+    drop(tx);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+    // An unfinished first event when the body ends: what came is sent.
+    let (tx, resp) = open(&l, resume("2/0"), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"id: 2/0\ndata: a")))
+        .unwrap();
+    drop(tx);
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"id: 2/0\ndata: a"[..]
+    );
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+    // Not a resumption (a listen stream's id, a POST): nothing is held or dropped.
+    for req in [resume("2"), post()] {
+        let (tx, resp) = open(&l, req, "text/event-stream").await;
+        let mut body = Box::pin(resp.into_body());
+        tx.send(Ok(Bytes::from_static(b"id: 2\ndata: a\n")))
+            .unwrap();
+        assert_eq!(
+            next(&mut body, 1).await.unwrap().unwrap(),
+            &b"id: 2\ndata: a\n"[..]
+        );
+    }
+}

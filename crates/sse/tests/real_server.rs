@@ -210,3 +210,56 @@ async fn first_progress_arrives_while_the_tool_runs() {
     }
     server.shutdown().await;
 }
+
+/// The first event a resumed call stream brings, after dropping the stream at its first
+/// progress notification.
+async fn first_event_after_resuming(layer: Option<&SseLayer>) -> (String, Option<String>) {
+    let server = spawn(layer, &ServerOptions::default()).await;
+    let client = timeout(
+        Duration::from_secs(10),
+        RawClient::connect(server.url(), Revision::V2025_11_25),
+    )
+    .await
+    .expect("connect in time")
+    .unwrap();
+    let resp = client
+        .open_call_stream_with_id(
+            42,
+            "progress",
+            json!({"steps": 4, "interval_ms": 200}),
+            Some(json!("tok")),
+        )
+        .await
+        .unwrap();
+    let mut stream = SseStream::new(resp);
+    let first = timeout(
+        Duration::from_secs(10),
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
+    .await
+    .expect("progress in time")
+    .expect("a progress notification");
+    let last_id = first.id.clone().expect("rmcp numbers its events");
+    drop(stream);
+    let resumed = client.open_get_stream_after(&last_id).await.unwrap();
+    let mut stream = SseStream::new(resumed);
+    let next = timeout(Duration::from_secs(10), stream.next_event_where(|_| true))
+        .await
+        .expect("an event in time")
+        .expect("an event");
+    drop(stream);
+    server.shutdown().await;
+    (last_id, next.id)
+}
+
+/// rmcp 3.11 replays the event named by `Last-Event-ID` when a call's stream is resumed (an
+/// off-by-one): without the layer the client gets its last progress notification twice, with
+/// it the resumed stream starts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_call_stream_starts_after_the_event_the_client_had() {
+    let (last, first) = first_event_after_resuming(None).await;
+    assert_eq!(first.as_deref(), Some(&*last), "control: rmcp repeats it");
+    let layer = SseLayer::builder().build().unwrap();
+    let (last, first) = first_event_after_resuming(Some(&layer)).await;
+    assert!(first.is_some_and(|id| id != last), "repeated {last}");
+}
