@@ -344,19 +344,7 @@ async fn a_resumed_call_holds_a_call_permit_until_its_result() {
     .unwrap();
     idle(&stats).await;
 
-    let resp = client
-        .open_call_stream_with_id(
-            42,
-            "progress",
-            json!({"steps": 4, "interval_ms": 200}),
-            Some(json!("tok")),
-        )
-        .await
-        .unwrap();
-    let mut stream = SseStream::new(resp);
-    let ev = read_until(&mut stream, "first progress", is_progress).await;
-    let last_id = ev.id.clone().expect("rmcp numbers its events");
-    drop(stream);
+    let last_id = client.drop_call_at_first_progress(42).await;
     // The broken stream gave its permit back (the tool runs on: closing is not cancelling).
     idle(&stats).await;
 

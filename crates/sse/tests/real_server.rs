@@ -222,25 +222,7 @@ async fn first_event_after_resuming(layer: Option<&SseLayer>) -> (String, Option
     .await
     .expect("connect in time")
     .unwrap();
-    let resp = client
-        .open_call_stream_with_id(
-            42,
-            "progress",
-            json!({"steps": 4, "interval_ms": 200}),
-            Some(json!("tok")),
-        )
-        .await
-        .unwrap();
-    let mut stream = SseStream::new(resp);
-    let first = timeout(
-        Duration::from_secs(10),
-        stream.next_event_where(|m| m["method"] == "notifications/progress"),
-    )
-    .await
-    .expect("progress in time")
-    .expect("a progress notification");
-    let last_id = first.id.clone().expect("rmcp numbers its events");
-    drop(stream);
+    let last_id = client.drop_call_at_first_progress(42).await;
     let resumed = client.open_get_stream_after(&last_id).await.unwrap();
     let mut stream = SseStream::new(resumed);
     let next = timeout(Duration::from_secs(10), stream.next_event_where(|_| true))

@@ -609,6 +609,35 @@ impl RawClient {
             .await
     }
 
+    /// Starts the demo `progress` tool under `id` (4 steps, 200 ms apart, progress token
+    /// `"tok"`), reads its answer stream up to the first progress notification (at most 10 s)
+    /// and drops the stream there, as a client whose connection broke. Returns that event's id,
+    /// to resume after with [`RawClient::open_get_stream_after`].
+    ///
+    /// # Panics
+    ///
+    /// When the call fails, no progress notification comes within 10 s, or it has no id.
+    pub async fn drop_call_at_first_progress(&self, id: i64) -> String {
+        let resp = self
+            .open_call_stream_with_id(
+                id,
+                "progress",
+                json!({"steps": 4, "interval_ms": 200}),
+                Some(json!("tok")),
+            )
+            .await
+            .expect("the progress call starts");
+        let mut stream = SseStream::new(resp);
+        let progress = tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.next_event_where(|m| m["method"] == "notifications/progress"),
+        )
+        .await
+        .expect("a progress notification within 10 s")
+        .expect("a progress notification before the stream ends");
+        progress.id.expect("rmcp numbers its events")
+    }
+
     /// A DELETE of the session (2025-11-25); returns the status.
     pub async fn delete_session(&self) -> Result<StatusCode, RawError> {
         let mut headers = HeaderMap::new();

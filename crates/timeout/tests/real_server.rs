@@ -270,26 +270,7 @@ async fn a_dropped_call_resumed_within_the_grace_is_not_cancelled() {
 
     // Dropped, then resumed: the result arrives on the resumed stream.
     let id = c.next_id();
-    let resp = c
-        .open_call_stream_with_id(
-            id,
-            "progress",
-            json!({"steps": 4, "interval_ms": 200}),
-            Some(json!("tok")),
-        )
-        .await
-        .unwrap();
-    let mut stream = SseStream::new(resp);
-    let last_id = timeout(
-        Duration::from_secs(3),
-        stream.next_event_where(|m| m["method"] == "notifications/progress"),
-    )
-    .await
-    .unwrap()
-    .expect("a progress event")
-    .id
-    .expect("rmcp numbers its events");
-    drop(stream);
+    let last_id = c.drop_call_at_first_progress(id).await;
     tokio::time::sleep(ms(200)).await;
     let resumed = c.open_get_stream_after(&last_id).await.unwrap();
     assert_eq!(resumed.status(), StatusCode::OK);
