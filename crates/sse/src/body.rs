@@ -91,6 +91,8 @@ struct State {
 struct Resumed {
     last_event_id: Bytes,
     held: BytesMut,
+    /// Reads the held bytes line by line, to find where the first event ends and its id.
+    parser: SseParser,
 }
 
 /// What to do with the bytes of a resumed stream's first event.
@@ -102,49 +104,47 @@ enum Held {
 }
 
 impl Resumed {
+    fn new(last_event_id: Bytes) -> Self {
+        Resumed {
+            last_event_id,
+            held: BytesMut::new(),
+            parser: SseParser::new(PARSER_MAX_EVENT),
+        }
+    }
+
     /// Takes `data` in. Once the first event is complete (or too large to hold), says what to
     /// forward: everything, or everything after the first event when its id is the one the
     /// client resumed from. rmcp 3.11 replays that event again (an off-by-one); a server that
     /// does not never sends an event with that id after it, so dropping it is always safe.
     fn take(&mut self, data: &[u8]) -> Held {
+        let mut at = self.held.len();
         self.held.extend_from_slice(data);
-        let end = match event_end(&self.held) {
-            Some(end) => end,
-            None if self.held.len() > MAX_HELD => return Held::Forward(self.held.split().freeze()),
-            None => return Held::More,
-        };
-        let mut all = self.held.split().freeze();
-        if last_id(&all[..end]) == Some(&self.last_event_id[..]) {
-            tracing::debug!("dropped the replayed event the client resumed from");
-            all = all.slice(end..);
+        // Fed one line at a time, so that the offset where the parser dispatches the first
+        // event is the offset where that event ends.
+        let mut repeat = None;
+        while repeat.is_none() && at < self.held.len() {
+            let rest = &self.held[at..];
+            let line = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => i + 2,
+                Some(i) => i + 1,
+                None => rest.len(),
+            };
+            let last_event_id = &self.last_event_id[..];
+            self.parser.feed(&rest[..line], |ev| {
+                repeat = Some(ev.id == Some(last_event_id))
+            });
+            at += line;
         }
-        Held::Forward(all)
-    }
-}
-
-/// Where the first event of `buf` ends (after its blank line), if it is complete.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' {
-            let line = &buf[line_start..i];
-            if line.is_empty() || line == b"\r" {
-                return Some(i + 1);
+        match repeat {
+            None if self.held.len() <= MAX_HELD => Held::More,
+            None => Held::Forward(self.held.split().freeze()),
+            Some(false) => Held::Forward(self.held.split().freeze()),
+            Some(true) => {
+                tracing::debug!("dropped the replayed event the client resumed from");
+                Held::Forward(self.held.split().freeze().slice(at..))
             }
-            line_start = i + 1;
         }
     }
-    None
-}
-
-/// The value of the last `id` field of one event (one leading space removed), if any.
-fn last_id(event: &[u8]) -> Option<&[u8]> {
-    event
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter_map(|l| l.strip_prefix(b"id:"))
-        .map(|v| v.strip_prefix(b" ").unwrap_or(v))
-        .next_back()
 }
 
 impl Drop for State {
@@ -232,10 +232,7 @@ impl<B> SseBody<B> {
                     idle_overdue: false,
                     armed: None,
                     phase: Phase::Running,
-                    resumed: resumed_from.map(|last_event_id| Resumed {
-                        last_event_id,
-                        held: BytesMut::new(),
-                    }),
+                    resumed: resumed_from.map(Resumed::new),
                     stashed: None,
                 },
             },
