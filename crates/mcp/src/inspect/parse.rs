@@ -100,6 +100,10 @@ impl Rejection {
         Self::new(StatusCode::BAD_REQUEST, jsonrpc::HEADER_MISMATCH, message)
     }
 
+    fn invalid_params(message: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_PARAMS, message)
+    }
+
     pub(crate) fn too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -181,18 +185,13 @@ pub(crate) fn from_headers(
 /// such a call before it looks the tool up (rmcp with `-32601`), so the tool allow-list, which
 /// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one.
 fn params_problem(method: Option<&Method>, meta: &Meta, arguments: Shape) -> Result<(), Rejection> {
-    let invalid = |message| {
-        Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::INVALID_PARAMS,
-            message,
-        ))
-    };
     if meta.malformed {
-        return invalid("_meta must be an object");
+        return Err(Rejection::invalid_params("_meta must be an object"));
     }
     if matches!(method, Some(Method::ToolsCall)) && arguments == Shape::Other {
-        return invalid("tools/call arguments must be an object");
+        return Err(Rejection::invalid_params(
+            "tools/call arguments must be an object",
+        ));
     }
     Ok(())
 }
@@ -236,11 +235,7 @@ fn meta_problem(
              io.modelcontextprotocol/protocolVersion, io.modelcontextprotocol/clientCapabilities"
         }
     };
-    Err(Rejection::new(
-        StatusCode::BAD_REQUEST,
-        jsonrpc::INVALID_PARAMS,
-        message,
-    ))
+    Err(Rejection::invalid_params(message))
 }
 
 /// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
@@ -250,7 +245,8 @@ fn session_of(
     revision: Option<ProtocolRevision>,
     headers: &HeaderMap,
 ) -> Result<Option<HeaderValue>, Rejection> {
-    let session = only(headers, &SESSION_ID, "Mcp-Session-Id header repeated")?;
+    let session = only(headers, &SESSION_ID)
+        .map_err(|()| Rejection::invalid("Mcp-Session-Id header repeated"))?;
     if revision.is_some_and(ProtocolRevision::is_stateless) {
         return Ok(None);
     }
@@ -259,36 +255,24 @@ fn session_of(
 
 /// The one value of an MCP header. A repeated one is refused: each layer and the server could
 /// read a different copy (one layer the first, rmcp's own check the other), so they would not
-/// agree on what the request says.
-fn only<'h>(
-    headers: &'h HeaderMap,
-    name: &HeaderName,
-    repeated: &'static str,
-) -> Result<Option<&'h HeaderValue>, Rejection> {
+/// agree on what the request says. Each caller picks the answer: `-32020` for the routing
+/// headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`), as rmcp and the Python SDK's
+/// server answer them; `-32600` for the session id.
+fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h HeaderValue>, ()> {
     let mut all = headers.get_all(name).iter();
     let first = all.next();
-    if all.next().is_some() {
-        // The routing headers' own code (rmcp's and the Python SDK's too); -32600 for the
-        // session id.
-        let mirrored = *name != SESSION_ID;
-        return Err(if mirrored {
-            Rejection::mismatch(repeated)
-        } else {
-            Rejection::invalid(repeated)
-        });
+    match all.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
     }
-    Ok(first)
 }
 
 fn header_revision(
     headers: &HeaderMap,
     limits: Limits,
 ) -> Result<Option<ProtocolRevision>, Rejection> {
-    let Some(v) = only(
-        headers,
-        &PROTOCOL_VERSION,
-        "MCP-Protocol-Version header repeated",
-    )?
+    let Some(v) = only(headers, &PROTOCOL_VERSION)
+        .map_err(|()| Rejection::mismatch("MCP-Protocol-Version header repeated"))?
     else {
         return Ok(None);
     };
@@ -381,8 +365,9 @@ pub(crate) fn from_post(
     // the header or `_meta` says: the version an `initialize` offers is an offer the server may
     // answer with another (2026-07-28 has no `initialize`), not the revision of the request.
     let stateless = header_rev.or(meta_rev) == Some(ProtocolRevision::V2026_07_28);
-    let mirrored =
-        |name, repeated| only(headers, name, repeated).map_err(|r| r.with_id(id.clone()));
+    let mirrored = |name, repeated| {
+        only(headers, name).map_err(|()| Rejection::mismatch(repeated).with_id(id.clone()))
+    };
     if let Some(m) = &method {
         match mirrored(&MCP_METHOD, "Mcp-Method header repeated")? {
             Some(h) if h.as_bytes() != m.as_str().as_bytes() => {
