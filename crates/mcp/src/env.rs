@@ -15,3 +15,26 @@ pub fn not_unicode(vars: &[&'static str]) -> Option<&'static str> {
         .copied()
         .find(|var| std::env::var_os(var).is_some_and(|v| v.to_str().is_none()))
 }
+
+/// The comma-separated items of a list variable, each trimmed. A blank value is an empty list;
+/// an empty item (a stray comma) is an error, so that `a,,b` is never read as something its
+/// author may not have meant.
+///
+/// ```
+/// use tower_armor_mcp::env::list;
+/// assert_eq!(list(" a, b "), Ok(vec!["a", "b"]));
+/// assert_eq!(list(" "), Ok(vec![]));
+/// assert!(list("a,,b").is_err() && list("a,").is_err());
+/// ```
+pub fn list(value: &str) -> Result<Vec<&str>, &'static str> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|item| match item.trim() {
+            "" => Err("an empty entry (a stray comma?)"),
+            item => Ok(item),
+        })
+        .collect()
+}

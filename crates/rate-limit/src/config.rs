@@ -90,16 +90,10 @@ where
 
 /// `name:per_minute[,name:per_minute]`.
 pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, ConfigError> {
-    if value.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    value
-        .split(',')
-        .map(str::trim)
+    tower_armor_mcp::env::list(value)
+        .map_err(|e| ConfigError::new(var, e))?
+        .into_iter()
         .map(|pair| {
-            if pair.is_empty() {
-                return Err(ConfigError::new(var, "an empty entry (a stray comma?)"));
-            }
             let (name, n) = pair.rsplit_once(':').ok_or_else(|| {
                 ConfigError::new(var, format!("expected name:per_minute pairs, got {pair:?}"))
             })?;

@@ -266,19 +266,9 @@ impl TrustedProxies {
     /// Parses a comma-separated list of addresses and networks
     /// (`MCP_RATE_LIMIT_TRUSTED_PROXIES` syntax); empty means none.
     pub fn parse_list(s: &str) -> Result<Self, String> {
-        if s.trim().is_empty() {
-            return Ok(Self::new(Vec::new()));
-        }
-        let nets = s
-            .split(',')
-            .map(str::trim)
-            .map(|p| {
-                if p.is_empty() {
-                    Err("an empty entry (a stray comma?)".to_owned())
-                } else {
-                    IpNet::from_str(p)
-                }
-            })
+        let nets = tower_armor_mcp::env::list(s)?
+            .into_iter()
+            .map(IpNet::from_str)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(nets))
     }
