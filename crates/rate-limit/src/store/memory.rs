@@ -531,9 +531,7 @@ impl Table {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let hash = self.hash(key);
-        // hashbrown indexes buckets with the low bits and tags with the top 7; shard on others.
-        let shard = &self.shards[(hash >> 32) as usize & self.mask];
+        let (hash, shard) = self.locate(key);
         let map = shard.read();
         let result = match map.find(hash, key) {
             Some(state) => {
@@ -552,11 +550,18 @@ impl Table {
         result
     }
 
+    /// `key`'s hash and shard.
+    #[inline]
+    fn locate(&self, key: &RateKey) -> (u64, &Shard) {
+        let hash = self.hash(key);
+        // hashbrown indexes buckets with the low bits and tags with the top 7; shard on others.
+        (hash, &self.shards[(hash >> 32) as usize & self.mask])
+    }
+
     /// Takes one request of `interval` off `key`'s bucket (undoing a check that spent it), if
     /// the table holds the key. Returns whether it did.
     fn give_back(&self, key: &RateKey, interval: Duration) -> bool {
-        let hash = self.hash(key);
-        let shard = &self.shards[(hash >> 32) as usize & self.mask];
+        let (hash, shard) = self.locate(key);
         let map = shard.read();
         let Some(state) = map.find(hash, key) else {
             // Swept meanwhile (nothing left to give back) or counted in the overflow bucket,
