@@ -326,10 +326,10 @@ pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec
     if value == "*" {
         return Ok(Some(Vec::new()));
     }
-    value
-        .split(',')
+    tower_armor_mcp::env::list(value)
+        .map_err(|e| format!("MCP_ALLOWED_HOSTS: {e}"))?
+        .into_iter()
         .map(|entry| {
-            let entry = entry.trim();
             // A host, and a port only if it is a number (the parser takes `a:port` too); or a
             // bare IPv6 address, as in rmcp's own default (`::1`).
             let ok = entry.parse::<std::net::Ipv6Addr>().is_ok()
