@@ -191,7 +191,7 @@ where
 /// and without a background task.
 ///
 /// The file holds one token; surrounding whitespace (a trailing newline) is ignored. It must be
-/// a regular file (or a symlink to one): a FIFO, socket or device is refused unopened, as
+/// a regular file (or a symlink to one): a FIFO, socket or device is refused unread, as
 /// reading one from the request path could block. A missing, empty or invalid file at start is
 /// a [`ConfigError`]; later, the last good token is kept and an error is logged.
 pub struct FileTokenSource {

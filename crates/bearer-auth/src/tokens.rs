@@ -224,11 +224,16 @@ impl TokenTable {
 
 /// Reads at most [`MAX_TOKEN_FILE_BYTES`] of a regular file (following symlinks).
 ///
-/// Anything else is refused before it is opened: the file is read from the request path, and
-/// opening a FIFO waits for a writer (a device or socket may never end), which would hold the
-/// worker thread and every request behind it.
+/// Anything else is refused unread: the file is read from the request path, and reading a FIFO
+/// waits for a writer (a device or socket may never end), which would hold the worker thread and
+/// every request behind it. The kind is checked on the opened file itself (`fstat`), so a swap
+/// between the check and the read cannot slip a FIFO in; on Unix the file is opened
+/// non-blocking, so opening a FIFO does not wait for a writer either.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    let file = open_nonblocking(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {}", e.kind()))?;
     if !meta.is_file() {
         return Err(if meta.is_dir() {
             "is a directory, not a file".to_owned()
@@ -236,7 +241,6 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
             "not a regular file (reading a FIFO, socket or device could block)".to_owned()
         });
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
     let mut buf = Vec::new();
     file.take(MAX_TOKEN_FILE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
@@ -245,6 +249,23 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
         return Err(format!("larger than {MAX_TOKEN_FILE_BYTES} bytes"));
     }
     Ok(buf)
+}
+
+/// Opens `path` for reading without waiting for a FIFO's writer (`O_NONBLOCK`, which changes
+/// nothing for a regular file's reads).
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Opens `path` for reading (no FIFOs to wait on here).
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 /// What `stat` says of a file (following symlinks): its length and modification time.
