@@ -161,9 +161,10 @@
 //! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's
 //! event ids (`<index>/<stream>`, learned from the answer). A `GET` of the session resuming
 //! that stream takes it back and carries it, with the call's clock: the resumed answer runs
-//! under the call's id, deadline and cap (dropping and resuming never starts them over), and
-//! dropped again or past its deadline it is cancelled. A call nobody resumes is cancelled when
-//! the grace ends, or at its deadline if that comes first. Limits: while dropped, the tool runs
+//! under the call's id, deadline and cap (dropping and resuming never starts them over); past
+//! its deadline it is cancelled, and dropped again it is held for a new grace like the first
+//! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
+//! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first. Limits: while dropped, the tool runs
 //! without its bulkhead permit, and once resumed it holds one of the bulkhead's resumption
 //! pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
 //! (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry` first) is not matched,
