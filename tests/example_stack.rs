@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use http::StatusCode;
 use serde_json::json;
 use support::{bounded, spawn_example};
-use tower_armor_test_support::{RawClient, Revision, SseStream};
+use tower_armor_test_support::{RawClient, RawError, Revision, SseStream};
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-9876543210";
@@ -803,6 +803,93 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
 
 /// SIGTERM drains: new connections are refused and listen streams end at once, while calls in
 /// flight (under both revisions) finish with their results; then the server returns.
+/// A 2026-07-28 `subscriptions/listen` stream through the whole stack is a long-lived stream,
+/// not a call: rmcp acknowledges it, the call deadline does not end it, it takes one of its
+/// principal's stream slots (returned when the client closes it), keep-alives flow, and the
+/// idle timeout ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_BULKHEAD_STREAMS_PER_PRINCIPAL", "1"),
+        ("MCP_CALL_TIMEOUT_MS", "200"),
+        ("MCP_SSE_KEEPALIVE_SECONDS", "1"),
+        ("MCP_SSE_IDLE_TIMEOUT_SECONDS", "3"),
+    ])
+    .await;
+    let alice = client(&ex.url(), Revision::V2026_07_28, ALICE).await;
+    let bob = client(&ex.url(), Revision::V2026_07_28, BOB).await;
+    let filter = json!({"notifications": {"toolsListChanged": true}});
+    async fn listen(c: &RawClient, id: i64) -> Result<reqwest::Response, RawError> {
+        let filter = json!({"notifications": {"toolsListChanged": true}});
+        c.open_request(id, "subscriptions/listen", filter).await
+    }
+
+    let resp = bounded(10, listen(&alice, 1)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut first = SseStream::new(resp);
+    let ack = bounded(10, first.next_message())
+        .await
+        .expect("an acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+
+    // The principal's one slot is taken; another principal has its own.
+    let refused = bounded(
+        10,
+        alice.call_with_id(2, "subscriptions/listen", filter.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{refused:?}"
+    );
+    assert_eq!(refused.error_code(), Some(-31509), "{refused:?}");
+    assert_eq!(refused.messages()[0]["id"], 2, "{refused:?}");
+    let resp = bounded(10, listen(&bob, 3)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(resp);
+
+    // Past the 200 ms call deadline the stream is still open: a keep-alive comes, no message.
+    let event = bounded(5, first.next_event()).await.expect("a keep-alive");
+    assert!(event.comment, "{event:?}");
+
+    // Closing it gives the slot back.
+    drop(first);
+    let reopened = async {
+        let mut id = 10;
+        loop {
+            let resp = listen(&alice, id).await.unwrap();
+            if resp.status() == StatusCode::OK {
+                return resp;
+            }
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut second = SseStream::new(bounded(5, reopened).await);
+
+    // Nothing but keep-alives for 3 s: the idle timeout ends it, without a message.
+    let started = Instant::now();
+    let ack = bounded(10, second.next_message())
+        .await
+        .expect("an acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(bounded(10, second.next_message()).await, None);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let settings = support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS)]).unwrap();
@@ -824,6 +911,16 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let listen = bounded(10, legacy.open_get_stream()).await.unwrap();
     assert_eq!(listen.status(), StatusCode::OK);
     let mut listen = SseStream::new(listen);
+    let subscription = stateless.open_request(
+        1,
+        "subscriptions/listen",
+        json!({"notifications": {"toolsListChanged": true}}),
+    );
+    let mut subscription = SseStream::new(bounded(10, subscription).await.unwrap());
+    let ack = bounded(10, subscription.next_message())
+        .await
+        .expect("acknowledged");
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
     let mut calls = Vec::new();
     for c in [&legacy, &stateless] {
         let resp = bounded(10, c.open_call_stream("slow", json!({"ms": 1500})))
@@ -835,8 +932,9 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let started = Instant::now();
     signal.send(()).unwrap();
 
-    // The listen stream ends at once, without a message.
+    // The listen streams end at once, without a message.
     assert_eq!(bounded(10, listen.next_message()).await, None);
+    assert_eq!(bounded(10, subscription.next_message()).await, None);
     assert!(started.elapsed() < Duration::from_millis(1000));
     // New connections are refused (once the accept loop has seen the signal).
     let refused = async {

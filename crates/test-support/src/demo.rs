@@ -15,7 +15,7 @@ use rmcp::handler::server::tool::Extension;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     handler::server::wrapper::Parameters,
-    model::{CallToolResult, ContentBlock, ProgressNotificationParam},
+    model::{CallToolResult, ContentBlock, ProgressNotificationParam, SubscriptionFilter},
     service::RequestContext,
     tool, tool_handler, tool_router,
 };
@@ -380,7 +380,19 @@ impl DemoServer {
     name = "tower-armor-demo",
     instructions = "Test server of tower-armor. tools/list shows the tools you may call."
 )]
-impl ServerHandler for DemoServer {}
+impl ServerHandler for DemoServer {
+    /// Serves 2026-07-28 `subscriptions/listen` (without it rmcp answers `-32601`): every
+    /// requested category is accepted, and rmcp cuts the filter down to what the server
+    /// advertises. The stream stays open (rmcp's default `listen`) until the client closes it or
+    /// the server shuts down, so the layers' long-lived-stream handling (stream slots, idle
+    /// timeout, drain) can be exercised end to end.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+}
 
 #[cfg(test)]
 mod tests {
