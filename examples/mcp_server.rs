@@ -57,7 +57,7 @@ use tower_armor_mcp::{KnownTools, Principal, RescueLayer};
 use tower_armor_rate_limit::RateLimitLayer;
 use tower_armor_sse::{SseLayer, SseShutdown};
 use tower_armor_test_support::{DEMO_TOOLS, ServerOptions, demo_service};
-use tower_armor_timeout::TimeoutLayer;
+use tower_armor_timeout::{CallDrain, TimeoutLayer};
 
 /// The deadline of a call when `MCP_CALL_TIMEOUT_MS` is not set.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -397,6 +397,9 @@ pub struct App {
     pub rmcp_shutdown: CancellationToken,
     /// Ends every open SSE stream cleanly.
     pub sse_shutdown: SseShutdown,
+    /// Ends every call in flight with a final error, and refuses later ones, at the end of the
+    /// drain grace.
+    pub call_drain: CallDrain,
     /// The break-glass switch of the circuit breakers.
     pub breakers: CircuitBreakerHandle,
     /// Bulkhead counters.
@@ -418,6 +421,7 @@ pub fn app(settings: Settings) -> App {
     });
     let rmcp_shutdown = rmcp.config.cancellation_token.clone();
     let sse_shutdown = settings.sse.shutdown_handle();
+    let call_drain = settings.timeout.drain_handle();
     let breakers = settings.breaker.handle();
     let bulkheads = settings.bulkhead.stats();
     let drain_grace = settings.drain_grace;
@@ -473,6 +477,7 @@ pub fn app(settings: Settings) -> App {
         router,
         rmcp_shutdown,
         sse_shutdown,
+        call_drain,
         breakers,
         bulkheads,
         drain_grace,
@@ -665,8 +670,9 @@ async fn main() {
 }
 
 /// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
-/// streams end, calls in flight get the app's drain grace to finish; after it the remaining streams
-/// end (each at an event boundary) and rmcp's sessions are cancelled.
+/// streams end, calls in flight get the app's drain grace to finish; after it every call still
+/// running ends with a final `-31510` error for its id (and no call waiting in line starts),
+/// what is left of the streams ends at an event boundary, and rmcp's sessions are cancelled.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: App,
@@ -677,6 +683,7 @@ pub async fn run(
         router,
         rmcp_shutdown,
         sse_shutdown,
+        call_drain,
         drain_grace,
         ..
     } = app;
@@ -699,8 +706,17 @@ pub async fn run(
         () = async { stop.cancelled().await; tokio::time::sleep(drain_grace).await } => {
             tracing::warn!(
                 open_streams = sse_shutdown.open_streams(),
-                "calls still running after the drain grace; ending their streams"
+                "calls still running after the drain grace; ending them"
             );
+            // Each call ends with a final error for its id (its stream at an event boundary);
+            // the streams get a moment to carry it out before the SSE layer ends what is left.
+            call_drain.end_calls();
+            let carried = async {
+                while sse_shutdown.open_streams() > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let _ = tokio::time::timeout(FINAL_EVENTS_GRACE, carried).await;
             sse_shutdown.shutdown();
             rmcp_shutdown.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), served).await;
@@ -714,6 +730,9 @@ pub async fn run(
 /// How long calls in flight may take to finish after SIGTERM or Ctrl-C, by default
 /// (`MCP_DRAIN_GRACE_MS`).
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// After the drain grace, how long the calls' final events may take to go out before the
+/// remaining streams are cut.
+const FINAL_EVENTS_GRACE: Duration = Duration::from_millis(500);
 /// The longest drain grace accepted: one hour.
 pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(3600);
 

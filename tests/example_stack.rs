@@ -956,14 +956,19 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     );
 }
 
-/// Calls still running when the drain grace (`MCP_DRAIN_GRACE_MS`) runs out end: a 2026-07-28
-/// call that has sent nothing gets a JSON-RPC error for its id (rmcp's own answer is a bare
-/// 500), a 2025-11-25 call's stream ends at an event boundary; then the server returns.
+/// Calls still running when the drain grace (`MCP_DRAIN_GRACE_MS`) runs out end with a final
+/// `-31510` error for their id, whatever the revision and whether headers went out: a
+/// 2026-07-28 call that has sent nothing gets 503, a 2025-11-25 call's stream and a
+/// 2026-07-28 call's stream that already carried progress get one last event. A call still
+/// waiting in the bulkhead's line then never starts: it is refused the same way (rmcp would
+/// answer it with a bare 404 once its sessions are cancelled). Then the server returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_past_the_drain_grace_end_with_an_answer_or_a_clean_end() {
+async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     let settings = support::example::Settings::for_tests(&[
         ("MCP_BEARER_TOKEN", TOKENS),
-        ("MCP_DRAIN_GRACE_MS", "300"),
+        ("MCP_DRAIN_GRACE_MS", "400"),
+        ("MCP_BULKHEAD_MAX_CONCURRENT", "1"),
+        ("MCP_BULKHEAD_MAX_QUEUE", "2"),
     ])
     .unwrap();
     let app = support::example::app(settings);
@@ -975,33 +980,68 @@ async fn calls_past_the_drain_grace_end_with_an_answer_or_a_clean_end() {
     }));
     let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
     let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
-    let resp = bounded(10, legacy.open_call_stream("slow", json!({"ms": 5000})))
-        .await
-        .unwrap();
-    let mut legacy_call = SseStream::new(resp);
-    let id = stateless.next_id();
-    let stateless_call = tokio::spawn(async move {
-        stateless
-            .call_with_id(
+    // `slow` holds the bulkhead's one permit for its pool; `progress` has a pool of its own.
+    let legacy_id = legacy.next_id();
+    let resp = legacy.open_call_stream_with_id(legacy_id, "slow", json!({"ms": 5000}), None);
+    let mut legacy_call = SseStream::new(bounded(10, resp).await.unwrap());
+    let progress_id = stateless.next_id();
+    let resp = stateless.open_call_stream_with_id(
+        progress_id,
+        "progress",
+        json!({"steps": 50, "interval_ms": 100}),
+        Some(json!("p")),
+    );
+    let mut progress_call = SseStream::new(bounded(10, resp).await.unwrap());
+    let first = bounded(10, progress_call.next_message()).await.unwrap();
+    assert_eq!(first["method"], "notifications/progress", "{first}");
+    let waiting = std::sync::Arc::new(client(&url, Revision::V2026_07_28, ALICE).await);
+    let [quiet, queued] = [waiting.next_id(), waiting.next_id()];
+    let slow = |id: i64| {
+        let c = waiting.clone();
+        tokio::spawn(async move {
+            c.call_with_id(
                 id,
                 "tools/call",
                 json!({"name": "slow", "arguments": {"ms": 5000}}),
             )
             .await
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+    };
+    // Both wait in `slow`'s line behind the legacy call.
+    let quiet_call = slow(quiet);
+    let queued_call = slow(queued);
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let started = Instant::now();
     signal.send(()).unwrap();
 
-    let reply = bounded(10, stateless_call).await.unwrap().unwrap();
-    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{reply:?}");
-    assert_eq!(reply.error_code(), Some(-31502), "{reply:?}");
-    assert_eq!(reply.messages()[0]["id"], id, "{reply:?}");
+    let is_shutdown = |m: &serde_json::Value, id: i64| {
+        m["id"] == id
+            && m["error"]["code"] == -31510
+            && m["error"]["message"] == "server shutting down"
+    };
+    let message = bounded(10, legacy_call.next_message())
+        .await
+        .expect("a final event");
+    assert!(is_shutdown(&message, legacy_id), "{message}");
     assert_eq!(bounded(10, legacy_call.next_message()).await, None);
+    let message = bounded(
+        10,
+        progress_call.next_event_where(|m| m.get("id").is_some()),
+    )
+    .await
+    .and_then(|e| e.json())
+    .expect("a final event");
+    assert!(is_shutdown(&message, progress_id), "{message}");
+    assert_eq!(bounded(10, progress_call.next_message()).await, None);
+    for (call, id) in [(quiet_call, quiet), (queued_call, queued)] {
+        let reply = bounded(10, call).await.unwrap().unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(is_shutdown(&reply.messages()[0], id), "{reply:?}");
+    }
     bounded(10, server).await.unwrap();
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(2500),
+        took >= Duration::from_millis(350) && took < Duration::from_millis(3000),
         "{took:?}"
     );
 

@@ -29,7 +29,9 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::error::{CODE_BULKHEAD_FULL, CODE_TIMEOUT, LocalRejection, is_local_code};
+use crate::error::{
+    CODE_BULKHEAD_FULL, CODE_SHUTTING_DOWN, CODE_TIMEOUT, LocalRejection, is_local_code,
+};
 use crate::jsonrpc;
 
 /// How one call ended, as observed by the shared body wrapper or a layer.
@@ -256,9 +258,9 @@ impl Classifier {
         } else if code == CODE_TIMEOUT {
             // A local timeout written into a stream by a tower-armor layer further in.
             Verdict::new(B::SlowFailure, R::IfSafe)
-        } else if code == CODE_BULKHEAD_FULL {
-            // Another hop's bulkhead: answered as 503 (509 is not its status), a transient
-            // failure of that dependency.
+        } else if code == CODE_BULKHEAD_FULL || code == CODE_SHUTTING_DOWN {
+            // Another hop's bulkhead, or a hop shutting down: answered as 503 (509 and 510 are
+            // not their statuses), a transient failure of that dependency.
             self.classify_status(StatusCode::SERVICE_UNAVAILABLE, has_session)
         } else if is_local_code(code) {
             // Another tower-armor hop answered: its last three digits are the HTTP status.
@@ -411,6 +413,10 @@ mod tests {
             c(Outcome::Rejected(LocalRejection::Cancelled)),
             (B::Ignored, R::No)
         );
+        assert_eq!(
+            c(Outcome::Rejected(LocalRejection::ShuttingDown)),
+            (B::Ignored, R::No)
+        );
     }
 
     #[test]
@@ -420,6 +426,10 @@ mod tests {
         // A bulkhead answers 503: its code says 509, which is no status of its.
         assert_eq!(
             c(Outcome::RpcError(CODE_BULKHEAD_FULL)),
+            c(Outcome::RpcError(-31503))
+        );
+        assert_eq!(
+            c(Outcome::RpcError(CODE_SHUTTING_DOWN)),
             c(Outcome::RpcError(-31503))
         );
         assert_eq!(

@@ -14,6 +14,7 @@
 //! | [`RateLimited`] | 429 | `-31429` | yes, whole seconds rounded up, at least 1 |
 //! | [`CircuitOpen`] | 503 | `-31503` | yes (time until a probe may pass) |
 //! | [`BulkheadFull`] | 503 | `-31509` | no |
+//! | [`ShuttingDown`] | 503 | `-31510` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
 //! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, never sent) | no |
 //! | anything else (see [`local_error`]) | 502 | `-31502` | no |
@@ -56,6 +57,9 @@ pub const CODE_CIRCUIT_OPEN: i64 = -31503;
 pub const CODE_TIMEOUT: i64 = -31504;
 /// JSON-RPC code for [`BulkheadFull`].
 pub const CODE_BULKHEAD_FULL: i64 = -31509;
+/// JSON-RPC code for [`ShuttingDown`] (answered with 503, like the other two `-315xx` codes
+/// above 503: the breaker has `-31503`).
+pub const CODE_SHUTTING_DOWN: i64 = -31510;
 /// The code of [`CancelledInLine`] (nginx's "client closed request"), for logs and the
 /// classification table only: its answer carries no JSON-RPC message.
 pub const CODE_CANCELLED: i64 = -31499;
@@ -93,6 +97,8 @@ pub enum LocalRejection {
     RateLimited,
     /// The client cancelled the call while it waited in line ([`CancelledInLine`]).
     Cancelled,
+    /// The server is shutting down and ended the call or refused it ([`ShuttingDown`]).
+    ShuttingDown,
 }
 
 /// Rounds a duration up to whole seconds, at least 1: the `Retry-After` header value.
@@ -349,6 +355,40 @@ impl LocalError for BulkheadFull {
     }
 }
 
+/// The server is shutting down: its drain deadline passed while the call ran, or the call came
+/// after it (503). Nothing about the dependency's health: never a breaker failure; a client may
+/// try again elsewhere (another replica) or once the server is back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShuttingDown;
+
+impl ShuttingDown {
+    /// Creates the error.
+    pub fn new() -> Self {
+        ShuttingDown
+    }
+}
+
+impl fmt::Display for ShuttingDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("server shutting down")
+    }
+}
+
+impl Error for ShuttingDown {}
+
+impl LocalError for ShuttingDown {
+    fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    fn code(&self) -> i64 {
+        CODE_SHUTTING_DOWN
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::ShuttingDown)
+    }
+}
+
 /// Finds the local error inside a boxed error, looking through `source()` chains.
 ///
 /// Returns `None` for any other error; the rescue layer answers those with 502 and
@@ -371,7 +411,8 @@ pub fn local_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn LocalEr
             PayloadTooLarge,
             Unauthorized,
             Forbidden,
-            CancelledInLine
+            CancelledInLine,
+            ShuttingDown
         );
         cur = e.source();
     }
@@ -391,6 +432,7 @@ mod tests {
             Box::new(RateLimited::new(Duration::from_millis(1))),
             Box::new(CircuitOpen::new(None, Duration::ZERO)),
             Box::new(BulkheadFull::new(None)),
+            Box::new(ShuttingDown),
             Box::new(Elapsed),
         ];
         let mut seen = std::collections::HashSet::new();

@@ -34,18 +34,23 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_armor_mcp::error::{BoxError, CODE_TIMEOUT, Elapsed};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower_armor_mcp::error::{
+    BoxError, CODE_SHUTTING_DOWN, CODE_TIMEOUT, Elapsed, LocalRejection, ShuttingDown,
+};
 use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, CorrelationId, Outcome, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
-use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
+use crate::cancel::{CancelTarget, REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::pause::{Pauses, Registration};
 use crate::resume::{Held, stream_of};
 
-/// The message of the final error event (the text of [`Elapsed`]).
+/// The message of the final error event at the deadline (the text of [`Elapsed`]).
 const MESSAGE: &str = "request timed out";
+/// The message of the final error event at the drain deadline (the text of [`ShuttingDown`]).
+const MESSAGE_SHUTDOWN: &str = "server shutting down";
 
 /// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
@@ -69,6 +74,8 @@ pub(crate) struct CallState {
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
     pub(crate) stream: Option<Box<str>>,
+    /// The layer's drain switch ([`CallDrain`](crate::CallDrain)).
+    pub(crate) drain: CancellationToken,
 }
 
 impl fmt::Debug for CallState {
@@ -108,10 +115,19 @@ impl CallState {
     }
 }
 
-/// The bytes of the final error event.
-fn timeout_event(id: Option<&RequestId>, correlation: Option<&CorrelationId>) -> Bytes {
+/// The bytes of the final error event: the call's deadline passed, or the drain deadline.
+fn final_error_event(
+    id: Option<&RequestId>,
+    correlation: Option<&CorrelationId>,
+    drained: bool,
+) -> Bytes {
     let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-    let body = jsonrpc::error_body(id, CODE_TIMEOUT, MESSAGE, data.as_ref());
+    let (code, message) = if drained {
+        (CODE_SHUTTING_DOWN, MESSAGE_SHUTDOWN)
+    } else {
+        (CODE_TIMEOUT, MESSAGE)
+    };
+    let body = jsonrpc::error_body(id, code, message, data.as_ref());
     let mut out = BytesMut::with_capacity(body.len() + 8);
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(&body);
@@ -165,6 +181,9 @@ pin_project! {
             body: B,
             #[pin]
             sleep: Sleep,
+            // Fires at the server's drain deadline (`CallDrain::end_calls`).
+            #[pin]
+            drain: WaitForCancellationFutureOwned,
             state: Timed,
         },
         Ending {
@@ -175,7 +194,10 @@ pin_project! {
 
 enum Last {
     Event(Bytes),
-    Error,
+    /// The body fails: [`ShuttingDown`] if `drained`, else [`Elapsed`].
+    Error {
+        drained: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +221,8 @@ struct Timed {
     /// The instant the sleep is set to. There always is one: a pause is bounded too.
     armed: Instant,
     pause: Option<Registration>,
+    /// The drain deadline ended the call (not its own deadline).
+    drained: bool,
 }
 
 impl<B> TimeoutBody<B> {
@@ -214,10 +238,12 @@ impl<B> TimeoutBody<B> {
         call.clock.seen_progress(handle.progress_count());
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
+        let drain = call.drain.clone().cancelled_owned();
         TimeoutBody {
             kind: Kind::Timed {
                 body,
                 sleep,
+                drain,
                 state: Timed {
                     handle,
                     call,
@@ -225,6 +251,7 @@ impl<B> TimeoutBody<B> {
                     phase: Phase::Running,
                     armed,
                     pause: None,
+                    drained: false,
                 },
             },
         }
@@ -295,27 +322,48 @@ impl Timed {
         self.pause = None;
     }
 
-    /// Gives up on the call: records `Elapsed` and cancels a 2025-11-25 call. Returns false if
-    /// the call had already ended after all.
+    /// Gives up on the call: records `Elapsed` (at the drain deadline: a `ShuttingDown`
+    /// rejection, no fault of the server) and cancels a 2025-11-25 call. Returns false if the
+    /// call had already ended after all.
     fn give_up(&mut self) -> bool {
-        if !self.handle.complete(Outcome::Elapsed) {
+        let outcome = if self.drained {
+            Outcome::Rejected(LocalRejection::ShuttingDown)
+        } else {
+            Outcome::Elapsed
+        };
+        if !self.handle.complete(outcome) {
             self.finish();
             return false;
         }
         self.pause = None;
-        tracing::debug!(id = ?self.call.id, "call deadline passed inside the answer");
+        if self.drained {
+            tracing::debug!(id = ?self.call.id, "drain deadline passed inside the answer");
+        } else {
+            tracing::debug!(id = ?self.call.id, "call deadline passed inside the answer");
+        }
         if self.sse.is_some() {
-            self.call.send_cancel(REASON_TIMEOUT);
+            self.call.send_cancel(if self.drained {
+                REASON_SHUTDOWN
+            } else {
+                REASON_TIMEOUT
+            });
         }
         true
     }
 
     fn final_event(&mut self) -> Last {
         self.phase = Phase::Finished;
-        Last::Event(timeout_event(
+        Last::Event(final_error_event(
             self.call.id.as_ref(),
             self.call.correlation.as_ref(),
+            self.drained,
         ))
+    }
+
+    fn error(&self) -> Last {
+        Last::Error {
+            drained: self.drained,
+        }
     }
 
     /// The sleep fired.
@@ -327,7 +375,7 @@ impl Timed {
         let now = Instant::now();
         match self.phase {
             Phase::Running => {
-                if !self.call.clock.expired(now) {
+                if !self.drained && !self.call.clock.expired(now) {
                     return None;
                 }
                 match &self.sse {
@@ -339,13 +387,13 @@ impl Timed {
                         if sleep.poll(cx).is_pending() {
                             return None;
                         }
-                        self.give_up().then_some(Last::Error)
+                        self.give_up().then(|| self.error())
                     }
                     Some(_) => self.give_up().then(|| self.final_event()),
-                    None => self.give_up().then_some(Last::Error),
+                    None => self.give_up().then(|| self.error()),
                 }
             }
-            Phase::Grace => self.give_up().then_some(Last::Error),
+            Phase::Grace => self.give_up().then(|| self.error()),
             Phase::Finishing | Phase::Finished => None,
         }
     }
@@ -402,6 +450,7 @@ impl Timed {
         &mut self,
         body: Pin<&mut B>,
         mut sleep: Pin<&mut Sleep>,
+        drain: Pin<&mut WaitForCancellationFutureOwned>,
         cx: &mut Context<'_>,
     ) -> Step
     where
@@ -417,6 +466,13 @@ impl Timed {
             }
             Phase::Finishing => return Step::End(self.final_event()),
             Phase::Running | Phase::Grace => {}
+        }
+        if self.phase == Phase::Running && !self.drained && drain.poll(cx).is_ready() {
+            // The server's drain deadline: this call's deadline is now.
+            self.drained = true;
+            if let Some(last) = self.on_deadline(sleep.as_mut(), cx) {
+                return Step::End(last);
+            }
         }
         self.tick(sleep.as_mut(), cx);
         if sleep.as_mut().poll(cx).is_ready()
@@ -485,11 +541,19 @@ where
                 KindProj::Ending { last } => {
                     return Poll::Ready(match last.take() {
                         Some(Last::Event(bytes)) => Some(Ok(Frame::data(bytes))),
-                        Some(Last::Error) => Some(Err(Elapsed::new().into())),
+                        Some(Last::Error { drained: false }) => Some(Err(Elapsed::new().into())),
+                        Some(Last::Error { drained: true }) => {
+                            Some(Err(ShuttingDown::new().into()))
+                        }
                         None => None,
                     });
                 }
-                KindProj::Timed { body, sleep, state } => match state.poll(body, sleep, cx) {
+                KindProj::Timed {
+                    body,
+                    sleep,
+                    drain,
+                    state,
+                } => match state.poll(body, sleep, drain, cx) {
                     Step::Frame(p) => return p,
                     Step::End(last) => last,
                 },
@@ -537,7 +601,7 @@ mod tests {
     #[test]
     fn the_final_event_is_one_json_rpc_error() {
         let c = CorrelationId::parse(b"corr-1").unwrap();
-        let ev = timeout_event(Some(&RequestId::Number(7)), Some(&c));
+        let ev = final_error_event(Some(&RequestId::Number(7)), Some(&c), false);
         let text = std::str::from_utf8(&ev).unwrap();
         assert!(text.starts_with("data: ") && text.ends_with("\n\n"));
         assert_eq!(text.matches('\n').count(), 2, "one data line");
@@ -546,10 +610,16 @@ mod tests {
         assert_eq!(v["error"]["code"], CODE_TIMEOUT);
         assert_eq!(v["error"]["message"], Elapsed::new().to_string());
         assert_eq!(v["error"]["data"]["correlationId"], "corr-1");
-        let ev = timeout_event(None, None);
+        let ev = final_error_event(None, None, false);
         let v: serde_json::Value = serde_json::from_slice(&ev[6..ev.len() - 2]).unwrap();
         assert!(v["id"].is_null());
         assert!(v["error"].get("data").is_none());
+        // At the drain deadline: the shutdown error instead.
+        let ev = final_error_event(Some(&RequestId::Number(8)), None, true);
+        let v: serde_json::Value = serde_json::from_slice(&ev[6..ev.len() - 2]).unwrap();
+        assert_eq!(v["id"], 8);
+        assert_eq!(v["error"]["code"], CODE_SHUTTING_DOWN);
+        assert_eq!(v["error"]["message"], ShuttingDown::new().to_string());
     }
 
     #[test]

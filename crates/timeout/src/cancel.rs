@@ -26,6 +26,8 @@ use tower_service::Service;
 pub(crate) const REASON_TIMEOUT: &str = "request timed out";
 /// `reason` of a cancellation sent when the caller dropped the answer.
 pub(crate) const REASON_GONE: &str = "caller went away";
+/// `reason` of a cancellation sent when the server's drain deadline passed.
+pub(crate) const REASON_SHUTDOWN: &str = "server shutting down";
 
 /// Sends one request to a clone of the inner service, in a spawned task.
 pub(crate) type Sender = Box<dyn Fn(Request<McpBody>) + Send + Sync>;

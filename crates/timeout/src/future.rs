@@ -10,12 +10,13 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower_armor_mcp::error::{BoxError, Elapsed};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tower_armor_mcp::error::{BoxError, Elapsed, ShuttingDown};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 
 use crate::body::{CallState, TimeoutBody};
 use crate::calls::Marked;
-use crate::cancel::{REASON_GONE, REASON_TIMEOUT};
+use crate::cancel::{REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -52,8 +53,13 @@ pin_project! {
             future: F,
             #[pin]
             sleep: Sleep,
+            // Fires at the server's drain deadline (`CallDrain::end_calls`).
+            #[pin]
+            drain: WaitForCancellationFutureOwned,
             call: Option<CallState>,
         },
+        // Refused: the drain deadline had passed.
+        Refused,
         Done,
     }
 }
@@ -70,8 +76,15 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Timed {
                 future,
                 sleep,
+                drain: call.drain.clone().cancelled_owned(),
                 call: Some(call),
             },
+        }
+    }
+
+    pub(crate) fn refused() -> Self {
+        ResponseFuture {
+            kind: Kind::Refused,
         }
     }
 }
@@ -81,6 +94,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Timed { .. } => "timed",
+            Kind::Refused => "refused",
             Kind::Done => "done",
         };
         f.debug_struct("ResponseFuture")
@@ -135,12 +149,18 @@ where
             KindProj::Timed {
                 future,
                 sleep,
+                drain,
                 call,
             } => {
                 if let Poll::Ready(res) = future.poll(cx) {
                     let call = call.take().expect("ResponseFuture polled after completion");
                     res.map(|resp| timed_response(call, resp))
                         .map_err(Into::into)
+                } else if drain.poll(cx).is_ready() {
+                    let mut call = call.take().expect("ResponseFuture polled after completion");
+                    tracing::debug!(id = ?call.id, "drain deadline passed before the answer's headers");
+                    call.send_cancel(REASON_SHUTDOWN);
+                    Err(ShuttingDown::new().into())
                 } else {
                     ready!(sleep.poll(cx));
                     let mut call = call.take().expect("ResponseFuture polled after completion");
@@ -149,6 +169,7 @@ where
                     Err(Elapsed::new().into())
                 }
             }
+            KindProj::Refused => Err(ShuttingDown::new().into()),
             KindProj::Done => panic!("ResponseFuture polled after completion"),
         };
         // Drops the inner future (the call) and the sleep.

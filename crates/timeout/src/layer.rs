@@ -7,6 +7,7 @@ use tower_armor_mcp::McpRequest;
 use tower_layer::Layer;
 
 use crate::calls::Calls;
+use crate::drain::CallDrain;
 use crate::error::ConfigError;
 use crate::pause::Pauses;
 use crate::policy::Policy;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) calls: Arc<Calls>,
     /// Cancellations of dropped calls held for [`TimeoutBuilder::resume_grace`].
     pub(crate) held: Arc<Held>,
+    /// Ends every call at a server's drain deadline.
+    pub(crate) drain: CallDrain,
 }
 
 /// Applies [`Timeout`]: a per-call deadline that follows the call to its final JSON-RPC
@@ -197,6 +200,12 @@ impl TimeoutLayer {
             },
             other => other,
         })
+    }
+
+    /// The switch that ends every call of this layer (and of its clones and services) at a
+    /// server's drain deadline; see [`CallDrain`].
+    pub fn drain_handle(&self) -> CallDrain {
+        self.shared.drain.clone()
     }
 
     /// The default deadline.
@@ -412,6 +421,7 @@ impl TimeoutBuilder {
                 pauses: Arc::default(),
                 calls: Arc::default(),
                 held: Arc::default(),
+                drain: CallDrain::default(),
             }),
         })
     }

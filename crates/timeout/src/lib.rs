@@ -187,6 +187,22 @@
 //! ends its session (`DELETE`) while calls of it run cancels them all alike. A circuit
 //! breaker used without this layer inside it cannot tell the two apart.
 //!
+//! # Shutdown
+//!
+//! A server that drains (stops taking connections, lets calls in flight finish) needs its last
+//! word on the calls still running when its grace runs out: [`TimeoutLayer::drain_handle`]
+//! gives a [`CallDrain`], and [`CallDrain::end_calls`] makes that moment every HTTP call's
+//! deadline. Each ends as it would at its own deadline, with
+//! [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown) (503, `-31510`, "server shutting
+//! down") instead of `Elapsed`: before its headers it fails with that error (the rescue layer
+//! answers 503 with the call's id); in an SSE answer one final event carries the error for the
+//! call's id, at an event boundary; a 2025-11-25 call is sent `notifications/cancelled`. Its
+//! completion handle records a local rejection (no breaker counts it). A call that reaches the
+//! layer afterwards (one that waited in a bulkhead's line) is refused with the same error
+//! without reaching the server. Typed calls ([`ToolCall`](tower_armor_mcp::ToolCall)) are not
+//! affected: a typed client drops its futures to stop. The example server calls it when
+//! `MCP_DRAIN_GRACE_MS` runs out.
+//!
 //! # Types
 //!
 //! For HTTP the layer's service is `Service<http::Request<McpBody>>` (the body type the
@@ -244,7 +260,9 @@
 //! before the headers, otherwise the inner service's error, boxed. [`TimeoutBody`] fails with
 //! [`Elapsed`] when it must cut an answer (a JSON body, or an SSE event that did not end within
 //! the grace), otherwise with the inner body's error, boxed. In a stream the timeout is the
-//! final error event (code `-31504`, message `request timed out`), not a body error.
+//! final error event (code `-31504`, message `request timed out`), not a body error. After
+//! [`CallDrain::end_calls`] the same places carry [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown)
+//! instead (code `-31510`, message `server shutting down`).
 //! Configuration errors are [`ConfigError`](error::ConfigError).
 //!
 //! [`Elapsed`]: error::Elapsed
@@ -253,6 +271,7 @@ pub mod body;
 mod calls;
 mod cancel;
 mod clock;
+mod drain;
 pub mod error;
 pub mod future;
 mod layer;
@@ -263,6 +282,7 @@ mod service;
 mod sessions;
 
 pub use self::body::TimeoutBody;
+pub use self::drain::CallDrain;
 pub use self::layer::{
     ENV_MAX_MS, ENV_MAX_PAUSE_MS, ENV_RESET_ON_PROGRESS, ENV_RESUME_GRACE_MS, ENV_TIMEOUT_MS,
     ENV_VARS, TimeoutBuilder, TimeoutLayer,

@@ -14,7 +14,7 @@ use tower_armor_mcp::{
 use tower_service::Service;
 
 use crate::body::{CallState, TimeoutBody};
-use crate::cancel::{CancelTarget, SenderSlot};
+use crate::cancel::{CancelTarget, REASON_SHUTDOWN, SenderSlot};
 use crate::clock::Clock;
 use crate::future::{CallFuture, ResponseFuture};
 use crate::layer::{Shared, TimeoutLayer};
@@ -148,6 +148,15 @@ where
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
         }
+        if self.shared.drain.is_ended() {
+            // After the drain deadline no call starts (one that waited in a bulkhead's line
+            // included); a resumed one is cancelled.
+            if let Some((t, _)) = resumed {
+                t.send(REASON_SHUTDOWN);
+            }
+            tracing::debug!("call refused: the server is shutting down");
+            return ResponseFuture::refused();
+        }
         // A resumed call goes on under its own clock: its deadline and cap do not start over.
         let clock = resumed
             .as_ref()
@@ -184,6 +193,7 @@ where
             grace: self.shared.policy.boundary_grace,
             resume,
             stream: None,
+            drain: self.shared.drain.token().clone(),
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

@@ -1093,3 +1093,110 @@ async fn a_cancellation_of_nothing_changes_nothing() {
         "a finished call stays as it ended"
     );
 }
+
+// === the drain deadline (`CallDrain`) ===
+
+fn assert_shutdown_event(s: &str, id: Value) {
+    let v = event_json(s);
+    assert_eq!(v["id"], id, "{s}");
+    assert_eq!(v["error"]["code"], -31510, "{s}");
+    assert_eq!(v["error"]["message"], "server shutting down");
+}
+
+fn is_shutting_down(e: &BoxError) -> bool {
+    e.downcast_ref::<tower_armor_mcp::error::ShuttingDown>()
+        .is_some()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_ends_a_call_before_its_headers_and_cancels_a_2025_one() {
+    let l = layer(60_000);
+    let drain = l.drain_handle();
+    let (mut svc, mut handle) = service(&l);
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(4, "slow", V2025, Some("s-1")));
+    let _pending = handle.next_request().await.unwrap();
+    let mut fut = Box::pin(fut);
+    assert!((&mut fut).now_or_never().is_none(), "running");
+    drain.end_calls();
+    assert!(drain.is_ended());
+    let err = (&mut fut)
+        .now_or_never()
+        .expect("ends at once")
+        .unwrap_err();
+    assert!(is_shutting_down(&err), "{err}");
+    let n = next_request(&mut handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, 4, "s-1", "server shutting down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_ends_a_stream_with_one_final_event_at_a_boundary() {
+    let l = layer(60_000);
+    let drain = l.drain_handle();
+    let (mut svc, mut handle) = service(&l);
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(7, "slow", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let h = handle_of(&resp);
+    let mut body = Box::pin(resp.into_body());
+    // In the middle of an event: it is finished first.
+    tx.send("data: {\"jsonrpc\":\"2.0\",");
+    assert!(text(now(&mut body)).starts_with("data: "));
+    drain.end_calls();
+    assert!(now(&mut body).is_none(), "waits for the event's end");
+    tx.send("\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"p\",\"progress\":1}}\n\ndata: {\"jsonrpc\"");
+    assert!(
+        text(now(&mut body)).ends_with("}}\n\n"),
+        "cut after the boundary"
+    );
+    assert_shutdown_event(&text(now(&mut body)), json!(7));
+    assert!(tx.is_closed(), "the inner stream is closed");
+    assert!(matches!(now(&mut body), Some(None)), "then the end");
+    // No fault of the server: a local rejection, which breakers ignore.
+    assert_eq!(
+        h.outcome(),
+        Some(Outcome::Rejected(
+            tower_armor_mcp::error::LocalRejection::ShuttingDown
+        ))
+    );
+    drop(body);
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
+    let l = layer(60_000);
+    let (mut svc, mut handle) = service(&l);
+    l.drain_handle().end_calls();
+    let err = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(9, "add", V2026, None))
+        .await
+        .unwrap_err();
+    assert!(is_shutting_down(&err), "{err}");
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+    // Not a call: it passes (a notification, a listen stream).
+    let note = McpRequest::new(
+        MessageKind::Notification,
+        Some(Method::NotificationsCancelled),
+        None,
+    );
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        facts_req(note, Some("s-2"), V2025),
+        Response::builder().status(202).body(script().1).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 202);
+}
