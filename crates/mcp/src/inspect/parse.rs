@@ -297,7 +297,13 @@ pub(crate) fn from_post(
     let header_rev = header_revision(headers, limits);
     let env = match parse_envelope(body, limits) {
         Ok(env) => env,
-        Err(e) => return Err(header_rev.err().unwrap_or(e)),
+        // The id the envelope's own error read, if any, goes with the version's.
+        Err(e) => {
+            return Err(match header_rev {
+                Err(version) => version.with_id(e.id),
+                Ok(_) => e,
+            });
+        }
     };
 
     let id = match env.id {
@@ -401,10 +407,26 @@ pub(crate) fn from_post(
         }
     }
 
-    if kind == MessageKind::Request {
-        params_problem(method.as_ref(), &params.meta, params.arguments)
-            .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
-            .map_err(|r| r.with_id(id.clone()))?;
+    match kind {
+        MessageKind::Request => {
+            params_problem(method.as_ref(), &params.meta, params.arguments)
+                .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
+                .map_err(|r| r.with_id(id.clone()))?;
+        }
+        // `_meta` is an object in every message that has one (rmcp answers a notification
+        // whose `_meta` is not with a bare 415).
+        MessageKind::Notification if params.meta.malformed => {
+            return Err(Rejection::invalid_params("_meta must be an object"));
+        }
+        // 2026-07-28 has no server-to-client requests for a client to answer (rmcp refuses
+        // one with an error that names no id).
+        MessageKind::Response if stateless => {
+            return Err(
+                Rejection::invalid("stateless server does not accept JSON-RPC responses")
+                    .with_id(id),
+            );
+        }
+        _ => {}
     }
 
     let stream = match &method {
@@ -1168,6 +1190,45 @@ mod tests {
         // Another method's `arguments` is its own business.
         let prompt = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":"x"}}"#;
         assert!(post(&[], prompt).is_ok());
+        // A notification's `_meta` too (it has no id to answer with).
+        let note = |meta: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":1,"_meta":{meta}}}}}"#
+            )
+        };
+        assert!(post(&[], &note("{}")).is_ok());
+        assert!(post(&[], &note("null")).is_ok());
+        for bad in ["\"x\"", "1", "[]"] {
+            let e = post(&[], &note(bad)).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.id),
+                (StatusCode::BAD_REQUEST, -32602, None),
+                "{bad}"
+            );
+        }
+    }
+
+    /// 2026-07-28 has no server requests for a client to answer: a response POSTed under it is
+    /// refused with its id (rmcp's own refusal names none). A 2025-11-25 session's passes.
+    #[test]
+    fn a_stateless_response_is_refused_with_its_id() {
+        let h26 = [("mcp-protocol-version", "2026-07-28")];
+        for body in [
+            r#"{"jsonrpc":"2.0","id":42,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":42,"error":{"code":-1,"message":"no"}}"#,
+        ] {
+            let e = post(&h26, body).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, e.id),
+                (StatusCode::BAD_REQUEST, -32600, Some(RequestId::Number(42))),
+                "{body}"
+            );
+            let h25 = [
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-session-id", "s-1"),
+            ];
+            assert_eq!(post(&h25, body).unwrap().kind(), MessageKind::Response);
+        }
     }
 
     #[test]
@@ -1524,6 +1585,19 @@ mod tests {
         let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
         let e = post(&[("mcp-protocol-version", "1999-01-01")], ping).unwrap_err();
         assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, -32022));
+        // Answered first even when the body has a problem of its own, with the id it gives.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":42,"method":"tools/list","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":42,"result":{},"error":{"code":1,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":42,"method":null}"#,
+        ] {
+            let e = post(&[("mcp-protocol-version", "2099-01-01")], body).unwrap_err();
+            assert_eq!(
+                (e.code, e.id),
+                (-32022, Some(RequestId::Number(42))),
+                "{body}"
+            );
+        }
         let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
         assert_eq!(
             post(&[], init).unwrap().revision(),
