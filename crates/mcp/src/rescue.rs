@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`CircuitOpen`](crate::error::CircuitOpen) | 503, `-31503`, `Retry-After` |
 //! | [`BulkheadFull`](crate::error::BulkheadFull) | 503, `-31509` |
+//! | [`ShuttingDown`](crate::error::ShuttingDown) | 503, `-31510` |
 //! | [`Elapsed`](crate::error::Elapsed) | 504, `-31504` |
 //! | [`RateLimited`](crate::error::RateLimited) | 429, `-31429`, `Retry-After` |
 //! | anything else | 502, `-31502` |
@@ -366,6 +367,14 @@ mod tests {
         assert_eq!(v["error"]["code"], -31504);
         assert_eq!(v["id"], "a");
 
+        let (s, ra, v) = answer(Box::new(crate::error::ShuttingDown), Some(5.into())).await;
+        assert_eq!((s, ra), (StatusCode::SERVICE_UNAVAILABLE, None));
+        assert_eq!(
+            (v["id"].as_i64(), v["error"]["code"].as_i64()),
+            (Some(5), Some(-31510))
+        );
+        assert_eq!(v["error"]["message"], "server shutting down");
+
         let (s, ra, _) = answer(Box::new(RateLimited::new(Duration::from_secs(3))), None).await;
         assert_eq!(
             (s, ra.as_deref()),
@@ -402,7 +411,7 @@ mod tests {
 ///
 /// | error | gRPC code |
 /// |---|---|
-/// | [`CircuitOpen`](crate::error::CircuitOpen) | `UNAVAILABLE` (14) |
+/// | [`CircuitOpen`](crate::error::CircuitOpen), [`ShuttingDown`](crate::error::ShuttingDown) | `UNAVAILABLE` (14) |
 /// | [`BulkheadFull`](crate::error::BulkheadFull), [`RateLimited`](crate::error::RateLimited) | `RESOURCE_EXHAUSTED` (8) |
 /// | [`Elapsed`](crate::error::Elapsed) | `DEADLINE_EXCEEDED` (4) |
 /// | [`Unauthorized`](crate::error::Unauthorized) | `UNAUTHENTICATED` (16) |
@@ -575,6 +584,7 @@ mod grpc_tests {
             8
         );
         assert_eq!(grpc_status(&Elapsed).code, 4);
+        assert_eq!(grpc_status(&crate::error::ShuttingDown).code, 14);
         assert_eq!(grpc_status(&crate::error::CancelledInLine).code, 1);
         let s = grpc_status(&std::io::Error::other("secret"));
         assert_eq!(s.code, 14);
