@@ -967,7 +967,7 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     let settings = support::example::Settings::for_tests(&[
         ("MCP_BEARER_TOKEN", TOKENS),
         ("MCP_DRAIN_GRACE_MS", "400"),
-        ("MCP_BULKHEAD_MAX_CONCURRENT", "1"),
+        ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
         ("MCP_BULKHEAD_MAX_QUEUE", "2"),
     ])
     .unwrap();
@@ -980,7 +980,7 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     }));
     let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
     let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
-    // `slow` holds the bulkhead's one permit for its pool; `progress` has a pool of its own.
+    // Two `slow` calls hold the two permits of its pool; `progress` has a pool of its own.
     let legacy_id = legacy.next_id();
     let resp = legacy.open_call_stream_with_id(legacy_id, "slow", json!({"ms": 5000}), None);
     let mut legacy_call = SseStream::new(bounded(10, resp).await.unwrap());
@@ -995,7 +995,7 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     let first = bounded(10, progress_call.next_message()).await.unwrap();
     assert_eq!(first["method"], "notifications/progress", "{first}");
     let waiting = std::sync::Arc::new(client(&url, Revision::V2026_07_28, ALICE).await);
-    let [quiet, queued] = [waiting.next_id(), waiting.next_id()];
+    let [running, quiet, queued] = [waiting.next_id(), waiting.next_id(), waiting.next_id()];
     let slow = |id: i64| {
         let c = waiting.clone();
         tokio::spawn(async move {
@@ -1007,7 +1007,10 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
             .await
         })
     };
-    // Both wait in `slow`'s line behind the legacy call.
+    // Runs beside the legacy call and sends nothing (under 2026-07-28 rmcp sends headers with
+    // the first message); the next two wait in `slow`'s line.
+    let running_call = slow(running);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let quiet_call = slow(quiet);
     let queued_call = slow(queued);
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -1033,7 +1036,11 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     .expect("a final event");
     assert!(is_shutdown(&message, progress_id), "{message}");
     assert_eq!(bounded(10, progress_call.next_message()).await, None);
-    for (call, id) in [(quiet_call, quiet), (queued_call, queued)] {
+    for (call, id) in [
+        (running_call, running),
+        (quiet_call, quiet),
+        (queued_call, queued),
+    ] {
         let reply = bounded(10, call).await.unwrap().unwrap();
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
         assert!(is_shutdown(&reply.messages()[0], id), "{reply:?}");
@@ -1047,6 +1054,43 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
 
     let err = support::example::Settings::for_tests(&[("MCP_DRAIN_GRACE_MS", "soon")]).unwrap_err();
     assert!(err.starts_with("MCP_DRAIN_GRACE_MS"), "{err}");
+}
+
+/// The drain's end alone with one 2026-07-28 call that has sent nothing (no stream open to
+/// wait for): the call still gets 503 with `-31510` for its id, not the 502 that rescue makes
+/// of rmcp's bare 500 for a handler its shutdown cancelled in the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_call_alone_at_the_drain_deadline_gets_the_shutdown_error() {
+    for _ in 0..3 {
+        let settings = support::example::Settings::for_tests(&[
+            ("MCP_BEARER_TOKEN", TOKENS),
+            ("MCP_DRAIN_GRACE_MS", "200"),
+        ])
+        .unwrap();
+        let app = support::example::app(settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(support::example::run(listener, app, None, async move {
+            let _ = on_signal.await;
+        }));
+        let c = client(&url, Revision::V2026_07_28, ALICE).await;
+        let call = tokio::spawn(async move {
+            c.call_with_id(
+                7,
+                "tools/call",
+                json!({"name": "slow", "arguments": {"ms": 5000}}),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        signal.send(()).unwrap();
+        let reply = bounded(10, call).await.unwrap().unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
+        assert_eq!(reply.messages()[0]["id"], 7, "{reply:?}");
+        bounded(10, server).await.unwrap();
+    }
 }
 
 /// The example's list of variables (it warns about any other `MCP_*` one) is exactly what

@@ -34,7 +34,6 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_armor_mcp::error::{
     BoxError, CODE_SHUTTING_DOWN, CODE_TIMEOUT, Elapsed, LocalRejection, ShuttingDown,
 };
@@ -44,6 +43,7 @@ use tower_armor_mcp::{CompletionHandle, CorrelationId, Outcome, RequestId, jsonr
 use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
+use crate::drain::{CallDrain, DrainWait};
 use crate::pause::{Pauses, Registration};
 use crate::resume::{Held, stream_of};
 
@@ -75,7 +75,7 @@ pub(crate) struct CallState {
     /// a resuming `GET` names.
     pub(crate) stream: Option<Box<str>>,
     /// The layer's drain switch ([`CallDrain`](crate::CallDrain)).
-    pub(crate) drain: CancellationToken,
+    pub(crate) drain: CallDrain,
 }
 
 impl fmt::Debug for CallState {
@@ -183,7 +183,7 @@ pin_project! {
             sleep: Sleep,
             // Fires at the server's drain deadline (`CallDrain::end_calls`).
             #[pin]
-            drain: WaitForCancellationFutureOwned,
+            drain: DrainWait,
             state: Timed,
         },
         Ending {
@@ -238,7 +238,7 @@ impl<B> TimeoutBody<B> {
         call.clock.seen_progress(handle.progress_count());
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
-        let drain = call.drain.clone().cancelled_owned();
+        let drain = call.drain.wait();
         TimeoutBody {
             kind: Kind::Timed {
                 body,
@@ -450,7 +450,7 @@ impl Timed {
         &mut self,
         body: Pin<&mut B>,
         mut sleep: Pin<&mut Sleep>,
-        drain: Pin<&mut WaitForCancellationFutureOwned>,
+        drain: Pin<&mut DrainWait>,
         cx: &mut Context<'_>,
     ) -> Step
     where
@@ -467,7 +467,10 @@ impl Timed {
             Phase::Finishing => return Step::End(self.final_event()),
             Phase::Running | Phase::Grace => {}
         }
-        if self.phase == Phase::Running && !self.drained && drain.poll(cx).is_ready() {
+        if self.phase == Phase::Running
+            && !self.drained
+            && self.call.drain.poll_ended(drain, cx).is_ready()
+        {
             // The server's drain deadline: this call's deadline is now.
             self.drained = true;
             if let Some(last) = self.on_deadline(sleep.as_mut(), cx) {

@@ -10,13 +10,13 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tower_armor_mcp::error::{BoxError, Elapsed, ShuttingDown};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 
 use crate::body::{CallState, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::{REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
+use crate::drain::DrainWait;
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -55,7 +55,7 @@ pin_project! {
             sleep: Sleep,
             // Fires at the server's drain deadline (`CallDrain::end_calls`).
             #[pin]
-            drain: WaitForCancellationFutureOwned,
+            drain: DrainWait,
             call: Option<CallState>,
         },
         // Refused: the drain deadline had passed.
@@ -76,7 +76,7 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Timed {
                 future,
                 sleep,
-                drain: call.drain.clone().cancelled_owned(),
+                drain: call.drain.wait(),
                 call: Some(call),
             },
         }
@@ -152,11 +152,21 @@ where
                 drain,
                 call,
             } => {
-                if let Poll::Ready(res) = future.poll(cx) {
+                // The drain first: a server being shut down may answer a call with its own
+                // error in the same instant (rmcp: a bare 500 once its handlers are cancelled).
+                if call.as_ref().is_some_and(|c| c.drain.is_ended()) {
+                    let mut call = call.take().expect("ResponseFuture polled after completion");
+                    tracing::debug!(id = ?call.id, "drain deadline passed before the answer's headers");
+                    call.send_cancel(REASON_SHUTDOWN);
+                    Err(ShuttingDown::new().into())
+                } else if let Poll::Ready(res) = future.poll(cx) {
                     let call = call.take().expect("ResponseFuture polled after completion");
                     res.map(|resp| timed_response(call, resp))
                         .map_err(Into::into)
-                } else if drain.poll(cx).is_ready() {
+                } else if call
+                    .as_ref()
+                    .is_some_and(|c| c.drain.poll_ended(drain, cx).is_ready())
+                {
                     let mut call = call.take().expect("ResponseFuture polled after completion");
                     tracing::debug!(id = ?call.id, "drain deadline passed before the answer's headers");
                     call.send_cancel(REASON_SHUTDOWN);

@@ -193,7 +193,7 @@ where
             grace: self.shared.policy.boundary_grace,
             resume,
             stream: None,
-            drain: self.shared.drain.token().clone(),
+            drain: self.shared.drain.clone(),
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);
