@@ -801,12 +801,10 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
 
-/// SIGTERM drains: new connections are refused and listen streams end at once, while calls in
-/// flight (under both revisions) finish with their results; then the server returns.
 /// A 2026-07-28 `subscriptions/listen` stream through the whole stack is a long-lived stream,
 /// not a call: rmcp acknowledges it, the call deadline does not end it, it takes one of its
 /// principal's stream slots (returned when the client closes it), keep-alives flow, and the
-/// idle timeout ends it.
+/// idle timeout ends it with the subscription's final result (a graceful close, for its id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
     let ex = spawn_example(&[
@@ -865,15 +863,16 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
         loop {
             let resp = listen(&alice, id).await.unwrap();
             if resp.status() == StatusCode::OK {
-                return resp;
+                return (resp, id);
             }
             id += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let mut second = SseStream::new(bounded(5, reopened).await);
+    let (resp, second_id) = bounded(5, reopened).await;
+    let mut second = SseStream::new(resp);
 
-    // Nothing but keep-alives for 3 s: the idle timeout ends it, without a message.
+    // Nothing but keep-alives for 3 s: the idle timeout ends it, with the graceful close.
     let started = Instant::now();
     let ack = bounded(10, second.next_message())
         .await
@@ -882,6 +881,13 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
         ack["method"], "notifications/subscriptions/acknowledged",
         "{ack}"
     );
+    let close = bounded(10, second.next_message())
+        .await
+        .expect("a graceful close");
+    assert_eq!(close["id"], second_id, "{close}");
+    assert_eq!(close["result"]["resultType"], "complete", "{close}");
+    let subscription_id = &close["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"];
+    assert_eq!(*subscription_id, second_id, "{close}");
     assert_eq!(bounded(10, second.next_message()).await, None);
     let took = started.elapsed();
     assert!(
@@ -890,6 +896,9 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
     );
 }
 
+/// SIGTERM drains: new connections are refused and listen streams end at once (a 2026-07-28
+/// subscription with its graceful close), while calls in flight (under both revisions) finish
+/// with their results; then the server returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let settings = support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS)]).unwrap();
@@ -932,8 +941,14 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let started = Instant::now();
     signal.send(()).unwrap();
 
-    // The listen streams end at once, without a message.
+    // The listen streams end at once: the 2025-11-25 GET without a message, the
+    // subscription with its graceful close.
     assert_eq!(bounded(10, listen.next_message()).await, None);
+    let close = bounded(10, subscription.next_message())
+        .await
+        .expect("a graceful close");
+    assert_eq!(close["id"], 1, "{close}");
+    assert_eq!(close["result"]["resultType"], "complete", "{close}");
     assert_eq!(bounded(10, subscription.next_message()).await, None);
     assert!(started.elapsed() < Duration::from_millis(1000));
     // New connections are refused (once the accept loop has seen the signal).

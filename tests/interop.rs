@@ -197,3 +197,30 @@ async fn python_client_over_quota_sees_429() {
 async fn typescript_client_over_quota_sees_429() {
     over_quota(Client::TypeScript).await;
 }
+
+/// The Python SDK (2026-07-28) reads a subscription the server's idle timeout ends as a graceful
+/// end (the SSE layer closes it with the subscription's final result), not as a lost
+/// subscription to re-establish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_sees_its_subscription_end_gracefully() {
+    let server = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_SSE_KEEPALIVE_SECONDS", "1"),
+        ("MCP_SSE_IDLE_TIMEOUT_SECONDS", "2"),
+    ])
+    .await;
+    let (v, stderr) = run_client(
+        Client::Python2026,
+        &server.url(),
+        Some(TOKEN),
+        &["--scenario", "listen"],
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}\nstderr:\n{stderr}");
+    assert_eq!(v["listen_ended"], "graceful", "{v}\nstderr:\n{stderr}");
+    let took = v["listen_s"].as_f64().unwrap();
+    assert!(
+        (1.5..10.0).contains(&took),
+        "ended by the idle timeout: {v}"
+    );
+}

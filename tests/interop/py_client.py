@@ -20,7 +20,10 @@ With --scenario failures (server with a short call timeout, a breaker tripping a
 a bulkhead of 2 running + 1 queued for `slow`), instead: slow {ms:5000} past the deadline, add,
 crash x4, add, then 5 concurrent slow {ms:400}; with --scenario rate: add until an error (at most
 20). Both print each call's outcome ({"text":...} or {"code":...,"message":...}, plus "ms") and
-every HTTP answer >= 400 with its Retry-After ("http_errors").
+every HTTP answer >= 400 with its Retry-After ("http_errors"). With --scenario listen (2026-07-28
+only; a server with an SSE idle timeout): opens a subscriptions/listen stream and reads it until
+it ends, printing "listen_ended" ("graceful", or the error the SDK raised: SubscriptionLost when
+the stream ended without the server's final result), "listen_events" and "listen_s".
 Everything is bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides). SDK log lines go to stderr.
 """
 
@@ -131,6 +134,24 @@ async def rate(client: Client, recorder: Recorder) -> dict[str, Any]:
     return {"rate": outcomes, "http_errors": recorder.errors()}
 
 
+async def listen(client: Client) -> dict[str, Any]:
+    """Reads a subscriptions/listen stream to its end (see --scenario)."""
+    started = time.monotonic()
+    events = 0
+    try:
+        async with client.listen(tools_list_changed=True) as subscription:
+            async for _ in subscription:
+                events += 1
+        ended = "graceful"
+    except Exception as e:  # the SDK's SubscriptionLost and the like: reported, not raised
+        ended = describe(e)
+    return {
+        "listen_ended": ended,
+        "listen_events": events,
+        "listen_s": round(time.monotonic() - started, 2),
+    }
+
+
 async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token is not None else None
     http_client = create_mcp_http_client(headers=headers)
@@ -140,7 +161,10 @@ async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
         async with Client(transport, mode=args.mode) as client:
             if args.scenario != "basic":
                 # A rate-limited tools/list would end the run here: the scenario's calls come first.
-                out = await (failures if args.scenario == "failures" else rate)(client, recorder)
+                if args.scenario == "listen":
+                    out = await listen(client)
+                else:
+                    out = await (failures if args.scenario == "failures" else rate)(client, recorder)
                 return {"ok": True, "client": "python", "mode": args.mode, "scenario": args.scenario, **out}
             # Under mode="2026-07-28" entering sends nothing (no handshake): the first request is tools/list.
             listed = await client.list_tools()
@@ -230,7 +254,7 @@ def main() -> int:
     parser.add_argument("--mode", required=True, choices=["legacy", "2026-07-28", "auto"])
     parser.add_argument("--token")
     parser.add_argument("--expect-unauthorized", action="store_true")
-    parser.add_argument("--scenario", choices=["basic", "failures", "rate"], default="basic")
+    parser.add_argument("--scenario", choices=["basic", "failures", "rate", "listen"], default="basic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="py_client %(levelname)s %(name)s: %(message)s")
 

@@ -95,7 +95,9 @@ pub use self::identity::{
 pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle};
-pub use self::request::{McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole};
+pub use self::request::{
+    ListenId, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
+};
 pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
 #[cfg(feature = "tonic")]
 pub use self::rescue::{RescueGrpc, RescueGrpcLayer, tonic_status};

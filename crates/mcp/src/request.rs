@@ -88,6 +88,37 @@ pub enum StreamRole {
     None,
 }
 
+/// The id of a 2026-07-28 `subscriptions/listen` request, put on its answer's extensions by
+/// the inspector ([`McpInspectLayer`](crate::inspect::McpInspectLayer)): what the
+/// subscription's final result answers. A layer further out that ends the listen stream itself
+/// (the SSE layer's idle timeout and shutdown) closes it with
+/// [`ListenId::graceful_close_event`], as a server ending the subscription does, so a client
+/// reads a graceful end rather than a lost subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenId(pub RequestId);
+
+impl ListenId {
+    /// The SSE event of the subscription's final result (2026-07-28
+    /// `SubscriptionsListenResult`): `data: {"jsonrpc":"2.0","id":<id>,"result":{"resultType":
+    /// "complete","_meta":{"io.modelcontextprotocol/subscriptionId":<id>}}}` and a blank line.
+    pub fn graceful_close_event(&self) -> bytes::Bytes {
+        let id = &self.0;
+        let message = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "result": {
+                "resultType": "complete",
+                "_meta": { "io.modelcontextprotocol/subscriptionId": id },
+            },
+        });
+        let mut out = b"data: ".to_vec();
+        // Serializing a `Value` cannot fail.
+        out.extend_from_slice(&serde_json::to_vec(&message).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+        out.into()
+    }
+}
+
 /// W3C trace context carried in `params._meta` (reserved keys `traceparent`, `tracestate`,
 /// `baggage`). Values are kept verbatim; the correlation layer validates them before use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

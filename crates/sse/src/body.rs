@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
+use tower_armor_mcp::ListenId;
 use tower_armor_mcp::sse::SseParser;
 
 use crate::layer::Shared;
@@ -84,8 +85,12 @@ struct State {
     /// A resumed call stream: its first event is held back until complete, and dropped if it is
     /// the one the client named in `Last-Event-ID` (which it has already).
     resumed: Option<Resumed>,
-    /// A frame that came while the first event was held back, sent after it.
+    /// A frame that came while the first event was held back, sent after it; or the graceful
+    /// close of a listen stream the layer ends, sent after its last frame.
     stashed: Option<Frame<Bytes>>,
+    /// A 2026-07-28 `subscriptions/listen` answer (the inspector put its id on it): ended by
+    /// the layer at an event boundary, it gets the subscription's final result first.
+    listen: Option<ListenId>,
 }
 
 struct Resumed {
@@ -195,10 +200,26 @@ impl State {
         }
     }
 
+    /// Ends the stream at an event boundary: a listen stream with its graceful close.
     fn finish<E>(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         self.phase = Phase::Done;
         tracing::debug!(reason = why, "SSE stream ended by the layer");
+        Poll::Ready(self.closing().map(Ok))
+    }
+
+    /// Ends the stream inside an event (the client drops the unfinished event): nothing can
+    /// follow.
+    fn cut<E>(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        self.phase = Phase::Done;
+        tracing::debug!(reason = why, "SSE stream ended by the layer");
         Poll::Ready(None)
+    }
+
+    /// The graceful close of a listen stream the layer ends (once).
+    fn closing(&mut self) -> Option<Frame<Bytes>> {
+        self.listen
+            .take()
+            .map(|l| Frame::data(l.graceful_close_event()))
     }
 }
 
@@ -214,6 +235,7 @@ impl<B> SseBody<B> {
         shared: Arc<Shared>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
+        listen: Option<ListenId>,
     ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
         let shutdown = shared.shutdown_of(long_lived).clone().cancelled_owned();
@@ -234,6 +256,7 @@ impl<B> SseBody<B> {
                     phase: Phase::Running,
                     resumed: resumed_from.map(Resumed::new),
                     stashed: None,
+                    listen,
                 },
             },
         }
@@ -327,8 +350,10 @@ where
                             }
                             let draining = matches!(state.phase, Phase::Draining(_));
                             if (draining || state.idle_overdue) && state.parser.at_boundary() {
-                                // The event in flight is complete: this frame is the last.
+                                // The event in flight is complete: this frame is the last (but
+                                // for a listen stream's graceful close).
                                 state.phase = Phase::Done;
+                                state.stashed = state.closing();
                                 tracing::debug!(
                                     reason = if draining { "shutdown" } else { "idle timeout" },
                                     "SSE stream ended by the layer"
@@ -379,7 +404,7 @@ where
                                 "SSE stream still inside an event when the shutdown grace ran \
                                  out; cut (the client drops the unfinished event)"
                             );
-                            return state.finish("shutdown grace elapsed");
+                            return state.cut("shutdown grace elapsed");
                         }
                         Phase::Done => return Poll::Ready(None),
                         Phase::Running => {}
@@ -415,7 +440,10 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
-            Kind::Stream { body, state, .. } => state.phase == Phase::Done || body.is_end_stream(),
+            // A stashed frame (a listen stream's graceful close) is still to come.
+            Kind::Stream { body, state, .. } => {
+                state.stashed.is_none() && (state.phase == Phase::Done || body.is_end_stream())
+            }
         }
     }
 

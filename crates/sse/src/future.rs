@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
+use tower_armor_mcp::ListenId;
 
 use crate::body::SseBody;
 use crate::layer::Shared;
@@ -78,9 +79,21 @@ where
             // comment written into them would corrupt the compressed stream.
             return Poll::Ready(Ok(Response::from_parts(parts, SseBody::passthrough(body))));
         }
+        // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
+        let listen = if *this.long_lived {
+            parts.extensions.get::<ListenId>().cloned()
+        } else {
+            None
+        };
         Poll::Ready(Ok(Response::from_parts(
             parts,
-            SseBody::stream(body, shared, *this.long_lived, this.resumed_from.take()),
+            SseBody::stream(
+                body,
+                shared,
+                *this.long_lived,
+                this.resumed_from.take(),
+                listen,
+            ),
         )))
     }
 }

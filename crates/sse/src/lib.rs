@@ -26,7 +26,14 @@
 //!   [`idle_timeout_applies`];
 //! - **shutdown**: [`SseShutdown`] ends every open stream at its next event boundary, so that a
 //!   server's graceful shutdown does not wait forever on open streams; or, to drain, only the
-//!   long-lived ones ([`SseShutdown::end_long_lived`]), letting calls in flight finish first.
+//!   long-lived ones ([`SseShutdown::end_long_lived`]), letting calls in flight finish first;
+//! - **graceful close**: a 2026-07-28 `subscriptions/listen` stream that the layer ends at an
+//!   event boundary (idle timeout, shutdown) gets the subscription's final result first
+//!   ([`ListenId::graceful_close_event`](tower_armor_mcp::ListenId::graceful_close_event)), as a
+//!   server ending it does, so a client reads a graceful end (the Python SDK raises
+//!   `SubscriptionLost` otherwise). The request's id comes from the [`ListenId`](tower_armor_mcp::ListenId)
+//!   the inspector puts on the answer: without the inspector inside this layer, such a stream
+//!   just ends. A stream cut inside an event (the shutdown grace ran out) gets nothing more.
 //!
 //! Other answers pass through untouched.
 //!

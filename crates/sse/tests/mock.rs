@@ -560,3 +560,92 @@ async fn a_resumed_stream_starting_with_a_new_event_is_untouched() {
         );
     }
 }
+
+// === the graceful close of a 2026-07-28 listen stream the layer ends ===
+
+/// A `subscriptions/listen` answer whose response names its request (as the inspector does).
+async fn open_listen(layer: &SseLayer, id: i64) -> (Tx, Pin<Box<SseBody<ChanBody>>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let svc = layer.layer(service_fn(move |_req: Request<()>| {
+        let rx = rx.lock().unwrap().take().unwrap();
+        async move {
+            let mut resp = Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(ChanBody(rx))
+                .unwrap();
+            resp.extensions_mut()
+                .insert(tower_armor_mcp::ListenId(id.into()));
+            Ok::<_, Infallible>(resp)
+        }
+    }));
+    let req = Request::post("/mcp")
+        .header("mcp-method", "subscriptions/listen")
+        .body(())
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    (tx, Box::pin(resp.into_body()))
+}
+
+fn assert_graceful_close(frame: Option<Bytes>, id: i64) {
+    let frame = frame.expect("the graceful close");
+    let text = std::str::from_utf8(&frame).unwrap();
+    let data = text
+        .strip_prefix("data: ")
+        .and_then(|d| d.strip_suffix("\n\n"))
+        .expect(text);
+    let v: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"resultType":"complete",
+            "_meta":{"io.modelcontextprotocol/subscriptionId":id}}})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listen_stream_the_layer_ends_gets_its_graceful_close() {
+    // Idle, at a boundary.
+    let l = layer(None, Some(40));
+    let (tx, mut body) = open_listen(&l, 7).await;
+    tx.send(Ok(Bytes::from_static(b"data: {\"ack\":1}\n\n")))
+        .unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    assert_graceful_close(next(&mut body, 60).await.unwrap(), 7);
+    assert!(body.is_end_stream());
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+
+    // Idle inside an event: the event ends, then the close (the body is not over before it).
+    let (tx, mut body) = open_listen(&l, 8).await;
+    tx.send(Ok(Bytes::from_static(b"id: 1\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    quiet(&mut body, 100).await;
+    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+    assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"\n"[..]);
+    assert!(!body.is_end_stream(), "the close is still to come");
+    assert_graceful_close(next(&mut body, 1).await.unwrap(), 8);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+
+    // The drain.
+    let l = layer(Some(15), None);
+    let (_tx, mut body) = open_listen(&l, 9).await;
+    l.shutdown_handle().end_long_lived();
+    assert_graceful_close(next(&mut body, 1).await.unwrap(), 9);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+
+    // Cut inside an event after the shutdown grace: nothing may follow the partial event.
+    let l = SseLayer::builder()
+        .shutdown_grace(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (tx, mut body) = open_listen(&l, 10).await;
+    tx.send(Ok(Bytes::from_static(b"data: stuck"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    l.shutdown_handle().shutdown();
+    assert_eq!(next(&mut body, 10).await.unwrap(), None);
+
+    // The server's own end: nothing added.
+    let l = layer(None, Some(40));
+    let (tx, mut body) = open_listen(&l, 11).await;
+    drop(tx);
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}

@@ -14,9 +14,9 @@ use tower_service::Service;
 
 use super::parse::{self, Limits, Rejection};
 use crate::CorrelationId;
-use crate::ProtocolRevision;
 use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
 use crate::error::CODE_BODY_TIMEOUT;
+use crate::{ListenId, MessageKind, Method, ProtocolRevision};
 
 pin_project! {
     /// Response future of [`McpInspect`](super::McpInspect): reads the body, then calls the inner
@@ -50,6 +50,8 @@ pin_project! {
         Calling {
             #[pin]
             future: F,
+            // A `subscriptions/listen` request's id, put on its answer.
+            listen: Option<ListenId>,
         },
         Answer {
             rejection: Option<Rejection>,
@@ -100,7 +102,10 @@ where
 {
     pub(crate) fn calling(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::Calling { future },
+            state: State::Calling {
+                future,
+                listen: None,
+            },
         }
     }
 
@@ -192,10 +197,14 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Calling { future } => {
-                    return Poll::Ready(
-                        ready!(future.poll(cx)).map(|r| r.map(ResponseBody::inner)),
-                    );
+                StateProj::Calling { future, listen } => {
+                    let result = ready!(future.poll(cx));
+                    return Poll::Ready(result.map(|mut r| {
+                        if let Some(id) = listen.take() {
+                            r.extensions_mut().insert(id);
+                        }
+                        r.map(ResponseBody::inner)
+                    }));
                 }
                 StateProj::Answer {
                     rejection,
@@ -311,11 +320,20 @@ where
                     }) {
                         Ok((bytes, facts)) => {
                             crate::span::record_request(&facts);
+                            let listen = match (facts.method(), facts.kind(), facts.id()) {
+                                (
+                                    Some(Method::SubscriptionsListen),
+                                    MessageKind::Request,
+                                    Some(id),
+                                ) => Some(ListenId(id.clone())),
+                                _ => None,
+                            };
                             parts.extensions.insert(facts);
                             let mut svc = service.take().expect("polled after completion");
                             let req = Request::from_parts(parts, McpBody::new(bytes));
                             State::Calling {
                                 future: svc.call(req),
+                                listen,
                             }
                         }
                         Err(rejection) => State::Answer {
