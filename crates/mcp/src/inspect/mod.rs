@@ -12,7 +12,7 @@
 //! | `MCP-Protocol-Version` or `Mcp-Session-Id` sent more than once; `Mcp-Method` or `Mcp-Name` more than once on a message the header mirrors (a request or notification; `Mcp-Name` for methods that name something) — layers and the server could each read a different copy | 400, `-32020` (`-32600` for `Mcp-Session-Id`), the id when it can be read |
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |
 //! | a request under 2026-07-28 (by the header; `server/discover` always) whose `_meta` lacks `io.modelcontextprotocol/protocolVersion` or `.../clientCapabilities` (an object) | 400, `-32602`, naming the missing keys |
-//! | a request's `_meta` or `tools/call` `arguments` that is not an object (or `null`); a notification's `_meta` likewise | 400, `-32602`, the id when there is one |
+//! | a request's `_meta` or `tools/call` `arguments` that is not an object (or `null`); a notification's `_meta` likewise; a `subscriptions/listen` whose `notifications` filter is missing or not an object (rmcp: 404 `-32601`) | 400, `-32602`, the id when there is one |
 //! | a JSON-RPC response POSTed under 2026-07-28 (it has no server requests for a client to answer) | 400, `-32600`, with the id |
 //! | a request whose `_meta` is not an object (nor `null`), a `tools/call` whose `arguments` are not an object (nor `null`) | 400, `-32602` |
 //! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` with the request's id and `data.supported` (every revision this crate knows) and `data.requested`, so an auto-negotiating client can retry with a version both sides speak |

@@ -183,17 +183,22 @@ pub(crate) fn from_headers(
 /// that cannot read them would answer otherwise than for a well-formed request: `_meta` is an
 /// object, and so are `tools/call`'s `arguments` (`null` stands for absent). A server refuses
 /// such a call before it looks the tool up (rmcp with `-32601`), so the tool allow-list, which
-/// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one.
-fn params_problem(method: Option<&Method>, meta: &Meta, arguments: Shape) -> Result<(), Rejection> {
-    if meta.malformed {
+/// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one. And
+/// `subscriptions/listen`'s `notifications` filter is a (required) object.
+fn params_problem(method: Option<&Method>, params: &Params<'_>) -> Result<(), Rejection> {
+    if params.meta.malformed {
         return Err(Rejection::invalid_params("_meta must be an object"));
     }
-    if matches!(method, Some(Method::ToolsCall)) && arguments == Shape::Other {
-        return Err(Rejection::invalid_params(
-            "tools/call arguments must be an object",
-        ));
+    match method {
+        Some(Method::ToolsCall) if params.arguments == Shape::Other => Err(
+            Rejection::invalid_params("tools/call arguments must be an object"),
+        ),
+        // The filter is required; rmcp answers a listen without one with a 404 `-32601`.
+        Some(Method::SubscriptionsListen) if params.notifications != Shape::Object => Err(
+            Rejection::invalid_params("subscriptions/listen notifications must be an object"),
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The per-request `_meta` rules of 2026-07-28, for a request (notifications are exempt):
@@ -409,7 +414,7 @@ pub(crate) fn from_post(
 
     match kind {
         MessageKind::Request => {
-            params_problem(method.as_ref(), &params.meta, params.arguments)
+            params_problem(method.as_ref(), &params)
                 .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
                 .map_err(|r| r.with_id(id.clone()))?;
         }
@@ -601,6 +606,8 @@ struct Params<'a> {
     request_id: Option<RequestId>,
     /// What `arguments` (of `tools/call`) holds.
     arguments: Shape,
+    /// What `notifications` (of `subscriptions/listen`) holds.
+    notifications: Shape,
     meta: Meta,
 }
 
@@ -942,6 +949,8 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     RequestId,
                     #[serde(rename = "arguments")]
                     Arguments,
+                    #[serde(rename = "notifications")]
+                    Notifications,
                     #[serde(rename = "_meta")]
                     Meta,
                     #[serde(other)]
@@ -961,6 +970,7 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                         }
                         K::RequestId => p.request_id = m.next_value::<MaybeId>()?.0,
                         K::Arguments => p.arguments = m.next_value::<Shape>()?,
+                        K::Notifications => p.notifications = m.next_value::<Shape>()?,
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -1186,6 +1196,26 @@ mod tests {
                 "{bad}"
             );
             assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+        // A listen's filter is required, and an object.
+        let listen = |params: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"l","method":"subscriptions/listen","params":{params}}}"#
+            )
+        };
+        assert!(post(&[], &listen(r#"{"notifications":{}}"#)).is_ok());
+        for bad in [
+            "{}",
+            r#"{"notifications":5}"#,
+            r#"{"notifications":null}"#,
+            "null",
+        ] {
+            let e = post(&[], &listen(bad)).unwrap_err();
+            assert_eq!(
+                (e.code, e.id),
+                (-32602, Some(RequestId::from("l"))),
+                "{bad}"
+            );
         }
         // Another method's `arguments` is its own business.
         let prompt = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":"x"}}"#;
