@@ -530,7 +530,7 @@ async fn opening_a_long_lived_stream_counts() {
     // A 2026-07-28 subscriptions/listen POST.
     let listen = post(
         "b",
-        r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{}}}"#,
     );
     assert_eq!(send(listen).await.unwrap().status(), 200);
     assert_eq!(send(post("b", ping)).await.unwrap().status(), 429);

@@ -185,16 +185,21 @@ pub(crate) fn from_headers(
 /// such a call before it looks the tool up (rmcp with `-32601`), so the tool allow-list, which
 /// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one. And
 /// `subscriptions/listen`'s `notifications` filter is a (required) object.
-fn params_problem(method: Option<&Method>, params: &Params<'_>) -> Result<(), Rejection> {
-    if params.meta.malformed {
+fn params_problem(
+    method: Option<&Method>,
+    meta: &Meta,
+    arguments: Shape,
+    notifications: Shape,
+) -> Result<(), Rejection> {
+    if meta.malformed {
         return Err(Rejection::invalid_params("_meta must be an object"));
     }
     match method {
-        Some(Method::ToolsCall) if params.arguments == Shape::Other => Err(
-            Rejection::invalid_params("tools/call arguments must be an object"),
-        ),
+        Some(Method::ToolsCall) if arguments == Shape::Other => Err(Rejection::invalid_params(
+            "tools/call arguments must be an object",
+        )),
         // The filter is required; rmcp answers a listen without one with a 404 `-32601`.
-        Some(Method::SubscriptionsListen) if params.notifications != Shape::Object => Err(
+        Some(Method::SubscriptionsListen) if notifications != Shape::Object => Err(
             Rejection::invalid_params("subscriptions/listen notifications must be an object"),
         ),
         _ => Ok(()),
@@ -414,9 +419,14 @@ pub(crate) fn from_post(
 
     match kind {
         MessageKind::Request => {
-            params_problem(method.as_ref(), &params)
-                .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
-                .map_err(|r| r.with_id(id.clone()))?;
+            params_problem(
+                method.as_ref(),
+                &params.meta,
+                params.arguments,
+                params.notifications,
+            )
+            .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
+            .map_err(|r| r.with_id(id.clone()))?;
         }
         // `_meta` is an object in every message that has one (rmcp answers a notification
         // whose `_meta` is not with a bare 415).
@@ -1682,7 +1692,7 @@ mod tests {
                 ("mcp-protocol-version", "2026-07-28"),
                 ("mcp-method", "subscriptions/listen"),
             ],
-            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{{META_2026}}}}}"#),
+            &format!(r#"{{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{{"notifications":{{}},{META_2026}}}}}"#),
         )
         .unwrap();
         assert!(l.is_long_lived());
