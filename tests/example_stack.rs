@@ -891,7 +891,7 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
     assert_eq!(bounded(10, second.next_message()).await, None);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        took >= Duration::from_millis(2000) && took < Duration::from_secs(6),
         "{took:?}"
     );
 }
@@ -987,6 +987,7 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     ])
     .unwrap();
     let app = support::example::app(settings);
+    let bulkheads = app.bulkheads.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
@@ -1025,10 +1026,23 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
     // Runs beside the legacy call and sends nothing (under 2026-07-28 rmcp sends headers with
     // the first message); the next two wait in `slow`'s line.
     let running_call = slow(running);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_pool = |running, queued| {
+        let bulkheads = bulkheads.clone();
+        async move {
+            // Every call in place before the signal (the accept loop stops at it).
+            while bulkheads
+                .key("slow")
+                .is_none_or(|s| (s.running, s.queued) != (running, queued))
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    bounded(5, in_pool(2, 0)).await;
     let quiet_call = slow(quiet);
+    bounded(5, in_pool(2, 1)).await;
     let queued_call = slow(queued);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    bounded(5, in_pool(2, 2)).await;
     let started = Instant::now();
     signal.send(()).unwrap();
 

@@ -19,10 +19,18 @@
 //! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
 //!   is no way to add a message to a JSON body).
 //!
+//! The server's drain ([`CallDrain::end_calls`](crate::CallDrain::end_calls)) is a deadline too,
+//! taken once no frame of the answer is ready (one may be its final message): the same steps,
+//! with [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown) (`-31510`, "server shutting down") in the final event and as the body's
+//! error, and a local rejection as the handle's outcome instead of `Elapsed`.
+//!
 //! Writing that one final event is the only thing this layer ever writes into a stream.
 //!
 //! If the caller drops a 2025-11-25 SSE answer before its final message, the call is sent
 //! `notifications/cancelled` too (the client went away; otherwise the tool keeps running).
+//!
+//! [`Elapsed`]: tower_armor_mcp::error::Elapsed
+//! [`Outcome::Elapsed`]: tower_armor_mcp::Outcome::Elapsed
 
 use std::fmt;
 use std::pin::Pin;
@@ -34,23 +42,16 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_armor_mcp::error::{
-    BoxError, CODE_SHUTTING_DOWN, CODE_TIMEOUT, Elapsed, LocalRejection, ShuttingDown,
-};
+use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::sse::SseParser;
-use tower_armor_mcp::{CompletionHandle, CorrelationId, Outcome, RequestId, jsonrpc};
+use tower_armor_mcp::{CompletionHandle, CorrelationId, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
-use crate::cancel::{CancelTarget, REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
+use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::clock::{Clock, after};
-use crate::drain::{CallDrain, DrainWait};
+use crate::drain::{CallDrain, DrainWait, Ending};
 use crate::pause::{Pauses, Registration};
 use crate::resume::{Held, stream_of};
-
-/// The message of the final error event at the deadline (the text of [`Elapsed`]).
-const MESSAGE: &str = "request timed out";
-/// The message of the final error event at the drain deadline (the text of [`ShuttingDown`]).
-const MESSAGE_SHUTDOWN: &str = "server shutting down";
 
 /// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
@@ -119,14 +120,10 @@ impl CallState {
 fn final_error_event(
     id: Option<&RequestId>,
     correlation: Option<&CorrelationId>,
-    drained: bool,
+    ending: Ending,
 ) -> Bytes {
     let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-    let (code, message) = if drained {
-        (CODE_SHUTTING_DOWN, MESSAGE_SHUTDOWN)
-    } else {
-        (CODE_TIMEOUT, MESSAGE)
-    };
+    let (code, message) = ending.code_and_message();
     let body = jsonrpc::error_body(id, code, message, data.as_ref());
     let mut out = BytesMut::with_capacity(body.len() + 8);
     out.extend_from_slice(b"data: ");
@@ -154,7 +151,8 @@ fn feed_to_boundary(parser: &mut SseParser, data: &[u8]) -> Option<usize> {
 pin_project! {
     /// The response body of [`Timeout`](crate::Timeout); see the [module docs](self).
     ///
-    /// Its error type is [`BoxError`]: the inner body's errors, boxed, or [`Elapsed`].
+    /// Its error type is [`BoxError`]: the inner body's errors, boxed, or [`Elapsed`] (at the
+    /// drain, [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown)).
     pub struct TimeoutBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -181,9 +179,6 @@ pin_project! {
             body: B,
             #[pin]
             sleep: Sleep,
-            // Fires at the server's drain deadline (`CallDrain::end_calls`).
-            #[pin]
-            drain: DrainWait,
             state: Timed,
         },
         Ending {
@@ -194,10 +189,8 @@ pin_project! {
 
 enum Last {
     Event(Bytes),
-    /// The body fails: [`ShuttingDown`] if `drained`, else [`Elapsed`].
-    Error {
-        drained: bool,
-    },
+    /// The body fails with the ending's error ([`Ending::error`]).
+    Error(Ending),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +216,8 @@ struct Timed {
     pause: Option<Registration>,
     /// The drain deadline ended the call (not its own deadline).
     drained: bool,
+    /// Where the body waits for the server's drain.
+    drain_wait: DrainWait,
 }
 
 impl<B> TimeoutBody<B> {
@@ -238,12 +233,10 @@ impl<B> TimeoutBody<B> {
         call.clock.seen_progress(handle.progress_count());
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
-        let drain = call.drain.wait();
         TimeoutBody {
             kind: Kind::Timed {
                 body,
                 sleep,
-                drain,
                 state: Timed {
                     handle,
                     call,
@@ -252,6 +245,7 @@ impl<B> TimeoutBody<B> {
                     armed,
                     pause: None,
                     drained: false,
+                    drain_wait: DrainWait::default(),
                 },
             },
         }
@@ -322,31 +316,28 @@ impl Timed {
         self.pause = None;
     }
 
-    /// Gives up on the call: records `Elapsed` (at the drain deadline: a `ShuttingDown`
-    /// rejection, no fault of the server) and cancels a 2025-11-25 call. Returns false if the
-    /// call had already ended after all.
-    fn give_up(&mut self) -> bool {
-        let outcome = if self.drained {
-            Outcome::Rejected(LocalRejection::ShuttingDown)
+    /// What ends the call when the layer gives up on it.
+    fn ending(&self) -> Ending {
+        if self.drained {
+            Ending::Drain
         } else {
-            Outcome::Elapsed
-        };
-        if !self.handle.complete(outcome) {
+            Ending::Deadline
+        }
+    }
+
+    /// Gives up on the call: records the ending's outcome (`Elapsed`, or at the drain a local
+    /// rejection) and cancels a 2025-11-25 call. Returns false if the call had already ended
+    /// after all.
+    fn give_up(&mut self) -> bool {
+        let ending = self.ending();
+        if !self.handle.complete(ending.outcome()) {
             self.finish();
             return false;
         }
         self.pause = None;
-        if self.drained {
-            tracing::debug!(id = ?self.call.id, "drain deadline passed inside the answer");
-        } else {
-            tracing::debug!(id = ?self.call.id, "call deadline passed inside the answer");
-        }
+        tracing::debug!(id = ?self.call.id, ?ending, "the layer ends the call inside the answer");
         if self.sse.is_some() {
-            self.call.send_cancel(if self.drained {
-                REASON_SHUTDOWN
-            } else {
-                REASON_TIMEOUT
-            });
+            self.call.send_cancel(ending.reason());
         }
         true
     }
@@ -356,14 +347,12 @@ impl Timed {
         Last::Event(final_error_event(
             self.call.id.as_ref(),
             self.call.correlation.as_ref(),
-            self.drained,
+            self.ending(),
         ))
     }
 
     fn error(&self) -> Last {
-        Last::Error {
-            drained: self.drained,
-        }
+        Last::Error(self.ending())
     }
 
     /// The sleep fired.
@@ -450,7 +439,6 @@ impl Timed {
         &mut self,
         body: Pin<&mut B>,
         mut sleep: Pin<&mut Sleep>,
-        drain: Pin<&mut DrainWait>,
         cx: &mut Context<'_>,
     ) -> Step
     where
@@ -467,16 +455,6 @@ impl Timed {
             Phase::Finishing => return Step::End(self.final_event()),
             Phase::Running | Phase::Grace => {}
         }
-        if self.phase == Phase::Running
-            && !self.drained
-            && self.call.drain.poll_ended(drain, cx).is_ready()
-        {
-            // The server's drain deadline: this call's deadline is now.
-            self.drained = true;
-            if let Some(last) = self.on_deadline(sleep.as_mut(), cx) {
-                return Step::End(last);
-            }
-        }
         self.tick(sleep.as_mut(), cx);
         if sleep.as_mut().poll(cx).is_ready()
             && let Some(last) = self.on_deadline(sleep.as_mut(), cx)
@@ -484,7 +462,24 @@ impl Timed {
             return Step::End(last);
         }
         let res = match body.poll_frame(cx) {
-            Poll::Pending => return Step::Frame(Poll::Pending),
+            Poll::Pending => {
+                // The server's drain: once no frame of the answer is ready (one may be its
+                // final message), this call's deadline is now.
+                if self.phase == Phase::Running
+                    && !self.drained
+                    && self
+                        .call
+                        .drain
+                        .poll_ended(&mut self.drain_wait, cx)
+                        .is_ready()
+                {
+                    self.drained = true;
+                    if let Some(last) = self.on_deadline(sleep, cx) {
+                        return Step::End(last);
+                    }
+                }
+                return Step::Frame(Poll::Pending);
+            }
             Poll::Ready(res) => res,
         };
         let res = match res {
@@ -544,19 +539,11 @@ where
                 KindProj::Ending { last } => {
                     return Poll::Ready(match last.take() {
                         Some(Last::Event(bytes)) => Some(Ok(Frame::data(bytes))),
-                        Some(Last::Error { drained: false }) => Some(Err(Elapsed::new().into())),
-                        Some(Last::Error { drained: true }) => {
-                            Some(Err(ShuttingDown::new().into()))
-                        }
+                        Some(Last::Error(ending)) => Some(Err(ending.error())),
                         None => None,
                     });
                 }
-                KindProj::Timed {
-                    body,
-                    sleep,
-                    drain,
-                    state,
-                } => match state.poll(body, sleep, drain, cx) {
+                KindProj::Timed { body, sleep, state } => match state.poll(body, sleep, cx) {
                     Step::Frame(p) => return p,
                     Step::End(last) => last,
                 },
@@ -598,13 +585,14 @@ where
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use tower_armor_mcp::error::{CODE_SHUTTING_DOWN, CODE_TIMEOUT, Elapsed, ShuttingDown};
 
     use super::*;
 
     #[test]
     fn the_final_event_is_one_json_rpc_error() {
         let c = CorrelationId::parse(b"corr-1").unwrap();
-        let ev = final_error_event(Some(&RequestId::Number(7)), Some(&c), false);
+        let ev = final_error_event(Some(&RequestId::Number(7)), Some(&c), Ending::Deadline);
         let text = std::str::from_utf8(&ev).unwrap();
         assert!(text.starts_with("data: ") && text.ends_with("\n\n"));
         assert_eq!(text.matches('\n').count(), 2, "one data line");
@@ -613,12 +601,12 @@ mod tests {
         assert_eq!(v["error"]["code"], CODE_TIMEOUT);
         assert_eq!(v["error"]["message"], Elapsed::new().to_string());
         assert_eq!(v["error"]["data"]["correlationId"], "corr-1");
-        let ev = final_error_event(None, None, false);
+        let ev = final_error_event(None, None, Ending::Deadline);
         let v: serde_json::Value = serde_json::from_slice(&ev[6..ev.len() - 2]).unwrap();
         assert!(v["id"].is_null());
         assert!(v["error"].get("data").is_none());
         // At the drain deadline: the shutdown error instead.
-        let ev = final_error_event(Some(&RequestId::Number(8)), None, true);
+        let ev = final_error_event(Some(&RequestId::Number(8)), None, Ending::Drain);
         let v: serde_json::Value = serde_json::from_slice(&ev[6..ev.len() - 2]).unwrap();
         assert_eq!(v["id"], 8);
         assert_eq!(v["error"]["code"], CODE_SHUTTING_DOWN);

@@ -10,13 +10,13 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower_armor_mcp::error::{BoxError, Elapsed, ShuttingDown};
+use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 
 use crate::body::{CallState, TimeoutBody};
 use crate::calls::Marked;
-use crate::cancel::{REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
-use crate::drain::DrainWait;
+use crate::cancel::REASON_GONE;
+use crate::drain::{DrainWait, Ending};
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -53,8 +53,7 @@ pin_project! {
             future: F,
             #[pin]
             sleep: Sleep,
-            // Fires at the server's drain deadline (`CallDrain::end_calls`).
-            #[pin]
+            // Where the call waits for the server's drain (`CallDrain::end_calls`).
             drain: DrainWait,
             call: Option<CallState>,
         },
@@ -76,7 +75,7 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Timed {
                 future,
                 sleep,
-                drain: call.drain.wait(),
+                drain: DrainWait::default(),
                 call: Some(call),
             },
         }
@@ -152,34 +151,36 @@ where
                 drain,
                 call,
             } => {
-                // The drain first: a server being shut down may answer a call with its own
-                // error in the same instant (rmcp: a bare 500 once its handlers are cancelled).
-                if call.as_ref().is_some_and(|c| c.drain.is_ended()) {
-                    let mut call = call.take().expect("ResponseFuture polled after completion");
-                    tracing::debug!(id = ?call.id, "drain deadline passed before the answer's headers");
-                    call.send_cancel(REASON_SHUTDOWN);
-                    Err(ShuttingDown::new().into())
-                } else if let Poll::Ready(res) = future.poll(cx) {
+                if let Poll::Ready(res) = future.poll(cx) {
                     let call = call.take().expect("ResponseFuture polled after completion");
-                    res.map(|resp| timed_response(call, resp))
-                        .map_err(Into::into)
-                } else if call
-                    .as_ref()
-                    .is_some_and(|c| c.drain.poll_ended(drain, cx).is_ready())
-                {
-                    let mut call = call.take().expect("ResponseFuture polled after completion");
-                    tracing::debug!(id = ?call.id, "drain deadline passed before the answer's headers");
-                    call.send_cancel(REASON_SHUTDOWN);
-                    Err(ShuttingDown::new().into())
+                    match res {
+                        // A server being shut down answers calls with its own error (rmcp: a
+                        // bare 500 once its handlers are cancelled): the drain's answer instead.
+                        // The call is over: nothing to cancel.
+                        Ok(resp) if resp.status().is_server_error() && call.drain.is_ended() => {
+                            Err(Ending::Drain.error())
+                        }
+                        res => res
+                            .map(|resp| timed_response(call, resp))
+                            .map_err(Into::into),
+                    }
                 } else {
-                    ready!(sleep.poll(cx));
+                    let drained = call
+                        .as_ref()
+                        .is_some_and(|c| c.drain.poll_ended(drain, cx).is_ready());
+                    let ending = if drained {
+                        Ending::Drain
+                    } else {
+                        ready!(sleep.poll(cx));
+                        Ending::Deadline
+                    };
                     let mut call = call.take().expect("ResponseFuture polled after completion");
-                    tracing::debug!(id = ?call.id, "call deadline passed before the answer's headers");
-                    call.send_cancel(REASON_TIMEOUT);
-                    Err(Elapsed::new().into())
+                    tracing::debug!(id = ?call.id, ?ending, "call ended before the answer's headers");
+                    call.send_cancel(ending.reason());
+                    Err(ending.error())
                 }
             }
-            KindProj::Refused => Err(ShuttingDown::new().into()),
+            KindProj::Refused => Err(Ending::Drain.error()),
             KindProj::Done => panic!("ResponseFuture polled after completion"),
         };
         // Drops the inner future (the call) and the sleep.

@@ -1200,3 +1200,35 @@ async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
     .await;
     assert_eq!(resp.status(), 202);
 }
+
+/// An answer the server had ready when the drain came is kept (it may be a final result whose
+/// work is done); a 5xx from a server being shut down gets the drain's error instead.
+#[tokio::test(start_paused = true)]
+async fn at_the_drain_a_ready_answer_is_kept_and_a_server_error_replaced() {
+    for (status, kept) in [(200, true), (500, false)] {
+        let l = layer(60_000);
+        let drain = l.drain_handle();
+        let (mut svc, mut handle) = service(&l);
+        let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(call(5, "add", V2026, None));
+        let mut fut = Box::pin(fut);
+        let (_req, send) = handle.next_request().await.unwrap();
+        assert!((&mut fut).now_or_never().is_none());
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(script().1)
+                .unwrap(),
+        );
+        drain.end_calls();
+        let out = (&mut fut).now_or_never().expect("ready");
+        if kept {
+            assert_eq!(out.unwrap().status(), status);
+        } else {
+            assert!(is_shutting_down(&out.unwrap_err()));
+        }
+    }
+}
