@@ -226,21 +226,18 @@ impl TokenTable {
 ///
 /// Anything else is refused unread: the file is read from the request path, and reading a FIFO
 /// waits for a writer (a device or socket may never end), which would hold the worker thread and
-/// every request behind it. The kind is checked on the opened file itself (`fstat`), so a swap
-/// between the check and the read cannot slip a FIFO in; on Unix the file is opened
-/// non-blocking, so opening a FIFO does not wait for a writer either.
+/// every request behind it. The kind is checked before opening (a device is never opened: for
+/// some, opening alone does something) and again on the opened file (`fstat`), so a swap in
+/// between cannot slip a FIFO in; on Unix the file is opened non-blocking and without becoming
+/// a controlling terminal, so that opening whatever came in through such a swap does not wait.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    regular_file(&meta)?;
     let file = open_nonblocking(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat: {}", e.kind()))?;
-    if !meta.is_file() {
-        return Err(if meta.is_dir() {
-            "is a directory, not a file".to_owned()
-        } else {
-            "not a regular file (reading a FIFO, socket or device could block)".to_owned()
-        });
-    }
+    regular_file(&meta)?;
     let mut buf = Vec::new();
     file.take(MAX_TOKEN_FILE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
@@ -251,14 +248,26 @@ pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Refuses anything but a regular file, naming what it is.
+fn regular_file(meta: &std::fs::Metadata) -> Result<(), String> {
+    if meta.is_file() {
+        Ok(())
+    } else if meta.is_dir() {
+        Err("is a directory, not a file".to_owned())
+    } else {
+        Err("not a regular file (reading a FIFO, socket or device could block)".to_owned())
+    }
+}
+
 /// Opens `path` for reading without waiting for a FIFO's writer (`O_NONBLOCK`, which changes
-/// nothing for a regular file's reads).
+/// nothing for a regular file's reads) and without making a terminal the process's
+/// controlling terminal (`O_NOCTTY`).
 #[cfg(unix)]
 fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
 }
 
@@ -629,6 +638,12 @@ mod tests {
         let ft2 = std::sync::Arc::clone(&ft);
         within_10s(move || ft2.reload_now());
         assert_eq!(ft.lookup(b"old-token").unwrap().name(), "alice");
+
+        // A FIFO swapped in between the check and the open (what the first check cannot see):
+        // opening it does not wait for a writer, and the opened file is refused too.
+        let f = fifo.clone();
+        let file = within_10s(move || open_nonblocking(&f)).expect("opens at once");
+        assert!(regular_file(&file.metadata().unwrap()).is_err());
     }
 
     #[tokio::test(start_paused = true)]

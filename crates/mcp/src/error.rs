@@ -356,8 +356,11 @@ impl LocalError for BulkheadFull {
 }
 
 /// The server is shutting down: its drain deadline passed while the call ran, or the call came
-/// after it (503). Nothing about the dependency's health: never a breaker failure; a client may
-/// try again elsewhere (another replica) or once the server is back.
+/// after it (503). Nothing about the dependency's health: this stack's own breaker never counts
+/// it (a local rejection). Seen from a tower-armor hop further out, whose dependency this
+/// server is, another hop's `-31510` counts like a 503 (that dependency is unavailable; retry
+/// elsewhere), see the classification table. A client may try again on another replica or
+/// once the server is back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShuttingDown;

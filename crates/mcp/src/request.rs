@@ -111,11 +111,17 @@ impl ListenId {
                 "_meta": { "io.modelcontextprotocol/subscriptionId": id },
             },
         });
-        let mut out = b"data: ".to_vec();
         // Serializing a `Value` cannot fail.
-        out.extend_from_slice(&serde_json::to_vec(&message).unwrap_or_default());
-        out.extend_from_slice(b"\n\n");
-        out.into()
+        crate::sse::data_event(&serde_json::to_vec(&message).unwrap_or_default())
+    }
+
+    /// Whether `data`, an event's data, is the server's own final response to the listen
+    /// request (it ended the subscription itself).
+    pub fn is_final(&self, data: &[u8]) -> bool {
+        matches!(
+            crate::observe::inspect_message(data, Some(&self.0)),
+            crate::observe::Seen::Final(_)
+        )
     }
 }
 

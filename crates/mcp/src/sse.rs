@@ -5,6 +5,16 @@
 //! frames), skips comments and a leading BOM, and bounds memory: an event larger than the limit is
 //! reported as truncated instead of growing the buffer.
 
+/// One SSE event carrying `json` (one line: JSON text has no raw line breaks):
+/// `data: <json>` and the blank line that ends the event.
+pub fn data_event(json: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}
+
 /// One dispatched event. Borrows the parser's buffers until the next call to
 /// [`SseParser::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

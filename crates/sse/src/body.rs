@@ -28,6 +28,10 @@ const MAX_HELD: usize = 64 * 1024;
 /// (field names are short), so memory per stream stays small however large events are.
 const PARSER_MAX_EVENT: usize = 256;
 
+/// For a listen stream the layer may close, events are read whole (up to this size), to see
+/// whether the server sent the subscription's final result itself.
+const LISTEN_MAX_EVENT: usize = 16 * 1024;
+
 pin_project! {
     /// The body of an answer that went through [`Sse`](crate::Sse): other answers pass through
     /// untouched; `text/event-stream` answers are forwarded frame by frame as they arrive (no
@@ -173,7 +177,18 @@ impl State {
             return;
         }
         let mut data_event = false;
-        self.parser.feed(data, |_| data_event = true);
+        let mut server_closed = false;
+        let listen = &self.listen;
+        self.parser.feed(data, |ev| {
+            data_event = true;
+            // The server ended the subscription itself: the layer must not end it again.
+            server_closed |= listen
+                .as_ref()
+                .is_some_and(|l| !ev.truncated && l.is_final(ev.data));
+        });
+        if server_closed {
+            self.listen = None;
+        }
         let idle = if data_event && self.long_lived {
             self.shared.idle_timeout
         } else {
@@ -200,26 +215,23 @@ impl State {
         }
     }
 
-    /// Ends the stream at an event boundary: a listen stream with its graceful close.
-    fn finish<E>(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    /// The layer ends the stream. At an event boundary a listen stream gets its graceful close
+    /// next (returned, to send before the end); inside an event (the client drops the
+    /// unfinished event) nothing may follow.
+    fn end(&mut self, why: &'static str, at_boundary: bool) -> Option<Frame<Bytes>> {
         self.phase = Phase::Done;
         tracing::debug!(reason = why, "SSE stream ended by the layer");
-        Poll::Ready(self.closing().map(Ok))
+        let listen = self.listen.take().filter(|_| at_boundary)?;
+        Some(Frame::data(listen.graceful_close_event()))
     }
 
-    /// Ends the stream inside an event (the client drops the unfinished event): nothing can
-    /// follow.
-    fn cut<E>(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, E>>> {
-        self.phase = Phase::Done;
-        tracing::debug!(reason = why, "SSE stream ended by the layer");
-        Poll::Ready(None)
-    }
-
-    /// The graceful close of a listen stream the layer ends (once).
-    fn closing(&mut self) -> Option<Frame<Bytes>> {
-        self.listen
-            .take()
-            .map(|l| Frame::data(l.graceful_close_event()))
+    /// [`State::end`] as the body's next poll result.
+    fn finish<E>(
+        &mut self,
+        why: &'static str,
+        at_boundary: bool,
+    ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        Poll::Ready(self.end(why, at_boundary).map(Ok))
     }
 }
 
@@ -238,6 +250,11 @@ impl<B> SseBody<B> {
         listen: Option<ListenId>,
     ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
+        let max_event = if listen.is_some() {
+            LISTEN_MAX_EVENT
+        } else {
+            PARSER_MAX_EVENT
+        };
         let shutdown = shared.shutdown_of(long_lived).clone().cancelled_owned();
         SseBody {
             kind: Kind::Stream {
@@ -245,7 +262,7 @@ impl<B> SseBody<B> {
                 sleep: None,
                 shutdown,
                 state: State {
-                    parser: SseParser::new(PARSER_MAX_EVENT),
+                    parser: SseParser::new(max_event),
                     shared,
                     long_lived,
                     started: false,
@@ -314,7 +331,7 @@ where
                         && state.shared.shutdown_of(state.long_lived).is_cancelled()
                     {
                         if state.parser.at_boundary() {
-                            return state.finish("shutdown");
+                            return state.finish("shutdown", true);
                         }
                         state.phase = Phase::Draining(Instant::now() + state.shared.shutdown_grace);
                     }
@@ -352,12 +369,10 @@ where
                             if (draining || state.idle_overdue) && state.parser.at_boundary() {
                                 // The event in flight is complete: this frame is the last (but
                                 // for a listen stream's graceful close).
-                                state.phase = Phase::Done;
-                                state.stashed = state.closing();
-                                tracing::debug!(
-                                    reason = if draining { "shutdown" } else { "idle timeout" },
-                                    "SSE stream ended by the layer"
-                                );
+                                let why = if draining { "shutdown" } else { "idle timeout" };
+                                if let Some(close) = state.end(why, true) {
+                                    state.stashed = Some(close);
+                                }
                             }
                             return Poll::Ready(Some(Ok(frame)));
                         }
@@ -404,7 +419,7 @@ where
                                 "SSE stream still inside an event when the shutdown grace ran \
                                  out; cut (the client drops the unfinished event)"
                             );
-                            return state.cut("shutdown grace elapsed");
+                            return state.finish("shutdown grace elapsed", false);
                         }
                         Phase::Done => return Poll::Ready(None),
                         Phase::Running => {}
@@ -412,7 +427,7 @@ where
                     let at_boundary = state.parser.at_boundary();
                     if state.idle_due.is_some_and(|t| t <= deadline) {
                         if at_boundary {
-                            return state.finish("idle timeout");
+                            return state.finish("idle timeout", true);
                         }
                         // Inside an event: end at its end, unless it carries data (which
                         // restarts the idle clock).

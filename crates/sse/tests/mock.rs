@@ -648,4 +648,27 @@ async fn a_listen_stream_the_layer_ends_gets_its_graceful_close() {
     let (tx, mut body) = open_listen(&l, 11).await;
     drop(tx);
     assert_eq!(next(&mut body, 1).await.unwrap(), None);
+
+    // The event in flight when the drain came is the server's own final result: the
+    // subscription is closed already, no second close follows. Another id's response is not
+    // the subscription's end.
+    for (id, answers) in [(12, 12), (13, 99)] {
+        let l = layer(Some(15), None);
+        let (tx, mut body) = open_listen(&l, id).await;
+        let head = format!("data: {{\"jsonrpc\":\"2.0\",\"id\":{answers},");
+        tx.send(Ok(Bytes::from(head))).unwrap();
+        next(&mut body, 1).await.unwrap().unwrap();
+        l.shutdown_handle().end_long_lived();
+        quiet(&mut body, 1).await;
+        tx.send(Ok(Bytes::from_static(
+            b"\"result\":{\"resultType\":\"complete\"}}\n\n",
+        )))
+        .unwrap();
+        next(&mut body, 1).await.unwrap().unwrap();
+        if id == answers {
+            assert_eq!(next(&mut body, 1).await.unwrap(), None);
+        } else {
+            assert_graceful_close(next(&mut body, 1).await.unwrap(), id);
+        }
+    }
 }

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -124,12 +124,7 @@ fn final_error_event(
 ) -> Bytes {
     let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
     let (code, message) = ending.code_and_message();
-    let body = jsonrpc::error_body(id, code, message, data.as_ref());
-    let mut out = BytesMut::with_capacity(body.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&body);
-    out.extend_from_slice(b"\n\n");
-    out.freeze()
+    tower_armor_mcp::sse::data_event(&jsonrpc::error_body(id, code, message, data.as_ref()))
 }
 
 /// Feeds `data` line by line and returns the end of the last event boundary in it, if any.

@@ -418,20 +418,22 @@ pub(crate) fn from_post(
     }
 
     match kind {
-        MessageKind::Request => {
+        // The schema's types hold in every message with params (rmcp answers a notification it
+        // cannot read with a bare 415); the per-request `_meta` rules hold for requests.
+        MessageKind::Request | MessageKind::Notification => {
             params_problem(
                 method.as_ref(),
                 &params.meta,
                 params.arguments,
                 params.notifications,
             )
-            .and_then(|()| meta_problem(headers, header_rev, method.as_ref(), &params.meta))
+            .and_then(|()| match kind {
+                MessageKind::Request => {
+                    meta_problem(headers, header_rev, method.as_ref(), &params.meta)
+                }
+                _ => Ok(()),
+            })
             .map_err(|r| r.with_id(id.clone()))?;
-        }
-        // `_meta` is an object in every message that has one (rmcp answers a notification
-        // whose `_meta` is not with a bare 415).
-        MessageKind::Notification if params.meta.malformed => {
-            return Err(Rejection::invalid_params("_meta must be an object"));
         }
         // 2026-07-28 has no server-to-client requests for a client to answer (rmcp refuses
         // one with an error that names no id).
