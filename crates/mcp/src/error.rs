@@ -108,7 +108,7 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 }
 
 macro_rules! simple_error {
-    ($(#[$m:meta])* $name:ident, $msg:expr, $status:expr, $code:expr) => {
+    ($(#[$m:meta])* $name:ident, $msg:expr, $status:expr, $code:expr $(, $rejection:expr)?) => {
         $(#[$m])*
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
@@ -136,6 +136,11 @@ macro_rules! simple_error {
             fn code(&self) -> i64 {
                 $code
             }
+            $(
+                fn rejection(&self) -> Option<LocalRejection> {
+                    Some($rejection)
+                }
+            )?
         }
     };
 }
@@ -355,42 +360,19 @@ impl LocalError for BulkheadFull {
     }
 }
 
-/// The server is shutting down: its drain deadline passed while the call ran, or the call came
-/// after it (503). Nothing about the dependency's health: this stack's own breaker never counts
-/// it (a local rejection). Seen from a tower-armor hop further out, whose dependency this
-/// server is, another hop's `-31510` counts like a 503 (that dependency is unavailable; retry
-/// elsewhere), see the classification table. A client may try again on another replica or
-/// once the server is back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShuttingDown;
-
-impl ShuttingDown {
-    /// Creates the error.
-    pub fn new() -> Self {
-        ShuttingDown
-    }
-}
-
-impl fmt::Display for ShuttingDown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("server shutting down")
-    }
-}
-
-impl Error for ShuttingDown {}
-
-impl LocalError for ShuttingDown {
-    fn status(&self) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-    fn code(&self) -> i64 {
-        CODE_SHUTTING_DOWN
-    }
-    fn rejection(&self) -> Option<LocalRejection> {
-        Some(LocalRejection::ShuttingDown)
-    }
-}
+simple_error!(
+    /// The server is shutting down: its drain deadline passed while the call ran, or the call came
+    /// after it (503). Nothing about the dependency's health: this stack's own breaker never counts
+    /// it (a local rejection). Seen from a tower-armor hop further out, whose dependency this
+    /// server is, another hop's `-31510` counts like a 503 (that dependency is unavailable; retry
+    /// elsewhere), see the classification table. A client may try again on another replica or
+    /// once the server is back.
+    ShuttingDown,
+    "server shutting down",
+    StatusCode::SERVICE_UNAVAILABLE,
+    CODE_SHUTTING_DOWN,
+    LocalRejection::ShuttingDown
+);
 
 /// Finds the local error inside a boxed error, looking through `source()` chains.
 ///
