@@ -81,6 +81,7 @@ mod method;
 pub mod observe;
 mod request;
 pub mod rescue;
+pub mod signal;
 pub mod span;
 pub mod sse;
 pub mod tools;

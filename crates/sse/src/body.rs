@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tower_armor_mcp::ListenId;
+use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
 
 use crate::layer::Shared;
@@ -58,8 +58,6 @@ pin_project! {
             // Created on first need, then reset in place: no allocation per frame.
             #[pin]
             sleep: Option<Sleep>,
-            #[pin]
-            shutdown: WaitForCancellationFutureOwned,
             state: State,
         },
     }
@@ -95,6 +93,8 @@ struct State {
     /// A 2026-07-28 `subscriptions/listen` answer (the inspector put its id on it): ended by
     /// the layer at an event boundary, it gets the subscription's final result first.
     listen: Option<ListenId>,
+    /// Where the stream waits for its shutdown signal.
+    shutdown_wait: SignalWait,
 }
 
 struct Resumed {
@@ -255,12 +255,10 @@ impl<B> SseBody<B> {
         } else {
             PARSER_MAX_EVENT
         };
-        let shutdown = shared.shutdown_of(long_lived).clone().cancelled_owned();
         SseBody {
             kind: Kind::Stream {
                 body,
                 sleep: None,
-                shutdown,
                 state: State {
                     parser: SseParser::new(max_event),
                     shared,
@@ -274,6 +272,7 @@ impl<B> SseBody<B> {
                     resumed: resumed_from.map(Resumed::new),
                     stashed: None,
                     listen,
+                    shutdown_wait: SignalWait::default(),
                 },
             },
         }
@@ -314,7 +313,6 @@ where
             KindProj::Stream {
                 mut body,
                 mut sleep,
-                mut shutdown,
                 state,
             } => {
                 if let Some(frame) = state.stashed.take() {
@@ -328,7 +326,7 @@ where
                 }
                 loop {
                     if state.phase == Phase::Running
-                        && state.shared.shutdown_of(state.long_lived).is_cancelled()
+                        && state.shared.shutdown_of(state.long_lived).is_fired()
                     {
                         if state.parser.at_boundary() {
                             return state.finish("shutdown", true);
@@ -392,7 +390,13 @@ where
                         }
                         Poll::Pending => {}
                     }
-                    if state.phase == Phase::Running && shutdown.as_mut().poll(cx).is_ready() {
+                    if state.phase == Phase::Running
+                        && state
+                            .shared
+                            .shutdown_of(state.long_lived)
+                            .poll_fired(&mut state.shutdown_wait, cx)
+                            .is_ready()
+                    {
                         continue;
                     }
                     let Some(deadline) = state.deadline() else {

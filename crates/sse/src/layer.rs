@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tower_armor_mcp::signal::Signal;
 use tower_layer::Layer;
 
 use crate::error::ConfigError;
@@ -20,16 +20,17 @@ pub(crate) struct Shared {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
-    /// Ends every stream (and cancels `listen_shutdown`, its child).
-    pub(crate) shutdown: CancellationToken,
+    /// Ends every stream ([`SseShutdown::shutdown`](crate::SseShutdown::shutdown) fires
+    /// `listen_shutdown` too).
+    pub(crate) shutdown: Signal,
     /// Ends long-lived streams only (a drain: calls in flight finish).
-    pub(crate) listen_shutdown: CancellationToken,
+    pub(crate) listen_shutdown: Signal,
     pub(crate) open: AtomicUsize,
 }
 
 impl Shared {
     /// The signal that ends a stream of this kind.
-    pub(crate) fn shutdown_of(&self, long_lived: bool) -> &CancellationToken {
+    pub(crate) fn shutdown_of(&self, long_lived: bool) -> &Signal {
         if long_lived {
             &self.listen_shutdown
         } else {
@@ -232,14 +233,13 @@ impl SseLayerBuilder {
         {
             return Err(ConfigError::IdleNotAboveKeepAlive { idle, keep_alive });
         }
-        let shutdown = CancellationToken::new();
         Ok(SseLayer {
             shared: Arc::new(Shared {
                 keep_alive: self.keep_alive,
                 idle_timeout: self.idle_timeout,
                 shutdown_grace: self.shutdown_grace,
-                listen_shutdown: shutdown.child_token(),
-                shutdown,
+                shutdown: Signal::new(),
+                listen_shutdown: Signal::new(),
                 open: AtomicUsize::new(0),
             }),
         })

@@ -43,7 +43,8 @@ impl SseShutdown {
 
     /// Ends every open stream (and any answered later). Idempotent.
     pub fn shutdown(&self) {
-        self.shared.shutdown.cancel();
+        self.shared.shutdown.fire();
+        self.shared.listen_shutdown.fire();
     }
 
     /// Ends the long-lived streams only ([`is_long_lived`](crate::is_long_lived): the GET listen
@@ -68,18 +69,18 @@ impl SseShutdown {
     /// # }
     /// ```
     pub fn end_long_lived(&self) {
-        self.shared.listen_shutdown.cancel();
+        self.shared.listen_shutdown.fire();
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutdown(&self) -> bool {
-        self.shared.shutdown.is_cancelled()
+        self.shared.shutdown.is_fired()
     }
 
     /// Whether long-lived streams are being ended: [`end_long_lived`](Self::end_long_lived) or
     /// [`shutdown`](Self::shutdown) was called.
     pub fn is_draining(&self) -> bool {
-        self.shared.listen_shutdown.is_cancelled()
+        self.shared.listen_shutdown.is_fired()
     }
 
     /// How many SSE answers of this layer are open right now (bodies not yet ended or dropped).

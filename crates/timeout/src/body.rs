@@ -43,13 +43,14 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, CorrelationId, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::clock::{Clock, after};
-use crate::drain::{CallDrain, DrainWait, Ending};
+use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
 use crate::resume::{Held, stream_of};
 
@@ -212,7 +213,7 @@ struct Timed {
     /// The drain deadline ended the call (not its own deadline).
     drained: bool,
     /// Where the body waits for the server's drain.
-    drain_wait: DrainWait,
+    drain_wait: SignalWait,
 }
 
 impl<B> TimeoutBody<B> {
@@ -240,7 +241,7 @@ impl<B> TimeoutBody<B> {
                     armed,
                     pause: None,
                     drained: false,
-                    drain_wait: DrainWait::default(),
+                    drain_wait: SignalWait::default(),
                 },
             },
         }

@@ -12,11 +12,12 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
+use tower_armor_mcp::signal::SignalWait;
 
 use crate::body::{CallState, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::REASON_GONE;
-use crate::drain::{DrainWait, Ending};
+use crate::drain::Ending;
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -54,7 +55,7 @@ pin_project! {
             #[pin]
             sleep: Sleep,
             // Where the call waits for the server's drain (`CallDrain::end_calls`).
-            drain: DrainWait,
+            drain: SignalWait,
             call: Option<CallState>,
         },
         // Refused: the drain deadline had passed.
@@ -75,7 +76,7 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Timed {
                 future,
                 sleep,
-                drain: DrainWait::default(),
+                drain: SignalWait::default(),
                 call: Some(call),
             },
         }
