@@ -896,24 +896,53 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
     );
 }
 
-/// SIGTERM drains: new connections are refused and listen streams end at once (a 2026-07-28
-/// subscription with its graceful close), while calls in flight (under both revisions) finish
-/// with their results; then the server returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
-    let settings = support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS)]).unwrap();
+/// The example server run as its `main` runs it (accept loop, drain on a signal), on loopback.
+struct Drainable {
+    url: String,
+    /// The signal `run` drains on (SIGTERM's stand-in).
+    signal: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    bulkheads: tower_armor_bulkhead::BulkheadStats,
+}
+
+async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) -> Drainable {
+    let settings = support::example::Settings::for_tests(vars).unwrap();
     let app = support::example::app(settings);
+    let bulkheads = app.bulkheads.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(support::example::run(
         listener,
         app,
-        Some(Duration::from_secs(5)),
+        header_timeout,
         async move {
             let _ = on_signal.await;
         },
     ));
+    Drainable {
+        url,
+        signal,
+        server,
+        bulkheads,
+    }
+}
+
+/// SIGTERM drains: new connections are refused and listen streams end at once (a 2026-07-28
+/// subscription with its graceful close), while calls in flight (under both revisions) finish
+/// with their results; then the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
+    let Drainable {
+        url,
+        signal,
+        server,
+        ..
+    } = run_drainable(
+        &[("MCP_BEARER_TOKEN", TOKENS)],
+        Some(Duration::from_secs(5)),
+    )
+    .await;
 
     let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
     let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
@@ -979,21 +1008,21 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
 /// answer it with a bare 404 once its sessions are cancelled). Then the server returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
-    let settings = support::example::Settings::for_tests(&[
-        ("MCP_BEARER_TOKEN", TOKENS),
-        ("MCP_DRAIN_GRACE_MS", "400"),
-        ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
-        ("MCP_BULKHEAD_MAX_QUEUE", "2"),
-    ])
-    .unwrap();
-    let app = support::example::app(settings);
-    let bulkheads = app.bulkheads.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(support::example::run(listener, app, None, async move {
-        let _ = on_signal.await;
-    }));
+    let Drainable {
+        url,
+        signal,
+        server,
+        bulkheads,
+    } = run_drainable(
+        &[
+            ("MCP_BEARER_TOKEN", TOKENS),
+            ("MCP_DRAIN_GRACE_MS", "400"),
+            ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
+            ("MCP_BULKHEAD_MAX_QUEUE", "2"),
+        ],
+        None,
+    )
+    .await;
     let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
     let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
     // Two `slow` calls hold the two permits of its pool; `progress` has a pool of its own.
@@ -1091,18 +1120,16 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_call_alone_at_the_drain_deadline_gets_the_shutdown_error() {
     for _ in 0..3 {
-        let settings = support::example::Settings::for_tests(&[
-            ("MCP_BEARER_TOKEN", TOKENS),
-            ("MCP_DRAIN_GRACE_MS", "200"),
-        ])
-        .unwrap();
-        let app = support::example::app(settings);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-        let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(support::example::run(listener, app, None, async move {
-            let _ = on_signal.await;
-        }));
+        let Drainable {
+            url,
+            signal,
+            server,
+            ..
+        } = run_drainable(
+            &[("MCP_BEARER_TOKEN", TOKENS), ("MCP_DRAIN_GRACE_MS", "200")],
+            None,
+        )
+        .await;
         let c = client(&url, Revision::V2026_07_28, ALICE).await;
         let call = tokio::spawn(async move {
             c.call_with_id(
