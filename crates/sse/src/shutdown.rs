@@ -43,8 +43,9 @@ impl SseShutdown {
 
     /// Ends every open stream (and any answered later). Idempotent.
     pub fn shutdown(&self) {
-        self.shared.shutdown.fire();
+        // Long-lived streams first: whoever sees the shutdown sees the drain too.
         self.shared.listen_shutdown.fire();
+        self.shared.shutdown.fire();
     }
 
     /// Ends the long-lived streams only ([`is_long_lived`](crate::is_long_lived): the GET listen
