@@ -801,6 +801,28 @@ fn every_from_env_refuses_a_value_that_is_not_utf8() {
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
 
+/// The params of a 2026-07-28 `subscriptions/listen`.
+fn listen_params() -> serde_json::Value {
+    json!({"notifications": {"toolsListChanged": true}})
+}
+
+/// Opens a `subscriptions/listen` stream under `id`; returns at its headers.
+async fn listen(c: &RawClient, id: i64) -> Result<reqwest::Response, RawError> {
+    c.open_request(id, "subscriptions/listen", listen_params())
+        .await
+}
+
+/// Reads the subscription's acknowledgement, its first message.
+async fn acknowledged(stream: &mut SseStream) {
+    let ack = bounded(10, stream.next_message())
+        .await
+        .expect("an acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+}
+
 /// A 2026-07-28 `subscriptions/listen` stream through the whole stack is a long-lived stream,
 /// not a call: rmcp acknowledges it, the call deadline does not end it, it takes one of its
 /// principal's stream slots (returned when the client closes it), keep-alives flow, and the
@@ -817,27 +839,16 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
     .await;
     let alice = client(&ex.url(), Revision::V2026_07_28, ALICE).await;
     let bob = client(&ex.url(), Revision::V2026_07_28, BOB).await;
-    let filter = json!({"notifications": {"toolsListChanged": true}});
-    async fn listen(c: &RawClient, id: i64) -> Result<reqwest::Response, RawError> {
-        let filter = json!({"notifications": {"toolsListChanged": true}});
-        c.open_request(id, "subscriptions/listen", filter).await
-    }
 
     let resp = bounded(10, listen(&alice, 1)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut first = SseStream::new(resp);
-    let ack = bounded(10, first.next_message())
-        .await
-        .expect("an acknowledgement");
-    assert_eq!(
-        ack["method"], "notifications/subscriptions/acknowledged",
-        "{ack}"
-    );
+    acknowledged(&mut first).await;
 
     // The principal's one slot is taken; another principal has its own.
     let refused = bounded(
         10,
-        alice.call_with_id(2, "subscriptions/listen", filter.clone()),
+        alice.call_with_id(2, "subscriptions/listen", listen_params()),
     )
     .await
     .unwrap();
@@ -874,13 +885,7 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
 
     // Nothing but keep-alives for 3 s: the idle timeout ends it, with the graceful close.
     let started = Instant::now();
-    let ack = bounded(10, second.next_message())
-        .await
-        .expect("an acknowledgement");
-    assert_eq!(
-        ack["method"], "notifications/subscriptions/acknowledged",
-        "{ack}"
-    );
+    acknowledged(&mut second).await;
     let close = bounded(10, second.next_message())
         .await
         .expect("a graceful close");
@@ -949,16 +954,10 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let listen = bounded(10, legacy.open_get_stream()).await.unwrap();
     assert_eq!(listen.status(), StatusCode::OK);
     let mut listen = SseStream::new(listen);
-    let subscription = stateless.open_request(
-        1,
-        "subscriptions/listen",
-        json!({"notifications": {"toolsListChanged": true}}),
-    );
-    let mut subscription = SseStream::new(bounded(10, subscription).await.unwrap());
-    let ack = bounded(10, subscription.next_message())
-        .await
-        .expect("acknowledged");
-    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    // (`crate::listen`: the local `listen` is the GET stream.)
+    let subscription = bounded(10, crate::listen(&stateless, 1)).await.unwrap();
+    let mut subscription = SseStream::new(subscription);
+    acknowledged(&mut subscription).await;
     let mut calls = Vec::new();
     for c in [&legacy, &stateless] {
         let resp = bounded(10, c.open_call_stream("slow", json!({"ms": 1500})))

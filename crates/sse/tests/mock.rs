@@ -42,17 +42,30 @@ async fn open(
     req: Request<()>,
     content_type: &'static str,
 ) -> (Tx, Response<SseBody<ChanBody>>) {
+    serve(layer, req, content_type, None).await
+}
+
+/// [`open`], the answer carrying `listen` (as the inspector puts it on a listen's answer).
+async fn serve(
+    layer: &SseLayer,
+    req: Request<()>,
+    content_type: &'static str,
+    listen: Option<tower_armor_mcp::ListenId>,
+) -> (Tx, Response<SseBody<ChanBody>>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(Some(rx)));
     let svc = layer.layer(service_fn(move |_req: Request<()>| {
         let rx = rx.lock().unwrap().take().unwrap();
+        let listen = listen.clone();
         async move {
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .header(header::CONTENT_TYPE, content_type)
-                    .body(ChanBody(rx))
-                    .unwrap(),
-            )
+            let mut resp = Response::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(ChanBody(rx))
+                .unwrap();
+            if let Some(id) = listen {
+                resp.extensions_mut().insert(id);
+            }
+            Ok::<_, Infallible>(resp)
         }
     }));
     (tx, svc.oneshot(req).await.unwrap())
@@ -565,25 +578,12 @@ async fn a_resumed_stream_starting_with_a_new_event_is_untouched() {
 
 /// A `subscriptions/listen` answer whose response names its request (as the inspector does).
 async fn open_listen(layer: &SseLayer, id: i64) -> (Tx, Pin<Box<SseBody<ChanBody>>>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(Some(rx)));
-    let svc = layer.layer(service_fn(move |_req: Request<()>| {
-        let rx = rx.lock().unwrap().take().unwrap();
-        async move {
-            let mut resp = Response::builder()
-                .header(header::CONTENT_TYPE, "text/event-stream")
-                .body(ChanBody(rx))
-                .unwrap();
-            resp.extensions_mut()
-                .insert(tower_armor_mcp::ListenId(id.into()));
-            Ok::<_, Infallible>(resp)
-        }
-    }));
     let req = Request::post("/mcp")
         .header("mcp-method", "subscriptions/listen")
         .body(())
         .unwrap();
-    let resp = svc.oneshot(req).await.unwrap();
+    let listen = tower_armor_mcp::ListenId(id.into());
+    let (tx, resp) = serve(layer, req, "text/event-stream", Some(listen)).await;
     (tx, Box::pin(resp.into_body()))
 }
 

@@ -214,6 +214,23 @@ fn assert_cancelled(req: &Request<McpBody>, id: i64, session: &str, reason: &str
     );
 }
 
+/// Calls `svc` with `req`; the mock answers with a scripted SSE body. Returns the script's
+/// sending end, the answer's completion handle and its body.
+async fn open_sse(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    req: Request<McpBody>,
+) -> (
+    Tx,
+    CompletionHandle,
+    Pin<Box<TimeoutBody<ObservedBody<Script>>>>,
+) {
+    let (tx, body) = script();
+    let resp = exchange(svc, handle, req, answer("text/event-stream", body)).await;
+    let h = handle_of(&resp);
+    (tx, h, Box::pin(resp.into_body()))
+}
+
 fn handle_of(resp: &Resp) -> CompletionHandle {
     resp.extensions()
         .get::<CompletionHandle>()
@@ -297,16 +314,7 @@ async fn per_tool_deadlines() {
 #[tokio::test(start_paused = true)]
 async fn deadline_in_a_stream_ends_it_with_one_error_event() {
     let (mut svc, mut handle) = service(&layer(300));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(7, "slow", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(7, "slow", V2026, None)).await;
     tx.event(progress(1));
     assert!(text(now(&mut body)).contains("notifications/progress"));
     assert!(now(&mut body).is_none(), "nothing more yet");
@@ -357,16 +365,7 @@ async fn deadline_in_a_2025_stream_also_sends_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn a_deadline_mid_event_waits_for_the_event_to_end() {
     let (mut svc, mut handle) = service(&layer(300));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(2, "slow", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(2, "slow", V2026, None)).await;
     tx.send("data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",");
     assert!(text(now(&mut body)).starts_with("data: "));
     advance(ms(350)).await;
@@ -387,16 +386,7 @@ async fn an_event_that_does_not_end_within_the_grace_is_cut() {
         .build()
         .unwrap();
     let (mut svc, mut handle) = service(&layer);
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(2, "slow", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(2, "slow", V2026, None)).await;
     tx.send("data: {\"partial\":");
     let _ = text(now(&mut body));
     advance(ms(300)).await;
@@ -414,16 +404,8 @@ async fn an_event_that_does_not_end_within_the_grace_is_cut() {
 #[tokio::test(start_paused = true)]
 async fn the_final_message_before_the_deadline_ends_the_clock() {
     let (mut svc, mut handle) = service(&layer(300));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(3, "add", V2025, Some("s-1")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) =
+        open_sse(&mut svc, &mut handle, call(3, "add", V2025, Some("s-1"))).await;
     tx.event(result(3));
     let _ = text(now(&mut body));
     assert_eq!(h.outcome(), Some(Outcome::Success));
@@ -754,16 +736,8 @@ async fn max_pause_wakes_a_waiting_reader() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_2025_answer_sends_cancelled() {
     let (mut svc, mut handle) = service(&layer(10_000));
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(11, "slow", V2025, Some("s-2")),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) =
+        open_sse(&mut svc, &mut handle, call(11, "slow", V2025, Some("s-2"))).await;
     tx.event(progress(1));
     let _ = text(now(&mut body));
     drop(body);
@@ -1138,16 +1112,7 @@ async fn the_drain_ends_a_stream_with_one_final_event_at_a_boundary() {
     let l = layer(60_000);
     let drain = l.drain_handle();
     let (mut svc, mut handle) = service(&l);
-    let (tx, body) = script();
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        call(7, "slow", V2026, None),
-        answer("text/event-stream", body),
-    )
-    .await;
-    let h = handle_of(&resp);
-    let mut body = Box::pin(resp.into_body());
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(7, "slow", V2026, None)).await;
     // In the middle of an event: it is finished first.
     tx.send("data: {\"jsonrpc\":\"2.0\",");
     assert!(text(now(&mut body)).starts_with("data: "));
