@@ -284,7 +284,14 @@ impl Timed {
             r.entry.waker.register(cx.waker());
         }
         let progress = self.handle.progress_count();
-        let outstanding = self.handle.server_requests_outstanding();
+        // Only a call of a 2025-11-25 session can be answered: its client POSTs the answer in
+        // the session. Without one (2026-07-28 has no server requests to answer; a sessionless
+        // server has nowhere to route an answer) nothing could end a pause, so the deadline
+        // keeps running.
+        let outstanding = match &self.call.session {
+            Some(_) => self.handle.server_requests_outstanding(),
+            None => 0,
+        };
         if !self.call.clock.changed(progress, outstanding) {
             return;
         }

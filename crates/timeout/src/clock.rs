@@ -5,7 +5,8 @@
 //! - While the server has a request of its own outstanding to the client, the deadline is
 //!   **paused**: the time left is kept and runs again from the moment the answer is seen.
 //! - The **pause budget** (`max_pause`) bounds the time a call spends paused, over all its
-//!   pauses: an answer may never be seen (no session to match it, a client that never answers),
+//!   pauses: an answer may never be seen (a client that never answers, or an answer to another call of
+//!   the session counted for this one),
 //!   and a pause must not last for ever.
 //! - The **cap** (optional) is absolute: `start + max_total`, wall clock. Neither progress nor
 //!   pauses move it.

@@ -96,6 +96,7 @@ impl TimeoutLayer {
     /// | `MCP_CALL_TIMEOUT_MAX_MS` | optional absolute cap, at least the deadline |
     /// | `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` | `true` / `false` (default); `true` needs the cap |
     /// | `MCP_CALL_MAX_PAUSE_MS` | longest a call may stay paused, waiting on its client (default 600000, at most 86400000) |
+    /// | `MCP_CALL_RESUME_GRACE_MS` | how long a dropped 2025-11-25 call waits to be resumed before it is cancelled (default 0, at most 60000) |
     ///
     /// Errors name the variable; a variable set to bytes that are not UTF-8 is one (never
     /// "unset", which would leave calls without a deadline).

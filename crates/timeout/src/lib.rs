@@ -131,11 +131,11 @@
 //!   counts for the session's oldest call that waits, whichever server request it answers (one
 //!   of another call, or of the GET stream). A call resumed by mistake runs its deadline again
 //!   with the time it had left; a call left waiting by mistake is still ended by `max_pause`.
-//! - Without a session (2026-07-28) the client's answer cannot be matched to a call here, so a
-//!   pause ends only at the bound (or the cap, or the end of the call): after the server's first
-//!   request to its client, such a call has what is left of `max_pause` instead of its
-//!   deadline. The layer still pauses there: a person answering takes longer than a deadline
-//!   sized for the tool's work, and `max_pause` keeps the wait finite.
+//! - Only a call of a 2025-11-25 session is paused: that is where its client POSTs the answer.
+//!   Without a session nothing could end a pause: 2026-07-28 has no server requests for a
+//!   client to answer (the inspector and rmcp refuse a response POSTed under it; the revision
+//!   asks for input through the call's result instead), and a sessionless server has nowhere to
+//!   route an answer. So a server request in such a call's answer leaves its deadline running.
 //! - A task-augmented `tools/call` answers at once with its task; that answer is the call's
 //!   final response, so the deadline covers only the immediate answer. The task's work is not
 //!   timed by this layer; `tasks/get`, `tasks/result`, `tasks/cancel` are calls of their own,
@@ -230,10 +230,11 @@
 //! | [`reset_on_progress`](TimeoutBuilder::reset_on_progress) | off | progress starts the deadline anew (needs the cap) |
 //! | [`max_pause`](TimeoutBuilder::max_pause) | 10 min | longest a call may stay paused waiting on its client, in all (positive, at most 24 h) |
 //! | [`boundary_grace`](TimeoutBuilder::boundary_grace) | 100 ms | how long an event cut by the deadline gets to end |
+//! | [`resume_grace`](TimeoutBuilder::resume_grace) | zero | how long a dropped 2025-11-25 call waits to be resumed before it is cancelled (at most 60 s) |
 //!
 //! [`TimeoutLayer::from_env`] reads `MCP_CALL_TIMEOUT_MS` (unset: no layer),
-//! `MCP_CALL_TIMEOUT_MAX_MS`, `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS` and `MCP_CALL_MAX_PAUSE_MS`,
-//! with errors naming the variable.
+//! `MCP_CALL_TIMEOUT_MAX_MS`, `MCP_CALL_TIMEOUT_RESET_ON_PROGRESS`, `MCP_CALL_MAX_PAUSE_MS` and
+//! `MCP_CALL_RESUME_GRACE_MS`, with errors naming the variable.
 //!
 //! # Ordering
 //!

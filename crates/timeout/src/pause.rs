@@ -12,8 +12,8 @@
 //! the server's requests (and this layer does not parse the stream again to find them). So with
 //! several calls of one session waiting at once, an answer may be counted for another waiting
 //! call of that session than the one it answers, and an answer to a request of the session's
-//! GET stream is counted for a waiting call too. Without a session (2026-07-28) answers cannot
-//! be matched here at all. In every case the clock's pause budget (`max_pause`) bounds how long
+//! GET stream is counted for a waiting call too. A call without a session is never paused (see
+//! the crate docs). In every case the clock's pause budget (`max_pause`) bounds how long
 //! a call stays paused, whether or not its answer is ever matched.
 //!
 //! The table holds only calls that are waiting on the client, so it is small; its lock is
