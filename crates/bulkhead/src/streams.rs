@@ -73,7 +73,9 @@ impl StreamPool {
             (None, Some(ip)) => Owner::Peer(peer_key(ip)),
             (None, None) => Owner::Anonymous,
         };
-        if !open.contains_key(&owner) && open.len() >= self.max_principals {
+        // The shared overflow entry is not a principal of the bound.
+        let tracked = open.len() - usize::from(open.contains_key(&Owner::Overflow));
+        if !open.contains_key(&owner) && tracked >= self.max_principals {
             owner = Owner::Overflow;
         }
         let n = open.get(&owner).copied().unwrap_or(0);
@@ -218,8 +220,13 @@ mod tests {
         let s2 = pool.try_open(Some(&p[2]), None).unwrap();
         assert!(pool.try_open(Some(&p[3]), None).is_none());
         assert_eq!(pool.lock().len(), 3);
-        drop(s2);
+        // p0's place is free again: p3 takes it, though the overflow entry is still in use.
         drop(s0);
+        let s3 = pool.try_open(Some(&p[3]), None).unwrap();
+        assert_eq!(pool.open_for(Some(&p[3])), 1);
+        assert_eq!(pool.lock().len(), 3);
+        drop(s2);
+        drop(s3);
         assert_eq!(pool.lock().len(), 1);
         assert_eq!(pool.open_total(), 1);
     }

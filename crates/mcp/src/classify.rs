@@ -18,7 +18,7 @@
 //! | the caller dropped the answer | ignored | no |
 //! | gRPC `UNAVAILABLE` (14) | failure | if safe |
 //! | gRPC `DEADLINE_EXCEEDED` (4) | slow failure | if safe |
-//! | gRPC `RESOURCE_EXHAUSTED` (8) | failure | if safe, after `Retry-After` |
+//! | gRPC `RESOURCE_EXHAUSTED` (8) | failure, unless [`Classifier::rate_limit_is_failure`] is off | if safe, after `Retry-After` |
 //! | gRPC `UNKNOWN`, `INTERNAL`, `DATA_LOSS` | failure | no |
 //! | other gRPC statuses (`INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`…) | ignored (caller error) | no |
 //! | anything else (1xx, 3xx) | ignored | no |
@@ -164,7 +164,8 @@ impl Classifier {
         Self::default()
     }
 
-    /// Whether a 429 from the dependency counts as a breaker failure (default: yes).
+    /// Whether the dependency limiting the rate (HTTP 429, gRPC `RESOURCE_EXHAUSTED`) counts as
+    /// a breaker failure (default: yes).
     pub fn rate_limit_is_failure(mut self, yes: bool) -> Self {
         self.rate_limit_is_failure = yes;
         self
@@ -178,11 +179,24 @@ impl Classifier {
     }
 
     /// Counts a legacy (`-32019..=-32000`) or application error code as a breaker failure.
-    pub fn failure_code(mut self, code: i64) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`TableCode`] for a code the table itself decides (`-32603`, the caller codes,
+    /// `-32099..=-32020`, and tower-armor's local `-31xxx` codes), which this setting could not
+    /// change.
+    pub fn failure_code(mut self, code: i64) -> Result<Self, TableCode> {
+        if code == jsonrpc::INTERNAL_ERROR
+            || is_local_code(code)
+            || CALLER_CODES.contains(&code)
+            || SPEC_CODES.contains(&code)
+        {
+            return Err(TableCode(code));
+        }
         if !self.failure_codes.contains(&code) {
             self.failure_codes.push(code);
         }
-        self
+        Ok(self)
     }
 
     /// Classifies an outcome. `has_session` says whether the request carried `Mcp-Session-Id`
@@ -201,11 +215,11 @@ impl Classifier {
             Outcome::Rejected(_) | Outcome::Cancelled => Verdict::new(B::Ignored, R::No),
             Outcome::Status(s) => self.classify_status(s, has_session),
             Outcome::RpcError(code) => self.classify_code(code, has_session),
-            Outcome::Grpc(code) => Self::classify_grpc(code),
+            Outcome::Grpc(code) => self.classify_grpc(code),
         }
     }
 
-    fn classify_grpc(code: i32) -> Verdict {
+    fn classify_grpc(&self, code: i32) -> Verdict {
         use BreakerClass as B;
         use RetryClass as R;
         match code {
@@ -215,12 +229,21 @@ impl Classifier {
             // DEADLINE_EXCEEDED
             4 => Verdict::new(B::SlowFailure, R::IfSafe),
             // RESOURCE_EXHAUSTED
-            8 => Verdict::new(B::Failure, R::IfSafeAfterRetryAfter),
+            8 => Verdict::new(self.rate_limited(), R::IfSafeAfterRetryAfter),
             // UNKNOWN, INTERNAL, DATA_LOSS
             2 | 13 | 15 => Verdict::new(B::Failure, R::No),
             // CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
             // FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, UNAUTHENTICATED, others.
             _ => Verdict::new(B::Ignored, R::No),
+        }
+    }
+
+    /// What the dependency limiting the rate counts as.
+    fn rate_limited(&self) -> BreakerClass {
+        if self.rate_limit_is_failure {
+            BreakerClass::Failure
+        } else {
+            BreakerClass::Ignored
         }
     }
 
@@ -232,12 +255,7 @@ impl Classifier {
         } else if TRANSIENT_STATUSES.contains(&s) {
             Verdict::new(B::Failure, R::IfSafe)
         } else if s == StatusCode::TOO_MANY_REQUESTS {
-            let b = if self.rate_limit_is_failure {
-                B::Failure
-            } else {
-                B::Ignored
-            };
-            Verdict::new(b, R::IfSafeAfterRetryAfter)
+            Verdict::new(self.rate_limited(), R::IfSafeAfterRetryAfter)
         } else if s == StatusCode::REQUEST_TIMEOUT {
             Verdict::new(B::SlowFailure, R::IfSafe)
         } else if s.is_server_error() {
@@ -281,6 +299,23 @@ impl Classifier {
         }
     }
 }
+
+/// [`Classifier::failure_code`] was given a code the table decides itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableCode(pub i64);
+
+impl fmt::Display for TableCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "JSON-RPC code {} is classified by the table itself; only legacy (-32019..=-32000) \
+             and application codes can be made failures",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TableCode {}
 
 #[cfg(test)]
 mod tests {
@@ -383,7 +418,7 @@ mod tests {
         for code in [-32019, -32002, -32000, 1, 42, -1] {
             assert_eq!(c(Outcome::RpcError(code)), (B::Ignored, R::No), "{code}");
         }
-        let k = Classifier::new().failure_code(-32002);
+        let k = Classifier::new().failure_code(-32002).unwrap();
         assert_eq!(
             k.classify(&Outcome::RpcError(-32002), false).breaker,
             B::Failure
@@ -392,6 +427,14 @@ mod tests {
             k.classify(&Outcome::RpcError(-32001), false).breaker,
             B::Ignored
         );
+        // Codes the table decides itself are refused, not stored to no effect.
+        for code in [-32603, -32602, -32700, -32020, -32099, -31504, -31429] {
+            assert_eq!(
+                Classifier::new().failure_code(code),
+                Err(TableCode(code)),
+                "{code}"
+            );
+        }
     }
 
     #[test]
@@ -448,6 +491,18 @@ mod tests {
         }
         for code in [1, 3, 5, 6, 7, 9, 10, 11, 12, 16] {
             assert_eq!(c(Outcome::Grpc(code)), (B::Ignored, R::No), "{code}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_setting_covers_http_and_grpc() {
+        let k = Classifier::new().rate_limit_is_failure(false);
+        for o in [st(429), Outcome::Grpc(8)] {
+            assert_eq!(
+                k.classify(&o, false),
+                Verdict::new(B::Ignored, R::IfSafeAfterRetryAfter),
+                "{o}"
+            );
         }
     }
 

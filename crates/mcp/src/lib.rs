@@ -88,7 +88,7 @@ pub mod tools;
 
 pub use self::body::{McpBody, ResponseBody};
 pub use self::call::{CallRequest, CallResponse, HalfOpenProbe, ToolCall, ToolReply};
-pub use self::classify::{Classifier, Outcome};
+pub use self::classify::{Classifier, Outcome, TableCode};
 pub use self::error::BoxError;
 pub use self::identity::{
     CorrelationId, HeaderNames, InvalidCorrelationId, Principal, Secret, TokenSource,
