@@ -179,27 +179,51 @@ pub(crate) fn from_headers(
     })
 }
 
-/// Members of a request's `params` whose type the MCP schema fixes, checked where a server
-/// that cannot read them would answer otherwise than for a well-formed request: `_meta` is an
-/// object, and so are `tools/call`'s `arguments` (`null` stands for absent). A server refuses
-/// such a call before it looks the tool up (rmcp with `-32601`), so the tool allow-list, which
-/// answers a denied tool itself, would otherwise tell a hidden tool from an unknown one. And
+/// Members of a message's `params` whose type the MCP schema fixes, checked where a server
+/// that cannot read them would answer otherwise than for a well-formed request (rmcp: `-32601`
+/// "method not found", or for `initialize` a bare-text 400 about a missing session): `_meta` is
+/// an object, and so are `tools/call`'s `arguments` (`null` stands for absent). A server
+/// refuses such a call before it looks the tool up, so the tool allow-list, which answers a
+/// denied tool itself, would otherwise tell a hidden tool from an unknown one. A request naming
+/// its target names it with a string (`tools/call` and `prompts/get`: `name`;
+/// `resources/read`: `uri`); `initialize` carries `protocolVersion` (a string), `capabilities`
+/// (an object) and `clientInfo` (an object with string `name` and `version`); and
 /// `subscriptions/listen`'s `notifications` filter is a (required) object.
 fn params_problem(
     method: Option<&Method>,
-    meta: &Meta,
-    arguments: Shape,
-    notifications: Shape,
+    kind: MessageKind,
+    params: &Params<'_>,
 ) -> Result<(), Rejection> {
-    if meta.malformed {
+    if params.meta.malformed {
         return Err(Rejection::invalid_params("_meta must be an object"));
     }
+    let request = kind == MessageKind::Request;
     match method {
-        Some(Method::ToolsCall) if arguments == Shape::Other => Err(Rejection::invalid_params(
-            "tools/call arguments must be an object",
-        )),
+        Some(Method::ToolsCall) if params.arguments == Shape::Other => Err(
+            Rejection::invalid_params("tools/call arguments must be an object"),
+        ),
+        Some(Method::ToolsCall) if request && params.name.is_none() => Err(
+            Rejection::invalid_params("tools/call params.name must be a string"),
+        ),
+        Some(Method::PromptsGet) if request && params.name.is_none() => Err(
+            Rejection::invalid_params("prompts/get params.name must be a string"),
+        ),
+        Some(Method::ResourcesRead) if request && params.uri.is_none() => Err(
+            Rejection::invalid_params("resources/read params.uri must be a string"),
+        ),
+        Some(Method::Initialize)
+            if request
+                && !(params.protocol_version.is_some()
+                    && params.capabilities == Shape::Object
+                    && params.client_info) =>
+        {
+            Err(Rejection::invalid_params(
+                "initialize needs protocolVersion (a string), capabilities (an object) and \
+                 clientInfo (an object with string name and version)",
+            ))
+        }
         // The filter is required; rmcp answers a listen without one with a 404 `-32601`.
-        Some(Method::SubscriptionsListen) if notifications != Shape::Object => Err(
+        Some(Method::SubscriptionsListen) if params.notifications != Shape::Object => Err(
             Rejection::invalid_params("subscriptions/listen notifications must be an object"),
         ),
         _ => Ok(()),
@@ -321,6 +345,9 @@ pub(crate) fn from_post(
         Some(IdField::Valid(id)) if id.len() > limits.max_id_len => {
             return Err(Rejection::invalid("JSON-RPC id too long"));
         }
+        Some(IdField::Valid(id)) if has_control(&id) => {
+            return Err(Rejection::invalid("JSON-RPC id has control characters"));
+        }
         Some(IdField::Valid(id)) => Some(id),
         Some(IdField::Invalid) => return Err(Rejection::invalid("invalid JSON-RPC id")),
     };
@@ -372,8 +399,8 @@ pub(crate) fn from_post(
     let revision = header_rev.or(meta_rev).or(init_rev);
 
     let name: Option<Box<str>> = match method.as_ref().and_then(Method::name_field) {
-        Some(NameField::Name) => params.name.map(Cow::into_owned).map(Into::into),
-        Some(NameField::Uri) => params.uri.map(Cow::into_owned).map(Into::into),
+        Some(NameField::Name) => params.name.as_deref().map(Into::into),
+        Some(NameField::Uri) => params.uri.as_deref().map(Into::into),
         None => None,
     };
 
@@ -421,19 +448,14 @@ pub(crate) fn from_post(
         // The schema's types hold in every message with params (rmcp answers a notification it
         // cannot read with a bare 415); the per-request `_meta` rules hold for requests.
         MessageKind::Request | MessageKind::Notification => {
-            params_problem(
-                method.as_ref(),
-                &params.meta,
-                params.arguments,
-                params.notifications,
-            )
-            .and_then(|()| match kind {
-                MessageKind::Request => {
-                    meta_problem(headers, header_rev, method.as_ref(), &params.meta)
-                }
-                _ => Ok(()),
-            })
-            .map_err(|r| r.with_id(id.clone()))?;
+            params_problem(method.as_ref(), kind, &params)
+                .and_then(|()| match kind {
+                    MessageKind::Request => {
+                        meta_problem(headers, header_rev, method.as_ref(), &params.meta)
+                    }
+                    _ => Ok(()),
+                })
+                .map_err(|r| r.with_id(id.clone()))?;
         }
         // 2026-07-28 has no server-to-client requests for a client to answer (rmcp refuses
         // one with an error that names no id).
@@ -459,9 +481,9 @@ pub(crate) fn from_post(
     .map_err(|r| r.with_id(id.clone()))?;
     // An id the message could not carry as its own is not matched as another's either.
     let cancels = match (&method, kind) {
-        (Some(Method::NotificationsCancelled), MessageKind::Notification) => params
-            .request_id
-            .filter(|target| target.len() <= limits.max_id_len),
+        (Some(Method::NotificationsCancelled), MessageKind::Notification) => {
+            params.request_id.filter(|target| usable_id(target, limits))
+        }
         _ => None,
     };
     Ok(McpRequest {
@@ -620,6 +642,10 @@ struct Params<'a> {
     arguments: Shape,
     /// What `notifications` (of `subscriptions/listen`) holds.
     notifications: Shape,
+    /// What `capabilities` (of `initialize`) holds.
+    capabilities: Shape,
+    /// `clientInfo` (of `initialize`) is an object with string `name` and `version`.
+    client_info: bool,
     meta: Meta,
 }
 
@@ -658,6 +684,17 @@ fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection
         .map_err(|_| wrong_shape(body, limits))
 }
 
+/// Whether a string id has control characters. Servers log ids as they are (rmcp does), so a
+/// line break in one would forge log lines.
+fn has_control(id: &RequestId) -> bool {
+    matches!(id, RequestId::String(s) if s.chars().any(char::is_control))
+}
+
+/// Whether an id is one the inspector accepts: not too long, no control characters.
+fn usable_id(id: &RequestId, limits: Limits) -> bool {
+    id.len() <= limits.max_id_len && !has_control(id)
+}
+
 /// Why an object did not read as a JSON-RPC message: it is not JSON (`-32700`), or it is JSON
 /// whose members have the wrong types, such as a `method` that is not a string or `params` that
 /// are a number: an invalid request (`-32600`), answered with its id when that can be read.
@@ -665,7 +702,7 @@ fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection
 fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
     match serde_json::from_slice::<IdOnly>(body) {
         Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
-            .with_id(id.filter(|id| id.len() <= limits.max_id_len)),
+            .with_id(id.filter(|id| usable_id(id, limits))),
         Err(_) => Rejection::parse("malformed JSON"),
     }
 }
@@ -801,6 +838,56 @@ impl<'de> Deserialize<'de> for Shape {
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Shape, A::Error> {
                 SkipVisitor.visit_map(m).map(|_| Shape::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a value is an MCP `Implementation`: an object whose `name` and `version` are
+/// strings (any other JSON is skipped, not an error).
+struct ImplementationDe(bool);
+
+impl<'de> Deserialize<'de> for ImplementationDe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ImplementationDe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_as!(ImplementationDe(false));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ImplementationDe(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ImplementationDe(false))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_seq(s).map(|_| ImplementationDe(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(field_identifier)]
+                enum K {
+                    #[serde(rename = "name")]
+                    Name,
+                    #[serde(rename = "version")]
+                    Version,
+                    #[serde(other)]
+                    Other,
+                }
+                let (mut name, mut version) = (false, false);
+                while let Some(k) = m.next_key::<K>()? {
+                    match k {
+                        K::Name => name = m.next_value::<MaybeStr<'de>>()?.0.is_some(),
+                        K::Version => version = m.next_value::<MaybeStr<'de>>()?.0.is_some(),
+                        K::Other => {
+                            m.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(ImplementationDe(name && version))
             }
         }
         d.deserialize_any(V)
@@ -963,6 +1050,10 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     Arguments,
                     #[serde(rename = "notifications")]
                     Notifications,
+                    #[serde(rename = "capabilities")]
+                    Capabilities,
+                    #[serde(rename = "clientInfo")]
+                    ClientInfo,
                     #[serde(rename = "_meta")]
                     Meta,
                     #[serde(other)]
@@ -983,6 +1074,8 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                         K::RequestId => p.request_id = m.next_value::<MaybeId>()?.0,
                         K::Arguments => p.arguments = m.next_value::<Shape>()?,
                         K::Notifications => p.notifications = m.next_value::<Shape>()?,
+                        K::Capabilities => p.capabilities = m.next_value::<Shape>()?,
+                        K::ClientInfo => p.client_info = m.next_value::<ImplementationDe>()?.0,
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
                         K::Other => {
                             m.next_value::<Skip>()?;
@@ -1145,7 +1238,7 @@ mod tests {
     /// to answer with a version it speaks, not a stateless request that must mirror headers.
     #[test]
     fn initialize_offering_the_stateless_revision_needs_no_mirrored_headers() {
-        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{}}}"#;
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
         let r = post(&[], init).unwrap();
         assert_eq!(r.method(), Some(&Method::Initialize));
         // Under the 2026-07-28 header the mirrored headers are still required.
@@ -1232,6 +1325,58 @@ mod tests {
         // Another method's `arguments` is its own business.
         let prompt = r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p","arguments":"x"}}"#;
         assert!(post(&[], prompt).is_ok());
+        // A request names its target with a string, and `initialize` has its required members
+        // (rmcp answers these with `-32601`, or for `initialize` a bare-text 400).
+        let req = |method: &str, params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{params}}}"#)
+        };
+        let client = r#""clientInfo":{"name":"c","version":"1"}"#;
+        let init = |members: &str| req("initialize", &format!("{{{members}}}"));
+        let good_init = init(&format!(
+            r#""protocolVersion":"2025-11-25","capabilities":{{}},{client}"#
+        ));
+        assert!(post(&[], &good_init).is_ok());
+        for (method, bad) in [
+            ("tools/call", "{}".to_owned()),
+            ("tools/call", r#"{"name":5}"#.to_owned()),
+            ("tools/call", "null".to_owned()),
+            ("prompts/get", r#"{"name":["p"]}"#.to_owned()),
+            ("resources/read", r#"{"uri":null}"#.to_owned()),
+            ("resources/read", r#"{"name":"file:///x"}"#.to_owned()),
+        ] {
+            let e = post(&[], &req(method, &bad)).unwrap_err();
+            assert_eq!(
+                (e.code, e.id),
+                (-32602, Some(RequestId::Number(7))),
+                "{method} {bad}"
+            );
+        }
+        for bad in [
+            init(&format!(r#""capabilities":{{}},{client}"#)),
+            init(&format!(
+                r#""protocolVersion":5,"capabilities":{{}},{client}"#
+            )),
+            init(&format!(r#""protocolVersion":"2025-11-25",{client}"#)),
+            init(&format!(
+                r#""protocolVersion":"2025-11-25","capabilities":"x",{client}"#
+            )),
+            init(r#""protocolVersion":"2025-11-25","capabilities":{}"#),
+            init(r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":"c""#),
+            init(r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c"}"#),
+            init(
+                r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":1,"version":"1"}"#,
+            ),
+            r#"{"jsonrpc":"2.0","id":7,"method":"initialize"}"#.to_owned(),
+        ] {
+            let e = post(&[], &bad).unwrap_err();
+            assert_eq!(
+                (e.code, e.id),
+                (-32602, Some(RequestId::Number(7))),
+                "{bad}"
+            );
+        }
+        // A notification of such a method is not a request: nothing to name.
+        assert!(post(&[], r#"{"jsonrpc":"2.0","method":"tools/call"}"#).is_ok());
         // A notification's `_meta` too (it has no id to answer with).
         let note = |meta: &str| {
             format!(
@@ -1322,7 +1467,7 @@ mod tests {
         let note =
             r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
         assert!(post(&h_note, note).is_ok());
-        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
         assert!(post(&[("mcp-method", "initialize")], init).is_ok());
         let old = [
             ("mcp-protocol-version", "2025-11-25"),
@@ -1376,7 +1521,7 @@ mod tests {
         assert_eq!(r.revision(), Some(ProtocolRevision::V2026_07_28));
         assert_eq!(r.session_id().unwrap(), "stale");
         // rmcp serves `initialize` within the session it names, whatever the header says.
-        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{}}}"#;
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2026-07-28","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
         let r = post(
             &[
                 stale,
@@ -1605,6 +1750,21 @@ mod tests {
         assert_eq!((e.code, e.id), (-32600, None));
         let long_bad = format!(r#"{{"id":"{}","method":1}}"#, "x".repeat(300));
         assert_eq!(post(&[], &long_bad).unwrap_err().id, None);
+        // An id with a control character (escaped in JSON, raw once decoded) would forge log
+        // lines wherever it is logged: refused, and not echoed.
+        for hostile in [
+            r#""a\nERROR forged""#,
+            r#""\u0000""#,
+            r#""tab\t""#,
+            r#""\u0085""#,
+        ] {
+            let req = format!(r#"{{"jsonrpc":"2.0","id":{hostile},"method":"ping"}}"#);
+            let e = post(&[], &req).unwrap_err();
+            assert_eq!((e.code, e.id), (-32600, None), "{hostile}");
+            let bad = format!(r#"{{"id":{hostile},"method":1}}"#);
+            assert_eq!(post(&[], &bad).unwrap_err().id, None, "{hostile}");
+        }
+        assert!(post(&[], r#"{"jsonrpc":"2.0","id":"ü-é 漢","method":"ping"}"#).is_ok());
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
         let deep_obj = format!(
@@ -1640,7 +1800,7 @@ mod tests {
                 "{body}"
             );
         }
-        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
         assert_eq!(
             post(&[], init).unwrap().revision(),
             Some(ProtocolRevision::V2025_11_25)
