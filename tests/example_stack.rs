@@ -447,6 +447,59 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
     assert_no_failures(&ex, "slow");
 }
 
+/// A 2025-11-25 client that reuses the id of a call still in progress in its session (MCP
+/// forbids it): rmcp would keep one answer slot for both, leaving one unanswered until the call
+/// deadline, and those timeouts would open the tool's circuit for everyone. The reuse is
+/// refused at once, the first call gets its own answer, and nothing counts as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
+    let ex = spawn_example(&[]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    let id = c.next_id();
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "slow", json!({"ms": 800}), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resp);
+    for _ in 0..3 {
+        let reuse = bounded(
+            5,
+            c.call_with_id(
+                id,
+                "tools/call",
+                json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reuse.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reuse.error_code(), Some(-32600));
+    }
+    // The first call's answer is its own, and arrives.
+    let last = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
+        .await
+        .and_then(|e| e.json())
+        .expect("the slow call's answer");
+    assert!(last["result"].is_object(), "{last}");
+    // Done: the id is free again.
+    let again = bounded(
+        10,
+        c.call_with_id(
+            id,
+            "tools/call",
+            json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.tool_text(), Some("3"));
+    assert_no_failures(&ex, "slow");
+    assert_no_failures(&ex, "add");
+}
+
 /// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
 /// the call's stream without a final response. The client's choice again, not a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

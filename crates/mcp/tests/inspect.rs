@@ -425,7 +425,7 @@ async fn an_overlong_body_timeout_is_cut_to_one_day() {
 
 /// Polls the inspector once, outside any Tokio runtime: creating a `Sleep` there panics, so a
 /// request that completes here never armed the body-read timer.
-fn poll_without_runtime<B>(layer: McpInspectLayer, req: Request<B>) -> Option<StatusCode>
+fn poll_without_runtime<B>(layer: &McpInspectLayer, req: Request<B>) -> Option<StatusCode>
 where
     B: http_body::Body + Send + 'static,
 {
@@ -446,7 +446,7 @@ fn a_ready_body_never_arms_the_timer() {
     let layer = McpInspectLayer::new();
     // One ready frame.
     assert_eq!(
-        poll_without_runtime(layer, post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)),
+        poll_without_runtime(&layer, post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)),
         Some(StatusCode::OK)
     );
     // Several frames, all ready.
@@ -455,13 +455,105 @@ fn a_ready_body_never_arms_the_timer() {
         .header("content-type", "application/json")
         .body(StreamBody::new(stream::iter(chunks)))
         .unwrap();
-    assert_eq!(poll_without_runtime(layer, req), Some(StatusCode::OK));
+    assert_eq!(poll_without_runtime(&layer, req), Some(StatusCode::OK));
     // With the deadline off, even a body that is not ready creates no timer.
     let (_tx, req) = fed_post();
-    let off = layer.body_timeout(Duration::ZERO);
-    assert_eq!(poll_without_runtime(off, req), None);
+    let off = layer.clone().body_timeout(Duration::ZERO);
+    assert_eq!(poll_without_runtime(&off, req), None);
     // Deadline on, body not ready, and no Tokio runtime to time it: read without a deadline
     // (a warning), never a panic.
     let (_tx, req) = fed_post();
-    assert_eq!(poll_without_runtime(layer, req), None);
+    assert_eq!(poll_without_runtime(&layer, req), None);
+}
+
+/// A 2025-11-25 POST of `session`.
+fn session_post(body: &'static str, session: &'static str) -> Request<String> {
+    let mut req = post(body);
+    let h = req.headers_mut();
+    h.insert("mcp-session-id", session.parse().unwrap());
+    h.insert("mcp-protocol-version", "2025-11-25".parse().unwrap());
+    req
+}
+
+/// MCP forbids reusing an id within a session, and rmcp, which keeps one answer slot per id,
+/// would leave one of the two requests unanswered: a request whose id is in progress in its
+/// session is answered here, until the first one's answer has ended.
+#[tokio::test(start_paused = true)]
+async fn an_id_in_progress_in_its_session_is_refused() {
+    use tower_armor_mcp::{CompletionHandle, Outcome};
+    const CALL: &str =
+        r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"slow"}}"#;
+    let (svc, mut handle) = setup(McpInspectLayer::new());
+    let send =
+        |session: &'static str| tokio::spawn(svc.clone().oneshot(session_post(CALL, session)));
+    // Answered here at once: a request that reached the (silent) mock would time out.
+    type Answer = Result<Response<tower_armor_mcp::ResponseBody<String>>, tower::BoxError>;
+    let refused = |call: tokio::task::JoinHandle<Answer>| async move {
+        let resp = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("answered by the inspector")
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let v = body_json(resp).await;
+        assert_eq!(
+            (v["error"]["code"].clone(), v["id"].clone()),
+            (serde_json::json!(-32600), serde_json::json!(42))
+        );
+    };
+
+    let first = send("s-1");
+    let (_req, reply) = handle.next_request().await.unwrap();
+    refused(send("s-1")).await;
+    // Another session may use the id, and so may a request without a session.
+    let other = send("s-2");
+    let (_other_req, other_reply) = handle.next_request().await.unwrap();
+    let stateless = tokio::spawn(svc.clone().oneshot(post(CALL)));
+    let (_s_req, s_reply) = handle.next_request().await.unwrap();
+
+    // The answer carries a completion handle (per-call layers put one on every call's answer):
+    // the id stays in progress until the answer has ended, headers or not.
+    let done = CompletionHandle::new();
+    let mut answer = Response::new(String::new());
+    answer.extensions_mut().insert(done.clone());
+    reply.send_response(answer);
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    refused(send("s-1")).await;
+    done.complete(Outcome::Success);
+
+    // Free again. An answer without a handle frees it when its headers arrive.
+    let again = send("s-1");
+    let (_req, reply) = handle.next_request().await.unwrap();
+    reply.send_response(Response::new(String::new()));
+    assert_eq!(again.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // A caller that goes away before the answer frees it too.
+    let gone = send("s-1");
+    let (_req, _reply) = handle.next_request().await.unwrap();
+    gone.abort();
+    let _ = gone.await;
+    let last = send("s-1");
+    let (_req, reply) = handle.next_request().await.unwrap();
+    reply.send_response(Response::new(String::new()));
+    assert_eq!(last.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    other_reply.send_response(Response::new(String::new()));
+    s_reply.send_response(Response::new(String::new()));
+    assert_eq!(other.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(stateless.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+/// With the check off, the inner service sees the reused id (and answers as it will).
+#[tokio::test(start_paused = true)]
+async fn the_in_progress_check_can_be_turned_off() {
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (svc, mut handle) = setup(McpInspectLayer::new().max_in_flight_ids(0));
+    let a = tokio::spawn(svc.clone().oneshot(session_post(CALL, "s-1")));
+    let b = tokio::spawn(svc.clone().oneshot(session_post(CALL, "s-1")));
+    for _ in 0..2 {
+        let (_req, reply) = handle.next_request().await.unwrap();
+        reply.send_response(Response::new(String::new()));
+    }
+    assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(b.await.unwrap().unwrap().status(), StatusCode::OK);
 }

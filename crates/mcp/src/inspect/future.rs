@@ -1,6 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use super::in_flight::{InFlight, InFlightIds};
 use super::parse::{self, Limits, Rejection};
-use crate::CorrelationId;
 use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
 use crate::error::CODE_BODY_TIMEOUT;
+use crate::{CompletionHandle, CorrelationId};
 use crate::{ListenId, MessageKind, Method, ProtocolRevision};
 
 pin_project! {
@@ -46,12 +48,15 @@ pin_project! {
             // Armed on the first `Pending` from the body, never before: a body that is complete
             // when the request comes costs no timer. Boxed so the slow path alone pays for it.
             sleep: Option<Pin<Box<Sleep>>>,
+            in_flight: Option<Arc<InFlightIds>>,
         },
         Calling {
             #[pin]
             future: F,
             // A `subscriptions/listen` request's id, put on its answer.
             listen: Option<ListenId>,
+            // The request's id marked in progress in its session, until its answer ends.
+            in_flight: Option<InFlight>,
         },
         Answer {
             rejection: Option<Rejection>,
@@ -105,6 +110,7 @@ where
             state: State::Calling {
                 future,
                 listen: None,
+                in_flight: None,
             },
         }
     }
@@ -118,6 +124,7 @@ where
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn reading(
         body: B,
         parts: Parts,
@@ -126,6 +133,7 @@ where
         limits: Limits,
         max: usize,
         timeout: Option<Duration>,
+        in_flight: Option<Arc<InFlightIds>>,
     ) -> Self {
         ResponseFuture {
             state: State::Reading {
@@ -138,6 +146,7 @@ where
                 max,
                 timeout,
                 sleep: None,
+                in_flight,
             },
         }
     }
@@ -197,11 +206,21 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Calling { future, listen } => {
+                StateProj::Calling {
+                    future,
+                    listen,
+                    in_flight,
+                } => {
                     let result = ready!(future.poll(cx));
                     return Poll::Ready(result.map(|mut r| {
                         if let Some(id) = listen.take() {
                             r.extensions_mut().insert(id);
+                        }
+                        // The id stays in progress until the answer has ended.
+                        if let Some(entry) = in_flight.take()
+                            && let Some(h) = r.extensions().get::<CompletionHandle>()
+                        {
+                            h.on_complete(move |_| drop(entry));
                         }
                         r.map(ResponseBody::inner)
                     }));
@@ -265,6 +284,7 @@ where
                     max,
                     timeout,
                     sleep,
+                    in_flight,
                 } => {
                     let done = loop {
                         let frame = match body.as_mut().poll_frame(cx) {
@@ -316,9 +336,18 @@ where
                         } else {
                             parse::from_headers(&parts.method, &parts.headers, *limits)?
                         };
-                        Ok((bytes, facts))
+                        // A request whose id is in progress in its session never reaches
+                        // the server.
+                        let entry =
+                            match (&*in_flight, facts.kind(), facts.session_id(), facts.id()) {
+                                (Some(t), MessageKind::Request, Some(s), Some(id)) => t
+                                    .begin(s, id)
+                                    .map_err(|_| Rejection::in_use().with_id(Some(id.clone())))?,
+                                _ => None,
+                            };
+                        Ok((bytes, facts, entry))
                     }) {
-                        Ok((bytes, facts)) => {
+                        Ok((bytes, facts, entry)) => {
                             crate::span::record_request(&facts);
                             let listen = match (facts.method(), facts.kind(), facts.id()) {
                                 (
@@ -334,6 +363,7 @@ where
                             State::Calling {
                                 future: svc.call(req),
                                 listen,
+                                in_flight: entry,
                             }
                         }
                         Err(rejection) => State::Answer {

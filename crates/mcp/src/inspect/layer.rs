@@ -1,7 +1,9 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::in_flight::InFlightIds;
 use super::parse::Limits;
 use super::service::McpInspect;
 
@@ -34,12 +36,28 @@ use super::service::McpInspect;
 /// it. It counts from the first poll that finds the body not ready; a body already complete
 /// when the request is called (one ready frame) never sets a timer. The timer is a Tokio
 /// `Sleep`: a slow body needs a Tokio runtime with time enabled (as hyper servers have).
-#[derive(Clone, Copy, Debug)]
+///
+/// # Ids in progress
+///
+/// A 2025-11-25 request whose id is still in progress in its session (MCP forbids reusing an
+/// id within a session) gets 400 + `-32600` with that id, and never reaches the server. rmcp
+/// keeps one answer slot per id: the second request would take the first one's, one of them
+/// would wait unanswered until the call deadline, and those timeouts, counted as failures of a
+/// tool that did nothing wrong, could open its circuit for every client. An id is in progress
+/// from its request until its answer has ended, as the answer's
+/// [`CompletionHandle`](crate::CompletionHandle) tells (per-call layers further in, such as the
+/// circuit breaker, bulkhead or timeout, put one on every call's answer); an answer without one
+/// frees its id when its headers arrive. The table holds a keyed 8-byte hash per call, at most
+/// [`max_in_flight_ids`](Self::max_in_flight_ids) of them; beyond that calls go on untracked.
+/// Clones of the layer share the table.
+#[derive(Clone, Debug)]
 pub struct McpInspectLayer {
     pub(crate) max_body: usize,
     pub(crate) limits: Limits,
     /// `None`: no deadline.
     pub(crate) body_timeout: Option<Duration>,
+    /// `None`: ids in progress are not tracked.
+    pub(crate) in_flight: Option<Arc<InFlightIds>>,
 }
 
 impl Default for McpInspectLayer {
@@ -57,9 +75,11 @@ impl McpInspectLayer {
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// The longest body-read deadline: one day. Longer settings are cut to it.
     pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The default bound of the table of ids in progress: 65,536 calls (at most about 2 MiB).
+    pub const DEFAULT_MAX_IN_FLIGHT_IDS: usize = 1 << 16;
 
     /// A layer with the defaults: 4 MiB bodies read within 30 s, ids up to 256 bytes, unknown
-    /// protocol versions rejected.
+    /// protocol versions rejected, ids in progress tracked for up to 65,536 calls.
     pub fn new() -> Self {
         McpInspectLayer {
             max_body: Self::DEFAULT_MAX_BODY,
@@ -68,6 +88,7 @@ impl McpInspectLayer {
                 reject_unknown_versions: true,
             },
             body_timeout: Some(Self::DEFAULT_BODY_TIMEOUT),
+            in_flight: Some(Arc::new(InFlightIds::new(Self::DEFAULT_MAX_IN_FLIGHT_IDS))),
         }
     }
 
@@ -114,6 +135,15 @@ impl McpInspectLayer {
         self
     }
 
+    /// How many calls the table of ids in progress tracks at most (see
+    /// [Ids in progress](Self#ids-in-progress)); `0` turns the check off. Default
+    /// [65,536](Self::DEFAULT_MAX_IN_FLIGHT_IDS). Starts a new table, shared by the clones
+    /// made from here on.
+    pub fn max_in_flight_ids(mut self, max: usize) -> Self {
+        self.in_flight = (max > 0).then(|| Arc::new(InFlightIds::new(max)));
+        self
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
@@ -123,7 +153,7 @@ impl<S> Layer<S> for McpInspectLayer {
     type Service = McpInspect<S>;
 
     fn layer(&self, inner: S) -> McpInspect<S> {
-        McpInspect::new(inner, *self)
+        McpInspect::new(inner, self.clone())
     }
 }
 
@@ -133,18 +163,32 @@ mod tests {
 
     #[test]
     fn body_timeout_defaults_turns_off_and_clamps() {
-        let l = McpInspectLayer::new();
-        assert_eq!(l.body_timeout, Some(McpInspectLayer::DEFAULT_BODY_TIMEOUT));
+        let l = McpInspectLayer::new;
+        assert_eq!(
+            l().body_timeout,
+            Some(McpInspectLayer::DEFAULT_BODY_TIMEOUT)
+        );
         let d = Duration::from_millis(1500);
-        assert_eq!(l.body_timeout(d).body_timeout, Some(d));
-        assert_eq!(l.body_timeout(Duration::ZERO).body_timeout, None);
+        assert_eq!(l().body_timeout(d).body_timeout, Some(d));
+        assert_eq!(l().body_timeout(Duration::ZERO).body_timeout, None);
         let max = McpInspectLayer::MAX_BODY_TIMEOUT;
-        assert_eq!(l.body_timeout(max).body_timeout, Some(max));
+        assert_eq!(l().body_timeout(max).body_timeout, Some(max));
         for long in [max + Duration::from_nanos(1), Duration::MAX] {
-            assert_eq!(l.body_timeout(long).body_timeout, Some(max));
+            assert_eq!(l().body_timeout(long).body_timeout, Some(max));
         }
         // Off, then on again.
-        let again = l.body_timeout(Duration::ZERO).body_timeout(d);
+        let again = l().body_timeout(Duration::ZERO).body_timeout(d);
         assert_eq!(again.body_timeout, Some(d));
+    }
+
+    #[test]
+    fn clones_share_the_in_flight_table_and_zero_turns_it_off() {
+        let l = McpInspectLayer::new();
+        let c = l.clone();
+        assert!(Arc::ptr_eq(
+            l.in_flight.as_ref().unwrap(),
+            c.in_flight.as_ref().unwrap()
+        ));
+        assert!(l.max_in_flight_ids(0).in_flight.is_none());
     }
 }

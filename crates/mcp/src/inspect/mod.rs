@@ -14,6 +14,7 @@
 //! | a request under 2026-07-28 (by the header; `server/discover` always) whose `_meta` lacks `io.modelcontextprotocol/protocolVersion` or `.../clientCapabilities` (an object) | 400, `-32602`, naming the missing keys |
 //! | a request's `_meta` or `tools/call` `arguments` that is not an object (or `null`); a notification's `_meta` likewise; a `tools/call` or `prompts/get` without a string `name`, a `resources/read` without a string `uri` (rmcp: `-32601`); an `initialize` without a string `protocolVersion`, an object `capabilities` and a `clientInfo` with string `name` and `version` (rmcp: a bare-text 400 about a missing session); a `subscriptions/listen` whose `notifications` filter is missing or not an object (rmcp: 404 `-32601`) | 400, `-32602`, the id when there is one |
 //! | a JSON-RPC response POSTed under 2026-07-28 (it has no server requests for a client to answer) | 400, `-32600`, with the id |
+//! | a 2025-11-25 request whose id is in progress in its session (see [Ids in progress](McpInspectLayer#ids-in-progress)) | 400, `-32600`, with the id |
 //! | unknown `MCP-Protocol-Version` (unless [`McpInspectLayer::allow_unknown_versions`]) | 400, `-32022` with the request's id and `data.supported` (every revision this crate knows) and `data.requested`, so an auto-negotiating client can retry with a version both sides speak |
 //! | a body that fails while being read | 400, `-32600` |
 //! | a body not complete within [`McpInspectLayer::body_timeout`] (default 30 s) | 408, [`CODE_BODY_TIMEOUT`](crate::error::CODE_BODY_TIMEOUT), `id: null`, `Connection: close` on HTTP/1; see [Body-read deadline](McpInspectLayer#body-read-deadline) |
@@ -28,6 +29,7 @@
 //! [`McpRequest`]: crate::McpRequest
 
 mod future;
+mod in_flight;
 mod layer;
 pub(crate) mod parse;
 mod service;

@@ -123,11 +123,16 @@ impl Rejection {
         )
     }
 
+    /// A 2025-11-25 request reusing an id in progress in its session.
+    pub(crate) fn in_use() -> Self {
+        Self::invalid("JSON-RPC id already in use by a request in progress in this session")
+    }
+
     pub(crate) fn unreadable() -> Self {
         Self::invalid("request body could not be read")
     }
 
-    fn with_id(mut self, id: Option<RequestId>) -> Self {
+    pub(crate) fn with_id(mut self, id: Option<RequestId>) -> Self {
         self.id = id;
         self
     }

@@ -88,7 +88,8 @@ where
         }
         let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
         let timeout = self.config.body_timeout;
-        ResponseFuture::reading(body, parts, service, json, limits, max, timeout)
+        let in_flight = self.config.in_flight.clone();
+        ResponseFuture::reading(body, parts, service, json, limits, max, timeout, in_flight)
     }
 }
 
