@@ -601,11 +601,15 @@ async fn list_breakers(
 async fn control_breaker(
     State(admin): State<Admin>,
     principal: Option<Extension<Principal>>,
-    Path((key, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> axum::response::Response {
     if !admin.admits(principal.as_deref()) {
         return StatusCode::NOT_FOUND.into_response();
     }
+    // A segment that does not decode (`%ff`) names no circuit.
+    let Some(Path((key, action))) = path.ok() else {
+        return (StatusCode::NOT_FOUND, "no such circuit\n").into_response();
+    };
     let Some(circuit) = admin.breakers.circuit(&key) else {
         return (StatusCode::NOT_FOUND, "no such circuit\n").into_response();
     };

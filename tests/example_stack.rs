@@ -243,7 +243,12 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
     assert_eq!(unknown_path.status(), StatusCode::NOT_FOUND);
     assert_eq!(unknown_path.headers()["x-request-id"], "admin-check-1");
     let unknown_body = unknown_path.bytes().await.unwrap();
-    for path in ["/admin/breakers", "/admin/breakers/crash/reset"] {
+    for path in [
+        "/admin/breakers",
+        "/admin/breakers/crash/reset",
+        // A segment that does not decode: still the one answer.
+        "/admin/breakers/%ff/reset",
+    ] {
         let r = if path.ends_with("reset") {
             http.post(ex.server.url_for(path))
                 .bearer_auth(ALICE)
@@ -259,6 +264,14 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
     let listed = get("/admin/breakers", BOB).await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
     assert!(listed.text().await.unwrap().contains("crash"));
+    let undecodable = http
+        .post(ex.server.url_for("/admin/breakers/%ff/reset"))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(undecodable.status(), StatusCode::NOT_FOUND);
+    assert_eq!(undecodable.text().await.unwrap(), "no such circuit\n");
     let health = http
         .get(ex.server.url_for("/healthz"))
         .send()

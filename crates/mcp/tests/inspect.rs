@@ -557,3 +557,61 @@ async fn the_in_progress_check_can_be_turned_off() {
     assert_eq!(a.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(b.await.unwrap().unwrap().status(), StatusCode::OK);
 }
+
+/// RFC 9112 §3.2: `Host` repeated, invalid, or another authority than an absolute-form
+/// target's gets 400 here (the server's allowed-hosts check reads the first `Host`); a
+/// transfer coding other than `chunked` gets 501 (§6.1). None of them reaches the server.
+#[tokio::test(start_paused = true)]
+async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
+    const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let with = |target: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::post(target)
+            .header("content-type", "application/json")
+            .body(PING.to_string())
+            .unwrap();
+        for (k, v) in headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+            req.headers_mut().append(name, v.parse().unwrap());
+        }
+        req
+    };
+    for (req, status) in [
+        (
+            with("/mcp", &[("host", "127.0.0.1"), ("host", "evil.example")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with("/mcp", &[("host", "user@localhost")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (with("/mcp", &[("host", "")]), StatusCode::BAD_REQUEST),
+        (
+            with("http://evil.example/mcp", &[("host", "127.0.0.1")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with("/mcp", &[("transfer-encoding", "gzip, chunked")]),
+            StatusCode::NOT_IMPLEMENTED,
+        ),
+    ] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), status);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], -32600);
+        assert!(handle.next_request().await.is_none());
+    }
+    // One `Host`, matching the target when it has an authority; plain `chunked`.
+    for req in [
+        with("/mcp", &[("host", "127.0.0.1:8080")]),
+        with("http://LocalHost:8080/mcp", &[("host", "localhost:8080")]),
+        with("/mcp", &[("transfer-encoding", "chunked")]),
+        with("/mcp", &[]),
+    ] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        let call = tokio::spawn(svc.oneshot(req));
+        let (_req, reply) = handle.next_request().await.expect("passed inward");
+        reply.send_response(Response::new(String::new()));
+        assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+}

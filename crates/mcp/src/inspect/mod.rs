@@ -3,6 +3,8 @@
 //!
 //! | input | answer |
 //! |---|---|
+//! | `Host` repeated, invalid (user information included) or not the authority of an absolute-form target (or HTTP/2 `:authority`), RFC 9112 §3.2 | 400, `-32600`, `id: null` |
+//! | a `Transfer-Encoding` naming a coding other than `chunked`, which nothing here decodes (RFC 9112 §6.1) | 501, `-32600`, `id: null` |
 //! | a body with a `Content-Encoding` other than `identity` (never decoded here nor by the server: read as it is, the server would see other bytes than a proxy that decodes it) | 415, `-32600`, `id: null` |
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |

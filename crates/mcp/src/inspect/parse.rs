@@ -128,6 +128,20 @@ impl Rejection {
         Self::invalid("JSON-RPC id already in use by a request in progress in this session")
     }
 
+    /// A request whose `Host` is repeated, invalid, or not the request target's authority.
+    pub(crate) fn bad_host(message: &'static str) -> Self {
+        Self::invalid(message)
+    }
+
+    /// A request body with a transfer coding other than `chunked` (RFC 9112 §6.1: 501).
+    pub(crate) fn transfer_coded() -> Self {
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            jsonrpc::INVALID_REQUEST,
+            "transfer codings other than chunked are not supported",
+        )
+    }
+
     pub(crate) fn unreadable() -> Self {
         Self::invalid("request body could not be read")
     }

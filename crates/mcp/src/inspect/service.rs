@@ -50,6 +50,10 @@ where
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
 
+        if let Some(rej) = host_problem(&parts).or_else(|| transfer_coding_problem(&parts.headers))
+        {
+            return ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>());
+        }
         let method = &parts.method;
         if method == http::Method::GET
             || method == http::Method::HEAD
@@ -91,6 +95,42 @@ where
         let in_flight = self.config.in_flight.clone();
         ResponseFuture::reading(body, parts, service, json, limits, max, timeout, in_flight)
     }
+}
+
+/// RFC 9112 §3.2: a request with more than one `Host` field, or an invalid one (user
+/// information included), gets 400. So does one whose absolute-form target (or HTTP/2
+/// `:authority`) names another authority than its `Host`: the target's is the one that counts
+/// (§3.2.2), while the server's allowed-hosts check reads `Host`. A request without `Host`
+/// is left to the server.
+fn host_problem(parts: &http::request::Parts) -> Option<Rejection> {
+    let mut all = parts.headers.get_all(header::HOST).iter();
+    let host = all.next()?;
+    if all.next().is_some() {
+        return Some(Rejection::bad_host("Host header repeated"));
+    }
+    let valid =
+        http::uri::Authority::try_from(host.as_bytes()).is_ok_and(|a| !a.as_str().contains('@'));
+    if !valid {
+        return Some(Rejection::bad_host("invalid Host header"));
+    }
+    match parts.uri.authority() {
+        Some(a) if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => Some(
+            Rejection::bad_host("Host header does not match the request target"),
+        ),
+        _ => None,
+    }
+}
+
+/// RFC 9112 §6.1: a transfer coding other than `chunked` (which the HTTP server has already
+/// decoded) is one nothing here decodes: 501 rather than reading the coded bytes as JSON.
+fn transfer_coding_problem(headers: &http::HeaderMap) -> Option<Rejection> {
+    let coded = headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
+    });
+    coded.then(Rejection::transfer_coded)
 }
 
 /// Whether a request body is content-coded: a `Content-Encoding` naming anything but
