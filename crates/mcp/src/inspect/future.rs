@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::in_flight::{InFlight, InFlightIds};
+use super::layer::McpInspectLayer;
 use super::parse::{self, Limits, Rejection};
 use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
 use crate::error::CODE_BODY_TIMEOUT;
@@ -124,16 +125,12 @@ where
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn reading(
         body: B,
         parts: Parts,
         service: S,
         json: bool,
-        limits: Limits,
-        max: usize,
-        timeout: Option<Duration>,
-        in_flight: Option<Arc<InFlightIds>>,
+        config: &McpInspectLayer,
     ) -> Self {
         ResponseFuture {
             state: State::Reading {
@@ -142,11 +139,11 @@ where
                 parts: Some(parts),
                 service: Some(service),
                 json,
-                limits,
-                max,
-                timeout,
+                limits: config.limits,
+                max: config.max_body,
+                timeout: config.body_timeout,
                 sleep: None,
-                in_flight,
+                in_flight: config.in_flight.clone(),
             },
         }
     }

@@ -45,7 +45,6 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let limits = self.config.limits;
         // The readied service goes into the future; a fresh clone stays for the next call.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
@@ -59,7 +58,7 @@ where
             || method == http::Method::HEAD
             || method == http::Method::DELETE
         {
-            return match parse::from_headers(method, &parts.headers, limits) {
+            return match parse::from_headers(method, &parts.headers, self.config.limits) {
                 Ok(facts) => {
                     crate::span::record_request(&facts);
                     parts.extensions.insert(facts);
@@ -91,9 +90,7 @@ where
             );
         }
         let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
-        let timeout = self.config.body_timeout;
-        let in_flight = self.config.in_flight.clone();
-        ResponseFuture::reading(body, parts, service, json, limits, max, timeout, in_flight)
+        ResponseFuture::reading(body, parts, service, json, &self.config)
     }
 }
 
@@ -108,9 +105,7 @@ fn host_problem(parts: &http::request::Parts) -> Option<Rejection> {
     if all.next().is_some() {
         return Some(Rejection::bad_host("Host header repeated"));
     }
-    let valid =
-        http::uri::Authority::try_from(host.as_bytes()).is_ok_and(|a| !a.as_str().contains('@'));
-    if !valid {
+    if !is_host(host.as_bytes()) {
         return Some(Rejection::bad_host("invalid Host header"));
     }
     match parts.uri.authority() {
@@ -119,6 +114,14 @@ fn host_problem(parts: &http::request::Parts) -> Option<Rejection> {
         ),
         _ => None,
     }
+}
+
+/// Whether a `Host` value is `host[:port]` in RFC 3986's characters: not empty, no user
+/// information (`@`), no space, path, query or non-ASCII byte. (The server checks the name.)
+fn is_host(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
 }
 
 /// RFC 9112 §6.1: a transfer coding other than `chunked` (which the HTTP server has already
