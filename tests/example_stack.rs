@@ -443,14 +443,7 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
     let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
     for _ in 0..2 {
         let id = c.next_id();
-        let resp = bounded(
-            10,
-            c.open_call_stream_with_id(id, "slow", json!({"ms": 3000}), None),
-        )
-        .await
-        .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let mut stream = SseStream::new(resp);
+        let mut stream = open_slow(&c, id, 3000).await;
         let cancelled = bounded(10, c.cancel(id, "the user changed their mind"))
             .await
             .unwrap();
@@ -458,6 +451,18 @@ async fn a_call_the_client_cancels_is_not_a_breaker_failure() {
         ends_early_without_a_message(&mut stream, "rmcp ends a cancelled call's stream").await;
     }
     assert_no_failures(&ex, "slow");
+}
+
+/// Starts a `slow` call of `ms` under `id` and returns its open answer stream.
+async fn open_slow(c: &RawClient, id: i64, ms: u64) -> SseStream {
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "slow", json!({ "ms": ms }), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    SseStream::new(resp)
 }
 
 /// A 2025-11-25 client that reuses the id of a call still in progress in its session (MCP
@@ -469,25 +474,13 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
     let ex = spawn_example(&[]).await;
     let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
     let id = c.next_id();
-    let resp = bounded(
-        10,
-        c.open_call_stream_with_id(id, "slow", json!({"ms": 800}), None),
-    )
-    .await
-    .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut stream = SseStream::new(resp);
+    let mut stream = open_slow(&c, id, 800).await;
+    let add = || {
+        let args = json!({"name": "add", "arguments": {"a": 1, "b": 2}});
+        bounded(5, c.call_with_id(id, "tools/call", args))
+    };
     for _ in 0..3 {
-        let reuse = bounded(
-            5,
-            c.call_with_id(
-                id,
-                "tools/call",
-                json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
-            ),
-        )
-        .await
-        .unwrap();
+        let reuse = add().await.unwrap();
         assert_eq!(reuse.status, StatusCode::BAD_REQUEST);
         assert_eq!(reuse.error_code(), Some(-32600));
     }
@@ -498,16 +491,7 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
         .expect("the slow call's answer");
     assert!(last["result"].is_object(), "{last}");
     // Done: the id is free again.
-    let again = bounded(
-        10,
-        c.call_with_id(
-            id,
-            "tools/call",
-            json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let again = add().await.unwrap();
     assert_eq!(again.tool_text(), Some("3"));
     assert_no_failures(&ex, "slow");
     assert_no_failures(&ex, "add");
