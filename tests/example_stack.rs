@@ -468,21 +468,40 @@ async fn open_slow(c: &RawClient, id: i64, ms: u64) -> SseStream {
 /// A 2025-11-25 client that reuses the id of a call still in progress in its session (MCP
 /// forbids it): rmcp would keep one answer slot for both, leaving one unanswered until the call
 /// deadline, and those timeouts would open the tool's circuit for everyone. The reuse is
-/// refused at once, the first call gets its own answer, and nothing counts as a failure.
+/// refused at once, the first call gets its own answer, and nothing counts as a failure. With a
+/// resume grace, a call whose stream the client dropped runs on, held for resumption: its id
+/// stays in progress until the tool is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
-    let ex = spawn_example(&[]).await;
+    let ex = spawn_example(&[("MCP_CALL_RESUME_GRACE_MS", "3000")]).await;
     let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
-    let id = c.next_id();
-    let mut stream = open_slow(&c, id, 800).await;
-    let add = || {
+    let add = |id: i64| {
         let args = json!({"name": "add", "arguments": {"a": 1, "b": 2}});
         bounded(5, c.call_with_id(id, "tools/call", args))
     };
+    let refused = |reply: tower_armor_test_support::CallReply| {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.error_code(), Some(-32600));
+    };
+    // The id is free again once the call is over and the server has let go of its request:
+    // a bounded wait for that, not a race with rmcp's own clean-up.
+    let free_again = |id: i64| async move {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        loop {
+            let r = add(id).await.unwrap();
+            if r.status != StatusCode::BAD_REQUEST {
+                assert_eq!(r.tool_text(), Some("3"));
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "id {id} never free again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let id = c.next_id();
+    let mut stream = open_slow(&c, id, 800).await;
     for _ in 0..3 {
-        let reuse = add().await.unwrap();
-        assert_eq!(reuse.status, StatusCode::BAD_REQUEST);
-        assert_eq!(reuse.error_code(), Some(-32600));
+        refused(add(id).await.unwrap());
     }
     // The first call's answer is its own, and arrives.
     let last = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
@@ -490,9 +509,18 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
         .and_then(|e| e.json())
         .expect("the slow call's answer");
     assert!(last["result"].is_object(), "{last}");
-    // Done: the id is free again.
-    let again = add().await.unwrap();
-    assert_eq!(again.tool_text(), Some("3"));
+    free_again(id).await;
+
+    // The client drops the stream; the tool runs on (held for resumption).
+    let id = c.next_id();
+    let started = Instant::now();
+    drop(open_slow(&c, id, 800).await);
+    refused(add(id).await.unwrap());
+    let freed = free_again(id).await;
+    assert!(
+        freed - started >= Duration::from_millis(700),
+        "freed while the tool still ran"
+    );
     assert_no_failures(&ex, "slow");
     assert_no_failures(&ex, "add");
 }

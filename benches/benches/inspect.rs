@@ -9,7 +9,7 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_armor_mcp::inspect::McpInspectLayer;
@@ -84,6 +84,29 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+        // The same request in a 2025-11-25 session: its id is marked in progress (and freed
+        // again, as the answer has no completion handle) in the layer's table.
+        g.bench_with_input(
+            BenchmarkId::new("mcp_inspect_session", size),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let s = ServiceExt::<Request<Full<Bytes>>>::ready(&mut ours)
+                            .await
+                            .unwrap();
+                        let mut req = request(body);
+                        let h = req.headers_mut();
+                        h.insert("mcp-session-id", HeaderValue::from_static("s-0123456789"));
+                        h.insert(
+                            "mcp-protocol-version",
+                            HeaderValue::from_static("2025-11-25"),
+                        );
+                        s.call(req).await.unwrap()
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }

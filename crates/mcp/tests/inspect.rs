@@ -477,7 +477,9 @@ fn session_post(body: &'static str, session: &'static str) -> Request<String> {
 
 /// MCP forbids reusing an id within a session, and rmcp, which keeps one answer slot per id,
 /// would leave one of the two requests unanswered: a request whose id is in progress in its
-/// session is answered here, until the first one's answer has ended.
+/// session is answered here, until the first one's answer has ended and the server has let go
+/// of the request (rmcp holds it while the handler runs). Here the mock's request stands for
+/// the server's hold.
 #[tokio::test(start_paused = true)]
 async fn an_id_in_progress_in_its_session_is_refused() {
     use tower_armor_mcp::{CompletionHandle, Outcome};
@@ -503,7 +505,7 @@ async fn an_id_in_progress_in_its_session_is_refused() {
     };
 
     let first = send("s-1");
-    let (_req, reply) = handle.next_request().await.unwrap();
+    let (held, reply) = handle.next_request().await.unwrap();
     refused(send("s-1")).await;
     // Another session may use the id, and so may a request without a session.
     let other = send("s-2");
@@ -512,7 +514,7 @@ async fn an_id_in_progress_in_its_session_is_refused() {
     let (_s_req, s_reply) = handle.next_request().await.unwrap();
 
     // The answer carries a completion handle (per-call layers put one on every call's answer):
-    // the id stays in progress until the answer has ended, headers or not.
+    // the id stays in progress until the answer has ended, headers or not, ...
     let done = CompletionHandle::new();
     let mut answer = Response::new(String::new());
     answer.extensions_mut().insert(done.clone());
@@ -520,18 +522,25 @@ async fn an_id_in_progress_in_its_session_is_refused() {
     assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     refused(send("s-1")).await;
     done.complete(Outcome::Success);
+    // ... and while the server still holds the request.
+    refused(send("s-1")).await;
+    drop(held);
 
-    // Free again. An answer without a handle frees it when its headers arrive.
+    // Free again. An answer without a handle has ended when its headers arrive.
     let again = send("s-1");
-    let (_req, reply) = handle.next_request().await.unwrap();
+    let (held, reply) = handle.next_request().await.unwrap();
+    drop(held);
     reply.send_response(Response::new(String::new()));
     assert_eq!(again.await.unwrap().unwrap().status(), StatusCode::OK);
 
-    // A caller that goes away before the answer frees it too.
+    // A caller that goes away before the answer: the id is in progress while the server
+    // still works on the request (its tool runs on), and free once it lets go.
     let gone = send("s-1");
-    let (_req, _reply) = handle.next_request().await.unwrap();
+    let (held, _reply) = handle.next_request().await.unwrap();
     gone.abort();
     let _ = gone.await;
+    refused(send("s-1")).await;
+    drop(held);
     let last = send("s-1");
     let (_req, reply) = handle.next_request().await.unwrap();
     reply.send_response(Response::new(String::new()));

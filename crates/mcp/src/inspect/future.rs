@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::in_flight::{InFlight, InFlightIds};
+use super::in_flight::{InFlight, InFlightIds, InProgress};
 use super::layer::McpInspectLayer;
 use super::parse::{self, Limits, Rejection};
 use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
@@ -56,8 +56,9 @@ pin_project! {
             future: F,
             // A `subscriptions/listen` request's id, put on its answer.
             listen: Option<ListenId>,
-            // The request's id marked in progress in its session, until its answer ends.
-            in_flight: Option<InFlight>,
+            // The request's id marked in progress in its session, until its answer ends (and
+            // the server lets go of the request, which carries a clone).
+            in_flight: Option<Arc<InFlight>>,
         },
         Answer {
             rejection: Option<Rejection>,
@@ -346,6 +347,10 @@ where
                     }) {
                         Ok((bytes, facts, entry)) => {
                             crate::span::record_request(&facts);
+                            let entry = entry.map(Arc::new);
+                            if let Some(e) = &entry {
+                                parts.extensions.insert(InProgress::new(Arc::clone(e)));
+                            }
                             let listen = match (facts.method(), facts.kind(), facts.id()) {
                                 (
                                     Some(Method::SubscriptionsListen),

@@ -7,11 +7,19 @@
 //! client. The inspector therefore refuses a request whose id is in progress in its session.
 //!
 //! An entry is a keyed hash of (session, id), so the table stores eight bytes per call and a
-//! client cannot choose colliding keys. It lives from the request until its answer has ended:
-//! the answer's [`CompletionHandle`](crate::CompletionHandle) says when (a per-call layer
-//! further in puts one on every call's answer); an answer without one ends the entry when its
-//! headers arrive. The table is bounded: past the bound new calls are not tracked (they go on,
-//! unprotected), rather than refused.
+//! client cannot choose colliding keys. It lives from the request until its answer has ended
+//! *and* the server has let go of the request:
+//!
+//! - the answer's [`CompletionHandle`](crate::CompletionHandle) says when the answer ended (a
+//!   per-call layer further in puts one on every call's answer); an answer without one has
+//!   ended, for this purpose, when its headers arrive;
+//! - the request carries an [`InProgress`] token in its extensions, and rmcp keeps a request's
+//!   extensions (in its `http::request::Parts`) until the handler ends. So a call whose answer
+//!   stream is gone while its tool runs on (a client that went away, a call held for
+//!   resumption) keeps its id until the tool is done.
+//!
+//! The table is bounded: past the bound new calls are not tracked (they go on, unprotected),
+//! rather than refused.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -90,6 +98,19 @@ impl InFlightIds {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
+    }
+}
+
+/// One request in progress, as carried in the request's extensions; the id is free again in its
+/// session once every clone is dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct InProgress {
+    _entry: Arc<InFlight>,
+}
+
+impl InProgress {
+    pub(crate) fn new(entry: Arc<InFlight>) -> Self {
+        InProgress { _entry: entry }
     }
 }
 

@@ -46,8 +46,13 @@ use super::service::McpInspect;
 /// tool that did nothing wrong, could open its circuit for every client. An id is in progress
 /// from its request until its answer has ended, as the answer's
 /// [`CompletionHandle`](crate::CompletionHandle) tells (per-call layers further in, such as the
-/// circuit breaker, bulkhead or timeout, put one on every call's answer); an answer without one
-/// frees its id when its headers arrive. The table holds a keyed 8-byte hash per call, at most
+/// circuit breaker, bulkhead or timeout, put one on every call's answer; an answer without one
+/// has ended when its headers arrive), **and** the server has let go of the request: the
+/// request carries a token in its extensions, and rmcp keeps a request's extensions until its
+/// handler ends. So a call whose client dropped the answer while the tool runs on (gone, or
+/// held for resumption by the timeout layer's resume grace) keeps its id until the tool is
+/// done. A client reusing an id right after its answer (which MCP forbids too) may find it
+/// still in progress for that moment. The table holds a keyed 8-byte hash per call, at most
 /// [`max_in_flight_ids`](Self::max_in_flight_ids) of them; beyond that calls go on untracked.
 /// Clones of the layer share the table.
 #[derive(Clone, Debug)]

@@ -232,13 +232,16 @@ fn params_problem(
         ),
         Some(Method::Initialize)
             if request
-                && !(params.protocol_version.is_some()
+                && !(params
+                    .protocol_version
+                    .as_deref()
+                    .is_some_and(|v| !log_hostile(v))
                     && params.capabilities == Shape::Object
                     && params.client_info) =>
         {
             Err(Rejection::invalid_params(
-                "initialize needs protocolVersion (a string), capabilities (an object) and \
-                 clientInfo (an object with string name and version)",
+                "initialize needs protocolVersion (a string without control characters), \
+                 capabilities (an object) and clientInfo (an object with string name and version)",
             ))
         }
         // The filter is required; rmcp answers a listen without one with a 404 `-32601`.
@@ -703,10 +706,17 @@ fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection
         .map_err(|_| wrong_shape(body, limits))
 }
 
-/// Whether a string id has control characters. Servers log ids as they are (rmcp does), so a
-/// line break in one would forge log lines.
+/// Whether a string could forge log lines where a server logs it as it is (rmcp does, for ids
+/// and an `initialize`'s `protocolVersion`): control characters (line breaks, escape sequences)
+/// and the Unicode line and paragraph separators, which some log readers split lines at.
+fn log_hostile(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+}
+
+/// Whether a string id is [`log_hostile`].
 fn has_control(id: &RequestId) -> bool {
-    matches!(id, RequestId::String(s) if s.chars().any(char::is_control))
+    matches!(id, RequestId::String(s) if log_hostile(s))
 }
 
 /// Whether an id is one the inspector accepts: not too long, no control characters.
@@ -1380,6 +1390,12 @@ mod tests {
                 r#""protocolVersion":"2025-11-25","capabilities":"x",{client}"#
             )),
             init(r#""protocolVersion":"2025-11-25","capabilities":{}"#),
+            init(&format!(
+                r#""protocolVersion":"x\n2026-01-01T00:00:00Z ERROR forged","capabilities":{{}},{client}"#
+            )),
+            init(&format!(
+                r#""protocolVersion":"x\u2028y","capabilities":{{}},{client}"#
+            )),
             init(r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":"c""#),
             init(r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c"}"#),
             init(
@@ -1776,6 +1792,8 @@ mod tests {
             r#""\u0000""#,
             r#""tab\t""#,
             r#""\u0085""#,
+            r#""x\u2028ERROR forged""#,
+            r#""\u2029""#,
         ] {
             let req = format!(r#"{{"jsonrpc":"2.0","id":{hostile},"method":"ping"}}"#);
             let e = post(&[], &req).unwrap_err();
