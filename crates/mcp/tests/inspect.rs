@@ -567,9 +567,10 @@ async fn the_in_progress_check_can_be_turned_off() {
     assert_eq!(b.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
-/// RFC 9112 §3.2: `Host` repeated, invalid, or another authority than an absolute-form
-/// target's gets 400 here (the server's allowed-hosts check reads the first `Host`); a
-/// transfer coding other than `chunked` gets 501 (§6.1). None of them reaches the server.
+/// RFC 9112 §3.2: `Host` repeated or invalid gets 400 here (the server's allowed-hosts check
+/// reads the first `Host`), as does an HTTP/2 `Host` that is not `:authority`; an absolute-form
+/// target's authority replaces `Host`, as it is the one that counts (§3.2.2); a transfer coding
+/// other than `chunked` gets 501 (§6.1). No refused request reaches the server.
 #[tokio::test(start_paused = true)]
 async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
     const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
@@ -595,7 +596,15 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
         ),
         (with("/mcp", &[("host", "")]), StatusCode::BAD_REQUEST),
         (
-            with("http://evil.example/mcp", &[("host", "127.0.0.1")]),
+            {
+                let mut r = with("https://evil.example/mcp", &[("host", "127.0.0.1")]);
+                *r.version_mut() = http::Version::HTTP_2;
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with("http://user@evil.example/mcp", &[]),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -610,16 +619,29 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
         assert_eq!(v["error"]["code"], -32600);
         assert!(handle.next_request().await.is_none());
     }
-    // One `Host`, matching the target when it has an authority; plain `chunked`.
-    for req in [
-        with("/mcp", &[("host", "127.0.0.1:8080")]),
-        with("http://LocalHost:8080/mcp", &[("host", "localhost:8080")]),
-        with("/mcp", &[("transfer-encoding", "chunked")]),
-        with("/mcp", &[]),
+    // One `Host` (an absolute-form target's authority in its place); plain `chunked`.
+    for (req, host) in [
+        (
+            with("/mcp", &[("host", "127.0.0.1:8080")]),
+            Some("127.0.0.1:8080"),
+        ),
+        (
+            with("http://LocalHost:8080/mcp", &[("host", "localhost:8080")]),
+            Some("localhost:8080"),
+        ),
+        (
+            with("http://evil.example/mcp", &[("host", "127.0.0.1")]),
+            Some("evil.example"),
+        ),
+        (with("http://[::1]:8080/mcp", &[]), Some("[::1]:8080")),
+        (with("/mcp", &[("transfer-encoding", "chunked")]), None),
+        (with("/mcp", &[]), None),
     ] {
         let (svc, mut handle) = setup(McpInspectLayer::new());
         let call = tokio::spawn(svc.oneshot(req));
-        let (_req, reply) = handle.next_request().await.expect("passed inward");
+        let (inner, reply) = handle.next_request().await.expect("passed inward");
+        let seen = inner.headers().get("host").map(|h| h.to_str().unwrap());
+        assert_eq!(seen, host);
         reply.send_response(Response::new(String::new()));
         assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
     }

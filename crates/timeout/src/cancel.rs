@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method as HttpMethod, Request, Uri, Version};
 use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
 use tower_armor_mcp::{
     CorrelationId, McpBody, McpRequest, MessageKind, Method, Principal, ProtocolRevision, RequestId,
@@ -104,6 +105,10 @@ pub(crate) struct CancelTarget {
     accept: Option<HeaderValue>,
     principal: Option<Principal>,
     correlation: Option<CorrelationId>,
+    /// The inspector's mark of the call's id in progress: held as long as the call can still be
+    /// resumed or cancelled, then passed on in the notification, so that the id is not free
+    /// for another request before the server has read the cancellation.
+    in_progress: Option<InProgress>,
 }
 
 impl fmt::Debug for CancelTarget {
@@ -143,6 +148,7 @@ impl CancelTarget {
             accept: h.get(ACCEPT).cloned(),
             principal: req.extensions().get::<Principal>().cloned(),
             correlation: req.extensions().get::<CorrelationId>().cloned(),
+            in_progress: req.extensions().get::<InProgress>().cloned(),
         })
     }
 
@@ -200,6 +206,9 @@ impl CancelTarget {
         }
         if let Some(c) = &self.correlation {
             ext.insert(c.clone());
+        }
+        if let Some(m) = &self.in_progress {
+            ext.insert(m.clone());
         }
         req
     }

@@ -327,9 +327,9 @@ impl TimeoutBuilder {
     ///
     /// When it runs out during a pause, the call times out as at its deadline (the in-stream
     /// error event, and `notifications/cancelled` under 2025-11-25). It is what ends a pause
-    /// whose answer this layer never sees: the client never answers, or the call has no
-    /// session to match the answer by (2026-07-28; see the
-    /// [crate docs](crate#progress-pauses-and-tasks)). Without a cap a call thus lasts at most
+    /// whose answer this layer never sees: the client never answers, or its answer was counted
+    /// for another call of the session (see the [crate docs](crate#progress-pauses-and-tasks);
+    /// a call without a session is never paused). Without a cap a call thus lasts at most
     /// its deadline plus `max_pause` (unless progress resets the deadline, which needs a cap);
     /// with [`TimeoutBuilder::max_total`] the earlier of the two bounds applies.
     pub fn max_pause(mut self, max: Duration) -> Self {

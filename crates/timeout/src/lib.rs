@@ -164,13 +164,19 @@
 //! under the call's id, deadline and cap (dropping and resuming never starts them over); past
 //! its deadline it is cancelled, and dropped again it is held for a new grace like the first
 //! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
-//! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first. Limits: while dropped, the tool runs
-//! without its bulkhead permit, and once resumed it holds one of the bulkhead's resumption
-//! pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
+//! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first.
+//! Limits: while dropped, the tool runs without its bulkhead permit, and once resumed it holds
+//! one of the bulkhead's resumption pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
 //! (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry` first) is not matched,
 //! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once
 //! its final response is sent, so resuming a call that already ended yields an empty stream,
 //! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.
+//!
+//! With the inspector in front, a call's id stays in progress in its session while the layer
+//! can still resume or cancel the call: the layer keeps the request's
+//! [`InProgress`](tower_armor_mcp::inspect::InProgress) mark with the call, and passes it on
+//! in the `notifications/cancelled` it sends, so the id is free for another request only once
+//! the server has read the cancellation.
 //!
 //! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
 //! id in its session; rmcp then ends the call's stream without a final response, which on its

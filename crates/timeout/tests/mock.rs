@@ -1190,3 +1190,69 @@ async fn at_the_drain_a_ready_answer_is_kept_and_a_server_error_replaced() {
         }
     }
 }
+
+// === with the inspector in front: ids in progress ===
+
+/// A call held for resumption keeps its id in progress in the inspector's table (a reuse is
+/// refused), and so does the `notifications/cancelled` the layer sends when the grace ends,
+/// until the server has read it: only then may the id be used again. Here the server lets go
+/// of the call's own request at once, as rmcp does for a tool that does not take its `Parts`.
+#[tokio::test(start_paused = true)]
+async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
+    use tower_armor_mcp::inspect::McpInspectLayer;
+    let timeout = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(ms(1_000))
+        .build()
+        .unwrap();
+    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
+    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+    let post = |id: i64| {
+        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow"}});
+        Request::post("/mcp")
+            .header("host", "127.0.0.1:1")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", "s-1")
+            .header("mcp-protocol-version", V2025.as_str())
+            .body(body.to_string())
+            .unwrap()
+    };
+    let status = |svc: &_, id| {
+        let call = ServiceExt::oneshot(Clone::clone(svc), post(id));
+        async move {
+            tokio::time::timeout(ms(100), call)
+                .await
+                .map(|r: Result<Response<_>, _>| r.unwrap().status())
+        }
+    };
+
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(7)));
+    let (req, reply) = handle.next_request().await.unwrap();
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let resp = first.await.unwrap().unwrap();
+    tx.event(progress(1));
+    // The client goes away: the call is held for resumption.
+    drop(resp);
+    assert_eq!(status(&svc, 7).await, Ok(http::StatusCode::BAD_REQUEST));
+
+    // The grace ends: the layer cancels the call; the id stays taken until the server has read
+    // the notification.
+    advance(ms(1_000)).await;
+    let (cancel, ok) = handle
+        .next_request()
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 7, "s-1", "caller went away");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(status(&svc, 7).await, Ok(http::StatusCode::BAD_REQUEST));
+    drop(cancel);
+    let again = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(7)));
+    let (_req, reply) = handle.next_request().await.expect("the id is free again");
+    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(
+        again.await.unwrap().unwrap().status(),
+        http::StatusCode::ACCEPTED
+    );
+}

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::in_flight::{InFlight, InFlightIds, InProgress};
+use super::in_flight::{InFlightIds, InProgress};
 use super::layer::McpInspectLayer;
 use super::parse::{self, Limits, Rejection};
 use crate::body::{McpBody, ResponseBody, json_rpc_error_response, local_error_response};
@@ -56,9 +56,9 @@ pin_project! {
             future: F,
             // A `subscriptions/listen` request's id, put on its answer.
             listen: Option<ListenId>,
-            // The request's id marked in progress in its session, until its answer ends (and
-            // the server lets go of the request, which carries a clone).
-            in_flight: Option<Arc<InFlight>>,
+            // The request's id marked in progress in its session, until its answer ends (the
+            // request carries a clone too).
+            in_flight: Option<InProgress>,
         },
         Answer {
             rejection: Option<Rejection>,
@@ -133,6 +133,12 @@ where
         json: bool,
         config: &McpInspectLayer,
     ) -> Self {
+        // Only a request naming a session is tracked.
+        let in_flight = config
+            .in_flight
+            .as_ref()
+            .filter(|_| parts.headers.contains_key(&super::parse::SESSION_ID))
+            .cloned();
         ResponseFuture {
             state: State::Reading {
                 body,
@@ -144,7 +150,7 @@ where
                 max: config.max_body,
                 timeout: config.body_timeout,
                 sleep: None,
-                in_flight: config.in_flight.clone(),
+                in_flight,
             },
         }
     }
@@ -347,9 +353,8 @@ where
                     }) {
                         Ok((bytes, facts, entry)) => {
                             crate::span::record_request(&facts);
-                            let entry = entry.map(Arc::new);
                             if let Some(e) = &entry {
-                                parts.extensions.insert(InProgress::new(Arc::clone(e)));
+                                parts.extensions.insert(e.clone());
                             }
                             let listen = match (facts.method(), facts.kind(), facts.id()) {
                                 (

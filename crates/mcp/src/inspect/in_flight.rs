@@ -1,4 +1,5 @@
-//! The ids of the requests in progress in each 2025-11-25 session.
+//! The ids of the requests in progress in each session (2025-11-25 and earlier revisions; the
+//! stateless 2026-07-28 has no sessions).
 //!
 //! MCP forbids a client to reuse a request id within a session. rmcp keeps one answer slot per
 //! id, so a second request under an id still in progress takes the first one's slot: one of
@@ -6,17 +7,20 @@
 //! slow failure of a tool that did nothing wrong, and enough of them open its circuit for every
 //! client. The inspector therefore refuses a request whose id is in progress in its session.
 //!
-//! An entry is a keyed hash of (session, id), so the table stores eight bytes per call and a
-//! client cannot choose colliding keys. It lives from the request until its answer has ended
-//! *and* the server has let go of the request:
+//! An entry is a keyed hash of (session, id), so a client cannot choose colliding keys; the
+//! table takes about 18 bytes per entry when full (hash-table overhead included). An entry
+//! lives while its [`InProgress`] token does, in any of its clones:
 //!
-//! - the answer's [`CompletionHandle`](crate::CompletionHandle) says when the answer ended (a
-//!   per-call layer further in puts one on every call's answer); an answer without one has
-//!   ended, for this purpose, when its headers arrive;
-//! - the request carries an [`InProgress`] token in its extensions, and rmcp keeps a request's
-//!   extensions (in its `http::request::Parts`) until the handler ends. So a call whose answer
-//!   stream is gone while its tool runs on (a client that went away, a call held for
-//!   resumption) keeps its id until the tool is done.
+//! - the inspector's, until the answer has ended, as the answer's
+//!   [`CompletionHandle`](crate::CompletionHandle) tells (a per-call layer further in puts one
+//!   on every call's answer); an answer without one has ended when its headers arrive;
+//! - the request's extensions: a server that keeps them while it works on the request keeps the
+//!   id in progress. rmcp keeps them for a tool that takes `Extension<Parts>` or its
+//!   `RequestContext` (until it returns), and drops them once the tool's arguments are
+//!   extracted otherwise;
+//! - a layer that keeps a call alive past its answer: the timeout layer holds one with a
+//!   dropped call waiting to be resumed, and in the `notifications/cancelled` it sends, until
+//!   the server has read it.
 //!
 //! The table is bounded: past the bound new calls are not tracked (they go on, unprotected),
 //! rather than refused.
@@ -63,18 +67,19 @@ impl InFlightIds {
     }
 
     fn shard(&self, key: u64) -> MutexGuard<'_, HashSet<u64, BuildHasherDefault<KeyHasher>>> {
-        // The high bits pick the shard; the set's own hashing uses the low ones.
-        let i = usize::try_from(key >> 60).unwrap_or(0) % SHARDS;
+        // Middle bits pick the shard: the set uses the low bits for its buckets and the top
+        // seven for its tags.
+        let i = usize::try_from((key >> 32) & 0xff).unwrap_or(0) % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks `id` in progress in `session`: the returned guard ends it when dropped. `Ok(None)`
-    /// when the table is full (the call goes on untracked).
+    /// Marks `id` in progress in `session`: it stays so while the returned token (or a clone)
+    /// lives. `Ok(None)` when the table is full (the call goes on untracked).
     pub(crate) fn begin(
         self: &Arc<Self>,
         session: &HeaderValue,
         id: &RequestId,
-    ) -> Result<Option<InFlight>, InUse> {
+    ) -> Result<Option<InProgress>, InUse> {
         let key = self.keys.hash_one((session.as_bytes(), id));
         let mut shard = self.shard(key);
         if shard.contains(&key) {
@@ -86,10 +91,10 @@ impl InFlightIds {
             return Ok(None);
         }
         shard.insert(key);
-        Ok(Some(InFlight {
+        Ok(Some(InProgress(Arc::new(InFlight {
             table: Arc::clone(self),
             key,
-        }))
+        }))))
     }
 
     #[cfg(test)]
@@ -101,22 +106,26 @@ impl InFlightIds {
     }
 }
 
-/// One request in progress, as carried in the request's extensions; the id is free again in its
-/// session once every clone is dropped.
-#[derive(Clone, Debug)]
-pub(crate) struct InProgress {
-    _entry: Arc<InFlight>,
-}
+/// The mark of a request's id in progress in its session (see
+/// [Ids in progress](super::McpInspectLayer#ids-in-progress)): the id is free again once every
+/// clone is dropped.
+///
+/// The inspector puts one in the extensions of each request it tracks. A layer that keeps a
+/// call alive past its answer keeps a clone for that long, as the timeout layer does with a
+/// call held for resumption.
+#[derive(Clone)]
+pub struct InProgress(Arc<InFlight>);
 
-impl InProgress {
-    pub(crate) fn new(entry: Arc<InFlight>) -> Self {
-        InProgress { _entry: entry }
+impl std::fmt::Debug for InProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a keyed hash: nothing to learn from it, but it tells marks apart.
+        f.debug_tuple("InProgress").field(&self.0.key).finish()
     }
 }
 
-/// One request in progress; its id is free again in its session when this is dropped.
+/// One entry of the table; removes it when dropped.
 #[derive(Debug)]
-pub(crate) struct InFlight {
+struct InFlight {
     table: Arc<InFlightIds>,
     key: u64,
 }
@@ -167,7 +176,11 @@ mod tests {
         let next = t.begin(&s1, &RequestId::Number(43)).unwrap();
         let text = t.begin(&s1, &RequestId::from("42")).unwrap();
         assert_eq!(t.len(), 4);
+        // In progress while any clone lives.
+        let held = g.clone();
         drop(g);
+        assert!(t.begin(&s1, &id).is_err());
+        drop(held);
         let again = t.begin(&s1, &id).unwrap();
         assert!(again.is_some());
         drop((other, next, text, again));

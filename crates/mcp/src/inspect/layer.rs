@@ -39,22 +39,27 @@ use super::service::McpInspect;
 ///
 /// # Ids in progress
 ///
-/// A 2025-11-25 request whose id is still in progress in its session (MCP forbids reusing an
-/// id within a session) gets 400 + `-32600` with that id, and never reaches the server. rmcp
-/// keeps one answer slot per id: the second request would take the first one's, one of them
-/// would wait unanswered until the call deadline, and those timeouts, counted as failures of a
-/// tool that did nothing wrong, could open its circuit for every client. An id is in progress
-/// from its request until its answer has ended, as the answer's
-/// [`CompletionHandle`](crate::CompletionHandle) tells (per-call layers further in, such as the
-/// circuit breaker, bulkhead or timeout, put one on every call's answer; an answer without one
-/// has ended when its headers arrive), **and** the server has let go of the request: the
-/// request carries a token in its extensions, and rmcp keeps a request's extensions until its
-/// handler ends. So a call whose client dropped the answer while the tool runs on (gone, or
-/// held for resumption by the timeout layer's resume grace) keeps its id until the tool is
-/// done. A client reusing an id right after its answer (which MCP forbids too) may find it
-/// still in progress for that moment. The table holds a keyed 8-byte hash per call, at most
-/// [`max_in_flight_ids`](Self::max_in_flight_ids) of them; beyond that calls go on untracked.
-/// Clones of the layer share the table.
+/// A request of a session (2025-11-25 and earlier revisions) whose id is still in progress in
+/// that session (MCP forbids reusing an id within a session) gets 400 + `-32600` with that id,
+/// and never reaches the server. rmcp keeps one answer slot per id: the second request would
+/// take the first one's, one of them would wait unanswered until the call deadline, and those
+/// timeouts, counted as failures of a tool that did nothing wrong, could open its circuit for
+/// every client.
+///
+/// An id is in progress while its [`InProgress`](super::InProgress) mark lives, in any clone:
+/// the inspector's, until the answer has ended (the answer's
+/// [`CompletionHandle`](crate::CompletionHandle), which per-call layers further in, such as the
+/// circuit breaker, bulkhead or timeout, put on every call's answer; an answer without one has
+/// ended when its headers arrive); the request's extensions, for as long as the server keeps
+/// them (rmcp: while a tool that takes `Extension<Parts>` or its `RequestContext` runs); and the
+/// timeout layer's, while it holds a dropped call for resumption and until the server has read
+/// the `notifications/cancelled` it sends. A tool that takes neither and ignores its
+/// cancellation runs on after its answer is gone; its late result would go to a request that
+/// reused the id meanwhile (which MCP forbids).
+///
+/// The table holds a keyed hash per call, at most
+/// [`max_in_flight_ids`](Self::max_in_flight_ids) of them (about 1.2 MiB at the default);
+/// beyond that calls go on untracked. Clones of the layer share the table.
 #[derive(Clone, Debug)]
 pub struct McpInspectLayer {
     pub(crate) max_body: usize,
@@ -80,7 +85,8 @@ impl McpInspectLayer {
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// The longest body-read deadline: one day. Longer settings are cut to it.
     pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-    /// The default bound of the table of ids in progress: 65,536 calls (at most about 2 MiB).
+    /// The default bound of the table of ids in progress: 65,536 calls (about 1.2 MiB when
+    /// full).
     pub const DEFAULT_MAX_IN_FLIGHT_IDS: usize = 1 << 16;
 
     /// A layer with the defaults: 4 MiB bodies read within 30 s, ids up to 256 bytes, unknown

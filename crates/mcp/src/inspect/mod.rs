@@ -3,13 +3,13 @@
 //!
 //! | input | answer |
 //! |---|---|
-//! | `Host` repeated, invalid (user information included) or not the authority of an absolute-form target (or HTTP/2 `:authority`), RFC 9112 §3.2 | 400, `-32600`, `id: null` |
+//! | `Host` repeated or invalid (user information included), RFC 9112 §3.2; under HTTP/2, a `Host` that is not `:authority` (RFC 9113 §8.3.1). (An HTTP/1 absolute-form target's authority replaces `Host`: it is the one that counts, §3.2.2) | 400, `-32600`, `id: null` |
 //! | a `Transfer-Encoding` naming a coding other than `chunked`, which nothing here decodes (RFC 9112 §6.1) | 501, `-32600`, `id: null` |
 //! | a body with a `Content-Encoding` other than `identity` (never decoded here nor by the server: read as it is, the server would see other bytes than a proxy that decodes it) | 415, `-32600`, `id: null` |
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |
 //! | valid JSON that is not a JSON-RPC 2.0 message (members of the wrong type included: a `method` that is not a string, numeric or positional (array) `params`, which MCP's schema never has; a response with both `result` and `error`, or an `error` that is not an object with an integer `code` and a string `message`), a batch, a fractional / `null` / over-long id, a string id with control characters (servers log ids as they are: a line break would forge log lines) | 400, `-32600`, the id when it can be read (never an over-long one or one with control characters) |
-//! | a member the inspector reads appearing twice in its object, however spelt (`jsonrpc`, `method`, `id`, `params`, `result`, `error`; in `params`: `name`, `uri`, `protocolVersion`, `requestId`, `arguments`, `notifications`, `capabilities`, `clientInfo`, `_meta`): parsers disagree on which counts (rmcp refuses the message) | 400, `-32600`, the id when it can be read |
+//! | a member the inspector reads appearing twice in its object, however spelt (`jsonrpc`, `method`, `id`, `params`, `result`, `error`; in `params`: `name`, `uri`, `protocolVersion`, `requestId`, `arguments`, `notifications`, `capabilities`, `clientInfo` and its `name` and `version`, `_meta`): parsers disagree on which counts (rmcp refuses the message) | 400, `-32600`, the id when it can be read |
 //! | `Mcp-Method` / `Mcp-Name` disagreeing with the body, invalid base64, missing under 2026-07-28 (by the `MCP-Protocol-Version` header or `_meta`; the version an `initialize` offers does not count) | 400, `-32020` |
 //! | `MCP-Protocol-Version` or `Mcp-Session-Id` sent more than once; `Mcp-Method` or `Mcp-Name` more than once on a message the header mirrors (a request or notification; `Mcp-Name` for methods that name something) — layers and the server could each read a different copy | 400, `-32020` (`-32600` for `Mcp-Session-Id`), the id when it can be read |
 //! | a request (not a notification, not `initialize`) with `_meta.io.modelcontextprotocol/protocolVersion` but no `MCP-Protocol-Version` header | 400, `-32020` |
@@ -37,6 +37,7 @@ pub(crate) mod parse;
 mod service;
 
 pub use self::future::ResponseFuture;
+pub use self::in_flight::InProgress;
 pub use self::layer::McpInspectLayer;
 pub use self::parse::{Rejection, decode_mcp_name, resumes_call};
 pub use self::service::McpInspect;

@@ -314,7 +314,10 @@ fn session_of(
 /// agree on what the request says. Each caller picks the answer: `-32020` for the routing
 /// headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`), as rmcp and the Python SDK's
 /// server answer them; `-32600` for the session id.
-fn only<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h HeaderValue>, ()> {
+pub(crate) fn only<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, ()> {
     let mut all = headers.get_all(name).iter();
     let first = all.next();
     match all.next() {
@@ -896,7 +899,7 @@ impl<'de> Deserialize<'de> for ImplementationDe {
                 SkipVisitor.visit_seq(s).map(|_| ImplementationDe(false))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                #[derive(Deserialize)]
+                #[derive(Clone, Copy, Deserialize)]
                 #[serde(field_identifier)]
                 enum K {
                     #[serde(rename = "name")]
@@ -907,7 +910,11 @@ impl<'de> Deserialize<'de> for ImplementationDe {
                     Other,
                 }
                 let (mut name, mut version) = (false, false);
+                let mut seen = 0u32;
                 while let Some(k) = m.next_key::<K>()? {
+                    if !matches!(k, K::Other) {
+                        once(&mut seen, k as u8)?;
+                    }
                     match k {
                         K::Name => name = m.next_value::<MaybeStr<'de>>()?.0.is_some(),
                         K::Version => version = m.next_value::<MaybeStr<'de>>()?.0.is_some(),
@@ -1410,6 +1417,12 @@ mod tests {
                 "{bad}"
             );
         }
+        // A member read twice, as anywhere else: parsers would disagree on which counts.
+        let twice = init(
+            r#""protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":5,"name":"a","version":"1"}"#,
+        );
+        let e = post(&[], &twice).unwrap_err();
+        assert_eq!((e.code, e.id), (-32600, Some(RequestId::Number(7))));
         // A notification of such a method is not a request: nothing to name.
         assert!(post(&[], r#"{"jsonrpc":"2.0","method":"tools/call"}"#).is_ok());
         // A notification's `_meta` too (it has no id to answer with).

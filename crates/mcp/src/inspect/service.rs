@@ -49,7 +49,8 @@ where
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
 
-        if let Some(rej) = host_problem(&parts).or_else(|| transfer_coding_problem(&parts.headers))
+        if let Some(rej) =
+            host_problem(&mut parts).or_else(|| transfer_coding_problem(&parts.headers))
         {
             return ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>());
         }
@@ -95,24 +96,32 @@ where
 }
 
 /// RFC 9112 §3.2: a request with more than one `Host` field, or an invalid one (user
-/// information included), gets 400. So does one whose absolute-form target (or HTTP/2
-/// `:authority`) names another authority than its `Host`: the target's is the one that counts
-/// (§3.2.2), while the server's allowed-hosts check reads `Host`. A request without `Host`
-/// is left to the server.
-fn host_problem(parts: &http::request::Parts) -> Option<Rejection> {
-    let mut all = parts.headers.get_all(header::HOST).iter();
-    let host = all.next()?;
-    if all.next().is_some() {
-        return Some(Rejection::bad_host("Host header repeated"));
-    }
-    if !is_host(host.as_bytes()) {
+/// information included), gets 400. An absolute-form target names the authority that counts
+/// (§3.2.2): `Host` is set to it, so that the server's allowed-hosts check, which reads `Host`,
+/// sees that one. Under HTTP/2 a `Host` must name what `:authority` names (RFC 9113 §8.3.1).
+/// A request without `Host` is left to the server.
+fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
+    let host = match parse::only(&parts.headers, &header::HOST) {
+        Ok(h) => h,
+        Err(()) => return Some(Rejection::bad_host("Host header repeated")),
+    };
+    if host.is_some_and(|h| !is_host(h.as_bytes())) {
         return Some(Rejection::bad_host("invalid Host header"));
     }
-    match parts.uri.authority() {
-        Some(a) if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => Some(
-            Rejection::bad_host("Host header does not match the request target"),
-        ),
-        _ => None,
+    let target = parts.uri.authority()?.as_str();
+    let same = host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(target.as_bytes()));
+    if same {
+        return None;
+    }
+    if parts.version >= http::Version::HTTP_2 {
+        return host.map(|_| Rejection::bad_host("Host header does not match :authority"));
+    }
+    match http::HeaderValue::from_str(target) {
+        Ok(v) if is_host(target.as_bytes()) => {
+            parts.headers.insert(header::HOST, v);
+            None
+        }
+        _ => Some(Rejection::bad_host("invalid request target authority")),
     }
 }
 
@@ -127,22 +136,21 @@ fn is_host(v: &[u8]) -> bool {
 /// RFC 9112 §6.1: a transfer coding other than `chunked` (which the HTTP server has already
 /// decoded) is one nothing here decodes: 501 rather than reading the coded bytes as JSON.
 fn transfer_coding_problem(headers: &http::HeaderMap) -> Option<Rejection> {
-    let coded = headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"))
-    });
-    coded.then(Rejection::transfer_coded)
+    names_a_coding(headers, &header::TRANSFER_ENCODING, b"chunked").then(Rejection::transfer_coded)
 }
 
 /// Whether a request body is content-coded: a `Content-Encoding` naming anything but
 /// `identity` (an empty field, or only `identity`, is no coding).
 fn has_content_coding(headers: &http::HeaderMap) -> bool {
-    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+    names_a_coding(headers, &header::CONTENT_ENCODING, b"identity")
+}
+
+/// Whether the comma-separated lists of `name` name a coding other than `except`.
+fn names_a_coding(headers: &http::HeaderMap, name: &http::HeaderName, except: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
             .map(<[u8]>::trim_ascii)
-            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(except))
     })
 }
