@@ -152,6 +152,11 @@ impl CancelTarget {
         })
     }
 
+    /// Gives up the target, keeping only the mark of its call's id in progress.
+    pub(crate) fn into_mark(self) -> Option<InProgress> {
+        self.in_progress
+    }
+
     /// The id of the call it cancels.
     pub(crate) fn id(&self) -> &RequestId {
         &self.id

@@ -164,8 +164,9 @@
 //! under the call's id, deadline and cap (dropping and resuming never starts them over); past
 //! its deadline it is cancelled, and dropped again it is held for a new grace like the first
 //! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
-//! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first.
-//! Limits: while dropped, the tool runs without its bulkhead permit, and once resumed it holds
+//! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first;
+//! one its client cancels itself (`notifications/cancelled`, or the end of its session) is
+//! not held any longer, and the layer sends no cancellation of its own for it. Limits: while dropped, the tool runs without its bulkhead permit, and once resumed it holds
 //! one of the bulkhead's resumption pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
 //! (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry` first) is not matched,
 //! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once
@@ -176,7 +177,9 @@
 //! can still resume or cancel the call: the layer keeps the request's
 //! [`InProgress`](tower_armor_mcp::inspect::InProgress) mark with the call, and passes it on
 //! in the `notifications/cancelled` it sends, so the id is free for another request only once
-//! the server has read the cancellation.
+//! the server has read the cancellation (its own, or the client's for a held call). So a held
+//! call's id stays taken until the grace ends even if its tool finished sooner: the layer
+//! cannot see a tool finish once its answer is gone.
 //!
 //! A 2025-11-25 client cancels a call itself with `notifications/cancelled` naming the call's
 //! id in its session; rmcp then ends the call's stream without a final response, which on its

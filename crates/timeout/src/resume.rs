@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
+use tower_armor_mcp::RequestId;
 
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
@@ -107,6 +108,30 @@ impl Held {
             tracing::debug!("dropped call resumed within the grace; not cancelled");
         }
         found.map(|(t, clock, _)| (t, clock))
+    }
+}
+
+impl Held {
+    /// The client cancelled call `id` of `session` itself (`None`: ended the whole session):
+    /// nothing is left to resume or cancel, so the held cancellations go, unsent. Returns them.
+    pub(crate) fn withdraw(
+        &self,
+        session: &HeaderValue,
+        id: Option<&RequestId>,
+    ) -> Vec<CancelTarget> {
+        let mut calls = self.lock();
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<Key> = calls
+            .iter()
+            .filter(|((s, _), (t, _, _))| s == session && id.is_none_or(|id| t.id() == id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .filter_map(|k| calls.remove(k))
+            .map(|(t, _, _)| t)
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
     CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, StreamRole, ToolCall,
@@ -112,11 +113,13 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<McpBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<McpBody>) -> Self::Future {
         let facts = req.extensions().get::<McpRequest>();
         let mut resumed = None;
         if let Some(f) = facts {
             let mut marked = None;
+            // Calls held for resumption that the client ends itself.
+            let mut withdrawn = Vec::new();
             if let Some(session) = f.session_id() {
                 if f.kind() == MessageKind::Response {
                     // The client answered one of the server's requests: a paused call runs
@@ -127,13 +130,26 @@ where
                     // `Incomplete` when the server ends its stream (unless the server refuses
                     // the cancellation: the marks are withdrawn then).
                     let m = self.shared.calls.cancel(session, target);
-                    tracing::debug!(id = ?target, marked = m.len(), "the client cancels a call");
+                    // A call held for resumption that its client cancels is over: its held
+                    // cancellation goes.
+                    withdrawn = self.shared.held.withdraw(session, Some(target));
+                    tracing::debug!(
+                        id = ?target,
+                        marked = m.len(),
+                        held = withdrawn.len(),
+                        "the client cancels a call"
+                    );
                     marked = Some(m);
                 } else if req.method() == http::Method::DELETE {
                     // The client ends its session: its running calls end with it, by its
                     // choice (unmarked again if the server refuses the DELETE).
                     let m = self.shared.calls.end_session(session);
-                    tracing::debug!(marked = m.len(), "the client ends its session");
+                    withdrawn = self.shared.held.withdraw(session, None);
+                    tracing::debug!(
+                        marked = m.len(),
+                        held = withdrawn.len(),
+                        "the client ends its session"
+                    );
                     marked = Some(m);
                 }
             }
@@ -145,6 +161,16 @@ where
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
             }
             if !f.is_call() || f.is_long_lived() {
+                // The withdrawn calls' ids stay in progress until the server has read the
+                // client's own cancellation (or the end of its session).
+                let marks: Vec<InProgress> = withdrawn
+                    .into_iter()
+                    .filter_map(CancelTarget::into_mark)
+                    .collect();
+                if !marks.is_empty() {
+                    req.extensions_mut()
+                        .insert(WithdrawnMarks { _marks: marks });
+                }
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
         }
@@ -199,6 +225,13 @@ where
         let future = self.inner.call(req);
         ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
     }
+}
+
+/// The marks of ids in progress of held calls their client cancelled, carried by the client's
+/// notification (or `DELETE`) until the server has read it.
+#[derive(Clone)]
+struct WithdrawnMarks {
+    _marks: Vec<InProgress>,
 }
 
 impl<S> Service<ToolCall> for Timeout<S>

@@ -1231,8 +1231,11 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     drop(req);
     let (tx, body) = script();
     reply.send_response(answer("text/event-stream", body));
-    let resp = first.await.unwrap().unwrap();
-    tx.event(progress(1));
+    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
+    // An event with rmcp's kind of id (`<index>/<stream>`), read by the client: the stream
+    // can be resumed.
+    tx.send(&format!("id: 1/st7\ndata: {}\n\n", progress(1)));
+    let _ = resp.frame().await;
     // The client goes away: the call is held for resumption.
     drop(resp);
     assert_eq!(status(&svc, 7).await, Ok(http::StatusCode::BAD_REQUEST));
@@ -1255,4 +1258,52 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
         again.await.unwrap().unwrap().status(),
         http::StatusCode::ACCEPTED
     );
+
+    // A held call its client cancels itself: the held cancellation goes (none is sent when the
+    // grace ends), and the id is free once the server has read the client's notification.
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(8)));
+    let (req, reply) = next_within(&mut handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
+    tx.send(&format!("id: 1/st8\ndata: {}\n\n", progress(1)));
+    let _ = resp.frame().await;
+    drop(resp);
+    let mut cancel = post(8);
+    *cancel.body_mut() = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+        "params":{"requestId":8,"reason":"user"}})
+    .to_string();
+    let client_cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), cancel));
+    let (read, ok) = handle
+        .next_request()
+        .await
+        .expect("the client's notification");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    let accepted = client_cancel.await.unwrap().unwrap().status();
+    assert_eq!(accepted, http::StatusCode::ACCEPTED);
+    assert_eq!(status(&svc, 8).await, Ok(http::StatusCode::BAD_REQUEST));
+    drop(read);
+    let again = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(8)));
+    let (_req, reply) = next_within(&mut handle)
+        .await
+        .expect("the id is free again");
+    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
+    let accepted = again.await.unwrap().unwrap().status();
+    assert_eq!(accepted, http::StatusCode::ACCEPTED);
+    advance(ms(2_000)).await;
+    assert!(
+        next_request(&mut handle, ms(100)).await.is_none(),
+        "no cancellation of its own for a call the client cancelled"
+    );
+}
+
+/// The next request the mock receives, if one comes within a second.
+async fn next_within(
+    handle: &mut Handle,
+) -> Option<(Request<McpBody>, mock::SendResponse<Response<Script>>)> {
+    tokio::time::timeout(ms(1_000), handle.next_request())
+        .await
+        .ok()
+        .flatten()
 }
