@@ -1193,10 +1193,58 @@ async fn at_the_drain_a_ready_answer_is_kept_and_a_server_error_replaced() {
 
 // === with the inspector in front: ids in progress ===
 
+type Inspected = tower_armor_mcp::inspect::McpInspect<Svc>;
+
+/// A `tools/call` POST of session `s-1` with `id`, or `body` instead of the call.
+fn session_post(id: i64, body: Option<Value>) -> Request<String> {
+    let body = body.unwrap_or_else(
+        || json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow"}}),
+    );
+    Request::post("/mcp")
+        .header("host", "127.0.0.1:1")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", "s-1")
+        .header("mcp-protocol-version", V2025.as_str())
+        .body(body.to_string())
+        .unwrap()
+}
+
+/// The status of call `id`, if the inspector answers it at once (one that reaches the silent
+/// mock is not answered).
+async fn status_now(svc: &Inspected, id: i64) -> Option<http::StatusCode> {
+    let call = ServiceExt::oneshot(svc.clone(), session_post(id, None));
+    let resp = tokio::time::timeout(ms(100), call).await.ok()?;
+    Some(resp.unwrap().status())
+}
+
+/// Starts call `id`; the server lets go of its request at once (as rmcp does for a tool that
+/// does not take its `Parts`) and sends one event with rmcp's kind of id (`<index>/<stream>`),
+/// which the client reads before it goes away: the call is held for resumption.
+async fn hold_a_call(svc: &Inspected, handle: &mut Handle, id: i64) {
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
+    let (req, reply) = next_within(handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
+    tx.send(&format!("id: 1/st{id}\ndata: {}\n\n", progress(1)));
+    let _ = resp.frame().await;
+}
+
+/// Call `id` reaches the server (its id is free) and is answered 202.
+async fn reaches_the_server(svc: &Inspected, handle: &mut Handle, id: i64) {
+    let call = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
+    let (_req, reply) = next_within(handle).await.expect("the id is free again");
+    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
+    let status = call.await.unwrap().unwrap().status();
+    assert_eq!(status, http::StatusCode::ACCEPTED);
+}
+
 /// A call held for resumption keeps its id in progress in the inspector's table (a reuse is
 /// refused), and so does the `notifications/cancelled` the layer sends when the grace ends,
-/// until the server has read it: only then may the id be used again. Here the server lets go
-/// of the call's own request at once, as rmcp does for a tool that does not take its `Parts`.
+/// until the server has read it. A held call its client cancels itself is withdrawn: no
+/// cancellation of the layer's own, and the id is free once the server has read the client's.
 #[tokio::test(start_paused = true)]
 async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     use tower_armor_mcp::inspect::McpInspectLayer;
@@ -1206,91 +1254,38 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
         .unwrap();
     let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
     let svc = McpInspectLayer::new().layer(timeout.layer(mock));
-    let post = |id: i64| {
-        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow"}});
-        Request::post("/mcp")
-            .header("host", "127.0.0.1:1")
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", "s-1")
-            .header("mcp-protocol-version", V2025.as_str())
-            .body(body.to_string())
-            .unwrap()
-    };
-    let status = |svc: &_, id| {
-        let call = ServiceExt::oneshot(Clone::clone(svc), post(id));
-        async move {
-            tokio::time::timeout(ms(100), call)
-                .await
-                .map(|r: Result<Response<_>, _>| r.unwrap().status())
-        }
-    };
+    let refused = Some(http::StatusCode::BAD_REQUEST);
 
-    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(7)));
-    let (req, reply) = handle.next_request().await.unwrap();
-    drop(req);
-    let (tx, body) = script();
-    reply.send_response(answer("text/event-stream", body));
-    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
-    // An event with rmcp's kind of id (`<index>/<stream>`), read by the client: the stream
-    // can be resumed.
-    tx.send(&format!("id: 1/st7\ndata: {}\n\n", progress(1)));
-    let _ = resp.frame().await;
-    // The client goes away: the call is held for resumption.
-    drop(resp);
-    assert_eq!(status(&svc, 7).await, Ok(http::StatusCode::BAD_REQUEST));
-
+    hold_a_call(&svc, &mut handle, 7).await;
+    assert_eq!(status_now(&svc, 7).await, refused);
     // The grace ends: the layer cancels the call; the id stays taken until the server has read
     // the notification.
     advance(ms(1_000)).await;
-    let (cancel, ok) = handle
-        .next_request()
+    let (cancel, ok) = next_within(&mut handle)
         .await
         .expect("notifications/cancelled");
     assert_cancelled(&cancel, 7, "s-1", "caller went away");
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    assert_eq!(status(&svc, 7).await, Ok(http::StatusCode::BAD_REQUEST));
+    assert_eq!(status_now(&svc, 7).await, refused);
     drop(cancel);
-    let again = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(7)));
-    let (_req, reply) = handle.next_request().await.expect("the id is free again");
-    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
-    assert_eq!(
-        again.await.unwrap().unwrap().status(),
-        http::StatusCode::ACCEPTED
-    );
+    reaches_the_server(&svc, &mut handle, 7).await;
 
-    // A held call its client cancels itself: the held cancellation goes (none is sent when the
-    // grace ends), and the id is free once the server has read the client's notification.
-    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(8)));
-    let (req, reply) = next_within(&mut handle).await.expect("the call");
-    drop(req);
-    let (tx, body) = script();
-    reply.send_response(answer("text/event-stream", body));
-    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
-    tx.send(&format!("id: 1/st8\ndata: {}\n\n", progress(1)));
-    let _ = resp.frame().await;
-    drop(resp);
-    let mut cancel = post(8);
-    *cancel.body_mut() = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
-        "params":{"requestId":8,"reason":"user"}})
-    .to_string();
-    let client_cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), cancel));
-    let (read, ok) = handle
-        .next_request()
+    hold_a_call(&svc, &mut handle, 8).await;
+    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+        "params":{"requestId":8,"reason":"user"}});
+    let client_cancel = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(8, Some(note)),
+    ));
+    let (read, ok) = next_within(&mut handle)
         .await
         .expect("the client's notification");
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     let accepted = client_cancel.await.unwrap().unwrap().status();
     assert_eq!(accepted, http::StatusCode::ACCEPTED);
-    assert_eq!(status(&svc, 8).await, Ok(http::StatusCode::BAD_REQUEST));
+    assert_eq!(status_now(&svc, 8).await, refused);
     drop(read);
-    let again = tokio::spawn(ServiceExt::oneshot(svc.clone(), post(8)));
-    let (_req, reply) = next_within(&mut handle)
-        .await
-        .expect("the id is free again");
-    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
-    let accepted = again.await.unwrap().unwrap().status();
-    assert_eq!(accepted, http::StatusCode::ACCEPTED);
+    reaches_the_server(&svc, &mut handle, 8).await;
     advance(ms(2_000)).await;
     assert!(
         next_request(&mut handle, ms(100)).await.is_none(),
