@@ -166,9 +166,11 @@
 //! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
 //! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first;
 //! one its client cancels itself (`notifications/cancelled`, or the end of its session) is
-//! not held any longer, and the layer sends no cancellation of its own for it. Limits: while dropped, the tool runs without its bulkhead permit, and once resumed it holds
-//! one of the bulkhead's resumption pool (a `GET` names no tool); a `GET` that reaches the layer before it has seen the drop
-//! (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry` first) is not matched,
+//! not held any longer, and the layer sends no cancellation of its own for it. Limits: while
+//! dropped, the tool runs without its bulkhead permit, and once resumed it holds one of the
+//! bulkhead's resumption pool (a `GET` names no tool); a `GET` that reaches the layer before
+//! it has seen the drop (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry`
+//! first) is not matched,
 //! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once
 //! its final response is sent, so resuming a call that already ended yields an empty stream,
 //! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.

@@ -109,9 +109,7 @@ impl Held {
         }
         found.map(|(t, clock, _)| (t, clock))
     }
-}
 
-impl Held {
     /// The client cancelled call `id` of `session` itself (`None`: ended the whole session):
     /// nothing is left to resume or cancel, so the held cancellations go, unsent. Returns them.
     pub(crate) fn withdraw(
