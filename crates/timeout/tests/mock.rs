@@ -201,6 +201,20 @@ async fn next_request(handle: &mut Handle, within: Duration) -> Option<Request<M
     Some(req)
 }
 
+/// The layer's `notifications/cancelled` for call `id` of `session` reaches the server.
+async fn expect_cancelled(
+    handle: &mut Handle,
+    id: i64,
+    session: &str,
+    reason: &str,
+) -> Request<McpBody> {
+    let n = next_request(handle, ms(100))
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&n, id, session, reason);
+    n
+}
+
 fn assert_cancelled(req: &Request<McpBody>, id: i64, session: &str, reason: &str) {
     assert_eq!(req.method(), http::Method::POST);
     assert_eq!(req.headers()["mcp-session-id"], session);
@@ -267,10 +281,7 @@ async fn deadline_before_headers_cancels_a_2025_session_call() {
         .call(call(4, "slow", V2025, Some("s-1")));
     let _pending = handle.next_request().await.unwrap();
     assert!(is_elapsed(&fut.await.unwrap_err()));
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 4, "s-1", "request timed out");
+    let n = expect_cancelled(&mut handle, 4, "s-1", "request timed out").await;
     let facts = n.extensions().get::<McpRequest>().unwrap();
     assert_eq!(facts.method(), Some(&Method::NotificationsCancelled));
 }
@@ -284,10 +295,7 @@ async fn a_caller_leaving_before_headers_cancels_a_2025_session_call() {
         .call(call(5, "slow", V2025, Some("s-1")));
     let _pending = handle.next_request().await.unwrap();
     drop(fut);
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 5, "s-1", "caller went away");
+    expect_cancelled(&mut handle, 5, "s-1", "caller went away").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -351,10 +359,7 @@ async fn deadline_in_a_2025_stream_also_sends_cancelled() {
     assert_eq!(text(now(&mut body)), "id: 0\nretry: 3000\ndata:\n\n");
     advance(ms(300)).await;
     assert_timeout_event(&text(now(&mut body)), json!(8));
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 8, "s-9", "request timed out");
+    expect_cancelled(&mut handle, 8, "s-9", "request timed out").await;
     drop(body);
     assert!(
         next_request(&mut handle, ms(1000)).await.is_none(),
@@ -663,10 +668,7 @@ async fn an_unanswered_pause_ends_at_the_default_bound() {
     assert!(matches!(now(&mut body), Some(None)));
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
     assert!(tx.is_closed());
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 1, "s-1", "request timed out");
+    expect_cancelled(&mut handle, 1, "s-1", "request timed out").await;
 }
 
 /// Under 2026-07-28 nothing could end a pause (no session; the revision has no server requests
@@ -718,10 +720,7 @@ async fn max_pause_wakes_a_waiting_reader() {
         json!(1),
     );
     assert_eq!(start.elapsed(), ms(2_000));
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 1, "s-1", "request timed out");
+    expect_cancelled(&mut handle, 1, "s-1", "request timed out").await;
 }
 
 // === the caller going away ===
@@ -734,10 +733,7 @@ async fn dropping_a_2025_answer_sends_cancelled() {
     tx.event(progress(1));
     let _ = text(now(&mut body));
     drop(body);
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 11, "s-2", "caller went away");
+    expect_cancelled(&mut handle, 11, "s-2", "caller went away").await;
     assert_eq!(h.outcome(), Some(Outcome::Cancelled));
 }
 
@@ -1094,10 +1090,7 @@ async fn the_drain_ends_a_call_before_its_headers_and_cancels_a_2025_one() {
         .expect("ends at once")
         .unwrap_err();
     assert!(is_shutting_down(&err), "{err}");
-    let n = next_request(&mut handle, ms(100))
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&n, 4, "s-1", "server shutting down");
+    expect_cancelled(&mut handle, 4, "s-1", "server shutting down").await;
 }
 
 #[tokio::test(start_paused = true)]
