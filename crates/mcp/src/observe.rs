@@ -8,7 +8,9 @@
 //! passed (without holding it back); for other answers it completes from the status alone. If the
 //! body fails it completes with [`Outcome::Transport`], if it ends without the final response with
 //! [`Outcome::Incomplete`], and if it is dropped first with [`Outcome::Cancelled`]. gRPC answers
-//! (`application/grpc*`) complete from `grpc-status` in the headers (trailers-only) or trailers.
+//! (`application/grpc`, `application/grpc+proto`…) complete from `grpc-status` in the headers
+//! (trailers-only) or trailers; gRPC-Web answers (`application/grpc-web*`, whose trailers are
+//! inside the body) from `grpc-status` in the headers, or else from the status alone.
 //!
 //! A layer that finds a handle already in the extensions subscribes to it
 //! ([`CompletionHandle::on_complete`]) and wraps the body in a pass-through [`ObservedBody`] that
@@ -250,6 +252,12 @@ where
                 }
                 None => Mode::Grpc(Guard(Some(handle.clone()))),
             },
+            ContentKind::GrpcWeb => {
+                let outcome =
+                    grpc_status(response.headers()).map_or(Outcome::Status(status), grpc_outcome);
+                handle.complete(outcome);
+                Mode::Passthrough
+            }
             ContentKind::Other => {
                 handle.complete(Outcome::Status(status));
                 Mode::Passthrough
@@ -264,6 +272,7 @@ enum ContentKind {
     Sse,
     Json,
     Grpc,
+    GrpcWeb,
     Other,
 }
 
@@ -279,11 +288,30 @@ fn content_kind(headers: &HeaderMap) -> ContentKind {
         ContentKind::Sse
     } else if essence.eq_ignore_ascii_case("application/json") {
         ContentKind::Json
-    } else if essence.len() >= 16 && essence[..16].eq_ignore_ascii_case("application/grpc") {
-        ContentKind::Grpc
+    } else if let Some(kind) = grpc_kind(essence) {
+        kind
     } else {
         ContentKind::Other
     }
+}
+
+/// `application/grpc` or `application/grpc+<codec>`: gRPC, status in the trailers.
+/// `application/grpc-web[-text][+<codec>]`: gRPC-Web, whose trailers travel inside the body (no
+/// HTTP trailers ever come), so only a trailers-only answer's `grpc-status` is read.
+fn grpc_kind(essence: &str) -> Option<ContentKind> {
+    const GRPC: &str = "application/grpc";
+    let head = essence.get(..GRPC.len())?;
+    if !head.eq_ignore_ascii_case(GRPC) {
+        return None;
+    }
+    let rest = &essence[GRPC.len()..];
+    if rest.is_empty() || rest.starts_with('+') {
+        return Some(ContentKind::Grpc);
+    }
+    let web = rest
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("-web"));
+    web.then_some(ContentKind::GrpcWeb)
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {

@@ -202,6 +202,50 @@ async fn error_statuses_complete_at_once_and_empty_answers_succeed() {
 }
 
 #[tokio::test]
+async fn grpc_web_is_not_mistaken_for_grpc() {
+    let answer = |ct: &str, status: Option<&str>| {
+        let mut b = Response::builder().header("content-type", ct);
+        if let Some(s) = status {
+            b = b.header("grpc-status", s);
+        }
+        let (resp, handle) =
+            observe_response(b.body(http_body_util::Empty::<Bytes>::new()).unwrap(), None);
+        // Read before the body is dropped (a dropped gRPC body would be `Cancelled`).
+        let outcome = handle.outcome();
+        drop(resp);
+        outcome
+    };
+    // gRPC proper waits for its trailers (unless trailers-only), with or without a codec.
+    assert_eq!(answer("application/grpc", None), None);
+    assert_eq!(answer("application/GRPC+proto", None), None);
+    assert_eq!(
+        answer("application/grpc", Some("14")),
+        Some(Outcome::Grpc(14))
+    );
+    // gRPC-Web never gets HTTP trailers: it completes at once, from a trailers-only status or
+    // from the HTTP status, instead of ending `Incomplete` (a failure) after every success.
+    for ct in [
+        "application/grpc-web",
+        "application/grpc-web+proto",
+        "application/grpc-web-text",
+        "application/grpc-Web-text+proto; charset=x",
+    ] {
+        assert_eq!(
+            answer(ct, None),
+            Some(Outcome::Status(StatusCode::OK)),
+            "{ct}"
+        );
+        assert_eq!(answer(ct, Some("0")), Some(Outcome::Success), "{ct}");
+        assert_eq!(answer(ct, Some("14")), Some(Outcome::Grpc(14)), "{ct}");
+    }
+    // Neither.
+    assert_eq!(
+        answer("application/grpcx", None),
+        Some(Outcome::Status(StatusCode::OK))
+    );
+}
+
+#[tokio::test]
 async fn a_second_observer_reuses_the_first_handle() {
     let resp = sse_response(vec![ok(
         "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n",
