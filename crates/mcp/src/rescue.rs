@@ -11,6 +11,7 @@
 //! | [`ShuttingDown`](crate::error::ShuttingDown) | 503, `-31510` |
 //! | [`Elapsed`](crate::error::Elapsed) | 504, `-31504` |
 //! | [`RateLimited`](crate::error::RateLimited) | 429, `-31429`, `Retry-After` |
+//! | [`TokenUnavailable`](crate::error::TokenUnavailable), [`InvalidToken`](crate::error::InvalidToken) (client stacks) | 500, `-31520` |
 //! | anything else | 502, `-31502` |
 //! | (not an error) the server's own 5xx answer to a call, with neither JSON nor SSE (rmcp's bare `500` for a handler that ended without a response) | 502, `-31502` |
 //!
@@ -417,7 +418,11 @@ mod tests {
 /// | [`Unauthorized`](crate::error::Unauthorized) | `UNAUTHENTICATED` (16) |
 /// | [`Forbidden`](crate::error::Forbidden) | `PERMISSION_DENIED` (7) |
 /// | [`PayloadTooLarge`](crate::error::PayloadTooLarge) | `INVALID_ARGUMENT` (3) |
-/// | anything else | `UNAVAILABLE` (14), generic message |
+/// | [`TokenUnavailable`](crate::error::TokenUnavailable), [`InvalidToken`](crate::error::InvalidToken) | `INTERNAL` (13) |
+/// | anything else | `UNAVAILABLE` (14), generic message (the HTTP form's 502) |
+///
+/// [`tonic_status`] looks first for a `tonic::Status` (or an error tonic maps, such as a
+/// connection or HTTP/2 error) inside an error that is none of these, and passes that on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcStatus {
     /// The gRPC status code.
@@ -447,6 +452,7 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
         401 => 16,
         403 => 7,
         413 => 3,
+        500 => 13,
         _ => 14,
     };
     GrpcStatus {
@@ -457,19 +463,36 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
 }
 
 /// The tonic form of rescue: a `tonic::Status` for a call-plane error, with the code and message
-/// of [`grpc_status`], a `retry-after` metadata entry (whole seconds) when the error knows one,
-/// and the error kept as the status's source. A `tonic::Status` already (an inner tonic
-/// layer's) is returned as is. Needs the `tonic` feature.
+/// of [`grpc_status`] and the error kept as the status's source. When the error knows when to
+/// try again, two metadata entries say so: `retry-after` (whole seconds) and
+/// `grpc-retry-pushback-ms` (the same delay in milliseconds: what gRPC clients' retry policies
+/// read).
+///
+/// A `tonic::Status` already (an inner tonic layer's) is returned as is. An error that is not
+/// one of ours is given to `tonic::Status::try_from_error`, which finds a `Status` deeper in
+/// its source chain and maps connection and HTTP/2 errors (an HTTP/2 `CANCEL` stays
+/// `CANCELLED`); anything left is `UNAVAILABLE` with a generic message. Needs the `tonic`
+/// feature.
 #[cfg(feature = "tonic")]
 pub fn tonic_status(error: BoxError) -> tonic::Status {
     let error = match error.downcast::<tonic::Status>() {
         Ok(status) => return *status,
         Err(error) => error,
     };
+    let error = if local_error(&*error).is_none() {
+        match tonic::Status::try_from_error(error) {
+            Ok(status) => return status,
+            Err(error) => error,
+        }
+    } else {
+        error
+    };
     let s = grpc_status(&*error);
     let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
     if let Some(secs) = s.retry_after_secs {
-        status.metadata_mut().insert("retry-after", secs.into());
+        let meta = status.metadata_mut();
+        meta.insert("retry-after", secs.into());
+        meta.insert("grpc-retry-pushback-ms", secs.saturating_mul(1000).into());
     }
     status.set_source(std::sync::Arc::from(error));
     status
@@ -589,5 +612,50 @@ mod grpc_tests {
         let s = grpc_status(&std::io::Error::other("secret"));
         assert_eq!(s.code, 14);
         assert!(!s.message.contains("secret"));
+        let no_token = crate::error::TokenUnavailable::new("vault down".into());
+        assert_eq!(grpc_status(&no_token).code, 13);
+        assert_eq!(grpc_status(&crate::error::InvalidToken).code, 13);
+    }
+
+    /// An error wrapping another as its source (what a client stack's own layers may do).
+    #[cfg(feature = "tonic")]
+    #[derive(Debug)]
+    struct Wrapped(tonic::Status);
+
+    #[cfg(feature = "tonic")]
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    #[cfg(feature = "tonic")]
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_form_keeps_inner_statuses_and_sends_pushback() {
+        let s = tonic_status(Box::new(Wrapped(tonic::Status::invalid_argument("bad"))));
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::InvalidArgument, "bad")
+        );
+        let s = tonic_status(Box::new(tonic::Status::cancelled("gone")));
+        assert_eq!(s.code(), tonic::Code::Cancelled);
+
+        let s = tonic_status(Box::new(RateLimited::new(Duration::from_millis(1500))));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "2");
+        assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "2000");
+
+        let s = tonic_status(Box::new(BulkheadFull::new(None)));
+        assert!(s.metadata().get("grpc-retry-pushback-ms").is_none());
+        let s = tonic_status(Box::new(std::io::Error::other("upstream detail")));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(!s.message().contains("upstream detail"));
     }
 }
