@@ -23,6 +23,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{ConfigError, InvalidToken, TokenUnavailable};
+use crate::parse::check_token68;
 use crate::tokens::read_bounded;
 
 /// Applies [`InjectBearer`]: every outgoing request gets `Authorization: Bearer <token>` from the
@@ -92,16 +93,16 @@ impl<S: fmt::Debug> fmt::Debug for InjectBearer<S> {
     }
 }
 
-/// Builds the sensitive `Bearer <token>` header value.
+/// Builds the sensitive `Bearer <token>` header value. The token must be an RFC 6750
+/// `b64token`, the grammar a server (ours included) accepts: anything else would only be sent
+/// to be refused with a 401.
 pub(crate) fn bearer_value(token: &Secret) -> Result<HeaderValue, InvalidToken> {
     let t = token.expose().as_bytes();
-    if t.is_empty() || !t.iter().all(|&b| (0x21..0x7f).contains(&b)) {
-        return Err(InvalidToken);
-    }
+    check_token68(t).map_err(|_| InvalidToken::new())?;
     let mut buf = BytesMut::with_capacity(7 + t.len());
     buf.put_slice(b"Bearer ");
     buf.put_slice(t);
-    let mut v = HeaderValue::from_maybe_shared(buf.freeze()).map_err(|_| InvalidToken)?;
+    let mut v = HeaderValue::from_maybe_shared(buf.freeze()).map_err(|_| InvalidToken::new())?;
     v.set_sensitive(true);
     Ok(v)
 }
@@ -194,6 +195,9 @@ where
 /// a regular file (or a symlink to one): a FIFO, socket or device is refused unread, as
 /// reading one from the request path could block. A missing, empty or invalid file at start is
 /// a [`ConfigError`]; later, the last good token is kept and an error is logged.
+///
+/// One caller at a time reads the file, without holding any lock: the others go on with the
+/// token they have meanwhile.
 pub struct FileTokenSource {
     path: PathBuf,
     interval: Duration,
@@ -234,12 +238,18 @@ impl FileTokenSource {
     }
 
     /// How often the file is read again (one too long for the clock, such as `Duration::MAX`,
-    /// means never).
-    pub fn interval(mut self, interval: Duration) -> Self {
+    /// means never). Zero is refused: it would read the file on every request.
+    pub fn interval(mut self, interval: Duration) -> Result<Self, ConfigError> {
+        if interval.is_zero() {
+            return Err(ConfigError::new(
+                "FileTokenSource::interval",
+                "must be more than zero (the file would be read on every request)",
+            ));
+        }
         self.interval = interval;
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.next_check = Instant::now().checked_add(interval);
-        self
+        Ok(self)
     }
 }
 
@@ -257,19 +267,30 @@ fn read_token(path: &Path) -> Result<Secret, String> {
 
 impl TokenSource for FileTokenSource {
     fn token(&self) -> Result<Secret, BoxError> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if st.next_check.is_some_and(|at| now >= at) {
+        let current = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if !st.next_check.is_some_and(|at| now >= at) {
+                return Ok(st.token.clone());
+            }
+            // This caller reads the file; moving the next check on first keeps every other
+            // caller on the current token meanwhile, without waiting for the read.
             st.next_check = now.checked_add(self.interval);
-            match read_token(&self.path) {
-                Ok(t) => st.token = t,
-                Err(e) => tracing::error!(
+            st.token.clone()
+        };
+        match read_token(&self.path) {
+            Ok(fresh) => {
+                self.state.lock().unwrap_or_else(|p| p.into_inner()).token = fresh.clone();
+                Ok(fresh)
+            }
+            Err(e) => {
+                tracing::error!(
                     path = %self.path.display(),
                     error = %e,
                     "client token file unreadable or invalid; keeping the last good token"
-                ),
+                );
+                Ok(current)
             }
         }
-        Ok(st.token.clone())
     }
 }

@@ -6,8 +6,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use tower_armor_mcp::BoxError;
-
 /// A configuration value was refused. Names the setting (the environment variable, or the builder
 /// method) and says what is wrong, without repeating any secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,41 +42,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The client layer's [`TokenSource`](tower_armor_mcp::TokenSource) failed: the request was not
-/// sent. The source's error is kept as [`source`](std::error::Error::source).
-#[derive(Debug)]
-pub struct TokenUnavailable {
-    source: BoxError,
-}
-
-impl TokenUnavailable {
-    pub(crate) fn new(source: BoxError) -> Self {
-        TokenUnavailable { source }
-    }
-}
-
-impl fmt::Display for TokenUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no bearer token available for the outgoing request")
-    }
-}
-
-impl std::error::Error for TokenUnavailable {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
-
-/// The token from the client's [`TokenSource`](tower_armor_mcp::TokenSource) cannot be put in a
-/// header (empty, or a control or non-ASCII character): the request was not sent.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct InvalidToken;
-
-impl fmt::Display for InvalidToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("bearer token is empty or has a character not allowed in a header")
-    }
-}
-
-impl std::error::Error for InvalidToken {}
+// The client layer's failures are call-plane errors, so they live with the others in
+// `tower-armor-mcp` (where rescue and the breaker know them); named here too.
+pub use tower_armor_mcp::error::{InvalidToken, TokenUnavailable};

@@ -749,6 +749,36 @@ async fn inject_fails_without_sending_when_the_source_fails() {
     assert!(e.downcast_ref::<InvalidToken>().is_some(), "{e}");
     assert!(!e.to_string().contains("line"));
     assert!(handle.poll_request().is_pending());
+
+    // What our own server (RFC 6750 `b64token`) would refuse is not sent either; padding is fine.
+    for (token, ok) in [
+        ("abc,def", false),
+        ("abc def", false),
+        ("=abc", false),
+        ("a\"b", false),
+        ("ab;c", false),
+        ("tok-é", false),
+        ("abc==", true),
+        ("a.b_c~d+e/f-g", true),
+    ] {
+        let (mut svc, mut handle) =
+            mock::spawn_layer::<Req, Resp, _>(InjectBearerLayer::new(Secret::new(token)));
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(req(None));
+        if ok {
+            let (got, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                got.headers()[header::AUTHORIZATION],
+                format!("Bearer {token}")
+            );
+            send.send_response(Resp::new(String::new()));
+            fut.await.unwrap();
+        } else {
+            let e = fut.await.unwrap_err();
+            assert!(e.downcast_ref::<InvalidToken>().is_some(), "{token}: {e}");
+            assert!(handle.poll_request().is_pending(), "{token}");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -757,7 +787,8 @@ async fn file_token_source_follows_rotation() {
     std::fs::write(&path, "one\n").unwrap();
     let source = FileTokenSource::new(&path)
         .unwrap()
-        .interval(Duration::from_secs(2));
+        .interval(Duration::from_secs(2))
+        .unwrap();
     let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(InjectBearerLayer::new(source));
     let mut sent = Vec::new();
     for (write, advance) in [
@@ -794,10 +825,18 @@ async fn file_token_source_follows_rotation() {
         ]
     );
     assert!(FileTokenSource::new(tmp_path("absent")).is_err());
+    let zero = FileTokenSource::new(&path)
+        .unwrap()
+        .interval(Duration::ZERO)
+        .unwrap_err();
+    assert_eq!(zero.setting(), "FileTokenSource::interval");
 
     // An interval too long for the clock means "never re-read", not a panic.
     std::fs::write(&path, "four").unwrap();
-    let source = FileTokenSource::new(&path).unwrap().interval(Duration::MAX);
+    let source = FileTokenSource::new(&path)
+        .unwrap()
+        .interval(Duration::MAX)
+        .unwrap();
     std::fs::write(&path, "five").unwrap();
     tokio::time::advance(Duration::from_secs(3600)).await;
     assert_eq!(

@@ -251,6 +251,12 @@ mod tests {
             Outcome::Rejected(LocalRejection::Cancelled)
         );
         assert_eq!(
+            o(Box::new(tower_armor_mcp::error::TokenUnavailable::new(
+                "vault down".into()
+            ))),
+            Outcome::Rejected(LocalRejection::NoCredentials)
+        );
+        assert_eq!(
             o(Box::new(Unauthorized::new())),
             Outcome::Status(http::StatusCode::UNAUTHORIZED)
         );

@@ -18,7 +18,9 @@ use tower::{Layer, Service, ServiceExt};
 use tower_armor_circuit_breaker::{
     Builder, CircuitBreaker, CircuitBreakerLayer, KeyBy, OpenDuration, Reason, State, Transition,
 };
-use tower_armor_mcp::error::{BulkheadFull, CircuitOpen, Elapsed, RateLimited};
+use tower_armor_mcp::error::{
+    BulkheadFull, CircuitOpen, Elapsed, InvalidToken, RateLimited, TokenUnavailable,
+};
 use tower_armor_mcp::{
     BoxError, HalfOpenProbe, KnownTools, McpRequest, MessageKind, Method, RequestId, StreamRole,
 };
@@ -436,6 +438,10 @@ async fn caller_errors_and_local_rejections_are_not_counted() {
         Box::new(BulkheadFull::new(None)) as BoxError,
         Box::new(RateLimited::new(Duration::from_secs(1))),
         Box::new(CircuitOpen::new(None, Duration::from_secs(1))),
+        // A client stack's token source failing (bearer-auth's client layer, inside the breaker):
+        // the call never left, so the peer is not to blame.
+        Box::new(TokenUnavailable::new("vault down".into())),
+        Box::new(InvalidToken::new()),
     ] {
         let fut = h.start(tool(3, "x")).await;
         h.received().unwrap().send_error(e);

@@ -30,7 +30,8 @@ use std::fmt;
 use http::StatusCode;
 
 use crate::error::{
-    CODE_BULKHEAD_FULL, CODE_SHUTTING_DOWN, CODE_TIMEOUT, LocalRejection, is_local_code,
+    CODE_BULKHEAD_FULL, CODE_NO_CREDENTIALS, CODE_SHUTTING_DOWN, CODE_TIMEOUT, LocalRejection,
+    is_local_code,
 };
 use crate::jsonrpc;
 
@@ -280,6 +281,9 @@ impl Classifier {
             // Another hop's bulkhead, or a hop shutting down: answered as 503 (509 and 510 are
             // not their statuses), a transient failure of that dependency.
             self.classify_status(StatusCode::SERVICE_UNAVAILABLE, has_session)
+        } else if code == CODE_NO_CREDENTIALS {
+            // A hop that had no token for its own upstream answered 500.
+            self.classify_status(StatusCode::INTERNAL_SERVER_ERROR, has_session)
         } else if is_local_code(code) {
             // Another tower-armor hop answered: its last three digits are the HTTP status.
             match u16::try_from(-code % 1000)
@@ -474,6 +478,14 @@ mod tests {
         assert_eq!(
             c(Outcome::RpcError(CODE_SHUTTING_DOWN)),
             c(Outcome::RpcError(-31503))
+        );
+        assert_eq!(
+            c(Outcome::RpcError(CODE_NO_CREDENTIALS)),
+            c(Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR))
+        );
+        assert_eq!(
+            c(Outcome::Rejected(LocalRejection::NoCredentials)),
+            (B::Ignored, R::No)
         );
         assert_eq!(
             c(Outcome::RpcError(-31429)),

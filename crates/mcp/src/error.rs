@@ -17,6 +17,7 @@
 //! | [`ShuttingDown`] | 503 | `-31510` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
 //! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, never sent) | no |
+//! | [`TokenUnavailable`], [`InvalidToken`] (a client had no usable token for an outgoing call) | 500 | `-31520` | no |
 //! | anything else (see [`local_error`]) | 502 | `-31502` | no |
 //! | the stack is misconfigured (a layer misses what it needs, e.g. no inspector facts, no peer address) | 500 | `-31500` | no |
 //!
@@ -60,6 +61,9 @@ pub const CODE_BULKHEAD_FULL: i64 = -31509;
 /// JSON-RPC code for [`ShuttingDown`] (answered with 503, like the other two `-315xx` codes
 /// above 503: the breaker has `-31503`).
 pub const CODE_SHUTTING_DOWN: i64 = -31510;
+/// JSON-RPC code for [`TokenUnavailable`] and [`InvalidToken`]: the client side had no usable
+/// token, so the call was never sent (500: this side's fault, not the peer's).
+pub const CODE_NO_CREDENTIALS: i64 = -31520;
 /// The code of [`CancelledInLine`] (nginx's "client closed request"), for logs and the
 /// classification table only: its answer carries no JSON-RPC message.
 pub const CODE_CANCELLED: i64 = -31499;
@@ -99,6 +103,9 @@ pub enum LocalRejection {
     Cancelled,
     /// The server is shutting down and ended the call or refused it ([`ShuttingDown`]).
     ShuttingDown,
+    /// A client layer had no usable token for the outgoing call ([`TokenUnavailable`],
+    /// [`InvalidToken`]): the call was never sent, so it says nothing of the peer's health.
+    NoCredentials,
 }
 
 /// Rounds a duration up to whole seconds, at least 1: the `Retry-After` header value.
@@ -374,6 +381,60 @@ simple_error!(
     LocalRejection::ShuttingDown
 );
 
+/// A client's [`TokenSource`](crate::TokenSource) failed: the request was not sent (500,
+/// [`CODE_NO_CREDENTIALS`]). The source's error is kept as [`source`](Error::source); it is not
+/// part of the message, which is all an answer shows.
+///
+/// A local rejection: a breaker never counts it against the peer (a secret store's outage is not
+/// the upstream's), and it is not retried.
+#[derive(Debug)]
+pub struct TokenUnavailable {
+    source: BoxError,
+}
+
+impl TokenUnavailable {
+    /// Wraps the token source's error.
+    pub fn new(source: BoxError) -> Self {
+        TokenUnavailable { source }
+    }
+}
+
+impl fmt::Display for TokenUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no bearer token available for the outgoing request")
+    }
+}
+
+impl Error for TokenUnavailable {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl LocalError for TokenUnavailable {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+    fn code(&self) -> i64 {
+        CODE_NO_CREDENTIALS
+    }
+    fn rejection(&self) -> Option<LocalRejection> {
+        Some(LocalRejection::NoCredentials)
+    }
+}
+
+simple_error!(
+    /// The token from a client's [`TokenSource`](crate::TokenSource) cannot be sent: empty, or
+    /// not an RFC 6750 `b64token` (a character a header or a bearer credential may not hold).
+    /// The request was not sent (500, [`CODE_NO_CREDENTIALS`]); a local rejection, like
+    /// [`TokenUnavailable`].
+    InvalidToken,
+    "bearer token is empty or not a valid b64token",
+    StatusCode::INTERNAL_SERVER_ERROR,
+    CODE_NO_CREDENTIALS,
+    LocalRejection::NoCredentials
+);
+
 /// Finds the local error inside a boxed error, looking through `source()` chains.
 ///
 /// Returns `None` for any other error; the rescue layer answers those with 502 and
@@ -397,7 +458,9 @@ pub fn local_error<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a dyn LocalEr
             Unauthorized,
             Forbidden,
             CancelledInLine,
-            ShuttingDown
+            ShuttingDown,
+            TokenUnavailable,
+            InvalidToken
         );
         cur = e.source();
     }
@@ -419,6 +482,7 @@ mod tests {
             Box::new(BulkheadFull::new(None)),
             Box::new(ShuttingDown),
             Box::new(Elapsed),
+            Box::new(InvalidToken),
         ];
         let mut seen = std::collections::HashSet::new();
         for e in &errs {
