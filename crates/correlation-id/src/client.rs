@@ -7,7 +7,10 @@
 //!   transports that do not go through a tower stack), returning a new value and leaving the
 //!   caller's untouched.
 //!
-//! Values the caller already set (a header, a `_meta` key) are kept.
+//! An id the caller already set (a header, a `_meta` key) is kept, and so is a valid
+//! `traceparent` of the caller's own. An invalid one, or the very context the case came in with
+//! (a gateway passing an incoming request on), is replaced by a child: each hop gets a span id
+//! of its own, and a value our server layer would refuse never goes upstream.
 
 use std::borrow::Cow;
 use std::task::{Context, Poll};
@@ -139,22 +142,37 @@ fn propagate<B>(req: &mut Request<B>, header: &HeaderName) {
         };
         req.headers_mut().insert(header, value);
     }
-    if !req.headers().contains_key(&TRACEPARENT) {
-        let child = match req.extensions().get::<TraceContext>() {
-            Some(ctx) => ctx.child(),
-            None => TraceContext::new_root(),
-        };
-        req.headers_mut().insert(&TRACEPARENT, child.traceparent());
-        match child.state() {
-            Some(state) => {
-                req.headers_mut()
-                    .insert(&TRACESTATE, state.header_value().clone());
-            }
-            // A tracestate belongs to its traceparent: never send a stale one with ours.
-            None => {
-                req.headers_mut().remove(&TRACESTATE);
-            }
+    let child = {
+        let ctx = req.extensions().get::<TraceContext>();
+        let existing = TraceContext::from_headers(req.headers()).ok().flatten();
+        if keep_callers(existing.as_ref(), ctx) {
+            return;
         }
+        ctx.map_or_else(TraceContext::new_root, TraceContext::child)
+    };
+    let headers = req.headers_mut();
+    headers.insert(&TRACEPARENT, child.traceparent());
+    match child.state() {
+        Some(state) => {
+            headers.insert(&TRACESTATE, state.header_value().clone());
+        }
+        // A tracestate belongs to its traceparent: never send a stale one with ours.
+        None => {
+            headers.remove(&TRACESTATE);
+        }
+    }
+}
+
+/// Whether a valid `traceparent` the outgoing request already carries (`existing`) is the
+/// caller's own, to be kept, rather than the one the case came in with (`ctx`, from the
+/// extensions): a gateway passing an incoming request on carries its header along, and the next
+/// hop must get a child of it, with a span id of its own (W3C Trace Context). Invalid or absent
+/// values are replaced.
+fn keep_callers(existing: Option<&TraceContext>, ctx: Option<&TraceContext>) -> bool {
+    match (existing, ctx) {
+        (None, _) => false,
+        (Some(e), Some(c)) => e.trace_id() != c.trace_id() || e.parent_id() != c.parent_id(),
+        (Some(_), None) => true,
     }
 }
 
@@ -163,7 +181,9 @@ fn propagate<B>(req: &mut Request<B>, header: &HeaderName) {
 ///
 /// The caller's value is never changed: the answer borrows it when there is nothing to add (the
 /// keys are already there, or `params` / `_meta` is not an object), and is a modified copy
-/// otherwise. Keys already present are kept.
+/// otherwise. An id already there is kept; so is a `traceparent` already there when it is valid
+/// and the caller's own. One that is invalid, or that is `trace` itself (the context the case
+/// came in with, carried along by a gateway passing a request on) is replaced by a child.
 ///
 /// ```
 /// use serde_json::json;
@@ -190,7 +210,7 @@ pub fn with_correlation_meta<'a>(
         Some(Value::Object(params)) => match params.get("_meta") {
             None => true,
             Some(Value::Object(meta)) => {
-                !meta.contains_key(META_REQUEST_ID) || !meta.contains_key(META_TRACEPARENT)
+                !meta.contains_key(META_REQUEST_ID) || !keeps_meta_trace(meta, trace)
             }
             Some(_) => false,
         },
@@ -220,7 +240,7 @@ pub fn with_correlation_meta<'a>(
     };
     meta.entry(META_REQUEST_ID)
         .or_insert_with(|| Value::String(id.as_str().to_owned()));
-    if !meta.contains_key(META_TRACEPARENT) {
+    if !keeps_meta_trace(meta, trace) {
         let child = match trace {
             Some(ctx) => ctx.child(),
             None => TraceContext::new_root(),
@@ -242,6 +262,15 @@ pub fn with_correlation_meta<'a>(
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether `_meta.traceparent` is there to stay (see [`with_correlation_meta`]).
+fn keeps_meta_trace(meta: &Map<String, Value>, trace: Option<&TraceContext>) -> bool {
+    let existing = meta
+        .get(META_TRACEPARENT)
+        .and_then(Value::as_str)
+        .and_then(|s| TraceContext::parse(s.as_bytes()).ok());
+    keep_callers(existing.as_ref(), trace)
 }
 
 #[cfg(test)]
@@ -287,6 +316,35 @@ mod tests {
         assert!(meta[META_TRACEPARENT].is_string());
         assert!(meta.get(META_TRACESTATE).is_none());
         assert!(req["params"]["_meta"].get(META_TRACEPARENT).is_none());
+    }
+
+    #[test]
+    fn meta_traceparents_passed_on_or_invalid_are_replaced() {
+        let case = TraceContext::new_root();
+        let call = |tp: Value| {
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                "name":"add","_meta":{"tower-armor/requestId":"mine","traceparent":tp}}})
+        };
+        // The case's own context, carried along: a child replaces it.
+        let req = call(Value::String(case.to_string()));
+        let out = with_correlation_meta(&req, &id(), Some(&case));
+        let sent = out["params"]["_meta"][META_TRACEPARENT].as_str().unwrap();
+        let sent = TraceContext::parse(sent.as_bytes()).unwrap();
+        assert_eq!(sent.trace_id(), case.trace_id());
+        assert_ne!(sent.parent_id(), case.parent_id());
+        assert_eq!(req["params"]["_meta"][META_TRACEPARENT], case.to_string());
+        // Invalid values are replaced.
+        for bad in [json!("00-bad"), json!(7), Value::Null] {
+            let req = call(bad.clone());
+            let out = with_correlation_meta(&req, &id(), Some(&case));
+            let sent = out["params"]["_meta"][META_TRACEPARENT].as_str().unwrap();
+            assert!(TraceContext::parse(sent.as_bytes()).is_ok(), "{bad}");
+        }
+        // A valid one of the caller's own is kept, and nothing is copied.
+        let own = TraceContext::new_root();
+        let req = call(Value::String(own.to_string()));
+        let out = with_correlation_meta(&req, &id(), Some(&case));
+        assert!(matches!(out, Cow::Borrowed(_)));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   and replaced in the request too, so nothing inward sees it;
 //! - parses `traceparent` / `tracestate` ([`TraceContext`], W3C rules) and puts the
 //!   [`CorrelationId`] and a [`TraceContext`] (the caller's, or a new trace) in the request's
-//!   extensions;
+//!   extensions. An invalid `traceparent` (and its `tracestate`) is removed from the request,
+//!   so nothing inward (or upstream, through a gateway) sees it;
 //! - opens an INFO span `mcp.request` with `request_id`, `trace_id`, `http.method` and the
 //!   empty fields [`principal`, `mcp.method`, `mcp.tool`, `mcp.session`](tower_armor_mcp::span)
 //!   that inner layers record once they know them. The span is entered while the inner service

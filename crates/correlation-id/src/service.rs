@@ -61,10 +61,14 @@ where
             Ok(Some(ctx)) => (Some(ctx), None),
             Ok(None) => (None, None),
             Err(e) => {
-                let len = req
-                    .headers()
+                // Refused values never go inward (a gateway would pass them on upstream): the
+                // request's context is the root made below, in its extensions.
+                let headers = req.headers_mut();
+                let len = headers
                     .get(&crate::trace::TRACEPARENT)
                     .map_or(0, |v| v.len());
+                headers.remove(&crate::trace::TRACEPARENT);
+                headers.remove(&crate::trace::TRACESTATE);
                 (None, Some((len, e)))
             }
         };

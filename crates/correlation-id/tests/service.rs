@@ -295,7 +295,11 @@ async fn traceparent_headers_are_parsed_or_replaced() {
         svc.oneshot(get(&[("traceparent", bad), ("tracestate", "rojo=1")]))
             .await
             .unwrap();
-        let (_, ext) = seen.lock().unwrap().take().unwrap();
+        let (h, ext) = seen.lock().unwrap().take().unwrap();
+        assert!(
+            h.get("traceparent").is_none() && h.get("tracestate").is_none(),
+            "{bad}: a refused trace context does not go inward"
+        );
         let ctx = ext.get::<TraceContext>().unwrap();
         assert_eq!(ctx.origin(), TraceOrigin::Generated, "{bad}");
         assert!(
@@ -563,6 +567,57 @@ async fn client_layer_sets_id_and_child_traceparent() {
     let (h, _) = seen.lock().unwrap().take().unwrap();
     assert_eq!(h["x-request-id"], "mine");
     assert_eq!(h["traceparent"], TP);
+}
+
+#[tokio::test]
+async fn client_layer_replaces_invalid_and_passed_on_traceparents() {
+    let (seen, inner) = recording(StatusCode::OK);
+    let case = TraceContext::parse(TP.as_bytes()).unwrap();
+    let send = |headers: &[(&str, &str)], ctx: Option<&TraceContext>| {
+        let mut req = get(headers);
+        if let Some(ctx) = ctx {
+            req.extensions_mut().insert(ctx.clone());
+        }
+        let svc = PropagateCorrelationLayer::new().layer_service(inner.clone());
+        let seen = seen.clone();
+        async move {
+            svc.oneshot(req).await.unwrap();
+            let (h, _) = seen.lock().unwrap().take().unwrap();
+            h
+        }
+    };
+    // The header the case came in with (a gateway passing the request on): a child goes out.
+    let h = send(
+        &[("traceparent", TP), ("tracestate", "rojo=1")],
+        Some(&case),
+    )
+    .await;
+    let sent = TraceContext::parse(h["traceparent"].as_bytes()).unwrap();
+    assert_eq!(sent.trace_id(), case.trace_id());
+    assert_ne!(sent.parent_id(), case.parent_id());
+    assert!(h.get("tracestate").is_none(), "the case had no tracestate");
+    // Invalid ones are never passed on, with or without a case.
+    for ctx in [Some(&case), None] {
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let h = send(&[("traceparent", bad), ("tracestate", "rojo=1")], ctx).await;
+            let sent = TraceContext::parse(h["traceparent"].as_bytes()).unwrap();
+            assert_eq!(sent.trace_id() == case.trace_id(), ctx.is_some(), "{bad}");
+            assert!(h.get("tracestate").is_none(), "{bad}");
+        }
+    }
+    // A valid one of the caller's own (another trace) stays, with its tracestate.
+    let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let h = send(
+        &[("traceparent", own), ("tracestate", "rojo=1")],
+        Some(&case),
+    )
+    .await;
+    assert_eq!(h["traceparent"], own);
+    assert_eq!(h["tracestate"], "rojo=1");
 }
 
 #[tokio::test]
