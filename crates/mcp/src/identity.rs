@@ -218,8 +218,9 @@ impl fmt::Display for Secret {
 /// Where a client gets the bearer token it sends upstream: a static value, a file re-read when it
 /// changes, or a user closure that refreshes.
 ///
-/// `token` is called once per outgoing request and must be cheap; a source that refreshes
-/// over the network should do so in the background and hand out the current value here.
+/// `token` is called once per outgoing request, on the caller's task, and must be cheap: it
+/// must not block or wait on the network. A source that refreshes over the network should do so
+/// in the background and hand out the current value here: [`SharedToken`] is that cell.
 pub trait TokenSource: Send + Sync + 'static {
     /// The token to send now.
     fn token(&self) -> Result<Secret, BoxError>;
@@ -240,6 +241,60 @@ where
     }
 }
 
+/// A token that a background task keeps fresh: [`set`](Self::set) replaces it, and every clone
+/// (each a [`TokenSource`]) hands out the current one. One refresh at a time, however many calls
+/// are in flight, and no call waits for it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_armor_mcp::{Secret, SharedToken, TokenSource};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let token = SharedToken::new(Secret::new("first"));
+/// let refresher = token.clone();
+/// let task = tokio::spawn(async move {
+///     // Fetch a new token from the identity provider, then publish it.
+///     tokio::time::sleep(Duration::from_millis(1)).await;
+///     refresher.set(Secret::new("second"));
+/// });
+/// assert_eq!(token.token().unwrap().expose(), "first");
+/// task.await.unwrap();
+/// assert_eq!(token.token().unwrap().expose(), "second");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SharedToken(Arc<std::sync::RwLock<Secret>>);
+
+impl SharedToken {
+    /// A cell holding `token`.
+    pub fn new(token: Secret) -> Self {
+        SharedToken(Arc::new(std::sync::RwLock::new(token)))
+    }
+
+    /// Replaces the token every clone hands out from now on.
+    pub fn set(&self, token: Secret) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// The current token.
+    pub fn get(&self) -> Secret {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SharedToken").field(&self.get()).finish()
+    }
+}
+
+impl TokenSource for SharedToken {
+    fn token(&self) -> Result<Secret, BoxError> {
+        Ok(self.get())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +307,8 @@ mod tests {
         assert_eq!(s.expose(), "hunter2");
         let f = || Ok(Secret::new("t"));
         assert_eq!(TokenSource::token(&f).unwrap().expose(), "t");
+        let shared = SharedToken::new(Secret::new("hunter2"));
+        assert_eq!(format!("{shared:?}"), "SharedToken([redacted, 7 chars])");
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub use self::call::{CallRequest, CallResponse, HalfOpenProbe, ToolCall, ToolRep
 pub use self::classify::{Classifier, Outcome, TableCode};
 pub use self::error::BoxError;
 pub use self::identity::{
-    CorrelationId, HeaderNames, InvalidCorrelationId, Principal, Secret, TokenSource,
+    CorrelationId, HeaderNames, InvalidCorrelationId, Principal, Secret, SharedToken, TokenSource,
 };
 pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
