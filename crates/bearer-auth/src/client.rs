@@ -270,7 +270,7 @@ impl TokenSource for FileTokenSource {
         let current = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            if !st.next_check.is_some_and(|at| now >= at) {
+            if st.next_check.is_none_or(|at| now < at) {
                 return Ok(st.token.clone());
             }
             // This caller reads the file; moving the next check on first keeps every other
