@@ -18,10 +18,11 @@ use crate::cancel::{REASON_SHUTDOWN, REASON_TIMEOUT};
 /// (an answer the inner service had ready is kept, unless it is a 5xx: a server being shut down
 /// answers with its own error then); inside an SSE answer the stream gets one final event
 /// carrying that error for the call's id (at an event boundary, once no frame of the answer is
-/// ready) and ends; a 2025-11-25 call is sent `notifications/cancelled`. A call that reaches
-/// the layer afterwards is refused with the same error without reaching the inner service (a
-/// call that waited in a bulkhead's line never starts). Long-lived streams and other requests
-/// pass as before.
+/// ready) and ends; a 2025-11-25 call is sent `notifications/cancelled`. Any request that
+/// reaches the layer afterwards (a call that waited in a bulkhead's line, a listen stream, a
+/// session's `tools/list` or notification) is refused with the same error without reaching the
+/// inner service: a server cancelling its sessions would answer a session's request 404, which
+/// tells a client to start a new session on a server that is leaving.
 ///
 /// Cost per call: each poll checks the switch with one atomic load; a response future or body
 /// that has to wait registers its task's waker once (a [`Signal`]).

@@ -208,9 +208,9 @@
 //! down") instead of `Elapsed`: before its headers it fails with that error (the rescue layer
 //! answers 503 with the call's id); in an SSE answer one final event carries the error for the
 //! call's id, at an event boundary; a 2025-11-25 call is sent `notifications/cancelled`. Its
-//! completion handle records a local rejection (no breaker counts it). A call that reaches the
-//! layer afterwards (one that waited in a bulkhead's line) is refused with the same error
-//! without reaching the server. Typed calls ([`ToolCall`](tower_armor_mcp::ToolCall)) are not
+//! completion handle records a local rejection (no breaker counts it). Any request that reaches
+//! the layer afterwards (a call that waited in a bulkhead's line, a session's `tools/list`, a
+//! listen stream) is refused with the same error without reaching the server. Typed calls ([`ToolCall`](tower_armor_mcp::ToolCall)) are not
 //! affected: a typed client drops its futures to stop. The example server calls it when
 //! `MCP_DRAIN_GRACE_MS` runs out.
 //!

@@ -18,7 +18,7 @@ use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
     CompletionHandle, McpBody, McpRequest, MessageKind, Method, Outcome, ProtocolRevision,
-    ToolCall, ToolReply,
+    RequestId, ToolCall, ToolReply,
 };
 use tower_armor_timeout::{TimeoutBody, TimeoutLayer};
 use tower_test::mock;
@@ -1136,20 +1136,28 @@ async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
         .unwrap_err();
     assert!(is_shutting_down(&err), "{err}");
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
-    // Not a call: it passes (a notification, a listen stream).
+    // Nor does anything else: a server cancelling its sessions would answer a session's
+    // request 404 ("start a new session"), not "shutting down".
     let note = McpRequest::new(
         MessageKind::Notification,
         Some(Method::NotificationsCancelled),
         None,
     );
-    let resp = exchange(
-        &mut svc,
-        &mut handle,
-        facts_req(note, Some("s-2"), V2025),
-        Response::builder().status(202).body(script().1).unwrap(),
-    )
-    .await;
-    assert_eq!(resp.status(), 202);
+    let list = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::ToolsList),
+        Some(RequestId::Number(3)),
+    );
+    for facts in [note, list] {
+        let err = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(facts_req(facts, Some("s-2"), V2025))
+            .await
+            .unwrap_err();
+        assert!(is_shutting_down(&err), "{err}");
+        assert!(next_request(&mut handle, ms(1000)).await.is_none());
+    }
 }
 
 /// An answer the server had ready when the drain came is kept (it may be a final result whose
