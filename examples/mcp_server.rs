@@ -13,11 +13,12 @@
 //! `docs/configuration.md`; the example's own are `MCP_ADDR` (default `127.0.0.1:8080`),
 //! `MCP_ALLOWED_HOSTS` (the `Host` values served; default: loopback names on a loopback
 //! address, any host otherwise), `MCP_DRAIN_GRACE_MS` (how long calls in flight may finish
-//! after SIGTERM; default 5000), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS` (the whole request body must
-//! arrive within it, else 408; a request's headers too, else the connection is closed; default
-//! 30000, 0 = off), `MCP_CALL_TIMEOUT_MS` (default here:
-//! 60000) and
-//! `RUST_LOG` (default `info`, logs on stderr).
+//! after SIGTERM; default 5000), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS`
+//! (the whole request body must arrive within it, else 408; a request's headers too, else the
+//! connection is closed; default 30000; 0 turns the body's deadline off, the headers' stays at
+//! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512), `MCP_CALL_TIMEOUT_MS`
+//! (default here: 60000) and `RUST_LOG` (default `info`, logs on stderr). A request's headers
+//! may take at most 64 KiB (431 past it).
 //!
 //! The breakers' probe lease (`MCP_BREAKER_PROBE_LEASE_MS`) defaults here to the longest a call
 //! can run under the timeout layer (plus the bulkhead's wait limit), and a shorter one is
@@ -65,7 +66,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
 /// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
 /// would otherwise leave auth off with only the generic warning.
-pub const ENV_VARS: [&str; 36] = [
+pub const ENV_VARS: [&str; 37] = [
     "MCP_ADDR",
     "MCP_ALLOWED_HOSTS",
     "MCP_AUTH_DISABLED",
@@ -90,6 +91,7 @@ pub const ENV_VARS: [&str; 36] = [
     "MCP_CALL_TIMEOUT_RESET_ON_PROGRESS",
     "MCP_DRAIN_GRACE_MS",
     "MCP_MAX_BODY_BYTES",
+    "MCP_MAX_CONNECTIONS",
     "MCP_RATE_LIMIT_BURST",
     "MCP_RATE_LIMIT_FORWARDED_HEADER",
     "MCP_RATE_LIMIT_KEY",
@@ -116,6 +118,8 @@ pub struct Settings {
     pub allowed_hosts: Option<Vec<String>>,
     /// The inspector's body-read deadline (`MCP_BODY_TIMEOUT_MS`, 0 = off).
     pub body_timeout: Duration,
+    /// The accept loop's limits (`MCP_BODY_TIMEOUT_MS`, `MCP_MAX_CONNECTIONS`).
+    pub connections: ConnectionLimits,
     /// Correlation ids (`MCP_REQUEST_ID_HEADER`).
     pub correlation: CorrelationIdLayer,
     /// SSE pass-through (`MCP_SSE_KEEPALIVE_SECONDS`, `MCP_SSE_IDLE_TIMEOUT_SECONDS`).
@@ -204,6 +208,28 @@ impl Settings {
             },
             None => McpInspectLayer::DEFAULT_BODY_TIMEOUT,
         };
+        let max_connections = match get("MCP_MAX_CONNECTIONS") {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "MCP_MAX_CONNECTIONS: expected an integer from 1 to \
+                         {MAX_CONNECTIONS_LIMIT}, got {v:?}"
+                    ));
+                }
+            },
+            None => ConnectionLimits::DEFAULT_MAX_CONNECTIONS,
+        };
+        let connections = ConnectionLimits {
+            // Turning the body's deadline off must not leave a connection free to take forever
+            // over its headers (or idle on keep-alive): those keep the default.
+            header_timeout: if body_timeout.is_zero() {
+                McpInspectLayer::DEFAULT_BODY_TIMEOUT
+            } else {
+                body_timeout
+            },
+            max_connections,
+        };
         let tools = KnownTools::from_names(DEMO_TOOLS);
         let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
         tower_armor_bearer_auth::check_bind_with(addr, auth.is_enabled(), lookup)
@@ -279,6 +305,7 @@ impl Settings {
             allowed_hosts,
             drain_grace,
             body_timeout,
+            connections,
             correlation,
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             auth,
@@ -484,23 +511,83 @@ pub fn app(settings: Settings) -> App {
     }
 }
 
+/// What the accept loop ([`serve`]) bounds before any layer runs: no layer has a request until
+/// its headers are in.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within it, or hyper closes the connection; an idle
+    /// keep-alive connection waits for its next request's headers, so it is closed after that
+    /// long too (clients open a new one).
+    pub header_timeout: Duration,
+    /// Connections served at once. At the limit the loop stops accepting until one ends (new
+    /// ones wait in the listen backlog): a flood of idle or half-sent connections costs at most
+    /// this many file descriptors and [`MAX_HEADER_BYTES`] each.
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// The default of `MCP_MAX_CONNECTIONS`: 512, under the common 1,024 file descriptors per
+    /// process with room to spare. Raise both together.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: McpInspectLayer::DEFAULT_BODY_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The largest `MCP_MAX_CONNECTIONS` accepted.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
+/// How many bytes a request's head (request line and headers) may take: past it, 431. hyper's
+/// default buffer (about 400 KiB) let 1,000 half-sent requests hold 400 MB before any layer
+/// could refuse them; the read buffer is bounded by the same figure.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `stop` is cancelled, then asks every connection to finish
 /// (the caller bounds how long it waits).
 ///
 /// Like `axum::serve` with connect info (each request carries the peer's `ConnectInfo`), plus
-/// what it lacks: a deadline for a request's headers. A client that opens a connection and
-/// sends its headers slowly, or never finishes them, holds it before any layer runs (none has a
-/// request yet); past `header_timeout` hyper closes the connection. An idle keep-alive
-/// connection waits for its next request's headers, so it is closed after that long too
-/// (clients open a new one). `None`: no deadline.
+/// what it lacks: the [`ConnectionLimits`] (a deadline for a request's headers, a bound on
+/// connections) and a smaller header buffer ([`MAX_HEADER_BYTES`]). A client that opens a
+/// connection and sends its headers slowly, or never finishes them, holds it before any layer
+/// runs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    header_timeout: Option<Duration>,
+    limits: ConnectionLimits,
     stop: CancellationToken,
 ) {
     let mut connections = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut saturated = false;
     loop {
+        let slot = match std::sync::Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; accepting again when one ends"
+                    );
+                }
+                tokio::select! {
+                    slot = std::sync::Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        if slots.available_permits() > limits.max_connections / 2 {
+            saturated = false;
+        }
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -532,10 +619,14 @@ pub async fn serve(
         );
         let stop = stop.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let mut http1 = hyper::server::conn::http1::Builder::new();
             http1
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(MAX_HEADER_BYTES)
+                // hyper's read buffer: headers past the limit are refused before it fills.
+                .max_buf_size(MAX_HEADER_BYTES);
             let conn = http1
                 .serve_connection(
                     hyper_util::rt::TokioIo::new(tcp),
@@ -659,8 +750,7 @@ async fn main() {
         }
     };
     let addr = settings.addr;
-    // The body's deadline bounds the headers too (0 = off for both).
-    let header_timeout = Some(settings.body_timeout).filter(|d| !d.is_zero());
+    let limits = settings.connections;
     let app = app(settings);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -670,7 +760,7 @@ async fn main() {
         }
     };
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
-    run(listener, app, header_timeout, shutdown_signal()).await;
+    run(listener, app, limits, shutdown_signal()).await;
 }
 
 /// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
@@ -680,7 +770,7 @@ async fn main() {
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: App,
-    header_timeout: Option<Duration>,
+    limits: ConnectionLimits,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let App {
@@ -704,7 +794,7 @@ pub async fn run(
         drain.end_long_lived();
         on_signal.cancel();
     });
-    let mut served = tokio::spawn(serve(listener, router, header_timeout, stop.clone()));
+    let mut served = tokio::spawn(serve(listener, router, limits, stop.clone()));
     tokio::select! {
         _ = &mut served => {}
         () = async { stop.cancelled().await; tokio::time::sleep(drain_grace).await } => {

@@ -644,7 +644,10 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     let served = tokio::spawn(support::example::serve(
         listener,
         app.router,
-        Some(Duration::from_millis(300)),
+        support::example::ConnectionLimits {
+            header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
         stop.clone(),
     ));
 
@@ -680,6 +683,90 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
 
     stop.cancel();
     bounded(5, served).await.unwrap();
+}
+
+/// The accept loop serves at most `MCP_MAX_CONNECTIONS` connections (the next waits, and is
+/// served once one ends), and a request's headers may take 64 KiB (431 past it). Turning the
+/// body's deadline off keeps the headers' deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_loop_bounds_connections_and_header_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let settings = support::example::Settings::for_tests(&[("MCP_MAX_CONNECTIONS", "2")]).unwrap();
+    let limits = settings.connections;
+    assert_eq!(limits.max_connections, 2);
+    let app = support::example::app(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(support::example::serve(
+        listener,
+        app.router,
+        limits,
+        stop.clone(),
+    ));
+    async fn health(tcp: &mut tokio::net::TcpStream) -> String {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tcp.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    // Two idle connections take both slots.
+    let mut idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        bounded(5, health(&mut idle1))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        bounded(5, health(&mut idle2))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // A third is not served while they stay open…
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let answer = health(&mut third).await;
+        (answer, third)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past the connection limit");
+    // …and is once one of them ends.
+    drop(idle1);
+    let (answer, mut third) = bounded(5, waiting).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // 64 KiB of headers at most.
+    drop(idle2);
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-pad: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(big.as_bytes()).await;
+    let mut buf = vec![0u8; 1024];
+    let n = bounded(5, tcp.read(&mut buf)).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        bounded(5, health(&mut third))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    stop.cancel();
+    drop((tcp, third));
+    bounded(5, served).await.unwrap();
+
+    let off = support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "0")]).unwrap();
+    assert_eq!(off.connections.header_timeout, Duration::from_secs(30));
+    for bad in ["0", "-1", "many", "2000000"] {
+        let err =
+            support::example::Settings::for_tests(&[("MCP_MAX_CONNECTIONS", bad)]).unwrap_err();
+        assert!(err.starts_with("MCP_MAX_CONNECTIONS"), "{bad}: {err}");
+    }
 }
 
 /// rmcp serves only the `Host` values `MCP_ALLOWED_HOSTS` names (loopback names by default),
@@ -995,14 +1082,13 @@ async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(support::example::run(
-        listener,
-        app,
-        header_timeout,
-        async move {
-            let _ = on_signal.await;
-        },
-    ));
+    let limits = support::example::ConnectionLimits {
+        header_timeout: header_timeout.unwrap_or(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let server = tokio::spawn(support::example::run(listener, app, limits, async move {
+        let _ = on_signal.await;
+    }));
     Drainable {
         url,
         signal,
