@@ -760,18 +760,23 @@ async fn main() {
         }
     };
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
-    run(listener, app, limits, shutdown_signal()).await;
+    // A second signal during the drain ends it at once (the grace may be long).
+    run(listener, app, limits, shutdown_signal(), shutdown_signal()).await;
 }
 
 /// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
 /// streams end, calls in flight get the app's drain grace to finish; after it every call still
 /// running ends with a final `-31510` error for its id (and no call waiting in line starts),
 /// what is left of the streams ends at an event boundary, and rmcp's sessions are cancelled.
+///
+/// `again` is awaited once `signal` has fired: when it fires too, the grace ends there and then
+/// (an operator's second Ctrl-C), with the same final errors.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: App,
     limits: ConnectionLimits,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
+    again: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let App {
         router,
@@ -783,6 +788,8 @@ pub async fn run(
     } = app;
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
+    let cut_short = CancellationToken::new();
+    let on_again = cut_short.clone();
     let drain = sse_shutdown.clone();
     tokio::spawn(async move {
         signal.await;
@@ -793,11 +800,20 @@ pub async fn run(
         // Listen streams never end by themselves; calls' streams end with their answers.
         drain.end_long_lived();
         on_signal.cancel();
+        again.await;
+        tracing::warn!("second signal: ending the drain grace now");
+        on_again.cancel();
     });
     let mut served = tokio::spawn(serve(listener, router, limits, stop.clone()));
     tokio::select! {
         _ = &mut served => {}
-        () = async { stop.cancelled().await; tokio::time::sleep(drain_grace).await } => {
+        () = async {
+            stop.cancelled().await;
+            tokio::select! {
+                () = tokio::time::sleep(drain_grace) => {}
+                () = cut_short.cancelled() => {}
+            }
+        } => {
             tracing::warn!(
                 open_streams = sse_shutdown.open_streams(),
                 "calls still running after the drain grace; ending them"

@@ -1069,8 +1069,9 @@ async fn a_subscriptions_listen_stream_is_long_lived_through_the_stack() {
 /// The example server run as its `main` runs it (accept loop, drain on a signal), on loopback.
 struct Drainable {
     url: String,
-    /// The signal `run` drains on (SIGTERM's stand-in).
-    signal: tokio::sync::oneshot::Sender<()>,
+    /// The signals `run` drains on (SIGTERM's stand-in): the first starts the drain, a second
+    /// ends its grace at once.
+    signal: tokio::sync::mpsc::UnboundedSender<()>,
     server: tokio::task::JoinHandle<()>,
     bulkheads: tower_armor_bulkhead::BulkheadStats,
 }
@@ -1081,14 +1082,27 @@ async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) 
     let bulkheads = app.bulkheads.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let (signal, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let (signal, on_signal) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let first = std::sync::Arc::new(tokio::sync::Mutex::new(on_signal));
+    let second = first.clone();
     let limits = support::example::ConnectionLimits {
         header_timeout: header_timeout.unwrap_or(Duration::from_secs(30)),
         ..Default::default()
     };
-    let server = tokio::spawn(support::example::run(listener, app, limits, async move {
-        let _ = on_signal.await;
-    }));
+    let server = tokio::spawn(support::example::run(
+        listener,
+        app,
+        limits,
+        async move {
+            // A dropped sender counts as the signal, like SIGTERM at a test's end.
+            let _ = first.lock().await.recv().await;
+        },
+        async move {
+            if second.lock().await.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        },
+    ));
     Drainable {
         url,
         signal,
@@ -1310,6 +1324,52 @@ async fn a_quiet_call_alone_at_the_drain_deadline_gets_the_shutdown_error() {
         assert_eq!(reply.messages()[0]["id"], 7, "{reply:?}");
         bounded(10, server).await.unwrap();
     }
+}
+
+/// A second signal during the drain ends the grace at once: a call that would have had a minute
+/// ends with the shutdown error for its id within moments, and the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_drain_grace_at_once() {
+    let Drainable {
+        url,
+        signal,
+        server,
+        ..
+    } = run_drainable(
+        &[
+            ("MCP_BEARER_TOKEN", TOKENS),
+            ("MCP_DRAIN_GRACE_MS", "60000"),
+        ],
+        None,
+    )
+    .await;
+    let c = client(&url, Revision::V2026_07_28, ALICE).await;
+    let call = tokio::spawn(async move {
+        c.call_with_id(
+            7,
+            "tools/call",
+            json!({"name": "slow", "arguments": {"ms": 30000}}),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !call.is_finished(),
+        "the first signal only starts the grace"
+    );
+    let started = Instant::now();
+    signal.send(()).unwrap();
+    let reply = bounded(10, call).await.unwrap().unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
+    bounded(10, server).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The example's list of variables (it warns about any other `MCP_*` one) is exactly what
