@@ -217,6 +217,50 @@ async fn the_break_glass_switch_opens_and_resets_a_circuit() {
     );
 }
 
+/// Over its quota, a restricted principal still cannot tell a hidden tool from one that does
+/// not exist: the allow-list answers both before the rate limit, alike, and only the calls it
+/// may make are counted and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_a_hidden_tool_is_answered_like_an_unknown_one() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_TOOL_ALLOW", "alice:add"),
+        ("MCP_RATE_LIMIT_PER_MINUTE", "8"),
+        ("MCP_RATE_LIMIT_BURST", "8"),
+        ("MCP_RATE_LIMIT_TOOLS", "slow:1"),
+    ])
+    .await;
+    let c = client(&ex.url(), Revision::V2026_07_28, ALICE).await;
+    let call = |tool: &'static str| {
+        let c = &c;
+        async move {
+            let r = c
+                .call_with_id(
+                    5,
+                    "tools/call",
+                    json!({"name": tool, "arguments": {"a": 1, "b": 2, "ms": 1}}),
+                )
+                .await
+                .unwrap();
+            (r.status, r.messages().first().cloned())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(call("slow").await, call("no-such-tool").await);
+    }
+    let mut refused = false;
+    for _ in 0..10 {
+        if call("add").await.0 == StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the quota never ran out");
+    let hidden = call("slow").await;
+    assert_ne!(hidden.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(hidden, call("no-such-tool").await);
+}
+
 /// The admin routes name every tool with a circuit: a principal the allow-list limits to some
 /// tools gets the 404 of a path that does not exist (no oracle for its hidden tools), while an
 /// unrestricted one uses them. Every answer, `/healthz` and an unknown path included, carries

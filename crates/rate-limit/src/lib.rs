@@ -4,8 +4,12 @@
 //!
 //! [`RateLimitLayer`] is an HTTP-plane layer: it answers by itself (429, or 500 for a deployment
 //! error) and keeps the inner service's error type, so it drops into axum as is. Every request
-//! that is not exempt counts as one, including the opening of a long-lived stream (a GET listen
-//! stream or a `subscriptions/listen` POST) and notifications; health checks
+//! that reaches it and is not exempt counts as one, including the opening of a long-lived stream
+//! (a GET listen stream or a `subscriptions/listen` POST) and notifications. Requests the
+//! layers outside it answer never reach it: in the documented order the inspector's refusals of
+//! malformed input and the allow-list's denials are not counted (a restricted principal's call
+//! of a hidden tool and of a tool that does not exist alike, so neither tells the other apart
+//! by its quota). Health checks
 //! (`GET`/`HEAD` of `/healthz`, `/readyz` by default, without an `Mcp-Session-Id`) are exempt.
 //! A `DELETE` that ends a session (it carries `Mcp-Session-Id`, came through the inspector and
 //! from an authenticated [`Principal`](tower_armor_mcp::Principal)) is neither counted nor
