@@ -735,12 +735,18 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
     match serde_json::from_slice::<IdOnly>(body) {
         Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
             .with_id(id.filter(|id| usable_id(id, limits))),
+        // Valid JSON whose id is no id (a number too large for any integer type, say): an
+        // invalid request, without an id, not a parse error.
+        // (`IgnoredAny`: serde_json only scans the digits of a number it ignores.)
+        Err(_) if serde_json::from_slice::<de::IgnoredAny>(body).is_ok() => {
+            Rejection::invalid("not a valid JSON-RPC message")
+        }
         Err(_) => Rejection::parse("malformed JSON"),
     }
 }
 
-/// A JSON object, checked whole, of which only a valid `id` is kept (the last, as in the
-/// envelope).
+/// A JSON object, checked whole, of which only a valid `id` is kept. An object with two `id`
+/// members has no id that can be told (JSON-RPC: answered with `null`).
 struct IdOnly(Option<RequestId>);
 
 impl<'de> Deserialize<'de> for IdOnly {
@@ -753,14 +759,16 @@ impl<'de> Deserialize<'de> for IdOnly {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
                 let mut id = None;
+                let mut ids = 0u32;
                 while let Some(k) = m.next_key::<CowStr<'de>>()? {
                     if k.0 == "id" {
+                        ids += 1;
                         id = m.next_value::<MaybeId>()?.0;
                     } else {
                         m.next_value::<Skip>()?;
                     }
                 }
-                Ok(IdOnly(id))
+                Ok(IdOnly(id.filter(|_| ids == 1)))
             }
         }
         d.deserialize_map(V)
@@ -1285,6 +1293,28 @@ mod tests {
     /// A member the inspector reads, twice in one object (however spelt), is refused: this
     /// parser would keep the last, rmcp refuses the message, and the layers must not read one
     /// message one way while the server reads it another.
+    /// JSON that is valid but whose id cannot be told is an invalid request answered with a null
+    /// id: a number no integer type holds, or two `id` members (which one would be a guess).
+    #[test]
+    fn an_id_that_cannot_be_told_is_answered_null() {
+        let huge = "9".repeat(400);
+        for bad in [
+            format!(r#"{{"jsonrpc":"2.0","id":{huge},"method":"ping"}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":1e400,"method":"ping"}}"#),
+            r#"{"jsonrpc":"2.0","id":1,"id":12,"method":"ping"}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":"a","method":"ping","id":"b"}"#.to_owned(),
+        ] {
+            let e = post(&[], &bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code, &e.id),
+                (StatusCode::BAD_REQUEST, -32600, &None),
+                "{bad}"
+            );
+        }
+        let e = post(&[], &format!(r#"{{"jsonrpc":"2.0","id":{huge},"#)).unwrap_err();
+        assert_eq!(e.code, -32700);
+    }
+
     #[test]
     fn a_member_read_twice_is_refused() {
         for bad in [
