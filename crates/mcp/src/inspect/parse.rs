@@ -1822,8 +1822,11 @@ mod tests {
         );
         assert_eq!(post(&[], &long_id).unwrap_err().code, -32600);
         // The id of such a request is read for the answer, within the id limit.
-        let e = post(&[], r#"{"id":"a","jsonrpc":"2.0","method":null,"id":7}"#).unwrap_err();
+        let e = post(&[], r#"{"jsonrpc":"2.0","method":null,"id":7}"#).unwrap_err();
         assert_eq!((e.code, e.id), (-32600, Some(RequestId::Number(7))));
+        // Two ids: none can be told.
+        let e = post(&[], r#"{"id":"a","jsonrpc":"2.0","method":null,"id":7}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (-32600, None));
         let e = post(&[], r#"{"jsonrpc":"2.0","id":1.5,"params":5}"#).unwrap_err();
         assert_eq!((e.code, e.id), (-32600, None));
         let long_bad = format!(r#"{{"id":"{}","method":1}}"#, "x".repeat(300));
