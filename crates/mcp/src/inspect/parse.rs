@@ -737,8 +737,11 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
             .with_id(id.filter(|id| usable_id(id, limits))),
         // Valid JSON whose id is no id (a number too large for any integer type, say): an
         // invalid request, without an id, not a parse error.
-        // (`IgnoredAny`: serde_json only scans the digits of a number it ignores.)
-        Err(_) if serde_json::from_slice::<de::IgnoredAny>(body).is_ok() => {
+        // (Text that is not UTF-8 is malformed, wherever it is.)
+        Err(_)
+            if std::str::from_utf8(body).is_ok()
+                && serde_json::from_slice::<IdUnread>(body).is_ok() =>
+        {
             Rejection::invalid("not a valid JSON-RPC message")
         }
         Err(_) => Rejection::parse("malformed JSON"),
@@ -769,6 +772,34 @@ impl<'de> Deserialize<'de> for IdOnly {
                     }
                 }
                 Ok(IdOnly(id.filter(|_| ids == 1)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A JSON object checked whole (nesting limit included) except its `id`, which is skipped
+/// unread: serde_json only scans the digits of a number it ignores, so a number no type holds
+/// passes here.
+struct IdUnread;
+
+impl<'de> Deserialize<'de> for IdUnread {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IdUnread;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while let Some(k) = m.next_key::<CowStr<'de>>()? {
+                    if k.0 == "id" {
+                        m.next_value::<de::IgnoredAny>()?;
+                    } else {
+                        m.next_value::<Skip>()?;
+                    }
+                }
+                Ok(IdUnread)
             }
         }
         d.deserialize_map(V)
