@@ -212,9 +212,22 @@ struct Timed {
     pause: Option<Registration>,
     /// The drain deadline ended the call (not its own deadline).
     drained: bool,
+    /// The deadline was seen [`CALLER_LATE`] or more after it passed: the caller was not taking
+    /// the answer, so the call ran out of time on its side, not the server's.
+    caller_late: bool,
     /// Where the body waits for the server's drain.
     drain_wait: SignalWait,
 }
+
+/// How long after its deadline a call's body may first be polled before the deadline counts
+/// as the caller's doing. When the deadline passes its sleep wakes the body's task at once, and
+/// a caller that reads gets the body polled within milliseconds; an HTTP server polls the body
+/// of a caller that does not read (its socket and write buffer full) only once that caller
+/// reads again. Such a call ends with the timeout error all the same, but its outcome is
+/// [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled) (the caller's, which a breaker
+/// ignores) instead of a slow failure of the server: otherwise a client that stops reading a
+/// tool's streams could open that tool's circuit for everyone.
+const CALLER_LATE: Duration = Duration::from_secs(1);
 
 impl<B> TimeoutBody<B> {
     /// A body the layer does not time (not a call, a long-lived stream, or an answer whose
@@ -241,6 +254,7 @@ impl<B> TimeoutBody<B> {
                     armed,
                     pause: None,
                     drained: false,
+                    caller_late: false,
                     drain_wait: SignalWait::default(),
                 },
             },
@@ -333,12 +347,21 @@ impl Timed {
     /// after all.
     fn give_up(&mut self) -> bool {
         let ending = self.ending();
-        if !self.handle.complete(ending.outcome()) {
+        let outcome = match ending {
+            Ending::Deadline if self.caller_late => tower_armor_mcp::Outcome::Cancelled,
+            _ => ending.outcome(),
+        };
+        if !self.handle.complete(outcome) {
             self.finish();
             return false;
         }
         self.pause = None;
-        tracing::debug!(id = ?self.call.id, ?ending, "the layer ends the call inside the answer");
+        tracing::debug!(
+            id = ?self.call.id,
+            ?ending,
+            caller_late = self.caller_late,
+            "the layer ends the call inside the answer"
+        );
         if self.sse.is_some() {
             self.call.send_cancel(ending.reason());
         }
@@ -370,6 +393,7 @@ impl Timed {
                 if !self.drained && !self.call.clock.expired(now) {
                     return None;
                 }
+                self.caller_late = now.saturating_duration_since(self.armed) >= CALLER_LATE;
                 match &self.sse {
                     Some(p) if !p.at_boundary() => {
                         self.phase = Phase::Grace;

@@ -18,7 +18,12 @@
 //! [`CompletionHandle`](tower_armor_mcp::CompletionHandle) an inner layer left in the response,
 //! or observes the answer itself, once. At the deadline it completes the handle with
 //! [`Outcome::Elapsed`](tower_armor_mcp::Outcome::Elapsed), so a circuit breaker further out
-//! counts a slow failure.
+//! counts a slow failure. Unless the caller was not reading: a body first polled a second or
+//! more after its deadline passed belongs to a caller whose connection had stopped taking the
+//! answer (the server's stream backed up behind it). That call ends with the same timeout
+//! error, with [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), the caller's
+//! doing, which a breaker ignores: one client that stops reading a tool's streams must not open
+//! the tool's circuit for everyone.
 //!
 //! **This layer writes into streams**: the one final error event above, and nothing else.
 //! Every other frame passes untouched and at once.

@@ -343,6 +343,26 @@ async fn deadline_in_a_stream_ends_it_with_one_error_event() {
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
 }
 
+/// A caller that stops reading holds the call up itself (the server's stream backs up behind
+/// it): the HTTP server polls its body again only once it reads. Its call still ends with the
+/// timeout event, but the outcome is the caller's (`Cancelled`), not a slow failure of the
+/// server that a breaker would count against the tool for every caller.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_seen_late_because_the_caller_stopped_reading_is_not_the_servers() {
+    for (late, outcome) in [(ms(999), Outcome::Elapsed), (ms(1000), Outcome::Cancelled)] {
+        let (mut svc, mut handle) = service(&layer(300));
+        let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(7, "slow", V2026, None)).await;
+        tx.event(progress(1));
+        assert!(text(now(&mut body)).contains("notifications/progress"));
+        // The server has more ready, but the caller does not come back for it until well
+        // after the deadline.
+        tx.event(progress(2));
+        advance(ms(300) + late).await;
+        assert_timeout_event(&text(now(&mut body)), json!(7));
+        assert_eq!(h.outcome(), Some(outcome), "{late:?}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_in_a_2025_stream_also_sends_cancelled() {
     let (mut svc, mut handle) = service(&layer(300));
