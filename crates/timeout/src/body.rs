@@ -212,22 +212,58 @@ struct Timed {
     pause: Option<Registration>,
     /// The drain deadline ended the call (not its own deadline).
     drained: bool,
-    /// The deadline was seen [`CALLER_LATE`] or more after it passed: the caller was not taking
-    /// the answer, so the call ran out of time on its side, not the server's.
-    caller_late: bool,
+    /// Who held the call up, for the outcome at its deadline.
+    waits: Waits,
     /// Where the body waits for the server's drain.
     drain_wait: SignalWait,
 }
 
-/// How long after its deadline a call's body may first be polled before the deadline counts
-/// as the caller's doing. When the deadline passes its sleep wakes the body's task at once, and
-/// a caller that reads gets the body polled within milliseconds; an HTTP server polls the body
-/// of a caller that does not read (its socket and write buffer full) only once that caller
-/// reads again. Such a call ends with the timeout error all the same, but its outcome is
-/// [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled) (the caller's, which a breaker
-/// ignores) instead of a slow failure of the server: otherwise a client that stops reading a
-/// tool's streams could open that tool's circuit for everyone.
-const CALLER_LATE: Duration = Duration::from_secs(1);
+/// How long the answer waited on the caller, against how long it has run.
+///
+/// An HTTP server polls a body again as soon as it can take another frame; one whose caller
+/// does not read (its socket and write buffer full) is polled again only once the caller has
+/// read enough. So the time from a poll that handed out a frame to the next poll is time the
+/// answer spent waiting on the caller, while the server's stream backed up behind it. When that
+/// is at least half of the answer's time at its deadline, the call ran out of time on the
+/// caller's side: it still ends with the timeout error, but with the caller's outcome
+/// ([`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), which a breaker ignores)
+/// instead of a slow failure of the server. Otherwise one client that reads a tool's streams
+/// slowly, or not at all, could open that tool's circuit for everyone. One clock read per poll.
+struct Waits {
+    started: Instant,
+    /// The last poll's start.
+    last_poll: Instant,
+    /// The last poll handed out a frame.
+    handed: bool,
+    on_caller: Duration,
+}
+
+impl Waits {
+    fn new() -> Self {
+        let now = Instant::now();
+        Waits {
+            started: now,
+            last_poll: now,
+            handed: false,
+            on_caller: Duration::ZERO,
+        }
+    }
+
+    /// A poll starts.
+    fn polled(&mut self) {
+        let now = Instant::now();
+        if self.handed {
+            self.on_caller += now.saturating_duration_since(self.last_poll);
+        }
+        self.last_poll = now;
+        self.handed = false;
+    }
+
+    /// Whether the caller held the answer up for at least half of its time so far.
+    fn caller_bound(&self, now: Instant) -> bool {
+        self.on_caller * 2 >= now.saturating_duration_since(self.started)
+    }
+}
 
 impl<B> TimeoutBody<B> {
     /// A body the layer does not time (not a call, a long-lived stream, or an answer whose
@@ -254,7 +290,7 @@ impl<B> TimeoutBody<B> {
                     armed,
                     pause: None,
                     drained: false,
-                    caller_late: false,
+                    waits: Waits::new(),
                     drain_wait: SignalWait::default(),
                 },
             },
@@ -347,9 +383,11 @@ impl Timed {
     /// after all.
     fn give_up(&mut self) -> bool {
         let ending = self.ending();
-        let outcome = match ending {
-            Ending::Deadline if self.caller_late => tower_armor_mcp::Outcome::Cancelled,
-            _ => ending.outcome(),
+        let caller_bound = ending == Ending::Deadline && self.waits.caller_bound(Instant::now());
+        let outcome = if caller_bound {
+            tower_armor_mcp::Outcome::Cancelled
+        } else {
+            ending.outcome()
         };
         if !self.handle.complete(outcome) {
             self.finish();
@@ -359,7 +397,7 @@ impl Timed {
         tracing::debug!(
             id = ?self.call.id,
             ?ending,
-            caller_late = self.caller_late,
+            caller_bound,
             "the layer ends the call inside the answer"
         );
         if self.sse.is_some() {
@@ -393,7 +431,6 @@ impl Timed {
                 if !self.drained && !self.call.clock.expired(now) {
                     return None;
                 }
-                self.caller_late = now.saturating_duration_since(self.armed) >= CALLER_LATE;
                 match &self.sse {
                     Some(p) if !p.at_boundary() => {
                         self.phase = Phase::Grace;
@@ -482,6 +519,7 @@ impl Timed {
             Phase::Finishing => return Step::End(self.final_event()),
             Phase::Running | Phase::Grace => {}
         }
+        self.waits.polled();
         self.tick(sleep.as_mut(), cx);
         if sleep.as_mut().poll(cx).is_ready()
             && let Some(last) = self.on_deadline(sleep.as_mut(), cx)
@@ -511,6 +549,7 @@ impl Timed {
         };
         let res = match res {
             Some(Ok(frame)) => {
+                self.waits.handed = true;
                 let frame = self.on_frame(frame);
                 // Pick up what the observer saw in this frame before the caller sees it (a
                 // server request must be registered before the client can answer it).

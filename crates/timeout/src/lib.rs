@@ -18,12 +18,15 @@
 //! [`CompletionHandle`](tower_armor_mcp::CompletionHandle) an inner layer left in the response,
 //! or observes the answer itself, once. At the deadline it completes the handle with
 //! [`Outcome::Elapsed`](tower_armor_mcp::Outcome::Elapsed), so a circuit breaker further out
-//! counts a slow failure. Unless the caller was not reading: a body first polled a second or
-//! more after its deadline passed belongs to a caller whose connection had stopped taking the
-//! answer (the server's stream backed up behind it). That call ends with the same timeout
-//! error, with [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), the caller's
-//! doing, which a breaker ignores: one client that stops reading a tool's streams must not open
-//! the tool's circuit for everyone.
+//! counts a slow failure. Unless the caller held the answer up: an HTTP server polls a body
+//! again as soon as it can take another frame, so the time between a poll that handed out a
+//! frame and the next poll is time the answer waited on the caller (the server's stream backing
+//! up behind a caller that reads slowly, or not at all). When that is half the answer's time or
+//! more at the deadline, the call ends with the same timeout error but with
+//! [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), the caller's doing, which a
+//! breaker ignores: one client that reads a tool's streams slowly must not open the tool's
+//! circuit for everyone. (A breaker's slow-call rate, when configured, still measures such a
+//! call's whole duration when it succeeds.)
 //!
 //! **This layer writes into streams**: the one final error event above, and nothing else.
 //! Every other frame passes untouched and at once.
@@ -264,7 +267,8 @@
 //!   answer's end) is freed at the deadline, and under 2025-11-25 the tool is cancelled too.
 //! - Inside retry: each attempt gets its own deadline (and a timed-out safe call may be retried).
 //! - Inside the breaker: the breaker sees `Elapsed` (before the headers) or the handle's
-//!   `Outcome::Elapsed` (in the stream) and counts a slow failure.
+//!   `Outcome::Elapsed` (in the stream) and counts a slow failure (not when the caller held the
+//!   answer up, above).
 //! - Under [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer): it needs the
 //!   request's facts and its `McpBody`.
 //! - Under [`RescueLayer`](tower_armor_mcp::RescueLayer) (or axum's `HandleErrorLayer`) in axum:
