@@ -10,7 +10,8 @@
 //! [`Outcome::Incomplete`], and if it is dropped first with [`Outcome::Cancelled`]. gRPC answers
 //! (`application/grpc`, `application/grpc+proto`…) complete from `grpc-status` in the headers
 //! (trailers-only) or trailers; gRPC-Web answers (`application/grpc-web*`, whose trailers are
-//! inside the body) from `grpc-status` in the headers, or else from the status alone.
+//! inside the body) from `grpc-status` in the headers (trailers-only), or else, by their HTTP
+//! status, when the body ends (it is not parsed for the status inside it).
 //!
 //! A layer that finds a handle already in the extensions subscribes to it
 //! ([`CompletionHandle::on_complete`]) and wraps the body in a pass-through [`ObservedBody`] that
@@ -252,12 +253,16 @@ where
                 }
                 None => Mode::Grpc(Guard(Some(handle.clone()))),
             },
-            ContentKind::GrpcWeb => {
-                let outcome =
-                    grpc_status(response.headers()).map_or(Outcome::Status(status), grpc_outcome);
-                handle.complete(outcome);
-                Mode::Passthrough
-            }
+            ContentKind::GrpcWeb => match grpc_status(response.headers()) {
+                // Trailers-only answer.
+                Some(code) => {
+                    handle.complete(grpc_outcome(code));
+                    Mode::Passthrough
+                }
+                // The status is inside the body, which is not parsed: the answer is over (and
+                // counted by its HTTP status) when the body ends.
+                None => Mode::GrpcWeb(Guard(Some(handle.clone())), status),
+            },
             ContentKind::Other => {
                 handle.complete(Outcome::Status(status));
                 Mode::Passthrough
@@ -372,6 +377,7 @@ impl<B> fmt::Debug for ObservedBody<B> {
             Mode::Sse(_) => "sse",
             Mode::Json(_) => "json",
             Mode::Grpc(_) => "grpc",
+            Mode::GrpcWeb(..) => "grpc-web",
         };
         f.debug_struct("ObservedBody").field("mode", &mode).finish()
     }
@@ -383,6 +389,8 @@ enum Mode {
     Json(JsonWatch),
     /// gRPC: the outcome is `grpc-status` in the trailers.
     Grpc(Guard),
+    /// gRPC-Web: the answer's end, with its HTTP status.
+    GrpcWeb(Guard, StatusCode),
 }
 
 /// Completes the handle with [`Outcome::Cancelled`] if dropped before anything else completed it.
@@ -504,7 +512,7 @@ where
                     match mode {
                         Mode::Sse(w) => w.feed(data),
                         Mode::Json(w) => w.feed(data),
-                        Mode::Grpc(_) | Mode::Passthrough => {}
+                        Mode::Grpc(_) | Mode::GrpcWeb(..) | Mode::Passthrough => {}
                     }
                 } else if let (Some(trailers), Mode::Grpc(g)) = (frame.trailers_ref(), mode) {
                     g.complete(grpc_status(trailers).map_or(Outcome::Incomplete, grpc_outcome));
@@ -512,6 +520,8 @@ where
             }
             (Some(Err(_)), Mode::Grpc(g)) => g.complete(Outcome::Transport),
             (None, Mode::Grpc(g)) => g.complete(Outcome::Incomplete),
+            (Some(Err(_)), Mode::GrpcWeb(g, _)) => g.complete(Outcome::Transport),
+            (None, Mode::GrpcWeb(g, status)) => g.complete(Outcome::Status(*status)),
             (Some(Err(_)), Mode::Sse(w)) => w.guard.complete(Outcome::Transport),
             (Some(Err(_)), Mode::Json(w)) => w.guard.complete(Outcome::Transport),
             (None, Mode::Sse(w)) => w.guard.complete(Outcome::Incomplete),
@@ -524,6 +534,7 @@ where
                 Mode::Sse(w) => w.guard.complete(Outcome::Incomplete),
                 Mode::Json(w) => w.finish(),
                 Mode::Grpc(g) => g.complete(Outcome::Incomplete),
+                Mode::GrpcWeb(g, status) => g.complete(Outcome::Status(*status)),
                 Mode::Passthrough => {}
             }
         }

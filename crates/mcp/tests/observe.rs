@@ -222,21 +222,32 @@ async fn grpc_web_is_not_mistaken_for_grpc() {
         answer("application/grpc", Some("14")),
         Some(Outcome::Grpc(14))
     );
-    // gRPC-Web never gets HTTP trailers: it completes at once, from a trailers-only status or
-    // from the HTTP status, instead of ending `Incomplete` (a failure) after every success.
+    // gRPC-Web never gets HTTP trailers (its status is inside the body): a trailers-only status
+    // completes it at once; otherwise it completes by its HTTP status at the body's end, not
+    // `Incomplete` (a failure) after every success, and not at the headers (a streaming call
+    // would escape its deadline and its bulkhead permit).
     for ct in [
         "application/grpc-web",
         "application/grpc-web+proto",
         "application/grpc-web-text",
         "application/grpc-Web-text+proto; charset=x",
     ] {
+        assert_eq!(answer(ct, None), None, "{ct}");
+        assert_eq!(answer(ct, Some("0")), Some(Outcome::Success), "{ct}");
+        assert_eq!(answer(ct, Some("14")), Some(Outcome::Grpc(14)), "{ct}");
+        let resp = Response::builder()
+            .header("content-type", ct)
+            .body(http_body_util::Full::new(Bytes::from_static(
+                b"\x00\x00\x00\x00\x00",
+            )))
+            .unwrap();
+        let (resp, handle) = observe_response(resp, None);
+        resp.into_body().collect().await.unwrap();
         assert_eq!(
-            answer(ct, None),
+            handle.outcome(),
             Some(Outcome::Status(StatusCode::OK)),
             "{ct}"
         );
-        assert_eq!(answer(ct, Some("0")), Some(Outcome::Success), "{ct}");
-        assert_eq!(answer(ct, Some("14")), Some(Outcome::Grpc(14)), "{ct}");
     }
     // Neither.
     assert_eq!(
