@@ -16,7 +16,9 @@
 //! after SIGTERM; default 5000), `MCP_MAX_BODY_BYTES` (default 4 MiB), `MCP_BODY_TIMEOUT_MS`
 //! (the whole request body must arrive within it, else 408; a request's headers too, else the
 //! connection is closed; default 30000; 0 turns the body's deadline off, the headers' stays at
-//! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512), `MCP_CALL_TIMEOUT_MS`
+//! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512),
+//! `MCP_MAX_CONNECTIONS_PER_IP` (of which one client address may hold; default half),
+//! `MCP_CALL_TIMEOUT_MS`
 //! (default here: 60000) and `RUST_LOG` (default `info`, logs on stderr). A request's headers
 //! may take at most 64 KiB (431 past it).
 //!
@@ -38,7 +40,7 @@
 //! handed to every layer that keys by tool, so a client cannot mint keys with made-up names; a
 //! tool the server registers later gets its own keys once a `tools/list` answer names it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
@@ -66,7 +68,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
 /// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
 /// would otherwise leave auth off with only the generic warning.
-pub const ENV_VARS: [&str; 37] = [
+pub const ENV_VARS: [&str; 38] = [
     "MCP_ADDR",
     "MCP_ALLOWED_HOSTS",
     "MCP_AUTH_DISABLED",
@@ -92,6 +94,7 @@ pub const ENV_VARS: [&str; 37] = [
     "MCP_DRAIN_GRACE_MS",
     "MCP_MAX_BODY_BYTES",
     "MCP_MAX_CONNECTIONS",
+    "MCP_MAX_CONNECTIONS_PER_IP",
     "MCP_RATE_LIMIT_BURST",
     "MCP_RATE_LIMIT_FORWARDED_HEADER",
     "MCP_RATE_LIMIT_KEY",
@@ -220,6 +223,18 @@ impl Settings {
             },
             None => ConnectionLimits::DEFAULT_MAX_CONNECTIONS,
         };
+        let max_per_ip = match get("MCP_MAX_CONNECTIONS_PER_IP") {
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "MCP_MAX_CONNECTIONS_PER_IP: expected an integer from 1 to \
+                         {MAX_CONNECTIONS_LIMIT}, got {v:?}"
+                    ));
+                }
+            },
+            None => ConnectionLimits::default_per_ip(max_connections),
+        };
         let connections = ConnectionLimits {
             // Turning the body's deadline off must not leave a connection free to take forever
             // over its headers (or idle on keep-alive): those keep the default.
@@ -229,6 +244,7 @@ impl Settings {
                 body_timeout
             },
             max_connections,
+            max_per_ip,
         };
         let tools = KnownTools::from_names(DEMO_TOOLS);
         let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
@@ -523,12 +539,20 @@ pub struct ConnectionLimits {
     /// ones wait in the listen backlog): a flood of idle or half-sent connections costs at most
     /// this many file descriptors and [`MAX_HEADER_BYTES`] each.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 address by its /64) may hold at once; past it a
+    /// new one is closed at once, so one address cannot take every connection.
+    pub max_per_ip: usize,
 }
 
 impl ConnectionLimits {
     /// The default of `MCP_MAX_CONNECTIONS`: 512, under the common 1,024 file descriptors per
     /// process with room to spare. Raise both together.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+    /// The default of `MCP_MAX_CONNECTIONS_PER_IP`: half of `max_connections` (at least 1).
+    pub fn default_per_ip(max_connections: usize) -> usize {
+        (max_connections / 2).max(1)
+    }
 }
 
 impl Default for ConnectionLimits {
@@ -536,6 +560,51 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_timeout: McpInspectLayer::DEFAULT_BODY_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_per_ip: Self::default_per_ip(Self::DEFAULT_MAX_CONNECTIONS),
+        }
+    }
+}
+
+/// Open connections per client address, for [`ConnectionLimits::max_per_ip`]. An address has
+/// an entry only while it holds a connection, so the table is bounded by the connection limit.
+#[derive(Clone, Default)]
+struct PerAddress(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+impl PerAddress {
+    /// A slot for a connection from `ip`, unless the address already holds `max`.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let key = match ip.to_canonical() {
+            // A host with IPv6 usually has a whole /64.
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            v4 => v4,
+        };
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = table.entry(key).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot {
+    table: PerAddress,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::hash_map::Entry::Occupied(mut e) = table.entry(self.key) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
         }
     }
 }
@@ -564,6 +633,7 @@ pub async fn serve(
 ) {
     let mut connections = tokio::task::JoinSet::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::default();
     let mut saturated = false;
     loop {
         let slot = match std::sync::Arc::clone(&slots).try_acquire_owned() {
@@ -585,7 +655,9 @@ pub async fn serve(
                 }
             }
         };
-        if slots.available_permits() > limits.max_connections / 2 {
+        // Warn again only once the load has fallen to half the limit (no log line per
+        // connection while it stays near the limit).
+        if slots.available_permits() >= limits.max_connections.div_ceil(2) {
             saturated = false;
         }
         let (tcp, peer) = tokio::select! {
@@ -605,6 +677,10 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
+        let Some(address_slot) = per_address.take(peer.ip(), limits.max_per_ip) else {
+            tracing::debug!(%peer, "connection closed: its address holds as many as it may");
+            continue;
+        };
         // Small SSE frames go out at once, not after the peer's delayed ACK.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
@@ -619,7 +695,7 @@ pub async fn serve(
         );
         let stop = stop.clone();
         connections.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, address_slot);
             let mut http1 = hyper::server::conn::http1::Builder::new();
             http1
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -736,9 +736,13 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
 async fn the_accept_loop_bounds_connections_and_header_bytes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let settings = support::example::Settings::for_tests(&[("MCP_MAX_CONNECTIONS", "2")]).unwrap();
+    let settings = support::example::Settings::for_tests(&[
+        ("MCP_MAX_CONNECTIONS", "2"),
+        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .unwrap();
     let limits = settings.connections;
-    assert_eq!(limits.max_connections, 2);
+    assert_eq!((limits.max_connections, limits.max_per_ip), (2, 2));
     let app = support::example::app(settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -806,11 +810,70 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
 
     let off = support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "0")]).unwrap();
     assert_eq!(off.connections.header_timeout, Duration::from_secs(30));
-    for bad in ["0", "-1", "many", "2000000"] {
-        let err =
-            support::example::Settings::for_tests(&[("MCP_MAX_CONNECTIONS", bad)]).unwrap_err();
-        assert!(err.starts_with("MCP_MAX_CONNECTIONS"), "{bad}: {err}");
+    assert_eq!(off.connections.max_per_ip, 256, "half the 512 connections");
+    for var in ["MCP_MAX_CONNECTIONS", "MCP_MAX_CONNECTIONS_PER_IP"] {
+        for bad in ["0", "-1", "many", "2000000"] {
+            let err = support::example::Settings::for_tests(&[(var, bad)]).unwrap_err();
+            assert!(err.starts_with(&format!("{var}:")), "{bad}: {err}");
+        }
     }
+
+    // One address may hold `MCP_MAX_CONNECTIONS_PER_IP` of the connections: the next is closed
+    // at once, while there is room for others.
+    let settings = support::example::Settings::for_tests(&[
+        ("MCP_MAX_CONNECTIONS", "8"),
+        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .unwrap();
+    let limits = settings.connections;
+    let app = support::example::app(settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(support::example::serve(
+        listener,
+        app.router,
+        limits,
+        stop.clone(),
+    ));
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        bounded(5, health(&mut first))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        bounded(5, health(&mut second))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    // Closed without an answer: end of stream, or a reset.
+    let read = bounded(5, third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(first);
+    // Its place is free again once a connection of it ends.
+    let freed = async {
+        loop {
+            let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let _ = next
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await;
+            if matches!(next.read(&mut buf).await, Ok(n) if n > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    bounded(5, freed).await;
+    stop.cancel();
+    drop(second);
+    bounded(5, served).await.unwrap();
 }
 
 /// rmcp serves only the `Host` values `MCP_ALLOWED_HOSTS` names (loopback names by default),
