@@ -206,8 +206,24 @@ pub struct FileTokenSource {
 
 struct FileState {
     token: Secret,
+    /// Reads claimed so far, and the claim whose read `token` is from: a slow read that
+    /// finishes after a later one does not put back an older token.
+    claims: u64,
+    stored: u64,
     /// `None`: never (an interval too long to add to the clock).
     next_check: Option<Instant>,
+}
+
+impl FileState {
+    /// Keeps the token read under `claim` unless a later claim's read is already kept; returns
+    /// the token to send.
+    fn store(&mut self, claim: u64, fresh: Secret) -> Secret {
+        if claim > self.stored {
+            self.token = fresh;
+            self.stored = claim;
+        }
+        self.token.clone()
+    }
 }
 
 impl fmt::Debug for FileTokenSource {
@@ -232,18 +248,25 @@ impl FileTokenSource {
             interval: Self::DEFAULT_INTERVAL,
             state: Mutex::new(FileState {
                 token,
+                claims: 0,
+                stored: 0,
                 next_check: Instant::now().checked_add(Self::DEFAULT_INTERVAL),
             }),
         })
     }
 
+    /// The shortest interval accepted: 100 ms.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
     /// How often the file is read again (one too long for the clock, such as `Duration::MAX`,
-    /// means never). Zero is refused: it would read the file on every request.
+    /// means never). Under [`MIN_INTERVAL`](Self::MIN_INTERVAL) is refused: the file would be
+    /// read on nearly every request, on the request's own task (the read is blocking I/O,
+    /// bounded to one small regular file, by one caller at a time).
     pub fn interval(mut self, interval: Duration) -> Result<Self, ConfigError> {
-        if interval.is_zero() {
+        if interval < Self::MIN_INTERVAL {
             return Err(ConfigError::new(
                 "FileTokenSource::interval",
-                "must be more than zero (the file would be read on every request)",
+                "must be at least 100 ms (the file would be read on nearly every request)",
             ));
         }
         self.interval = interval;
@@ -276,13 +299,16 @@ impl TokenSource for FileTokenSource {
             // This caller reads the file; moving the next check on first keeps every other
             // caller on the current token meanwhile, without waiting for the read.
             st.next_check = now.checked_add(self.interval);
-            st.token.clone()
+            st.claims += 1;
+            (st.claims, st.token.clone())
         };
+        let (claim, current) = current;
         match read_token(&self.path) {
-            Ok(fresh) => {
-                self.state.lock().unwrap_or_else(|p| p.into_inner()).token = fresh.clone();
-                Ok(fresh)
-            }
+            Ok(fresh) => Ok(self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .store(claim, fresh)),
             Err(e) => {
                 tracing::error!(
                     path = %self.path.display(),
@@ -292,5 +318,26 @@ impl TokenSource for FileTokenSource {
                 Ok(current)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two reads overlap (the first one slow): the first to be claimed, finishing last, does
+    /// not put its older token back.
+    #[test]
+    fn a_slow_earlier_read_does_not_overwrite_a_later_one() {
+        let mut st = FileState {
+            token: Secret::new("zero"),
+            claims: 2,
+            stored: 0,
+            next_check: None,
+        };
+        assert_eq!(st.store(2, Secret::new("two")).expose(), "two");
+        assert_eq!(st.store(1, Secret::new("one")).expose(), "two");
+        assert_eq!(st.token.expose(), "two");
+        assert_eq!(st.store(3, Secret::new("three")).expose(), "three");
     }
 }

@@ -827,7 +827,7 @@ async fn file_token_source_follows_rotation() {
     assert!(FileTokenSource::new(tmp_path("absent")).is_err());
     let zero = FileTokenSource::new(&path)
         .unwrap()
-        .interval(Duration::ZERO)
+        .interval(Duration::from_millis(99))
         .unwrap_err();
     assert_eq!(zero.setting(), "FileTokenSource::interval");
 
