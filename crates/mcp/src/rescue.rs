@@ -470,29 +470,43 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
 ///
 /// A `tonic::Status` already (an inner tonic layer's) is returned as is. An error that is not
 /// one of ours is given to `tonic::Status::try_from_error`, which finds a `Status` deeper in
-/// its source chain and maps connection and HTTP/2 errors (an HTTP/2 `CANCEL` stays
-/// `CANCELLED`); anything left is `UNAVAILABLE` with a generic message. Needs the `tonic`
-/// feature.
+/// its source chain and maps connection errors (and, with tonic's `server` feature, HTTP/2
+/// errors: a `CANCEL` stays `CANCELLED`): its code is kept, with a generic message and none of
+/// its metadata (which may carry an upstream's text and headers). Anything left is
+/// `UNAVAILABLE` with a generic message. Needs the `tonic` feature.
 #[cfg(feature = "tonic")]
 pub fn tonic_status(error: BoxError) -> tonic::Status {
     let error = match error.downcast::<tonic::Status>() {
         Ok(status) => return *status,
         Err(error) => error,
     };
-    let error = if local_error(&*error).is_none() {
-        match tonic::Status::try_from_error(error) {
-            Ok(status) => return status,
-            Err(error) => error,
-        }
-    } else {
-        error
+    let Some(local) = local_error(&*error) else {
+        return match tonic::Status::try_from_error(error) {
+            Ok(found) => {
+                let mut status = tonic::Status::new(found.code(), "upstream call failed");
+                status.set_source(std::sync::Arc::new(found));
+                status
+            }
+            Err(error) => {
+                let s = grpc_status(&*error);
+                let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
+                status.set_source(std::sync::Arc::from(error));
+                status
+            }
+        };
     };
+    // Whole milliseconds, rounded up.
+    let pushback_ms = local
+        .retry_after()
+        .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
     let s = grpc_status(&*error);
     let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
+    let meta = status.metadata_mut();
     if let Some(secs) = s.retry_after_secs {
-        let meta = status.metadata_mut();
         meta.insert("retry-after", secs.into());
-        meta.insert("grpc-retry-pushback-ms", secs.saturating_mul(1000).into());
+    }
+    if let Some(ms) = pushback_ms {
+        meta.insert("grpc-retry-pushback-ms", ms.into());
     }
     status.set_source(std::sync::Arc::from(error));
     status
@@ -639,18 +653,23 @@ mod grpc_tests {
     #[cfg(feature = "tonic")]
     #[test]
     fn tonic_form_keeps_inner_statuses_and_sends_pushback() {
-        let s = tonic_status(Box::new(Wrapped(tonic::Status::invalid_argument("bad"))));
+        let mut inner = tonic::Status::invalid_argument("upstream detail");
+        inner
+            .metadata_mut()
+            .insert("x-upstream", "secret".parse().unwrap());
+        let s = tonic_status(Box::new(Wrapped(inner)));
         assert_eq!(
             (s.code(), s.message()),
-            (tonic::Code::InvalidArgument, "bad")
+            (tonic::Code::InvalidArgument, "upstream call failed")
         );
+        assert!(s.metadata().get("x-upstream").is_none());
         let s = tonic_status(Box::new(tonic::Status::cancelled("gone")));
         assert_eq!(s.code(), tonic::Code::Cancelled);
 
         let s = tonic_status(Box::new(RateLimited::new(Duration::from_millis(1500))));
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert_eq!(s.metadata().get("retry-after").unwrap(), "2");
-        assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "2000");
+        assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "1500");
 
         let s = tonic_status(Box::new(BulkheadFull::new(None)));
         assert!(s.metadata().get("grpc-retry-pushback-ms").is_none());
