@@ -740,7 +740,8 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
         // (Text that is not UTF-8 is malformed, wherever it is.)
         Err(_)
             if std::str::from_utf8(body).is_ok()
-                && serde_json::from_slice::<IdUnread>(body).is_ok() =>
+                && serde_json::from_slice::<IdUnread>(body).is_ok()
+                && within_depth(body) =>
         {
             Rejection::invalid("not a valid JSON-RPC message")
         }
@@ -780,7 +781,7 @@ impl<'de> Deserialize<'de> for IdOnly {
 
 /// A JSON object checked whole (nesting limit included) except its `id`, which is skipped
 /// unread: serde_json only scans the digits of a number it ignores, so a number no type holds
-/// passes here.
+/// passes here (and so would an id nested past the limit: see [`within_depth`]).
 struct IdUnread;
 
 impl<'de> Deserialize<'de> for IdUnread {
@@ -804,6 +805,34 @@ impl<'de> Deserialize<'de> for IdUnread {
         }
         d.deserialize_map(V)
     }
+}
+
+/// Whether JSON text (already known to be valid) nests no deeper than serde_json's limit of 128.
+fn within_depth(json: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 128 {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Refuses a member the inspector reads that appears twice in one object (`"name"` and
@@ -1321,17 +1350,15 @@ mod tests {
         assert_eq!(e.code, -32020);
     }
 
-    /// A member the inspector reads, twice in one object (however spelt), is refused: this
-    /// parser would keep the last, rmcp refuses the message, and the layers must not read one
-    /// message one way while the server reads it another.
     /// JSON that is valid but whose id cannot be told is an invalid request answered with a null
     /// id: a number no integer type holds, or two `id` members (which one would be a guess).
+    /// Nesting past the limit stays malformed, in the id too.
     #[test]
     fn an_id_that_cannot_be_told_is_answered_null() {
         let huge = "9".repeat(400);
         for bad in [
             format!(r#"{{"jsonrpc":"2.0","id":{huge},"method":"ping"}}"#),
-            format!(r#"{{"jsonrpc":"2.0","id":1e400,"method":"ping"}}"#),
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#.to_owned(),
             r#"{"jsonrpc":"2.0","id":1,"id":12,"method":"ping"}"#.to_owned(),
             r#"{"jsonrpc":"2.0","id":"a","method":"ping","id":"b"}"#.to_owned(),
         ] {
@@ -1344,8 +1371,17 @@ mod tests {
         }
         let e = post(&[], &format!(r#"{{"jsonrpc":"2.0","id":{huge},"#)).unwrap_err();
         assert_eq!(e.code, -32700);
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":{}1{},"method":"ping"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
     }
 
+    /// A member the inspector reads, twice in one object (however spelt), is refused: this
+    /// parser would keep the last, rmcp refuses the message, and the layers must not read one
+    /// message one way while the server reads it another.
     #[test]
     fn a_member_read_twice_is_refused() {
         for bad in [
