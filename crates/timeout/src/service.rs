@@ -15,7 +15,7 @@ use tower_armor_mcp::{
 use tower_service::Service;
 
 use crate::body::{CallState, TimeoutBody};
-use crate::cancel::{CancelTarget, REASON_SHUTDOWN, SenderSlot};
+use crate::cancel::{CancelTarget, SenderSlot};
 use crate::clock::Clock;
 use crate::future::{CallFuture, ResponseFuture};
 use crate::layer::{Shared, TimeoutLayer};
@@ -114,6 +114,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<McpBody>) -> Self::Future {
+        if self.shared.drain.is_ended() {
+            // Past the drain deadline nothing reaches the server, and nothing else happens
+            // (no pause ends, no cancellation is matched): no call starts (one that waited in a
+            // bulkhead's line included), and a server cancelling its sessions would answer a
+            // session's other requests 404, which tells a client to start a new session on a
+            // server that is leaving.
+            tracing::debug!("request refused: the server is shutting down");
+            return ResponseFuture::refused();
+        }
         let facts = req.extensions().get::<McpRequest>();
         let mut resumed = None;
         if let Some(f) = facts {
@@ -161,12 +170,6 @@ where
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
             }
             if !f.is_call() || f.is_long_lived() {
-                if self.shared.drain.is_ended() {
-                    // Past the drain deadline nothing reaches the server: it is cancelling its
-                    // sessions, and would answer a session's request with 404, which tells a
-                    // client to start a new session on a server that is leaving.
-                    return refused_by_drain(resumed);
-                }
                 // The withdrawn calls' ids stay in progress until the server has read the
                 // client's own cancellation (or the end of its session).
                 let marks: Vec<InProgress> = withdrawn
@@ -179,11 +182,6 @@ where
                 }
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
-        }
-        if self.shared.drain.is_ended() {
-            // After the drain deadline no call starts (one that waited in a bulkhead's line
-            // included).
-            return refused_by_drain(resumed);
         }
         // A resumed call goes on under its own clock: its deadline and cap do not start over.
         let clock = resumed
@@ -227,18 +225,6 @@ where
         let future = self.inner.call(req);
         ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
     }
-}
-
-/// Refuses a request that came after the drain deadline ([`ShuttingDown`]); a call it would
-/// have resumed is cancelled.
-///
-/// [`ShuttingDown`]: tower_armor_mcp::error::ShuttingDown
-fn refused_by_drain<F>(resumed: Option<(CancelTarget, Clock)>) -> ResponseFuture<F> {
-    if let Some((t, _)) = resumed {
-        t.send(REASON_SHUTDOWN);
-    }
-    tracing::debug!("request refused: the server is shutting down");
-    ResponseFuture::refused()
 }
 
 /// The marks of ids in progress of held calls their client cancelled, carried by the client's
