@@ -144,7 +144,13 @@ fn propagate<B>(req: &mut Request<B>, header: &HeaderName) {
     }
     let child = {
         let ctx = req.extensions().get::<TraceContext>();
-        let existing = TraceContext::from_headers(req.headers()).ok().flatten();
+        // Only the one `traceparent` is compared (its `tracestate` is not parsed): a repeated
+        // or invalid one is replaced.
+        let mut values = req.headers().get_all(&TRACEPARENT).iter();
+        let existing = match (values.next(), values.next()) {
+            (Some(one), None) => TraceContext::parse(one.as_bytes()).ok(),
+            _ => None,
+        };
         if keep_callers(existing.as_ref(), ctx) {
             return;
         }
@@ -205,12 +211,14 @@ pub fn with_correlation_meta<'a>(
     let Some(obj) = request.as_object() else {
         return Cow::Borrowed(request);
     };
+    let mut keep_trace = false;
     let needs = match obj.get("params") {
         None | Some(Value::Null) => true,
         Some(Value::Object(params)) => match params.get("_meta") {
             None => true,
             Some(Value::Object(meta)) => {
-                !meta.contains_key(META_REQUEST_ID) || !keeps_meta_trace(meta, trace)
+                keep_trace = keeps_meta_trace(meta, trace);
+                !meta.contains_key(META_REQUEST_ID) || !keep_trace
             }
             Some(_) => false,
         },
@@ -240,7 +248,7 @@ pub fn with_correlation_meta<'a>(
     };
     meta.entry(META_REQUEST_ID)
         .or_insert_with(|| Value::String(id.as_str().to_owned()));
-    if !keeps_meta_trace(meta, trace) {
+    if !keep_trace {
         let child = match trace {
             Some(ctx) => ctx.child(),
             None => TraceContext::new_root(),

@@ -92,6 +92,7 @@ pub trait LocalError: Error + Send + Sync + 'static {
 /// Local rejections: our own refusals, never the dependency's fault (see the classification
 /// table in [`crate::classify`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LocalRejection {
     /// The circuit breaker is open.
     CircuitOpen,
