@@ -261,6 +261,49 @@ async fn over_quota_a_hidden_tool_is_answered_like_an_unknown_one() {
     assert_eq!(hidden, call("no-such-tool").await);
 }
 
+/// One standalone GET stream per session: a second one while the first is open gets 409 and
+/// takes no long-lived stream slot of the principal (rmcp would keep it as an idle "shadow"
+/// forever: the TypeScript SDK opens one after each call stream that ends with an error, and
+/// four of them used to lock the principal out of listen streams).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_standalone_stream_of_a_session_is_refused_and_takes_no_slot() {
+    let ex = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, ALICE).await;
+    let first = bounded(10, c.open_get_stream()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    for _ in 0..6 {
+        let again = bounded(10, c.open_get_stream()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::CONFLICT);
+        let v: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(v["error"]["code"], -31409, "{v}");
+    }
+    let stats = ex.bulkheads.clone();
+    let open = || stats.streams_open();
+    let settled = async {
+        while open() != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    bounded(5, settled).await;
+    // Another session of the same principal still gets its stream.
+    let other = client(&ex.url(), Revision::V2025_11_25, ALICE).await;
+    let second = bounded(10, other.open_get_stream()).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    // Once the first ends, its session may open one again.
+    drop(first);
+    let reopened = async {
+        loop {
+            let r = c.open_get_stream().await.unwrap();
+            if r.status() == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    bounded(5, reopened).await;
+    drop(second);
+}
+
 /// The admin routes name every tool with a circuit: a principal the allow-list limits to some
 /// tools gets the 404 of a path that does not exist (no oracle for its hidden tools), while an
 /// unrestricted one uses them. Every answer, `/healthz` and an unknown path included, carries

@@ -43,6 +43,9 @@ pub const CODE_FORBIDDEN: i64 = -31403;
 /// fault (or its network's), answered before the call plane: no breaker or retry layer inside the
 /// inspector ever sees it.
 pub const CODE_BODY_TIMEOUT: i64 = -31408;
+/// JSON-RPC code of the SSE layer's 409: a second standalone `GET` stream for a session that
+/// has one open (the official TypeScript and Python servers refuse it the same way).
+pub const CODE_STREAM_CONFLICT: i64 = -31409;
 /// JSON-RPC code for [`PayloadTooLarge`].
 pub const CODE_PAYLOAD_TOO_LARGE: i64 = -31413;
 /// JSON-RPC code for [`RateLimited`].

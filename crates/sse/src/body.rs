@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -60,6 +61,10 @@ pin_project! {
             sleep: Option<Sleep>,
             state: State,
         },
+        /// An answer of the layer's own (the 409 of a second standalone stream).
+        Local {
+            bytes: Option<Bytes>,
+        },
     }
 }
 
@@ -95,6 +100,8 @@ struct State {
     listen: Option<ListenId>,
     /// Where the stream waits for its shutdown signal.
     shutdown_wait: SignalWait,
+    /// The session whose standalone stream this is: its place is given back when it ends.
+    listen_session: Option<HeaderValue>,
 }
 
 struct Resumed {
@@ -159,6 +166,13 @@ impl Resumed {
 impl Drop for State {
     fn drop(&mut self) {
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(session) = &self.listen_session {
+            self.shared
+                .listens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(session);
+        }
     }
 }
 
@@ -242,12 +256,19 @@ impl<B> SseBody<B> {
         }
     }
 
+    pub(crate) fn local(bytes: Bytes) -> Self {
+        SseBody {
+            kind: Kind::Local { bytes: Some(bytes) },
+        }
+    }
+
     pub(crate) fn stream(
         body: B,
         shared: Arc<Shared>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
         listen: Option<ListenId>,
+        listen_session: Option<HeaderValue>,
     ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
         let max_event = if listen.is_some() {
@@ -273,6 +294,7 @@ impl<B> SseBody<B> {
                     stashed: None,
                     listen,
                     shutdown_wait: SignalWait::default(),
+                    listen_session,
                 },
             },
         }
@@ -288,6 +310,7 @@ impl<B> fmt::Debug for SseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Passthrough { .. } => f.write_str("SseBody::Passthrough"),
+            Kind::Local { .. } => f.write_str("SseBody::Local"),
             Kind::Stream { state, .. } => f
                 .debug_struct("SseBody::Stream")
                 .field("long_lived", &state.long_lived)
@@ -310,6 +333,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Passthrough { body } => body.poll_frame(cx),
+            KindProj::Local { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             KindProj::Stream {
                 mut body,
                 mut sleep,
@@ -459,6 +483,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Local { bytes } => bytes.is_none(),
             // A stashed frame (a listen stream's graceful close) is still to come.
             Kind::Stream { body, state, .. } => {
                 state.stashed.is_none() && (state.phase == Phase::Done || body.is_end_stream())
@@ -469,6 +494,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
+            Kind::Local { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             // Keep-alive comments may be added: the length is never known.
             Kind::Stream { .. } => SizeHint::default(),
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tower_armor_mcp::ListenId;
 
@@ -24,6 +24,7 @@ pin_project! {
         shared: Option<Arc<Shared>>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
+        listen_session: Option<HeaderValue>,
     }
 }
 
@@ -33,12 +34,14 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
+        listen_session: Option<HeaderValue>,
     ) -> Self {
         ResponseFuture {
             inner,
             shared: Some(shared),
             long_lived,
             resumed_from,
+            listen_session,
         }
     }
 }
@@ -79,6 +82,25 @@ where
             // comment written into them would corrupt the compressed stream.
             return Poll::Ready(Ok(Response::from_parts(parts, SseBody::passthrough(body))));
         }
+        // One standalone stream per session: decided on the server's answer, so only a request
+        // every inner layer (authentication included) let through takes the session's place.
+        let listen_session = match this.listen_session.take() {
+            Some(session) => {
+                let mut open = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
+                if !open.insert(session.clone()) {
+                    drop(open);
+                    tracing::debug!(
+                        "a second standalone SSE stream for one session refused (409); the \
+                         server's stream for it is dropped"
+                    );
+                    // Dropping the server's body ends the stream it opened.
+                    drop(body);
+                    return Poll::Ready(Ok(conflict()));
+                }
+                Some(session)
+            }
+            None => None,
+        };
         // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
         let listen = if *this.long_lived {
             parts.extensions.get::<ListenId>().cloned()
@@ -93,7 +115,25 @@ where
                 *this.long_lived,
                 this.resumed_from.take(),
                 listen,
+                listen_session,
             ),
         )))
     }
+}
+
+/// The 409 for a second standalone stream of a session.
+fn conflict<B>() -> Response<SseBody<B>> {
+    let body = tower_armor_mcp::jsonrpc::error_body(
+        None,
+        tower_armor_mcp::error::CODE_STREAM_CONFLICT,
+        "Conflict: only one standalone SSE stream is allowed per session",
+        None,
+    );
+    let mut resp = Response::new(SseBody::local(body));
+    *resp.status_mut() = StatusCode::CONFLICT;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }

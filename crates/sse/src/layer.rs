@@ -1,5 +1,8 @@
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
 use std::time::Duration;
 
 use tower_armor_mcp::signal::Signal;
@@ -26,6 +29,9 @@ pub(crate) struct Shared {
     /// Ends long-lived streams only (a drain: calls in flight finish).
     pub(crate) listen_shutdown: Signal,
     pub(crate) open: AtomicUsize,
+    /// The sessions with a standalone `GET` stream open (see
+    /// [One listen stream per session](crate#one-listen-stream-per-session)).
+    pub(crate) listens: Mutex<HashSet<HeaderValue>>,
 }
 
 impl Shared {
@@ -241,6 +247,7 @@ impl SseLayerBuilder {
                 shutdown: Signal::new(),
                 listen_shutdown: Signal::new(),
                 open: AtomicUsize::new(0),
+                listens: Mutex::new(HashSet::new()),
             }),
         })
     }

@@ -96,10 +96,22 @@
 //! The response body type becomes [`SseBody<B>`](SseBody) (`B: Body<Data = Bytes>`); the
 //! inner error type is kept.
 //!
+//! # One listen stream per session
+//!
+//! A 2025-11-25 session has one standalone `GET` stream at a time: a second one (a `GET` with
+//! the session's `Mcp-Session-Id` and no `Last-Event-ID` of a call, while the first is open) is
+//! answered `409 Conflict` with a JSON-RPC error (`-31409`), as the official TypeScript and
+//! Python servers answer it, and the server's stream for it is dropped. rmcp keeps such a
+//! second stream as an idle "shadow" that never carries a message and never ends: the
+//! TypeScript SDK opens one after every call stream that ends with an error, so without this each
+//! of them held a connection and one of the principal's long-lived stream slots for good. The
+//! place is taken on the server's `200` answer, so only a request every inner layer accepted
+//! (the session's owner, authenticated) takes it; it is given back when the stream ends.
+//!
 //! # Errors
 //!
-//! The layer never fails and never answers by itself; the inner service's error and body errors
-//! pass through unchanged. Configuration is checked once: [`SseLayerBuilder::build`] and
+//! The layer never fails; the inner service's error and body errors pass through unchanged.
+//! It answers by itself only the `409` above. Configuration is checked once: [`SseLayerBuilder::build`] and
 //! [`SseLayer::from_env`] return a [`ConfigError`] (naming the variable) for a zero interval,
 //! a non-numeric variable, a duration over 30 days, or an idle timeout not longer than the
 //! keep-alive interval.

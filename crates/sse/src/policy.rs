@@ -4,7 +4,7 @@
 use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower_armor_mcp::McpRequest;
-use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD};
+use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD, SESSION_ID};
 use tower_armor_mcp::inspect::resumes_call;
 
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
@@ -36,6 +36,15 @@ pub fn is_long_lived<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes() == b"subscriptions/listen"),
         _ => false,
     }
+}
+
+/// The session of a standalone `GET` stream (a 2025-11-25 listen stream, or its reconnection):
+/// a long-lived GET that names its session.
+pub(crate) fn standalone_listen_session<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.method() != http::Method::GET || !is_long_lived(req) {
+        return None;
+    }
+    req.headers().get(&SESSION_ID).cloned()
 }
 
 /// The `Last-Event-ID` of a GET resuming a call's stream, which the answer must not repeat

@@ -42,11 +42,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let idle_applies = policy::idle_timeout_applies(&req);
         let resumed_from = policy::resumed_call_event(&req);
+        let listen_session = policy::standalone_listen_session(&req);
         ResponseFuture::new(
             self.inner.call(req),
             Arc::clone(&self.shared),
             idle_applies,
             resumed_from,
+            listen_session,
         )
     }
 }

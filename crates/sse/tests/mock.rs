@@ -672,3 +672,69 @@ async fn a_listen_stream_the_layer_ends_gets_its_graceful_close() {
         }
     }
 }
+
+fn listen(session: &'static str) -> Request<()> {
+    Request::get("/mcp")
+        .header("mcp-session-id", session)
+        .body(())
+        .unwrap()
+}
+
+/// One standalone stream per session: a second one while the first is open gets 409 (and the
+/// server's stream for it is dropped); once the first ends, the session may open one again.
+/// Other sessions, call streams and a GET resuming a call are not affected.
+#[tokio::test(start_paused = true)]
+async fn a_second_standalone_stream_of_a_session_gets_409() {
+    let l = layer(Some(15), None);
+    let (_tx1, first) = open(&l, listen("s-1"), "text/event-stream").await;
+    assert_eq!(first.status(), 200);
+    let (tx2, second) = open(&l, listen("s-1"), "text/event-stream").await;
+    assert_eq!(second.status(), 409);
+    assert_eq!(second.headers()["content-type"], "application/json");
+    assert!(tx2.is_closed(), "the server's second stream is dropped");
+    let body = second.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], -31409);
+    assert!(v["id"].is_null());
+    // A reconnection of the listen stream (a bare event id) is one too.
+    let reconnect = Request::get("/mcp")
+        .header("mcp-session-id", "s-1")
+        .header("last-event-id", "7")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        open(&l, reconnect, "text/event-stream").await.1.status(),
+        409
+    );
+    // Another session, a call's resumption and a call stream pass.
+    let (_tx, other) = open(&l, listen("s-2"), "text/event-stream").await;
+    assert_eq!(other.status(), 200);
+    let resume_call = Request::get("/mcp")
+        .header("mcp-session-id", "s-1")
+        .header("last-event-id", "3/0")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        open(&l, resume_call, "text/event-stream").await.1.status(),
+        200
+    );
+    // An answer that is not a stream takes no place (the server refused the GET).
+    let (_tx, refused) = open(&l, listen("s-3"), "text/plain").await;
+    assert_eq!(refused.status(), 200);
+    assert_eq!(
+        open(&l, listen("s-3"), "text/event-stream")
+            .await
+            .1
+            .status(),
+        200
+    );
+    // The first stream ends: the session may open one again.
+    drop(first);
+    assert_eq!(
+        open(&l, listen("s-1"), "text/event-stream")
+            .await
+            .1
+            .status(),
+        200
+    );
+}
