@@ -15,10 +15,10 @@
 //! from an authenticated [`Principal`](tower_armor_mcp::Principal)) is neither counted nor
 //! refused: refusing it would only keep the session alive on the server until it expires.
 //! Without authentication such a DELETE is counted (anyone can invent session ids). A client's
-//! answer to a server request (an elicitation, a sampling result) and a
-//! `notifications/cancelled` are counted while the quota lasts and never refused once it is
-//! spent: refusing them would leave the call they concern waiting for its timeout, or a
-//! cancelled tool running.
+//! answer to a server request (an elicitation, a sampling result), a `notifications/cancelled`
+//! and a `notifications/initialized` are counted while the quota lasts and never refused once
+//! it is spent: refusing them would leave the call they concern waiting for its timeout, a
+//! cancelled tool running, or a session whose `initialize` was admitted unusable.
 //!
 //! # Example
 //!

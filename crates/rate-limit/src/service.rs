@@ -161,18 +161,24 @@ fn ends_session<B>(req: &Request<B>) -> bool {
         && ext.get::<Principal>().is_some()
 }
 
-/// A message that only relieves the server or unblocks a call already admitted: a client's answer
-/// to a server request (an elicitation a person answered, a sampling result) or a
-/// `notifications/cancelled`. Counted like any request while the quota lasts, never refused
+/// A message that only relieves the server or completes what was already admitted: a client's
+/// answer to a server request (an elicitation a person answered, a sampling result), a
+/// `notifications/cancelled`, or the `notifications/initialized` that ends a handshake whose
+/// `initialize` was admitted. Counted like any request while the quota lasts, never refused
 /// once it is spent: refusing would leave the call it concerns waiting for its timeout (holding
-/// its bulkhead permit) or a cancelled tool running. Told by the inspector's facts only.
+/// its bulkhead permit), a cancelled tool running, or a session created but never usable (the
+/// TypeScript SDK's `connect` fails on it and starts over with a new `initialize`, leaving the
+/// session behind each time). Told by the inspector's facts only.
 #[cold]
 fn never_refused<B>(req: &Request<B>) -> bool {
     req.extensions()
         .get::<McpRequest>()
         .is_some_and(|m| match m.kind() {
             MessageKind::Response => true,
-            MessageKind::Notification => m.method() == Some(&Method::NotificationsCancelled),
+            MessageKind::Notification => matches!(
+                m.method(),
+                Some(Method::NotificationsCancelled | Method::NotificationsInitialized)
+            ),
             MessageKind::Request | MessageKind::NotJsonRpc => false,
         })
 }

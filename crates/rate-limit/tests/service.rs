@@ -666,9 +666,9 @@ async fn ending_a_session_is_never_refused() {
     );
 }
 
-/// A client over quota can still cancel a call and answer the server's requests (an
-/// elicitation, a sampling request): refusing them would leave the call waiting for its timeout
-/// or a cancelled tool running. Other notifications and requests are refused as usual, on both
+/// A client over quota can still cancel a call, answer the server's requests (an elicitation,
+/// a sampling request) and finish a handshake (`notifications/initialized`): refusing them would
+/// leave the call waiting for its timeout, a cancelled tool running, or a new session unusable. Other notifications and requests are refused as usual, on both
 /// the base-quota path and the path with extra rules.
 #[tokio::test(start_paused = true)]
 async fn cancellations_and_answers_to_the_server_are_never_refused() {
@@ -697,15 +697,21 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
                 .status(),
             200
         );
-        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        // The end of a handshake whose `initialize` was admitted.
         let initialized = message(
             MessageKind::Notification,
             Some(Method::NotificationsInitialized),
         );
-        assert_eq!(send(&svc, initialized).await.status(), 429);
+        assert_eq!(send(&svc, initialized).await.status(), 200);
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
+        let progress = message(
+            MessageKind::Notification,
+            Some(Method::NotificationsProgress),
+        );
+        assert_eq!(send(&svc, progress).await.status(), 429);
         let call = message(MessageKind::Request, Some(Method::ToolsCall));
         assert_eq!(send(&svc, call).await.status(), 429);
-        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        assert_eq!(seen.load(Ordering::SeqCst), 4);
     }
 }
 
