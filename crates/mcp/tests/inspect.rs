@@ -51,6 +51,7 @@ async fn facts_reach_the_inner_service_with_the_body_unchanged() {
     assert!(!resp.body().is_local());
 }
 
+/// (The body is drained, not parsed: see `an_oversized_body_is_drained_before_the_413`.)
 #[tokio::test(start_paused = true)]
 async fn declared_oversize_is_refused_before_reading() {
     let (svc, mut handle) = setup(McpInspectLayer::new().max_body_bytes(16));
@@ -332,6 +333,50 @@ async fn assert_body_timeout(resp: Response<tower_armor_mcp::ResponseBody<String
     );
     assert_eq!(v["error"]["code"], -31408);
     assert_eq!(v["id"], serde_json::Value::Null);
+}
+
+/// A body over the limit is read to its end and dropped before the 413 goes out: answered while
+/// the client is still sending, the connection would close with unread bytes in it, a reset
+/// that many clients report instead of the 413. The drain is bounded in time and bytes.
+#[tokio::test(start_paused = true)]
+async fn an_oversized_body_is_drained_before_the_413() {
+    let (svc, mut handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let (tx, req) = fed_post();
+    let call = tokio::spawn(svc.oneshot(req));
+    tx.send(chunk("12345678")).unwrap();
+    tx.send(chunk("12345678")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!call.is_finished(), "still draining");
+    tx.send(chunk("more")).unwrap();
+    drop(tx);
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body_json(resp).await["error"]["code"], -31413);
+    assert!(handle.next_request().await.is_none());
+
+    // A body that keeps the connection waiting gets its 413 after a second.
+    let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let (tx, req) = fed_post();
+    let call = tokio::spawn(svc.oneshot(req));
+    tx.send(chunk("123456789012")).unwrap();
+    tokio::time::sleep(Duration::from_millis(999)).await;
+    assert!(!call.is_finished());
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(
+        call.await.unwrap().unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    // Declared far over the limit (more than the drain's 8 MiB over): answered at once.
+    let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let (_tx, mut req) = fed_post();
+    req.headers_mut()
+        .insert("content-length", (10 + (8 << 20) + 1).into());
+    let resp = tokio::time::timeout(Duration::from_millis(1), svc.oneshot(req))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test(start_paused = true)]

@@ -50,6 +50,9 @@ pin_project! {
             // when the request comes costs no timer. Boxed so the slow path alone pays for it.
             sleep: Option<Pin<Box<Sleep>>>,
             in_flight: Option<Arc<InFlightIds>>,
+            // Over the limit: the rest of the body is read and dropped (at most
+            // `DRAIN_MAX_BYTES` more, for at most `DRAIN_TIME`) before the 413 goes out.
+            drained: Option<usize>,
         },
         Calling {
             #[pin]
@@ -126,12 +129,15 @@ where
         }
     }
 
+    /// Reads the body; `too_large`: it is known to be over the limit already (its declared
+    /// length), so it is only drained before the 413.
     pub(crate) fn reading(
         body: B,
         parts: Parts,
         service: S,
         json: bool,
         config: &McpInspectLayer,
+        too_large: bool,
     ) -> Self {
         // Only a request naming a session is tracked.
         let in_flight = config
@@ -151,10 +157,19 @@ where
                 timeout: config.body_timeout,
                 sleep: None,
                 in_flight,
+                drained: too_large.then_some(0),
             },
         }
     }
 }
+
+/// How much of an oversized body is read and dropped before the 413 goes out, at most. An HTTP
+/// server that answers while the client is still sending closes the connection with unread
+/// bytes in it, which resets it: many clients (Python's httpx among them) then report a reset
+/// and never see the 413. A body over the limit by more than this is answered at once.
+pub(crate) const DRAIN_MAX_BYTES: usize = 8 << 20;
+/// How long an oversized body may take to be drained before the 413 goes out anyway.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Whether a Tokio timer can be armed here: polled inside a Tokio runtime. Warns once if not.
 /// (A Tokio runtime built without `enable_time` still panics here, as every Tokio timer does.)
@@ -289,10 +304,22 @@ where
                     timeout,
                     sleep,
                     in_flight,
+                    drained,
                 } => {
                     let done = loop {
                         let frame = match body.as_mut().poll_frame(cx) {
                             Poll::Ready(frame) => frame,
+                            Poll::Pending if drained.is_some() => {
+                                // Draining: the 413 goes out when the time is up.
+                                if sleep.is_none() && !timer_available() {
+                                    break Err(Rejection::too_large());
+                                }
+                                let timer = sleep.get_or_insert_with(|| {
+                                    Box::pin(tokio::time::sleep(DRAIN_TIME))
+                                });
+                                ready!(timer.as_mut().poll(cx));
+                                break Err(Rejection::too_large());
+                            }
                             Poll::Pending => {
                                 let Some(limit) = *timeout else {
                                     return Poll::Pending;
@@ -316,20 +343,38 @@ where
                                 return Poll::Ready(Ok(body_timeout_response(&parts)));
                             }
                         };
-                        match frame {
-                            Some(Ok(frame)) => {
+                        match (frame, drained.as_mut()) {
+                            (Some(Ok(frame)), Some(n)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    *n += data.remaining();
+                                    if *n > DRAIN_MAX_BYTES {
+                                        break Err(Rejection::too_large());
+                                    }
+                                }
+                            }
+                            (Some(Ok(frame)), None) => {
                                 if let Ok(data) = frame.into_data() {
                                     if read.len + data.remaining() > *max {
-                                        break Err(Rejection::too_large());
+                                        // Over the limit: drop what was read, drain the rest.
+                                        *drained = Some(data.remaining());
+                                        *read = Read::default();
+                                        *sleep = None;
+                                        continue;
                                     }
                                     read.push(data);
                                 }
                             }
-                            Some(Err(_)) => break Err(Rejection::unreadable()),
-                            None => break Ok(()),
+                            (Some(Err(_)), Some(_)) | (None, Some(_)) => {
+                                break Err(Rejection::too_large());
+                            }
+                            (Some(Err(_)), None) => break Err(Rejection::unreadable()),
+                            (None, None) => break Ok(()),
                         }
                         if body.is_end_stream() {
-                            break Ok(());
+                            break match drained {
+                                Some(_) => Err(Rejection::too_large()),
+                                None => Ok(()),
+                            };
                         }
                     };
                     let mut parts = parts.take().expect("polled after completion");

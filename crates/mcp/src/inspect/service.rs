@@ -84,14 +84,17 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max as u64) || body.size_hint().lower() > max as u64 {
+        let length = declared.unwrap_or(0).max(body.size_hint().lower());
+        let too_large = length > max as u64;
+        // Far over the limit: answered at once, without reading it.
+        if length > (max as u64).saturating_add(super::future::DRAIN_MAX_BYTES as u64) {
             return ResponseFuture::answer(
                 Rejection::too_large(),
                 parts.extensions.get::<CorrelationId>(),
             );
         }
         let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
-        ResponseFuture::reading(body, parts, service, json, &self.config)
+        ResponseFuture::reading(body, parts, service, json, &self.config, too_large)
     }
 }
 
