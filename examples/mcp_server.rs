@@ -612,6 +612,12 @@ impl Drop for AddressSlot {
 /// The largest `MCP_MAX_CONNECTIONS` accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
+/// How long data written to a connection may stay unacknowledged (or unsent, behind a peer that
+/// takes nothing) before the connection is dropped (Linux `TCP_USER_TIMEOUT`): a vanished peer
+/// is noticed within about this plus the SSE keep-alive interval, and a client that reads
+/// nothing for this long is let go.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How many bytes a request's head (request line and headers) may take: past it, 431. hyper's
 /// default buffer (about 400 KiB) let 1,000 half-sent requests hold 400 MB before any layer
 /// could refuse them; the read buffer is bounded by the same figure.
@@ -684,6 +690,16 @@ pub async fn serve(
         // Small SSE frames go out at once, not after the peer's delayed ACK.
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+        // A peer that vanished without closing (its network went away) is noticed once the
+        // keep-alive comments written to it stay unacknowledged this long, instead of after
+        // TCP's own retries (about 15 minutes): its streams, their slots and a session's one
+        // standalone stream are given back.
+        #[cfg(target_os = "linux")]
+        if let Err(error) =
+            socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
+        {
+            tracing::debug!(%error, "TCP_USER_TIMEOUT not set");
         }
         while connections.try_join_next().is_some() {}
         let service = router.clone().map_request(

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -16,7 +15,7 @@ use tower_armor_mcp::ListenId;
 use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
 
-use crate::layer::Shared;
+use crate::layer::{ListenPlace, Shared};
 
 /// The keep-alive comment: an empty comment line, then the blank line that ends it.
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
@@ -100,8 +99,8 @@ struct State {
     listen: Option<ListenId>,
     /// Where the stream waits for its shutdown signal.
     shutdown_wait: SignalWait,
-    /// The session whose standalone stream this is: its place is given back when it ends.
-    listen_session: Option<HeaderValue>,
+    /// The place of the session whose standalone stream this is, given back when it ends.
+    _listen_place: Option<ListenPlace>,
 }
 
 struct Resumed {
@@ -166,13 +165,6 @@ impl Resumed {
 impl Drop for State {
     fn drop(&mut self) {
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
-        if let Some(session) = &self.listen_session {
-            self.shared
-                .listens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(session);
-        }
     }
 }
 
@@ -268,7 +260,7 @@ impl<B> SseBody<B> {
         long_lived: bool,
         resumed_from: Option<Bytes>,
         listen: Option<ListenId>,
-        listen_session: Option<HeaderValue>,
+        listen_place: Option<ListenPlace>,
     ) -> Self {
         shared.open.fetch_add(1, Ordering::AcqRel);
         let max_event = if listen.is_some() {
@@ -294,7 +286,7 @@ impl<B> SseBody<B> {
                     stashed: None,
                     listen,
                     shutdown_wait: SignalWait::default(),
-                    listen_session,
+                    _listen_place: listen_place,
                 },
             },
         }

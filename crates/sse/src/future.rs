@@ -12,19 +12,31 @@ use pin_project_lite::pin_project;
 use tower_armor_mcp::ListenId;
 
 use crate::body::SseBody;
-use crate::layer::Shared;
+use crate::layer::{ListenPlace, Shared};
 use crate::policy;
 
 pin_project! {
     /// Waits for the inner answer; an SSE answer gets its headers fixed and its body wrapped in
-    /// the stream state machine, any other answer passes through.
+    /// the stream state machine, any other answer passes through. A second standalone stream of
+    /// a session is answered 409 without calling the inner service.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        shared: Option<Arc<Shared>>,
-        long_lived: bool,
-        resumed_from: Option<Bytes>,
-        listen_session: Option<HeaderValue>,
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Calling {
+            #[pin]
+            inner: F,
+            shared: Option<Arc<Shared>>,
+            long_lived: bool,
+            resumed_from: Option<Bytes>,
+            place: Option<ListenPlace>,
+        },
+        Conflict,
     }
 }
 
@@ -34,23 +46,35 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
-        listen_session: Option<HeaderValue>,
+        place: Option<ListenPlace>,
     ) -> Self {
         ResponseFuture {
-            inner,
-            shared: Some(shared),
-            long_lived,
-            resumed_from,
-            listen_session,
+            kind: Kind::Calling {
+                inner,
+                shared: Some(shared),
+                long_lived,
+                resumed_from,
+                place,
+            },
+        }
+    }
+
+    pub(crate) fn conflict() -> Self {
+        ResponseFuture {
+            kind: Kind::Conflict,
         }
     }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("long_lived", &self.long_lived)
-            .finish_non_exhaustive()
+        match &self.kind {
+            Kind::Calling { long_lived, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("long_lived", long_lived)
+                .finish_non_exhaustive(),
+            Kind::Conflict => f.write_str("ResponseFuture::Conflict"),
+        }
     }
 }
 
@@ -61,12 +85,22 @@ where
     type Output = Result<Response<SseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = ready!(this.inner.poll(cx))?;
-        let shared = this
-            .shared
+        let (inner, shared, long_lived, resumed_from, place) = match self.project().kind.project() {
+            KindProj::Conflict => return Poll::Ready(Ok(conflict())),
+            KindProj::Calling {
+                inner,
+                shared,
+                long_lived,
+                resumed_from,
+                place,
+            } => (inner, shared, long_lived, resumed_from, place),
+        };
+        let resp = ready!(inner.poll(cx))?;
+        let shared = shared
             .take()
             .expect("ResponseFuture polled after completion");
+        // Not a stream (the server refused the GET), or a compressed one: the session's place,
+        // if this request took it, is given back when this future is dropped.
         if !policy::is_event_stream(resp.headers()) {
             return Poll::Ready(Ok(resp.map(SseBody::passthrough)));
         }
@@ -82,27 +116,8 @@ where
             // comment written into them would corrupt the compressed stream.
             return Poll::Ready(Ok(Response::from_parts(parts, SseBody::passthrough(body))));
         }
-        // One standalone stream per session: decided on the server's answer, so only a request
-        // every inner layer (authentication included) let through takes the session's place.
-        let listen_session = match this.listen_session.take() {
-            Some(session) => {
-                let mut open = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
-                if !open.insert(session.clone()) {
-                    drop(open);
-                    tracing::debug!(
-                        "a second standalone SSE stream for one session refused (409); the \
-                         server's stream for it is dropped"
-                    );
-                    // Dropping the server's body ends the stream it opened.
-                    drop(body);
-                    return Poll::Ready(Ok(conflict()));
-                }
-                Some(session)
-            }
-            None => None,
-        };
         // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
-        let listen = if *this.long_lived {
+        let listen = if *long_lived {
             parts.extensions.get::<ListenId>().cloned()
         } else {
             None
@@ -112,10 +127,11 @@ where
             SseBody::stream(
                 body,
                 shared,
-                *this.long_lived,
-                this.resumed_from.take(),
+                *long_lived,
+                resumed_from.take(),
                 listen,
-                listen_session,
+                // The stream holds the session's place until it ends.
+                place.take(),
             ),
         )))
     }

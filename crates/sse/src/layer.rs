@@ -45,6 +45,37 @@ impl Shared {
     }
 }
 
+/// A session's place for its one standalone stream, given back when dropped (the request was
+/// answered without a stream, or the stream ended).
+pub(crate) struct ListenPlace {
+    shared: Arc<Shared>,
+    session: HeaderValue,
+}
+
+impl ListenPlace {
+    /// The place of `session`, unless a request or stream of it holds it.
+    pub(crate) fn take(shared: &Arc<Shared>, session: HeaderValue) -> Option<Self> {
+        let mut open = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.insert(session.clone()) {
+            return None;
+        }
+        Some(ListenPlace {
+            shared: Arc::clone(shared),
+            session,
+        })
+    }
+}
+
+impl Drop for ListenPlace {
+    fn drop(&mut self) {
+        self.shared
+            .listens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.session);
+    }
+}
+
 /// Applies [`Sse`]: stream headers, keep-alive comments at event boundaries, the idle timeout of
 /// long-lived streams and graceful shutdown. See the [crate docs](crate).
 ///

@@ -101,12 +101,15 @@
 //! A 2025-11-25 session has one standalone `GET` stream at a time: a second one (a `GET` with
 //! the session's `Mcp-Session-Id` and no `Last-Event-ID` of a call, while the first is open) is
 //! answered `409 Conflict` with a JSON-RPC error (`-31409`), as the official TypeScript and
-//! Python servers answer it, and the server's stream for it is dropped. rmcp keeps such a
-//! second stream as an idle "shadow" that never carries a message and never ends: the
-//! TypeScript SDK opens one after every call stream that ends with an error, so without this each
-//! of them held a connection and one of the principal's long-lived stream slots for good. The
-//! place is taken on the server's `200` answer, so only a request every inner layer accepted
-//! (the session's owner, authenticated) takes it; it is given back when the stream ends.
+//! Python servers answer it, without going on to the server. rmcp keeps such a second stream
+//! as an idle "shadow" that never carries a message and never ends: the TypeScript SDK opens
+//! one after every call stream that ends with an error, so without this each of them held a
+//! connection and one of the principal's long-lived stream slots for good. The place is taken
+//! when the request comes (so only one such request of a session reaches the server at a time)
+//! and given back when its answer is not a stream (another principal presenting the session
+//! gets the unknown-session 404 from bearer-auth further in) or when the stream ends. A stream
+//! whose client vanished without closing its connection holds the place until the server
+//! notices (the example server bounds that with `TCP_USER_TIMEOUT`).
 //!
 //! # Errors
 //!

@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use crate::body::SseBody;
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
+use crate::layer::{ListenPlace, Shared};
 use crate::policy;
 
 /// The SSE pass-through service; see the [crate docs](crate).
@@ -42,13 +42,25 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let idle_applies = policy::idle_timeout_applies(&req);
         let resumed_from = policy::resumed_call_event(&req);
-        let listen_session = policy::standalone_listen_session(&req);
+        // One standalone stream per session, decided before the request goes on: only one
+        // such request of a session ever reaches the server at a time (rmcp would keep a
+        // second as an idle "shadow" stream that never ends).
+        let place = match policy::standalone_listen_session(&req) {
+            Some(session) => match ListenPlace::take(&self.shared, session) {
+                Some(place) => Some(place),
+                None => {
+                    tracing::debug!("a second standalone SSE stream for one session refused (409)");
+                    return ResponseFuture::conflict();
+                }
+            },
+            None => None,
+        };
         ResponseFuture::new(
             self.inner.call(req),
             Arc::clone(&self.shared),
             idle_applies,
             resumed_from,
-            listen_session,
+            place,
         )
     }
 }

@@ -738,3 +738,46 @@ async fn a_second_standalone_stream_of_a_session_gets_409() {
         200
     );
 }
+
+/// The place is taken when the request comes: of two standalone GETs of one session in flight
+/// at once, the second is refused at once and never reaches the server (rmcp decides which of
+/// two is the stream that carries messages when it gets them, so the answers' order cannot).
+#[tokio::test(start_paused = true)]
+async fn two_standalone_gets_in_flight_at_once_reach_the_server_once() {
+    let l = layer(Some(15), None);
+    let (svc, mut handle) = tower_test::mock::spawn_layer::<Request<()>, Response<ChanBody>, _>(l);
+    let mut svc = svc.into_inner();
+    ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
+    let first = tower::Service::call(&mut svc, listen("s-1"));
+    ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
+    let second = tower::Service::call(&mut svc, listen("s-1"));
+    let refused = second.await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let (_req, send) = handle.next_request().await.unwrap();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    send.send_response(
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(ChanBody(rx))
+            .unwrap(),
+    );
+    let stream = first.await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), handle.next_request())
+            .await
+            .is_err(),
+        "the refused request never reached the server"
+    );
+    // A request whose answer is not a stream gives the place back.
+    ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
+    let foreign = tower::Service::call(&mut svc, listen("s-2"));
+    let (_req, send) = handle.next_request().await.unwrap();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    send.send_response(Response::builder().status(404).body(ChanBody(rx)).unwrap());
+    assert_eq!(foreign.await.unwrap().status(), 404);
+    ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
+    let owner = tower::Service::call(&mut svc, listen("s-2"));
+    assert!(handle.next_request().await.is_some(), "s-2 is free again");
+    drop((owner, stream));
+}
