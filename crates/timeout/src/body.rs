@@ -218,7 +218,8 @@ struct Timed {
     drain_wait: SignalWait,
 }
 
-/// How long the answer waited on the caller, against how long it has run.
+/// How long the answer waited on the caller, against how long it has run since its deadline was
+/// last set (progress that resets the deadline, or the end of a pause, starts a new window).
 ///
 /// An HTTP server polls a body again as soon as it can take another frame; one whose caller
 /// does not read (its socket and write buffer full) is polled again only once the caller has
@@ -229,6 +230,9 @@ struct Timed {
 /// ([`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), which a breaker ignores)
 /// instead of a slow failure of the server. Otherwise one client that reads a tool's streams
 /// slowly, or not at all, could open that tool's circuit for everyone. One clock read per poll.
+/// The least time waiting on the caller that counts as the caller holding a call up.
+const CALLER_HOLD_MIN: Duration = Duration::from_millis(50);
+
 struct Waits {
     started: Instant,
     /// The last poll's start.
@@ -259,9 +263,18 @@ impl Waits {
         self.handed = false;
     }
 
-    /// Whether the caller held the answer up for at least half of its time so far.
+    /// The deadline moved: judge from `now` on.
+    fn restart(&mut self, now: Instant) {
+        self.started = now;
+        self.on_caller = Duration::ZERO;
+    }
+
+    /// Whether the caller held the answer up for at least half of the current window, and for
+    /// long enough to be a hold-up at all (a reading caller's HTTP server comes back for the
+    /// next frame within microseconds).
     fn caller_bound(&self, now: Instant) -> bool {
-        self.on_caller * 2 >= now.saturating_duration_since(self.started)
+        self.on_caller >= CALLER_HOLD_MIN
+            && self.on_caller * 2 >= now.saturating_duration_since(self.started)
     }
 }
 
@@ -345,9 +358,14 @@ impl Timed {
         if !self.call.clock.changed(progress, outstanding) {
             return;
         }
-        self.call
-            .clock
-            .update(Instant::now(), progress, outstanding);
+        let now = Instant::now();
+        let before = self.call.clock.wake_at();
+        self.call.clock.update(now, progress, outstanding);
+        if self.call.clock.wake_at() != before {
+            // The deadline moved (progress, a pause): who held the call up is judged over the
+            // new window only.
+            self.waits.restart(now);
+        }
         if self.call.clock.is_paused()
             && self.pause.is_none()
             && let Some((session, pauses)) = &self.call.session

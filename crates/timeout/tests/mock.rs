@@ -384,6 +384,37 @@ async fn a_deadline_the_caller_held_up_is_not_the_servers_slow_failure() {
     }
 }
 
+/// With progress resetting the deadline, who held the call up is judged over the last window
+/// only: a long call read promptly for most of its life, whose caller then stops reading, is
+/// the caller's; one whose caller reads but whose server goes quiet is the server's.
+#[tokio::test(start_paused = true)]
+async fn who_held_the_call_up_is_judged_over_the_last_deadline_window() {
+    for (caller_stops, outcome) in [(true, Outcome::Cancelled), (false, Outcome::Elapsed)] {
+        let layer = TimeoutLayer::builder(ms(300))
+            .reset_on_progress(true)
+            .max_total(ms(60_000))
+            .build()
+            .unwrap();
+        let (mut svc, mut handle) = service(&layer);
+        let (tx, h, mut body) =
+            open_sse(&mut svc, &mut handle, call(7, "progress", V2026, None)).await;
+        for n in 1..=20 {
+            tx.event(progress(n));
+            assert!(text(now(&mut body)).contains("notifications/progress"));
+            assert!(now(&mut body).is_none());
+            advance(ms(200)).await;
+        }
+        tx.event(progress(21));
+        assert!(text(now(&mut body)).contains("notifications/progress"));
+        if !caller_stops {
+            assert!(now(&mut body).is_none());
+        }
+        advance(ms(301)).await;
+        assert_timeout_event(&text(now(&mut body)), json!(7));
+        assert_eq!(h.outcome(), Some(outcome), "caller stops: {caller_stops}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_in_a_2025_stream_also_sends_cancelled() {
     let (mut svc, mut handle) = service(&layer(300));
