@@ -351,8 +351,24 @@ async fn an_oversized_body_is_drained_before_the_413() {
     drop(tx);
     let resp = call.await.unwrap().unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(resp.headers()["connection"], "close");
     assert_eq!(body_json(resp).await["error"]["code"], -31413);
     assert!(handle.next_request().await.is_none());
+
+    // Declared over the limit (within the drain's reach): drained to its end, nothing parsed.
+    let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let (tx, mut req) = fed_post();
+    req.headers_mut().insert("content-length", 24.into());
+    let call = tokio::spawn(svc.oneshot(req));
+    tx.send(chunk("12345678")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!call.is_finished(), "still draining");
+    tx.send(chunk("1234567812345678")).unwrap();
+    drop(tx);
+    assert_eq!(
+        call.await.unwrap().unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 
     // A body that keeps the connection waiting gets its 413 after a second.
     let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));

@@ -175,10 +175,12 @@ fn never_refused<B>(req: &Request<B>) -> bool {
         .get::<McpRequest>()
         .is_some_and(|m| match m.kind() {
             MessageKind::Response => true,
-            MessageKind::Notification => matches!(
-                m.method(),
-                Some(Method::NotificationsCancelled | Method::NotificationsInitialized)
-            ),
+            MessageKind::Notification => match m.method() {
+                Some(Method::NotificationsCancelled) => true,
+                // Only in a session (2025-11-25's handshake): 2026-07-28 has none to finish.
+                Some(Method::NotificationsInitialized) => m.session_id().is_some(),
+                _ => false,
+            },
             MessageKind::Request | MessageKind::NotJsonRpc => false,
         })
 }

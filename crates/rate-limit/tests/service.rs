@@ -697,11 +697,21 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
                 .status(),
             200
         );
-        // The end of a handshake whose `initialize` was admitted.
+        // The end of a 2025-11-25 handshake (in its session); without a session there is no
+        // handshake to finish.
         let initialized = message(
             MessageKind::Notification,
             Some(Method::NotificationsInitialized),
         );
+        assert_eq!(send(&svc, initialized).await.status(), 429);
+        let mut initialized = post("1.1.1.1", Some("a"));
+        let facts = McpRequest::new(
+            MessageKind::Notification,
+            Some(Method::NotificationsInitialized),
+            None,
+        )
+        .with_session_id(http::HeaderValue::from_static("s-1"));
+        initialized.extensions_mut().insert(facts);
         assert_eq!(send(&svc, initialized).await.status(), 200);
         assert_eq!(seen.load(Ordering::SeqCst), 4);
         let progress = message(

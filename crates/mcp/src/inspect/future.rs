@@ -50,8 +50,9 @@ pin_project! {
             // when the request comes costs no timer. Boxed so the slow path alone pays for it.
             sleep: Option<Pin<Box<Sleep>>>,
             in_flight: Option<Arc<InFlightIds>>,
-            // Over the limit: the rest of the body is read and dropped (at most
-            // `DRAIN_MAX_BYTES` more, for at most `DRAIN_TIME`) before the 413 goes out.
+            // Over the limit: the rest of the body is read and dropped (the body's bytes so
+            // far; at most `DRAIN_MAX_BYTES` past the limit, for at most `DRAIN_TIME`) before
+            // the 413 goes out.
             drained: Option<usize>,
         },
         Calling {
@@ -284,6 +285,14 @@ where
                             )
                         }
                     };
+                    if rej.status == http::StatusCode::PAYLOAD_TOO_LARGE {
+                        // What is left of the body (if the drain stopped short) is not read:
+                        // the connection cannot carry another request.
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     if rej.status == http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
                         // RFC 9110 §12.5.3: the codings accepted, for a 415 about one.
                         resp.headers_mut().insert(
@@ -347,7 +356,7 @@ where
                             (Some(Ok(frame)), Some(n)) => {
                                 if let Ok(data) = frame.into_data() {
                                     *n += data.remaining();
-                                    if *n > DRAIN_MAX_BYTES {
+                                    if *n > max.saturating_add(DRAIN_MAX_BYTES) {
                                         break Err(Rejection::too_large());
                                     }
                                 }
@@ -356,7 +365,7 @@ where
                                 if let Ok(data) = frame.into_data() {
                                     if read.len + data.remaining() > *max {
                                         // Over the limit: drop what was read, drain the rest.
-                                        *drained = Some(data.remaining());
+                                        *drained = Some(read.len + data.remaining());
                                         *read = Read::default();
                                         *sleep = None;
                                         continue;

@@ -807,7 +807,8 @@ impl<'de> Deserialize<'de> for IdUnread {
     }
 }
 
-/// Whether JSON text (already known to be valid) nests no deeper than serde_json's limit of 128.
+/// Whether JSON text (already known to be valid) nests no deeper than serde_json accepts (127
+/// levels).
 fn within_depth(json: &[u8]) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
     for &b in json {
@@ -824,7 +825,8 @@ fn within_depth(json: &[u8]) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > 128 {
+                // serde_json refuses the 128th level.
+                if depth >= 128 {
                     return false;
                 }
             }
@@ -1371,12 +1373,16 @@ mod tests {
         }
         let e = post(&[], &format!(r#"{{"jsonrpc":"2.0","id":{huge},"#)).unwrap_err();
         assert_eq!(e.code, -32700);
-        let deep = format!(
-            r#"{{"jsonrpc":"2.0","id":{}1{},"method":"ping"}}"#,
-            "[".repeat(200),
-            "]".repeat(200)
-        );
-        assert_eq!(post(&[], &deep).unwrap_err().code, -32700);
+        // The object is one level: an id nested 126 deep is 127 in all (the deepest serde_json
+        // reads), 127 deep is one too many.
+        for (depth, code) in [(126, -32600), (127, -32700), (200, -32700)] {
+            let deep = format!(
+                r#"{{"jsonrpc":"2.0","id":{}1{},"method":"ping"}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(post(&[], &deep).unwrap_err().code, code, "{depth}");
+        }
     }
 
     /// A member the inspector reads, twice in one object (however spelt), is refused: this
