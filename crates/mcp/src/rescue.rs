@@ -421,8 +421,9 @@ mod tests {
 /// | [`TokenUnavailable`](crate::error::TokenUnavailable), [`InvalidToken`](crate::error::InvalidToken) | `INTERNAL` (13) |
 /// | anything else | `UNAVAILABLE` (14), generic message (the HTTP form's 502) |
 ///
-/// [`tonic_status`] looks first for a `tonic::Status` (or an error tonic maps, such as a
-/// connection or HTTP/2 error) inside an error that is none of these, and passes that on.
+/// The tonic form (`tonic_status`, with the `tonic` feature) looks first for a `tonic::Status`
+/// (or an error tonic maps, such as a connection error) inside an error that is none of these,
+/// and keeps its code, with the generic message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcStatus {
     /// The gRPC status code.
