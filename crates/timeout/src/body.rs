@@ -219,7 +219,8 @@ struct Timed {
 }
 
 /// How long the answer waited on the caller, against how long it has run since its deadline was
-/// last set (progress that resets the deadline, or the end of a pause, starts a new window).
+/// last set (progress that resets the deadline, or the end of a pause, starts a new window), and
+/// whether the deadline passed during such a wait.
 ///
 /// An HTTP server polls a body again as soon as it can take another frame; one whose caller
 /// does not read (its socket and write buffer full) is polled again only once the caller has
@@ -240,6 +241,9 @@ struct Waits {
     /// The last poll handed out a frame.
     handed: bool,
     on_caller: Duration,
+    /// The wait on the caller that this poll ended: from the previous poll, which handed out a
+    /// frame, to this one's start (zero if the previous poll handed out nothing).
+    hold: Duration,
 }
 
 impl Waits {
@@ -250,15 +254,19 @@ impl Waits {
             last_poll: now,
             handed: false,
             on_caller: Duration::ZERO,
+            hold: Duration::ZERO,
         }
     }
 
     /// A poll starts.
     fn polled(&mut self) {
         let now = Instant::now();
-        if self.handed {
-            self.on_caller += now.saturating_duration_since(self.last_poll);
-        }
+        self.hold = if self.handed {
+            now.saturating_duration_since(self.last_poll)
+        } else {
+            Duration::ZERO
+        };
+        self.on_caller += self.hold;
         self.last_poll = now;
         self.handed = false;
     }
@@ -269,12 +277,17 @@ impl Waits {
         self.on_caller = Duration::ZERO;
     }
 
-    /// Whether the caller held the answer up for at least half of the current window, and for
-    /// long enough to be a hold-up at all (a reading caller's HTTP server comes back for the
-    /// next frame within microseconds).
-    fn caller_bound(&self, now: Instant) -> bool {
-        self.on_caller >= CALLER_HOLD_MIN
-            && self.on_caller * 2 >= now.saturating_duration_since(self.started)
+    /// Whether the caller held the call up, by a hold long enough to be one at all (a reading
+    /// caller's HTTP server comes back for the next frame within microseconds): the deadline
+    /// (`due`) passed while the caller held the answer (it stopped reading, and this is the first
+    /// poll since), or holds took half of the current window or more (it reads slowly).
+    fn caller_bound(&self, due: Instant) -> bool {
+        let hold_began = self.last_poll.checked_sub(self.hold);
+        let held_at_deadline =
+            self.hold >= CALLER_HOLD_MIN && hold_began.is_some_and(|began| due >= began);
+        let mostly_held = self.on_caller >= CALLER_HOLD_MIN
+            && self.on_caller * 2 >= self.last_poll.saturating_duration_since(self.started);
+        held_at_deadline || mostly_held
     }
 }
 
@@ -401,7 +414,7 @@ impl Timed {
     /// after all.
     fn give_up(&mut self) -> bool {
         let ending = self.ending();
-        let caller_bound = ending == Ending::Deadline && self.waits.caller_bound(Instant::now());
+        let caller_bound = ending == Ending::Deadline && self.waits.caller_bound(self.armed);
         let outcome = if caller_bound {
             tower_armor_mcp::Outcome::Cancelled
         } else {

@@ -21,12 +21,19 @@
 //! counts a slow failure. Unless the caller held the answer up: an HTTP server polls a body
 //! again as soon as it can take another frame, so the time between a poll that handed out a
 //! frame and the next poll is time the answer waited on the caller (the server's stream backing
-//! up behind a caller that reads slowly, or not at all). When that is half the answer's time or
-//! more at the deadline, the call ends with the same timeout error but with
+//! up behind a caller that reads slowly, or not at all). When the deadline passes during such a
+//! wait (of 50 ms or more), or such waits took half the time since the deadline was last set
+//! or more, the call ends with the same timeout error but with
 //! [`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), the caller's doing, which a
 //! breaker ignores: one client that reads a tool's streams slowly must not open the tool's
 //! circuit for everyone. (A breaker's slow-call rate, when configured, still measures such a
 //! call's whole duration when it succeeds.)
+//!
+//! The deadline acts when the answer's body is polled: an HTTP server whose caller reads
+//! nothing (its socket and write buffer full) stops polling it, so such a call ends, and its
+//! bulkhead permit is returned, only once the caller reads again or its connection is dropped.
+//! Bound that in the server: the example sets a 60 s `TCP_USER_TIMEOUT` on its connections,
+//! which drops one whose peer has taken nothing for a minute.
 //!
 //! **This layer writes into streams**: the one final error event above, and nothing else.
 //! Every other frame passes untouched and at once.

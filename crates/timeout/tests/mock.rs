@@ -415,6 +415,40 @@ async fn who_held_the_call_up_is_judged_over_the_last_deadline_window() {
     }
 }
 
+/// A caller that read promptly, then stopped (its buffers full) just before the deadline:
+/// the deadline passed while the answer waited on it, so the outcome is the caller's even
+/// though the server's time dominates the window. A stall earlier in the call, with the caller
+/// reading again when the deadline passes, leaves the timeout the server's.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_passes_while_the_caller_holds_the_answer_is_the_callers() {
+    for (stall_at_ms, outcome) in [(250, Outcome::Cancelled), (0, Outcome::Elapsed)] {
+        let (mut svc, mut handle) = service(&layer(300));
+        let (tx, h, mut body) =
+            open_sse(&mut svc, &mut handle, call(7, "progress", V2026, None)).await;
+        let start = Instant::now();
+        let mut n = 0;
+        let last = loop {
+            n += 1;
+            tx.event(progress(n));
+            let frame = text(now(&mut body));
+            if !frame.contains("notifications/progress") {
+                break frame;
+            }
+            if start.elapsed() == ms(stall_at_ms) {
+                // Handed a frame; the caller is gone for 100 ms.
+                advance(ms(100)).await;
+                continue;
+            }
+            // The caller asks for more at once; the server takes 10 ms.
+            assert!(now(&mut body).is_none());
+            advance(ms(10)).await;
+            assert!(n < 100);
+        };
+        assert_timeout_event(&last, json!(7));
+        assert_eq!(h.outcome(), Some(outcome), "stall at {stall_at_ms} ms");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_in_a_2025_stream_also_sends_cancelled() {
     let (mut svc, mut handle) = service(&layer(300));
