@@ -853,7 +853,8 @@ async fn main() {
     };
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
     // A second signal during the drain ends it at once (the grace may be long).
-    run(listener, app, limits, shutdown_signal(), shutdown_signal()).await;
+    let (signal, again) = shutdown_signals();
+    run(listener, app, limits, signal, again).await;
 }
 
 /// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
@@ -938,24 +939,53 @@ const FINAL_EVENTS_GRACE: Duration = Duration::from_millis(500);
 /// The longest drain grace accepted: one hour.
 pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(3600);
 
+/// SIGTERM and Ctrl-C (SIGINT), listened for from now on: the first future completes at the
+/// first signal, the second at the next one. Listening starts here, before either is awaited,
+/// so a second signal sent right after the first is not lost.
 #[allow(dead_code)]
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signals() -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        tokio::spawn(async move {
+            loop {
+                let got = tokio::select! {
+                    Some(()) = async { term.as_mut()?.recv().await } => true,
+                    Some(()) = async { int.as_mut()?.recv().await } => true,
+                    else => false,
+                };
+                if !got || tx.send(()).is_err() {
+                    break;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        });
     }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let second = std::sync::Arc::clone(&first);
+    (
+        async move {
+            if first.lock().await.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        },
+        async move {
+            if second.lock().await.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        },
+    )
 }
