@@ -211,30 +211,24 @@ impl Settings {
             },
             None => McpInspectLayer::DEFAULT_BODY_TIMEOUT,
         };
-        let max_connections = match get("MCP_MAX_CONNECTIONS") {
+        // A count of connections, from 1 to `MAX_CONNECTIONS_LIMIT`.
+        let connection_count = |var: &str, default: usize| match get(var) {
             Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "MCP_MAX_CONNECTIONS: expected an integer from 1 to \
-                         {MAX_CONNECTIONS_LIMIT}, got {v:?}"
-                    ));
-                }
+                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "{var}: expected an integer from 1 to {MAX_CONNECTIONS_LIMIT}, got {v:?}"
+                )),
             },
-            None => ConnectionLimits::DEFAULT_MAX_CONNECTIONS,
+            None => Ok(default),
         };
-        let max_per_ip = match get("MCP_MAX_CONNECTIONS_PER_IP") {
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "MCP_MAX_CONNECTIONS_PER_IP: expected an integer from 1 to \
-                         {MAX_CONNECTIONS_LIMIT}, got {v:?}"
-                    ));
-                }
-            },
-            None => ConnectionLimits::default_per_ip(max_connections),
-        };
+        let max_connections = connection_count(
+            "MCP_MAX_CONNECTIONS",
+            ConnectionLimits::DEFAULT_MAX_CONNECTIONS,
+        )?;
+        let max_per_ip = connection_count(
+            "MCP_MAX_CONNECTIONS_PER_IP",
+            ConnectionLimits::default_per_ip(max_connections),
+        )?;
         let connections = ConnectionLimits {
             // Turning the body's deadline off must not leave a connection free to take forever
             // over its headers (or idle on keep-alive): those keep the default.

@@ -779,23 +779,29 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
 async fn the_accept_loop_bounds_connections_and_header_bytes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let settings = support::example::Settings::for_tests(&[
-        ("MCP_MAX_CONNECTIONS", "2"),
-        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
-    ])
-    .unwrap();
-    let limits = settings.connections;
-    assert_eq!((limits.max_connections, limits.max_per_ip), (2, 2));
-    let app = support::example::app(settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let served = tokio::spawn(support::example::serve(
-        listener,
-        app.router,
-        limits,
-        stop.clone(),
-    ));
+    /// The example's accept loop alone (with `vars`) on loopback: its address, its stop switch
+    /// and its task.
+    async fn accept_loop(
+        vars: &[(&str, &str)],
+    ) -> (
+        std::net::SocketAddr,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let settings = support::example::Settings::for_tests(vars).unwrap();
+        let limits = settings.connections;
+        let app = support::example::app(settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(support::example::serve(
+            listener,
+            app.router,
+            limits,
+            stop.clone(),
+        ));
+        (addr, stop, served)
+    }
     async fn health(tcp: &mut tokio::net::TcpStream) -> String {
         tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             .await
@@ -804,19 +810,32 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
         let n = tcp.read(&mut buf).await.unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
+    /// Two connections, each answered once (and left open).
+    async fn two_served(addr: std::net::SocketAddr) -> [tokio::net::TcpStream; 2] {
+        let mut both = [
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        ];
+        for tcp in &mut both {
+            assert!(bounded(5, health(tcp)).await.starts_with("HTTP/1.1 200"));
+        }
+        both
+    }
+
+    let limits = support::example::Settings::for_tests(&[
+        ("MCP_MAX_CONNECTIONS", "2"),
+        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .unwrap()
+    .connections;
+    assert_eq!((limits.max_connections, limits.max_per_ip), (2, 2));
+    let (addr, stop, served) = accept_loop(&[
+        ("MCP_MAX_CONNECTIONS", "2"),
+        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
+    ])
+    .await;
     // Two idle connections take both slots.
-    let mut idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert!(
-        bounded(5, health(&mut idle1))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
-    assert!(
-        bounded(5, health(&mut idle2))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    let [idle1, idle2] = two_served(addr).await;
     // A third is not served while they stay open…
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     let waiting = tokio::spawn(async move {
@@ -863,34 +882,12 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
 
     // One address may hold `MCP_MAX_CONNECTIONS_PER_IP` of the connections: the next is closed
     // at once, while there is room for others.
-    let settings = support::example::Settings::for_tests(&[
+    let (addr, stop, served) = accept_loop(&[
         ("MCP_MAX_CONNECTIONS", "8"),
         ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
     ])
-    .unwrap();
-    let limits = settings.connections;
-    let app = support::example::app(settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let served = tokio::spawn(support::example::serve(
-        listener,
-        app.router,
-        limits,
-        stop.clone(),
-    ));
-    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert!(
-        bounded(5, health(&mut first))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
-    assert!(
-        bounded(5, health(&mut second))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    .await;
+    let [first, second] = two_served(addr).await;
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

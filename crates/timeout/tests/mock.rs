@@ -343,6 +343,36 @@ async fn deadline_in_a_stream_ends_it_with_one_error_event() {
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
 }
 
+/// Streams progress to a caller until a 300 ms deadline: each round the server sends one
+/// event, the caller takes it, then `waits(elapsed)` says how long the caller leaves the next
+/// ready frame untaken and how long the server then keeps it waiting. Returns the outcome.
+async fn play_until_the_deadline(waits: impl Fn(Duration) -> (u64, u64)) -> Option<Outcome> {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(7, "progress", V2026, None)).await;
+    let start = Instant::now();
+    let mut n = 0;
+    let last = loop {
+        n += 1;
+        tx.event(progress(n));
+        let frame = text(now(&mut body));
+        if !frame.contains("notifications/progress") {
+            break frame;
+        }
+        let (on_caller, on_server) = waits(start.elapsed());
+        advance(ms(on_caller)).await;
+        if on_server > 0 {
+            // The caller is back and waits for the server's next frame.
+            if let Some(next) = now(&mut body) {
+                break text(Some(next));
+            }
+            advance(ms(on_server)).await;
+        }
+        assert!(n < 100, "no deadline");
+    };
+    assert_timeout_event(&last, json!(7));
+    h.outcome()
+}
+
 /// A caller that stops reading, or reads slowly, holds the call up itself (the server's stream
 /// backs up behind it): the HTTP server polls its body again only once it has read. Its call
 /// still ends with the timeout event, but when the answer waited on the caller for at least half
@@ -358,29 +388,8 @@ async fn a_deadline_the_caller_held_up_is_not_the_servers_slow_failure() {
         (40, 60, Outcome::Elapsed),
         (0, 100, Outcome::Elapsed),
     ] {
-        let (mut svc, mut handle) = service(&layer(300));
-        let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(7, "slow", V2026, None)).await;
-        let mut n = 0;
-        let last = loop {
-            n += 1;
-            tx.event(progress(n));
-            let frame = text(now(&mut body));
-            if !frame.contains("notifications/progress") {
-                break frame;
-            }
-            advance(ms(on_caller)).await;
-            if on_server > 0 {
-                // The caller is back and waits for the server's next frame.
-                let next = now(&mut body);
-                if next.is_some() {
-                    break text(next);
-                }
-                advance(ms(on_server)).await;
-            }
-            assert!(n < 100, "no deadline");
-        };
-        assert_timeout_event(&last, json!(7));
-        assert_eq!(h.outcome(), Some(outcome), "{on_caller}/{on_server}");
+        let got = play_until_the_deadline(|_| (on_caller, on_server)).await;
+        assert_eq!(got, Some(outcome), "{on_caller}/{on_server}");
     }
 }
 
@@ -422,30 +431,17 @@ async fn who_held_the_call_up_is_judged_over_the_last_deadline_window() {
 #[tokio::test(start_paused = true)]
 async fn a_deadline_that_passes_while_the_caller_holds_the_answer_is_the_callers() {
     for (stall_at_ms, outcome) in [(250, Outcome::Cancelled), (0, Outcome::Elapsed)] {
-        let (mut svc, mut handle) = service(&layer(300));
-        let (tx, h, mut body) =
-            open_sse(&mut svc, &mut handle, call(7, "progress", V2026, None)).await;
-        let start = Instant::now();
-        let mut n = 0;
-        let last = loop {
-            n += 1;
-            tx.event(progress(n));
-            let frame = text(now(&mut body));
-            if !frame.contains("notifications/progress") {
-                break frame;
+        // The caller is gone for 100 ms once; otherwise it takes each frame at once and the
+        // server takes 10 ms.
+        let got = play_until_the_deadline(|elapsed| {
+            if elapsed == ms(stall_at_ms) {
+                (100, 0)
+            } else {
+                (0, 10)
             }
-            if start.elapsed() == ms(stall_at_ms) {
-                // Handed a frame; the caller is gone for 100 ms.
-                advance(ms(100)).await;
-                continue;
-            }
-            // The caller asks for more at once; the server takes 10 ms.
-            assert!(now(&mut body).is_none());
-            advance(ms(10)).await;
-            assert!(n < 100);
-        };
-        assert_timeout_event(&last, json!(7));
-        assert_eq!(h.outcome(), Some(outcome), "stall at {stall_at_ms} ms");
+        })
+        .await;
+        assert_eq!(got, Some(outcome), "stall at {stall_at_ms} ms");
     }
 }
 
