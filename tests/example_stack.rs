@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use http::StatusCode;
 use serde_json::json;
 use support::{bounded, spawn_example};
-use tower_armor_test_support::{RawClient, RawError, Revision, SseStream};
+use tower_armor_test_support::{CallReply, RawClient, RawError, Revision, SseStream};
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-9876543210";
@@ -566,7 +566,7 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
         let args = json!({"name": "add", "arguments": {"a": 1, "b": 2}});
         bounded(5, c.call_with_id(id, "tools/call", args))
     };
-    let refused = |reply: tower_armor_test_support::CallReply| {
+    let refused = |reply: CallReply| {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST);
         assert_eq!(reply.error_code(), Some(-32600));
     };
@@ -1454,23 +1454,32 @@ async fn a_quiet_call_alone_at_the_drain_deadline_gets_the_shutdown_error() {
             None,
         )
         .await;
-        let c = client(&url, Revision::V2026_07_28, ALICE).await;
-        let call = tokio::spawn(async move {
-            c.call_with_id(
-                7,
-                "tools/call",
-                json!({"name": "slow", "arguments": {"ms": 5000}}),
-            )
-            .await
-        });
+        let call = slow_call_7(&url, 5000).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         signal.send(()).unwrap();
-        let reply = bounded(10, call).await.unwrap().unwrap();
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
-        assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
-        assert_eq!(reply.messages()[0]["id"], 7, "{reply:?}");
+        assert_drained(&bounded(10, call).await.unwrap().unwrap());
         bounded(10, server).await.unwrap();
     }
+}
+
+/// A 2026-07-28 `slow` call of `ms` milliseconds, id 7, by alice, in a task of its own.
+async fn slow_call_7(url: &str, ms: u64) -> tokio::task::JoinHandle<Result<CallReply, RawError>> {
+    let c = client(url, Revision::V2026_07_28, ALICE).await;
+    tokio::spawn(async move {
+        c.call_with_id(
+            7,
+            "tools/call",
+            json!({"name": "slow", "arguments": {"ms": ms}}),
+        )
+        .await
+    })
+}
+
+/// The drain's answer to a call that has sent nothing: 503 with `-31510` for its id (7).
+fn assert_drained(reply: &CallReply) {
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
+    assert_eq!(reply.messages()[0]["id"], 7, "{reply:?}");
 }
 
 /// A second signal during the drain ends the grace at once: a call that would have had a minute
@@ -1490,15 +1499,7 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
         None,
     )
     .await;
-    let c = client(&url, Revision::V2026_07_28, ALICE).await;
-    let call = tokio::spawn(async move {
-        c.call_with_id(
-            7,
-            "tools/call",
-            json!({"name": "slow", "arguments": {"ms": 30000}}),
-        )
-        .await
-    });
+    let call = slow_call_7(&url, 30000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     signal.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1508,9 +1509,7 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
     );
     let started = Instant::now();
     signal.send(()).unwrap();
-    let reply = bounded(10, call).await.unwrap().unwrap();
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
-    assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
+    assert_drained(&bounded(10, call).await.unwrap().unwrap());
     bounded(10, server).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(3),
