@@ -218,6 +218,9 @@ struct Timed {
     drain_wait: SignalWait,
 }
 
+/// The least time waiting on the caller that counts as the caller holding a call up.
+const CALLER_HOLD_MIN: Duration = Duration::from_millis(50);
+
 /// How long the answer waited on the caller, against how long it has run since its deadline was
 /// last set (progress that resets the deadline, or the end of a pause, starts a new window), and
 /// whether the deadline passed during such a wait.
@@ -230,10 +233,9 @@ struct Timed {
 /// caller's side: it still ends with the timeout error, but with the caller's outcome
 /// ([`Outcome::Cancelled`](tower_armor_mcp::Outcome::Cancelled), which a breaker ignores)
 /// instead of a slow failure of the server. Otherwise one client that reads a tool's streams
-/// slowly, or not at all, could open that tool's circuit for everyone. One clock read per poll.
-/// The least time waiting on the caller that counts as the caller holding a call up.
-const CALLER_HOLD_MIN: Duration = Duration::from_millis(50);
-
+/// slowly, or not at all, could open that tool's circuit for everyone. The same holds when the
+/// deadline passed during a wait on the caller (the first poll after it ends that wait). A wait
+/// counts only from [`CALLER_HOLD_MIN`] on. One clock read per poll.
 struct Waits {
     started: Instant,
     /// The last poll's start.
