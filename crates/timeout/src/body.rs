@@ -246,6 +246,8 @@ struct Waits {
     /// The wait on the caller that this poll ended: from the previous poll, which handed out a
     /// frame, to this one's start (zero if the previous poll handed out nothing).
     hold: Duration,
+    /// The deadline that passed, once the call waits for the end of an event (its grace).
+    due: Option<Instant>,
 }
 
 impl Waits {
@@ -257,6 +259,7 @@ impl Waits {
             handed: false,
             on_caller: Duration::ZERO,
             hold: Duration::ZERO,
+            due: None,
         }
     }
 
@@ -286,7 +289,7 @@ impl Waits {
     fn caller_bound(&self, due: Instant) -> bool {
         let hold_began = self.last_poll.checked_sub(self.hold);
         let held_at_deadline =
-            self.hold >= CALLER_HOLD_MIN && hold_began.is_some_and(|began| due >= began);
+            self.hold >= CALLER_HOLD_MIN && hold_began.is_some_and(|began| due > began);
         let mostly_held = self.on_caller >= CALLER_HOLD_MIN
             && self.on_caller * 2 >= self.last_poll.saturating_duration_since(self.started);
         held_at_deadline || mostly_held
@@ -416,7 +419,8 @@ impl Timed {
     /// after all.
     fn give_up(&mut self) -> bool {
         let ending = self.ending();
-        let caller_bound = ending == Ending::Deadline && self.waits.caller_bound(self.armed);
+        let due = self.waits.due.unwrap_or(self.armed);
+        let caller_bound = ending == Ending::Deadline && self.waits.caller_bound(due);
         let outcome = if caller_bound {
             tower_armor_mcp::Outcome::Cancelled
         } else {
@@ -467,6 +471,9 @@ impl Timed {
                 match &self.sse {
                     Some(p) if !p.at_boundary() => {
                         self.phase = Phase::Grace;
+                        // The deadline that passed, for who held the call up (`armed` now
+                        // becomes the end of the grace).
+                        self.waits.due = Some(self.armed);
                         let until = after(now, self.call.grace);
                         sleep.as_mut().reset(until);
                         self.armed = until;

@@ -393,6 +393,27 @@ async fn a_deadline_the_caller_held_up_is_not_the_servers_slow_failure() {
     }
 }
 
+/// A deadline that passes while the server is mid-event is the server's, even if the caller
+/// then holds the answer during the event's grace: the hold began after the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_hold_during_the_event_grace_does_not_make_the_deadline_the_callers() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(2, "slow", V2026, None)).await;
+    tx.send("data: {\"jsonrpc\":\"2.0\",");
+    assert!(text(now(&mut body)).starts_with("data: "));
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none(), "the deadline waits for the event's end");
+    tx.send("\"method\":\"notifications/message\",");
+    assert!(!text(now(&mut body)).is_empty());
+    // The caller comes back 60 ms later, within the grace; the event ends.
+    advance(ms(60)).await;
+    tx.send("\"params\":{}}\n\n");
+    assert_eq!(text(now(&mut body)), "\"params\":{}}\n\n");
+    assert_timeout_event(&text(now(&mut body)), json!(2));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
 /// With progress resetting the deadline, who held the call up is judged over the last window
 /// only: a long call read promptly for most of its life, whose caller then stops reading, is
 /// the caller's; one whose caller reads but whose server goes quiet is the server's.
