@@ -403,7 +403,10 @@ async fn a_hold_during_the_event_grace_does_not_make_the_deadline_the_callers() 
     assert!(text(now(&mut body)).starts_with("data: "));
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
-    assert!(now(&mut body).is_none(), "the deadline waits for the event's end");
+    assert!(
+        now(&mut body).is_none(),
+        "the deadline waits for the event's end"
+    );
     tx.send("\"method\":\"notifications/message\",");
     assert!(!text(now(&mut body)).is_empty());
     // The caller comes back 60 ms later, within the grace; the event ends.
