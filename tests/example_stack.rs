@@ -802,13 +802,16 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
         ));
         (addr, stop, served)
     }
-    async fn health(tcp: &mut tokio::net::TcpStream) -> String {
+    /// Sends `GET /healthz` and reads what comes back (empty: the server closed).
+    async fn ask_health(tcp: &mut tokio::net::TcpStream) -> std::io::Result<String> {
         tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+            .await?;
         let mut buf = vec![0u8; 1024];
-        let n = tcp.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let n = tcp.read(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+    async fn health(tcp: &mut tokio::net::TcpStream) -> String {
+        ask_health(tcp).await.unwrap()
     }
     /// Two connections, each answered once (and left open).
     async fn two_served(addr: std::net::SocketAddr) -> [tokio::net::TcpStream; 2] {
@@ -822,18 +825,15 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
         both
     }
 
-    let limits = support::example::Settings::for_tests(&[
+    const TWO: &[(&str, &str)] = &[
         ("MCP_MAX_CONNECTIONS", "2"),
         ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
-    ])
-    .unwrap()
-    .connections;
+    ];
+    let limits = support::example::Settings::for_tests(TWO)
+        .unwrap()
+        .connections;
     assert_eq!((limits.max_connections, limits.max_per_ip), (2, 2));
-    let (addr, stop, served) = accept_loop(&[
-        ("MCP_MAX_CONNECTIONS", "2"),
-        ("MCP_MAX_CONNECTIONS_PER_IP", "2"),
-    ])
-    .await;
+    let (addr, stop, served) = accept_loop(TWO).await;
     // Two idle connections take both slots.
     let [idle1, idle2] = two_served(addr).await;
     // A third is not served while they stay open…
@@ -889,22 +889,18 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
     .await;
     let [first, second] = two_served(addr).await;
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _ = third
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await;
-    let mut buf = [0u8; 64];
     // Closed without an answer: end of stream, or a reset.
-    let read = bounded(5, third.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let read = bounded(5, ask_health(&mut third)).await;
+    assert!(
+        read.as_ref().is_ok_and(String::is_empty) || read.is_err(),
+        "{read:?}"
+    );
     drop(first);
     // Its place is free again once a connection of it ends.
     let freed = async {
         loop {
             let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let _ = next
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                .await;
-            if matches!(next.read(&mut buf).await, Ok(n) if n > 0) {
+            if ask_health(&mut next).await.is_ok_and(|a| !a.is_empty()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
