@@ -481,24 +481,22 @@ pub fn tonic_status(error: BoxError) -> tonic::Status {
         Ok(status) => return *status,
         Err(error) => error,
     };
-    let Some(local) = local_error(&*error) else {
-        return match tonic::Status::try_from_error(error) {
+    // Not one of ours: a `Status` (or an error tonic maps) deeper in the chain keeps its code.
+    let error = if local_error(&*error).is_none() {
+        match tonic::Status::try_from_error(error) {
             Ok(found) => {
                 let mut status = tonic::Status::new(found.code(), "upstream call failed");
                 status.set_source(std::sync::Arc::new(found));
-                status
+                return status;
             }
-            Err(error) => {
-                let s = grpc_status(&*error);
-                let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
-                status.set_source(std::sync::Arc::from(error));
-                status
-            }
-        };
+            Err(error) => error,
+        }
+    } else {
+        error
     };
     // Whole milliseconds, rounded up.
-    let pushback_ms = local
-        .retry_after()
+    let pushback_ms = local_error(&*error)
+        .and_then(|l| l.retry_after())
         .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
     let s = grpc_status(&*error);
     let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
