@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -28,26 +28,9 @@ use tower_http::request_id::{
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn request(id: bool) -> Request<()> {
-    let mut b = Request::post("/mcp")
-        .header("content-type", HeaderValue::from_static("application/json"))
-        .header(
-            "accept",
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-    if id {
-        // Shared bytes, like a header hyper parsed: cloning is a reference count.
-        b = b.header("x-request-id", HeaderValue::from_static("case-42:order-1"));
-    }
-    b.body(()).unwrap()
-}
-
-fn answer() -> Response<()> {
-    let mut r = Response::new(());
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    r
-}
+#[path = "../common/correlation.rs"]
+mod common;
+use common::{answer, request};
 
 /// Calls a service whose futures are ready at once, without a runtime.
 fn call<S, R>(svc: &mut S, req: Request<()>) -> R

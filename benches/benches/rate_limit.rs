@@ -14,7 +14,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,29 +25,15 @@ use futures_util::future::{Either, Ready, ready};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt};
 use tower_armor_mcp::{KnownTools, McpBody, McpRequest, MessageKind, Method, Principal};
 use tower_armor_rate_limit::{Builder, KeyBy, Limit};
-use tower_governor::GovernorError;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::KeyExtractor;
 
-const CLIENTS: u32 = 1024;
-
-fn request(i: u32) -> Request<McpBody> {
-    let mut req = Request::post("/mcp").body(McpBody::empty()).unwrap();
-    let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % CLIENTS)));
-    req.extensions_mut().insert(SocketAddr::new(ip, 40_000));
-    req
-}
-
-/// The inner service of every variant: an empty 200. The body type is whatever the variant
-/// needs (tower_governor needs the one its errors convert into: axum's `Body`).
-fn inner<B: Default>()
--> impl Service<Request<McpBody>, Response = Response<B>, Error = Infallible> + Clone {
-    service_fn(|_req: Request<McpBody>| ready(Ok::<_, Infallible>(Response::new(B::default()))))
-}
+#[path = "../common/rate_limit.rs"]
+mod common;
+use common::{CLIENTS, PeerSocketAddr, inner, request};
 
 // === a plain governor keyed check, wrapped as a service ===
 
@@ -82,22 +68,6 @@ where
             *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             Either::Right(ready(Ok(resp)))
         }
-    }
-}
-
-// === tower_governor, keyed on the same `SocketAddr` extension ===
-
-#[derive(Clone, Copy, Debug)]
-struct PeerSocketAddr;
-
-impl KeyExtractor for PeerSocketAddr {
-    type Key = IpAddr;
-
-    fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        req.extensions()
-            .get::<SocketAddr>()
-            .map(SocketAddr::ip)
-            .ok_or(GovernorError::UnableToExtractKey)
     }
 }
 

@@ -7,76 +7,35 @@
 
 use std::convert::Infallible;
 
-use futures_util::FutureExt;
-use http::{HeaderValue, Request, Response};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use http::Request;
+use tower::{Layer, service_fn};
 use tower_armor_correlation_id::CorrelationIdLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-fn request(id: bool) -> Request<()> {
-    let mut b = Request::post("/mcp")
-        .header("content-type", HeaderValue::from_static("application/json"))
-        .header(
-            "accept",
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-    if id {
-        b = b.header("x-request-id", HeaderValue::from_static("case-42:order-1"));
-    }
-    b.body(()).expect("a valid request")
-}
-
-fn answer() -> Response<()> {
-    let mut r = Response::new(());
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
-    r
-}
-
-fn run<S, R>(mut svc: S, id: bool, calls: u64)
-where
-    S: Service<Request<()>, Response = R, Error = Infallible>,
-{
-    for _ in 0..calls {
-        let ready = svc
-            .ready()
-            .now_or_never()
-            .expect("ready")
-            .expect("no error");
-        let resp = ready
-            .call(request(id))
-            .now_or_never()
-            .expect("done")
-            .expect("no error");
-        std::hint::black_box(resp);
-    }
-}
+#[path = "../common/correlation.rs"]
+mod common;
+#[path = "../common/probe.rs"]
+mod probe;
+use common::{answer, request};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let variant = args.next().unwrap_or_default();
-    let calls: u64 = args
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+    let (variant, calls) = probe::args();
     let bare = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(answer()) });
     let (name, id) = match variant.rsplit_once('_') {
         Some((name, "present")) => (name, true),
         Some((name, "generated")) => (name, false),
         _ => ("", false),
     };
+    let make = |_| request(id);
     match name {
-        "bare" => run(bare, id, calls),
-        "ours" => run(CorrelationIdLayer::new().layer(bare), id, calls),
-        "tower_http" => run(
+        "bare" => probe::run(bare, calls, make),
+        "ours" => probe::run(CorrelationIdLayer::new().layer(bare), calls, make),
+        "tower_http" => probe::run(
             SetRequestIdLayer::x_request_id(MakeRequestUuid)
                 .layer(PropagateRequestIdLayer::x_request_id().layer(bare)),
-            id,
             calls,
+            make,
         ),
-        _ => {
-            eprintln!("unknown variant {variant:?}: <bare|ours|tower_http>_<present|generated>");
-            std::process::exit(2);
-        }
+        _ => probe::unknown(&variant, "<bare|ours|tower_http>_<present|generated>"),
     }
 }
