@@ -277,6 +277,19 @@ async fn a_second_standalone_stream_of_a_session_is_refused_and_takes_no_slot() 
         let v: serde_json::Value = again.json().await.unwrap();
         assert_eq!(v["error"]["code"], -31409, "{v}");
     }
+    // The 409 comes before authentication: only the session's own principal gets it. Anyone
+    // else presenting the session id gets what an unknown session gets (no oracle).
+    let session = c.session_id().expect("a session").to_owned();
+    let mut stranger = RawClient::new(ex.url(), Revision::V2025_11_25).with_bearer(BOB);
+    stranger.set_session_id(Some(session.clone()));
+    let mut anonymous = RawClient::new(ex.url(), Revision::V2025_11_25);
+    anonymous.set_session_id(Some(session));
+    for _ in 0..3 {
+        let foreign = bounded(10, stranger.open_get_stream()).await.unwrap();
+        assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+        let unauthenticated = bounded(10, anonymous.open_get_stream()).await.unwrap();
+        assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    }
     let stats = ex.bulkheads.clone();
     let open = || stats.streams_open();
     let settled = async {

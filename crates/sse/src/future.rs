@@ -12,8 +12,20 @@ use pin_project_lite::pin_project;
 use tower_armor_mcp::ListenId;
 
 use crate::body::SseBody;
-use crate::layer::{ListenPlace, Shared};
+use crate::layer::{Credential, ListenPlace, Shared};
 use crate::policy;
+
+/// The session's standalone-stream place of a request (see
+/// [One listen stream per session](crate#one-listen-stream-per-session)).
+pub(crate) enum Place {
+    /// Not a standalone `GET` of a session.
+    None,
+    /// Taken when the request came.
+    Held(ListenPlace),
+    /// Held by a request with another credential when this one came: asked for again if the
+    /// answer is a stream (409 then if still held).
+    Wanted(HeaderValue, Credential),
+}
 
 pin_project! {
     /// Waits for the inner answer; an SSE answer gets its headers fixed and its body wrapped in
@@ -34,7 +46,7 @@ pin_project! {
             shared: Option<Arc<Shared>>,
             long_lived: bool,
             resumed_from: Option<Bytes>,
-            place: Option<ListenPlace>,
+            place: Place,
         },
         Conflict,
     }
@@ -46,7 +58,7 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
         long_lived: bool,
         resumed_from: Option<Bytes>,
-        place: Option<ListenPlace>,
+        place: Place,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Calling {
@@ -116,6 +128,24 @@ where
             // comment written into them would corrupt the compressed stream.
             return Poll::Ready(Ok(Response::from_parts(parts, SseBody::passthrough(body))));
         }
+        // The stream holds the session's place until it ends. A request that found the place
+        // held by another credential asks for it now: the server let it in, so it is the
+        // session's client (or the holder's request was refused and has let go of it).
+        let place = match std::mem::replace(place, Place::None) {
+            Place::None => None,
+            Place::Held(place) => Some(place),
+            Place::Wanted(session, credential) => {
+                match ListenPlace::take(&shared, session, credential) {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        tracing::debug!(
+                            "a second standalone SSE stream for one session refused (409)"
+                        );
+                        return Poll::Ready(Ok(conflict()));
+                    }
+                }
+            }
+        };
         // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
         let listen = if *long_lived {
             parts.extensions.get::<ListenId>().cloned()
@@ -130,8 +160,7 @@ where
                 *long_lived,
                 resumed_from.take(),
                 listen,
-                // The stream holds the session's place until it ends.
-                place.take(),
+                place,
             ),
         )))
     }

@@ -1,4 +1,5 @@
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -29,9 +30,12 @@ pub(crate) struct Shared {
     /// Ends long-lived streams only (a drain: calls in flight finish).
     pub(crate) listen_shutdown: Signal,
     pub(crate) open: AtomicUsize,
-    /// The sessions with a standalone `GET` stream open (see
+    /// The sessions with a standalone `GET` stream open or asked for, each with the
+    /// [`Credential`] of the request that holds its place (see
     /// [One listen stream per session](crate#one-listen-stream-per-session)).
-    pub(crate) listens: Mutex<HashSet<HeaderValue>>,
+    pub(crate) listens: Mutex<HashMap<HeaderValue, Credential>>,
+    /// Keys the credential digests (random per layer).
+    pub(crate) credential_key: RandomState,
 }
 
 impl Shared {
@@ -45,6 +49,31 @@ impl Shared {
     }
 }
 
+/// A keyed digest of a request's `Authorization` header (of its absence too): which client a
+/// standalone `GET` comes from, as far as this layer, outside authentication, can tell. Two
+/// requests with the same credential are the same client; the token itself is never kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Credential(u64);
+
+impl Credential {
+    pub(crate) fn of(shared: &Shared, authorization: Option<&HeaderValue>) -> Self {
+        Credential(
+            shared
+                .credential_key
+                .hash_one(authorization.map(HeaderValue::as_bytes)),
+        )
+    }
+}
+
+/// Who holds a session's place when a standalone `GET` asks for it.
+pub(crate) enum Held {
+    /// A request with the same credential: the same client's second stream (409 at once).
+    BySameCredential,
+    /// A request with another credential (or none): it may not be allowed in at all, so it is
+    /// not told anything here; authentication further in answers it.
+    ByOther,
+}
+
 /// A session's place for its one standalone stream, given back when dropped (the request was
 /// answered without a stream, or the stream ended).
 pub(crate) struct ListenPlace {
@@ -53,16 +82,28 @@ pub(crate) struct ListenPlace {
 }
 
 impl ListenPlace {
-    /// The place of `session`, unless a request or stream of it holds it.
-    pub(crate) fn take(shared: &Arc<Shared>, session: HeaderValue) -> Option<Self> {
+    /// The place of `session` for a request with `credential`, unless a request or stream of
+    /// the session holds it.
+    pub(crate) fn take(
+        shared: &Arc<Shared>,
+        session: HeaderValue,
+        credential: Credential,
+    ) -> Result<Self, Held> {
         let mut open = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
-        if !open.insert(session.clone()) {
-            return None;
+        match open.entry(session) {
+            std::collections::hash_map::Entry::Occupied(held) if *held.get() == credential => {
+                Err(Held::BySameCredential)
+            }
+            std::collections::hash_map::Entry::Occupied(_) => Err(Held::ByOther),
+            std::collections::hash_map::Entry::Vacant(free) => {
+                let session = free.key().clone();
+                free.insert(credential);
+                Ok(ListenPlace {
+                    shared: Arc::clone(shared),
+                    session,
+                })
+            }
         }
-        Some(ListenPlace {
-            shared: Arc::clone(shared),
-            session,
-        })
     }
 }
 
@@ -278,7 +319,8 @@ impl SseLayerBuilder {
                 shutdown: Signal::new(),
                 listen_shutdown: Signal::new(),
                 open: AtomicUsize::new(0),
-                listens: Mutex::new(HashSet::new()),
+                listens: Mutex::new(HashMap::new()),
+                credential_key: RandomState::new(),
             }),
         })
     }

@@ -105,9 +105,16 @@
 //! as an idle "shadow" that never carries a message and never ends: the TypeScript SDK opens
 //! one after every call stream that ends with an error, so without this each of them held a
 //! connection and one of the principal's long-lived stream slots for good. The place is taken
-//! when the request comes (so only one such request of a session reaches the server at a time)
-//! and given back when its answer is not a stream (another principal presenting the session
-//! gets the unknown-session 404 from bearer-auth further in) or when the stream ends. A stream
+//! when the request comes (so only one such request of a session and client reaches the server
+//! at a time) and given back when its answer is not a stream or when the stream ends.
+//!
+//! This layer runs before authentication, so a 409 must not tell a stranger that a session
+//! exists: only a `GET` with the same `Authorization` value as the request holding the place
+//! (compared by a keyed digest, the token itself never kept) is refused at once. One with
+//! another credential, or none, goes on and gets what authentication answers (401; another
+//! principal presenting the session gets bearer-auth's unknown-session 404); if the server lets
+//! it in with a stream, it asks for the place then and gets the 409 if it is still held (a
+//! principal with two tokens, or a stack authenticating otherwise). A stream
 //! whose client vanished without closing its connection holds the place until the server
 //! notices (the example server bounds that with `TCP_USER_TIMEOUT`).
 //!

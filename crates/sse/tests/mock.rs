@@ -781,3 +781,97 @@ async fn two_standalone_gets_in_flight_at_once_reach_the_server_once() {
     assert!(handle.next_request().await.is_some(), "s-2 is free again");
     drop((owner, stream));
 }
+
+/// [`listen`] with an `Authorization` header.
+fn listen_as(session: &'static str, authorization: &'static str) -> Request<()> {
+    let mut req = listen(session);
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        http::HeaderValue::from_static(authorization),
+    );
+    req
+}
+
+/// Answers the mock's next request with `status` and, for 200, an event stream.
+async fn answer_next(
+    handle: &mut tower_test::mock::Handle<Request<()>, Response<ChanBody>>,
+    status: u16,
+) -> (Request<()>, Tx) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(1), handle.next_request())
+        .await
+        .expect("a request reached the server")
+        .expect("the service is alive");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut resp = Response::builder().status(status);
+    if status == 200 {
+        resp = resp.header(header::CONTENT_TYPE, "text/event-stream");
+    }
+    send.send_response(resp.body(ChanBody(rx)).unwrap());
+    (req, tx)
+}
+
+/// The layer runs before authentication: only a request with the place holder's own
+/// credential is refused at once. One with another credential, or none, goes on to be
+/// answered by whatever authenticates further in (a 401, bearer-auth's unknown-session 404),
+/// so the 409 tells nobody else that the session exists or has a stream open; if the server
+/// lets it in with a stream, it asks for the place then, and gets 409 while it is held.
+#[tokio::test(start_paused = true)]
+async fn only_the_holders_own_credential_is_refused_before_going_on() {
+    let l = layer(Some(15), None);
+    let (svc, mut handle) = tower_test::mock::spawn_layer::<Request<()>, Response<ChanBody>, _>(l);
+    let mut svc = svc.into_inner();
+    let mut call = |req: Request<()>| {
+        futures_util::FutureExt::now_or_never(ServiceExt::<Request<()>>::ready(&mut svc))
+            .expect("ready")
+            .expect("no error");
+        tower::Service::call(&mut svc, req)
+    };
+
+    let owner = call(listen_as("s-1", "Bearer alice"));
+    let (_req, _owner_tx) = answer_next(&mut handle, 200).await;
+    let owner = owner.await.unwrap();
+    assert_eq!(owner.status(), 200);
+
+    // The owner's own second stream: 409 without reaching the server.
+    assert_eq!(
+        call(listen_as("s-1", "Bearer alice"))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    // Another principal and no token at all: answered by the server (auth, further in).
+    for (req, status) in [(listen_as("s-1", "Bearer bob"), 404), (listen("s-1"), 401)] {
+        let refused = call(req);
+        answer_next(&mut handle, status).await;
+        assert_eq!(refused.await.unwrap().status(), status);
+    }
+    // Let in with a stream while the place is held: 409, the server's stream dropped.
+    let other = call(listen_as("s-1", "Bearer alice-second-token"));
+    let (_req, tx) = answer_next(&mut handle, 200).await;
+    assert_eq!(other.await.unwrap().status(), 409);
+    assert!(tx.is_closed(), "the server's second stream is dropped");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), handle.next_request())
+            .await
+            .is_err()
+    );
+
+    // A foreign request holding the place while in flight does not shut the owner out: the
+    // owner's GET goes on, and takes the place once the foreign one is refused.
+    let foreign = call(listen_as("s-2", "Bearer bob"));
+    let second_owner = call(listen_as("s-2", "Bearer alice"));
+    answer_next(&mut handle, 404).await;
+    assert_eq!(foreign.await.unwrap().status(), 404);
+    let (_req, _tx) = answer_next(&mut handle, 200).await;
+    let second_stream = second_owner.await.unwrap();
+    assert_eq!(second_stream.status(), 200);
+    assert_eq!(
+        call(listen_as("s-2", "Bearer alice"))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    drop(owner);
+}
