@@ -302,27 +302,13 @@ impl Core {
                 }
                 State::ForcedClosed => Admission::Pass,
                 State::ForcedOpen => Admission::Reject(self.settings.open.base()),
-                State::Open => {
-                    let until = self.open_until.load(Ordering::Acquire);
-                    if now < until {
-                        Admission::Reject(Duration::from_nanos(until - now))
-                    } else {
-                        let half = Word::new(
-                            State::HalfOpen,
-                            w.generation().wrapping_add(1),
-                            self.settings.half_open_calls,
-                            0,
-                        );
-                        self.store(half);
-                        fired.push(self.transition(
-                            State::Open,
-                            State::HalfOpen,
-                            Reason::OpenDurationElapsed,
-                            now,
-                        ));
-                        self.take_probe(&mut g, half, now, clock)
+                State::Open => match self.half_open_if_due(now, &mut fired) {
+                    Some(half) => self.take_probe(&mut g, half, now, clock),
+                    None => {
+                        let until = self.open_until.load(Ordering::Acquire);
+                        Admission::Reject(Duration::from_nanos(until.saturating_sub(now)))
                     }
-                }
+                },
                 State::HalfOpen => {
                     if w.permits() > 0 {
                         self.take_probe(&mut g, w, now, clock)
@@ -335,6 +321,29 @@ impl Core {
         };
         self.emit(fired);
         admission
+    }
+
+    /// An open circuit whose open duration has passed becomes half-open (called with the lock
+    /// held): the new word, or `None` if it is not open or not yet due.
+    fn half_open_if_due(&self, now: u64, fired: &mut Fired) -> Option<Word> {
+        let w = self.word();
+        if w.state() != State::Open || now < self.open_until.load(Ordering::Acquire) {
+            return None;
+        }
+        let half = Word::new(
+            State::HalfOpen,
+            w.generation().wrapping_add(1),
+            self.settings.half_open_calls,
+            0,
+        );
+        self.store(half);
+        fired.push(self.transition(
+            State::Open,
+            State::HalfOpen,
+            Reason::OpenDurationElapsed,
+            now,
+        ));
+        Some(half)
     }
 
     fn take_probe(
@@ -673,15 +682,18 @@ impl Core {
 
     /// The state now (settling an expired probe lease first).
     pub(crate) fn state(&self, clock: &mut Clock) -> State {
-        let w = self.word();
-        if w.state() == State::HalfOpen
-            && self.now(clock) >= self.lease_hint.load(Ordering::Acquire)
-        {
+        let due = match self.word().state() {
+            State::HalfOpen => self.now(clock) >= self.lease_hint.load(Ordering::Acquire),
+            State::Open => self.now(clock) >= self.open_until.load(Ordering::Acquire),
+            _ => false,
+        };
+        if due {
             let mut fired = Fired::default();
             {
                 let mut g = self.lock();
                 let now = self.now(clock);
                 self.expire_leases(&mut g, now, &mut fired);
+                self.half_open_if_due(now, &mut fired);
             }
             self.emit(fired);
         }
@@ -888,9 +900,11 @@ fn complete_slow(
                 failure: true,
                 slow,
             },
+            // A call that ran out of time is slow whatever the policy: counted as such (the
+            // slow-call rate trips only with a slow-call policy).
             BreakerClass::SlowFailure => Sample {
                 failure: true,
-                slow: slow_policy.is_some(),
+                slow: true,
             },
         };
         core.record(generation, sample, clock);

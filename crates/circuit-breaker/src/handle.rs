@@ -106,8 +106,9 @@ impl Circuit {
         self.core.key.as_deref()
     }
 
-    /// The state. An open circuit reports `Open` until a call arrives after its open duration
-    /// (that call becomes the first probe); a probe whose lease ran out is settled first.
+    /// The state. An open circuit whose open duration has passed turns half-open when asked (with
+    /// its transition event, as if a call had come; the next call is its first probe), and a
+    /// probe whose lease ran out is settled first.
     pub fn state(&self) -> State {
         self.core.state(&mut Clock::new())
     }

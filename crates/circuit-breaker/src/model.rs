@@ -201,19 +201,13 @@ impl Model {
             State::ForcedClosed => (Decision::Pass, None),
             State::ForcedOpen => (Decision::Reject(self.base_open()), None),
             State::Open => {
-                if now < self.open_until {
+                if self.half_open_if_due(now) {
+                    self.take_probe(now)
+                } else {
                     (
                         Decision::Reject(Duration::from_nanos(self.open_until - now)),
                         None,
                     )
-                } else {
-                    self.state = State::HalfOpen;
-                    self.generation = self.generation.wrapping_add(1);
-                    self.permits = self.cfg.half_open_calls;
-                    self.successes = 0;
-                    self.events
-                        .push((State::Open, State::HalfOpen, Reason::OpenDurationElapsed));
-                    self.take_probe(now)
                 }
             }
             State::HalfOpen => {
@@ -226,6 +220,20 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Open, and the open duration has passed: half-open now.
+    fn half_open_if_due(&mut self, now: u64) -> bool {
+        if self.state != State::Open || now < self.open_until {
+            return false;
+        }
+        self.state = State::HalfOpen;
+        self.generation = self.generation.wrapping_add(1);
+        self.permits = self.cfg.half_open_calls;
+        self.successes = 0;
+        self.events
+            .push((State::Open, State::HalfOpen, Reason::OpenDurationElapsed));
+        true
     }
 
     fn is_slow(&self, call: &Call, now: u64) -> bool {
@@ -276,7 +284,7 @@ impl Model {
             BreakerClass::Ignored => return,
             BreakerClass::Success => (false, slow),
             BreakerClass::Failure => (true, slow),
-            BreakerClass::SlowFailure => (true, self.cfg.slow.is_some()),
+            BreakerClass::SlowFailure => (true, true),
         };
         let mut reason = None;
         if let Some(n) = self.cfg.consecutive {
@@ -362,6 +370,7 @@ impl Model {
 
     fn state(&mut self, now: u64) -> State {
         self.settle_leases(now);
+        self.half_open_if_due(now);
         self.state
     }
 }

@@ -201,6 +201,40 @@ async fn open_then_wait(h: &mut H, id: i64) {
     tokio::time::advance(Duration::from_secs(1)).await;
 }
 
+/// Once the open duration has passed, the handle reports half-open (Resilience4j's automatic
+/// transition, made when asked), with its event, and the next call is the first probe.
+#[tokio::test(start_paused = true)]
+async fn the_handle_reports_half_open_once_the_open_duration_passed() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let mut h = H::new(
+        one_failure_opens().on_transition(move |t| sink.lock().unwrap().push((t.from, t.to))),
+    );
+    h.exchange(tool(1, "x"), status(503)).await.unwrap();
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(h.state(), State::Open);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(h.state(), State::HalfOpen);
+    assert_eq!(
+        h.state(),
+        State::HalfOpen,
+        "asked again: no second transition"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(State::Closed, State::Open), (State::Open, State::HalfOpen)]
+    );
+    let fut = h.start(tool(2, "x")).await;
+    let (req, send) = h.received_req();
+    assert_eq!(
+        req.extensions().get::<HalfOpenProbe>(),
+        Some(&HalfOpenProbe)
+    );
+    send.send_response(status(200));
+    fut.await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+}
+
 // === streams ===
 
 #[tokio::test(start_paused = true)]
@@ -478,6 +512,15 @@ async fn elapsed_from_inside_is_a_slow_failure_and_transport_errors_fail() {
     h.received().unwrap().send_error(Elapsed::new());
     fut.await.unwrap_err().downcast::<Elapsed>().unwrap();
     assert_eq!(h.state(), State::Open);
+
+    // Without a slow-call policy it is still counted slow (and failed): only the trip needs
+    // the policy.
+    let mut h = H::new(Builder::new().count_window(10).min_calls(5));
+    let fut = h.start(tool(1, "x")).await;
+    h.received().unwrap().send_error(Elapsed::new());
+    fut.await.unwrap_err().downcast::<Elapsed>().unwrap();
+    let c = h.layer.handle().circuits()[0].counts();
+    assert_eq!((c.calls, c.failures, c.slow_calls), (1, 1, 1));
 
     let mut h = H::new(one_failure_opens());
     let fut = h.start(tool(1, "x")).await;
