@@ -253,7 +253,9 @@ impl BulkheadLayer {
         self.with(|c| c.max_stream_principals = n)
     }
 
-    /// The live counters of this bulkhead (shared with every service it makes).
+    /// The live counters of this bulkhead (shared with every service it makes). Take them from
+    /// the configured layer: each setting method makes a fresh bulkhead, so a handle taken
+    /// before `.max_queue(…)` or `.by_tool(…)` watches the discarded one and stays at zero.
     pub fn stats(&self) -> BulkheadStats {
         BulkheadStats::new(Arc::clone(&self.shared))
     }
@@ -346,7 +348,8 @@ impl BackpressureLayer {
         self.with(|c| c.peer_addr = Some(f))
     }
 
-    /// The live counters of this bulkhead.
+    /// The live counters of this bulkhead. As with [`BulkheadLayer::stats`], take them once the
+    /// layer is configured.
     pub fn stats(&self) -> BulkheadStats {
         BulkheadStats::new(Arc::clone(&self.shared))
     }

@@ -14,11 +14,6 @@ pub enum ConfigError {
         /// What it held.
         value: String,
     },
-    /// A zero duration where `None` (off) is meant.
-    Zero {
-        /// The setting.
-        setting: &'static str,
-    },
     /// A duration beyond [`SseLayer::MAX_DURATION`](crate::SseLayer::MAX_DURATION) (30 days):
     /// surely a mistake, and far enough out to overflow a clock reading.
     TooLong {
@@ -44,12 +39,6 @@ impl fmt::Display for ConfigError {
                 f,
                 "{variable}: expected a whole number of seconds (0 = off), got {value:?}"
             ),
-            ConfigError::Zero { setting } => {
-                write!(
-                    f,
-                    "{setting}: zero is not a duration; use None to turn it off"
-                )
-            }
             ConfigError::TooLong { setting, value } => write!(
                 f,
                 "{setting}: {value:?} is longer than the most allowed ({:?})",

@@ -264,17 +264,19 @@ impl Default for SseLayerBuilder {
 
 impl SseLayerBuilder {
     /// Sends an SSE comment (`:\n\n`) when no frame has been sent for this long, at an event
-    /// boundary only; `None` turns keep-alive off. Default 15 s.
-    pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
-        self.keep_alive = interval;
+    /// boundary only: a `Duration`, or an `Option` of one. `None` or zero turns keep-alive off
+    /// (as `MCP_SSE_KEEPALIVE_SECONDS=0` does). Default 15 s.
+    pub fn keep_alive(mut self, interval: impl Into<Option<Duration>>) -> Self {
+        self.keep_alive = interval.into().filter(|d| !d.is_zero());
         self
     }
 
     /// Ends a long-lived stream (GET listen, `subscriptions/listen`) that carried no data event
     /// for this long (comments do not count), at an event boundary. Never applies to call
-    /// streams. Must be longer than the keep-alive interval. Default: off.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
+    /// streams. Must be longer than the keep-alive interval. A `Duration`, or an `Option` of
+    /// one; `None` or zero is off (as `MCP_SSE_IDLE_TIMEOUT_SECONDS=0`). Default: off.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = timeout.into().filter(|d| !d.is_zero());
         self
     }
 
@@ -287,16 +289,6 @@ impl SseLayerBuilder {
 
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<SseLayer, ConfigError> {
-        if self.keep_alive == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero {
-                setting: "keep_alive",
-            });
-        }
-        if self.idle_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero {
-                setting: "idle_timeout",
-            });
-        }
         for (setting, value) in [
             ("keep_alive", self.keep_alive),
             ("idle_timeout", self.idle_timeout),
@@ -349,10 +341,21 @@ mod tests {
                 .build()
                 .is_ok()
         );
-        assert!(matches!(
-            SseLayer::builder().keep_alive(s(0)).build(),
-            Err(ConfigError::Zero { .. })
-        ));
+        // Zero is off, as in the environment; a plain `Duration` is accepted too.
+        let off = SseLayer::builder()
+            .keep_alive(s(0))
+            .idle_timeout(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(off.shared.keep_alive, None);
+        assert_eq!(off.shared.idle_timeout, None);
+        let on = SseLayer::builder()
+            .keep_alive(Duration::from_secs(10))
+            .idle_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        assert_eq!(on.shared.keep_alive, Some(Duration::from_secs(10)));
+        assert_eq!(on.shared.idle_timeout, Some(Duration::from_secs(60)));
         let e = SseLayer::builder()
             .keep_alive(s(30))
             .idle_timeout(s(10))

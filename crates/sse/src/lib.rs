@@ -51,8 +51,8 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let layer = SseLayer::builder()
-//!     .keep_alive(Some(Duration::from_secs(15)))
-//!     .idle_timeout(Some(Duration::from_secs(300)))
+//!     .keep_alive(Duration::from_secs(15))
+//!     .idle_timeout(Duration::from_secs(300))
 //!     .build()
 //!     .unwrap();
 //! let svc = ServiceBuilder::new()
@@ -121,10 +121,10 @@
 //! # Errors
 //!
 //! The layer never fails; the inner service's error and body errors pass through unchanged.
-//! It answers by itself only the `409` above. Configuration is checked once: [`SseLayerBuilder::build`] and
-//! [`SseLayer::from_env`] return a [`ConfigError`] (naming the variable) for a zero interval,
-//! a non-numeric variable, a duration over 30 days, or an idle timeout not longer than the
-//! keep-alive interval.
+//! It answers by itself only the `409` above. Configuration is checked once:
+//! [`SseLayerBuilder::build`] and [`SseLayer::from_env`] return a [`ConfigError`] (naming the
+//! variable) for a non-numeric variable, a duration over 30 days, or an idle timeout not longer
+//! than the keep-alive interval. A zero interval is off, in the builder as in the environment.
 //!
 //! # Timers
 //!

@@ -70,6 +70,18 @@ impl fmt::Debug for TimeoutLayer {
 }
 
 impl TimeoutLayer {
+    /// A layer giving every call `deadline`, with the other settings at their defaults (like
+    /// tower's `TimeoutLayer::new`). A zero deadline times every call out at once, as tower's
+    /// does; [`builder`](Self::builder) refuses it, and adds per-tool deadlines, progress
+    /// resets and the rest.
+    pub fn new(deadline: Duration) -> Self {
+        // The smallest deadline the clock can tell from none: elapsed at the first look.
+        let deadline = deadline.max(Duration::from_nanos(1));
+        Self::builder(deadline)
+            .build()
+            .expect("a positive deadline with default settings is valid")
+    }
+
     /// A builder whose calls get `default` unless a per-tool or per-request setting says
     /// otherwise.
     pub fn builder(default: Duration) -> TimeoutBuilder {

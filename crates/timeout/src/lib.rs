@@ -316,3 +316,4 @@ pub use self::layer::{
     ENV_VARS, TimeoutBuilder, TimeoutLayer,
 };
 pub use self::service::Timeout;
+pub use tower_armor_mcp::error::Elapsed;

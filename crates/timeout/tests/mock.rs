@@ -272,6 +272,25 @@ async fn deadline_before_headers_fails_with_elapsed() {
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
 }
 
+/// `TimeoutLayer::new(d)`, like tower's: the same deadline with default settings; zero times
+/// every call out at once instead of being refused.
+#[tokio::test(start_paused = true)]
+async fn new_gives_every_call_the_deadline() {
+    // Zero: at tokio's timer resolution (1 ms).
+    for (deadline, waited) in [(ms(250), ms(250)), (Duration::ZERO, ms(1))] {
+        let (mut svc, mut handle) = service(&TimeoutLayer::new(deadline));
+        let start = Instant::now();
+        let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(call(1, "slow", V2026, None));
+        let (_req, _send) = handle.next_request().await.unwrap();
+        let err = fut.await.unwrap_err();
+        assert!(is_elapsed(&err), "{err}");
+        assert_eq!(start.elapsed(), waited);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn deadline_before_headers_cancels_a_2025_session_call() {
     let (mut svc, mut handle) = service(&layer(300));
