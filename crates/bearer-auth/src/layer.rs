@@ -414,7 +414,8 @@ impl Default for BearerAuthBuilder {
 impl BearerAuthBuilder {
     /// Accepts `token` for `principal`. A principal may have several tokens (rotation).
     /// The principal name must be 1–64 characters of `[A-Za-z0-9._@-]`.
-    pub fn token(mut self, principal: &str, token: Secret) -> Self {
+    pub fn token(mut self, principal: &str, token: impl Into<Secret>) -> Self {
+        let token = token.into();
         if let Err(e) = tokens::check_principal(principal) {
             self.error
                 .get_or_insert_with(|| ConfigError::new("BearerAuthLayer::token", e));

@@ -9,7 +9,7 @@
 //! - answers failures with 401, `WWW-Authenticate: Bearer realm="…"[, resource_metadata="…"],
 //!   error="invalid_token", error_description="…"` (no `error` when no credentials were sent, RFC
 //!   6750 §3.1) and a JSON-RPC error body (local code `-31401`, `data.reason`);
-//! - puts the [`Principal`](tower_armor_mcp::Principal) into the request's extensions, records it
+//! - puts the [`Principal`] into the request's extensions, records it
 //!   in the request span, and **removes `Authorization`** before the request goes inward;
 //! - binds each 2025-11-25 session to the principal whose `initialize` created it: another
 //!   principal presenting that `Mcp-Session-Id` gets exactly the answer of an unknown session
@@ -23,9 +23,9 @@
 //!
 //! [`allow::ToolAllowListLayer`] limits principals to some tools (`MCP_TOOL_ALLOW`). Client
 //! side, [`InjectBearerLayer`] sets the token on outgoing requests from a
-//! [`TokenSource`](tower_armor_mcp::TokenSource).
+//! [`TokenSource`].
 //!
-//! Tokens are [`Secret`](tower_armor_mcp::Secret)s and never logged; the server keeps only their
+//! Tokens are [`Secret`]s and never logged; the server keeps only their
 //! keyed digests (under a random key drawn at start).
 //!
 //! # Example
@@ -108,6 +108,7 @@ mod service;
 mod session;
 mod tokens;
 
+pub use self::allow::{AllowPolicy, ENV_TOOL_ALLOW, ToolAllowList, ToolAllowListLayer};
 pub use self::client::{FileTokenSource, InjectBearer, InjectBearerLayer, InjectFuture};
 pub use self::error::ConfigError;
 pub use self::layer::{
@@ -117,3 +118,4 @@ pub use self::layer::{
 pub use self::parse::{AuthFailure, DEFAULT_MAX_HEADER_BYTES, parse_authorization};
 pub use self::service::BearerAuth;
 pub use self::tokens::{DEFAULT_PRINCIPAL, MAX_TOKEN_FILE_BYTES};
+pub use tower_armor_mcp::{Principal, Secret, SharedToken, TokenSource};

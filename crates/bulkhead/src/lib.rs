@@ -185,7 +185,7 @@
 //!
 //! The service fails with [`BoxError`](tower_armor_mcp::BoxError):
 //!
-//! - [`BulkheadFull`](tower_armor_mcp::error::BulkheadFull) `{ key }` when the pool's line is full
+//! - [`BulkheadFull`] `{ key }` when the pool's line is full
 //!   (at once) or [`max_wait`](BulkheadLayer::max_wait) passed; `key` is the pool's key (`None`
 //!   when unkeyed). A long-lived stream over its principal's limit gets `key` [`STREAMS_KEY`].
 //!   Under rescue: `503` with JSON-RPC code `-31509` and the request's id.
@@ -221,3 +221,4 @@ pub use self::keys::{NO_AUTHORITY_KEY, OTHER_METHODS_KEY, OVERFLOW_KEY, RESUME_K
 pub use self::layer::{BackpressureLayer, BulkheadLayer};
 pub use self::service::{Bulkhead, STREAMS_KEY};
 pub use self::stats::{BulkheadStats, KeyStats};
+pub use tower_armor_mcp::error::BulkheadFull;

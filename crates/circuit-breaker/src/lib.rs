@@ -4,7 +4,7 @@
 //! When a dependency is broken, its callers should fail in microseconds instead of piling up
 //! until their timeouts. [`CircuitBreakerLayer`] counts the outcomes of calls and, when a trip
 //! policy says so, opens the circuit: calls fail fast with
-//! [`CircuitOpen`](tower_armor_mcp::error::CircuitOpen) until the open duration has passed;
+//! [`CircuitOpen`] until the open duration has passed;
 //! then a bounded number of probe calls decide whether it closes again.
 //!
 //! - **States**: closed, open, half-open, plus forced-open, forced-closed (disabled) and
@@ -190,3 +190,4 @@ pub use self::handle::{Circuit, CircuitBreakerHandle};
 pub use self::layer::{CircuitBreakerLayer, OTHER_KEY, UNKNOWN_KEY};
 pub use self::service::CircuitBreaker;
 pub use self::state::{Counts, Reason, State, Transition};
+pub use tower_armor_mcp::error::CircuitOpen;

@@ -273,7 +273,8 @@ impl TraceContext {
     /// Version `00` must be exactly 55 characters. A higher version (`01`–`fe`) is parsed for its
     /// first four fields as the recommendation asks (at least 55 characters, and a `-` after the
     /// flags when longer). Everything is lowercase hex; all-zero ids and version `ff` are invalid.
-    pub fn parse(value: &[u8]) -> Result<TraceContext, InvalidTraceparent> {
+    pub fn parse(value: impl AsRef<[u8]>) -> Result<TraceContext, InvalidTraceparent> {
+        let value = value.as_ref();
         if value.len() < TRACEPARENT_LEN {
             return Err(InvalidTraceparent::Length);
         }
@@ -439,6 +440,24 @@ impl TraceContext {
     }
 }
 
+impl std::str::FromStr for TraceContext {
+    type Err = InvalidTraceparent;
+
+    /// [`TraceContext::parse`] of a `traceparent` value.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TraceContext::parse(s)
+    }
+}
+
+impl std::str::FromStr for TraceState {
+    type Err = InvalidTracestate;
+
+    /// [`TraceState::parse`] of a `tracestate` value.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TraceState::parse(s)
+    }
+}
+
 impl fmt::Display for TraceContext {
     /// The version-`00` `traceparent` form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -469,7 +488,8 @@ pub struct TraceState {
 
 impl TraceState {
     /// Parses one `tracestate` value.
-    pub fn parse(value: &[u8]) -> Result<TraceState, InvalidTracestate> {
+    pub fn parse(value: impl AsRef<[u8]>) -> Result<TraceState, InvalidTracestate> {
+        let value = value.as_ref();
         let mut keys = Keys::default();
         validate_list(value, &mut keys)?;
         if keys.len == 0 {

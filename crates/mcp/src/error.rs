@@ -122,7 +122,6 @@ macro_rules! simple_error {
     ($(#[$m:meta])* $name:ident, $msg:expr, $status:expr, $code:expr $(, $rejection:expr)?) => {
         $(#[$m])*
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
-        #[non_exhaustive]
         pub struct $name;
 
         impl $name {
@@ -185,7 +184,6 @@ simple_error!(
 /// `200` and an SSE stream that ends without a message (MCP: no response to a cancelled
 /// request). The caller's choice: never a breaker failure, never retried.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct CancelledInLine;
 
 impl CancelledInLine {
@@ -217,7 +215,6 @@ impl LocalError for CancelledInLine {
 
 /// The request body exceeded the configured limit (413).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PayloadTooLarge {
     /// The limit in bytes.
     pub limit: usize,
@@ -249,7 +246,6 @@ impl LocalError for PayloadTooLarge {
 
 /// A rate limit was exceeded (429).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RateLimited {
     /// When the next request would be allowed.
     pub retry_after: Duration,
@@ -292,7 +288,6 @@ impl LocalError for RateLimited {
 /// The circuit breaker for `key` is open: the call failed fast without reaching the dependency
 /// (503).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct CircuitOpen {
     /// The breaker key (tool, method or upstream), if the breaker is keyed.
     pub key: Option<Arc<str>>,
@@ -335,7 +330,6 @@ impl LocalError for CircuitOpen {
 
 /// The bulkhead had no free slot and its queue was full, or the wait limit passed (503).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct BulkheadFull {
     /// The bulkhead key, if the bulkhead is keyed.
     pub key: Option<Arc<str>>,

@@ -70,12 +70,29 @@ impl fmt::Display for InvalidCorrelationId {
 
 impl std::error::Error for InvalidCorrelationId {}
 
+impl std::str::FromStr for CorrelationId {
+    type Err = InvalidCorrelationId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CorrelationId::parse(s)
+    }
+}
+
+impl TryFrom<&str> for CorrelationId {
+    type Error = InvalidCorrelationId;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        CorrelationId::parse(s)
+    }
+}
+
 impl CorrelationId {
     /// The longest id accepted.
     pub const MAX_LEN: usize = 128;
 
-    /// Validates an id: 1–128 characters of `[A-Za-z0-9._:-]`.
-    pub fn parse(s: &[u8]) -> Result<Self, InvalidCorrelationId> {
+    /// Validates an id: 1–128 characters of `[A-Za-z0-9._:-]` (given as `&str` or bytes).
+    pub fn parse(s: impl AsRef<[u8]>) -> Result<Self, InvalidCorrelationId> {
+        let s = s.as_ref();
         Self::validate(s)?;
         // Validated above: visible ASCII only, always a valid header value.
         HeaderValue::from_bytes(s)
@@ -203,6 +220,24 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret::new(value)
+    }
+}
+
+impl From<Arc<str>> for Secret {
+    fn from(value: Arc<str>) -> Self {
+        Secret(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[redacted, {} chars]", self.len())
@@ -229,6 +264,20 @@ pub trait TokenSource: Send + Sync + 'static {
 impl TokenSource for Secret {
     fn token(&self) -> Result<Secret, BoxError> {
         Ok(self.clone())
+    }
+}
+
+/// A fixed token given as a string literal (as a [`Secret`]: the same token every call).
+impl TokenSource for &'static str {
+    fn token(&self) -> Result<Secret, BoxError> {
+        Ok(Secret::new(*self))
+    }
+}
+
+/// A fixed token given as a `String` (as a [`Secret`]: the same token every call).
+impl TokenSource for String {
+    fn token(&self) -> Result<Secret, BoxError> {
+        Ok(Secret::new(self.as_str()))
     }
 }
 
@@ -316,10 +365,10 @@ mod tests {
         assert!(CorrelationId::parse(b"abc-123:x_y.z").is_ok());
         assert_eq!(CorrelationId::parse(b""), Err(InvalidCorrelationId::Empty));
         assert_eq!(
-            CorrelationId::parse(&[b'a'; 129]),
+            CorrelationId::parse([b'a'; 129]),
             Err(InvalidCorrelationId::TooLong)
         );
-        assert!(CorrelationId::parse(&[b'a'; 128]).is_ok());
+        assert!(CorrelationId::parse([b'a'; 128]).is_ok());
         assert_eq!(
             CorrelationId::parse(b"a\nb"),
             Err(InvalidCorrelationId::BadCharacter)

@@ -89,7 +89,9 @@ pub mod tools;
 pub use self::body::{McpBody, ResponseBody};
 pub use self::call::{CallRequest, CallResponse, HalfOpenProbe, ToolCall, ToolReply};
 pub use self::classify::{Classifier, Outcome, TableCode};
-pub use self::error::BoxError;
+pub use self::error::{
+    BoxError, BulkheadFull, CircuitOpen, Elapsed, LocalError, RateLimited, ShuttingDown,
+};
 pub use self::identity::{
     CorrelationId, HeaderNames, InvalidCorrelationId, Principal, Secret, SharedToken, TokenSource,
 };

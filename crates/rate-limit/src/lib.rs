@@ -210,6 +210,7 @@ pub use self::layer::{Builder, DEFAULT_EXEMPT_PATHS, PeerAddrFn, RateLimitLayer,
 pub use self::policy::{Limit, Policies, Policy, PolicyId, Target};
 pub use self::service::RateLimit;
 pub use self::store::{InMemoryStore, KeyStore, StoreStats};
+pub use tower_armor_mcp::error::RateLimited;
 
 /// JSON-RPC code of the 500 answered when the layer is deployed without the peer address it
 /// needs (a local code: outside JSON-RPC's reserved range, the last digits repeat the status).
