@@ -122,6 +122,34 @@ async fn every_answer_carries_the_correlation_id_even_inner_rejections() {
     assert!(saw_429);
 }
 
+/// A client that can only write `_meta` (`with_correlation_meta`) and sends no `x-request-id`:
+/// its case id is the one the answers echo and the one in a local error's body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_id_in_meta_is_adopted_when_no_header_came() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_RATE_LIMIT_PER_MINUTE", "1"),
+        ("MCP_RATE_LIMIT_BURST", "1"),
+    ])
+    .await;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"tower-armor/requestId":"case-meta-1"}}}"#;
+    let auth = format!("Bearer {ALICE}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "add"),
+    ];
+    let ok = raw_post(&ex.url(), &headers, call.into()).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["x-request-id"], "case-meta-1");
+    let refused = raw_post(&ex.url(), &headers, call.into()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["x-request-id"], "case-meta-1");
+    let v: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["data"]["correlationId"], "case-meta-1", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_tool_fails_fast_while_others_keep_working_then_recovers() {
     for rev in Revision::ALL {

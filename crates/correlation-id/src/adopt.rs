@@ -1,4 +1,5 @@
-//! Adopting `_meta.traceparent` (SEP-414) once the inspector has read the body.
+//! Adopting `_meta.traceparent` (SEP-414) and the client's case id
+//! (`_meta["tower-armor/requestId"]`) once the inspector has read the body.
 //!
 //! The correlation layer is outermost and never reads the body, so it cannot see `_meta`. It
 //! puts a [`TraceContext`] in the extensions (from the `traceparent` header, or a new trace) and
@@ -8,11 +9,23 @@
 //! trace, otherwise the new trace stays; either way the span's `trace_id` is recorded then, once.
 //! The correlation layer keeps its span entered while the inner services are called and polled,
 //! so "the current span" there is the request span.
+//!
+//! The same goes for the correlation id of a client that can only write `_meta`
+//! ([`with_correlation_meta`](crate::with_correlation_meta)): when no valid `x-request-id` came
+//! (the correlation layer generated one), a valid `_meta["tower-armor/requestId"]` replaces the
+//! [`CorrelationId`] in the extensions (error bodies, tool handlers' spans and outgoing calls
+//! use it), is recorded as the span's `request_id` (a subscriber that appends recorded fields,
+//! like `fmt`, shows both ids on the lines after that), and is the id the answer echoes. A
+//! valid header always wins; an invalid `_meta` id is logged by length and reason only.
 
 use std::task::{Context, Poll};
 
-use http::{Extensions, Request};
-use tower_armor_mcp::McpRequest;
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{Extensions, Request, Response};
+use pin_project_lite::pin_project;
+use tower_armor_mcp::{CorrelationId, McpRequest};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::field::display;
@@ -54,6 +67,32 @@ pub fn adopt_meta_trace(extensions: &mut Extensions) -> TraceOrigin {
     ctx.origin()
 }
 
+/// Adopts `_meta["tower-armor/requestId"]` from the request's [`McpRequest`] as its
+/// [`CorrelationId`] when the one in `extensions` was generated (no valid id came in a header),
+/// and records it as the current span's `request_id`. Returns the adopted id (echo it on the
+/// answer: [`AdoptMetaTrace`] hands it back to the correlation layer for that).
+pub fn adopt_meta_request_id(extensions: &mut Extensions) -> Option<CorrelationId> {
+    if !extensions.get::<CorrelationId>()?.is_generated() {
+        return None;
+    }
+    let raw = extensions
+        .get::<McpRequest>()?
+        .meta_trace()
+        .request_id
+        .as_deref()?;
+    match CorrelationId::parse(raw) {
+        Ok(id) => {
+            tracing::Span::current().record("request_id", display(&id));
+            extensions.insert(id.clone());
+            Some(id)
+        }
+        Err(reason) => {
+            tracing::debug!(len = raw.len(), %reason, "_meta correlation id rejected");
+            None
+        }
+    }
+}
+
 fn from_meta(facts: &McpRequest) -> Option<TraceContext> {
     let meta = facts.meta_trace();
     let tp = meta.traceparent.as_deref()?;
@@ -92,20 +131,21 @@ impl<S> Layer<S> for AdoptMetaTraceLayer {
     }
 }
 
-/// Calls [`adopt_meta_trace`] on each request, then the inner service. Keeps the inner service's
-/// response, error and future.
+/// Calls [`adopt_meta_trace`] and [`adopt_meta_request_id`] on each request, then the inner
+/// service. An adopted correlation id goes back in the answer's extensions, for the
+/// correlation layer to echo.
 #[derive(Clone, Debug)]
 pub struct AdoptMetaTrace<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for AdoptMetaTrace<S>
+impl<S, B, ResBody> Service<Request<B>> for AdoptMetaTrace<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = AdoptFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -113,6 +153,37 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         adopt_meta_trace(req.extensions_mut());
-        self.inner.call(req)
+        let adopted = adopt_meta_request_id(req.extensions_mut());
+        AdoptFuture {
+            inner: self.inner.call(req),
+            adopted,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`AdoptMetaTrace`]: the inner answer, with an adopted correlation id in
+    /// its extensions.
+    #[derive(Debug)]
+    pub struct AdoptFuture<F> {
+        #[pin]
+        inner: F,
+        adopted: Option<CorrelationId>,
+    }
+}
+
+impl<F, ResBody, E> Future for AdoptFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(id)) = (&mut result, this.adopted.take()) {
+            resp.extensions_mut().insert(id);
+        }
+        Poll::Ready(result)
     }
 }

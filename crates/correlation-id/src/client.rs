@@ -25,8 +25,9 @@ use crate::error::{self, ConfigError};
 use crate::id::{self, X_REQUEST_ID};
 use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
-/// The `_meta` key carrying the correlation id in JSON-RPC requests.
-pub const META_REQUEST_ID: &str = "tower-armor/requestId";
+/// The `_meta` key carrying the correlation id in JSON-RPC requests (adopted by a server stack
+/// with [`AdoptMetaTraceLayer`](crate::AdoptMetaTraceLayer) when no `x-request-id` came).
+pub use tower_armor_mcp::META_REQUEST_ID;
 /// The `_meta` key of the W3C `traceparent` (reserved by MCP for OpenTelemetry).
 pub const META_TRACEPARENT: &str = "traceparent";
 /// The `_meta` key of the W3C `tracestate`.

@@ -9,6 +9,8 @@ use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
+use tower_armor_mcp::CorrelationId;
+
 use crate::body::TracedBody;
 
 pin_project! {
@@ -20,16 +22,26 @@ pin_project! {
         span: Span,
         header: HeaderName,
         echo: HeaderValue,
+        // The id was generated: one the request carried in `_meta`, adopted further in, is
+        // echoed instead (it comes back as a `CorrelationId` in the answer's extensions).
+        adoptable: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, span: Span, header: HeaderName, echo: HeaderValue) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        span: Span,
+        header: HeaderName,
+        echo: HeaderValue,
+        adoptable: bool,
+    ) -> Self {
         ResponseFuture {
             inner,
             span,
             header,
             echo,
+            adoptable,
         }
     }
 }
@@ -56,6 +68,11 @@ where
         };
         let span = std::mem::replace(this.span, Span::none());
         Poll::Ready(result.map(|mut resp| {
+            if *this.adoptable
+                && let Some(adopted) = resp.extensions_mut().remove::<CorrelationId>()
+            {
+                *this.echo = adopted.into_header_value();
+            }
             // Ours replaces whatever the inner service put there: only validated ids leave.
             resp.headers_mut().insert(
                 this.header.clone(),

@@ -115,7 +115,9 @@ pub fn generate() -> CorrelationId {
     let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
         .expect("hex digits and '-' make a valid header value");
     // 36 characters of hex digits and '-': always within the rules.
-    CorrelationId::from_header_value(value).expect("a generated UUID is a valid correlation id")
+    CorrelationId::from_header_value(value)
+        .expect("a generated UUID is a valid correlation id")
+        .with_generated(true)
 }
 
 #[cfg(test)]

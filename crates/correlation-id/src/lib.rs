@@ -19,7 +19,10 @@
 //! **`_meta` trace context**: with no valid `traceparent` header (none, or one that failed
 //! validation and was replaced by a root context), `_meta.traceparent` (SEP-414) is
 //! adopted once the inspector has read the body, by [`AdoptMetaTraceLayer`] placed right after
-//! the inspector (or [`adopt_meta_trace`] called there). See [`adopt`].
+//! the inspector (or [`adopt_meta_trace`] called there). Likewise, with no valid id header, a
+//! client's case id in `_meta["tower-armor/requestId"]` (what [`with_correlation_meta`]
+//! writes, for clients that cannot set headers) becomes the request's id, echoed on the answer.
+//! Without that layer nothing in `_meta` is adopted. See [`adopt`].
 //!
 //! **Tool handlers** run outside the request span under rmcp: enter [`span_from_parts`].
 //!
@@ -109,7 +112,9 @@ mod random;
 mod service;
 pub mod trace;
 
-pub use self::adopt::{AdoptMetaTrace, AdoptMetaTraceLayer, adopt_meta_trace};
+pub use self::adopt::{
+    AdoptFuture, AdoptMetaTrace, AdoptMetaTraceLayer, adopt_meta_request_id, adopt_meta_trace,
+};
 pub use self::body::TracedBody;
 pub use self::client::{
     META_REQUEST_ID, META_TRACEPARENT, META_TRACESTATE, PropagateCorrelation,

@@ -57,6 +57,7 @@ where
         };
         // Shares the id's buffer: no copy.
         let echo = id.header_value().clone();
+        let generated = id.is_generated();
         let (trace, bad_trace) = match TraceContext::from_headers(req.headers()) {
             Ok(Some(ctx)) => (Some(ctx), None),
             Ok(None) => (None, None),
@@ -109,6 +110,6 @@ where
             // Entered: inner layers record their facts into this span from `call` too.
             self.inner.call(req)
         };
-        ResponseFuture::new(future, span, self.header.clone(), echo)
+        ResponseFuture::new(future, span, self.header.clone(), echo, generated)
     }
 }

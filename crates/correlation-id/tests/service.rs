@@ -393,6 +393,56 @@ async fn meta_traceparent_is_adopted_without_a_header() {
     assert!(inner_line.contains("request_id=case-meta"), "{inner_line}");
 }
 
+/// A client that can only write `_meta` (`with_correlation_meta`) threads its case id through
+/// a server that got no `x-request-id`: the id in the extensions, the span's `request_id` and
+/// the echo become the case id. A valid header wins; an invalid `_meta` id is not adopted, and
+/// is logged by length and reason only.
+#[tokio::test]
+async fn meta_request_id_is_adopted_when_no_valid_header_came() {
+    let call = |meta_id: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"add","_meta":{{"tower-armor/requestId":"{meta_id}"}}}}}}"#
+        )
+    };
+    for (headers, meta_id, adopted) in [
+        (&[][..], "case-88", true),
+        (&[("x-request-id", "bad id!")][..], "case-88", true),
+        (&[("x-request-id", "case-header")][..], "case-88", false),
+        (&[][..], "evil\\u001b[31m", false),
+    ] {
+        let (cap, _guard) = capture();
+        let seen: Seen = Arc::default();
+        let resp = stack(seen.clone())
+            .oneshot(post(&call(meta_id), headers))
+            .await
+            .unwrap();
+        let echo = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let (_, ext) = seen.lock().unwrap().take().unwrap();
+        let id = ext.get::<CorrelationId>().unwrap().clone();
+        assert_eq!(id.as_str(), echo, "{headers:?}: the echo is the id inside");
+        resp.into_body().collect().await.unwrap();
+        let out = cap.text();
+        let inner_line = out
+            .lines()
+            .find(|l| l.contains("inner service ran"))
+            .unwrap();
+        if adopted {
+            assert_eq!(echo, "case-88", "{headers:?}");
+            assert!(!id.is_generated());
+            assert!(inner_line.contains("request_id=case-88"), "{inner_line}");
+        } else {
+            assert_ne!(echo, "case-88");
+            assert!(!out.contains("evil"), "{out}");
+            if headers.is_empty() {
+                assert!(id.is_generated());
+                assert!(out.contains("_meta correlation id rejected"), "{out}");
+            } else {
+                assert_eq!(echo, "case-header");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_traceparent_header_wins_over_meta() {
     let (cap, _guard) = capture();

@@ -43,9 +43,31 @@ impl fmt::Display for Principal {
 ///
 /// Only ever holds 1–128 characters of `[A-Za-z0-9._:-]`, so it is safe to log and to put in a
 /// header. It is stored as the header value itself: taking an incoming id, echoing it and
-/// cloning it share one buffer (no copy, no allocation).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CorrelationId(HeaderValue);
+/// cloning it share one buffer (no copy, no allocation). Two ids are equal when their values
+/// are, whether one was [generated](Self::is_generated) or not.
+#[derive(Clone)]
+pub struct CorrelationId(HeaderValue, Origin);
+
+/// Where a correlation id came from (not part of its identity).
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Given,
+    Generated,
+}
+
+impl PartialEq for CorrelationId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for CorrelationId {}
+
+impl std::hash::Hash for CorrelationId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 /// Why a correlation id was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,20 +118,20 @@ impl CorrelationId {
         Self::validate(s)?;
         // Validated above: visible ASCII only, always a valid header value.
         HeaderValue::from_bytes(s)
-            .map(CorrelationId)
+            .map(|v| CorrelationId(v, Origin::Given))
             .map_err(|_| InvalidCorrelationId::BadCharacter)
     }
 
     /// Validates an id received as a header value, sharing its buffer (no copy).
     pub fn from_header(value: &HeaderValue) -> Result<Self, InvalidCorrelationId> {
         Self::validate(value.as_bytes())?;
-        Ok(CorrelationId(value.clone()))
+        Ok(CorrelationId(value.clone(), Origin::Given))
     }
 
     /// Validates an id received as a header value, taking it (no reference-count trip).
     pub fn from_header_value(value: HeaderValue) -> Result<Self, InvalidCorrelationId> {
         Self::validate(value.as_bytes())?;
-        Ok(CorrelationId(value))
+        Ok(CorrelationId(value, Origin::Given))
     }
 
     /// Checks an id without building it.
@@ -148,6 +170,23 @@ impl CorrelationId {
     /// The id as a header value, by value.
     pub fn into_header_value(self) -> HeaderValue {
         self.0
+    }
+
+    /// The same id, marked as generated (by the correlation-id layer: the request brought no
+    /// valid id of its own) or not. A generated id gives way to one the request carries in
+    /// `_meta` (see `tower_armor_correlation_id::adopt_meta_trace`).
+    pub fn with_generated(self, generated: bool) -> Self {
+        let origin = if generated {
+            Origin::Generated
+        } else {
+            Origin::Given
+        };
+        CorrelationId(self.0, origin)
+    }
+
+    /// Whether the id was generated here rather than given by the client.
+    pub fn is_generated(&self) -> bool {
+        matches!(self.1, Origin::Generated)
     }
 }
 

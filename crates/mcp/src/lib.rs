@@ -99,7 +99,7 @@ pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle};
 pub use self::request::{
-    ListenId, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
+    ListenId, META_REQUEST_ID, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
 };
 pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
 #[cfg(feature = "tonic")]

@@ -125,8 +125,14 @@ impl ListenId {
     }
 }
 
+/// The `_meta` key under which a client passes its correlation (case) id:
+/// `params._meta["tower-armor/requestId"]` (written by
+/// `tower_armor_correlation_id::with_correlation_meta`, for clients that cannot set headers).
+pub const META_REQUEST_ID: &str = "tower-armor/requestId";
+
 /// W3C trace context carried in `params._meta` (reserved keys `traceparent`, `tracestate`,
-/// `baggage`). Values are kept verbatim; the correlation layer validates them before use.
+/// `baggage`), and the correlation id under [`META_REQUEST_ID`]. Values are kept verbatim; the
+/// correlation layer validates them before use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetaTrace {
     /// `_meta.traceparent`.
@@ -135,12 +141,17 @@ pub struct MetaTrace {
     pub tracestate: Option<Box<str>>,
     /// `_meta.baggage`.
     pub baggage: Option<Box<str>>,
+    /// `_meta["tower-armor/requestId"]` ([`META_REQUEST_ID`]).
+    pub request_id: Option<Box<str>>,
 }
 
 impl MetaTrace {
-    /// Whether no trace key was present.
+    /// Whether none of these keys was present.
     pub fn is_empty(&self) -> bool {
-        self.traceparent.is_none() && self.tracestate.is_none() && self.baggage.is_none()
+        self.traceparent.is_none()
+            && self.tracestate.is_none()
+            && self.baggage.is_none()
+            && self.request_id.is_none()
     }
 }
 

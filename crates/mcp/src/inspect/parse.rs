@@ -1227,6 +1227,8 @@ impl<'de> Deserialize<'de> for MetaDe {
                     TraceState,
                     #[serde(rename = "baggage")]
                     Baggage,
+                    #[serde(rename = "tower-armor/requestId")]
+                    RequestId,
                     #[serde(rename = "progressToken")]
                     ProgressToken,
                     #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
@@ -1236,7 +1238,11 @@ impl<'de> Deserialize<'de> for MetaDe {
                     #[serde(other)]
                     Other,
                 }
-                let _ = (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES);
+                let _ = (
+                    META_PROTOCOL_VERSION,
+                    META_CLIENT_CAPABILITIES,
+                    crate::request::META_REQUEST_ID,
+                );
                 let mut meta = Meta::default();
                 let boxed = |s: Option<Cow<'de, str>>| s.map(|s| Box::<str>::from(&*s));
                 while let Some(k) = m.next_key::<K>()? {
@@ -1249,6 +1255,9 @@ impl<'de> Deserialize<'de> for MetaDe {
                         }
                         K::Baggage => {
                             meta.trace.baggage = boxed(m.next_value::<MaybeStr<'de>>()?.0)
+                        }
+                        K::RequestId => {
+                            meta.trace.request_id = boxed(m.next_value::<MaybeStr<'de>>()?.0)
                         }
                         K::ProgressToken => {
                             m.next_value::<Skip>()?;
@@ -1643,6 +1652,13 @@ mod tests {
         assert!(r.wants_progress());
         assert_eq!(r.meta_trace().traceparent.as_deref(), Some("00-x"));
         assert!(r.is_call());
+        // The client's case id (`with_correlation_meta`), kept verbatim.
+        let r = post(
+            &[("mcp-session-id", "s1"), ("mcp-protocol-version", "2025-11-25")],
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"add","_meta":{"tower-armor/requestId":"case-7"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.meta_trace().request_id.as_deref(), Some("case-7"));
     }
 
     #[test]
