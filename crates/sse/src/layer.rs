@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use http::HeaderValue;
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub(crate) struct Shared {
     /// The sessions with a standalone `GET` stream open or asked for, each with the
     /// [`Credential`] of the request that holds its place (see
     /// [One listen stream per session](crate#one-listen-stream-per-session)).
-    pub(crate) listens: Mutex<HashMap<HeaderValue, Credential>>,
+    pub(crate) listens: Mutex<HashMap<HeaderValue, Slot>>,
     /// Keys the credential digests (random per layer).
     pub(crate) credential_key: RandomState,
 }
@@ -65,55 +66,105 @@ impl Credential {
     }
 }
 
-/// Who holds a session's place when a standalone `GET` asks for it.
-pub(crate) enum Held {
-    /// A request with the same credential: the same client's second stream (409 at once).
-    BySameCredential,
-    /// A request with another credential (or none): it may not be allowed in at all, so it is
-    /// not told anything here; authentication further in answers it.
-    ByOther,
+/// A session's place: its standalone stream, or the one request of the session in flight that
+/// may become it.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// `Some`: the stream is open, taken by a request with this credential. `None`: a request
+    /// is in flight.
+    open: Option<Credential>,
+    /// Requests waiting for the one in flight to be answered.
+    waiters: Vec<Waker>,
 }
 
-/// A session's place for its one standalone stream, given back when dropped (the request was
-/// answered without a stream, or the stream ended).
+/// What a standalone `GET` finds when it asks for its session's place.
+pub(crate) enum Taken {
+    /// The place is free: this request holds it while in flight.
+    Place(ListenPlace),
+    /// Another request of the session is in flight: wait for its answer (the waker, if given,
+    /// is woken then).
+    Busy,
+    /// The session's stream is open, taken with this request's own credential: the same
+    /// client's second stream (409 at once).
+    OpenBySame,
+    /// The session's stream is open, taken with another credential: this request may not be
+    /// allowed in at all, so it is told nothing here and goes on to authentication.
+    OpenByOther,
+}
+
+/// A session's place, given back when dropped (the request was answered without a stream, or
+/// the stream ended).
 pub(crate) struct ListenPlace {
     shared: Arc<Shared>,
     session: HeaderValue,
+    credential: Credential,
 }
 
 impl ListenPlace {
-    /// The place of `session` for a request with `credential`, unless a request or stream of
-    /// the session holds it.
+    /// Asks for the place of `session` for a request with `credential`.
     pub(crate) fn take(
         shared: &Arc<Shared>,
-        session: HeaderValue,
+        session: &HeaderValue,
         credential: Credential,
-    ) -> Result<Self, Held> {
-        let mut open = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
-        match open.entry(session) {
-            std::collections::hash_map::Entry::Occupied(held) if *held.get() == credential => {
-                Err(Held::BySameCredential)
-            }
-            std::collections::hash_map::Entry::Occupied(_) => Err(Held::ByOther),
-            std::collections::hash_map::Entry::Vacant(free) => {
-                let session = free.key().clone();
-                free.insert(credential);
-                Ok(ListenPlace {
+        waker: Option<&Waker>,
+    ) -> Taken {
+        let mut slots = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.get_mut(session) {
+            None => {
+                slots.insert(session.clone(), Slot::default());
+                Taken::Place(ListenPlace {
                     shared: Arc::clone(shared),
-                    session,
+                    session: session.clone(),
+                    credential,
                 })
             }
+            Some(slot) => match slot.open {
+                Some(c) if c == credential => Taken::OpenBySame,
+                Some(_) => Taken::OpenByOther,
+                None => {
+                    if let Some(w) = waker
+                        && !slot.waiters.iter().any(|x| x.will_wake(w))
+                    {
+                        slot.waiters.push(w.clone());
+                    }
+                    Taken::Busy
+                }
+            },
         }
+    }
+
+    /// The request holding the place was answered with a stream: the place is that stream's
+    /// now, and the requests waiting learn it.
+    pub(crate) fn opened(&self) {
+        let waiters = {
+            let mut slots = self
+                .shared
+                .listens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match slots.get_mut(&self.session) {
+                Some(slot) => {
+                    slot.open = Some(self.credential);
+                    std::mem::take(&mut slot.waiters)
+                }
+                None => Vec::new(),
+            }
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
 }
 
 impl Drop for ListenPlace {
     fn drop(&mut self) {
-        self.shared
+        let slot = self
+            .shared
             .listens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.session);
+        if let Some(slot) = slot {
+            slot.waiters.into_iter().for_each(Waker::wake);
+        }
     }
 }
 

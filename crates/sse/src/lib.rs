@@ -104,17 +104,19 @@
 //! Python servers answer it, without going on to the server. rmcp keeps such a second stream
 //! as an idle "shadow" that never carries a message and never ends: the TypeScript SDK opens
 //! one after every call stream that ends with an error, so without this each of them held a
-//! connection and one of the principal's long-lived stream slots for good. The place is taken
-//! when the request comes (so only one such request of a session and client reaches the server
-//! at a time) and given back when its answer is not a stream or when the stream ends.
+//! connection and one of the principal's long-lived stream slots for good. Only one such
+//! request of a session is in flight at a time: the place is taken when the request comes, a
+//! standalone `GET` of the same session coming meanwhile waits for its answer (microseconds:
+//! rmcp answers a `GET` at once, authentication refuses at once), and the place is given back
+//! when the answer is not a stream, or kept until the stream ends.
 //!
-//! This layer runs before authentication, so a 409 must not tell a stranger that a session
-//! exists: only a `GET` with the same `Authorization` value as the request holding the place
-//! (compared by a keyed digest, the token itself never kept) is refused at once. One with
-//! another credential, or none, goes on and gets what authentication answers (401; another
-//! principal presenting the session gets bearer-auth's unknown-session 404); if the server lets
-//! it in with a stream, it asks for the place then and gets the 409 if it is still held (a
-//! principal with two tokens, or a stack authenticating otherwise). A stream
+//! This layer runs before authentication, so a 409 must not tell a stranger anything: only a
+//! `GET` with the same `Authorization` value as the open stream's (compared by a keyed digest,
+//! the token itself never kept) is refused at once. One with another credential, or none, goes
+//! on and gets what authentication answers (401; another principal presenting the session gets
+//! bearer-auth's unknown-session 404, exactly as for an unknown session); if the server lets it
+//! in with a stream anyway (a principal with two tokens, a stack authenticating otherwise), that
+//! is the session's second stream and is refused then. A stream
 //! whose client vanished without closing its connection holds the place until the server
 //! notices (the example server bounds that with `TCP_USER_TIMEOUT`).
 //!

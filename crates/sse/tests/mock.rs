@@ -740,8 +740,9 @@ async fn a_second_standalone_stream_of_a_session_gets_409() {
 }
 
 /// The place is taken when the request comes: of two standalone GETs of one session in flight
-/// at once, the second is refused at once and never reaches the server (rmcp decides which of
-/// two is the stream that carries messages when it gets them, so the answers' order cannot).
+/// at once, the second waits for the first's answer and, that being the stream, is refused
+/// without ever reaching the server (rmcp decides which of two is the stream that carries
+/// messages when it gets them, so the answers' order cannot).
 #[tokio::test(start_paused = true)]
 async fn two_standalone_gets_in_flight_at_once_reach_the_server_once() {
     let l = layer(Some(15), None);
@@ -750,19 +751,13 @@ async fn two_standalone_gets_in_flight_at_once_reach_the_server_once() {
     ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
     let first = tower::Service::call(&mut svc, listen("s-1"));
     ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
-    let second = tower::Service::call(&mut svc, listen("s-1"));
-    let refused = second.await.unwrap();
-    assert_eq!(refused.status(), 409);
-    let (_req, send) = handle.next_request().await.unwrap();
-    let (_tx, rx) = mpsc::unbounded_channel();
-    send.send_response(
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(ChanBody(rx))
-            .unwrap(),
-    );
+    let second = tokio::spawn(tower::Service::call(&mut svc, listen("s-1")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!second.is_finished(), "waits for the first's answer");
+    let (_req, tx) = answer_next(&mut handle, 200).await;
     let stream = first.await.unwrap();
     assert_eq!(stream.status(), 200);
+    assert_eq!(second.await.unwrap().unwrap().status(), 409);
     assert!(
         tokio::time::timeout(Duration::from_millis(10), handle.next_request())
             .await
@@ -772,14 +767,12 @@ async fn two_standalone_gets_in_flight_at_once_reach_the_server_once() {
     // A request whose answer is not a stream gives the place back.
     ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
     let foreign = tower::Service::call(&mut svc, listen("s-2"));
-    let (_req, send) = handle.next_request().await.unwrap();
-    let (_tx, rx) = mpsc::unbounded_channel();
-    send.send_response(Response::builder().status(404).body(ChanBody(rx)).unwrap());
+    answer_next(&mut handle, 404).await;
     assert_eq!(foreign.await.unwrap().status(), 404);
     ServiceExt::<Request<()>>::ready(&mut svc).await.unwrap();
     let owner = tower::Service::call(&mut svc, listen("s-2"));
     assert!(handle.next_request().await.is_some(), "s-2 is free again");
-    drop((owner, stream));
+    drop((owner, stream, tx));
 }
 
 /// [`listen`] with an `Authorization` header.
@@ -857,14 +850,16 @@ async fn only_the_holders_own_credential_is_refused_before_going_on() {
             .is_err()
     );
 
-    // A foreign request holding the place while in flight does not shut the owner out: the
-    // owner's GET goes on, and takes the place once the foreign one is refused.
+    // A foreign request in flight does not shut the owner out: the owner's GET waits for its
+    // answer (it learns nothing: it would have gone on anyway), then takes the place.
     let foreign = call(listen_as("s-2", "Bearer bob"));
-    let second_owner = call(listen_as("s-2", "Bearer alice"));
-    answer_next(&mut handle, 404).await;
+    let second_owner = tokio::spawn(call(listen_as("s-2", "Bearer alice")));
+    let (req, _) = answer_next(&mut handle, 404).await;
+    assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer bob");
     assert_eq!(foreign.await.unwrap().status(), 404);
-    let (_req, _tx) = answer_next(&mut handle, 200).await;
-    let second_stream = second_owner.await.unwrap();
+    let (req, _tx) = answer_next(&mut handle, 200).await;
+    assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer alice");
+    let second_stream = second_owner.await.unwrap().unwrap();
     assert_eq!(second_stream.status(), 200);
     assert_eq!(
         call(listen_as("s-2", "Bearer alice"))
@@ -873,5 +868,14 @@ async fn only_the_holders_own_credential_is_refused_before_going_on() {
             .status(),
         409
     );
-    drop(owner);
+    // Requests without a valid credential never refuse each other: each waits its turn and
+    // gets what authentication answers.
+    let anonymous: Vec<_> = (0..3).map(|_| tokio::spawn(call(listen("s-3")))).collect();
+    for _ in 0..3 {
+        answer_next(&mut handle, 401).await;
+    }
+    for a in anonymous {
+        assert_eq!(a.await.unwrap().unwrap().status(), 401);
+    }
+    drop((owner, second_stream));
 }
