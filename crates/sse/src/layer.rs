@@ -111,10 +111,11 @@ impl ListenPlace {
         let mut slots = shared.listens.lock().unwrap_or_else(|p| p.into_inner());
         match slots.get_mut(session) {
             None => {
+                let session = session.clone();
                 slots.insert(session.clone(), Slot::default());
                 Taken::Place(ListenPlace {
                     shared: Arc::clone(shared),
-                    session: session.clone(),
+                    session,
                     credential,
                 })
             }
@@ -122,8 +123,11 @@ impl ListenPlace {
                 Some(c) if c == credential => Taken::OpenBySame,
                 Some(_) => Taken::OpenByOther,
                 None => {
+                    // Every waiter is woken when the request in flight is answered, and
+                    // registers again if another got in first: constant work per waiter here
+                    // (a scan of the line would make a flood of waiters quadratic).
                     if let Some(w) = waker
-                        && !slot.waiters.iter().any(|x| x.will_wake(w))
+                        && !slot.waiters.last().is_some_and(|x| x.will_wake(w))
                     {
                         slot.waiters.push(w.clone());
                     }
