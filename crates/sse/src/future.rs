@@ -174,10 +174,7 @@ where
     let place = match ListenPlace::take(&w.call.shared, &w.session, w.credential, Some(cx.waker()))
     {
         Taken::Busy => return Poll::Pending,
-        Taken::OpenBySame => {
-            tracing::debug!("a second standalone SSE stream for one session refused (409)");
-            return Poll::Ready(Kind::Conflict);
-        }
+        Taken::OpenBySame => return Poll::Ready(Kind::Conflict),
         Taken::Place(place) => Place::Held(place),
         Taken::OpenByOther => Place::WentOn,
     };
@@ -229,10 +226,7 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
             place.opened();
             Some(place)
         }
-        Place::WentOn => {
-            tracing::debug!("a second standalone SSE stream for one session refused (409)");
-            return conflict();
-        }
+        Place::WentOn => return conflict(),
     };
     // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
     let listen = if long_lived {
@@ -248,6 +242,7 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
 
 /// The 409 for a second standalone stream of a session.
 fn conflict<B>() -> Response<SseBody<B>> {
+    tracing::debug!("a second standalone SSE stream for one session refused (409)");
     let body = tower_armor_mcp::jsonrpc::error_body(
         None,
         tower_armor_mcp::error::CODE_STREAM_CONFLICT,

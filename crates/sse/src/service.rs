@@ -58,12 +58,7 @@ where
                     Credential::of(&self.shared, req.headers().get(header::AUTHORIZATION));
                 match ListenPlace::take(&self.shared, &session, credential, None) {
                     Taken::Place(place) => Place::Held(place),
-                    Taken::OpenBySame => {
-                        tracing::debug!(
-                            "a second standalone SSE stream for one session refused (409)"
-                        );
-                        return ResponseFuture::conflict();
-                    }
+                    Taken::OpenBySame => return ResponseFuture::conflict(),
                     Taken::OpenByOther => Place::WentOn,
                     Taken::Busy => {
                         // The readied service goes into the future; a fresh clone stays.
