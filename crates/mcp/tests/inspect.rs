@@ -707,3 +707,75 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
         assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 }
+
+/// Framing and media-type headers a proxy in front could read otherwise than the server: a
+/// repeated `Content-Type` (RFC 9110 §8.3: a singleton) and `chunked` applied twice (RFC 9112
+/// §6.1) get 400, a JSON body declared in a charset other than UTF-8 gets 415 (RFC 8259 §8.1).
+/// None of them reaches the server; a UTF-8 charset, however spelt, does.
+#[tokio::test(start_paused = true)]
+async fn content_types_and_codings_a_proxy_could_read_otherwise_are_refused() {
+    const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let with = |headers: &[(&str, &str)]| {
+        let mut req = Request::post("/mcp").body(PING.to_string()).unwrap();
+        for (k, v) in headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+            req.headers_mut().append(name, v.parse().unwrap());
+        }
+        req
+    };
+    const JSON: (&str, &str) = ("content-type", "application/json");
+    for (req, status) in [
+        (
+            with(&[JSON, ("content-type", "text/plain")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (with(&[JSON, JSON]), StatusCode::BAD_REQUEST),
+        (
+            with(&[JSON, ("transfer-encoding", "chunked, chunked")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with(&[
+                JSON,
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "Chunked"),
+            ]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with(&[("content-type", "application/json; charset=latin1")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            with(&[("content-type", "Application/JSON;charset=\"utf-16\"")]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        // Bounded: a request let through would wait for the mock's answer forever.
+        let resp = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(req))
+            .await
+            .expect("answered here, not passed inward")
+            .unwrap();
+        assert_eq!(resp.status(), status);
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], -32600);
+        assert!(handle.next_request().await.is_none());
+    }
+    for ct in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=\"UTF-8\"",
+        "application/json; profile=x",
+    ] {
+        let (svc, mut handle) = setup(McpInspectLayer::new());
+        let call = tokio::spawn(svc.oneshot(with(&[
+            ("content-type", ct),
+            ("transfer-encoding", "chunked"),
+        ])));
+        let (inner, reply) = handle.next_request().await.expect("passed inward");
+        assert!(inner.extensions().get::<McpRequest>().is_some(), "{ct}");
+        reply.send_response(Response::new(String::new()));
+        assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+}

@@ -92,7 +92,7 @@ impl Rejection {
         Self::new(StatusCode::BAD_REQUEST, jsonrpc::PARSE_ERROR, message)
     }
 
-    fn invalid(message: &'static str) -> Self {
+    pub(super) fn invalid(message: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, message)
     }
 
@@ -120,6 +120,16 @@ impl Rejection {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             jsonrpc::INVALID_REQUEST,
             "request bodies with a Content-Encoding are not supported",
+        )
+    }
+
+    /// A JSON body declared in a charset other than UTF-8 (RFC 8259 §8.1: JSON is exchanged as
+    /// UTF-8; 415).
+    pub(crate) fn not_utf8_charset() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            jsonrpc::INVALID_REQUEST,
+            "JSON request bodies must be UTF-8 (Content-Type charset)",
         )
     }
 

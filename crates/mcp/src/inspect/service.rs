@@ -72,11 +72,15 @@ where
             };
         }
 
-        if has_content_coding(&parts.headers) {
-            return ResponseFuture::answer(
-                Rejection::encoded(),
-                parts.extensions.get::<CorrelationId>(),
-            );
+        let problem = if has_content_coding(&parts.headers) {
+            Some(Rejection::encoded())
+        } else if method == http::Method::POST {
+            content_type_problem(&parts.headers)
+        } else {
+            None
+        };
+        if let Some(rej) = problem {
+            return ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>());
         }
         let max = self.config.max_body;
         let declared = parts
@@ -138,22 +142,66 @@ fn is_host(v: &[u8]) -> bool {
 
 /// RFC 9112 §6.1: a transfer coding other than `chunked` (which the HTTP server has already
 /// decoded) is one nothing here decodes: 501 rather than reading the coded bytes as JSON.
+/// `chunked` applied more than once (a sender must not) gets 400: the server decodes it once,
+/// and a proxy in front that decodes it twice would have seen another body.
 fn transfer_coding_problem(headers: &http::HeaderMap) -> Option<Rejection> {
-    names_a_coding(headers, &header::TRANSFER_ENCODING, b"chunked").then(Rejection::transfer_coded)
+    let mut chunked = 0u32;
+    for coding in codings(headers, &header::TRANSFER_ENCODING) {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return Some(Rejection::transfer_coded());
+        }
+        chunked += 1;
+    }
+    (chunked > 1).then(|| Rejection::invalid("chunked transfer coding applied more than once"))
 }
 
 /// Whether a request body is content-coded: a `Content-Encoding` naming anything but
 /// `identity` (an empty field, or only `identity`, is no coding).
 fn has_content_coding(headers: &http::HeaderMap) -> bool {
-    names_a_coding(headers, &header::CONTENT_ENCODING, b"identity")
+    codings(headers, &header::CONTENT_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"identity"))
 }
 
-/// Whether the comma-separated lists of `name` name a coding other than `except`.
-fn names_a_coding(headers: &http::HeaderMap, name: &http::HeaderName, except: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(except))
-    })
+/// The codings the comma-separated lists of `name` name (empty items skipped).
+fn codings<'h>(
+    headers: &'h http::HeaderMap,
+    name: &http::HeaderName,
+) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+}
+
+/// A POST's `Content-Type`: a singleton field (RFC 9110 §8.3); sent twice, this layer, the
+/// server and a proxy in front could each read a different one, so 400. A JSON body declared in
+/// a charset other than UTF-8 gets 415: JSON is exchanged as UTF-8 (RFC 8259 §8.1) and read as
+/// such here and by the server, while a proxy honouring the charset would read other text.
+fn content_type_problem(headers: &http::HeaderMap) -> Option<Rejection> {
+    let value = match parse::only(headers, &header::CONTENT_TYPE) {
+        Err(()) => return Some(Rejection::invalid("Content-Type header repeated")),
+        Ok(None) => return None,
+        Ok(Some(v)) => v,
+    };
+    let mut parts = value.as_bytes().split(|&b| b == b';');
+    let essence = parts.next().unwrap_or_default().trim_ascii();
+    if !essence.eq_ignore_ascii_case(b"application/json") {
+        return None;
+    }
+    let charset = parts.find_map(|p| {
+        let (name, value) = p.split_at(p.iter().position(|&b| b == b'=')?);
+        let value = value[1..].trim_ascii();
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        name.trim_ascii()
+            .eq_ignore_ascii_case(b"charset")
+            .then_some(value)
+    });
+    match charset {
+        Some(c) if !c.eq_ignore_ascii_case(b"utf-8") => Some(Rejection::not_utf8_charset()),
+        _ => None,
+    }
 }
