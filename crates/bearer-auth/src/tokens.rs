@@ -54,19 +54,24 @@ pub(crate) fn check_principal(name: &str) -> Result<(), &'static str> {
 }
 
 /// Parses a token spec: entries separated by commas or newlines, each `token` or `name:token`,
-/// blanks around entries ignored. Errors name `setting` and the entry's position, never its
-/// content.
+/// blanks around entries and blank lines ignored. An empty entry between commas (`a:x,,b:y`, a
+/// trailing comma) is an error, as in the other list settings: it is most likely a token that
+/// went missing. Errors name `setting` and the entry's position, never its content.
 pub(crate) fn parse_spec(
     spec: &str,
     setting: &'static str,
 ) -> Result<Vec<(Principal, Secret)>, ConfigError> {
     let mut out = Vec::new();
-    for (i, entry) in spec.split([',', '\n', '\r']).enumerate() {
+    let lines = spec.split(['\n', '\r']).filter(|l| !l.trim().is_empty());
+    for (i, entry) in lines.flat_map(|l| l.split(',')).enumerate() {
+        let n = i + 1;
         let entry = entry.trim();
         if entry.is_empty() {
-            continue;
+            return Err(ConfigError::new(
+                setting,
+                format!("entry {n}: empty (two commas in a row, or a comma at an end)"),
+            ));
         }
-        let n = i + 1;
         let (name, token) = match entry.split_once(':') {
             Some((name, token)) => (name.trim(), token.trim()),
             None => (DEFAULT_PRINCIPAL, entry),
@@ -519,7 +524,7 @@ mod tests {
 
     #[test]
     fn spec_accepts_names_commas_and_newlines() {
-        let v = parse_spec(" alice:tok-a , bob:tok.b\nplain==\n\n", S).unwrap();
+        let v = parse_spec(" alice:tok-a , bob:tok.b\r\n\n  \nplain==\n\n", S).unwrap();
         let names: Vec<_> = v.iter().map(|(p, _)| p.name().to_owned()).collect();
         assert_eq!(names, ["alice", "bob", DEFAULT_PRINCIPAL]);
         assert_eq!(v[2].1.expose(), "plain==");
@@ -529,7 +534,9 @@ mod tests {
     fn spec_errors_name_the_setting_and_never_the_token() {
         for (spec, want) in [
             ("", "no token"),
-            (" , ,", "no token"),
+            (" , ,", "entry 1: empty"),
+            ("alice:sekrit5,,bob:sekrit6", "entry 2: empty"),
+            ("alice:sekrit7,", "entry 2: empty"),
             ("alice:", "entry 1: empty token"),
             ("al ice:sekrit1", "entry 1: principal name has a character"),
             (
