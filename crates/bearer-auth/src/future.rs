@@ -41,9 +41,7 @@ pin_project! {
             challenge: Option<HeaderValue>,
             correlation: Option<CorrelationId>,
         },
-        UnknownSession {
-            delete: bool,
-        },
+        UnknownSession,
     }
 }
 
@@ -68,9 +66,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn unknown_session(delete: bool) -> Self {
+    pub(crate) fn unknown_session() -> Self {
         ResponseFuture {
-            kind: Kind::UnknownSession { delete },
+            kind: Kind::UnknownSession,
         }
     }
 }
@@ -80,7 +78,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         let state = match &self.kind {
             Kind::Inner { .. } => "inner",
             Kind::Unauthorized { .. } => "unauthorized",
-            Kind::UnknownSession { .. } => "unknown_session",
+            Kind::UnknownSession => "unknown_session",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -127,20 +125,15 @@ where
                 }
                 Poll::Ready(Ok(resp))
             }
-            KindProj::UnknownSession { delete } => {
-                // rmcp answers a DELETE of an unknown session with an empty 202, anything else with
-                // a plain-text 404 (no Content-Type).
-                let resp = if *delete {
-                    let mut r = Response::new(ResponseBody::empty());
-                    *r.status_mut() = StatusCode::ACCEPTED;
-                    r
-                } else {
-                    let mut r = Response::new(ResponseBody::local(Bytes::from_static(
-                        UNKNOWN_SESSION_BODY.as_bytes(),
-                    )));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    r
-                };
+            KindProj::UnknownSession => {
+                // rmcp's answer to an unknown session: a plain-text 404 (no Content-Type). For a
+                // `DELETE` too, where rmcp itself answers an empty 202: the MCP spec's answer to
+                // a session id that is not valid is 404, and a 202 would tell the caller that it
+                // ended a session it has no part in.
+                let mut resp = Response::new(ResponseBody::local(Bytes::from_static(
+                    UNKNOWN_SESSION_BODY.as_bytes(),
+                )));
+                *resp.status_mut() = StatusCode::NOT_FOUND;
                 Poll::Ready(Ok(resp))
             }
         }

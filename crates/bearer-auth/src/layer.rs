@@ -158,7 +158,8 @@ pub(crate) struct Shared {
 /// carried none (rmcp's `initialize` answer) and bound to that request's principal. A request
 /// presenting a session id passes only for that principal. Any other presented id, bound to
 /// another principal or not known at all, gets rmcp's unknown-session answer (404
-/// `Not Found: Session not found`, no `Content-Type`; for `DELETE`, rmcp's empty 202) without
+/// `Not Found: Session not found`, no `Content-Type`; for `DELETE` too, which rmcp itself answers
+/// with an empty 202, as the MCP spec answers any session id that is not valid) without
 /// reaching the server, so nobody can probe, use or end another principal's session. A binding is
 /// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired). The table is
 /// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding of the

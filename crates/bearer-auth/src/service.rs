@@ -114,11 +114,11 @@ where
                                 principal = %principal,
                                 "session presented by a principal that did not create it; answered as unknown"
                             );
-                            return ResponseFuture::unknown_session(delete);
+                            return ResponseFuture::unknown_session();
                         }
                         SessionCheck::Unknown => {
                             tracing::debug!(principal = %principal, "unknown session id; answered as unknown");
-                            return ResponseFuture::unknown_session(delete);
+                            return ResponseFuture::unknown_session();
                         }
                     }
                 }

@@ -425,8 +425,9 @@ async fn sessions_are_bound_to_the_principal_that_created_them() {
         handle.poll_request().is_pending(),
         "bob cannot delete alice's session"
     );
-    assert_eq!(resp.status(), 202);
-    assert!(body_bytes(resp).await.is_empty());
+    // 404 like the others (rmcp would answer an unknown session's DELETE with 202: "ended").
+    assert_eq!(resp.status(), 404);
+    assert_eq!(body_bytes(resp).await, "Not Found: Session not found");
 
     // Another service from the same layer shares the table.
     let (mut other, mut other_handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
