@@ -193,10 +193,11 @@ impl fmt::Debug for Method {
 }
 
 impl fmt::Display for Method {
-    /// Known methods print as is; unknown ones escaped (they are client-controlled).
+    /// Known methods print as is; unknown ones escaped and cut short (they are client-controlled:
+    /// see [`LoggedName`](crate::span::LoggedName)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Method::Other(s) => write!(f, "{:?}", &**s),
+            Method::Other(s) => fmt::Display::fmt(&crate::span::LoggedName(s), f),
             m => f.write_str(m.as_str()),
         }
     }
@@ -224,6 +225,14 @@ mod tests {
             assert!(!matches!(Method::parse(m), Method::Other(_)));
         }
         assert_eq!(Method::parse("x/y"), Method::Other("x/y".into()));
+        // Client-chosen: escaped and cut short when displayed (logged).
+        assert_eq!(Method::parse("x/y").to_string(), r#""x/y""#);
+        assert_eq!(Method::parse("tools/call").to_string(), "tools/call");
+        let long = Method::parse(&"m\n".repeat(10_000)).to_string();
+        assert!(
+            long.len() < 300 && long.ends_with("… (20000 bytes)"),
+            "{long}"
+        );
     }
 
     #[test]

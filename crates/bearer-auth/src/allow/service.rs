@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower_armor_mcp::jsonrpc::{INVALID_PARAMS, error_body};
+use tower_armor_mcp::span::LoggedName;
 use tower_armor_mcp::{McpRequest, MessageKind, Method, Principal, ProtocolRevision};
 use tower_service::Service;
 
@@ -109,7 +110,7 @@ where
                 {
                     tracing::debug!(
                         principal = ?req.extensions().get::<Principal>().map(Principal::name),
-                        tool = ?tool,
+                        tool = %LoggedName(tool),
                         "tool call refused by the allow-list (answered as an unknown tool)"
                     );
                     return AllowFuture::local(tool_not_found(&req, facts, shared));
