@@ -745,8 +745,9 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
     match serde_json::from_slice::<IdOnly>(body) {
         Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
             .with_id(id.filter(|id| usable_id(id, limits))),
-        // Valid JSON whose id is no id (a number too large for any integer type, say): an
-        // invalid request, without an id, not a parse error.
+        // Valid JSON with a number no type holds (as the id, or in the arguments): an invalid
+        // request (neither this layer nor the server can read it), without an id, not a parse
+        // error.
         // (Text that is not UTF-8 is malformed, wherever it is.)
         Err(_)
             if std::str::from_utf8(body).is_ok()
@@ -789,9 +790,10 @@ impl<'de> Deserialize<'de> for IdOnly {
     }
 }
 
-/// A JSON object checked whole (nesting limit included) except its `id`, which is skipped
-/// unread: serde_json only scans the digits of a number it ignores, so a number no type holds
-/// passes here (and so would an id nested past the limit: see [`within_depth`]).
+/// A JSON object checked for its syntax only, every member skipped unread: serde_json only
+/// scans the digits of a number it ignores, so a number no type holds (`1e999999`, a 5,000-digit
+/// integer: valid JSON), in the `id` or anywhere else, passes here. Skipped members are not held
+/// to the nesting limit: see [`within_depth`].
 struct IdUnread;
 
 impl<'de> Deserialize<'de> for IdUnread {
@@ -803,12 +805,8 @@ impl<'de> Deserialize<'de> for IdUnread {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                while let Some(k) = m.next_key::<CowStr<'de>>()? {
-                    if k.0 == "id" {
-                        m.next_value::<de::IgnoredAny>()?;
-                    } else {
-                        m.next_value::<Skip>()?;
-                    }
+                while m.next_key::<de::IgnoredAny>()?.is_some() {
+                    m.next_value::<de::IgnoredAny>()?;
                 }
                 Ok(IdUnread)
             }
@@ -1864,6 +1862,16 @@ mod tests {
                 -32600,
             ),
             (r#"{"jsonrpc":"2.0","id":1,"method":5,"#, -32700),
+            // Valid JSON with numbers no type holds: invalid, not malformed.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1e999999}}}"#,
+                -32600,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1e999999,"method":"ping"}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":1e999999,"#,
+                -32700,
+            ),
             (r#"{"jsonrpc":"2.0"}"#, -32600),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
