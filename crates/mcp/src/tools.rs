@@ -34,6 +34,8 @@ struct Inner {
     // The table never shrinks: once full it stays full, so one warning says it all (a learning
     // layer would otherwise warn at every `tools/list` of a larger catalogue).
     full_logged: AtomicBool,
+    // A key was asked for a tool name while no name was known: warned once.
+    empty_logged: AtomicBool,
 }
 
 impl fmt::Debug for KnownTools {
@@ -65,6 +67,7 @@ impl KnownTools {
                 unknown: Arc::from(UNKNOWN_TOOL),
                 capacity,
                 full_logged: AtomicBool::new(false),
+                empty_logged: AtomicBool::new(false),
             }),
         }
     }
@@ -131,14 +134,32 @@ impl KnownTools {
     }
 
     /// The key for a tool name: the shared name if known, [`UNKNOWN_TOOL`] otherwise.
+    ///
+    /// The first time a name is asked for while the set is empty, a warning says so: a per-tool
+    /// layer whose set is neither configured nor learned (no [`KnownTools::learn_layer`] in the
+    /// stack, or one that `tools/list` answers do not pass) keys every call `unknown`.
     pub fn key(&self, name: Option<&str>) -> Arc<str> {
         if let Some(n) = name {
             let set = self.inner.names.read().unwrap_or_else(|p| p.into_inner());
             if let Some(k) = set.get(n) {
                 return Arc::clone(k);
             }
+            if set.is_empty() {
+                self.warn_empty();
+            }
         }
         Arc::clone(&self.inner.unknown)
+    }
+
+    #[cold]
+    fn warn_empty(&self) {
+        if !self.inner.empty_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a per-tool key was asked for while no tool name is known: every call shares the \
+                 `unknown` key until names are configured or learned (KnownTools::learn_layer, \
+                 where the server's tools/list answers pass); warned once"
+            );
+        }
     }
 
     /// Whether the name is known.
@@ -237,6 +258,23 @@ mod tests {
             }
         });
         assert_eq!(t.len(), 1);
+        assert_eq!(warnings.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn keys_asked_of_an_empty_set_warn_once() {
+        let warnings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let t = KnownTools::default();
+        let known = KnownTools::from_names(["add"]);
+        tracing::subscriber::with_default(CountWarnings(Arc::clone(&warnings)), || {
+            // No name asked, or a set that knows some: nothing to say.
+            t.key(None);
+            known.key(Some("made-up"));
+            assert_eq!(warnings.load(Ordering::Relaxed), 0);
+            for _ in 0..3 {
+                assert_eq!(&*t.key(Some("add")), UNKNOWN_TOOL);
+            }
+        });
         assert_eq!(warnings.load(Ordering::Relaxed), 1);
     }
 
