@@ -1,0 +1,152 @@
+//! The client stack of `examples/orchestrator.rs` (correlation inject → breaker per upstream →
+//! bulkhead per upstream → timeout → bearer inject → hyper) against two real example servers
+//! with bearer auth on 127.0.0.1: calls reach both with the token, the case id and a child
+//! trace; one upstream going away opens its breaker only, after which its calls fail fast.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use tower::ServiceExt;
+use tower_armor_circuit_breaker::State;
+use tower_armor_correlation_id::TraceContext;
+use tower_armor_mcp::error::CircuitOpen;
+use tower_armor_mcp::{CorrelationId, McpBody};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/orchestrator.rs"]
+mod orchestrator;
+
+use orchestrator::{ClientSettings, call_tool, client_stack, start_upstream};
+
+/// Bounds a step, so that a regression fails instead of hanging.
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("step finished in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_stack_calls_upstreams_and_isolates_the_one_that_fails() {
+    const TOKEN: &str = "orchestrator-test-token";
+    let (a, _stop_a, _served_a) = start_upstream(TOKEN).await;
+    let (b, stop_b, served_b) = start_upstream(TOKEN).await;
+    let settings = ClientSettings::new(TOKEN);
+    let (client, breakers) = client_stack(&settings).unwrap();
+
+    // The token, the case id and a child of the case's trace reach the upstream: it serves the
+    // call (its bearer auth passed) and echoes the case id.
+    let case = CorrelationId::parse("case-42").unwrap();
+    let trace = TraceContext::new_root();
+    let body = Bytes::from_static(
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+    );
+    let mut req = Request::post(&a)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "add")
+        .body(McpBody::from(body))
+        .unwrap();
+    req.extensions_mut().insert(case.clone());
+    req.extensions_mut().insert(trace.clone());
+    let resp = bounded(client.clone().oneshot(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "case-42");
+
+    for (i, url) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let id = i64::try_from(i).unwrap() + 10;
+        let result = bounded(call_tool(
+            &client,
+            url,
+            id,
+            "add",
+            serde_json::json!({"a": id, "b": 1}),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(result["content"][0]["text"], (id + 1).to_string());
+    }
+
+    // B goes away: its calls fail (connection refused) until its breaker opens, then fail fast
+    // with `CircuitOpen` for its authority; A's circuit and calls are untouched.
+    stop_b.cancel();
+    bounded(served_b).await.unwrap();
+    let b_key = b
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    for n in 0..settings.trip_after {
+        let err = bounded(call_tool(
+            &client,
+            &b,
+            100,
+            "add",
+            serde_json::json!({"a": 1, "b": 1}),
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            err.downcast_ref::<CircuitOpen>().is_none(),
+            "call {n}: {err}"
+        );
+    }
+    let circuit = breakers
+        .circuit(&b_key)
+        .expect("a circuit for B's authority");
+    assert_eq!(circuit.state(), State::Open);
+    for _ in 0..3 {
+        let err = bounded(call_tool(
+            &client,
+            &b,
+            101,
+            "add",
+            serde_json::json!({"a": 1, "b": 1}),
+        ))
+        .await
+        .unwrap_err();
+        let open = err
+            .downcast_ref::<CircuitOpen>()
+            .unwrap_or_else(|| panic!("fails fast once open: {err}"));
+        assert_eq!(open.key.as_deref(), Some(b_key.as_str()));
+        assert!(open.retry_after > Duration::ZERO);
+
+        let result = bounded(call_tool(
+            &client,
+            &a,
+            102,
+            "add",
+            serde_json::json!({"a": 1, "b": 1}),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(result["content"][0]["text"], "2");
+    }
+    let a_key = a.trim_start_matches("http://").trim_end_matches("/mcp");
+    assert_eq!(breakers.circuit(a_key).unwrap().state(), State::Closed);
+}
+
+/// A wrong token is the upstream's 401, which the breaker does not count: the caller's
+/// mistake, not the upstream's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_not_an_upstream_failure() {
+    let (a, _stop, _served) = start_upstream("the-right-token").await;
+    let settings = ClientSettings::new("a-wrong-token");
+    let (client, breakers) = client_stack(&settings).unwrap();
+    for id in 0..settings.trip_after + 2 {
+        let err = bounded(call_tool(
+            &client,
+            &a,
+            i64::from(id),
+            "add",
+            serde_json::json!({"a": 1, "b": 1}),
+        ))
+        .await
+        .unwrap_err();
+        assert!(err.downcast_ref::<CircuitOpen>().is_none(), "{err}");
+        assert!(err.to_string().contains("-31401"), "{err}");
+    }
+    let key = a.trim_start_matches("http://").trim_end_matches("/mcp");
+    assert_eq!(breakers.circuit(key).unwrap().state(), State::Closed);
+}
