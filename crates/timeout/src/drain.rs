@@ -1,5 +1,7 @@
 //! [`CallDrain`]: ending every call when a server's drain deadline passes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tower_armor_mcp::Outcome;
@@ -26,12 +28,37 @@ use crate::cancel::{REASON_SHUTDOWN, REASON_TIMEOUT};
 ///
 /// Cost per call: each poll checks the switch with one atomic load; a response future or body
 /// that has to wait registers its task's waker once (a [`Signal`]).
+///
+/// Before that, while the calls in flight may still finish, [`CallDrain::refuse_new_calls`]
+/// turns new work away with the same error: a request that would start a call (a JSON-RPC
+/// request, `initialize` included) or a long-lived stream is refused without reaching the inner
+/// service, while what concerns the calls in flight passes: a client's answer to a server
+/// request (an elicitation a person answered), notifications (`notifications/cancelled`), a
+/// session's `DELETE`, and a `GET` resuming a call's stream. So a server can keep taking
+/// connections during its grace (a client's follow-up about a call often comes on a new one)
+/// without starting anything new; a load balancer retries the refused calls elsewhere.
 #[derive(Clone, Debug, Default)]
 pub struct CallDrain {
     signal: Signal,
+    new_calls_refused: Arc<AtomicBool>,
 }
 
 impl CallDrain {
+    /// Refuses every request that would start a call or a long-lived stream, from now on; calls
+    /// in flight, and what concerns them, go on (see above). Idempotent; [`end_calls`] later
+    /// ends what is still running.
+    ///
+    /// [`end_calls`]: CallDrain::end_calls
+    pub fn refuse_new_calls(&self) {
+        self.new_calls_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`CallDrain::refuse_new_calls`] (or [`CallDrain::end_calls`]) was called: the
+    /// server is draining (for a readiness check).
+    pub fn refuses_new_calls(&self) -> bool {
+        self.new_calls_refused.load(Ordering::Relaxed) || self.is_ended()
+    }
+
     /// Ends every call in flight now and refuses every later call. Idempotent.
     pub fn end_calls(&self) {
         self.signal.fire();

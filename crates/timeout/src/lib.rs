@@ -225,9 +225,15 @@
 //! call's id, at an event boundary; a 2025-11-25 call is sent `notifications/cancelled`. Its
 //! completion handle records a local rejection (no breaker counts it). Any request that reaches
 //! the layer afterwards (a call that waited in a bulkhead's line, a session's `tools/list`, a
-//! listen stream) is refused with the same error without reaching the server. Typed calls ([`ToolCall`](tower_armor_mcp::ToolCall)) are not
-//! affected: a typed client drops its futures to stop. The example server calls it when
-//! `MCP_DRAIN_GRACE_MS` runs out.
+//! listen stream) is refused with the same error without reaching the server. Typed calls
+//! ([`ToolCall`](tower_armor_mcp::ToolCall)) are not affected: a typed client drops its futures
+//! to stop. The example server calls it when `MCP_DRAIN_GRACE_MS` runs out.
+//!
+//! During the grace, [`CallDrain::refuse_new_calls`] refuses new calls and long-lived streams
+//! with the same error, while the calls in flight finish and what concerns them (a client's
+//! answer to a server request, `notifications/cancelled`, a `DELETE`, a resumption) still
+//! passes. The example server calls it at the first signal, keeps accepting connections for
+//! such follow-ups, and answers `/readyz` with 503 from then on.
 //!
 //! # Types
 //!

@@ -124,6 +124,14 @@ where
             return ResponseFuture::refused();
         }
         let facts = req.extensions().get::<McpRequest>();
+        if facts.is_some_and(|f| (f.is_call() && !f.is_resume()) || f.is_long_lived())
+            && self.shared.drain.refuses_new_calls()
+        {
+            // Draining: the calls in flight may finish (and what concerns them passes), no new
+            // one starts.
+            tracing::debug!("new call refused: the server is draining");
+            return ResponseFuture::refused();
+        }
         let mut resumed = None;
         if let Some(f) = facts {
             let mut marked = None;

@@ -1311,6 +1311,96 @@ async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
     }
 }
 
+/// While draining (`refuse_new_calls`), a new call or listen stream is refused without reaching
+/// the server; a call already in flight finishes with its answer, and what concerns calls in
+/// flight passes: a client's answer to a server request, `notifications/cancelled`, a
+/// session's `DELETE`, a resumption.
+#[tokio::test(start_paused = true)]
+async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
+    let l = layer(60_000);
+    let drain = l.drain_handle();
+    let (mut svc, mut handle) = service(&l);
+    let running = tokio::spawn(
+        ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(call(1, "slow", V2025, Some("s-1"))),
+    );
+    let (_req, send) = handle.next_request().await.unwrap();
+    assert!(!drain.refuses_new_calls());
+    drain.refuse_new_calls();
+    assert!(drain.refuses_new_calls() && !drain.is_ended());
+
+    let listen = McpRequest::new(MessageKind::Request, None, None)
+        .with_stream_role(tower_armor_mcp::StreamRole::Listen);
+    let init = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::Initialize),
+        Some(RequestId::Number(2)),
+    );
+    for req in [
+        call(3, "add", V2026, None),
+        call(4, "add", V2025, Some("s-1")),
+        facts_req(init, None, V2025),
+        facts_req(listen, Some("s-1"), V2025),
+    ] {
+        let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(req);
+        // Bounded: a request let through would wait for the mock's answer.
+        let err = tokio::time::timeout(ms(1000), fut)
+            .await
+            .expect("refused at once")
+            .unwrap_err();
+        assert!(is_shutting_down(&err), "{err}");
+        assert!(next_request(&mut handle, ms(100)).await.is_none());
+    }
+
+    let reply = McpRequest::new(MessageKind::Response, None, Some(RequestId::Number(0)));
+    let cancel = McpRequest::new(
+        MessageKind::Notification,
+        Some(Method::NotificationsCancelled),
+        None,
+    )
+    .with_cancelled_request(RequestId::Number(77));
+    let resume = McpRequest::new(MessageKind::Request, None, None).with_stream_role(
+        tower_armor_mcp::StreamRole::Resume {
+            last_event_id: HeaderValue::from_static("0"),
+        },
+    );
+    let mut delete = facts_req(
+        McpRequest::new(MessageKind::NotJsonRpc, None, None),
+        Some("s-9"),
+        V2025,
+    );
+    *delete.method_mut() = http::Method::DELETE;
+    for req in [
+        facts_req(reply, Some("s-1"), V2025),
+        facts_req(cancel, Some("s-1"), V2025),
+        facts_req(resume, Some("s-1"), V2025),
+        delete,
+    ] {
+        let (_tx, body) = script();
+        let mut accepted = answer("application/json", body);
+        *accepted.status_mut() = http::StatusCode::ACCEPTED;
+        let resp = exchange(&mut svc, &mut handle, req, accepted).await;
+        assert_eq!(resp.status(), 202);
+    }
+
+    // The call in flight gets its answer.
+    let (tx, body) = script();
+    tx.send(&result(1).to_string());
+    drop(tx);
+    send.send_response(answer("application/json", body));
+    let resp = tokio::time::timeout(ms(1000), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 /// An answer the server had ready when the drain came is kept (it may be a final result whose
 /// work is done); a 5xx from a server being shut down gets the drain's error instead.
 #[tokio::test(start_paused = true)]
