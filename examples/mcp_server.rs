@@ -1,6 +1,6 @@
 //! A hardened MCP server: rmcp's streamable-HTTP service mounted in axum at `/mcp`, wrapped in
-//! every tower-armor layer in the documented order, with `/healthz` and a break-glass admin
-//! endpoint for the circuit breakers.
+//! every tower-armor layer in the documented order, with `/healthz`, `/readyz` (503 while
+//! draining) and a break-glass admin endpoint for the circuit breakers.
 //!
 //! ```text
 //! cargo run --example mcp_server                                   # 127.0.0.1:8080, auth off
@@ -428,7 +428,7 @@ fn probe_lease_for(
 /// The running application's parts.
 #[derive(Debug)]
 pub struct App {
-    /// `/mcp` (the hardened MCP service), `/healthz`, `/admin/breakers…`.
+    /// `/mcp` (the hardened MCP service), `/healthz`, `/readyz`, `/admin/breakers…`.
     pub router: Router,
     /// Cancelling it ends every rmcp session.
     pub rmcp_shutdown: CancellationToken,
@@ -459,6 +459,7 @@ pub fn app(settings: Settings) -> App {
     let rmcp_shutdown = rmcp.config.cancellation_token.clone();
     let sse_shutdown = settings.sse.shutdown_handle();
     let call_drain = settings.timeout.drain_handle();
+    let readiness = call_drain.clone();
     let breakers = settings.breaker.handle();
     let bulkheads = settings.bulkhead.stats();
     let drain_grace = settings.drain_grace;
@@ -509,6 +510,7 @@ pub fn app(settings: Settings) -> App {
         .route_service("/mcp", mcp)
         .merge(admin)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(move || ready(readiness.clone())))
         .layer(settings.correlation);
     App {
         router,
@@ -617,8 +619,11 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 /// could refuse them; the read buffer is bounded by the same figure.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves `router` on `listener` until `stop` is cancelled, then asks every connection to finish
-/// (the caller bounds how long it waits).
+/// Serves `router` on `listener`. Once `drain` is cancelled, every open connection is asked to
+/// finish (an idle one closes, a busy one after its answer), while new ones are still accepted,
+/// each for one request (a client's follow-up about a call in flight; the app refuses new
+/// calls): it returns when no connection is left, or when `stop` is cancelled, after asking
+/// every connection to finish (the caller bounds how long it waits).
 ///
 /// Like `axum::serve` with connect info (each request carries the peer's `ConnectInfo`), plus
 /// what it lacks: the [`ConnectionLimits`] (a deadline for a request's headers, a bound on
@@ -629,13 +634,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    drain: CancellationToken,
     stop: CancellationToken,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let per_address = PerAddress::default();
     let mut saturated = false;
+    let mut draining = false;
     loop {
+        if !draining && drain.is_cancelled() {
+            draining = true;
+        }
+        // Drained: no connection left, so no call in flight to follow up on.
+        if draining && connections.is_empty() {
+            break;
+        }
         let slot = match std::sync::Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -652,6 +666,8 @@ pub async fn serve(
                         Err(_) => break,
                     },
                     () = stop.cancelled() => break,
+                    () = drain.cancelled(), if !draining => continue,
+                    Some(_) = connections.join_next(), if draining => continue,
                 }
             }
         };
@@ -676,6 +692,8 @@ pub async fn serve(
                 }
             },
             () = stop.cancelled() => break,
+            () = drain.cancelled(), if !draining => continue,
+            Some(_) = connections.join_next(), if draining => continue,
         };
         let Some(address_slot) = per_address.take(peer.ip(), limits.max_per_ip) else {
             tracing::debug!(%peer, "connection closed: its address holds as many as it may");
@@ -703,7 +721,13 @@ pub async fn serve(
                 req
             },
         );
-        let stop = stop.clone();
+        // A connection open before the drain is asked to finish when it starts; one accepted
+        // during it serves one request (asked to finish at once, it would close unread).
+        let finish = if draining {
+            stop.clone()
+        } else {
+            drain.clone()
+        };
         connections.spawn(async move {
             let _slots = (slot, address_slot);
             let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -712,7 +736,8 @@ pub async fn serve(
                 .header_read_timeout(limits.header_timeout)
                 .max_header_size(MAX_HEADER_BYTES)
                 // hyper's read buffer: headers past the limit are refused before it fills.
-                .max_buf_size(MAX_HEADER_BYTES);
+                .max_buf_size(MAX_HEADER_BYTES)
+                .keep_alive(!draining);
             let conn = http1
                 .serve_connection(
                     hyper_util::rt::TokioIo::new(tcp),
@@ -722,7 +747,7 @@ pub async fn serve(
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
-                () = stop.cancelled() => {
+                () = finish.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -735,6 +760,16 @@ pub async fn serve(
     // New connections are refused while the open ones finish.
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// `/readyz`: 200 while serving, 503 once draining (a load balancer stops sending new calls;
+/// those that still come are refused with 503 `-31510`).
+async fn ready(drain: CallDrain) -> (StatusCode, &'static str) {
+    if drain.refuses_new_calls() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
 }
 
 /// The admin routes' state.
@@ -851,10 +886,14 @@ async fn main() {
     run(listener, app, limits, signal, again).await;
 }
 
-/// Serves `app` on `listener` until `signal`, then drains: new connections are refused, listen
-/// streams end, calls in flight get the app's drain grace to finish; after it every call still
-/// running ends with a final `-31510` error for its id (and no call waiting in line starts),
-/// what is left of the streams ends at an event boundary, and rmcp's sessions are cancelled.
+/// Serves `app` on `listener` until `signal`, then drains: new calls and listen streams are
+/// refused with 503 `-31510` (`/readyz` answers 503), listen streams end, calls in flight get
+/// the app's drain grace to finish, and connections are still accepted (one request each) for
+/// what concerns them (a client's answer to a server request, a cancellation, a resumption).
+/// It returns as soon as no connection is left; when the grace runs out first, every call
+/// still running ends with a final `-31510` error for its id (and no call waiting in line
+/// starts), what is left of the streams ends at an event boundary, and rmcp's sessions are
+/// cancelled.
 ///
 /// `again` is awaited once `signal` has fired: when it fires too, the grace ends there and then
 /// (an operator's second Ctrl-C), with the same final errors.
@@ -873,29 +912,38 @@ pub async fn run(
         drain_grace,
         ..
     } = app;
+    let draining = CancellationToken::new();
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
+    let on_signal = draining.clone();
     let cut_short = CancellationToken::new();
     let on_again = cut_short.clone();
-    let drain = sse_shutdown.clone();
+    let streams = sse_shutdown.clone();
+    let calls = call_drain.clone();
     tokio::spawn(async move {
         signal.await;
         tracing::info!(
             grace_ms = u64::try_from(drain_grace.as_millis()).unwrap_or(u64::MAX),
-            "shutting down: refusing new connections, ending listen streams; calls in flight may finish"
+            "shutting down: refusing new calls, ending listen streams; calls in flight may finish"
         );
+        calls.refuse_new_calls();
         // Listen streams never end by themselves; calls' streams end with their answers.
-        drain.end_long_lived();
+        streams.end_long_lived();
         on_signal.cancel();
         again.await;
         tracing::warn!("second signal: ending the drain grace now");
         on_again.cancel();
     });
-    let mut served = tokio::spawn(serve(listener, router, limits, stop.clone()));
+    let mut served = tokio::spawn(serve(
+        listener,
+        router,
+        limits,
+        draining.clone(),
+        stop.clone(),
+    ));
     tokio::select! {
         _ = &mut served => {}
         () = async {
-            stop.cancelled().await;
+            draining.cancelled().await;
             tokio::select! {
                 () = tokio::time::sleep(drain_grace) => {}
                 () = cut_short.cancelled() => {}
@@ -908,6 +956,7 @@ pub async fn run(
             // Each call ends with a final error for its id (its stream at an event boundary);
             // the streams get a moment to carry it out before the SSE layer ends what is left.
             call_drain.end_calls();
+            stop.cancel();
             let carried = async {
                 while sse_shutdown.open_streams() > 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -777,6 +777,7 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
             ..Default::default()
         },
         stop.clone(),
+        stop.clone(),
     ));
 
     let c = client(
@@ -839,6 +840,7 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
             listener,
             app.router,
             limits,
+            stop.clone(),
             stop.clone(),
         ));
         (addr, stop, served)
@@ -1295,9 +1297,11 @@ async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) 
     }
 }
 
-/// SIGTERM drains: new connections are refused and listen streams end at once (a 2026-07-28
-/// subscription with its graceful close), while calls in flight (under both revisions) finish
-/// with their results; then the server returns.
+/// SIGTERM drains: listen streams end at once (a 2026-07-28 subscription with its graceful
+/// close), new calls are refused with -31510 (also on new connections, which are still taken
+/// for follow-ups such as a session's notification) and `/readyz` answers 503, while calls in
+/// flight (under both revisions) finish with their results; then the server returns, as soon
+/// as no connection is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let Drainable {
@@ -1320,11 +1324,20 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let subscription = bounded(10, crate::listen(&stateless, 1)).await.unwrap();
     let mut subscription = SseStream::new(subscription);
     acknowledged(&mut subscription).await;
+    // Calls still running at the signal: a 2025-11-25 `slow` (its headers went out at once) and
+    // a 2026-07-28 `progress` (its headers went out with its first progress).
     let mut calls = Vec::new();
-    for c in [&legacy, &stateless] {
-        let resp = bounded(10, c.open_call_stream("slow", json!({"ms": 1500})))
-            .await
-            .unwrap();
+    for (c, tool, args) in [
+        (&legacy, "slow", json!({"ms": 2500})),
+        (
+            &stateless,
+            "progress",
+            json!({"steps": 5, "interval_ms": 500}),
+        ),
+    ] {
+        let id = c.next_id();
+        let opened = c.open_call_stream_with_id(id, tool, args, Some(json!("p")));
+        let resp = bounded(10, opened).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         calls.push(SseStream::new(resp));
     }
@@ -1341,16 +1354,40 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     assert_eq!(close["result"]["resultType"], "complete", "{close}");
     assert_eq!(bounded(10, subscription.next_message()).await, None);
     assert!(started.elapsed() < Duration::from_millis(1000));
-    // New connections are refused (once the accept loop has seen the signal).
-    let refused = async {
-        while reqwest::Client::new().get(&url).send().await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    bounded(3, refused).await;
+    // Connections are still taken, for what concerns the calls in flight: `/readyz` says the
+    // server is draining, a new call is refused with -31510, a notification of the session
+    // passes (each on a connection of its own: the session's is busy with its call).
+    let readyz = url.replace("/mcp", "/readyz");
+    let ready = bounded(10, reqwest::Client::new().get(&readyz).send())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let late = client(&url, Revision::V2026_07_28, ALICE).await;
+    let refused = bounded(10, late.call_tool("add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.error_code(),
+        Some(-31510),
+        "{:?}",
+        refused.messages()
+    );
+    let note = bounded(
+        10,
+        legacy.notify("notifications/cancelled", json!({"requestId": 999})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(note.status, StatusCode::ACCEPTED);
     // The calls finish with their results.
     for mut call in calls {
-        let message = bounded(10, call.next_message()).await.expect("a result");
+        let message = loop {
+            let m = bounded(10, call.next_message()).await.expect("a result");
+            if m.get("id").is_some() {
+                break m;
+            }
+        };
         assert!(message["result"].is_object(), "{message}");
     }
     bounded(10, server).await.unwrap();
