@@ -19,6 +19,11 @@ mod orchestrator;
 
 use orchestrator::{ClientSettings, call_tool, client_stack, start_upstream};
 
+/// The authority (`host:port`) of an upstream's URL: its breaker key.
+fn authority(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches("/mcp")
+}
+
 /// Bounds a step, so that a regression fails instead of hanging.
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(20), f)
@@ -73,58 +78,43 @@ async fn the_client_stack_calls_upstreams_and_isolates_the_one_that_fails() {
     // with `CircuitOpen` for its authority; A's circuit and calls are untouched.
     stop_b.cancel();
     bounded(served_b).await.unwrap();
-    let b_key = b
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .to_owned();
-    for n in 0..settings.trip_after {
-        let err = bounded(call_tool(
+    let add_one = async |url: &str, id: i64| {
+        bounded(call_tool(
             &client,
-            &b,
-            100,
+            url,
+            id,
             "add",
             serde_json::json!({"a": 1, "b": 1}),
         ))
         .await
-        .unwrap_err();
+    };
+    let b_key = authority(&b);
+    for n in 0..settings.trip_after {
+        let err = add_one(&b, 100).await.unwrap_err();
         assert!(
             err.downcast_ref::<CircuitOpen>().is_none(),
             "call {n}: {err}"
         );
     }
     let circuit = breakers
-        .circuit(&b_key)
+        .circuit(b_key)
         .expect("a circuit for B's authority");
     assert_eq!(circuit.state(), State::Open);
     for _ in 0..3 {
-        let err = bounded(call_tool(
-            &client,
-            &b,
-            101,
-            "add",
-            serde_json::json!({"a": 1, "b": 1}),
-        ))
-        .await
-        .unwrap_err();
+        let err = add_one(&b, 101).await.unwrap_err();
         let open = err
             .downcast_ref::<CircuitOpen>()
             .unwrap_or_else(|| panic!("fails fast once open: {err}"));
-        assert_eq!(open.key.as_deref(), Some(b_key.as_str()));
+        assert_eq!(open.key.as_deref(), Some(b_key));
         assert!(open.retry_after > Duration::ZERO);
 
-        let result = bounded(call_tool(
-            &client,
-            &a,
-            102,
-            "add",
-            serde_json::json!({"a": 1, "b": 1}),
-        ))
-        .await
-        .unwrap();
+        let result = add_one(&a, 102).await.unwrap();
         assert_eq!(result["content"][0]["text"], "2");
     }
-    let a_key = a.trim_start_matches("http://").trim_end_matches("/mcp");
-    assert_eq!(breakers.circuit(a_key).unwrap().state(), State::Closed);
+    assert_eq!(
+        breakers.circuit(authority(&a)).unwrap().state(),
+        State::Closed
+    );
 }
 
 /// A wrong token is the upstream's 401, which the breaker does not count: the caller's
@@ -147,6 +137,8 @@ async fn a_refused_token_is_not_an_upstream_failure() {
         assert!(err.downcast_ref::<CircuitOpen>().is_none(), "{err}");
         assert!(err.to_string().contains("-31401"), "{err}");
     }
-    let key = a.trim_start_matches("http://").trim_end_matches("/mcp");
-    assert_eq!(breakers.circuit(key).unwrap().state(), State::Closed);
+    assert_eq!(
+        breakers.circuit(authority(&a)).unwrap().state(),
+        State::Closed
+    );
 }
