@@ -605,6 +605,15 @@ impl Drop for AddressSlot {
     }
 }
 
+/// While draining, how long a new connection may take to send its request's headers: a client
+/// following up on a call in flight sends at once, and a connection that sends nothing must
+/// not keep a drained server up until its grace ends.
+pub const DRAIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// While draining with no connection left but a dropped call waiting for its client to resume
+/// it, how often [`serve`] checks again.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// The largest `MCP_MAX_CONNECTIONS` accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
@@ -621,9 +630,11 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves `router` on `listener`. Once `drain` is cancelled, every open connection is asked to
 /// finish (an idle one closes, a busy one after its answer), while new ones are still accepted,
-/// each for one request (a client's follow-up about a call in flight; the app refuses new
-/// calls): it returns when no connection is left, or when `stop` is cancelled, after asking
-/// every connection to finish (the caller bounds how long it waits).
+/// each for one request read within [`DRAIN_HEADER_TIMEOUT`] (a client's follow-up about a
+/// call in flight; the app refuses new calls): it returns when no connection is left and
+/// `waited_for` says nothing else is (a call whose client will come back to resume it), or when
+/// `stop` is cancelled, after asking every connection to finish (the caller bounds how long it
+/// waits).
 ///
 /// Like `axum::serve` with connect info (each request carries the peer's `ConnectInfo`), plus
 /// what it lacks: the [`ConnectionLimits`] (a deadline for a request's headers, a bound on
@@ -636,6 +647,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     drain: CancellationToken,
     stop: CancellationToken,
+    waited_for: impl Fn() -> bool,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -646,8 +658,10 @@ pub async fn serve(
         if !draining && drain.is_cancelled() {
             draining = true;
         }
-        // Drained: no connection left, so no call in flight to follow up on.
-        if draining && connections.is_empty() {
+        // Drained: no connection left, so no call in flight to follow up on, and no dropped
+        // call whose client will come back to resume it.
+        let idle = draining && connections.is_empty();
+        if idle && !waited_for() {
             break;
         }
         let slot = match std::sync::Arc::clone(&slots).try_acquire_owned() {
@@ -668,6 +682,7 @@ pub async fn serve(
                     () = stop.cancelled() => break,
                     () = drain.cancelled(), if !draining => continue,
                     Some(_) = connections.join_next(), if draining => continue,
+                    () = tokio::time::sleep(DRAIN_POLL), if idle => continue,
                 }
             }
         };
@@ -694,6 +709,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
             () = drain.cancelled(), if !draining => continue,
             Some(_) = connections.join_next(), if draining => continue,
+            () = tokio::time::sleep(DRAIN_POLL), if idle => continue,
         };
         let Some(address_slot) = per_address.take(peer.ip(), limits.max_per_ip) else {
             tracing::debug!(%peer, "connection closed: its address holds as many as it may");
@@ -733,7 +749,11 @@ pub async fn serve(
             let mut http1 = hyper::server::conn::http1::Builder::new();
             http1
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(if draining {
+                    limits.header_timeout.min(DRAIN_HEADER_TIMEOUT)
+                } else {
+                    limits.header_timeout
+                })
                 .max_header_size(MAX_HEADER_BYTES)
                 // hyper's read buffer: headers past the limit are refused before it fills.
                 .max_buf_size(MAX_HEADER_BYTES)
@@ -933,12 +953,14 @@ pub async fn run(
         tracing::warn!("second signal: ending the drain grace now");
         on_again.cancel();
     });
+    let resumable = call_drain.clone();
     let mut served = tokio::spawn(serve(
         listener,
         router,
         limits,
         draining.clone(),
         stop.clone(),
+        move || resumable.calls_awaiting_resumption() > 0,
     ));
     tokio::select! {
         _ = &mut served => {}

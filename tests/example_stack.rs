@@ -778,6 +778,7 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
         },
         stop.clone(),
         stop.clone(),
+        || false,
     ));
 
     let c = client(
@@ -842,6 +843,7 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
             limits,
             stop.clone(),
             stop.clone(),
+            || false,
         ));
         (addr, stop, served)
     }
@@ -1380,6 +1382,9 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     .await
     .unwrap();
     assert_eq!(note.status, StatusCode::ACCEPTED);
+    // A connection that sends nothing does not keep the drained server up until its grace.
+    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let _idle = tokio::net::TcpStream::connect(authority).await.unwrap();
     // The calls finish with their results.
     for mut call in calls {
         let message = loop {
@@ -1554,6 +1559,54 @@ fn assert_drained(reply: &CallReply) {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     assert_eq!(reply.error_code(), Some(-31510), "{reply:?}");
     assert_eq!(reply.messages()[0]["id"], 7, "{reply:?}");
+}
+
+/// A 2025-11-25 call whose client dropped its stream just before the drain, and will resume it
+/// (`MCP_CALL_RESUME_GRACE_MS`), keeps the drained server reachable although no connection is
+/// open: the resumption (a new connection, `GET` with `Last-Event-ID`) gets the call's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_awaiting_resumption_keeps_a_draining_server_reachable() {
+    let Drainable {
+        url,
+        signal,
+        server,
+        ..
+    } = run_drainable(
+        &[
+            ("MCP_BEARER_TOKEN", TOKENS),
+            ("MCP_CALL_TIMEOUT_MS", "10000"),
+            ("MCP_CALL_RESUME_GRACE_MS", "5000"),
+            ("MCP_DRAIN_GRACE_MS", "8000"),
+        ],
+        None,
+    )
+    .await;
+    let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
+    let id = legacy.next_id();
+    let last_event_id = bounded(10, legacy.drop_call_at_first_progress(id)).await;
+    let started = Instant::now();
+    signal.send(()).unwrap();
+    // The dropped call's connection is gone and nothing else is open: the server waits for the
+    // client to come back rather than exiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resumed = bounded(10, legacy.open_get_stream_after(&last_event_id))
+        .await
+        .expect("the drained server still takes the resumption");
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut resumed = SseStream::new(resumed);
+    let result = bounded(10, resumed.next_event_where(|m| m["id"] == json!(id)))
+        .await
+        .and_then(|e| e.json())
+        .expect("the call's result");
+    assert!(result["result"].is_object(), "{result}");
+    drop(resumed);
+    // Then it exits, well before its grace.
+    bounded(10, server).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A second signal during the drain ends the grace at once: a call that would have had a minute

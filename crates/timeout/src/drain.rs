@@ -9,6 +9,7 @@ use tower_armor_mcp::error::{BoxError, Elapsed, LocalRejection, ShuttingDown};
 use tower_armor_mcp::signal::{Signal, SignalWait};
 
 use crate::cancel::{REASON_SHUTDOWN, REASON_TIMEOUT};
+use crate::resume::Held;
 
 /// Ends every call of one [`TimeoutLayer`](crate::TimeoutLayer) at once, for a server whose
 /// drain deadline passed (see the [crate docs](crate#shutdown)). Get it from
@@ -41,9 +42,26 @@ use crate::cancel::{REASON_SHUTDOWN, REASON_TIMEOUT};
 pub struct CallDrain {
     signal: Signal,
     new_calls_refused: Arc<AtomicBool>,
+    held: Arc<Held>,
 }
 
 impl CallDrain {
+    /// The switch of a layer whose dropped calls wait in `held`.
+    pub(crate) fn new(held: Arc<Held>) -> Self {
+        CallDrain {
+            held,
+            ..CallDrain::default()
+        }
+    }
+
+    /// How many 2025-11-25 calls whose caller dropped the answer wait for it to resume them
+    /// (within [`resume_grace`](crate::TimeoutBuilder::resume_grace)): their tools run, and
+    /// their clients will come back on a new connection. A draining server with no connection
+    /// left stays reachable while this is not zero.
+    pub fn calls_awaiting_resumption(&self) -> usize {
+        self.held.len()
+    }
+
     /// Refuses every request that would start a call or a long-lived stream, from now on; calls
     /// in flight, and what concerns them, go on (see above). Idempotent; [`end_calls`] later
     /// ends what is still running.

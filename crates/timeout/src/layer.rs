@@ -428,13 +428,14 @@ impl TimeoutBuilder {
         } else if p.reset_on_progress {
             return Err(ConfigError::ResetWithoutCap);
         }
+        let held = Arc::new(Held::default());
         Ok(TimeoutLayer {
             shared: Arc::new(Shared {
                 policy: self.policy,
                 pauses: Arc::default(),
                 calls: Arc::default(),
-                held: Arc::default(),
-                drain: CallDrain::default(),
+                held: Arc::clone(&held),
+                drain: CallDrain::new(held),
             }),
         })
     }

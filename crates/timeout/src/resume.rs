@@ -90,6 +90,11 @@ impl Held {
         None
     }
 
+    /// How many calls are held.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// A `GET` of `session` resuming after `last_event_id`: takes back the cancellation held for
     /// that stream, which the resumed answer then carries (sent if it too is dropped, or times
     /// out).
