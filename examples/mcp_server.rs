@@ -877,7 +877,9 @@ async fn main() {
             eprintln!("configuration error: RUST_LOG: not valid UTF-8");
             std::process::exit(2);
         }
-        _ => tracing_subscriber::EnvFilter::new("info"),
+        // rmcp logs every notification it receives at INFO, with its client-chosen content
+        // (a `notifications/cancelled` reason, `_meta`) whole: not by default.
+        _ => tracing_subscriber::EnvFilter::new("info,rmcp=warn"),
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -750,6 +750,13 @@ async fn content_types_and_codings_a_proxy_could_read_otherwise_are_refused() {
             with(&[("content-type", "Application/JSON;charset=\"utf-16\"")]),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
+        (
+            with(&[(
+                "content-type",
+                "application/json; charset=utf-8; charset=latin1",
+            )]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
     ] {
         let (svc, mut handle) = setup(McpInspectLayer::new());
         // Bounded: a request let through would wait for the mock's answer forever.

@@ -390,6 +390,16 @@ pub(crate) fn from_post(
     if env.jsonrpc.as_deref() != Some("2.0") {
         return Err(Rejection::invalid("not a JSON-RPC 2.0 message").with_id(id));
     }
+    // A method no MCP server has, which servers repeat in their logs and error messages (rmcp
+    // logs an unknown one at WARN): bounded like an id, and no control characters.
+    if let Some(m) = env.method.as_deref()
+        && (m.len() > MAX_METHOD_LEN || log_hostile(m))
+    {
+        return Err(Rejection::invalid(
+            "JSON-RPC method longer than 256 bytes or with control characters",
+        )
+        .with_id(id));
+    }
     let method = env.method.as_deref().map(Method::parse);
     let kind = match (&method, &id, env.has_result_or_error) {
         (Some(_), Some(_), false) => MessageKind::Request,
@@ -718,6 +728,9 @@ fn parse_envelope(body: &[u8], limits: Limits) -> Result<Envelope<'_>, Rejection
         .map(|e| e.0)
         .map_err(|_| wrong_shape(body, limits))
 }
+
+/// The longest JSON-RPC method accepted (MCP's are a few dozen bytes).
+const MAX_METHOD_LEN: usize = 256;
 
 /// Whether a string could forge log lines where a server logs it as it is (rmcp does, for ids
 /// and an `initialize`'s `protocolVersion`): control characters (line breaks, escape sequences)
@@ -1938,6 +1951,21 @@ mod tests {
         assert_eq!((e.code, e.id), (-32600, None));
         let long_bad = format!(r#"{{"id":"{}","method":1}}"#, "x".repeat(300));
         assert_eq!(post(&[], &long_bad).unwrap_err().id, None);
+        // A method no server has, that logs and error messages would carry whole: refused, with
+        // the request's id (a notification's too).
+        let long_method = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"{}"}}"#,
+            "m".repeat(257)
+        );
+        let e = post(&[], &long_method).unwrap_err();
+        assert_eq!((e.code, e.id), (-32600, Some(RequestId::Number(3))));
+        let just_fits = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"{}"}}"#,
+            "m".repeat(256)
+        );
+        assert!(post(&[], &just_fits).is_ok());
+        let hostile = r#"{"jsonrpc":"2.0","method":"notifications/x\nERROR forged"}"#;
+        assert_eq!(post(&[], hostile).unwrap_err().code, -32600);
         // An id with a control character (escaped in JSON, raw once decoded) would forge log
         // lines wherever it is logged: refused, and not echoed.
         for hostile in [

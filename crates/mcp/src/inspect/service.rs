@@ -189,7 +189,8 @@ fn content_type_problem(headers: &http::HeaderMap) -> Option<Rejection> {
     if !essence.eq_ignore_ascii_case(b"application/json") {
         return None;
     }
-    let charset = parts.find_map(|p| {
+    // Every `charset` counts (one named twice: a proxy could read either).
+    let mut charsets = parts.filter_map(|p| {
         let (name, value) = p.split_at(p.iter().position(|&b| b == b'=')?);
         let value = value[1..].trim_ascii();
         let value = value
@@ -200,8 +201,7 @@ fn content_type_problem(headers: &http::HeaderMap) -> Option<Rejection> {
             .eq_ignore_ascii_case(b"charset")
             .then_some(value)
     });
-    match charset {
-        Some(c) if !c.eq_ignore_ascii_case(b"utf-8") => Some(Rejection::not_utf8_charset()),
-        _ => None,
-    }
+    charsets
+        .any(|c| !c.eq_ignore_ascii_case(b"utf-8"))
+        .then(Rejection::not_utf8_charset)
 }
