@@ -72,16 +72,19 @@ where
             };
         }
 
-        let problem = if has_content_coding(&parts.headers) {
-            Some(Rejection::encoded())
+        let checked = if has_content_coding(&parts.headers) {
+            Err(Rejection::encoded())
         } else if method == http::Method::POST {
-            content_type_problem(&parts.headers)
+            post_content_type(&parts.headers)
         } else {
-            None
+            Ok(false)
         };
-        if let Some(rej) = problem {
-            return ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>());
-        }
+        let json = match checked {
+            Ok(json) => json,
+            Err(rej) => {
+                return ResponseFuture::answer(rej, parts.extensions.get::<CorrelationId>());
+            }
+        };
         let max = self.config.max_body;
         let declared = parts
             .headers
@@ -97,7 +100,6 @@ where
                 parts.extensions.get::<CorrelationId>(),
             );
         }
-        let json = method == http::Method::POST && crate::observe::is_json(&parts.headers);
         ResponseFuture::reading(body, parts, service, json, &self.config, too_large)
     }
 }
@@ -174,20 +176,21 @@ fn codings<'h>(
         .filter(|c| !c.is_empty())
 }
 
-/// A POST's `Content-Type`: a singleton field (RFC 9110 §8.3); sent twice, this layer, the
-/// server and a proxy in front could each read a different one, so 400. A JSON body declared in
-/// a charset other than UTF-8 gets 415: JSON is exchanged as UTF-8 (RFC 8259 §8.1) and read as
-/// such here and by the server, while a proxy honouring the charset would read other text.
-fn content_type_problem(headers: &http::HeaderMap) -> Option<Rejection> {
+/// Whether a POST's body is JSON to read (`application/json`, any case, any parameters), from
+/// its `Content-Type`: a singleton field (RFC 9110 §8.3); sent twice, this layer, the server and
+/// a proxy in front could each read a different one, so 400. A JSON body declared in a charset
+/// other than UTF-8 gets 415: JSON is exchanged as UTF-8 (RFC 8259 §8.1) and read as such here
+/// and by the server, while a proxy honouring the charset would read other text.
+fn post_content_type(headers: &http::HeaderMap) -> Result<bool, Rejection> {
     let value = match parse::only(headers, &header::CONTENT_TYPE) {
-        Err(()) => return Some(Rejection::invalid("Content-Type header repeated")),
-        Ok(None) => return None,
+        Err(()) => return Err(Rejection::invalid("Content-Type header repeated")),
+        Ok(None) => return Ok(false),
         Ok(Some(v)) => v,
     };
     let mut parts = value.as_bytes().split(|&b| b == b';');
     let essence = parts.next().unwrap_or_default().trim_ascii();
     if !essence.eq_ignore_ascii_case(b"application/json") {
-        return None;
+        return Ok(false);
     }
     // Every `charset` counts (one named twice: a proxy could read either).
     let mut charsets = parts.filter_map(|p| {
@@ -201,7 +204,8 @@ fn content_type_problem(headers: &http::HeaderMap) -> Option<Rejection> {
             .eq_ignore_ascii_case(b"charset")
             .then_some(value)
     });
-    charsets
-        .any(|c| !c.eq_ignore_ascii_case(b"utf-8"))
-        .then(Rejection::not_utf8_charset)
+    if charsets.any(|c| !c.eq_ignore_ascii_case(b"utf-8")) {
+        return Err(Rejection::not_utf8_charset());
+    }
+    Ok(true)
 }
