@@ -19,7 +19,7 @@
 //! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512),
 //! `MCP_MAX_CONNECTIONS_PER_IP` (of which one client address may hold; default half),
 //! `MCP_CALL_TIMEOUT_MS`
-//! (default here: 60000) and `RUST_LOG` (default `info`, logs on stderr). A request's headers
+//! (default here: 60000) and `RUST_LOG` (default `info,rmcp=warn`, logs on stderr). A request's headers
 //! may take at most 64 KiB (431 past it).
 //!
 //! The breakers' probe lease (`MCP_BREAKER_PROBE_LEASE_MS`) defaults here to the longest a call
@@ -737,8 +737,10 @@ pub async fn serve(
                 req
             },
         );
+        // Accepted as the drain began (the loop has not seen it yet): a drain connection.
+        let draining = draining || drain.is_cancelled();
         // A connection open before the drain is asked to finish when it starts; one accepted
-        // during it serves one request (asked to finish at once, it would close unread).
+        // during it serves one request, then closes.
         let finish = if draining {
             stop.clone()
         } else {
@@ -768,6 +770,8 @@ pub async fn serve(
             let result = tokio::select! {
                 result = conn.as_mut() => result,
                 () = finish.cancelled() => {
+                    // Closes an idle connection (one that never had a request too) at once, a
+                    // busy one after its answer.
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }

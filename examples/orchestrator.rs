@@ -128,6 +128,11 @@ where
             },
         },
     });
+    // `Mcp-Name` carries a name outside visible ASCII as `=?base64?…?=`, which this example
+    // does not write.
+    if !tool.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("tool name {tool:?} needs Mcp-Name's base64 form").into());
+    }
     let body = Bytes::from(serde_json::to_vec(&message)?);
     let mut req = Request::post(url)
         .header(header::CONTENT_TYPE, "application/json")
@@ -153,9 +158,10 @@ where
         .chain(sse_data(&text))
         .filter_map(|m| serde_json::from_slice(m).ok())
         .collect();
+    // (A server's own request in the stream has a `method`, and may reuse our id.)
     let answer = messages
         .iter()
-        .find(|m| m["id"] == id)
+        .find(|m| m["id"] == id && m.get("method").is_none())
         .or_else(|| {
             messages
                 .iter()

@@ -1343,6 +1343,12 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
         assert_eq!(resp.status(), StatusCode::OK);
         calls.push(SseStream::new(resp));
     }
+    // A connection that never sent anything (a load balancer's preopened one) is not waited
+    // for beyond a moment.
+    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let _preopened = tokio::net::TcpStream::connect(authority).await.unwrap();
+    // (Accepted before the signal.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     signal.send(()).unwrap();
 
@@ -1382,8 +1388,7 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     .await
     .unwrap();
     assert_eq!(note.status, StatusCode::ACCEPTED);
-    // A connection that sends nothing does not keep the drained server up until its grace.
-    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    // Nor is one opened during the drain.
     let _idle = tokio::net::TcpStream::connect(authority).await.unwrap();
     // The calls finish with their results.
     for mut call in calls {

@@ -137,7 +137,8 @@ impl KnownTools {
     ///
     /// The first time a name is asked for while the set is empty, a warning says so: a per-tool
     /// layer whose set is neither configured nor learned (no [`KnownTools::learn_layer`] in the
-    /// stack, or one that `tools/list` answers do not pass) keys every call `unknown`.
+    /// stack, or one that `tools/list` answers do not pass) keys every call `unknown`. (With a
+    /// learning layer, a client that calls a tool before any `tools/list` also sees it once.)
     pub fn key(&self, name: Option<&str>) -> Arc<str> {
         if let Some(n) = name {
             let set = self.inner.names.read().unwrap_or_else(|p| p.into_inner());
@@ -155,9 +156,10 @@ impl KnownTools {
     fn warn_empty(&self) {
         if !self.inner.empty_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "a per-tool key was asked for while no tool name is known: every call shares the \
-                 `unknown` key until names are configured or learned (KnownTools::learn_layer, \
-                 where the server's tools/list answers pass); warned once"
+                "a per-tool key was asked for while no tool name is known: calls share the \
+                 `unknown` key until names are known. Expected before the first tools/list \
+                 answer if names are learned; otherwise configure them, or put \
+                 KnownTools::learn_layer where the server's tools/list answers pass (warned once)"
             );
         }
     }

@@ -774,6 +774,8 @@ async fn content_types_and_codings_a_proxy_could_read_otherwise_are_refused() {
         "application/json; charset=utf-8",
         "application/json;charset=\"UTF-8\"",
         "application/json; profile=x",
+        "application/json; charset=UTF8",
+        "application/json; charset=us-ascii",
     ] {
         let (svc, mut handle) = setup(McpInspectLayer::new());
         let call = tokio::spawn(svc.oneshot(with(&[

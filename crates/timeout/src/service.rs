@@ -10,7 +10,7 @@ use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
-    CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, StreamRole, ToolCall,
+    CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, Method, StreamRole, ToolCall,
 };
 use tower_service::Service;
 
@@ -98,6 +98,27 @@ impl<S> Timeout<S> {
     }
 }
 
+/// Whether a request starts work a draining server refuses: a call or a long-lived stream. Not
+/// a resumption, nor what only asks about work already running: `ping`, and the `tasks/*`
+/// requests that poll, fetch or cancel a task-augmented call started before the drain.
+fn starts_work(f: &McpRequest) -> bool {
+    if f.is_long_lived() {
+        return true;
+    }
+    f.is_call()
+        && !f.is_resume()
+        && !matches!(
+            f.method(),
+            Some(
+                Method::Ping
+                    | Method::TasksGet
+                    | Method::TasksList
+                    | Method::TasksResult
+                    | Method::TasksCancel
+            )
+        )
+}
+
 impl<S, B> Service<Request<McpBody>> for Timeout<S>
 where
     S: Service<Request<McpBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -124,9 +145,7 @@ where
             return ResponseFuture::refused();
         }
         let facts = req.extensions().get::<McpRequest>();
-        if facts.is_some_and(|f| (f.is_call() && !f.is_resume()) || f.is_long_lived())
-            && self.shared.drain.refuses_new_calls()
-        {
+        if facts.is_some_and(starts_work) && self.shared.drain.refuses_new_calls() {
             // Draining: the calls in flight may finish (and what concerns them passes), no new
             // one starts.
             tracing::debug!("new call refused: the server is draining");

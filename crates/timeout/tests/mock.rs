@@ -1314,7 +1314,7 @@ async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
 /// While draining (`refuse_new_calls`), a new call or listen stream is refused without reaching
 /// the server; a call already in flight finishes with its answer, and what concerns calls in
 /// flight passes: a client's answer to a server request, `notifications/cancelled`, a
-/// session's `DELETE`, a resumption.
+/// session's `DELETE`, a resumption, `ping` and a task's polls.
 #[tokio::test(start_paused = true)]
 async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
     let l = layer(60_000);
@@ -1375,11 +1375,24 @@ async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
         V2025,
     );
     *delete.method_mut() = http::Method::DELETE;
+    // `ping`, and a task-augmented call's polls, ask about work already running.
+    let ping = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::Ping),
+        Some(RequestId::Number(5)),
+    );
+    let task = McpRequest::new(
+        MessageKind::Request,
+        Some(Method::TasksGet),
+        Some(RequestId::Number(6)),
+    );
     for req in [
         facts_req(reply, Some("s-1"), V2025),
         facts_req(cancel, Some("s-1"), V2025),
         facts_req(resume, Some("s-1"), V2025),
         delete,
+        facts_req(ping, Some("s-1"), V2025),
+        facts_req(task, None, V2026),
     ] {
         let (_tx, body) = script();
         let mut accepted = answer("application/json", body);

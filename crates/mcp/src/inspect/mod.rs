@@ -7,7 +7,7 @@
 //! | a `Transfer-Encoding` naming a coding other than `chunked`, which nothing here decodes (RFC 9112 §6.1) | 501, `-32600`, `id: null` |
 //! | `chunked` applied more than once (RFC 9112 §6.1: a sender must not; the server decodes it once, a proxy in front may have decoded it twice) | 400, `-32600`, `id: null` |
 //! | a POST with `Content-Type` sent more than once (a singleton field, RFC 9110 §8.3: this layer, the server and a proxy could each read a different one) | 400, `-32600`, `id: null` |
-//! | a POST declared `application/json` with a `charset` other than UTF-8 (RFC 8259 §8.1: JSON is exchanged as UTF-8, which is how it is read here and by the server) | 415, `-32600`, `id: null` |
+//! | a POST declared `application/json` with a `charset` other than UTF-8 (`utf-8` or `utf8`) or US-ASCII (its subset), any of them if it is named twice: a policy (RFC 8259 §8.1 has JSON exchanged as UTF-8, which is how it is read here and by the server; a proxy honouring another charset would read other text) | 415, `-32600`, `id: null` |
 //! | a body with a `Content-Encoding` other than `identity` (never decoded here nor by the server: read as it is, the server would see other bytes than a proxy that decodes it) | 415, `-32600`, `id: null` |
 //! | body over the limit (from `Content-Length` up front, or while reading) | 413, [`CODE_PAYLOAD_TOO_LARGE`](crate::error::CODE_PAYLOAD_TOO_LARGE), `id: null` |
 //! | malformed JSON, not UTF-8, nested deeper than 128 | 400, `-32700`, `id: null` |

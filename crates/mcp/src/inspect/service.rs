@@ -204,7 +204,13 @@ fn post_content_type(headers: &http::HeaderMap) -> Result<bool, Rejection> {
             .eq_ignore_ascii_case(b"charset")
             .then_some(value)
     });
-    if charsets.any(|c| !c.eq_ignore_ascii_case(b"utf-8")) {
+    // UTF-8 under either spelling, or US-ASCII (a subset: the same bytes read the same).
+    let utf8 = |c: &[u8]| {
+        [&b"utf-8"[..], b"utf8", b"us-ascii"]
+            .iter()
+            .any(|name| c.eq_ignore_ascii_case(name))
+    };
+    if charsets.any(|c| !utf8(c)) {
         return Err(Rejection::not_utf8_charset());
     }
     Ok(true)
