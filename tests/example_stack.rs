@@ -1347,6 +1347,11 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     // for beyond a moment.
     let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
     let _preopened = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let readyz = url.replace("/mcp", "/readyz");
+    let ready = bounded(10, reqwest::Client::new().get(&readyz).send())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
     // (Accepted before the signal.)
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
@@ -1365,7 +1370,6 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     // Connections are still taken, for what concerns the calls in flight: `/readyz` says the
     // server is draining, a new call is refused with -31510, a notification of the session
     // passes (each on a connection of its own: the session's is busy with its call).
-    let readyz = url.replace("/mcp", "/readyz");
     let ready = bounded(10, reqwest::Client::new().get(&readyz).send())
         .await
         .unwrap();
