@@ -145,7 +145,8 @@ where
             return ResponseFuture::refused();
         }
         let facts = req.extensions().get::<McpRequest>();
-        if facts.is_some_and(starts_work) && self.shared.drain.refuses_new_calls() {
+        // (The switch first: off, it is two plain loads and the request is not looked at.)
+        if self.shared.drain.refuses_new_calls() && facts.is_some_and(starts_work) {
             // Draining: the calls in flight may finish (and what concerns them passes), no new
             // one starts.
             tracing::debug!("new call refused: the server is draining");
