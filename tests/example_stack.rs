@@ -1265,7 +1265,12 @@ struct Drainable {
 }
 
 async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) -> Drainable {
-    let settings = support::example::Settings::for_tests(vars).unwrap();
+    // With bearer auth, as a deployment runs it.
+    let vars: Vec<(&str, &str)> = [("MCP_BEARER_TOKEN", TOKENS)]
+        .into_iter()
+        .chain(vars.iter().copied())
+        .collect();
+    let settings = support::example::Settings::for_tests(&vars).unwrap();
     let app = support::example::app(settings);
     let bulkheads = app.bulkheads.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1311,11 +1316,7 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
         signal,
         server,
         ..
-    } = run_drainable(
-        &[("MCP_BEARER_TOKEN", TOKENS)],
-        Some(Duration::from_secs(5)),
-    )
-    .await;
+    } = run_drainable(&[], Some(Duration::from_secs(5))).await;
 
     let legacy = client(&url, Revision::V2025_11_25, ALICE).await;
     let stateless = client(&url, Revision::V2026_07_28, ALICE).await;
@@ -1427,7 +1428,6 @@ async fn calls_past_the_drain_grace_end_with_a_final_error_for_their_id() {
         bulkheads,
     } = run_drainable(
         &[
-            ("MCP_BEARER_TOKEN", TOKENS),
             ("MCP_DRAIN_GRACE_MS", "400"),
             ("MCP_BULKHEAD_MAX_CONCURRENT", "2"),
             ("MCP_BULKHEAD_MAX_QUEUE", "2"),
@@ -1537,11 +1537,7 @@ async fn a_quiet_call_alone_at_the_drain_deadline_gets_the_shutdown_error() {
             signal,
             server,
             ..
-        } = run_drainable(
-            &[("MCP_BEARER_TOKEN", TOKENS), ("MCP_DRAIN_GRACE_MS", "200")],
-            None,
-        )
-        .await;
+        } = run_drainable(&[("MCP_DRAIN_GRACE_MS", "200")], None).await;
         let call = slow_call_7(&url, 5000).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         signal.send(()).unwrap();
@@ -1582,7 +1578,6 @@ async fn a_call_awaiting_resumption_keeps_a_draining_server_reachable() {
         ..
     } = run_drainable(
         &[
-            ("MCP_BEARER_TOKEN", TOKENS),
             ("MCP_CALL_TIMEOUT_MS", "10000"),
             ("MCP_CALL_RESUME_GRACE_MS", "5000"),
             ("MCP_DRAIN_GRACE_MS", "8000"),
@@ -1627,14 +1622,7 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
         signal,
         server,
         ..
-    } = run_drainable(
-        &[
-            ("MCP_BEARER_TOKEN", TOKENS),
-            ("MCP_DRAIN_GRACE_MS", "60000"),
-        ],
-        None,
-    )
-    .await;
+    } = run_drainable(&[("MCP_DRAIN_GRACE_MS", "60000")], None).await;
     let call = slow_call_7(&url, 30000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     signal.send(()).unwrap();

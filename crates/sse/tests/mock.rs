@@ -803,6 +803,13 @@ async fn answer_next(
     (req, tx)
 }
 
+/// The status of a call's answer.
+async fn status<B, E: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<Response<B>, E>>,
+) -> http::StatusCode {
+    call.await.unwrap().status()
+}
+
 /// The layer runs before authentication: only a request with the place holder's own
 /// credential is refused at once. One with another credential, or none, goes on to be
 /// answered by whatever authenticates further in (a 401, bearer-auth's unknown-session 404),
@@ -826,13 +833,7 @@ async fn only_the_holders_own_credential_is_refused_before_going_on() {
     assert_eq!(owner.status(), 200);
 
     // The owner's own second stream: 409 without reaching the server.
-    assert_eq!(
-        call(listen_as("s-1", "Bearer alice"))
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
+    assert_eq!(status(call(listen_as("s-1", "Bearer alice"))).await, 409);
     // Another principal and no token at all: answered by the server (auth, further in).
     for (req, status) in [(listen_as("s-1", "Bearer bob"), 404), (listen("s-1"), 401)] {
         let refused = call(req);
@@ -861,13 +862,7 @@ async fn only_the_holders_own_credential_is_refused_before_going_on() {
     assert_eq!(req.headers()[header::AUTHORIZATION], "Bearer alice");
     let second_stream = second_owner.await.unwrap().unwrap();
     assert_eq!(second_stream.status(), 200);
-    assert_eq!(
-        call(listen_as("s-2", "Bearer alice"))
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
+    assert_eq!(status(call(listen_as("s-2", "Bearer alice"))).await, 409);
     // Requests without a valid credential never refuse each other: each waits its turn and
     // gets what authentication answers.
     let anonymous: Vec<_> = (0..3).map(|_| tokio::spawn(call(listen("s-3")))).collect();
