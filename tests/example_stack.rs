@@ -653,6 +653,91 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
     assert_no_failures(&ex, "add");
 }
 
+/// What a `progress` call gets while the tool's only bulkhead permit is taken: 503 `-31509`.
+async fn assert_progress_busy(c: &RawClient, why: &str) {
+    let args = json!({"steps": 1, "interval_ms": 10});
+    let r = bounded(10, c.call_tool("progress", args)).await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{why}: {r:?}");
+    assert_eq!(r.error_code(), Some(-31509), "{why}: {r:?}");
+}
+
+/// Waits (bounded) until a `progress` call is served again; returns when.
+async fn progress_free_again(c: &RawClient) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let args = json!({"steps": 1, "interval_ms": 10});
+        let r = bounded(10, c.call_tool("progress", args)).await.unwrap();
+        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.result().is_some(), "{r:?}");
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the permit never came back");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// With a resume grace, a 2025-11-25 call whose client dropped its stream runs on, held for
+/// the client to resume it: it keeps its place in the tool's bulkhead until it is resumed and
+/// ends, or until the grace ends and it is cancelled. Otherwise a client could start a tool,
+/// drop the stream and start it again, and run it past the tool's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
+    let ex = spawn_example(&[
+        ("MCP_BULKHEAD_MAX_CONCURRENT", "1"),
+        ("MCP_BULKHEAD_MAX_QUEUE", "0"),
+        ("MCP_CALL_RESUME_GRACE_MS", "1000"),
+    ])
+    .await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+
+    // Dropped, then resumed: the permit stays taken until the resumed answer has its result.
+    let id = c.next_id();
+    let last = bounded(15, c.drop_call_at_first_progress(id)).await;
+    assert_progress_busy(&c, "dropped, held for resumption").await;
+    let add = bounded(10, c.call_tool("add", json!({"a": 2, "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(add.tool_text(), Some("5"), "other tools are not held up");
+    let resumed = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resumed);
+    assert_progress_busy(&c, "resumed").await;
+    let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
+        .await
+        .and_then(|e| e.json())
+        .expect("the resumed call's result");
+    assert!(result["result"].is_object(), "{result}");
+    drop(stream);
+    progress_free_again(&c).await;
+
+    // Dropped and not resumed: held for the grace (1 s), then cancelled (the tool would take
+    // 2 s), and the permit goes with it.
+    let id = c.next_id();
+    let args = json!({"steps": 20, "interval_ms": 100});
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "progress", args, Some(json!("t"))),
+    )
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(resp);
+    bounded(
+        10,
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
+    .await
+    .expect("a first progress");
+    drop(stream);
+    let dropped = Instant::now();
+    assert_progress_busy(&c, "dropped, within the grace").await;
+    let freed = progress_free_again(&c).await;
+    assert!(
+        freed - dropped >= Duration::from_millis(900),
+        "freed {:?} after the drop, before the grace ended",
+        freed - dropped
+    );
+}
+
 /// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
 /// the call's stream without a final response. The client's choice again, not a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,10 +38,12 @@ impl Hold {
 
     /// Keeps the permit or stream slot until the call completes: at once for answers known
     /// complete (typed replies, JSON answers already read, error statuses), at the end or drop of
-    /// the body for streamed answers.
+    /// the body for streamed answers, and past that for as long as a layer inside keeps the call
+    /// going ([`CompletionHandle::continuation`](tower_armor_mcp::CompletionHandle::continuation):
+    /// a dropped 2025-11-25 call the timeout layer holds for its client to resume).
     fn until(self, completion: Completion) {
         if !matches!(self, Hold::None) {
-            completion.on_complete(move |_| drop(self));
+            completion.on_release(move || drop(self));
         }
     }
 }

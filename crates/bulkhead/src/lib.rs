@@ -79,10 +79,14 @@
 //! - **A 2025-11-25 resumption** (GET + a call's `Last-Event-ID`, [`StreamRole::Resume`]) is
 //!   the same call, continued: it takes a call permit like any call (in the [`RESUME_KEY`] pool
 //!   when keyed by tool: a GET names neither tool nor method) and holds it until the resumed
-//!   answer ends. The broken stream it resumes gave its permit back when its body was dropped, so
-//!   one call holds at most one permit at a time; between the break and the resumption the tool
-//!   keeps running (closing a 2025-11-25 stream does not cancel it) without a permit, unless the
-//!   timeout layer inside sends `notifications/cancelled` for the dropped answer. A GET that
+//!   answer ends. Closing a 2025-11-25 stream does not cancel the tool, so what the broken
+//!   stream held depends on the layer inside: the timeout layer with a resume grace holds the
+//!   dropped call for its client to resume and takes a
+//!   [`Continuation`](tower_armor_mcp::Continuation) of it meanwhile, which keeps the call's
+//!   permit (its tool's) taken until the call is cancelled, or resumed and ended; without a
+//!   grace it cancels the dropped call, and the permit comes back when the stream is dropped.
+//!   With no such layer inside, the permit also comes back at the drop, and the tool runs on
+//!   without one until it ends. A GET that
 //!   reconnects the *listen* stream (any other `Last-Event-ID`, see
 //!   [`resumes_call`](tower_armor_mcp::inspect::resumes_call)) is a long-lived stream, below.
 //! - **Long-lived streams** (GET listen, `subscriptions/listen`) take no call permit: they would

@@ -16,6 +16,12 @@
 //! A layer that finds a handle already in the extensions subscribes to it
 //! ([`CompletionHandle::on_complete`]) and wraps the body in a pass-through [`ObservedBody`] that
 //! parses nothing, so each layer works alone and the stream is still parsed only once.
+//!
+//! The outcome and the end of the call are not always the same moment: a 2025-11-25 tool runs
+//! on when its caller drops the stream, and a layer that holds such a call for the caller to
+//! resume takes a [`Continuation`] meanwhile. A layer that holds something for the call (a
+//! bulkhead permit) subscribes with [`CompletionHandle::on_release`], which waits for every
+//! continuation; a layer that judges the call (a breaker) with `on_complete`.
 
 use std::fmt;
 use std::pin::Pin;
@@ -34,16 +40,29 @@ use crate::classify::Outcome;
 use crate::jsonrpc::RequestId;
 use crate::sse::SseParser;
 
-type Listener = Box<dyn FnOnce(&Outcome) + Send>;
+enum Listener {
+    /// Told the outcome when the call completes.
+    Complete(Box<dyn FnOnce(&Outcome) + Send>),
+    /// Run once the call completed and no [`Continuation`] is left.
+    Release(Box<dyn FnOnce() + Send>),
+}
 
 enum State {
     Pending(Vec<Listener>),
-    Done(Outcome),
+    /// Completed; the release listeners still waiting for the last [`Continuation`].
+    Done(Outcome, Vec<Listener>),
+}
+
+struct Locked {
+    state: State,
+    /// Live [`Continuation`]s.
+    continuations: usize,
 }
 
 struct Shared {
-    // Locked only to push a listener or to complete; never held across an await or a callback.
-    state: Mutex<State>,
+    // Locked only to push a listener, to complete or to count continuations; never held across
+    // an await or a callback.
+    state: Mutex<Locked>,
     progress: AtomicU64,
     server_requests: AtomicI32,
     cancel_requested: AtomicBool,
@@ -74,14 +93,17 @@ impl CompletionHandle {
     /// A new, pending handle.
     pub fn new() -> Self {
         CompletionHandle(Arc::new(Shared {
-            state: Mutex::new(State::Pending(Vec::new())),
+            state: Mutex::new(Locked {
+                state: State::Pending(Vec::new()),
+                continuations: 0,
+            }),
             progress: AtomicU64::new(0),
             server_requests: AtomicI32::new(0),
             cancel_requested: AtomicBool::new(false),
         }))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Locked> {
         // A panic in another holder cannot leave `State` half-written: recover the guard.
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -90,14 +112,66 @@ impl CompletionHandle {
     /// it completes. `f` runs on whichever task completes the call; keep it short.
     pub fn on_complete(&self, f: impl FnOnce(&Outcome) + Send + 'static) {
         let mut st = self.lock();
-        match &mut *st {
-            State::Pending(listeners) => listeners.push(Box::new(f)),
-            State::Done(o) => {
+        match &mut st.state {
+            State::Pending(listeners) => listeners.push(Listener::Complete(Box::new(f))),
+            State::Done(o, _) => {
                 let o = *o;
                 drop(st);
                 f(&o);
             }
         }
+    }
+
+    /// Calls `f` once the call no longer needs what was taken for it (a bulkhead permit): when
+    /// it completes, or, if a layer keeps the call going after its answer ended
+    /// ([`CompletionHandle::continuation`]), once the last [`Continuation`] is dropped. Now if
+    /// that already happened. `f` runs on whichever task completes the call or drops the
+    /// continuation; keep it short.
+    pub fn on_release(&self, f: impl FnOnce() + Send + 'static) {
+        let mut st = self.lock();
+        let Locked {
+            state,
+            continuations,
+        } = &mut *st;
+        match state {
+            State::Pending(listeners) => listeners.push(Listener::Release(Box::new(f))),
+            State::Done(_, waiting) if *continuations > 0 => {
+                waiting.push(Listener::Release(Box::new(f)));
+            }
+            State::Done(..) => {
+                drop(st);
+                f();
+            }
+        }
+    }
+
+    /// Says the call goes on after its answer ends: a 2025-11-25 tool keeps running when its
+    /// caller drops the stream, and a layer that holds the call for the caller to resume (the
+    /// timeout layer's resume grace) takes a continuation for as long as it does. Until every
+    /// continuation is dropped, [`CompletionHandle::on_release`] listeners wait, so what the
+    /// call holds (its bulkhead permit) stays taken while the tool runs. Completion listeners
+    /// are not affected.
+    pub fn continuation(&self) -> Continuation {
+        self.lock().continuations += 1;
+        Continuation(Some(self.clone()))
+    }
+
+    /// Drops one continuation; runs the release listeners if it was the last one and the call
+    /// completed.
+    fn continuation_ended(&self) {
+        let released = {
+            let mut st = self.lock();
+            let Locked {
+                state,
+                continuations,
+            } = &mut *st;
+            *continuations = continuations.saturating_sub(1);
+            match state {
+                State::Done(_, waiting) if *continuations == 0 => std::mem::take(waiting),
+                _ => Vec::new(),
+            }
+        };
+        run_releases(released);
     }
 
     /// Completes the call with `outcome`, unless it already completed. Returns whether this call
@@ -110,26 +184,50 @@ impl CompletionHandle {
             Outcome::Incomplete if self.is_cancel_requested() => Outcome::Cancelled,
             o => o,
         };
-        let listeners = {
+        let (listeners, continuing) = {
             let mut st = self.lock();
-            match std::mem::replace(&mut *st, State::Done(outcome)) {
-                State::Pending(l) => l,
-                done @ State::Done(_) => {
-                    *st = done;
+            match std::mem::replace(&mut st.state, State::Done(outcome, Vec::new())) {
+                State::Pending(l) => (l, st.continuations > 0),
+                done @ State::Done(..) => {
+                    st.state = done;
                     return false;
                 }
             }
         };
+        let mut waiting = Vec::new();
         for l in listeners {
-            l(&outcome);
+            match l {
+                Listener::Complete(f) => f(&outcome),
+                Listener::Release(f) if !continuing => f(),
+                release @ Listener::Release(_) => waiting.push(release),
+            }
+        }
+        if !waiting.is_empty() {
+            let late = {
+                let mut st = self.lock();
+                let Locked {
+                    state,
+                    continuations,
+                } = &mut *st;
+                match state {
+                    // The last continuation went while the listeners ran: release now.
+                    _ if *continuations == 0 => waiting,
+                    State::Done(_, w) => {
+                        w.append(&mut waiting);
+                        Vec::new()
+                    }
+                    State::Pending(_) => waiting,
+                }
+            };
+            run_releases(late);
         }
         true
     }
 
     /// The outcome, once known.
     pub fn outcome(&self) -> Option<Outcome> {
-        match &*self.lock() {
-            State::Done(o) => Some(*o),
+        match &self.lock().state {
+            State::Done(o, _) => Some(*o),
             State::Pending(_) => None,
         }
     }
@@ -201,6 +299,43 @@ impl Completion {
             Completion::Ready(o) => f(&o),
             Completion::Pending(h) => h.on_complete(f),
         }
+    }
+
+    /// Calls `f` once the call no longer needs what was taken for it: now if the outcome is
+    /// known, otherwise as [`CompletionHandle::on_release`]. Allocates only when pending.
+    pub fn on_release(self, f: impl FnOnce() + Send + 'static) {
+        match self {
+            Completion::Ready(_) => f(),
+            Completion::Pending(h) => h.on_release(f),
+        }
+    }
+}
+
+fn run_releases(listeners: Vec<Listener>) {
+    for l in listeners {
+        if let Listener::Release(f) = l {
+            f();
+        }
+    }
+}
+
+/// A call going on after its answer ended, from [`CompletionHandle::continuation`]: while any
+/// exists, the call's [`on_release`](CompletionHandle::on_release) listeners wait. Dropping it
+/// ends it.
+#[must_use = "dropping a continuation ends it at once"]
+pub struct Continuation(Option<CompletionHandle>);
+
+impl Drop for Continuation {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.continuation_ended();
+        }
+    }
+}
+
+impl fmt::Debug for Continuation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Continuation").finish_non_exhaustive()
     }
 }
 
@@ -742,6 +877,84 @@ mod tests {
             Seen::Final(Outcome::Success)
         );
         assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::Other);
+    }
+
+    /// Counts the release listeners that ran.
+    fn released(h: &CompletionHandle) -> Arc<AtomicU64> {
+        let n = Arc::new(AtomicU64::new(0));
+        let m = Arc::clone(&n);
+        h.on_release(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        });
+        n
+    }
+
+    #[test]
+    fn release_listeners_wait_for_every_continuation() {
+        // No continuation: released at completion, with the completion listeners.
+        let h = CompletionHandle::new();
+        let n = released(&h);
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        h.complete(Outcome::Cancelled);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        let late = released(&h);
+        assert_eq!(late.load(Ordering::SeqCst), 1, "after the release: at once");
+
+        // Two continuations taken before completion: released when the last one goes.
+        let h = CompletionHandle::new();
+        let n = released(&h);
+        let seen = Arc::new(Mutex::new(None));
+        let s = Arc::clone(&seen);
+        h.on_complete(move |o| *s.lock().unwrap() = Some(*o));
+        let (a, b) = (h.continuation(), h.continuation());
+        h.complete(Outcome::Cancelled);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Some(Outcome::Cancelled),
+            "completion listeners are not held"
+        );
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        let added = released(&h);
+        drop(a);
+        assert_eq!(n.load(Ordering::SeqCst) + added.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            added.load(Ordering::SeqCst),
+            1,
+            "one added while held waits too"
+        );
+
+        // A continuation that ends before completion holds nothing back.
+        let h = CompletionHandle::new();
+        let n = released(&h);
+        drop(h.continuation());
+        assert_eq!(n.load(Ordering::SeqCst), 0, "not complete yet");
+        h.complete(Outcome::Success);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+
+        // A ready completion releases at once.
+        let n = Arc::new(AtomicU64::new(0));
+        let m = Arc::clone(&n);
+        Completion::Ready(Outcome::Success).on_release(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    /// The last continuation dropped on another thread while the call completes: the release
+    /// listener runs exactly once, whichever side finishes last.
+    #[test]
+    fn a_release_racing_the_last_continuation_runs_once() {
+        for _ in 0..2_000 {
+            let h = CompletionHandle::new();
+            let n = released(&h);
+            let c = h.continuation();
+            let t = std::thread::spawn(move || drop(c));
+            h.complete(Outcome::Cancelled);
+            t.join().unwrap();
+            assert_eq!(n.load(Ordering::SeqCst), 1);
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
-use tower_armor_mcp::{CompletionHandle, CorrelationId, RequestId, jsonrpc};
+use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE};
@@ -78,6 +78,9 @@ pub(crate) struct CallState {
     pub(crate) stream: Option<Box<str>>,
     /// The layer's drain switch ([`CallDrain`](crate::CallDrain)).
     pub(crate) drain: CallDrain,
+    /// A resumed call: the continuations of the answers it was dropped from, which keep what
+    /// those calls held (their bulkhead permits) until this answer ends too.
+    pub(crate) continues: Vec<Continuation>,
 }
 
 impl fmt::Debug for CallState {
@@ -100,14 +103,18 @@ impl CallState {
 
     /// The caller dropped the answer before its final message: the call is cancelled, at once
     /// or, with a resume grace and a stream a `GET` can name, once the grace passes unless the
-    /// client resumes the stream first.
-    pub(crate) fn gone(&mut self) {
+    /// client resumes the stream first. A held call keeps going (`handle`'s continuation), so
+    /// what it holds outside this layer (a bulkhead permit) stays taken until it is resumed and
+    /// ends, or is cancelled.
+    pub(crate) fn gone(&mut self, handle: &CompletionHandle) {
         let Some(t) = self.cancel.take() else {
             return;
         };
         let now = match (&self.resume, self.stream.take(), &self.session) {
             (Some((held, grace)), Some(stream), Some((session, _))) => {
-                held.hold(session.clone(), stream, t, self.clock, *grace)
+                let mut continues = std::mem::take(&mut self.continues);
+                continues.push(handle.continuation());
+                held.hold(session.clone(), stream, t, self.clock, *grace, continues)
             }
             _ => Some(t),
         };
@@ -614,7 +621,7 @@ impl Timed {
             Phase::Running | Phase::Grace => {
                 if self.sse.is_some() && !self.handle.is_complete() {
                     tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
-                    self.call.gone();
+                    self.call.gone(&self.handle);
                 }
             }
             Phase::Finishing | Phase::Finished => {}

@@ -296,7 +296,7 @@ impl TimeoutBuilder {
     pub const MAX_PAUSE_LIMIT: Duration = Duration::from_secs(86_400);
 
     /// The longest [`TimeoutBuilder::resume_grace`] accepted: one minute (an SDK reconnects
-    /// within seconds; meanwhile the tool runs without a permit).
+    /// within seconds; meanwhile the tool runs, holding its bulkhead permit).
     pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(60);
 
     /// Gives `tools/call` of `tool` its own deadline. Names are only looked up (never stored
@@ -354,7 +354,9 @@ impl TimeoutBuilder {
     /// layer cancels it (default zero: at once). Both official SDKs resume a broken stream, and
     /// the MCP specification says a disconnection should not be read as a cancellation; with a
     /// grace a resumed call goes on, while one nobody resumes is still cancelled, so the tool
-    /// does not run on without its bulkhead permit for longer than the grace. At most
+    /// runs on for at most the grace unless its client comes back; meanwhile it keeps its
+    /// bulkhead permit (the layer holds a [`Continuation`](tower_armor_mcp::Continuation) of
+    /// the call). At most
     /// [`TimeoutBuilder::MAX_RESUME_GRACE`]. See the [crate docs](crate#cancellation).
     pub fn resume_grace(mut self, grace: Duration) -> Self {
         self.policy.resume_grace = grace;

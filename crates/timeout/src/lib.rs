@@ -181,9 +181,13 @@
 //! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
 //! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first;
 //! one its client cancels itself (`notifications/cancelled`, or the end of its session) is
-//! not held any longer, and the layer sends no cancellation of its own for it. Limits: while
-//! dropped, the tool runs without its bulkhead permit, and once resumed it holds one of the
-//! bulkhead's resumption pool (a `GET` names no tool); a `GET` that reaches the layer before
+//! not held any longer, and the layer sends no cancellation of its own for it. While held the
+//! call keeps what it holds outside this layer: it takes a
+//! [`Continuation`](tower_armor_mcp::Continuation) of its answer's completion handle, so a
+//! bulkhead in front keeps the tool's permit taken until the call is cancelled, or resumed and
+//! ended (the resuming `GET` also takes a permit of the bulkhead's resumption pool: a `GET`
+//! names no tool). Without that, a client could start a tool, drop the stream, and start it
+//! again, past the tool's limit. Limits: a `GET` that reaches the layer before
 //! it has seen the drop (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry`
 //! first) is not matched,
 //! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once

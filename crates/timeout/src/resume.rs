@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
-use tower_armor_mcp::RequestId;
+use tower_armor_mcp::{Continuation, RequestId};
 
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
@@ -23,10 +23,11 @@ use crate::clock::{Clock, after};
 type Key = (HeaderValue, Box<str>);
 
 /// What a dropped call keeps while it waits to be resumed: its cancellation, its clock (a
-/// resumed call goes on under its own deadline and cap, not fresh ones), and which hold this
-/// is (a stream dropped, resumed and dropped again is held anew: the first hold's timer must
-/// not end the second).
-type Call = (CancelTarget, Clock, u64);
+/// resumed call goes on under its own deadline and cap, not fresh ones), which hold this is (a
+/// stream dropped, resumed and dropped again is held anew: the first hold's timer must not end
+/// the second), and the continuations of its answers, which keep what the call holds outside
+/// this layer (its bulkhead permit) taken while the tool runs.
+type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
 
 /// The cancellations held for a resume grace. Entries live at most one grace each, and only
 /// for calls that were running (a bulkhead outside bounds how many).
@@ -58,6 +59,7 @@ impl Held {
         target: CancelTarget,
         clock: Clock,
         grace: Duration,
+        continues: Vec<Continuation>,
     ) -> Option<CancelTarget> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return Some(target);
@@ -66,18 +68,20 @@ impl Held {
         let until = after(Instant::now(), grace).min(clock.wake_at());
         let hold = self.holds.fetch_add(1, Ordering::Relaxed);
         // The same stream dropped again (resumed, then broken again): one cancellation.
-        self.lock().insert(key.clone(), (target, clock, hold));
+        self.lock()
+            .insert(key.clone(), (target, clock, hold, continues));
         let held = Arc::clone(self);
         rt.spawn(async move {
             tokio::time::sleep_until(until).await;
             let call = {
                 let mut calls = held.lock();
                 match calls.get(&key) {
-                    Some((_, _, h)) if *h == hold => calls.remove(&key),
+                    Some((_, _, h, _)) if *h == hold => calls.remove(&key),
                     _ => None,
                 }
             };
-            if let Some((t, clock, _)) = call {
+            // The call's continuations go with it: what it held is released as it is cancelled.
+            if let Some((t, clock, _, _continues)) = call {
                 let reason = if clock.expired(Instant::now()) {
                     REASON_TIMEOUT
                 } else {
@@ -97,12 +101,12 @@ impl Held {
 
     /// A `GET` of `session` resuming after `last_event_id`: takes back the cancellation held for
     /// that stream, which the resumed answer then carries (sent if it too is dropped, or times
-    /// out).
+    /// out), with the call's clock and continuations.
     pub(crate) fn resumed(
         &self,
         session: &HeaderValue,
         last_event_id: &[u8],
-    ) -> Option<(CancelTarget, Clock)> {
+    ) -> Option<(CancelTarget, Clock, Vec<Continuation>)> {
         let stream = stream_of(last_event_id)?;
         let mut calls = self.lock();
         if calls.is_empty() {
@@ -112,7 +116,7 @@ impl Held {
         if found.is_some() {
             tracing::debug!("dropped call resumed within the grace; not cancelled");
         }
-        found.map(|(t, clock, _)| (t, clock))
+        found.map(|(t, clock, _, continues)| (t, clock, continues))
     }
 
     /// The client cancelled call `id` of `session` itself (`None`: ended the whole session):
@@ -128,12 +132,12 @@ impl Held {
         }
         let keys: Vec<Key> = calls
             .iter()
-            .filter(|((s, _), (t, _, _))| s == session && id.is_none_or(|id| t.id() == id))
+            .filter(|((s, _), (t, ..))| s == session && id.is_none_or(|id| t.id() == id))
             .map(|(k, _)| k.clone())
             .collect();
         keys.iter()
             .filter_map(|k| calls.remove(k))
-            .map(|(t, _, _)| t)
+            .map(|(t, ..)| t)
             .collect()
     }
 }
@@ -166,15 +170,29 @@ mod tests {
         let s = HeaderValue::from_static("s1");
         let grace = Duration::from_secs(5);
         assert!(
-            held.hold(s.clone(), "0".into(), target(&s), clock(), grace)
-                .is_none()
+            held.hold(
+                s.clone(),
+                "0".into(),
+                target(&s),
+                clock(),
+                grace,
+                Vec::new()
+            )
+            .is_none()
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(held.resumed(&s, b"3/0").is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(
-            held.hold(s.clone(), "0".into(), target(&s), clock(), grace)
-                .is_none()
+            held.hold(
+                s.clone(),
+                "0".into(),
+                target(&s),
+                clock(),
+                grace,
+                Vec::new()
+            )
+            .is_none()
         );
         // Past the first hold's end (5 s), within the second's (7 s): still held.
         tokio::time::advance(Duration::from_millis(3500)).await;

@@ -214,22 +214,25 @@ where
         // A resumed call goes on under its own clock: its deadline and cap do not start over.
         let clock = resumed
             .as_ref()
-            .map_or_else(|| self.clock(facts), |(_, clock)| *clock);
+            .map_or_else(|| self.clock(facts), |(_, clock, _)| *clock);
         let session = facts
             .and_then(McpRequest::session_id)
             .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
         // A resumed call answers under its own id (the GET has none).
         let id = facts
             .and_then(McpRequest::id)
-            .or(resumed.as_ref().map(|(t, _)| t.id()))
+            .or(resumed.as_ref().map(|(t, ..)| t.id()))
             .cloned();
         let entry = match (&session, &id) {
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
         };
-        let cancel = resumed
-            .map(|(t, _)| t)
-            .or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
+        let (resumed, continues) = match resumed {
+            Some((t, _, continues)) => (Some(t), continues),
+            None => (None, Vec::new()),
+        };
+        let cancel =
+            resumed.or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);
@@ -248,6 +251,7 @@ where
             resume,
             stream: None,
             drain: self.shared.drain.clone(),
+            continues,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

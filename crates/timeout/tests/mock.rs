@@ -1548,6 +1548,85 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     );
 }
 
+/// Starts call `id` in session `s-1`, reads its first event and drops the answer; returns a
+/// flag its completion handle's release listener sets.
+async fn drop_watched(
+    svc: &Inspected,
+    handle: &mut Handle,
+    id: i64,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
+    let (req, reply) = next_within(handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let resp = first.await.unwrap().unwrap();
+    let completion = resp
+        .extensions()
+        .get::<CompletionHandle>()
+        .cloned()
+        .expect("observed");
+    let released = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&released);
+    completion.on_release(move || r.store(true, Ordering::SeqCst));
+    let mut body = Box::pin(resp.into_body());
+    tx.send(&format!("id: 1/st{id}\ndata: {}\n\n", progress(1)));
+    let _ = body.frame().await;
+    drop(body);
+    assert_eq!(completion.outcome(), Some(Outcome::Cancelled));
+    released
+}
+
+/// A held call keeps what it holds outside the layer — a bulkhead in front waits for its
+/// completion handle's release listeners — until it is cancelled when the grace ends, although
+/// its outcome (`Cancelled`) is known at the drop. A held call its client cancels itself lets
+/// go at once.
+#[tokio::test(start_paused = true)]
+async fn a_held_call_is_released_only_when_it_is_cancelled() {
+    use std::sync::atomic::Ordering;
+    use tower_armor_mcp::inspect::McpInspectLayer;
+    let timeout = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(ms(1_000))
+        .build()
+        .unwrap();
+    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
+    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+    let released = drop_watched(&svc, &mut handle, 7).await;
+    advance(ms(900)).await;
+    tokio::task::yield_now().await;
+    assert!(!released.load(Ordering::SeqCst), "held for resumption");
+    advance(ms(100)).await;
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 7, "s-1", "caller went away");
+    assert!(
+        released.load(Ordering::SeqCst),
+        "released as it is cancelled"
+    );
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+
+    let released = drop_watched(&svc, &mut handle, 8).await;
+    assert!(!released.load(Ordering::SeqCst));
+    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+        "params":{"requestId":8,"reason":"user"}});
+    let client_cancel = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(8, Some(note)),
+    ));
+    let (_read, ok) = next_within(&mut handle)
+        .await
+        .expect("the client's notification");
+    assert!(released.load(Ordering::SeqCst), "the client cancelled it");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(
+        client_cancel.await.unwrap().unwrap().status(),
+        http::StatusCode::ACCEPTED
+    );
+}
+
 /// The next request the mock receives, if one comes within a second.
 async fn next_within(
     handle: &mut Handle,
