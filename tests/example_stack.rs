@@ -653,6 +653,45 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
     assert_no_failures(&ex, "add");
 }
 
+/// Through every layer of the example (auth on), a call's first progress notification reaches
+/// the client while the tool still runs, under both revisions: no layer buffers the stream
+/// (2025-11-25 sends the headers at once, 2026-07-28 with the first message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_client_through_the_whole_stack_while_the_tool_runs() {
+    let ex = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
+    for rev in [Revision::V2025_11_25, Revision::V2026_07_28] {
+        let c = client(&ex.url(), rev, ALICE).await;
+        let started = Instant::now();
+        let args = json!({"steps": 3, "interval_ms": 500});
+        let resp = bounded(
+            10,
+            c.open_call_stream_with_id(7, "progress", args, Some(json!("p"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{rev:?}");
+        let mut stream = SseStream::new(resp);
+        bounded(
+            10,
+            stream.next_event_where(|m| m["method"] == "notifications/progress"),
+        )
+        .await
+        .expect("a first progress");
+        let first = started.elapsed();
+        let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(7)))
+            .await
+            .and_then(|e| e.json())
+            .expect("the result");
+        let done = started.elapsed();
+        assert!(result["result"].is_object(), "{rev:?}: {result}");
+        assert!(done >= Duration::from_millis(1400), "{rev:?}: {done:?}");
+        assert!(
+            first < Duration::from_millis(1000) && first + Duration::from_millis(800) < done,
+            "{rev:?}: first progress after {first:?}, result after {done:?}"
+        );
+    }
+}
+
 /// What a `progress` call gets while the tool's only bulkhead permit is taken: 503 `-31509`.
 async fn assert_progress_busy(c: &RawClient, why: &str) {
     let args = json!({"steps": 1, "interval_ms": 10});
