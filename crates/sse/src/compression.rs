@@ -8,15 +8,17 @@
 //! bool + Clone`, which implement its `Predicate` trait), so they combine with any predicate
 //! without this crate depending on tower-http's compression features:
 //!
-//! ```ignore
+//! ```
+//! use http::{Extensions, HeaderMap, StatusCode, Version};
 //! use tower_http::compression::{CompressionLayer, Predicate, predicate::SizeAbove};
 //! use tower_armor_sse::compression::{exclude_event_stream, not_event_stream};
 //!
 //! // A tower-http predicate: add the exclusion with `and`.
 //! let layer = CompressionLayer::new().compress_when(SizeAbove::new(256).and(not_event_stream));
 //! // A closure predicate: wrap it.
-//! let layer = CompressionLayer::new()
-//!     .compress_when(exclude_event_stream(|status: http::StatusCode, _, _, _| status.is_success()));
+//! let layer = CompressionLayer::new().compress_when(exclude_event_stream(
+//!     |status: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| status.is_success(),
+//! ));
 //! ```
 
 use http::{Extensions, HeaderMap, StatusCode, Version};

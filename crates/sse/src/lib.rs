@@ -141,7 +141,7 @@
 //! allow the request headers MCP uses. With tower-http's `CorsLayer` (outermost, before
 //! correlation-id, so preflights are answered before anything else):
 //!
-//! ```ignore
+//! ```
 //! use http::{HeaderName, Method, header};
 //! use tower_http::cors::{AllowOrigin, CorsLayer};
 //!
