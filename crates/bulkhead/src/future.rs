@@ -6,12 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use http::HeaderValue;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::error::{BulkheadFull, CancelledInLine};
 use tower_armor_mcp::{BoxError, CallResponse, Completion, RequestId};
 use tower_service::Service;
 
+use crate::continued::{Adoption, Continued, SessionPermit};
 use crate::inline::Registration;
 use crate::pool::{Permit, Waiter};
 use crate::streams::StreamSlot;
@@ -21,8 +23,14 @@ use crate::streams::StreamSlot;
 pub(crate) enum Hold {
     None,
     Call(#[allow(dead_code)] Permit),
-    // Boxed (streams are rare and long-lived): the hold of every call stays two words.
+    // Boxed (streams, sessions and resumptions are rarer): the hold of every call stays two
+    // words.
     Stream(#[allow(dead_code)] Box<StreamSlot>),
+    /// The permit of a call in a 2025-11-25 session: counted while a continuation holds it
+    /// past its answer, for a resumption to adopt.
+    Session(Box<SessionPermit>),
+    /// A resumption's claim on such a permit, instead of a permit of its own.
+    Adopted(#[allow(dead_code)] Box<Adoption>),
 }
 
 impl Hold {
@@ -32,7 +40,7 @@ impl Hold {
         match std::mem::replace(self, Hold::None) {
             Hold::None => {}
             Hold::Call(permit) => drop(permit),
-            stream => drop(stream),
+            other => drop(other),
         }
     }
 
@@ -42,8 +50,22 @@ impl Hold {
     /// going ([`CompletionHandle::continuation`](tower_armor_mcp::CompletionHandle::continuation):
     /// a dropped 2025-11-25 call the timeout layer holds for its client to resume).
     fn until(self, completion: Completion) {
-        if !matches!(self, Hold::None) {
-            completion.on_release(move || drop(self));
+        match self {
+            Hold::None => {}
+            Hold::Session(permit) => completion.on_release_with(permit),
+            hold => completion.on_release(move || drop(hold)),
+        }
+    }
+
+    /// The hold of a call granted `permit`: in a 2025-11-25 session (`session`), one a
+    /// resumption can adopt while the call goes on past its answer.
+    #[inline]
+    pub(crate) fn call(permit: Permit, session: Option<(HeaderValue, Arc<Continued>)>) -> Hold {
+        match session {
+            None => Hold::Call(permit),
+            Some((s, continued)) => {
+                Hold::Session(Box::new(SessionPermit::new(permit, s, continued)))
+            }
         }
     }
 }
@@ -95,6 +117,8 @@ pin_project! {
         sleep: Option<Sleep>,
         service: Option<S>,
         request: Option<R>,
+        // The call's 2025-11-25 session, for its hold once granted.
+        session: Option<(HeaderValue, Arc<Continued>)>,
     }
 }
 
@@ -112,8 +136,8 @@ impl<F, S, R> ResponseFuture<F, S, R> {
         waiter: Waiter,
         cancellable: Option<Registration>,
         deadline: Option<Instant>,
-        service: S,
-        request: R,
+        (service, request): (S, R),
+        session: Option<(HeaderValue, Arc<Continued>)>,
         id: Option<RequestId>,
     ) -> Self {
         ResponseFuture {
@@ -125,6 +149,7 @@ impl<F, S, R> ResponseFuture<F, S, R> {
                     sleep: None,
                     service: Some(service),
                     request: Some(request),
+                    session,
                 }),
             },
             hold: Hold::None,
@@ -218,6 +243,7 @@ where
                     mut sleep,
                     service,
                     request,
+                    session,
                 } = wait.as_mut().project();
                 if cancellable
                     .as_ref()
@@ -234,9 +260,10 @@ where
                     else {
                         unreachable!("a waiting call holds its service and request");
                     };
+                    let session = session.take();
                     let future = service.call(request);
                     state.set(State::Running { future });
-                    *this.hold = Hold::Call(permit);
+                    *this.hold = Hold::call(permit, session);
                     return self.poll(cx);
                 }
                 if let Some(deadline) = *deadline {

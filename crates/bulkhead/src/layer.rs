@@ -10,6 +10,7 @@ use tower_armor_mcp::KnownTools;
 use tower_layer::Layer;
 
 use crate::config::{Config, ConfigError, PeerAddrFn};
+use crate::continued::Continued;
 use crate::inline::InLine;
 use crate::keys::{Keying, Pools};
 use crate::service::Bulkhead;
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) max_queue: usize,
     /// Waiting calls a 2025-11-25 cancellation can name.
     pub(crate) in_line: Arc<InLine>,
+    /// Permits of 2025-11-25 calls held past their answer, which resumptions adopt.
+    pub(crate) continued: Arc<Continued>,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
             max_concurrent: config.max_concurrent,
             max_queue,
             in_line: Arc::default(),
+            continued: Arc::default(),
         })
     }
 }

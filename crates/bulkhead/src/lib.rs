@@ -77,17 +77,21 @@
 //!   reuses a handle an inner layer already put in the answer. Under 2025-11-25 rmcp sends SSE
 //!   headers at once and the result later; the permit is still held until the result.
 //! - **A 2025-11-25 resumption** (GET + a call's `Last-Event-ID`, [`StreamRole::Resume`]) is
-//!   the same call, continued: it takes a call permit like any call (in the [`RESUME_KEY`] pool
-//!   when keyed by tool: a GET names neither tool nor method) and holds it until the resumed
-//!   answer ends. Closing a 2025-11-25 stream does not cancel the tool, so what the broken
-//!   stream held depends on the layer inside: the timeout layer with a resume grace holds the
-//!   dropped call for its client to resume and takes a
-//!   [`Continuation`](tower_armor_mcp::Continuation) of it meanwhile, which keeps the call's
-//!   permit (its tool's) taken until the call is cancelled, or resumed and ended; without a
-//!   grace it cancels the dropped call, and the permit comes back when the stream is dropped.
-//!   With no such layer inside, the permit also comes back at the drop, and the tool runs on
-//!   without one until it ends. A GET that
-//!   reconnects the *listen* stream (any other `Last-Event-ID`, see
+//!   the same call, continued. Closing a 2025-11-25 stream does not cancel the tool, so what
+//!   happens to the broken stream's permit depends on the layer inside:
+//!   - the timeout layer with a resume grace holds the dropped call for its client to resume
+//!     and takes a [`Continuation`](tower_armor_mcp::Continuation) of it meanwhile: the call's
+//!     permit (its tool's) stays taken until the call is cancelled, or resumed and ended. A
+//!     resumption in a session with such a held permit **adopts** it instead of taking another
+//!     (at most one resumption per held permit): the call holds one permit from start to end,
+//!     and a full pool (its own held call in it) never refuses its resumption;
+//!   - otherwise the permit comes back when the stream is dropped (the timeout layer without a
+//!     grace cancels the dropped call; with no such layer the tool runs on without a permit),
+//!     and the resumption takes a call permit like any call (in the [`RESUME_KEY`] pool when
+//!     keyed by tool: a GET names neither tool nor method), held until the resumed answer
+//!     ends.
+//!
+//!   A GET that reconnects the *listen* stream (any other `Last-Event-ID`, see
 //!   [`resumes_call`](tower_armor_mcp::inspect::resumes_call)) is a long-lived stream, below.
 //! - **Long-lived streams** (GET listen, `subscriptions/listen`) take no call permit: they would
 //!   hold it for hours. They take a slot in their own pool instead, at most
@@ -207,6 +211,7 @@
 //! [`CompletionHandle`]: tower_armor_mcp::CompletionHandle
 
 mod config;
+mod continued;
 pub mod future;
 mod inline;
 mod keys;

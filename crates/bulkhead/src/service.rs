@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::HeaderValue;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BulkheadFull;
 use tower_armor_mcp::{
-    BoxError, CallRequest, CallResponse, McpRequest, Method, Principal, RequestId,
+    BoxError, CallRequest, CallResponse, McpRequest, Method, Principal, RequestId, StreamRole,
 };
 use tower_service::Service;
 
+use crate::continued::Continued;
 use crate::future::{Hold, ResponseFuture};
 use crate::inline::InLine;
 use crate::keys::Pools;
@@ -86,8 +88,12 @@ impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
 
 /// What a request takes from the bulkhead.
 enum Admission {
-    /// A call (or a resumption of one, or an opaque request without facts): a call permit.
-    Call,
+    /// A call (or an opaque request without facts, or a resumption with no held permit to
+    /// adopt): a call permit. With the call's 2025-11-25 session.
+    Call(Option<HeaderValue>),
+    /// A 2025-11-25 resumption (`GET` + a call's `Last-Event-ID`) in this session: it adopts a
+    /// permit the session's held calls keep (see `continued`), or takes one like a call.
+    Resume(HeaderValue),
     /// A long-lived stream: a slot in its principal's stream pool.
     Stream,
     /// Notifications, client responses, session deletes: nothing. A `notifications/cancelled`
@@ -99,9 +105,14 @@ enum Admission {
 #[inline]
 fn admission<R: CallRequest>(req: &R, pools: &Pools) -> Admission {
     match req.mcp() {
-        None => Admission::Call,
+        None => Admission::Call(None),
         Some(m) if m.is_long_lived() => Admission::Stream,
-        Some(m) if m.is_call() && !pools.exempts(m) => Admission::Call,
+        Some(m) if m.is_call() && !pools.exempts(m) => {
+            match (m.stream_role(), m.session_id().cloned()) {
+                (StreamRole::Resume { .. }, Some(session)) => Admission::Resume(session),
+                (_, session) => Admission::Call(session),
+            }
+        }
         Some(_) => Admission::Pass,
     }
 }
@@ -159,6 +170,12 @@ fn full(key: Option<Arc<str>>) -> BoxError {
 }
 
 impl<S> Bulkhead<S> {
+    /// A call's 2025-11-25 session, with the table of permits held past their answer.
+    #[inline]
+    fn session(&self, session: Option<HeaderValue>) -> Option<(HeaderValue, Arc<Continued>)> {
+        session.map(|s| (s, Arc::clone(&self.shared.continued)))
+    }
+
     /// Backpressure mode: reserves a permit (or waits for one) before the inner service is
     /// asked.
     #[inline(never)]
@@ -194,6 +211,7 @@ impl<S: Clone> Bulkhead<S> {
         &mut self,
         waiter: Waiter,
         req: R,
+        session: Option<HeaderValue>,
         id: Option<RequestId>,
     ) -> ResponseFuture<S::Future, S, R>
     where
@@ -212,7 +230,8 @@ impl<S: Clone> Bulkhead<S> {
                 .and_then(|s| InLine::register(&self.shared.in_line, s, id)),
             _ => None,
         };
-        ResponseFuture::waiting(waiter, cancellable, deadline, service, req, id)
+        let session = self.session(session);
+        ResponseFuture::waiting(waiter, cancellable, deadline, (service, req), session, id)
     }
 }
 
@@ -249,15 +268,28 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         let id = req.id().map(clone_id);
         // One call of the inner service for every admitted request: the request is moved once.
-        let hold = match admission(&req, &self.shared.pools) {
+        let admission = match admission(&req, &self.shared.pools) {
+            Admission::Resume(session) => match self.shared.continued.adopt(&session) {
+                Some(adopted) => {
+                    self.reservation = Reservation::None;
+                    let hold = Hold::Adopted(Box::new(adopted));
+                    return ResponseFuture::running(self.inner.call(req), hold, id);
+                }
+                None => Admission::Call(Some(session)),
+            },
+            other => other,
+        };
+        let hold = match admission {
             // The usual call: a permit now, or a place in line (no reservation is ever made
             // outside backpressure mode).
-            Admission::Call if !self.shared.backpressure => match self.shared.pools.acquire(&req) {
-                Acquired::Granted(permit) => Hold::Call(permit),
-                Acquired::Queued(waiter) => return self.wait(waiter, req, id),
-                Acquired::Full(key) => return ResponseFuture::failed(full(key), id),
-            },
-            Admission::Call => {
+            Admission::Call(session) if !self.shared.backpressure => {
+                match self.shared.pools.acquire(&req) {
+                    Acquired::Granted(permit) => Hold::call(permit, self.session(session)),
+                    Acquired::Queued(waiter) => return self.wait(waiter, req, session, id),
+                    Acquired::Full(key) => return ResponseFuture::failed(full(key), id),
+                }
+            }
+            Admission::Call(session) => {
                 let Reservation::Ready(permit) =
                     std::mem::replace(&mut self.reservation, Reservation::None)
                 else {
@@ -265,10 +297,11 @@ where
                         "Bulkhead (backpressure mode) called without poll_ready returning Ready"
                     );
                 };
-                Hold::Call(permit)
+                Hold::call(permit, self.session(session))
             }
-            // Requests that take no call permit return a reservation, if any.
-            Admission::Pass => {
+            // Requests that take no call permit return a reservation, if any. (A resumption
+            // was made a call or adopted above.)
+            Admission::Pass | Admission::Resume(_) => {
                 self.reservation = Reservation::None;
                 if let Some(m) = req.mcp()
                     && m.method() == Some(&Method::NotificationsCancelled)

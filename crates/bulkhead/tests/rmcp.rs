@@ -9,7 +9,7 @@ use axum::Router;
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tower::{Layer, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_armor_bulkhead::{BulkheadLayer, BulkheadStats};
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{KnownTools, McpBody, Principal, RescueLayer};
@@ -17,6 +17,7 @@ use tower_armor_test_support::{
     DEMO_TOOLS, RawClient, Revision, ServerOptions, SseEvent, SseStream, TestServer, demo_service,
     serve,
 };
+use tower_armor_timeout::TimeoutLayer;
 
 const PRINCIPAL_HEADER: &str = "x-test-principal";
 
@@ -37,9 +38,35 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Inspector → (test principal from a header) → rescue → bulkhead → rmcp demo server.
 async fn spawn(layer: BulkheadLayer, opts: ServerOptions) -> TestServer {
+    spawn_with(layer, None, opts).await
+}
+
+/// [`spawn`] with a timeout layer between the bulkhead and rmcp.
+async fn spawn_with(
+    layer: BulkheadLayer,
+    timeout: Option<TimeoutLayer>,
+    opts: ServerOptions,
+) -> TestServer {
+    type Inner = tower::util::BoxCloneSyncService<
+        Request<McpBody>,
+        Response<axum::body::Body>,
+        tower_armor_mcp::BoxError,
+    >;
     let rmcp = demo_service(&opts);
-    let rmcp = tower::util::MapResponseLayer::new(|r: Response<_>| r.map(axum::body::Body::new))
-        .layer(rmcp);
+    let rmcp: Inner = match timeout {
+        None => Inner::new(
+            ServiceBuilder::new()
+                .map_response(|r: Response<_>| r.map(axum::body::Body::new))
+                .map_err(tower_armor_mcp::BoxError::from)
+                .service(rmcp),
+        ),
+        Some(timeout) => Inner::new(
+            ServiceBuilder::new()
+                .map_response(|r: Response<_>| r.map(axum::body::Body::new))
+                .layer(timeout)
+                .service(rmcp),
+        ),
+    };
     let svc = ServiceBuilder::new()
         .layer(McpInspectLayer::new())
         .map_request(|mut req: Request<McpBody>| {
@@ -350,6 +377,60 @@ async fn a_resumed_call_holds_a_call_permit_until_its_result() {
 
     let resumed = client.open_get_stream_after(&last_id).await.unwrap();
     assert_eq!(resumed.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resumed);
+    assert_eq!((stats.running(), stats.streams_open()), (1, 0));
+    assert_refused(&client).await;
+    let ev = read_until(&mut stream, "the resumed result", is_result_for(42)).await;
+    assert!(ev.json().unwrap()["result"].is_object());
+    idle(&stats).await;
+    assert_adds(&client).await;
+    drop(stream);
+    server.shutdown().await;
+}
+
+/// With the timeout layer inside holding dropped calls for resumption, a dropped call keeps its
+/// permit while its tool runs on, and its resumption adopts that permit instead of asking for
+/// another: a global bulkhead of one permit (no line) serves the resumption, which would
+/// otherwise be refused by its own held call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumption_adopts_the_permit_its_held_call_keeps() {
+    let layer = BulkheadLayer::new(1).max_queue(0);
+    let stats = layer.stats();
+    let timeout = TimeoutLayer::builder(Duration::from_secs(10))
+        .resume_grace(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let server = spawn_with(layer, Some(timeout), ServerOptions::default()).await;
+    let client = bounded(
+        "connect",
+        RawClient::connect(server.url(), Revision::V2025_11_25),
+    )
+    .await
+    .unwrap();
+    idle(&stats).await;
+
+    let last_id = client.drop_call_at_first_progress(42).await;
+    // Held for resumption: the tool runs on, with its permit.
+    assert_refused(&client).await;
+    assert_eq!(stats.running(), 1);
+
+    // Until the server has seen the drop, the call is still running with its permit, and a
+    // resumption is refused like any other call: retried (bounded) until the drop is seen.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let resumed = loop {
+        let resp = bounded("resume", client.open_get_stream_after(&last_id))
+            .await
+            .unwrap();
+        if resp.status() != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        resumed.status(),
+        StatusCode::OK,
+        "the resumption adopted the permit"
+    );
     let mut stream = SseStream::new(resumed);
     assert_eq!((stats.running(), stats.streams_open()), (1, 0));
     assert_refused(&client).await;

@@ -97,7 +97,7 @@ pub use self::identity::{
 };
 pub use self::jsonrpc::RequestId;
 pub use self::method::{Method, NameField, RetrySafety};
-pub use self::observe::{Completion, CompletionHandle, Continuation};
+pub use self::observe::{Completion, CompletionHandle, Continuation, ReleaseListener};
 pub use self::request::{
     ListenId, META_REQUEST_ID, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
 };

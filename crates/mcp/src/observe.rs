@@ -43,14 +43,32 @@ use crate::sse::SseParser;
 enum Listener {
     /// Told the outcome when the call completes.
     Complete(Box<dyn FnOnce(&Outcome) + Send>),
-    /// Run once the call completed and no [`Continuation`] is left.
-    Release(Box<dyn FnOnce() + Send>),
+    /// Released once the call completed and no [`Continuation`] is left.
+    Release(Box<dyn ReleaseListener>),
 }
 
 enum State {
     Pending(Vec<Listener>),
     /// Completed; the release listeners still waiting for the last [`Continuation`].
-    Done(Outcome, Vec<Listener>),
+    Done(Outcome, Vec<Box<dyn ReleaseListener>>),
+}
+
+/// Listens for the release of what a call holds; see [`CompletionHandle::on_release_with`].
+/// Every closure `FnOnce() + Send + 'static` is one (it runs at the release).
+pub trait ReleaseListener: Send + 'static {
+    /// The call completed while a [`Continuation`] was alive: the release waits for the last
+    /// one. Called at most once, before [`ReleaseListener::released`], on the task that
+    /// completed the call, and only for listeners added before the completion.
+    fn deferred(&mut self) {}
+
+    /// The call no longer needs what was taken for it.
+    fn released(self: Box<Self>);
+}
+
+impl<F: FnOnce() + Send + 'static> ReleaseListener for F {
+    fn released(self: Box<Self>) {
+        (*self)()
+    }
 }
 
 struct Locked {
@@ -128,19 +146,23 @@ impl CompletionHandle {
     /// that already happened. `f` runs on whichever task completes the call or drops the
     /// continuation; keep it short.
     pub fn on_release(&self, f: impl FnOnce() + Send + 'static) {
+        self.on_release_with(Box::new(f));
+    }
+
+    /// [`CompletionHandle::on_release`] with a listener that is also told when the release is
+    /// deferred ([`ReleaseListener::deferred`]).
+    pub fn on_release_with(&self, listener: Box<dyn ReleaseListener>) {
         let mut st = self.lock();
         let Locked {
             state,
             continuations,
         } = &mut *st;
         match state {
-            State::Pending(listeners) => listeners.push(Listener::Release(Box::new(f))),
-            State::Done(_, waiting) if *continuations > 0 => {
-                waiting.push(Listener::Release(Box::new(f)));
-            }
+            State::Pending(listeners) => listeners.push(Listener::Release(listener)),
+            State::Done(_, waiting) if *continuations > 0 => waiting.push(listener),
             State::Done(..) => {
                 drop(st);
-                f();
+                listener.released();
             }
         }
     }
@@ -150,7 +172,9 @@ impl CompletionHandle {
     /// timeout layer's resume grace) takes a continuation for as long as it does. Until every
     /// continuation is dropped, [`CompletionHandle::on_release`] listeners wait, so what the
     /// call holds (its bulkhead permit) stays taken while the tool runs. Completion listeners
-    /// are not affected.
+    /// are not affected. Take it before the call completes (the answer's body is dropped):
+    /// release listeners that already ran are not called back, so a continuation taken after
+    /// that only holds back listeners added later.
     pub fn continuation(&self) -> Continuation {
         self.lock().continuations += 1;
         Continuation(Some(self.clone()))
@@ -194,12 +218,16 @@ impl CompletionHandle {
                 }
             }
         };
+        // Listeners run without the lock; deferred releases are told so first.
         let mut waiting = Vec::new();
         for l in listeners {
             match l {
                 Listener::Complete(f) => f(&outcome),
-                Listener::Release(f) if !continuing => f(),
-                release @ Listener::Release(_) => waiting.push(release),
+                Listener::Release(r) if !continuing => r.released(),
+                Listener::Release(mut r) => {
+                    r.deferred();
+                    waiting.push(r);
+                }
             }
         }
         if !waiting.is_empty() {
@@ -210,13 +238,12 @@ impl CompletionHandle {
                     continuations,
                 } = &mut *st;
                 match state {
-                    // The last continuation went while the listeners ran: release now.
-                    _ if *continuations == 0 => waiting,
-                    State::Done(_, w) => {
+                    State::Done(_, w) if *continuations > 0 => {
                         w.append(&mut waiting);
                         Vec::new()
                     }
-                    State::Pending(_) => waiting,
+                    // The last continuation went while the listeners ran: release now.
+                    _ => waiting,
                 }
             };
             run_releases(late);
@@ -304,18 +331,22 @@ impl Completion {
     /// Calls `f` once the call no longer needs what was taken for it: now if the outcome is
     /// known, otherwise as [`CompletionHandle::on_release`]. Allocates only when pending.
     pub fn on_release(self, f: impl FnOnce() + Send + 'static) {
+        self.on_release_with(Box::new(f));
+    }
+
+    /// [`Completion::on_release`] with a listener that is also told when the release is
+    /// deferred (see [`CompletionHandle::on_release_with`]). Allocates only when pending.
+    pub fn on_release_with(self, listener: Box<dyn ReleaseListener>) {
         match self {
-            Completion::Ready(_) => f(),
-            Completion::Pending(h) => h.on_release(f),
+            Completion::Ready(_) => listener.released(),
+            Completion::Pending(h) => h.on_release_with(listener),
         }
     }
 }
 
-fn run_releases(listeners: Vec<Listener>) {
+fn run_releases(listeners: Vec<Box<dyn ReleaseListener>>) {
     for l in listeners {
-        if let Listener::Release(f) = l {
-            f();
-        }
+        l.released();
     }
 }
 
@@ -940,6 +971,35 @@ mod tests {
             m.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    /// A listener is told the release is deferred only when the call completes while a
+    /// continuation lives, and then before it is released.
+    #[test]
+    fn a_deferred_release_is_announced_once() {
+        struct Seen(Arc<Mutex<Vec<&'static str>>>);
+        impl ReleaseListener for Seen {
+            fn deferred(&mut self) {
+                self.0.lock().unwrap().push("deferred");
+            }
+            fn released(self: Box<Self>) {
+                self.0.lock().unwrap().push("released");
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = CompletionHandle::new();
+        h.on_release_with(Box::new(Seen(Arc::clone(&log))));
+        let c = h.continuation();
+        h.complete(Outcome::Cancelled);
+        assert_eq!(*log.lock().unwrap(), ["deferred"]);
+        drop(c);
+        assert_eq!(*log.lock().unwrap(), ["deferred", "released"]);
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = CompletionHandle::new();
+        h.on_release_with(Box::new(Seen(Arc::clone(&log))));
+        h.complete(Outcome::Success);
+        assert_eq!(*log.lock().unwrap(), ["released"], "nothing deferred");
     }
 
     /// The last continuation dropped on another thread while the call completes: the release

@@ -94,6 +94,12 @@ impl fmt::Debug for CallState {
 }
 
 impl CallState {
+    /// Whether this answers a `GET` that resumed a held call (it carries the call's
+    /// continuations).
+    pub(crate) fn is_resumed(&self) -> bool {
+        !self.continues.is_empty()
+    }
+
     /// Sends `notifications/cancelled` if this call needs it and it was not sent yet.
     pub(crate) fn send_cancel(&mut self, reason: &'static str) {
         if let Some(t) = self.cancel.take() {
@@ -112,8 +118,12 @@ impl CallState {
         };
         let now = match (&self.resume, self.stream.take(), &self.session) {
             (Some((held, grace)), Some(stream), Some((session, _))) => {
+                // The first drop keeps this answer's hold; a resumed answer dropped again keeps
+                // the first one's (the call's own), not its own on top (the resuming `GET`'s).
                 let mut continues = std::mem::take(&mut self.continues);
-                continues.push(handle.continuation());
+                if continues.is_empty() {
+                    continues.push(handle.continuation());
+                }
                 held.hold(session.clone(), stream, t, self.clock, *grace, continues)
             }
             _ => Some(t),
@@ -410,6 +420,9 @@ impl Timed {
     fn finish(&mut self) {
         self.phase = Phase::Finished;
         self.pause = None;
+        // A resumed call is over: what its dropped answers held goes now, not when this body
+        // is dropped.
+        self.call.continues.clear();
     }
 
     /// What ends the call when the layer gives up on it.

@@ -103,6 +103,16 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// A `GET` that resumed a held call got no stream of it (an error, or rmcp no longer has the
+/// stream): the tool may still run, and nobody will read it. Cancelled, like a call whose
+/// caller went away; what it held goes with `call`.
+fn resumption_failed(mut call: CallState) {
+    if call.is_resumed() {
+        tracing::debug!(id = ?call.id, "resumption got no stream; cancelling the call");
+        call.send_cancel(REASON_GONE);
+    }
+}
+
 /// Observes the answer once and puts its body under the rest of the deadline.
 fn timed_response<B>(call: CallState, resp: Response<B>) -> Response<TimeoutBody<ObservedBody<B>>>
 where
@@ -117,6 +127,7 @@ where
     }
     if handle.is_complete() {
         // An error status or a non-streaming answer: the call is over.
+        resumption_failed(call);
         return resp.map(TimeoutBody::passthrough);
     }
     let sse = is_event_stream(resp.headers());
@@ -161,9 +172,11 @@ where
                         Ok(resp) if resp.status().is_server_error() && call.drain.is_ended() => {
                             Err(Ending::Drain.error())
                         }
-                        res => res
-                            .map(|resp| timed_response(call, resp))
-                            .map_err(Into::into),
+                        Ok(resp) => Ok(timed_response(call, resp)),
+                        Err(e) => {
+                            resumption_failed(call);
+                            Err(e.into())
+                        }
                     }
                 } else {
                     let drained = call

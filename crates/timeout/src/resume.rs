@@ -68,8 +68,11 @@ impl Held {
         let until = after(Instant::now(), grace).min(clock.wake_at());
         let hold = self.holds.fetch_add(1, Ordering::Relaxed);
         // The same stream dropped again (resumed, then broken again): one cancellation.
-        self.lock()
+        // A call this replaces (none expected: a resumption took it out) goes after the lock.
+        let replaced = self
+            .lock()
             .insert(key.clone(), (target, clock, hold, continues));
+        drop(replaced);
         let held = Arc::clone(self);
         rt.spawn(async move {
             tokio::time::sleep_until(until).await;
@@ -120,12 +123,14 @@ impl Held {
     }
 
     /// The client cancelled call `id` of `session` itself (`None`: ended the whole session):
-    /// nothing is left to resume or cancel, so the held cancellations go, unsent. Returns them.
+    /// nothing is left to resume or cancel, so the held cancellations go, unsent. Returns them,
+    /// with the calls' continuations (to keep until the server has read the client's own
+    /// cancellation; released outside the lock).
     pub(crate) fn withdraw(
         &self,
         session: &HeaderValue,
         id: Option<&RequestId>,
-    ) -> Vec<CancelTarget> {
+    ) -> Vec<(CancelTarget, Vec<Continuation>)> {
         let mut calls = self.lock();
         if calls.is_empty() {
             return Vec::new();
@@ -137,7 +142,7 @@ impl Held {
             .collect();
         keys.iter()
             .filter_map(|k| calls.remove(k))
-            .map(|(t, ..)| t)
+            .map(|(t, _, _, continues)| (t, continues))
             .collect()
     }
 }

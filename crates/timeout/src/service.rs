@@ -10,7 +10,8 @@ use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
-    CallRequest, CorrelationId, McpBody, McpRequest, MessageKind, Method, StreamRole, ToolCall,
+    CallRequest, Continuation, CorrelationId, McpBody, McpRequest, MessageKind, Method, StreamRole,
+    ToolCall,
 };
 use tower_service::Service;
 
@@ -198,15 +199,20 @@ where
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
             }
             if !f.is_call() || f.is_long_lived() {
-                // The withdrawn calls' ids stay in progress until the server has read the
-                // client's own cancellation (or the end of its session).
-                let marks: Vec<InProgress> = withdrawn
-                    .into_iter()
-                    .filter_map(CancelTarget::into_mark)
-                    .collect();
-                if !marks.is_empty() {
-                    req.extensions_mut()
-                        .insert(WithdrawnMarks { _marks: marks });
+                // The withdrawn calls' ids stay in progress, and what they hold (their
+                // bulkhead permits) stays taken, until the server has read the client's own
+                // cancellation (or the end of its session).
+                if !withdrawn.is_empty() {
+                    let (targets, continues): (Vec<CancelTarget>, Vec<Vec<Continuation>>) =
+                        withdrawn.into_iter().unzip();
+                    let marks = targets
+                        .into_iter()
+                        .filter_map(CancelTarget::into_mark)
+                        .collect();
+                    req.extensions_mut().insert(WithdrawnMarks {
+                        _marks: marks,
+                        _continues: Arc::new(continues),
+                    });
                 }
                 return ResponseFuture::passthrough(self.inner.call(req), marked);
             }
@@ -259,11 +265,13 @@ where
     }
 }
 
-/// The marks of ids in progress of held calls their client cancelled, carried by the client's
-/// notification (or `DELETE`) until the server has read it.
+/// The marks of ids in progress of held calls their client cancelled, and the calls'
+/// continuations, carried by the client's notification (or `DELETE`) until the server has
+/// read it.
 #[derive(Clone)]
 struct WithdrawnMarks {
     _marks: Vec<InProgress>,
+    _continues: Arc<Vec<Vec<Continuation>>>,
 }
 
 impl<S> Service<ToolCall> for Timeout<S>

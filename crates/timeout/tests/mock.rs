@@ -1548,8 +1548,9 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     );
 }
 
-/// Starts call `id` in session `s-1`, reads its first event and drops the answer; returns a
-/// flag its completion handle's release listener sets.
+/// Starts call `id` in session `s-1`, reads its first event (event id `1/<id>`, rmcp's kind: a
+/// `GET` can resume it) and drops the answer; returns a flag its completion handle's release
+/// listener sets.
 async fn drop_watched(
     svc: &Inspected,
     handle: &mut Handle,
@@ -1572,7 +1573,7 @@ async fn drop_watched(
     let r = Arc::clone(&released);
     completion.on_release(move || r.store(true, Ordering::SeqCst));
     let mut body = Box::pin(resp.into_body());
-    tx.send(&format!("id: 1/st{id}\ndata: {}\n\n", progress(1)));
+    tx.send(&format!("id: 1/{id}\ndata: {}\n\n", progress(1)));
     let _ = body.frame().await;
     drop(body);
     assert_eq!(completion.outcome(), Some(Outcome::Cancelled));
@@ -1616,15 +1617,47 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         svc.clone(),
         session_post(8, Some(note)),
     ));
-    let (_read, ok) = next_within(&mut handle)
+    let (read, ok) = next_within(&mut handle)
         .await
         .expect("the client's notification");
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "held until the server has read the client's cancellation"
+    );
+    drop(read);
     assert!(released.load(Ordering::SeqCst), "the client cancelled it");
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     assert_eq!(
         client_cancel.await.unwrap().unwrap().status(),
         http::StatusCode::ACCEPTED
     );
+
+    // A resumption the server answers without the stream (rmcp no longer has it): the tool
+    // may run on with nobody to read it, so it is cancelled at once, not at the grace's end.
+    let released = drop_watched(&svc, &mut handle, 9).await;
+    let resume = Request::get("/mcp")
+        .header("host", "127.0.0.1:1")
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "s-1")
+        .header("mcp-protocol-version", V2025.as_str())
+        .header("last-event-id", "1/9")
+        .body(String::new())
+        .unwrap();
+    let started = Instant::now();
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume));
+    let (_get, not_found) = next_within(&mut handle).await.expect("the resumption");
+    not_found.send_response(Response::builder().status(404).body(script().1).unwrap());
+    assert_eq!(get.await.unwrap().unwrap().status(), 404);
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert!(
+        started.elapsed() < ms(500),
+        "at once, not at the grace's end"
+    );
+    assert_cancelled(&cancel, 9, "s-1", "caller went away");
+    assert!(released.load(Ordering::SeqCst));
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 }
 
 /// The next request the mock receives, if one comes within a second.
