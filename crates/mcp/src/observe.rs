@@ -331,7 +331,10 @@ impl Completion {
     /// Calls `f` once the call no longer needs what was taken for it: now if the outcome is
     /// known, otherwise as [`CompletionHandle::on_release`]. Allocates only when pending.
     pub fn on_release(self, f: impl FnOnce() + Send + 'static) {
-        self.on_release_with(Box::new(f));
+        match self {
+            Completion::Ready(_) => f(),
+            Completion::Pending(h) => h.on_release(f),
+        }
     }
 
     /// [`Completion::on_release`] with a listener that is also told when the release is
