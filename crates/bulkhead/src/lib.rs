@@ -82,9 +82,13 @@
 //!   - the timeout layer with a resume grace holds the dropped call for its client to resume
 //!     and takes a [`Continuation`](tower_armor_mcp::Continuation) of it meanwhile: the call's
 //!     permit (its tool's) stays taken until the call is cancelled, or resumed and ended. A
-//!     resumption in a session with such a held permit **adopts** it instead of taking another
-//!     (at most one resumption per held permit): the call holds one permit from start to end,
-//!     and a full pool (its own held call in it) never refuses its resumption;
+//!     resumption of that stream in that session (the timeout layer names the stream, the
+//!     part of rmcp's event ids after the `/`) **adopts** the held permit instead of taking
+//!     another, one resumption at a time: the call holds one permit from start to end, and a
+//!     full pool (its own held call in it) does not refuse its resumption. Not adopted, and so
+//!     taking a permit like any call: a resumption that arrives before the server has seen the
+//!     drop (the SDKs wait 3 s first), and any in backpressure mode (the permit is reserved in
+//!     `poll_ready`, before the request is known);
 //!   - otherwise the permit comes back when the stream is dropped (the timeout layer without a
 //!     grace cancels the dropped call; with no such layer the tool runs on without a permit),
 //!     and the resumption takes a call permit like any call (in the [`RESUME_KEY`] pool when
@@ -141,7 +145,7 @@
 //! | `initialize`, `server/discover`, `ping` | none |
 //! | other known methods (`tools/list`, `resources/read`, …) | the method's: `method:tools/list`, … |
 //! | any other method (client-controlled name) | [`OTHER_METHODS_KEY`] (`method:other`) |
-//! | a resumption (GET + `Last-Event-ID`) | [`RESUME_KEY`] (`stream:resume`) |
+//! | a resumption (GET + `Last-Event-ID`) | the held call's permit, adopted; otherwise [`RESUME_KEY`] (`stream:resume`) |
 //! | long-lived streams, notifications, client responses | no call permit (see above) |
 //!
 //! The MCP framework answers the handshake and `ping` without a tool; refusing them because

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use http::HeaderValue;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BulkheadFull;
+use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::{
     BoxError, CallRequest, CallResponse, McpRequest, Method, Principal, RequestId, StreamRole,
 };
@@ -91,9 +92,10 @@ enum Admission {
     /// A call (or an opaque request without facts, or a resumption with no held permit to
     /// adopt): a call permit. With the call's 2025-11-25 session.
     Call(Option<HeaderValue>),
-    /// A 2025-11-25 resumption (`GET` + a call's `Last-Event-ID`) in this session: it adopts a
-    /// permit the session's held calls keep (see `continued`), or takes one like a call.
-    Resume(HeaderValue),
+    /// A 2025-11-25 resumption (`GET` + a call's `Last-Event-ID`) of this stream in this
+    /// session: it adopts the permit its held call keeps (see `continued`), or takes one like
+    /// a call.
+    Resume(HeaderValue, Box<str>),
     /// A long-lived stream: a slot in its principal's stream pool.
     Stream,
     /// Notifications, client responses, session deletes: nothing. A `notifications/cancelled`
@@ -108,8 +110,14 @@ fn admission<R: CallRequest>(req: &R, pools: &Pools) -> Admission {
         None => Admission::Call(None),
         Some(m) if m.is_long_lived() => Admission::Stream,
         Some(m) if m.is_call() && !pools.exempts(m) => {
-            match (m.stream_role(), m.session_id().cloned()) {
-                (StreamRole::Resume { .. }, Some(session)) => Admission::Resume(session),
+            let session = m.session_id().cloned();
+            match (m.stream_role(), session) {
+                (StreamRole::Resume { last_event_id }, Some(session)) => {
+                    match event_stream(last_event_id.as_bytes()) {
+                        Some(stream) => Admission::Resume(session, Box::from(stream)),
+                        None => Admission::Call(Some(session)),
+                    }
+                }
                 (_, session) => Admission::Call(session),
             }
         }
@@ -269,14 +277,16 @@ where
         let id = req.id().map(clone_id);
         // One call of the inner service for every admitted request: the request is moved once.
         let admission = match admission(&req, &self.shared.pools) {
-            Admission::Resume(session) => match self.shared.continued.adopt(&session) {
-                Some(adopted) => {
-                    self.reservation = Reservation::None;
-                    let hold = Hold::Adopted(Box::new(adopted));
-                    return ResponseFuture::running(self.inner.call(req), hold, id);
+            Admission::Resume(session, stream) => {
+                match self.shared.continued.adopt(&session, &stream) {
+                    Some(adopted) => {
+                        self.reservation = Reservation::None;
+                        let hold = Hold::Adopted(Box::new(adopted));
+                        return ResponseFuture::running(self.inner.call(req), hold, id);
+                    }
+                    None => Admission::Call(Some(session)),
                 }
-                None => Admission::Call(Some(session)),
-            },
+            }
             other => other,
         };
         let hold = match admission {
@@ -301,7 +311,7 @@ where
             }
             // Requests that take no call permit return a reservation, if any. (A resumption
             // was made a call or adopted above.)
-            Admission::Pass | Admission::Resume(_) => {
+            Admission::Pass | Admission::Resume(..) => {
                 self.reservation = Reservation::None;
                 if let Some(m) = req.mcp()
                     && m.method() == Some(&Method::NotificationsCancelled)

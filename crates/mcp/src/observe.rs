@@ -57,9 +57,14 @@ enum State {
 /// Every closure `FnOnce() + Send + 'static` is one (it runs at the release).
 pub trait ReleaseListener: Send + 'static {
     /// The call completed while a [`Continuation`] was alive: the release waits for the last
-    /// one. Called at most once, before [`ReleaseListener::released`], on the task that
-    /// completed the call, and only for listeners added before the completion.
-    fn deferred(&mut self) {}
+    /// one. `stream` is the stream a resumption of the call names (the part of rmcp's event ids
+    /// after the `/`, see [`event_stream`](crate::inspect::event_stream)), when the layer that
+    /// keeps the call going said so ([`CompletionHandle::continuation_resumable_as`]). Called
+    /// at most once, before [`ReleaseListener::released`], on the task that completed the
+    /// call, and only for listeners added before the completion.
+    fn deferred(&mut self, stream: Option<&str>) {
+        let _ = stream;
+    }
 
     /// The call no longer needs what was taken for it.
     fn released(self: Box<Self>);
@@ -75,6 +80,8 @@ struct Locked {
     state: State,
     /// Live [`Continuation`]s.
     continuations: usize,
+    /// The stream a resumption names, as the layer taking a continuation gave it.
+    resumable_as: Option<Box<str>>,
 }
 
 struct Shared {
@@ -114,6 +121,7 @@ impl CompletionHandle {
             state: Mutex::new(Locked {
                 state: State::Pending(Vec::new()),
                 continuations: 0,
+                resumable_as: None,
             }),
             progress: AtomicU64::new(0),
             server_requests: AtomicI32::new(0),
@@ -156,6 +164,7 @@ impl CompletionHandle {
         let Locked {
             state,
             continuations,
+            ..
         } = &mut *st;
         match state {
             State::Pending(listeners) => listeners.push(Listener::Release(listener)),
@@ -180,6 +189,17 @@ impl CompletionHandle {
         Continuation(Some(self.clone()))
     }
 
+    /// [`CompletionHandle::continuation`] for a call a `GET` may resume naming `stream` (the
+    /// stream part of its event ids): release listeners told of the deferral learn it, so a
+    /// resumption can be matched to the call it continues.
+    pub fn continuation_resumable_as(&self, stream: &str) -> Continuation {
+        let mut st = self.lock();
+        st.continuations += 1;
+        st.resumable_as = Some(Box::from(stream));
+        drop(st);
+        Continuation(Some(self.clone()))
+    }
+
     /// Drops one continuation; runs the release listeners if it was the last one and the call
     /// completed.
     fn continuation_ended(&self) {
@@ -188,6 +208,7 @@ impl CompletionHandle {
             let Locked {
                 state,
                 continuations,
+                ..
             } = &mut *st;
             *continuations = continuations.saturating_sub(1);
             match state {
@@ -208,10 +229,11 @@ impl CompletionHandle {
             Outcome::Incomplete if self.is_cancel_requested() => Outcome::Cancelled,
             o => o,
         };
-        let (listeners, continuing) = {
+        let (listeners, continuing, stream) = {
             let mut st = self.lock();
             match std::mem::replace(&mut st.state, State::Done(outcome, Vec::new())) {
-                State::Pending(l) => (l, st.continuations > 0),
+                State::Pending(l) if st.continuations > 0 => (l, true, st.resumable_as.clone()),
+                State::Pending(l) => (l, false, None),
                 done @ State::Done(..) => {
                     st.state = done;
                     return false;
@@ -225,7 +247,7 @@ impl CompletionHandle {
                 Listener::Complete(f) => f(&outcome),
                 Listener::Release(r) if !continuing => r.released(),
                 Listener::Release(mut r) => {
-                    r.deferred();
+                    r.deferred(stream.as_deref());
                     waiting.push(r);
                 }
             }
@@ -236,6 +258,7 @@ impl CompletionHandle {
                 let Locked {
                     state,
                     continuations,
+                    ..
                 } = &mut *st;
                 match state {
                     State::Done(_, w) if *continuations > 0 => {
@@ -982,7 +1005,8 @@ mod tests {
     fn a_deferred_release_is_announced_once() {
         struct Seen(Arc<Mutex<Vec<&'static str>>>);
         impl ReleaseListener for Seen {
-            fn deferred(&mut self) {
+            fn deferred(&mut self, stream: Option<&str>) {
+                assert_eq!(stream, Some("7"));
                 self.0.lock().unwrap().push("deferred");
             }
             fn released(self: Box<Self>) {
@@ -992,7 +1016,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let h = CompletionHandle::new();
         h.on_release_with(Box::new(Seen(Arc::clone(&log))));
-        let c = h.continuation();
+        let c = h.continuation_resumable_as("7");
         h.complete(Outcome::Cancelled);
         assert_eq!(*log.lock().unwrap(), ["deferred"]);
         drop(c);

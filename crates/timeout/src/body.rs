@@ -43,6 +43,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, RequestId, jsonrpc};
@@ -52,7 +53,7 @@ use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
-use crate::resume::{Held, stream_of};
+use crate::resume::Held;
 
 /// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
@@ -112,7 +113,7 @@ impl CallState {
     /// client resumes the stream first. A held call keeps going (`handle`'s continuation), so
     /// what it holds outside this layer (a bulkhead permit) stays taken until it is resumed and
     /// ends, or is cancelled.
-    pub(crate) fn gone(&mut self, handle: &CompletionHandle) {
+    pub(crate) fn gone(&mut self, handle: Option<&CompletionHandle>) {
         let Some(t) = self.cancel.take() else {
             return;
         };
@@ -121,8 +122,10 @@ impl CallState {
                 // The first drop keeps this answer's hold; a resumed answer dropped again keeps
                 // the first one's (the call's own), not its own on top (the resuming `GET`'s).
                 let mut continues = std::mem::take(&mut self.continues);
-                if continues.is_empty() {
-                    continues.push(handle.continuation());
+                if continues.is_empty()
+                    && let Some(h) = handle
+                {
+                    continues.push(h.continuation_resumable_as(&stream));
                 }
                 held.hold(session.clone(), stream, t, self.clock, *grace, continues)
             }
@@ -524,7 +527,7 @@ impl Timed {
                         let stream = &mut self.call.stream;
                         parser.feed(data, |ev| {
                             if stream.is_none() {
-                                *stream = ev.id.and_then(stream_of).map(Box::from);
+                                *stream = ev.id.and_then(event_stream).map(Box::from);
                             }
                         });
                     } else {
@@ -634,7 +637,7 @@ impl Timed {
             Phase::Running | Phase::Grace => {
                 if self.sse.is_some() && !self.handle.is_complete() {
                     tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
-                    self.call.gone(&self.handle);
+                    self.call.gone(Some(&self.handle));
                 }
             }
             Phase::Finishing | Phase::Finished => {}

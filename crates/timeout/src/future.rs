@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::Response;
+use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -103,13 +103,22 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// A `GET` that resumed a held call got no stream of it (an error, or rmcp no longer has the
-/// stream): the tool may still run, and nobody will read it. Cancelled, like a call whose
-/// caller went away; what it held goes with `call`.
-fn resumption_failed(mut call: CallState) {
-    if call.is_resumed() {
-        tracing::debug!(id = ?call.id, "resumption got no stream; cancelling the call");
+/// A `GET` that resumed a held call got no stream of it. The tool may still run, and nobody
+/// reads it: refused by the server (`status`, a client error: the session or the stream is
+/// gone), it is cancelled, like a call whose caller went away; after a server error or a
+/// transport failure (`None`), which a client may retry, it is held again for the grace. (rmcp
+/// answers the resumption of a stream it no longer has with an empty stream: that call is
+/// over.)
+fn resumption_failed(mut call: CallState, status: Option<StatusCode>) {
+    if !call.is_resumed() {
+        return;
+    }
+    if status.is_some_and(|s| s.is_client_error()) {
+        tracing::debug!(id = ?call.id, ?status, "resumption refused; cancelling the call");
         call.send_cancel(REASON_GONE);
+    } else {
+        tracing::debug!(id = ?call.id, ?status, "resumption failed; held again");
+        call.gone(None);
     }
 }
 
@@ -127,7 +136,7 @@ where
     }
     if handle.is_complete() {
         // An error status or a non-streaming answer: the call is over.
-        resumption_failed(call);
+        resumption_failed(call, Some(resp.status()));
         return resp.map(TimeoutBody::passthrough);
     }
     let sse = is_event_stream(resp.headers());
@@ -174,7 +183,7 @@ where
                         }
                         Ok(resp) => Ok(timed_response(call, resp)),
                         Err(e) => {
-                            resumption_failed(call);
+                            resumption_failed(call, None);
                             Err(e.into())
                         }
                     }

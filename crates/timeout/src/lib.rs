@@ -185,10 +185,13 @@
 //! call keeps what it holds outside this layer: it takes a
 //! [`Continuation`](tower_armor_mcp::Continuation) of its answer's completion handle, so a
 //! bulkhead in front keeps the tool's permit taken until the call is cancelled, or resumed and
-//! ended (the resuming `GET` adopts that permit instead of taking one). Without that, a client
-//! could start a tool, drop the stream, and start it again, past the tool's limit. A
-//! resumption the server answers without the stream (an error status: rmcp no longer has it)
-//! cancels the call at once. Limits: a `GET` that reaches the layer before
+//! ended (the resuming `GET` adopts that permit instead of taking one: the continuation names
+//! the stream). Without that, a client could start a tool, drop the stream, and start it again,
+//! past the tool's limit. A resumption the server refuses (a client error: the session is
+//! gone) cancels the call at once; one that fails otherwise (a server error, a transport
+//! failure), which the client may retry, holds the call again for the grace. (rmcp answers the
+//! resumption of a stream it no longer has, a call already over, with an empty stream.)
+//! Limits: a `GET` that reaches the layer before
 //! it has seen the drop (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry`
 //! first) is not matched,
 //! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
+use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::{Continuation, RequestId};
 
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
@@ -35,13 +36,6 @@ type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
 pub(crate) struct Held {
     calls: Mutex<HashMap<Key, Call>>,
     holds: AtomicU64,
-}
-
-/// The stream part of an rmcp event id (`<index>/<stream>`), if it has one.
-pub(crate) fn stream_of(event_id: &[u8]) -> Option<&str> {
-    let slash = event_id.iter().rposition(|&b| b == b'/')?;
-    let stream = std::str::from_utf8(event_id.get(slash + 1..)?).ok()?;
-    (!stream.is_empty()).then_some(stream)
 }
 
 impl Held {
@@ -110,7 +104,7 @@ impl Held {
         session: &HeaderValue,
         last_event_id: &[u8],
     ) -> Option<(CancelTarget, Clock, Vec<Continuation>)> {
-        let stream = stream_of(last_event_id)?;
+        let stream = event_stream(last_event_id)?;
         let mut calls = self.lock();
         if calls.is_empty() {
             return None;
@@ -211,15 +205,15 @@ mod tests {
 
     #[test]
     fn the_stream_part_of_an_event_id() {
-        assert_eq!(stream_of(b"3/0"), Some("0"));
-        assert_eq!(stream_of(b"12/7"), Some("7"));
-        assert_eq!(stream_of(b"a/b/c"), Some("c"));
+        assert_eq!(event_stream(b"3/0"), Some("0"));
+        assert_eq!(event_stream(b"12/7"), Some("7"));
+        assert_eq!(event_stream(b"a/b/c"), Some("c"));
         assert_eq!(
-            stream_of(b"3"),
+            event_stream(b"3"),
             None,
             "the listen stream's ids have no stream part"
         );
-        assert_eq!(stream_of(b"3/"), None);
-        assert_eq!(stream_of(b"3/\xff"), None);
+        assert_eq!(event_stream(b"3/"), None);
+        assert_eq!(event_stream(b"3/\xff"), None);
     }
 }

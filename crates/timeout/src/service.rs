@@ -7,7 +7,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BoxError;
-use tower_armor_mcp::inspect::InProgress;
+use tower_armor_mcp::inspect::{InProgress, event_stream};
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
     CallRequest, Continuation, CorrelationId, McpBody, McpRequest, MessageKind, Method, StreamRole,
@@ -154,6 +154,8 @@ where
             return ResponseFuture::refused();
         }
         let mut resumed = None;
+        // The stream a resumed call's answer continues (its event ids' stream part).
+        let mut resumed_stream = None;
         if let Some(f) = facts {
             let mut marked = None;
             // Calls held for resumption that the client ends itself.
@@ -197,6 +199,9 @@ where
                 // The cancellation held for the stream this GET resumes is taken back: the
                 // resumed answer is the call's now.
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
+                if resumed.is_some() {
+                    resumed_stream = event_stream(last_event_id.as_bytes()).map(Box::from);
+                }
             }
             if !f.is_call() || f.is_long_lived() {
                 // The withdrawn calls' ids stay in progress, and what they hold (their
@@ -255,7 +260,7 @@ where
             entry,
             grace: self.shared.policy.boundary_grace,
             resume,
-            stream: None,
+            stream: resumed_stream,
             drain: self.shared.drain.clone(),
             continues,
         };

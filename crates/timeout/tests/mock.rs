@@ -1632,19 +1632,11 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         http::StatusCode::ACCEPTED
     );
 
-    // A resumption the server answers without the stream (rmcp no longer has it): the tool
-    // may run on with nobody to read it, so it is cancelled at once, not at the grace's end.
+    // A resumption the server refuses (404: the session or the stream is gone): the tool may
+    // run on with nobody to read it, so it is cancelled at once, not at the grace's end.
     let released = drop_watched(&svc, &mut handle, 9).await;
-    let resume = Request::get("/mcp")
-        .header("host", "127.0.0.1:1")
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", "s-1")
-        .header("mcp-protocol-version", V2025.as_str())
-        .header("last-event-id", "1/9")
-        .body(String::new())
-        .unwrap();
     let started = Instant::now();
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume));
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/9")));
     let (_get, not_found) = next_within(&mut handle).await.expect("the resumption");
     not_found.send_response(Response::builder().status(404).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 404);
@@ -1658,6 +1650,36 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     assert_cancelled(&cancel, 9, "s-1", "caller went away");
     assert!(released.load(Ordering::SeqCst));
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+
+    // A server error the client may retry: held again for the grace, then cancelled.
+    let released = drop_watched(&svc, &mut handle, 10).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/10")));
+    let (_get, unavailable) = next_within(&mut handle).await.expect("the resumption");
+    unavailable.send_response(Response::builder().status(503).body(script().1).unwrap());
+    assert_eq!(get.await.unwrap().unwrap().status(), 503);
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "held again"
+    );
+    assert!(!released.load(Ordering::SeqCst));
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled at the grace's end");
+    assert_cancelled(&cancel, 10, "s-1", "caller went away");
+    assert!(released.load(Ordering::SeqCst));
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+}
+
+/// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
+fn resume_get(last_event_id: &'static str) -> Request<String> {
+    Request::get("/mcp")
+        .header("host", "127.0.0.1:1")
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "s-1")
+        .header("mcp-protocol-version", V2025.as_str())
+        .header("last-event-id", last_event_id)
+        .body(String::new())
+        .unwrap()
 }
 
 /// The next request the mock receives, if one comes within a second.

@@ -40,6 +40,14 @@ pub fn resumes_call(last_event_id: &[u8]) -> bool {
     }
 }
 
+/// The stream part of an rmcp event id (`<index>/<stream>`), if it has one: what a resuming
+/// `GET`'s `Last-Event-ID` names, and what layers key a call's stream by.
+pub fn event_stream(event_id: &[u8]) -> Option<&str> {
+    let slash = event_id.iter().rposition(|&b| b == b'/')?;
+    let stream = std::str::from_utf8(event_id.get(slash + 1..)?).ok()?;
+    (!stream.is_empty()).then_some(stream)
+}
+
 /// The `_meta` key carrying the protocol version (2026-07-28).
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
