@@ -185,17 +185,22 @@ impl CompletionHandle {
     /// release listeners that already ran are not called back, so a continuation taken after
     /// that only holds back listeners added later.
     pub fn continuation(&self) -> Continuation {
-        self.lock().continuations += 1;
-        Continuation(Some(self.clone()))
+        self.continue_with(None)
     }
 
     /// [`CompletionHandle::continuation`] for a call a `GET` may resume naming `stream` (the
     /// stream part of its event ids): release listeners told of the deferral learn it, so a
     /// resumption can be matched to the call it continues.
     pub fn continuation_resumable_as(&self, stream: &str) -> Continuation {
+        self.continue_with(Some(stream))
+    }
+
+    fn continue_with(&self, stream: Option<&str>) -> Continuation {
         let mut st = self.lock();
         st.continuations += 1;
-        st.resumable_as = Some(Box::from(stream));
+        if let Some(s) = stream {
+            st.resumable_as = Some(Box::from(s));
+        }
         drop(st);
         Continuation(Some(self.clone()))
     }

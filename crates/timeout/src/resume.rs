@@ -202,18 +202,4 @@ mod tests {
         assert_eq!(held.lock().len(), 0, "sent when its own grace ended");
         assert!(held.resumed(&s, b"4/0").is_none());
     }
-
-    #[test]
-    fn the_stream_part_of_an_event_id() {
-        assert_eq!(event_stream(b"3/0"), Some("0"));
-        assert_eq!(event_stream(b"12/7"), Some("7"));
-        assert_eq!(event_stream(b"a/b/c"), Some("c"));
-        assert_eq!(
-            event_stream(b"3"),
-            None,
-            "the listen stream's ids have no stream part"
-        );
-        assert_eq!(event_stream(b"3/"), None);
-        assert_eq!(event_stream(b"3/\xff"), None);
-    }
 }

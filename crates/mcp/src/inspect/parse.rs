@@ -1322,6 +1322,20 @@ impl<'de> Deserialize<'de> for MetaDe {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_stream_part_of_an_event_id() {
+        assert_eq!(event_stream(b"3/0"), Some("0"));
+        assert_eq!(event_stream(b"12/7"), Some("7"));
+        assert_eq!(event_stream(b"a/b/c"), Some("c"));
+        assert_eq!(
+            event_stream(b"3"),
+            None,
+            "the listen stream's ids have no stream part"
+        );
+        assert_eq!(event_stream(b"3/"), None);
+        assert_eq!(event_stream(b"3/\xff"), None);
+    }
+
     const L: Limits = Limits {
         max_id_len: 256,
         reject_unknown_versions: true,
