@@ -778,6 +778,36 @@ async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
     );
 }
 
+/// Without a resume grace (the default) a call whose client dropped its stream is cancelled at
+/// once. A client that comes back to resume it, as the SDKs do after rmcp's 3 s `retry`, gets
+/// what rmcp replays and then a final error for its id (-31499), not a stream that ends
+/// without one and leaves it waiting for its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_resumption_of_a_cancelled_call_gets_an_error_for_its_id() {
+    let ex = spawn_example(&[]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    let id = c.next_id();
+    let last = bounded(15, c.drop_call_at_first_progress(id)).await;
+    // The server sees the drop and cancels the call, which gives its permit back (a bounded
+    // wait for that, not a race with the drop).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ex.bulkheads.key("progress").is_some_and(|k| k.running > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped call was never let go"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resp);
+    let end = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
+        .await
+        .and_then(|e| e.json())
+        .expect("a final message for the call's id");
+    assert_eq!(end["error"]["code"], -31499, "{end}");
+}
+
 /// A 2025-11-25 client that ends its session (`DELETE`) while a call of it runs: rmcp ends
 /// the call's stream without a final response. The client's choice again, not a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

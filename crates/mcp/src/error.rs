@@ -68,7 +68,8 @@ pub const CODE_SHUTTING_DOWN: i64 = -31510;
 /// token, so the call was never sent (500: this side's fault, not the peer's).
 pub const CODE_NO_CREDENTIALS: i64 = -31520;
 /// The code of [`CancelledInLine`] (nginx's "client closed request"), for logs and the
-/// classification table only: its answer carries no JSON-RPC message.
+/// classification table (its answer carries no JSON-RPC message); and of the final error the
+/// timeout layer adds to a late resumption of a call it cancelled because its client went away.
 pub const CODE_CANCELLED: i64 = -31499;
 
 /// Whether a JSON-RPC code is one of tower-armor's local codes.

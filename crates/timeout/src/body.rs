@@ -42,11 +42,11 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower_armor_mcp::error::BoxError;
+use tower_armor_mcp::error::{BoxError, CODE_CANCELLED};
 use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
-use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, RequestId, jsonrpc};
+use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, Outcome, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_GONE};
@@ -72,8 +72,12 @@ pub(crate) struct CallState {
     /// The 2025-11-25 call's place in the table the client's cancellations are matched with.
     pub(crate) entry: Option<CallEntry>,
     pub(crate) grace: Duration,
-    /// With a resume grace: where a dropped call's cancellation is held, and for how long.
+    /// For a call a `notifications/cancelled` can cancel: where a dropped call's cancellation
+    /// is held, and for how long (the resume grace, maybe zero).
     pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
+    /// This answers a late resumption of a call the layer cancelled because its client went
+    /// away: if the stream ends without a final message for the id, one final error is added.
+    pub(crate) late: bool,
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
     pub(crate) stream: Option<Box<str>>,
@@ -117,21 +121,28 @@ impl CallState {
         let Some(t) = self.cancel.take() else {
             return;
         };
-        let now = match (&self.resume, self.stream.take(), &self.session) {
-            (Some((held, grace)), Some(stream), Some((session, _))) => {
-                // The first drop keeps this answer's hold; a resumed answer dropped again keeps
-                // the first one's (the call's own), not its own on top (the resuming `GET`'s).
-                let mut continues = std::mem::take(&mut self.continues);
-                if continues.is_empty()
-                    && let Some(h) = handle
-                {
-                    continues.push(h.continuation_resumable_as(&stream));
-                }
-                held.hold(session.clone(), stream, t, self.clock, *grace, continues)
-            }
-            _ => Some(t),
+        let (Some((held, grace)), Some(stream), Some((session, _))) =
+            (&self.resume, self.stream.take(), &self.session)
+        else {
+            // No stream a `GET` could name: nothing to resume.
+            t.send(REASON_GONE);
+            return;
         };
-        if let Some(t) = now {
+        if grace.is_zero() {
+            // Cancelled at once; a late resumption gets a final error for the id.
+            held.bury(session.clone(), stream, t.id().clone());
+            t.send(REASON_GONE);
+            return;
+        }
+        // The first drop keeps this answer's hold; a resumed answer dropped again keeps the
+        // first one's (the call's own), not its own on top (the resuming `GET`'s).
+        let mut continues = std::mem::take(&mut self.continues);
+        if continues.is_empty()
+            && let Some(h) = handle
+        {
+            continues.push(h.continuation_resumable_as(&stream));
+        }
+        if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, continues) {
             t.send(REASON_GONE);
         }
     }
@@ -625,10 +636,42 @@ impl Timed {
             }
             None => {
                 self.finish();
+                if let Some(last) = self.late_end() {
+                    return Step::End(last);
+                }
                 None
             }
         };
         Step::Frame(Poll::Ready(res))
+    }
+
+    /// A late resumption's stream ended without the call's final message: one final error for
+    /// its id, at an event boundary (a cut event would corrupt it).
+    fn late_end(&mut self) -> Option<Last> {
+        let at_boundary = self.sse.as_ref().is_some_and(SseParser::at_boundary);
+        if !self.call.late
+            || !at_boundary
+            || !matches!(
+                self.handle.outcome(),
+                Some(Outcome::Incomplete | Outcome::Cancelled)
+            )
+        {
+            return None;
+        }
+        self.call.late = false;
+        tracing::debug!(id = ?self.call.id, "late resumption of a cancelled call; final error added");
+        let data = self
+            .call
+            .correlation
+            .as_ref()
+            .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+        let body = jsonrpc::error_body(
+            self.call.id.as_ref(),
+            CODE_CANCELLED,
+            "request cancelled: its client went away and did not resume it in time",
+            data.as_ref(),
+        );
+        Some(Last::Event(tower_armor_mcp::sse::data_event(&body)))
     }
 
     /// The caller dropped the body.

@@ -170,7 +170,12 @@
 //!
 //! By default a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
-//! which keeps a bulkhead's count of running tools true. The MCP specification says a
+//! which keeps a bulkhead's count of running tools true. Its resumption gets what the server
+//! replays and then a final error for the call's id, `-31499` ("request cancelled: its client
+//! went away and did not resume it in time"; such calls are remembered for
+//! two minutes, at most 4,096 at once): rmcp alone would end the replay without a message for
+//! the id, and the SDKs would wait for it until their own timeout. The same holds for a call
+//! not resumed within the grace below. The MCP specification says a
 //! disconnection should not be read as a cancellation, and both official SDKs resume after a
 //! broken stream: [`TimeoutBuilder::resume_grace`] (`MCP_CALL_RESUME_GRACE_MS`) holds the
 //! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's

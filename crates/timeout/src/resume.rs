@@ -36,7 +36,17 @@ type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
 pub(crate) struct Held {
     calls: Mutex<HashMap<Key, Call>>,
     holds: AtomicU64,
+    /// Calls the layer cancelled because their client went away, by session and stream, with
+    /// when: a late resumption gets a final error for the id (see [`Held::late`]).
+    gone: Mutex<HashMap<Key, (RequestId, Instant)>>,
 }
+
+/// How long a call cancelled because its client went away is remembered for a late
+/// resumption: the SDKs resume after rmcp's 3 s `retry`, and retry for a while.
+pub(crate) const GONE_KEPT: Duration = Duration::from_secs(120);
+
+/// The most such calls remembered at once (about 100 bytes each).
+pub(crate) const GONE_MAX: usize = 4096;
 
 impl Held {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Call>> {
@@ -85,10 +95,39 @@ impl Held {
                     REASON_GONE
                 };
                 tracing::debug!(reason, "dropped call not resumed in time; cancelling it");
+                held.bury(key.0, key.1, t.id().clone());
                 t.send(reason);
             }
         });
         None
+    }
+
+    /// Remembers that the call `id` of `session`, answered on `stream`, was cancelled because
+    /// its client went away. Bounded: past [`GONE_MAX`] entries, expired ones go first, and if
+    /// none has, this one is not remembered.
+    pub(crate) fn bury(&self, session: HeaderValue, stream: Box<str>, id: RequestId) {
+        let now = Instant::now();
+        let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        if gone.len() >= GONE_MAX {
+            gone.retain(|_, (_, at)| now.saturating_duration_since(*at) < GONE_KEPT);
+            if gone.len() >= GONE_MAX {
+                return;
+            }
+        }
+        gone.insert((session, stream), (id, now));
+    }
+
+    /// A `GET` of `session` resuming after `last_event_id`, for a call this layer cancelled
+    /// because its client went away: its id, once (the resumption then ends with a final error
+    /// for it instead of a stream that ends without one, which leaves the client waiting).
+    pub(crate) fn late(&self, session: &HeaderValue, last_event_id: &[u8]) -> Option<RequestId> {
+        let stream = event_stream(last_event_id)?;
+        let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        if gone.is_empty() {
+            return None;
+        }
+        let (id, at) = gone.remove(&(session.clone(), Box::from(stream)))?;
+        (Instant::now().saturating_duration_since(at) < GONE_KEPT).then_some(id)
     }
 
     /// How many calls are held.

@@ -156,6 +156,8 @@ where
         let mut resumed = None;
         // The stream a resumed call's answer continues (its event ids' stream part).
         let mut resumed_stream = None;
+        // A late resumption of a call this layer cancelled: that call's id.
+        let mut late = None;
         if let Some(f) = facts {
             let mut marked = None;
             // Calls held for resumption that the client ends itself.
@@ -201,6 +203,8 @@ where
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
                 if resumed.is_some() {
                     resumed_stream = event_stream(last_event_id.as_bytes()).map(Box::from);
+                } else {
+                    late = self.shared.held.late(session, last_event_id.as_bytes());
                 }
             }
             if !f.is_call() || f.is_long_lived() {
@@ -233,7 +237,8 @@ where
         let id = facts
             .and_then(McpRequest::id)
             .or(resumed.as_ref().map(|(t, ..)| t.id()))
-            .cloned();
+            .cloned()
+            .or_else(|| late.clone());
         let entry = match (&session, &id) {
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
@@ -248,9 +253,12 @@ where
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);
         }
-        let resume_grace = self.shared.policy.resume_grace;
-        let resume = (cancel.is_some() && !resume_grace.is_zero())
-            .then(|| (Arc::clone(&self.shared.held), resume_grace));
+        let resume = cancel.is_some().then(|| {
+            (
+                Arc::clone(&self.shared.held),
+                self.shared.policy.resume_grace,
+            )
+        });
         let call = CallState {
             id,
             clock,
@@ -261,6 +269,7 @@ where
             grace: self.shared.policy.boundary_grace,
             resume,
             stream: resumed_stream,
+            late: late.is_some(),
             drain: self.shared.drain.clone(),
             continues,
         };

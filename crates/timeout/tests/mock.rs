@@ -1670,6 +1670,58 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 }
 
+/// Without a resume grace a dropped call is cancelled at once; a client that resumes it later
+/// (the SDKs do, after rmcp's 3 s `retry`) gets what the server replays and then a final error
+/// for its id, instead of a stream that ends without one and leaves it waiting until its own
+/// timeout. Once: a second late resumption is passed through as is.
+#[tokio::test(start_paused = true)]
+async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
+    use tower_armor_mcp::inspect::McpInspectLayer;
+    let timeout = TimeoutLayer::builder(ms(10_000)).build().unwrap();
+    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
+    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+
+    let _released = drop_watched(&svc, &mut handle, 11).await;
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled at once");
+    assert_cancelled(&cancel, 11, "s-1", "caller went away");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(cancel);
+
+    // The resumption: the server replays a cached event and ends the stream.
+    for first in [true, false] {
+        let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/11")));
+        let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+        let (tx, body) = script();
+        tx.send(&format!("id: 2/11\ndata: {}\n\n", progress(2)));
+        drop(tx);
+        reply.send_response(answer("text/event-stream", body));
+        let resp = get.await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let bytes = tokio::time::timeout(ms(1_000), resp.into_body().collect())
+            .await
+            .expect("the stream ends")
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.starts_with("id: 2/11\n"), "{text}");
+        let errors: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|m| m.get("error").is_some())
+            .collect();
+        if first {
+            assert_eq!(errors.len(), 1, "{text}");
+            assert_eq!(errors[0]["id"], 11);
+            assert_eq!(errors[0]["error"]["code"], -31499);
+        } else {
+            assert!(errors.is_empty(), "once: {text}");
+        }
+    }
+}
+
 /// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
 fn resume_get(last_event_id: &'static str) -> Request<String> {
     Request::get("/mcp")
