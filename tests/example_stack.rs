@@ -653,6 +653,26 @@ async fn an_id_reused_while_in_progress_is_refused_and_changes_nothing() {
     assert_no_failures(&ex, "add");
 }
 
+/// Opens call `id` of `progress` (`args`, with a progress token) and reads its stream up to
+/// the first progress notification.
+async fn progress_until_first(c: &RawClient, id: i64, args: serde_json::Value) -> SseStream {
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "progress", args, Some(json!("p"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resp);
+    bounded(
+        10,
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
+    .await
+    .expect("a first progress");
+    stream
+}
+
 /// Through every layer of the example (auth on), a call's first progress notification reaches
 /// the client while the tool still runs (2 s), under both revisions: no layer buffers the
 /// stream (2025-11-25 sends the headers at once, 2026-07-28 with the first message).
@@ -663,20 +683,7 @@ async fn progress_reaches_the_client_through_the_whole_stack_while_the_tool_runs
         let c = client(&ex.url(), rev, ALICE).await;
         let started = Instant::now();
         let args = json!({"steps": 4, "interval_ms": 500});
-        let resp = bounded(
-            10,
-            c.open_call_stream_with_id(7, "progress", args, Some(json!("p"))),
-        )
-        .await
-        .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "{rev:?}");
-        let mut stream = SseStream::new(resp);
-        bounded(
-            10,
-            stream.next_event_where(|m| m["method"] == "notifications/progress"),
-        )
-        .await
-        .expect("a first progress");
+        let mut stream = progress_until_first(&c, 7, args).await;
         let first = started.elapsed();
         let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(7)))
             .await
@@ -754,20 +761,7 @@ async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
     // 2 s), and the permit goes with it.
     let id = c.next_id();
     let args = json!({"steps": 20, "interval_ms": 100});
-    let resp = bounded(
-        10,
-        c.open_call_stream_with_id(id, "progress", args, Some(json!("t"))),
-    )
-    .await
-    .unwrap();
-    let mut stream = SseStream::new(resp);
-    bounded(
-        10,
-        stream.next_event_where(|m| m["method"] == "notifications/progress"),
-    )
-    .await
-    .expect("a first progress");
-    drop(stream);
+    drop(progress_until_first(&c, id, args).await);
     let dropped = Instant::now();
     assert_progress_busy(&c, "dropped, within the grace").await;
     let freed = progress_free_again(&c).await;

@@ -356,6 +356,22 @@ async fn get_listen_streams_are_bounded_per_principal() {
     server.shutdown().await;
 }
 
+/// Call 42, resumed (`resumed`: the GET's answer), holds one call permit and no stream slot
+/// until its result has passed; then calls are served again.
+async fn resumed_call_holds_one_permit(
+    stats: &BulkheadStats,
+    client: &RawClient,
+    resumed: reqwest::Response,
+) {
+    let mut stream = SseStream::new(resumed);
+    assert_eq!((stats.running(), stats.streams_open()), (1, 0));
+    assert_refused(client).await;
+    let ev = read_until(&mut stream, "the resumed result", is_result_for(42)).await;
+    assert!(ev.json().unwrap()["result"].is_object());
+    idle(stats).await;
+    assert_adds(client).await;
+}
+
 /// A 2025-11-25 call resumed by GET + `Last-Event-ID` is the same call: the resumption holds a
 /// call permit (not a stream slot) until the call's result has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,14 +393,7 @@ async fn a_resumed_call_holds_a_call_permit_until_its_result() {
 
     let resumed = client.open_get_stream_after(&last_id).await.unwrap();
     assert_eq!(resumed.status(), StatusCode::OK);
-    let mut stream = SseStream::new(resumed);
-    assert_eq!((stats.running(), stats.streams_open()), (1, 0));
-    assert_refused(&client).await;
-    let ev = read_until(&mut stream, "the resumed result", is_result_for(42)).await;
-    assert!(ev.json().unwrap()["result"].is_object());
-    idle(&stats).await;
-    assert_adds(&client).await;
-    drop(stream);
+    resumed_call_holds_one_permit(&stats, &client, resumed).await;
     server.shutdown().await;
 }
 
@@ -431,14 +440,7 @@ async fn a_resumption_adopts_the_permit_its_held_call_keeps() {
         StatusCode::OK,
         "the resumption adopted the permit"
     );
-    let mut stream = SseStream::new(resumed);
-    assert_eq!((stats.running(), stats.streams_open()), (1, 0));
-    assert_refused(&client).await;
-    let ev = read_until(&mut stream, "the resumed result", is_result_for(42)).await;
-    assert!(ev.json().unwrap()["result"].is_object());
-    idle(&stats).await;
-    assert_adds(&client).await;
-    drop(stream);
+    resumed_call_holds_one_permit(&stats, &client, resumed).await;
     server.shutdown().await;
 }
 

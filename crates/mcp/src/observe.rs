@@ -84,6 +84,13 @@ struct Locked {
     resumable_as: Option<Box<str>>,
 }
 
+impl Locked {
+    /// The state and the continuation count, borrowed apart.
+    fn parts(&mut self) -> (&mut State, &mut usize) {
+        (&mut self.state, &mut self.continuations)
+    }
+}
+
 struct Shared {
     // Locked only to push a listener, to complete or to count continuations; never held across
     // an await or a callback.
@@ -161,11 +168,7 @@ impl CompletionHandle {
     /// deferred ([`ReleaseListener::deferred`]).
     pub fn on_release_with(&self, listener: Box<dyn ReleaseListener>) {
         let mut st = self.lock();
-        let Locked {
-            state,
-            continuations,
-            ..
-        } = &mut *st;
+        let (state, continuations) = st.parts();
         match state {
             State::Pending(listeners) => listeners.push(Listener::Release(listener)),
             State::Done(_, waiting) if *continuations > 0 => waiting.push(listener),
@@ -210,11 +213,7 @@ impl CompletionHandle {
     fn continuation_ended(&self) {
         let released = {
             let mut st = self.lock();
-            let Locked {
-                state,
-                continuations,
-                ..
-            } = &mut *st;
+            let (state, continuations) = st.parts();
             *continuations = continuations.saturating_sub(1);
             match state {
                 State::Done(_, waiting) if *continuations == 0 => std::mem::take(waiting),
@@ -260,11 +259,7 @@ impl CompletionHandle {
         if !waiting.is_empty() {
             let late = {
                 let mut st = self.lock();
-                let Locked {
-                    state,
-                    continuations,
-                    ..
-                } = &mut *st;
+                let (state, continuations) = st.parts();
                 match state {
                     State::Done(_, w) if *continuations > 0 => {
                         w.append(&mut waiting);

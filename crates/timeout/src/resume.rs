@@ -207,31 +207,21 @@ mod tests {
         let held = Arc::new(Held::default());
         let s = HeaderValue::from_static("s1");
         let grace = Duration::from_secs(5);
-        assert!(
+        let hold = || {
             held.hold(
                 s.clone(),
                 "0".into(),
                 target(&s),
                 clock(),
                 grace,
-                Vec::new()
+                Vec::new(),
             )
-            .is_none()
-        );
+        };
+        assert!(hold().is_none());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(held.resumed(&s, b"3/0").is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(
-            held.hold(
-                s.clone(),
-                "0".into(),
-                target(&s),
-                clock(),
-                grace,
-                Vec::new()
-            )
-            .is_none()
-        );
+        assert!(hold().is_none());
         // Past the first hold's end (5 s), within the second's (7 s): still held.
         tokio::time::advance(Duration::from_millis(3500)).await;
         tokio::task::yield_now().await;

@@ -1473,6 +1473,18 @@ async fn status_now(svc: &Inspected, id: i64) -> Option<http::StatusCode> {
     Some(resp.unwrap().status())
 }
 
+/// The inspector in front of the layer (a 10 s deadline, `grace` to resume), in front of a
+/// mock server.
+fn inspected(grace: Duration) -> (Inspected, Handle) {
+    let timeout = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(grace)
+        .build()
+        .unwrap();
+    let (mock, handle) = mock::pair::<Request<McpBody>, Response<Script>>();
+    let svc = tower_armor_mcp::inspect::McpInspectLayer::new().layer(timeout.layer(mock));
+    (svc, handle)
+}
+
 /// Starts call `id`; the server lets go of its request at once (as rmcp does for a tool that
 /// does not take its `Parts`) and sends one event with rmcp's kind of id (`<index>/<stream>`),
 /// which the client reads before it goes away: the call is held for resumption.
@@ -1485,6 +1497,13 @@ async fn hold_a_call(svc: &Inspected, handle: &mut Handle, id: i64) {
     let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
     tx.send(&format!("id: 1/st{id}\ndata: {}\n\n", progress(1)));
     let _ = resp.frame().await;
+}
+
+/// The client's own `notifications/cancelled` of its call `id` in session `s-1`.
+fn client_cancel(id: i64) -> Request<String> {
+    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+        "params":{"requestId":id,"reason":"user"}});
+    session_post(id, Some(note))
 }
 
 /// Call `id` reaches the server (its id is free) and is answered 202.
@@ -1502,13 +1521,7 @@ async fn reaches_the_server(svc: &Inspected, handle: &mut Handle, id: i64) {
 /// cancellation of the layer's own, and the id is free once the server has read the client's.
 #[tokio::test(start_paused = true)]
 async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
-    use tower_armor_mcp::inspect::McpInspectLayer;
-    let timeout = TimeoutLayer::builder(ms(10_000))
-        .resume_grace(ms(1_000))
-        .build()
-        .unwrap();
-    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
-    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+    let (svc, mut handle) = inspected(ms(1_000));
     let refused = Some(http::StatusCode::BAD_REQUEST);
 
     hold_a_call(&svc, &mut handle, 7).await;
@@ -1526,12 +1539,7 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     reaches_the_server(&svc, &mut handle, 7).await;
 
     hold_a_call(&svc, &mut handle, 8).await;
-    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
-        "params":{"requestId":8,"reason":"user"}});
-    let client_cancel = tokio::spawn(ServiceExt::oneshot(
-        svc.clone(),
-        session_post(8, Some(note)),
-    ));
+    let client_cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), client_cancel(8)));
     let (read, ok) = next_within(&mut handle)
         .await
         .expect("the client's notification");
@@ -1587,13 +1595,7 @@ async fn drop_watched(
 #[tokio::test(start_paused = true)]
 async fn a_held_call_is_released_only_when_it_is_cancelled() {
     use std::sync::atomic::Ordering;
-    use tower_armor_mcp::inspect::McpInspectLayer;
-    let timeout = TimeoutLayer::builder(ms(10_000))
-        .resume_grace(ms(1_000))
-        .build()
-        .unwrap();
-    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
-    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+    let (svc, mut handle) = inspected(ms(1_000));
     let released = drop_watched(&svc, &mut handle, 7).await;
     advance(ms(900)).await;
     tokio::task::yield_now().await;
@@ -1611,12 +1613,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
 
     let released = drop_watched(&svc, &mut handle, 8).await;
     assert!(!released.load(Ordering::SeqCst));
-    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
-        "params":{"requestId":8,"reason":"user"}});
-    let client_cancel = tokio::spawn(ServiceExt::oneshot(
-        svc.clone(),
-        session_post(8, Some(note)),
-    ));
+    let client_cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), client_cancel(8)));
     let (read, ok) = next_within(&mut handle)
         .await
         .expect("the client's notification");
@@ -1676,10 +1673,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
 /// timeout. Once: a second late resumption is passed through as is.
 #[tokio::test(start_paused = true)]
 async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
-    use tower_armor_mcp::inspect::McpInspectLayer;
-    let timeout = TimeoutLayer::builder(ms(10_000)).build().unwrap();
-    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
-    let svc = McpInspectLayer::new().layer(timeout.layer(mock));
+    let (svc, mut handle) = inspected(Duration::ZERO);
 
     let _released = drop_watched(&svc, &mut handle, 11).await;
     let (cancel, ok) = next_within(&mut handle)
