@@ -224,3 +224,89 @@ async fn python_client_sees_its_subscription_end_gracefully() {
         "ended by the idle timeout: {v}"
     );
 }
+
+/// A TCP proxy on loopback in front of `upstream` (`host:port`): it cuts the first connection
+/// whose answer carries a progress notification, right after passing that on (a network that
+/// drops a call's stream); every other connection passes untouched. Returns its `/mcp` URL.
+async fn cutting_proxy(upstream: String) -> (String, tokio::task::JoinHandle<()>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, cut) = (upstream.clone(), Arc::clone(&cut));
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let progress = buf[..n].windows(22).any(|w| w == b"notifications/progress");
+                    if progress && !cut.swap(true, Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                // Both directions go: the connection is closed on both sides.
+                requests.abort();
+            });
+        }
+    });
+    (format!("http://{addr}/mcp"), task)
+}
+
+/// A 2025-11-25 SDK client whose call stream the network cuts after the first progress
+/// notification, against the example with this resume grace: the SDK resumes after rmcp's 3 s
+/// `retry`; returns what it made of the call, then of an `add` on the same session.
+async fn cut_call(client: Client, grace_ms: &str) -> serde_json::Value {
+    let server = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_CALL_TIMEOUT_MS", "20000"),
+        ("MCP_CALL_RESUME_GRACE_MS", grace_ms),
+    ])
+    .await;
+    let url = server.url();
+    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let (proxy_url, proxy) = cutting_proxy(authority.to_owned()).await;
+    let (v, stderr) = run_client(client, &proxy_url, Some(TOKEN), &["--scenario", "broken"]).await;
+    proxy.abort();
+    assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
+    assert_eq!(v["after"]["text"], "5", "the session still works: {v}");
+    assert!(v["call"]["progress"].as_u64() >= Some(1), "{v}");
+    v
+}
+
+/// Without a resume grace the server cancels the call at the cut; the SDK's resumption then
+/// ends with an error for the call (-31499) at once, instead of waiting for its own timeout.
+/// With a grace longer than the SDK's wait, the resumption gets the call's real result.
+async fn a_cut_call_stream_is_resumed_or_answered(client: Client) {
+    let cancelled = cut_call(client, "0").await;
+    assert_eq!(cancelled["call"]["code"], -31499, "{cancelled}");
+    let ms = cancelled["call"]["ms"].as_u64().unwrap();
+    assert!(
+        ms < 15_000,
+        "answered after the SDK's resumption, not its timeout: {ms} ms"
+    );
+    let resumed = cut_call(client, "8000").await;
+    assert_eq!(resumed["call"]["text"], "done after 8 steps", "{resumed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_resumes_a_cut_call_stream_or_gets_an_error() {
+    a_cut_call_stream_is_resumed_or_answered(Client::PythonLegacy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_client_resumes_a_cut_call_stream_or_gets_an_error() {
+    a_cut_call_stream_is_resumed_or_answered(Client::TypeScript).await;
+}

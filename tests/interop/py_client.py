@@ -23,7 +23,11 @@ crash x4, add, then 5 concurrent slow {ms:400}; with --scenario rate: add until 
 every HTTP answer >= 400 with its Retry-After ("http_errors"). With --scenario listen (2026-07-28
 only; a server with an SSE idle timeout): opens a subscriptions/listen stream and reads it until
 it ends, printing "listen_ended" ("graceful", or the error the SDK raised: SubscriptionLost when
-the stream ended without the server's final result), "listen_events" and "listen_s".
+the stream ended without the server's final result), "listen_events" and "listen_s". With
+--scenario broken (through a proxy that cuts the connection of the call's answer after its first
+progress notification): progress {steps:8, interval_ms:500}, whose outcome ("call": text or
+code/message, "ms", "progress" count) shows what the SDK made of the break (it resumes with GET +
+Last-Event-ID), then add ("after").
 Everything is bounded by a 30 s overall timeout (env INTEROP_TIMEOUT_S overrides). SDK log lines go to stderr.
 """
 
@@ -134,6 +138,25 @@ async def rate(client: Client, recorder: Recorder) -> dict[str, Any]:
     return {"rate": outcomes, "http_errors": recorder.errors()}
 
 
+async def broken(client: Client) -> dict[str, Any]:
+    """A call whose answer stream the network cuts (see --scenario), then add on the same session."""
+    progress_events = 0
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        nonlocal progress_events
+        progress_events += 1
+
+    started = time.monotonic()
+    try:
+        result = await client.call_tool("progress", {"steps": 8, "interval_ms": 500}, progress_callback=on_progress)
+        call: dict[str, Any] = {"text": text_of(result, "progress")}
+    except MCPError as e:
+        call = {"code": e.code, "message": e.message}
+    call["ms"] = round((time.monotonic() - started) * 1000)
+    call["progress"] = progress_events
+    return {"call": call, "after": await call_outcome(client, "add", {"a": 2, "b": 3})}
+
+
 async def listen(client: Client) -> dict[str, Any]:
     """Reads a subscriptions/listen stream to its end (see --scenario)."""
     started = time.monotonic()
@@ -163,6 +186,8 @@ async def run(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
                 # A rate-limited tools/list would end the run here: the scenario's calls come first.
                 if args.scenario == "listen":
                     out = await listen(client)
+                elif args.scenario == "broken":
+                    out = await broken(client)
                 else:
                     out = await (failures if args.scenario == "failures" else rate)(client, recorder)
                 return {"ok": True, "client": "python", "mode": args.mode, "scenario": args.scenario, **out}
@@ -254,7 +279,7 @@ def main() -> int:
     parser.add_argument("--mode", required=True, choices=["legacy", "2026-07-28", "auto"])
     parser.add_argument("--token")
     parser.add_argument("--expect-unauthorized", action="store_true")
-    parser.add_argument("--scenario", choices=["basic", "failures", "rate", "listen"], default="basic")
+    parser.add_argument("--scenario", choices=["basic", "failures", "rate", "listen", "broken"], default="basic")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="py_client %(levelname)s %(name)s: %(message)s")
 

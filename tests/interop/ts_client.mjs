@@ -20,6 +20,8 @@
 // With --expect-unauthorized, connecting must fail with StreamableHTTPError code 401 (the SDK's error
 // for a non-OK POST when no authProvider is set); then it prints
 //   {"ok":true,"client":"typescript","unauthorized":true,"status":401}.
+// With --scenario broken (through a proxy that cuts the call's answer after its first progress
+// notification): progress {steps:8, interval_ms:500}, then add (see `broken` below).
 // With --scenario failures: slow {ms:5000} past the deadline, add, crash x4, add, then 5 concurrent
 // slow {ms:400}; with --scenario rate: add until one fails (at most 20). Both print each call's
 // outcome ({text}, {code,message} for a JSON-RPC error, {http,message} for a non-OK HTTP answer; plus ms).
@@ -102,6 +104,28 @@ async function rate(client, sdk) {
     return { rate: outcomes };
 }
 
+// A call whose answer stream the network cuts (a proxy, after the first progress notification),
+// then `add` on the same session.
+async function broken(client, sdk) {
+    let progress = 0;
+    const started = performance.now();
+    let call;
+    try {
+        const result = await client.callTool(
+            { name: 'progress', arguments: { steps: 8, interval_ms: 500 } },
+            undefined,
+            { onprogress: () => { progress += 1; } }
+        );
+        call = { text: textOf(result, 'progress') };
+    } catch (e) {
+        if (e instanceof sdk.McpError) call = { code: e.code, message: e.message };
+        else throw e;
+    }
+    call.ms = Math.round(performance.now() - started);
+    call.progress = progress;
+    return { call, after: await callOutcome(client, sdk, 'add', { a: 2, b: 3 }) };
+}
+
 function nodeDir() {
     if (process.env.INTEROP_NODE_DIR) return path.resolve(process.env.INTEROP_NODE_DIR);
     const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -141,7 +165,8 @@ async function run(args) {
     try {
         if (args.expectUnauthorized) throw new Failure('expected HTTP 401 but connect succeeded');
         if (args.scenario !== 'basic') {
-            const out = await (args.scenario === 'failures' ? failures : rate)(client, sdk);
+            const scenarios = { failures, rate, broken };
+            const out = await scenarios[args.scenario](client, sdk);
             return { ok: true, client: 'typescript', mode: 'legacy', scenario: args.scenario, ...out };
         }
         const listed = await client.listTools();
@@ -194,7 +219,7 @@ try {
         strict: true
     });
     if (!values.url) throw new Error('--url is required');
-    if (!['basic', 'failures', 'rate'].includes(values.scenario)) throw new Error('--scenario is basic, failures or rate');
+    if (!['basic', 'failures', 'rate', 'broken'].includes(values.scenario)) throw new Error('--scenario is basic, failures, rate or broken');
     args = { url: values.url, token: values.token, expectUnauthorized: values['expect-unauthorized'], scenario: values.scenario };
 } catch (e) {
     finish({ ok: false, client: 'typescript', error: `usage: ${e.message}` }, 1);
