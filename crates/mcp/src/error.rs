@@ -16,7 +16,8 @@
 //! | [`BulkheadFull`] | 503 | `-31509` | no |
 //! | [`ShuttingDown`] | 503 | `-31510` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
-//! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, never sent) | no |
+//! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, not sent) | no |
+//! | a late resumption of a call the timeout layer cancelled because its client went away (the end of the server's replay) | 200 (SSE) | `-31499` in the stream (`-31504` if its deadline had passed) | no |
 //! | [`TokenUnavailable`], [`InvalidToken`] (a client had no usable token for an outgoing call) | 500 | `-31520` | no |
 //! | anything else (see [`local_error`]) | 502 | `-31502` | no |
 //! | the stack is misconfigured (a layer misses what it needs, e.g. no inspector facts, no peer address) | 500 | `-31500` | no |

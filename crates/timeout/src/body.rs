@@ -24,7 +24,9 @@
 //! with [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown) (`-31510`, "server shutting down") in the final event and as the body's
 //! error, and a local rejection as the handle's outcome instead of `Elapsed`.
 //!
-//! Writing that one final event is the only thing this layer ever writes into a stream.
+//! Writing that one final event is the only thing this layer writes into a stream, apart from
+//! the final error of a late resumption of a call it cancelled because its client went away
+//! (at the end of what the server replays, at an event boundary).
 //!
 //! If the caller drops a 2025-11-25 SSE answer before its final message, the call is sent
 //! `notifications/cancelled` too (the client went away; otherwise the tool keeps running).
@@ -53,7 +55,7 @@ use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
-use crate::resume::Held;
+use crate::resume::{Gone, Held};
 
 /// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
@@ -76,8 +78,9 @@ pub(crate) struct CallState {
     /// is held, and for how long (the resume grace, maybe zero).
     pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
     /// This answers a late resumption of a call the layer cancelled because its client went
-    /// away: if the stream ends without a final message for the id, one final error is added.
-    pub(crate) late: bool,
+    /// away (`Some(timed out)`): if the stream ends without a final message for the id, one
+    /// final error is added.
+    pub(crate) late: Option<bool>,
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
     pub(crate) stream: Option<Box<str>>,
@@ -130,7 +133,11 @@ impl CallState {
         };
         if grace.is_zero() {
             // Cancelled at once; a late resumption gets a final error for the id.
-            held.bury(session.clone(), stream, t.id().clone());
+            let gone = Gone {
+                id: t.id().clone(),
+                timed_out: false,
+            };
+            held.bury(session.clone(), stream, gone);
             t.send(REASON_GONE);
             return;
         }
@@ -147,6 +154,11 @@ impl CallState {
         }
     }
 }
+
+/// The message of the final error of a late resumption of a call cancelled because its client
+/// went away.
+pub(crate) const LATE_MESSAGE: &str = "request abandoned: its client went away and did not resume it in time; \
+     it was cancelled if it still ran, and any result is lost";
 
 /// The bytes of the final error event: the call's deadline passed, or the drain deadline.
 fn final_error_event(
@@ -649,29 +661,34 @@ impl Timed {
     /// its id, at an event boundary (a cut event would corrupt it).
     fn late_end(&mut self) -> Option<Last> {
         let at_boundary = self.sse.as_ref().is_some_and(SseParser::at_boundary);
-        if !self.call.late
-            || !at_boundary
-            || !matches!(
-                self.handle.outcome(),
-                Some(Outcome::Incomplete | Outcome::Cancelled)
-            )
-        {
-            return None;
-        }
-        self.call.late = false;
-        tracing::debug!(id = ?self.call.id, "late resumption of a cancelled call; final error added");
-        let data = self
-            .call
-            .correlation
-            .as_ref()
-            .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-        let body = jsonrpc::error_body(
-            self.call.id.as_ref(),
-            CODE_CANCELLED,
-            "request cancelled: its client went away and did not resume it in time",
-            data.as_ref(),
+        let no_final = matches!(
+            self.handle.outcome(),
+            Some(Outcome::Incomplete | Outcome::Cancelled)
         );
-        Some(Last::Event(tower_armor_mcp::sse::data_event(&body)))
+        let timed_out = self.call.late.take().filter(|_| at_boundary && no_final)?;
+        tracing::debug!(id = ?self.call.id, "late resumption of a cancelled call; final error added");
+        // Cancelled while its client was away: whether the tool had finished first is not
+        // known (rmcp drops a call's stream with its result), so the error says no more.
+        let event = if timed_out {
+            final_error_event(
+                self.call.id.as_ref(),
+                self.call.correlation.as_ref(),
+                Ending::Deadline,
+            )
+        } else {
+            let data = self
+                .call
+                .correlation
+                .as_ref()
+                .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+            tower_armor_mcp::sse::data_event(&jsonrpc::error_body(
+                self.call.id.as_ref(),
+                CODE_CANCELLED,
+                LATE_MESSAGE,
+                data.as_ref(),
+            ))
+        };
+        Some(Last::Event(event))
     }
 
     /// The caller dropped the body.
@@ -730,7 +747,8 @@ where
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
             Kind::Timed { body, state, .. } => {
-                state.phase != Phase::Finishing && body.is_end_stream()
+                // A late resumption may still add its final error after the inner body.
+                state.phase != Phase::Finishing && state.call.late.is_none() && body.is_end_stream()
             }
             Kind::Ending { last } => last.is_none(),
         }

@@ -35,8 +35,9 @@
 //! Bound that in the server: the example sets a 60 s `TCP_USER_TIMEOUT` on its connections,
 //! which drops one whose peer has taken nothing for a minute.
 //!
-//! **This layer writes into streams**: the one final error event above, and nothing else.
-//! Every other frame passes untouched and at once.
+//! **This layer writes into streams**: the one final error event above, and the one a late
+//! resumption of a call it cancelled ends with (see [Cancellation](#cancellation)), nothing
+//! else. Every other frame passes untouched and at once.
 //!
 //! # Example
 //!
@@ -171,11 +172,13 @@
 //! By default a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
 //! which keeps a bulkhead's count of running tools true. Its resumption gets what the server
-//! replays and then a final error for the call's id, `-31499` ("request cancelled: its client
-//! went away and did not resume it in time"; such calls are remembered for
-//! two minutes, at most 4,096 at once): rmcp alone would end the replay without a message for
-//! the id, and the SDKs would wait for it until their own timeout. The same holds for a call
-//! not resumed within the grace below. The MCP specification says a
+//! replays and then a final error for the call's id: `-31499` ("request abandoned: its client
+//! went away and did not resume it in time; it was cancelled if it still ran, and any result is
+//! lost": rmcp drops a call's stream with its result, so whether the tool had finished is not
+//! known), or `-31504` if the call's deadline had passed. rmcp alone would end the replay
+//! without a message for the id, and the SDKs would wait for one until their own timeout. Such
+//! calls are remembered for two minutes, the newest 4,096; the same holds for a call not
+//! resumed within the grace below. The MCP specification says a
 //! disconnection should not be read as a cancellation, and both official SDKs resume after a
 //! broken stream: [`TimeoutBuilder::resume_grace`] (`MCP_CALL_RESUME_GRACE_MS`) holds the
 //! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's

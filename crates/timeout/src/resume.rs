@@ -6,8 +6,12 @@
 //! dropped call's `notifications/cancelled` for that long, keyed by the session and the stream
 //! part of rmcp's event ids (`<index>/<stream>`); a `GET` of the session resuming that stream
 //! withdraws it, any other outcome sends it when the grace ends.
+//!
+//! Calls cancelled because their client went away (at the drop without a grace, or when the
+//! grace ends) are remembered a while after ([`Held::bury`]): rmcp answers a late resumption
+//! with what it cached and no message for the id, and the layer adds a final error for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -30,23 +34,42 @@ type Key = (HeaderValue, Box<str>);
 /// this layer (its bulkhead permit) taken while the tool runs.
 type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
 
-/// The cancellations held for a resume grace. Entries live at most one grace each, and only
-/// for calls that were running (a bulkhead outside bounds how many).
+/// The cancellations held for a resume grace (entries live at most one grace each, and only for
+/// calls that were running: a bulkhead outside bounds how many), and the calls cancelled because
+/// their client went away (see [`Held::bury`]).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     calls: Mutex<HashMap<Key, Call>>,
     holds: AtomicU64,
-    /// Calls the layer cancelled because their client went away, by session and stream, with
-    /// when: a late resumption gets a final error for the id (see [`Held::late`]).
-    gone: Mutex<HashMap<Key, (RequestId, Instant)>>,
+    /// Calls the layer cancelled because their client went away: a late resumption gets a
+    /// final error for the id (see [`Held::late`]).
+    gone: Mutex<Graveyard>,
 }
 
 /// How long a call cancelled because its client went away is remembered for a late
 /// resumption: the SDKs resume after rmcp's 3 s `retry`, and retry for a while.
 pub(crate) const GONE_KEPT: Duration = Duration::from_secs(120);
 
-/// The most such calls remembered at once (about 100 bytes each).
+/// The most such calls remembered at once (a few hundred bytes each at most: an id is at most
+/// 256 bytes); past it the oldest goes.
 pub(crate) const GONE_MAX: usize = 4096;
+
+/// A call cancelled because its client went away: its id, and whether its deadline had passed.
+#[derive(Clone, Debug)]
+pub(crate) struct Gone {
+    pub(crate) id: RequestId,
+    pub(crate) timed_out: bool,
+}
+
+/// [`Gone`] calls by session and stream, and their keys oldest first (a late resumption comes
+/// seconds after the drop: the newest matter most).
+#[derive(Debug, Default)]
+struct Graveyard {
+    /// Each call, when it was buried, and its burial's number.
+    calls: HashMap<Key, (Gone, Instant, u64)>,
+    order: VecDeque<(u64, Instant, Key)>,
+    burials: u64,
+}
 
 impl Held {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Call>> {
@@ -95,39 +118,58 @@ impl Held {
                     REASON_GONE
                 };
                 tracing::debug!(reason, "dropped call not resumed in time; cancelling it");
-                held.bury(key.0, key.1, t.id().clone());
+                let gone = Gone {
+                    id: t.id().clone(),
+                    timed_out: reason == REASON_TIMEOUT,
+                };
+                held.bury(key.0, key.1, gone);
                 t.send(reason);
             }
         });
         None
     }
 
-    /// Remembers that the call `id` of `session`, answered on `stream`, was cancelled because
-    /// its client went away. Bounded: past [`GONE_MAX`] entries, expired ones go first, and if
-    /// none has, this one is not remembered.
-    pub(crate) fn bury(&self, session: HeaderValue, stream: Box<str>, id: RequestId) {
+    /// Remembers that a call of `session`, answered on `stream`, was cancelled because its
+    /// client went away, for [`GONE_KEPT`]. Bounded: past [`GONE_MAX`] calls the oldest goes.
+    pub(crate) fn bury(&self, session: HeaderValue, stream: Box<str>, gone: Gone) {
         let now = Instant::now();
-        let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
-        if gone.len() >= GONE_MAX {
-            gone.retain(|_, (_, at)| now.saturating_duration_since(*at) < GONE_KEPT);
-            if gone.len() >= GONE_MAX {
-                return;
+        let mut yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        let Graveyard {
+            calls,
+            order,
+            burials,
+        } = &mut *yard;
+        while let Some((_, at, _)) = order.front() {
+            let expired = now.saturating_duration_since(*at) >= GONE_KEPT;
+            if !expired && calls.len() < GONE_MAX {
+                break;
+            }
+            let Some((n, _, key)) = order.pop_front() else {
+                break;
+            };
+            // Unless the key was buried again since (its entry is then another burial's).
+            if calls.get(&key).is_some_and(|(_, _, m)| *m == n) {
+                calls.remove(&key);
             }
         }
-        gone.insert((session, stream), (id, now));
+        *burials += 1;
+        let key = (session, stream);
+        order.push_back((*burials, now, key.clone()));
+        calls.insert(key, (gone, now, *burials));
     }
 
     /// A `GET` of `session` resuming after `last_event_id`, for a call this layer cancelled
-    /// because its client went away: its id, once (the resumption then ends with a final error
-    /// for it instead of a stream that ends without one, which leaves the client waiting).
-    pub(crate) fn late(&self, session: &HeaderValue, last_event_id: &[u8]) -> Option<RequestId> {
+    /// because its client went away: that call (the resumption then ends with a final error
+    /// for its id instead of a stream that ends without one, which leaves the client waiting).
+    /// Kept until it expires: a resumption that fails may be tried again.
+    pub(crate) fn late(&self, session: &HeaderValue, last_event_id: &[u8]) -> Option<Gone> {
         let stream = event_stream(last_event_id)?;
-        let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
-        if gone.is_empty() {
+        let yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        if yard.calls.is_empty() {
             return None;
         }
-        let (id, at) = gone.remove(&(session.clone(), Box::from(stream)))?;
-        (Instant::now().saturating_duration_since(at) < GONE_KEPT).then_some(id)
+        let (gone, at, _) = yard.calls.get(&(session.clone(), Box::from(stream)))?;
+        (Instant::now().saturating_duration_since(*at) < GONE_KEPT).then(|| gone.clone())
     }
 
     /// How many calls are held.
@@ -198,6 +240,40 @@ mod tests {
     fn clock() -> Clock {
         let hour = Duration::from_secs(3600);
         Clock::start(Instant::now(), hour, false, None, hour)
+    }
+
+    /// At the bound the oldest buried call goes, not the newest (a late resumption comes
+    /// seconds after its drop); expired ones go too.
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_cancelled_calls_are_remembered() {
+        let held = Held::default();
+        let s = HeaderValue::from_static("s1");
+        let gone = |n: i64| Gone {
+            id: RequestId::Number(n),
+            timed_out: false,
+        };
+        for n in 0..=GONE_MAX as i64 {
+            held.bury(s.clone(), n.to_string().into(), gone(n));
+        }
+        assert!(held.late(&s, b"1/0").is_none(), "the oldest went");
+        assert!(held.late(&s, b"1/1").is_some());
+        let newest = format!("1/{GONE_MAX}");
+        assert!(held.late(&s, newest.as_bytes()).is_some());
+        // Buried again: kept as the newest, not evicted by its older place in line.
+        held.bury(s.clone(), "2".into(), gone(2));
+        held.bury(s.clone(), "x".into(), gone(-1));
+        held.bury(s.clone(), "w".into(), gone(-3));
+        assert!(held.late(&s, b"1/1").is_none());
+        assert!(held.late(&s, b"1/2").is_some());
+        assert!(
+            held.late(&s, b"1/3").is_none(),
+            "the oldest in line went instead"
+        );
+        assert!(held.late(&s, b"1/4").is_some());
+        tokio::time::advance(GONE_KEPT).await;
+        held.bury(s.clone(), "y".into(), gone(-2));
+        assert!(held.late(&s, b"1/x").is_none(), "expired");
+        assert_eq!(held.gone.lock().unwrap().calls.len(), 1);
     }
 
     /// A stream dropped, resumed and dropped again is held anew: the first hold's timer does

@@ -238,7 +238,7 @@ where
             .and_then(McpRequest::id)
             .or(resumed.as_ref().map(|(t, ..)| t.id()))
             .cloned()
-            .or_else(|| late.clone());
+            .or_else(|| late.as_ref().map(|g| g.id.clone()));
         let entry = match (&session, &id) {
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
@@ -269,7 +269,7 @@ where
             grace: self.shared.policy.boundary_grace,
             resume,
             stream: resumed_stream,
-            late: late.is_some(),
+            late: late.map(|g| g.timed_out),
             drain: self.shared.drain.clone(),
             continues,
         };

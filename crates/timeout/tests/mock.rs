@@ -1556,9 +1556,9 @@ async fn a_held_call_keeps_its_id_in_progress_until_its_cancellation_is_read() {
     );
 }
 
-/// Starts call `id` in session `s-1`, reads its first event (event id `1/<id>`, rmcp's kind: a
-/// `GET` can resume it) and drops the answer; returns a flag its completion handle's release
-/// listener sets.
+/// Starts call `id` in session `s-1`, reads its first event (event id `1/<id + 100>`, rmcp's
+/// kind, on a stream numbered apart from the id: a `GET` can resume it) and drops the answer;
+/// returns a flag its completion handle's release listener sets.
 async fn drop_watched(
     svc: &Inspected,
     handle: &mut Handle,
@@ -1581,7 +1581,7 @@ async fn drop_watched(
     let r = Arc::clone(&released);
     completion.on_release(move || r.store(true, Ordering::SeqCst));
     let mut body = Box::pin(resp.into_body());
-    tx.send(&format!("id: 1/{id}\ndata: {}\n\n", progress(1)));
+    tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
     let _ = body.frame().await;
     drop(body);
     assert_eq!(completion.outcome(), Some(Outcome::Cancelled));
@@ -1633,7 +1633,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     // run on with nobody to read it, so it is cancelled at once, not at the grace's end.
     let released = drop_watched(&svc, &mut handle, 9).await;
     let started = Instant::now();
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/9")));
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/109")));
     let (_get, not_found) = next_within(&mut handle).await.expect("the resumption");
     not_found.send_response(Response::builder().status(404).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 404);
@@ -1650,7 +1650,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
 
     // A server error the client may retry: held again for the grace, then cancelled.
     let released = drop_watched(&svc, &mut handle, 10).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/10")));
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/110")));
     let (_get, unavailable) = next_within(&mut handle).await.expect("the resumption");
     unavailable.send_response(Response::builder().status(503).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 503);
@@ -1670,11 +1670,11 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
 /// Without a resume grace a dropped call is cancelled at once; a client that resumes it later
 /// (the SDKs do, after rmcp's 3 s `retry`) gets what the server replays and then a final error
 /// for its id, instead of a stream that ends without one and leaves it waiting until its own
-/// timeout. Once: a second late resumption is passed through as is.
+/// timeout: again on a retried resumption, never when the replay carries the call's result,
+/// never in another session, and not past two minutes.
 #[tokio::test(start_paused = true)]
 async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
     let (svc, mut handle) = inspected(Duration::ZERO);
-
     let _released = drop_watched(&svc, &mut handle, 11).await;
     let (cancel, ok) = next_within(&mut handle)
         .await
@@ -1683,12 +1683,19 @@ async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     drop(cancel);
 
-    // The resumption: the server replays a cached event and ends the stream.
-    for first in [true, false] {
-        let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/11")));
+    // Resumes stream 111 in `session` (its last event `2/111` replayed, then `extra`); returns
+    // the errors the client read.
+    let mut late = async |session: &'static str, extra: Option<Value>| {
+        let mut get = resume_get("1/111");
+        get.headers_mut()
+            .insert("mcp-session-id", HeaderValue::from_static(session));
+        let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), get));
         let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
         let (tx, body) = script();
-        tx.send(&format!("id: 2/11\ndata: {}\n\n", progress(2)));
+        tx.send(&format!("id: 2/111\ndata: {}\n\n", progress(2)));
+        if let Some(m) = extra {
+            tx.send(&format!("id: 3/111\ndata: {m}\n\n"));
+        }
         drop(tx);
         reply.send_response(answer("text/event-stream", body));
         let resp = get.await.unwrap().unwrap();
@@ -1699,21 +1706,32 @@ async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
             .unwrap()
             .to_bytes();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
-        assert!(text.starts_with("id: 2/11\n"), "{text}");
-        let errors: Vec<Value> = text
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
+        assert!(text.starts_with("id: 2/111\n"), "{text}");
+        text.split("\n\n")
+            .filter_map(|e| e.rsplit("data: ").next())
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
             .filter(|m| m.get("error").is_some())
-            .collect();
-        if first {
-            assert_eq!(errors.len(), 1, "{text}");
-            assert_eq!(errors[0]["id"], 11);
-            assert_eq!(errors[0]["error"]["code"], -31499);
-        } else {
-            assert!(errors.is_empty(), "once: {text}");
-        }
+            .collect::<Vec<Value>>()
+    };
+    for _ in 0..2 {
+        let errors = late("s-1", None).await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0]["id"], 11);
+        assert_eq!(errors[0]["error"]["code"], -31499);
     }
+    assert!(
+        late("s-1", Some(result(11))).await.is_empty(),
+        "the result came"
+    );
+    assert!(
+        late("s-2", None).await.is_empty(),
+        "another session's stream"
+    );
+    advance(Duration::from_secs(121)).await;
+    assert!(
+        late("s-1", None).await.is_empty(),
+        "forgotten after two minutes"
+    );
 }
 
 /// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
