@@ -87,8 +87,9 @@
 //!     another, one resumption at a time: the call holds one permit from start to end, and a
 //!     full pool (its own held call in it) does not refuse its resumption. Not adopted, and so
 //!     taking a permit like any call: a resumption that arrives before the server has seen the
-//!     drop (the SDKs wait 3 s first), and any in backpressure mode (the permit is reserved in
-//!     `poll_ready`, before the request is known);
+//!     drop (the SDKs wait 3 s first). In backpressure mode a permit is reserved in
+//!     `poll_ready`, before the request is known: a resumption first waits for one (behind its
+//!     own held call, if the pool is full), then adopts and gives it back;
 //!   - otherwise the permit comes back when the stream is dropped (the timeout layer without a
 //!     grace cancels the dropped call; with no such layer the tool runs on without a permit),
 //!     and the resumption takes a call permit like any call (in the [`RESUME_KEY`] pool when

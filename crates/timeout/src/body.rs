@@ -51,7 +51,7 @@ use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, Outcome, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
-use crate::cancel::{CancelTarget, REASON_GONE};
+use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
@@ -132,13 +132,19 @@ impl CallState {
             return;
         };
         if grace.is_zero() {
-            // Cancelled at once; a late resumption gets a final error for the id.
+            // Cancelled at once; a late resumption gets a final error for the id (the timeout's,
+            // if the deadline had passed: dropped while the layer waited for an event boundary).
+            let timed_out = self.clock.expired(Instant::now());
             let gone = Gone {
                 id: t.id().clone(),
-                timed_out: false,
+                timed_out,
             };
             held.bury(session.clone(), stream, gone);
-            t.send(REASON_GONE);
+            t.send(if timed_out {
+                REASON_TIMEOUT
+            } else {
+                REASON_GONE
+            });
             return;
         }
         // The first drop keeps this answer's hold; a resumed answer dropped again keeps the
@@ -637,6 +643,11 @@ impl Timed {
             Some(Ok(frame)) => {
                 self.waits.handed = true;
                 let frame = self.on_frame(frame);
+                // A resumed call's result has passed: what its dropped answers held goes now
+                // (a resumption could otherwise adopt it while this body is still read).
+                if !self.call.continues.is_empty() && self.handle.is_complete() {
+                    self.call.continues.clear();
+                }
                 // Pick up what the observer saw in this frame before the caller sees it (a
                 // server request must be registered before the client can answer it).
                 self.tick(sleep, cx);

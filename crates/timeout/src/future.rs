@@ -34,7 +34,13 @@ pin_project! {
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             if let KindProj::Timed { call: Some(call), .. } = this.project().kind.project() {
-                call.send_cancel(REASON_GONE);
+                if call.is_resumed() {
+                    // A resumption its client left before the headers: held again, like the
+                    // answer it resumed.
+                    call.gone(None);
+                } else {
+                    call.send_cancel(REASON_GONE);
+                }
             }
         }
     }

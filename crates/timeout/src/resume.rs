@@ -106,23 +106,29 @@ impl Held {
             let call = {
                 let mut calls = held.lock();
                 match calls.get(&key) {
-                    Some((_, _, h, _)) if *h == hold => calls.remove(&key),
+                    Some((t, clock, h, _)) if *h == hold => {
+                        // Buried before it leaves the held calls: a resumption finds it in one
+                        // or the other, never in neither. (The graveyard's lock is only ever
+                        // taken inside this one, never around it.)
+                        let timed_out = clock.expired(Instant::now());
+                        let gone = Gone {
+                            id: t.id().clone(),
+                            timed_out,
+                        };
+                        held.bury(key.0.clone(), key.1.clone(), gone);
+                        calls.remove(&key).map(|c| (c, timed_out))
+                    }
                     _ => None,
                 }
             };
             // The call's continuations go with it: what it held is released as it is cancelled.
-            if let Some((t, clock, _, _continues)) = call {
-                let reason = if clock.expired(Instant::now()) {
+            if let Some(((t, _, _, _continues), timed_out)) = call {
+                let reason = if timed_out {
                     REASON_TIMEOUT
                 } else {
                     REASON_GONE
                 };
                 tracing::debug!(reason, "dropped call not resumed in time; cancelling it");
-                let gone = Gone {
-                    id: t.id().clone(),
-                    timed_out: reason == REASON_TIMEOUT,
-                };
-                held.bury(key.0, key.1, gone);
                 t.send(reason);
             }
         });

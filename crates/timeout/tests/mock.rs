@@ -1734,6 +1734,48 @@ async fn a_late_resumption_of_a_cancelled_call_ends_with_an_error_for_its_id() {
     );
 }
 
+/// A call dropped after its deadline passed (the layer was waiting for the event in progress to
+/// end) is cancelled as timed out, and a late resumption of it ends with the timeout's error.
+#[tokio::test(start_paused = true)]
+async fn a_late_resumption_of_a_call_past_its_deadline_gets_the_timeout_error() {
+    let timeout = TimeoutLayer::builder(ms(300))
+        .boundary_grace(ms(50))
+        .build()
+        .unwrap();
+    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
+    let svc = tower_armor_mcp::inspect::McpInspectLayer::new().layer(timeout.layer(mock));
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(12, None)));
+    let (req, reply) = next_within(&mut handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let mut body = Box::pin(first.await.unwrap().unwrap().into_body());
+    tx.send(&format!("id: 1/112\ndata: {}\n\n", progress(1)));
+    let _ = body.frame().await;
+    tx.send("data: {\"partial\":");
+    let _ = body.frame().await;
+    advance(ms(310)).await;
+    assert!(now(&mut body).is_none(), "waiting for the event's end");
+    drop(body);
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 12, "s-1", "request timed out");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/112")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (tx, body) = script();
+    drop(tx);
+    reply.send_response(answer("text/event-stream", body));
+    let resp = get.await.unwrap().unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let end: Value = serde_json::from_str(text.trim().trim_start_matches("data: ")).unwrap();
+    assert_eq!(end["id"], 12, "{text}");
+    assert_eq!(end["error"]["code"], -31504, "{text}");
+}
+
 /// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
 fn resume_get(last_event_id: &'static str) -> Request<String> {
     Request::get("/mcp")
