@@ -172,8 +172,18 @@ fn final_error_event(
     correlation: Option<&CorrelationId>,
     ending: Ending,
 ) -> Bytes {
-    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
     let (code, message) = ending.code_and_message();
+    error_event(id, correlation, code, message)
+}
+
+/// An SSE event carrying a local JSON-RPC error for `id`, with the correlation id in `data`.
+fn error_event(
+    id: Option<&RequestId>,
+    correlation: Option<&CorrelationId>,
+    code: i64,
+    message: &str,
+) -> Bytes {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
     tower_armor_mcp::sse::data_event(&jsonrpc::error_body(id, code, message, data.as_ref()))
 }
 
@@ -680,26 +690,13 @@ impl Timed {
         tracing::debug!(id = ?self.call.id, "late resumption of a cancelled call; final error added");
         // Cancelled while its client was away: whether the tool had finished first is not
         // known (rmcp drops a call's stream with its result), so the error says no more.
-        let event = if timed_out {
-            final_error_event(
-                self.call.id.as_ref(),
-                self.call.correlation.as_ref(),
-                Ending::Deadline,
-            )
+        let (code, message) = if timed_out {
+            Ending::Deadline.code_and_message()
         } else {
-            let data = self
-                .call
-                .correlation
-                .as_ref()
-                .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-            tower_armor_mcp::sse::data_event(&jsonrpc::error_body(
-                self.call.id.as_ref(),
-                CODE_CANCELLED,
-                LATE_MESSAGE,
-                data.as_ref(),
-            ))
+            (CODE_CANCELLED, LATE_MESSAGE)
         };
-        Some(Last::Event(event))
+        let (id, correlation) = (self.call.id.as_ref(), self.call.correlation.as_ref());
+        Some(Last::Event(error_event(id, correlation, code, message)))
     }
 
     /// The caller dropped the body.

@@ -1480,6 +1480,11 @@ fn inspected(grace: Duration) -> (Inspected, Handle) {
         .resume_grace(grace)
         .build()
         .unwrap();
+    inspected_by(timeout)
+}
+
+/// The inspector in front of `timeout`, in front of a mock server.
+fn inspected_by(timeout: TimeoutLayer) -> (Inspected, Handle) {
     let (mock, handle) = mock::pair::<Request<McpBody>, Response<Script>>();
     let svc = tower_armor_mcp::inspect::McpInspectLayer::new().layer(timeout.layer(mock));
     (svc, handle)
@@ -1742,8 +1747,7 @@ async fn a_late_resumption_of_a_call_past_its_deadline_gets_the_timeout_error() 
         .boundary_grace(ms(50))
         .build()
         .unwrap();
-    let (mock, mut handle) = mock::pair::<Request<McpBody>, Response<Script>>();
-    let svc = tower_armor_mcp::inspect::McpInspectLayer::new().layer(timeout.layer(mock));
+    let (svc, mut handle) = inspected_by(timeout);
     let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(12, None)));
     let (req, reply) = next_within(&mut handle).await.expect("the call");
     drop(req);
