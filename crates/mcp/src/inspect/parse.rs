@@ -1111,10 +1111,11 @@ impl<'de> Deserialize<'de> for EnvelopeDe<'de> {
                         K::JsonRpc => e.jsonrpc = m.next_value::<MaybeStr<'de>>()?.0,
                         K::Method => e.method = Some(m.next_value::<CowStr<'de>>()?.0),
                         K::Id => {
-                            let v = m.next_value::<serde_json::Value>()?;
-                            e.id = Some(match RequestId::deserialize(v) {
-                                Ok(id) => IdField::Valid(id),
-                                Err(_) => IdField::Invalid,
+                            // Never built as a JSON value: a hostile id (an array of millions
+                            // of elements) costs a skip, not memory many times its size.
+                            e.id = Some(match m.next_value::<MaybeId>()?.0 {
+                                Some(id) => IdField::Valid(id),
+                                None => IdField::Invalid,
                             });
                         }
                         K::Params => e.params = m.next_value::<ParamsDe<'de>>()?.0,
