@@ -237,6 +237,24 @@ async fn get_delete_and_non_json_pass_through() {
     send.send_response(Response::new(String::new()));
     call.await.unwrap().unwrap();
 
+    // The server reads `+3/+07` as `3/7` (Rust's integer parsing): it goes inward spelt so, for
+    // the server and every layer alike.
+    let resume = Request::get("/mcp")
+        .header("last-event-id", "+3/+07")
+        .body(String::new())
+        .unwrap();
+    let call = tokio::spawn(svc.clone().oneshot(resume));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.headers()["last-event-id"], "3/7");
+    assert_eq!(
+        req.extensions().get::<McpRequest>().unwrap().stream_role(),
+        &StreamRole::Resume {
+            last_event_id: http::HeaderValue::from_static("3/7")
+        }
+    );
+    send.send_response(Response::new(String::new()));
+    call.await.unwrap().unwrap();
+
     let text = Request::post("/mcp")
         .header("content-type", "text/plain")
         .body("not json at all".to_string())

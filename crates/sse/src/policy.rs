@@ -5,7 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use tower_armor_mcp::McpRequest;
 use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD, SESSION_ID};
-use tower_armor_mcp::inspect::resumes_call;
+use tower_armor_mcp::inspect::{canonical_call_event_id, resumes_call};
 
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -55,7 +55,8 @@ pub(crate) fn resumed_call_event<B>(req: &Request<B>) -> Option<bytes::Bytes> {
     }
     req.headers()
         .get(&LAST_EVENT_ID)
-        .filter(|id| resumes_call(id.as_bytes()))
+        // As the inspector hands it to the server, which numbers the events it replays so.
+        .and_then(canonical_call_event_id)
         .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
 }
 

@@ -42,7 +42,9 @@ mod service;
 pub use self::future::ResponseFuture;
 pub use self::in_flight::InProgress;
 pub use self::layer::McpInspectLayer;
-pub use self::parse::{Rejection, decode_mcp_name, event_stream, resumes_call};
+pub use self::parse::{
+    Rejection, canonical_call_event_id, decode_mcp_name, event_stream, resumes_call,
+};
 pub use self::service::McpInspect;
 
 /// Parses one POST the way the inspector does, without a service: for fuzzing and tests.

@@ -27,17 +27,38 @@ pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// listen stream.
 ///
 /// Event ids are opaque to the protocol; this follows rmcp, which numbers a call's events
-/// `<index>/<request id>` and the listen stream's `<index>`. Only that call form (decimal digits
-/// on both sides of one `/`) resumes a call; any other id, from rmcp or another server, is taken
-/// as the listen stream's. The safe side: a listen stream taken for a call would hold a call
-/// permit (and escape the per-principal stream bound) for as long as it stays open, and dodge
-/// the idle timeout; a call taken for a listen stream is only bounded as a stream.
+/// `<index>/<request id>` and the listen stream's `<index>`, and reads a `Last-Event-ID` by
+/// splitting it at its first `/` and parsing each side as an unsigned decimal integer the way
+/// Rust's `from_str` does: an optional leading `+` and leading zeros are accepted, a value out
+/// of range is not. Exactly the ids rmcp resumes a call with resume one here, so a client cannot
+/// resume its call past the layers that bound calls by spelling the id `+0/+1`; any other id,
+/// from rmcp or another server, is taken as the listen stream's (rmcp answers an id it cannot
+/// read with an empty stream). See [`canonical_call_event_id`] for the one spelling the
+/// layers key a call's stream by.
 pub fn resumes_call(last_event_id: &[u8]) -> bool {
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    match last_event_id.iter().position(|&b| b == b'/') {
-        Some(i) => digits(&last_event_id[..i]) && digits(&last_event_id[i + 1..]),
-        None => false,
+    call_event_id(last_event_id).is_some()
+}
+
+/// A call's event id as rmcp reads it (see [`resumes_call`]): its index and its stream.
+fn call_event_id(id: &[u8]) -> Option<(usize, u64)> {
+    let id = std::str::from_utf8(id).ok()?;
+    let (index, stream) = id.split_once('/')?;
+    Some((index.parse().ok()?, stream.parse().ok()?))
+}
+
+/// The usual spelling (`<index>/<stream>`, plain decimal digits) of a `Last-Event-ID` that
+/// resumes a call ([`resumes_call`]), or `None` for any other id. The same header value when it
+/// is spelt that way already (no allocation); the inspector hands the server and the inner
+/// layers this spelling, so that every one of them names the call's stream alike.
+pub fn canonical_call_event_id(last_event_id: &HeaderValue) -> Option<HeaderValue> {
+    let raw = last_event_id.as_bytes();
+    let (index, stream) = call_event_id(raw)?;
+    let plain = |s: &[u8]| s == b"0" || (s.first().is_some_and(|&b| (b'1'..=b'9').contains(&b)));
+    let slash = raw.iter().position(|&b| b == b'/')?;
+    if plain(&raw[..slash]) && plain(&raw[slash + 1..]) {
+        return Some(last_event_id.clone());
     }
+    HeaderValue::try_from(format!("{index}/{stream}")).ok()
 }
 
 /// The stream part of an rmcp event id (`<index>/<stream>`), if it has one: what a resuming
@@ -193,11 +214,12 @@ pub(crate) fn from_headers(
     let session_id = session_of(revision, headers)?;
     let stream = if method == http::Method::GET {
         match headers.get(&LAST_EVENT_ID) {
-            Some(v) if resumes_call(v.as_bytes()) => StreamRole::Resume {
-                last_event_id: v.clone(),
+            Some(v) => match canonical_call_event_id(v) {
+                Some(last_event_id) => StreamRole::Resume { last_event_id },
+                // The listen stream's own id: reconnecting it is the same long-lived stream.
+                None => StreamRole::Listen,
             },
-            // No id, or the listen stream's own: reconnecting it is the same long-lived stream.
-            _ => StreamRole::Listen,
+            None => StreamRole::Listen,
         }
     } else {
         StreamRole::None
@@ -2107,7 +2129,39 @@ mod tests {
         assert!(g.is_call());
         // The listen stream reconnecting (rmcp's bare `<index>`), or an id of another form: the
         // same long-lived stream, never a call.
-        for id in ["5", "", "a/1", "1/", "/1", "1/2/3", "1/x"] {
+        // As rmcp reads it: `+` signs and leading zeros are the same call (handed on in the
+        // usual spelling), a value out of range or a third part is not a call's id.
+        for (id, canonical) in [
+            ("+0/+2", "0/2"),
+            ("007/02", "7/2"),
+            ("0/0", "0/0"),
+            ("10/3", "10/3"),
+        ] {
+            let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", id)]), L).unwrap();
+            assert_eq!(
+                g.stream_role(),
+                &StreamRole::Resume {
+                    last_event_id: HeaderValue::from_static(canonical)
+                },
+                "{id:?}"
+            );
+        }
+        for id in [
+            "5",
+            "+5",
+            "",
+            "a/1",
+            "1/",
+            "/1",
+            "1/2/3",
+            "1/x",
+            "-0/1",
+            "0/-1",
+            " 0/1",
+            "0/1 ",
+            "++0/1",
+            "0/18446744073709551616",
+        ] {
             let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", id)]), L).unwrap();
             assert!(g.is_long_lived(), "{id:?}");
             assert!(!g.is_call(), "{id:?}");

@@ -6,9 +6,10 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::McpInspectLayer;
-use super::parse::{self, Rejection};
+use super::parse::{self, LAST_EVENT_ID, Rejection};
 use crate::CorrelationId;
 use crate::body::{McpBody, ResponseBody};
+use crate::request::StreamRole;
 
 /// Reads each MCP request once into an [`McpRequest`](crate::McpRequest) extension; see the
 /// [module docs](super).
@@ -62,6 +63,10 @@ where
             return match parse::from_headers(method, &parts.headers, self.config.limits) {
                 Ok(facts) => {
                     crate::span::record_request(&facts);
+                    if let StreamRole::Resume { last_event_id } = facts.stream_role() {
+                        // The server reads the id as the layers do (`+0/+1` is `0/1`).
+                        parts.headers.insert(&LAST_EVENT_ID, last_event_id.clone());
+                    }
                     parts.extensions.insert(facts);
                     let mut service = service;
                     ResponseFuture::calling(
