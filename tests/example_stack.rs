@@ -772,6 +772,60 @@ async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
     );
 }
 
+/// A 2025-11-25 client that resumes its call's stream while the answer is still being read
+/// (or before the server has seen it go): the resumption waits for that answer to end. Sent on
+/// at once, rmcp would move the rest of the call onto the `GET` and end the answer early: the
+/// call would lose its bulkhead permit (a client could run a tool past its limit), its
+/// deadline, and count as a breaker failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumption_of_an_answer_still_being_read_waits_for_it() {
+    let ex = spawn_example(&[
+        ("MCP_BULKHEAD_MAX_CONCURRENT", "1"),
+        ("MCP_BULKHEAD_MAX_QUEUE", "0"),
+    ])
+    .await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    let id = c.next_id();
+    let args = json!({"steps": 10, "interval_ms": 100});
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "progress", args, Some(json!("p"))),
+    )
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(resp);
+    let first = bounded(
+        10,
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
+    .await
+    .expect("a first progress");
+    let last = first.id.expect("rmcp numbers its events");
+    let resume = async {
+        let resp = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
+        (Instant::now(), resp.status())
+    };
+    let read = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_progress_busy(&c, "the answer being read keeps its permit").await;
+        let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
+            .await
+            .and_then(|e| e.json())
+            .expect("the result, on the answer itself");
+        assert!(result["result"].is_object(), "{result}");
+        Instant::now()
+    };
+    let ((resumed, status), done) = tokio::join!(resume, read);
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        resumed + Duration::from_millis(100) >= done,
+        "the resumption was answered {:?} before the call's result",
+        done - resumed
+    );
+    assert_no_failures(&ex, "progress");
+    progress_free_again(&c).await;
+}
+
 /// Without a resume grace (the default) a call whose client dropped its stream is cancelled at
 /// once. A client that comes back to resume it, as the SDKs do after rmcp's 3 s `retry`, gets
 /// what rmcp replays and then a final error for its id (-31499), not a stream that ends

@@ -86,8 +86,11 @@
 //!     part of rmcp's event ids after the `/`) **adopts** the held permit instead of taking
 //!     another, one resumption at a time: the call holds one permit from start to end, and a
 //!     full pool (its own held call in it) does not refuse its resumption. Not adopted, and so
-//!     taking a permit like any call: a resumption that arrives before the server has seen the
-//!     drop (the SDKs wait 3 s first). In backpressure mode a permit is reserved in
+//!     taking a permit like any call (in the [`RESUME_KEY`] pool when keyed by tool): a
+//!     resumption that arrives while the answer it resumes is still in flight (before the
+//!     server has seen the drop); the timeout layer holds it back until that answer ends, and
+//!     it then carries the held call's continuation, so the tool's permit stays taken as well.
+//!     In backpressure mode a permit is reserved in
 //!     `poll_ready`, before the request is known: a resumption first waits for one (behind its
 //!     own held call, if the pool is full), then adopts and gives it back;
 //!   - otherwise the permit comes back when the stream is dropped (the timeout layer without a

@@ -569,6 +569,10 @@ impl Timed {
                                 *stream = ev.id.and_then(event_stream).map(Box::from);
                             }
                         });
+                        // A `GET` resuming the stream now waits for this answer to end.
+                        if let (Some(stream), Some(entry)) = (&self.call.stream, &self.call.entry) {
+                            entry.set_stream(stream);
+                        }
                     } else {
                         parser.feed(data, |_| {});
                     }

@@ -34,10 +34,17 @@
 //! request, an unknown session) did not cancel anything: the marks it set are withdrawn when its answer
 //! comes, so a call that later ends without its final response is still a failure. Marks are
 //! counted per call: withdrawing one leaves another that the server accepted.
+//!
+//! The table also knows each call's stream (the part of rmcp's event ids after the `/`) once
+//! its answer names it, so that a `GET` resuming a stream whose answer is still being read can
+//! wait for that answer to end ([`Calls::live`]): rmcp would move the rest of the call onto the
+//! `GET` and end the first answer without its final message, leaving the call with neither its
+//! permit (released with that answer) nor its deadline.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
+use tokio::sync::watch;
 use tower_armor_mcp::{CompletionHandle, RequestId};
 
 use crate::sessions::{BySession, Registered};
@@ -54,6 +61,11 @@ struct Slot {
     /// The handle's cancel request was set by these marks (not by anything else), so the
     /// last withdrawal clears it.
     flagged: bool,
+    /// The stream the answer's event ids name, once seen.
+    stream: Option<Box<str>>,
+    /// Dropped when the call's answer ends (or is dropped): wakes the resumptions of its
+    /// stream that wait for that ([`Calls::live`]).
+    live: Option<watch::Sender<()>>,
 }
 
 /// One call in flight.
@@ -73,20 +85,47 @@ impl Entry {
 /// The calls in flight, per session; shared by every service of one layer.
 pub(crate) type Calls = BySession<Entry>;
 
-/// A running call's place in [`Calls`]; removes it when dropped.
-pub(crate) type CallEntry = Registered<Entry>;
+/// A running call's place in [`Calls`]; removes it when dropped, after waking the resumptions
+/// that wait for its answer to end.
+#[derive(Debug)]
+pub(crate) struct CallEntry(Registered<Entry>);
+
+impl Drop for CallEntry {
+    fn drop(&mut self) {
+        // Whatever the answer left behind (a call held for resumption) is in place by now.
+        drop(self.0.entry.slot().live.take());
+    }
+}
 
 impl Calls {
     /// Registers call `id` of `session`; it stays registered until the returned guard is
     /// dropped.
     pub(crate) fn register(self: &Arc<Self>, session: HeaderValue, id: RequestId) -> CallEntry {
-        self.insert(
+        let slot = Slot {
+            live: Some(watch::channel(()).0),
+            ..Slot::default()
+        };
+        CallEntry(self.insert(
             session,
             Entry {
                 id,
-                slot: Mutex::new(Slot::default()),
+                slot: Mutex::new(slot),
             },
-        )
+        ))
+    }
+
+    /// A call of `session` whose answer, still in flight, names `stream`: what a `GET`
+    /// resuming that stream must wait for (it completes when the answer has ended or been
+    /// dropped); `None` if there is none.
+    pub(crate) fn live(&self, session: &HeaderValue, stream: &str) -> Option<watch::Receiver<()>> {
+        self.with(session, |calls| {
+            calls.iter().find_map(|e| {
+                let slot = e.slot();
+                let live = slot.live.as_ref()?;
+                (slot.stream.as_deref() == Some(stream)).then(|| live.subscribe())
+            })
+        })
+        .flatten()
     }
 
     /// The client cancelled request `id` of `session`: marks every running call of the session
@@ -149,11 +188,16 @@ impl Marked {
 impl CallEntry {
     /// The call's answer came, with `handle`: a cancellation that came first is applied to it.
     pub(crate) fn answered(&self, handle: &CompletionHandle) {
-        let mut slot = self.entry.slot();
+        let mut slot = self.0.entry.slot();
         if slot.marks > 0 {
             slot.flagged = handle.cancel_requested();
         }
         slot.handle = Some(handle.clone());
+    }
+
+    /// The call's answer names `stream` (a resumption of it continues the call).
+    pub(crate) fn set_stream(&self, stream: &str) {
+        self.0.entry.slot().stream = Some(Box::from(stream));
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tokio::sync::watch;
 use tokio::time::Sleep;
 use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
@@ -64,10 +65,26 @@ pin_project! {
             drain: SignalWait,
             call: Option<CallState>,
         },
+        // A resumption waiting for the answer it resumes to end (`ended`), then sent on
+        // (`next`), then that call's own future (`sent`).
+        Waiting {
+            ended: Pin<Box<dyn Future<Output = ()> + Send>>,
+            next: Box<dyn PendingCall<F>>,
+            sent: Option<Pin<Box<ResponseFuture<F>>>>,
+        },
         // Refused: the drain deadline had passed.
         Refused,
         Done,
     }
+}
+
+/// A request held back by [`ResponseFuture::after`]: its service readied, then called, once
+/// what it waits for is over.
+pub(crate) trait PendingCall<F>: Send {
+    /// The service's readiness.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+    /// Calls the readied service with the request (`None` once it has).
+    fn call(&mut self) -> Option<ResponseFuture<F>>;
 }
 
 impl<F> ResponseFuture<F> {
@@ -88,6 +105,22 @@ impl<F> ResponseFuture<F> {
         }
     }
 
+    /// A request sent on once `ended` completes (its sender is dropped): a resumption of an
+    /// answer still in flight.
+    pub(crate) fn after(mut ended: watch::Receiver<()>, next: Box<dyn PendingCall<F>>) -> Self {
+        let ended = Box::pin(async move {
+            // Nothing is ever sent: this returns when the sender is dropped.
+            while ended.changed().await.is_ok() {}
+        });
+        ResponseFuture {
+            kind: Kind::Waiting {
+                ended,
+                next,
+                sent: None,
+            },
+        }
+    }
+
     pub(crate) fn refused() -> Self {
         ResponseFuture {
             kind: Kind::Refused,
@@ -100,6 +133,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Timed { .. } => "timed",
+            Kind::Waiting { .. } => "waiting",
             Kind::Refused => "refused",
             Kind::Done => "done",
         };
@@ -208,6 +242,22 @@ where
                     call.send_cancel(ending.reason());
                     Err(ending.error())
                 }
+            }
+            KindProj::Waiting { ended, next, sent } => {
+                if sent.is_none() {
+                    ready!(ended.as_mut().poll(cx));
+                    match ready!(next.poll_ready(cx)) {
+                        Ok(()) => *sent = next.call().map(Box::pin),
+                        Err(e) => {
+                            this.kind.set(Kind::Done);
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                let sent = sent
+                    .as_mut()
+                    .expect("ResponseFuture polled after completion");
+                ready!(sent.as_mut().poll(cx))
             }
             KindProj::Refused => Err(Ending::Drain.error()),
             KindProj::Done => panic!("ResponseFuture polled after completion"),

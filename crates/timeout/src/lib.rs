@@ -199,10 +199,14 @@
 //! gone) cancels the call at once; one that fails otherwise (a server error, a transport
 //! failure), which the client may retry, holds the call again for the grace. (rmcp answers the
 //! resumption of a stream it no longer has, a call already over, with an empty stream.)
-//! Limits: a `GET` that reaches the layer before
-//! it has seen the drop (a resumption racing the disconnect; the SDKs wait rmcp's 3 s `retry`
-//! first) is not matched,
-//! and the call is cancelled when the grace ends. rmcp (3.11) drops a call's replay cache once
+//! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
+//! disconnect, before the server has seen the drop; or a client resuming while it still reads
+//! the answer) waits for that answer to end, and then goes on as above: it resumes the held
+//! call, or (the answer ended with its result) finds the call over. Sent on at once, rmcp
+//! would move the rest of the call onto the `GET` and end the first answer without its final
+//! message: the call would lose what it holds (its bulkhead permit goes with that answer) and
+//! its deadline, and count as a failure of the server. The wait is bounded by the call: its
+//! deadline ends that answer. rmcp (3.11) drops a call's replay cache once
 //! its final response is sent, so resuming a call that already ended yields an empty stream,
 //! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.
 //!

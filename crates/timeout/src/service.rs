@@ -18,7 +18,7 @@ use tower_service::Service;
 use crate::body::{CallState, TimeoutBody};
 use crate::cancel::{CancelTarget, SenderSlot};
 use crate::clock::Clock;
-use crate::future::{CallFuture, ResponseFuture};
+use crate::future::{CallFuture, PendingCall, ResponseFuture};
 use crate::layer::{Shared, TimeoutLayer};
 
 /// A per-call deadline that follows the call to its final JSON-RPC response; see the
@@ -198,6 +198,24 @@ where
             if let (Some(session), StreamRole::Resume { last_event_id }) =
                 (f.session_id(), f.stream_role())
             {
+                // The answer of the call this GET resumes may still be in flight (its client
+                // resumed before the server saw it go, or while still reading it): the GET
+                // waits for that answer to end (its call then held, cancelled or over), then
+                // comes back here. Sent on now, it would take the rest of the call away from
+                // that answer and end it early: the call's permit would go with it, and its
+                // deadline.
+                let live = event_stream(last_event_id.as_bytes())
+                    .filter(|_| req.extensions().get::<AfterLiveAnswer>().is_none())
+                    .and_then(|stream| self.shared.calls.live(session, stream));
+                if let Some(ended) = live {
+                    tracing::debug!("resumption of an answer still in flight; waiting for its end");
+                    req.extensions_mut().insert(AfterLiveAnswer);
+                    let deferred = Box::new(Deferred {
+                        service: self.clone(),
+                        req: Some(req),
+                    });
+                    return ResponseFuture::after(ended, deferred);
+                }
                 // The cancellation held for the stream this GET resumes is taken back: the
                 // resumed answer is the call's now.
                 resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
@@ -243,6 +261,9 @@ where
             (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
             _ => None,
         };
+        if let (Some(entry), Some(stream)) = (&entry, &resumed_stream) {
+            entry.set_stream(stream);
+        }
         let (resumed, continues) = match resumed {
             Some((t, _, continues)) => (Some(t), continues),
             None => (None, Vec::new()),
@@ -276,6 +297,34 @@ where
         let wake = clock.wake_at();
         let future = self.inner.call(req);
         ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
+    }
+}
+
+/// Marks a resumption that waited for the answer it resumes to end: it is not made to wait
+/// again.
+#[derive(Clone, Copy, Debug)]
+struct AfterLiveAnswer;
+
+/// A resumption sent on once the answer it resumes has ended ([`ResponseFuture::after`]).
+struct Deferred<S> {
+    service: Timeout<S>,
+    req: Option<Request<McpBody>>,
+}
+
+impl<S, B> PendingCall<S::Future> for Deferred<S>
+where
+    S: Service<Request<McpBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self) -> Option<ResponseFuture<S::Future>> {
+        let req = self.req.take()?;
+        Some(self.service.call(req))
     }
 }
 

@@ -1801,3 +1801,91 @@ async fn next_within(
         .ok()
         .flatten()
 }
+
+/// Starts call `id` in session `s-1` and reads its first event (on stream `id + 100`);
+/// returns the answer's body, still open, the server's end of it, and a flag its completion
+/// handle's release listener sets.
+async fn reading(
+    svc: &Inspected,
+    handle: &mut Handle,
+    id: i64,
+) -> (
+    Pin<Box<impl Body<Data = Bytes> + use<>>>,
+    Tx,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
+    let (req, reply) = next_within(handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let resp = first.await.unwrap().unwrap();
+    let completion = resp
+        .extensions()
+        .get::<CompletionHandle>()
+        .cloned()
+        .expect("observed");
+    let released = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&released);
+    completion.on_release(move || r.store(true, Ordering::SeqCst));
+    let mut body = Box::pin(resp.into_body());
+    tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
+    let _ = body.frame().await;
+    (body, tx, released)
+}
+
+/// A `GET` resuming a stream whose answer is still being read (its client resumed before the
+/// server saw it go, or while still reading it) waits for that answer to end: sent on at once,
+/// rmcp would move the rest of the call onto the `GET` and end the answer early, and the call
+/// would lose what it holds (its bulkhead permit goes with that answer) and its deadline. Once
+/// the answer is dropped, the `GET` resumes the held call (and carries its hold); once it has
+/// ended with its result, the `GET` goes on as a resumption of a call that is over.
+#[tokio::test(start_paused = true)]
+async fn a_resumption_of_an_answer_still_in_flight_waits_for_it_to_end() {
+    use std::sync::atomic::Ordering;
+    let (svc, mut handle) = inspected(ms(5_000));
+    let (body, _tx, released) = reading(&svc, &mut handle, 21).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/121")));
+    assert!(
+        next_request(&mut handle, ms(2_000)).await.is_none(),
+        "the resumption waits while the answer is in flight"
+    );
+    drop(body);
+    let (_req, reply) = next_within(&mut handle)
+        .await
+        .expect("the resumption, once the answer is gone");
+    let (tx, resumed) = script();
+    reply.send_response(answer("text/event-stream", resumed));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "the call's hold goes on with its resumption"
+    );
+    tx.send(&format!("id: 2/121\ndata: {}\n\n", result(21)));
+    let _ = resumed.frame().await;
+    assert!(released.load(Ordering::SeqCst), "released with its result");
+    drop((resumed, tx));
+    assert!(
+        next_request(&mut handle, ms(6_000)).await.is_none(),
+        "nothing to cancel"
+    );
+
+    // The answer ends with its result while the resumption waits: the `GET` then goes on, and
+    // nothing is held or cancelled.
+    let (mut body, tx, released) = reading(&svc, &mut handle, 22).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/122")));
+    assert!(next_request(&mut handle, ms(500)).await.is_none());
+    tx.send(&format!("id: 2/122\ndata: {}\n\n", result(22)));
+    let _ = body.frame().await;
+    drop((body, tx));
+    assert!(released.load(Ordering::SeqCst));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    reply.send_response(answer("text/event-stream", script().1));
+    assert_eq!(get.await.unwrap().unwrap().status(), 200);
+    assert!(
+        next_request(&mut handle, ms(6_000)).await.is_none(),
+        "nothing to cancel"
+    );
+}
