@@ -430,6 +430,7 @@ where
                 parser: SseParser::default(),
                 id: id.cloned(),
                 guard: Guard(Some(handle.clone())),
+                skipped: false,
             })),
             ContentKind::Json => Mode::Json(JsonWatch {
                 first: None,
@@ -606,17 +607,28 @@ struct SseWatch {
     parser: SseParser,
     id: Option<RequestId>,
     guard: Guard,
+    /// An event too long to observe passed (it may have been the final response).
+    skipped: bool,
 }
 
 impl SseWatch {
     fn feed(&mut self, bytes: &[u8]) {
-        let Self { parser, id, guard } = self;
+        let Self {
+            parser,
+            id,
+            guard,
+            skipped,
+        } = self;
         let Some(handle) = guard.0.as_ref() else {
             return;
         };
         let mut done = None;
         parser.feed(bytes, |ev| {
-            if done.is_some() || ev.data.is_empty() || ev.truncated {
+            if done.is_some() || ev.data.is_empty() {
+                return;
+            }
+            if ev.truncated {
+                *skipped = true;
                 return;
             }
             match inspect_message(ev.data, id.as_ref()) {
@@ -633,6 +645,17 @@ impl SseWatch {
         if let Some(o) = done {
             guard.complete(o);
         }
+    }
+
+    /// The answer ended without its final response: `Incomplete`, unless an event too long to
+    /// observe passed, which may have been it. Then the answer is classified from its status,
+    /// like a JSON answer too long to observe: a success.
+    fn end(&mut self) {
+        self.guard.complete(if self.skipped {
+            Outcome::Success
+        } else {
+            Outcome::Incomplete
+        });
     }
 }
 
@@ -716,14 +739,14 @@ where
             (None, Mode::GrpcWeb(g, status)) => g.complete(Outcome::Status(*status)),
             (Some(Err(_)), Mode::Sse(w)) => w.guard.complete(Outcome::Transport),
             (Some(Err(_)), Mode::Json(w)) => w.guard.complete(Outcome::Transport),
-            (None, Mode::Sse(w)) => w.guard.complete(Outcome::Incomplete),
+            (None, Mode::Sse(w)) => w.end(),
             (None, Mode::Json(w)) => w.finish(),
         }
         // hyper stops polling once `is_end_stream` is true, so the end may never be seen as
         // `None`: settle the outcome as soon as the inner body says it is finished.
         if matches!(res, Some(Ok(_))) && this.inner.is_end_stream() {
             match this.mode {
-                Mode::Sse(w) => w.guard.complete(Outcome::Incomplete),
+                Mode::Sse(w) => w.end(),
                 Mode::Json(w) => w.finish(),
                 Mode::Grpc(g) => g.complete(Outcome::Incomplete),
                 Mode::GrpcWeb(g, status) => g.complete(Outcome::Status(*status)),

@@ -125,6 +125,28 @@ async fn stream_error_is_transport_and_clean_end_without_answer_is_incomplete() 
     assert_eq!(handle.outcome(), Some(Outcome::Incomplete));
 }
 
+/// An event longer than the observer reads (16 MiB) is forwarded unread: it may have been the
+/// final response (a large tool result), so an answer that then ends without one is classified
+/// from its status, a success, as a JSON answer too long to read is; not `Incomplete`, which
+/// a breaker counts as a failure of the server.
+#[tokio::test]
+async fn an_answer_whose_final_event_was_too_long_to_read_is_classified_by_its_status() {
+    let id = RequestId::Number(1);
+    let text = "x".repeat(17 << 20);
+    let result = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{text}"}}]}}}}"#
+    );
+    let resp = sse_response(vec![
+        ok(&format!("data: {PROGRESS}\n\n")),
+        ok(&format!("data: {result}\n\n")),
+    ]);
+    let (resp, handle) = observe_response(resp, Some(&id));
+    let (bytes, errored) = drain(resp.into_body()).await;
+    assert!(!errored);
+    assert!(bytes.len() > 17 << 20, "forwarded whole");
+    assert_eq!(handle.outcome(), Some(Outcome::Success));
+}
+
 #[tokio::test]
 async fn responses_to_other_ids_and_server_requests_are_not_final() {
     let id = RequestId::Number(2);
