@@ -48,7 +48,8 @@ impl CircuitBreakerHandle {
 
     /// The circuit of `key` of a keyed breaker, created if calls could use that key (a known
     /// tool, a method, an authority, `unknown`, `other`), so an operator can force a circuit
-    /// open before its first call. `None` for other keys and for an unkeyed breaker.
+    /// open before its first call. `None` for other keys (keyed by tool, `tools/call` is one:
+    /// tool calls use their tool's circuit) and for an unkeyed breaker.
     pub fn circuit(&self, key: &str) -> Option<Circuit> {
         self.shared.circuit(key).map(|core| Circuit {
             core: Arc::clone(core),

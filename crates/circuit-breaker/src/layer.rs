@@ -266,7 +266,9 @@ impl Shared {
                     Some(c)
                 } else if known.contains(key) {
                     Some(self.in_table(k, &k.names, key))
-                } else if is_method {
+                } else if is_method && method != Method::ToolsCall {
+                    // (A `tools/call` is keyed by its tool, never by the method: forcing that
+                    // circuit would change nothing.)
                     Some(self.in_table(k, &k.methods, key))
                 } else {
                     None

@@ -744,6 +744,10 @@ async fn keyed_per_tool_one_bad_tool_opens_only_its_own_circuit() {
         ]
     );
     assert!(h.layer.handle().circuit("made-up-1").is_none());
+    assert!(
+        h.layer.handle().circuit("tools/call").is_none(),
+        "tool calls are keyed by tool: a `tools/call` circuit would have no effect"
+    );
 
     // A tool learned later gets its own key.
     known.learn(["late"]);
