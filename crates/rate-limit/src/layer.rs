@@ -317,6 +317,26 @@ impl Builder {
                 }
             };
         }
+        // Settings that would be read and then never used are refused, not ignored.
+        if get(config::ENV_FORWARDED_HEADER).is_some() && get(config::ENV_TRUSTED_PROXIES).is_none()
+        {
+            return Err(ConfigError::new(
+                config::ENV_FORWARDED_HEADER,
+                format!(
+                    "has no effect without {}: the header is believed only from trusted proxies",
+                    config::ENV_TRUSTED_PROXIES
+                ),
+            ));
+        }
+        if get(config::ENV_TRUSTED_PROXIES).is_some() && b.key_by == KeyBy::Global {
+            return Err(ConfigError::new(
+                config::ENV_TRUSTED_PROXIES,
+                format!(
+                    "has no effect with {}=global: no client address is looked up",
+                    config::ENV_KEY
+                ),
+            ));
+        }
         if let Some(v) = get(config::ENV_MAX_KEYS) {
             b.max_keys = config::positive::<usize>(config::ENV_MAX_KEYS, &v)?;
         }
@@ -581,6 +601,22 @@ mod tests {
             let e = Builder::from_lookup(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.setting(), var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var), "{e}");
+        }
+        // Settings that would be read and never used: the forwarding header without trusted
+        // proxies (it is believed only from them), trusted proxies with no address looked up.
+        for (pairs, var) in [
+            (
+                &[(ENV_FORWARDED_HEADER, "forwarded")][..],
+                ENV_FORWARDED_HEADER,
+            ),
+            (
+                &[(ENV_KEY, "global"), (ENV_TRUSTED_PROXIES, "10.0.0.0/8")][..],
+                ENV_TRUSTED_PROXIES,
+            ),
+        ] {
+            let e = Builder::from_lookup(vars(pairs)).unwrap_err();
+            assert_eq!(e.setting(), var, "{pairs:?}: {e}");
+            assert!(e.to_string().contains("no effect"), "{e}");
         }
         // Each in range, together beyond governor's arithmetic (a burst that takes over 584
         // years to replenish): an error naming the burst, not a panic at build time.
