@@ -79,10 +79,22 @@ impl SseParser {
     }
 
     /// Whether the bytes seen so far end exactly between two events: no partial line, no field of
-    /// an undispatched event, no `\r` whose `\n` may still come. Only there may a writer insert
-    /// its own event or comment without changing the meaning of the stream.
+    /// an undispatched event, no part of a byte order mark. Only there may a writer insert its
+    /// own event or comment without changing the meaning of the stream.
+    ///
+    /// A line ended by a lone `\r` (the SSE format allows `\r`, `\n` and `\r\n`) is ended:
+    /// if the `\n` of a `\r\n` follows what the writer inserted (which ends with a blank line),
+    /// a client reads it as one more blank line, which dispatches nothing. Waiting for that
+    /// `\n` instead would leave a stream that ends its lines with `\r` without a boundary
+    /// whenever it falls quiet, when keep-alive comments are needed.
     pub fn at_boundary(&self) -> bool {
-        !self.pending_cr && !self.in_event && self.line.is_empty()
+        !self.in_event && self.line.is_empty() && !matches!(self.bom, 1 | 2)
+    }
+
+    /// Whether the last byte seen was a `\r` that ended a line: a `\n` right after it belongs
+    /// to that line's end (a `\r\n`), not to the next line.
+    pub fn ends_with_cr(&self) -> bool {
+        self.pending_cr
     }
 
     /// How many bytes of the event still being read the parser holds (its partial line and the
@@ -311,14 +323,31 @@ mod tests {
             ["a", "b"]
         );
         assert!(
-            !p.at_boundary(),
-            "a trailing \\r may still be followed by \\n"
+            p.at_boundary(),
+            "a line ended by \\r is ended, even if a \\n may follow"
         );
         let evs = parse_chunks(&mut p, &[b"", b"\n"]);
         assert!(
             evs.is_empty(),
             "an empty frame does not settle the pending \\r"
         );
+        assert!(p.at_boundary());
+        // Inside an event a lone \r is not a boundary.
+        parse_chunks(&mut p, &[b"data: c\r"]);
+        assert!(!p.at_boundary());
+        parse_chunks(&mut p, &[b"\r"]);
+        assert!(p.at_boundary());
+    }
+
+    #[test]
+    fn a_partial_byte_order_mark_is_no_boundary() {
+        let mut p = SseParser::default();
+        parse_chunks(&mut p, &[b"\xEF"]);
+        assert!(!p.at_boundary(), "a comment here would split the mark");
+        parse_chunks(&mut p, &[b"\xBB"]);
+        assert!(!p.at_boundary());
+        let evs = parse_chunks(&mut p, &[b"\xBFdata: x\n\n"]);
+        assert_eq!(evs[0].data, "x");
         assert!(p.at_boundary());
     }
 

@@ -169,16 +169,36 @@ async fn no_comment_is_ever_inserted_inside_an_event() {
         &b":\"2.0\"}\n"[..]
     );
     quiet(&mut body, 120).await;
-    // A trailing \r may be half of \r\n: not a boundary yet.
+    // The blank line that ends the event, by a lone \r (half of a \r\n, maybe): the event is
+    // over, so a keep-alive may follow 15 s later. A \n after it reads as one more blank line,
+    // which dispatches nothing.
     tx.send(Ok(Bytes::from_static(b"\r"))).unwrap();
     next(&mut body, 1).await.unwrap().unwrap();
-    quiet(&mut body, 60).await;
-    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
-    next(&mut body, 1).await.unwrap().unwrap();
-    // Now at a boundary: keep-alive 15 s after that last frame.
     let t0 = Instant::now();
     assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
     assert_eq!(t0.elapsed(), Duration::from_secs(15));
+    tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+    assert_eq!(t0.elapsed(), Duration::from_secs(15));
+}
+
+/// A server that ends its lines with a lone \r (the SSE format allows it) gets keep-alive
+/// comments while it is quiet between events, like any other.
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_cr_lines_gets_keep_alives_between_events() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"data: {\"a\":1}\r\r")))
+        .unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert_eq!(next(&mut body, 20).await.unwrap().unwrap(), KA);
+        assert_eq!(t0.elapsed(), Duration::from_secs(15));
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -257,7 +257,7 @@ impl SseState {
                 // A `\r` that ended the event may be followed by a `\n`, here or in the next
                 // frame: it belongs to the dropped raw event.
                 let mut lf = false;
-                if !self.parser.at_boundary() {
+                if self.parser.ends_with_cr() {
                     if data.get(pos) == Some(&b'\n') {
                         lf = true;
                     } else if pos == data.len() {
