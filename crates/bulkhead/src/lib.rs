@@ -122,6 +122,12 @@
 //!   in full once its turn came. The notification goes on to the server all the same. Under
 //!   2026-07-28 the client closes the call's stream instead, which gives the place back. (Not
 //!   in backpressure mode, where calls wait in `poll_ready`, before the bulkhead sees them.)
+//! - **A task-augmented call** (`tools/call` with `params.task`, on a server that implements
+//!   MCP tasks) is answered at once with the task, and its permit comes back with that answer:
+//!   the work that goes on in the background is not bounded here, and the `tasks/*` requests
+//!   that poll or fetch it take permits of their own (the `method:tasks/…` pools keyed by
+//!   tool). Bound task work in the server (rmcp's task executor), or keep tasks off for tools
+//!   the bulkhead must bound.
 //!
 //! # Line, wait limit, fairness
 //!
