@@ -229,6 +229,7 @@ impl SseState {
             let end =
                 memchr::memchr2(b'\n', b'\r', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
             let mut replacement: Option<Bytes> = None;
+            let mut failed = false;
             let filter = &self.filter;
             self.parser.feed(&data[pos..end], |ev| {
                 let r = if ev.truncated {
@@ -241,11 +242,14 @@ impl SseState {
                 replacement = match r {
                     Rewrite::Unchanged => None,
                     Rewrite::Rewritten(json) => Some(sse_event(&json, ev.event, ev.id)),
-                    Rewrite::Unfilterable(id) => Some(sse_event(
-                        &filter.error_message(id.as_ref()),
-                        ev.event,
-                        ev.id,
-                    )),
+                    Rewrite::Unfilterable(id) => {
+                        failed = true;
+                        Some(sse_event(
+                            &filter.error_message(id.as_ref()),
+                            ev.event,
+                            ev.id,
+                        ))
+                    }
                 };
             });
             pos = end;
@@ -263,6 +267,12 @@ impl SseState {
                     } else if pos == data.len() {
                         self.skip_lf = true;
                     }
+                }
+                if self.filter.single() && failed {
+                    // The request's answer is this error: the event that could not be read may
+                    // not have been the list, which must not pass after it. Nothing more.
+                    self.end = true;
+                    return;
                 }
                 if self.filter.single() {
                     self.done = true;
@@ -564,6 +574,16 @@ mod tests {
         .await;
         let text = String::from_utf8(frames.concat()).unwrap();
         assert!(!text.contains("crash"), "{text}");
+        assert!(text.contains("-31502"), "{text}");
+        // An event that cannot be read (invalid UTF-8) may have been the list or not: its
+        // error is the answer, and the list that follows never passes.
+        let mut stream =
+            b"data: {\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":\"\xff\"}\n\n".to_vec();
+        stream.extend_from_slice(format!("data: {LIST}\n\n").as_bytes());
+        let frames = collect_frames(AllowBody::sse(chunked(vec![stream]), filter(false))).await;
+        let text = String::from_utf8(frames.concat()).unwrap();
+        assert!(!text.contains("crash"), "{text}");
+        assert_eq!(text.matches("data: ").count(), 1, "{text}");
         assert!(text.contains("-31502"), "{text}");
     }
 

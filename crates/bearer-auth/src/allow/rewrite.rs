@@ -169,7 +169,15 @@ pub(crate) fn rewrite_list(
     private: bool,
 ) -> Rewrite {
     let Some(top) = object(message) else {
-        return Rewrite::Unchanged;
+        // An object this parser cannot read (invalid UTF-8 in a description, cut short): a
+        // client's more lenient parser may still read a list in it, hidden names
+        // and all. Fail closed: an error for the request instead. What is no object at all
+        // (an SSE priming event's empty data, text) is no message, and passes.
+        return if message.trim_ascii_start().starts_with(b"{") {
+            Rewrite::Unfilterable(None)
+        } else {
+            Rewrite::Unchanged
+        };
     };
     if let Target::Request(want) = target {
         let ours = top.0.iter().any(|(k, v)| {
@@ -295,6 +303,24 @@ mod tests {
                 rewrite_list(msg, &id, Some(&allowed), true),
                 Rewrite::Unchanged
             );
+        }
+    }
+
+    #[test]
+    fn an_object_that_cannot_be_read_is_not_passed() {
+        let allowed = set(&["add"]);
+        for msg in [
+            &b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"crash\",\"description\":\"\xff\"}]}}"[..],
+            br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"crash"}]}"#,
+        ] {
+            for target in [to(RequestId::Number(3)), Target::AnyList] {
+                assert_eq!(
+                    rewrite_list(msg, &target, Some(&allowed), true),
+                    Rewrite::Unfilterable(None),
+                    "{}",
+                    String::from_utf8_lossy(msg)
+                );
+            }
         }
     }
 
