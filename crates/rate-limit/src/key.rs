@@ -311,7 +311,7 @@ impl TrustedProxies {
         }
         let mut hops = 0;
         // Walks one hop back; `false` once the client is found (or the chain is not usable).
-        let mut step = |hop: &str, client: &mut IpAddr| -> bool {
+        let mut step = |hop: &[u8], client: &mut IpAddr| -> bool {
             hops += 1;
             let Some(ip) = parse_hop(hop, which).filter(|_| hops <= MAX_HOPS) else {
                 return false;
@@ -320,11 +320,13 @@ impl TrustedProxies {
             self.contains(*client)
         };
         for value in headers.get_all(which.name()).iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return client;
-            };
+            // Bytes, not text: a proxy appends the hops it saw to the line the client sent, so
+            // a byte that is not text in the client's part must not cost the hops after it.
+            let value = value.as_bytes();
             let go_on = match which {
-                ForwardedHeader::XForwardedFor => value.rsplit(',').all(|h| step(h, &mut client)),
+                ForwardedHeader::XForwardedFor => {
+                    value.rsplit(|&b| b == b',').all(|h| step(h, &mut client))
+                }
                 // RFC 7239: a comma inside a quoted string separates nothing.
                 ForwardedHeader::Forwarded => split_unquoted(value, b',')
                     .into_iter()
@@ -339,12 +341,12 @@ impl TrustedProxies {
     }
 }
 
-/// One hop of a forwarding header: its address, if it has one.
-fn parse_hop(hop: &str, which: ForwardedHeader) -> Option<IpAddr> {
+/// One hop of a forwarding header: its address, if it has one (none if it is not text).
+fn parse_hop(hop: &[u8], which: ForwardedHeader) -> Option<IpAddr> {
     let node = match which {
-        ForwardedHeader::XForwardedFor => hop.trim(),
+        ForwardedHeader::XForwardedFor => std::str::from_utf8(hop).ok()?.trim(),
         ForwardedHeader::Forwarded => split_unquoted(hop, b';').into_iter().find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
+            let (k, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
             k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
         })?,
     };
@@ -352,23 +354,22 @@ fn parse_hop(hop: &str, which: ForwardedHeader) -> Option<IpAddr> {
 }
 
 /// `s` cut at every `sep` outside a quoted string (RFC 9110 `quoted-string`, with `\` escapes).
-fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
+fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, &b) in s.as_bytes().iter().enumerate() {
+    for (i, &b) in s.iter().enumerate() {
         match b {
             _ if escaped => escaped = false,
             b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
             _ if b == sep && !quoted => {
-                // `sep` is ASCII: `i` is a character boundary.
-                parts.push(s.get(start..i).unwrap_or_default());
+                parts.push(&s[start..i]);
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(s.get(start..).unwrap_or_default());
+    parts.push(&s[start..]);
     parts
 }
 
@@ -570,9 +571,34 @@ mod tests {
             ip("5.5.5.5")
         );
         assert_eq!(
-            super::split_unquoted(r#"a="x,\"y,z",b"#, b','),
-            [r#"a="x,\"y,z""#, "b"]
+            super::split_unquoted(br#"a="x,\"y,z",b"#, b','),
+            [&br#"a="x,\"y,z""#[..], b"b"]
         );
+        // A byte that is not text in the part the client wrote does not cost the hops the
+        // proxies appended to the same line.
+        for (name, which, value) in [
+            (
+                "x-forwarded-for",
+                ForwardedHeader::XForwardedFor,
+                &b"\xff, 8.8.8.8"[..],
+            ),
+            (
+                "forwarded",
+                ForwardedHeader::Forwarded,
+                b"for=\"\xff\", for=8.8.8.8",
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+            assert_eq!(
+                t.client_ip(ip("10.0.0.2"), &h, which),
+                ip("8.8.8.8"),
+                "{name}"
+            );
+        }
         let h = headers("forwarded", &["for=unknown, for=10.0.0.9"]);
         assert_eq!(
             t.client_ip(ip("10.0.0.2"), &h, ForwardedHeader::Forwarded),
