@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::future::Future;
 use std::pin::Pin;
 
-use http::{Extensions, Request, Response};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_armor_mcp::{CorrelationId, McpRequest};
 use tower_layer::Layer;
@@ -132,8 +132,9 @@ impl<S> Layer<S> for AdoptMetaTraceLayer {
 }
 
 /// Calls [`adopt_meta_trace`] and [`adopt_meta_request_id`] on each request, then the inner
-/// service. An adopted correlation id goes back in the answer's extensions, for the
-/// correlation layer to echo.
+/// service. An adopted correlation id replaces the generated one in the request's correlation
+/// header too (what the server's code and a gateway propagating it onward read), and goes back
+/// in the answer's extensions, for the correlation layer to echo.
 #[derive(Clone, Debug)]
 pub struct AdoptMetaTrace<S> {
     inner: S,
@@ -153,10 +154,30 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         adopt_meta_trace(req.extensions_mut());
+        let generated = req
+            .extensions()
+            .get::<CorrelationId>()
+            .filter(|id| id.is_generated())
+            .map(|id| id.header_value().clone());
         let adopted = adopt_meta_request_id(req.extensions_mut());
+        if let (Some(id), Some(generated)) = (&adopted, generated) {
+            rewrite_generated_header(req.headers_mut(), &generated, id);
+        }
         AdoptFuture {
             inner: self.inner.call(req),
             adopted,
+        }
+    }
+}
+
+/// The header the correlation layer wrote the generated id into (whatever its configured
+/// name: the only value equal to that fresh UUID) now carries the adopted id, so the server's
+/// code and a gateway propagating the header onward see the id the answer echoes.
+#[cold]
+fn rewrite_generated_header(headers: &mut HeaderMap, generated: &HeaderValue, id: &CorrelationId) {
+    for value in headers.values_mut() {
+        if value == generated {
+            *value = id.header_value().clone();
         }
     }
 }

@@ -394,8 +394,8 @@ async fn meta_traceparent_is_adopted_without_a_header() {
 }
 
 /// A client that can only write `_meta` (`with_correlation_meta`) threads its case id through
-/// a server that got no `x-request-id`: the id in the extensions, the span's `request_id` and
-/// the echo become the case id. A valid header wins; an invalid `_meta` id is not adopted, and
+/// a server that got no `x-request-id`: the id in the extensions, the request's header, the
+/// span's `request_id` and the echo become the case id. A valid header wins; an invalid `_meta` id is not adopted, and
 /// is logged by length and reason only.
 #[tokio::test]
 async fn meta_request_id_is_adopted_when_no_valid_header_came() {
@@ -417,9 +417,18 @@ async fn meta_request_id_is_adopted_when_no_valid_header_came() {
             .await
             .unwrap();
         let echo = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
-        let (_, ext) = seen.lock().unwrap().take().unwrap();
+        let (inner_headers, ext) = seen.lock().unwrap().take().unwrap();
         let id = ext.get::<CorrelationId>().unwrap().clone();
         assert_eq!(id.as_str(), echo, "{headers:?}: the echo is the id inside");
+        // And the header the server's code (or a gateway propagating it onward) reads.
+        assert_eq!(
+            inner_headers
+                .get_all("x-request-id")
+                .iter()
+                .collect::<Vec<_>>(),
+            [id.as_str()],
+            "{headers:?}"
+        );
         resp.into_body().collect().await.unwrap();
         let out = cap.text();
         let inner_line = out
