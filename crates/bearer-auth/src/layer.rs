@@ -376,6 +376,7 @@ pub struct BearerAuthBuilder {
     exempt: Exempt,
     max_header_bytes: usize,
     max_sessions: usize,
+    session_stale_after: Duration,
     session_binding: bool,
     error: Option<ConfigError>,
 }
@@ -406,6 +407,7 @@ impl Default for BearerAuthBuilder {
             exempt: Arc::new(default_exempt),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_sessions: BearerAuthLayer::DEFAULT_MAX_SESSIONS,
+            session_stale_after: SessionTable::DEFAULT_STALE_AFTER,
             session_binding: true,
             error: None,
         }
@@ -509,6 +511,16 @@ impl BearerAuthBuilder {
         self
     }
 
+    /// How long a session binding may go unused (neither bound nor presented) before a full
+    /// session table drops it first (default 10 minutes; at least 1 s). A session the server
+    /// expires while idle keeps its binding, as the layer never hears of it: set this above the
+    /// server's idle expiry (rmcp's default: 5 minutes), so that only dead sessions are
+    /// dropped this way.
+    pub fn session_stale_after(mut self, idle: Duration) -> Self {
+        self.session_stale_after = idle;
+        self
+    }
+
     /// Turns session binding off (default on). Only for servers that never create sessions.
     pub fn session_binding(mut self, on: bool) -> Self {
         self.session_binding = on;
@@ -528,6 +540,12 @@ impl BearerAuthBuilder {
             return Err(ConfigError::new(
                 "BearerAuthLayer::max_header_bytes",
                 "must be at least 8",
+            ));
+        }
+        if self.session_stale_after < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "BearerAuthLayer::session_stale_after",
+                "must be at least 1 s",
             ));
         }
         if self.session_binding && self.max_sessions == 0 {
@@ -585,7 +603,7 @@ impl BearerAuthBuilder {
                 challenges,
                 sessions: self
                     .session_binding
-                    .then(|| SessionTable::new(self.max_sessions)),
+                    .then(|| SessionTable::new(self.max_sessions, self.session_stale_after)),
             }),
         })
     }

@@ -10,17 +10,23 @@
 //! this: the server ignores `Mcp-Session-Id` on them (except on `initialize`, which joins the
 //! session it names), so the layer removes the header from them instead of checking it.
 //!
-//! The table is bounded: when full, the least recently used binding *of the principal holding the
-//! most* makes room, so one principal creating sessions in a loop only ever evicts its own, never
-//! another's. The evicted session then gets the unknown-session answer, and its client
-//! re-initializes (rmcp's client does so by itself), which is safe: nobody can use a session
-//! without its binding. The server keeps the session itself until its idle expiry (rmcp's
-//! `LocalSessionManager`: 5 minutes by default).
+//! The table is bounded. A session the server expires unseen (idle) keeps its binding, as the
+//! layer never hears of it; so when the table is full, every binding idle for longer than the
+//! staleness bound (default 10 minutes, twice rmcp's default idle expiry) goes first, all at
+//! once (one pass, then room for many). If that frees nothing, the least recently used binding
+//! *of the principal holding the most* makes room, so a principal holding fewer bindings than
+//! another never loses one to it: one principal creating sessions in a loop evicts its own,
+//! and another's only down to parity. The evicted session then gets the unknown-session answer,
+//! and its client re-initializes (rmcp's client does so by itself), which is safe: nobody can
+//! use a session without its binding. The server keeps the session itself until its idle
+//! expiry (rmcp's `LocalSessionManager`: 5 minutes by default).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use http::HeaderValue;
+use tokio::time::Instant;
 use tower_armor_mcp::Principal;
 
 /// What the table says about a presented session id.
@@ -38,6 +44,8 @@ pub(crate) enum SessionCheck {
 struct Bound {
     principal: Principal,
     last_used: u64,
+    /// When it was last bound or presented.
+    seen: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -51,13 +59,20 @@ struct Map {
 pub(crate) struct SessionTable {
     map: Mutex<Map>,
     capacity: usize,
+    /// A binding idle for longer is dropped first when the table is full.
+    stale_after: Duration,
 }
 
 impl SessionTable {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// How long a binding may go unused before a full table drops it first (twice rmcp's
+    /// default session idle expiry).
+    pub(crate) const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(600);
+
+    pub(crate) fn new(capacity: usize, stale_after: Duration) -> Self {
         SessionTable {
             map: Mutex::new(Map::default()),
             capacity,
+            stale_after,
         }
     }
 
@@ -73,6 +88,7 @@ impl SessionTable {
         match m.entries.get_mut(session) {
             Some(b) if b.principal == *principal => {
                 b.last_used = now;
+                b.seen = Instant::now();
                 SessionCheck::Owner
             }
             Some(_) => SessionCheck::Foreign,
@@ -86,11 +102,24 @@ impl SessionTable {
         let Ok(key) = HeaderValue::from_bytes(session.as_bytes()) else {
             return;
         };
+        let seen = Instant::now();
         let mut m = self.lock();
         m.clock += 1;
         let now = m.clock;
-        if !m.entries.contains_key(&key)
-            && m.entries.len() >= self.capacity
+        let full = |m: &Map| !m.entries.contains_key(&key) && m.entries.len() >= self.capacity;
+        if full(&m)
+            && let Some(cut) = seen.checked_sub(self.stale_after)
+        {
+            let before = m.entries.len();
+            m.entries.retain(|_, b| b.seen > cut);
+            if m.entries.len() < before {
+                tracing::debug!(
+                    dropped = before - m.entries.len(),
+                    "session table full; bindings idle past the staleness bound dropped"
+                );
+            }
+        }
+        if full(&m)
             && let Some((k, holder)) = eviction(&m.entries, principal)
         {
             m.entries.remove(&k);
@@ -106,6 +135,7 @@ impl SessionTable {
             Bound {
                 principal: principal.clone(),
                 last_used: now,
+                seen,
             },
         );
         if let Some(old) = old
@@ -170,7 +200,7 @@ mod tests {
 
     #[test]
     fn binds_checks_and_forgets() {
-        let t = SessionTable::new(8);
+        let t = SessionTable::new(8, SessionTable::DEFAULT_STALE_AFTER);
         let alice = Principal::new("alice");
         let bob = Principal::new("bob");
         assert_eq!(t.check(&hv("s1"), &alice), SessionCheck::Unknown);
@@ -183,7 +213,7 @@ mod tests {
 
     #[test]
     fn bounded_with_least_recently_used_eviction() {
-        let t = SessionTable::new(2);
+        let t = SessionTable::new(2, SessionTable::DEFAULT_STALE_AFTER);
         let a = Principal::new("a");
         t.bind(&hv("s1"), &a);
         t.bind(&hv("s2"), &a);
@@ -199,11 +229,43 @@ mod tests {
         assert_eq!(t.len(), 2);
     }
 
+    /// Sessions the server expired unseen keep their bindings; a full table drops every
+    /// binding idle past the staleness bound first, before any live binding is evicted.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_drops_stale_bindings_first() {
+        let t = SessionTable::new(4, Duration::from_secs(600));
+        let (alice, bob) = (Principal::new("alice"), Principal::new("bob"));
+        t.bind(&hv("a1"), &alice);
+        t.bind(&hv("a2"), &alice);
+        tokio::time::advance(Duration::from_secs(601)).await;
+        t.bind(&hv("b1"), &bob);
+        t.bind(&hv("b2"), &bob);
+        // Full: bob, about to hold the most, would lose b1 to the largest-holder rule.
+        t.bind(&hv("b3"), &bob);
+        assert_eq!(t.len(), 3, "both stale bindings went, at once");
+        for s in ["b1", "b2", "b3"] {
+            assert_eq!(t.check(&hv(s), &bob), SessionCheck::Owner, "{s}");
+        }
+        assert_eq!(t.check(&hv("a1"), &alice), SessionCheck::Unknown);
+        // A binding presented recently is not stale.
+        tokio::time::advance(Duration::from_secs(500)).await;
+        assert_eq!(t.check(&hv("b1"), &bob), SessionCheck::Owner);
+        tokio::time::advance(Duration::from_secs(200)).await;
+        t.bind(&hv("a3"), &alice);
+        t.bind(&hv("a4"), &alice);
+        assert_eq!(t.check(&hv("b1"), &bob), SessionCheck::Owner);
+        assert_eq!(
+            t.check(&hv("b2"), &bob),
+            SessionCheck::Unknown,
+            "idle 700 s"
+        );
+    }
+
     /// One principal creating sessions in a loop evicts only its own bindings: another's
-    /// sessions, however long idle, stay bound.
+    /// sessions, however long idle (within the staleness bound), stay bound.
     #[test]
     fn a_full_table_evicts_from_the_principal_holding_the_most() {
-        let t = SessionTable::new(10);
+        let t = SessionTable::new(10, SessionTable::DEFAULT_STALE_AFTER);
         let (alice, bob) = (Principal::new("alice"), Principal::new("bob"));
         t.bind(&hv("alice-1"), &alice);
         t.bind(&hv("alice-2"), &alice);

@@ -685,6 +685,12 @@ fn env_configuration_is_validated_naming_the_variable() {
         .build()
         .unwrap_err();
     assert_eq!(e.setting(), "BearerAuthLayer::max_sessions");
+    let e = BearerAuthLayer::builder()
+        .tokens("a")
+        .session_stale_after(std::time::Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.setting(), "BearerAuthLayer::session_stale_after");
 }
 
 #[test]
