@@ -24,7 +24,7 @@ use tower_service::Service;
 
 use crate::error::{ConfigError, InvalidToken, TokenUnavailable};
 use crate::parse::check_token68;
-use crate::tokens::read_bounded;
+use crate::tokens::{Settled, read_bounded, read_settled};
 
 /// Applies [`InjectBearer`]: every outgoing request gets `Authorization: Bearer <token>` from the
 /// [`TokenSource`], replacing any it carried.
@@ -277,7 +277,21 @@ impl FileTokenSource {
 }
 
 fn read_token(path: &Path) -> Result<Secret, String> {
-    let bytes = read_bounded(path)?;
+    read_token_with(path, read_bounded)
+}
+
+/// [`read_token`] reading the file with `read` (tests simulate a writer). A file that changed
+/// while it was read may be a valid-looking prefix of the new token: never used.
+fn read_token_with(
+    path: &Path,
+    read: impl FnOnce(&Path) -> Result<Vec<u8>, String>,
+) -> Result<Secret, String> {
+    let bytes = match read_settled(path, read)? {
+        Settled::Bytes(bytes) => bytes,
+        Settled::Changing => {
+            return Err("token file changed while being read (being written?)".to_owned());
+        }
+    };
     let text = std::str::from_utf8(&bytes).map_err(|_| "token file is not UTF-8".to_owned())?;
     let token = text.trim();
     if token.is_empty() {
@@ -324,6 +338,24 @@ impl TokenSource for FileTokenSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file caught while a writer is at work (the read got a prefix of the new token, a
+    /// valid-looking token68) is not used: the last good token stays until the next check.
+    #[test]
+    fn a_file_written_while_read_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("tower-armor-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "abc").unwrap();
+        let e = read_token_with(&path, |p| {
+            let bytes = read_bounded(p);
+            std::fs::write(p, "abcdef-rotated").unwrap();
+            bytes
+        })
+        .unwrap_err();
+        assert!(e.contains("changed while being read"), "{e}");
+        assert_eq!(read_token(&path).unwrap().expose(), "abcdef-rotated");
+    }
 
     /// Two reads overlap (the first one slow): the first to be claimed, finishing last, does
     /// not put its older token back.

@@ -306,7 +306,7 @@ fn at_rest(before: Stamp, after: Stamp, read: usize) -> bool {
 
 /// The outcome of [`read_settled`].
 #[derive(Debug, PartialEq, Eq)]
-enum Settled {
+pub(crate) enum Settled {
     /// The file's bytes, read at rest.
     Bytes(Vec<u8>),
     /// The file changed while it was read.
@@ -314,7 +314,7 @@ enum Settled {
 }
 
 /// Reads `path` with `read` between two stats (see [`at_rest`]).
-fn read_settled(
+pub(crate) fn read_settled(
     path: &Path,
     read: impl FnOnce(&Path) -> Result<Vec<u8>, String>,
 ) -> Result<Settled, String> {
@@ -359,6 +359,11 @@ pub(crate) struct FileTokens {
     /// Digests the file's content, to tell a changed file from a re-read of the same one.
     content_key: MacKey,
     state: RwLock<(TokenTable, u128)>,
+    /// Reloads started, numbered: a read that took longer than the next one (a stalled network
+    /// file system) must not put back older tokens over newer ones.
+    claims: AtomicU64,
+    /// The number of the reload whose tokens are in `state` (written under its write lock).
+    stored: AtomicU64,
 }
 
 impl FileTokens {
@@ -379,6 +384,8 @@ impl FileTokens {
             next_check_ms: AtomicU64::new(interval_ms),
             content_key,
             state: RwLock::new(state),
+            claims: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
         })
     }
 
@@ -433,6 +440,7 @@ impl FileTokens {
 
     /// [`reload_now`](Self::reload_now) reading the file with `read` (tests simulate a writer).
     fn reload_with(&self, read: impl FnOnce(&Path) -> Result<Vec<u8>, String>) {
+        let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = match read_settled(&self.path, read) {
             Ok(Settled::Bytes(b)) => b,
             Ok(Settled::Changing) => {
@@ -469,7 +477,14 @@ impl FileTokens {
         match table {
             Ok(table) => {
                 let n = table.len();
-                *self.state.write().unwrap_or_else(|p| p.into_inner()) = (table, content_digest);
+                let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                if self.stored.load(Ordering::Relaxed) > claim {
+                    // A reload that started later has stored what it read: this read is older.
+                    return;
+                }
+                *st = (table, content_digest);
+                self.stored.store(claim, Ordering::Relaxed);
+                drop(st);
                 tracing::info!(
                     setting = self.setting,
                     path = %self.path.display(),
@@ -684,6 +699,26 @@ mod tests {
         assert_eq!(
             read_settled(&path, read_bounded).unwrap(),
             Settled::Bytes(b"alice:third-token\n".to_vec())
+        );
+    }
+
+    /// Two reloads overlap (a read stalled longer than the interval): the one that started
+    /// later wins, whichever finishes last, so a revoked token never comes back.
+    #[test]
+    fn an_older_read_finishing_last_does_not_put_back_older_tokens() {
+        let path = tmp_file("overlap", "alice:token-000\n");
+        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
+        // The first reload reads the file as it was (`old`), and stalls; meanwhile the file is
+        // rotated and a second reload reads and stores the new tokens.
+        ft.reload_with(|_| {
+            ft.reload_with(|_| Ok(b"alice:token-222\n".to_vec()));
+            assert!(ft.lookup(b"token-222").is_some());
+            Ok(b"alice:token-111\n".to_vec())
+        });
+        assert!(ft.lookup(b"token-222").is_some(), "the newer read stays");
+        assert!(
+            ft.lookup(b"token-111").is_none(),
+            "the older read is dropped"
         );
     }
 }
