@@ -88,8 +88,8 @@
 //!     full pool (its own held call in it) does not refuse its resumption. Not adopted, and so
 //!     taking a permit like any call (in the [`RESUME_KEY`] pool when keyed by tool): a
 //!     resumption that arrives while the answer it resumes is still in flight (before the
-//!     server has seen the drop); the timeout layer holds it back until that answer ends, and
-//!     it then carries the held call's continuation, so the tool's permit stays taken as well.
+//!     server has seen the drop); the timeout layer hands it the call, with a continuation, so
+//!     the tool's permit stays taken as well until the call's result has passed.
 //!     In backpressure mode a permit is reserved in
 //!     `poll_ready`, before the request is known: a resumption first waits for one (behind its
 //!     own held call, if the pool is full), then adopts and gives it back;

@@ -34,8 +34,8 @@
 //!   as in the documented order, matches the notification with the call, which then ends
 //!   `Cancelled` instead, so the client's change of mind is not counted (likewise for the
 //!   calls of a session the client ends with `DELETE`; and a client resuming a call's stream
-//!   while its answer is still in flight, which that layer holds back until the answer ends:
-//!   sent on, rmcp would end the answer early, without its final response). Long-lived streams (GET listen,
+//!   while its answer is still in flight: rmcp ends that answer early, without its final
+//!   response, and that layer hands the call to the resumption). Long-lived streams (GET listen,
 //!   `subscriptions/listen`), notifications and responses are neither counted nor rejected;
 //!   nor is a GET resuming a call's stream (`Last-Event-ID`): its call was admitted when its
 //!   POST came, and it names no tool, so one key would pool every client's resumptions (a

@@ -396,6 +396,18 @@ impl fmt::Debug for Continuation {
     }
 }
 
+/// Another continuation of the same call: taken while this one holds the call back, it holds
+/// it back for as long as it lives too (a layer handing the call on to a later answer while
+/// keeping its own hold).
+impl Clone for Continuation {
+    fn clone(&self) -> Self {
+        match &self.0 {
+            Some(h) => h.continuation(),
+            None => Continuation(None),
+        }
+    }
+}
+
 /// How long a JSON answer may be and still be classified (16 MiB). A longer one is forwarded
 /// untouched and classified from its status.
 pub const MAX_JSON_OBSERVED: usize = 16 << 20;

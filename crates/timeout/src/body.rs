@@ -108,11 +108,20 @@ impl CallState {
         !self.continues.is_empty()
     }
 
-    /// Sends `notifications/cancelled` if this call needs it and it was not sent yet.
+    /// Sends `notifications/cancelled` if this call needs it and it was not sent yet (and no
+    /// `GET` took the call over: the call is the `GET`'s to cancel now).
     pub(crate) fn send_cancel(&mut self, reason: &'static str) {
-        if let Some(t) = self.cancel.take() {
+        if let Some(t) = self.cancel.take()
+            && !self.is_moved()
+        {
             t.send(reason);
         }
+    }
+
+    /// Whether a `GET` resuming this call's stream took it over while this answer was in
+    /// flight ([`Calls::take_over`](crate::calls::Calls::take_over)).
+    fn is_moved(&self) -> bool {
+        self.entry.as_ref().is_some_and(CallEntry::is_moved)
     }
 
     /// The caller dropped the answer before its final message: the call is cancelled, at once
@@ -124,6 +133,10 @@ impl CallState {
         let Some(t) = self.cancel.take() else {
             return;
         };
+        if self.is_moved() {
+            // A `GET` took the call over: it is that answer's to hold or cancel.
+            return;
+        }
         let (Some((held, grace)), Some(stream), Some((session, _))) =
             (&self.resume, self.stream.take(), &self.session)
         else {
@@ -438,6 +451,10 @@ impl Timed {
         let now = Instant::now();
         let before = self.call.clock.wake_at();
         self.call.clock.update(now, progress, outstanding);
+        if let Some(entry) = &self.call.entry {
+            // What a `GET` taking the call over goes on with.
+            entry.set_clock(self.call.clock);
+        }
         if self.call.clock.wake_at() != before {
             // The deadline moved (progress, a pause): who held the call up is judged over the
             // new window only.
@@ -661,6 +678,9 @@ impl Timed {
                 // (a resumption could otherwise adopt it while this body is still read).
                 if !self.call.continues.is_empty() && self.handle.is_complete() {
                     self.call.continues.clear();
+                    if let Some(entry) = &self.call.entry {
+                        entry.set_carried(&[]);
+                    }
                 }
                 // Pick up what the observer saw in this frame before the caller sees it (a
                 // server request must be registered before the client can answer it).

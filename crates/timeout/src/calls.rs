@@ -36,16 +36,20 @@
 //! counted per call: withdrawing one leaves another that the server accepted.
 //!
 //! The table also knows each call's stream (the part of rmcp's event ids after the `/`) once
-//! its answer names it, so that a `GET` resuming a stream whose answer is still being read can
-//! wait for that answer to end ([`Calls::live`]): rmcp would move the rest of the call onto the
-//! `GET` and end the first answer without its final message, leaving the call with neither its
-//! permit (released with that answer) nor its deadline.
+//! its answer names it, and its clock, so that a `GET` resuming a stream whose answer is still
+//! in flight can take the call over ([`Calls::take_over`]): rmcp moves the rest of the call
+//! onto the `GET` and ends the first answer without its final message. The `GET` answers under
+//! the call's id and clock, keeps what the call holds (a continuation of its completion handle:
+//! its bulkhead permit) until it ends, and cancels the call if it is dropped or times out; the
+//! first answer's early end is no failure of the server (`Cancelled`), and that answer no
+//! longer cancels or holds the call.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
-use tokio::sync::watch;
-use tower_armor_mcp::{CompletionHandle, RequestId};
+use tower_armor_mcp::{CompletionHandle, Continuation, RequestId};
+
+use crate::clock::Clock;
 
 use crate::sessions::{BySession, Registered};
 
@@ -63,9 +67,13 @@ struct Slot {
     flagged: bool,
     /// The stream the answer's event ids name, once seen.
     stream: Option<Box<str>>,
-    /// Dropped when the call's answer ends (or is dropped): wakes the resumptions of its
-    /// stream that wait for that ([`Calls::live`]).
-    live: Option<watch::Sender<()>>,
+    /// The call's clock (its deadline, cap and pauses), for a `GET` that takes it over.
+    clock: Option<Clock>,
+    /// A `GET` resuming the stream took the call over: this answer no longer acts on it.
+    moved: bool,
+    /// What this answer carries for the answers it continues (a resumption): a `GET` taking
+    /// the call over from it must carry that on too.
+    carried: Vec<Continuation>,
 }
 
 /// One call in flight.
@@ -85,24 +93,30 @@ impl Entry {
 /// The calls in flight, per session; shared by every service of one layer.
 pub(crate) type Calls = BySession<Entry>;
 
-/// A running call's place in [`Calls`]; removes it when dropped, after waking the resumptions
-/// that wait for its answer to end.
+/// A running call's place in [`Calls`]; removes it when dropped.
 #[derive(Debug)]
 pub(crate) struct CallEntry(Registered<Entry>);
 
-impl Drop for CallEntry {
-    fn drop(&mut self) {
-        // Whatever the answer left behind (a call held for resumption) is in place by now.
-        drop(self.0.entry.slot().live.take());
-    }
+/// What a `GET` taking a call over ([`Calls::take_over`]) carries on.
+pub(crate) struct TakenOver {
+    pub(crate) id: RequestId,
+    pub(crate) clock: Clock,
+    /// Keep what the call holds outside the layer (its first answer's and any resumption's)
+    /// until the `GET`'s answer ends.
+    pub(crate) continues: Vec<Continuation>,
 }
 
 impl Calls {
     /// Registers call `id` of `session`; it stays registered until the returned guard is
     /// dropped.
-    pub(crate) fn register(self: &Arc<Self>, session: HeaderValue, id: RequestId) -> CallEntry {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        session: HeaderValue,
+        id: RequestId,
+        clock: Clock,
+    ) -> CallEntry {
         let slot = Slot {
-            live: Some(watch::channel(()).0),
+            clock: Some(clock),
             ..Slot::default()
         };
         CallEntry(self.insert(
@@ -114,18 +128,52 @@ impl Calls {
         ))
     }
 
-    /// A call of `session` whose answer, still in flight, names `stream`: what a `GET`
-    /// resuming that stream must wait for (it completes when the answer has ended or been
-    /// dropped); `None` if there is none.
-    pub(crate) fn live(&self, session: &HeaderValue, stream: &str) -> Option<watch::Receiver<()>> {
-        self.with(session, |calls| {
-            calls.iter().find_map(|e| {
-                let slot = e.slot();
-                let live = slot.live.as_ref()?;
-                (slot.stream.as_deref() == Some(stream)).then(|| live.subscribe())
+    /// A `GET` of `session` resumes `stream` while the answer that names it is still in flight
+    /// (its client resumed before the server saw it go, or while still reading it): the `GET`
+    /// takes the call over. That answer's early end reads as `Cancelled` (the client's doing,
+    /// no failure of the server), and it no longer cancels or holds the call. The `GET` is
+    /// registered in its place before the table lets go (its stream, clock and what it carries
+    /// set), so a third `GET` racing it takes the call over from it in turn. `None` if no
+    /// answer in flight names the stream.
+    pub(crate) fn take_over(
+        self: &Arc<Self>,
+        session: &HeaderValue,
+        stream: &str,
+    ) -> Option<(TakenOver, CallEntry)> {
+        let (taken, registered) = self.with_then_insert(session, |calls| {
+            calls.iter().rev().find_map(|e| {
+                let mut slot = e.slot();
+                if slot.moved || slot.stream.as_deref() != Some(stream) {
+                    return None;
+                }
+                let clock = slot.clock?;
+                // (A resumption whose own answer has not come yet has no handle: what it
+                // carries is all there is to carry on.)
+                let mut continues = slot.carried.clone();
+                if let Some(handle) = &slot.handle {
+                    continues.push(handle.continuation());
+                    handle.cancel_requested();
+                }
+                slot.moved = true;
+                let next = Slot {
+                    stream: Some(Box::from(stream)),
+                    clock: Some(clock),
+                    carried: continues.clone(),
+                    ..Slot::default()
+                };
+                let taken = TakenOver {
+                    id: e.id.clone(),
+                    clock,
+                    continues,
+                };
+                let entry = Entry {
+                    id: e.id.clone(),
+                    slot: Mutex::new(next),
+                };
+                Some((taken, entry))
             })
-        })
-        .flatten()
+        })?;
+        Some((taken, CallEntry(registered)))
     }
 
     /// The client cancelled request `id` of `session`: marks every running call of the session
@@ -175,8 +223,11 @@ impl Marked {
         for entry in self.0 {
             let mut slot = entry.slot();
             slot.marks = slot.marks.saturating_sub(1);
+            // (A call taken over by a resumption stays cancel-requested: its answer's early
+            // end is the resumption's doing.)
             if slot.marks == 0
                 && std::mem::take(&mut slot.flagged)
+                && !slot.moved
                 && let Some(h) = &slot.handle
             {
                 h.withdraw_cancel_request();
@@ -189,7 +240,10 @@ impl CallEntry {
     /// The call's answer came, with `handle`: a cancellation that came first is applied to it.
     pub(crate) fn answered(&self, handle: &CompletionHandle) {
         let mut slot = self.0.entry.slot();
-        if slot.marks > 0 {
+        if slot.moved {
+            // Taken over before its answer came: that answer's early end is no failure.
+            handle.cancel_requested();
+        } else if slot.marks > 0 {
             slot.flagged = handle.cancel_requested();
         }
         slot.handle = Some(handle.clone());
@@ -198,6 +252,22 @@ impl CallEntry {
     /// The call's answer names `stream` (a resumption of it continues the call).
     pub(crate) fn set_stream(&self, stream: &str) {
         self.0.entry.slot().stream = Some(Box::from(stream));
+    }
+
+    /// This answer continues the answers `continues` hold (it resumed them): a `GET` taking
+    /// the call over from it carries them on.
+    pub(crate) fn set_carried(&self, continues: &[Continuation]) {
+        self.0.entry.slot().carried = continues.to_vec();
+    }
+
+    /// The call's clock moved on (progress, a pause): what a `GET` taking it over goes on with.
+    pub(crate) fn set_clock(&self, clock: Clock) {
+        self.0.entry.slot().clock = Some(clock);
+    }
+
+    /// Whether a `GET` resuming the stream took the call over ([`Calls::take_over`]).
+    pub(crate) fn is_moved(&self) -> bool {
+        self.0.entry.slot().moved
     }
 }
 
@@ -211,12 +281,17 @@ mod tests {
         HeaderValue::from_static(v)
     }
 
+    fn clock() -> Clock {
+        let d = std::time::Duration::from_secs(10);
+        Clock::start(tokio::time::Instant::now(), d, false, None, d)
+    }
+
     #[test]
     fn a_cancellation_marks_the_named_call_of_the_session_only() {
         let calls = Arc::new(Calls::default());
-        let a = calls.register(s("s1"), 1.into());
-        let b = calls.register(s("s1"), 2.into());
-        let other = calls.register(s("s2"), 1.into());
+        let a = calls.register(s("s1"), 1.into(), clock());
+        let b = calls.register(s("s1"), 2.into(), clock());
+        let other = calls.register(s("s2"), 1.into(), clock());
         let (ha, hb, ho) = (
             CompletionHandle::new(),
             CompletionHandle::new(),
@@ -253,7 +328,7 @@ mod tests {
     #[test]
     fn a_cancellation_before_the_answer_is_applied_when_it_comes() {
         let calls = Arc::new(Calls::default());
-        let a = calls.register(s("s1"), 5.into());
+        let a = calls.register(s("s1"), 5.into(), clock());
         assert_eq!(calls.cancel(&s("s1"), &5.into()).len(), 1);
         let h = CompletionHandle::new();
         a.answered(&h);
@@ -263,7 +338,7 @@ mod tests {
     #[test]
     fn a_refused_cancellation_is_withdrawn_and_only_its_own_marks() {
         let calls = Arc::new(Calls::default());
-        let early = calls.register(s("s1"), 5.into());
+        let early = calls.register(s("s1"), 5.into(), clock());
         calls.cancel(&s("s1"), &5.into()).withdraw();
         let h = CompletionHandle::new();
         early.answered(&h);
@@ -286,7 +361,7 @@ mod tests {
     fn a_refused_session_end_keeps_an_accepted_cancellation() {
         let calls = Arc::new(Calls::default());
         for answered_first in [true, false] {
-            let call = calls.register(s("s1"), 7.into());
+            let call = calls.register(s("s1"), 7.into(), clock());
             let h = CompletionHandle::new();
             if answered_first {
                 call.answered(&h);
@@ -308,7 +383,7 @@ mod tests {
     #[test]
     fn a_withdrawal_leaves_a_flag_it_did_not_set() {
         let calls = Arc::new(Calls::default());
-        let call = calls.register(s("s1"), 8.into());
+        let call = calls.register(s("s1"), 8.into(), clock());
         let h = CompletionHandle::new();
         call.answered(&h);
         assert!(h.cancel_requested());

@@ -19,7 +19,8 @@ use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
 use tower_armor_mcp::{
-    CorrelationId, McpBody, McpRequest, MessageKind, Method, Principal, ProtocolRevision, RequestId,
+    Continuation, CorrelationId, McpBody, McpRequest, MessageKind, Method, Principal,
+    ProtocolRevision, RequestId,
 };
 use tower_service::Service;
 
@@ -90,6 +91,12 @@ where
     })
 }
 
+/// What a cancellation keeps for its call until the server has read it.
+#[derive(Clone)]
+struct Holding {
+    _hold: Arc<Vec<Continuation>>,
+}
+
 /// Everything needed to cancel one 2025-11-25 call, captured when it starts (reference-counted
 /// clones, no allocation).
 pub(crate) struct CancelTarget {
@@ -128,12 +135,34 @@ impl CancelTarget {
         facts: &McpRequest,
         sender: &Arc<SenderSlot>,
     ) -> Option<CancelTarget> {
+        let id = facts.id()?.clone();
+        Self::capture_for(req, facts, id, sender)
+    }
+
+    /// The target for call `id`, whose stream `req` (a `GET` of the call's session) takes
+    /// over: sent like the call's own, with the `Accept` a POST needs (not the `GET`'s).
+    pub(crate) fn capture_resumed<B>(
+        req: &Request<B>,
+        facts: &McpRequest,
+        id: RequestId,
+        sender: &Arc<SenderSlot>,
+    ) -> Option<CancelTarget> {
+        let mut target = Self::capture_for(req, facts, id, sender)?;
+        target.accept = None;
+        Some(target)
+    }
+
+    fn capture_for<B>(
+        req: &Request<B>,
+        facts: &McpRequest,
+        id: RequestId,
+        sender: &Arc<SenderSlot>,
+    ) -> Option<CancelTarget> {
         let revision = facts.revision();
         if revision.is_some_and(ProtocolRevision::is_stateless) {
             return None;
         }
         let session = facts.session_id()?.clone();
-        let id = facts.id()?.clone();
         let h = req.headers();
         Some(CancelTarget {
             sender: Arc::clone(sender),
@@ -152,9 +181,9 @@ impl CancelTarget {
         })
     }
 
-    /// Gives up the target, keeping only the mark of its call's id in progress.
-    pub(crate) fn into_mark(self) -> Option<InProgress> {
-        self.in_progress
+    /// Takes the mark of its call's id in progress out of the target.
+    pub(crate) fn take_mark(&mut self) -> Option<InProgress> {
+        self.in_progress.take()
     }
 
     /// The id of the call it cancels.
@@ -220,8 +249,19 @@ impl CancelTarget {
 
     /// Sends the notification (once: the target is consumed).
     pub(crate) fn send(self, reason: &'static str) {
+        self.send_holding(reason, Vec::new());
+    }
+
+    /// [`send`](Self::send), keeping `hold` (what the call holds outside the layer) until the
+    /// server has read the notification.
+    pub(crate) fn send_holding(self, reason: &'static str, hold: Vec<Continuation>) {
         tracing::debug!(id = %self.id, reason, "sending notifications/cancelled");
-        let req = self.request(reason);
+        let mut req = self.request(reason);
+        if !hold.is_empty() {
+            req.extensions_mut().insert(Holding {
+                _hold: Arc::new(hold),
+            });
+        }
         if let Some(send) = self.sender.0.get() {
             send(req);
         }

@@ -9,15 +9,15 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::sync::watch;
 use tokio::time::Sleep;
+use tower_armor_mcp::Continuation;
 use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 use tower_armor_mcp::signal::SignalWait;
 
 use crate::body::{CallState, TimeoutBody};
 use crate::calls::Marked;
-use crate::cancel::REASON_GONE;
+use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::drain::Ending;
 
 pin_project! {
@@ -34,14 +34,21 @@ pin_project! {
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
-            if let KindProj::Timed { call: Some(call), .. } = this.project().kind.project() {
-                if call.is_resumed() {
-                    // A resumption its client left before the headers: held again, like the
-                    // answer it resumed.
-                    call.gone(None);
-                } else {
-                    call.send_cancel(REASON_GONE);
+            match this.project().kind.project() {
+                KindProj::Timed { call: Some(call), .. } => {
+                    if call.is_resumed() {
+                        // A resumption its client left before the headers: held again, like
+                        // the answer it resumed.
+                        call.gone(None);
+                    } else {
+                        call.send_cancel(REASON_GONE);
+                    }
                 }
+                // A client's cancellation left before its answer: whether the server read it
+                // is not known, so the held calls it named are cancelled here too (a second
+                // cancellation of a call changes nothing).
+                KindProj::Passthrough { withdrawn, .. } => cancel_withdrawn(withdrawn),
+                _ => {}
             }
         }
     }
@@ -55,6 +62,9 @@ pin_project! {
             future: F,
             // The calls a client's cancellation marked, withdrawn unless the server accepts it.
             marked: Option<Marked>,
+            // The held calls it named, taken out of the held table: cancelled by the layer
+            // unless the server accepts it.
+            withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
         },
         Timed {
             #[pin]
@@ -65,32 +75,24 @@ pin_project! {
             drain: SignalWait,
             call: Option<CallState>,
         },
-        // A resumption waiting for the answer it resumes to end (`ended`), then sent on
-        // (`next`), then that call's own future (`sent`).
-        Waiting {
-            ended: Pin<Box<dyn Future<Output = ()> + Send>>,
-            next: Box<dyn PendingCall<F>>,
-            sent: Option<Pin<Box<ResponseFuture<F>>>>,
-        },
         // Refused: the drain deadline had passed.
         Refused,
         Done,
     }
 }
 
-/// A request held back by [`ResponseFuture::after`]: its service readied, then called, once
-/// what it waits for is over.
-pub(crate) trait PendingCall<F>: Send {
-    /// The service's readiness.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
-    /// Calls the readied service with the request (`None` once it has).
-    fn call(&mut self) -> Option<ResponseFuture<F>>;
-}
-
 impl<F> ResponseFuture<F> {
-    pub(crate) fn passthrough(future: F, marked: Option<Marked>) -> Self {
+    pub(crate) fn passthrough(
+        future: F,
+        marked: Option<Marked>,
+        withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
+    ) -> Self {
         ResponseFuture {
-            kind: Kind::Passthrough { future, marked },
+            kind: Kind::Passthrough {
+                future,
+                marked,
+                withdrawn,
+            },
         }
     }
 
@@ -101,22 +103,6 @@ impl<F> ResponseFuture<F> {
                 sleep,
                 drain: SignalWait::default(),
                 call: Some(call),
-            },
-        }
-    }
-
-    /// A request sent on once `ended` completes (its sender is dropped): a resumption of an
-    /// answer still in flight.
-    pub(crate) fn after(mut ended: watch::Receiver<()>, next: Box<dyn PendingCall<F>>) -> Self {
-        let ended = Box::pin(async move {
-            // Nothing is ever sent: this returns when the sender is dropped.
-            while ended.changed().await.is_ok() {}
-        });
-        ResponseFuture {
-            kind: Kind::Waiting {
-                ended,
-                next,
-                sent: None,
             },
         }
     }
@@ -133,13 +119,21 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Timed { .. } => "timed",
-            Kind::Waiting { .. } => "waiting",
             Kind::Refused => "refused",
             Kind::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
             .finish()
+    }
+}
+
+/// The held calls a client's cancellation (or session end) named, which the server did not
+/// accept (or may not have read): the layer cancels them itself, as it would have at the
+/// grace's end, keeping their holds until the server has read that.
+fn cancel_withdrawn(withdrawn: &mut Vec<(CancelTarget, Vec<Continuation>)>) {
+    for (target, hold) in withdrawn.drain(..) {
+        target.send_holding(REASON_GONE, hold);
     }
 }
 
@@ -194,12 +188,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let out = match this.kind.as_mut().project() {
-            KindProj::Passthrough { future, marked } => {
+            KindProj::Passthrough {
+                future,
+                marked,
+                withdrawn,
+            } => {
                 let res = ready!(future.poll(cx));
                 let accepted = matches!(&res, Ok(r) if r.status().is_success());
                 if let Some(m) = marked.take().filter(|_| !accepted) {
                     tracing::debug!("the server refused a client's cancellation; marks withdrawn");
                     m.withdraw();
+                }
+                if accepted {
+                    withdrawn.clear();
+                } else {
+                    cancel_withdrawn(withdrawn);
                 }
                 let resp = res.map_err(Into::into)?;
                 return Poll::Ready(Ok(
@@ -242,22 +245,6 @@ where
                     call.send_cancel(ending.reason());
                     Err(ending.error())
                 }
-            }
-            KindProj::Waiting { ended, next, sent } => {
-                if sent.is_none() {
-                    ready!(ended.as_mut().poll(cx));
-                    match ready!(next.poll_ready(cx)) {
-                        Ok(()) => *sent = next.call().map(Box::pin),
-                        Err(e) => {
-                            this.kind.set(Kind::Done);
-                            return Poll::Ready(Err(e));
-                        }
-                    }
-                }
-                let sent = sent
-                    .as_mut()
-                    .expect("ResponseFuture polled after completion");
-                ready!(sent.as_mut().poll(cx))
             }
             KindProj::Refused => Err(Ending::Drain.error()),
             KindProj::Done => panic!("ResponseFuture polled after completion"),

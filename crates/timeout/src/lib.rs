@@ -189,7 +189,9 @@
 //! time (each drop may be resumed; the deadline and cap still bound the whole call). A call
 //! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first;
 //! one its client cancels itself (`notifications/cancelled`, or the end of its session) is
-//! not held any longer, and the layer sends no cancellation of its own for it. While held the
+//! not held any longer, and the layer sends no cancellation of its own for it, unless the
+//! server refuses the client's (a bad `Host`, an unknown session): then the layer cancels it
+//! at once itself, as the client asked. While held the
 //! call keeps what it holds outside this layer: it takes a
 //! [`Continuation`](tower_armor_mcp::Continuation) of its answer's completion handle, so a
 //! bulkhead in front keeps the tool's permit taken until the call is cancelled, or resumed and
@@ -200,13 +202,14 @@
 //! failure), which the client may retry, holds the call again for the grace. (rmcp answers the
 //! resumption of a stream it no longer has, a call already over, with an empty stream.)
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
-//! disconnect, before the server has seen the drop; or a client resuming while it still reads
-//! the answer) waits for that answer to end, and then goes on as above: it resumes the held
-//! call, or (the answer ended with its result) finds the call over. Sent on at once, rmcp
-//! would move the rest of the call onto the `GET` and end the first answer without its final
-//! message: the call would lose what it holds (its bulkhead permit goes with that answer) and
-//! its deadline, and count as a failure of the server. The wait is bounded by the call: its
-//! deadline ends that answer. rmcp (3.11) drops a call's replay cache once
+//! disconnect, before the server has seen the drop, as when the connection died silently; or
+//! a client resuming while it still reads the answer) takes the call over, grace or not: rmcp
+//! moves the rest of the call onto the `GET` and ends the first answer without its final
+//! message. The `GET` answers under the call's id and clock, keeps what the call holds (its
+//! bulkhead permit) until the call's result has passed, and cancels the call if it is dropped
+//! or times out, as the first answer would have; the first answer's early end counts as
+//! `Cancelled` (no failure of the server) and no longer cancels or holds the call. A second
+//! `GET` taking the call over from the first carries all of that on in turn. rmcp (3.11) drops a call's replay cache once
 //! its final response is sent, so resuming a call that already ended yields an empty stream,
 //! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.
 //!

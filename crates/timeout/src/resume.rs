@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::{Continuation, RequestId};
 
+use crate::calls::{CallEntry, Calls};
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 
@@ -33,6 +34,15 @@ type Key = (HeaderValue, Box<str>);
 /// the second), and the continuations of its answers, which keep what the call holds outside
 /// this layer (its bulkhead permit) taken while the tool runs.
 type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
+
+/// A held call a `GET` resumed ([`Held::resumed`]): its cancellation, clock and hold, and its
+/// place among the running calls.
+pub(crate) struct Resumed {
+    pub(crate) target: CancelTarget,
+    pub(crate) clock: Clock,
+    pub(crate) continues: Vec<Continuation>,
+    pub(crate) entry: CallEntry,
+}
 
 /// The cancellations held for a resume grace (entries live at most one grace each, and only for
 /// calls that were running: a bulkhead outside bounds how many), and the calls cancelled because
@@ -186,21 +196,33 @@ impl Held {
     /// A `GET` of `session` resuming after `last_event_id`: takes back the cancellation held for
     /// that stream, which the resumed answer then carries (sent if it too is dropped, or times
     /// out), with the call's clock and continuations.
+    ///
+    /// The resumed call is registered in `running` (with its stream and what it carries)
+    /// before this table lets go of it: a second `GET` of the stream racing this one finds it
+    /// there, running, and takes it over ([`Calls::take_over`]), instead of finding it nowhere
+    /// and reaching the server as a resumption of nothing this layer knows.
     pub(crate) fn resumed(
         &self,
         session: &HeaderValue,
         last_event_id: &[u8],
-    ) -> Option<(CancelTarget, Clock, Vec<Continuation>)> {
+        running: &Arc<Calls>,
+    ) -> Option<Resumed> {
         let stream = event_stream(last_event_id)?;
         let mut calls = self.lock();
         if calls.is_empty() {
             return None;
         }
-        let found = calls.remove(&(session.clone(), Box::from(stream)));
-        if found.is_some() {
-            tracing::debug!("dropped call resumed within the grace; not cancelled");
-        }
-        found.map(|(t, clock, _, continues)| (t, clock, continues))
+        let (target, clock, _, continues) = calls.remove(&(session.clone(), Box::from(stream)))?;
+        tracing::debug!("dropped call resumed within the grace; not cancelled");
+        let entry = running.register(session.clone(), target.id().clone(), clock);
+        entry.set_stream(stream);
+        entry.set_carried(&continues);
+        Some(Resumed {
+            target,
+            clock,
+            continues,
+            entry,
+        })
     }
 
     /// The client cancelled call `id` of `session` itself (`None`: ended the whole session):
@@ -301,7 +323,7 @@ mod tests {
         };
         assert!(hold().is_none());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(held.resumed(&s, b"3/0").is_some());
+        assert!(held.resumed(&s, b"3/0", &Arc::default()).is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(hold().is_none());
         // Past the first hold's end (5 s), within the second's (7 s): still held.
@@ -311,6 +333,6 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         tokio::task::yield_now().await;
         assert_eq!(held.lock().len(), 0, "sent when its own grace ended");
-        assert!(held.resumed(&s, b"4/0").is_none());
+        assert!(held.resumed(&s, b"4/0", &Arc::default()).is_none());
     }
 }

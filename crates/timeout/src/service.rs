@@ -18,7 +18,7 @@ use tower_service::Service;
 use crate::body::{CallState, TimeoutBody};
 use crate::cancel::{CancelTarget, SenderSlot};
 use crate::clock::Clock;
-use crate::future::{CallFuture, PendingCall, ResponseFuture};
+use crate::future::{CallFuture, ResponseFuture};
 use crate::layer::{Shared, TimeoutLayer};
 
 /// A per-call deadline that follows the call to its final JSON-RPC response; see the
@@ -158,6 +158,8 @@ where
         let mut resumed_stream = None;
         // A late resumption of a call this layer cancelled: that call's id.
         let mut late = None;
+        // A call whose answer was still in flight, taken over by this GET.
+        let mut taken = None;
         if let Some(f) = facts {
             let mut marked = None;
             // Calls held for resumption that the client ends itself.
@@ -198,29 +200,25 @@ where
             if let (Some(session), StreamRole::Resume { last_event_id }) =
                 (f.session_id(), f.stream_role())
             {
-                // The answer of the call this GET resumes may still be in flight (its client
-                // resumed before the server saw it go, or while still reading it): the GET
-                // waits for that answer to end (its call then held, cancelled or over), then
-                // comes back here. Sent on now, it would take the rest of the call away from
-                // that answer and end it early: the call's permit would go with it, and its
-                // deadline.
-                let live = event_stream(last_event_id.as_bytes())
-                    .filter(|_| req.extensions().get::<AfterLiveAnswer>().is_none())
-                    .and_then(|stream| self.shared.calls.live(session, stream));
-                if let Some(ended) = live {
-                    tracing::debug!("resumption of an answer still in flight; waiting for its end");
-                    req.extensions_mut().insert(AfterLiveAnswer);
-                    let deferred = Box::new(Deferred {
-                        service: self.clone(),
-                        req: Some(req),
-                    });
-                    return ResponseFuture::after(ended, deferred);
-                }
                 // The cancellation held for the stream this GET resumes is taken back: the
                 // resumed answer is the call's now.
-                resumed = self.shared.held.resumed(session, last_event_id.as_bytes());
+                resumed =
+                    self.shared
+                        .held
+                        .resumed(session, last_event_id.as_bytes(), &self.shared.calls);
+                let stream = event_stream(last_event_id.as_bytes());
                 if resumed.is_some() {
-                    resumed_stream = event_stream(last_event_id.as_bytes()).map(Box::from);
+                    resumed_stream = stream.map(Box::from);
+                } else if let Some(t) =
+                    stream.and_then(|st| self.shared.calls.take_over(session, st))
+                {
+                    // The call's answer is still in flight (its client resumed before the
+                    // server saw it go, or while still reading it): rmcp moves the rest of the
+                    // call onto this GET and ends that answer early. This GET carries the call
+                    // on: its id, clock, hold and cancellation.
+                    tracing::debug!(id = ?t.0.id, "resumption of an answer in flight; the call moves to it");
+                    resumed_stream = stream.map(Box::from);
+                    taken = Some(t);
                 } else {
                     late = self.shared.held.late(session, last_event_id.as_bytes());
                 }
@@ -229,44 +227,60 @@ where
                 // The withdrawn calls' ids stay in progress, and what they hold (their
                 // bulkhead permits) stays taken, until the server has read the client's own
                 // cancellation (or the end of its session).
+                // Should the server refuse it, the layer cancels those calls itself (see
+                // `ResponseFuture`), keeping their holds until the server has read that.
+                let mut fallback = Vec::with_capacity(withdrawn.len());
                 if !withdrawn.is_empty() {
-                    let (targets, continues): (Vec<CancelTarget>, Vec<Vec<Continuation>>) =
-                        withdrawn.into_iter().unzip();
-                    let marks = targets
-                        .into_iter()
-                        .filter_map(CancelTarget::into_mark)
-                        .collect();
+                    let mut marks = Vec::with_capacity(withdrawn.len());
+                    let mut holds = Vec::with_capacity(withdrawn.len());
+                    for (mut target, continues) in withdrawn {
+                        marks.extend(target.take_mark());
+                        fallback.push((target, continues.clone()));
+                        holds.push(continues);
+                    }
                     req.extensions_mut().insert(WithdrawnMarks {
                         _marks: marks,
-                        _continues: Arc::new(continues),
+                        _continues: Arc::new(holds),
                     });
                 }
-                return ResponseFuture::passthrough(self.inner.call(req), marked);
+                return ResponseFuture::passthrough(self.inner.call(req), marked, fallback);
             }
         }
         // A resumed call goes on under its own clock: its deadline and cap do not start over.
-        let clock = resumed
-            .as_ref()
-            .map_or_else(|| self.clock(facts), |(_, clock, _)| *clock);
+        let clock = match (&resumed, &taken) {
+            (Some(r), _) => r.clock,
+            (None, Some((t, _))) => t.clock,
+            (None, None) => self.clock(facts),
+        };
         let session = facts
             .and_then(McpRequest::session_id)
             .map(|s| (s.clone(), Arc::clone(&self.shared.pauses)));
         // A resumed call answers under its own id (the GET has none).
         let id = facts
             .and_then(McpRequest::id)
-            .or(resumed.as_ref().map(|(t, ..)| t.id()))
+            .or(resumed.as_ref().map(|r| r.target.id()))
+            .or(taken.as_ref().map(|(t, _)| &t.id))
             .cloned()
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
-        let entry = match (&session, &id) {
-            (Some((s, _)), Some(id)) => Some(self.shared.calls.register(s.clone(), id.clone())),
-            _ => None,
-        };
-        if let (Some(entry), Some(stream)) = (&entry, &resumed_stream) {
-            entry.set_stream(stream);
-        }
-        let (resumed, continues) = match resumed {
-            Some((t, _, continues)) => (Some(t), continues),
-            None => (None, Vec::new()),
+        let (resumed, continues, entry) = match (resumed, taken) {
+            // Registered already, by the held table, before it let go of the call.
+            (Some(r), _) => (Some(r.target), r.continues, Some(r.entry)),
+            // Registered already, in the place of the answer it took the call over from.
+            (None, Some((t, entry))) => {
+                let target = facts.and_then(|f| {
+                    CancelTarget::capture_resumed(&req, f, t.id.clone(), &self.sender)
+                });
+                (target, t.continues, Some(entry))
+            }
+            (None, None) => {
+                let entry = match (&session, &id) {
+                    (Some((s, _)), Some(id)) => {
+                        Some(self.shared.calls.register(s.clone(), id.clone(), clock))
+                    }
+                    _ => None,
+                };
+                (None, Vec::new(), entry)
+            }
         };
         let cancel =
             resumed.or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
@@ -297,34 +311,6 @@ where
         let wake = clock.wake_at();
         let future = self.inner.call(req);
         ResponseFuture::timed(future, tokio::time::sleep_until(wake), call)
-    }
-}
-
-/// Marks a resumption that waited for the answer it resumes to end: it is not made to wait
-/// again.
-#[derive(Clone, Copy, Debug)]
-struct AfterLiveAnswer;
-
-/// A resumption sent on once the answer it resumes has ended ([`ResponseFuture::after`]).
-struct Deferred<S> {
-    service: Timeout<S>,
-    req: Option<Request<McpBody>>,
-}
-
-impl<S, B> PendingCall<S::Future> for Deferred<S>
-where
-    S: Service<Request<McpBody>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-{
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&mut self) -> Option<ResponseFuture<S::Future>> {
-        let req = self.req.take()?;
-        Some(self.service.call(req))
     }
 }
 

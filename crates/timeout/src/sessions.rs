@@ -64,6 +64,31 @@ impl<T> BySession<T> {
         self.lock().get(session).map(|entries| f(entries))
     }
 
+    /// Runs `f` on the entries of `session` under the table's lock and, if it returns an
+    /// entry, adds that under the same lock (nothing can come between what `f` saw and the
+    /// new entry). `f` must not call back into the table.
+    pub(crate) fn with_then_insert<R>(
+        self: &Arc<Self>,
+        session: &HeaderValue,
+        f: impl FnOnce(&[Arc<T>]) -> Option<(R, T)>,
+    ) -> Option<(R, Registered<T>)> {
+        let mut map = self.lock();
+        let (r, entry) = f(map.get(session).map_or(&[][..], Vec::as_slice))?;
+        let entry = Arc::new(entry);
+        map.entry(session.clone())
+            .or_default()
+            .push(Arc::clone(&entry));
+        drop(map);
+        Some((
+            r,
+            Registered {
+                table: Arc::clone(self),
+                session: session.clone(),
+                entry,
+            },
+        ))
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().values().map(Vec::len).sum()

@@ -1627,12 +1627,16 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         "held until the server has read the client's cancellation"
     );
     drop(read);
-    assert!(released.load(Ordering::SeqCst), "the client cancelled it");
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "held until the server has accepted it (refused, the layer cancels the call itself)"
+    );
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     assert_eq!(
         client_cancel.await.unwrap().unwrap().status(),
         http::StatusCode::ACCEPTED
     );
+    assert!(released.load(Ordering::SeqCst), "the client cancelled it");
 
     // A resumption the server refuses (404: the session or the stream is gone): the tool may
     // run on with nobody to read it, so it is cancelled at once, not at the grace's end.
@@ -1670,6 +1674,47 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     assert_cancelled(&cancel, 10, "s-1", "caller went away");
     assert!(released.load(Ordering::SeqCst));
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+}
+
+/// A held call its client tries to cancel itself, with a cancellation (or session end) the
+/// server refuses, is no longer held: the layer cancels it itself at once, keeping what it
+/// holds until the server has read that. Otherwise a refused cancellation (a bad `Host`, say)
+/// would let the tool run past its deadline with nothing held and nothing to cancel it.
+#[tokio::test(start_paused = true)]
+async fn a_held_call_whose_client_cancellation_is_refused_is_cancelled_by_the_layer() {
+    use std::sync::atomic::Ordering;
+    let (svc, mut handle) = inspected(ms(10_000));
+    for (id, delete) in [(31, false), (32, true)] {
+        let released = drop_watched(&svc, &mut handle, id).await;
+        let request = if delete {
+            Request::delete("/mcp")
+                .header("host", "127.0.0.1:1")
+                .header("mcp-session-id", "s-1")
+                .header("mcp-protocol-version", V2025.as_str())
+                .body(String::new())
+                .unwrap()
+        } else {
+            client_cancel(id)
+        };
+        let refused = tokio::spawn(ServiceExt::oneshot(svc.clone(), request));
+        let (read, forbidden) = next_within(&mut handle)
+            .await
+            .expect("the client's request");
+        drop(read);
+        forbidden.send_response(Response::builder().status(403).body(script().1).unwrap());
+        assert_eq!(refused.await.unwrap().unwrap().status(), 403);
+        let (cancel, ok) = next_within(&mut handle)
+            .await
+            .expect("the layer's own cancellation, at once");
+        assert_cancelled(&cancel, id, "s-1", "caller went away");
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "held until the server has read it"
+        );
+        drop(cancel);
+        assert!(released.load(Ordering::SeqCst));
+        ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    }
 }
 
 /// Without a resume grace a dropped call is cancelled at once; a client that resumes it later
@@ -1803,8 +1848,8 @@ async fn next_within(
 }
 
 /// Starts call `id` in session `s-1` and reads its first event (on stream `id + 100`);
-/// returns the answer's body, still open, the server's end of it, and a flag its completion
-/// handle's release listener sets.
+/// returns the answer's body, still open, the server's end of it, a flag its completion
+/// handle's release listener sets, and that handle.
 async fn reading(
     svc: &Inspected,
     handle: &mut Handle,
@@ -1813,6 +1858,7 @@ async fn reading(
     Pin<Box<impl Body<Data = Bytes> + use<>>>,
     Tx,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
+    CompletionHandle,
 ) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -1833,59 +1879,127 @@ async fn reading(
     let mut body = Box::pin(resp.into_body());
     tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
     let _ = body.frame().await;
-    (body, tx, released)
+    (body, tx, released, completion)
 }
 
-/// A `GET` resuming a stream whose answer is still being read (its client resumed before the
-/// server saw it go, or while still reading it) waits for that answer to end: sent on at once,
-/// rmcp would move the rest of the call onto the `GET` and end the answer early, and the call
-/// would lose what it holds (its bulkhead permit goes with that answer) and its deadline. Once
-/// the answer is dropped, the `GET` resumes the held call (and carries its hold); once it has
-/// ended with its result, the `GET` goes on as a resumption of a call that is over.
+/// A `GET` resuming a stream whose answer is still in flight (its client resumed before the
+/// server saw it go, or while still reading it) takes the call over: rmcp moves the rest of the
+/// call onto the `GET` and ends that answer early, which is then no failure of the server
+/// (`Cancelled`), nor a reason to cancel or hold the call. The `GET` keeps the call's hold (a
+/// bulkhead's permit) until the call's result has passed, answers under the call's id and
+/// deadline, and cancels the call if its own client goes away.
 #[tokio::test(start_paused = true)]
-async fn a_resumption_of_an_answer_still_in_flight_waits_for_it_to_end() {
+async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     use std::sync::atomic::Ordering;
-    let (svc, mut handle) = inspected(ms(5_000));
-    let (body, _tx, released) = reading(&svc, &mut handle, 21).await;
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, tx, released, first) = reading(&svc, &mut handle, 21).await;
     let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/121")));
-    assert!(
-        next_request(&mut handle, ms(2_000)).await.is_none(),
-        "the resumption waits while the answer is in flight"
-    );
-    drop(body);
     let (_req, reply) = next_within(&mut handle)
         .await
-        .expect("the resumption, once the answer is gone");
-    let (tx, resumed) = script();
+        .expect("the resumption goes on at once");
+    let (tx2, resumed) = script();
     reply.send_response(answer("text/event-stream", resumed));
-    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    let resp = get.await.unwrap().unwrap();
+    let resumed_handle = resp
+        .extensions()
+        .get::<CompletionHandle>()
+        .cloned()
+        .expect("observed");
+    let mut resumed = Box::pin(resp.into_body());
+    // The server ends the first answer without its final message.
+    drop(tx);
+    assert!(matches!(body.frame().await, None | Some(Err(_))));
+    drop(body);
+    assert_eq!(first.outcome(), Some(Outcome::Cancelled), "not Incomplete");
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "the first answer's end cancels nothing"
+    );
     assert!(
         !released.load(Ordering::SeqCst),
-        "the call's hold goes on with its resumption"
+        "the call's hold goes on with the resumption"
     );
-    tx.send(&format!("id: 2/121\ndata: {}\n\n", result(21)));
+    tx2.send(&format!("id: 2/121\ndata: {}\n\n", result(21)));
     let _ = resumed.frame().await;
     assert!(released.load(Ordering::SeqCst), "released with its result");
-    drop((resumed, tx));
-    assert!(
-        next_request(&mut handle, ms(6_000)).await.is_none(),
-        "nothing to cancel"
-    );
-
-    // The answer ends with its result while the resumption waits: the `GET` then goes on, and
-    // nothing is held or cancelled.
-    let (mut body, tx, released) = reading(&svc, &mut handle, 22).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/122")));
+    assert_eq!(resumed_handle.outcome(), Some(Outcome::Success));
+    drop((resumed, tx2));
     assert!(next_request(&mut handle, ms(500)).await.is_none());
-    tx.send(&format!("id: 2/122\ndata: {}\n\n", result(22)));
-    let _ = body.frame().await;
-    drop((body, tx));
-    assert!(released.load(Ordering::SeqCst));
+
+    // The resuming client goes away in turn: the call is cancelled (no grace here), under its
+    // id, and what it held goes.
+    let (mut body, tx, released, _) = reading(&svc, &mut handle, 22).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/122")));
     let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
-    reply.send_response(answer("text/event-stream", script().1));
-    assert_eq!(get.await.unwrap().unwrap().status(), 200);
+    let (tx2, resumed) = script();
+    reply.send_response(answer("text/event-stream", resumed));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    drop(tx);
+    let _ = body.frame().await;
+    drop(body);
+    tx2.send(&format!("id: 2/122\ndata: {}\n\n", progress(2)));
+    let _ = resumed.frame().await;
+    assert!(!released.load(Ordering::SeqCst));
+    drop(resumed);
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 22, "s-1", "caller went away");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert!(released.load(Ordering::SeqCst));
+    drop(tx2);
+
+    // Taken over twice (a second GET while the first still runs): the first GET's early end
+    // does not let go of the call's hold either.
+    let (mut body, tx, released, _) = reading(&svc, &mut handle, 24).await;
+    let mut gets = Vec::new();
+    for _ in 0..2 {
+        let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/124")));
+        let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+        let (tx2, resumed) = script();
+        reply.send_response(answer("text/event-stream", resumed));
+        gets.push((tx2, Box::pin(get.await.unwrap().unwrap().into_body())));
+    }
+    drop(tx);
+    let _ = body.frame().await;
+    drop(body);
+    let (tx1, mut first_get) = gets.remove(0);
+    drop(tx1);
+    let _ = first_get.frame().await;
+    drop(first_get);
     assert!(
-        next_request(&mut handle, ms(6_000)).await.is_none(),
-        "nothing to cancel"
+        !released.load(Ordering::SeqCst),
+        "the second resumption carries the hold"
+    );
+    let (tx2, mut second_get) = gets.remove(0);
+    tx2.send(&format!("id: 2/124\ndata: {}\n\n", result(24)));
+    let _ = second_get.frame().await;
+    drop((second_get, tx2));
+    assert!(released.load(Ordering::SeqCst));
+    assert!(next_request(&mut handle, ms(500)).await.is_none());
+
+    // Taken over, the call keeps its own deadline (10 s from its start), not the GET's.
+    let started = Instant::now();
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 23).await;
+    advance(ms(6_000)).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/123")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (_tx2, resumed) = script();
+    reply.send_response(answer("text/event-stream", resumed));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    drop(tx);
+    let _ = body.frame().await;
+    drop(body);
+    let end = resumed
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_timeout_event(&end, json!(23));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= ms(10_000) && elapsed < ms(10_500),
+        "timed out after {elapsed:?}"
     );
 }
