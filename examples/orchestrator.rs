@@ -33,7 +33,7 @@ use tower_armor_circuit_breaker::{
 use tower_armor_correlation_id::{PropagateCorrelation, PropagateCorrelationLayer, TraceContext};
 use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::inspect_post;
-use tower_armor_mcp::{CorrelationId, McpBody};
+use tower_armor_mcp::{CorrelationId, McpBody, Secret};
 use tower_armor_timeout::{Timeout, TimeoutLayer};
 
 // The demo's upstreams: the hardened example server.
@@ -44,8 +44,8 @@ mod server;
 /// How the client stack is set up.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
-    /// The bearer token sent to every upstream.
-    pub token: String,
+    /// The bearer token sent to every upstream (a secret: `Debug` prints its length only).
+    pub token: Secret,
     /// Consecutive failures of one upstream that open its breaker.
     pub trip_after: u32,
     /// How long an open breaker fails fast before it lets a probe through.
@@ -60,7 +60,7 @@ impl ClientSettings {
     /// The demo's settings, with `token`.
     pub fn new(token: impl Into<String>) -> Self {
         ClientSettings {
-            token: token.into(),
+            token: Secret::new(token.into()),
             trip_after: 3,
             open_for: Duration::from_secs(30),
             max_concurrent: 16,
@@ -94,9 +94,18 @@ pub fn client_stack(
     let stack = ServiceBuilder::new()
         .layer(PropagateCorrelationLayer::new())
         .layer(breakers)
-        .layer(BulkheadLayer::new(settings.max_concurrent).by_authority())
+        // Streams are not bounded here: a client's requests carry no principal, so every
+        // listen stream to every upstream would share one allowance.
+        .layer(
+            BulkheadLayer::new(settings.max_concurrent)
+                .by_authority()
+                .no_stream_limit(),
+        )
         .layer(TimeoutLayer::new(settings.call_timeout))
-        .layer(InjectBearerLayer::new(settings.token.clone()))
+        .layer(
+            InjectBearerLayer::with_token(settings.token.clone())
+                .map_err(|e| format!("the upstream token: {e}"))?,
+        )
         .service(http);
     Ok((stack, handle))
 }

@@ -37,6 +37,10 @@ async fn the_client_stack_calls_upstreams_and_isolates_the_one_that_fails() {
     let (a, _stop_a, _served_a) = start_upstream(TOKEN).await;
     let (b, stop_b, served_b) = start_upstream(TOKEN).await;
     let settings = ClientSettings::new(TOKEN);
+    assert!(
+        !format!("{settings:?}").contains(TOKEN),
+        "settings print without the token"
+    );
     let (client, breakers) = client_stack(&settings).unwrap();
 
     // The token, the case id and a child of the case's trace reach the upstream: it serves the

@@ -57,6 +57,14 @@ impl InjectBearerLayer {
         }
     }
 
+    /// A layer sending the fixed `token`, checked now: one that cannot be a bearer token
+    /// (whitespace, say a newline kept from an environment variable) is refused here, before
+    /// anything starts, rather than failing every request with [`InvalidToken`].
+    pub fn with_token(token: Secret) -> Result<Self, InvalidToken> {
+        bearer_value(&token)?;
+        Ok(Self::new(token))
+    }
+
     /// A layer sharing an existing source.
     pub fn from_shared(source: Arc<dyn TokenSource>) -> Self {
         InjectBearerLayer { source }
@@ -355,6 +363,17 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("changed while being read"), "{e}");
         assert_eq!(read_token(&path).unwrap().expose(), "abcdef-rotated");
+    }
+
+    #[test]
+    fn a_fixed_token_is_checked_when_the_layer_is_built() {
+        assert!(InjectBearerLayer::with_token(Secret::new("abc-123._~+/=")).is_ok());
+        for bad in ["", "tok\n", "two words", "t\u{e9}"] {
+            assert!(
+                InjectBearerLayer::with_token(Secret::new(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     /// Two reads overlap (the first one slow): the first to be claimed, finishing last, does

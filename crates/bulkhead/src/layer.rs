@@ -202,6 +202,14 @@ impl BulkheadLayer {
     /// One pool per upstream authority ([`CallRequest::authority`]; calls without one share the
     /// `unknown` pool). For client stacks calling several MCP servers.
     ///
+    /// Long-lived streams are still bounded per principal (or peer), and a client's requests
+    /// carry neither: every listen stream to every upstream would share one anonymous
+    /// allowance (4 by default). A client stack that keeps listen streams open bounds them
+    /// itself and calls [`no_stream_limit`](Self::no_stream_limit), as the orchestrator
+    /// example does. The key table only grows (to [`max_keys`](Self::max_keys), then one
+    /// `overflow` pool): a client calling ever new upstreams (pods by address) wants a key of
+    /// its own choosing, or a bulkhead per upstream.
+    ///
     /// [`CallRequest::authority`]: tower_armor_mcp::CallRequest::authority
     pub fn by_authority(self) -> Self {
         self.with(|c| c.keying = Keying::Authority)

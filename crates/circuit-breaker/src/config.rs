@@ -89,6 +89,11 @@ pub enum KeyBy {
     /// request line or `Host` header: the table stays bounded by
     /// [`max_keys`](Builder::max_keys), but a client could fill it with made-up hosts, after
     /// which every new key shares `other`. Key a server by tool or method instead.
+    ///
+    /// The key is the URI's host and port as written (never any `user:password@`): spell an
+    /// upstream's URL one way (`http://up/mcp` and `http://up:80/mcp` are two circuits). Keys
+    /// are never removed: a client calling ever new upstreams (pods by address) fills the
+    /// table, and new upstreams then share `other`.
     Authority,
 }
 

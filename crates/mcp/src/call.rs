@@ -89,9 +89,16 @@ impl<B> CallRequest for http::Request<B> {
         http::Request::extensions_mut(self)
     }
 
+    /// The URI's host and port, without any `user:password@` before them: a key built from
+    /// it is logged, listed and named in errors, and must carry no credentials.
     #[inline]
     fn authority(&self) -> Option<&str> {
-        self.uri().authority().map(|a| a.as_str())
+        let authority = self.uri().authority()?.as_str();
+        Some(
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host),
+        )
     }
 }
 
@@ -269,6 +276,14 @@ mod tests {
             .unwrap();
         assert!(req.mcp().is_none());
         assert_eq!(req.authority(), Some("upstream:8080"));
+        let with_credentials = http::Request::get("http://svc:S3cret@10.0.3.7:8443/mcp")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            with_credentials.authority(),
+            Some("10.0.3.7:8443"),
+            "credentials in the URI never reach a key"
+        );
         req.extensions_mut().insert(
             McpRequest::new(
                 MessageKind::Request,

@@ -91,6 +91,9 @@ where
     })
 }
 
+/// The headers that tie a request to its case, copied from a call to its cancellation.
+const CASE_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
 /// What a cancellation keeps for its call until the server has read it.
 #[derive(Clone)]
 struct Holding {
@@ -112,6 +115,10 @@ pub(crate) struct CancelTarget {
     accept: Option<HeaderValue>,
     principal: Option<Principal>,
     correlation: Option<CorrelationId>,
+    /// The call's `x-request-id`, `traceparent` and `tracestate` headers: the notification is
+    /// part of the same case (in a client stack it goes to the upstream below the layer that
+    /// propagates them).
+    case_headers: [Option<HeaderValue>; 3],
     /// The inspector's mark of the call's id in progress: held as long as the call can still be
     /// resumed or cancelled, then passed on in the notification, so that the id is not free
     /// for another request before the server has read the cancellation.
@@ -177,6 +184,7 @@ impl CancelTarget {
             accept: h.get(ACCEPT).cloned(),
             principal: req.extensions().get::<Principal>().cloned(),
             correlation: req.extensions().get::<CorrelationId>().cloned(),
+            case_headers: CASE_HEADERS.map(|name| h.get(name).cloned()),
             in_progress: req.extensions().get::<InProgress>().cloned(),
         })
     }
@@ -223,6 +231,11 @@ impl CancelTarget {
         }
         if let Some(v) = &self.origin {
             h.insert(ORIGIN, v.clone());
+        }
+        for (name, value) in CASE_HEADERS.iter().zip(&self.case_headers) {
+            if let Some(v) = value {
+                h.insert(*name, v.clone());
+            }
         }
         let mut facts = McpRequest::new(
             MessageKind::Notification,

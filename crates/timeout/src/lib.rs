@@ -310,6 +310,11 @@
 //! - Under [`RescueLayer`](tower_armor_mcp::RescueLayer) (or axum's `HandleErrorLayer`) in axum:
 //!   the layer fails with `BoxError`, and axum's `Router::layer` / `route_service` need
 //!   `Error = Infallible`. Rescue turns `Elapsed` into 504 + `-31504`.
+//! - In a client stack (an orchestrator calling several MCP servers) the layer matches
+//!   cancellations, elicitation answers and resumptions with calls by `Mcp-Session-Id` and
+//!   JSON-RPC id, which each upstream chooses: two upstreams issuing the same session id
+//!   (rmcp's are random UUIDs) would have their calls matched across them. Give each such
+//!   upstream a layer of its own.
 //!
 //! # Errors
 //!

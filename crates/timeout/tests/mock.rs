@@ -308,13 +308,31 @@ async fn deadline_before_headers_cancels_a_2025_session_call() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_leaving_before_headers_cancels_a_2025_session_call() {
     let (mut svc, mut handle) = service(&layer(300));
+    // The call's case: its correlation id and trace context go with its cancellation (in a
+    // client stack that goes to the upstream below the layer that propagates them).
+    let mut req = call(5, "slow", V2025, Some("s-1"));
+    let case = [
+        ("x-request-id", "case-42"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ];
+    for (name, value) in case {
+        req.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
     let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
         .await
         .unwrap()
-        .call(call(5, "slow", V2025, Some("s-1")));
+        .call(req);
     let _pending = handle.next_request().await.unwrap();
     drop(fut);
-    expect_cancelled(&mut handle, 5, "s-1", "caller went away").await;
+    let n = expect_cancelled(&mut handle, 5, "s-1", "caller went away").await;
+    for (name, value) in case {
+        assert_eq!(n.headers()[name], value, "{name}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
