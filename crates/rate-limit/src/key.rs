@@ -354,6 +354,8 @@ fn parse_hop(hop: &[u8], which: ForwardedHeader) -> Option<IpAddr> {
 }
 
 /// `s` cut at every `sep` outside a quoted string (RFC 9110 `quoted-string`, with `\` escapes).
+/// A quote left open (a client's malformed part, to which a proxy appended its own hops) is
+/// no quoted string: `s` is then cut at every `sep`, so the hops after it are not swallowed.
 fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
@@ -368,6 +370,9 @@ fn split_unquoted(s: &[u8], sep: u8) -> Vec<&[u8]> {
             }
             _ => {}
         }
+    }
+    if quoted {
+        return s.split(|&b| b == sep).collect();
     }
     parts.push(&s[start..]);
     parts
@@ -586,6 +591,12 @@ mod tests {
                 "forwarded",
                 ForwardedHeader::Forwarded,
                 b"for=\"\xff\", for=8.8.8.8",
+            ),
+            // A quote the client left open does not swallow the proxy's hops after it.
+            (
+                "forwarded",
+                ForwardedHeader::Forwarded,
+                b"for=\"x, for=8.8.8.8",
             ),
         ] {
             let mut h = HeaderMap::new();
