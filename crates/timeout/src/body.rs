@@ -51,7 +51,7 @@ use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, Outcome, RequestId, jsonrpc};
 
 use crate::calls::CallEntry;
-use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
+use crate::cancel::{CancelTarget, REASON_ENDED, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
@@ -89,6 +89,9 @@ pub(crate) struct CallState {
     /// A resumed call: the continuations of the answers it was dropped from, which keep what
     /// those calls held (their bulkhead permits) until this answer ends too.
     pub(crate) continues: Vec<Continuation>,
+    /// A `GET` that took the call over from this answer in flight
+    /// ([`Calls::take_over`](crate::calls::Calls::take_over)).
+    pub(crate) taken_from: Option<std::sync::Arc<crate::calls::Entry>>,
 }
 
 impl fmt::Debug for CallState {
@@ -116,6 +119,31 @@ impl CallState {
         {
             t.send(reason);
         }
+    }
+
+    /// The server ended this answer without the call's final response, with no cancellation
+    /// by its client and no resumption taking the call over: under 2025-11-25 that ends no
+    /// tool, and rmcp may have moved the rest of the call to a stream nobody reads (a
+    /// resumption it then answered with nothing). The call is cancelled, keeping what it holds
+    /// until the server has read that; were it over already, a cancellation changes nothing.
+    pub(crate) fn ended_without_response(&mut self) {
+        if let Some(t) = self.cancel.take()
+            && !self.is_moved()
+        {
+            tracing::debug!(id = ?self.id, "answer ended without its response; cancelling the call");
+            t.send_holding(REASON_ENDED, self.take_continues());
+        }
+    }
+
+    /// What this answer holds for the answers it continues, taken (its entry's copy for a
+    /// `GET` taking the call over goes too).
+    pub(crate) fn take_continues(&mut self) -> Vec<Continuation> {
+        if !self.continues.is_empty()
+            && let Some(entry) = &self.entry
+        {
+            entry.set_carried(&[]);
+        }
+        std::mem::take(&mut self.continues)
     }
 
     /// Whether a `GET` resuming this call's stream took it over while this answer was in
@@ -481,7 +509,7 @@ impl Timed {
         self.pause = None;
         // A resumed call is over: what its dropped answers held goes now, not when this body
         // is dropped.
-        self.call.continues.clear();
+        drop(self.call.take_continues());
     }
 
     /// What ends the call when the layer gives up on it.
@@ -677,10 +705,7 @@ impl Timed {
                 // A resumed call's result has passed: what its dropped answers held goes now
                 // (a resumption could otherwise adopt it while this body is still read).
                 if !self.call.continues.is_empty() && self.handle.is_complete() {
-                    self.call.continues.clear();
-                    if let Some(entry) = &self.call.entry {
-                        entry.set_carried(&[]);
-                    }
+                    drop(self.call.take_continues());
                 }
                 // Pick up what the observer saw in this frame before the caller sees it (a
                 // server request must be registered before the client can answer it).
@@ -692,6 +717,10 @@ impl Timed {
                 Some(Err(e.into()))
             }
             None => {
+                if self.sse.is_some() && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
+                {
+                    self.call.ended_without_response();
+                }
                 self.finish();
                 if let Some(last) = self.late_end() {
                     return Step::End(last);

@@ -47,6 +47,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
+use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::{CompletionHandle, Continuation, RequestId};
 
 use crate::clock::Clock;
@@ -74,6 +75,11 @@ struct Slot {
     /// What this answer carries for the answers it continues (a resumption): a `GET` taking
     /// the call over from it must carry that on too.
     carried: Vec<Continuation>,
+    /// The inspector's mark of the call's id in progress: a `GET` taking the call over keeps
+    /// the id taken while it runs.
+    in_progress: Option<InProgress>,
+    /// The answer has ended (its place in the table is gone).
+    ended: bool,
 }
 
 /// One call in flight.
@@ -97,13 +103,23 @@ pub(crate) type Calls = BySession<Entry>;
 #[derive(Debug)]
 pub(crate) struct CallEntry(Registered<Entry>);
 
+impl Drop for CallEntry {
+    fn drop(&mut self) {
+        self.0.entry.slot().ended = true;
+    }
+}
+
 /// What a `GET` taking a call over ([`Calls::take_over`]) carries on.
 pub(crate) struct TakenOver {
     pub(crate) id: RequestId,
     pub(crate) clock: Clock,
-    /// Keep what the call holds outside the layer (its first answer's and any resumption's)
-    /// until the `GET`'s answer ends.
+    /// Keep what the call holds outside the layer (its first answer's permit) until the
+    /// `GET`'s answer ends.
     pub(crate) continues: Vec<Continuation>,
+    /// The mark of the call's id in progress.
+    pub(crate) in_progress: Option<InProgress>,
+    /// The answer it was taken from, to give it back if the server refuses the `GET`.
+    pub(crate) source: Arc<Entry>,
 }
 
 impl Calls {
@@ -114,9 +130,11 @@ impl Calls {
         session: HeaderValue,
         id: RequestId,
         clock: Clock,
+        in_progress: Option<InProgress>,
     ) -> CallEntry {
         let slot = Slot {
             clock: Some(clock),
+            in_progress,
             ..Slot::default()
         };
         CallEntry(self.insert(
@@ -147,11 +165,18 @@ impl Calls {
                     return None;
                 }
                 let clock = slot.clock?;
-                // (A resumption whose own answer has not come yet has no handle: what it
-                // carries is all there is to carry on.)
-                let mut continues = slot.carried.clone();
+                // What holds the call's own permit: what a resumption carries (the first
+                // answer's), or the first answer's own. Not a resumption's own hold (its
+                // `stream:resume` permit), which ends with its stream.
+                let continues = if slot.carried.is_empty() {
+                    slot.handle
+                        .iter()
+                        .map(CompletionHandle::continuation)
+                        .collect()
+                } else {
+                    slot.carried.clone()
+                };
                 if let Some(handle) = &slot.handle {
-                    continues.push(handle.continuation());
                     handle.cancel_requested();
                 }
                 slot.moved = true;
@@ -159,12 +184,15 @@ impl Calls {
                     stream: Some(Box::from(stream)),
                     clock: Some(clock),
                     carried: continues.clone(),
+                    in_progress: slot.in_progress.clone(),
                     ..Slot::default()
                 };
                 let taken = TakenOver {
                     id: e.id.clone(),
                     clock,
                     continues,
+                    in_progress: slot.in_progress.clone(),
+                    source: Arc::clone(e),
                 };
                 let entry = Entry {
                     id: e.id.clone(),
@@ -271,6 +299,25 @@ impl CallEntry {
     }
 }
 
+impl Entry {
+    /// The server refused the `GET` that took this answer's call over (it never got the
+    /// call's stream): the call is this answer's again. `false` if the answer has ended
+    /// meanwhile, leaving the call to whoever refused `GET` still holds it.
+    pub(crate) fn give_back(&self) -> bool {
+        let mut slot = self.slot();
+        if slot.ended {
+            return false;
+        }
+        slot.moved = false;
+        if slot.marks == 0
+            && let Some(h) = &slot.handle
+        {
+            h.withdraw_cancel_request();
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tower_armor_mcp::Outcome;
@@ -289,9 +336,9 @@ mod tests {
     #[test]
     fn a_cancellation_marks_the_named_call_of_the_session_only() {
         let calls = Arc::new(Calls::default());
-        let a = calls.register(s("s1"), 1.into(), clock());
-        let b = calls.register(s("s1"), 2.into(), clock());
-        let other = calls.register(s("s2"), 1.into(), clock());
+        let a = calls.register(s("s1"), 1.into(), clock(), None);
+        let b = calls.register(s("s1"), 2.into(), clock(), None);
+        let other = calls.register(s("s2"), 1.into(), clock(), None);
         let (ha, hb, ho) = (
             CompletionHandle::new(),
             CompletionHandle::new(),
@@ -328,7 +375,7 @@ mod tests {
     #[test]
     fn a_cancellation_before_the_answer_is_applied_when_it_comes() {
         let calls = Arc::new(Calls::default());
-        let a = calls.register(s("s1"), 5.into(), clock());
+        let a = calls.register(s("s1"), 5.into(), clock(), None);
         assert_eq!(calls.cancel(&s("s1"), &5.into()).len(), 1);
         let h = CompletionHandle::new();
         a.answered(&h);
@@ -338,7 +385,7 @@ mod tests {
     #[test]
     fn a_refused_cancellation_is_withdrawn_and_only_its_own_marks() {
         let calls = Arc::new(Calls::default());
-        let early = calls.register(s("s1"), 5.into(), clock());
+        let early = calls.register(s("s1"), 5.into(), clock(), None);
         calls.cancel(&s("s1"), &5.into()).withdraw();
         let h = CompletionHandle::new();
         early.answered(&h);
@@ -361,7 +408,7 @@ mod tests {
     fn a_refused_session_end_keeps_an_accepted_cancellation() {
         let calls = Arc::new(Calls::default());
         for answered_first in [true, false] {
-            let call = calls.register(s("s1"), 7.into(), clock());
+            let call = calls.register(s("s1"), 7.into(), clock(), None);
             let h = CompletionHandle::new();
             if answered_first {
                 call.answered(&h);
@@ -383,7 +430,7 @@ mod tests {
     #[test]
     fn a_withdrawal_leaves_a_flag_it_did_not_set() {
         let calls = Arc::new(Calls::default());
-        let call = calls.register(s("s1"), 8.into(), clock());
+        let call = calls.register(s("s1"), 8.into(), clock(), None);
         let h = CompletionHandle::new();
         call.answered(&h);
         assert!(h.cancel_requested());

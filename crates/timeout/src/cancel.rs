@@ -4,8 +4,9 @@
 //! running); the session's `notifications/cancelled` for the request id does. When a call of a
 //! session times out, or its caller drops the answer before the final message, the layer sends
 //! that notification to the inner service: a POST with the call's `Mcp-Session-Id`,
-//! `MCP-Protocol-Version`, `Host`, `Origin` and `Accept`, `Content-Type: application/json`, on
-//! a clone of the inner service, in a spawned task whose answer is dropped.
+//! `MCP-Protocol-Version`, `Host`, `Origin` and `Accept`, `Content-Type: application/json`, and
+//! its `x-request-id`, `traceparent` and `tracestate`, on a clone of the inner service, in a
+//! spawned task whose answer is dropped.
 //!
 //! Under 2026-07-28 closing the stream is the cancellation, so nothing is sent.
 
@@ -30,6 +31,8 @@ pub(crate) const REASON_TIMEOUT: &str = "request timed out";
 pub(crate) const REASON_GONE: &str = "caller went away";
 /// `reason` of a cancellation sent when the server's drain deadline passed.
 pub(crate) const REASON_SHUTDOWN: &str = "server shutting down";
+/// `reason` of a cancellation sent when a call's answer ended without its final response.
+pub(crate) const REASON_ENDED: &str = "answer ended without its response";
 
 /// Sends one request to a clone of the inner service, in a spawned task.
 pub(crate) type Sender = Box<dyn Fn(Request<McpBody>) + Send + Sync>;
@@ -147,15 +150,18 @@ impl CancelTarget {
     }
 
     /// The target for call `id`, whose stream `req` (a `GET` of the call's session) takes
-    /// over: sent like the call's own, with the `Accept` a POST needs (not the `GET`'s).
+    /// over: sent like the call's own, with the `Accept` a POST needs (not the `GET`'s), and
+    /// the call's mark of its id in progress (`in_progress`).
     pub(crate) fn capture_resumed<B>(
         req: &Request<B>,
         facts: &McpRequest,
         id: RequestId,
+        in_progress: Option<InProgress>,
         sender: &Arc<SenderSlot>,
     ) -> Option<CancelTarget> {
         let mut target = Self::capture_for(req, facts, id, sender)?;
         target.accept = None;
+        target.in_progress = in_progress;
         Some(target)
     }
 
@@ -187,6 +193,11 @@ impl CancelTarget {
             case_headers: CASE_HEADERS.map(|name| h.get(name).cloned()),
             in_progress: req.extensions().get::<InProgress>().cloned(),
         })
+    }
+
+    /// The mark of its call's id in progress (a clone: the id stays taken while either lives).
+    pub(crate) fn mark(&self) -> Option<InProgress> {
+        self.in_progress.clone()
     }
 
     /// Takes the mark of its call's id in progress out of the target.

@@ -140,11 +140,20 @@ fn cancel_withdrawn(withdrawn: &mut Vec<(CancelTarget, Vec<Continuation>)>) {
 /// A `GET` that resumed a held call got no stream of it. The tool may still run, and nobody
 /// reads it: refused by the server (`status`, a client error: the session or the stream is
 /// gone), it is cancelled, like a call whose caller went away; after a server error or a
-/// transport failure (`None`), which a client may retry, it is held again for the grace. (rmcp
-/// answers the resumption of a stream it no longer has with an empty stream: that call is
-/// over.)
+/// transport failure (`None`), which a client may retry, it is held again for the grace. A
+/// `GET` that took the call over from an answer still in flight gives it back instead. (rmcp
+/// answers a resumption it cannot serve with an empty stream, which the body then treats as
+/// an answer ended without its response.)
 fn resumption_failed(mut call: CallState, status: Option<StatusCode>) {
     if !call.is_resumed() {
+        return;
+    }
+    if let Some(source) = call.taken_from.take()
+        && source.give_back()
+    {
+        // It took the call over from an answer still in flight, which the server did not
+        // move (it refused this GET first): the call is that answer's again.
+        tracing::debug!(id = ?call.id, ?status, "resumption refused; the call stays with its answer");
         return;
     }
     if status.is_some_and(|s| s.is_client_error()) {

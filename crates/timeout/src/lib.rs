@@ -165,9 +165,15 @@
 //! running), so when the layer gives up on a call of a session (before or after the headers),
 //! or when the caller drops the answer before its final message (the client went away), it
 //! also sends the inner service `notifications/cancelled` for the call's id, with the call's
-//! `Mcp-Session-Id`, `MCP-Protocol-Version`, `Host`, `Origin` and `Accept` headers: a POST on a
-//! clone of the inner service, spawned on the current tokio runtime, whose answer is dropped.
-//! Without that the tool would keep running after a bulkhead further out returned its permit.
+//! `Mcp-Session-Id`, `MCP-Protocol-Version`, `Host`, `Origin` and `Accept` headers, and its case
+//! (`x-request-id`, `traceparent`, `tracestate`): a POST on a clone of the inner service,
+//! spawned on the current tokio runtime, whose answer is dropped. Without that the tool would
+//! keep running after a bulkhead further out returned its permit. So does an answer the server
+//! ends without the call's final response, unless the client cancelled the call itself or a
+//! resumption took it over (below): rmcp may have moved the rest of the call to a stream
+//! nobody reads (a resumption it then answered with nothing), and the tool would run on
+//! unbounded; the cancellation keeps what the call holds until the server has read it, and
+//! changes nothing for a call already over.
 //!
 //! By default a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
@@ -190,8 +196,8 @@
 //! nobody resumes is cancelled when the grace ends, or at its deadline if that comes first;
 //! one its client cancels itself (`notifications/cancelled`, or the end of its session) is
 //! not held any longer, and the layer sends no cancellation of its own for it, unless the
-//! server refuses the client's (a bad `Host`, an unknown session): then the layer cancels it
-//! at once itself, as the client asked. While held the
+//! server refuses the client's (a bad `Host`, an unknown session) or the client leaves before
+//! its answer: then the layer cancels it at once itself, as the client asked. While held the
 //! call keeps what it holds outside this layer: it takes a
 //! [`Continuation`](tower_armor_mcp::Continuation) of its answer's completion handle, so a
 //! bulkhead in front keeps the tool's permit taken until the call is cancelled, or resumed and
@@ -199,8 +205,9 @@
 //! the stream). Without that, a client could start a tool, drop the stream, and start it again,
 //! past the tool's limit. A resumption the server refuses (a client error: the session is
 //! gone) cancels the call at once; one that fails otherwise (a server error, a transport
-//! failure), which the client may retry, holds the call again for the grace. (rmcp answers the
-//! resumption of a stream it no longer has, a call already over, with an empty stream.)
+//! failure), which the client may retry, holds the call again for the grace. (rmcp answers a
+//! resumption it cannot serve, a call already over or an index past its cache, with an empty
+//! stream, which ends without the call's final response: cancelled, as above.)
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
 //! disconnect, before the server has seen the drop, as when the connection died silently; or
 //! a client resuming while it still reads the answer) takes the call over, grace or not: rmcp
@@ -209,7 +216,9 @@
 //! bulkhead permit) until the call's result has passed, and cancels the call if it is dropped
 //! or times out, as the first answer would have; the first answer's early end counts as
 //! `Cancelled` (no failure of the server) and no longer cancels or holds the call. A second
-//! `GET` taking the call over from the first carries all of that on in turn. rmcp (3.11) drops a call's replay cache once
+//! `GET` taking the call over from the first carries all of that on in turn. A `GET` the
+//! server refuses (an error status: it never got the stream) gives the call back to the answer
+//! it took it from, if that is still in flight. rmcp (3.11) drops a call's replay cache once
 //! its final response is sent, so resuming a call that already ended yields an empty stream,
 //! grace or not; nor is the in-stream timeout error this layer emits in rmcp's cache.
 //!

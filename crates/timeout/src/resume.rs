@@ -214,7 +214,7 @@ impl Held {
         }
         let (target, clock, _, continues) = calls.remove(&(session.clone(), Box::from(stream)))?;
         tracing::debug!("dropped call resumed within the grace; not cancelled");
-        let entry = running.register(session.clone(), target.id().clone(), clock);
+        let entry = running.register(session.clone(), target.id().clone(), clock, target.mark());
         entry.set_stream(stream);
         entry.set_carried(&continues);
         Some(Resumed {

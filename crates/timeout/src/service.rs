@@ -262,21 +262,32 @@ where
             .or(taken.as_ref().map(|(t, _)| &t.id))
             .cloned()
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
+        let mut taken_from = None;
         let (resumed, continues, entry) = match (resumed, taken) {
             // Registered already, by the held table, before it let go of the call.
             (Some(r), _) => (Some(r.target), r.continues, Some(r.entry)),
             // Registered already, in the place of the answer it took the call over from.
             (None, Some((t, entry))) => {
                 let target = facts.and_then(|f| {
-                    CancelTarget::capture_resumed(&req, f, t.id.clone(), &self.sender)
+                    CancelTarget::capture_resumed(
+                        &req,
+                        f,
+                        t.id.clone(),
+                        t.in_progress,
+                        &self.sender,
+                    )
                 });
+                taken_from = Some(t.source);
                 (target, t.continues, Some(entry))
             }
             (None, None) => {
                 let entry = match (&session, &id) {
-                    (Some((s, _)), Some(id)) => {
-                        Some(self.shared.calls.register(s.clone(), id.clone(), clock))
-                    }
+                    (Some((s, _)), Some(id)) => Some(self.shared.calls.register(
+                        s.clone(),
+                        id.clone(),
+                        clock,
+                        req.extensions().get::<InProgress>().cloned(),
+                    )),
                     _ => None,
                 };
                 (None, Vec::new(), entry)
@@ -307,6 +318,7 @@ where
             late: late.map(|g| g.timed_out),
             drain: self.shared.drain.clone(),
             continues,
+            taken_from,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

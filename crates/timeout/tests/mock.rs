@@ -1996,6 +1996,48 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     assert!(released.load(Ordering::SeqCst));
     assert!(next_request(&mut handle, ms(500)).await.is_none());
 
+    // The server moves the call to the GET and then answers it with nothing (rmcp does, for
+    // an index past its cache): nobody would read the rest, so the call is cancelled, and what
+    // it holds goes only once the server has read that.
+    let (mut body, tx, released, _) = reading(&svc, &mut handle, 25).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/125")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (tx2, empty) = script();
+    reply.send_response(answer("text/event-stream", empty));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    drop(tx);
+    let _ = body.frame().await;
+    drop(body);
+    drop(tx2);
+    assert!(resumed.frame().await.is_none());
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 25, "s-1", "answer ended without its response");
+    assert!(!released.load(Ordering::SeqCst), "held until read");
+    drop(cancel);
+    assert!(released.load(Ordering::SeqCst));
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(resumed);
+
+    // A GET the server refuses (406) never got the call: it stays with its answer, which
+    // then ends with its result; nothing is cancelled.
+    let (mut body, tx, released, first) = reading(&svc, &mut handle, 26).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/126")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    reply.send_response(Response::builder().status(406).body(script().1).unwrap());
+    assert_eq!(get.await.unwrap().unwrap().status(), 406);
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "not cancelled"
+    );
+    tx.send(&format!("id: 2/126\ndata: {}\n\n", result(26)));
+    let _ = body.frame().await;
+    assert_eq!(first.outcome(), Some(Outcome::Success));
+    drop((body, tx));
+    assert!(released.load(Ordering::SeqCst));
+    assert!(next_request(&mut handle, ms(500)).await.is_none());
+
     // Taken over, the call keeps its own deadline (10 s from its start), not the GET's.
     let started = Instant::now();
     let (mut body, tx, _, _) = reading(&svc, &mut handle, 23).await;
