@@ -1062,13 +1062,15 @@ mod stress {
                     let started = std::time::SystemTime::now();
                     // Bounded: at least 200,000 iterations, then stop once this thread saw 30
                     // half-open periods (each needs the 1 ms open duration to pass, so a loaded
-                    // machine needs longer), or after 5 s, or 5,000,000 iterations.
+                    // machine needs longer), or after 30 s, or 5,000,000 iterations. (With 5 s,
+                    // a debug build on a loaded machine once stopped before 10 periods.)
                     for i in 0..5_000_000u32 {
                         if i % 1024 == 0 {
                             let periods =
                                 gens.iter().collect::<std::collections::HashSet<_>>().len();
                             let elapsed = started.elapsed().unwrap_or_default();
-                            if (i >= 200_000 && periods >= 30) || elapsed > Duration::from_secs(5) {
+                            if (i >= 200_000 && periods >= 30) || elapsed > Duration::from_secs(30)
+                            {
                                 break;
                             }
                         }
@@ -1097,11 +1099,19 @@ mod stress {
                             }
                         }
                     }
+                    // What is still held ends too: without drops, as a failure (a dropped
+                    // probe returns its slot, and the other thread, maybe still running, would
+                    // take it in the same half-open period: more probes than configured in all,
+                    // though never more at once).
                     for p in held {
                         if p.is_probe() {
                             in_flight.lock().unwrap().released(p.generation);
                         }
-                        drop(p);
+                        if drops {
+                            drop(p);
+                        } else {
+                            p.complete(BreakerClass::Failure, &mut Clock::new());
+                        }
                     }
                     gens
                 })
