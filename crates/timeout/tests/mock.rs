@@ -1587,25 +1587,7 @@ async fn drop_watched(
     handle: &mut Handle,
     id: i64,
 ) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
-    let (req, reply) = next_within(handle).await.expect("the call");
-    drop(req);
-    let (tx, body) = script();
-    reply.send_response(answer("text/event-stream", body));
-    let resp = first.await.unwrap().unwrap();
-    let completion = resp
-        .extensions()
-        .get::<CompletionHandle>()
-        .cloned()
-        .expect("observed");
-    let released = Arc::new(AtomicBool::new(false));
-    let r = Arc::clone(&released);
-    completion.on_release(move || r.store(true, Ordering::SeqCst));
-    let mut body = Box::pin(resp.into_body());
-    tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
-    let _ = body.frame().await;
+    let (body, _tx, released, completion) = reading(svc, handle, id).await;
     drop(body);
     assert_eq!(completion.outcome(), Some(Outcome::Cancelled));
     released
