@@ -1882,6 +1882,26 @@ async fn reading(
     (body, tx, released, completion)
 }
 
+/// A `GET` of session `s-1` resuming after `last_event_id`, which the server answers with an
+/// SSE stream: the server's end of that stream, and the answer's body.
+async fn resumed_with_sse(
+    svc: &Inspected,
+    handle: &mut Handle,
+    last_event_id: &'static str,
+) -> (Tx, Pin<Box<impl Body<Data = Bytes> + use<>>>) {
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get(last_event_id)));
+    let (_req, reply) = next_within(handle).await.expect("the resumption");
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    (tx, Box::pin(get.await.unwrap().unwrap().into_body()))
+}
+
+/// The server ends an answer (`tx`) without its final message; the client reads that end.
+async fn server_ends<B: Body<Data = Bytes>>(tx: Tx, mut body: Pin<Box<B>>) {
+    drop(tx);
+    let _ = body.frame().await;
+}
+
 /// A `GET` resuming a stream whose answer is still in flight (its client resumed before the
 /// server saw it go, or while still reading it) takes the call over: rmcp moves the rest of the
 /// call onto the `GET` and ends that answer early, which is then no failure of the server
@@ -1928,15 +1948,9 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
 
     // The resuming client goes away in turn: the call is cancelled (no grace here), under its
     // id, and what it held goes.
-    let (mut body, tx, released, _) = reading(&svc, &mut handle, 22).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/122")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
-    let (tx2, resumed) = script();
-    reply.send_response(answer("text/event-stream", resumed));
-    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
-    drop(tx);
-    let _ = body.frame().await;
-    drop(body);
+    let (body, tx, released, _) = reading(&svc, &mut handle, 22).await;
+    let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/122").await;
+    server_ends(tx, body).await;
     tx2.send(&format!("id: 2/122\ndata: {}\n\n", progress(2)));
     let _ = resumed.frame().await;
     assert!(!released.load(Ordering::SeqCst));
@@ -1951,22 +1965,14 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
 
     // Taken over twice (a second GET while the first still runs): the first GET's early end
     // does not let go of the call's hold either.
-    let (mut body, tx, released, _) = reading(&svc, &mut handle, 24).await;
+    let (body, tx, released, _) = reading(&svc, &mut handle, 24).await;
     let mut gets = Vec::new();
     for _ in 0..2 {
-        let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/124")));
-        let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
-        let (tx2, resumed) = script();
-        reply.send_response(answer("text/event-stream", resumed));
-        gets.push((tx2, Box::pin(get.await.unwrap().unwrap().into_body())));
+        gets.push(resumed_with_sse(&svc, &mut handle, "1/124").await);
     }
-    drop(tx);
-    let _ = body.frame().await;
-    drop(body);
-    let (tx1, mut first_get) = gets.remove(0);
-    drop(tx1);
-    let _ = first_get.frame().await;
-    drop(first_get);
+    server_ends(tx, body).await;
+    let (tx1, first_get) = gets.remove(0);
+    server_ends(tx1, first_get).await;
     assert!(
         !released.load(Ordering::SeqCst),
         "the second resumption carries the hold"
@@ -1981,15 +1987,9 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     // The server moves the call to the GET and then answers it with nothing (rmcp does, for
     // an index past its cache): nobody would read the rest, so the call is cancelled, and what
     // it holds goes only once the server has read that.
-    let (mut body, tx, released, _) = reading(&svc, &mut handle, 25).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/125")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
-    let (tx2, empty) = script();
-    reply.send_response(answer("text/event-stream", empty));
-    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
-    drop(tx);
-    let _ = body.frame().await;
-    drop(body);
+    let (body, tx, released, _) = reading(&svc, &mut handle, 25).await;
+    let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/125").await;
+    server_ends(tx, body).await;
     drop(tx2);
     assert!(resumed.frame().await.is_none());
     let (cancel, ok) = next_within(&mut handle)
@@ -2022,16 +2022,14 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
 
     // Taken over, the call keeps its own deadline (10 s from its start), not the GET's.
     let started = Instant::now();
-    let (mut body, tx, _, _) = reading(&svc, &mut handle, 23).await;
+    let (body, tx, _, _) = reading(&svc, &mut handle, 23).await;
     advance(ms(6_000)).await;
     let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/123")));
     let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
     let (_tx2, resumed) = script();
     reply.send_response(answer("text/event-stream", resumed));
     let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
-    drop(tx);
-    let _ = body.frame().await;
-    drop(body);
+    server_ends(tx, body).await;
     let end = resumed
         .frame()
         .await
