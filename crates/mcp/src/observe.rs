@@ -325,6 +325,14 @@ impl CompletionHandle {
         self.0.cancel_requested.load(Ordering::Acquire)
     }
 
+    /// Counts one request of the server to the client as outstanding in this answer although
+    /// the answer did not carry it: an earlier answer of the same call did (a resumption goes
+    /// on with a call that waits on its client). [`CompletionHandle::server_request_answered`]
+    /// counts it answered.
+    pub fn carry_server_request(&self) {
+        self.0.server_requests.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Records that the client answered a server request (called by a layer that sees the
     /// client's JSON-RPC response POSTed back).
     pub fn server_request_answered(&self) {

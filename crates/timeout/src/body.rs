@@ -92,6 +92,11 @@ pub(crate) struct CallState {
     /// A `GET` that took the call over from this answer in flight
     /// ([`Calls::take_over`](crate::calls::Calls::take_over)).
     pub(crate) taken_from: Option<std::sync::Arc<crate::calls::Entry>>,
+    /// This answer's own hold on the call, taken once its stream is known (a `GET` could
+    /// resume it): should the answer end or be dropped before the call's final response, what
+    /// the call holds (its bulkhead permit) stays taken while the layer holds the call for
+    /// resumption or until the server has read its cancellation.
+    pub(crate) own: Option<Continuation>,
 }
 
 impl fmt::Debug for CallState {
@@ -122,28 +127,28 @@ impl CallState {
     }
 
     /// The server ended this answer without the call's final response, with no cancellation
-    /// by its client and no resumption taking the call over: under 2025-11-25 that ends no
-    /// tool, and rmcp may have moved the rest of the call to a stream nobody reads (a
-    /// resumption it then answered with nothing). The call is cancelled, keeping what it holds
-    /// until the server has read that; were it over already, a cancellation changes nothing.
-    pub(crate) fn ended_without_response(&mut self) {
-        if let Some(t) = self.cancel.take()
-            && !self.is_moved()
-        {
-            tracing::debug!(id = ?self.id, "answer ended without its response; cancelling the call");
-            t.send_holding(REASON_ENDED, self.take_continues());
-        }
+    /// by its client and no resumption taking the call over. Under 2025-11-25 that ends no
+    /// tool: the server may want the client to resume (SEP-1699 polling: rmcp's
+    /// `close_sse_stream`), or rmcp moved the rest of the call to a stream nobody reads (a
+    /// resumption it then answered with nothing). Either way the call is treated as if its
+    /// caller had dropped the answer ([`CallState::gone`]): held for the resume grace, else
+    /// cancelled at once (its late resumption then gets a final error for its id).
+    pub(crate) fn ended_without_response(&mut self, handle: &CompletionHandle) {
+        tracing::debug!(id = ?self.id, "answer ended without its response");
+        self.let_go(Some(handle), REASON_ENDED);
     }
 
     /// What this answer holds for the answers it continues, taken (its entry's copy for a
-    /// `GET` taking the call over goes too).
+    /// `GET` taking the call over goes too), and its own hold.
     pub(crate) fn take_continues(&mut self) -> Vec<Continuation> {
         if !self.continues.is_empty()
             && let Some(entry) = &self.entry
         {
             entry.set_carried(&[]);
         }
-        std::mem::take(&mut self.continues)
+        let mut holds = std::mem::take(&mut self.continues);
+        holds.extend(self.own.take());
+        holds
     }
 
     /// Whether a `GET` resuming this call's stream took it over while this answer was in
@@ -158,6 +163,13 @@ impl CallState {
     /// what it holds outside this layer (a bulkhead permit) stays taken until it is resumed and
     /// ends, or is cancelled.
     pub(crate) fn gone(&mut self, handle: Option<&CompletionHandle>) {
+        self.let_go(handle, REASON_GONE);
+    }
+
+    /// This answer lets go of the call ([`CallState::gone`]); `reason` names why in a
+    /// cancellation sent at once. A cancellation keeps what the answer holds for the answers
+    /// it continues until the server has read it.
+    fn let_go(&mut self, handle: Option<&CompletionHandle>, reason: &'static str) {
         let Some(t) = self.cancel.take() else {
             return;
         };
@@ -169,7 +181,7 @@ impl CallState {
             (&self.resume, self.stream.take(), &self.session)
         else {
             // No stream a `GET` could name: nothing to resume.
-            t.send(REASON_GONE);
+            t.send_holding(reason, self.take_continues());
             return;
         };
         if grace.is_zero() {
@@ -181,20 +193,20 @@ impl CallState {
                 timed_out,
             };
             held.bury(session.clone(), stream, gone);
-            t.send(if timed_out {
-                REASON_TIMEOUT
-            } else {
-                REASON_GONE
-            });
+            let reason = if timed_out { REASON_TIMEOUT } else { reason };
+            t.send_holding(reason, self.take_continues());
             return;
         }
         // The first drop keeps this answer's hold; a resumed answer dropped again keeps the
         // first one's (the call's own), not its own on top (the resuming `GET`'s).
+        let own = self.own.take();
         let mut continues = std::mem::take(&mut self.continues);
-        if continues.is_empty()
-            && let Some(h) = handle
-        {
-            continues.push(h.continuation_resumable_as(&stream));
+        if continues.is_empty() {
+            match (own, handle) {
+                (Some(own), _) => continues.push(own),
+                (None, Some(h)) => continues.push(h.continuation_resumable_as(&stream)),
+                (None, None) => {}
+            }
         }
         if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, continues) {
             t.send(REASON_GONE);
@@ -407,6 +419,16 @@ impl<B> TimeoutBody<B> {
 
     pub(crate) fn timed(body: B, handle: CompletionHandle, mut call: CallState, sse: bool) -> Self {
         call.clock.seen_progress(handle.progress_count());
+        if call.clock.is_paused()
+            && call.session.is_some()
+            && handle.server_requests_outstanding() == 0
+        {
+            // A resumption took on a call waiting on its client (an elicitation a person may be
+            // answering, which the resumed stream does not replay): it waits on, until the
+            // client's answer comes (or the pause budget ends), instead of its clock running
+            // again at once.
+            handle.carry_server_request();
+        }
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
         TimeoutBody {
@@ -473,21 +495,21 @@ impl Timed {
             Some(_) => self.handle.server_requests_outstanding(),
             None => 0,
         };
-        if !self.call.clock.changed(progress, outstanding) {
-            return;
+        if self.call.clock.changed(progress, outstanding) {
+            let now = Instant::now();
+            let before = self.call.clock.wake_at();
+            self.call.clock.update(now, progress, outstanding);
+            if let Some(entry) = &self.call.entry {
+                // What a `GET` taking the call over goes on with.
+                entry.set_clock(self.call.clock);
+            }
+            if self.call.clock.wake_at() != before {
+                // The deadline moved (progress, a pause): who held the call up is judged over
+                // the new window only.
+                self.waits.restart(now);
+            }
         }
-        let now = Instant::now();
-        let before = self.call.clock.wake_at();
-        self.call.clock.update(now, progress, outstanding);
-        if let Some(entry) = &self.call.entry {
-            // What a `GET` taking the call over goes on with.
-            entry.set_clock(self.call.clock);
-        }
-        if self.call.clock.wake_at() != before {
-            // The deadline moved (progress, a pause): who held the call up is judged over the
-            // new window only.
-            self.waits.restart(now);
-        }
+        // (Also on an answer that took on a call already paused: see `timed`.)
         if self.call.clock.is_paused()
             && self.pause.is_none()
             && let Some((session, pauses)) = &self.call.session
@@ -614,9 +636,14 @@ impl Timed {
                                 *stream = ev.id.and_then(event_stream).map(Box::from);
                             }
                         });
-                        // A `GET` resuming the stream now waits for this answer to end.
-                        if let (Some(stream), Some(entry)) = (&self.call.stream, &self.call.entry) {
-                            entry.set_stream(stream);
+                        if let Some(stream) = &self.call.stream {
+                            // A `GET` resuming the stream now takes the call over.
+                            if let Some(entry) = &self.call.entry {
+                                entry.set_stream(stream);
+                            }
+                            if !self.handle.is_complete() {
+                                self.call.own = Some(self.handle.continuation_resumable_as(stream));
+                            }
                         }
                     } else {
                         parser.feed(data, |_| {});
@@ -704,8 +731,12 @@ impl Timed {
                 let frame = self.on_frame(frame);
                 // A resumed call's result has passed: what its dropped answers held goes now
                 // (a resumption could otherwise adopt it while this body is still read).
-                if !self.call.continues.is_empty() && self.handle.is_complete() {
-                    drop(self.call.take_continues());
+                if self.handle.is_complete() {
+                    // (The call is over: nothing to hold.)
+                    self.call.own = None;
+                    if !self.call.continues.is_empty() {
+                        drop(self.call.take_continues());
+                    }
                 }
                 // Pick up what the observer saw in this frame before the caller sees it (a
                 // server request must be registered before the client can answer it).
@@ -719,7 +750,7 @@ impl Timed {
             None => {
                 if self.sse.is_some() && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
                 {
-                    self.call.ended_without_response();
+                    self.call.ended_without_response(&self.handle);
                 }
                 self.finish();
                 if let Some(last) = self.late_end() {

@@ -168,12 +168,14 @@
 //! `Mcp-Session-Id`, `MCP-Protocol-Version`, `Host`, `Origin` and `Accept` headers, and its case
 //! (`x-request-id`, `traceparent`, `tracestate`): a POST on a clone of the inner service,
 //! spawned on the current tokio runtime, whose answer is dropped. Without that the tool would
-//! keep running after a bulkhead further out returned its permit. So does an answer the server
-//! ends without the call's final response, unless the client cancelled the call itself or a
-//! resumption took it over (below): rmcp may have moved the rest of the call to a stream
-//! nobody reads (a resumption it then answered with nothing), and the tool would run on
-//! unbounded; the cancellation keeps what the call holds until the server has read it, and
-//! changes nothing for a call already over.
+//! keep running after a bulkhead further out returned its permit. An answer the server ends
+//! without the call's final response, unless the client cancelled the call itself or a
+//! resumption took it over (below), is treated as one the client dropped: the server may want
+//! the client to resume (SEP-1699 polling, rmcp's `close_sse_stream`: give the layer a resume
+//! grace longer than the server's `retry`), or rmcp moved the rest of the call to a stream
+//! nobody reads (a resumption it then answered with nothing). Either way the call is held for
+//! the resume grace, else cancelled at once; a cancellation keeps what the call holds (its
+//! bulkhead permit) until the server has read it, and changes nothing for a call already over.
 //!
 //! By default a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
@@ -208,6 +210,10 @@
 //! failure), which the client may retry, holds the call again for the grace. (rmcp answers a
 //! resumption it cannot serve, a call already over or an index past its cache, with an empty
 //! stream, which ends without the call's final response: cancelled, as above.)
+//! A call waiting on its client (an elicitation: its clock paused) when its answer breaks
+//! waits on after a resumption, although the resumed stream does not replay the request: its
+//! clock stays paused until the client's answer comes (or the pause budget ends).
+//!
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
 //! disconnect, before the server has seen the drop, as when the connection died silently; or
 //! a client resuming while it still reads the answer) takes the call over, grace or not: rmcp

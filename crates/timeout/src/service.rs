@@ -319,6 +319,7 @@ where
             drain: self.shared.drain.clone(),
             continues,
             taken_from,
+            own: None,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

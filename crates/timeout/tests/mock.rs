@@ -1959,6 +1959,11 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
         .await
         .expect("notifications/cancelled");
     assert_cancelled(&cancel, 22, "s-1", "caller went away");
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "held until the server read it"
+    );
+    drop(cancel);
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     assert!(released.load(Ordering::SeqCst));
     drop(tx2);
@@ -2041,5 +2046,99 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     assert!(
         elapsed >= ms(10_000) && elapsed < ms(10_500),
         "timed out after {elapsed:?}"
+    );
+}
+
+/// A server may end a call's stream itself for its client to resume it (SEP-1699 polling:
+/// rmcp's `close_sse_stream`). Such an answer, ended without the call's final response, is
+/// treated like one its client dropped: held for the resume grace (then the client's
+/// resumption carries the call on), and without a grace cancelled at once, its late
+/// resumption getting a final error for its id.
+#[tokio::test(start_paused = true)]
+async fn an_answer_the_server_ends_early_is_held_for_resumption() {
+    use std::sync::atomic::Ordering;
+    let (svc, mut handle) = inspected(ms(5_000));
+    let (body, tx, released, first) = reading(&svc, &mut handle, 41).await;
+    server_ends(tx, body).await;
+    assert_eq!(first.outcome(), Some(Outcome::Incomplete));
+    assert!(
+        next_request(&mut handle, ms(3_000)).await.is_none(),
+        "held, not cancelled"
+    );
+    assert!(!released.load(Ordering::SeqCst));
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/141").await;
+    tx.send(&format!("id: 2/141\ndata: {}\n\n", result(41)));
+    let _ = resumed.frame().await;
+    assert!(released.load(Ordering::SeqCst), "released with its result");
+    drop((resumed, tx));
+    assert!(next_request(&mut handle, ms(6_000)).await.is_none());
+
+    // Without a grace: cancelled at once, and a late resumption ends with -31499 for its id.
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (body, tx, _, _) = reading(&svc, &mut handle, 42).await;
+    server_ends(tx, body).await;
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 42, "s-1", "answer ended without its response");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(cancel);
+    let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/142").await;
+    drop(tx);
+    let end = late
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_eq!(event_json(&end)["id"], 42, "{end}");
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+}
+
+/// A call waiting on its client (an elicitation a person may be answering) when the client's
+/// connection breaks waits on after the client resumes it, although the resumed stream does
+/// not replay the request: its clock stays paused until the client's answer comes, then runs
+/// with what it had left.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
+    let timeout = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(ms(5_000))
+        .build()
+        .unwrap();
+    let (svc, mut handle) = inspected_by(timeout);
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 61).await;
+    advance(ms(8_000)).await;
+    tx.send(&format!("id: 2/161\ndata: {}\n\n", elicitation(900)));
+    let _ = body.frame().await;
+    // Paused with 2 s left; the connection breaks a second later.
+    advance(ms(1_000)).await;
+    drop(body);
+    let (_tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/161").await;
+    assert!(
+        tokio::time::timeout(ms(5_000), resumed.frame())
+            .await
+            .is_err(),
+        "still waiting on the person: no timeout"
+    );
+    let reply = json!({"jsonrpc":"2.0","id":900,"result":{"action":"accept","content":{}}});
+    let answer = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(900, Some(reply)),
+    ));
+    let (_req, ok) = next_within(&mut handle).await.expect("the client's answer");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(answer.await.unwrap().unwrap().status(), 202);
+    let started = Instant::now();
+    let end = resumed
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_timeout_event(&end, json!(61));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= ms(1_900) && elapsed <= ms(2_100),
+        "ran again with the 2 s it had left: {elapsed:?}"
     );
 }
