@@ -55,7 +55,7 @@ use crate::cancel::{CancelTarget, REASON_ENDED, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
 use crate::pause::{Pauses, Registration};
-use crate::resume::{Gone, Held};
+use crate::resume::{Gone, Held, Keeps};
 
 /// A boundary-only SSE parser: events are not collected (1 byte kept per line and event), but
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
@@ -97,6 +97,9 @@ pub(crate) struct CallState {
     /// the call holds (its bulkhead permit) stays taken while the layer holds the call for
     /// resumption or until the server has read its cancellation.
     pub(crate) own: Option<Continuation>,
+    /// A resumed call that waits on its client: how many of its requests (an elicitation)
+    /// the client has not answered, which the resumed stream does not replay.
+    pub(crate) waiting: u32,
 }
 
 impl fmt::Debug for CallState {
@@ -133,9 +136,21 @@ impl CallState {
     /// resumption it then answered with nothing). Either way the call is treated as if its
     /// caller had dropped the answer ([`CallState::gone`]): held for the resume grace, else
     /// cancelled at once (its late resumption then gets a final error for its id).
-    pub(crate) fn ended_without_response(&mut self, handle: &CompletionHandle) {
+    ///
+    /// A resumption the server answered with nothing at all (rmcp's answer to one it cannot
+    /// serve: the call already over, or an index past its cache) is not held again: the
+    /// client's next resumption would be answered so too, keeping the call's hold all the
+    /// while. The call is cancelled at once; returns `Some(timed out)` then, for the final
+    /// error the answer ends with.
+    pub(crate) fn ended_without_response(
+        &mut self,
+        handle: &CompletionHandle,
+        pause: Option<Registration>,
+        carried_anything: bool,
+    ) -> Option<bool> {
         tracing::debug!(id = ?self.id, "answer ended without its response");
-        self.let_go(Some(handle), REASON_ENDED);
+        let hold = carried_anything || !self.is_resumed();
+        self.let_go(Some(handle), REASON_ENDED, pause, hold)
     }
 
     /// What this answer holds for the answers it continues, taken (its entry's copy for a
@@ -163,28 +178,40 @@ impl CallState {
     /// what it holds outside this layer (a bulkhead permit) stays taken until it is resumed and
     /// ends, or is cancelled.
     pub(crate) fn gone(&mut self, handle: Option<&CompletionHandle>) {
-        self.let_go(handle, REASON_GONE);
+        self.let_go(handle, REASON_GONE, None, true);
     }
 
-    /// This answer lets go of the call ([`CallState::gone`]); `reason` names why in a
-    /// cancellation sent at once. A cancellation keeps what the answer holds for the answers
-    /// it continues until the server has read it.
-    fn let_go(&mut self, handle: Option<&CompletionHandle>, reason: &'static str) {
-        let Some(t) = self.cancel.take() else {
-            return;
-        };
+    /// [`CallState::gone`] for an answer whose call waits on its client (`pause`: its place
+    /// among the calls waiting on their clients, kept while the call is held, so that an
+    /// answer the client gives meanwhile still counts).
+    pub(crate) fn gone_waiting(&mut self, handle: &CompletionHandle, pause: Option<Registration>) {
+        self.let_go(Some(handle), REASON_GONE, pause, true);
+    }
+
+    /// This answer lets go of the call ([`CallState::gone`]; not held if `!hold`); `reason`
+    /// names why in a cancellation sent at once, which keeps what the answer holds for the
+    /// call until the server has read it. Returns `Some(timed out)` if the call was cancelled
+    /// and remembered for its late resumption.
+    fn let_go(
+        &mut self,
+        handle: Option<&CompletionHandle>,
+        reason: &'static str,
+        pause: Option<Registration>,
+        hold: bool,
+    ) -> Option<bool> {
+        let t = self.cancel.take()?;
         if self.is_moved() {
             // A `GET` took the call over: it is that answer's to hold or cancel.
-            return;
+            return None;
         }
         let (Some((held, grace)), Some(stream), Some((session, _))) =
             (&self.resume, self.stream.take(), &self.session)
         else {
             // No stream a `GET` could name: nothing to resume.
             t.send_holding(reason, self.take_continues());
-            return;
+            return None;
         };
-        if grace.is_zero() {
+        if grace.is_zero() || !hold {
             // Cancelled at once; a late resumption gets a final error for the id (the timeout's,
             // if the deadline had passed: dropped while the layer waited for an event boundary).
             let timed_out = self.clock.expired(Instant::now());
@@ -195,7 +222,7 @@ impl CallState {
             held.bury(session.clone(), stream, gone);
             let reason = if timed_out { REASON_TIMEOUT } else { reason };
             t.send_holding(reason, self.take_continues());
-            return;
+            return Some(timed_out);
         }
         // The first drop keeps this answer's hold; a resumed answer dropped again keeps the
         // first one's (the call's own), not its own on top (the resuming `GET`'s).
@@ -208,9 +235,11 @@ impl CallState {
                 (None, None) => {}
             }
         }
-        if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, continues) {
+        let keeps = Keeps { continues, pause };
+        if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, keeps) {
             t.send(REASON_GONE);
         }
+        None
     }
 }
 
@@ -328,6 +357,8 @@ struct Timed {
     waits: Waits,
     /// Where the body waits for the server's drain.
     drain_wait: SignalWait,
+    /// Any bytes of the answer passed.
+    carried: bool,
 }
 
 /// The least time waiting on the caller that counts as the caller holding a call up.
@@ -419,15 +450,14 @@ impl<B> TimeoutBody<B> {
 
     pub(crate) fn timed(body: B, handle: CompletionHandle, mut call: CallState, sse: bool) -> Self {
         call.clock.seen_progress(handle.progress_count());
-        if call.clock.is_paused()
-            && call.session.is_some()
-            && handle.server_requests_outstanding() == 0
-        {
+        if call.session.is_some() {
             // A resumption took on a call waiting on its client (an elicitation a person may be
             // answering, which the resumed stream does not replay): it waits on, until the
             // client's answer comes (or the pause budget ends), instead of its clock running
             // again at once.
-            handle.carry_server_request();
+            for _ in 0..call.waiting {
+                handle.carry_server_request();
+            }
         }
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
@@ -445,6 +475,7 @@ impl<B> TimeoutBody<B> {
                     drained: false,
                     waits: Waits::new(),
                     drain_wait: SignalWait::default(),
+                    carried: false,
                 },
             },
         }
@@ -625,6 +656,7 @@ impl Timed {
         let (Some(parser), Some(data)) = (self.sse.as_mut(), frame.data_ref()) else {
             return frame;
         };
+        self.carried |= !data.is_empty();
         match self.phase {
             Phase::Running => {
                 // (An empty feed would settle a pending `\r` early; skip it.)
@@ -750,7 +782,14 @@ impl Timed {
             None => {
                 if self.sse.is_some() && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
                 {
-                    self.call.ended_without_response(&self.handle);
+                    let pause = self.pause.take();
+                    if let Some(timed_out) =
+                        self.call
+                            .ended_without_response(&self.handle, pause, self.carried)
+                    {
+                        // Its client hears of it now: the answer ends with the final error.
+                        self.call.late = Some(timed_out);
+                    }
                 }
                 self.finish();
                 if let Some(last) = self.late_end() {
@@ -789,7 +828,8 @@ impl Timed {
             Phase::Running | Phase::Grace => {
                 if self.sse.is_some() && !self.handle.is_complete() {
                     tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
-                    self.call.gone(Some(&self.handle));
+                    let pause = self.pause.take();
+                    self.call.gone_waiting(&self.handle, pause);
                 }
             }
             Phase::Finishing | Phase::Finished => {}

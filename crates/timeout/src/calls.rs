@@ -80,6 +80,9 @@ struct Slot {
     in_progress: Option<InProgress>,
     /// The answer has ended (its place in the table is gone).
     ended: bool,
+    /// A resumption that took on a call waiting on its client: how many requests it waits on
+    /// (its own answer, once it comes, counts them).
+    waiting: u32,
 }
 
 /// One call in flight.
@@ -120,6 +123,8 @@ pub(crate) struct TakenOver {
     pub(crate) in_progress: Option<InProgress>,
     /// The answer it was taken from, to give it back if the server refuses the `GET`.
     pub(crate) source: Arc<Entry>,
+    /// Requests of the server the call waits on its client to answer (an elicitation).
+    pub(crate) waiting: u32,
 }
 
 impl Calls {
@@ -179,12 +184,17 @@ impl Calls {
                 if let Some(handle) = &slot.handle {
                     handle.cancel_requested();
                 }
+                let waiting = slot
+                    .handle
+                    .as_ref()
+                    .map_or(slot.waiting, CompletionHandle::server_requests_outstanding);
                 slot.moved = true;
                 let next = Slot {
                     stream: Some(Box::from(stream)),
                     clock: Some(clock),
                     carried: continues.clone(),
                     in_progress: slot.in_progress.clone(),
+                    waiting,
                     ..Slot::default()
                 };
                 let taken = TakenOver {
@@ -193,6 +203,7 @@ impl Calls {
                     continues,
                     in_progress: slot.in_progress.clone(),
                     source: Arc::clone(e),
+                    waiting,
                 };
                 let entry = Entry {
                     id: e.id.clone(),
@@ -286,6 +297,11 @@ impl CallEntry {
     /// the call over from it carries them on.
     pub(crate) fn set_carried(&self, continues: &[Continuation]) {
         self.0.entry.slot().carried = continues.to_vec();
+    }
+
+    /// A resumption that took on a call waiting on its client on `waiting` requests.
+    pub(crate) fn set_waiting(&self, waiting: u32) {
+        self.0.entry.slot().waiting = waiting;
     }
 
     /// The call's clock moved on (progress, a pause): what a `GET` taking it over goes on with.

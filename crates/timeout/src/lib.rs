@@ -212,7 +212,13 @@
 //! stream, which ends without the call's final response: cancelled, as above.)
 //! A call waiting on its client (an elicitation: its clock paused) when its answer breaks
 //! waits on after a resumption, although the resumed stream does not replay the request: its
-//! clock stays paused until the client's answer comes (or the pause budget ends).
+//! clock stays paused until the client's answer comes (or the pause budget ends). An answer
+//! the client gives while the call is held counts too (the SDKs answer at once and resume
+//! only after rmcp's `retry`). A request the resumed stream does replay (the client never got
+//! it) counts twice, and its one answer leaves the call paused until the pause budget ends.
+//! A resumption the server answers with nothing at all (the call over, or an index past its
+//! cache) is not held again, which would keep the call's hold for as long as its client keeps
+//! resuming: the call is cancelled, and that answer ends with the final error for its id.
 //!
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
 //! disconnect, before the server has seen the drop, as when the connection died silently; or

@@ -34,6 +34,13 @@ pub(crate) struct Waiting {
     pub(crate) waker: AtomicWaker,
 }
 
+impl Waiting {
+    /// How many of its requests the client has not answered yet.
+    pub(crate) fn outstanding(&self) -> u32 {
+        self.handle.server_requests_outstanding()
+    }
+}
+
 /// The table of waiting calls, per session; shared by every service of one layer.
 pub(crate) type Pauses = BySession<Waiting>;
 

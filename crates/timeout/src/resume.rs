@@ -24,6 +24,7 @@ use tower_armor_mcp::{Continuation, RequestId};
 use crate::calls::{CallEntry, Calls};
 use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
+use crate::pause::Registration;
 
 /// A held cancellation: the session, and the stream part of its event ids.
 type Key = (HeaderValue, Box<str>);
@@ -33,7 +34,17 @@ type Key = (HeaderValue, Box<str>);
 /// stream dropped, resumed and dropped again is held anew: the first hold's timer must not end
 /// the second), and the continuations of its answers, which keep what the call holds outside
 /// this layer (its bulkhead permit) taken while the tool runs.
-type Call = (CancelTarget, Clock, u64, Vec<Continuation>);
+type Call = (CancelTarget, Clock, u64, Keeps);
+
+/// What a held call keeps while it waits to be resumed.
+#[derive(Debug)]
+pub(crate) struct Keeps {
+    /// Its holds on what it holds outside the layer (a bulkhead permit).
+    pub(crate) continues: Vec<Continuation>,
+    /// Its place among the calls waiting on their clients, if it waits on one (an answer the
+    /// client gives meanwhile still counts).
+    pub(crate) pause: Option<Registration>,
+}
 
 /// A held call a `GET` resumed ([`Held::resumed`]): its cancellation, clock and hold, and its
 /// place among the running calls.
@@ -42,6 +53,8 @@ pub(crate) struct Resumed {
     pub(crate) clock: Clock,
     pub(crate) continues: Vec<Continuation>,
     pub(crate) entry: CallEntry,
+    /// Requests of the server to the client the call still waits on (an elicitation).
+    pub(crate) waiting: u32,
 }
 
 /// The cancellations held for a resume grace (entries live at most one grace each, and only for
@@ -96,7 +109,7 @@ impl Held {
         target: CancelTarget,
         clock: Clock,
         grace: Duration,
-        continues: Vec<Continuation>,
+        keeps: Keeps,
     ) -> Option<CancelTarget> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return Some(target);
@@ -108,7 +121,7 @@ impl Held {
         // A call this replaces (none expected: a resumption took it out) goes after the lock.
         let replaced = self
             .lock()
-            .insert(key.clone(), (target, clock, hold, continues));
+            .insert(key.clone(), (target, clock, hold, keeps));
         drop(replaced);
         let held = Arc::clone(self);
         rt.spawn(async move {
@@ -116,7 +129,7 @@ impl Held {
             let call = {
                 let mut calls = held.lock();
                 match calls.get(&key) {
-                    Some((t, clock, h, _)) if *h == hold => {
+                    Some((t, clock, h, ..)) if *h == hold => {
                         // Buried before it leaves the held calls: a resumption finds it in one
                         // or the other, never in neither. (The graveyard's lock is only ever
                         // taken inside this one, never around it.)
@@ -131,15 +144,15 @@ impl Held {
                     _ => None,
                 }
             };
-            // The call's continuations go with it: what it held is released as it is cancelled.
-            if let Some(((t, _, _, _continues), timed_out)) = call {
+            // What the call held is released once the server has read its cancellation.
+            if let Some(((t, _, _, keeps), timed_out)) = call {
                 let reason = if timed_out {
                     REASON_TIMEOUT
                 } else {
                     REASON_GONE
                 };
                 tracing::debug!(reason, "dropped call not resumed in time; cancelling it");
-                t.send(reason);
+                t.send_holding(reason, keeps.continues);
             }
         });
         None
@@ -212,16 +225,22 @@ impl Held {
         if calls.is_empty() {
             return None;
         }
-        let (target, clock, _, continues) = calls.remove(&(session.clone(), Box::from(stream)))?;
+        let (target, clock, _, Keeps { continues, pause }) =
+            calls.remove(&(session.clone(), Box::from(stream)))?;
+        // Answers the client gave while the call was held were counted on its dropped answer
+        // (still registered as waiting): what is left, the resumed answer waits on.
+        let waiting = pause.map_or(0, |p| p.entry.outstanding());
         tracing::debug!("dropped call resumed within the grace; not cancelled");
         let entry = running.register(session.clone(), target.id().clone(), clock, target.mark());
         entry.set_stream(stream);
         entry.set_carried(&continues);
+        entry.set_waiting(waiting);
         Some(Resumed {
             target,
             clock,
             continues,
             entry,
+            waiting,
         })
     }
 
@@ -245,7 +264,7 @@ impl Held {
             .collect();
         keys.iter()
             .filter_map(|k| calls.remove(k))
-            .map(|(t, _, _, continues)| (t, continues))
+            .map(|(t, _, _, keeps)| (t, keeps.continues))
             .collect()
     }
 }
@@ -318,7 +337,10 @@ mod tests {
                 target(&s),
                 clock(),
                 grace,
-                Vec::new(),
+                Keeps {
+                    continues: Vec::new(),
+                    pause: None,
+                },
             )
         };
         assert!(hold().is_none());

@@ -263,9 +263,13 @@ where
             .cloned()
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
         let mut taken_from = None;
+        let mut waiting = 0;
         let (resumed, continues, entry) = match (resumed, taken) {
             // Registered already, by the held table, before it let go of the call.
-            (Some(r), _) => (Some(r.target), r.continues, Some(r.entry)),
+            (Some(r), _) => {
+                waiting = r.waiting;
+                (Some(r.target), r.continues, Some(r.entry))
+            }
             // Registered already, in the place of the answer it took the call over from.
             (None, Some((t, entry))) => {
                 let target = facts.and_then(|f| {
@@ -278,6 +282,7 @@ where
                     )
                 });
                 taken_from = Some(t.source);
+                waiting = t.waiting;
                 (target, t.continues, Some(entry))
             }
             (None, None) => {
@@ -320,6 +325,7 @@ where
             continues,
             taken_from,
             own: None,
+            waiting,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

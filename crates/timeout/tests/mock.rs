@@ -1611,6 +1611,11 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         .expect("notifications/cancelled");
     assert_cancelled(&cancel, 7, "s-1", "caller went away");
     assert!(
+        !released.load(Ordering::SeqCst),
+        "held until the server has read its cancellation"
+    );
+    drop(cancel);
+    assert!(
         released.load(Ordering::SeqCst),
         "released as it is cancelled"
     );
@@ -1672,6 +1677,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         .await
         .expect("notifications/cancelled at the grace's end");
     assert_cancelled(&cancel, 10, "s-1", "caller went away");
+    drop(cancel);
     assert!(released.load(Ordering::SeqCst));
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 }
@@ -1990,12 +1996,21 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     assert!(next_request(&mut handle, ms(500)).await.is_none());
 
     // The server moves the call to the GET and then answers it with nothing (rmcp does, for
-    // an index past its cache): nobody would read the rest, so the call is cancelled, and what
-    // it holds goes only once the server has read that.
+    // an index past its cache): nobody would read the rest, so the call is cancelled (not held
+    // again: the next resumption would be answered so too), the GET ends with the final error
+    // for the call's id, and what the call holds goes only once the server has read that.
     let (body, tx, released, _) = reading(&svc, &mut handle, 25).await;
     let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/125").await;
     server_ends(tx, body).await;
     drop(tx2);
+    let end = resumed
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_eq!(event_json(&end)["id"], 25, "{end}");
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
     assert!(resumed.frame().await.is_none());
     let (cancel, ok) = next_within(&mut handle)
         .await
@@ -2058,6 +2073,28 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
 async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     use std::sync::atomic::Ordering;
     let (svc, mut handle) = inspected(ms(5_000));
+    // A resumption the server answers with nothing (the call over, or an index past its
+    // cache) is not held again, which would keep the call's hold for as long as its client
+    // keeps resuming: the call is cancelled, and the answer ends with the final error.
+    let released = drop_watched(&svc, &mut handle, 40).await;
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/140").await;
+    drop(tx);
+    let end = resumed
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled at once");
+    assert_cancelled(&cancel, 40, "s-1", "answer ended without its response");
+    drop(cancel);
+    assert!(released.load(Ordering::SeqCst));
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(resumed);
+
     let (body, tx, released, first) = reading(&svc, &mut handle, 41).await;
     server_ends(tx, body).await;
     assert_eq!(first.outcome(), Some(Outcome::Incomplete));
@@ -2141,4 +2178,36 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
         elapsed >= ms(1_900) && elapsed <= ms(2_100),
         "ran again with the 2 s it had left: {elapsed:?}"
     );
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 61, "s-1", "request timed out");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(cancel);
+
+    // The client answers while the call is held (the SDKs answer at once, and resume only
+    // after rmcp's `retry`): the answer counts, and the resumed call's clock runs again.
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 62).await;
+    advance(ms(8_000)).await;
+    tx.send(&format!("id: 2/162\ndata: {}\n\n", elicitation(901)));
+    let _ = body.frame().await;
+    drop(body);
+    let reply = json!({"jsonrpc":"2.0","id":901,"result":{"action":"accept","content":{}}});
+    let answer = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(901, Some(reply)),
+    ));
+    let (_req, ok) = next_within(&mut handle).await.expect("the client's answer");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(answer.await.unwrap().unwrap().status(), 202);
+    let (_tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/162").await;
+    let started = Instant::now();
+    let end = resumed
+        .frame()
+        .await
+        .expect("a final event")
+        .unwrap_or_else(|_| panic!("no error"));
+    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    assert_timeout_event(&end, json!(62));
+    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
 }
