@@ -125,7 +125,8 @@ impl CallState {
         if let Some(t) = self.cancel.take()
             && !self.is_moved()
         {
-            t.send(reason);
+            let holds = self.take_continues();
+            t.send_holding(reason, holds);
         }
     }
 
@@ -137,19 +138,19 @@ impl CallState {
     /// caller had dropped the answer ([`CallState::gone`]): held for the resume grace, else
     /// cancelled at once (its late resumption then gets a final error for its id).
     ///
-    /// A resumption the server answered with nothing at all (rmcp's answer to one it cannot
-    /// serve: the call already over, or an index past its cache) is not held again: the
-    /// client's next resumption would be answered so too, keeping the call's hold all the
-    /// while. The call is cancelled at once; returns `Some(timed out)` then, for the final
-    /// error the answer ends with.
+    /// A resumption the server could not serve (rmcp answers one for a call already over, or
+    /// an index past its cache, with a stream that ends at once, nothing in it: `!served`) is
+    /// not held again: the client's next resumption would be answered so too, keeping the
+    /// call's hold all the while. The call is cancelled at once; returns `Some(timed out)`
+    /// then, for the final error the answer ends with.
     pub(crate) fn ended_without_response(
         &mut self,
         handle: &CompletionHandle,
         pause: Option<Registration>,
-        carried_anything: bool,
+        served: bool,
     ) -> Option<bool> {
         tracing::debug!(id = ?self.id, "answer ended without its response");
-        let hold = carried_anything || !self.is_resumed();
+        let hold = served || !self.is_resumed();
         self.let_go(Some(handle), REASON_ENDED, pause, hold)
     }
 
@@ -235,7 +236,11 @@ impl CallState {
                 (None, None) => {}
             }
         }
-        let keeps = Keeps { continues, pause };
+        let keeps = Keeps {
+            continues,
+            pause,
+            waiting: self.waiting,
+        };
         if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, keeps) {
             t.send(REASON_GONE);
         }
@@ -359,6 +364,9 @@ struct Timed {
     drain_wait: SignalWait,
     /// Any bytes of the answer passed.
     carried: bool,
+    /// The answer was ever not ready (a server that cannot serve a resumption answers with a
+    /// stream that ends at once).
+    pended: bool,
 }
 
 /// The least time waiting on the caller that counts as the caller holding a call up.
@@ -476,6 +484,7 @@ impl<B> TimeoutBody<B> {
                     waits: Waits::new(),
                     drain_wait: SignalWait::default(),
                     carried: false,
+                    pended: false,
                 },
             },
         }
@@ -738,6 +747,7 @@ impl Timed {
         }
         let res = match body.poll_frame(cx) {
             Poll::Pending => {
+                self.pended = true;
                 // The server's drain: once no frame of the answer is ready (one may be its
                 // final message), this call's deadline is now.
                 if self.phase == Phase::Running
@@ -783,9 +793,10 @@ impl Timed {
                 if self.sse.is_some() && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
                 {
                     let pause = self.pause.take();
+                    let served = self.carried || self.pended;
                     if let Some(timed_out) =
                         self.call
-                            .ended_without_response(&self.handle, pause, self.carried)
+                            .ended_without_response(&self.handle, pause, served)
                     {
                         // Its client hears of it now: the answer ends with the final error.
                         self.call.late = Some(timed_out);

@@ -47,9 +47,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderValue;
-use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::{CompletionHandle, Continuation, RequestId};
 
+use crate::cancel::CancelTarget;
 use crate::clock::Clock;
 
 use crate::sessions::{BySession, Registered};
@@ -75,9 +75,10 @@ struct Slot {
     /// What this answer carries for the answers it continues (a resumption): a `GET` taking
     /// the call over from it must carry that on too.
     carried: Vec<Continuation>,
-    /// The inspector's mark of the call's id in progress: a `GET` taking the call over keeps
-    /// the id taken while it runs.
-    in_progress: Option<InProgress>,
+    /// How to cancel the call, as its request asked (its `Host`, `Origin`, protocol version and
+    /// case, and the inspector's mark of its id in progress): a `GET` taking the call over
+    /// cancels it so, not with the `GET`'s own headers.
+    target: Option<CancelTarget>,
     /// The answer has ended (its place in the table is gone).
     ended: bool,
     /// A resumption that took on a call waiting on its client: how many requests it waits on
@@ -119,8 +120,8 @@ pub(crate) struct TakenOver {
     /// Keep what the call holds outside the layer (its first answer's permit) until the
     /// `GET`'s answer ends.
     pub(crate) continues: Vec<Continuation>,
-    /// The mark of the call's id in progress.
-    pub(crate) in_progress: Option<InProgress>,
+    /// How to cancel the call (a clone of its own target).
+    pub(crate) target: Option<CancelTarget>,
     /// The answer it was taken from, to give it back if the server refuses the `GET`.
     pub(crate) source: Arc<Entry>,
     /// Requests of the server the call waits on its client to answer (an elicitation).
@@ -135,11 +136,11 @@ impl Calls {
         session: HeaderValue,
         id: RequestId,
         clock: Clock,
-        in_progress: Option<InProgress>,
+        target: Option<CancelTarget>,
     ) -> CallEntry {
         let slot = Slot {
             clock: Some(clock),
-            in_progress,
+            target,
             ..Slot::default()
         };
         CallEntry(self.insert(
@@ -193,7 +194,7 @@ impl Calls {
                     stream: Some(Box::from(stream)),
                     clock: Some(clock),
                     carried: continues.clone(),
-                    in_progress: slot.in_progress.clone(),
+                    target: slot.target.clone(),
                     waiting,
                     ..Slot::default()
                 };
@@ -201,7 +202,7 @@ impl Calls {
                     id: e.id.clone(),
                     clock,
                     continues,
-                    in_progress: slot.in_progress.clone(),
+                    target: slot.target.clone(),
                     source: Arc::clone(e),
                     waiting,
                 };

@@ -105,6 +105,7 @@ struct Holding {
 
 /// Everything needed to cancel one 2025-11-25 call, captured when it starts (reference-counted
 /// clones, no allocation).
+#[derive(Clone)]
 pub(crate) struct CancelTarget {
     sender: Arc<SenderSlot>,
     id: RequestId,
@@ -149,22 +150,6 @@ impl CancelTarget {
         Self::capture_for(req, facts, id, sender)
     }
 
-    /// The target for call `id`, whose stream `req` (a `GET` of the call's session) takes
-    /// over: sent like the call's own, with the `Accept` a POST needs (not the `GET`'s), and
-    /// the call's mark of its id in progress (`in_progress`).
-    pub(crate) fn capture_resumed<B>(
-        req: &Request<B>,
-        facts: &McpRequest,
-        id: RequestId,
-        in_progress: Option<InProgress>,
-        sender: &Arc<SenderSlot>,
-    ) -> Option<CancelTarget> {
-        let mut target = Self::capture_for(req, facts, id, sender)?;
-        target.accept = None;
-        target.in_progress = in_progress;
-        Some(target)
-    }
-
     fn capture_for<B>(
         req: &Request<B>,
         facts: &McpRequest,
@@ -193,11 +178,6 @@ impl CancelTarget {
             case_headers: CASE_HEADERS.map(|name| h.get(name).cloned()),
             in_progress: req.extensions().get::<InProgress>().cloned(),
         })
-    }
-
-    /// The mark of its call's id in progress (a clone: the id stays taken while either lives).
-    pub(crate) fn mark(&self) -> Option<InProgress> {
-        self.in_progress.clone()
     }
 
     /// Takes the mark of its call's id in progress out of the target.

@@ -226,7 +226,8 @@
 //! moves the rest of the call onto the `GET` and ends the first answer without its final
 //! message. The `GET` answers under the call's id and clock, keeps what the call holds (its
 //! bulkhead permit) until the call's result has passed, and cancels the call if it is dropped
-//! or times out, as the first answer would have; the first answer's early end counts as
+//! or times out, as the first answer would have (with that answer's request headers, not the
+//! `GET`'s); the first answer's early end counts as
 //! `Cancelled` (no failure of the server) and no longer cancels or holds the call. A second
 //! `GET` taking the call over from the first carries all of that on in turn. A `GET` the
 //! server refuses (an error status: it never got the stream) gives the call back to the answer

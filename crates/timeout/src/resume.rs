@@ -44,6 +44,9 @@ pub(crate) struct Keeps {
     /// Its place among the calls waiting on their clients, if it waits on one (an answer the
     /// client gives meanwhile still counts).
     pub(crate) pause: Option<Registration>,
+    /// Without that place (a resumption that failed before its answer came): the requests it
+    /// was taken on with.
+    pub(crate) waiting: u32,
 }
 
 /// A held call a `GET` resumed ([`Held::resumed`]): its cancellation, clock and hold, and its
@@ -225,13 +228,22 @@ impl Held {
         if calls.is_empty() {
             return None;
         }
-        let (target, clock, _, Keeps { continues, pause }) =
-            calls.remove(&(session.clone(), Box::from(stream)))?;
+        let (target, clock, _, keeps) = calls.remove(&(session.clone(), Box::from(stream)))?;
+        let Keeps {
+            continues,
+            pause,
+            waiting,
+        } = keeps;
         // Answers the client gave while the call was held were counted on its dropped answer
         // (still registered as waiting): what is left, the resumed answer waits on.
-        let waiting = pause.map_or(0, |p| p.entry.outstanding());
+        let waiting = pause.map_or(waiting, |p| p.entry.outstanding());
         tracing::debug!("dropped call resumed within the grace; not cancelled");
-        let entry = running.register(session.clone(), target.id().clone(), clock, target.mark());
+        let entry = running.register(
+            session.clone(),
+            target.id().clone(),
+            clock,
+            Some(target.clone()),
+        );
         entry.set_stream(stream);
         entry.set_carried(&continues);
         entry.set_waiting(waiting);
@@ -340,6 +352,7 @@ mod tests {
                 Keeps {
                     continues: Vec::new(),
                     pause: None,
+                    waiting: 0,
                 },
             )
         };

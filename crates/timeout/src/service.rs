@@ -272,34 +272,27 @@ where
             }
             // Registered already, in the place of the answer it took the call over from.
             (None, Some((t, entry))) => {
-                let target = facts.and_then(|f| {
-                    CancelTarget::capture_resumed(
-                        &req,
-                        f,
-                        t.id.clone(),
-                        t.in_progress,
-                        &self.sender,
-                    )
-                });
+                // Cancelled as its own request asked (not with this GET's headers).
+                let target = t.target;
                 taken_from = Some(t.source);
                 waiting = t.waiting;
                 (target, t.continues, Some(entry))
             }
             (None, None) => {
+                let target = facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender));
                 let entry = match (&session, &id) {
                     (Some((s, _)), Some(id)) => Some(self.shared.calls.register(
                         s.clone(),
                         id.clone(),
                         clock,
-                        req.extensions().get::<InProgress>().cloned(),
+                        target.clone(),
                     )),
                     _ => None,
                 };
-                (None, Vec::new(), entry)
+                (target, Vec::new(), entry)
             }
         };
-        let cancel =
-            resumed.or_else(|| facts.and_then(|f| CancelTarget::capture(&req, f, &self.sender)));
+        let cancel = resumed;
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);

@@ -1659,6 +1659,8 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
         "at once, not at the grace's end"
     );
     assert_cancelled(&cancel, 9, "s-1", "caller went away");
+    assert!(!released.load(Ordering::SeqCst), "held until read");
+    drop(cancel);
     assert!(released.load(Ordering::SeqCst));
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 
@@ -1954,8 +1956,16 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
 
     // The resuming client goes away in turn: the call is cancelled (no grace here), under its
     // id, and what it held goes.
+    // (Its GET names another `Host`: the cancellation goes as the call's own request asked.)
     let (body, tx, released, _) = reading(&svc, &mut handle, 22).await;
-    let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/122").await;
+    let mut get = resume_get("1/122");
+    get.headers_mut()
+        .insert("host", HeaderValue::from_static("other.example:1"));
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), get));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (tx2, resumed) = script();
+    reply.send_response(answer("text/event-stream", resumed));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
     server_ends(tx, body).await;
     tx2.send(&format!("id: 2/122\ndata: {}\n\n", progress(2)));
     let _ = resumed.frame().await;
@@ -2040,9 +2050,10 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     assert!(released.load(Ordering::SeqCst));
     assert!(next_request(&mut handle, ms(500)).await.is_none());
 
-    // Taken over, the call keeps its own deadline (10 s from its start), not the GET's.
+    // Taken over, the call keeps its own deadline (10 s from its start), not the GET's; its
+    // cancellation then keeps what it holds until the server has read it.
     let started = Instant::now();
-    let (body, tx, _, _) = reading(&svc, &mut handle, 23).await;
+    let (body, tx, released, _) = reading(&svc, &mut handle, 23).await;
     advance(ms(6_000)).await;
     let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/123")));
     let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
@@ -2062,6 +2073,14 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
         elapsed >= ms(10_000) && elapsed < ms(10_500),
         "timed out after {elapsed:?}"
     );
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    assert_cancelled(&cancel, 23, "s-1", "request timed out");
+    assert!(!released.load(Ordering::SeqCst), "held until read");
+    drop(cancel);
+    assert!(released.load(Ordering::SeqCst));
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 }
 
 /// A server may end a call's stream itself for its client to resume it (SEP-1699 polling:
@@ -2094,6 +2113,29 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     assert!(released.load(Ordering::SeqCst));
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     drop(resumed);
+
+    // A resumption the server ends without a byte after it was quiet a while (a server
+    // polling its clients again) is no resumption it could not serve: held again.
+    let released = drop_watched(&svc, &mut handle, 43).await;
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/143").await;
+    assert!(
+        tokio::time::timeout(ms(100), resumed.frame())
+            .await
+            .is_err()
+    );
+    drop(tx);
+    assert!(resumed.frame().await.is_none());
+    drop(resumed);
+    assert!(
+        next_request(&mut handle, ms(3_000)).await.is_none(),
+        "held again, not cancelled"
+    );
+    assert!(!released.load(Ordering::SeqCst));
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/143").await;
+    tx.send(&format!("id: 2/143\ndata: {}\n\n", result(43)));
+    let _ = resumed.frame().await;
+    assert!(released.load(Ordering::SeqCst));
+    drop((resumed, tx));
 
     let (body, tx, released, first) = reading(&svc, &mut handle, 41).await;
     server_ends(tx, body).await;
@@ -2210,4 +2252,28 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
     assert_timeout_event(&end, json!(62));
     assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    let (cancel, ok) = next_within(&mut handle)
+        .await
+        .expect("notifications/cancelled");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    drop(cancel);
+
+    // A resumption that fails before its answer comes (its client gone again) holds the
+    // call again, still waiting on its client: the next resumption waits on too.
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 63).await;
+    advance(ms(8_000)).await;
+    tx.send(&format!("id: 2/163\ndata: {}\n\n", elicitation(902)));
+    let _ = body.frame().await;
+    drop(body);
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/163")));
+    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    get.abort();
+    let _ = get.await;
+    let (_tx3, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/163").await;
+    assert!(
+        tokio::time::timeout(ms(5_000), resumed.frame())
+            .await
+            .is_err(),
+        "still waiting on the person"
+    );
 }
