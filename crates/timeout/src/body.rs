@@ -595,6 +595,11 @@ impl Timed {
         } else {
             ending.outcome()
         };
+        // What the call holds stays taken until the server has read the cancellation below
+        // (an answer whose stream is not known yet has no hold of its own).
+        if self.sse.is_some() && self.call.own.is_none() && self.call.cancel.is_some() {
+            self.call.own = Some(self.handle.continuation());
+        }
         if !self.handle.complete(outcome) {
             self.finish();
             return false;

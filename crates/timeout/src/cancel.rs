@@ -180,9 +180,9 @@ impl CancelTarget {
         })
     }
 
-    /// Takes the mark of its call's id in progress out of the target.
-    pub(crate) fn take_mark(&mut self) -> Option<InProgress> {
-        self.in_progress.take()
+    /// The mark of its call's id in progress (a clone: the id stays taken while either lives).
+    pub(crate) fn mark(&self) -> Option<InProgress> {
+        self.in_progress.clone()
     }
 
     /// The id of the call it cancels.

@@ -175,7 +175,9 @@
 //! grace longer than the server's `retry`), or rmcp moved the rest of the call to a stream
 //! nobody reads (a resumption it then answered with nothing). Either way the call is held for
 //! the resume grace, else cancelled at once; a cancellation keeps what the call holds (its
-//! bulkhead permit) until the server has read it, and changes nothing for a call already over.
+//! bulkhead permit) until the server has read it (not for a call ended before its answer's
+//! headers: its error goes out at once, and a bulkhead in front lets go then), and changes
+//! nothing for a call already over.
 //!
 //! By default a 2025-11-25 client that lost its connection and meant to resume the call with
 //! `Last-Event-ID` finds it cancelled: to this layer a dropped answer is a client gone away,
@@ -208,17 +210,21 @@
 //! past the tool's limit. A resumption the server refuses (a client error: the session is
 //! gone) cancels the call at once; one that fails otherwise (a server error, a transport
 //! failure), which the client may retry, holds the call again for the grace. (rmcp answers a
-//! resumption it cannot serve, a call already over or an index past its cache, with an empty
-//! stream, which ends without the call's final response: cancelled, as above.)
+//! resumption it cannot serve, a call already over or an index past its cache, with a stream
+//! that ends at once, nothing in it: the call is then cancelled, below.)
 //! A call waiting on its client (an elicitation: its clock paused) when its answer breaks
 //! waits on after a resumption, although the resumed stream does not replay the request: its
 //! clock stays paused until the client's answer comes (or the pause budget ends). An answer
 //! the client gives while the call is held counts too (the SDKs answer at once and resume
-//! only after rmcp's `retry`). A request the resumed stream does replay (the client never got
+//! only after rmcp's `retry`), except while it is held again after a resumption that failed
+//! before its answer came: that answer is not counted, and the call stays paused until its
+//! pause budget ends. A request the resumed stream does replay (the client never got
 //! it) counts twice, and its one answer leaves the call paused until the pause budget ends.
-//! A resumption the server answers with nothing at all (the call over, or an index past its
-//! cache) is not held again, which would keep the call's hold for as long as its client keeps
-//! resuming: the call is cancelled, and that answer ends with the final error for its id.
+//! A resumption the server answers with a stream that ends at once, never pending, nothing in
+//! it (rmcp's answer when the call is over, or the index past its cache) is not held again,
+//! which would keep the call's hold for as long as its client keeps resuming: the call is
+//! cancelled, and that answer ends with the final error for its id. (One that was quiet a
+//! while before the server ended it is held again, like any answer ended early.)
 //!
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
 //! disconnect, before the server has seen the drop, as when the connection died silently; or

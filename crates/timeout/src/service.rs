@@ -233,8 +233,10 @@ where
                 if !withdrawn.is_empty() {
                     let mut marks = Vec::with_capacity(withdrawn.len());
                     let mut holds = Vec::with_capacity(withdrawn.len());
-                    for (mut target, continues) in withdrawn {
-                        marks.extend(target.take_mark());
+                    // (The fallback keeps a copy of each mark: the id stays taken until
+                    // whichever cancellation the server reads.)
+                    for (target, continues) in withdrawn {
+                        marks.extend(target.mark());
                         fallback.push((target, continues.clone()));
                         holds.push(continues);
                     }

@@ -1719,6 +1719,11 @@ async fn a_held_call_whose_client_cancellation_is_refused_is_cancelled_by_the_la
             !released.load(Ordering::SeqCst),
             "held until the server has read it"
         );
+        assert_eq!(
+            status_now(&svc, id).await,
+            Some(http::StatusCode::BAD_REQUEST),
+            "the id stays in progress until then"
+        );
         drop(cancel);
         assert!(released.load(Ordering::SeqCst));
         ok.send_response(Response::builder().status(202).body(script().1).unwrap());
@@ -1890,6 +1895,36 @@ async fn reading(
     (body, tx, released, completion)
 }
 
+/// The layer cancels call `id` of session `s-1` for `reason`: what the call held (`released`
+/// once let go) stays taken until the server has read the cancellation, which it accepts.
+async fn cancelled_then_read(
+    handle: &mut Handle,
+    id: i64,
+    reason: &str,
+    released: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    let (cancel, ok) = next_within(handle).await.expect("notifications/cancelled");
+    assert_cancelled(&cancel, id, "s-1", reason);
+    assert!(!released.load(Ordering::SeqCst), "held until read");
+    drop(cancel);
+    assert!(released.load(Ordering::SeqCst), "released once read");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+}
+
+/// The next frame of an answer's body, as text (it must be one, not an error).
+async fn next_text<B>(body: &mut Pin<Box<B>>) -> String
+where
+    B: Body<Data = Bytes>,
+{
+    let frame = body
+        .frame()
+        .await
+        .expect("a frame")
+        .unwrap_or_else(|_| panic!("no error"));
+    String::from_utf8(frame.into_data().expect("data").to_vec()).unwrap()
+}
+
 /// A `GET` of session `s-1` resuming after `last_event_id`, which the server answers with an
 /// SSE stream: the server's end of that stream, and the answer's body.
 async fn resumed_with_sse(
@@ -2013,23 +2048,17 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/125").await;
     server_ends(tx, body).await;
     drop(tx2);
-    let end = resumed
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut resumed).await;
     assert_eq!(event_json(&end)["id"], 25, "{end}");
     assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
     assert!(resumed.frame().await.is_none());
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 25, "s-1", "answer ended without its response");
-    assert!(!released.load(Ordering::SeqCst), "held until read");
-    drop(cancel);
-    assert!(released.load(Ordering::SeqCst));
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    cancelled_then_read(
+        &mut handle,
+        25,
+        "answer ended without its response",
+        &released,
+    )
+    .await;
     drop(resumed);
 
     // A GET the server refuses (406) never got the call: it stays with its answer, which
@@ -2061,26 +2090,14 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     reply.send_response(answer("text/event-stream", resumed));
     let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
     server_ends(tx, body).await;
-    let end = resumed
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut resumed).await;
     assert_timeout_event(&end, json!(23));
     let elapsed = started.elapsed();
     assert!(
         elapsed >= ms(10_000) && elapsed < ms(10_500),
         "timed out after {elapsed:?}"
     );
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 23, "s-1", "request timed out");
-    assert!(!released.load(Ordering::SeqCst), "held until read");
-    drop(cancel);
-    assert!(released.load(Ordering::SeqCst));
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    cancelled_then_read(&mut handle, 23, "request timed out", &released).await;
 }
 
 /// A server may end a call's stream itself for its client to resume it (SEP-1699 polling:
@@ -2098,12 +2115,7 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     let released = drop_watched(&svc, &mut handle, 40).await;
     let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/140").await;
     drop(tx);
-    let end = resumed
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut resumed).await;
     assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
     let (cancel, ok) = next_within(&mut handle)
         .await
@@ -2164,12 +2176,7 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     drop(cancel);
     let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/142").await;
     drop(tx);
-    let end = late
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut late).await;
     assert_eq!(event_json(&end)["id"], 42, "{end}");
     assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
 }
@@ -2208,12 +2215,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     assert_eq!(answer.await.unwrap().unwrap().status(), 202);
     let started = Instant::now();
-    let end = resumed
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut resumed).await;
     assert_timeout_event(&end, json!(61));
     let elapsed = started.elapsed();
     assert!(
@@ -2244,12 +2246,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     assert_eq!(answer.await.unwrap().unwrap().status(), 202);
     let (_tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/162").await;
     let started = Instant::now();
-    let end = resumed
-        .frame()
-        .await
-        .expect("a final event")
-        .unwrap_or_else(|_| panic!("no error"));
-    let end = String::from_utf8(end.into_data().expect("data").to_vec()).unwrap();
+    let end = next_text(&mut resumed).await;
     assert_timeout_event(&end, json!(62));
     assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
     let (cancel, ok) = next_within(&mut handle)
@@ -2276,4 +2273,31 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
             .is_err(),
         "still waiting on the person"
     );
+}
+
+/// A call that times out inside its answer before the answer named its stream (no event id
+/// yet) keeps what it holds until the server has read its cancellation too.
+#[tokio::test(start_paused = true)]
+async fn a_call_timed_out_before_its_first_event_holds_until_its_cancellation_is_read() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let call = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(71, None)));
+    let (req, reply) = next_within(&mut handle).await.expect("the call");
+    drop(req);
+    let (_tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let resp = call.await.unwrap().unwrap();
+    let completion = resp
+        .extensions()
+        .get::<CompletionHandle>()
+        .cloned()
+        .expect("observed");
+    let released = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&released);
+    completion.on_release(move || r.store(true, Ordering::SeqCst));
+    let mut body = Box::pin(resp.into_body());
+    let end = next_text(&mut body).await;
+    assert_timeout_event(&end, json!(71));
+    cancelled_then_read(&mut handle, 71, "request timed out", &released).await;
 }
