@@ -1606,20 +1606,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     tokio::task::yield_now().await;
     assert!(!released.load(Ordering::SeqCst), "held for resumption");
     advance(ms(100)).await;
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 7, "s-1", "caller went away");
-    assert!(
-        !released.load(Ordering::SeqCst),
-        "held until the server has read its cancellation"
-    );
-    drop(cancel);
-    assert!(
-        released.load(Ordering::SeqCst),
-        "released as it is cancelled"
-    );
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    cancelled_then_read(&mut handle, 7, "caller went away", &released).await;
 
     let released = drop_watched(&svc, &mut handle, 8).await;
     assert!(!released.load(Ordering::SeqCst));
@@ -1860,10 +1847,10 @@ async fn next_within(
         .flatten()
 }
 
-/// Starts call `id` in session `s-1` and reads its first event (on stream `id + 100`);
-/// returns the answer's body, still open, the server's end of it, a flag its completion
-/// handle's release listener sets, and that handle.
-async fn reading(
+/// Starts call `id` in session `s-1`, answered with an SSE stream the server has sent nothing
+/// on yet; returns the answer's body, the server's end of it, a flag its completion handle's
+/// release listener sets, and that handle.
+async fn answered(
     svc: &Inspected,
     handle: &mut Handle,
     id: i64,
@@ -1889,7 +1876,21 @@ async fn reading(
     let released = Arc::new(AtomicBool::new(false));
     let r = Arc::clone(&released);
     completion.on_release(move || r.store(true, Ordering::SeqCst));
-    let mut body = Box::pin(resp.into_body());
+    (Box::pin(resp.into_body()), tx, released, completion)
+}
+
+/// [`answered`], and the client reads the answer's first event (on stream `id + 100`).
+async fn reading(
+    svc: &Inspected,
+    handle: &mut Handle,
+    id: i64,
+) -> (
+    Pin<Box<impl Body<Data = Bytes> + use<>>>,
+    Tx,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    CompletionHandle,
+) {
+    let (mut body, tx, released, completion) = answered(svc, handle, id).await;
     tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
     let _ = body.frame().await;
     (body, tx, released, completion)
@@ -1909,6 +1910,45 @@ async fn cancelled_then_read(
     assert!(!released.load(Ordering::SeqCst), "held until read");
     drop(cancel);
     assert!(released.load(Ordering::SeqCst), "released once read");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+}
+
+/// Call `id` of session `s-1` (a 10 s deadline) waits on its client 8 s in: the server asks
+/// it `request` (an elicitation), the client reads that, and then its connection breaks (the
+/// answer is dropped). Returns the answer's body, not dropped yet, and the server's end.
+async fn waiting_on_client(
+    svc: &Inspected,
+    handle: &mut Handle,
+    id: i64,
+    request: i64,
+) -> (Pin<Box<impl Body<Data = Bytes> + use<>>>, Tx) {
+    let (mut body, tx, _, _) = reading(svc, handle, id).await;
+    advance(ms(8_000)).await;
+    tx.send(&format!(
+        "id: 2/{}\ndata: {}\n\n",
+        id + 100,
+        elicitation(request)
+    ));
+    let _ = body.frame().await;
+    (body, tx)
+}
+
+/// The client answers the server's `request` in session `s-1`; the server accepts it.
+async fn client_answers_request(svc: &Inspected, handle: &mut Handle, request: i64) {
+    let reply = json!({"jsonrpc":"2.0","id":request,"result":{"action":"accept","content":{}}});
+    let answer = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(request, Some(reply)),
+    ));
+    let (_req, ok) = next_within(handle).await.expect("the client's answer");
+    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(answer.await.unwrap().unwrap().status(), 202);
+}
+
+/// The layer cancels call `id` of session `s-1` for `reason`; the server accepts it.
+async fn cancellation_accepted(handle: &mut Handle, id: i64, reason: &str) {
+    let (cancel, ok) = next_within(handle).await.expect("notifications/cancelled");
+    assert_cancelled(&cancel, id, "s-1", reason);
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 }
 
@@ -2006,17 +2046,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     let _ = resumed.frame().await;
     assert!(!released.load(Ordering::SeqCst));
     drop(resumed);
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 22, "s-1", "caller went away");
-    assert!(
-        !released.load(Ordering::SeqCst),
-        "held until the server read it"
-    );
-    drop(cancel);
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    assert!(released.load(Ordering::SeqCst));
+    cancelled_then_read(&mut handle, 22, "caller went away", &released).await;
     drop(tx2);
 
     // Taken over twice (a second GET while the first still runs): the first GET's early end
@@ -2168,12 +2198,7 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     let (svc, mut handle) = inspected(Duration::ZERO);
     let (body, tx, _, _) = reading(&svc, &mut handle, 42).await;
     server_ends(tx, body).await;
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 42, "s-1", "answer ended without its response");
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    drop(cancel);
+    cancellation_accepted(&mut handle, 42, "answer ended without its response").await;
     let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/142").await;
     drop(tx);
     let end = next_text(&mut late).await;
@@ -2192,10 +2217,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
         .build()
         .unwrap();
     let (svc, mut handle) = inspected_by(timeout);
-    let (mut body, tx, _, _) = reading(&svc, &mut handle, 61).await;
-    advance(ms(8_000)).await;
-    tx.send(&format!("id: 2/161\ndata: {}\n\n", elicitation(900)));
-    let _ = body.frame().await;
+    let (body, _tx) = waiting_on_client(&svc, &mut handle, 61, 900).await;
     // Paused with 2 s left; the connection breaks a second later.
     advance(ms(1_000)).await;
     drop(body);
@@ -2206,14 +2228,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
             .is_err(),
         "still waiting on the person: no timeout"
     );
-    let reply = json!({"jsonrpc":"2.0","id":900,"result":{"action":"accept","content":{}}});
-    let answer = tokio::spawn(ServiceExt::oneshot(
-        svc.clone(),
-        session_post(900, Some(reply)),
-    ));
-    let (_req, ok) = next_within(&mut handle).await.expect("the client's answer");
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    assert_eq!(answer.await.unwrap().unwrap().status(), 202);
+    client_answers_request(&svc, &mut handle, 900).await;
     let started = Instant::now();
     let end = next_text(&mut resumed).await;
     assert_timeout_event(&end, json!(61));
@@ -2222,28 +2237,13 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
         elapsed >= ms(1_900) && elapsed <= ms(2_100),
         "ran again with the 2 s it had left: {elapsed:?}"
     );
-    let (cancel, ok) = next_within(&mut handle)
-        .await
-        .expect("notifications/cancelled");
-    assert_cancelled(&cancel, 61, "s-1", "request timed out");
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    drop(cancel);
+    cancellation_accepted(&mut handle, 61, "request timed out").await;
 
     // The client answers while the call is held (the SDKs answer at once, and resume only
     // after rmcp's `retry`): the answer counts, and the resumed call's clock runs again.
-    let (mut body, tx, _, _) = reading(&svc, &mut handle, 62).await;
-    advance(ms(8_000)).await;
-    tx.send(&format!("id: 2/162\ndata: {}\n\n", elicitation(901)));
-    let _ = body.frame().await;
+    let (body, _tx) = waiting_on_client(&svc, &mut handle, 62, 901).await;
     drop(body);
-    let reply = json!({"jsonrpc":"2.0","id":901,"result":{"action":"accept","content":{}}});
-    let answer = tokio::spawn(ServiceExt::oneshot(
-        svc.clone(),
-        session_post(901, Some(reply)),
-    ));
-    let (_req, ok) = next_within(&mut handle).await.expect("the client's answer");
-    ok.send_response(Response::builder().status(202).body(script().1).unwrap());
-    assert_eq!(answer.await.unwrap().unwrap().status(), 202);
+    client_answers_request(&svc, &mut handle, 901).await;
     let (_tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/162").await;
     let started = Instant::now();
     let end = next_text(&mut resumed).await;
@@ -2257,10 +2257,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
 
     // A resumption that fails before its answer comes (its client gone again) holds the
     // call again, still waiting on its client: the next resumption waits on too.
-    let (mut body, tx, _, _) = reading(&svc, &mut handle, 63).await;
-    advance(ms(8_000)).await;
-    tx.send(&format!("id: 2/163\ndata: {}\n\n", elicitation(902)));
-    let _ = body.frame().await;
+    let (body, _tx) = waiting_on_client(&svc, &mut handle, 63, 902).await;
     drop(body);
     let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/163")));
     let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
@@ -2279,24 +2276,8 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
 /// yet) keeps what it holds until the server has read its cancellation too.
 #[tokio::test(start_paused = true)]
 async fn a_call_timed_out_before_its_first_event_holds_until_its_cancellation_is_read() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let (svc, mut handle) = inspected(Duration::ZERO);
-    let call = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(71, None)));
-    let (req, reply) = next_within(&mut handle).await.expect("the call");
-    drop(req);
-    let (_tx, body) = script();
-    reply.send_response(answer("text/event-stream", body));
-    let resp = call.await.unwrap().unwrap();
-    let completion = resp
-        .extensions()
-        .get::<CompletionHandle>()
-        .cloned()
-        .expect("observed");
-    let released = Arc::new(AtomicBool::new(false));
-    let r = Arc::clone(&released);
-    completion.on_release(move || r.store(true, Ordering::SeqCst));
-    let mut body = Box::pin(resp.into_body());
+    let (mut body, _tx, released, _) = answered(&svc, &mut handle, 71).await;
     let end = next_text(&mut body).await;
     assert_timeout_event(&end, json!(71));
     cancelled_then_read(&mut handle, 71, "request timed out", &released).await;
