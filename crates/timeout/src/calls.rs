@@ -51,7 +51,6 @@ use tower_armor_mcp::{CompletionHandle, Continuation, RequestId};
 
 use crate::cancel::CancelTarget;
 use crate::clock::Clock;
-
 use crate::sessions::{BySession, Registered};
 
 /// What a running call's entry knows.

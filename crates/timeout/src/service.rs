@@ -266,7 +266,9 @@ where
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
         let mut taken_from = None;
         let mut waiting = 0;
-        let (resumed, continues, entry) = match (resumed, taken) {
+        // The call's cancellation, what it carries for answers it continues, and its place
+        // among the running calls.
+        let (cancel, continues, entry) = match (resumed, taken) {
             // Registered already, by the held table, before it let go of the call.
             (Some(r), _) => {
                 waiting = r.waiting;
@@ -294,7 +296,6 @@ where
                 (target, Vec::new(), entry)
             }
         };
-        let cancel = resumed;
         if cancel.is_some() {
             // Built once per wrapped service, shared by its clones.
             self.sender.get_or_init(&self.inner);
