@@ -708,6 +708,20 @@ async fn assert_progress_busy(c: &RawClient, why: &str) {
     assert_eq!(r.error_code(), Some(-31509), "{why}: {r:?}");
 }
 
+/// Resumes call `id`'s stream after `last`: the resumption is served, the tool's only permit
+/// stays taken while it runs (`why`), and its result comes on the resumption.
+async fn resumed_result_keeps_permit(c: &RawClient, last: &str, id: i64, why: &str) {
+    let resumed = bounded(10, c.open_get_stream_after(last)).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK, "{why}");
+    let mut stream = SseStream::new(resumed);
+    assert_progress_busy(c, why).await;
+    let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
+        .await
+        .and_then(|e| e.json())
+        .expect("the call's result, on the resumption");
+    assert!(result["result"].is_object(), "{result}");
+}
+
 /// Waits (bounded) until a `progress` call is served again; returns when.
 async fn progress_free_again(c: &RawClient) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -745,16 +759,7 @@ async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
         .await
         .unwrap();
     assert_eq!(add.tool_text(), Some("5"), "other tools are not held up");
-    let resumed = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
-    assert_eq!(resumed.status(), StatusCode::OK);
-    let mut stream = SseStream::new(resumed);
-    assert_progress_busy(&c, "resumed").await;
-    let result = bounded(10, stream.next_event_where(|m| m["id"] == json!(id)))
-        .await
-        .and_then(|e| e.json())
-        .expect("the resumed call's result");
-    assert!(result["result"].is_object(), "{result}");
-    drop(stream);
+    resumed_result_keeps_permit(&c, &last, id, "resumed").await;
     progress_free_again(&c).await;
 
     // Dropped and not resumed: held for the grace (1 s), then cancelled (the tool would take
@@ -803,16 +808,9 @@ async fn a_resumption_of_an_answer_still_being_read_takes_the_call_over() {
         .await
         .expect("a first progress");
         let last = progress.id.expect("rmcp numbers its events");
-        let resumed = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
-        assert_eq!(resumed.status(), StatusCode::OK, "round {round}");
-        let mut resumed = SseStream::new(resumed);
-        assert_progress_busy(&c, "the call moved to the resumption keeps its permit").await;
-        let result = bounded(10, resumed.next_event_where(|m| m["id"] == json!(id)))
-            .await
-            .and_then(|e| e.json())
-            .expect("the result, on the resumption");
-        assert!(result["result"].is_object(), "{result}");
-        drop((first, resumed));
+        let why = format!("round {round}: the call moved to the resumption keeps its permit");
+        resumed_result_keeps_permit(&c, &last, id, &why).await;
+        drop(first);
         progress_free_again(&c).await;
     }
     assert_no_failures(&ex, "progress");

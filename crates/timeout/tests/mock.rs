@@ -1847,19 +1847,22 @@ async fn next_within(
         .flatten()
 }
 
-/// Starts call `id` in session `s-1`, answered with an SSE stream the server has sent nothing
-/// on yet; returns the answer's body, the server's end of it, a flag its completion handle's
+/// The body of an answer through the inspector and the layer.
+type AnswerBody = tower_armor_mcp::ResponseBody<TimeoutBody<ObservedBody<Script>>>;
+
+/// An answer being read: its body, the server's end of it, a flag its completion handle's
 /// release listener sets, and that handle.
-async fn answered(
-    svc: &Inspected,
-    handle: &mut Handle,
-    id: i64,
-) -> (
-    Pin<Box<impl Body<Data = Bytes> + use<>>>,
+type Answering = (
+    Pin<Box<AnswerBody>>,
     Tx,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     CompletionHandle,
-) {
+);
+
+/// Starts call `id` in session `s-1`, answered with an SSE stream the server has sent nothing
+/// on yet; returns the answer's body, the server's end of it, a flag its completion handle's
+/// release listener sets, and that handle.
+async fn answered(svc: &Inspected, handle: &mut Handle, id: i64) -> Answering {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
@@ -1880,16 +1883,7 @@ async fn answered(
 }
 
 /// [`answered`], and the client reads the answer's first event (on stream `id + 100`).
-async fn reading(
-    svc: &Inspected,
-    handle: &mut Handle,
-    id: i64,
-) -> (
-    Pin<Box<impl Body<Data = Bytes> + use<>>>,
-    Tx,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    CompletionHandle,
-) {
+async fn reading(svc: &Inspected, handle: &mut Handle, id: i64) -> Answering {
     let (mut body, tx, released, completion) = answered(svc, handle, id).await;
     tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
     let _ = body.frame().await;
@@ -1921,7 +1915,7 @@ async fn waiting_on_client(
     handle: &mut Handle,
     id: i64,
     request: i64,
-) -> (Pin<Box<impl Body<Data = Bytes> + use<>>>, Tx) {
+) -> (Pin<Box<AnswerBody>>, Tx) {
     let (mut body, tx, _, _) = reading(svc, handle, id).await;
     advance(ms(8_000)).await;
     tx.send(&format!(
@@ -1971,7 +1965,7 @@ async fn resumed_with_sse(
     svc: &Inspected,
     handle: &mut Handle,
     last_event_id: &'static str,
-) -> (Tx, Pin<Box<impl Body<Data = Bytes> + use<>>>) {
+) -> (Tx, Pin<Box<AnswerBody>>) {
     let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get(last_event_id)));
     let (_req, reply) = next_within(handle).await.expect("the resumption");
     let (tx, body) = script();
