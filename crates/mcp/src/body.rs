@@ -94,6 +94,15 @@ impl From<&'static str> for McpBody {
     }
 }
 
+/// A tonic request body of these bytes: what lets a call-plane layer that builds requests of
+/// its own (the timeout's `notifications/cancelled`) sit in a tonic stack.
+#[cfg(feature = "tonic")]
+impl From<McpBody> for tonic::body::Body {
+    fn from(body: McpBody) -> Self {
+        tonic::body::Body::new(body)
+    }
+}
+
 pin_project! {
     /// The response body of a layer that may answer by itself: the inner body, or a local one.
     pub struct ResponseBody<B> {

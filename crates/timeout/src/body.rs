@@ -16,15 +16,24 @@
 //!   beginning of an event the caller would never see whole). If the grace passes with no
 //!   boundary, the body fails with [`Elapsed`] instead: the connection is cut and the partial
 //!   event is discarded by the client.
+//! - **gRPC answer** (`application/grpc`, `application/grpc+<codec>`), between two messages:
+//!   the inner body is dropped (which ends the call in a gRPC server), the handle completes
+//!   with [`Outcome::Elapsed`], and the body ends with trailers of its own, `grpc-status: 4`
+//!   (`DEADLINE_EXCEEDED`) and a `grpc-message`: what a gRPC caller expects of a deadline. In
+//!   the middle of a message, that message is forwarded to its end first, for at most the
+//!   boundary grace (a frame that ends it and starts another is cut after it); past the grace
+//!   the body fails with [`Elapsed`] (the stream is reset).
 //! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
 //!   is no way to add a message to a JSON body).
 //!
 //! The server's drain ([`CallDrain::end_calls`](crate::CallDrain::end_calls)) is a deadline too,
 //! taken once no frame of the answer is ready (one may be its final message): the same steps,
 //! with [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown) (`-31510`, "server shutting down") in the final event and as the body's
-//! error, and a local rejection as the handle's outcome instead of `Elapsed`.
+//! error (`grpc-status: 14`, `UNAVAILABLE`, in a gRPC answer's trailers), and a local rejection
+//! as the handle's outcome instead of `Elapsed`.
 //!
-//! Writing that one final event is the only thing this layer writes into a stream, apart from
+//! Writing that one final event (or a gRPC answer's trailers) is the only thing this layer writes
+//! into a stream, apart from
 //! the final error of a late resumption of a call it cancelled because its client went away
 //! (at the end of what the server replays, at an event boundary).
 //!
@@ -40,7 +49,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -54,6 +63,7 @@ use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_ENDED, REASON_GONE, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::drain::{CallDrain, Ending};
+use crate::grpc::{self, GrpcFrames};
 use crate::pause::{Pauses, Registration};
 use crate::resume::{Gone, Held, Keeps};
 
@@ -61,6 +71,17 @@ use crate::resume::{Gone, Held, Keeps};
 /// lines and fields are tracked exactly, which is all [`SseParser::at_boundary`] needs.
 fn boundary_parser() -> SseParser {
     SseParser::new(1)
+}
+
+/// How an answer's body is framed, which decides how the layer can end it early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// SSE: a final error event at an event boundary.
+    Sse,
+    /// gRPC: trailers at a message boundary.
+    Grpc,
+    /// Anything else: the body fails.
+    Plain,
 }
 
 /// What a call carries from its request to its answer's body.
@@ -331,6 +352,8 @@ pin_project! {
 
 enum Last {
     Event(Bytes),
+    /// A gRPC answer's trailers.
+    Trailers(HeaderMap),
     /// The body fails with the ending's error ([`Ending::error`]).
     Error(Ending),
 }
@@ -339,9 +362,11 @@ enum Last {
 enum Phase {
     /// The deadline runs.
     Running,
-    /// The deadline passed in the middle of an SSE event: waiting for its end.
+    /// The deadline passed in the middle of an SSE event (or a gRPC message): waiting for its
+    /// end.
     Grace,
-    /// Gave up at a boundary that a frame just reached: the final event comes next.
+    /// Gave up at a boundary that a frame just reached: the final event (or trailers) comes
+    /// next.
     Finishing,
     /// The call ended (or the layer gave up): frames pass, nothing else happens.
     Finished,
@@ -352,6 +377,8 @@ struct Timed {
     call: CallState,
     /// For SSE answers: tracks event boundaries.
     sse: Option<SseParser>,
+    /// For gRPC answers: tracks message boundaries.
+    grpc: Option<GrpcFrames>,
     phase: Phase,
     /// The instant the sleep is set to. There always is one: a pause is bounded too.
     armed: Instant,
@@ -456,7 +483,12 @@ impl<B> TimeoutBody<B> {
         }
     }
 
-    pub(crate) fn timed(body: B, handle: CompletionHandle, mut call: CallState, sse: bool) -> Self {
+    pub(crate) fn timed(
+        body: B,
+        handle: CompletionHandle,
+        mut call: CallState,
+        framing: Framing,
+    ) -> Self {
         call.clock.seen_progress(handle.progress_count());
         if call.session.is_some() {
             // A resumption took on a call waiting on its client (an elicitation a person may be
@@ -476,7 +508,8 @@ impl<B> TimeoutBody<B> {
                 state: Timed {
                     handle,
                     call,
-                    sse: sse.then(boundary_parser),
+                    sse: (framing == Framing::Sse).then(boundary_parser),
+                    grpc: (framing == Framing::Grpc).then(GrpcFrames::default),
                     phase: Phase::Running,
                     armed,
                     pause: None,
@@ -619,6 +652,9 @@ impl Timed {
 
     fn final_event(&mut self) -> Last {
         self.phase = Phase::Finished;
+        if self.grpc.is_some() {
+            return Last::Trailers(grpc::trailers(self.ending()));
+        }
         Last::Event(final_error_event(
             self.call.id.as_ref(),
             self.call.correlation.as_ref(),
@@ -642,8 +678,13 @@ impl Timed {
                 if !self.drained && !self.call.clock.expired(now) {
                     return None;
                 }
-                match &self.sse {
-                    Some(p) if !p.at_boundary() => {
+                let mid_message = match (&self.sse, &self.grpc) {
+                    (Some(p), _) => Some(!p.at_boundary()),
+                    (None, Some(g)) => Some(!g.at_boundary()),
+                    (None, None) => None,
+                };
+                match mid_message {
+                    Some(true) => {
                         self.phase = Phase::Grace;
                         // The deadline that passed, for who held the call up (`armed` now
                         // becomes the end of the grace).
@@ -656,7 +697,7 @@ impl Timed {
                         }
                         self.give_up().then(|| self.error())
                     }
-                    Some(_) => self.give_up().then(|| self.final_event()),
+                    Some(false) => self.give_up().then(|| self.final_event()),
                     None => self.give_up().then(|| self.error()),
                 }
             }
@@ -667,7 +708,23 @@ impl Timed {
 
     /// A frame passed the inner body (and the observer inside it).
     fn on_frame(&mut self, frame: Frame<Bytes>) -> Frame<Bytes> {
-        let (Some(parser), Some(data)) = (self.sse.as_mut(), frame.data_ref()) else {
+        let Some(data) = frame.data_ref() else {
+            return frame;
+        };
+        if let Some(frames) = self.grpc.as_mut() {
+            return match self.phase {
+                Phase::Running => {
+                    frames.feed(data);
+                    frame
+                }
+                Phase::Grace => {
+                    let n = frames.feed_to_boundary(data);
+                    self.in_grace(frame, n)
+                }
+                Phase::Finishing | Phase::Finished => frame,
+            };
+        }
+        let Some(parser) = self.sse.as_mut() else {
             return frame;
         };
         self.carried |= !data.is_empty();
@@ -698,28 +755,33 @@ impl Timed {
                 frame
             }
             Phase::Grace => {
-                if self.handle.is_complete() {
-                    // The final message made it in this frame.
-                    self.finish();
-                    return frame;
-                }
-                let Some(n) = feed_to_boundary(parser, data) else {
-                    return frame;
-                };
-                if !self.give_up() {
-                    return frame;
-                }
-                self.phase = Phase::Finishing;
-                if n == data.len() {
-                    frame
-                } else {
-                    match frame.into_data() {
-                        Ok(bytes) => Frame::data(bytes.slice(..n)),
-                        Err(frame) => frame,
-                    }
-                }
+                let n = feed_to_boundary(parser, data);
+                self.in_grace(frame, n)
             }
             Phase::Finishing | Phase::Finished => frame,
+        }
+    }
+
+    /// A data frame that came in the grace, with the offset of the boundary in it where the
+    /// layer gives up (if any): it passes up to there, and the final event (or trailers) comes
+    /// next.
+    fn in_grace(&mut self, frame: Frame<Bytes>, boundary: Option<usize>) -> Frame<Bytes> {
+        if self.handle.is_complete() {
+            // The final message made it in this frame.
+            self.finish();
+            return frame;
+        }
+        let Some(n) = boundary else {
+            return frame;
+        };
+        if !self.give_up() {
+            return frame;
+        }
+        self.phase = Phase::Finishing;
+        match frame.into_data() {
+            Ok(bytes) if n < bytes.len() => Frame::data(bytes.slice(..n)),
+            Ok(bytes) => Frame::data(bytes),
+            Err(frame) => frame,
         }
     }
 
@@ -876,6 +938,7 @@ where
                 KindProj::Ending { last } => {
                     return Poll::Ready(match last.take() {
                         Some(Last::Event(bytes)) => Some(Ok(Frame::data(bytes))),
+                        Some(Last::Trailers(map)) => Some(Ok(Frame::trailers(map))),
                         Some(Last::Error(ending)) => Some(Err(ending.error())),
                         None => None,
                     });
@@ -905,8 +968,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
-            // An SSE answer may get one more event.
-            Kind::Timed { body, state, .. } if state.sse.is_some() => {
+            // An SSE answer may get one more event; either may be cut short at a boundary.
+            Kind::Timed { body, state, .. } if state.sse.is_some() || state.grpc.is_some() => {
                 let mut h = SizeHint::new();
                 h.set_lower(body.size_hint().lower());
                 h

@@ -53,28 +53,31 @@ impl fmt::Debug for SenderSlot {
 
 impl SenderSlot {
     /// The sender, built from a clone of `inner` the first time.
-    pub(crate) fn get_or_init<S, B>(&self, inner: &S) -> &Sender
+    pub(crate) fn get_or_init<S, ReqB, B>(&self, inner: &S) -> &Sender
     where
-        S: Service<Request<McpBody>, Response = http::Response<B>> + Clone + Send + 'static,
+        S: Service<Request<ReqB>, Response = http::Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
+        ReqB: From<McpBody> + Send + 'static,
         B: Send + 'static,
     {
         self.0.get_or_init(|| sender(inner.clone()))
     }
 }
 
-fn sender<S, B>(proto: S) -> Sender
+fn sender<S, ReqB, B>(proto: S) -> Sender
 where
-    S: Service<Request<McpBody>, Response = http::Response<B>> + Clone + Send + 'static,
+    S: Service<Request<ReqB>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    ReqB: From<McpBody> + Send + 'static,
     B: Send + 'static,
 {
     // The prototype is only cloned, on the rare cancellation path; the mutex makes the sender
     // `Sync` without asking the service to be.
     let proto = Mutex::new(proto);
-    Box::new(move |req| {
+    Box::new(move |req: Request<McpBody>| {
+        let req = req.map(ReqB::from);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::debug!("no runtime to send notifications/cancelled on");
             return;

@@ -15,10 +15,11 @@ use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
 use tower_armor_mcp::signal::SignalWait;
 
-use crate::body::{CallState, TimeoutBody};
+use crate::body::{CallState, Framing, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::drain::Ending;
+use crate::grpc;
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -182,8 +183,14 @@ where
         resumption_failed(call, Some(resp.status()));
         return resp.map(TimeoutBody::passthrough);
     }
-    let sse = is_event_stream(resp.headers());
-    resp.map(|body| TimeoutBody::timed(body, handle, call, sse))
+    let framing = if is_event_stream(resp.headers()) {
+        Framing::Sse
+    } else if grpc::is_grpc(resp.headers().get(http::header::CONTENT_TYPE)) {
+        Framing::Grpc
+    } else {
+        Framing::Plain
+    };
+    resp.map(|body| TimeoutBody::timed(body, handle, call, framing))
 }
 
 impl<F, B, E> Future for ResponseFuture<F>

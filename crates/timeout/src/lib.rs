@@ -10,7 +10,8 @@
 //! | before the headers | the inner future is dropped; the call fails with [`Elapsed`] (rescued to 504 + `-31504`) |
 //! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)) |
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
-//! | inside a JSON body | the body fails with [`Elapsed`] |
+//! | inside a gRPC answer (`application/grpc*`), between messages | the answer ends with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`); mid-message, that message gets the same grace first |
+//! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |
 //! | after the final response | nothing: the call is over |
 //!
 //! The answer's end is known from the shared observer
@@ -288,8 +289,12 @@
 //!
 //! # Types
 //!
-//! For HTTP the layer's service is `Service<http::Request<McpBody>>` (the body type the
-//! inspector produces, which the layer can also build for its cancellation requests) and
+//! For HTTP the layer's service is `Service<http::Request<B>>` for any request body `B` the
+//! layer can build its cancellation requests in (`B: From<McpBody>`): [`McpBody`](tower_armor_mcp::McpBody), what the
+//! inspector produces, and `tonic::body::Body` (with `tower-armor-mcp`'s `tonic` feature), so
+//! the layer also sits in a tonic server stack (`Server::builder().layer(..)`), where it bounds
+//! each gRPC call and a gRPC caller gets `DEADLINE_EXCEEDED`, as headers (with
+//! `RescueGrpcLayer` further out) or as trailers. It
 //! answers `http::Response<TimeoutBody<ObservedBody<B>>>`: [`TimeoutBody`] holds the rest of
 //! the deadline, [`ObservedBody`](tower_armor_mcp::observe::ObservedBody) is the shared
 //! observer (or a pass-through when an inner layer already observes). Its error type is
@@ -334,7 +339,9 @@
 //!   `Outcome::Elapsed` (in the stream) and counts a slow failure (not when the caller held the
 //!   answer up, above).
 //! - Under [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer): it needs the
-//!   request's facts and its `McpBody`.
+//!   request's facts. A request without them (gRPC, a route the inspector does not cover) gets
+//!   the default deadline and no cancellation: closing an HTTP/2 stream, which the layer does
+//!   by dropping the answer, is what ends such a call.
 //! - Under [`RescueLayer`](tower_armor_mcp::RescueLayer) (or axum's `HandleErrorLayer`) in axum:
 //!   the layer fails with `BoxError`, and axum's `Router::layer` / `route_service` need
 //!   `Error = Infallible`. Rescue turns `Elapsed` into 504 + `-31504`.
@@ -364,6 +371,7 @@ mod clock;
 mod drain;
 pub mod error;
 pub mod future;
+mod grpc;
 mod layer;
 mod pause;
 mod policy;

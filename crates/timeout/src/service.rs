@@ -26,10 +26,12 @@ use crate::layer::{Shared, TimeoutLayer};
 ///
 /// One `Service` impl per path (Rust has no specialization):
 ///
-/// - `Service<http::Request<McpBody>>`: MCP over streamable HTTP, under
-///   [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer). The request body type is
-///   fixed because the layer builds requests of its own (`notifications/cancelled`) for the same
-///   inner service. The answer becomes `Response<TimeoutBody<ObservedBody<B>>>`.
+/// - `Service<http::Request<ReqB>>`: MCP over streamable HTTP, under
+///   [`McpInspectLayer`](tower_armor_mcp::inspect::McpInspectLayer) (`ReqB` = [`McpBody`]),
+///   or gRPC in a tonic stack (`ReqB` = `tonic::body::Body`). The request body must be one the
+///   layer can build from an [`McpBody`] (`ReqB: From<McpBody>`), because the layer sends
+///   requests of its own (`notifications/cancelled`) to the same inner service. The answer
+///   becomes `Response<TimeoutBody<ObservedBody<B>>>`.
 /// - `Service<ToolCall>`: typed calls; the answer is the inner one, unchanged.
 ///
 /// Both fail with [`BoxError`]: the inner error boxed, or [`Elapsed`](crate::error::Elapsed).
@@ -120,11 +122,12 @@ fn starts_work(f: &McpRequest) -> bool {
         )
 }
 
-impl<S, B> Service<Request<McpBody>> for Timeout<S>
+impl<S, ReqB, B> Service<Request<ReqB>> for Timeout<S>
 where
-    S: Service<Request<McpBody>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    ReqB: From<McpBody> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<TimeoutBody<ObservedBody<B>>>;
@@ -135,7 +138,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<McpBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         if self.shared.drain.is_ended() {
             // Past the drain deadline nothing reaches the server, and nothing else happens
             // (no pause ends, no cancellation is matched): no call starts (one that waited in a

@@ -617,6 +617,105 @@ async fn a_json_body_past_the_deadline_fails() {
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
 }
 
+/// A gRPC message: flag 0, its length, `len` bytes.
+fn grpc_message(len: u8) -> Vec<u8> {
+    let mut m = vec![0, 0, 0, 0, len];
+    m.extend(std::iter::repeat_n(0xAB, usize::from(len)));
+    m
+}
+
+/// A gRPC answer under way (a gRPC request carries no MCP facts).
+async fn open_grpc(
+    svc: &mut Svc,
+    handle: &mut Handle,
+) -> (
+    Tx,
+    CompletionHandle,
+    Pin<Box<TimeoutBody<ObservedBody<Script>>>>,
+) {
+    let (tx, body) = script();
+    let req = Request::post("/grpc.health.v1.Health/Watch")
+        .header("content-type", "application/grpc")
+        .body(McpBody::empty())
+        .unwrap();
+    let resp = exchange(svc, handle, req, answer("application/grpc+proto", body)).await;
+    let h = handle_of(&resp);
+    (tx, h, Box::pin(resp.into_body()))
+}
+
+fn data(frame: Option<Option<Result<Frame<Bytes>, BoxError>>>) -> Bytes {
+    frame
+        .expect("a frame is ready")
+        .expect("not the end")
+        .expect("no error")
+        .into_data()
+        .expect("data")
+}
+
+fn grpc_status(frame: Option<Option<Result<Frame<Bytes>, BoxError>>>) -> String {
+    let trailers = frame
+        .expect("a frame is ready")
+        .expect("not the end")
+        .expect("no error")
+        .into_trailers()
+        .expect("trailers");
+    assert!(trailers.contains_key("grpc-message"), "{trailers:?}");
+    trailers["grpc-status"].to_str().unwrap().to_owned()
+}
+
+/// Between two messages, the deadline ends a gRPC answer with `DEADLINE_EXCEEDED` trailers
+/// (not a reset stream, which a gRPC client reports as `INTERNAL`).
+#[tokio::test(start_paused = true)]
+async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.0.send(Bytes::from(grpc_message(3))).unwrap();
+    assert_eq!(data(now(&mut body)).len(), 8);
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert_eq!(grpc_status(now(&mut body)), "4");
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    assert!(
+        tx.is_closed(),
+        "the inner body is dropped: the gRPC call ends"
+    );
+}
+
+/// In the middle of a message, the message is forwarded to its end first (the rest of the
+/// frame, the start of the next one, is cut), then the trailers; past the grace the body fails.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_message_in_progress_gets_the_grace() {
+    let layer = TimeoutLayer::builder(ms(300))
+        .boundary_grace(ms(50))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, _h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    let m = grpc_message(4);
+    tx.0.send(Bytes::copy_from_slice(&m[..6])).unwrap();
+    assert_eq!(data(now(&mut body)).len(), 6);
+    // (A server that polls again at once: the caller is not holding the answer up.)
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none(), "waiting for the message's end");
+    let rest = [&m[6..], &grpc_message(2)[..]].concat();
+    tx.0.send(Bytes::from(rest)).unwrap();
+    assert_eq!(data(now(&mut body)).len(), 3, "up to the message's end");
+    assert_eq!(grpc_status(now(&mut body)), "4");
+    assert!(matches!(now(&mut body), Some(None)));
+
+    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.0.send(Bytes::copy_from_slice(&m[..2])).unwrap();
+    let _ = data(now(&mut body));
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none());
+    advance(ms(50)).await;
+    assert!(is_elapsed(&now(&mut body).unwrap().unwrap().unwrap_err()));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_error_status_is_not_timed() {
     let (mut svc, mut handle) = service(&layer(300));

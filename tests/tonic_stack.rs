@@ -1,0 +1,285 @@
+//! The call-plane layers in a tonic *server* stack, in the documented order (rescue's tonic
+//! form → circuit breaker → bulkhead → timeout), in front of a real tonic server (tonic-health's
+//! ready-made service, no codegen) on loopback HTTP/2, driven by a real tonic client. What a
+//! gRPC caller sees: `RESOURCE_EXHAUSTED` from a full bulkhead, `DEADLINE_EXCEEDED` from the
+//! timeout, `UNAVAILABLE` from an open circuit; a server-streaming answer holds its permit
+//! until it ends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Code, Status};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tower::Service;
+use tower_armor_bulkhead::BulkheadLayer;
+use tower_armor_circuit_breaker::{Builder, OpenDuration, State};
+use tower_armor_mcp::RescueGrpcLayer;
+use tower_armor_timeout::TimeoutLayer;
+
+/// The timeout layer's deadline in these tests.
+const DEADLINE: Duration = Duration::from_millis(400);
+/// How long the breaker stays open.
+const OPEN: Duration = Duration::from_millis(300);
+/// What [`Slow`] answers while its mode is this: the health service itself.
+const SERVE: i32 = -1;
+
+/// In front of the health service: waits `delay_ms` before each call, then passes it on (mode
+/// [`SERVE`]) or answers trailers-only with the `grpc-status` in `mode`. Counts calls.
+#[derive(Clone)]
+struct Slow<S> {
+    inner: S,
+    delay_ms: Arc<AtomicU64>,
+    mode: Arc<AtomicI32>,
+    seen: Arc<AtomicUsize>,
+}
+
+impl<S: NamedService> NamedService for Slow<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Slow<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        let mode = self.mode.load(Ordering::SeqCst);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if mode == SERVE {
+                inner.call(req).await
+            } else {
+                Ok(Status::new(Code::from_i32(mode), "for the test").into_http())
+            }
+        })
+    }
+}
+
+struct Stack {
+    delay_ms: Arc<AtomicU64>,
+    mode: Arc<AtomicI32>,
+    seen: Arc<AtomicUsize>,
+    breakers: tower_armor_circuit_breaker::CircuitBreakerHandle,
+    bulkhead: tower_armor_bulkhead::BulkheadStats,
+    channel: Channel,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The hardened health server on loopback (one permit, no line) and a channel to it.
+async fn start() -> Stack {
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let mode = Arc::new(AtomicI32::new(SERVE));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let slow = Slow {
+        inner: health,
+        delay_ms: delay_ms.clone(),
+        mode: mode.clone(),
+        seen: seen.clone(),
+    };
+    let breaker = Builder::new()
+        .consecutive_failures(2)
+        .no_failure_rate()
+        .open_duration(OpenDuration::Fixed(OPEN))
+        .build()
+        .unwrap();
+    let breakers = breaker.handle();
+    let bulkhead = BulkheadLayer::new(1).max_queue(0);
+    let stats = bulkhead.stats();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(RescueGrpcLayer::new())
+            .layer(breaker)
+            .layer(bulkhead)
+            .layer(TimeoutLayer::new(DEADLINE))
+            .add_service(slow)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Stack {
+        delay_ms,
+        mode,
+        seen,
+        breakers,
+        bulkhead: stats,
+        channel,
+        server,
+    }
+}
+
+async fn check(channel: &Channel) -> Result<(), Status> {
+    let mut client = HealthClient::new(channel.clone());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .expect("an answer within 5 s")
+    .map(|r| assert_eq!(r.into_inner().status(), ServingStatus::Serving))
+}
+
+/// Waits (bounded) until the bulkhead has no call running.
+async fn bulkhead_idle(stack: &Stack) {
+    for _ in 0..200 {
+        if stack.bulkhead.running() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the bulkhead's permit was never returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bulkhead_answers_resource_exhausted() {
+    let stack = start().await;
+    check(&stack.channel).await.unwrap();
+
+    stack.delay_ms.store(250, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let channel = stack.channel.clone();
+        async move { check(&channel).await }
+    });
+    // Until the first call holds the only permit.
+    for _ in 0..200 {
+        if stack.bulkhead.running() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let e = check(&stack.channel).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "refused at once, not after waiting: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        stack.seen.load(Ordering::SeqCst),
+        2,
+        "refused in front of the service"
+    );
+    first.await.unwrap().unwrap();
+    bulkhead_idle(&stack).await;
+    // A full bulkhead is not the dependency's fault: the circuit counted no failure.
+    assert_eq!(stack.breakers.circuits()[0].counts().failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_answers_deadline_exceeded() {
+    let stack = start().await;
+    stack.delay_ms.store(2_000, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let e = check(&stack.channel).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= DEADLINE && took < DEADLINE + Duration::from_millis(600),
+        "{took:?}"
+    );
+    // The permit came back with the answer, not when the tool would have finished.
+    bulkhead_idle(&stack).await;
+    stack.delay_ms.store(0, Ordering::SeqCst);
+    check(&stack.channel).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_open_the_circuit_and_it_recovers() {
+    let stack = start().await;
+    stack.mode.store(Code::Unavailable as i32, Ordering::SeqCst);
+    for _ in 0..2 {
+        let e = check(&stack.channel).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(e.message(), "for the test");
+    }
+    assert_eq!(stack.breakers.circuits()[0].state(), State::Open);
+    let before = stack.seen.load(Ordering::SeqCst);
+    let e = check(&stack.channel).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("circuit open"), "{e:?}");
+    assert!(e.metadata().get("retry-after").is_some(), "{e:?}");
+    assert_eq!(stack.seen.load(Ordering::SeqCst), before, "failed fast");
+
+    stack.mode.store(SERVE, Ordering::SeqCst);
+    tokio::time::sleep(OPEN).await;
+    check(&stack.channel).await.unwrap();
+    assert_eq!(stack.breakers.circuits()[0].state(), State::Closed);
+}
+
+/// A server-streaming answer (health `Watch`: the current status, then changes until the
+/// client goes away) holds its permit while it is open, and returns it when the client drops
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_answer_holds_its_permit_until_it_ends() {
+    let stack = start().await;
+    let mut client = HealthClient::new(stack.channel.clone());
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the first status within 5 s")
+        .unwrap()
+        .expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    assert_eq!(
+        stack.bulkhead.running(),
+        1,
+        "the open stream holds the permit"
+    );
+    let e = check(&stack.channel).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    // The deadline ends the stream: the client hears why, and the permit comes back.
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends within 5 s");
+    let e = end.expect_err("the deadline ends the stream with an error");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    bulkhead_idle(&stack).await;
+    check(&stack.channel).await.unwrap();
+}
