@@ -283,3 +283,85 @@ async fn a_streaming_answer_holds_its_permit_until_it_ends() {
     bulkhead_idle(&stack).await;
     check(&stack.channel).await.unwrap();
 }
+
+/// The HTTP-plane layers in front of a tonic server: correlation-id → bearer-auth →
+/// rate-limit (per principal) → the call plane. Their own answers reach a gRPC caller as gRPC
+/// statuses (`UNAUTHENTICATED`, `RESOURCE_EXHAUSTED`), not as a JSON body it cannot read
+/// (which a gRPC client reports as an `INTERNAL` protocol error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_plane_layers_in_front_of_a_tonic_server() {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let auth = tower_armor_bearer_auth::BearerAuthLayer::builder()
+        .token("alice", "s3cret-token-alice")
+        .build()
+        .unwrap();
+    let limit = tower_armor_rate_limit::Limit::new(2, Duration::from_secs(60)).burst(2);
+    let rate = tower_armor_rate_limit::RateLimitLayer::builder(limit)
+        .key_by(tower_armor_rate_limit::KeyBy::Principal)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(tower_armor_correlation_id::CorrelationIdLayer::new())
+            .layer(auth)
+            .layer(rate)
+            .layer(RescueGrpcLayer::new())
+            .layer(TimeoutLayer::new(DEADLINE))
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let with_token = |token: &'static str| {
+        HealthClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            Ok(req)
+        })
+    };
+    let ask = HealthCheckRequest {
+        service: String::new(),
+    };
+
+    let e = HealthClient::new(channel.clone())
+        .check(ask.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert_eq!(e.message(), "unauthorized");
+    // The challenge and the correlation id reach the gRPC caller as metadata.
+    let challenge = e.metadata().get("www-authenticate").expect("a challenge");
+    assert!(challenge.to_str().unwrap().starts_with("Bearer "), "{e:?}");
+    assert!(e.metadata().get("x-request-id").is_some(), "{e:?}");
+    let e = with_token("wrong").check(ask.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    let ok = with_token("s3cret-token-alice")
+        .check(ask.clone())
+        .await
+        .unwrap();
+    assert!(ok.metadata().get("x-request-id").is_some(), "{ok:?}");
+    let _ = with_token("s3cret-token-alice")
+        .check(ask.clone())
+        .await
+        .unwrap();
+    let e = with_token("s3cret-token-alice")
+        .check(ask.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.metadata().get("retry-after").is_some(), "{e:?}");
+    assert!(
+        e.metadata().get("grpc-retry-pushback-ms").is_some(),
+        "{e:?}"
+    );
+    assert!(e.metadata().get("x-request-id").is_some(), "{e:?}");
+    server.abort();
+}

@@ -10,6 +10,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tower_armor_mcp::body::json_rpc_error_response;
 use tower_armor_mcp::error::CODE_UNAUTHORIZED;
+use tower_armor_mcp::error::Unauthorized;
+use tower_armor_mcp::grpc_error_response;
 use tower_armor_mcp::{CorrelationId, ResponseBody};
 
 use crate::parse::AuthFailure;
@@ -40,6 +42,8 @@ pin_project! {
             failure: AuthFailure,
             challenge: Option<HeaderValue>,
             correlation: Option<CorrelationId>,
+            // The request's content type, when it is a gRPC call.
+            grpc: Option<HeaderValue>,
         },
         UnknownSession,
     }
@@ -56,12 +60,14 @@ impl<F> ResponseFuture<F> {
         failure: AuthFailure,
         challenge: HeaderValue,
         correlation: Option<CorrelationId>,
+        grpc: Option<HeaderValue>,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Unauthorized {
                 failure,
                 challenge: Some(challenge),
                 correlation,
+                grpc,
             },
         }
     }
@@ -105,7 +111,17 @@ where
                 failure,
                 challenge,
                 correlation,
+                grpc,
             } => {
+                if let Some(content_type) = grpc {
+                    // A gRPC caller: `UNAUTHENTICATED` in a trailers-only answer (a 401 with a
+                    // JSON body reaches a gRPC client as a protocol error), with the challenge.
+                    let mut resp = grpc_error_response(&Unauthorized, content_type);
+                    if let Some(c) = challenge.take() {
+                        resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+                    }
+                    return Poll::Ready(Ok(resp));
+                }
                 // As every local error answer: the correlation id in `data`, when known.
                 let data = match correlation {
                     Some(c) => {

@@ -8,7 +8,10 @@
 //!   [`parse_authorization`] for the strict grammar);
 //! - answers failures with 401, `WWW-Authenticate: Bearer realm="…"[, resource_metadata="…"],
 //!   error="invalid_token", error_description="…"` (no `error` when no credentials were sent, RFC
-//!   6750 §3.1) and a JSON-RPC error body (local code `-31401`, `data.reason`);
+//!   6750 §3.1) and a JSON-RPC error body (local code `-31401`, `data.reason`); a gRPC call
+//!   (`content-type: application/grpc…`, e.g. in a tonic server stack) gets the same challenge
+//!   in a gRPC trailers-only answer with `grpc-status: 16` (`UNAUTHENTICATED`) instead, which a
+//!   gRPC client reads as such (a JSON body would reach it as an `INTERNAL` protocol error);
 //! - puts the [`Principal`] into the request's extensions, records it
 //!   in the request span, and **removes `Authorization`** before the request goes inward;
 //! - binds each 2025-11-25 session to the principal whose `initialize` created it: another

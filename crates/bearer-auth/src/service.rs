@@ -4,7 +4,9 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
-use tower_armor_mcp::{CorrelationId, Principal, ProtocolRevision, ResponseBody, span};
+use tower_armor_mcp::{
+    CorrelationId, Principal, ProtocolRevision, ResponseBody, grpc_content_type, span,
+};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -88,6 +90,7 @@ where
                     failure,
                     shared.challenges.get(failure).clone(),
                     req.extensions().get::<CorrelationId>().cloned(),
+                    grpc_content_type(req.headers()).cloned(),
                 );
             }
         };

@@ -101,7 +101,10 @@ pub use self::observe::{Completion, CompletionHandle, Continuation, ReleaseListe
 pub use self::request::{
     ListenId, META_REQUEST_ID, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
 };
-pub use self::rescue::{GrpcStatus, Rescue, RescueLayer, grpc_status};
+pub use self::rescue::{
+    GrpcStatus, Rescue, RescueLayer, grpc_content_type, grpc_error_response, grpc_status,
+    grpc_status_headers,
+};
 #[cfg(feature = "tonic")]
 pub use self::rescue::{RescueGrpc, RescueGrpcLayer, tonic_status};
 pub use self::tools::{KnownTools, LearnTools, LearnToolsBody, LearnToolsFuture, LearnToolsLayer};

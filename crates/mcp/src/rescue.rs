@@ -463,6 +463,96 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
     }
 }
 
+/// The delay before a retry, in whole milliseconds rounded up, for `grpc-retry-pushback-ms`.
+fn pushback_ms(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    local_error(error)
+        .and_then(|l| l.retry_after())
+        .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+}
+
+/// The `content-type` in `headers` when it is gRPC's (`application/grpc`,
+/// `application/grpc+<codec>`, or gRPC-Web's `application/grpc-web…`; any case, with or
+/// without parameters), or `None`.
+///
+/// An HTTP-plane layer that answers a request by itself (bearer-auth's 401, rate-limit's 429)
+/// answers a gRPC caller with [`grpc_error_response`] instead of its JSON-RPC body: a gRPC
+/// client reads an HTTP error with a JSON body as a protocol error (`INTERNAL`), not as the
+/// refusal it was.
+pub fn grpc_content_type(headers: &http::HeaderMap) -> Option<&HeaderValue> {
+    const GRPC: &[u8] = b"application/grpc";
+    let v = headers.get(header::CONTENT_TYPE)?;
+    let b = v.as_bytes();
+    let is_grpc = b.len() >= GRPC.len()
+        && b[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(
+            b.get(GRPC.len()),
+            None | Some(b'+' | b'-' | b';' | b' ' | b'\t')
+        );
+    is_grpc.then_some(v)
+}
+
+/// `grpc-status` and `grpc-message` (percent-encoded as gRPC requires) for `code` and
+/// `message`: the trailers that end a gRPC answer, or the headers of a trailers-only one.
+pub fn grpc_status_headers(code: i32, message: &str) -> http::HeaderMap {
+    use std::fmt::Write;
+    let mut encoded = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            encoded.push(char::from(b));
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    let mut map = http::HeaderMap::with_capacity(2);
+    map.insert("grpc-status", HeaderValue::from(code));
+    // Printable ASCII once encoded: never fails.
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        map.insert("grpc-message", v);
+    }
+    map
+}
+
+/// A local error as a gRPC *trailers-only* answer, which every gRPC client understands: HTTP
+/// 200, the request's gRPC `content_type` (see [`grpc_content_type`]), no body, and in
+/// the headers `grpc-status` and `grpc-message` from [`grpc_status`] (`UNAUTHENTICATED` for
+/// [`Unauthorized`](crate::error::Unauthorized), `RESOURCE_EXHAUSTED` for
+/// [`RateLimited`](crate::error::RateLimited), …), with `retry-after` (whole seconds) and
+/// `grpc-retry-pushback-ms` when the error knows when to try again: the same answer
+/// [`RescueGrpcLayer`]'s `tonic::Status` becomes.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::HeaderMap;
+/// use tower_armor_mcp::error::RateLimited;
+/// use tower_armor_mcp::rescue::{grpc_error_response, grpc_content_type};
+///
+/// let mut req = HeaderMap::new();
+/// req.insert("content-type", "application/grpc".parse().unwrap());
+/// let ct = grpc_content_type(&req).expect("a gRPC request");
+/// let resp = grpc_error_response::<()>(&RateLimited::new(Duration::from_millis(1500)), ct);
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.headers()["grpc-status"], "8");
+/// assert_eq!(resp.headers()["retry-after"], "2");
+/// assert_eq!(resp.headers()["grpc-retry-pushback-ms"], "1500");
+/// ```
+pub fn grpc_error_response<B>(
+    error: &(dyn std::error::Error + 'static),
+    content_type: &HeaderValue,
+) -> Response<ResponseBody<B>> {
+    let s = grpc_status(error);
+    let mut resp = Response::new(ResponseBody::empty());
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type.clone());
+    headers.extend(grpc_status_headers(s.code, &s.message));
+    if let Some(secs) = s.retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(ms) = pushback_ms(error) {
+        headers.insert("grpc-retry-pushback-ms", HeaderValue::from(ms));
+    }
+    resp
+}
+
 /// The tonic form of rescue: a `tonic::Status` for a call-plane error, with the code and message
 /// of [`grpc_status`] and the error kept as the status's source. When the error knows when to
 /// try again, two metadata entries say so: `retry-after` (whole seconds) and
@@ -494,10 +584,7 @@ pub fn tonic_status(error: BoxError) -> tonic::Status {
     } else {
         error
     };
-    // Whole milliseconds, rounded up.
-    let pushback_ms = local_error(&*error)
-        .and_then(|l| l.retry_after())
-        .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
+    let pushback_ms = pushback_ms(&*error);
     let s = grpc_status(&*error);
     let mut status = tonic::Status::new(tonic::Code::from_i32(s.code), s.message);
     let meta = status.metadata_mut();
@@ -609,6 +696,34 @@ mod grpc_tests {
 
     use super::*;
     use crate::error::{BulkheadFull, CircuitOpen, Elapsed, RateLimited};
+
+    #[test]
+    fn grpc_answers() {
+        use crate::error::Unauthorized;
+        let mut h = http::HeaderMap::new();
+        assert!(grpc_content_type(&h).is_none());
+        for (v, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc-web-text", true),
+            ("APPLICATION/GRPC;charset=x", true),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            assert_eq!(grpc_content_type(&h).is_some(), grpc, "{v}");
+        }
+        let t = grpc_status_headers(4, "50% done\n\u{e9}");
+        assert_eq!(t["grpc-status"], "4");
+        assert_eq!(t["grpc-message"], "50%25 done%0A%C3%A9");
+        let ct = HeaderValue::from_static("application/grpc+proto");
+        let resp = grpc_error_response::<()>(&Unauthorized, &ct);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], ct);
+        assert_eq!(resp.headers()["grpc-status"], "16");
+        assert_eq!(resp.headers()["grpc-message"], "unauthorized");
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn grpc_codes() {

@@ -105,7 +105,11 @@
 //! A refused request gets `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up,
 //! at least 1) and a JSON-RPC error body: code `-31429`
 //! ([`CODE_RATE_LIMITED`](tower_armor_mcp::error::CODE_RATE_LIMITED)), the request's id (from
-//! the inspector's facts; `null` without them) and the correlation id in `data`.
+//! the inspector's facts; `null` without them) and the correlation id in `data`. A gRPC call
+//! (`content-type: application/grpc…`, e.g. in a tonic server stack) gets a gRPC trailers-only
+//! answer instead: `grpc-status: 8` (`RESOURCE_EXHAUSTED`), `retry-after` and
+//! `grpc-retry-pushback-ms` (what gRPC clients' retry policies read), with the same `RateLimit`
+//! fields.
 //!
 //! Answers carry the `RateLimit-Policy` and `RateLimit` fields of
 //! **draft-ietf-httpapi-ratelimit-headers-09** (structured-field lists, one item per quota that

@@ -385,9 +385,15 @@ impl<St> Shared<St> {
             "rate limited"
         );
         let ext = req.extensions();
-        let id = ext.get::<McpRequest>().and_then(McpRequest::id);
-        let mut resp =
-            rescue::error_response(&RateLimited::new(wait), id, ext.get::<CorrelationId>());
+        let refusal = RateLimited::new(wait);
+        // A gRPC caller gets a status it understands (RESOURCE_EXHAUSTED), not a JSON body.
+        let mut resp = match rescue::grpc_content_type(req.headers()) {
+            Some(grpc) => rescue::grpc_error_response(&refusal, grpc),
+            None => {
+                let id = ext.get::<McpRequest>().and_then(McpRequest::id);
+                rescue::error_response(&refusal, id, ext.get::<CorrelationId>())
+            }
+        };
         if let Some(h) = self.rate_headers(decision) {
             h.apply(resp.headers_mut());
         }

@@ -185,7 +185,7 @@ where
     }
     let framing = if is_event_stream(resp.headers()) {
         Framing::Sse
-    } else if grpc::is_grpc(resp.headers().get(http::header::CONTENT_TYPE)) {
+    } else if grpc::is_grpc(resp.headers()) {
         Framing::Grpc
     } else {
         Framing::Plain

@@ -10,20 +10,19 @@
 //! server that gives up on a call does. gRPC-Web answers (whose trailers travel inside the body)
 //! are not tracked: like other non-SSE answers, they fail with the ending's error.
 
-use http::{HeaderMap, HeaderValue};
-use tower_armor_mcp::grpc_status;
+use http::HeaderMap;
+use tower_armor_mcp::{grpc_content_type, grpc_status, grpc_status_headers};
 
 use crate::drain::Ending;
 
-/// Whether `content_type` is a gRPC answer whose status comes in HTTP/2 trailers
-/// (`application/grpc` or `application/grpc+<codec>`, any case, with or without parameters).
-pub(crate) fn is_grpc(content_type: Option<&HeaderValue>) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    let Some(v) = content_type else { return false };
-    let v = v.as_bytes();
-    v.len() >= GRPC.len()
-        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && matches!(v.get(GRPC.len()), None | Some(b'+' | b';' | b' ' | b'\t'))
+/// Whether an answer is gRPC with its status in HTTP/2 trailers (`application/grpc`,
+/// `application/grpc+<codec>`; not gRPC-Web, whose trailers travel inside the body).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    const WEB: &[u8] = b"application/grpc-";
+    grpc_content_type(headers).is_some_and(|v| {
+        let v = v.as_bytes();
+        !(v.len() >= WEB.len() && v[..WEB.len()].eq_ignore_ascii_case(WEB))
+    })
 }
 
 /// Tracks the message boundaries of a gRPC answer's body, byte counts only (nothing is kept).
@@ -86,26 +85,7 @@ impl GrpcFrames {
 /// (the table of [`grpc_status`]) and its message.
 pub(crate) fn trailers(ending: Ending) -> HeaderMap {
     let status = grpc_status(&*ending.error());
-    let mut map = HeaderMap::with_capacity(2);
-    map.insert("grpc-status", HeaderValue::from(status.code));
-    if let Ok(message) = HeaderValue::from_str(&percent_encode(&status.message)) {
-        map.insert("grpc-message", message);
-    }
-    map
-}
-
-/// `grpc-message`'s encoding: printable ASCII but `%` as is, every other byte as `%XX`.
-fn percent_encode(message: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    grpc_status_headers(status.code, &status.message)
 }
 
 #[cfg(test)]
@@ -123,24 +103,28 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let yes = [
+        let is = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", http::HeaderValue::from_static(v));
+            is_grpc(&h)
+        };
+        for v in [
             "application/grpc",
             "application/grpc+proto",
             "Application/GRPC; x=1",
-        ];
-        for v in yes {
-            assert!(is_grpc(Some(&HeaderValue::from_static(v))), "{v}");
+        ] {
+            assert!(is(v), "{v}");
         }
         let no = [
             "application/grpc-web",
-            "application/grpc-web+proto",
+            "application/GRPC-web+proto",
             "application/json",
             "application/grpcx",
         ];
         for v in no {
-            assert!(!is_grpc(Some(&HeaderValue::from_static(v))), "{v}");
+            assert!(!is(v), "{v}");
         }
-        assert!(!is_grpc(None));
+        assert!(!is_grpc(&HeaderMap::new()));
     }
 
     #[test]
@@ -166,7 +150,6 @@ mod tests {
         assert_eq!(t["grpc-status"], "4");
         assert!(t.contains_key("grpc-message"));
         assert_eq!(trailers(Ending::Drain)["grpc-status"], "14");
-        assert_eq!(percent_encode("a b%\n"), "a b%25%0A");
     }
 
     proptest! {
