@@ -365,3 +365,54 @@ async fn http_plane_layers_in_front_of_a_tonic_server() {
     assert!(e.metadata().get("x-request-id").is_some(), "{e:?}");
     server.abort();
 }
+
+/// The timeout in a tonic *client* stack (rescue's tonic form → timeout → `Channel`): a
+/// server-streaming call past its deadline ends with `DEADLINE_EXCEEDED`, as a status before
+/// the first answer and as the stream's last item after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_in_a_tonic_client_stack() {
+    use tower::Layer;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let slow = Slow {
+        inner: health,
+        delay_ms: delay_ms.clone(),
+        mode: Arc::new(AtomicI32::new(SERVE)),
+        seen: Arc::new(AtomicUsize::new(0)),
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(slow)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stack = RescueGrpcLayer::new().layer(TimeoutLayer::new(DEADLINE).layer(channel));
+    let mut client = HealthClient::new(stack);
+    let ask = HealthCheckRequest {
+        service: String::new(),
+    };
+
+    let mut stream = client.watch(ask.clone()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().expect("the current status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let started = tokio::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the deadline ends the stream")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(started.elapsed() < DEADLINE + Duration::from_millis(500));
+
+    delay_ms.store(2_000, Ordering::SeqCst);
+    let e = client.check(ask).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    server.abort();
+}
