@@ -5,84 +5,24 @@
 //! timeout, `UNAVAILABLE` from an open circuit; a server-streaming answer holds its permit
 //! until it ends.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tonic::body::Body;
-use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-use tower::Service;
 use tower_armor_bulkhead::BulkheadLayer;
 use tower_armor_circuit_breaker::{Builder, OpenDuration, State};
 use tower_armor_mcp::RescueGrpcLayer;
+use tower_armor_test_support::grpc::{GrpcScript, connect, loopback};
 use tower_armor_timeout::TimeoutLayer;
 
 /// The timeout layer's deadline in these tests.
 const DEADLINE: Duration = Duration::from_millis(400);
 /// How long the breaker stays open.
 const OPEN: Duration = Duration::from_millis(300);
-/// What [`Slow`] answers while its mode is this: the health service itself.
-const SERVE: i32 = -1;
-
-/// In front of the health service: waits `delay_ms` before each call, then passes it on (mode
-/// [`SERVE`]) or answers trailers-only with the `grpc-status` in `mode`. Counts calls.
-#[derive(Clone)]
-struct Slow<S> {
-    inner: S,
-    delay_ms: Arc<AtomicU64>,
-    mode: Arc<AtomicI32>,
-    seen: Arc<AtomicUsize>,
-}
-
-impl<S: NamedService> NamedService for Slow<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> Service<http::Request<Body>> for Slow<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        self.seen.fetch_add(1, Ordering::SeqCst);
-        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
-        let mode = self.mode.load(Ordering::SeqCst);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            if mode == SERVE {
-                inner.call(req).await
-            } else {
-                Ok(Status::new(Code::from_i32(mode), "for the test").into_http())
-            }
-        })
-    }
-}
-
 struct Stack {
-    delay_ms: Arc<AtomicU64>,
-    mode: Arc<AtomicI32>,
-    seen: Arc<AtomicUsize>,
+    script: GrpcScript,
     breakers: tower_armor_circuit_breaker::CircuitBreakerHandle,
     bulkhead: tower_armor_bulkhead::BulkheadStats,
     channel: Channel,
@@ -97,16 +37,9 @@ impl Drop for Stack {
 
 /// The hardened health server on loopback (one permit, no line) and a channel to it.
 async fn start() -> Stack {
-    let delay_ms = Arc::new(AtomicU64::new(0));
-    let mode = Arc::new(AtomicI32::new(SERVE));
-    let seen = Arc::new(AtomicUsize::new(0));
+    let script = GrpcScript::new();
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let slow = Slow {
-        inner: health,
-        delay_ms: delay_ms.clone(),
-        mode: mode.clone(),
-        seen: seen.clone(),
-    };
+    let slow = script.wrap(health);
     let breaker = Builder::new()
         .consecutive_failures(2)
         .no_failure_rate()
@@ -116,10 +49,7 @@ async fn start() -> Stack {
     let breakers = breaker.handle();
     let bulkhead = BulkheadLayer::new(1).max_queue(0);
     let stats = bulkhead.stats();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (incoming, addr) = loopback().await;
     let server = tokio::spawn(
         Server::builder()
             .layer(RescueGrpcLayer::new())
@@ -127,17 +57,11 @@ async fn start() -> Stack {
             .layer(bulkhead)
             .layer(TimeoutLayer::new(DEADLINE))
             .add_service(slow)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(incoming),
     );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     Stack {
-        delay_ms,
-        mode,
-        seen,
+        script,
         breakers,
         bulkhead: stats,
         channel,
@@ -174,7 +98,7 @@ async fn a_full_bulkhead_answers_resource_exhausted() {
     let stack = start().await;
     check(&stack.channel).await.unwrap();
 
-    stack.delay_ms.store(250, Ordering::SeqCst);
+    stack.script.delay(Duration::from_millis(250));
     let first = tokio::spawn({
         let channel = stack.channel.clone();
         async move { check(&channel).await }
@@ -194,11 +118,7 @@ async fn a_full_bulkhead_answers_resource_exhausted() {
         "refused at once, not after waiting: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        stack.seen.load(Ordering::SeqCst),
-        2,
-        "refused in front of the service"
-    );
+    assert_eq!(stack.script.seen(), 2, "refused in front of the service");
     first.await.unwrap().unwrap();
     bulkhead_idle(&stack).await;
     // A full bulkhead is not the dependency's fault: the circuit counted no failure.
@@ -208,7 +128,7 @@ async fn a_full_bulkhead_answers_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_deadline_answers_deadline_exceeded() {
     let stack = start().await;
-    stack.delay_ms.store(2_000, Ordering::SeqCst);
+    stack.script.delay(Duration::from_secs(2));
     let started = tokio::time::Instant::now();
     let e = check(&stack.channel).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
@@ -219,28 +139,28 @@ async fn a_call_past_its_deadline_answers_deadline_exceeded() {
     );
     // The permit came back with the answer, not when the tool would have finished.
     bulkhead_idle(&stack).await;
-    stack.delay_ms.store(0, Ordering::SeqCst);
+    stack.script.delay(Duration::ZERO);
     check(&stack.channel).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_open_the_circuit_and_it_recovers() {
     let stack = start().await;
-    stack.mode.store(Code::Unavailable as i32, Ordering::SeqCst);
+    stack.script.fail_with(Code::Unavailable);
     for _ in 0..2 {
         let e = check(&stack.channel).await.unwrap_err();
         assert_eq!(e.code(), Code::Unavailable, "{e:?}");
         assert_eq!(e.message(), "for the test");
     }
     assert_eq!(stack.breakers.circuits()[0].state(), State::Open);
-    let before = stack.seen.load(Ordering::SeqCst);
+    let before = stack.script.seen();
     let e = check(&stack.channel).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(e.message().contains("circuit open"), "{e:?}");
     assert!(e.metadata().get("retry-after").is_some(), "{e:?}");
-    assert_eq!(stack.seen.load(Ordering::SeqCst), before, "failed fast");
+    assert_eq!(stack.script.seen(), before, "failed fast");
 
-    stack.mode.store(SERVE, Ordering::SeqCst);
+    stack.script.serve();
     tokio::time::sleep(OPEN).await;
     check(&stack.channel).await.unwrap();
     assert_eq!(stack.breakers.circuits()[0].state(), State::Closed);
@@ -300,10 +220,7 @@ async fn http_plane_layers_in_front_of_a_tonic_server() {
         .key_by(tower_armor_rate_limit::KeyBy::Principal)
         .build()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (incoming, addr) = loopback().await;
     let server = tokio::spawn(
         Server::builder()
             .layer(tower_armor_correlation_id::CorrelationIdLayer::new())
@@ -312,13 +229,9 @@ async fn http_plane_layers_in_front_of_a_tonic_server() {
             .layer(RescueGrpcLayer::new())
             .layer(TimeoutLayer::new(DEADLINE))
             .add_service(health)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(incoming),
     );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     let with_token = |token: &'static str| {
         HealthClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
             req.metadata_mut()
@@ -373,27 +286,15 @@ async fn http_plane_layers_in_front_of_a_tonic_server() {
 async fn the_timeout_in_a_tonic_client_stack() {
     use tower::Layer;
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let delay_ms = Arc::new(AtomicU64::new(0));
-    let slow = Slow {
-        inner: health,
-        delay_ms: delay_ms.clone(),
-        mode: Arc::new(AtomicI32::new(SERVE)),
-        seen: Arc::new(AtomicUsize::new(0)),
-    };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let script = GrpcScript::new();
+    let slow = script.wrap(health);
+    let (incoming, addr) = loopback().await;
     let server = tokio::spawn(
         Server::builder()
             .add_service(slow)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(incoming),
     );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     let stack = RescueGrpcLayer::new().layer(TimeoutLayer::new(DEADLINE).layer(channel));
     let mut client = HealthClient::new(stack);
     let ask = HealthCheckRequest {
@@ -411,7 +312,7 @@ async fn the_timeout_in_a_tonic_client_stack() {
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(started.elapsed() < DEADLINE + Duration::from_millis(500));
 
-    delay_ms.store(2_000, Ordering::SeqCst);
+    script.delay(Duration::from_secs(2));
     let e = client.check(ask).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     server.abort();

@@ -40,6 +40,8 @@
 
 pub mod client;
 pub mod demo;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod logs;
 pub mod server;
 pub mod sse;
