@@ -480,15 +480,24 @@ fn pushback_ms(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
 /// refusal it was.
 pub fn grpc_content_type(headers: &http::HeaderMap) -> Option<&HeaderValue> {
     const GRPC: &[u8] = b"application/grpc";
+    const WEB: &[u8] = b"-web";
     let v = headers.get(header::CONTENT_TYPE)?;
     let b = v.as_bytes();
-    let is_grpc = b.len() >= GRPC.len()
-        && b[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && matches!(
-            b.get(GRPC.len()),
-            None | Some(b'+' | b'-' | b';' | b' ' | b'\t')
-        );
-    is_grpc.then_some(v)
+    let rest = b
+        .get(..GRPC.len())
+        .filter(|p| p.eq_ignore_ascii_case(GRPC))
+        .map(|_| &b[GRPC.len()..])?;
+    // gRPC-Web: `-web`, then what may follow it (`-text`, a codec, parameters).
+    let (rest, web) = match rest.get(..WEB.len()) {
+        Some(w) if w.eq_ignore_ascii_case(WEB) => (&rest[WEB.len()..], true),
+        _ => (rest, false),
+    };
+    let ends = match rest.first() {
+        None | Some(b'+' | b';' | b' ' | b'\t') => true,
+        Some(b'-') => web,
+        Some(_) => false,
+    };
+    ends.then_some(v)
 }
 
 /// `grpc-status` and `grpc-message` (percent-encoded as gRPC requires) for `code` and
@@ -706,6 +715,9 @@ mod grpc_tests {
             ("application/grpc", true),
             ("application/grpc+proto", true),
             ("application/grpc-web-text", true),
+            ("application/grpc-web+proto", true),
+            ("application/grpc-foo", false),
+            ("application/grpc-webx", false),
             ("APPLICATION/GRPC;charset=x", true),
             ("application/grpcx", false),
             ("application/json", false),

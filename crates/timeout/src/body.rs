@@ -21,8 +21,11 @@
 //!   with [`Outcome::Elapsed`], and the body ends with trailers of its own, `grpc-status: 4`
 //!   (`DEADLINE_EXCEEDED`) and a `grpc-message`: what a gRPC caller expects of a deadline. In
 //!   the middle of a message, that message is forwarded to its end first, for at most the
-//!   boundary grace (a frame that ends it and starts another is cut after it); past the grace
-//!   the body fails with [`Elapsed`] (the stream is reset).
+//!   boundary grace (a frame that ends it and starts another is cut after it); if the server's
+//!   own trailers follow that message within the grace (a unary reply that was being sent),
+//!   they pass and the call ends with its own status; more data, or the grace's end, ends the
+//!   answer there with the layer's trailers. Past the grace with the message unfinished, the
+//!   body fails with [`Elapsed`] (the stream is reset).
 //! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
 //!   is no way to add a message to a JSON body).
 //!
@@ -365,6 +368,10 @@ enum Phase {
     /// The deadline passed in the middle of an SSE event (or a gRPC message): waiting for its
     /// end.
     Grace,
+    /// A gRPC answer past its deadline whose message in progress ended in the grace: the
+    /// server's trailers (the call's status) may come next, and pass if they come within the
+    /// grace; more data or the grace's end gives up (the layer's trailers).
+    Settling,
     /// Gave up at a boundary that a frame just reached: the final event (or trailers) comes
     /// next.
     Finishing,
@@ -702,6 +709,8 @@ impl Timed {
                 }
             }
             Phase::Grace => self.give_up().then(|| self.error()),
+            // At a message boundary: the layer's trailers end the answer cleanly.
+            Phase::Settling => self.give_up().then(|| self.final_event()),
             Phase::Finishing | Phase::Finished => None,
         }
     }
@@ -717,11 +726,16 @@ impl Timed {
                     frames.feed(data);
                     frame
                 }
-                Phase::Grace => {
-                    let n = frames.feed_to_boundary(data);
-                    self.in_grace(frame, n)
-                }
-                Phase::Finishing | Phase::Finished => frame,
+                Phase::Grace => match frames.feed_to_boundary(data) {
+                    // The message ends with this frame: its status may follow.
+                    Some(n) if n == data.len() && !self.handle.is_complete() => {
+                        self.phase = Phase::Settling;
+                        frame
+                    }
+                    n => self.in_grace(frame, n),
+                },
+                // (`poll` ends the answer before a data frame gets here.)
+                Phase::Settling | Phase::Finishing | Phase::Finished => frame,
             };
         }
         let Some(parser) = self.sse.as_mut() else {
@@ -758,7 +772,7 @@ impl Timed {
                 let n = feed_to_boundary(parser, data);
                 self.in_grace(frame, n)
             }
-            Phase::Finishing | Phase::Finished => frame,
+            Phase::Settling | Phase::Finishing | Phase::Finished => frame,
         }
     }
 
@@ -803,7 +817,7 @@ impl Timed {
                 );
             }
             Phase::Finishing => return Step::End(self.final_event()),
-            Phase::Running | Phase::Grace => {}
+            Phase::Running | Phase::Grace | Phase::Settling => {}
         }
         self.waits.polled();
         self.tick(sleep.as_mut(), cx);
@@ -835,12 +849,24 @@ impl Timed {
             Poll::Ready(res) => res,
         };
         let res = match res {
+            // Settling: data instead of the call's status. It is not forwarded: the answer
+            // ends at the boundary it waited at, with the layer's trailers.
+            Some(Ok(frame)) if self.phase == Phase::Settling && frame.is_data() => {
+                if self.give_up() {
+                    return Step::End(self.final_event());
+                }
+                Some(Ok(frame))
+            }
             Some(Ok(frame)) => {
                 self.waits.handed = true;
                 let frame = self.on_frame(frame);
                 // A resumed call's result has passed: what its dropped answers held goes now
                 // (a resumption could otherwise adopt it while this body is still read).
                 if self.handle.is_complete() {
+                    if self.phase == Phase::Settling {
+                        // The server's status came in the grace: the call ended by itself.
+                        self.finish();
+                    }
                     // (The call is over: nothing to hold.)
                     self.call.own = None;
                     if !self.call.continues.is_empty() {
@@ -910,7 +936,7 @@ impl Timed {
                     self.call.gone_waiting(&self.handle, pause);
                 }
             }
-            Phase::Finishing | Phase::Finished => {}
+            Phase::Settling | Phase::Finishing | Phase::Finished => {}
         }
     }
 }
@@ -968,11 +994,10 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
-            // An SSE answer may get one more event; either may be cut short at a boundary.
-            Kind::Timed { body, state, .. } if state.sse.is_some() || state.grpc.is_some() => {
-                let mut h = SizeHint::new();
-                h.set_lower(body.size_hint().lower());
-                h
+            // An SSE answer may get one more event, and either may be cut short at a
+            // boundary: no bound holds.
+            Kind::Timed { state, .. } if state.sse.is_some() || state.grpc.is_some() => {
+                SizeHint::new()
             }
             Kind::Timed { body, .. } => body.size_hint(),
             Kind::Ending { last } => match last {

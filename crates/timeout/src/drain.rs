@@ -32,7 +32,7 @@ use crate::resume::Held;
 ///
 /// Before that, while the calls in flight may still finish, [`CallDrain::refuse_new_calls`]
 /// turns new work away with the same error: a request that would start a call (a JSON-RPC
-/// request, `initialize` included) or a long-lived stream is refused without reaching the inner
+/// request, `initialize` included; any gRPC call) or a long-lived stream is refused without reaching the inner
 /// service, while what concerns the calls in flight passes: a client's answer to a server
 /// request (an elicitation a person answered), notifications (`notifications/cancelled`), a
 /// session's `DELETE`, a `GET` resuming a call's stream, `ping`, and the `tasks/*` requests

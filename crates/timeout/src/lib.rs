@@ -10,7 +10,7 @@
 //! | before the headers | the inner future is dropped; the call fails with [`Elapsed`] (rescued to 504 + `-31504`) |
 //! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)) |
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
-//! | inside a gRPC answer (`application/grpc*`), between messages | the answer ends with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`); mid-message, that message gets the same grace first |
+//! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web), between messages | the answer ends with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`); mid-message, that message gets the same grace first (and the server's own status, if it follows within the grace, passes instead) |
 //! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |
 //! | after the final response | nothing: the call is over |
 //!
@@ -281,8 +281,8 @@
 //! ([`ToolCall`](tower_armor_mcp::ToolCall)) are not affected: a typed client drops its futures
 //! to stop. The example server calls it when `MCP_DRAIN_GRACE_MS` runs out.
 //!
-//! During the grace, [`CallDrain::refuse_new_calls`] refuses new calls and long-lived streams
-//! with the same error, while the calls in flight finish and what concerns them (a client's
+//! During the grace, [`CallDrain::refuse_new_calls`] refuses new calls (gRPC calls too) and
+//! long-lived streams with the same error, while the calls in flight finish and what concerns them (a client's
 //! answer to a server request, `notifications/cancelled`, a `DELETE`, a resumption, `ping`, a
 //! task's polls) still passes. The example server calls it at the first signal, keeps accepting connections for
 //! such follow-ups, and answers `/readyz` with 503 from then on.

@@ -11,7 +11,7 @@ use tower_armor_mcp::inspect::{InProgress, event_stream};
 use tower_armor_mcp::observe::ObservedBody;
 use tower_armor_mcp::{
     CallRequest, Continuation, CorrelationId, McpBody, McpRequest, MessageKind, Method, StreamRole,
-    ToolCall,
+    ToolCall, grpc_content_type,
 };
 use tower_service::Service;
 
@@ -150,7 +150,13 @@ where
         }
         let facts = req.extensions().get::<McpRequest>();
         // (The switch first: off, it is two plain loads and the request is not looked at.)
-        if self.shared.drain.refuses_new_calls() && facts.is_some_and(starts_work) {
+        if self.shared.drain.refuses_new_calls()
+            && match facts {
+                Some(f) => starts_work(f),
+                // A gRPC call (no MCP facts): every one starts work.
+                None => grpc_content_type(req.headers()).is_some(),
+            }
+        {
             // Draining: the calls in flight may finish (and what concerns them passes), no new
             // one starts.
             tracing::debug!("new call refused: the server is draining");

@@ -30,7 +30,7 @@ const V2026: ProtocolRevision = ProtocolRevision::V2026_07_28;
 
 /// A response body whose frames the test sends one by one; `None` ends it.
 struct Script {
-    rx: mpsc::UnboundedReceiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Frame<Bytes>>,
 }
 
 impl Body for Script {
@@ -41,19 +41,27 @@ impl Body for Script {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+        self.rx.poll_recv(cx).map(|o| o.map(Ok))
     }
 }
 
 /// The sending end of a [`Script`]; `is_closed()` tells whether the body was dropped.
 #[derive(Clone)]
-struct Tx(mpsc::UnboundedSender<Bytes>);
+struct Tx(mpsc::UnboundedSender<Frame<Bytes>>);
 
 impl Tx {
     fn send(&self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    fn bytes(&self, b: &[u8]) {
         self.0
-            .send(Bytes::copy_from_slice(s.as_bytes()))
+            .send(Frame::data(Bytes::copy_from_slice(b)))
             .expect("body still alive");
+    }
+
+    fn trailers(&self, t: http::HeaderMap) {
+        self.0.send(Frame::trailers(t)).expect("body still alive");
     }
 
     fn event(&self, v: Value) {
@@ -669,7 +677,7 @@ fn grpc_status(frame: Option<Option<Result<Frame<Bytes>, BoxError>>>) -> String 
 async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
     let (mut svc, mut handle) = service(&layer(300));
     let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.0.send(Bytes::from(grpc_message(3))).unwrap();
+    tx.bytes(&grpc_message(3));
     assert_eq!(data(now(&mut body)).len(), 8);
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
@@ -693,20 +701,20 @@ async fn a_grpc_message_in_progress_gets_the_grace() {
     let (mut svc, mut handle) = service(&layer);
     let (tx, _h, mut body) = open_grpc(&mut svc, &mut handle).await;
     let m = grpc_message(4);
-    tx.0.send(Bytes::copy_from_slice(&m[..6])).unwrap();
+    tx.bytes(&m[..6]);
     assert_eq!(data(now(&mut body)).len(), 6);
     // (A server that polls again at once: the caller is not holding the answer up.)
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
     assert!(now(&mut body).is_none(), "waiting for the message's end");
     let rest = [&m[6..], &grpc_message(2)[..]].concat();
-    tx.0.send(Bytes::from(rest)).unwrap();
+    tx.bytes(&rest);
     assert_eq!(data(now(&mut body)).len(), 3, "up to the message's end");
     assert_eq!(grpc_status(now(&mut body)), "4");
     assert!(matches!(now(&mut body), Some(None)));
 
     let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.0.send(Bytes::copy_from_slice(&m[..2])).unwrap();
+    tx.bytes(&m[..2]);
     let _ = data(now(&mut body));
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
@@ -714,6 +722,73 @@ async fn a_grpc_message_in_progress_gets_the_grace() {
     advance(ms(50)).await;
     assert!(is_elapsed(&now(&mut body).unwrap().unwrap().unwrap_err()));
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+}
+
+/// A gRPC reply whose message ends in the grace, then its status: the call ended by itself
+/// (the server's trailers pass, the outcome is the server's); a message that ends in the grace
+/// followed by more data, or by nothing until the grace's end, ends with the layer's
+/// `DEADLINE_EXCEEDED` trailers at that boundary.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_reply_finished_in_the_grace_keeps_its_status() {
+    let layer = TimeoutLayer::builder(ms(300))
+        .boundary_grace(ms(50))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let m = grpc_message(4);
+    let ok = || {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        t
+    };
+
+    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.bytes(&m[..6]);
+    assert_eq!(data(now(&mut body)).len(), 6);
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none(), "waiting for the message's end");
+    tx.bytes(&m[6..]);
+    assert_eq!(data(now(&mut body)).len(), 3);
+    tx.trailers(ok());
+    let status = now(&mut body)
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_trailers()
+        .unwrap();
+    assert_eq!(status["grpc-status"], "0", "the server's own status");
+    assert_eq!(h.outcome(), Some(Outcome::Success));
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)));
+
+    // More data after the message that ended in the grace: not forwarded.
+    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.bytes(&m[..6]);
+    let _ = data(now(&mut body));
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none());
+    tx.bytes(&m[6..]);
+    assert_eq!(data(now(&mut body)).len(), 3);
+    tx.bytes(&grpc_message(1));
+    assert_eq!(grpc_status(now(&mut body)), "4");
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+
+    // Nothing more until the grace ends: the layer's status, at the boundary.
+    let (tx, _h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.bytes(&m[..6]);
+    let _ = data(now(&mut body));
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none());
+    tx.bytes(&m[6..]);
+    assert_eq!(data(now(&mut body)).len(), 3);
+    assert!(now(&mut body).is_none(), "its status may still come");
+    advance(ms(50)).await;
+    assert_eq!(grpc_status(now(&mut body)), "4");
+    assert!(tx.is_closed());
 }
 
 #[tokio::test(start_paused = true)]
@@ -1426,6 +1501,33 @@ async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
         assert!(is_shutting_down(&err), "{err}");
         assert!(next_request(&mut handle, ms(1000)).await.is_none());
     }
+}
+
+/// While draining, a new gRPC call (which has no MCP facts) is refused like any call; another
+/// request without facts still passes.
+#[tokio::test(start_paused = true)]
+async fn while_draining_a_new_grpc_call_is_refused() {
+    let l = layer(60_000);
+    let (mut svc, mut handle) = service(&l);
+    l.drain_handle().refuse_new_calls();
+    let grpc = Request::post("/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .body(McpBody::empty())
+        .unwrap();
+    let err = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(grpc)
+        .await
+        .unwrap_err();
+    assert!(is_shutting_down(&err), "{err}");
+    assert!(next_request(&mut handle, ms(1000)).await.is_none());
+
+    let plain = Request::get("/other").body(McpBody::empty()).unwrap();
+    let (tx, body) = script();
+    drop(tx);
+    let resp = exchange(&mut svc, &mut handle, plain, answer("text/plain", body)).await;
+    assert_eq!(resp.status(), 200);
 }
 
 /// While draining (`refuse_new_calls`), a new call or listen stream is refused without reaching
