@@ -17,7 +17,9 @@
 //!
 //! A client that ends its session (`DELETE` with its `Mcp-Session-Id`) while calls of it run
 //! cancels them all the same way: rmcp ends their streams without final responses, and the
-//! client's own decision is no failure of the server.
+//! client's own decision is no failure of the server. (The layer sends those calls'
+//! cancellations ahead of the `DELETE`, see [`Marked::running`]: rmcp would otherwise let
+//! their tools run on for up to 5 s after their streams, and permits, ended.)
 //!
 //! A cancellation may pass before the call's answer has headers (before there is a handle):
 //! it is remembered on the call's entry and applied when the handle comes.
@@ -254,6 +256,25 @@ impl Marked {
     /// How many calls were marked.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// The ids of the marked calls that still run: their answers are in flight and not
+    /// complete, and the layer could cancel them (2025-11-25 calls in a session).
+    pub(crate) fn running(&self) -> Vec<RequestId> {
+        self.0
+            .iter()
+            .filter(|e| {
+                let slot = e.slot();
+                !slot.ended
+                    && !slot.moved
+                    && slot.target.is_some()
+                    && !slot
+                        .handle
+                        .as_ref()
+                        .is_some_and(CompletionHandle::is_complete)
+            })
+            .map(|e| e.id.clone())
+            .collect()
     }
 
     /// The server did not accept the cancellation: its marks are taken back. A call stays

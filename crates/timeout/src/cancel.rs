@@ -33,6 +33,28 @@ pub(crate) const REASON_GONE: &str = "caller went away";
 pub(crate) const REASON_SHUTDOWN: &str = "server shutting down";
 /// `reason` of a cancellation sent when a call's answer ended without its final response.
 pub(crate) const REASON_ENDED: &str = "answer ended without its response";
+/// `reason` of a cancellation sent ahead of a client's `DELETE` of the call's session.
+pub(crate) const REASON_SESSION_ENDED: &str = "session ended by its client";
+
+/// Travels with cancellations in their requests' extensions; once the server has read (and
+/// dropped) every request carrying a clone, the receiver made with it resolves.
+#[derive(Clone)]
+pub(crate) struct ReadSignal {
+    _read: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ReadSignal {
+    /// A signal, and what resolves when every clone of it is gone.
+    pub(crate) fn new() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            ReadSignal {
+                _read: Arc::new(tx),
+            },
+            rx,
+        )
+    }
+}
 
 /// Sends one request to a clone of the inner service, in a spawned task.
 pub(crate) type Sender = Box<dyn Fn(Request<McpBody>) + Send + Sync>;
@@ -153,6 +175,21 @@ impl CancelTarget {
         Self::capture_for(req, facts, id, sender)
     }
 
+    /// The cancellation of call `id` of the session that `req`, a `DELETE`, ends, sent ahead
+    /// of it: with the `DELETE`'s `Host`, `Origin`, protocol version and case headers, so the
+    /// server accepts it exactly when it would accept the `DELETE`, but with the `Accept` a
+    /// `POST` needs (a `DELETE` may accept anything).
+    pub(crate) fn for_session_end<B>(
+        req: &Request<B>,
+        facts: &McpRequest,
+        id: RequestId,
+        sender: &Arc<SenderSlot>,
+    ) -> Option<CancelTarget> {
+        let mut target = Self::capture_for(req, facts, id, sender)?;
+        target.accept = None;
+        Some(target)
+    }
+
     fn capture_for<B>(
         req: &Request<B>,
         facts: &McpRequest,
@@ -252,6 +289,17 @@ impl CancelTarget {
             ext.insert(m.clone());
         }
         req
+    }
+
+    /// Sends the notification with `signal` in its extensions, which the server drops once it
+    /// has read it.
+    pub(crate) fn send_signalled(self, reason: &'static str, signal: &ReadSignal) {
+        tracing::debug!(id = %self.id, reason, "sending notifications/cancelled");
+        let mut req = self.request(reason);
+        req.extensions_mut().insert(signal.clone());
+        if let Some(send) = self.sender.0.get() {
+            send(req);
+        }
     }
 
     /// Sends the notification (once: the target is consumed).

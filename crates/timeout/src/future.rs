@@ -28,12 +28,18 @@ pin_project! {
     ///
     /// Dropped before the headers, a 2025-11-25 session call is sent
     /// `notifications/cancelled` (see the [crate docs](crate#cancellation)).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F>
+    where
+        F: Future,
+    {
         #[pin]
         kind: Kind<F>,
     }
 
-    impl<F> PinnedDrop for ResponseFuture<F> {
+    impl<F> PinnedDrop for ResponseFuture<F>
+    where
+        F: Future,
+    {
         fn drop(this: Pin<&mut Self>) {
             match this.project().kind.project() {
                 KindProj::Timed { call: Some(call), .. } => {
@@ -56,11 +62,43 @@ pin_project! {
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Passthrough {
+    /// The inner call of a request the layer passes through: started at once, or (a session's
+    /// `DELETE` while calls of it run) once the server has read the calls' cancellations.
+    #[project = ForwardProj]
+    enum Forward<F>
+    where
+        F: Future,
+    {
+        Now {
             #[pin]
             future: F,
+        },
+        Later {
+            future: Pin<Box<dyn Future<Output = F::Output> + Send>>,
+        },
+    }
+}
+
+impl<F: Future> Future for Forward<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            ForwardProj::Now { future } => future.poll(cx),
+            ForwardProj::Later { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F>
+    where
+        F: Future,
+    {
+        Passthrough {
+            #[pin]
+            future: Forward<F>,
             // The calls a client's cancellation marked, withdrawn unless the server accepts it.
             marked: Option<Marked>,
             // The held calls it named, taken out of the held table: cancelled by the layer
@@ -82,7 +120,7 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: Future> ResponseFuture<F> {
     pub(crate) fn passthrough(
         future: F,
         marked: Option<Marked>,
@@ -90,7 +128,22 @@ impl<F> ResponseFuture<F> {
     ) -> Self {
         ResponseFuture {
             kind: Kind::Passthrough {
-                future,
+                future: Forward::Now { future },
+                marked,
+                withdrawn,
+            },
+        }
+    }
+
+    /// [`passthrough`](Self::passthrough) of a call that `future` makes later.
+    pub(crate) fn passthrough_later(
+        future: Pin<Box<dyn Future<Output = F::Output> + Send>>,
+        marked: Option<Marked>,
+        withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough {
+                future: Forward::Later { future },
                 marked,
                 withdrawn,
             },
@@ -115,7 +168,7 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F: Future> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "passthrough",

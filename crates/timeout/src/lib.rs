@@ -262,7 +262,11 @@
 //! handle (breaker, bulkhead) counts against the server, and the layer sends no cancellation of
 //! its own. Until its answer ends the call keeps its deadline and whatever outer layers hold
 //! for it: a server that ignores the cancellation is still bounded and judged. A client that
-//! ends its session (`DELETE`) while calls of it run cancels them all alike. A circuit
+//! ends its session (`DELETE`) while calls of it run cancels them all alike; the layer sends
+//! their `notifications/cancelled` first (with the `DELETE`'s headers) and forwards the
+//! `DELETE` once the server has read them (at most 1 s later), because rmcp, given the
+//! `DELETE` alone, ends the calls' streams at once (and with them the bulkhead permits they
+//! hold) but lets their tools run on for up to 5 s. A circuit
 //! breaker used without this layer inside it cannot tell the two apart.
 //!
 //! # Shutdown

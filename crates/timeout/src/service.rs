@@ -1,6 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -16,7 +17,8 @@ use tower_armor_mcp::{
 use tower_service::Service;
 
 use crate::body::{CallState, TimeoutBody};
-use crate::cancel::{CancelTarget, SenderSlot};
+use crate::calls::Marked;
+use crate::cancel::{CancelTarget, REASON_SESSION_ENDED, ReadSignal, SenderSlot};
 use crate::clock::Clock;
 use crate::future::{CallFuture, ResponseFuture};
 use crate::layer::{Shared, TimeoutLayer};
@@ -88,7 +90,47 @@ impl<S: fmt::Debug> fmt::Debug for Timeout<S> {
     }
 }
 
+/// How long a session's `DELETE` waits for the server to read the cancellations of the calls
+/// still running in it before it goes in anyway.
+const SESSION_END_WAIT: Duration = Duration::from_secs(1);
+
 impl<S> Timeout<S> {
+    /// A session's `DELETE` while calls of it run: their cancellations go first, and the
+    /// `DELETE` once the server has read them (at most [`SESSION_END_WAIT`]), so the tools stop
+    /// before their streams end (and with them the permits the streams hold).
+    fn cancel_then_forward<ReqB, B>(
+        &mut self,
+        calls: Vec<CancelTarget>,
+        req: Request<ReqB>,
+        marked: Option<Marked>,
+        fallback: Vec<(CancelTarget, Vec<Continuation>)>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqB>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: From<McpBody> + Send + 'static,
+        B: Send + 'static,
+    {
+        self.sender.get_or_init(&self.inner);
+        let (signal, read) = ReadSignal::new();
+        for call in calls {
+            call.send_signalled(REASON_SESSION_ENDED, &signal);
+        }
+        drop(signal);
+        // The readied service makes the call; a fresh clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let later = async move {
+            // (A server that never reads them still gets the `DELETE`.)
+            let _ = tokio::time::timeout(SESSION_END_WAIT, read).await;
+            inner.call(req).await
+        };
+        // Sent with the `DELETE`'s headers, the cancellations fare as it does: refused with it,
+        // its marks (the client's choice) are withdrawn.
+        ResponseFuture::passthrough_later(Box::pin(later), marked, fallback)
+    }
+
     fn clock(&self, facts: Option<&McpRequest>) -> Clock {
         let p = &self.shared.policy;
         Clock::start(
@@ -173,6 +215,8 @@ where
             let mut marked = None;
             // Calls held for resumption that the client ends itself.
             let mut withdrawn = Vec::new();
+            // Running calls of a session its client ends: cancelled before the `DELETE`.
+            let mut cancel_first = Vec::new();
             if let Some(session) = f.session_id() {
                 if f.kind() == MessageKind::Response {
                     // The client answered one of the server's requests: a paused call runs
@@ -198,6 +242,16 @@ where
                     // choice (unmarked again if the server refuses the DELETE).
                     let m = self.shared.calls.end_session(session);
                     withdrawn = self.shared.held.withdraw(session, None);
+                    // rmcp answers a `DELETE` at once and ends the session's call streams, but
+                    // lets their tools run on for up to 5 s after: past their permits (which
+                    // end with the streams) and deadlines. Cancelled first, they stop before
+                    // their streams end. The cancellations carry the `DELETE`'s own headers,
+                    // so the server accepts them exactly when it would accept the `DELETE`.
+                    cancel_first = m
+                        .running()
+                        .into_iter()
+                        .filter_map(|id| CancelTarget::for_session_end(&req, f, id, &self.sender))
+                        .collect();
                     tracing::debug!(
                         marked = m.len(),
                         held = withdrawn.len(),
@@ -253,6 +307,9 @@ where
                         _marks: marks,
                         _continues: Arc::new(holds),
                     });
+                }
+                if !cancel_first.is_empty() {
+                    return self.cancel_then_forward(cancel_first, req, marked, fallback);
                 }
                 return ResponseFuture::passthrough(self.inner.call(req), marked, fallback);
             }

@@ -1335,22 +1335,54 @@ async fn a_cancellation_before_the_headers_is_applied_to_the_answer() {
     assert_eq!(h.outcome(), Some(Outcome::Cancelled));
 }
 
-/// The client's `DELETE` of `session`, the server answering `status`.
-async fn client_ends_session(
+/// The client's `DELETE` of `session` while the calls `running` of it run: the layer first
+/// sends each its `notifications/cancelled` (with the `DELETE`'s headers), and the `DELETE` goes
+/// in once the server has read them; the server answers all of them `status`.
+async fn client_ends_session_mid_calls(
     svc: &mut Svc,
     handle: &mut Handle,
     session: &'static str,
     status: u16,
+    running: &[i64],
 ) -> Resp {
     let facts = McpRequest::new(MessageKind::NotJsonRpc, None, None);
     let mut delete = facts_req(facts, Some(session), V2025);
     *delete.method_mut() = http::Method::DELETE;
-    let answer = Response::builder().status(status).body(script().1).unwrap();
-    exchange(svc, handle, delete, answer).await
+    let fut = tokio::spawn(
+        ServiceExt::<Request<McpBody>>::ready(svc)
+            .await
+            .unwrap()
+            .call(delete),
+    );
+    let mut ids = Vec::new();
+    for _ in running {
+        let (req, send) = handle.next_request().await.unwrap();
+        let v: Value = serde_json::from_slice(req.body().bytes()).unwrap();
+        assert_eq!(
+            v["method"], "notifications/cancelled",
+            "cancellations first"
+        );
+        assert_eq!(v["params"]["reason"], "session ended by its client");
+        assert_eq!(req.headers()["mcp-session-id"], session);
+        assert_eq!(
+            req.headers()["accept"],
+            "application/json, text/event-stream",
+            "what a POST needs, whatever the DELETE accepted"
+        );
+        ids.push(v["params"]["requestId"].as_i64().unwrap());
+        send.send_response(Response::builder().status(status).body(script().1).unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, running);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req.method(), http::Method::DELETE, "then the DELETE");
+    send.send_response(Response::builder().status(status).body(script().1).unwrap());
+    fut.await.unwrap().unwrap()
 }
 
-/// A client that ends its session while calls of it run cancels them: rmcp ends their streams
-/// without final responses, and they end `Cancelled`. A `DELETE` the server refuses cancels
+/// A client that ends its session while calls of it run cancels them: the layer sends their
+/// cancellations first (so rmcp stops their tools before it ends their streams), and they end
+/// `Cancelled`. A `DELETE` the server refuses (refusing the cancellations alike) cancels
 /// nothing.
 #[tokio::test(start_paused = true)]
 async fn a_client_ending_its_session_cancels_its_calls() {
@@ -1362,11 +1394,11 @@ async fn a_client_ending_its_session_cancels_its_calls() {
     let (tx3, h3, mut body3) =
         open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-2"))).await;
 
-    let refused = client_ends_session(&mut svc, &mut handle, "s-1", 404).await;
+    let refused = client_ends_session_mid_calls(&mut svc, &mut handle, "s-1", 404, &[1, 2]).await;
     assert_eq!(refused.status(), 404);
     assert!(!h1.is_cancel_requested() && !h2.is_cancel_requested());
 
-    let ended = client_ends_session(&mut svc, &mut handle, "s-1", 202).await;
+    let ended = client_ends_session_mid_calls(&mut svc, &mut handle, "s-1", 202, &[1, 2]).await;
     assert_eq!(ended.status(), 202);
     assert!(!ended.body().is_timed());
     assert!(h1.is_cancel_requested() && h2.is_cancel_requested());

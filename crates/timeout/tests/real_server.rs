@@ -384,3 +384,38 @@ async fn a_resumed_call_keeps_its_deadline() {
         "at the deadline, not the grace's end: {took:?}"
     );
 }
+
+/// A 2025-11-25 client ends its session (`DELETE`) while a call of it runs. rmcp alone would
+/// end the call's stream at once but let the tool run on for up to 5 s, past the permit the
+/// stream held and past its deadline; the layer cancels the call first, so the tool stops
+/// before the `DELETE` is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_mid_call_stops_the_tool_first() {
+    let (server, stats) = stack(TimeoutLayer::builder(ms(10_000)).build().unwrap()).await;
+    let c = client(&server, Revision::V2025_11_25).await;
+    let resp = c
+        .open_call_stream("slow", json!({"ms": 4000}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resp);
+    assert!(
+        stats.wait_until(ms(3000), |s| s.slow_started() == 1).await,
+        "the tool runs"
+    );
+    let start = Instant::now();
+    assert_eq!(c.delete_session().await.unwrap(), StatusCode::ACCEPTED);
+    assert!(
+        stats
+            .wait_until(ms(1000), |s| s.slow_cancelled() == 1)
+            .await,
+        "the tool stopped within a second of the DELETE (rmcp alone: 5 s)"
+    );
+    assert!(start.elapsed() < ms(1500), "{:?}", start.elapsed());
+    assert_eq!(stats.in_flight(), 0);
+    // The call's stream ends without a result.
+    let end = timeout(Duration::from_secs(5), stream.next_message())
+        .await
+        .expect("the stream ends");
+    assert!(end.is_none(), "no result after the session ended: {end:?}");
+}
