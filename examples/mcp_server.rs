@@ -65,6 +65,10 @@ use tower_armor_timeout::{CallDrain, TimeoutLayer};
 /// The deadline of a call when `MCP_CALL_TIMEOUT_MS` is not set.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `retry` rmcp puts in its SSE streams (its default): how long clients wait before they
+/// resume a broken stream.
+const RMCP_SSE_RETRY: Duration = Duration::from_secs(3);
+
 /// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
 /// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
 /// would otherwise leave auth off with only the generic warning.
@@ -259,6 +263,19 @@ impl Settings {
             }
         })?
         .ok_or("MCP_CALL_TIMEOUT_MS: missing")?;
+        // Clients that follow the SSE `retry` rmcp sends (both official SDKs) resume a broken
+        // stream only once it has passed: a grace not comfortably longer cancels their calls
+        // just before they come back.
+        let grace = timeout.resume_grace();
+        if !grace.is_zero() && grace < RMCP_SSE_RETRY + Duration::from_millis(500) {
+            tracing::warn!(
+                grace_ms = grace.as_millis(),
+                retry_ms = RMCP_SSE_RETRY.as_millis(),
+                "MCP_CALL_RESUME_GRACE_MS is not above the SSE retry clients wait before \
+                 resuming: calls whose streams break are cancelled before the official SDKs \
+                 resume them (set 3500 or more)"
+            );
+        }
         // A rule naming a principal with no token (a typo) restricts no one: warn at start.
         let allow = ToolAllowListLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?

@@ -1867,3 +1867,29 @@ fn the_known_variables_are_the_documented_ones() {
         }
     }
 }
+
+/// A resume grace not above rmcp's 3 s SSE `retry` is accepted (a client that resumes at once
+/// needs less) but warned about at start: the official SDKs wait for the `retry` before they
+/// resume, and such a grace cancels their calls just before they come back.
+#[test]
+fn a_resume_grace_shorter_than_the_sse_retry_is_warned_about() {
+    use support::example::Settings;
+    let warned = |grace: &str| {
+        let capture = support::ts::LogCapture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            Settings::for_tests(&[("MCP_CALL_RESUME_GRACE_MS", grace)]).unwrap();
+        });
+        capture
+            .text()
+            .contains("MCP_CALL_RESUME_GRACE_MS is not above the SSE retry")
+    };
+    assert!(warned("3000"));
+    assert!(warned("1000"));
+    assert!(!warned("3500"));
+    assert!(!warned("0"));
+}

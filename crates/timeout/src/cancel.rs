@@ -294,12 +294,9 @@ impl CancelTarget {
     /// Sends the notification with `signal` in its extensions, which the server drops once it
     /// has read it.
     pub(crate) fn send_signalled(self, reason: &'static str, signal: &ReadSignal) {
-        tracing::debug!(id = %self.id, reason, "sending notifications/cancelled");
-        let mut req = self.request(reason);
-        req.extensions_mut().insert(signal.clone());
-        if let Some(send) = self.sender.0.get() {
-            send(req);
-        }
+        self.send_with(reason, |ext| {
+            ext.insert(signal.clone());
+        });
     }
 
     /// Sends the notification (once: the target is consumed).
@@ -310,13 +307,20 @@ impl CancelTarget {
     /// [`send`](Self::send), keeping `hold` (what the call holds outside the layer) until the
     /// server has read the notification.
     pub(crate) fn send_holding(self, reason: &'static str, hold: Vec<Continuation>) {
+        self.send_with(reason, |ext| {
+            if !hold.is_empty() {
+                ext.insert(Holding {
+                    _hold: Arc::new(hold),
+                });
+            }
+        });
+    }
+
+    /// Sends the notification, with what `add` puts in its extensions.
+    fn send_with(self, reason: &'static str, add: impl FnOnce(&mut http::Extensions)) {
         tracing::debug!(id = %self.id, reason, "sending notifications/cancelled");
         let mut req = self.request(reason);
-        if !hold.is_empty() {
-            req.extensions_mut().insert(Holding {
-                _hold: Arc::new(hold),
-            });
-        }
+        add(req.extensions_mut());
         if let Some(send) = self.sender.0.get() {
             send(req);
         }

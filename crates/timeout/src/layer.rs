@@ -236,6 +236,11 @@ impl TimeoutLayer {
         self.shared.policy.max_pause
     }
 
+    /// How long a dropped 2025-11-25 call waits to be resumed before it is cancelled.
+    pub fn resume_grace(&self) -> Duration {
+        self.shared.policy.resume_grace
+    }
+
     /// Whether progress notifications reset the deadline.
     pub fn resets_on_progress(&self) -> bool {
         self.shared.policy.reset_on_progress
