@@ -527,7 +527,7 @@ pub fn grpc_status_headers(code: i32, message: &str) -> http::HeaderMap {
 /// [`Unauthorized`](crate::error::Unauthorized), `RESOURCE_EXHAUSTED` for
 /// [`RateLimited`](crate::error::RateLimited), …), with `retry-after` (whole seconds) and
 /// `grpc-retry-pushback-ms` when the error knows when to try again: the same answer
-/// [`RescueGrpcLayer`]'s `tonic::Status` becomes.
+/// `RescueGrpcLayer`'s `tonic::Status` becomes (with the `tonic` feature).
 ///
 /// ```
 /// use std::time::Duration;
