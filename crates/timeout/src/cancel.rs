@@ -291,11 +291,21 @@ impl CancelTarget {
         req
     }
 
-    /// Sends the notification with `signal` in its extensions, which the server drops once it
-    /// has read it.
-    pub(crate) fn send_signalled(self, reason: &'static str, signal: &ReadSignal) {
+    /// [`send_holding`](Self::send_holding), with `signal` in the notification's extensions,
+    /// which the server drops once it has read it.
+    pub(crate) fn send_signalled(
+        self,
+        reason: &'static str,
+        hold: Vec<Continuation>,
+        signal: &ReadSignal,
+    ) {
         self.send_with(reason, |ext| {
             ext.insert(signal.clone());
+            if !hold.is_empty() {
+                ext.insert(Holding {
+                    _hold: Arc::new(hold),
+                });
+            }
         });
     }
 

@@ -263,10 +263,12 @@
 //! its own. Until its answer ends the call keeps its deadline and whatever outer layers hold
 //! for it: a server that ignores the cancellation is still bounded and judged. A client that
 //! ends its session (`DELETE`) while calls of it run cancels them all alike; the layer sends
-//! their `notifications/cancelled` first (with the `DELETE`'s headers) and forwards the
-//! `DELETE` once the server has read them (at most 1 s later), because rmcp, given the
-//! `DELETE` alone, ends the calls' streams at once (and with them the bulkhead permits they
-//! hold) but lets their tools run on for up to 5 s. A circuit
+//! `notifications/cancelled` for each first (running calls with the `DELETE`'s headers, calls
+//! held for resumption as it would at their grace's end, keeping what they hold until the
+//! server has read it) and forwards the `DELETE` once the server has read them all (at most
+//! 1 s later), because rmcp, given the `DELETE` alone, ends the calls' streams at once (and
+//! with them the bulkhead permits they hold) but lets their tools run on for up to 5 s.
+//! Calls the client starts in the session during that wait are marked as its choice too. A circuit
 //! breaker used without this layer inside it cannot tell the two apart.
 //!
 //! # Shutdown

@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_armor_mcp::error::BoxError;
@@ -95,15 +95,19 @@ impl<S: fmt::Debug> fmt::Debug for Timeout<S> {
 const SESSION_END_WAIT: Duration = Duration::from_secs(1);
 
 impl<S> Timeout<S> {
-    /// A session's `DELETE` while calls of it run: their cancellations go first, and the
-    /// `DELETE` once the server has read them (at most [`SESSION_END_WAIT`]), so the tools stop
-    /// before their streams end (and with them the permits the streams hold).
+    /// A session's `DELETE` while calls of it run (`running`) or are held for resumption
+    /// (`held`): their cancellations go first (a held call's keeping what it holds until the
+    /// server has read it), and the `DELETE` once the server has read them all (at most
+    /// [`SESSION_END_WAIT`]). Given the `DELETE` alone, rmcp ends the calls' streams (and with
+    /// them the permits they hold) but lets their tools run on for up to 5 s; cancelled, the
+    /// tools get their cancellation at once.
     fn cancel_then_forward<ReqB, B>(
         &mut self,
-        calls: Vec<CancelTarget>,
+        session: HeaderValue,
+        running: Vec<CancelTarget>,
         req: Request<ReqB>,
         marked: Option<Marked>,
-        fallback: Vec<(CancelTarget, Vec<Continuation>)>,
+        held: Vec<(CancelTarget, Vec<Continuation>)>,
     ) -> ResponseFuture<S::Future>
     where
         S: Service<Request<ReqB>, Response = Response<B>> + Clone + Send + 'static,
@@ -114,21 +118,35 @@ impl<S> Timeout<S> {
     {
         self.sender.get_or_init(&self.inner);
         let (signal, read) = ReadSignal::new();
-        for call in calls {
-            call.send_signalled(REASON_SESSION_ENDED, &signal);
+        for call in running {
+            call.send_signalled(REASON_SESSION_ENDED, Vec::new(), &signal);
+        }
+        for (call, hold) in &held {
+            call.clone()
+                .send_signalled(REASON_SESSION_ENDED, hold.clone(), &signal);
         }
         drop(signal);
-        // The readied service makes the call; a fresh clone stays for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A fresh clone makes the call once readied, so the wait holds none of the inner
+        // service's capacity (the readied service stays for the next call).
+        let mut inner = self.inner.clone();
+        let shared = Arc::clone(&self.shared);
         let later = async move {
             // (A server that never reads them still gets the `DELETE`.)
             let _ = tokio::time::timeout(SESSION_END_WAIT, read).await;
-            inner.call(req).await
+            // Calls the client started in the session meanwhile end with it too: by its
+            // choice, unless the server refuses the `DELETE`.
+            let late = shared.calls.end_session(&session);
+            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            let res = inner.call(req).await;
+            if !matches!(&res, Ok(r) if r.status().is_success()) {
+                late.withdraw();
+            }
+            res
         };
-        // Sent with the `DELETE`'s headers, the cancellations fare as it does: refused with it,
-        // its marks (the client's choice) are withdrawn.
-        ResponseFuture::passthrough_later(Box::pin(later), marked, fallback)
+        // Sent with the `DELETE`'s `Host`, `Origin`, session and version, the cancellations of
+        // running calls fare as it does; refused with it, its marks (the client's choice) are
+        // withdrawn, and the held calls are cancelled again (see `ResponseFuture`: harmless).
+        ResponseFuture::passthrough_later(Box::pin(later), marked, held)
     }
 
     fn clock(&self, facts: Option<&McpRequest>) -> Clock {
@@ -215,7 +233,8 @@ where
             let mut marked = None;
             // Calls held for resumption that the client ends itself.
             let mut withdrawn = Vec::new();
-            // Running calls of a session its client ends: cancelled before the `DELETE`.
+            // A session its client ends, and its running calls: cancelled before the `DELETE`.
+            let mut ending = None;
             let mut cancel_first = Vec::new();
             if let Some(session) = f.session_id() {
                 if f.kind() == MessageKind::Response {
@@ -244,9 +263,9 @@ where
                     withdrawn = self.shared.held.withdraw(session, None);
                     // rmcp answers a `DELETE` at once and ends the session's call streams, but
                     // lets their tools run on for up to 5 s after: past their permits (which
-                    // end with the streams) and deadlines. Cancelled first, they stop before
-                    // their streams end. The cancellations carry the `DELETE`'s own headers,
-                    // so the server accepts them exactly when it would accept the `DELETE`.
+                    // end with the streams) and deadlines. So they are cancelled first (see
+                    // `cancel_then_forward`), with the `DELETE`'s own headers.
+                    ending = Some(session.clone());
                     cancel_first = m
                         .running()
                         .into_iter()
@@ -308,8 +327,10 @@ where
                         _continues: Arc::new(holds),
                     });
                 }
-                if !cancel_first.is_empty() {
-                    return self.cancel_then_forward(cancel_first, req, marked, fallback);
+                if let Some(session) = ending
+                    && !(cancel_first.is_empty() && fallback.is_empty())
+                {
+                    return self.cancel_then_forward(session, cancel_first, req, marked, fallback);
                 }
                 return ResponseFuture::passthrough(self.inner.call(req), marked, fallback);
             }

@@ -1412,6 +1412,41 @@ async fn a_client_ending_its_session_cancels_its_calls() {
     assert_eq!(h3.outcome(), Some(Outcome::Incomplete));
 }
 
+/// A call the client starts in its session while the layer waits for the server to read the
+/// cancellations ahead of the session's `DELETE` ends with the session, by the client's choice
+/// (not by the server's failure); unless the server refuses the `DELETE`.
+#[tokio::test(start_paused = true)]
+async fn a_call_started_while_its_session_ends_is_the_clients_choice_too() {
+    for status in [202, 404] {
+        let (mut svc, mut handle) = service(&layer(10_000));
+        let (_tx1, h1, _body1) =
+            open_stream(&mut svc, &mut handle, call(1, "slow", V2025, Some("s-1"))).await;
+        let facts = McpRequest::new(MessageKind::NotJsonRpc, None, None);
+        let mut delete = facts_req(facts, Some("s-1"), V2025);
+        *delete.method_mut() = http::Method::DELETE;
+        let ended = tokio::spawn(
+            ServiceExt::<Request<McpBody>>::ready(&mut svc)
+                .await
+                .unwrap()
+                .call(delete),
+        );
+        let (cancel, ok) = handle.next_request().await.unwrap();
+        assert_cancelled(&cancel, 1, "s-1", "session ended by its client");
+        // Not read yet: the `DELETE` waits, and the client starts another call.
+        let (_tx2, h2, _body2) =
+            open_stream(&mut svc, &mut handle, call(2, "slow", V2025, Some("s-1"))).await;
+        ok.send_response(Response::builder().status(status).body(script().1).unwrap());
+        drop(cancel);
+        let (req, answer) = handle.next_request().await.unwrap();
+        assert_eq!(req.method(), http::Method::DELETE);
+        answer.send_response(Response::builder().status(status).body(script().1).unwrap());
+        assert_eq!(ended.await.unwrap().unwrap().status(), status);
+        let accepted = status == 202;
+        assert_eq!(h1.is_cancel_requested(), accepted, "{status}");
+        assert_eq!(h2.is_cancel_requested(), accepted, "{status}");
+    }
+}
+
 /// A cancellation naming no call of its session changes nothing.
 #[tokio::test(start_paused = true)]
 async fn a_cancellation_of_nothing_changes_nothing() {
@@ -1925,9 +1960,26 @@ async fn a_held_call_whose_client_cancellation_is_refused_is_cancelled_by_the_la
             client_cancel(id)
         };
         let refused = tokio::spawn(ServiceExt::oneshot(svc.clone(), request));
+        if delete {
+            // The held call's cancellation goes ahead of the `DELETE` (refused alike here),
+            // keeping what the call holds until the server has read it.
+            let (first, no) = next_within(&mut handle)
+                .await
+                .expect("the cancellation ahead of the DELETE");
+            assert_cancelled(&first, id, "s-1", "session ended by its client");
+            no.send_response(Response::builder().status(403).body(script().1).unwrap());
+            drop(first);
+            assert!(
+                !released.load(Ordering::SeqCst),
+                "the DELETE still holds it"
+            );
+        }
         let (read, forbidden) = next_within(&mut handle)
             .await
             .expect("the client's request");
+        if delete {
+            assert_eq!(read.method(), http::Method::DELETE);
+        }
         drop(read);
         forbidden.send_response(Response::builder().status(403).body(script().1).unwrap());
         assert_eq!(refused.await.unwrap().unwrap().status(), 403);

@@ -419,3 +419,36 @@ async fn a_session_ended_mid_call_stops_the_tool_first() {
         .expect("the stream ends");
     assert!(end.is_none(), "no result after the session ended: {end:?}");
 }
+
+/// The same for a call held for resumption (its client dropped the stream, within a resume
+/// grace): the `DELETE` takes it out of the held table, and its cancellation goes first too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_while_a_call_is_held_stops_the_tool_first() {
+    let layer = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(ms(8_000))
+        .build()
+        .unwrap();
+    let (server, stats) = stack(layer).await;
+    let c = client(&server, Revision::V2025_11_25).await;
+    let resp = c
+        .open_call_stream("slow", json!({"ms": 6000}))
+        .await
+        .unwrap();
+    assert!(
+        stats.wait_until(ms(3000), |s| s.slow_started() == 1).await,
+        "the tool runs"
+    );
+    drop(resp);
+    // Held: its client went away, the tool runs on for the grace.
+    tokio::time::sleep(ms(200)).await;
+    assert_eq!(stats.slow_cancelled(), 0, "held, not cancelled");
+    let start = Instant::now();
+    assert_eq!(c.delete_session().await.unwrap(), StatusCode::ACCEPTED);
+    assert!(
+        stats
+            .wait_until(ms(1000), |s| s.slow_cancelled() == 1)
+            .await,
+        "the tool stopped within a second of the DELETE (rmcp alone: 5 s)"
+    );
+    assert!(start.elapsed() < ms(1500), "{:?}", start.elapsed());
+}
