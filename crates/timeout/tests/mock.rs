@@ -690,35 +690,50 @@ async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
     );
 }
 
-/// In the middle of a message, the message is forwarded to its end first (the rest of the
-/// frame, the start of the next one, is cut), then the trailers; past the grace the body fails.
-#[tokio::test(start_paused = true)]
-async fn a_grpc_message_in_progress_gets_the_grace() {
-    let layer = TimeoutLayer::builder(ms(300))
+/// The layer with a 300 ms deadline and a 50 ms boundary grace.
+fn grace_layer() -> TimeoutLayer {
+    TimeoutLayer::builder(ms(300))
         .boundary_grace(ms(50))
         .build()
-        .unwrap();
-    let (mut svc, mut handle) = service(&layer);
-    let (tx, _h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    let m = grpc_message(4);
-    tx.bytes(&m[..6]);
-    assert_eq!(data(now(&mut body)).len(), 6);
+        .unwrap()
+}
+
+/// A gRPC answer whose first `sent` bytes of message `m` passed when its 300 ms deadline came:
+/// the layer waits for the message's end.
+async fn grpc_past_its_deadline(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    m: &[u8],
+    sent: usize,
+) -> (
+    Tx,
+    CompletionHandle,
+    Pin<Box<TimeoutBody<ObservedBody<Script>>>>,
+) {
+    let (tx, h, mut body) = open_grpc(svc, handle).await;
+    tx.bytes(&m[..sent]);
+    assert_eq!(data(now(&mut body)).len(), sent);
     // (A server that polls again at once: the caller is not holding the answer up.)
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
     assert!(now(&mut body).is_none(), "waiting for the message's end");
+    (tx, h, body)
+}
+
+/// In the middle of a message, the message is forwarded to its end first (the rest of the
+/// frame, the start of the next one, is cut), then the trailers; past the grace the body fails.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_message_in_progress_gets_the_grace() {
+    let (mut svc, mut handle) = service(&grace_layer());
+    let m = grpc_message(4);
+    let (tx, _h, mut body) = grpc_past_its_deadline(&mut svc, &mut handle, &m, 6).await;
     let rest = [&m[6..], &grpc_message(2)[..]].concat();
     tx.bytes(&rest);
     assert_eq!(data(now(&mut body)).len(), 3, "up to the message's end");
     assert_eq!(grpc_status(now(&mut body)), "4");
     assert!(matches!(now(&mut body), Some(None)));
 
-    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.bytes(&m[..2]);
-    let _ = data(now(&mut body));
-    assert!(now(&mut body).is_none());
-    advance(ms(300)).await;
-    assert!(now(&mut body).is_none());
+    let (_tx, h, mut body) = grpc_past_its_deadline(&mut svc, &mut handle, &m, 2).await;
     advance(ms(50)).await;
     assert!(is_elapsed(&now(&mut body).unwrap().unwrap().unwrap_err()));
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
@@ -730,27 +745,15 @@ async fn a_grpc_message_in_progress_gets_the_grace() {
 /// `DEADLINE_EXCEEDED` trailers at that boundary.
 #[tokio::test(start_paused = true)]
 async fn a_grpc_reply_finished_in_the_grace_keeps_its_status() {
-    let layer = TimeoutLayer::builder(ms(300))
-        .boundary_grace(ms(50))
-        .build()
-        .unwrap();
-    let (mut svc, mut handle) = service(&layer);
+    let (mut svc, mut handle) = service(&grace_layer());
     let m = grpc_message(4);
-    let ok = || {
-        let mut t = http::HeaderMap::new();
-        t.insert("grpc-status", HeaderValue::from_static("0"));
-        t
-    };
 
-    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.bytes(&m[..6]);
-    assert_eq!(data(now(&mut body)).len(), 6);
-    assert!(now(&mut body).is_none());
-    advance(ms(300)).await;
-    assert!(now(&mut body).is_none(), "waiting for the message's end");
+    let (tx, h, mut body) = grpc_past_its_deadline(&mut svc, &mut handle, &m, 6).await;
     tx.bytes(&m[6..]);
     assert_eq!(data(now(&mut body)).len(), 3);
-    tx.trailers(ok());
+    let mut ok = http::HeaderMap::new();
+    ok.insert("grpc-status", HeaderValue::from_static("0"));
+    tx.trailers(ok);
     let status = now(&mut body)
         .unwrap()
         .unwrap()
@@ -763,12 +766,7 @@ async fn a_grpc_reply_finished_in_the_grace_keeps_its_status() {
     assert!(matches!(now(&mut body), Some(None)));
 
     // More data after the message that ended in the grace: not forwarded.
-    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.bytes(&m[..6]);
-    let _ = data(now(&mut body));
-    assert!(now(&mut body).is_none());
-    advance(ms(300)).await;
-    assert!(now(&mut body).is_none());
+    let (tx, h, mut body) = grpc_past_its_deadline(&mut svc, &mut handle, &m, 6).await;
     tx.bytes(&m[6..]);
     assert_eq!(data(now(&mut body)).len(), 3);
     tx.bytes(&grpc_message(1));
@@ -777,12 +775,7 @@ async fn a_grpc_reply_finished_in_the_grace_keeps_its_status() {
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
 
     // Nothing more until the grace ends: the layer's status, at the boundary.
-    let (tx, _h, mut body) = open_grpc(&mut svc, &mut handle).await;
-    tx.bytes(&m[..6]);
-    let _ = data(now(&mut body));
-    assert!(now(&mut body).is_none());
-    advance(ms(300)).await;
-    assert!(now(&mut body).is_none());
+    let (tx, _h, mut body) = grpc_past_its_deadline(&mut svc, &mut handle, &m, 6).await;
     tx.bytes(&m[6..]);
     assert_eq!(data(now(&mut body)).len(), 3);
     assert!(now(&mut body).is_none(), "its status may still come");

@@ -391,27 +391,10 @@ async fn a_resumed_call_keeps_its_deadline() {
 /// before the `DELETE` is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_mid_call_stops_the_tool_first() {
-    let (server, stats) = stack(TimeoutLayer::builder(ms(10_000)).build().unwrap()).await;
-    let c = client(&server, Revision::V2025_11_25).await;
-    let resp = c
-        .open_call_stream("slow", json!({"ms": 4000}))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let layer = TimeoutLayer::builder(ms(10_000)).build().unwrap();
+    let (_server, stats, c, resp) = a_slow_call_running(layer).await;
     let mut stream = SseStream::new(resp);
-    assert!(
-        stats.wait_until(ms(3000), |s| s.slow_started() == 1).await,
-        "the tool runs"
-    );
-    let start = Instant::now();
-    assert_eq!(c.delete_session().await.unwrap(), StatusCode::ACCEPTED);
-    assert!(
-        stats
-            .wait_until(ms(1000), |s| s.slow_cancelled() == 1)
-            .await,
-        "the tool stopped within a second of the DELETE (rmcp alone: 5 s)"
-    );
-    assert!(start.elapsed() < ms(1500), "{:?}", start.elapsed());
+    delete_stops_the_tool(&c, &stats).await;
     assert_eq!(stats.in_flight(), 0);
     // The call's stream ends without a result.
     let end = timeout(Duration::from_secs(5), stream.next_message())
@@ -428,20 +411,36 @@ async fn a_session_ended_while_a_call_is_held_stops_the_tool_first() {
         .resume_grace(ms(8_000))
         .build()
         .unwrap();
-    let (server, stats) = stack(layer).await;
-    let c = client(&server, Revision::V2025_11_25).await;
-    let resp = c
-        .open_call_stream("slow", json!({"ms": 6000}))
-        .await
-        .unwrap();
-    assert!(
-        stats.wait_until(ms(3000), |s| s.slow_started() == 1).await,
-        "the tool runs"
-    );
+    let (_server, stats, c, resp) = a_slow_call_running(layer).await;
     drop(resp);
     // Held: its client went away, the tool runs on for the grace.
     tokio::time::sleep(ms(200)).await;
     assert_eq!(stats.slow_cancelled(), 0, "held, not cancelled");
+    delete_stops_the_tool(&c, &stats).await;
+}
+
+/// A 2025-11-25 session's `slow` call (4 s) running behind `layer`: the server, its tool
+/// counters, the client and the call's answer.
+async fn a_slow_call_running(
+    layer: TimeoutLayer,
+) -> (TestServer, Arc<DemoStats>, RawClient, reqwest::Response) {
+    let (server, stats) = stack(layer).await;
+    let c = client(&server, Revision::V2025_11_25).await;
+    let resp = c
+        .open_call_stream("slow", json!({"ms": 4000}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        stats.wait_until(ms(3000), |s| s.slow_started() == 1).await,
+        "the tool runs"
+    );
+    (server, stats, c, resp)
+}
+
+/// The client's `DELETE` of its session is accepted, and the tool of its call stops within a
+/// second (rmcp alone lets it run 5 s more).
+async fn delete_stops_the_tool(c: &RawClient, stats: &DemoStats) {
     let start = Instant::now();
     assert_eq!(c.delete_session().await.unwrap(), StatusCode::ACCEPTED);
     assert!(
