@@ -1,9 +1,13 @@
-//! The call-plane layers in a tonic *server* stack, in the documented order (rescue's tonic
-//! form → circuit breaker → bulkhead → timeout), in front of a real tonic server (tonic-health's
-//! ready-made service, no codegen) on loopback HTTP/2, driven by a real tonic client. What a
-//! gRPC caller sees: `RESOURCE_EXHAUSTED` from a full bulkhead, `DEADLINE_EXCEEDED` from the
-//! timeout, `UNAVAILABLE` from an open circuit; a server-streaming answer holds its permit
-//! until it ends.
+//! The layers in tonic stacks, against a real tonic server (tonic-health's ready-made service,
+//! no codegen) on loopback HTTP/2, driven by a real tonic client:
+//!
+//! - the call plane in a server stack, in the documented order (rescue's tonic form → circuit
+//!   breaker → bulkhead → timeout): `RESOURCE_EXHAUSTED` from a full bulkhead,
+//!   `DEADLINE_EXCEEDED` from the timeout, `UNAVAILABLE` from an open circuit; a
+//!   server-streaming answer holds its permit until it ends;
+//! - the HTTP-plane layers in front (correlation-id → bearer-auth → rate-limit), whose own
+//!   answers reach the caller as gRPC statuses;
+//! - the timeout in a client stack, around the `Channel`.
 
 use std::time::Duration;
 
@@ -167,8 +171,8 @@ async fn failures_open_the_circuit_and_it_recovers() {
 }
 
 /// A server-streaming answer (health `Watch`: the current status, then changes until the
-/// client goes away) holds its permit while it is open, and returns it when the client drops
-/// it.
+/// client goes away) holds its permit while it is open, and returns it when the deadline ends
+/// it (with `DEADLINE_EXCEEDED` trailers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_answer_holds_its_permit_until_it_ends() {
     let stack = start().await;

@@ -445,20 +445,20 @@ where
         handle.complete(Outcome::Status(status));
         Mode::Passthrough
     } else {
-        match content_kind(response.headers()) {
-            ContentKind::Sse => Mode::Sse(Box::new(SseWatch {
+        match body_kind(response.headers()) {
+            BodyKind::Sse => Mode::Sse(Box::new(SseWatch {
                 parser: SseParser::default(),
                 id: id.cloned(),
                 guard: Guard(Some(handle.clone())),
                 skipped: false,
             })),
-            ContentKind::Json => Mode::Json(JsonWatch {
+            BodyKind::Json => Mode::Json(JsonWatch {
                 first: None,
                 rest: Vec::new(),
                 overflow: false,
                 guard: Guard(Some(handle.clone())),
             }),
-            ContentKind::Grpc => match grpc_status(response.headers()) {
+            BodyKind::Grpc => match grpc_status(response.headers()) {
                 // Trailers-only answer: the status is in the headers.
                 Some(code) => {
                     handle.complete(grpc_outcome(code));
@@ -466,7 +466,7 @@ where
                 }
                 None => Mode::Grpc(Guard(Some(handle.clone()))),
             },
-            ContentKind::GrpcWeb => match grpc_status(response.headers()) {
+            BodyKind::GrpcWeb => match grpc_status(response.headers()) {
                 // Trailers-only answer.
                 Some(code) => {
                     handle.complete(grpc_outcome(code));
@@ -476,7 +476,7 @@ where
                 // counted by its HTTP status) when the body ends.
                 None => Mode::GrpcWeb(Guard(Some(handle.clone())), status),
             },
-            ContentKind::Other => {
+            BodyKind::Other => {
                 handle.complete(Outcome::Status(status));
                 Mode::Passthrough
             }
@@ -486,37 +486,47 @@ where
     (response, handle)
 }
 
-enum ContentKind {
+/// What a message's `content-type` says its body is: the one reading every layer shares (the
+/// observer, the timeout's framing, the answers layers make for gRPC callers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `text/event-stream`.
     Sse,
+    /// `application/json`.
     Json,
+    /// `application/grpc` or `application/grpc+<codec>`: gRPC, its status in HTTP/2 trailers.
     Grpc,
+    /// `application/grpc-web`, `application/grpc-web-text`, each with an optional
+    /// `+<codec>`: gRPC-Web, whose trailers travel inside the body.
     GrpcWeb,
+    /// Anything else, or no `content-type`.
     Other,
 }
 
-fn content_kind(headers: &HeaderMap) -> ContentKind {
+/// What the `content-type` in `headers` says the body is (any case, any parameters).
+pub fn body_kind(headers: &HeaderMap) -> BodyKind {
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     else {
-        return ContentKind::Other;
+        return BodyKind::Other;
     };
     let essence = ct.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("text/event-stream") {
-        ContentKind::Sse
+        BodyKind::Sse
     } else if essence.eq_ignore_ascii_case("application/json") {
-        ContentKind::Json
+        BodyKind::Json
     } else if let Some(kind) = grpc_kind(essence) {
         kind
     } else {
-        ContentKind::Other
+        BodyKind::Other
     }
 }
 
 /// `application/grpc` or `application/grpc+<codec>`: gRPC, status in the trailers.
 /// `application/grpc-web[-text][+<codec>]`: gRPC-Web, whose trailers travel inside the body (no
 /// HTTP trailers ever come), so only a trailers-only answer's `grpc-status` is read.
-fn grpc_kind(essence: &str) -> Option<ContentKind> {
+fn grpc_kind(essence: &str) -> Option<BodyKind> {
     const GRPC: &str = "application/grpc";
     let head = essence.get(..GRPC.len())?;
     if !head.eq_ignore_ascii_case(GRPC) {
@@ -524,12 +534,18 @@ fn grpc_kind(essence: &str) -> Option<ContentKind> {
     }
     let rest = &essence[GRPC.len()..];
     if rest.is_empty() || rest.starts_with('+') {
-        return Some(ContentKind::Grpc);
+        return Some(BodyKind::Grpc);
     }
     let web = rest
         .get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("-web"));
-    web.then_some(ContentKind::GrpcWeb)
+        .filter(|w| w.eq_ignore_ascii_case("-web"))
+        .map(|_| &rest[4..])?;
+    // `-web` alone, `-web-text`, either with a codec.
+    let web = match web.get(..5) {
+        Some(t) if t.eq_ignore_ascii_case("-text") => &web[5..],
+        _ => web,
+    };
+    (web.is_empty() || web.starts_with('+')).then_some(BodyKind::GrpcWeb)
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {
@@ -549,13 +565,13 @@ fn grpc_outcome(code: i32) -> Outcome {
 
 /// Whether headers say the body is JSON (`application/json`, any parameters, any case).
 pub fn is_json(headers: &HeaderMap) -> bool {
-    matches!(content_kind(headers), ContentKind::Json)
+    matches!(body_kind(headers), BodyKind::Json)
 }
 
 /// Whether headers say the answer is an SSE stream (`text/event-stream`, any parameters, any
 /// case).
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    matches!(content_kind(headers), ContentKind::Sse)
+    matches!(body_kind(headers), BodyKind::Sse)
 }
 
 pin_project! {

@@ -53,6 +53,7 @@ use tower_service::Service;
 
 use crate::body::{ResponseBody, local_error_response};
 use crate::error::{BoxError, CODE_BAD_GATEWAY, LocalRejection, local_error, retry_after_secs};
+use crate::observe::BodyKind;
 use crate::{CorrelationId, McpRequest, RequestId};
 
 /// Applies [`Rescue`]; see the [module docs](self).
@@ -408,7 +409,9 @@ mod tests {
 }
 
 /// A gRPC status for a call-plane error, without a tonic dependency: the table behind the tonic
-/// form of rescue (`RescueGrpcLayer` and `tonic_status`, with the `tonic` feature).
+/// form of rescue (`RescueGrpcLayer` and `tonic_status`, with the `tonic` feature), the
+/// trailers-only answers layers make for gRPC callers ([`grpc_error_response`]) and the
+/// timeout's trailers at a gRPC answer's deadline.
 ///
 /// | error | gRPC code |
 /// |---|---|
@@ -470,34 +473,18 @@ fn pushback_ms(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
         .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
 }
 
-/// The `content-type` in `headers` when it is gRPC's (`application/grpc`,
-/// `application/grpc+<codec>`, or gRPC-Web's `application/grpc-web…`; any case, with or
-/// without parameters), or `None`.
+/// The `content-type` in `headers` when it is gRPC's or gRPC-Web's ([`BodyKind::Grpc`],
+/// [`BodyKind::GrpcWeb`]: any case, with or without parameters), or `None`.
 ///
 /// An HTTP-plane layer that answers a request by itself (bearer-auth's 401, rate-limit's 429)
 /// answers a gRPC caller with [`grpc_error_response`] instead of its JSON-RPC body: a gRPC
 /// client reads an HTTP error with a JSON body as a protocol error (`INTERNAL`), not as the
 /// refusal it was.
 pub fn grpc_content_type(headers: &http::HeaderMap) -> Option<&HeaderValue> {
-    const GRPC: &[u8] = b"application/grpc";
-    const WEB: &[u8] = b"-web";
-    let v = headers.get(header::CONTENT_TYPE)?;
-    let b = v.as_bytes();
-    let rest = b
-        .get(..GRPC.len())
-        .filter(|p| p.eq_ignore_ascii_case(GRPC))
-        .map(|_| &b[GRPC.len()..])?;
-    // gRPC-Web: `-web`, then what may follow it (`-text`, a codec, parameters).
-    let (rest, web) = match rest.get(..WEB.len()) {
-        Some(w) if w.eq_ignore_ascii_case(WEB) => (&rest[WEB.len()..], true),
-        _ => (rest, false),
-    };
-    let ends = match rest.first() {
-        None | Some(b'+' | b';' | b' ' | b'\t') => true,
-        Some(b'-') => web,
-        Some(_) => false,
-    };
-    ends.then_some(v)
+    match crate::observe::body_kind(headers) {
+        BodyKind::Grpc | BodyKind::GrpcWeb => headers.get(header::CONTENT_TYPE),
+        _ => None,
+    }
 }
 
 /// `grpc-status` and `grpc-message` (percent-encoded as gRPC requires) for `code` and
@@ -718,6 +705,7 @@ mod grpc_tests {
             ("application/grpc-web+proto", true),
             ("application/grpc-foo", false),
             ("application/grpc-webx", false),
+            ("application/grpc-web-textual", false),
             ("APPLICATION/GRPC;charset=x", true),
             ("application/grpcx", false),
             ("application/json", false),

@@ -21,8 +21,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tower::Service;
 
-/// What a [`Scripted`] service does with each call; shared with the test.
-#[derive(Clone, Debug, Default)]
+/// What a [`Scripted`] service does with each call; shared with the test. A new (or default)
+/// script passes every call on at once.
+#[derive(Clone, Debug)]
 pub struct GrpcScript {
     delay_ms: Arc<AtomicU64>,
     mode: Arc<AtomicI32>,
@@ -37,9 +38,11 @@ const MESSAGE_THEN_UNAVAILABLE: i32 = -2;
 impl GrpcScript {
     /// A script that passes every call on at once.
     pub fn new() -> Self {
-        let s = GrpcScript::default();
-        s.serve();
-        s
+        GrpcScript {
+            delay_ms: Arc::default(),
+            mode: Arc::new(AtomicI32::new(SERVE)),
+            seen: Arc::default(),
+        }
     }
 
     /// Calls pass to the wrapped service.
@@ -75,6 +78,12 @@ impl GrpcScript {
             inner,
             script: self.clone(),
         }
+    }
+}
+
+impl Default for GrpcScript {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

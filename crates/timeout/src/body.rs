@@ -16,16 +16,16 @@
 //!   beginning of an event the caller would never see whole). If the grace passes with no
 //!   boundary, the body fails with [`Elapsed`] instead: the connection is cut and the partial
 //!   event is discarded by the client.
-//! - **gRPC answer** (`application/grpc`, `application/grpc+<codec>`), between two messages:
-//!   the inner body is dropped (which ends the call in a gRPC server), the handle completes
-//!   with [`Outcome::Elapsed`], and the body ends with trailers of its own, `grpc-status: 4`
-//!   (`DEADLINE_EXCEEDED`) and a `grpc-message`: what a gRPC caller expects of a deadline. In
-//!   the middle of a message, that message is forwarded to its end first, for at most the
-//!   boundary grace (a frame that ends it and starts another is cut after it); if the server's
-//!   own trailers follow that message within the grace (a unary reply that was being sent),
-//!   they pass and the call ends with its own status; more data, or the grace's end, ends the
-//!   answer there with the layer's trailers. Past the grace with the message unfinished, the
-//!   body fails with [`Elapsed`] (the stream is reset).
+//! - **gRPC answer** (`application/grpc`, `application/grpc+<codec>`): the answer gets the
+//!   boundary grace to reach a message boundary (a message in progress is forwarded to its
+//!   end; a frame that ends it and starts another is cut after it) and, from there, for its
+//!   status: if the server's own trailers come within the grace (a unary reply sent just
+//!   before the deadline, or being sent at it), they pass and the call ends with its own
+//!   status. Otherwise (more data, or the grace's end) the inner body is dropped (which ends
+//!   the call in a gRPC server), the handle completes with [`Outcome::Elapsed`], and the body
+//!   ends at that boundary with trailers of its own, `grpc-status: 4` (`DEADLINE_EXCEEDED`)
+//!   and a `grpc-message`: what a gRPC caller expects of a deadline. Past the grace with a
+//!   message unfinished, the body fails with [`Elapsed`] (the stream is reset).
 //! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
 //!   is no way to add a message to a JSON body).
 //!
@@ -368,9 +368,10 @@ enum Phase {
     /// The deadline passed in the middle of an SSE event (or a gRPC message): waiting for its
     /// end.
     Grace,
-    /// A gRPC answer past its deadline whose message in progress ended in the grace: the
-    /// server's trailers (the call's status) may come next, and pass if they come within the
-    /// grace; more data or the grace's end gives up (the layer's trailers).
+    /// A gRPC answer past its deadline at a message boundary (when the deadline came, or once
+    /// the message in progress ended in the grace): the server's trailers (the call's status)
+    /// may come next, and pass if they come within the grace; more data or the grace's end
+    /// gives up (the layer's trailers).
     Settling,
     /// Gave up at a boundary that a frame just reached: the final event (or trailers) comes
     /// next.
@@ -685,33 +686,45 @@ impl Timed {
                 if !self.drained && !self.call.clock.expired(now) {
                     return None;
                 }
-                let mid_message = match (&self.sse, &self.grpc) {
-                    (Some(p), _) => Some(!p.at_boundary()),
-                    (None, Some(g)) => Some(!g.at_boundary()),
+                // What the answer gets before the layer gives up: an SSE event or a gRPC
+                // message in progress gets to its end, and a gRPC answer between messages gets
+                // the same grace for its status (trailers), which may be the very next frame.
+                let wait = match (&self.sse, &self.grpc) {
+                    (Some(p), _) => (!p.at_boundary()).then_some(Phase::Grace),
+                    (None, Some(g)) if !g.at_boundary() => Some(Phase::Grace),
+                    (None, Some(_)) => Some(Phase::Settling),
                     (None, None) => None,
                 };
-                match mid_message {
-                    Some(true) => {
-                        self.phase = Phase::Grace;
-                        // The deadline that passed, for who held the call up (`armed` now
-                        // becomes the end of the grace).
-                        self.waits.due = Some(self.armed);
-                        let until = after(now, self.call.grace);
-                        sleep.as_mut().reset(until);
-                        self.armed = until;
-                        if sleep.poll(cx).is_pending() {
-                            return None;
-                        }
-                        self.give_up().then(|| self.error())
-                    }
-                    Some(false) => self.give_up().then(|| self.final_event()),
-                    None => self.give_up().then(|| self.error()),
+                let Some(phase) = wait else {
+                    return match self.sse {
+                        Some(_) => self.give_up().then(|| self.final_event()),
+                        None => self.give_up().then(|| self.error()),
+                    };
+                };
+                self.phase = phase;
+                // The deadline that passed, for who held the call up (`armed` now becomes the
+                // end of the grace).
+                self.waits.due = Some(self.armed);
+                let until = after(now, self.call.grace);
+                sleep.as_mut().reset(until);
+                self.armed = until;
+                if sleep.poll(cx).is_pending() {
+                    return None;
                 }
+                self.grace_over()
             }
-            Phase::Grace => self.give_up().then(|| self.error()),
-            // At a message boundary: the layer's trailers end the answer cleanly.
-            Phase::Settling => self.give_up().then(|| self.final_event()),
+            Phase::Grace | Phase::Settling => self.grace_over(),
             Phase::Finishing | Phase::Finished => None,
+        }
+    }
+
+    /// The grace ended: mid-event (or mid-message) the body fails; at a gRPC message boundary
+    /// the layer's trailers end the answer cleanly.
+    fn grace_over(&mut self) -> Option<Last> {
+        if self.phase == Phase::Settling {
+            self.give_up().then(|| self.final_event())
+        } else {
+            self.give_up().then(|| self.error())
         }
     }
 

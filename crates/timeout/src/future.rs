@@ -12,14 +12,13 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_armor_mcp::Continuation;
 use tower_armor_mcp::error::{BoxError, Elapsed};
-use tower_armor_mcp::observe::{ObservedBody, is_event_stream, observe_response};
+use tower_armor_mcp::observe::{BodyKind, ObservedBody, body_kind, observe_response};
 use tower_armor_mcp::signal::SignalWait;
 
 use crate::body::{CallState, Framing, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::{CancelTarget, REASON_GONE};
 use crate::drain::Ending;
-use crate::grpc;
 
 pin_project! {
     /// Response future of [`Timeout`](crate::Timeout) for HTTP requests: races the inner future
@@ -236,12 +235,11 @@ where
         resumption_failed(call, Some(resp.status()));
         return resp.map(TimeoutBody::passthrough);
     }
-    let framing = if is_event_stream(resp.headers()) {
-        Framing::Sse
-    } else if grpc::is_grpc(resp.headers()) {
-        Framing::Grpc
-    } else {
-        Framing::Plain
+    // (gRPC-Web's trailers travel inside its body: not tracked.)
+    let framing = match body_kind(resp.headers()) {
+        BodyKind::Sse => Framing::Sse,
+        BodyKind::Grpc => Framing::Grpc,
+        BodyKind::Json | BodyKind::GrpcWeb | BodyKind::Other => Framing::Plain,
     };
     resp.map(|body| TimeoutBody::timed(body, handle, call, framing))
 }

@@ -11,19 +11,9 @@
 //! are not tracked: like other non-SSE answers, they fail with the ending's error.
 
 use http::HeaderMap;
-use tower_armor_mcp::{grpc_content_type, grpc_status, grpc_status_headers};
+use tower_armor_mcp::{grpc_status, grpc_status_headers};
 
 use crate::drain::Ending;
-
-/// Whether an answer is gRPC with its status in HTTP/2 trailers (`application/grpc`,
-/// `application/grpc+<codec>`; not gRPC-Web, whose trailers travel inside the body).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    const WEB: &[u8] = b"application/grpc-";
-    grpc_content_type(headers).is_some_and(|v| {
-        let v = v.as_bytes();
-        !(v.len() >= WEB.len() && v[..WEB.len()].eq_ignore_ascii_case(WEB))
-    })
-}
 
 /// Tracks the message boundaries of a gRPC answer's body, byte counts only (nothing is kept).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,32 +89,6 @@ mod tests {
         m.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
         m.extend(std::iter::repeat_n(0xAB, len));
         m
-    }
-
-    #[test]
-    fn content_types() {
-        let is = |v: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert("content-type", http::HeaderValue::from_static(v));
-            is_grpc(&h)
-        };
-        for v in [
-            "application/grpc",
-            "application/grpc+proto",
-            "Application/GRPC; x=1",
-        ] {
-            assert!(is(v), "{v}");
-        }
-        let no = [
-            "application/grpc-web",
-            "application/GRPC-web+proto",
-            "application/json",
-            "application/grpcx",
-        ];
-        for v in no {
-            assert!(!is(v), "{v}");
-        }
-        assert!(!is_grpc(&HeaderMap::new()));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | before the headers | the inner future is dropped; the call fails with [`Elapsed`] (rescued to 504 + `-31504`) |
 //! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)) |
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
-//! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web), between messages | the answer ends with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`); mid-message, that message gets the same grace first (and the server's own status, if it follows within the grace, passes instead) |
+//! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web) | a message in progress is forwarded to its end and the server's own status (trailers) still passes, within the same grace; then the answer ends at that boundary with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`) |
 //! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |
 //! | after the final response | nothing: the call is over |
 //!
@@ -295,13 +295,14 @@
 //!
 //! # Types
 //!
-//! For HTTP the layer's service is `Service<http::Request<B>>` for any request body `B` the
-//! layer can build its cancellation requests in (`B: From<McpBody>`): [`McpBody`](tower_armor_mcp::McpBody), what the
-//! inspector produces, and `tonic::body::Body` (with `tower-armor-mcp`'s `tonic` feature), so
-//! the layer also sits in a tonic server stack (`Server::builder().layer(..)`), where it bounds
-//! each gRPC call and a gRPC caller gets `DEADLINE_EXCEEDED`, as headers (with
-//! `RescueGrpcLayer` further out) or as trailers. It
-//! answers `http::Response<TimeoutBody<ObservedBody<B>>>`: [`TimeoutBody`] holds the rest of
+//! For HTTP the layer's service is `Service<http::Request<ReqB>>` for any request body `ReqB`
+//! the layer can build its cancellation requests in (`ReqB: From<McpBody>`):
+//! [`McpBody`](tower_armor_mcp::McpBody), what the inspector produces, and `tonic::body::Body`
+//! (with this crate's `tonic` feature), so the layer also sits in a tonic stack
+//! (`Server::builder().layer(..)`, or around a `Channel`), where it bounds each gRPC call and
+//! a gRPC caller gets `DEADLINE_EXCEEDED`, as a status (with `RescueGrpcLayer` further out) or
+//! as trailers. For an inner service answering `http::Response<B>` it answers
+//! `http::Response<TimeoutBody<ObservedBody<B>>>`: [`TimeoutBody`] holds the rest of
 //! the deadline, [`ObservedBody`](tower_armor_mcp::observe::ObservedBody) is the shared
 //! observer (or a pass-through when an inner layer already observes). Its error type is
 //! `BoxError`. For typed calls it is `Service<ToolCall>`

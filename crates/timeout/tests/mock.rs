@@ -672,7 +672,8 @@ fn grpc_status(frame: Option<Option<Result<Frame<Bytes>, BoxError>>>) -> String 
 }
 
 /// Between two messages, the deadline ends a gRPC answer with `DEADLINE_EXCEEDED` trailers
-/// (not a reset stream, which a gRPC client reports as `INTERNAL`).
+/// (not a reset stream, which a gRPC client reports as `INTERNAL`), once the boundary grace
+/// has given the server's own status its chance; a status that comes within it passes.
 #[tokio::test(start_paused = true)]
 async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
     let (mut svc, mut handle) = service(&layer(300));
@@ -681,6 +682,8 @@ async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
     assert_eq!(data(now(&mut body)).len(), 8);
     assert!(now(&mut body).is_none());
     advance(ms(300)).await;
+    assert!(now(&mut body).is_none(), "its status may be next");
+    advance(ms(100)).await;
     assert_eq!(grpc_status(now(&mut body)), "4");
     assert!(matches!(now(&mut body), Some(None)));
     assert_eq!(h.outcome(), Some(Outcome::Elapsed));
@@ -688,6 +691,20 @@ async fn a_grpc_answer_past_the_deadline_ends_with_deadline_exceeded() {
         tx.is_closed(),
         "the inner body is dropped: the gRPC call ends"
     );
+
+    // A unary reply sent just before the deadline, its status just after: the call's own.
+    let (tx, h, mut body) = open_grpc(&mut svc, &mut handle).await;
+    tx.bytes(&grpc_message(3));
+    let _ = data(now(&mut body));
+    assert!(now(&mut body).is_none());
+    advance(ms(300)).await;
+    assert!(now(&mut body).is_none());
+    let mut ok = http::HeaderMap::new();
+    ok.insert("grpc-status", HeaderValue::from_static("0"));
+    tx.trailers(ok);
+    let status = now(&mut body).unwrap().unwrap().unwrap();
+    assert_eq!(status.into_trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(h.outcome(), Some(Outcome::Success));
 }
 
 /// The layer with a 300 ms deadline and a 50 ms boundary grace.
