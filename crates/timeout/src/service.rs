@@ -136,7 +136,10 @@ impl<S> Timeout<S> {
             // Calls the client started in the session meanwhile end with it too: by its
             // choice, unless the server refuses the `DELETE`.
             let late = shared.calls.end_session(&session);
-            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            if let Err(e) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+                late.withdraw();
+                return Err(e);
+            }
             let res = inner.call(req).await;
             if !matches!(&res, Ok(r) if r.status().is_success()) {
                 late.withdraw();
