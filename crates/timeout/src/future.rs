@@ -125,13 +125,7 @@ impl<F: Future> ResponseFuture<F> {
         marked: Option<Marked>,
         withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
     ) -> Self {
-        ResponseFuture {
-            kind: Kind::Passthrough {
-                future: Forward::Now { future },
-                marked,
-                withdrawn,
-            },
-        }
+        Self::forwarding(Forward::Now { future }, marked, withdrawn)
     }
 
     /// [`passthrough`](Self::passthrough) of a call that `future` makes later.
@@ -140,9 +134,17 @@ impl<F: Future> ResponseFuture<F> {
         marked: Option<Marked>,
         withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
     ) -> Self {
+        Self::forwarding(Forward::Later { future }, marked, withdrawn)
+    }
+
+    fn forwarding(
+        future: Forward<F>,
+        marked: Option<Marked>,
+        withdrawn: Vec<(CancelTarget, Vec<Continuation>)>,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Passthrough {
-                future: Forward::Later { future },
+                future,
                 marked,
                 withdrawn,
             },
