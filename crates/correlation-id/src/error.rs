@@ -33,12 +33,12 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Header names HTTP, MCP or the other layers give a meaning to: the correlation id must not
-/// take one of them, nor any name starting with `mcp-` (MCP's own: `Mcp-Session-Id`,
-/// `Mcp-Method`, `Mcp-Param-*`, …). The layer replaces an invalid incoming value and echoes its own on every
-/// answer, so as `authorization` it would replace every credential, as `mcp-session-id`
-/// overwrite the session the server assigned, and as a key or cookie log a secret in every
-/// request span.
-pub const RESERVED_HEADERS: [&str; 34] = [
+/// take one of them, nor any name starting with one of the [`RESERVED_PREFIXES`]. The layer
+/// replaces an invalid incoming value and echoes its own on every answer, so as
+/// `authorization` it would replace every credential, as `mcp-session-id` overwrite the session
+/// the server assigned, as `grpc-status` turn every gRPC answer's status into a UUID, and as a
+/// key or cookie log a secret in every request span.
+pub const RESERVED_HEADERS: [&str; 39] = [
     // Credentials and keys (which the id would log).
     "authorization",
     "proxy-authorization",
@@ -65,11 +65,16 @@ pub const RESERVED_HEADERS: [&str; 34] = [
     "upgrade",
     "accept",
     "accept-encoding",
+    "expect",
     "forwarded",
     "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
     "origin",
     // What the answers' other layers set.
     "www-authenticate",
+    "proxy-authenticate",
     "retry-after",
     "ratelimit",
     "ratelimit-policy",
@@ -80,8 +85,14 @@ pub const RESERVED_HEADERS: [&str; 34] = [
     "date",
 ];
 
+/// Prefixes of header families with a meaning of their own, refused as the correlation id's
+/// name: MCP's (`Mcp-Session-Id`, `Mcp-Method`, `Mcp-Param-*`, …), gRPC's (`grpc-status`,
+/// `grpc-message`, `grpc-timeout`, …: the status of a gRPC answer, which bearer-auth, rate-limit
+/// and the timeout set) and CORS's (`access-control-*`).
+pub const RESERVED_PREFIXES: [&str; 3] = ["mcp-", "grpc-", "access-control-"];
+
 /// Parses a header name for the correlation id: a valid, lowercase-normalised HTTP header name
-/// that is none of the [`RESERVED_HEADERS`].
+/// that is none of the [`RESERVED_HEADERS`] and starts with none of the [`RESERVED_PREFIXES`].
 pub(crate) fn header_name(
     value: &str,
     variable: Option<&'static str>,
@@ -89,7 +100,11 @@ pub(crate) fn header_name(
     let name = http::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
         ConfigError::new(variable, format!("not a valid HTTP header name: {value:?}"))
     })?;
-    if RESERVED_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("mcp-") {
+    if RESERVED_HEADERS.contains(&name.as_str())
+        || RESERVED_PREFIXES
+            .iter()
+            .any(|p| name.as_str().starts_with(p))
+    {
         return Err(ConfigError::new(
             variable,
             format!(

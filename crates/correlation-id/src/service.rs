@@ -58,22 +58,6 @@ where
         // Shares the id's buffer: no copy.
         let echo = id.header_value().clone();
         let generated = id.is_generated();
-        let (trace, bad_trace) = match TraceContext::from_headers(req.headers()) {
-            Ok(Some(ctx)) => (Some(ctx), None),
-            Ok(None) => (None, None),
-            Err(e) => {
-                // Refused values never go inward (a gateway would pass them on upstream): the
-                // request's context is the root made below, in its extensions.
-                let headers = req.headers_mut();
-                let len = headers
-                    .get(&crate::trace::TRACEPARENT)
-                    .map_or(0, |v| v.len());
-                headers.remove(&crate::trace::TRACEPARENT);
-                headers.remove(&crate::trace::TRACESTATE);
-                (None, Some((len, e)))
-            }
-        };
-
         let span = tracing::info_span!(
             "mcp.request",
             request_id = %id,
@@ -84,14 +68,8 @@ where
             mcp.tool = Empty,
             mcp.session = Empty,
         );
-        let trace = match trace {
-            Some(ctx) => {
-                span.record("trace_id", display(ctx.trace_id()));
-                ctx
-            }
-            // Recorded by `adopt_meta_trace` once `_meta` is known (it may carry one).
-            None => TraceContext::new_root(),
-        };
+        // Entered before anything logs (reading the trace context may), and while the inner
+        // layers record their facts into it from `call`.
         let future = {
             let _entered = span.enter();
             if let Some(r) = rejected {
@@ -102,12 +80,33 @@ where
                     "incoming correlation id rejected; generated a new one",
                 );
             }
-            if let Some((len, reason)) = bad_trace {
-                tracing::debug!(len, %reason, "incoming traceparent rejected");
-            }
+            let trace = match TraceContext::from_headers(req.headers()) {
+                Ok(Some(ctx)) => {
+                    span.record("trace_id", display(ctx.trace_id()));
+                    if ctx.state().is_none() {
+                        // A `tracestate` that did not parse was dropped from the context; it
+                        // must not be passed on either (W3C Trace Context §3.3.1).
+                        req.headers_mut().remove(&crate::trace::TRACESTATE);
+                    }
+                    ctx
+                }
+                // Recorded by `adopt_meta_trace` once `_meta` is known (it may carry one).
+                Ok(None) => TraceContext::new_root(),
+                Err(reason) => {
+                    // Refused values never go inward (a gateway would pass them on upstream):
+                    // the request's context is a new root, in its extensions.
+                    let headers = req.headers_mut();
+                    let len = headers
+                        .get(&crate::trace::TRACEPARENT)
+                        .map_or(0, |v| v.len());
+                    headers.remove(&crate::trace::TRACEPARENT);
+                    headers.remove(&crate::trace::TRACESTATE);
+                    tracing::debug!(len, %reason, "incoming traceparent rejected");
+                    TraceContext::new_root()
+                }
+            };
             req.extensions_mut().insert(id);
             req.extensions_mut().insert(trace);
-            // Entered: inner layers record their facts into this span from `call` too.
             self.inner.call(req)
         };
         ResponseFuture::new(future, span, self.header.clone(), echo, generated)

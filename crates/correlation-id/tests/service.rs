@@ -249,6 +249,11 @@ fn the_configured_header_name_must_be_one_of_its_own() {
         "traceparent",
         "host",
         " content-length ",
+        // A gRPC answer's status (bearer-auth's 401 would carry a UUID as its `grpc-status`).
+        "grpc-status",
+        "Grpc-Message",
+        "proxy-authenticate",
+        "access-control-allow-origin",
     ] {
         let err = from(reserved).unwrap_err();
         assert_eq!(err.variable(), Some("MCP_REQUEST_ID_HEADER"), "{reserved}");
@@ -308,6 +313,39 @@ async fn traceparent_headers_are_parsed_or_replaced() {
         );
         assert_ne!(ctx.trace_id().to_string(), TRACE_ID);
     }
+}
+
+/// A `tracestate` that does not parse is dropped from the context and from the request passed
+/// inward (W3C Trace Context: an invalid one must not be propagated), and the line saying so
+/// is logged inside the request's span, like everything the layer logs.
+#[tokio::test]
+async fn a_bad_tracestate_is_dropped_inside_the_span_and_not_passed_on() {
+    let (cap, _guard) = capture();
+    let (seen, inner) = recording(StatusCode::OK);
+    let svc = CorrelationIdLayer::new().layer_service(inner);
+    let members: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+    let state = members.join(",");
+    let resp = svc
+        .oneshot(get(&[
+            ("x-request-id", "state-case-1"),
+            ("traceparent", TP),
+            ("tracestate", state.as_str()),
+        ]))
+        .await
+        .unwrap();
+    let (h, ext) = seen.lock().unwrap().take().unwrap();
+    assert!(h.get("tracestate").is_none(), "not passed on");
+    assert_eq!(h["traceparent"], TP, "the trace itself is kept");
+    let ctx = ext.get::<TraceContext>().unwrap();
+    assert_eq!(ctx.trace_id().to_string(), TRACE_ID);
+    assert!(ctx.state().is_none());
+    drop(resp);
+    let out = cap.text();
+    let line = out
+        .lines()
+        .find(|l| l.contains("tracestate dropped"))
+        .unwrap_or_else(|| panic!("logged: {out}"));
+    assert!(line.contains("request_id=state-case-1"), "{line}");
 }
 
 fn post(body: &str, headers: &[(&str, &str)]) -> Request<String> {
