@@ -233,6 +233,13 @@ impl Settings {
             "MCP_MAX_CONNECTIONS_PER_IP",
             ConnectionLimits::default_per_ip(max_connections),
         )?;
+        if max_per_ip > max_connections {
+            return Err(format!(
+                "MCP_MAX_CONNECTIONS_PER_IP: {max_per_ip} is above MCP_MAX_CONNECTIONS \
+                 ({max_connections}), so it could never apply; set it to at most \
+                 {max_connections}, or leave it unset for half"
+            ));
+        }
         let connections = ConnectionLimits {
             // Turning the body's deadline off must not leave a connection free to take forever
             // over its headers (or idle on keep-alive): those keep the default.

@@ -935,6 +935,16 @@ fn the_probe_lease_outlasts_the_longest_call() {
         ]),
         Duration::from_millis(95_100)
     );
+    // Without a line no call waits: a long `MCP_BULKHEAD_MAX_WAIT_MS` does not lengthen it.
+    assert_eq!(
+        lease(&[
+            ("MCP_CALL_TIMEOUT_MS", "1000"),
+            ("MCP_CALL_TIMEOUT_MAX_MS", "90000"),
+            ("MCP_BULKHEAD_MAX_QUEUE", "0"),
+            ("MCP_BULKHEAD_MAX_WAIT_MS", "86400000"),
+        ]),
+        Duration::from_millis(90_100)
+    );
     assert_eq!(
         lease(&[
             ("MCP_CALL_TIMEOUT_MAX_MS", "90000"),
@@ -1117,6 +1127,16 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
             assert!(err.starts_with(&format!("{var}:")), "{bad}: {err}");
         }
     }
+    // A per-address limit above the total could never apply: refused, not ignored.
+    let err = support::example::Settings::for_tests(&[
+        ("MCP_MAX_CONNECTIONS", "10"),
+        ("MCP_MAX_CONNECTIONS_PER_IP", "11"),
+    ])
+    .unwrap_err();
+    assert!(
+        err.starts_with("MCP_MAX_CONNECTIONS_PER_IP:") && err.contains("(10)"),
+        "{err}"
+    );
 
     // One address may hold `MCP_MAX_CONNECTIONS_PER_IP` of the connections: the next is closed
     // at once, while there is room for others.

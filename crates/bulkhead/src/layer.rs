@@ -179,8 +179,13 @@ impl BulkheadLayer {
         self.with(|c| c.max_wait = None)
     }
 
-    /// The longest a call may wait for a permit; `None` when it may wait without limit.
+    /// The longest a call may wait for a permit; `None` when it may wait without limit. Zero
+    /// with [`max_queue(0)`](Self::max_queue), whatever [`max_wait`](Self::max_wait) says: no
+    /// call waits then.
     pub fn max_wait_limit(&self) -> Option<Duration> {
+        if self.config.max_queue == 0 {
+            return Some(Duration::ZERO);
+        }
         self.config.max_wait
     }
 

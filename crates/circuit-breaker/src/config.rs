@@ -237,13 +237,15 @@ impl Builder {
         };
         let mut b = Builder::default();
         if let Some(v) = get(ENV_FAILURE_RATE) {
-            let rate = v.parse::<f64>().map_err(|_| {
+            // The error quotes what was set, not the number it parsed to.
+            let bad = || {
                 ConfigError::new(
                     ENV_FAILURE_RATE,
                     format!("expected a number in (0, 1], got {v:?}"),
                 )
-            })?;
-            check_rate(ENV_FAILURE_RATE, rate)?;
+            };
+            let rate = v.parse::<f64>().map_err(|_| bad())?;
+            check_rate(ENV_FAILURE_RATE, rate).map_err(|_| bad())?;
             b.failure_rate = Some(rate);
         }
         if let Some(v) = get(ENV_MIN_CALLS) {
@@ -591,6 +593,7 @@ mod tests {
             (ENV_FAILURE_RATE, "0"),
             (ENV_FAILURE_RATE, "NaN"),
             (ENV_FAILURE_RATE, "half"),
+            (ENV_FAILURE_RATE, "18446744073709551616"),
             (ENV_MIN_CALLS, "0"),
             (ENV_MIN_CALLS, "-3"),
             (ENV_WINDOW, "100001"),
@@ -601,6 +604,8 @@ mod tests {
             let err = Builder::from_lookup(env(&[(name, value)])).unwrap_err();
             assert_eq!(err.setting(), name, "{err}");
             assert!(err.to_string().starts_with(name), "{err}");
+            // What was set, not a number it parsed to (`1.8446744073709552e19`).
+            assert!(err.to_string().contains(&format!("{value:?}")), "{err}");
         }
         // A window below the default minimum, alone: the minimum follows it.
         let (s, _, _) = Builder::from_lookup(env(&[(ENV_WINDOW, "5")]))
