@@ -14,6 +14,7 @@ use tower_armor_mcp::error::Unauthorized;
 use tower_armor_mcp::grpc_error_response;
 use tower_armor_mcp::{CorrelationId, ResponseBody};
 
+use crate::body::{BearerBody, Grant};
 use crate::parse::AuthFailure;
 use crate::service::Binding;
 
@@ -37,6 +38,7 @@ pin_project! {
             #[pin]
             future: F,
             binding: Option<Binding>,
+            grant: Option<Box<Grant>>,
         },
         Unauthorized {
             failure: AuthFailure,
@@ -50,9 +52,13 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F, binding: Option<Binding>) -> Self {
+    pub(crate) fn inner(future: F, binding: Option<Binding>, grant: Option<Box<Grant>>) -> Self {
         ResponseFuture {
-            kind: Kind::Inner { future, binding },
+            kind: Kind::Inner {
+                future,
+                binding,
+                grant,
+            },
         }
     }
 
@@ -96,16 +102,23 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    type Output = Result<Response<BearerBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future, binding } => {
+            KindProj::Inner {
+                future,
+                binding,
+                grant,
+            } => {
                 let resp = ready!(future.poll(cx))?;
                 if let Some(b) = binding.take() {
                     b.observe(resp.status(), resp.headers());
                 }
-                Poll::Ready(Ok(resp.map(ResponseBody::inner)))
+                let grant = grant.take();
+                Poll::Ready(Ok(
+                    resp.map(|body| BearerBody::new(ResponseBody::inner(body), grant))
+                ))
             }
             KindProj::Unauthorized {
                 failure,
@@ -120,7 +133,7 @@ where
                     if let Some(c) = challenge.take() {
                         resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
                     }
-                    return Poll::Ready(Ok(resp));
+                    return Poll::Ready(Ok(resp.map(BearerBody::from)));
                 }
                 // As every local error answer: the correlation id in `data`, when known.
                 let data = match correlation {
@@ -139,15 +152,15 @@ where
                 if let Some(c) = challenge.take() {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
                 }
-                Poll::Ready(Ok(resp))
+                Poll::Ready(Ok(resp.map(BearerBody::from)))
             }
             KindProj::UnknownSession => {
                 // rmcp's answer to an unknown session: a plain-text 404 (no Content-Type). For a
                 // `DELETE` too, where rmcp itself answers an empty 202: the MCP spec's answer to
                 // a session id that is not valid is 404, and a 202 would tell the caller that it
                 // ended a session it has no part in.
-                let mut resp = Response::new(ResponseBody::local(Bytes::from_static(
-                    UNKNOWN_SESSION_BODY.as_bytes(),
+                let mut resp = Response::new(BearerBody::from(ResponseBody::local(
+                    Bytes::from_static(UNKNOWN_SESSION_BODY.as_bytes()),
                 )));
                 *resp.status_mut() = StatusCode::NOT_FOUND;
                 Poll::Ready(Ok(resp))

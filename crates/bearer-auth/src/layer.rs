@@ -178,6 +178,16 @@ pub(crate) struct Shared {
 /// differ from the length stat-ed): it is read again at the next check. A writer that pauses
 /// between two writes leaves valid but incomplete content that cannot be told apart, so writers
 /// should still replace the file atomically (rename), as Kubernetes does.
+///
+/// A rotation retires a token from the streams it opened too: a long-lived stream (a `GET`
+/// listen stream, a `subscriptions/listen` POST) authenticated with a token that a reload then
+/// removes, or gives to another principal, ends before its next frame ([`BearerBody`]). It
+/// learns of the reload at once when a request made it, else on its own next poll (the SSE
+/// layer's keep-alive polls an idle stream), which checks the file when a check is due. Its
+/// client reconnects with its token and gets the 401. Calls in flight finish: they end with
+/// their answer, bounded by the timeout layer.
+///
+/// [`BearerBody`]: crate::BearerBody
 #[derive(Clone)]
 pub struct BearerAuthLayer {
     pub(crate) shared: Arc<Shared>,

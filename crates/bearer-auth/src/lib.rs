@@ -22,7 +22,8 @@
 //! - lets exempt requests through (default: `GET`/`HEAD` of `/healthz` and `/readyz` without an
 //!   `Mcp-Session-Id`, and CORS preflights; a request with an `Mcp-Session-Id` is never exempt);
 //! - reads `MCP_BEARER_TOKEN` / `MCP_BEARER_TOKEN_FILE` ([`BearerAuthLayer::from_env`]); a token
-//!   file is re-read while serving, so a rotated secret takes effect without a restart.
+//!   file is re-read while serving, so a rotated secret takes effect without a restart, on the
+//!   long-lived streams it opened too.
 //!
 //! [`allow::ToolAllowListLayer`] limits principals to some tools (`MCP_TOOL_ALLOW`). Client
 //! side, [`InjectBearerLayer`] sets the token on outgoing requests from a
@@ -94,13 +95,14 @@
 //!
 //! Both server layers are HTTP-plane layers: they answer by themselves (401, the unknown-session
 //! answer, the unknown-tool answer) and keep the inner service's error type, so they drop into
-//! axum (`Error = Infallible`) as they are. Their response bodies are
-//! [`ResponseBody`](tower_armor_mcp::ResponseBody) and [`allow::AllowBody`].
+//! axum (`Error = Infallible`) as they are. Their response bodies are [`BearerBody`] and
+//! [`allow::AllowBody`].
 //! [`InjectBearer`] fails with [`BoxError`](tower_armor_mcp::BoxError) wrapping
 //! [`error::TokenUnavailable`] or [`error::InvalidToken`]; configuration problems are
 //! [`ConfigError`]s that name the setting, raised before anything serves.
 
 pub mod allow;
+mod body;
 mod client;
 pub mod error;
 pub mod future;
@@ -112,6 +114,7 @@ mod session;
 mod tokens;
 
 pub use self::allow::{AllowPolicy, ENV_TOOL_ALLOW, ToolAllowList, ToolAllowListLayer};
+pub use self::body::BearerBody;
 pub use self::client::{FileTokenSource, InjectBearer, InjectBearerLayer, InjectFuture};
 pub use self::error::ConfigError;
 pub use self::layer::{

@@ -4,16 +4,16 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
-use tower_armor_mcp::{
-    CorrelationId, Principal, ProtocolRevision, ResponseBody, grpc_content_type, span,
-};
+use tower_armor_mcp::inspect::opens_long_lived_stream;
+use tower_armor_mcp::{CorrelationId, Principal, ProtocolRevision, grpc_content_type, span};
 use tower_service::Service;
 
+use crate::body::{BearerBody, Grant};
 use crate::future::ResponseFuture;
 use crate::layer::{RequestHead, Shared};
 use crate::parse::{AuthFailure, parse_with_limit};
 use crate::session::SessionCheck;
-use crate::tokens::TokenStore;
+use crate::tokens::{TokenStore, Watch};
 
 /// Validates bearer tokens in front of `S`; see the [crate docs](crate).
 ///
@@ -59,7 +59,7 @@ impl<S, B, ResBody> Service<Request<B>> for BearerAuth<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<BearerBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -72,7 +72,7 @@ where
         let Some(tokens) = &shared.tokens else {
             // Auth off: still, no token goes inward.
             req.headers_mut().remove(header::AUTHORIZATION);
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return ResponseFuture::inner(self.inner.call(req), None, None);
         };
         // A request naming a session is never exempt: it would skip the session check below.
         // (Asked only of exempt requests: the usual call looks the header up once, below.)
@@ -80,20 +80,23 @@ where
             && !req.headers().contains_key(&SESSION_ID)
         {
             req.headers_mut().remove(header::AUTHORIZATION);
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return ResponseFuture::inner(self.inner.call(req), None, None);
         }
-        let principal = match authenticate(req.headers(), tokens, shared.max_header_bytes) {
-            Ok(p) => p,
-            Err(failure) => {
-                tracing::debug!(reason = failure.as_str(), "bearer authentication failed");
-                return ResponseFuture::unauthorized(
-                    failure,
-                    shared.challenges.get(failure).clone(),
-                    req.extensions().get::<CorrelationId>().cloned(),
-                    grpc_content_type(req.headers()).cloned(),
-                );
-            }
-        };
+        // Only tokens from a file can be revoked while a stream is open.
+        let watch_stream = tokens.file().is_some() && opens_long_lived_stream(&req);
+        let (principal, watch) =
+            match authenticate(req.headers(), tokens, shared.max_header_bytes, watch_stream) {
+                Ok(found) => found,
+                Err(failure) => {
+                    tracing::debug!(reason = failure.as_str(), "bearer authentication failed");
+                    return ResponseFuture::unauthorized(
+                        failure,
+                        shared.challenges.get(failure).clone(),
+                        req.extensions().get::<CorrelationId>().cloned(),
+                        grpc_content_type(req.headers()).cloned(),
+                    );
+                }
+            };
         req.headers_mut().remove(header::AUTHORIZATION);
         span::record_principal(&principal);
         tracing::trace!(principal = %principal, "bearer authentication passed");
@@ -133,8 +136,15 @@ where
                 })
             }
         };
+        let grant = watch.map(|watch| {
+            Box::new(Grant {
+                shared: Arc::clone(&self.shared),
+                principal: principal.clone(),
+                watch,
+            })
+        });
         req.extensions_mut().insert(principal);
-        ResponseFuture::inner(self.inner.call(req), binding)
+        ResponseFuture::inner(self.inner.call(req), binding, grant)
     }
 }
 
@@ -147,11 +157,14 @@ fn is_stateless(headers: &HeaderMap) -> bool {
         .is_some_and(ProtocolRevision::is_stateless)
 }
 
+/// The principal of the request's token; with `watch_stream` (a long-lived stream, tokens from
+/// a file), also what the stream keeps to learn that the token was revoked.
 fn authenticate(
     headers: &HeaderMap,
     tokens: &TokenStore,
     max_header_bytes: usize,
-) -> Result<Principal, AuthFailure> {
+    watch_stream: bool,
+) -> Result<(Principal, Option<Watch>), AuthFailure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthFailure::Missing);
@@ -160,7 +173,13 @@ fn authenticate(
         return Err(AuthFailure::MultipleHeaders);
     }
     let token = parse_with_limit(value.as_bytes(), max_header_bytes)?;
-    tokens.lookup(token).ok_or(AuthFailure::UnknownToken)
+    let found = match tokens.file() {
+        Some(file) if watch_stream => file
+            .lookup_watched(token)
+            .map(|(principal, watch)| (principal, Some(watch))),
+        _ => tokens.lookup(token).map(|principal| (principal, None)),
+    };
+    found.ok_or(AuthFailure::UnknownToken)
 }
 
 /// What the response future must learn from the answer for session binding.

@@ -15,11 +15,13 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+use std::task::Context;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+use tower_armor_mcp::signal::{Signal, SignalWait};
 use tower_armor_mcp::{Principal, Secret};
 
 use crate::error::ConfigError;
@@ -168,7 +170,16 @@ impl TokenTable {
         entries: &[(Principal, Secret)],
         setting: &'static str,
     ) -> Result<Self, ConfigError> {
-        let key = MacKey::random();
+        Self::build_with_key(entries, setting, MacKey::random())
+    }
+
+    /// [`build`](Self::build) under `key`: a token file keeps one key for every table it loads,
+    /// so that the digest a long-lived stream keeps can be looked up in a later table.
+    fn build_with_key(
+        entries: &[(Principal, Secret)],
+        setting: &'static str,
+        key: MacKey,
+    ) -> Result<Self, ConfigError> {
         let mut map: HashMap<u64, Entry, PrefixHasher> =
             HashMap::with_capacity_and_hasher(entries.len(), PrefixHasher::default());
         for (i, (principal, secret)) in entries.iter().enumerate() {
@@ -200,7 +211,12 @@ impl TokenTable {
 
     /// The principal of a presented token, in time independent of which entry matches.
     pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
-        let d = self.key.mac(token);
+        self.lookup_digest(self.key.mac(token))
+    }
+
+    /// The principal of a token by its digest under this table's key, in time independent of
+    /// which entry matches.
+    fn lookup_digest(&self, d: u128) -> Option<Principal> {
         let (want, principal) = match self.map.get(&(d as u64)) {
             Some(e) => (e.digest, Some(&e.principal)),
             // Differs from `d` in one bit: the compare below runs and fails.
@@ -331,14 +347,38 @@ pub(crate) fn read_settled(
 fn load_file(
     path: &Path,
     setting: &'static str,
-    key: &MacKey,
+    content_key: &MacKey,
+    table_key: MacKey,
 ) -> Result<(TokenTable, u128), ConfigError> {
     let bytes = read_bounded(path).map_err(|e| ConfigError::new(setting, e))?;
-    let content_digest = key.mac(&bytes);
+    let content_digest = content_key.mac(&bytes);
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ConfigError::new(setting, "token file is not UTF-8"))?;
     let entries = parse_spec(text, setting)?;
-    Ok((TokenTable::build(&entries, setting)?, content_digest))
+    Ok((
+        TokenTable::build_with_key(&entries, setting, table_key)?,
+        content_digest,
+    ))
+}
+
+/// The tokens loaded from the file, and the signal fired when a reload replaces them.
+#[derive(Debug)]
+struct Loaded {
+    table: TokenTable,
+    /// Keyed digest of the file's bytes: an unchanged file is not parsed again.
+    content: u128,
+    replaced: Signal,
+}
+
+/// What a long-lived stream opened with a token from the file keeps, to learn that the token
+/// was revoked (a rotation removed it, or gave it to another principal): the token's digest
+/// under the file's table key (never the token), and the signal of the tables it was checked
+/// against.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    digest: u128,
+    replaced: Signal,
+    wait: SignalWait,
 }
 
 /// Tokens from a file, re-read from the request path at most every `interval`.
@@ -358,7 +398,9 @@ pub(crate) struct FileTokens {
     next_check_ms: AtomicU64,
     /// Digests the file's content, to tell a changed file from a re-read of the same one.
     content_key: MacKey,
-    state: RwLock<(TokenTable, u128)>,
+    /// The key of every table loaded from the file (see [`Watch`]).
+    table_key: MacKey,
+    state: RwLock<Loaded>,
     /// Reloads started, numbered: a read that took longer than the next one (a stalled network
     /// file system) must not put back older tokens over newer ones.
     claims: AtomicU64,
@@ -374,7 +416,8 @@ impl FileTokens {
         interval: Duration,
     ) -> Result<Self, ConfigError> {
         let content_key = MacKey::random();
-        let state = load_file(&path, setting, &content_key)?;
+        let table_key = MacKey::random();
+        let (table, content) = load_file(&path, setting, &content_key, table_key)?;
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         Ok(FileTokens {
             path,
@@ -383,7 +426,12 @@ impl FileTokens {
             base: Instant::now(),
             next_check_ms: AtomicU64::new(interval_ms),
             content_key,
-            state: RwLock::new(state),
+            table_key,
+            state: RwLock::new(Loaded {
+                table,
+                content,
+                replaced: Signal::new(),
+            }),
             claims: AtomicU64::new(0),
             stored: AtomicU64::new(0),
         })
@@ -391,20 +439,55 @@ impl FileTokens {
 
     pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
         self.maybe_reload();
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        st.0.lookup(token)
+        self.loaded().table.lookup(token)
+    }
+
+    /// [`lookup`](Self::lookup), with what a long-lived stream keeps to learn later that the
+    /// token was revoked ([`revoked`](Self::revoked)).
+    pub(crate) fn lookup_watched(&self, token: &[u8]) -> Option<(Principal, Watch)> {
+        self.maybe_reload();
+        let digest = self.table_key.mac(token);
+        let st = self.loaded();
+        let principal = st.table.lookup_digest(digest)?;
+        let watch = Watch {
+            digest,
+            replaced: st.replaced.clone(),
+            wait: SignalWait::default(),
+        };
+        Some((principal, watch))
+    }
+
+    /// Whether the token behind `watch` no longer authenticates `principal`: checked against
+    /// each table loaded since the last call, after a check of the file when one is due. While
+    /// it is still valid, `cx` is woken when a reload replaces the tokens.
+    pub(crate) fn revoked(
+        &self,
+        watch: &mut Watch,
+        principal: &Principal,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        self.maybe_reload();
+        while watch.replaced.poll_fired(&mut watch.wait, cx).is_ready() {
+            let st = self.loaded();
+            if st.table.lookup_digest(watch.digest).as_ref() != Some(principal) {
+                return true;
+            }
+            watch.replaced = st.replaced.clone();
+            watch.wait = SignalWait::default();
+        }
+        false
+    }
+
+    fn loaded(&self) -> RwLockReadGuard<'_, Loaded> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).0.len()
+        self.loaded().table.len()
     }
 
     pub(crate) fn principals(&self) -> Vec<String> {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .principals()
+        self.loaded().table.principals()
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -464,16 +547,13 @@ impl FileTokens {
             }
         };
         let content_digest = self.content_key.mac(&bytes);
-        {
-            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-            if st.1 == content_digest {
-                return;
-            }
+        if self.loaded().content == content_digest {
+            return;
         }
         let table = std::str::from_utf8(&bytes)
             .map_err(|_| ConfigError::new(self.setting, "token file is not UTF-8"))
             .and_then(|text| parse_spec(text, self.setting))
-            .and_then(|entries| TokenTable::build(&entries, self.setting));
+            .and_then(|entries| TokenTable::build_with_key(&entries, self.setting, self.table_key));
         match table {
             Ok(table) => {
                 let n = table.len();
@@ -482,9 +562,19 @@ impl FileTokens {
                     // A reload that started later has stored what it read: this read is older.
                     return;
                 }
-                *st = (table, content_digest);
+                let replaced = std::mem::replace(
+                    &mut *st,
+                    Loaded {
+                        table,
+                        content: content_digest,
+                        replaced: Signal::new(),
+                    },
+                )
+                .replaced;
                 self.stored.store(claim, Ordering::Relaxed);
                 drop(st);
+                // Long-lived streams check their tokens against the new table.
+                replaced.fire();
                 tracing::info!(
                     setting = self.setting,
                     path = %self.path.display(),
@@ -513,6 +603,14 @@ impl TokenStore {
         match self {
             TokenStore::Static(t) => t.lookup(token),
             TokenStore::File(f) => f.lookup(token),
+        }
+    }
+
+    /// The token file, when the tokens come from one (and so can be revoked while serving).
+    pub(crate) fn file(&self) -> Option<&FileTokens> {
+        match self {
+            TokenStore::Static(_) => None,
+            TokenStore::File(f) => Some(f),
         }
     }
 

@@ -1139,3 +1139,175 @@ fn the_principal_is_recorded_in_the_request_span() {
     );
     assert!(log.contains("inside the tool"), "{log}");
 }
+
+type Frame = Result<http_body::Frame<Bytes>, BoxError>;
+type Frames = tokio::sync::mpsc::UnboundedSender<Frame>;
+type Senders = std::sync::Arc<std::sync::Mutex<Vec<Frames>>>;
+type StreamBody = http_body_util::StreamBody<futures_util::stream::BoxStream<'static, Frame>>;
+
+/// A service answering every request with a stream that stays open while its sender lives.
+fn streaming() -> (
+    Senders,
+    impl tower::Service<Req, Response = Response<StreamBody>, Error = BoxError, Future = impl Send>
+    + Clone,
+) {
+    use futures_util::StreamExt;
+    let senders = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = senders.clone();
+    let svc = tower::service_fn(move |_: Req| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        s.lock().unwrap().push(tx);
+        async move {
+            let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+            let mut resp = Response::new(http_body_util::StreamBody::new(frames));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            Ok::<_, BoxError>(resp)
+        }
+    });
+    (senders, svc)
+}
+
+fn event(n: usize) -> Frame {
+    Ok(http_body::Frame::data(Bytes::from(format!(
+        "data: {n}\n\n"
+    ))))
+}
+
+/// A rotation that removes a token also ends the long-lived streams it opened (a 2025-11-25
+/// `GET` listen stream, a 2026-07-28 `subscriptions/listen`), at once when the reload comes from
+/// another request, or on the stream's own next poll; streams whose token survives the reload,
+/// and call streams, go on.
+#[tokio::test(start_paused = true)]
+async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
+    use http_body::Body as _;
+
+    let path = tmp_path("tokens");
+    std::fs::write(&path, "alice:alice-one\nbob:bob-one\n").unwrap();
+    let layer = BearerAuthLayer::builder()
+        .token_file(&path)
+        .reload_interval(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (senders, inner) = streaming();
+    let svc = layer.layer(inner);
+    let open = |method: http::Method, token: &str, headers: &[(&str, &str)]| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri("/mcp")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        svc.clone().oneshot(b.body(String::new()).unwrap())
+    };
+    let listen = open(http::Method::GET, "alice-one", &[]).await.unwrap();
+    let subscription = open(
+        http::Method::POST,
+        "alice-one",
+        &[("mcp-method", "subscriptions/listen")],
+    )
+    .await
+    .unwrap();
+    let call = open(http::Method::POST, "alice-one", &[]).await.unwrap();
+    let bobs = open(http::Method::GET, "bob-one", &[]).await.unwrap();
+    let mut bodies = [listen, subscription, call, bobs].map(|r| Box::pin(r.into_body()));
+    let tx: Vec<Frames> = senders.lock().unwrap().clone();
+    assert_eq!(tx.len(), 4);
+
+    // Every stream carries events; an idle one is waiting.
+    let waker_hits = std::sync::Arc::new(AtomicUsize::new(0));
+    struct Hit(std::sync::Arc<AtomicUsize>);
+    impl std::task::Wake for Hit {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Hit(waker_hits.clone())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    for (i, (body, tx)) in bodies.iter_mut().zip(&tx).enumerate() {
+        tx.send(event(i)).unwrap();
+        let frame = body.as_mut().poll_frame(&mut cx);
+        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "stream {i}");
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending(), "stream {i}");
+    }
+
+    // A reload that keeps alice's token (bob's too, under the same names) ends nothing.
+    std::fs::write(&path, "alice:alice-one\nbob:bob-one\ncarol:carol-one\n").unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(status_for(&layer, "carol-one").await, 200);
+    for (i, (body, tx)) in bodies.iter_mut().zip(&tx).enumerate() {
+        tx.send(event(10 + i)).unwrap();
+        let frame = body.as_mut().poll_frame(&mut cx);
+        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "stream {i}");
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending(), "stream {i}");
+    }
+
+    // Alice's token is rotated out. The reload comes from another request: the idle streams
+    // are woken, and alice's long-lived ones end before their next event.
+    std::fs::write(&path, "alice:alice-two\nbob:bob-one\n").unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let before = waker_hits.load(Ordering::SeqCst);
+    assert_eq!(status_for(&layer, "alice-two").await, 200);
+    assert!(
+        waker_hits.load(Ordering::SeqCst) > before,
+        "the reload wakes the streams watching the tokens"
+    );
+    for (i, tx) in tx.iter().enumerate() {
+        tx.send(event(20 + i)).unwrap();
+    }
+    for i in [0, 1] {
+        assert!(
+            matches!(bodies[i].as_mut().poll_frame(&mut cx), Poll::Ready(None)),
+            "alice's long-lived stream {i} ended"
+        );
+        assert!(bodies[i].is_end_stream());
+        assert!(matches!(
+            bodies[i].as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+    }
+    assert!(
+        matches!(
+            bodies[2].as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ),
+        "a call's stream is not cut: it ends with its call"
+    );
+    assert!(
+        matches!(
+            bodies[3].as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ),
+        "bob's token is still there"
+    );
+
+    // With no other request, the stream's own poll checks the file when a check is due.
+    let late = open(http::Method::GET, "bob-one", &[]).await.unwrap();
+    let mut late = Box::pin(late.into_body());
+    let late_tx = senders.lock().unwrap().last().unwrap().clone();
+    assert!(late.as_mut().poll_frame(&mut cx).is_pending());
+    std::fs::write(&path, "alice:alice-two\nbob:bob-two\n").unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    late_tx.send(event(30)).unwrap();
+    assert!(matches!(
+        late.as_mut().poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
+    assert!(
+        matches!(bodies[3].as_mut().poll_frame(&mut cx), Poll::Ready(None)),
+        "bob's first stream too"
+    );
+    // A token given to another principal is revoked for the stream its old holder opened.
+    let mine = open(http::Method::GET, "bob-two", &[]).await.unwrap();
+    let mut mine = Box::pin(mine.into_body());
+    assert!(mine.as_mut().poll_frame(&mut cx).is_pending());
+    std::fs::write(&path, "alice:alice-two\ncarol:bob-two\n").unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(matches!(
+        mine.as_mut().poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
+}

@@ -3,9 +3,9 @@
 
 use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
-use tower_armor_mcp::McpRequest;
-use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, MCP_METHOD, SESSION_ID};
-use tower_armor_mcp::inspect::{canonical_call_event_id, resumes_call};
+
+use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, SESSION_ID};
+use tower_armor_mcp::inspect::{canonical_call_event_id, opens_long_lived_stream};
 
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -13,29 +13,11 @@ pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buff
 pub use tower_armor_mcp::observe::is_event_stream;
 
 /// Whether a request opens a long-lived stream (a 2025-11-25 GET listen stream or a 2026-07-28
-/// `subscriptions/listen` POST): the only streams the idle timeout applies to.
-///
-/// Uses the inspector's [`McpRequest`] when it is in the extensions (inspect placed outside this
-/// layer). Otherwise, as in the documented order where this layer is outside the inspector, the
-/// headers tell: a GET, unless its `Last-Event-ID` resumes a call's stream
-/// ([`resumes_call`](tower_armor_mcp::inspect::resumes_call)), or a POST with
-/// `Mcp-Method: subscriptions/listen` (which the inspector, further in, checks against the body:
-/// a mismatch is answered 400 before any stream opens).
+/// `subscriptions/listen` POST): the only streams the idle timeout applies to. The inspector's
+/// [`McpRequest`](tower_armor_mcp::McpRequest) when it is in the extensions, else the request's head: see
+/// [`opens_long_lived_stream`].
 pub fn is_long_lived<B>(req: &Request<B>) -> bool {
-    if let Some(facts) = req.extensions().get::<McpRequest>() {
-        return facts.is_long_lived();
-    }
-    match *req.method() {
-        http::Method::GET => !req
-            .headers()
-            .get(&LAST_EVENT_ID)
-            .is_some_and(|id| resumes_call(id.as_bytes())),
-        http::Method::POST => req
-            .headers()
-            .get(&MCP_METHOD)
-            .is_some_and(|v| v.as_bytes() == b"subscriptions/listen"),
-        _ => false,
-    }
+    opens_long_lived_stream(req)
 }
 
 /// The session of a standalone `GET` stream (a 2025-11-25 listen stream, or its reconnection):
@@ -97,6 +79,7 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower_armor_mcp::McpRequest;
 
     #[test]
     fn event_stream_detection() {

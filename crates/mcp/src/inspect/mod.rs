@@ -47,6 +47,31 @@ pub use self::parse::{
 };
 pub use self::service::McpInspect;
 
+/// Whether a request opens a long-lived stream (a 2025-11-25 `GET` listen stream, or a
+/// 2026-07-28 `subscriptions/listen` POST), as far as its head tells: for the layers that run
+/// outside the inspector (sse, bearer-auth).
+///
+/// Uses the inspector's [`McpRequest`](crate::McpRequest) when it is in the extensions. Otherwise
+/// the headers tell: a `GET`, unless its `Last-Event-ID` resumes a call's stream
+/// ([`resumes_call`]), or a POST with `Mcp-Method: subscriptions/listen` (which the inspector,
+/// further in, checks against the body: a mismatch is answered 400 before any stream opens).
+pub fn opens_long_lived_stream<B>(req: &http::Request<B>) -> bool {
+    if let Some(facts) = req.extensions().get::<crate::McpRequest>() {
+        return facts.is_long_lived();
+    }
+    match *req.method() {
+        http::Method::GET => !req
+            .headers()
+            .get(&headers::LAST_EVENT_ID)
+            .is_some_and(|id| resumes_call(id.as_bytes())),
+        http::Method::POST => req
+            .headers()
+            .get(&headers::MCP_METHOD)
+            .is_some_and(|v| v.as_bytes() == b"subscriptions/listen"),
+        _ => false,
+    }
+}
+
 /// Parses one POST the way the inspector does, without a service: for fuzzing and tests.
 ///
 /// Returns the facts, or the rejection the inspector would answer with.

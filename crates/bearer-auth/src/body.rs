@@ -1,0 +1,117 @@
+//! The response body of [`BearerAuth`](crate::BearerAuth).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_armor_mcp::{Principal, ResponseBody};
+
+use crate::layer::Shared;
+use crate::tokens::Watch;
+
+pin_project! {
+    /// Response body of [`BearerAuth`](crate::BearerAuth): the inner body or a local answer
+    /// ([`ResponseBody`]).
+    ///
+    /// A long-lived stream (a `GET` listen stream, a `subscriptions/listen` POST) opened with a
+    /// token from a token file ends, before its next frame, once a reload of the file has
+    /// revoked that token (removed it, or given it to another principal): a rotation retires a
+    /// secret from the streams it opened too, not only from new requests. The check runs each
+    /// time the stream is polled (the SSE layer's keep-alive polls an idle one) and when a
+    /// reload replaces the tokens; it keeps the token's keyed digest, never the token. Other
+    /// answers pass unchanged.
+    pub struct BearerBody<B> {
+        #[pin]
+        body: ResponseBody<B>,
+        grant: Option<Box<Grant>>,
+        ended: bool,
+    }
+}
+
+/// What a long-lived stream opened with a token from the file holds on to.
+pub(crate) struct Grant {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) principal: Principal,
+    pub(crate) watch: Watch,
+}
+
+impl<B> BearerBody<B> {
+    pub(crate) fn new(body: ResponseBody<B>, grant: Option<Box<Grant>>) -> Self {
+        BearerBody {
+            body,
+            grant,
+            ended: false,
+        }
+    }
+}
+
+impl<B> From<ResponseBody<B>> for BearerBody<B> {
+    fn from(body: ResponseBody<B>) -> Self {
+        BearerBody::new(body, None)
+    }
+}
+
+impl<B> fmt::Debug for BearerBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerBody")
+            .field("watched", &self.grant.is_some())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for BearerBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(g) = this.grant {
+            let revoked = g
+                .shared
+                .tokens
+                .as_ref()
+                .and_then(|t| t.file())
+                .is_some_and(|file| file.revoked(&mut g.watch, &g.principal, cx));
+            if revoked {
+                tracing::info!(
+                    principal = %g.principal,
+                    "long-lived stream ended: the token file no longer holds the token that opened it"
+                );
+                *this.ended = true;
+                *this.grant = None;
+                return Poll::Ready(None);
+            }
+        }
+        this.body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended {
+            return SizeHint::with_exact(0);
+        }
+        let mut hint = self.body.size_hint();
+        if self.grant.is_some() {
+            // It may end early.
+            hint.set_lower(0);
+        }
+        hint
+    }
+}
