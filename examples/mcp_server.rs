@@ -525,7 +525,13 @@ pub fn app(settings: Settings) -> App {
             allow: allow_policy,
         })
         // Only the admin routes: an unknown path gets a plain 404, with or without a token.
-        .route_layer(settings.auth);
+        .route_layer(settings.auth)
+        // Checked first: with auth off (loopback), nothing else stands between the routes and a
+        // web page the browser runs.
+        .route_layer(axum::middleware::from_fn_with_state(
+            SameSite::new(settings.allowed_hosts.as_deref()),
+            same_site_only,
+        ));
 
     // Correlation ids on every answer: `/mcp`, the admin routes, `/healthz` and the 404 of an
     // unknown path. `/mcp` is one route, not a nest: nested, `GET /mcp/healthz` would reach the
@@ -820,6 +826,105 @@ async fn ready(drain: CallDrain) -> (StatusCode, &'static str) {
     }
 }
 
+/// Who may reach the admin routes from a browser: requests for a `Host` rmcp serves (the same
+/// `MCP_ALLOWED_HOSTS`, rmcp's loopback names when unset on loopback), and, when they carry an
+/// `Origin`, from that same origin.
+///
+/// rmcp checks `Host` for `/mcp` only. Without this, a web page could drive the admin routes of
+/// a server on loopback with auth off (the default there): through DNS rebinding (its own name
+/// resolving to 127.0.0.1, so the browser sends its `Host`), or simply by a cross-site `POST`
+/// with no body, which browsers send without a CORS preflight. `/mcp` itself is safe from the
+/// latter: the inspector refuses any content type a browser may send cross-site without asking.
+#[derive(Clone, Debug)]
+struct SameSite {
+    /// `(host, port)` pairs; a pair without a port allows every port. Empty: any host.
+    allowed: std::sync::Arc<[(String, Option<u16>)]>,
+}
+
+impl SameSite {
+    /// rmcp's hosts when `MCP_ALLOWED_HOSTS` is unset (the server is on loopback then).
+    const RMCP_DEFAULT: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+    fn new(allowed_hosts: Option<&[String]>) -> Self {
+        let entries: Vec<&str> = match allowed_hosts {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => Self::RMCP_DEFAULT.to_vec(),
+        };
+        let allowed = entries
+            .into_iter()
+            .map(|e| match axum::http::uri::Authority::try_from(e) {
+                Ok(a) => (normalize_host(a.host()), a.port_u16()),
+                // A bare IPv6 address (`::1`).
+                Err(_) => (normalize_host(e), None),
+            })
+            .collect();
+        SameSite { allowed }
+    }
+
+    /// Why a request may not reach the admin routes, if it may not.
+    fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| axum::http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| req.uri().authority().cloned());
+        let Some(host) = host else {
+            return Some("Forbidden: no valid Host header\n");
+        };
+        let (name, port) = (normalize_host(host.host()), host.port_u16());
+        let allowed = self.allowed.is_empty()
+            || self
+                .allowed
+                .iter()
+                .any(|(h, p)| *h == name && p.is_none_or(|p| Some(p) == port));
+        if !allowed {
+            return Some("Forbidden: Host header is not allowed\n");
+        }
+        let Some(origin) = req.headers().get(axum::http::header::ORIGIN) else {
+            // Not from a browser's cross-origin request (curl, an operator's script).
+            return None;
+        };
+        // Same origin: the scheme's host and port are the request's (`null`, an opaque origin,
+        // is none).
+        let same = axum::http::Uri::try_from(origin.as_bytes())
+            .ok()
+            .and_then(|o| {
+                let default = match o.scheme_str()? {
+                    "http" => 80,
+                    "https" => 443,
+                    _ => return None,
+                };
+                let a = o.authority()?;
+                Some(
+                    normalize_host(a.host()) == name
+                        && a.port_u16().unwrap_or(default) == port.unwrap_or(default),
+                )
+            })
+            .unwrap_or(false);
+        (!same).then_some("Forbidden: cross-origin request\n")
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+async fn same_site_only(
+    State(site): State<SameSite>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match site.refusal(&req) {
+        None => next.run(req).await,
+        Some(why) => {
+            tracing::warn!(reason = why.trim_end(), "admin request refused");
+            (StatusCode::FORBIDDEN, why).into_response()
+        }
+    }
+}
+
 /// The admin routes' state.
 #[derive(Clone)]
 struct Admin {
@@ -830,7 +935,7 @@ struct Admin {
 impl Admin {
     /// Whether the caller may use the admin routes: anyone but a principal limited to some
     /// tools (with auth off there is no principal: the server only listens on loopback then,
-    /// unless `MCP_AUTH_DISABLED` says otherwise).
+    /// unless `MCP_AUTH_DISABLED` says otherwise, and [`SameSite`] keeps web pages out).
     fn admits(&self, principal: Option<&Principal>) -> bool {
         principal.is_none_or(|p| !self.allow.is_restricted(p.name()))
     }

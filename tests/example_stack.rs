@@ -425,6 +425,77 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
     }
 }
 
+/// With auth off (the default on loopback), web pages must not reach the admin routes: not
+/// through DNS rebinding (a foreign `Host`), nor by a cross-site `POST` (a foreign `Origin`),
+/// which a browser sends without a preflight. A same-origin request and one without an
+/// `Origin` (curl, an operator's script) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
+    use tower_armor_circuit_breaker::State as CircuitState;
+    let ex = spawn_example(&[]).await;
+    let port = ex.server.addr.port();
+    let http = reqwest::Client::new();
+    let post = |host: String, origin: Option<&str>| {
+        let mut r = http
+            .post(ex.server.url_for("/admin/breakers/add/force-open"))
+            .header("host", host);
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let add_state = || ex.breakers.circuit("add").map(|c| c.state());
+    let evil = format!("evil.example:{port}");
+    for (host, origin) in [
+        (evil.clone(), None),
+        (evil.clone(), Some(format!("http://{evil}"))),
+        (format!("127.0.0.1:{port}"), Some(format!("http://{evil}"))),
+        (format!("127.0.0.1:{port}"), Some("null".to_owned())),
+        (
+            format!("127.0.0.1:{port}"),
+            Some(format!("http://127.0.0.1:{}", port.wrapping_add(1))),
+        ),
+        (format!("127.0.0.1:{port}"), Some("not a uri".to_owned())),
+    ] {
+        let r = post(host.clone(), origin.as_deref()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host} {origin:?}");
+        assert_ne!(
+            add_state(),
+            Some(CircuitState::ForcedOpen),
+            "{host} {origin:?}"
+        );
+    }
+    let r = http
+        .get(ex.server.url_for("/admin/breakers"))
+        .header("host", evil.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "the list names the tools"
+    );
+
+    let same = format!("http://localhost:{port}");
+    let r = post(format!("localhost:{port}"), Some(&same))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(add_state(), Some(CircuitState::ForcedOpen));
+    let r = http
+        .post(ex.server.url_for("/admin/breakers/add/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "no Origin: not a browser's cross-site request"
+    );
+    assert_eq!(add_state(), Some(CircuitState::Closed));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() {
     for rev in Revision::ALL {
