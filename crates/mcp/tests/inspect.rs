@@ -401,6 +401,19 @@ async fn an_oversized_body_is_drained_before_the_413() {
         StatusCode::PAYLOAD_TOO_LARGE
     );
 
+    // Over the limit, and the client waits for `100 Continue` before sending it: answered at
+    // once, without reading (which would invite the upload).
+    let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
+    let (_tx, mut req) = fed_post();
+    req.headers_mut().insert("content-length", 11.into());
+    req.headers_mut()
+        .insert("expect", http::HeaderValue::from_static("100-Continue"));
+    let resp = tokio::time::timeout(Duration::from_millis(1), svc.oneshot(req))
+        .await
+        .expect("answered without reading the body")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
     // Declared far over the limit (more than the drain's 8 MiB over): answered at once.
     let (svc, _handle) = setup(McpInspectLayer::new().max_body_bytes(10));
     let (_tx, mut req) = fed_post();
@@ -674,6 +687,23 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
             StatusCode::BAD_REQUEST,
         ),
         (with("/mcp", &[("host", "")]), StatusCode::BAD_REQUEST),
+        // A port that is not one (rmcp would drop it and judge the name alone).
+        (
+            with("/mcp", &[("host", "127.0.0.1:abc")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with("/mcp", &[("host", "localhost:99999")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            with("/mcp", &[("host", "localhost:80:80")]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (with("/mcp", &[("host", "::1")]), StatusCode::BAD_REQUEST),
+        (with("/mcp", &[("host", "[::1")]), StatusCode::BAD_REQUEST),
+        (with("/mcp", &[("host", "[::1]x")]), StatusCode::BAD_REQUEST),
+        (with("/mcp", &[("host", "a]b")]), StatusCode::BAD_REQUEST),
         (
             {
                 let mut r = with("https://evil.example/mcp", &[("host", "127.0.0.1")]);
@@ -692,7 +722,12 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
         ),
     ] {
         let (svc, mut handle) = setup(McpInspectLayer::new());
-        let resp = svc.oneshot(req).await.unwrap();
+        let target = req.uri().clone();
+        // Bounded: a request let through would wait for the mock's answer for ever.
+        let resp = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(req))
+            .await
+            .unwrap_or_else(|_| panic!("{target}: not refused"))
+            .unwrap();
         assert_eq!(resp.status(), status);
         let v = body_json(resp).await;
         assert_eq!(v["error"]["code"], -32600);
@@ -713,6 +748,12 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
             Some("evil.example"),
         ),
         (with("http://[::1]:8080/mcp", &[]), Some("[::1]:8080")),
+        (with("/mcp", &[("host", "[::1]")]), Some("[::1]")),
+        (
+            with("/mcp", &[("host", "localhost:65535")]),
+            Some("localhost:65535"),
+        ),
+        (with("/mcp", &[("host", "localhost:")]), Some("localhost:")),
         (with("/mcp", &[("transfer-encoding", "chunked")]), None),
         (with("/mcp", &[]), None),
     ] {

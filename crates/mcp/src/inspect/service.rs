@@ -98,8 +98,13 @@ where
             .and_then(|v| v.parse::<u64>().ok());
         let length = declared.unwrap_or(0).max(body.size_hint().lower());
         let too_large = length > max as u64;
-        // Far over the limit: answered at once, without reading it.
-        if length > (max as u64).saturating_add(super::future::DRAIN_MAX_BYTES as u64) {
+        // Far over the limit: answered at once, without reading it. So is a body over the limit
+        // the client waits to be invited to send (`Expect: 100-continue`): reading it would
+        // have the HTTP server send the `100 Continue` first, inviting the upload the 413 then
+        // refuses; not read, nothing of it is in flight to drain (RFC 9110 §10.1.1).
+        if length > (max as u64).saturating_add(super::future::DRAIN_MAX_BYTES as u64)
+            || (too_large && expects_continue(&parts.headers))
+        {
             return ResponseFuture::answer(
                 Rejection::too_large(),
                 parts.extensions.get::<CorrelationId>(),
@@ -140,11 +145,54 @@ fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
 }
 
 /// Whether a `Host` value is `host[:port]` in RFC 3986's characters: not empty, no user
-/// information (`@`), no space, path, query or non-ASCII byte. (The server checks the name.)
+/// information (`@`), no space, path, query or non-ASCII byte; an IP literal only in brackets;
+/// a port only of digits, at most 65535 (RFC 9110 §4.2.3, §7.2: a port that does not parse is
+/// not one a server listens on; rmcp would drop it and judge the name alone). The server checks
+/// the name.
 fn is_host(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    let chars = v
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b));
+    if v.is_empty() || !chars {
+        return false;
+    }
+    let (name, port) = if v[0] == b'[' {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => v.split_at(end + 1),
+            None => return false,
+        }
+    } else {
+        v.split_at(v.iter().position(|&b| b == b':').unwrap_or(v.len()))
+    };
+    let bracket = |b: &u8| matches!(b, b'[' | b']');
+    let name_ok = match name {
+        [] => false,
+        [b'[', literal @ .., b']'] => !literal.is_empty() && !literal.iter().any(bracket),
+        _ => !name.iter().any(bracket),
+    };
+    // Empty, or `:` and up to five digits within 65535 (`*DIGIT` allows `host:`).
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => {
+            digits.len() <= 5
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                    <= 65535
+        }
+        Some(_) => false,
+    };
+    name_ok && port_ok
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::EXPECT).iter().any(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    })
 }
 
 /// RFC 9112 §6.1: a transfer coding other than `chunked` (which the HTTP server has already
