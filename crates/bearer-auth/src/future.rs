@@ -8,10 +8,11 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
-use tower_armor_mcp::body::json_rpc_error_response;
+use tower_armor_mcp::body::{json_rpc_error_response, local_error_response};
 use tower_armor_mcp::error::CODE_UNAUTHORIZED;
 use tower_armor_mcp::error::Unauthorized;
 use tower_armor_mcp::grpc_error_response;
+use tower_armor_mcp::jsonrpc::INVALID_REQUEST;
 use tower_armor_mcp::{CorrelationId, ResponseBody};
 
 use crate::body::{BearerBody, Grant};
@@ -48,6 +49,10 @@ pin_project! {
             grpc: Option<HeaderValue>,
         },
         UnknownSession,
+        // `Mcp-Session-Id` more than once.
+        RepeatedSession {
+            correlation: Option<CorrelationId>,
+        },
     }
 }
 
@@ -83,6 +88,12 @@ impl<F> ResponseFuture<F> {
             kind: Kind::UnknownSession,
         }
     }
+
+    pub(crate) fn repeated_session(correlation: Option<CorrelationId>) -> Self {
+        ResponseFuture {
+            kind: Kind::RepeatedSession { correlation },
+        }
+    }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
@@ -91,6 +102,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
             Kind::Inner { .. } => "inner",
             Kind::Unauthorized { .. } => "unauthorized",
             Kind::UnknownSession => "unknown_session",
+            Kind::RepeatedSession { .. } => "repeated_session",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -152,6 +164,17 @@ where
                 if let Some(c) = challenge.take() {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
                 }
+                Poll::Ready(Ok(resp.map(BearerBody::from)))
+            }
+            KindProj::RepeatedSession { correlation } => {
+                // The inspector's answer to the same request (it would refuse it next).
+                let resp = local_error_response(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    INVALID_REQUEST,
+                    "Mcp-Session-Id header repeated",
+                    correlation.as_ref(),
+                );
                 Poll::Ready(Ok(resp.map(BearerBody::from)))
             }
             KindProj::UnknownSession => {

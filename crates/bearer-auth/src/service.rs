@@ -111,7 +111,15 @@ where
                 if is_stateless(req.headers()) && req.headers_mut().remove(&SESSION_ID).is_some() {
                     tracing::debug!("Mcp-Session-Id removed from a stateless (2026-07-28) request");
                 }
-                let session = req.headers().get(&SESSION_ID).cloned();
+                let mut sessions = req.headers().get_all(&SESSION_ID).iter();
+                let session = sessions.next().cloned();
+                if sessions.next().is_some() {
+                    // Which one would count? The server reads the first; refused as the
+                    // inspector refuses it, whichever order hides whose session.
+                    return ResponseFuture::repeated_session(
+                        req.extensions().get::<CorrelationId>().cloned(),
+                    );
+                }
                 if let Some(s) = &session {
                     match table.check(s, &principal) {
                         SessionCheck::Owner => {}

@@ -457,6 +457,44 @@ async fn sessions_are_bound_to_the_principal_that_created_them() {
     answered_as_unknown(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
 }
 
+/// `Mcp-Session-Id` more than once gets the inspector's 400 (`-32600`) in whatever order the
+/// values come: the server would read the first, so checking one of them would let a principal
+/// put another's session first, and answering the first one's 404 would differ by order.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_session_header_is_refused_in_any_order() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(auth());
+    initialize(&mut svc, &mut handle, "Bearer alice-tok", "s-alice").await;
+    initialize(&mut svc, &mut handle, "Bearer bob-tok", "s-bob").await;
+    let mut bodies = Vec::new();
+    for values in [
+        ["s-bob", "s-alice"],
+        ["s-alice", "s-bob"],
+        ["bogus", "s-alice"],
+        ["s-alice", "s-alice"],
+    ] {
+        for method in [http::Method::POST, http::Method::GET, http::Method::DELETE] {
+            let mut r = with_session("Bearer alice-tok", values[0], method.clone());
+            r.headers_mut()
+                .append(SESSION, HeaderValue::from_static(values[1]));
+            let resp = svc.call(r).await.unwrap();
+            assert!(handle.poll_request().is_pending(), "{values:?} {method}");
+            assert_eq!(resp.status(), 400, "{values:?} {method}");
+            let v = body_json(resp).await;
+            assert_eq!(v["error"]["code"], -32600, "{values:?}");
+            bodies.push(v);
+        }
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    // Nothing was forgotten or rebound: each owner still has its session.
+    for (token, session) in [("Bearer alice-tok", "s-alice"), ("Bearer bob-tok", "s-bob")] {
+        assert!(svc.poll_ready().is_ready());
+        let fut = svc.call(with_session(token, session, http::Method::POST));
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(Resp::new(String::new()));
+        assert_eq!(fut.await.unwrap().status(), 200);
+    }
+}
+
 /// Under the stateless revision the server ignores `Mcp-Session-Id` (except on `initialize`,
 /// which would join the session it names): the layer removes the header from a 2026-07-28
 /// request instead of checking it, so a stale or another principal's id neither gets the
