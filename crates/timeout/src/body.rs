@@ -101,10 +101,10 @@ pub(crate) struct CallState {
     /// For a call a `notifications/cancelled` can cancel: where a dropped call's cancellation
     /// is held, and for how long (the resume grace, maybe zero).
     pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
-    /// This answers a late resumption of a call the layer cancelled because its client went
-    /// away (`Some(timed out)`): if the stream ends without a final message for the id, one
-    /// final error is added.
-    pub(crate) late: Option<bool>,
+    /// The call's answer is known to be lost if the stream ends without a final message for
+    /// the id (a late resumption of a call the layer cancelled because its client went away; a
+    /// resumption the server had nothing for): one final error is added then, saying which.
+    pub(crate) late: Option<Late>,
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
     pub(crate) stream: Option<Box<str>>,
@@ -276,6 +276,22 @@ impl CallState {
 /// went away.
 pub(crate) const LATE_MESSAGE: &str = "request abandoned: its client went away and did not resume it in time; \
      it was cancelled if it still ran, and any result is lost";
+
+/// The message of the final error of an answer the server ended without the call's response:
+/// above all a resumption the server had nothing for (the call ended while its client was
+/// away, and rmcp keeps no answer of a call that is over).
+pub(crate) const LOST_MESSAGE: &str = "request's answer lost: the server's stream ended without it \
+     (a call that ends while its client is away leaves no answer to replay); its result is not known";
+
+/// Why an answer may end without its call's final message ([`CallState::late`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// A late resumption of a call the layer cancelled because its client went away.
+    Gone { timed_out: bool },
+    /// The server ended the stream without the response: above all a resumption it had
+    /// nothing for, the call having ended meanwhile.
+    Lost { timed_out: bool },
+}
 
 /// The bytes of the final error event: the call's deadline passed, or the drain deadline.
 fn final_error_event(
@@ -905,7 +921,7 @@ impl Timed {
                             .ended_without_response(&self.handle, pause, served)
                     {
                         // Its client hears of it now: the answer ends with the final error.
-                        self.call.late = Some(timed_out);
+                        self.call.late = Some(Late::Lost { timed_out });
                     }
                 }
                 self.finish();
@@ -926,14 +942,16 @@ impl Timed {
             self.handle.outcome(),
             Some(Outcome::Incomplete | Outcome::Cancelled)
         );
-        let timed_out = self.call.late.take().filter(|_| at_boundary && no_final)?;
-        tracing::debug!(id = ?self.call.id, "late resumption of a cancelled call; final error added");
-        // Cancelled while its client was away: whether the tool had finished first is not
-        // known (rmcp drops a call's stream with its result), so the error says no more.
-        let (code, message) = if timed_out {
-            Ending::Deadline.code_and_message()
-        } else {
-            (CODE_CANCELLED, LATE_MESSAGE)
+        let late = self.call.late.take().filter(|_| at_boundary && no_final)?;
+        tracing::debug!(id = ?self.call.id, ?late, "answer lost; final error added");
+        // Whether the tool had finished first is not known (rmcp drops a call's stream with
+        // its result), so the error says no more.
+        let (code, message) = match late {
+            Late::Gone { timed_out: true } | Late::Lost { timed_out: true } => {
+                Ending::Deadline.code_and_message()
+            }
+            Late::Gone { timed_out: false } => (CODE_CANCELLED, LATE_MESSAGE),
+            Late::Lost { timed_out: false } => (CODE_CANCELLED, LOST_MESSAGE),
         };
         let (id, correlation) = (self.call.id.as_ref(), self.call.correlation.as_ref());
         Some(Last::Event(error_event(id, correlation, code, message)))

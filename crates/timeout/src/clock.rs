@@ -11,8 +11,15 @@
 //! - The **cap** (optional) is absolute: `start + max_total`, wall clock. Neither progress nor
 //!   pauses move it.
 //!
+//! - While a 2025-11-25 call is **held** for its client to resume (its stream dropped), its
+//!   progress cannot be seen: with reset-on-progress the deadline does not run down meanwhile
+//!   (the resume grace and the cap bound the hold), and starts again at the resumption, where
+//!   the server's replay shows what progress came. A deadline that does not reset on progress
+//!   runs on through the hold.
+//!
 //! The clock runs out at the earlier of the cap and the deadline, or while paused, of the cap
-//! and the end of the pause budget: it always has a wake time.
+//! and the end of the pause budget: it always has a wake time (far off while held with neither
+//! a cap nor a pause).
 
 use std::time::Duration;
 
@@ -48,6 +55,8 @@ pub(crate) struct Clock {
     pause_budget: Duration,
     paused: Option<Paused>,
     progress_seen: u64,
+    /// Held for resumption, with reset-on-progress: the deadline is not running.
+    held: bool,
 }
 
 impl Clock {
@@ -68,6 +77,22 @@ impl Clock {
             pause_budget: max_pause,
             paused: None,
             progress_seen: 0,
+            held: false,
+        }
+    }
+
+    /// The call is held for its client to resume (see the module docs).
+    pub(crate) fn hold(&mut self) {
+        self.held = self.reset_on_progress;
+    }
+
+    /// The held call was resumed `now`: a deadline that resets on progress starts again.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        if std::mem::take(&mut self.held) {
+            match &mut self.paused {
+                Some(p) => p.left = self.duration,
+                None => self.deadline = after(now, self.duration),
+            }
         }
     }
 
@@ -117,7 +142,11 @@ impl Clock {
     /// When the clock runs out next: the deadline, or while paused the end of the pause
     /// budget, or the cap if that comes first.
     pub(crate) fn wake_at(&self) -> Instant {
-        let own = self.paused.map_or(self.deadline, |p| p.until);
+        let own = match self.paused {
+            Some(p) => p.until,
+            None if self.held => after(self.deadline, FAR),
+            None => self.deadline,
+        };
         self.cap_at.map_or(own, |c| own.min(c))
     }
 
@@ -144,6 +173,34 @@ mod tests {
         assert_eq!(c.wake_at(), t0 + ms(100));
         assert!(!c.expired(t0 + ms(99)));
         assert!(c.expired(t0 + ms(100)));
+    }
+
+    /// Held for resumption: under reset-on-progress only the cap (or the pause budget) bounds
+    /// the hold, and the deadline starts again at the resumption; a plain deadline runs on.
+    #[test]
+    fn a_held_call_waits_for_its_progress_to_be_seen_again() {
+        let t0 = Instant::now();
+        let mut c = Clock::start(t0, ms(100), true, Some(ms(1000)), HOUR);
+        c.update(t0 + ms(50), 1, 0);
+        c.hold();
+        assert_eq!(c.wake_at(), t0 + ms(1000), "the cap alone");
+        assert!(!c.expired(t0 + ms(400)));
+        c.resume(t0 + ms(400));
+        assert_eq!(c.wake_at(), t0 + ms(500));
+        c.hold();
+        assert!(c.expired(t0 + ms(1000)), "never past the cap");
+
+        let mut plain = Clock::start(t0, ms(100), false, None, HOUR);
+        plain.hold();
+        assert_eq!(plain.wake_at(), t0 + ms(100));
+        plain.resume(t0 + ms(90));
+        assert_eq!(plain.wake_at(), t0 + ms(100));
+
+        let mut uncapped = Clock::start(t0, ms(100), true, None, HOUR);
+        uncapped.hold();
+        assert!(!uncapped.expired(t0 + HOUR));
+        uncapped.resume(t0 + HOUR);
+        assert_eq!(uncapped.wake_at(), t0 + HOUR + ms(100));
     }
 
     #[test]

@@ -224,8 +224,19 @@
 //! A resumption the server answers with a stream that ends at once, never pending, nothing in
 //! it (rmcp's answer when the call is over, or the index past its cache) is not held again,
 //! which would keep the call's hold for as long as its client keeps resuming: the call is
-//! cancelled, and that answer ends with the final error for its id. (One that was quiet a
-//! while before the server ended it is held again, like any answer ended early.)
+//! cancelled, and that answer ends with the final error for its id: `-31499` "request's answer
+//! lost: the server's stream ended without it (a call that ends while its client is away
+//! leaves no answer to replay); its result is not known" (`-31504` if its deadline had passed).
+//! (One that was quiet a while before the server ended it is held again, like any answer ended
+//! early.) The layer cannot see a held call end (nothing reads its stream until the client is
+//! back), so a call that finishes while held keeps its hold (the bulkhead's permit) until its
+//! client resumes, the grace ends, or its deadline passes.
+//!
+//! With [`reset_on_progress`](TimeoutBuilder::reset_on_progress), the progress a held call
+//! makes goes unseen until it is resumed (the server replays it then), so the hold does not run
+//! the deadline down: a held call is bounded by the grace and the cap
+//! ([`max_total`](TimeoutBuilder::max_total)), and its deadline starts again at the resumption.
+//! A fixed deadline runs on through the hold.
 //!
 //! A `GET` that resumes a stream whose answer is still in flight (a resumption racing the
 //! disconnect, before the server has seen the drop, as when the connection died silently; or

@@ -118,6 +118,9 @@ impl Held {
             return Some(target);
         };
         let key = (session, stream);
+        // Its progress goes unseen until it is resumed (see `Clock::hold`).
+        let mut clock = clock;
+        clock.hold();
         let until = after(Instant::now(), grace).min(clock.wake_at());
         let hold = self.holds.fetch_add(1, Ordering::Relaxed);
         // The same stream dropped again (resumed, then broken again): one cancellation.
@@ -228,7 +231,8 @@ impl Held {
         if calls.is_empty() {
             return None;
         }
-        let (target, clock, _, keeps) = calls.remove(&(session.clone(), Box::from(stream)))?;
+        let (target, mut clock, _, keeps) = calls.remove(&(session.clone(), Box::from(stream)))?;
+        clock.resume(Instant::now());
         let Keeps {
             continues,
             pause,

@@ -406,7 +406,9 @@ where
             grace: self.shared.policy.boundary_grace,
             resume,
             stream: resumed_stream,
-            late: late.map(|g| g.timed_out),
+            late: late.map(|g| crate::body::Late::Gone {
+                timed_out: g.timed_out,
+            }),
             drain: self.shared.drain.clone(),
             continues,
             taken_from,

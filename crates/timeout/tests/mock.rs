@@ -2120,6 +2120,57 @@ async fn a_late_resumption_of_a_call_past_its_deadline_gets_the_timeout_error() 
     assert_eq!(end["error"]["code"], -31504, "{text}");
 }
 
+/// Under reset-on-progress a call held for resumption is judged on its progress again once
+/// resumed: the hold does not run its deadline down (the progress it makes meanwhile goes
+/// unseen; the server replays it), the grace and the cap bound it. A resumption the server
+/// answers with nothing (the call ended meanwhile: rmcp keeps no answer of a call that is
+/// over) ends with an error saying the answer is lost, not that its client came back late.
+#[tokio::test(start_paused = true)]
+async fn a_held_call_is_judged_on_its_progress_again_once_resumed() {
+    let timeout = TimeoutLayer::builder(ms(1_000))
+        .reset_on_progress(true)
+        .max_total(ms(20_000))
+        .resume_grace(ms(5_000))
+        .build()
+        .unwrap();
+    let (svc, mut handle) = inspected_by(timeout);
+    let (body, _tx, _, _) = reading(&svc, &mut handle, 31).await;
+    drop(body);
+    advance(ms(3_000)).await;
+    assert!(
+        handle.next_request().now_or_never().is_none(),
+        "not cancelled during the hold, three base deadlines in"
+    );
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/131").await;
+    // The server replays what came meanwhile, then the call goes on reporting progress.
+    tx.send(&format!("id: 2/131\ndata: {}\n\n", progress(2)));
+    assert!(next_text(&mut resumed).await.contains("progress"));
+    advance(ms(800)).await;
+    tx.send(&format!("id: 3/131\ndata: {}\n\n", progress(3)));
+    assert!(next_text(&mut resumed).await.contains("progress"));
+    advance(ms(800)).await;
+    tx.send(&format!("id: 4/131\ndata: {}\n\n", result(31)));
+    let last = next_text(&mut resumed).await;
+    assert!(last.contains("\"result\""), "{last}");
+    assert!(
+        handle.next_request().now_or_never().is_none(),
+        "never cancelled"
+    );
+
+    // Held again, and resumed in time, but the server has nothing left for the stream.
+    let (body, _tx, _, _) = reading(&svc, &mut handle, 32).await;
+    drop(body);
+    advance(ms(2_000)).await;
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/132").await;
+    drop(tx);
+    let end = next_text(&mut resumed).await;
+    let end: Value = serde_json::from_str(end.trim().trim_start_matches("data: ")).unwrap();
+    assert_eq!(end["id"], 32);
+    assert_eq!(end["error"]["code"], -31499);
+    let message = end["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("request's answer lost"), "{message}");
+}
+
 /// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
 fn resume_get(last_event_id: &'static str) -> Request<String> {
     Request::get("/mcp")
