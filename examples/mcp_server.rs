@@ -17,8 +17,8 @@
 //! (the whole request body must arrive within it, else 408; a request's headers too, else the
 //! connection is closed; default 30000; 0 turns the body's deadline off, the headers' stays at
 //! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512),
-//! `MCP_MAX_CONNECTIONS_PER_IP` (of which one client address may hold; default half),
-//! `MCP_CALL_TIMEOUT_MS`
+//! `MCP_MAX_CONNECTIONS_PER_IP` (of which one client address may hold; default half, and then
+//! not for loopback addresses), `MCP_CALL_TIMEOUT_MS`
 //! (default here: 60000) and `RUST_LOG` (default `info,rmcp=warn`, logs on stderr). A request's headers
 //! may take at most 64 KiB (431 past it).
 //!
@@ -233,6 +233,8 @@ impl Settings {
             "MCP_MAX_CONNECTIONS_PER_IP",
             ConnectionLimits::default_per_ip(max_connections),
         )?;
+        // Set, it holds for every address; by default not for loopback ones.
+        let per_ip_on_loopback = get("MCP_MAX_CONNECTIONS_PER_IP").is_some();
         if max_per_ip > max_connections {
             return Err(format!(
                 "MCP_MAX_CONNECTIONS_PER_IP: {max_per_ip} is above MCP_MAX_CONNECTIONS \
@@ -250,6 +252,7 @@ impl Settings {
             },
             max_connections,
             max_per_ip,
+            per_ip_on_loopback,
         };
         let tools = KnownTools::from_names(DEMO_TOOLS);
         let auth = BearerAuthLayer::from_lookup(lookup).map_err(|e| e.to_string())?;
@@ -568,6 +571,12 @@ pub struct ConnectionLimits {
     /// Connections one client address (an IPv6 address by its /64) may hold at once; past it a
     /// new one is closed at once, so one address cannot take every connection.
     pub max_per_ip: usize,
+    /// Whether [`max_per_ip`](Self::max_per_ip) holds for loopback addresses too: by default
+    /// not (`MCP_MAX_CONNECTIONS_PER_IP` unset), since a loopback peer is a local reverse proxy,
+    /// through which every client comes, or a local client, whose sessions each hold several
+    /// connections (its listen stream, each call's stream, its HTTP pool: 50 SDK sessions took
+    /// about 400). Set explicitly, the variable holds for every address.
+    pub per_ip_on_loopback: bool,
 }
 
 impl ConnectionLimits {
@@ -587,6 +596,7 @@ impl Default for ConnectionLimits {
             header_timeout: McpInspectLayer::DEFAULT_BODY_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_per_ip: Self::default_per_ip(Self::DEFAULT_MAX_CONNECTIONS),
+            per_ip_on_loopback: false,
         }
     }
 }
@@ -741,9 +751,14 @@ pub async fn serve(
             Some(_) = connections.join_next(), if draining => continue,
             () = tokio::time::sleep(DRAIN_POLL), if idle => continue,
         };
-        let Some(address_slot) = per_address.take(peer.ip(), limits.max_per_ip) else {
-            tracing::debug!(%peer, "connection closed: its address holds as many as it may");
-            continue;
+        let address_slot = if !limits.per_ip_on_loopback && peer.ip().to_canonical().is_loopback() {
+            None
+        } else {
+            let Some(slot) = per_address.take(peer.ip(), limits.max_per_ip) else {
+                tracing::debug!(%peer, "connection closed: its address holds as many as it may");
+                continue;
+            };
+            Some(slot)
         };
         // Small SSE frames go out at once, not after the peer's delayed ACK.
         if let Err(error) = tcp.set_nodelay(true) {

@@ -1192,6 +1192,11 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
     let off = support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "0")]).unwrap();
     assert_eq!(off.connections.header_timeout, Duration::from_secs(30));
     assert_eq!(off.connections.max_per_ip, 256, "half the 512 connections");
+    assert!(
+        !off.connections.per_ip_on_loopback,
+        "unset: not for loopback peers"
+    );
+    assert!(limits.per_ip_on_loopback, "set: for every address");
     for var in ["MCP_MAX_CONNECTIONS", "MCP_MAX_CONNECTIONS_PER_IP"] {
         for bad in ["0", "-1", "many", "2000000"] {
             let err = support::example::Settings::for_tests(&[(var, bad)]).unwrap_err();
@@ -1238,6 +1243,15 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
     bounded(5, freed).await;
     stop.cancel();
     drop(second);
+    bounded(5, served).await.unwrap();
+
+    // Unset, the per-address limit (half of 4 here) spares loopback peers: a local proxy, or
+    // a local client whose sessions each hold several connections.
+    let (addr, stop, served) = accept_loop(&[("MCP_MAX_CONNECTIONS", "4")]).await;
+    let [first, second] = two_served(addr).await;
+    let [third, fourth] = two_served(addr).await;
+    stop.cancel();
+    drop((first, second, third, fourth));
     bounded(5, served).await.unwrap();
 }
 
