@@ -22,7 +22,9 @@ pin_project! {
     /// revoked that token (removed it, or given it to another principal): a rotation retires a
     /// secret from the streams it opened too, not only from new requests. The check runs each
     /// time the stream is polled (the SSE layer's keep-alive polls an idle one) and when a
-    /// reload replaces the tokens; it keeps the token's keyed digest, never the token. Other
+    /// reload replaces the tokens; it keeps the token's keyed digest, never the token. The
+    /// stream ends between two frames of the server's (rmcp writes one event per frame), with
+    /// no message of its own: a `subscriptions/listen` stream gets no final response. Other
     /// answers pass unchanged.
     pub struct BearerBody<B> {
         #[pin]

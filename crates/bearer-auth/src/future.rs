@@ -167,7 +167,8 @@ where
                 Poll::Ready(Ok(resp.map(BearerBody::from)))
             }
             KindProj::RepeatedSession { correlation } => {
-                // The inspector's answer to the same request (it would refuse it next).
+                // As the inspector answers the same request (it would refuse it next), with
+                // `id: null`: this layer reads no body.
                 let resp = local_error_response(
                     StatusCode::BAD_REQUEST,
                     None,

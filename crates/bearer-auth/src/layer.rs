@@ -161,8 +161,9 @@ pub(crate) struct Shared {
 /// `Not Found: Session not found`, no `Content-Type`; for `DELETE` too, which rmcp itself answers
 /// with an empty 202, as the MCP spec answers any session id that is not valid) without
 /// reaching the server, so nobody can probe, use or end another principal's session. A request
-/// naming more than one (`Mcp-Session-Id` repeated) gets 400 with a JSON-RPC `-32600`, the
-/// inspector's answer, in whatever order its values come. A binding is
+/// naming more than one (`Mcp-Session-Id` repeated) gets 400 with a JSON-RPC `-32600`, as
+/// from the inspector (with `id: null`: this layer reads no body), in whatever order its
+/// values come. A binding is
 /// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired). The table is
 /// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding of the
 /// principal holding the most makes room (so one principal's flood of sessions never evicts

@@ -458,8 +458,9 @@ impl FileTokens {
     }
 
     /// Whether the token behind `watch` no longer authenticates `principal`: checked against
-    /// each table loaded since the last call, after a check of the file when one is due. While
-    /// it is still valid, `cx` is woken when a reload replaces the tokens.
+    /// the current tokens when a reload replaced them since the last call (after a check of the
+    /// file when one is due; a token removed and put back between two calls is not seen gone).
+    /// While it is still valid, `cx` is woken when a reload replaces the tokens.
     pub(crate) fn revoked(
         &self,
         watch: &mut Watch,

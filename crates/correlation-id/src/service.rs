@@ -72,14 +72,6 @@ where
         // layers record their facts into it from `call`.
         let future = {
             let _entered = span.enter();
-            if let Some(r) = rejected {
-                tracing::info!(
-                    header = %self.header,
-                    len = r.len,
-                    reason = %r.reason,
-                    "incoming correlation id rejected; generated a new one",
-                );
-            }
             let trace = match TraceContext::from_headers(req.headers()) {
                 Ok(Some(ctx)) => {
                     span.record("trace_id", display(ctx.trace_id()));
@@ -105,6 +97,15 @@ where
                     TraceContext::new_root()
                 }
             };
+            // After the trace context: the line carries its trace id.
+            if let Some(r) = rejected {
+                tracing::info!(
+                    header = %self.header,
+                    len = r.len,
+                    reason = %r.reason,
+                    "incoming correlation id rejected; generated a new one",
+                );
+            }
             req.extensions_mut().insert(id);
             req.extensions_mut().insert(trace);
             self.inner.call(req)

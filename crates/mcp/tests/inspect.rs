@@ -717,6 +717,15 @@ async fn hosts_and_transfer_codings_the_server_would_misread_are_refused() {
             StatusCode::BAD_REQUEST,
         ),
         (
+            {
+                // HTTP/2 without `Host`: `:authority` stands for it, under the same rules.
+                let mut r = with("https://localhost:abc/mcp", &[]);
+                *r.version_mut() = http::Version::HTTP_2;
+                r
+            },
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             with("/mcp", &[("transfer-encoding", "gzip, chunked")]),
             StatusCode::NOT_IMPLEMENTED,
         ),

@@ -277,20 +277,27 @@ impl CallState {
 pub(crate) const LATE_MESSAGE: &str = "request abandoned: its client went away and did not resume it in time; \
      it was cancelled if it still ran, and any result is lost";
 
-/// The message of the final error of an answer the server ended without the call's response:
-/// above all a resumption the server had nothing for (the call ended while its client was
-/// away, and rmcp keeps no answer of a call that is over).
+/// The message of the final error of a resumption the server had nothing for (the call ended
+/// while its client was away, and rmcp keeps no answer of a call that is over).
 pub(crate) const LOST_MESSAGE: &str = "request's answer lost: the server's stream ended without it \
      (a call that ends while its client is away leaves no answer to replay); its result is not known";
+
+/// The message of the final error of an answer the server ended early, without the call's
+/// response, when there is no resume grace to wait for the client to resume it: the layer
+/// cancelled the call.
+pub(crate) const ENDED_MESSAGE: &str = "request abandoned: the server ended its stream without the \
+     answer, and with no resume grace the call was cancelled; any result is lost";
 
 /// Why an answer may end without its call's final message ([`CallState::late`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Late {
     /// A late resumption of a call the layer cancelled because its client went away.
     Gone { timed_out: bool },
-    /// The server ended the stream without the response: above all a resumption it had
-    /// nothing for, the call having ended meanwhile.
+    /// A resumption the server answered with nothing: the call ended meanwhile.
     Lost { timed_out: bool },
+    /// The server ended the call's first answer early, and the layer, with no grace to hold it
+    /// for a resumption, cancelled it.
+    Ended { timed_out: bool },
 }
 
 /// The bytes of the final error event: the call's deadline passed, or the drain deadline.
@@ -916,12 +923,17 @@ impl Timed {
                 {
                     let pause = self.pause.take();
                     let served = self.carried || self.pended;
+                    let resumed = self.call.is_resumed();
                     if let Some(timed_out) =
                         self.call
                             .ended_without_response(&self.handle, pause, served)
                     {
                         // Its client hears of it now: the answer ends with the final error.
-                        self.call.late = Some(Late::Lost { timed_out });
+                        self.call.late = Some(if resumed {
+                            Late::Lost { timed_out }
+                        } else {
+                            Late::Ended { timed_out }
+                        });
                     }
                 }
                 self.finish();
@@ -947,11 +959,12 @@ impl Timed {
         // Whether the tool had finished first is not known (rmcp drops a call's stream with
         // its result), so the error says no more.
         let (code, message) = match late {
-            Late::Gone { timed_out: true } | Late::Lost { timed_out: true } => {
-                Ending::Deadline.code_and_message()
-            }
+            Late::Gone { timed_out: true }
+            | Late::Lost { timed_out: true }
+            | Late::Ended { timed_out: true } => Ending::Deadline.code_and_message(),
             Late::Gone { timed_out: false } => (CODE_CANCELLED, LATE_MESSAGE),
             Late::Lost { timed_out: false } => (CODE_CANCELLED, LOST_MESSAGE),
+            Late::Ended { timed_out: false } => (CODE_CANCELLED, ENDED_MESSAGE),
         };
         let (id, correlation) = (self.call.id.as_ref(), self.call.correlation.as_ref());
         Some(Last::Event(error_event(id, correlation, code, message)))

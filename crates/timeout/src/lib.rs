@@ -228,9 +228,11 @@
 //! lost: the server's stream ended without it (a call that ends while its client is away
 //! leaves no answer to replay); its result is not known" (`-31504` if its deadline had passed).
 //! (One that was quiet a while before the server ended it is held again, like any answer ended
-//! early.) The layer cannot see a held call end (nothing reads its stream until the client is
-//! back), so a call that finishes while held keeps its hold (the bulkhead's permit) until its
-//! client resumes, the grace ends, or its deadline passes.
+//! early; ended early with no resume grace, the call is cancelled and its answer ends with
+//! `-31499` "request abandoned: the server ended its stream without the answer, …".) The layer
+//! cannot see a held call end (nothing reads its stream until the client is back), so a call
+//! that finishes while held keeps its hold (the bulkhead's permit) until its client resumes,
+//! the grace ends, or its cap (or a fixed deadline) passes.
 //!
 //! With [`reset_on_progress`](TimeoutBuilder::reset_on_progress), the progress a held call
 //! makes goes unseen until it is resumed (the server replays it then), so the hold does not run

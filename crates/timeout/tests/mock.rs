@@ -2536,8 +2536,20 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
 
     // Without a grace: cancelled at once, and a late resumption ends with -31499 for its id.
     let (svc, mut handle) = inspected(Duration::ZERO);
-    let (body, tx, _, _) = reading(&svc, &mut handle, 42).await;
-    server_ends(tx, body).await;
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 42).await;
+    drop(tx);
+    // Its client hears why: the layer cancelled the call when the server ended its stream.
+    let end = next_text(&mut body).await;
+    assert_eq!(event_json(&end)["id"], 42, "{end}");
+    let message = event_json(&end)["error"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("request abandoned: the server ended its stream"),
+        "{end}"
+    );
+    assert!(body.frame().await.is_none());
     cancellation_accepted(&mut handle, 42, "answer ended without its response").await;
     let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/142").await;
     drop(tx);

@@ -133,7 +133,13 @@ fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
         return None;
     }
     if parts.version >= http::Version::HTTP_2 {
-        return host.map(|_| Rejection::bad_host("Host header does not match :authority"));
+        return match host {
+            Some(_) => Some(Rejection::bad_host("Host header does not match :authority")),
+            // `:authority` alone stands for `Host`: the same rules.
+            None => {
+                (!is_host(target.as_bytes())).then(|| Rejection::bad_host("invalid :authority"))
+            }
+        };
     }
     match http::HeaderValue::from_str(target) {
         Ok(v) if is_host(target.as_bytes()) => {
