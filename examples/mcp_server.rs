@@ -878,11 +878,16 @@ impl SameSite {
 
     /// Why a request may not reach the admin routes, if it may not.
     fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
-        let host = req
-            .headers()
-            .get(axum::http::header::HOST)
-            .and_then(|h| axum::http::uri::Authority::try_from(h.as_bytes()).ok())
-            .or_else(|| req.uri().authority().cloned());
+        // Valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
+        // information, one value), before its name is judged.
+        let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(h), None) => Some(h.as_bytes()),
+            (None, _) => req.uri().authority().map(|a| a.as_str().as_bytes()),
+            (Some(_), Some(_)) => None,
+        }
+        .filter(|h| tower_armor_mcp::inspect::valid_host(h))
+        .and_then(|h| axum::http::uri::Authority::try_from(h).ok());
         let Some(host) = host else {
             return Some("Forbidden: no valid Host header\n");
         };
@@ -895,14 +900,20 @@ impl SameSite {
         if !allowed {
             return Some("Forbidden: Host header is not allowed\n");
         }
-        let Some(origin) = req.headers().get(axum::http::header::ORIGIN) else {
+        let mut origins = req.headers().get_all(axum::http::header::ORIGIN).iter();
+        let origin = match (origins.next(), origins.next()) {
             // Not from a browser's cross-origin request (curl, an operator's script).
-            return None;
+            (None, _) => return None,
+            (Some(o), None) => o,
+            (Some(_), Some(_)) => return Some("Forbidden: Origin header repeated\n"),
         };
-        // Same origin: the scheme's host and port are the request's (`null`, an opaque origin,
-        // is none).
+        // Same origin: `scheme://host[:port]` (no user information, no path) naming the
+        // request's host and port (`null`, an opaque origin, is none). Either scheme: behind a
+        // TLS-terminating proxy a browser's origin is `https`.
         let same = axum::http::Uri::try_from(origin.as_bytes())
             .ok()
+            .filter(|o| o.path_and_query().is_none_or(|p| p.as_str() == "/"))
+            .filter(|o| o.authority().is_some_and(|a| !a.as_str().contains('@')))
             .and_then(|o| {
                 let default = match o.scheme_str()? {
                     "http" => 80,

@@ -456,6 +456,18 @@ async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
             Some(format!("http://127.0.0.1:{}", port.wrapping_add(1))),
         ),
         (format!("127.0.0.1:{port}"), Some("not a uri".to_owned())),
+        // As `/mcp` requires them: a port of digits, no user information.
+        ("127.0.0.1:abc".to_owned(), None),
+        (format!("user@127.0.0.1:{port}"), None),
+        // An origin is `scheme://host[:port]`.
+        (
+            format!("127.0.0.1:{port}"),
+            Some(format!("http://127.0.0.1:{port}/path")),
+        ),
+        (
+            format!("127.0.0.1:{port}"),
+            Some(format!("http://user@127.0.0.1:{port}")),
+        ),
     ] {
         let r = post(host.clone(), origin.as_deref()).await.unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host} {origin:?}");
@@ -477,6 +489,15 @@ async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
         "the list names the tools"
     );
 
+    // `Origin` twice: refused, whichever comes first.
+    let r = http
+        .post(ex.server.url_for("/admin/breakers/add/force-open"))
+        .header("origin", format!("http://127.0.0.1:{port}"))
+        .header("origin", format!("http://{evil}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let same = format!("http://localhost:{port}");
     let r = post(format!("localhost:{port}"), Some(&same))
         .await

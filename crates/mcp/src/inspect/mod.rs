@@ -45,7 +45,7 @@ pub use self::layer::McpInspectLayer;
 pub use self::parse::{
     Rejection, canonical_call_event_id, decode_mcp_name, event_stream, resumes_call,
 };
-pub use self::service::McpInspect;
+pub use self::service::{McpInspect, valid_host};
 
 /// Whether a request opens a long-lived stream (a 2025-11-25 `GET` listen stream, or a
 /// 2026-07-28 `subscriptions/listen` POST), as far as its head tells: for the layers that run

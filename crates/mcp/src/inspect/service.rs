@@ -124,7 +124,7 @@ fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
         Ok(h) => h,
         Err(()) => return Some(Rejection::bad_host("Host header repeated")),
     };
-    if host.is_some_and(|h| !is_host(h.as_bytes())) {
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
         return Some(Rejection::bad_host("invalid Host header"));
     }
     let target = parts.uri.authority()?.as_str();
@@ -137,12 +137,12 @@ fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
             Some(_) => Some(Rejection::bad_host("Host header does not match :authority")),
             // `:authority` alone stands for `Host`: the same rules.
             None => {
-                (!is_host(target.as_bytes())).then(|| Rejection::bad_host("invalid :authority"))
+                (!valid_host(target.as_bytes())).then(|| Rejection::bad_host("invalid :authority"))
             }
         };
     }
     match http::HeaderValue::from_str(target) {
-        Ok(v) if is_host(target.as_bytes()) => {
+        Ok(v) if valid_host(target.as_bytes()) => {
             parts.headers.insert(header::HOST, v);
             None
         }
@@ -150,12 +150,13 @@ fn host_problem(parts: &mut http::request::Parts) -> Option<Rejection> {
     }
 }
 
-/// Whether a `Host` value is `host[:port]` in RFC 3986's characters: not empty, no user
-/// information (`@`), no space, path, query or non-ASCII byte; an IP literal only in brackets;
-/// a port only of digits, at most 65535 (RFC 9110 §4.2.3, §7.2: a port that does not parse is
-/// not one a server listens on; rmcp would drop it and judge the name alone). The server checks
-/// the name.
-fn is_host(v: &[u8]) -> bool {
+/// Whether a `Host` value (or an `:authority`) is `host[:port]` as the inspector requires it:
+/// RFC 3986's characters, not empty, no user information (`@`), no space, path, query or
+/// non-ASCII byte; an IP literal only in brackets; a port only of digits, at most five and at
+/// most 65535 (RFC 9110 §4.2.3, §7.2: a port that does not parse is not one a server listens
+/// on; rmcp would drop it and judge the name alone). Whether the name is served is the
+/// server's to check. For routes beside the inspected one that check `Host` themselves.
+pub fn valid_host(v: &[u8]) -> bool {
     let chars = v
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b));
