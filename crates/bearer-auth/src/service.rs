@@ -105,20 +105,23 @@ where
             None => None,
             Some(table) => {
                 let delete = req.method() == Method::DELETE;
-                // The stateless revision has no sessions: the header is removed, not checked.
-                // rmcp ignores it there, except on `initialize`, which would join the session
-                // it names: without the header that starts a session of the caller's own.
-                if is_stateless(req.headers()) && req.headers_mut().remove(&SESSION_ID).is_some() {
-                    tracing::debug!("Mcp-Session-Id removed from a stateless (2026-07-28) request");
-                }
                 let mut sessions = req.headers().get_all(&SESSION_ID).iter();
-                let session = sessions.next().cloned();
+                let mut session = sessions.next().cloned();
                 if sessions.next().is_some() {
                     // Which one would count? The server reads the first; refused as the
-                    // inspector refuses it, whichever order hides whose session.
+                    // inspector refuses it (under either revision), whichever order hides
+                    // whose session.
                     return ResponseFuture::repeated_session(
                         req.extensions().get::<CorrelationId>().cloned(),
                     );
+                }
+                // The stateless revision has no sessions: the header is removed, not checked.
+                // rmcp ignores it there, except on `initialize`, which would join the session
+                // it names: without the header that starts a session of the caller's own.
+                if session.is_some() && is_stateless(req.headers()) {
+                    req.headers_mut().remove(&SESSION_ID);
+                    session = None;
+                    tracing::debug!("Mcp-Session-Id removed from a stateless (2026-07-28) request");
                 }
                 if let Some(s) = &session {
                     match table.check(s, &principal) {

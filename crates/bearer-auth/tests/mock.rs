@@ -484,6 +484,19 @@ async fn a_repeated_session_header_is_refused_in_any_order() {
             bodies.push(v);
         }
     }
+    // Under the stateless revision too (where one would be removed, not checked), as the
+    // inspector answers it with auth off.
+    let mut r = with_session("Bearer alice-tok", "s-alice", http::Method::POST);
+    r.headers_mut()
+        .append(SESSION, HeaderValue::from_static("s-bob"));
+    r.headers_mut().insert(
+        "mcp-protocol-version",
+        HeaderValue::from_static("2026-07-28"),
+    );
+    let resp = svc.call(r).await.unwrap();
+    assert!(handle.poll_request().is_pending());
+    assert_eq!(resp.status(), 400);
+    bodies.push(body_json(resp).await);
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     // Nothing was forgotten or rebound: each owner still has its session.
     for (token, session) in [("Bearer alice-tok", "s-alice"), ("Bearer bob-tok", "s-bob")] {
