@@ -1237,9 +1237,11 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
 
     let path = tmp_path("tokens");
     std::fs::write(&path, "alice:alice-one\nbob:bob-one\n").unwrap();
+    // Without session binding: the listen streams name a session nobody initialized here.
     let layer = BearerAuthLayer::builder()
         .token_file(&path)
         .reload_interval(Duration::from_secs(5))
+        .session_binding(false)
         .build()
         .unwrap();
     let (senders, inner) = streaming();
@@ -1254,7 +1256,9 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
         }
         svc.clone().oneshot(b.body(String::new()).unwrap())
     };
-    let listen = open(http::Method::GET, "alice-one", &[]).await.unwrap();
+    let listen = open(http::Method::GET, "alice-one", &[("mcp-session-id", "s-1")])
+        .await
+        .unwrap();
     let subscription = open(
         http::Method::POST,
         "alice-one",
@@ -1263,7 +1267,9 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     .await
     .unwrap();
     let call = open(http::Method::POST, "alice-one", &[]).await.unwrap();
-    let bobs = open(http::Method::GET, "bob-one", &[]).await.unwrap();
+    let bobs = open(http::Method::GET, "bob-one", &[("mcp-session-id", "s-1")])
+        .await
+        .unwrap();
     let mut bodies = [listen, subscription, call, bobs].map(|r| Box::pin(r.into_body()));
     let tx: Vec<Frames> = senders.lock().unwrap().clone();
     assert_eq!(tx.len(), 4);
@@ -1336,7 +1342,9 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     );
 
     // With no other request, the stream's own poll checks the file when a check is due.
-    let late = open(http::Method::GET, "bob-one", &[]).await.unwrap();
+    let late = open(http::Method::GET, "bob-one", &[("mcp-session-id", "s-1")])
+        .await
+        .unwrap();
     let mut late = Box::pin(late.into_body());
     let late_tx = senders.lock().unwrap().last().unwrap().clone();
     assert!(late.as_mut().poll_frame(&mut cx).is_pending());
@@ -1352,7 +1360,9 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
         "bob's first stream too"
     );
     // A token given to another principal is revoked for the stream its old holder opened.
-    let mine = open(http::Method::GET, "bob-two", &[]).await.unwrap();
+    let mine = open(http::Method::GET, "bob-two", &[("mcp-session-id", "s-1")])
+        .await
+        .unwrap();
     let mut mine = Box::pin(mine.into_body());
     assert!(mine.as_mut().poll_frame(&mut cx).is_pending());
     std::fs::write(&path, "alice:alice-two\ncarol:bob-two\n").unwrap();

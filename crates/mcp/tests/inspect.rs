@@ -225,6 +225,7 @@ async fn get_delete_and_non_json_pass_through() {
     call.await.unwrap().unwrap();
 
     let resume = Request::get("/mcp")
+        .header("mcp-session-id", "s-1")
         .header("last-event-id", "3/7")
         .body(String::new())
         .unwrap();
@@ -240,6 +241,7 @@ async fn get_delete_and_non_json_pass_through() {
     // The server reads `+3/+07` as `3/7` (Rust's integer parsing): it goes inward spelt so, for
     // the server and every layer alike.
     let resume = Request::get("/mcp")
+        .header("mcp-session-id", "s-1")
         .header("last-event-id", "+3/+07")
         .body(String::new())
         .unwrap();

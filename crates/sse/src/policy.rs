@@ -108,9 +108,21 @@ mod tests {
 
     #[test]
     fn long_lived_from_headers() {
-        let get = Request::get("/mcp").body(()).unwrap();
+        let get = Request::get("/mcp")
+            .header("mcp-session-id", "s")
+            .body(())
+            .unwrap();
         assert!(is_long_lived(&get));
+        assert!(is_long_lived(&Request::get("/mcp").body(()).unwrap()));
+        // 2026-07-28 has no GET: refused at once, no stream.
+        let stateless = Request::get("/mcp")
+            .header("mcp-session-id", "s")
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(())
+            .unwrap();
+        assert!(!is_long_lived(&stateless));
         let resume = Request::get("/mcp")
+            .header("mcp-session-id", "s")
             .header("last-event-id", "3")
             .body(())
             .unwrap();
@@ -118,6 +130,7 @@ mod tests {
         assert!(is_long_lived(&resume));
         assert!(idle_timeout_applies(&resume));
         let resume_call = Request::get("/mcp")
+            .header("mcp-session-id", "s")
             .header("last-event-id", "3/7")
             .body(())
             .unwrap();

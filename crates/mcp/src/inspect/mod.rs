@@ -52,20 +52,25 @@ pub use self::service::{McpInspect, valid_host};
 /// outside the inspector (sse, bearer-auth).
 ///
 /// Uses the inspector's [`McpRequest`](crate::McpRequest) when it is in the extensions. Otherwise
-/// the headers tell: a `GET`, unless its `Last-Event-ID` resumes a call's stream
-/// ([`resumes_call`]), or a POST with `Mcp-Method: subscriptions/listen` (which the inspector,
-/// further in, checks against the body: a mismatch is answered 400 before any stream opens).
+/// the headers tell: a `GET` (but not under `MCP-Protocol-Version: 2026-07-28`, which has no
+/// `GET`), unless its `Last-Event-ID` resumes a call's stream ([`resumes_call`]); or a POST with
+/// `Mcp-Method: subscriptions/listen` (which the inspector, further in, checks against the body:
+/// a mismatch is answered 400 before any stream opens).
 pub fn opens_long_lived_stream<B>(req: &http::Request<B>) -> bool {
     if let Some(facts) = req.extensions().get::<crate::McpRequest>() {
         return facts.is_long_lived();
     }
+    let h = req.headers();
     match *req.method() {
-        http::Method::GET => !req
-            .headers()
-            .get(&headers::LAST_EVENT_ID)
-            .is_some_and(|id| resumes_call(id.as_bytes())),
-        http::Method::POST => req
-            .headers()
+        http::Method::GET => {
+            !h.get(&headers::PROTOCOL_VERSION)
+                .and_then(|v| crate::ProtocolRevision::parse(v.to_str().ok()?))
+                .is_some_and(crate::ProtocolRevision::is_stateless)
+                && !h
+                    .get(&headers::LAST_EVENT_ID)
+                    .is_some_and(|id| resumes_call(id.as_bytes()))
+        }
+        http::Method::POST => h
             .get(&headers::MCP_METHOD)
             .is_some_and(|v| v.as_bytes() == b"subscriptions/listen"),
         _ => false,

@@ -212,7 +212,10 @@ pub(crate) fn from_headers(
 ) -> Result<McpRequest, Rejection> {
     let revision = header_revision(headers, limits)?;
     let session_id = session_of(revision, headers)?;
-    let stream = if method == http::Method::GET {
+    // 2026-07-28 has no GET: the server refuses one at once. It is no stream, and takes
+    // nothing a stream takes (a stream slot). (Under 2025-11-25 a server without sessions may
+    // serve a GET stream without one.)
+    let stream = if method == http::Method::GET && revision.is_none_or(|r| !r.is_stateless()) {
         match headers.get(&LAST_EVENT_ID) {
             Some(v) => match canonical_call_event_id(v) {
                 Some(last_event_id) => StreamRole::Resume { last_event_id },
@@ -2124,7 +2127,12 @@ mod tests {
         assert!(!l.is_call());
         let g = from_headers(&http::Method::GET, &hdrs(&[("mcp-session-id", "s")]), L).unwrap();
         assert!(g.is_long_lived());
-        let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", "5/2")]), L).unwrap();
+        let g = from_headers(
+            &http::Method::GET,
+            &hdrs(&[("mcp-session-id", "s"), ("last-event-id", "5/2")]),
+            L,
+        )
+        .unwrap();
         assert!(matches!(g.stream_role(), StreamRole::Resume { .. }));
         assert!(g.is_call());
         // The listen stream reconnecting (rmcp's bare `<index>`), or an id of another form: the
@@ -2137,7 +2145,12 @@ mod tests {
             ("0/0", "0/0"),
             ("10/3", "10/3"),
         ] {
-            let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", id)]), L).unwrap();
+            let g = from_headers(
+                &http::Method::GET,
+                &hdrs(&[("mcp-session-id", "s"), ("last-event-id", id)]),
+                L,
+            )
+            .unwrap();
             assert_eq!(
                 g.stream_role(),
                 &StreamRole::Resume {
@@ -2162,12 +2175,31 @@ mod tests {
             "++0/1",
             "0/18446744073709551616",
         ] {
-            let g = from_headers(&http::Method::GET, &hdrs(&[("last-event-id", id)]), L).unwrap();
+            let g = from_headers(
+                &http::Method::GET,
+                &hdrs(&[("mcp-session-id", "s"), ("last-event-id", id)]),
+                L,
+            )
+            .unwrap();
             assert!(g.is_long_lived(), "{id:?}");
             assert!(!g.is_call(), "{id:?}");
         }
         let d = from_headers(&http::Method::DELETE, &HeaderMap::new(), L).unwrap();
         assert_eq!(d.stream_role(), &StreamRole::None);
+        // A GET under 2026-07-28, which has no GET, is no stream (the server refuses it at
+        // once); without a session it may be one (a 2025-11-25 server without sessions).
+        let g = from_headers(&http::Method::GET, &hdrs(&[]), L).unwrap();
+        assert!(g.is_long_lived());
+        for headers in [
+            hdrs(&[("mcp-protocol-version", "2026-07-28")]),
+            hdrs(&[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-session-id", "s"),
+            ]),
+        ] {
+            let g = from_headers(&http::Method::GET, &headers, L).unwrap();
+            assert_eq!(g.stream_role(), &StreamRole::None, "{headers:?}");
+        }
     }
 
     #[test]
