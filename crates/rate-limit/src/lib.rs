@@ -18,7 +18,12 @@
 //! answer to a server request (an elicitation, a sampling result), a `notifications/cancelled`
 //! and a `notifications/initialized` are counted while the quota lasts and never refused once
 //! it is spent: refusing them would leave the call they concern waiting for its timeout, a
-//! cancelled tool running, or a session whose `initialize` was admitted unusable.
+//! cancelled tool running, or a session whose `initialize` was admitted unusable. Their answers
+//! carry the `RateLimit` headers like any other. This layer does not check that such a message
+//! concerns a call or handshake that exists (it sees no calls), so a client over its quota can
+//! still send these, and an authenticated one its sessions' `DELETE`s, as fast as it likes: each
+//! is a 202 (or 404) the server answers without running anything, and a bulkhead or the
+//! connection limits, not this layer, bound what that costs.
 //!
 //! # Example
 //!

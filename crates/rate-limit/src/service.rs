@@ -112,8 +112,13 @@ where
                     let headers = outcome.and_then(|o| shared.outcome_headers(o));
                     ResponseFuture::calling(self.inner.call(req), headers)
                 }
-                Err(_) if never_refused(&req) => {
-                    ResponseFuture::calling(self.inner.call(req), None)
+                Err(denied) if never_refused(&req) => {
+                    // Let through, and told where its quota stands.
+                    let headers = shared
+                        .headers_on_success
+                        .then(|| shared.outcome_headers(denied))
+                        .flatten();
+                    ResponseFuture::calling(self.inner.call(req), headers)
                 }
                 Err(denied) => ResponseFuture::answered(shared.refuse_one(denied, &req)),
             };
@@ -342,15 +347,14 @@ impl<St> Shared<St> {
                 return Verdict::Pass(None);
             }
         };
-        if decision.denied().is_none() {
+        if decision.denied().is_none() || never_refused(req) {
+            // Let through (over quota too, for what must never be refused), and told where its
+            // quota stands.
             let headers = self
                 .headers_on_success
                 .then(|| self.rate_headers(&decision))
                 .flatten();
             return Verdict::Pass(headers);
-        }
-        if never_refused(req) {
-            return Verdict::Pass(None);
         }
         Verdict::Answer(self.refuse(&decision, req))
     }

@@ -690,7 +690,12 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
             MessageKind::Notification,
             Some(Method::NotificationsCancelled),
         );
-        assert_eq!(send(&svc, cancel).await.status(), 200);
+        let resp = send(&svc, cancel).await;
+        assert_eq!(resp.status(), 200);
+        // Let through over quota, and told so, as any answer it gets.
+        let state = header(&resp, "ratelimit").expect("RateLimit on the answer");
+        assert!(state.contains("r=0;"), "{state}");
+        assert!(header(&resp, "ratelimit-policy").is_some());
         assert_eq!(
             send(&svc, message(MessageKind::Response, None))
                 .await
