@@ -74,8 +74,10 @@ pub enum RetrySafety {
 pub enum NameField {
     /// `params.name` (`tools/call`, `prompts/get`).
     Name,
-    /// `params.uri` (`resources/read`).
+    /// `params.uri` (`resources/read`, `resources/subscribe`, `resources/unsubscribe`).
     Uri,
+    /// `params.taskId` (`tasks/get`, `tasks/cancel`).
+    TaskId,
 }
 
 impl Method {
@@ -167,7 +169,10 @@ impl Method {
     pub fn name_field(&self) -> Option<NameField> {
         match self {
             Method::ToolsCall | Method::PromptsGet => Some(NameField::Name),
-            Method::ResourcesRead => Some(NameField::Uri),
+            Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
+                Some(NameField::Uri)
+            }
+            Method::TasksGet | Method::TasksCancel => Some(NameField::TaskId),
             _ => None,
         }
     }

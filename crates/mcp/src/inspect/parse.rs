@@ -273,6 +273,16 @@ fn params_problem(
         Some(Method::ResourcesRead) if request && params.uri.is_none() => Err(
             Rejection::invalid_params("resources/read params.uri must be a string"),
         ),
+        Some(Method::ResourcesSubscribe | Method::ResourcesUnsubscribe)
+            if request && params.uri.is_none() =>
+        {
+            Err(Rejection::invalid_params(
+                "resources/subscribe and resources/unsubscribe params.uri must be a string",
+            ))
+        }
+        Some(Method::TasksGet | Method::TasksCancel) if request && params.task_id.is_none() => Err(
+            Rejection::invalid_params("tasks/get and tasks/cancel params.taskId must be a string"),
+        ),
         Some(Method::Initialize)
             if request
                 && !(params
@@ -291,6 +301,12 @@ fn params_problem(
         Some(Method::SubscriptionsListen) if params.notifications != Shape::Object => Err(
             Rejection::invalid_params("subscriptions/listen notifications must be an object"),
         ),
+        Some(Method::SubscriptionsListen) if !params.notifications_well_typed => {
+            Err(Rejection::invalid_params(
+                "subscriptions/listen notifications: the *ListChanged members must be booleans \
+                 and resourceSubscriptions an array of strings",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -479,6 +495,7 @@ pub(crate) fn from_post(
     let name: Option<Box<str>> = match method.as_ref().and_then(Method::name_field) {
         Some(NameField::Name) => params.name.as_deref().map(Into::into),
         Some(NameField::Uri) => params.uri.as_deref().map(Into::into),
+        Some(NameField::TaskId) => params.task_id.as_deref().map(Into::into),
         None => None,
     };
 
@@ -713,6 +730,8 @@ enum IdField {
 struct Params<'a> {
     name: Option<Cow<'a, str>>,
     uri: Option<Cow<'a, str>>,
+    /// `taskId` (of `tasks/get`, `tasks/cancel`).
+    task_id: Option<Cow<'a, str>>,
     protocol_version: Option<Cow<'a, str>>,
     /// `requestId` (of `notifications/cancelled`), when it is a valid JSON-RPC id.
     request_id: Option<RequestId>,
@@ -720,6 +739,8 @@ struct Params<'a> {
     arguments: Shape,
     /// What `notifications` (of `subscriptions/listen`) holds.
     notifications: Shape,
+    /// Its known members have their types ([`ListenFilterDe`]).
+    notifications_well_typed: bool,
     /// What `capabilities` (of `initialize`) holds.
     capabilities: Shape,
     /// `clientInfo` (of `initialize`) is an object with string `name` and `version`.
@@ -1000,6 +1021,156 @@ impl<'de> Deserialize<'de> for Shape {
     }
 }
 
+/// The filter of a `subscriptions/listen` (`params.notifications`): its [`Shape`], and whether
+/// the members the schema knows have their types (`toolsListChanged`, `promptsListChanged`,
+/// `resourcesListChanged`: a boolean; `resourceSubscriptions`: an array of strings; either may
+/// be `null`). rmcp answers a filter it cannot read with a 404 `-32601`, as for an unknown
+/// method.
+struct ListenFilterDe {
+    shape: Shape,
+    well_typed: bool,
+}
+
+impl<'de> Deserialize<'de> for ListenFilterDe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenFilterDe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                #[derive(Clone, Copy, Deserialize)]
+                #[serde(field_identifier)]
+                enum K {
+                    #[serde(rename = "toolsListChanged")]
+                    Tools,
+                    #[serde(rename = "promptsListChanged")]
+                    Prompts,
+                    #[serde(rename = "resourcesListChanged")]
+                    Resources,
+                    #[serde(rename = "resourceSubscriptions")]
+                    Subscriptions,
+                    #[serde(other)]
+                    Other,
+                }
+                let mut well_typed = true;
+                let mut seen = 0u32;
+                while let Some(k) = m.next_key::<K>()? {
+                    if !matches!(k, K::Other) {
+                        once(&mut seen, k as u8)?;
+                    }
+                    well_typed &= match k {
+                        K::Tools | K::Prompts | K::Resources => m.next_value::<Flag>()?.0,
+                        K::Subscriptions => m.next_value::<Strings>()?.0,
+                        K::Other => m.next_value::<Skip>().map(|_| true)?,
+                    };
+                }
+                Ok(ListenFilterDe {
+                    shape: Shape::Object,
+                    well_typed,
+                })
+            }
+            scalars_as!(ListenFilterDe {
+                shape: Shape::Other,
+                well_typed: false,
+            });
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ListenFilterDe {
+                    shape: Shape::Other,
+                    well_typed: false,
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ListenFilterDe {
+                    shape: Shape::Null,
+                    well_typed: false,
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_seq(s).map(|_| ListenFilterDe {
+                    shape: Shape::Other,
+                    well_typed: false,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a value is a boolean or `null` (anything else is skipped, not an error).
+struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Flag, E> {
+                Ok(Flag(true))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Flag, E> {
+                Ok(Flag(true))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Flag, E> {
+                Ok(Flag(false))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, s: A) -> Result<Flag, A::Error> {
+                SkipVisitor.visit_seq(s).map(|_| Flag(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Flag, A::Error> {
+                SkipVisitor.visit_map(m).map(|_| Flag(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Whether a value is an array of strings, or `null` (anything else is skipped, not an error).
+struct Strings(bool);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_as!(Strings(false));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Strings, E> {
+                Ok(Strings(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Strings, E> {
+                Ok(Strings(true))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Strings, A::Error> {
+                let mut all = true;
+                while let Some(v) = s.next_element::<MaybeStr<'de>>()? {
+                    all &= v.0.is_some();
+                }
+                Ok(Strings(all))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Strings, A::Error> {
+                SkipVisitor.visit_map(m).map(|_| Strings(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Whether a value is an MCP `Implementation`: an object whose `name` and `version` are
 /// strings (any other JSON is skipped, not an error).
 struct ImplementationDe(bool);
@@ -1203,6 +1374,8 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     Name,
                     #[serde(rename = "uri")]
                     Uri,
+                    #[serde(rename = "taskId")]
+                    TaskId,
                     #[serde(rename = "protocolVersion")]
                     ProtocolVersion,
                     #[serde(rename = "requestId")]
@@ -1229,12 +1402,17 @@ impl<'de> Deserialize<'de> for ParamsDe<'de> {
                     match k {
                         K::Name => p.name = m.next_value::<MaybeStr<'de>>()?.0,
                         K::Uri => p.uri = m.next_value::<MaybeStr<'de>>()?.0,
+                        K::TaskId => p.task_id = m.next_value::<MaybeStr<'de>>()?.0,
                         K::ProtocolVersion => {
                             p.protocol_version = m.next_value::<MaybeStr<'de>>()?.0
                         }
                         K::RequestId => p.request_id = m.next_value::<MaybeId>()?.0,
                         K::Arguments => p.arguments = m.next_value::<Shape>()?,
-                        K::Notifications => p.notifications = m.next_value::<Shape>()?,
+                        K::Notifications => {
+                            let filter = m.next_value::<ListenFilterDe>()?;
+                            p.notifications = filter.shape;
+                            p.notifications_well_typed = filter.well_typed;
+                        }
                         K::Capabilities => p.capabilities = m.next_value::<Shape>()?,
                         K::ClientInfo => p.client_info = m.next_value::<ImplementationDe>()?.0,
                         K::Meta => p.meta = m.next_value::<MetaDe>()?.0,
@@ -1411,6 +1589,30 @@ mod tests {
                 "{h:?}"
             );
         }
+        // Every method whose target the header mirrors (rmcp's list): a `uri` or a `taskId`.
+        for (method, params, name) in [
+            ("resources/subscribe", r#""uri":"file:///a""#, "file:///a"),
+            ("resources/unsubscribe", r#""uri":"file:///a""#, "file:///a"),
+            ("tasks/get", r#""taskId":"t-1""#, "t-1"),
+            ("tasks/cancel", r#""taskId":"t-1""#, "t-1"),
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":6,"method":"{method}","params":{{{params},{META_2026}}}}}"#
+            );
+            let m = ("mcp-method", method);
+            assert!(
+                post(&[v2, m, ("mcp-name", name)], &body).is_ok(),
+                "{method}"
+            );
+            for h in [vec![v2, m], vec![v2, m, ("mcp-name", "other")]] {
+                let e = post(&h, &body).unwrap_err();
+                assert_eq!(
+                    (e.code, e.id),
+                    (-32020, Some(RequestId::Number(6))),
+                    "{h:?}"
+                );
+            }
+        }
         let s = [("mcp-session-id", "a"), ("mcp-session-id", "b")];
         let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
         assert_eq!(post(&s, ping).unwrap_err().code, -32600);
@@ -1526,11 +1728,27 @@ mod tests {
             )
         };
         assert!(post(&[], &listen(r#"{"notifications":{}}"#)).is_ok());
+        // Its known members have their schema's types (`null` is as good as absent; unknown
+        // members are someone else's business).
+        assert!(
+            post(
+                &[],
+                &listen(
+                    r#"{"notifications":{"toolsListChanged":true,"promptsListChanged":null,"resourceSubscriptions":["file:///a"],"x":5}}"#
+                )
+            )
+            .is_ok()
+        );
         for bad in [
             "{}",
             r#"{"notifications":5}"#,
             r#"{"notifications":null}"#,
             "null",
+            r#"{"notifications":{"toolsListChanged":"yes"}}"#,
+            r#"{"notifications":{"resourcesListChanged":1}}"#,
+            r#"{"notifications":{"promptsListChanged":{}}}"#,
+            r#"{"notifications":{"resourceSubscriptions":"file:///a"}}"#,
+            r#"{"notifications":{"resourceSubscriptions":["file:///a",5]}}"#,
         ] {
             let e = post(&[], &listen(bad)).unwrap_err();
             assert_eq!(
@@ -1560,6 +1778,10 @@ mod tests {
             ("prompts/get", r#"{"name":["p"]}"#.to_owned()),
             ("resources/read", r#"{"uri":null}"#.to_owned()),
             ("resources/read", r#"{"name":"file:///x"}"#.to_owned()),
+            ("resources/subscribe", "{}".to_owned()),
+            ("resources/unsubscribe", r#"{"uri":1}"#.to_owned()),
+            ("tasks/get", "{}".to_owned()),
+            ("tasks/cancel", r#"{"taskId":["t"]}"#.to_owned()),
         ] {
             let e = post(&[], &req(method, &bad)).unwrap_err();
             assert_eq!(
