@@ -177,6 +177,22 @@ async fn refused_ids_are_replaced_and_logged_without_their_value() {
         "the raw value never reaches the log: {out}"
     );
 
+    // With a trace context, the line carries its trace id too (read before the line).
+    let (cap, _guard) = capture();
+    let (_, inner) = recording(StatusCode::OK);
+    let svc = CorrelationIdLayer::new().layer_service(inner);
+    let resp = svc
+        .oneshot(get(&[("x-request-id", "bad id"), ("traceparent", TP)]))
+        .await
+        .unwrap();
+    drop(resp);
+    let out = cap.text();
+    let line = out
+        .lines()
+        .find(|l| l.contains("incoming correlation id rejected"))
+        .unwrap_or_else(|| panic!("logged: {out}"));
+    assert!(line.contains(&format!("trace_id={TRACE_ID}")), "{line}");
+
     // Twice the header: refused as ambiguous.
     let (_, inner) = recording(StatusCode::OK);
     let svc = CorrelationIdLayer::new().layer_service(inner);
