@@ -72,10 +72,10 @@ where
         // layers record their facts into it from `call`.
         let future = {
             let _entered = span.enter();
-            let trace = match TraceContext::from_headers(req.headers()) {
-                Ok(Some(ctx)) => {
+            let trace = match TraceContext::read_headers(req.headers()) {
+                Ok(Some((ctx, state_dropped))) => {
                     span.record("trace_id", display(ctx.trace_id()));
-                    if ctx.state().is_none() {
+                    if state_dropped {
                         // A `tracestate` that did not parse was dropped from the context; it
                         // must not be passed on either (W3C Trace Context §3.3.1).
                         req.headers_mut().remove(&crate::trace::TRACESTATE);

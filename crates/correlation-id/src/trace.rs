@@ -323,6 +323,14 @@ impl TraceContext {
     pub fn from_headers(
         headers: &http::HeaderMap,
     ) -> Result<Option<TraceContext>, InvalidTraceparent> {
+        Ok(Self::read_headers(headers)?.map(|(ctx, _)| ctx))
+    }
+
+    /// [`from_headers`](Self::from_headers), and whether a `tracestate` came that the context
+    /// does not keep (one the layer must not pass on).
+    pub(crate) fn read_headers(
+        headers: &http::HeaderMap,
+    ) -> Result<Option<(TraceContext, bool)>, InvalidTraceparent> {
         let mut values = headers.get_all(&TRACEPARENT).iter();
         let Some(first) = values.next() else {
             return Ok(None);
@@ -331,19 +339,20 @@ impl TraceContext {
             return Err(InvalidTraceparent::Multiple);
         }
         let ctx = TraceContext::parse(first.as_bytes())?;
-        let state = if headers.contains_key(&TRACESTATE) {
-            match TraceState::from_header_values(headers.get_all(&TRACESTATE)) {
-                Ok(state) => Some(state),
-                Err(InvalidTracestate::Empty) => None,
-                Err(reason) => {
-                    tracing::debug!(%reason, "tracestate dropped");
-                    None
-                }
+        let states = headers.get_all(&TRACESTATE);
+        if states.iter().next().is_none() {
+            return Ok(Some((ctx, false)));
+        }
+        let state = match TraceState::from_header_values(states) {
+            Ok(state) => Some(state),
+            Err(InvalidTracestate::Empty) => None,
+            Err(reason) => {
+                tracing::debug!(%reason, "tracestate dropped");
+                None
             }
-        } else {
-            None
         };
-        Ok(Some(ctx.with_state(state)))
+        let dropped = state.is_none();
+        Ok(Some((ctx.with_state(state), dropped)))
     }
 
     /// A new trace: random trace id and span id, flags `sampled` + `random` (we log the
