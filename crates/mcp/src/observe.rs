@@ -837,8 +837,11 @@ enum MaybeId {
 
 impl<'de> Deserialize<'de> for MaybeId {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        Ok(MaybeId::Present(RequestId::deserialize(v).ok()))
+        // Never built as a JSON value: a hostile id (an array of millions of elements) costs a
+        // skip, not memory many times its size.
+        Ok(MaybeId::Present(
+            crate::inspect::parse::MaybeId::deserialize(d)?.0,
+        ))
     }
 }
 

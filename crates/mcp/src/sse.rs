@@ -202,9 +202,11 @@ impl SseParser {
             };
             self.field(field, value);
         }
-        // Keep the line buffer's allocation for the next partial line.
+        // Keep the line buffer's allocation for the next partial line, unless one long line
+        // grew it.
         self.line = line;
         self.line.clear();
+        release_if_large(&mut self.line);
     }
 
     fn field(&mut self, field: &[u8], value: &[u8]) {
@@ -257,6 +259,7 @@ impl SseParser {
             });
         }
         self.data.clear();
+        release_if_large(&mut self.data);
         self.event.clear();
         self.id.clear();
         self.has_data = false;
@@ -264,6 +267,18 @@ impl SseParser {
         self.has_id = false;
         self.in_event = false;
         self.truncated = false;
+    }
+}
+
+/// How much of a buffer's allocation a parser keeps between events. A stream that sent one
+/// large event would otherwise hold that much memory for as long as it stays open (a long-lived
+/// stream: hours), once per layer that parses it.
+const KEEP_CAPACITY: usize = 64 << 10;
+
+/// Frees an emptied buffer's allocation when an unusually large event grew it.
+fn release_if_large(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_CAPACITY {
+        *buf = Vec::new();
     }
 }
 
@@ -282,6 +297,36 @@ mod tests {
         event: Option<String>,
         id: Option<String>,
         truncated: bool,
+    }
+
+    #[test]
+    fn a_large_event_does_not_leave_its_memory_behind() {
+        let mut p = SseParser::default();
+        let big = vec![b'x'; 1 << 20];
+        let mut seen = 0;
+        // One data line split over frames (buffered), then one whole in a frame.
+        for chunk in [
+            &b"data: "[..],
+            &big,
+            b"\n\n",
+            b"data: ",
+            &big,
+            b"\n\ndata: ok\n\n",
+        ] {
+            p.feed(chunk, |e| {
+                seen += 1;
+                assert!(!e.truncated);
+            });
+        }
+        assert_eq!(seen, 3);
+        assert!(p.line.capacity() <= KEEP_CAPACITY, "{}", p.line.capacity());
+        assert!(p.data.capacity() <= KEEP_CAPACITY, "{}", p.data.capacity());
+        // Small events keep their buffers: no allocation per event.
+        p.feed(b"data: a\n\n", |_| {});
+        let cap = p.data.capacity();
+        assert!(cap > 0);
+        p.feed(b"data: b\n\n", |_| {});
+        assert_eq!(p.data.capacity(), cap);
     }
 
     fn parse_chunks(p: &mut SseParser, chunks: &[&[u8]]) -> Vec<Ev> {

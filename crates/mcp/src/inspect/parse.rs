@@ -1226,8 +1226,9 @@ impl<'de> Deserialize<'de> for ImplementationDe {
 }
 
 /// A value that is kept only when it is a valid JSON-RPC id (a string, or an integer that fits
-/// an `i64`); any other JSON is skipped without building it, not an error.
-struct MaybeId(Option<RequestId>);
+/// an `i64`); any other JSON is skipped without building it, not an error. Shared with the
+/// response observer, which reads ids a server (or an upstream) wrote.
+pub(crate) struct MaybeId(pub(crate) Option<RequestId>);
 
 impl<'de> Deserialize<'de> for MaybeId {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
