@@ -5,10 +5,11 @@
 //! objects are read as ordered lists of raw values. Duplicate keys are handled the way that
 //! leaks nothing: every `tools` array is filtered and every `cacheScope` replaced.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use tower_armor_mcp::RequestId;
 
@@ -36,8 +37,37 @@ pub(crate) enum Target {
     AnyList,
 }
 
-/// A JSON object as an ordered list of (decoded key, raw value).
-struct Ordered<'a>(Vec<(String, &'a RawValue)>);
+/// A JSON object as an ordered list of (decoded key, raw value). Keys borrow from the message
+/// unless they have escapes; values always do.
+struct Ordered<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// How many members an object of a list answer may have. A JSON-RPC message, a list result and
+/// a tool have a handful; a hostile upstream's `{"a":0,"a":0,…}` of 16 MiB would otherwise cost
+/// tens of bytes of bookkeeping per member. An object with more is unreadable here, so a list
+/// answer holding one fails closed.
+const MAX_MEMBERS: usize = 1024;
+
+/// An object key, borrowed from the message when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for Ordered<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -49,8 +79,11 @@ impl<'de> Deserialize<'de> for Ordered<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<'de>, A::Error> {
                 let mut v = Vec::new();
-                while let Some((k, raw)) = map.next_entry::<String, &'de RawValue>()? {
-                    v.push((k, raw));
+                while let Some((k, raw)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    if v.len() == MAX_MEMBERS {
+                        return Err(de::Error::custom("too many members"));
+                    }
+                    v.push((k.0, raw));
                 }
                 Ok(Ordered(v))
             }
@@ -63,18 +96,61 @@ fn object(raw: &[u8]) -> Option<Ordered<'_>> {
     serde_json::from_slice(raw).ok()
 }
 
-fn write_object(out: &mut Vec<u8>, pairs: &[(String, Vec<u8>)]) {
+/// An object member on its way out: its key and its JSON, kept (borrowed) or rewritten.
+type Member<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
+
+fn write_object(out: &mut Vec<u8>, pairs: &[Member<'_>]) {
     out.push(b'{');
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        // Serializing a string cannot fail.
-        out.extend_from_slice(&serde_json::to_vec(k).unwrap_or_default());
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
         out.push(b':');
         out.extend_from_slice(v);
     }
     out.push(b'}');
+}
+
+fn kept(raw: &RawValue) -> Cow<'_, [u8]> {
+    Cow::Borrowed(raw.get().as_bytes())
+}
+
+/// Writes the elements of a JSON array that `allowed` lets through into `out` (with its
+/// brackets), one element at a time: never a list of all of them.
+struct FilterTools<'o, 's> {
+    out: &'o mut Vec<u8>,
+    allowed: &'s ToolSet,
+}
+
+impl<'de> DeserializeSeed<'de> for FilterTools<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FilterTools<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of tools")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        while let Some(t) = seq.next_element::<&'de RawValue>()? {
+            if tool_allowed(t, self.allowed) {
+                if !first {
+                    self.out.push(b',');
+                }
+                first = false;
+                self.out.extend_from_slice(t.get().as_bytes());
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
 }
 
 /// Whether a tool object may be listed: every `name` it has is a string in `allowed`.
@@ -113,41 +189,44 @@ enum ListResult {
 /// server gave a scope, marks it `cacheScope: "private"`.
 fn filter_result(result: &RawValue, allowed: Option<&ToolSet>, private: bool) -> ListResult {
     let Some(obj) = object(result.get().as_bytes()) else {
-        return ListResult::NotObject;
+        // Valid JSON (a raw value is), so only an object over the member limit is an object
+        // this cannot read: it may hold a list, so it must not pass.
+        return if result.get().starts_with('{') {
+            ListResult::Bad
+        } else {
+            ListResult::NotObject
+        };
     };
-    let mut pairs: Vec<(String, Vec<u8>)> = Vec::with_capacity(obj.0.len() + 1);
+    let mut pairs: Vec<Member<'_>> = Vec::with_capacity(obj.0.len() + 1);
     let mut has_scope = false;
     let mut has_tools = false;
     for (k, v) in obj.0 {
-        match k.as_str() {
+        match &*k {
             "tools" => {
                 has_tools = true;
                 let Some(allowed) = allowed else {
-                    pairs.push((k, v.get().as_bytes().to_vec()));
+                    pairs.push((k, kept(v)));
                     continue;
                 };
-                let Ok(tools) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else {
-                    return ListResult::Bad;
-                };
                 let mut arr = Vec::with_capacity(v.get().len());
-                arr.push(b'[');
-                let mut first = true;
-                for t in tools.into_iter().filter(|t| tool_allowed(t, allowed)) {
-                    if !first {
-                        arr.push(b',');
-                    }
-                    first = false;
-                    arr.extend_from_slice(t.get().as_bytes());
+                let mut de = serde_json::Deserializer::from_str(v.get());
+                if (FilterTools {
+                    out: &mut arr,
+                    allowed,
+                })
+                .deserialize(&mut de)
+                .is_err()
+                {
+                    return ListResult::Bad;
                 }
-                arr.push(b']');
-                pairs.push((k, arr));
+                pairs.push((k, Cow::Owned(arr)));
             }
             "cacheScope" => has_scope = true,
-            _ => pairs.push((k, v.get().as_bytes().to_vec())),
+            _ => pairs.push((k, kept(v))),
         }
     }
     if private || has_scope {
-        pairs.push(("cacheScope".to_owned(), b"\"private\"".to_vec()));
+        pairs.push((Cow::Borrowed("cacheScope"), Cow::Borrowed(b"\"private\"")));
     }
     let mut out = Vec::new();
     write_object(&mut out, &pairs);
@@ -188,21 +267,21 @@ pub(crate) fn rewrite_list(
         }
     }
     let any = matches!(target, Target::AnyList);
-    let mut pairs: Vec<(String, Vec<u8>)> = Vec::with_capacity(top.0.len());
+    let mut pairs: Vec<Member<'_>> = Vec::with_capacity(top.0.len());
     let mut lists = 0;
     for (k, v) in &top.0 {
         if k != "result" {
-            pairs.push((k.clone(), v.get().as_bytes().to_vec()));
+            pairs.push((k.clone(), kept(v)));
             continue;
         }
         match filter_result(v, allowed, private) {
             ListResult::Object { json, tools } if tools || !any => {
                 lists += 1;
-                pairs.push((k.clone(), json));
+                pairs.push((k.clone(), Cow::Owned(json)));
             }
             // In a GET stream any other result (a tool's, `{}`) is not a list: kept as it is.
             ListResult::NotObject | ListResult::Object { .. } if any => {
-                pairs.push((k.clone(), v.get().as_bytes().to_vec()));
+                pairs.push((k.clone(), kept(v)));
             }
             _ => {
                 let id = match target {
@@ -322,6 +401,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn objects_with_too_many_members_fail_closed() {
+        let allowed = set(&["add"]);
+        let padding = r#""a":0,"#.repeat(MAX_MEMBERS);
+        // A result over the limit, with a hidden tool in it: an error, in a POST answer and in a
+        // GET stream alike.
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{{padding}"tools":[{{"name":"crash"}}]}}}}"#
+        );
+        for target in [to(RequestId::Number(1)), Target::AnyList] {
+            assert_eq!(
+                rewrite_list(msg.as_bytes(), &target, Some(&allowed), false),
+                Rewrite::Unfilterable(Some(RequestId::Number(1)))
+            );
+        }
+        // The message itself over the limit.
+        let msg = format!(
+            r#"{{{padding}"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"crash"}}]}}}}"#
+        );
+        assert_eq!(
+            rewrite_list(msg.as_bytes(), &Target::AnyList, Some(&allowed), false),
+            Rewrite::Unfilterable(None)
+        );
+        // A tool over the limit is not listed; the others are.
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{{padding}"name":"add"}},{{"name":"add"}}]}}}}"#
+        );
+        let v = rewritten(rewrite_list(
+            msg.as_bytes(),
+            &Target::AnyList,
+            Some(&allowed),
+            false,
+        ));
+        assert_eq!(v["result"]["tools"], json!([{"name": "add"}]));
+        // At the limit, all is read.
+        let padding = r#""a":0,"#.repeat(MAX_MEMBERS - 1);
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{{padding}"tools":[{{"name":"crash"}},{{"name":"add"}}]}}}}"#
+        );
+        let v = rewritten(rewrite_list(
+            msg.as_bytes(),
+            &to(RequestId::Number(1)),
+            Some(&allowed),
+            false,
+        ));
+        assert_eq!(v["result"]["tools"], json!([{"name": "add"}]));
     }
 
     #[test]
