@@ -618,7 +618,7 @@ mod tests {
             assert_eq!(e.setting(), var, "{pairs:?}: {e}");
             assert!(e.to_string().contains("no effect"), "{e}");
         }
-        // Each in range, together beyond governor's arithmetic (a burst that takes over 584
+        // Each in range, together beyond governor's arithmetic (a burst that takes over 292
         // years to replenish): an error naming the burst, not a panic at build time.
         let e = Builder::from_lookup(vars(&[(ENV_PER_MINUTE, "1"), (ENV_BURST, "1000000000")]))
             .unwrap_err();

@@ -84,16 +84,18 @@ impl Limit {
         }
         let burst = NonZeroU32::new(self.burst_size())
             .ok_or_else(|| invalid("the burst must be at least 1"))?;
-        // governor keeps times in u64 nanoseconds and multiplies the interval by the burst
-        // without a check: past ≈ 584 years that would overflow (a panic in debug builds, a
-        // wrong quota in release ones).
+        // governor keeps times in u64 nanoseconds (≈ 584 years) and adds, without a check, the
+        // time since the limiter started to a full burst's replenish time and one more
+        // interval: a quota that only fits by itself overflows after enough uptime (a panic in
+        // debug builds, a limit that resets itself in release ones). Half the range for the
+        // quota leaves the other half, ≈ 292 years, for uptime.
         let refill = self
             .replenish_interval()
             .as_nanos()
-            .checked_mul(u128::from(burst.get()));
-        if refill.is_none_or(|n| n > u128::from(u64::MAX)) {
+            .checked_mul(u128::from(burst.get()) + 1);
+        if refill.is_none_or(|n| n > u128::from(u64::MAX / 2)) {
             return Err(invalid(
-                "a full burst would take over 584 years to replenish; lower the burst or the period",
+                "a full burst would take over 292 years to replenish; lower the burst or the period",
             ));
         }
         // governor counts whole nanoseconds: an interval under a microsecond that is not a whole
@@ -400,7 +402,8 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// Rounds up to whole seconds (0 stays 0: a full bucket resets now).
 fn whole_secs_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    // Saturating: a key store of the user's may answer with any duration.
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// Why `name` cannot have a per-tool quota, if it cannot: it must fit the tool-name bound and
@@ -435,6 +438,15 @@ fn write_sf_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_seconds_round_up_and_saturate() {
+        assert_eq!(whole_secs_up(Duration::ZERO), 0);
+        assert_eq!(whole_secs_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_secs_up(Duration::from_secs(2)), 2);
+        // A user's key store may answer with any duration.
+        assert_eq!(whole_secs_up(Duration::MAX), u64::MAX);
+    }
 
     #[test]
     fn limits_validate_and_convert() {
@@ -495,12 +507,18 @@ mod tests {
             .burst(1_000_000_000)
             .quota("x")
             .unwrap_err();
-        assert!(e.to_string().contains("584 years"), "{e}");
+        assert!(e.to_string().contains("292 years"), "{e}");
         assert!(Limit::new(1, Duration::MAX).quota("x").is_err());
         assert!(
-            Limit::new(1, Duration::from_secs(86_400 * 365 * 500))
+            Limit::new(1, Duration::from_secs(86_400 * 365 * 100))
                 .quota("x")
                 .is_ok()
+        );
+        assert!(
+            Limit::new(1, Duration::from_secs(86_400 * 365 * 200))
+                .quota("x")
+                .is_err(),
+            "a burst of one still needs room for two intervals and the uptime"
         );
     }
 

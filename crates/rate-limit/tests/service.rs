@@ -885,3 +885,39 @@ fn services_are_send_sync_clone() {
         future_is_send(&fut);
     });
 }
+
+/// governor adds the time since the limiter started to a full burst's replenish time, in u64
+/// nanoseconds: a quota must leave room for centuries of uptime, not only fit by itself.
+#[tokio::test(start_paused = true)]
+async fn accepted_quotas_leave_room_for_uptime() {
+    // Fits u64 nanoseconds alone (1.84e19 ns), overflowed governor's arithmetic 34 s after
+    // start (a panic in debug builds, a limit that resets itself in release ones).
+    let e = Builder::new(Limit::per_minute(1).burst(307_445_734))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("292 years"), "{e}");
+    // The largest burst accepted at one request a minute still counts right after 250 years.
+    let most = u64::MAX / 2 / 60_000_000_000 - 1;
+    let l = layer(Builder::new(
+        Limit::per_minute(1).burst(u32::try_from(most).unwrap()),
+    ));
+    assert!(
+        Builder::new(Limit::per_minute(1).burst(u32::try_from(most + 1).unwrap()))
+            .build()
+            .is_err()
+    );
+    let (svc, seen) = setup(&l);
+    let year = Duration::from_secs(365 * 86_400);
+    for step in [
+        Duration::ZERO,
+        Duration::from_secs(34),
+        100 * year,
+        150 * year,
+    ] {
+        tokio::time::advance(step).await;
+        for _ in 0..3 {
+            assert_eq!(send(&svc, post("1.1.1.1", None)).await.status(), 200);
+        }
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 12);
+}
