@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_armor_bearer_auth::{InjectBearer, InjectBearerLayer};
 use tower_armor_bulkhead::{Bulkhead, BulkheadLayer};
@@ -97,7 +97,8 @@ pub fn client_stack(
         // Streams are not bounded here: a client's requests carry no principal, so every
         // listen stream to every upstream would share one allowance.
         .layer(
-            BulkheadLayer::new(settings.max_concurrent)
+            BulkheadLayer::try_new(settings.max_concurrent)
+                .map_err(|e| e.to_string())?
                 .by_authority()
                 .no_stream_limit(),
         )
@@ -109,6 +110,9 @@ pub fn client_stack(
         .service(http);
     Ok((stack, handle))
 }
+
+/// How much of one upstream answer [`call_tool`] reads (16 MiB); a longer one is an error.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// Calls `tool` on the MCP server at `url` (stateless revision) and returns the JSON-RPC
 /// result, or the error: a call-plane error of a layer (`CircuitOpen`, `BulkheadFull`,
@@ -155,11 +159,12 @@ where
     req.extensions_mut().insert(facts);
     let resp = client.clone().oneshot(req).await?;
     let status = resp.status();
-    let text = resp
-        .into_body()
+    // An upstream is not trusted with this process's memory: the answer is read up to a bound
+    // (the timeout bounds only how long it may take).
+    let text = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
-        .map_err(Into::into)?
+        .map_err(|e| format!("the answer: {e}"))?
         .to_bytes();
     // A JSON answer, or an SSE one whose events carry the messages: the one with our id, or
     // an error answered before the request was read (a 401 has `id: null`).

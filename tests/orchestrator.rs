@@ -146,3 +146,36 @@ async fn a_refused_token_is_not_an_upstream_failure() {
         State::Closed
     );
 }
+
+/// An upstream is not trusted with the orchestrator's memory: an answer longer than
+/// `MAX_ANSWER_BYTES` is an error, not read to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_is_read_up_to_a_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|| async {
+            (
+                [(http::header::CONTENT_TYPE, "text/event-stream")],
+                vec![b':'; orchestrator::MAX_ANSWER_BYTES + 1],
+            )
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (client, _) = client_stack(&ClientSettings::new("a-token")).unwrap();
+    let err = bounded(call_tool(&client, &url, 1, "add", serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the answer"), "{err}");
+    server.abort();
+}
+
+/// Settings the layers refuse are an error of `client_stack`, not a panic.
+#[test]
+fn refused_settings_are_an_error() {
+    let mut settings = ClientSettings::new("a-token");
+    settings.max_concurrent = 0;
+    let err = client_stack(&settings).err().expect("refused");
+    assert!(err.contains("max_concurrent"), "{err}");
+}

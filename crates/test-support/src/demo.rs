@@ -329,7 +329,7 @@ impl DemoServer {
                         })?;
                     }
                 }
-                None => tokio::time::sleep(interval * args.steps).await,
+                None => tokio::time::sleep(interval.saturating_mul(args.steps)).await,
             }
             Ok::<_, ErrorData>(format!("done after {} steps", args.steps))
         }
