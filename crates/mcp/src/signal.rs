@@ -57,13 +57,25 @@ impl Signal {
     }
 
     /// Ready once the switch is fired (at once if it was); otherwise `wait` holds the task's
-    /// waker until then. Use one `wait` per future or body, with one signal.
+    /// waker until then. Use one `wait` per future or body, with one signal (a `wait` moved to
+    /// another signal leaves the first one's waiters).
     pub fn poll_fired(&self, wait: &mut SignalWait, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_fired() {
             return Poll::Ready(());
         }
-        if wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return Poll::Pending;
+        match &wait.slot {
+            Some((owner, _)) if Arc::ptr_eq(&owner.state, &self.state) => {
+                if wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    return Poll::Pending;
+                }
+            }
+            // Waited on another signal before: that place is given back, one is taken here.
+            Some(_) => {
+                if let Some((owner, i)) = wait.slot.take() {
+                    owner.release(i);
+                }
+            }
+            None => {}
         }
         {
             let mut w = self.lock();
@@ -183,5 +195,39 @@ mod tests {
         );
         drop((wa, wc));
         assert_eq!(signal.lock().free.len(), 2, "every slot given back");
+    }
+
+    #[test]
+    fn a_wait_moved_to_another_signal_moves_its_place() {
+        let (first, second) = (Signal::new(), Signal::new());
+        let count = Arc::new(Count::default());
+        let mut wait = SignalWait::default();
+        assert!(poll(&first, &mut wait, &count).is_pending());
+        // Another signal, the same waker: registered there (not taken as already waiting), the
+        // first one's place given back.
+        assert!(poll(&second, &mut wait, &count).is_pending());
+        assert_eq!(first.lock().free.len(), 1);
+        second.fire();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the second signal wakes it"
+        );
+        first.fire();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the first no longer does"
+        );
+        // Back and forth with slots of different indexes: no panic, no stolen slot.
+        let (a, b) = (Signal::new(), Signal::new());
+        let mut other = SignalWait::default();
+        assert!(poll(&b, &mut other, &count).is_pending());
+        assert!(poll(&a, &mut wait, &count).is_pending());
+        assert!(poll(&b, &mut wait, &count).is_pending());
+        assert_eq!(b.lock().slots.iter().filter(|s| s.is_some()).count(), 2);
+        drop((wait, other));
+        assert_eq!(b.lock().free.len(), 2);
+        assert_eq!(a.lock().free.len(), 1);
     }
 }
