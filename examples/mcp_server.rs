@@ -654,6 +654,11 @@ pub const DRAIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// it, how often [`serve`] checks again.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// While draining, how long [`serve`] still listens once no connection is left: a client that
+/// just got a call's answer often follows up at once on a new connection (the Python SDK lists
+/// the tools to check the answer, and fails the call if it cannot).
+pub const DRAIN_LINGER: Duration = Duration::from_millis(250);
+
 /// The largest `MCP_MAX_CONNECTIONS` accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
@@ -671,7 +676,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Serves `router` on `listener`. Once `drain` is cancelled, every open connection is asked to
 /// finish (an idle one closes, a busy one after its answer), while new ones are still accepted,
 /// each for one request read within [`DRAIN_HEADER_TIMEOUT`] (a client's follow-up about a
-/// call in flight; the app refuses new calls): it returns when no connection is left and
+/// call in flight; the app refuses new calls): it returns when no connection is left (and none
+/// came for [`DRAIN_LINGER`]) and
 /// `waited_for` says nothing else is (a call whose client will come back to resume it), or when
 /// `stop` is cancelled, after asking every connection to finish (the caller bounds how long it
 /// waits).
@@ -694,15 +700,22 @@ pub async fn serve(
     let per_address = PerAddress::default();
     let mut saturated = false;
     let mut draining = false;
+    // Since when the drained server has had nothing left (no connection, no call awaited).
+    let mut idle_since = None;
     loop {
         if !draining && drain.is_cancelled() {
             draining = true;
         }
         // Drained: no connection left, so no call in flight to follow up on, and no dropped
-        // call whose client will come back to resume it.
+        // call whose client will come back to resume it; and none came for a moment.
         let idle = draining && connections.is_empty();
         if idle && !waited_for() {
-            break;
+            let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= DRAIN_LINGER {
+                break;
+            }
+        } else {
+            idle_since = None;
         }
         let slot = match std::sync::Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
@@ -1071,7 +1084,9 @@ async fn main() {
 /// refused with 503 `-31510` (`/readyz` answers 503), listen streams end, calls in flight get
 /// the app's drain grace to finish, and connections are still accepted (one request each) for
 /// what concerns them (a client's answer to a server request, a cancellation, a resumption).
-/// It returns as soon as no connection is left; when the grace runs out first, every call
+/// It returns once no connection is left (and none came for [`DRAIN_LINGER`], 250 ms: a
+/// client's follow-up on a call's answer, such as reading the catalogue, which the app still
+/// serves); when the grace runs out first, every call
 /// still running ends with a final `-31510` error for its id (and no call waiting in line
 /// starts), what is left of the streams ends at an event boundary, and rmcp's sessions are
 /// cancelled.

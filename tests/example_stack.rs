@@ -1626,8 +1626,8 @@ async fn run_drainable(vars: &[(&str, &str)], header_timeout: Option<Duration>) 
 /// SIGTERM drains: listen streams end at once (a 2026-07-28 subscription with its graceful
 /// close), new calls are refused with -31510 (also on new connections, which are still taken
 /// for follow-ups such as a session's notification) and `/readyz` answers 503, while calls in
-/// flight (under both revisions) finish with their results; then the server returns, as soon
-/// as no connection is left.
+/// flight (under both revisions) finish with their results, and a catalogue read right after
+/// still gets its answer; then the server returns, once no connection is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     let Drainable {
@@ -1723,6 +1723,18 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
             }
         };
         assert!(message["result"].is_object(), "{message}");
+    }
+    // Right after an answer a client may read the catalogue, on a new connection (the Python
+    // SDK lists the tools to check a call's result, and fails the call if it cannot): served,
+    // under both revisions, although the last call has ended.
+    for c in [&legacy, &stateless] {
+        let list = bounded(10, c.list_tools()).await.unwrap();
+        assert_eq!(list.status, StatusCode::OK, "{:?}", list.messages());
+        assert!(
+            list.result().is_some_and(|r| r["tools"].is_array()),
+            "{:?}",
+            list.messages()
+        );
     }
     bounded(10, server).await.unwrap();
     assert!(

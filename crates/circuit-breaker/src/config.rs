@@ -375,7 +375,8 @@ impl Builder {
 
     /// Calls `f` on every state change of every circuit (after the change; never under a
     /// lock, so `f` may use the [handle](crate::CircuitBreakerHandle)). Keep it short: it runs
-    /// on the task whose call caused the change.
+    /// on the task whose call caused the change, or where a call's future or body was dropped.
+    /// A panic in `f` is caught and logged (`ERROR`): the change stands and the call goes on.
     pub fn on_transition(mut self, f: impl Fn(&Transition) + Send + Sync + 'static) -> Self {
         self.on_transition = Some(Arc::new(f));
         self

@@ -467,7 +467,12 @@ impl Core {
                 );
             }
             if let Some(f) = &self.settings.on_transition {
-                f(&t);
+                // A panicking callback must not abort the process (this may run in a drop,
+                // while unwinding) nor take the call with it: logged, and the change stands.
+                let call = std::panic::AssertUnwindSafe(|| f(&t));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!(key, "circuit breaker on_transition callback panicked");
+                }
             }
         }
     }

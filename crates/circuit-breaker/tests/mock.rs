@@ -235,6 +235,35 @@ async fn the_handle_reports_half_open_once_the_open_duration_passed() {
     assert_eq!(h.state(), State::Closed);
 }
 
+/// A user callback that panics neither aborts nor fails the call that changed the state, here
+/// also when the change happens in a drop (a probe dropped in half-open).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_transition_callback_changes_nothing() {
+    let calls = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&calls);
+    let mut h = H::new(one_failure_opens().on_transition(move |_| {
+        *count.lock().unwrap() += 1;
+        panic!("callback bug");
+    }));
+    h.exchange(tool(1, "x"), status(503)).await.unwrap();
+    assert_eq!(h.state(), State::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(h.state(), State::HalfOpen);
+    // A probe whose future is dropped gives its slot back (no transition), then one that
+    // succeeds closes the circuit.
+    drop(h.start(tool(2, "x")).await);
+    assert!(
+        h.received().is_some(),
+        "the dropped probe had reached the mock"
+    );
+    let fut = h.start(tool(3, "x")).await;
+    let (_, send) = h.received_req();
+    send.send_response(status(200));
+    fut.await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+    assert_eq!(*calls.lock().unwrap(), 3, "called for each change");
+}
+
 // === streams ===
 
 #[tokio::test(start_paused = true)]

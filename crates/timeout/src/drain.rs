@@ -35,8 +35,10 @@ use crate::resume::Held;
 /// request, `initialize` included; any gRPC call) or a long-lived stream is refused without reaching the inner
 /// service, while what concerns the calls in flight passes: a client's answer to a server
 /// request (an elicitation a person answered), notifications (`notifications/cancelled`), a
-/// session's `DELETE`, a `GET` resuming a call's stream, `ping`, and the `tasks/*` requests
-/// that poll, fetch or cancel a task-augmented call. So a server can keep taking connections
+/// session's `DELETE`, a `GET` resuming a call's stream, `ping`, the `tasks/*` requests
+/// that poll, fetch or cancel a task-augmented call, and reads of the catalogue (`tools/list`,
+/// `resources/list`, `resources/templates/list`, `prompts/list`, `server/discover`: a client
+/// may need them to read a call's answer). So a server can keep taking connections
 /// during its grace (a client's follow-up about a call often comes on a new one) without
 /// starting anything new; a load balancer retries the refused calls elsewhere. The switch acts
 /// where this layer sits: a call that was still waiting in a bulkhead's line outside it when

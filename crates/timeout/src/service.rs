@@ -166,7 +166,10 @@ impl<S> Timeout<S> {
 
 /// Whether a request starts work a draining server refuses: a call or a long-lived stream. Not
 /// a resumption, nor what only asks about work already running: `ping`, and the `tasks/*`
-/// requests that poll, fetch or cancel a task-augmented call started before the drain.
+/// requests that poll, fetch or cancel a task-augmented call started before the drain; nor a
+/// read of the server's catalogue (`tools/list` and the other lists, `server/discover`), which
+/// runs no tool and which a client may need to read a call's answer (the Python SDK lists the
+/// tools after a call to check its structured result, and fails the call when that is refused).
 fn starts_work(f: &McpRequest) -> bool {
     if f.is_long_lived() {
         return true;
@@ -177,6 +180,11 @@ fn starts_work(f: &McpRequest) -> bool {
             f.method(),
             Some(
                 Method::Ping
+                    | Method::ToolsList
+                    | Method::ResourcesList
+                    | Method::ResourceTemplatesList
+                    | Method::PromptsList
+                    | Method::ServerDiscover
                     | Method::TasksGet
                     | Method::TasksList
                     | Method::TasksResult

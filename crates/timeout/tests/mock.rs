@@ -1610,7 +1610,7 @@ async fn while_draining_a_new_grpc_call_is_refused() {
 /// While draining (`refuse_new_calls`), a new call or listen stream is refused without reaching
 /// the server; a call already in flight finishes with its answer, and what concerns calls in
 /// flight passes: a client's answer to a server request, `notifications/cancelled`, a
-/// session's `DELETE`, a resumption, `ping` and a task's polls.
+/// session's `DELETE`, a resumption, `ping`, a task's polls and reads of the catalogue.
 #[tokio::test(start_paused = true)]
 async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
     let l = layer(60_000);
@@ -1682,6 +1682,22 @@ async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
         Some(Method::TasksGet),
         Some(RequestId::Number(6)),
     );
+    // Catalogue reads run no tool, and a client may need one to read a call's answer (the
+    // Python SDK lists the tools after a call).
+    let lists = [
+        Method::ToolsList,
+        Method::ResourcesList,
+        Method::ResourceTemplatesList,
+        Method::PromptsList,
+        Method::ServerDiscover,
+    ]
+    .map(|m| {
+        facts_req(
+            McpRequest::new(MessageKind::Request, Some(m), Some(RequestId::Number(7))),
+            Some("s-1"),
+            V2025,
+        )
+    });
     for req in [
         facts_req(reply, Some("s-1"), V2025),
         facts_req(cancel, Some("s-1"), V2025),
@@ -1689,7 +1705,10 @@ async fn while_draining_new_calls_are_refused_and_follow_ups_pass() {
         delete,
         facts_req(ping, Some("s-1"), V2025),
         facts_req(task, None, V2026),
-    ] {
+    ]
+    .into_iter()
+    .chain(lists)
+    {
         let (_tx, body) = script();
         let mut accepted = answer("application/json", body);
         *accepted.status_mut() = http::StatusCode::ACCEPTED;
