@@ -171,14 +171,17 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Copy) -> Result<Self, String> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let addr = match get("MCP_ADDR") {
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|e| format!("MCP_ADDR: {e} (expected host:port, e.g. 127.0.0.1:8080)"))?,
+            Some(v) => v.trim().parse().map_err(|_| {
+                format!(
+                    "MCP_ADDR: {} is not an IP address and port (e.g. 127.0.0.1:8080 or \
+                     [::1]:8080; host names are not resolved)",
+                    tower_armor_mcp::env::shown(&v)
+                )
+            })?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let max_body_bytes = match get("MCP_MAX_BODY_BYTES") {
-            Some(v) => match v.trim().parse::<usize>() {
+            Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
                 Ok(n) if n > 0 => n,
                 _ => {
                     return Err(format!(
@@ -190,7 +193,7 @@ impl Settings {
         };
         let allowed_hosts = allowed_hosts(get("MCP_ALLOWED_HOSTS").as_deref(), addr)?;
         let drain_grace = match get("MCP_DRAIN_GRACE_MS") {
-            Some(v) => match v.trim().parse::<u64>() {
+            Some(v) => match tower_armor_mcp::env::number::<u64>(&v) {
                 Ok(ms) if Duration::from_millis(ms) <= MAX_DRAIN_GRACE => Duration::from_millis(ms),
                 _ => {
                     return Err(format!(
@@ -202,14 +205,23 @@ impl Settings {
             None => DEFAULT_DRAIN_GRACE,
         };
         let body_timeout = match get("MCP_BODY_TIMEOUT_MS") {
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(ms) if Duration::from_millis(ms) <= McpInspectLayer::MAX_BODY_TIMEOUT => {
+            Some(v) => match tower_armor_mcp::env::number::<u64>(&v) {
+                // It also bounds how long a request's headers may take: under 100 ms a head
+                // split over two packets would be cut off.
+                Ok(ms)
+                    if ms == 0
+                        || (MIN_BODY_TIMEOUT_MS
+                            ..=McpInspectLayer::MAX_BODY_TIMEOUT.as_millis())
+                            .contains(&u128::from(ms)) =>
+                {
                     Duration::from_millis(ms)
                 }
                 _ => {
                     return Err(format!(
-                        "MCP_BODY_TIMEOUT_MS: expected milliseconds from 0 (off) to {}, got {v:?}",
-                        McpInspectLayer::MAX_BODY_TIMEOUT.as_millis()
+                        "MCP_BODY_TIMEOUT_MS: expected 0 (off) or milliseconds from \
+                         {MIN_BODY_TIMEOUT_MS} to {}, got {}",
+                        McpInspectLayer::MAX_BODY_TIMEOUT.as_millis(),
+                        tower_armor_mcp::env::shown(&v)
                     ));
                 }
             },
@@ -217,7 +229,7 @@ impl Settings {
         };
         // A count of connections, from 1 to `MAX_CONNECTIONS_LIMIT`.
         let connection_count = |var: &str, default: usize| match get(var) {
-            Some(v) => match v.trim().parse::<usize>() {
+            Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
                 Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => Ok(n),
                 _ => Err(format!(
                     "{var}: expected an integer from 1 to {MAX_CONNECTIONS_LIMIT}, got {v:?}"
@@ -394,14 +406,7 @@ pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec
         .map_err(|e| format!("MCP_ALLOWED_HOSTS: {e}"))?
         .into_iter()
         .map(|entry| {
-            // A host, and a port only if it is a number (the parser takes `a:port` too); or a
-            // bare IPv6 address, as in rmcp's own default (`::1`).
-            let ok = entry.parse::<std::net::Ipv6Addr>().is_ok()
-                || !entry.contains(['@', '/', '*'])
-                    && axum::http::uri::Authority::try_from(entry).is_ok_and(|a| {
-                        a.port_u16().is_some() || entry.get(a.host().len()..) == Some("")
-                    });
-            if ok {
+            if allowed_host_entry(entry) {
                 Ok(entry.to_ascii_lowercase())
             } else {
                 Err(format!(
@@ -412,6 +417,38 @@ pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// Whether an `MCP_ALLOWED_HOSTS` entry is a name a client can send in `Host`: a DNS name
+/// (dot-separated labels of letters, digits, `-` and `_`, none empty, none starting or ending
+/// with `-`) or an IPv4 address, or an IPv6 address in brackets, each with an optional port
+/// from 1 to 65535 written in digits; or a bare IPv6 address, as in rmcp's own default (`::1`).
+fn allowed_host_entry(entry: &str) -> bool {
+    if entry.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    let (name, port) = match entry.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("", port),
+            _ => return false,
+        },
+        None => entry.split_at(entry.find(':').unwrap_or(entry.len())),
+    };
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => tower_armor_mcp::env::number::<u16>(digits).is_ok_and(|p| p > 0),
+    };
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name_ok = entry.starts_with('[')
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || (name.len() <= 253 && name.split('.').all(label_ok));
+    port_ok && name_ok
 }
 
 /// Builds the breaker with a probe lease that outlasts any call below it.
@@ -658,6 +695,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// just got a call's answer often follows up at once on a new connection (the Python SDK lists
 /// the tools to check the answer, and fails the call if it cannot).
 pub const DRAIN_LINGER: Duration = Duration::from_millis(250);
+
+/// The shortest `MCP_BODY_TIMEOUT_MS` accepted other than 0 (off), in milliseconds.
+pub const MIN_BODY_TIMEOUT_MS: u128 = 100;
 
 /// The largest `MCP_MAX_CONNECTIONS` accepted.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;

@@ -995,10 +995,21 @@ async fn a_body_that_never_arrives_gets_408() {
         "{elapsed:?}"
     );
 
-    // A bad value is refused by name.
-    let err =
-        support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "soon")]).unwrap_err();
-    assert!(err.contains("MCP_BODY_TIMEOUT_MS"), "{err}");
+    // A bad value is refused by name; so is one under 100 ms, which would also cut off a
+    // request whose head comes in two packets.
+    for bad in ["soon", "1", "99", "+300"] {
+        let err =
+            support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", bad)]).unwrap_err();
+        assert!(err.starts_with("MCP_BODY_TIMEOUT_MS"), "{err}");
+    }
+    assert!(support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "100")]).is_ok());
+    // An address that is not one is quoted, and host names are said not to work.
+    let lookup = |k: &str| (k == "MCP_ADDR").then(|| "localhost:8080".to_owned());
+    let err = support::example::Settings::from_lookup(lookup).unwrap_err();
+    assert!(
+        err.contains("\"localhost:8080\"") && err.contains("host names"),
+        "{err}"
+    );
 }
 
 /// A half-open probe runs under the timeout layer: its lease must outlast the longest call,
@@ -1392,6 +1403,19 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
         "a b",
         "*.example",
         "a:port",
+        // Names no client sends, ports no server has, and a port written oddly.
+        ".",
+        "-",
+        "a..b",
+        "a;b",
+        "-a.example",
+        "localhost:0",
+        "localhost:65536",
+        "a:+1",
+        "a:",
+        "[::1",
+        "[nothost]:80",
+        &"a".repeat(300),
     ] {
         let err = allowed_hosts(Some(bad), public).unwrap_err();
         assert!(err.starts_with("MCP_ALLOWED_HOSTS"), "{bad}: {err}");

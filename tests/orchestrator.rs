@@ -176,6 +176,8 @@ async fn an_upstream_answer_is_read_up_to_a_bound() {
 fn refused_settings_are_an_error() {
     let mut settings = ClientSettings::new("a-token");
     settings.max_concurrent = 0;
-    let err = client_stack(&settings).err().expect("refused");
+    let Err(err) = client_stack(&settings) else {
+        panic!("max_concurrent 0 accepted");
+    };
     assert!(err.contains("max_concurrent"), "{err}");
 }

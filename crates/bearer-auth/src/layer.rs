@@ -355,10 +355,13 @@ pub fn check_bind_with(
         None | Some("") => false,
         Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
         Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-        Some(_) => {
+        Some(v) => {
             return Err(ConfigError::new(
                 ENV_AUTH_DISABLED,
-                "expected true, false, 1 or 0",
+                format!(
+                    "expected true, false, 1 or 0, got {}",
+                    tower_armor_mcp::env::shown(v)
+                ),
             ));
         }
     };
@@ -370,10 +373,11 @@ pub fn check_bind_with(
         return Ok(());
     }
     Err(ConfigError::new(
-        ENV_AUTH_DISABLED,
+        ENV_TOKEN,
         format!(
-            "authentication is off (MCP_BEARER_TOKEN unset) and {addr} is not a loopback address; \
-             set MCP_BEARER_TOKEN, or MCP_AUTH_DISABLED=true to serve without authentication"
+            "not set, so authentication is off, and {addr} is not a loopback address; set \
+             MCP_BEARER_TOKEN (or MCP_BEARER_TOKEN_FILE), or MCP_AUTH_DISABLED=true to serve \
+             without authentication"
         ),
     ))
 }
@@ -567,6 +571,7 @@ impl BearerAuthBuilder {
                 "must be at least 1",
             ));
         }
+        let tokens_setting = self.file.as_ref().map_or(self.entries_setting, |(_, s)| *s);
         let tokens = match self.file {
             Some((_, setting)) if !self.entries.is_empty() => {
                 return Err(ConfigError::new(
@@ -591,6 +596,19 @@ impl BearerAuthBuilder {
             }
             None => TokenStore::Static(TokenTable::build(&self.entries, self.entries_setting)?),
         };
+        // A token longer than an `Authorization` header may be could never be presented: every
+        // request with it would get 401 "too long" (or the HTTP server's 431).
+        let longest = tokens.longest();
+        if longest + "Bearer ".len() > self.max_header_bytes {
+            return Err(ConfigError::new(
+                tokens_setting,
+                format!(
+                    "a token of {longest} bytes cannot be presented: `Authorization: Bearer \
+                     <token>` is limited to {} bytes (BearerAuthLayer::max_header_bytes)",
+                    self.max_header_bytes
+                ),
+            ));
+        }
         let challenges = Challenges::build(
             &self.realm.0,
             self.resource_metadata.as_ref().map(|(u, _)| u.as_str()),
@@ -622,10 +640,23 @@ impl BearerAuthBuilder {
     }
 }
 
+/// The longest realm or resource metadata URL accepted, in bytes.
+const MAX_CHALLENGE_PARAM: usize = 1024;
+
 /// Checks a value that goes into a quoted-string of the challenge.
 fn check_quoted(v: &str, setting: &'static str, url: bool) -> Result<(), ConfigError> {
     if v.is_empty() {
         return Err(ConfigError::new(setting, "must not be empty"));
+    }
+    // The challenge goes out with every 401; clients cap a response's headers (Node: 16 KiB).
+    if v.len() > MAX_CHALLENGE_PARAM {
+        return Err(ConfigError::new(
+            setting,
+            format!(
+                "{} bytes; at most {MAX_CHALLENGE_PARAM} are allowed",
+                v.len()
+            ),
+        ));
     }
     if !v
         .bytes()
@@ -657,6 +688,19 @@ fn check_url(v: &str) -> Result<(), &'static str> {
     let authority = uri.authority().ok_or(NOT_URL)?;
     if authority.as_str().contains('@') {
         return Err("must not carry user information (user:password@)");
+    }
+    // (The parser takes any digits after `:`, and reports no port when they overflow a u16.)
+    // An empty port (`host:`) is the scheme's default.
+    let port = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
+    let bad_port = match port.strip_prefix(':') {
+        None | Some("") => false,
+        Some(digits) => !tower_armor_mcp::env::number::<u16>(digits).is_ok_and(|p| p > 0),
+    };
+    if bad_port {
+        return Err("has a port outside 1 to 65535");
     }
     if authority.host().is_empty() {
         return Err(NOT_URL);

@@ -110,6 +110,8 @@ struct Entry {
 pub(crate) struct TokenTable {
     key: MacKey,
     map: HashMap<u64, Entry, PrefixHasher>,
+    /// The length of the longest token, in bytes (whether it fits an `Authorization` header).
+    longest: usize,
 }
 
 /// Hashes a digest's low word, which is already uniform and keyed, with one multiply mixed with a
@@ -182,7 +184,9 @@ impl TokenTable {
     ) -> Result<Self, ConfigError> {
         let mut map: HashMap<u64, Entry, PrefixHasher> =
             HashMap::with_capacity_and_hasher(entries.len(), PrefixHasher::default());
+        let mut longest = 0;
         for (i, (principal, secret)) in entries.iter().enumerate() {
+            longest = longest.max(secret.expose().len());
             check_token(secret.expose().as_bytes())
                 .map_err(|e| ConfigError::new(setting, format!("entry {}: {e}", i + 1)))?;
             let d = key.mac(secret.expose().as_bytes());
@@ -206,7 +210,12 @@ impl TokenTable {
                 },
             );
         }
-        Ok(TokenTable { key, map })
+        Ok(TokenTable { key, map, longest })
+    }
+
+    /// The length of the longest token, in bytes.
+    pub(crate) fn longest(&self) -> usize {
+        self.longest
     }
 
     /// The principal of a presented token, in time independent of which entry matches.
@@ -252,9 +261,10 @@ impl TokenTable {
 /// between cannot slip a FIFO in; on Unix the file is opened non-blocking and without becoming
 /// a controlling terminal, so that opening whatever came in through such a swap does not wait.
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    let cannot_open = |e: std::io::Error| format!("cannot open {}: {}", path.display(), e.kind());
+    let meta = std::fs::metadata(path).map_err(cannot_open)?;
     regular_file(&meta)?;
-    let file = open_nonblocking(path).map_err(|e| format!("cannot open: {}", e.kind()))?;
+    let file = open_nonblocking(path).map_err(cannot_open)?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot stat: {}", e.kind()))?;
@@ -487,6 +497,10 @@ impl FileTokens {
         self.loaded().table.len()
     }
 
+    pub(crate) fn longest(&self) -> usize {
+        self.loaded().table.longest()
+    }
+
     pub(crate) fn principals(&self) -> Vec<String> {
         self.loaded().table.principals()
     }
@@ -619,6 +633,14 @@ impl TokenStore {
         match self {
             TokenStore::Static(t) => t.len(),
             TokenStore::File(f) => f.len(),
+        }
+    }
+
+    /// The length of the longest token, in bytes.
+    pub(crate) fn longest(&self) -> usize {
+        match self {
+            TokenStore::Static(t) => t.longest(),
+            TokenStore::File(f) => f.longest(),
         }
     }
 

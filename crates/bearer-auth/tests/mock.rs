@@ -755,13 +755,14 @@ fn auth_off_refuses_public_addresses_unless_explicitly_allowed() {
     assert!(check_bind_with(local, false, none).is_ok());
     assert!(check_bind_with(v6, false, none).is_ok());
     assert!(check_bind_with(public, true, none).is_ok());
+    // Named after what is missing (the token), not the opt-out nobody set.
     let e = check_bind_with(public, false, none).unwrap_err();
-    assert_eq!(e.setting(), "MCP_AUTH_DISABLED");
+    assert_eq!(e.setting(), "MCP_BEARER_TOKEN");
+    assert!(e.to_string().contains("MCP_AUTH_DISABLED=true"), "{e}");
     assert!(check_bind_with(public, false, yes).is_ok());
-    assert_eq!(
-        check_bind_with(public, false, junk).unwrap_err().setting(),
-        "MCP_AUTH_DISABLED"
-    );
+    let e = check_bind_with(public, false, junk).unwrap_err();
+    assert_eq!(e.setting(), "MCP_AUTH_DISABLED");
+    assert!(e.to_string().contains("got \"maybe\""), "{e}");
     assert!(BearerAuthLayer::disabled().check_bind(local).is_ok());
 }
 
@@ -1371,4 +1372,56 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
         mine.as_mut().poll_frame(&mut cx),
         Poll::Ready(None)
     ));
+}
+
+/// A token that no `Authorization` header within the layer's limit can carry, a challenge
+/// parameter longer than clients take in a header, and a metadata URL whose port no server has
+/// are refused when the layer is built.
+#[test]
+fn settings_that_could_never_work_are_refused() {
+    let limit = tower_armor_bearer_auth::DEFAULT_MAX_HEADER_BYTES;
+    let fits = "a".repeat(limit - "Bearer ".len());
+    assert!(
+        BearerAuthLayer::builder()
+            .token("alice", fits.as_str())
+            .build()
+            .is_ok()
+    );
+    let too_long = format!("{fits}a");
+    let e = BearerAuthLayer::builder()
+        .token("bob", "short")
+        .token("alice", too_long.as_str())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot be presented"), "{e}");
+    assert!(!e.to_string().contains(&too_long), "never the token: {e}");
+    // With a larger header limit it can be presented.
+    assert!(
+        BearerAuthLayer::builder()
+            .token("alice", too_long.as_str())
+            .max_header_bytes(limit * 2)
+            .build()
+            .is_ok()
+    );
+    let e = BearerAuthLayer::builder()
+        .token("alice", "t")
+        .realm("r".repeat(1025))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 1024"), "{e}");
+    for url in ["http://a:99999/x", "http://a:0/x", "https://a:65536/"] {
+        let e = BearerAuthLayer::builder()
+            .token("alice", "t")
+            .resource_metadata(url)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("port"), "{url}: {e}");
+    }
+    assert!(
+        BearerAuthLayer::builder()
+            .token("alice", "t")
+            .resource_metadata("https://a:65535/.well-known/oauth-protected-resource")
+            .build()
+            .is_ok()
+    );
 }

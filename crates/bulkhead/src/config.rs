@@ -129,7 +129,7 @@ impl Config {
     pub(crate) fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let max_concurrent = match get(ENV_MAX_CONCURRENT) {
-            Some(v) => match v.trim().parse::<usize>() {
+            Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
                 Ok(n) if (1..=MAX_PERMITS).contains(&n) => n,
                 _ => {
                     return Err(ConfigError::Env {
@@ -143,14 +143,15 @@ impl Config {
         };
         let mut config = Config::try_new(max_concurrent)?;
         if let Some(v) = get(ENV_MAX_QUEUE) {
-            config.max_queue = v.trim().parse::<usize>().map_err(|_| ConfigError::Env {
-                var: ENV_MAX_QUEUE,
-                value: v.clone(),
-                expected: "a non-negative integer",
-            })?;
+            config.max_queue =
+                tower_armor_mcp::env::number::<usize>(&v).map_err(|_| ConfigError::Env {
+                    var: ENV_MAX_QUEUE,
+                    value: v.clone(),
+                    expected: "a non-negative integer",
+                })?;
         }
         if let Some(v) = get(ENV_MAX_WAIT_MS) {
-            match v.trim().parse::<u64>() {
+            match tower_armor_mcp::env::number::<u64>(&v) {
                 // A wait of days is a typo or "no limit" spelled as a number, which unset says.
                 Ok(ms) if ms > 0 && ms <= MAX_WAIT_LIMIT_MS => {
                     config.max_wait = Some(Duration::from_millis(ms))
@@ -169,11 +170,13 @@ impl Config {
             config.streams_per_principal = if t.eq_ignore_ascii_case("off") {
                 None
             } else {
-                Some(t.parse::<usize>().map_err(|_| ConfigError::Env {
-                    var: ENV_STREAMS_PER_PRINCIPAL,
-                    value: v.clone(),
-                    expected: "a non-negative integer or `off`",
-                })?)
+                Some(
+                    tower_armor_mcp::env::number::<usize>(t).map_err(|_| ConfigError::Env {
+                        var: ENV_STREAMS_PER_PRINCIPAL,
+                        value: v.clone(),
+                        expected: "a non-negative integer or `off`",
+                    })?,
+                )
             };
         }
         Ok(config)

@@ -533,7 +533,7 @@ fn check_rate(setting: &'static str, rate: f64) -> Result<(), ConfigError> {
 }
 
 fn parse_positive(setting: &'static str, v: &str, max: u32) -> Result<u32, ConfigError> {
-    match v.parse::<u32>() {
+    match tower_armor_mcp::env::number::<u32>(v) {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError::new(
             setting,

@@ -5,6 +5,9 @@
 //! `MCP_BEARER_TOKEN`, that would turn authentication off; for `MCP_CALL_TIMEOUT_MS`, remove
 //! the deadline), so each `from_env` first asks [`not_unicode`] and refuses such a value by name.
 
+use std::fmt;
+use std::str::FromStr;
+
 /// The first of `vars` that is set to a value that is not valid UTF-8, if any.
 ///
 /// ```
@@ -37,4 +40,70 @@ pub fn list(value: &str) -> Result<Vec<&str>, &'static str> {
             item => Ok(item),
         })
         .collect()
+}
+
+/// A whole number written the one plain way: ASCII digits only, with ASCII spaces or tabs
+/// around them. Rust's own parsing also takes a leading `+`, and `str::trim` drops Unicode
+/// spaces (a no-break space before `5`); a setting is refused rather than read in a way its
+/// author may not have meant.
+///
+/// ```
+/// use tower_armor_mcp::env::number;
+/// assert_eq!(number::<u64>(" 42\t"), Ok(42));
+/// assert!(number::<u64>("+5").is_err() && number::<u64>("\u{a0}5").is_err());
+/// assert!(number::<u64>("-1").is_err() && number::<u8>("256").is_err());
+/// assert!(number::<u64>("1_000").is_err() && number::<u64>("").is_err());
+/// ```
+pub fn number<T: FromStr>(value: &str) -> Result<T, NotANumber> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NotANumber);
+    }
+    digits.parse().map_err(|_| NotANumber)
+}
+
+/// The error of [`number`]: not a whole number of the type asked for (not digits, or out of its
+/// range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotANumber;
+
+impl fmt::Display for NotANumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a whole number in range")
+    }
+}
+
+impl std::error::Error for NotANumber {}
+
+/// A setting's value as an error message quotes it: in full (as a Rust string literal) up to 64
+/// characters, otherwise its first 48 and its length, so that a value pasted by mistake (a
+/// whole file) does not become a line of 100 KB.
+///
+/// ```
+/// use tower_armor_mcp::env::shown;
+/// assert_eq!(shown("abc").to_string(), "\"abc\"");
+/// let long = "x".repeat(1000);
+/// assert_eq!(shown(&long).to_string(), format!("\"{}\"… (1000 characters)", "x".repeat(48)));
+/// ```
+pub fn shown(value: &str) -> Shown<'_> {
+    Shown(value)
+}
+
+/// See [`shown`].
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chars = self.0.chars().count();
+        if chars <= 64 {
+            return write!(f, "{:?}", self.0);
+        }
+        let end = self
+            .0
+            .char_indices()
+            .nth(48)
+            .map_or(self.0.len(), |(i, _)| i);
+        write!(f, "{:?}… ({chars} characters)", &self.0[..end])
+    }
 }

@@ -63,19 +63,18 @@ impl Signal {
         if self.is_fired() {
             return Poll::Ready(());
         }
-        match &wait.slot {
-            Some((owner, _)) if Arc::ptr_eq(&owner.state, &self.state) => {
-                if wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    return Poll::Pending;
-                }
-            }
-            // Waited on another signal before: that place is given back, one is taken here.
-            Some(_) => {
-                if let Some((owner, i)) = wait.slot.take() {
-                    owner.release(i);
-                }
-            }
-            None => {}
+        let mine = wait
+            .slot
+            .as_ref()
+            .map(|(owner, _)| Arc::ptr_eq(&owner.state, &self.state));
+        if mine == Some(true) && wait.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        // Waited on another signal before: that place is given back, one is taken here.
+        if mine == Some(false)
+            && let Some((owner, i)) = wait.slot.take()
+        {
+            owner.release(i);
         }
         {
             let mut w = self.lock();

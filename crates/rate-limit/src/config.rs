@@ -79,7 +79,7 @@ pub(crate) fn positive<T>(var: &str, value: &str) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + Default,
 {
-    match value.trim().parse::<T>() {
+    match tower_armor_mcp::env::number::<T>(value) {
         Ok(n) if n > T::default() => Ok(n),
         _ => Err(ConfigError::new(
             var,

@@ -171,8 +171,7 @@ impl FromStr for IpNet {
             .parse()
             .map_err(|_| format!("{s:?} is not an IP address or network"))?;
         let prefix = match prefix {
-            Some(p) => p
-                .parse::<u8>()
+            Some(p) => tower_armor_mcp::env::number::<u8>(p)
                 .map_err(|_| format!("{s:?} has an invalid prefix length"))?,
             None => max_prefix(addr),
         };

@@ -273,7 +273,7 @@ fn env_seconds(
 ) -> Result<Option<u64>, ConfigError> {
     match var(variable) {
         Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => match v.trim().parse::<u64>() {
+        Ok(v) => match tower_armor_mcp::env::number::<u64>(&v) {
             Ok(secs) if Duration::from_secs(secs) > SseLayer::MAX_DURATION => {
                 Err(ConfigError::TooLong {
                     setting: variable,

@@ -132,7 +132,7 @@ impl TimeoutLayer {
             let Some(v) = get(var) else {
                 return Ok(None);
             };
-            match v.trim().parse::<u64>() {
+            match tower_armor_mcp::env::number::<u64>(&v) {
                 Ok(0) => Err(ConfigError::Env {
                     var,
                     reason: "must be a positive number of milliseconds".into(),
@@ -161,7 +161,7 @@ impl TimeoutLayer {
         let max_pause = millis(ENV_MAX_PAUSE_MS)?;
         let resume_grace = match get(ENV_RESUME_GRACE_MS) {
             None => None,
-            Some(v) => match v.trim().parse::<u64>() {
+            Some(v) => match tower_armor_mcp::env::number::<u64>(&v) {
                 Ok(n) if Duration::from_millis(n) <= TimeoutBuilder::MAX_RESUME_GRACE => {
                     Some(Duration::from_millis(n))
                 }

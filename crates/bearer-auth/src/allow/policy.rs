@@ -96,13 +96,19 @@ impl AllowPolicy {
         setting: &'static str,
     ) -> Result<Self, ConfigError> {
         let mut rules = HashMap::new();
+        let last = spec.split(';').count() - 1;
         for (i, rule) in spec.split(';').enumerate() {
             let rule = rule.trim();
-            if rule.is_empty() {
-                continue;
-            }
             let n = i + 1;
             let err = |d: &str| ConfigError::new(setting, format!("rule {n}: {d}"));
+            if rule.is_empty() {
+                // A blank spec, or one ending with `;`; an empty rule anywhere else is a slip
+                // (`a;;b`) whose author may have meant something else.
+                if i == last {
+                    continue;
+                }
+                return Err(err("an empty rule (a stray ';'?)"));
+            }
             let (principal, tools) = rule
                 .split_once(':')
                 .ok_or_else(|| err("expected principal:tool,tool or principal:*"))?;
@@ -128,6 +134,15 @@ impl AllowPolicy {
                     }
                     if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
                         return Err(err("tool name has a control or whitespace character"));
+                    }
+                    if t.contains(':') {
+                        // Allowed (a server may name a tool so), but more often a ';' missed
+                        // between two rules.
+                        tracing::warn!(
+                            rule = n,
+                            tool = t,
+                            "{setting}: a tool name with ':' (rules are separated by ';')"
+                        );
                     }
                     set.insert(Box::<str>::from(t));
                 }
@@ -202,6 +217,9 @@ mod tests {
             ("alice:add,,echo", "rule 1: empty tool name"),
             ("a b:add", "rule 1: principal name"),
             ("x:add;alice:a b", "rule 2: tool name has"),
+            ("alice:add;;bob:echo", "rule 2: an empty rule"),
+            (";alice:add", "rule 1: an empty rule"),
+            (";", "rule 1: an empty rule"),
         ] {
             let e = AllowPolicy::parse_for_setting(spec, ENV_TOOL_ALLOW).unwrap_err();
             assert_eq!(e.setting(), ENV_TOOL_ALLOW);
