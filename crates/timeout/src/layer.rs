@@ -132,15 +132,30 @@ impl TimeoutLayer {
             let Some(v) = get(var) else {
                 return Ok(None);
             };
+            let shown = tower_armor_mcp::env::shown(&v);
+            // A call deadline of more than a day is a typo, or "no deadline" spelled as a
+            // number: it would keep a stuck call's permits for good.
+            let most = if var == ENV_MAX_PAUSE_MS {
+                TimeoutBuilder::MAX_PAUSE_LIMIT
+            } else {
+                MAX_ENV_DEADLINE
+            };
             match tower_armor_mcp::env::number::<u64>(&v) {
                 Ok(0) => Err(ConfigError::Env {
                     var,
-                    reason: "must be a positive number of milliseconds".into(),
+                    reason: format!("must be a positive number of milliseconds, got {shown}"),
+                }),
+                Ok(n) if Duration::from_millis(n) > most => Err(ConfigError::Env {
+                    var,
+                    reason: format!(
+                        "must be at most {} milliseconds, got {shown}",
+                        most.as_millis()
+                    ),
                 }),
                 Ok(n) => Ok(Some(Duration::from_millis(n))),
                 Err(_) => Err(ConfigError::Env {
                     var,
-                    reason: format!("not a number of milliseconds: {v:?}"),
+                    reason: format!("not a number of milliseconds: {shown}"),
                 }),
             }
         };
@@ -289,6 +304,9 @@ impl fmt::Debug for TimeoutBuilder {
     }
 }
 
+/// See [`TimeoutBuilder::MAX_ENV_DEADLINE`].
+const MAX_ENV_DEADLINE: Duration = Duration::from_secs(86_400);
+
 impl TimeoutBuilder {
     /// The default [`TimeoutBuilder::boundary_grace`]: 100 ms.
     pub const DEFAULT_BOUNDARY_GRACE: Duration = Duration::from_millis(100);
@@ -303,6 +321,10 @@ impl TimeoutBuilder {
     /// The longest [`TimeoutBuilder::resume_grace`] accepted: one minute (an SDK reconnects
     /// within seconds; meanwhile the tool runs, holding its bulkhead permit).
     pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(60);
+
+    /// The longest deadline or cap the environment may set (`MCP_CALL_TIMEOUT_MS`,
+    /// `MCP_CALL_TIMEOUT_MAX_MS`): 24 hours. The builder takes any.
+    pub const MAX_ENV_DEADLINE: Duration = MAX_ENV_DEADLINE;
 
     /// Gives `tools/call` of `tool` its own deadline. Names are only looked up (never stored
     /// per call), so a client cannot grow the table.
@@ -575,6 +597,31 @@ mod tests {
                 "{bad}"
             );
         }
+        // A deadline or cap of more than a day (a stuck call would keep its permits for good).
+        for bad in ["86400001", "+5000", &u64::MAX.to_string()] {
+            assert_eq!(
+                env_var(env(&[(ENV_TIMEOUT_MS, bad)]).unwrap_err()),
+                ENV_TIMEOUT_MS,
+                "{bad}"
+            );
+            assert_eq!(
+                env_var(env(&[(ENV_TIMEOUT_MS, "100"), (ENV_MAX_MS, bad)]).unwrap_err()),
+                ENV_MAX_MS,
+                "{bad}"
+            );
+        }
+        let msg = env(&[(ENV_TIMEOUT_MS, "86400001")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("at most 86400000") && msg.contains("86400001"),
+            "{msg}"
+        );
+        assert!(
+            env(&[(ENV_TIMEOUT_MS, "86400000"), (ENV_MAX_MS, "86400000")])
+                .unwrap()
+                .is_some()
+        );
         let msg = env(&[(ENV_TIMEOUT_MS, "abc")]).unwrap_err().to_string();
         assert!(msg.starts_with("MCP_CALL_TIMEOUT_MS:"), "{msg}");
     }
