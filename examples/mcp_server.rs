@@ -332,6 +332,7 @@ impl Settings {
             .map_err(|e| e.to_string())?;
         if let tower_armor_rate_limit::KeyBy::Header(key) = rate_limit.key_by() {
             // The correlation id is logged in every request span and echoed: never a key.
+            // (The default, `x-request-id`, the rate limit refuses by itself.)
             if key == correlation.header() {
                 return Err(format!(
                     "MCP_REQUEST_ID_HEADER: {key} is the header MCP_RATE_LIMIT_KEY keys clients \

@@ -1038,13 +1038,18 @@ fn the_probe_lease_outlasts_the_longest_call() {
         ]),
         Duration::from_millis(95_100)
     );
-    // Without a line no call waits: a long `MCP_BULKHEAD_MAX_WAIT_MS` does not lengthen it.
+    // Without a line no call waits: a wait bound then is a slip, refused.
+    let err = Settings::for_tests(&[
+        ("MCP_BULKHEAD_MAX_QUEUE", "0"),
+        ("MCP_BULKHEAD_MAX_WAIT_MS", "86400000"),
+    ])
+    .unwrap_err();
+    assert!(err.starts_with("MCP_BULKHEAD_MAX_WAIT_MS"), "{err}");
     assert_eq!(
         lease(&[
             ("MCP_CALL_TIMEOUT_MS", "1000"),
             ("MCP_CALL_TIMEOUT_MAX_MS", "90000"),
             ("MCP_BULKHEAD_MAX_QUEUE", "0"),
-            ("MCP_BULKHEAD_MAX_WAIT_MS", "86400000"),
         ]),
         Duration::from_millis(90_100)
     );

@@ -85,7 +85,11 @@ impl fmt::Display for ConfigError {
                 var,
                 value,
                 expected,
-            } => write!(f, "{var}: expected {expected}, got {value:?}"),
+            } => write!(
+                f,
+                "{var}: expected {expected}, got {}",
+                tower_armor_mcp::env::shown(value)
+            ),
         }
     }
 }
@@ -164,6 +168,18 @@ impl Config {
                     });
                 }
             }
+        }
+        // A wait bound with no line to wait in could never apply: a slip, refused like one.
+        if config.max_queue == 0
+            && let Some(v) = get(ENV_MAX_WAIT_MS)
+            && get(ENV_MAX_QUEUE).is_some()
+        {
+            return Err(ConfigError::Env {
+                var: ENV_MAX_WAIT_MS,
+                value: v,
+                expected: "no value while MCP_BULKHEAD_MAX_QUEUE is 0 (no call waits in line, so \
+                           a wait bound never applies)",
+            });
         }
         if let Some(v) = get(ENV_STREAMS_PER_PRINCIPAL) {
             let t = v.trim();
@@ -261,6 +277,14 @@ mod tests {
             assert!(msg.starts_with(var), "{msg}");
             assert!(msg.contains(&format!("{value:?}")), "{msg}");
         }
+        // A wait bound with no line to wait in.
+        let msg = from(&[(ENV_MAX_QUEUE, "0"), (ENV_MAX_WAIT_MS, "5000")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with(ENV_MAX_WAIT_MS), "{msg}");
+        assert!(msg.contains("MCP_BULKHEAD_MAX_QUEUE is 0"), "{msg}");
+        // A sign is not a number.
+        assert!(from(&[(ENV_MAX_CONCURRENT, "+2")]).is_err());
         assert_eq!(
             Config::try_new(0).unwrap_err(),
             ConfigError::ZeroConcurrency

@@ -83,7 +83,10 @@ where
         Ok(n) if n > T::default() => Ok(n),
         _ => Err(ConfigError::new(
             var,
-            format!("expected a positive whole number, got {value:?}"),
+            format!(
+                "expected a positive whole number, got {}",
+                tower_armor_mcp::env::shown(value)
+            ),
         )),
     }
 }
@@ -108,7 +111,9 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
             if let Some(problem) = tool_name_problem(name) {
                 return Err(ConfigError::new(var, problem));
             }
-            Ok((name.to_owned(), positive::<u32>(var, n)?))
+            let per_minute = positive::<u32>(var, n)
+                .map_err(|e| ConfigError::new(var, format!("in {pair:?}: {}", e.reason)))?;
+            Ok((name.to_owned(), per_minute))
         })
         .collect()
 }
@@ -138,6 +143,10 @@ mod tests {
         assert_eq!(tool_quotas("T", "x").unwrap_err().setting(), "T");
         assert!(tool_quotas("T", ":3").is_err());
         assert!(tool_quotas("T", "x:0").is_err());
+        // The entry is named.
+        let e = tool_quotas("T", "add:5, slow:").unwrap_err().to_string();
+        assert!(e.starts_with(r#"T: in "slow:""#), "{e}");
+        assert!(tool_quotas("T", "add:+5").is_err());
         for bad in [
             format!("{}:5", "b".repeat(129)),
             "é:5".into(),

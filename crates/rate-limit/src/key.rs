@@ -36,9 +36,16 @@ impl KeyBy {
         let s = s.trim();
         if let Some(name) = strip_prefix_ignore_case(s, "header:") {
             let name = name.trim();
-            return HeaderName::from_bytes(name.as_bytes())
-                .map(KeyBy::Header)
-                .map_err(|_| format!("{name:?} is not a valid header name"));
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            if NOT_CLIENT_KEYS.contains(&header.as_str()) {
+                return Err(format!(
+                    "{header} does not identify a client: it changes per request or session (a \
+                     client would reset its quota at will) or describes the request; key by a \
+                     header that names the client, such as X-Api-Key"
+                ));
+            }
+            return Ok(KeyBy::Header(header));
         }
         match s.to_ascii_lowercase().as_str() {
             "principal" => Ok(KeyBy::Principal),
@@ -50,6 +57,23 @@ impl KeyBy {
         }
     }
 }
+
+/// Headers [`KeyBy::parse`] refuses as a key: each changes with the request or the session, or
+/// describes the request rather than who sends it.
+const NOT_CLIENT_KEYS: &[&str] = &[
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "host",
+    "content-type",
+    "content-length",
+    "accept",
+];
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
@@ -441,6 +465,17 @@ mod tests {
             Ok(KeyBy::Header(HeaderName::from_static("x-api-key")))
         );
         assert!(KeyBy::parse("header:bad name").is_err());
+        // Headers a client changes per request or session, or that describe the request.
+        for name in [
+            "Mcp-Session-Id",
+            "x-request-id",
+            "Host",
+            "content-type",
+            "traceparent",
+        ] {
+            let e = KeyBy::parse(&format!("header:{name}")).unwrap_err();
+            assert!(e.contains("does not identify a client"), "{name}: {e}");
+        }
         assert!(KeyBy::parse("header:").is_err());
         assert!(KeyBy::parse("user").is_err());
     }
