@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_armor_mcp::{Principal, ResponseBody};
+use tower_armor_mcp::error::CODE_UNAUTHORIZED;
+use tower_armor_mcp::sse::SseParser;
+use tower_armor_mcp::{CorrelationId, ListenId, Principal, ResponseBody};
 
 use crate::layer::Shared;
 use crate::tokens::Watch;
@@ -23,9 +25,13 @@ pin_project! {
     /// secret from the streams it opened too, not only from new requests. The check runs each
     /// time the stream is polled (the SSE layer's keep-alive polls an idle one) and when a
     /// reload replaces the tokens; it keeps the token's keyed digest, never the token. The
-    /// stream ends between two frames of the server's (rmcp writes one event per frame), with
-    /// no message of its own: a `subscriptions/listen` stream gets no final response. Other
-    /// answers pass unchanged.
+    /// stream ends between two frames of the server's (rmcp writes one event per frame). A
+    /// 2026-07-28 `subscriptions/listen` stream (its id known from the inspector's
+    /// [`ListenId`]) that is between two events then gets one final event first: the error
+    /// answer to the listen request, `-31401` "the token that opened this stream was revoked",
+    /// so that its client learns why rather than seeing a lost subscription (and does not
+    /// resubscribe with the same token). A 2025-11-25 GET stream just ends. Other answers pass
+    /// unchanged.
     pub struct BearerBody<B> {
         #[pin]
         body: ResponseBody<B>,
@@ -39,7 +45,17 @@ pub(crate) struct Grant {
     pub(crate) shared: Arc<Shared>,
     pub(crate) principal: Principal,
     pub(crate) watch: Watch,
+    /// For the final error event: the request's correlation id.
+    pub(crate) correlation: Option<CorrelationId>,
+    /// The listen request's id, when the stream is a `subscriptions/listen` answer (set from
+    /// the answer's extensions).
+    pub(crate) listen: Option<ListenId>,
+    /// Where the stream's events end, for a final event of ours (fed only with a listen id).
+    pub(crate) events: SseParser,
 }
+
+/// What the client of a revoked `subscriptions/listen` stream reads last.
+pub(crate) const REVOKED_MESSAGE: &str = "the token that opened this stream was revoked";
 
 impl<B> BearerBody<B> {
     pub(crate) fn new(body: ResponseBody<B>, grant: Option<Box<Grant>>) -> Self {
@@ -94,11 +110,35 @@ where
                     "long-lived stream ended: the token file no longer holds the token that opened it"
                 );
                 *this.ended = true;
+                let last = g
+                    .listen
+                    .as_ref()
+                    .filter(|_| g.events.at_boundary())
+                    .map(|listen| {
+                        let data = g
+                            .correlation
+                            .as_ref()
+                            .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+                        let body = tower_armor_mcp::jsonrpc::error_body(
+                            Some(&listen.0),
+                            CODE_UNAUTHORIZED,
+                            REVOKED_MESSAGE,
+                            data.as_ref(),
+                        );
+                        Ok(Frame::data(tower_armor_mcp::sse::data_event(&body)))
+                    });
                 *this.grant = None;
-                return Poll::Ready(None);
+                return Poll::Ready(last);
             }
         }
-        this.body.poll_frame(cx)
+        let frame = this.body.poll_frame(cx);
+        if let (Some(g), Poll::Ready(Some(Ok(f)))) = (this.grant.as_mut(), &frame)
+            && g.listen.is_some()
+            && let Some(data) = f.data_ref()
+        {
+            g.events.feed(data, |_| {});
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

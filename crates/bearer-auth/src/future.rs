@@ -13,7 +13,7 @@ use tower_armor_mcp::error::CODE_UNAUTHORIZED;
 use tower_armor_mcp::error::Unauthorized;
 use tower_armor_mcp::grpc_error_response;
 use tower_armor_mcp::jsonrpc::INVALID_REQUEST;
-use tower_armor_mcp::{CorrelationId, ResponseBody};
+use tower_armor_mcp::{CorrelationId, ListenId, ResponseBody};
 
 use crate::body::{BearerBody, Grant};
 use crate::parse::AuthFailure;
@@ -127,7 +127,10 @@ where
                 if let Some(b) = binding.take() {
                     b.observe(resp.status(), resp.headers());
                 }
-                let grant = grant.take();
+                let mut grant = grant.take();
+                if let Some(g) = grant.as_mut() {
+                    g.listen = resp.extensions().get::<ListenId>().cloned();
+                }
                 Poll::Ready(Ok(
                     resp.map(|body| BearerBody::new(ResponseBody::inner(body), grant))
                 ))

@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
 use tower_armor_mcp::inspect::opens_long_lived_stream;
+use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CorrelationId, Principal, ProtocolRevision, grpc_content_type, span};
 use tower_service::Service;
 
@@ -152,6 +153,11 @@ where
                 shared: Arc::clone(&self.shared),
                 principal: principal.clone(),
                 watch,
+                correlation: req.extensions().get::<CorrelationId>().cloned(),
+                listen: None,
+                // Only where events end matters here: nothing of an event is kept but the
+                // first byte of a partial line (the parser's bound), which marks it partial.
+                events: SseParser::new(1),
             })
         });
         req.extensions_mut().insert(principal);

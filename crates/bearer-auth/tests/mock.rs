@@ -1206,9 +1206,14 @@ fn streaming() -> (
     use futures_util::StreamExt;
     let senders = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = senders.clone();
-    let svc = tower::service_fn(move |_: Req| {
+    let svc = tower::service_fn(move |req: Req| {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         s.lock().unwrap().push(tx);
+        // What the inspector puts on a `subscriptions/listen` answer: the request's id (7).
+        let listen = req
+            .headers()
+            .get("mcp-method")
+            .is_some_and(|m| m == "subscriptions/listen");
         async move {
             let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
             let mut resp = Response::new(http_body_util::StreamBody::new(frames));
@@ -1216,6 +1221,10 @@ fn streaming() -> (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/event-stream"),
             );
+            if listen {
+                resp.extensions_mut()
+                    .insert(tower_armor_mcp::ListenId(RequestId::Number(7)));
+            }
             Ok::<_, BoxError>(resp)
         }
     });
@@ -1229,7 +1238,8 @@ fn event(n: usize) -> Frame {
 }
 
 /// A rotation that removes a token also ends the long-lived streams it opened (a 2025-11-25
-/// `GET` listen stream, a 2026-07-28 `subscriptions/listen`), at once when the reload comes from
+/// `GET` listen stream, a 2026-07-28 `subscriptions/listen`, which gets the error answer to its
+/// listen request last when it is between two events), at once when the reload comes from
 /// another request, or on the stream's own next poll; streams whose token survives the reload,
 /// and call streams, go on.
 #[tokio::test(start_paused = true)]
@@ -1271,9 +1281,26 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     let bobs = open(http::Method::GET, "bob-one", &[("mcp-session-id", "s-1")])
         .await
         .unwrap();
+    let cut = open(
+        http::Method::POST,
+        "alice-one",
+        &[("mcp-method", "subscriptions/listen")],
+    )
+    .await
+    .unwrap();
+    let mut cut = Box::pin(cut.into_body());
     let mut bodies = [listen, subscription, call, bobs].map(|r| Box::pin(r.into_body()));
     let tx: Vec<Frames> = senders.lock().unwrap().clone();
-    assert_eq!(tx.len(), 4);
+    assert_eq!(tx.len(), 5);
+    // The fifth is a subscription whose last frame ends inside an event.
+    tx[4]
+        .send(Ok(http_body::Frame::data(Bytes::from_static(b"data: par"))))
+        .unwrap();
+    assert!(matches!(
+        cut.as_mut()
+            .poll_frame(&mut std::task::Context::from_waker(std::task::Waker::noop())),
+        Poll::Ready(Some(Ok(_)))
+    ));
 
     // Every stream carries events; an idle one is waiting.
     let waker_hits = std::sync::Arc::new(AtomicUsize::new(0));
@@ -1316,6 +1343,28 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     for (i, tx) in tx.iter().enumerate() {
         tx.send(event(20 + i)).unwrap();
     }
+    // The GET stream just ends; the subscription gets the error answer to its listen
+    // request first.
+    let last = match bodies[1].as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(f))) => f.into_data().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let last = std::str::from_utf8(&last).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        last.strip_prefix("data: ")
+            .and_then(|l| l.strip_suffix("\n\n"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["id"], 7, "{json}");
+    assert_eq!(json["error"]["code"], -31401, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{json}"
+    );
     for i in [0, 1] {
         assert!(
             matches!(bodies[i].as_mut().poll_frame(&mut cx), Poll::Ready(None)),
@@ -1327,6 +1376,11 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
             Poll::Ready(None)
         ));
     }
+    // Inside an event, nothing of ours could be added: it just ends.
+    assert!(matches!(
+        cut.as_mut().poll_frame(&mut cx),
+        Poll::Ready(None)
+    ));
     assert!(
         matches!(
             bodies[2].as_mut().poll_frame(&mut cx),

@@ -329,6 +329,28 @@ mod tests {
         assert_eq!(p.data.capacity(), cap);
     }
 
+    #[test]
+    fn a_parser_bounded_to_one_byte_still_knows_where_events_end() {
+        let mut p = SseParser::new(1);
+        for (chunk, boundary) in [
+            (&b"data: a long event"[..], false),
+            (b"\n", false),
+            (b"\n", true),
+            (b"id: 1\nda", false),
+            (b"ta: x\n\n", true),
+            (b": comment\n", true),
+        ] {
+            p.feed(chunk, |_| {});
+            assert_eq!(
+                p.at_boundary(),
+                boundary,
+                "{:?}",
+                String::from_utf8_lossy(chunk)
+            );
+            assert!(p.buffered_len() <= 2);
+        }
+    }
+
     fn parse_chunks(p: &mut SseParser, chunks: &[&[u8]]) -> Vec<Ev> {
         let mut out = Vec::new();
         for c in chunks {
