@@ -185,7 +185,8 @@ impl Settings {
                 Ok(n) if n > 0 => n,
                 _ => {
                     return Err(format!(
-                        "MCP_MAX_BODY_BYTES: expected a positive integer, got {v:?}"
+                        "MCP_MAX_BODY_BYTES: expected a positive integer, got {}",
+                        tower_armor_mcp::env::shown(&v)
                     ));
                 }
             },
@@ -197,8 +198,9 @@ impl Settings {
                 Ok(ms) if Duration::from_millis(ms) <= MAX_DRAIN_GRACE => Duration::from_millis(ms),
                 _ => {
                     return Err(format!(
-                        "MCP_DRAIN_GRACE_MS: expected milliseconds from 0 to {}, got {v:?}",
-                        MAX_DRAIN_GRACE.as_millis()
+                        "MCP_DRAIN_GRACE_MS: expected milliseconds from 0 to {}, got {}",
+                        MAX_DRAIN_GRACE.as_millis(),
+                        tower_armor_mcp::env::shown(&v)
                     ));
                 }
             },
@@ -232,7 +234,8 @@ impl Settings {
             Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
                 Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => Ok(n),
                 _ => Err(format!(
-                    "{var}: expected an integer from 1 to {MAX_CONNECTIONS_LIMIT}, got {v:?}"
+                    "{var}: expected an integer from 1 to {MAX_CONNECTIONS_LIMIT}, got {}",
+                    tower_armor_mcp::env::shown(&v)
                 )),
             },
             None => Ok(default),

@@ -1003,6 +1003,25 @@ async fn a_body_that_never_arrives_gets_408() {
         assert!(err.starts_with("MCP_BODY_TIMEOUT_MS"), "{err}");
     }
     assert!(support::example::Settings::for_tests(&[("MCP_BODY_TIMEOUT_MS", "100")]).is_ok());
+    // A value pasted by mistake (a whole file) is quoted by its start and length, not whole.
+    let pasted = "x".repeat(100_000);
+    for var in [
+        "MCP_MAX_CONNECTIONS",
+        "MCP_MAX_BODY_BYTES",
+        "MCP_DRAIN_GRACE_MS",
+        "MCP_CALL_TIMEOUT_MS",
+        "MCP_SSE_KEEPALIVE_SECONDS",
+        "MCP_BREAKER_MIN_CALLS",
+        "MCP_RATE_LIMIT_TOOLS",
+    ] {
+        let err = support::example::Settings::for_tests(&[(var, &pasted)]).unwrap_err();
+        assert!(
+            err.starts_with(var) && err.len() < 400,
+            "{var}: {} bytes",
+            err.len()
+        );
+        assert!(err.contains("(100000 characters)"), "{var}: {err}");
+    }
     // An address that is not one is quoted, and host names are said not to work.
     let lookup = |k: &str| (k == "MCP_ADDR").then(|| "localhost:8080".to_owned());
     let err = support::example::Settings::from_lookup(lookup).unwrap_err();

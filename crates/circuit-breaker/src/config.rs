@@ -241,7 +241,10 @@ impl Builder {
             let bad = || {
                 ConfigError::new(
                     ENV_FAILURE_RATE,
-                    format!("expected a number in (0, 1], got {v:?}"),
+                    format!(
+                        "expected a number in (0, 1], got {}",
+                        tower_armor_mcp::env::shown(&v)
+                    ),
                 )
             };
             let rate = v.parse::<f64>().map_err(|_| bad())?;
@@ -537,7 +540,10 @@ fn parse_positive(setting: &'static str, v: &str, max: u32) -> Result<u32, Confi
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError::new(
             setting,
-            format!("expected an integer in 1..={max}, got {v:?}"),
+            format!(
+                "expected an integer in 1..={max}, got {}",
+                tower_armor_mcp::env::shown(v)
+            ),
         )),
     }
 }

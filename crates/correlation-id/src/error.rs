@@ -98,7 +98,13 @@ pub(crate) fn header_name(
     variable: Option<&'static str>,
 ) -> Result<http::HeaderName, ConfigError> {
     let name = http::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
-        ConfigError::new(variable, format!("not a valid HTTP header name: {value:?}"))
+        ConfigError::new(
+            variable,
+            format!(
+                "not a valid HTTP header name: {}",
+                tower_armor_mcp::env::shown(value)
+            ),
+        )
     })?;
     if RESERVED_HEADERS.contains(&name.as_str())
         || RESERVED_PREFIXES

@@ -98,21 +98,31 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
         .into_iter()
         .map(|pair| {
             let (name, n) = pair.rsplit_once(':').ok_or_else(|| {
-                ConfigError::new(var, format!("expected name:per_minute pairs, got {pair:?}"))
+                ConfigError::new(
+                    var,
+                    format!(
+                        "expected name:per_minute pairs, got {}",
+                        tower_armor_mcp::env::shown(pair)
+                    ),
+                )
             })?;
             let name = name.trim();
             if name.is_empty() {
                 return Err(ConfigError::new(
                     var,
-                    format!("empty tool name in {pair:?}"),
+                    format!("empty tool name in {}", tower_armor_mcp::env::shown(pair)),
                 ));
             }
             // Checked here too (the builder checks again) so the error names the variable.
             if let Some(problem) = tool_name_problem(name) {
                 return Err(ConfigError::new(var, problem));
             }
-            let per_minute = positive::<u32>(var, n)
-                .map_err(|e| ConfigError::new(var, format!("in {pair:?}: {}", e.reason)))?;
+            let per_minute = positive::<u32>(var, n).map_err(|e| {
+                ConfigError::new(
+                    var,
+                    format!("in {}: {}", tower_armor_mcp::env::shown(pair), e.reason),
+                )
+            })?;
             Ok((name.to_owned(), per_minute))
         })
         .collect()

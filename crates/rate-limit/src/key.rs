@@ -36,8 +36,12 @@ impl KeyBy {
         let s = s.trim();
         if let Some(name) = strip_prefix_ignore_case(s, "header:") {
             let name = name.trim();
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                format!(
+                    "{} is not a valid header name",
+                    tower_armor_mcp::env::shown(name)
+                )
+            })?;
             if NOT_CLIENT_KEYS.contains(&header.as_str()) {
                 return Err(format!(
                     "{header} does not identify a client: it changes per request or session (a \
@@ -191,16 +195,27 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            format!(
+                "{} is not an IP address or network",
+                tower_armor_mcp::env::shown(s)
+            )
+        })?;
         let prefix = match prefix {
-            Some(p) => tower_armor_mcp::env::number::<u8>(p)
-                .map_err(|_| format!("{s:?} has an invalid prefix length"))?,
+            Some(p) => tower_armor_mcp::env::number::<u8>(p).map_err(|_| {
+                format!(
+                    "{} has an invalid prefix length",
+                    tower_armor_mcp::env::shown(s)
+                )
+            })?,
             None => max_prefix(addr),
         };
-        IpNet::new(addr, prefix)
-            .ok_or_else(|| format!("{s:?} has a prefix longer than the address"))
+        IpNet::new(addr, prefix).ok_or_else(|| {
+            format!(
+                "{} has a prefix longer than the address",
+                tower_armor_mcp::env::shown(s)
+            )
+        })
     }
 }
 

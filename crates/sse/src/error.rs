@@ -37,7 +37,8 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::NotSeconds { variable, value } => write!(
                 f,
-                "{variable}: expected a whole number of seconds (0 = off), got {value:?}"
+                "{variable}: expected a whole number of seconds (0 = off), got {}",
+                tower_armor_mcp::env::shown(value)
             ),
             ConfigError::TooLong { setting, value } => write!(
                 f,

@@ -167,7 +167,10 @@ impl TimeoutLayer {
                 _ => {
                     return Err(ConfigError::Env {
                         var: ENV_RESET_ON_PROGRESS,
-                        reason: format!("expected true or false, got {v:?}"),
+                        reason: format!(
+                            "expected true or false, got {}",
+                            tower_armor_mcp::env::shown(&v)
+                        ),
                     });
                 }
             },
@@ -184,8 +187,9 @@ impl TimeoutLayer {
                     return Err(ConfigError::Env {
                         var: ENV_RESUME_GRACE_MS,
                         reason: format!(
-                            "expected milliseconds from 0 to {}, got {v:?}",
-                            TimeoutBuilder::MAX_RESUME_GRACE.as_millis()
+                            "expected milliseconds from 0 to {}, got {}",
+                            TimeoutBuilder::MAX_RESUME_GRACE.as_millis(),
+                            tower_armor_mcp::env::shown(&v)
                         ),
                     });
                 }

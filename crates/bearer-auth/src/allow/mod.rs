@@ -81,6 +81,9 @@ mod future;
 mod layer;
 mod policy;
 mod rewrite;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use self::rewrite::fuzz_rewrite;
 mod service;
 
 pub use self::body::{AllowBody, MAX_LIST_BYTES};

@@ -304,6 +304,28 @@ pub(crate) fn rewrite_list(
     Rewrite::Rewritten(out)
 }
 
+/// [`rewrite_list`] for the fuzz target (`fuzz/fuzz_targets/allow_rewrite.rs`), built only under
+/// `cargo fuzz`: `Ok(None)` unchanged, `Ok(Some(json))` rewritten, `Err(())` unfilterable.
+#[cfg(fuzzing)]
+#[allow(clippy::result_unit_err)]
+pub fn fuzz_rewrite(
+    message: &[u8],
+    request_id: Option<i64>,
+    allowed: &[&str],
+    private: bool,
+) -> Result<Option<Vec<u8>>, ()> {
+    let target = match request_id {
+        Some(id) => Target::Request(RequestId::Number(id)),
+        None => Target::AnyList,
+    };
+    let set: ToolSet = std::sync::Arc::new(allowed.iter().map(|n| Box::<str>::from(*n)).collect());
+    match rewrite_list(message, &target, Some(&set), private) {
+        Rewrite::Unchanged => Ok(None),
+        Rewrite::Rewritten(out) => Ok(Some(out)),
+        Rewrite::Unfilterable(_) => Err(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -1,0 +1,124 @@
+//! Fuzzes the tool allow-list's rewriting of a `tools/list` answer (a server's or an upstream's
+//! bytes: hostile input). The first byte picks the target (the answer to request 1, or any list
+//! answer in a GET stream) and whether the result is marked private; the rest is the message.
+//! Must never panic. A rewritten message must be JSON in which no `tools` array of any `result`
+//! (duplicate keys included, read in order) lists a tool outside the allowed set, every
+//! `cacheScope` is `"private"` (and there is one when asked), and rewriting it again changes
+//! nothing.
+#![no_main]
+
+use std::fmt;
+
+use libfuzzer_sys::fuzz_target;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use tower_armor_bearer_auth::allow::fuzz_rewrite;
+
+const ALLOWED: &[&str] = &["add", "echo"];
+
+/// JSON read in order, duplicate keys kept.
+enum J {
+    Scalar,
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+impl<'de> Deserialize<'de> for J {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<J, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = J;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<J, E> {
+                Ok(J::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<J, E> {
+                Ok(J::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<J, E> {
+                Ok(J::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<J, E> {
+                Ok(J::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<J, E> {
+                Ok(J::Scalar)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<J, E> {
+                Ok(J::Str(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<J, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = s.next_element()? {
+                    v.push(e);
+                }
+                Ok(J::Arr(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<J, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, e)) = m.next_entry::<String, J>()? {
+                    v.push((k, e));
+                }
+                Ok(J::Obj(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn members<'a>(j: &'a J, key: &'a str) -> impl Iterator<Item = &'a J> {
+    let m: &[(String, J)] = match j {
+        J::Obj(m) => m,
+        _ => &[],
+    };
+    m.iter().filter(move |(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn check(out: &[u8], private: bool) {
+    let top: J = serde_json::from_slice(out).expect("a rewritten message is JSON");
+    for result in members(&top, "result") {
+        if !matches!(result, J::Obj(_)) {
+            continue;
+        }
+        for tools in members(result, "tools") {
+            let J::Arr(tools) = tools else {
+                panic!("a filtered tools member is an array");
+            };
+            for tool in tools {
+                let names: Vec<&J> = members(tool, "name").collect();
+                assert!(!names.is_empty(), "a listed tool has a name");
+                for n in names {
+                    assert!(
+                        matches!(n, J::Str(s) if ALLOWED.contains(&s.as_str())),
+                        "a hidden tool leaked"
+                    );
+                }
+            }
+        }
+        let scopes: Vec<&J> = members(result, "cacheScope").collect();
+        for s in &scopes {
+            assert!(matches!(s, J::Str(s) if s == "private"));
+        }
+        if private && members(result, "tools").next().is_some() {
+            assert_eq!(scopes.len(), 1, "one private scope");
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, message)) = data.split_first() else {
+        return;
+    };
+    let request_id = (flags & 1 == 1).then_some(1);
+    let private = flags & 2 == 2;
+    if let Ok(Some(out)) = fuzz_rewrite(message, request_id, ALLOWED, private) {
+        check(&out, private);
+        // Filtering what is already filtered changes nothing.
+        match fuzz_rewrite(&out, request_id, ALLOWED, private) {
+            Ok(Some(again)) => assert_eq!(again, out, "rewriting is idempotent"),
+            other => panic!("a rewritten message rewrites again: {other:?}"),
+        }
+    }
+});
