@@ -334,9 +334,16 @@ impl CompletionHandle {
     }
 
     /// Records that the client answered a server request (called by a layer that sees the
-    /// client's JSON-RPC response POSTed back).
-    pub fn server_request_answered(&self) {
-        self.0.server_requests.fetch_sub(1, Ordering::AcqRel);
+    /// client's JSON-RPC response POSTed back), if one is outstanding: returns whether one was
+    /// (and is now counted answered). Atomic: two answers racing for the last outstanding
+    /// request count once, so the second can go to another call.
+    pub fn server_request_answered(&self) -> bool {
+        self.0
+            .server_requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then(|| n - 1)
+            })
+            .is_ok()
     }
 }
 
@@ -955,6 +962,24 @@ pub fn status_outcome(status: StatusCode) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer counts only against a request that is outstanding, in one atomic step: an
+    /// answer with none left reports so (and goes elsewhere) instead of driving the count below
+    /// zero, where the call's next request would not pause it.
+    #[test]
+    fn an_answer_counts_only_against_an_outstanding_request() {
+        let h = CompletionHandle::new();
+        assert!(!h.server_request_answered());
+        assert_eq!(h.server_requests_outstanding(), 0);
+        h.carry_server_request();
+        assert!(h.server_request_answered());
+        assert!(
+            !h.server_request_answered(),
+            "the second of two racing answers"
+        );
+        h.carry_server_request();
+        assert_eq!(h.server_requests_outstanding(), 1, "never went below zero");
+    }
 
     #[test]
     fn messages() {

@@ -317,7 +317,10 @@ impl CallEntry {
     /// This answer continues the answers `continues` hold (it resumed them): a `GET` taking
     /// the call over from it carries them on.
     pub(crate) fn set_carried(&self, continues: &[Continuation]) {
-        self.0.entry.slot().carried = continues.to_vec();
+        let replaced = std::mem::replace(&mut self.0.entry.slot().carried, continues.to_vec());
+        // Dropping a continuation may release what the call held (a bulkhead permit, its
+        // listeners' callbacks): after the entry's lock, not under it.
+        drop(replaced);
     }
 
     /// A resumption that took on a call waiting on its client on `waiting` requests.

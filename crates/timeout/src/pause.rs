@@ -67,17 +67,19 @@ impl Pauses {
     /// A client answered a server request in `session`: counts it for the oldest call of the
     /// session still waiting, and wakes that call. Returns whether one was found.
     pub(crate) fn answered(&self, session: &HeaderValue) -> bool {
+        // The count is taken where it is checked (one atomic step): two answers racing for
+        // the same call's last outstanding request cannot both count there, leaving another
+        // call paused on an answer it already got.
         let found = self
             .with(session, |calls| {
                 calls
                     .iter()
-                    .find(|w| w.handle.server_requests_outstanding() > 0)
+                    .find(|w| w.handle.server_request_answered())
                     .cloned()
             })
             .flatten();
         match found {
             Some(w) => {
-                w.handle.server_request_answered();
                 w.waker.wake();
                 true
             }
@@ -127,6 +129,7 @@ mod tests {
         assert!(pauses.answered(&s));
         assert_eq!(b.server_requests_outstanding(), 0);
         assert!(!pauses.answered(&s), "nobody waits any more");
+        assert_eq!(b.server_requests_outstanding(), 0, "never below zero");
         drop(ra);
         drop(rb);
         assert_eq!(pauses.len(), 0);

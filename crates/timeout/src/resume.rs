@@ -77,7 +77,7 @@ pub(crate) struct Held {
 pub(crate) const GONE_KEPT: Duration = Duration::from_secs(120);
 
 /// The most such calls remembered at once (a few hundred bytes each at most: an id is at most
-/// 256 bytes); past it the oldest goes.
+/// 256 bytes, and the session id is copied out of its request); past it the oldest goes.
 pub(crate) const GONE_MAX: usize = 4096;
 
 /// A call cancelled because its client went away: its id, and whether its deadline had passed.
@@ -95,6 +95,33 @@ struct Graveyard {
     calls: HashMap<Key, (Gone, Instant, u64)>,
     order: VecDeque<(u64, Instant, Key)>,
     burials: u64,
+}
+
+impl Graveyard {
+    /// Forgets the calls kept longer than [`GONE_KEPT`], and the oldest beyond `keep`.
+    fn sweep(&mut self, now: Instant, keep: usize) {
+        let Graveyard { calls, order, .. } = self;
+        while let Some((_, at, _)) = order.front() {
+            let expired = now.saturating_duration_since(*at) >= GONE_KEPT;
+            if !expired && calls.len() <= keep {
+                break;
+            }
+            let Some((n, _, key)) = order.pop_front() else {
+                break;
+            };
+            // Unless the key was buried again since (its entry is then another burial's).
+            if calls.get(&key).is_some_and(|(_, _, m)| *m == n) {
+                calls.remove(&key);
+            }
+        }
+    }
+}
+
+/// A session id as a table keeps it: copied, so that a header value sliced out of the read
+/// buffer of the request that carried it (up to the whole request head) does not keep that
+/// buffer alive as long as the entry.
+fn owned(session: HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(session.as_bytes()).unwrap_or(session)
 }
 
 impl Held {
@@ -117,7 +144,7 @@ impl Held {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return Some(target);
         };
-        let key = (session, stream);
+        let key = (owned(session), stream);
         // Its progress goes unseen until it is resumed (see `Clock::hold`).
         let mut clock = clock;
         clock.hold();
@@ -169,26 +196,14 @@ impl Held {
     pub(crate) fn bury(&self, session: HeaderValue, stream: Box<str>, gone: Gone) {
         let now = Instant::now();
         let mut yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        yard.sweep(now, GONE_MAX - 1);
         let Graveyard {
             calls,
             order,
             burials,
         } = &mut *yard;
-        while let Some((_, at, _)) = order.front() {
-            let expired = now.saturating_duration_since(*at) >= GONE_KEPT;
-            if !expired && calls.len() < GONE_MAX {
-                break;
-            }
-            let Some((n, _, key)) = order.pop_front() else {
-                break;
-            };
-            // Unless the key was buried again since (its entry is then another burial's).
-            if calls.get(&key).is_some_and(|(_, _, m)| *m == n) {
-                calls.remove(&key);
-            }
-        }
         *burials += 1;
-        let key = (session, stream);
+        let key = (owned(session), stream);
         order.push_back((*burials, now, key.clone()));
         calls.insert(key, (gone, now, *burials));
     }
@@ -199,12 +214,15 @@ impl Held {
     /// Kept until it expires: a resumption that fails may be tried again.
     pub(crate) fn late(&self, session: &HeaderValue, last_event_id: &[u8]) -> Option<Gone> {
         let stream = event_stream(last_event_id)?;
-        let yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
         if yard.calls.is_empty() {
             return None;
         }
-        let (gone, at, _) = yard.calls.get(&(session.clone(), Box::from(stream)))?;
-        (Instant::now().saturating_duration_since(*at) < GONE_KEPT).then(|| gone.clone())
+        // Expired calls go here too, not only at the next burial: a server that falls quiet
+        // after a burst of dropped calls does not keep them.
+        yard.sweep(Instant::now(), GONE_MAX);
+        let (gone, _, _) = yard.calls.get(&(session.clone(), Box::from(stream)))?;
+        Some(gone.clone())
     }
 
     /// How many calls are held.
@@ -337,6 +355,48 @@ mod tests {
         held.bury(s.clone(), "y".into(), gone(-2));
         assert!(held.late(&s, b"1/x").is_none(), "expired");
         assert_eq!(held.gone.lock().unwrap().calls.len(), 1);
+        // A lookup forgets expired calls too (a server that falls quiet keeps none).
+        tokio::time::advance(GONE_KEPT).await;
+        assert!(held.late(&s, b"1/y").is_none());
+        assert_eq!(held.gone.lock().unwrap().calls.len(), 0);
+    }
+
+    /// A session id sliced out of a large request head is copied, not kept with its buffer.
+    #[tokio::test(start_paused = true)]
+    async fn session_ids_are_copied_out_of_their_request() {
+        let head = bytes::Bytes::from(vec![b'a'; 64 << 10]);
+        let session = HeaderValue::from_maybe_shared(head.slice(100..136)).unwrap();
+        let within = |v: &HeaderValue| {
+            let p = v.as_bytes().as_ptr() as usize;
+            let start = head.as_ptr() as usize;
+            (start..start + head.len()).contains(&p)
+        };
+        assert!(within(&session));
+        let held = Arc::new(Held::default());
+        let gone = Gone {
+            id: RequestId::Number(1),
+            timed_out: false,
+        };
+        held.bury(session.clone(), "0".into(), gone);
+        let yard = held.gone.lock().unwrap();
+        let (key, _) = yard.calls.iter().next().unwrap();
+        assert_eq!(key.0, session);
+        assert!(!within(&key.0));
+        drop(yard);
+        held.hold(
+            session.clone(),
+            "1".into(),
+            target(&session),
+            clock(),
+            Duration::from_secs(5),
+            Keeps {
+                continues: Vec::new(),
+                pause: None,
+                waiting: 0,
+            },
+        );
+        assert_eq!(held.len(), 1);
+        assert!(held.lock().keys().all(|k| !within(&k.0)));
     }
 
     /// A stream dropped, resumed and dropped again is held anew: the first hold's timer does
