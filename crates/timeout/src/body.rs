@@ -265,8 +265,18 @@ impl CallState {
             pause,
             waiting: self.waiting,
         };
-        if let Some(t) = held.hold(session.clone(), stream, t, self.clock, *grace, keeps) {
-            t.send(REASON_GONE);
+        let named = stream.clone();
+        match held.hold(session.clone(), stream, t, self.clock, *grace, keeps) {
+            Err(t) => t.send(REASON_GONE),
+            // Held first, then released: a `GET` racing this drop either took the call over
+            // before the release (the hold is taken back: the `GET` carries the call) or finds
+            // it held (see `Timeout::call`, which looks there again when the take-over finds
+            // nothing).
+            Ok(hold) => {
+                if self.entry.as_ref().is_some_and(|e| !e.release()) {
+                    held.unhold(session, &named, hold);
+                }
+            }
         }
         None
     }

@@ -73,6 +73,9 @@ struct Slot {
     clock: Option<Clock>,
     /// A `GET` resuming the stream took the call over: this answer no longer acts on it.
     moved: bool,
+    /// This answer handed the call to the held calls (its client dropped it): a `GET` finds it
+    /// there, not here.
+    released: bool,
     /// What this answer carries for the answers it continues (a resumption): a `GET` taking
     /// the call over from it must carry that on too.
     carried: Vec<Continuation>,
@@ -168,7 +171,7 @@ impl Calls {
         let (taken, registered) = self.with_then_insert(session, |calls| {
             calls.iter().rev().find_map(|e| {
                 let mut slot = e.slot();
-                if slot.moved || slot.stream.as_deref() != Some(stream) {
+                if slot.moved || slot.released || slot.stream.as_deref() != Some(stream) {
                     return None;
                 }
                 let clock = slot.clock?;
@@ -336,6 +339,19 @@ impl CallEntry {
     /// Whether a `GET` resuming the stream took the call over ([`Calls::take_over`]).
     pub(crate) fn is_moved(&self) -> bool {
         self.0.entry.slot().moved
+    }
+
+    /// This answer has handed the call to the held calls: unless a `GET` took the call over
+    /// first (then `false`, and the hold is to be taken back), a `GET` from now on looks for
+    /// it there ([`Calls::take_over`] skips it). Decided under the entry's lock, so exactly
+    /// one of the two owns the call.
+    pub(crate) fn release(&self) -> bool {
+        let mut slot = self.0.entry.slot();
+        if slot.moved {
+            return false;
+        }
+        slot.released = true;
+        true
     }
 }
 

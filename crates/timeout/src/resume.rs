@@ -130,8 +130,8 @@ impl Held {
     }
 
     /// Holds `target` for `grace`, or until the call's clock runs out if that comes first,
-    /// then sends it unless the stream was resumed meanwhile. Without a runtime to wait on,
-    /// gives it back (to be sent now).
+    /// then sends it unless the stream was resumed meanwhile; returns the hold's number (for
+    /// [`Held::unhold`]). Without a runtime to wait on, gives it back (to be sent now).
     pub(crate) fn hold(
         self: &Arc<Self>,
         session: HeaderValue,
@@ -140,9 +140,9 @@ impl Held {
         clock: Clock,
         grace: Duration,
         keeps: Keeps,
-    ) -> Option<CancelTarget> {
+    ) -> Result<u64, Box<CancelTarget>> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return Some(target);
+            return Err(Box::new(target));
         };
         let key = (owned(session), stream);
         // Its progress goes unseen until it is resumed (see `Clock::hold`).
@@ -188,7 +188,23 @@ impl Held {
                 t.send_holding(reason, keeps.continues);
             }
         });
-        None
+        Ok(hold)
+    }
+
+    /// Takes back hold number `hold` of `stream` (if it is still there), without cancelling
+    /// anything: a `GET` took the call over from its answer while the answer was handing it
+    /// to this table, and carries it on (with copies of what the hold kept).
+    pub(crate) fn unhold(&self, session: &HeaderValue, stream: &str, hold: u64) {
+        let key = (session.clone(), Box::from(stream));
+        let taken = {
+            let mut calls = self.lock();
+            match calls.get(&key) {
+                Some((_, _, h, _)) if *h == hold => calls.remove(&key),
+                _ => None,
+            }
+        };
+        // Its continuations are let go of after the lock.
+        drop(taken);
     }
 
     /// Remembers that a call of `session`, answered on `stream`, was cancelled because its
@@ -361,6 +377,53 @@ mod tests {
         assert_eq!(held.gone.lock().unwrap().calls.len(), 0);
     }
 
+    /// A call whose answer is dropped while a `GET` resumes its stream has one owner, whatever
+    /// the order: the answer holds the call first, then releases it; a take-over before the
+    /// release wins (the hold is taken back), after it the `GET` finds the call held.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_answer_and_a_resuming_get_never_both_own_the_call() {
+        let s = HeaderValue::from_static("s1");
+        let keeps = || Keeps {
+            continues: Vec::new(),
+            pause: None,
+            waiting: 0,
+        };
+        let grace = Duration::from_secs(5);
+        for take_over_first in [false, true] {
+            let held = Arc::new(Held::default());
+            let running = Arc::new(Calls::default());
+            let entry = running.register(s.clone(), RequestId::Number(1), clock(), None);
+            entry.answered(&tower_armor_mcp::CompletionHandle::new());
+            entry.set_stream("0");
+            // The `GET` looks in the held calls first: nothing yet.
+            assert!(held.resumed(&s, b"3/0", &running).is_none());
+            let taken = take_over_first.then(|| running.take_over(&s, "0"));
+            // The answer is dropped: held, then released.
+            let hold = held
+                .hold(s.clone(), "0".into(), target(&s), clock(), grace, keeps())
+                .unwrap();
+            if entry.release() {
+                assert!(!take_over_first);
+            } else {
+                held.unhold(&s, "0", hold);
+            }
+            if take_over_first {
+                assert!(taken.unwrap().is_some(), "the GET took the call over");
+                assert_eq!(held.len(), 0, "and the hold was taken back");
+            } else {
+                assert!(
+                    running.take_over(&s, "0").is_none(),
+                    "a released answer is not taken over"
+                );
+                assert!(
+                    held.resumed(&s, b"3/0", &running).is_some(),
+                    "the GET's second look finds it held"
+                );
+                assert_eq!(held.len(), 0);
+            }
+        }
+    }
+
     /// A session id sliced out of a large request head is copied, not kept with its buffer.
     #[tokio::test(start_paused = true)]
     async fn session_ids_are_copied_out_of_their_request() {
@@ -383,7 +446,7 @@ mod tests {
         assert_eq!(key.0, session);
         assert!(!within(&key.0));
         drop(yard);
-        held.hold(
+        let hold = held.hold(
             session.clone(),
             "1".into(),
             target(&session),
@@ -395,6 +458,7 @@ mod tests {
                 waiting: 0,
             },
         );
+        assert!(hold.is_ok());
         assert_eq!(held.len(), 1);
         assert!(held.lock().keys().all(|k| !within(&k.0)));
     }
@@ -420,11 +484,11 @@ mod tests {
                 },
             )
         };
-        assert!(hold().is_none());
+        assert!(hold().is_ok());
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(held.resumed(&s, b"3/0", &Arc::default()).is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(hold().is_none());
+        assert!(hold().is_ok());
         // Past the first hold's end (5 s), within the second's (7 s): still held.
         tokio::time::advance(Duration::from_millis(3500)).await;
         tokio::task::yield_now().await;

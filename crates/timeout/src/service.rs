@@ -313,7 +313,18 @@ where
                     resumed_stream = stream.map(Box::from);
                     taken = Some(t);
                 } else {
-                    late = self.shared.held.late(session, last_event_id.as_bytes());
+                    // The answer may have handed the call to the held calls between the two
+                    // looks (it holds first, then stops being taken over): look again.
+                    resumed = self.shared.held.resumed(
+                        session,
+                        last_event_id.as_bytes(),
+                        &self.shared.calls,
+                    );
+                    if resumed.is_some() {
+                        resumed_stream = stream.map(Box::from);
+                    } else {
+                        late = self.shared.held.late(session, last_event_id.as_bytes());
+                    }
                 }
             }
             if !f.is_call() || f.is_long_lived() {
