@@ -124,6 +124,9 @@ pub(crate) struct CallState {
     /// A resumed call that waits on its client: how many of its requests (an elicitation)
     /// the client has not answered, which the resumed stream does not replay.
     pub(crate) waiting: u32,
+    /// A resumed call's place among the waiting calls, kept from its dropped answer until this
+    /// answer takes over from it (then `waiting` is what that place still counts).
+    pub(crate) prior_pause: Option<Registration>,
 }
 
 impl fmt::Debug for CallState {
@@ -531,14 +534,26 @@ impl<B> TimeoutBody<B> {
         framing: Framing,
     ) -> Self {
         call.clock.seen_progress(handle.progress_count());
-        if call.session.is_some() {
-            // A resumption took on a call waiting on its client (an elicitation a person may be
-            // answering, which the resumed stream does not replay): it waits on, until the
-            // client's answer comes (or the pause budget ends), instead of its clock running
-            // again at once.
-            for _ in 0..call.waiting {
-                handle.carry_server_request();
+        // A resumption took on a call waiting on its client (an elicitation a person may be
+        // answering, which the resumed stream does not replay): it waits on, until the client's
+        // answer comes (or the pause budget ends), instead of its clock running again at once.
+        let mut pause = None;
+        match (&call.session, call.prior_pause.take()) {
+            // Its dropped answer's place among the waiting calls was kept: this answer takes
+            // its place first, then what is still outstanding there (answers given while the
+            // call was being resumed counted there).
+            (Some((session, pauses)), Some(prior)) => {
+                let own = pauses.register(session.clone(), handle.clone());
+                pauses.hand_over(session, &prior, &handle);
+                drop(prior);
+                pause = Some(own);
             }
+            (Some(_), None) => {
+                for _ in 0..call.waiting {
+                    handle.carry_server_request();
+                }
+            }
+            (None, _) => {}
         }
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
@@ -553,7 +568,7 @@ impl<B> TimeoutBody<B> {
                     grpc: (framing == Framing::Grpc).then(GrpcFrames::default),
                     phase: Phase::Running,
                     armed,
-                    pause: None,
+                    pause,
                     drained: false,
                     waits: Waits::new(),
                     drain_wait: SignalWait::default(),

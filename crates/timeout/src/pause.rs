@@ -16,7 +16,8 @@
 //! the crate docs). In every case the clock's pause budget (`max_pause`) bounds how long
 //! a call stays paused, whether or not its answer is ever matched.
 //!
-//! The table holds only calls that are waiting on the client, so it is small; its lock is
+//! The table holds only calls that are waiting on the client (and resumed answers of calls
+//! that were, from the moment their answer comes), so it is small; its lock is
 //! taken when a call starts or stops waiting and for each answer POST, never per frame.
 
 use std::sync::Arc;
@@ -62,6 +63,29 @@ impl Pauses {
                 waker: AtomicWaker::new(),
             },
         )
+    }
+
+    /// A resumed call's answer takes over from `from`, the place its dropped answer kept among
+    /// the waiting calls while the call was held: in one step with the answers (under the
+    /// table's lock), the requests still outstanding there move onto `to`, the new answer's
+    /// handle, which is registered (as `registered`) before. An answer the client gives while
+    /// the call is being resumed counts on the old place until then, on the new one after:
+    /// never on neither. Returns how many moved.
+    pub(crate) fn hand_over(
+        &self,
+        session: &HeaderValue,
+        from: &Registration,
+        to: &CompletionHandle,
+    ) -> u32 {
+        self.with(session, |_| {
+            let mut moved = 0;
+            while from.entry.handle.server_request_answered() {
+                to.carry_server_request();
+                moved += 1;
+            }
+            moved
+        })
+        .unwrap_or(0)
     }
 
     /// A client answered a server request in `session`: counts it for the oldest call of the

@@ -58,6 +58,10 @@ pub(crate) struct Resumed {
     pub(crate) entry: CallEntry,
     /// Requests of the server to the client the call still waits on (an elicitation).
     pub(crate) waiting: u32,
+    /// The held call's place among the calls waiting on their clients, kept until the resumed
+    /// answer takes over from it ([`Pauses::hand_over`](crate::pause::Pauses)): an answer
+    /// the client gives meanwhile still counts.
+    pub(crate) prior: Option<Registration>,
 }
 
 /// The cancellations held for a resume grace (entries live at most one grace each, and only for
@@ -273,8 +277,9 @@ impl Held {
             waiting,
         } = keeps;
         // Answers the client gave while the call was held were counted on its dropped answer
-        // (still registered as waiting): what is left, the resumed answer waits on.
-        let waiting = pause.map_or(waiting, |p| p.entry.outstanding());
+        // (still registered as waiting): what is left, the resumed answer waits on (what its
+        // place still counts when the answer comes, if it keeps it).
+        let waiting = pause.as_ref().map_or(waiting, |p| p.entry.outstanding());
         tracing::debug!("dropped call resumed within the grace; not cancelled");
         let entry = running.register(
             session.clone(),
@@ -291,6 +296,7 @@ impl Held {
             continues,
             entry,
             waiting,
+            prior: pause,
         })
     }
 

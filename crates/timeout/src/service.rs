@@ -375,12 +375,14 @@ where
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
         let mut taken_from = None;
         let mut waiting = 0;
+        let mut prior_pause = None;
         // The call's cancellation, what it carries for answers it continues, and its place
         // among the running calls.
         let (cancel, continues, entry) = match (resumed, taken) {
             // Registered already, by the held table, before it let go of the call.
             (Some(r), _) => {
                 waiting = r.waiting;
+                prior_pause = r.prior;
                 (Some(r.target), r.continues, Some(r.entry))
             }
             // Registered already, in the place of the answer it took the call over from.
@@ -433,6 +435,7 @@ where
             taken_from,
             own: None,
             waiting,
+            prior_pause,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

@@ -2626,6 +2626,26 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
     drop(cancel);
 
+    // The client answers while the resumption is on its way (the GET has reached the server,
+    // its answer has not come back): the answer counts, and the resumed call runs again.
+    let (body, _tx) = waiting_on_client(&svc, &mut handle, 64, 903).await;
+    drop(body);
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/164")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    client_answers_request(&svc, &mut handle, 903).await;
+    let (_tx4, body4) = script();
+    reply.send_response(answer("text/event-stream", body4));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    let started = Instant::now();
+    let end = next_text(&mut resumed).await;
+    assert_timeout_event(&end, json!(64));
+    assert!(
+        started.elapsed() <= ms(2_100),
+        "the answer given meanwhile counted: {:?}",
+        started.elapsed()
+    );
+    cancellation_accepted(&mut handle, 64, "request timed out").await;
+
     // A resumption that fails before its answer comes (its client gone again) holds the
     // call again, still waiting on its client: the next resumption waits on too.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 63, 902).await;
