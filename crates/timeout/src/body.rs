@@ -265,7 +265,9 @@ impl CallState {
         }
         let keeps = Keeps {
             continues,
-            pause,
+            // A resumption that failed before its answer came still has the place the call
+            // kept while it was held: kept again (answers given meanwhile counted there).
+            pause: pause.or_else(|| self.prior_pause.take()),
             waiting: self.waiting,
         };
         let named = stream.clone();

@@ -2646,6 +2646,23 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     );
     cancellation_accepted(&mut handle, 64, "request timed out").await;
 
+    // A resumption that fails before its answer comes (its client gone again), with the
+    // client's answer given while it was on its way: it counted, so the next resumption runs
+    // again.
+    let (body, _tx) = waiting_on_client(&svc, &mut handle, 65, 904).await;
+    drop(body);
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/165")));
+    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    client_answers_request(&svc, &mut handle, 904).await;
+    get.abort();
+    let _ = get.await;
+    let (_tx5, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/165").await;
+    let started = Instant::now();
+    let end = next_text(&mut resumed).await;
+    assert_timeout_event(&end, json!(65));
+    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    cancellation_accepted(&mut handle, 65, "request timed out").await;
+
     // A resumption that fails before its answer comes (its client gone again) holds the
     // call again, still waiting on its client: the next resumption waits on too.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 63, 902).await;
