@@ -88,6 +88,12 @@ impl KnownTools {
     /// Empty names and names longer than [`MAX_NAME_LEN`](Self::MAX_NAME_LEN) are ignored (never
     /// truncated: a truncated name would be another tool's key). Names beyond the capacity are
     /// ignored too; the first time that happens a warning is logged.
+    ///
+    /// Names are never forgotten (the keyed breakers, bulkhead pools and quotas built on them
+    /// are not removed either): a tool the server stops listing keeps its place. A server whose
+    /// catalogue changes over time should be given a capacity for every name it will have
+    /// listed, or be restarted now and then; past the capacity, new tools share the `unknown`
+    /// key, and so one breaker, one pool and one quota.
     pub fn learn<I, N>(&self, names: I) -> usize
     where
         I: IntoIterator<Item = N>,
