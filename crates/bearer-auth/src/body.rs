@@ -23,8 +23,9 @@ pin_project! {
     /// token from a token file ends, before its next frame, once a reload of the file has
     /// revoked that token (removed it, or given it to another principal): a rotation retires a
     /// secret from the streams it opened too, not only from new requests. The check runs each
-    /// time the stream is polled (the SSE layer's keep-alive polls an idle one) and when a
-    /// reload replaces the tokens; it keeps the token's keyed digest, never the token. The
+    /// time the stream is polled (the SSE layer's keep-alive polls an idle one; with the
+    /// keep-alive off, an idle stream notices at the next request or the server's next event)
+    /// and when a reload replaces the tokens; it keeps the token's keyed digest, never the token. The
     /// stream ends between two frames of the server's (rmcp writes one event per frame). A
     /// 2026-07-28 `subscriptions/listen` stream (its id known from the inspector's
     /// [`ListenId`]) that is between two events then gets one final event first: the error
