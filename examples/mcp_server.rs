@@ -440,7 +440,7 @@ fn allowed_host_entry(entry: &str) -> bool {
     };
     let port_ok = match port.strip_prefix(':') {
         None => port.is_empty(),
-        Some(digits) => tower_armor_mcp::env::number::<u16>(digits).is_ok_and(|p| p > 0),
+        Some(digits) => tower_armor_mcp::env::port(digits).is_some(),
     };
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())

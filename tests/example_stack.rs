@@ -1436,6 +1436,7 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
         "localhost:0",
         "localhost:65536",
         "a:+1",
+        "a: 80",
         "a:",
         "[::1",
         "[nothost]:80",

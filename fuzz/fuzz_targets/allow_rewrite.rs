@@ -5,7 +5,8 @@
 //! numbers beyond `f64` pass verbatim) in which no `tools` array of any `result`
 //! (duplicate keys included, read in order) lists a tool outside the allowed set, every
 //! `cacheScope` is `"private"` (and there is one when asked), and rewriting it again changes
-//! nothing.
+//! nothing; a message passed untouched that is a list answer (any, in a GET stream; the
+//! request's, otherwise) must list no hidden tool either, also read past a byte order mark.
 #![no_main]
 
 use std::fmt;
@@ -19,6 +20,7 @@ const ALLOWED: &[&str] = &["add", "echo"];
 /// JSON read in order, duplicate keys kept.
 enum J {
     Scalar,
+    Num(i64),
     Str(String),
     Arr(Vec<J>),
     Obj(Vec<(String, J)>),
@@ -35,11 +37,11 @@ impl<'de> Deserialize<'de> for J {
             fn visit_bool<E>(self, _: bool) -> Result<J, E> {
                 Ok(J::Scalar)
             }
-            fn visit_i64<E>(self, _: i64) -> Result<J, E> {
-                Ok(J::Scalar)
+            fn visit_i64<E>(self, v: i64) -> Result<J, E> {
+                Ok(J::Num(v))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<J, E> {
-                Ok(J::Scalar)
+            fn visit_u64<E>(self, v: u64) -> Result<J, E> {
+                Ok(i64::try_from(v).map_or(J::Scalar, J::Num))
             }
             fn visit_f64<E>(self, _: f64) -> Result<J, E> {
                 Ok(J::Scalar)
@@ -69,6 +71,14 @@ impl<'de> Deserialize<'de> for J {
     }
 }
 
+/// Whether some `id` member of the message is the request's (1).
+fn answers_request_1(top: &J) -> bool {
+    let J::Obj(m) = top else {
+        return false;
+    };
+    m.iter().any(|(k, v)| k == "id" && matches!(v, J::Num(1)))
+}
+
 fn members<'a>(j: &'a J, key: &'a str) -> impl Iterator<Item = &'a J> {
     let m: &[(String, J)] = match j {
         J::Obj(m) => m,
@@ -90,7 +100,24 @@ fn check(message: &[u8], out: &[u8], private: bool) {
             return;
         }
     };
+    no_hidden_tool(&top);
     for result in members(&top, "result") {
+        if !matches!(result, J::Obj(_)) {
+            continue;
+        }
+        let scopes: Vec<&J> = members(result, "cacheScope").collect();
+        for s in &scopes {
+            assert!(matches!(s, J::Str(s) if s == "private"));
+        }
+        if private && members(result, "tools").next().is_some() {
+            assert_eq!(scopes.len(), 1, "one private scope");
+        }
+    }
+}
+
+/// No `tools` array of any object `result` lists a tool outside the allowed set.
+fn no_hidden_tool(top: &J) {
+    for result in members(top, "result") {
         if !matches!(result, J::Obj(_)) {
             continue;
         }
@@ -109,13 +136,6 @@ fn check(message: &[u8], out: &[u8], private: bool) {
                 }
             }
         }
-        let scopes: Vec<&J> = members(result, "cacheScope").collect();
-        for s in &scopes {
-            assert!(matches!(s, J::Str(s) if s == "private"));
-        }
-        if private && members(result, "tools").next().is_some() {
-            assert_eq!(scopes.len(), 1, "one private scope");
-        }
     }
 }
 
@@ -125,12 +145,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let request_id = (flags & 1 == 1).then_some(1);
     let private = flags & 2 == 2;
-    if let Ok(Some(out)) = fuzz_rewrite(message, request_id, ALLOWED, private) {
-        check(message, &out, private);
-        // Filtering what is already filtered changes nothing.
-        match fuzz_rewrite(&out, request_id, ALLOWED, private) {
-            Ok(Some(again)) => assert_eq!(again, out, "rewriting is idempotent"),
-            other => panic!("a rewritten message rewrites again: {other:?}"),
+    match fuzz_rewrite(message, request_id, ALLOWED, private) {
+        Ok(Some(out)) => {
+            check(message, &out, private);
+            // Filtering what is already filtered changes nothing.
+            match fuzz_rewrite(&out, request_id, ALLOWED, private) {
+                Ok(Some(again)) => assert_eq!(again, out, "rewriting is idempotent"),
+                other => panic!("a rewritten message rewrites again: {other:?}"),
+            }
         }
+        // Passed untouched: where a leak would hide. Any list answer of a GET stream, and the
+        // answer to the request (id 1), must hold no hidden tool, also as a client that skips
+        // a byte order mark reads it.
+        Ok(None) => {
+            let text = message.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(message);
+            if let Ok(top) = serde_json::from_slice::<J>(text)
+                && (request_id.is_none() || answers_request_1(&top))
+            {
+                no_hidden_tool(&top);
+            }
+        }
+        Err(()) => {}
     }
 });

@@ -28,11 +28,12 @@ pin_project! {
     /// and when a reload replaces the tokens; it keeps the token's keyed digest, never the token. The
     /// stream ends between two frames of the server's (rmcp writes one event per frame). A
     /// 2026-07-28 `subscriptions/listen` stream (its id known from the inspector's
-    /// [`ListenId`]) that is between two events then gets one final event first: the error
-    /// answer to the listen request, `-31401` "the token that opened this stream was revoked",
-    /// so that its client learns why rather than seeing a lost subscription (and does not
-    /// resubscribe with the same token). A 2025-11-25 GET stream just ends. Other answers pass
-    /// unchanged.
+    /// [`ListenId`]; uncompressed `text/event-stream`) that is between two events, and whose
+    /// server has not sent the subscription's final result itself, then gets one final event
+    /// first: the error answer to the listen request, `-31401` "the token that opened this
+    /// stream was revoked", so that its client learns why rather than seeing a lost
+    /// subscription (and does not resubscribe with the same token). Inside an event, or on a
+    /// 2025-11-25 GET stream, it just ends. Other answers pass unchanged.
     pub struct BearerBody<B> {
         #[pin]
         body: ResponseBody<B>,
@@ -53,7 +54,13 @@ pub(crate) struct Grant {
     pub(crate) listen: Option<ListenId>,
     /// Where the stream's events end, for a final event of ours (fed only with a listen id).
     pub(crate) events: SseParser,
+    /// The server sent the subscription's final result itself.
+    pub(crate) closed: bool,
 }
+
+/// How much of one event a watched listen stream reads, to see the server's final result (a
+/// small message; a longer event is only a notification).
+pub(crate) const LISTEN_EVENT_READ: usize = 64 << 10;
 
 /// What the client of a revoked `subscriptions/listen` stream reads last.
 pub(crate) const REVOKED_MESSAGE: &str = "the token that opened this stream was revoked";
@@ -114,19 +121,14 @@ where
                 let last = g
                     .listen
                     .as_ref()
-                    .filter(|_| g.events.at_boundary())
+                    .filter(|_| g.events.at_boundary() && !g.closed)
                     .map(|listen| {
-                        let data = g
-                            .correlation
-                            .as_ref()
-                            .map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-                        let body = tower_armor_mcp::jsonrpc::error_body(
+                        Ok(Frame::data(tower_armor_mcp::sse::error_event(
                             Some(&listen.0),
                             CODE_UNAUTHORIZED,
                             REVOKED_MESSAGE,
-                            data.as_ref(),
-                        );
-                        Ok(Frame::data(tower_armor_mcp::sse::data_event(&body)))
+                            g.correlation.as_ref(),
+                        )))
                     });
                 *this.grant = None;
                 return Poll::Ready(last);
@@ -134,10 +136,12 @@ where
         }
         let frame = this.body.poll_frame(cx);
         if let (Some(g), Poll::Ready(Some(Ok(f)))) = (this.grant.as_mut(), &frame)
-            && g.listen.is_some()
+            && let Some(listen) = &g.listen
             && let Some(data) = f.data_ref()
         {
-            g.events.feed(data, |_| {});
+            // The server's own final result ends the subscription: no answer of ours after it.
+            let closed = &mut g.closed;
+            g.events.feed(data, |e| *closed |= listen.is_final(e.data));
         }
         frame
     }

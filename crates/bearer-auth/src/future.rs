@@ -13,6 +13,7 @@ use tower_armor_mcp::error::CODE_UNAUTHORIZED;
 use tower_armor_mcp::error::Unauthorized;
 use tower_armor_mcp::grpc_error_response;
 use tower_armor_mcp::jsonrpc::INVALID_REQUEST;
+use tower_armor_mcp::observe::is_event_stream;
 use tower_armor_mcp::{CorrelationId, ListenId, ResponseBody};
 
 use crate::body::{BearerBody, Grant};
@@ -128,7 +129,12 @@ where
                     b.observe(resp.status(), resp.headers());
                 }
                 let mut grant = grant.take();
-                if let Some(g) = grant.as_mut() {
+                // A final event of ours only goes into an uncompressed SSE stream (not a JSON
+                // error answer to the listen request, nor bytes a compressor wrote).
+                if let Some(g) = grant.as_mut()
+                    && is_event_stream(resp.headers())
+                    && !resp.headers().contains_key(header::CONTENT_ENCODING)
+                {
                     g.listen = resp.extensions().get::<ListenId>().cloned();
                 }
                 Poll::Ready(Ok(

@@ -697,7 +697,7 @@ fn check_url(v: &str) -> Result<(), &'static str> {
         .unwrap_or("");
     let bad_port = match port.strip_prefix(':') {
         None | Some("") => false,
-        Some(digits) => !tower_armor_mcp::env::number::<u16>(digits).is_ok_and(|p| p > 0),
+        Some(digits) => tower_armor_mcp::env::port(digits).is_none(),
     };
     if bad_port {
         return Err("has a port outside 1 to 65535");

@@ -23,8 +23,8 @@
 //!   `Mcp-Session-Id`, and CORS preflights; a request with an `Mcp-Session-Id` is never exempt);
 //! - reads `MCP_BEARER_TOKEN` / `MCP_BEARER_TOKEN_FILE` ([`BearerAuthLayer::from_env`]); a token
 //!   file is re-read while serving, so a rotated secret takes effect without a restart, on the
-//!   long-lived streams it opened too (they end; a `subscriptions/listen` stream with the error
-//!   answer `-31401` to its listen request; see [`BearerBody`]).
+//!   long-lived streams it opened too (they end; a `subscriptions/listen` stream between two
+//!   events with the error answer `-31401` to its listen request; see [`BearerBody`]).
 //!
 //! [`allow::ToolAllowListLayer`] limits principals to some tools (`MCP_TOOL_ALLOW`). Client
 //! side, [`InjectBearerLayer`] sets the token on outgoing requests from a

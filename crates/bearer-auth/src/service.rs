@@ -9,7 +9,7 @@ use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CorrelationId, Principal, ProtocolRevision, grpc_content_type, span};
 use tower_service::Service;
 
-use crate::body::{BearerBody, Grant};
+use crate::body::{BearerBody, Grant, LISTEN_EVENT_READ};
 use crate::future::ResponseFuture;
 use crate::layer::{RequestHead, Shared};
 use crate::parse::{AuthFailure, parse_with_limit};
@@ -155,9 +155,8 @@ where
                 watch,
                 correlation: req.extensions().get::<CorrelationId>().cloned(),
                 listen: None,
-                // Only where events end matters here: nothing of an event is kept but the
-                // first byte of a partial line (the parser's bound), which marks it partial.
-                events: SseParser::new(1),
+                events: SseParser::new(LISTEN_EVENT_READ),
+                closed: false,
             })
         });
         req.extensions_mut().insert(principal);

@@ -1428,6 +1428,51 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     ));
 }
 
+/// No answer of ours after the server's own final result of the subscription.
+#[tokio::test(start_paused = true)]
+async fn a_revoked_listen_stream_gets_no_second_answer() {
+    use http_body::Body as _;
+    let path = tmp_path("tokens-final");
+    std::fs::write(&path, "alice:alice-one\n").unwrap();
+    let layer = BearerAuthLayer::builder()
+        .token_file(&path)
+        .reload_interval(Duration::from_secs(5))
+        .session_binding(false)
+        .build()
+        .unwrap();
+    let (senders, inner) = streaming();
+    let svc = layer.layer(inner);
+    let listen = || {
+        svc.clone().oneshot(
+            Request::post("/mcp")
+                .header(header::AUTHORIZATION, "Bearer alice-one")
+                .header("mcp-method", "subscriptions/listen")
+                .body(String::new())
+                .unwrap(),
+        )
+    };
+    let mut done = Box::pin(listen().await.unwrap().into_body());
+    let tx: Vec<Frames> = senders.lock().unwrap().clone();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // The server ends the subscription itself (its final result for the listen request, 7).
+    tx[0]
+        .send(Ok(http_body::Frame::data(Bytes::from_static(
+            b"data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"resultType\":\"complete\"}}\n\n",
+        ))))
+        .unwrap();
+    assert!(matches!(
+        done.as_mut().poll_frame(&mut cx),
+        Poll::Ready(Some(Ok(_)))
+    ));
+    std::fs::write(&path, "alice:alice-two\n").unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(status_for(&layer, "alice-two").await, 200);
+    assert!(
+        matches!(done.as_mut().poll_frame(&mut cx), Poll::Ready(None)),
+        "no second answer for the listen request"
+    );
+}
+
 /// A token that no `Authorization` header within the layer's limit can carry, a challenge
 /// parameter longer than clients take in a header, and a metadata URL whose port no server has
 /// are refused when the layer is built.

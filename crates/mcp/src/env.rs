@@ -42,20 +42,37 @@ pub fn list(value: &str) -> Result<Vec<&str>, &'static str> {
         .collect()
 }
 
-/// A whole number written the one plain way: ASCII digits only, with ASCII spaces or tabs
-/// around them. Rust's own parsing also takes a leading `+`, and `str::trim` drops Unicode
-/// spaces (a no-break space before `5`); a setting is refused rather than read in a way its
-/// author may not have meant.
+/// A whole number written the one plain way: ASCII digits only, with ASCII whitespace around
+/// them (a CRLF env file's `\r`, a YAML block's `\n`). Rust's own parsing also takes a leading
+/// `+`, and `str::trim` drops Unicode spaces (a no-break space before `5`); a setting is
+/// refused rather than read in a way its author may not have meant.
 ///
 /// ```
 /// use tower_armor_mcp::env::number;
 /// assert_eq!(number::<u64>(" 42\t"), Ok(42));
+/// assert_eq!(number::<u64>("60000\r\n"), Ok(60000));
 /// assert!(number::<u64>("+5").is_err() && number::<u64>("\u{a0}5").is_err());
 /// assert!(number::<u64>("-1").is_err() && number::<u8>("256").is_err());
 /// assert!(number::<u64>("1_000").is_err() && number::<u64>("").is_err());
 /// ```
 pub fn number<T: FromStr>(value: &str) -> Result<T, NotANumber> {
-    let digits = value.trim_matches([' ', '\t']);
+    digits(value.trim_ascii())
+}
+
+/// A TCP port as it is written in a URL or a `Host` header: 1 to 65535, digits only, nothing
+/// around them (`host: 80` names no port a client sends).
+///
+/// ```
+/// use tower_armor_mcp::env::port;
+/// assert_eq!(port("8443"), Some(8443));
+/// assert!(port("0").is_none() && port("65536").is_none() && port(" 80").is_none());
+/// assert!(port("+1").is_none() && port("").is_none());
+/// ```
+pub fn port(value: &str) -> Option<u16> {
+    digits::<u16>(value).ok().filter(|&p| p > 0)
+}
+
+fn digits<T: FromStr>(digits: &str) -> Result<T, NotANumber> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NotANumber);
     }

@@ -15,6 +15,24 @@ pub fn data_event(json: &[u8]) -> bytes::Bytes {
     out.into()
 }
 
+/// One SSE event carrying a local JSON-RPC error answer for `id`, with the request's correlation
+/// id (when known) in `data.correlationId`, as every local error answer carries it: what a layer
+/// that ends a stream itself writes last.
+pub fn error_event(
+    id: Option<&crate::RequestId>,
+    code: i64,
+    message: &str,
+    correlation: Option<&crate::CorrelationId>,
+) -> bytes::Bytes {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+    data_event(&crate::jsonrpc::error_body(
+        id,
+        code,
+        message,
+        data.as_ref(),
+    ))
+}
+
 /// One dispatched event. Borrows the parser's buffers until the next call to
 /// [`SseParser::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

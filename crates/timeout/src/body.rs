@@ -60,7 +60,7 @@ use tower_armor_mcp::error::{BoxError, CODE_CANCELLED};
 use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::signal::SignalWait;
 use tower_armor_mcp::sse::SseParser;
-use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, Outcome, RequestId, jsonrpc};
+use tower_armor_mcp::{CompletionHandle, Continuation, CorrelationId, Outcome, RequestId};
 
 use crate::calls::CallEntry;
 use crate::cancel::{CancelTarget, REASON_ENDED, REASON_GONE, REASON_TIMEOUT};
@@ -239,7 +239,9 @@ impl CallState {
             t.send_holding(reason, self.take_continues());
             return None;
         };
-        if grace.is_zero() || !hold {
+        // A call past its deadline is not held either: its hold would end at once (and its
+        // timer could fire before a `GET` racing this drop was told apart from it).
+        if grace.is_zero() || !hold || self.clock.expired(Instant::now()) {
             // Cancelled at once; a late resumption gets a final error for the id (the timeout's,
             // if the deadline had passed: dropped while the layer waited for an event boundary).
             let timed_out = self.clock.expired(Instant::now());
@@ -332,8 +334,7 @@ fn error_event(
     code: i64,
     message: &str,
 ) -> Bytes {
-    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-    tower_armor_mcp::sse::data_event(&jsonrpc::error_body(id, code, message, data.as_ref()))
+    tower_armor_mcp::sse::error_event(id, code, message, correlation)
 }
 
 /// Feeds `data` line by line and returns the end of the last event boundary in it, if any.

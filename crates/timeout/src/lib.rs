@@ -303,7 +303,7 @@
 //! During the grace, [`CallDrain::refuse_new_calls`] refuses new calls (gRPC calls too) and
 //! long-lived streams with the same error, while the calls in flight finish and what concerns them (a client's
 //! answer to a server request, `notifications/cancelled`, a `DELETE`, a resumption, `ping`, a
-//! task's polls) still passes. The example server calls it at the first signal, keeps accepting connections for
+//! task's polls, reads of the catalogue such as `tools/list`) still passes. The example server calls it at the first signal, keeps accepting connections for
 //! such follow-ups, and answers `/readyz` with 503 from then on.
 //!
 //! # Types

@@ -252,7 +252,10 @@ pub(crate) fn rewrite_list(
         // client's more lenient parser may still read a list in it, hidden names
         // and all. Fail closed: an error for the request instead. What is no object at all
         // (an SSE priming event's empty data, text) is no message, and passes.
-        return if message.trim_ascii_start().starts_with(b"{") {
+        // (A byte order mark first too: a client's `fetch(…).json()` skips it.)
+        let start = message.trim_ascii_start();
+        let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+        return if start.trim_ascii_start().starts_with(b"{") {
             Rewrite::Unfilterable(None)
         } else {
             Rewrite::Unchanged
@@ -413,6 +416,9 @@ mod tests {
         for msg in [
             &b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"crash\",\"description\":\"\xff\"}]}}"[..],
             br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"crash"}]}"#,
+            // A byte order mark first: this parser refuses it, a browser's `json()` skips it.
+            b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"crash\"}]}}",
+            b" \xEF\xBB\xBF {}",
         ] {
             for target in [to(RequestId::Number(3)), Target::AnyList] {
                 assert_eq!(
