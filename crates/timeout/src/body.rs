@@ -124,9 +124,28 @@ pub(crate) struct CallState {
     /// A resumed call that waits on its client: how many of its requests (an elicitation)
     /// the client has not answered, which the resumed stream does not replay.
     pub(crate) waiting: u32,
-    /// A resumed call's place among the waiting calls, kept from its dropped answer until this
-    /// answer takes over from it (then `waiting` is what that place still counts).
-    pub(crate) prior_pause: Option<Registration>,
+    /// Where a resumed call's client answers counted until this answer came: what it takes
+    /// over from (then `waiting` is what is still outstanding there).
+    pub(crate) prior: Option<Prior>,
+}
+
+/// Where the answers to a resumed call's requests counted before its new answer came.
+#[derive(Debug)]
+pub(crate) enum Prior {
+    /// The place among the waiting calls its dropped answer kept while the call was held.
+    Held(Registration),
+    /// The answer a `GET` took the call over from (registered by its own body while that
+    /// body lives).
+    TakenFrom(CompletionHandle),
+}
+
+impl Prior {
+    fn handle(&self) -> &CompletionHandle {
+        match self {
+            Prior::Held(r) => r.entry.handle(),
+            Prior::TakenFrom(h) => h,
+        }
+    }
 }
 
 impl fmt::Debug for CallState {
@@ -269,7 +288,10 @@ impl CallState {
             continues,
             // A resumption that failed before its answer came still has the place the call
             // kept while it was held: kept again (answers given meanwhile counted there).
-            pause: pause.or_else(|| self.prior_pause.take()),
+            pause: pause.or_else(|| match self.prior.take() {
+                Some(Prior::Held(r)) => Some(r),
+                _ => None,
+            }),
             waiting: self.waiting,
         };
         let named = stream.clone();
@@ -541,13 +563,13 @@ impl<B> TimeoutBody<B> {
         // answering, which the resumed stream does not replay): it waits on, until the client's
         // answer comes (or the pause budget ends), instead of its clock running again at once.
         let mut pause = None;
-        match (&call.session, call.prior_pause.take()) {
-            // Its dropped answer's place among the waiting calls was kept: this answer takes
-            // its place first, then what is still outstanding there (answers given while the
-            // call was being resumed counted there).
+        match (&call.session, call.prior.take()) {
+            // Where its client's answers counted meanwhile (its dropped answer's kept place, or
+            // the answer it took the call over from): this answer takes a place first, then what
+            // is still outstanding there.
             (Some((session, pauses)), Some(prior)) => {
                 let own = pauses.register(session.clone(), handle.clone());
-                pauses.hand_over(session, &prior, &handle);
+                pauses.hand_over(session, prior.handle(), &handle);
                 drop(prior);
                 pause = Some(own);
             }

@@ -130,6 +130,9 @@ pub(crate) struct TakenOver {
     pub(crate) source: Arc<Entry>,
     /// Requests of the server the call waits on its client to answer (an elicitation).
     pub(crate) waiting: u32,
+    /// The handle of the answer it was taken from, where its client's answers count until the
+    /// `GET`'s own answer comes.
+    pub(crate) from: Option<CompletionHandle>,
 }
 
 impl Calls {
@@ -209,6 +212,7 @@ impl Calls {
                     target: slot.target.clone(),
                     source: Arc::clone(e),
                     waiting,
+                    from: slot.handle.clone(),
                 };
                 let entry = Entry {
                     id: e.id.clone(),

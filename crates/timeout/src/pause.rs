@@ -36,6 +36,11 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
+    /// The waiting call's completion handle (its answer's).
+    pub(crate) fn handle(&self) -> &CompletionHandle {
+        &self.handle
+    }
+
     /// How many of its requests the client has not answered yet.
     pub(crate) fn outstanding(&self) -> u32 {
         self.handle.server_requests_outstanding()
@@ -65,21 +70,22 @@ impl Pauses {
         )
     }
 
-    /// A resumed call's answer takes over from `from`, the place its dropped answer kept among
-    /// the waiting calls while the call was held: in one step with the answers (under the
-    /// table's lock), the requests still outstanding there move onto `to`, the new answer's
-    /// handle, which is registered (as `registered`) before. An answer the client gives while
+    /// A resumed call's answer takes over from `from`, the handle of the answer the call's
+    /// client answers counted on until now (its dropped answer's, whose place the held call
+    /// kept; or the answer a `GET` took the call over from): in one step with the answers
+    /// (under the table's lock), the requests still outstanding there move onto `to`, the new
+    /// answer's handle, which is registered before. An answer the client gives while
     /// the call is being resumed counts on the old place until then, on the new one after:
     /// never on neither. Returns how many moved.
     pub(crate) fn hand_over(
         &self,
         session: &HeaderValue,
-        from: &Registration,
+        from: &CompletionHandle,
         to: &CompletionHandle,
     ) -> u32 {
         self.with(session, |_| {
             let mut moved = 0;
-            while from.entry.handle.server_request_answered() {
+            while from.server_request_answered() {
                 to.carry_server_request();
                 moved += 1;
             }

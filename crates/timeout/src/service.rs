@@ -16,7 +16,7 @@ use tower_armor_mcp::{
 };
 use tower_service::Service;
 
-use crate::body::{CallState, TimeoutBody};
+use crate::body::{CallState, Prior, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::{CancelTarget, REASON_SESSION_ENDED, ReadSignal, SenderSlot};
 use crate::clock::Clock;
@@ -375,14 +375,14 @@ where
             .or_else(|| late.as_ref().map(|g| g.id.clone()));
         let mut taken_from = None;
         let mut waiting = 0;
-        let mut prior_pause = None;
+        let mut prior = None;
         // The call's cancellation, what it carries for answers it continues, and its place
         // among the running calls.
         let (cancel, continues, entry) = match (resumed, taken) {
             // Registered already, by the held table, before it let go of the call.
             (Some(r), _) => {
                 waiting = r.waiting;
-                prior_pause = r.prior;
+                prior = r.prior.map(Prior::Held);
                 (Some(r.target), r.continues, Some(r.entry))
             }
             // Registered already, in the place of the answer it took the call over from.
@@ -391,6 +391,7 @@ where
                 let target = t.target;
                 taken_from = Some(t.source);
                 waiting = t.waiting;
+                prior = t.from.map(Prior::TakenFrom);
                 (target, t.continues, Some(entry))
             }
             (None, None) => {
@@ -435,7 +436,7 @@ where
             taken_from,
             own: None,
             waiting,
-            prior_pause,
+            prior,
         };
         let wake = clock.wake_at();
         let future = self.inner.call(req);

@@ -2663,6 +2663,23 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
     cancellation_accepted(&mut handle, 65, "request timed out").await;
 
+    // A `GET` that takes over an answer still in flight (its client resumed while still
+    // reading it), with the client's answer given before the `GET`'s own answer came: it
+    // counted on the answer taken over, and moves with the call.
+    let (body, tx) = waiting_on_client(&svc, &mut handle, 66, 905).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/166")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    client_answers_request(&svc, &mut handle, 905).await;
+    let (_tx6, body6) = script();
+    reply.send_response(answer("text/event-stream", body6));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    drop((body, tx));
+    let started = Instant::now();
+    let end = next_text(&mut resumed).await;
+    assert_timeout_event(&end, json!(66));
+    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    cancellation_accepted(&mut handle, 66, "request timed out").await;
+
     // A resumption that fails before its answer comes (its client gone again) holds the
     // call again, still waiting on its client: the next resumption waits on too.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 63, 902).await;
