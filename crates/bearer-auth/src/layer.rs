@@ -586,7 +586,10 @@ impl BearerAuthBuilder {
                         "must be at least 100 ms",
                     ));
                 }
-                TokenStore::File(FileTokens::open(path, setting, self.reload_interval)?)
+                TokenStore::File(
+                    FileTokens::open(path, setting, self.reload_interval)?
+                        .presentable_up_to(self.max_header_bytes.saturating_sub("Bearer ".len())),
+                )
             }
             None if self.entries.is_empty() => {
                 return Err(ConfigError::new(

@@ -416,6 +416,9 @@ pub(crate) struct FileTokens {
     claims: AtomicU64,
     /// The number of the reload whose tokens are in `state` (written under its write lock).
     stored: AtomicU64,
+    /// The longest token an `Authorization` header within the layer's limit can carry: a
+    /// reload with a longer one is taken (the others rotate) with a warning.
+    presentable: usize,
 }
 
 impl FileTokens {
@@ -444,7 +447,14 @@ impl FileTokens {
             }),
             claims: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            presentable: usize::MAX,
         })
+    }
+
+    /// Warns about reloaded tokens longer than `len` bytes (none can be presented).
+    pub(crate) fn presentable_up_to(mut self, len: usize) -> Self {
+        self.presentable = len;
+        self
     }
 
     pub(crate) fn lookup(&self, token: &[u8]) -> Option<Principal> {
@@ -572,6 +582,16 @@ impl FileTokens {
         match table {
             Ok(table) => {
                 let n = table.len();
+                if table.longest() > self.presentable {
+                    tracing::warn!(
+                        setting = self.setting,
+                        path = %self.path.display(),
+                        longest = table.longest(),
+                        presentable = self.presentable,
+                        "token file has a token longer than an Authorization header may carry; \
+                         it can never be presented"
+                    );
+                }
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 if self.stored.load(Ordering::Relaxed) > claim {
                     // A reload that started later has stored what it read: this read is older.
@@ -820,6 +840,43 @@ mod tests {
         assert_eq!(
             read_settled(&path, read_bounded).unwrap(),
             Settled::Bytes(b"alice:third-token\n".to_vec())
+        );
+    }
+
+    /// A reload with a token no `Authorization` header can carry takes the file (the other
+    /// tokens rotate) and says why that one will never work.
+    #[test]
+    fn a_reloaded_token_too_long_to_present_is_taken_with_a_warning() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let path = tmp_file("too-long", "alice:short-one\n");
+        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5))
+            .unwrap()
+            .presentable_up_to(16);
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        std::fs::write(&path, "alice:short-two\nbob:a-token-of-twenty-two\n").unwrap();
+        tracing::subscriber::with_default(subscriber, || ft.reload_now());
+        assert!(ft.lookup(b"short-two").is_some(), "the file is taken");
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("can never be presented"), "{log}");
+        assert!(
+            !log.contains("a-token-of-twenty-two"),
+            "never the token: {log}"
         );
     }
 
