@@ -579,9 +579,16 @@ pub fn app(settings: Settings) -> App {
 
     // Correlation ids on every answer: `/mcp`, the admin routes, `/healthz` and the 404 of an
     // unknown path. `/mcp` is one route, not a nest: nested, `GET /mcp/healthz` would reach the
-    // stack as `/healthz` and pass bearer-auth's health-check exemption.
+    // stack as `/healthz` and pass bearer-auth's health-check exemption. rmcp's own `Host`
+    // check comes last in the stack: the same check first keeps the layers between (the
+    // allow-list, the rate limit, the breaker, the bulkhead) from answering a host rmcp would
+    // refuse, and so from telling it anything (an open circuit, a quota).
     let router = Router::new()
         .route_service("/mcp", mcp)
+        .route_layer(axum::middleware::from_fn_with_state(
+            SameSite::new(settings.allowed_hosts.as_deref()),
+            allowed_host_only,
+        ))
         .merge(admin)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || ready(readiness.clone())))
@@ -933,6 +940,30 @@ impl SameSite {
         SameSite { allowed }
     }
 
+    /// Whether `name` and `port` are a host rmcp serves.
+    fn allows(&self, name: &str, port: Option<u16>) -> bool {
+        self.allowed.is_empty()
+            || self
+                .allowed
+                .iter()
+                .any(|(h, p)| h == name && p.is_none_or(|p| Some(p) == port))
+    }
+
+    /// Whether a `/mcp` request names a valid host rmcp would refuse: the authority of an
+    /// absolute-form target, or its one `Host` (as the inspector decides it). A missing,
+    /// repeated or invalid `Host` passes, to get the inspector's or rmcp's own answer.
+    fn refuses_mcp(&self, req: &axum::extract::Request) -> bool {
+        let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+        let host = match (req.uri().authority(), hosts.next(), hosts.next()) {
+            (Some(a), _, _) => Some(a.as_str().as_bytes()),
+            (None, Some(h), None) => Some(h.as_bytes()),
+            _ => None,
+        };
+        host.filter(|h| tower_armor_mcp::inspect::valid_host(h))
+            .and_then(|h| axum::http::uri::Authority::try_from(h).ok())
+            .is_some_and(|a| !self.allows(&normalize_host(a.host()), a.port_u16()))
+    }
+
     /// Why a request may not reach the admin routes, if it may not.
     fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
         // Valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
@@ -949,12 +980,7 @@ impl SameSite {
             return Some("Forbidden: no valid Host header\n");
         };
         let (name, port) = (normalize_host(host.host()), host.port_u16());
-        let allowed = self.allowed.is_empty()
-            || self
-                .allowed
-                .iter()
-                .any(|(h, p)| *h == name && p.is_none_or(|p| Some(p) == port));
-        if !allowed {
+        if !self.allows(&name, port) {
             return Some("Forbidden: Host header is not allowed\n");
         }
         let mut origins = req.headers().get_all(axum::http::header::ORIGIN).iter();
@@ -1006,6 +1032,24 @@ async fn same_site_only(
             (StatusCode::FORBIDDEN, why).into_response()
         }
     }
+}
+
+/// `/mcp` for the hosts rmcp serves: rmcp's answer to any other (403, the same text), before
+/// the layers.
+async fn allowed_host_only(
+    State(site): State<SameSite>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if site.refuses_mcp(&req) {
+        tracing::debug!("request for a host rmcp does not serve refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header is not allowed",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The admin routes' state.

@@ -1312,7 +1312,8 @@ async fn the_accept_loop_bounds_connections_and_header_bytes() {
 }
 
 /// rmcp serves only the `Host` values `MCP_ALLOWED_HOSTS` names (loopback names by default),
-/// and its body limit follows `MCP_MAX_BODY_BYTES`: a raised limit is the one that applies.
+/// refused before the layers too (an open circuit tells another host nothing), and its body
+/// limit follows `MCP_MAX_BODY_BYTES`: a raised limit is the one that applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     let ex = spawn_example(&[
@@ -1354,6 +1355,43 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
         let r = post(stateless(host), list(10)).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host}");
     }
+    // A host rmcp refuses is refused before the layers: an open circuit says nothing to it.
+    let r = reqwest::Client::new()
+        .post(ex.server.url_for("/admin/breakers/add/force-open"))
+        .header("host", "mcp.example.com")
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "add", "arguments": {"a": 1, "b": 2}, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let call_as = |host: &'static str| {
+        let mut h = stateless(host);
+        h[2].1 = "tools/call".to_owned();
+        let url = url.clone();
+        let call = call.clone();
+        async move {
+            let mut headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            headers.push(("mcp-name", "add"));
+            raw_post(&url, &headers, call).await
+        }
+    };
+    let r = call_as("evil.example").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Forbidden: Host header is not allowed"
+    );
+    assert_eq!(
+        call_as("mcp.example.com").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "an allowed host gets the open circuit's answer"
+    );
     // 5 MiB is over rmcp's default limit but under the configured one: served.
     let r = post(stateless("mcp.example.com"), list(5 << 20)).await;
     assert_eq!(r.status(), StatusCode::OK);
