@@ -1231,6 +1231,20 @@ fn streaming() -> (
     (senders, svc)
 }
 
+/// A layer over a token file holding `tokens`, re-read every 5 s. Without session binding: the
+/// listen streams of these tests name a session nobody initialized.
+fn file_layer(name: &str, tokens: &str) -> (PathBuf, BearerAuthLayer) {
+    let path = tmp_path(name);
+    std::fs::write(&path, tokens).unwrap();
+    let layer = BearerAuthLayer::builder()
+        .token_file(&path)
+        .reload_interval(Duration::from_secs(5))
+        .session_binding(false)
+        .build()
+        .unwrap();
+    (path, layer)
+}
+
 fn event(n: usize) -> Frame {
     Ok(http_body::Frame::data(Bytes::from(format!(
         "data: {n}\n\n"
@@ -1246,15 +1260,7 @@ fn event(n: usize) -> Frame {
 async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
     use http_body::Body as _;
 
-    let path = tmp_path("tokens");
-    std::fs::write(&path, "alice:alice-one\nbob:bob-one\n").unwrap();
-    // Without session binding: the listen streams name a session nobody initialized here.
-    let layer = BearerAuthLayer::builder()
-        .token_file(&path)
-        .reload_interval(Duration::from_secs(5))
-        .session_binding(false)
-        .build()
-        .unwrap();
+    let (path, layer) = file_layer("tokens", "alice:alice-one\nbob:bob-one\n");
     let (senders, inner) = streaming();
     let svc = layer.layer(inner);
     let open = |method: http::Method, token: &str, headers: &[(&str, &str)]| {
@@ -1432,14 +1438,7 @@ async fn a_revoked_token_ends_the_long_lived_streams_it_opened() {
 #[tokio::test(start_paused = true)]
 async fn a_revoked_listen_stream_gets_no_second_answer() {
     use http_body::Body as _;
-    let path = tmp_path("tokens-final");
-    std::fs::write(&path, "alice:alice-one\n").unwrap();
-    let layer = BearerAuthLayer::builder()
-        .token_file(&path)
-        .reload_interval(Duration::from_secs(5))
-        .session_binding(false)
-        .build()
-        .unwrap();
+    let (path, layer) = file_layer("tokens-final", "alice:alice-one\n");
     let (senders, inner) = streaming();
     let svc = layer.layer(inner);
     let listen = || {

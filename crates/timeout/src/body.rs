@@ -346,16 +346,6 @@ fn final_error_event(
     ending: Ending,
 ) -> Bytes {
     let (code, message) = ending.code_and_message();
-    error_event(id, correlation, code, message)
-}
-
-/// An SSE event carrying a local JSON-RPC error for `id`, with the correlation id in `data`.
-fn error_event(
-    id: Option<&RequestId>,
-    correlation: Option<&CorrelationId>,
-    code: i64,
-    message: &str,
-) -> Bytes {
     tower_armor_mcp::sse::error_event(id, code, message, correlation)
 }
 
@@ -1017,7 +1007,12 @@ impl Timed {
             Late::Ended { timed_out: false } => (CODE_CANCELLED, ENDED_MESSAGE),
         };
         let (id, correlation) = (self.call.id.as_ref(), self.call.correlation.as_ref());
-        Some(Last::Event(error_event(id, correlation, code, message)))
+        Some(Last::Event(tower_armor_mcp::sse::error_event(
+            id,
+            code,
+            message,
+            correlation,
+        )))
     }
 
     /// The caller dropped the body.
