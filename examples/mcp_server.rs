@@ -959,8 +959,7 @@ impl SameSite {
             (None, Some(h), None) => Some(h.as_bytes()),
             _ => None,
         };
-        host.filter(|h| tower_armor_mcp::inspect::valid_host(h))
-            .and_then(|h| axum::http::uri::Authority::try_from(h).ok())
+        host.and_then(valid_authority)
             .is_some_and(|a| !self.allows(&normalize_host(a.host()), a.port_u16()))
     }
 
@@ -974,8 +973,7 @@ impl SameSite {
             (None, _) => req.uri().authority().map(|a| a.as_str().as_bytes()),
             (Some(_), Some(_)) => None,
         }
-        .filter(|h| tower_armor_mcp::inspect::valid_host(h))
-        .and_then(|h| axum::http::uri::Authority::try_from(h).ok());
+        .and_then(valid_authority);
         let Some(host) = host else {
             return Some("Forbidden: no valid Host header\n");
         };
@@ -1012,6 +1010,14 @@ impl SameSite {
             .unwrap_or(false);
         (!same).then_some("Forbidden: cross-origin request\n")
     }
+}
+
+/// A `Host` value valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
+/// information), as an authority.
+fn valid_authority(host: &[u8]) -> Option<axum::http::uri::Authority> {
+    tower_armor_mcp::inspect::valid_host(host)
+        .then(|| axum::http::uri::Authority::try_from(host).ok())
+        .flatten()
 }
 
 fn normalize_host(host: &str) -> String {
