@@ -33,6 +33,8 @@ use tower_armor_circuit_breaker::{
 use tower_armor_correlation_id::{PropagateCorrelation, PropagateCorrelationLayer, TraceContext};
 use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::inspect_post;
+use tower_armor_mcp::observe::{BodyKind, body_kind};
+use tower_armor_mcp::sse::SseParser;
 use tower_armor_mcp::{CorrelationId, McpBody, Secret};
 use tower_armor_timeout::{Timeout, TimeoutLayer};
 
@@ -158,41 +160,85 @@ where
     let facts = inspect_post(req.headers(), &body).map_err(|r| format!("{r:?}"))?;
     req.extensions_mut().insert(facts);
     let resp = client.clone().oneshot(req).await?;
-    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let status = parts.status;
+    let kind = body_kind(&parts.headers);
     // An upstream is not trusted with this process's memory: the answer is read up to a bound
-    // (the timeout bounds only how long it may take).
-    let text = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("the answer: {e}"))?
-        .to_bytes();
-    // A JSON answer, or an SSE one whose events carry the messages: the one with our id, or
-    // an error answered before the request was read (a 401 has `id: null`).
-    let messages: Vec<serde_json::Value> = std::iter::once(&text[..])
-        .chain(sse_data(&text))
-        .filter_map(|m| serde_json::from_slice(m).ok())
-        .collect();
-    // (A server's own request in the stream has a `method`, and may reuse our id.)
-    let answer = messages
-        .iter()
-        .find(|m| m["id"] == id && m.get("method").is_none())
-        .or_else(|| {
-            messages
-                .iter()
-                .find(|m| m["id"].is_null() && m.get("error").is_some())
-        })
-        .ok_or_else(|| format!("HTTP {status} without an answer to the call"))?;
+    // (the timeout bounds how long it may take).
+    let body = Limited::new(body, MAX_ANSWER_BYTES);
+    let answer = if status.is_success() && kind == BodyKind::Sse {
+        // Read up to the call's answer only: an upstream may keep the stream open after it.
+        sse_answer(body, id).await?.ok_or_else(|| {
+            format!("HTTP {status}: the stream ended without an answer to the call")
+        })?
+    } else {
+        let text = body
+            .collect()
+            .await
+            .map_err(|e| format!("the answer (HTTP {status}): {e}"))?
+            .to_bytes();
+        let message = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .filter(|m| answers(m, id));
+        if !status.is_success() {
+            // A refusal of the upstream or of its layers, with its JSON-RPC error when it has
+            // one (a 401 has `id: null`).
+            return Err(match message.as_ref().and_then(|m| m.get("error")) {
+                Some(error) => format!("HTTP {status}: JSON-RPC error {error}"),
+                None => format!("HTTP {status}"),
+            }
+            .into());
+        }
+        if kind != BodyKind::Json {
+            let content_type = parts.headers.get(header::CONTENT_TYPE);
+            return Err(format!(
+                "HTTP {status} with content-type {content_type:?}: not an MCP answer"
+            )
+            .into());
+        }
+        message.ok_or_else(|| format!("HTTP {status} without an answer to the call"))?
+    };
     match answer.get("error") {
         Some(error) => Err(format!("JSON-RPC error {error}").into()),
         None => Ok(answer["result"].clone()),
     }
 }
 
-/// The `data:` payloads of an SSE text (one line each, as rmcp writes them).
-fn sse_data(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split(|&b| b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"data:"))
-        .map(<[u8]>::trim_ascii)
+/// Whether `message` answers the call `id`: its response (a server's own request in a stream
+/// has a `method`, and may reuse our id), or an error answered before the request was read
+/// (`id: null`).
+fn answers(message: &serde_json::Value, id: i64) -> bool {
+    message.get("method").is_none()
+        && (message["id"] == id || (message["id"].is_null() && message.get("error").is_some()))
+}
+
+/// Reads an SSE answer up to the event that answers the call `id` and stops there; `None` if
+/// the stream ended first.
+async fn sse_answer<B>(body: B, id: i64) -> Result<Option<serde_json::Value>, BoxError>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut parser = SseParser::new(MAX_ANSWER_BYTES);
+    let mut found = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("the answer: {e}"))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        parser.feed(data, |event| {
+            if found.is_none()
+                && let Ok(message) = serde_json::from_slice::<serde_json::Value>(event.data)
+                && answers(&message, id)
+            {
+                found = Some(message);
+            }
+        });
+        if found.is_some() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// An example server (with bearer auth: `token`) on 127.0.0.1, serving until `stop`.
@@ -226,6 +272,18 @@ pub async fn start_upstream(
         std::future::pending::<()>(),
     ));
     (url, stop, served)
+}
+
+/// An error with its causes (`client error (Connect): tcp connect error: Connection refused`).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 #[tokio::main]
@@ -269,7 +327,7 @@ async fn main() -> Result<(), BoxError> {
                 "{label}: add -> {} ({took:.1?})",
                 result["content"][0]["text"]
             ),
-            Err(e) => println!("{label}: failed after {took:.1?}: {e}"),
+            Err(e) => println!("{label}: failed after {took:.1?}: {}", causes(&*e)),
         }
     };
     for _ in 0..2 {

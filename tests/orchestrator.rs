@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::Request;
 use tower::ServiceExt;
 use tower_armor_circuit_breaker::State;
@@ -180,4 +181,158 @@ fn refused_settings_are_an_error() {
         panic!("max_concurrent 0 accepted");
     };
     assert!(err.contains("max_concurrent"), "{err}");
+}
+
+/// A fake upstream on 127.0.0.1 answering every POST with `answer`; its URL.
+async fn fake_upstream<F, Fut>(answer: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/mcp", axum::routing::post(move || answer()));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}
+
+/// An answer of `status` and `content_type` whose body is `first`, then nothing more, ever
+/// (the connection stays open).
+fn hanging(
+    status: u16,
+    content_type: &'static str,
+    first: &'static str,
+) -> axum::response::Response {
+    let frames =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) })
+            .chain(futures_util::stream::pending());
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from_stream(frames))
+        .unwrap()
+}
+
+/// Settings with a short deadline and a breaker that opens after two failures.
+fn short_settings() -> ClientSettings {
+    let mut settings = ClientSettings::new("a-token");
+    settings.call_timeout = Duration::from_millis(500);
+    settings.trip_after = 2;
+    settings
+}
+
+/// An upstream that keeps its SSE answer open after the call's response: the call returns with
+/// the response, without waiting for the stream's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_answer_is_read_up_to_the_calls_response() {
+    let (url, server) = fake_upstream(|| async {
+        hanging(
+            200,
+            "text/event-stream",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[]}}\n\n",
+        )
+    })
+    .await;
+    let (client, _) = client_stack(&ClientSettings::new("a-token")).unwrap();
+    let started = std::time::Instant::now();
+    let result = bounded(call_tool(&client, &url, 7, "add", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert_eq!(result, serde_json::json!({"content": []}));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.abort();
+}
+
+/// An error status, or an answer neither JSON nor SSE, is an error of the call whatever its
+/// body says; and a body that stops coming ends at the call's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_no_mcp_answer_is_an_error_and_ends_at_the_deadline() {
+    const RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let cases: [(u16, &'static str, &'static str, bool, &str); 5] = [
+        // status, content type, body so far, body ends, error says
+        (500, "application/json", RESULT, true, "HTTP 500"),
+        (307, "application/json", RESULT, true, "HTTP 307"),
+        (200, "text/plain", RESULT, true, "not an MCP answer"),
+        (500, "text/plain", "partial", false, "request timed out"),
+        (
+            200,
+            "application/octet-stream",
+            "partial",
+            false,
+            "request timed out",
+        ),
+    ];
+    for (status, content_type, first, ends, says) in cases {
+        let (url, server) = fake_upstream(move || async move {
+            if ends {
+                http::Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .body(axum::body::Body::from(first))
+                    .unwrap()
+            } else {
+                hanging(status, content_type, first)
+            }
+        })
+        .await;
+        let (client, _) = client_stack(&short_settings()).unwrap();
+        let started = std::time::Instant::now();
+        let err = bounded(call_tool(&client, &url, 1, "add", serde_json::json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(says),
+            "{status} {content_type}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{status} {content_type}: {:?}",
+            started.elapsed()
+        );
+        server.abort();
+    }
+}
+
+/// A JSON answer to another id is no answer to the call, for the caller and for the breaker
+/// alike: the upstream's failures open its circuit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_to_another_id_counts_as_a_failure() {
+    let (url, server) = fake_upstream(|| async {
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(
+                r#"{"jsonrpc":"2.0","id":999,"result":{"content":[]}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let settings = short_settings();
+    let (client, breakers) = client_stack(&settings).unwrap();
+    for id in 0..settings.trip_after {
+        let err = bounded(call_tool(
+            &client,
+            &url,
+            i64::from(id),
+            "add",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("without an answer"), "{err}");
+    }
+    assert_eq!(
+        breakers.circuit(authority(&url)).unwrap().state(),
+        State::Open
+    );
+    let err = bounded(call_tool(&client, &url, 9, "add", serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<CircuitOpen>().is_some(), "{err}");
+    server.abort();
 }

@@ -460,6 +460,7 @@ where
                 skipped: false,
             })),
             BodyKind::Json => Mode::Json(JsonWatch {
+                id: id.cloned(),
                 first: None,
                 rest: Vec::new(),
                 overflow: false,
@@ -703,6 +704,8 @@ impl SseWatch {
 }
 
 struct JsonWatch {
+    /// The call's id: the answer must be the response carrying it.
+    id: Option<RequestId>,
     first: Option<Bytes>,
     rest: Vec<u8>,
     overflow: bool,
@@ -740,9 +743,12 @@ impl JsonWatch {
                 Some(f) => f,
                 None => &self.rest,
             };
-            match inspect_message(bytes, None) {
+            match inspect_message(bytes, self.id.as_ref()) {
                 Seen::Final(o) => o,
-                // A 2xx JSON answer we cannot read: the status is all we know.
+                // Not the response to the call (another id's, or no JSON-RPC response at all):
+                // the answer ended without it, as an SSE answer can.
+                _ if self.id.is_some() => Outcome::Incomplete,
+                // The call's id is not known: the status is all there is to go on.
                 _ => Outcome::Success,
             }
         };

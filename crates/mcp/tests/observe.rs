@@ -181,7 +181,9 @@ async fn json_answers_are_classified_from_their_body() {
             r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#,
             Outcome::ToolError,
         ),
+        // Without the call's id, nothing else to go on than the status.
         ("not json", Outcome::Success),
+        (r#"{"jsonrpc":"2.0","id":2,"result":{}}"#, Outcome::Success),
     ] {
         // A single-frame body that reports its end through `is_end_stream`, as hyper expects.
         let resp = Response::builder()
@@ -196,6 +198,47 @@ async fn json_answers_are_classified_from_their_body() {
             body.as_bytes(),
             "forwarded untouched"
         );
+        assert_eq!(handle.outcome(), Some(want), "{body}");
+    }
+}
+
+/// With the call's id known, a JSON answer must be its response: another id's response, a
+/// message that is not a response, or no JSON at all is an answer without the call's final
+/// response, as an SSE answer that ends without it.
+#[tokio::test]
+async fn a_json_answer_without_the_calls_response_is_incomplete() {
+    let id = RequestId::Number(1);
+    for (body, want) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#,
+            Outcome::Success,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#,
+            Outcome::RpcError(-32700),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":2,"result":{}}"#,
+            Outcome::Incomplete,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":"1","result":{}}"#,
+            Outcome::Incomplete,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+            Outcome::Incomplete,
+        ),
+        ("not json", Outcome::Incomplete),
+        ("", Outcome::Incomplete),
+    ] {
+        let resp = Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap();
+        let (resp, handle) = observe_response(resp, Some(&id));
+        let collected = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(collected, body.as_bytes(), "forwarded untouched");
         assert_eq!(handle.outcome(), Some(want), "{body}");
     }
 }

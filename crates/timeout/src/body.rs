@@ -398,6 +398,14 @@ pin_project! {
             sleep: Sleep,
             state: Timed,
         },
+        // The call's outcome came with the headers (an error status, an answer neither JSON
+        // nor SSE), but its body must still end by the deadline.
+        Bounded {
+            #[pin]
+            body: B,
+            #[pin]
+            sleep: Sleep,
+        },
         Ending {
             last: Option<Last>,
         },
@@ -542,6 +550,24 @@ impl<B> TimeoutBody<B> {
         }
     }
 
+    /// A body whose call ended with its headers (the outcome is known): it passes untouched,
+    /// but one still waiting for its next frame at `deadline` fails with [`Elapsed`] (a frame
+    /// that is ready passes first). An empty body is not timed.
+    pub(crate) fn bounded(body: B, deadline: Instant) -> Self
+    where
+        B: Body,
+    {
+        if body.is_end_stream() {
+            return TimeoutBody::passthrough(body);
+        }
+        TimeoutBody {
+            kind: Kind::Bounded {
+                body,
+                sleep: tokio::time::sleep_until(deadline),
+            },
+        }
+    }
+
     pub(crate) fn timed(
         body: B,
         handle: CompletionHandle,
@@ -605,6 +631,9 @@ impl<B> fmt::Debug for TimeoutBody<B> {
         let mut d = f.debug_struct("TimeoutBody");
         match &self.kind {
             Kind::Passthrough { .. } => d.field("kind", &"passthrough"),
+            Kind::Bounded { sleep, .. } => d
+                .field("kind", &"bounded")
+                .field("deadline", &sleep.deadline()),
             Kind::Timed { state, .. } => d
                 .field("kind", &"timed")
                 .field("phase", &state.phase)
@@ -1050,6 +1079,16 @@ where
                         .poll_frame(cx)
                         .map(|f| f.map(|r| r.map_err(Into::into)));
                 }
+                KindProj::Bounded { body, sleep } => {
+                    if let Poll::Ready(frame) = body.poll_frame(cx) {
+                        return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+                    }
+                    if sleep.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    tracing::debug!("an answer's body was still coming at the call's deadline");
+                    Last::Error(Ending::Deadline)
+                }
                 KindProj::Ending { last } => {
                     return Poll::Ready(match last.take() {
                         Some(Last::Event(bytes)) => Some(Ok(Frame::data(bytes))),
@@ -1071,7 +1110,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Passthrough { body } | Kind::Bounded { body, .. } => body.is_end_stream(),
             Kind::Timed { body, state, .. } => {
                 // A late resumption may still add its final error after the inner body.
                 state.phase != Phase::Finishing && state.call.late.is_none() && body.is_end_stream()
@@ -1082,7 +1121,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Passthrough { body } => body.size_hint(),
+            Kind::Passthrough { body } | Kind::Bounded { body, .. } => body.size_hint(),
             // An SSE answer may get one more event, and either may be cut short at a
             // boundary: no bound holds.
             Kind::Timed { state, .. } if state.sse.is_some() || state.grpc.is_some() => {

@@ -233,9 +233,11 @@ where
         entry.answered(&handle);
     }
     if handle.is_complete() {
-        // An error status or a non-streaming answer: the call is over.
+        // An error status or an answer neither JSON nor SSE: the call is over, but a body
+        // still coming must not outlive its deadline.
+        let deadline = call.clock.wake_at();
         resumption_failed(call, Some(resp.status()));
-        return resp.map(TimeoutBody::passthrough);
+        return resp.map(|body| TimeoutBody::bounded(body, deadline));
     }
     // (gRPC-Web's trailers travel inside its body: not tracked.)
     let framing = match body_kind(resp.headers()) {

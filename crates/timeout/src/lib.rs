@@ -12,6 +12,7 @@
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
 //! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web) | a message in progress is forwarded to its end and the server's own status (trailers) still passes, within the same grace; then the answer ends at that boundary with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`) |
 //! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |
+//! | inside the body of an answer whose headers told its outcome (an error status; a body neither JSON nor SSE) | the body fails with [`Elapsed`] if it is still waiting for its next frame (a frame ready then still passes); the outcome stays the one its headers gave |
 //! | after the final response | nothing: the call is over |
 //!
 //! The answer's end is known from the shared observer
