@@ -46,7 +46,9 @@ mod server;
 /// How the client stack is set up.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
-    /// The bearer token sent to every upstream (a secret: `Debug` prints its length only).
+    /// The bearer token sent to every upstream (a secret: `Debug` prints its length only). Any
+    /// upstream could replay it against the others: upstreams that must not share a token each
+    /// get a stack of their own, with their own token.
     pub token: Secret,
     /// Consecutive failures of one upstream that open its breaker.
     pub trip_after: u32,
