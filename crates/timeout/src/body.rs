@@ -37,8 +37,9 @@
 //!
 //! Writing that one final event (or a gRPC answer's trailers) is the only thing this layer writes
 //! into a stream, apart from
-//! the final error of a late resumption of a call it cancelled because its client went away
-//! (at the end of what the server replays, at an event boundary).
+//! the final error of a late resumption of a call it cancelled (its client went away, or its
+//! deadline passed inside the stream), at the end of what the server replays, at an event
+//! boundary.
 //!
 //! If the caller drops a 2025-11-25 SSE answer before its final message, the call is sent
 //! `notifications/cancelled` too (the client went away; otherwise the tool keeps running).
@@ -102,8 +103,8 @@ pub(crate) struct CallState {
     /// is held, and for how long (the resume grace, maybe zero).
     pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
     /// The call's answer is known to be lost if the stream ends without a final message for
-    /// the id (a late resumption of a call the layer cancelled because its client went away; a
-    /// resumption the server had nothing for): one final error is added then, saying which.
+    /// the id (a late resumption of a call the layer cancelled because its client went away or
+    /// its deadline passed; a resumption the server had nothing for): one final error is added then, saying which.
     pub(crate) late: Option<Late>,
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
@@ -198,6 +199,30 @@ impl CallState {
         tracing::debug!(id = ?self.id, "answer ended without its response");
         let hold = served || !self.is_resumed();
         self.let_go(Some(handle), REASON_ENDED, pause, hold)
+    }
+
+    /// The layer ends this call at its deadline inside its answer (its final timeout event is
+    /// on the way): remembered as a call cancelled because its client went away is, so that a
+    /// client that missed that event (its connection broke at the deadline) and resumes the
+    /// stream gets rmcp's replay and then the same error, not a stream without a final message.
+    /// Only a call the layer is to cancel (2025-11-25, in a session, not taken over by a `GET`)
+    /// whose stream a `GET` can name.
+    pub(crate) fn remember_timed_out(&mut self) {
+        let Some(t) = &self.cancel else {
+            return;
+        };
+        if self.is_moved() {
+            return;
+        }
+        if let (Some((held, _)), Some(stream), Some((session, _))) =
+            (&self.resume, self.stream.take(), &self.session)
+        {
+            let gone = Gone {
+                id: t.id().clone(),
+                timed_out: true,
+            };
+            held.bury(session.clone(), stream, gone);
+        }
     }
 
     /// What this answer holds for the answers it continues, taken (its entry's copy for a
@@ -330,7 +355,8 @@ pub(crate) const ENDED_MESSAGE: &str = "request abandoned: the server ended its 
 /// Why an answer may end without its call's final message ([`CallState::late`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Late {
-    /// A late resumption of a call the layer cancelled because its client went away.
+    /// A late resumption of a call the layer cancelled because its client went away (or, with
+    /// `timed_out`, its deadline passed).
     Gone { timed_out: bool },
     /// A resumption the server answered with nothing: the call ended meanwhile.
     Lost { timed_out: bool },
@@ -745,6 +771,9 @@ impl Timed {
             "the layer ends the call inside the answer"
         );
         if self.sse.is_some() {
+            if ending == Ending::Deadline {
+                self.call.remember_timed_out();
+            }
             self.call.send_cancel(ending.reason());
         }
         true

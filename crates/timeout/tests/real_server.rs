@@ -152,6 +152,28 @@ async fn a_slow_call_in_a_2025_stream_ends_with_the_timeout_event_and_is_cancell
         start.elapsed() < ms(1500),
         "cancelled before the tool would have finished"
     );
+
+    // A client that missed the final event (its connection broke at the deadline) and resumes
+    // the stream after the last event it saw gets the replay, then the same timeout error.
+    let seen = events
+        .iter()
+        .rev()
+        .find_map(|ev| ev.id.clone())
+        .expect("the stream's events carry ids");
+    let resumed = c.open_get_stream_after(&seen).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut stream = SseStream::new(resumed);
+    let last = timeout(Duration::from_secs(3), async {
+        while let Some(ev) = stream.next_event().await {
+            if let Some(m) = ev.json().filter(|m| m["id"] == id) {
+                return m;
+            }
+        }
+        panic!("the resumption ended without a final message for the call");
+    })
+    .await
+    .expect("the resumption ends in time");
+    assert_timeout_error(&last, id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
