@@ -167,6 +167,18 @@ pub fn error_body(
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
+/// [`error_body`] for an answer a layer makes itself, with the request's correlation id (when
+/// known) in `data.correlationId`, as every local error answer carries it.
+pub fn local_error_body(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    correlation: Option<&crate::CorrelationId>,
+) -> Bytes {
+    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
+    error_body(id, code, message, data.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

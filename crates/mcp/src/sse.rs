@@ -24,12 +24,11 @@ pub fn error_event(
     message: &str,
     correlation: Option<&crate::CorrelationId>,
 ) -> bytes::Bytes {
-    let data = correlation.map(|c| serde_json::json!({ "correlationId": c.as_str() }));
-    data_event(&crate::jsonrpc::error_body(
+    data_event(&crate::jsonrpc::local_error_body(
         id,
         code,
         message,
-        data.as_ref(),
+        correlation,
     ))
 }
 

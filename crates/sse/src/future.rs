@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
-use tower_armor_mcp::ListenId;
+use tower_armor_mcp::{CorrelationId, ListenId};
 use tower_service::Service;
 
 use crate::body::SseBody;
@@ -25,8 +25,9 @@ pub(crate) enum Place {
     Held(ListenPlace),
     /// The session's stream was open with another credential when this request came: it went
     /// on to authentication; if the server lets it in with a stream, that is a second stream
-    /// (rmcp made it an idle one: the first was open when it came), refused with 409.
-    WentOn,
+    /// (rmcp made it an idle one: the first was open when it came), refused with 409, which
+    /// carries the request's correlation id.
+    WentOn(Option<CorrelationId>),
 }
 
 /// What the stream wrapper needs once the inner answer comes.
@@ -75,7 +76,9 @@ pin_project! {
         Waiting {
             waiting: Option<Box<Waiting<S, B>>>,
         },
-        Conflict,
+        Conflict {
+            correlation: Option<CorrelationId>,
+        },
     }
 }
 
@@ -113,9 +116,9 @@ where
         }
     }
 
-    pub(crate) fn conflict() -> Self {
+    pub(crate) fn conflict(correlation: Option<CorrelationId>) -> Self {
         ResponseFuture {
-            kind: Kind::Conflict,
+            kind: Kind::Conflict { correlation },
         }
     }
 }
@@ -131,7 +134,7 @@ where
                 .field("long_lived", &call.as_ref().map(|c| c.long_lived))
                 .finish_non_exhaustive(),
             Kind::Waiting { .. } => f.write_str("ResponseFuture::Waiting"),
-            Kind::Conflict => f.write_str("ResponseFuture::Conflict"),
+            Kind::Conflict { .. } => f.write_str("ResponseFuture::Conflict"),
         }
     }
 }
@@ -146,7 +149,9 @@ where
         let mut kind = self.project().kind;
         loop {
             let (inner, call, place) = match kind.as_mut().project() {
-                KindProj::Conflict => return Poll::Ready(Ok(conflict())),
+                KindProj::Conflict { correlation } => {
+                    return Poll::Ready(Ok(conflict(correlation.as_ref())));
+                }
                 KindProj::Waiting { waiting } => {
                     let next = ready!(waited(waiting, cx));
                     kind.set(next);
@@ -174,9 +179,13 @@ where
     let place = match ListenPlace::take(&w.call.shared, &w.session, w.credential, Some(cx.waker()))
     {
         Taken::Busy => return Poll::Pending,
-        Taken::OpenBySame => return Poll::Ready(Kind::Conflict),
+        Taken::OpenBySame => {
+            return Poll::Ready(Kind::Conflict {
+                correlation: correlation_of(&w.req),
+            });
+        }
         Taken::Place(place) => Place::Held(place),
-        Taken::OpenByOther => Place::WentOn,
+        Taken::OpenByOther => Place::WentOn(correlation_of(&w.req)),
     };
     let Waiting {
         req,
@@ -226,7 +235,7 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
             place.opened();
             Some(place)
         }
-        Place::WentOn => return conflict(),
+        Place::WentOn(correlation) => return conflict(correlation.as_ref()),
     };
     // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
     let listen = if long_lived {
@@ -240,14 +249,19 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
     )
 }
 
+/// The request's correlation id, for the 409 a second standalone stream gets.
+pub(crate) fn correlation_of<B>(req: &Request<B>) -> Option<CorrelationId> {
+    req.extensions().get::<CorrelationId>().cloned()
+}
+
 /// The 409 for a second standalone stream of a session.
-fn conflict<B>() -> Response<SseBody<B>> {
+fn conflict<B>(correlation: Option<&CorrelationId>) -> Response<SseBody<B>> {
     tracing::debug!("a second standalone SSE stream for one session refused (409)");
-    let body = tower_armor_mcp::jsonrpc::error_body(
+    let body = tower_armor_mcp::jsonrpc::local_error_body(
         None,
         tower_armor_mcp::error::CODE_STREAM_CONFLICT,
         "Conflict: only one standalone SSE stream is allowed per session",
-        None,
+        correlation,
     );
     let mut resp = Response::new(SseBody::local(body));
     *resp.status_mut() = StatusCode::CONFLICT;

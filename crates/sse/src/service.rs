@@ -5,7 +5,7 @@ use http::{Request, Response, header};
 use tower_service::Service;
 
 use crate::body::SseBody;
-use crate::future::{Call, Place, ResponseFuture};
+use crate::future::{Call, Place, ResponseFuture, correlation_of};
 use crate::layer::{Credential, ListenPlace, Shared, Taken};
 use crate::policy;
 
@@ -58,8 +58,10 @@ where
                     Credential::of(&self.shared, req.headers().get(header::AUTHORIZATION));
                 match ListenPlace::take(&self.shared, &session, credential, None) {
                     Taken::Place(place) => Place::Held(place),
-                    Taken::OpenBySame => return ResponseFuture::conflict(),
-                    Taken::OpenByOther => Place::WentOn,
+                    Taken::OpenBySame => {
+                        return ResponseFuture::conflict(correlation_of(&req));
+                    }
+                    Taken::OpenByOther => Place::WentOn(correlation_of(&req)),
                     Taken::Busy => {
                         // The readied service goes into the future; a fresh clone stays.
                         let clone = self.inner.clone();

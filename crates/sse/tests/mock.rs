@@ -708,13 +708,18 @@ async fn a_second_standalone_stream_of_a_session_gets_409() {
     let l = layer(Some(15), None);
     let (_tx1, first) = open(&l, listen("s-1"), "text/event-stream").await;
     assert_eq!(first.status(), 200);
-    let (tx2, second) = open(&l, listen("s-1"), "text/event-stream").await;
+    let mut again = listen("s-1");
+    again
+        .extensions_mut()
+        .insert(tower_armor_mcp::CorrelationId::parse("case-409").unwrap());
+    let (tx2, second) = open(&l, again, "text/event-stream").await;
     assert_eq!(second.status(), 409);
     assert_eq!(second.headers()["content-type"], "application/json");
     assert!(tx2.is_closed(), "the server's second stream is dropped");
     let body = second.into_body().collect().await.unwrap().to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], -31409);
+    assert_eq!(v["error"]["data"]["correlationId"], "case-409");
     assert!(v["id"].is_null());
     // A reconnection of the listen stream (a bare event id) is one too.
     let reconnect = Request::get("/mcp")
