@@ -191,7 +191,7 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-    let app = axum::Router::new().route("/mcp", axum::routing::post(move || answer()));
+    let app = axum::Router::new().route("/mcp", axum::routing::post(answer));
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -236,7 +236,7 @@ async fn an_sse_answer_is_read_up_to_the_calls_response() {
     })
     .await;
     let (client, _) = client_stack(&ClientSettings::new("a-token")).unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let result = bounded(call_tool(&client, &url, 7, "add", serde_json::json!({})))
         .await
         .unwrap();
@@ -282,7 +282,7 @@ async fn an_answer_that_is_no_mcp_answer_is_an_error_and_ends_at_the_deadline() 
         })
         .await;
         let (client, _) = client_stack(&short_settings()).unwrap();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let err = bounded(call_tool(&client, &url, 1, "add", serde_json::json!({})))
             .await
             .unwrap_err();
