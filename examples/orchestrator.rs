@@ -168,6 +168,14 @@ where
     // An upstream is not trusted with this process's memory: the answer is read up to a bound
     // (the timeout bounds how long it may take).
     let body = Limited::new(body, MAX_ANSWER_BYTES);
+    if status.is_success() && !matches!(kind, BodyKind::Json | BodyKind::Sse) {
+        // An MCP server answers a request with JSON or SSE: whatever this body holds, it is not
+        // the call's answer, and is not read.
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        return Err(
+            format!("HTTP {status} with content-type {content_type:?}: not an MCP answer").into(),
+        );
+    }
     let answer = if status.is_success() && kind == BodyKind::Sse {
         // Read up to the call's answer only: an upstream may keep the stream open after it.
         sse_answer(body, id).await?.ok_or_else(|| {
@@ -189,13 +197,6 @@ where
                 Some(error) => format!("HTTP {status}: JSON-RPC error {error}"),
                 None => format!("HTTP {status}"),
             }
-            .into());
-        }
-        if kind != BodyKind::Json {
-            let content_type = parts.headers.get(header::CONTENT_TYPE);
-            return Err(format!(
-                "HTTP {status} with content-type {content_type:?}: not an MCP answer"
-            )
             .into());
         }
         message.ok_or_else(|| format!("HTTP {status} without an answer to the call"))?

@@ -254,18 +254,19 @@ async fn an_sse_answer_is_read_up_to_the_calls_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_is_no_mcp_answer_is_an_error_and_ends_at_the_deadline() {
     const RESULT: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
-    let cases: [(u16, &'static str, &'static str, bool, &str); 5] = [
+    let cases: [(u16, &'static str, &'static str, bool, &str); 6] = [
         // status, content type, body so far, body ends, error says
         (500, "application/json", RESULT, true, "HTTP 500"),
         (307, "application/json", RESULT, true, "HTTP 307"),
         (200, "text/plain", RESULT, true, "not an MCP answer"),
         (500, "text/plain", "partial", false, "request timed out"),
+        (401, "text/plain", "partial", false, "request timed out"),
         (
             200,
             "application/octet-stream",
             "partial",
             false,
-            "request timed out",
+            "not an MCP answer",
         ),
     ];
     for (status, content_type, first, ends, says) in cases {

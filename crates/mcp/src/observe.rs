@@ -683,7 +683,7 @@ impl SseWatch {
                 Seen::ServerRequest => {
                     handle.0.server_requests.fetch_add(1, Ordering::AcqRel);
                 }
-                Seen::Other => {}
+                Seen::OtherResponse | Seen::Other => {}
             }
         });
         if let Some(o) = done {
@@ -745,11 +745,11 @@ impl JsonWatch {
             };
             match inspect_message(bytes, self.id.as_ref()) {
                 Seen::Final(o) => o,
-                // Not the response to the call (another id's, or no JSON-RPC response at all):
-                // the answer ended without it, as an SSE answer can.
-                _ if self.id.is_some() => Outcome::Incomplete,
-                // The call's id is not known: the status is all there is to go on.
-                _ => Outcome::Success,
+                // The response to another request: the call's own never came, as when an SSE
+                // answer ends without it.
+                Seen::OtherResponse => Outcome::Incomplete,
+                // A 2xx JSON answer we cannot read as a response: the status is all we know.
+                Seen::Progress | Seen::ServerRequest | Seen::Other => Outcome::Success,
             }
         };
         self.guard.complete(outcome);
@@ -823,7 +823,9 @@ pub(crate) enum Seen {
     Progress,
     /// A request from the server to the client (it has both `method` and `id`).
     ServerRequest,
-    /// Anything else (other notifications, responses to other ids, unreadable data).
+    /// A response to another request's id.
+    OtherResponse,
+    /// Anything else (other notifications, unreadable data).
     Other,
 }
 
@@ -943,7 +945,7 @@ pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
                 (Some(_), None) => msg.error.is_some(),
             };
             if !matches {
-                return Seen::Other;
+                return Seen::OtherResponse;
             }
             match (msg.error, msg.result) {
                 (Some(e), _) => Seen::Final(Outcome::RpcError(e.code)),
@@ -1007,8 +1009,14 @@ mod tests {
             ),
             Seen::Final(Outcome::RpcError(-32603))
         );
-        assert_eq!(s(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#), Seen::Other);
-        assert_eq!(s(r#"{"jsonrpc":"2.0","id":"7","result":{}}"#), Seen::Other);
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#),
+            Seen::OtherResponse
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":"7","result":{}}"#),
+            Seen::OtherResponse
+        );
         assert_eq!(
             s(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#),
             Seen::Final(Outcome::RpcError(-32700))
@@ -1026,7 +1034,7 @@ mod tests {
             s(r#"{"id":7,"result":"plain"}"#),
             Seen::Final(Outcome::Success)
         );
-        assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::Other);
+        assert_eq!(s(r#"{"id":{"x":1},"result":{}}"#), Seen::OtherResponse);
     }
 
     /// Counts the release listeners that ran.
