@@ -104,7 +104,8 @@ pub(crate) struct CallState {
     pub(crate) resume: Option<(std::sync::Arc<Held>, Duration)>,
     /// The call's answer is known to be lost if the stream ends without a final message for
     /// the id (a late resumption of a call the layer cancelled because its client went away or
-    /// its deadline passed; a resumption the server had nothing for): one final error is added then, saying which.
+    /// its deadline passed; a resumption the server had nothing for): one final error is added
+    /// then, saying which.
     pub(crate) late: Option<Late>,
     /// The stream part of the answer's event ids (rmcp's `<index>/<stream>`), once seen: what
     /// a resuming `GET` names.
@@ -202,7 +203,7 @@ impl CallState {
     }
 
     /// The layer ends this call at its deadline inside its answer (its final timeout event is
-    /// on the way): remembered as a call cancelled because its client went away is, so that a
+    /// on the way): remembered like a call cancelled because its client went away, so that a
     /// client that missed that event (its connection broke at the deadline) and resumes the
     /// stream gets rmcp's replay and then the same error, not a stream without a final message.
     /// Only a call the layer is to cancel (2025-11-25, in a session, not taken over by a `GET`)
