@@ -569,17 +569,18 @@ impl Waits {
 }
 
 impl<B> TimeoutBody<B> {
-    /// A body the layer does not time (not a call, a long-lived stream, or an answer whose
-    /// outcome is already known).
+    /// A body the layer does not time (not a call, a long-lived stream, or an empty answer).
+    /// (An answer whose headers told the outcome still ends by the deadline: see the crate
+    /// docs' table.)
     pub fn passthrough(body: B) -> Self {
         TimeoutBody {
             kind: Kind::Passthrough { body },
         }
     }
 
-    /// A body whose call ended with its headers (the outcome is known): it passes untouched,
-    /// but one still waiting for its next frame at `deadline` fails with [`Elapsed`] (a frame
-    /// that is ready passes first). An empty body is not timed.
+    /// A body whose call ended with its headers (the outcome is known): it passes untouched
+    /// until `deadline`, then fails with [`Elapsed`] (a stream that never stalls too). An empty
+    /// body is not timed.
     pub(crate) fn bounded(body: B, deadline: Instant) -> Self
     where
         B: Body,
@@ -1110,11 +1111,10 @@ where
                         .map(|f| f.map(|r| r.map_err(Into::into)));
                 }
                 KindProj::Bounded { body, sleep } => {
-                    if let Poll::Ready(frame) = body.poll_frame(cx) {
-                        return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
-                    }
                     if sleep.poll(cx).is_pending() {
-                        return Poll::Pending;
+                        return body
+                            .poll_frame(cx)
+                            .map(|f| f.map(|r| r.map_err(Into::into)));
                     }
                     tracing::debug!("an answer's body was still coming at the call's deadline");
                     Last::Error(Ending::Deadline)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::Continuation;
 use tower_armor_mcp::error::{BoxError, Elapsed};
 use tower_armor_mcp::observe::{BodyKind, ObservedBody, body_kind, observe_response};
@@ -18,6 +18,7 @@ use tower_armor_mcp::signal::SignalWait;
 use crate::body::{CallState, Framing, TimeoutBody};
 use crate::calls::Marked;
 use crate::cancel::{CancelTarget, REASON_GONE};
+use crate::clock::after;
 use crate::drain::Ending;
 
 pin_project! {
@@ -234,8 +235,9 @@ where
     }
     if handle.is_complete() {
         // An error status or an answer neither JSON nor SSE: the call is over, but a body
-        // still coming must not outlive its deadline.
-        let deadline = call.clock.wake_at();
+        // still coming must not outlive its deadline. (Headers that came just at the deadline
+        // leave their body the boundary grace, as an event in progress gets.)
+        let deadline = call.clock.wake_at().max(after(Instant::now(), call.grace));
         resumption_failed(call, Some(resp.status()));
         return resp.map(|body| TimeoutBody::bounded(body, deadline));
     }

@@ -12,7 +12,7 @@
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
 //! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web) | a message in progress is forwarded to its end and the server's own status (trailers) still passes, within the same grace; then the answer ends at that boundary with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`) |
 //! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |
-//! | inside the body of an answer whose headers told its outcome (an error status; a body neither JSON nor SSE) | the body fails with [`Elapsed`] if it is still waiting for its next frame (a frame ready then still passes); the outcome stays the one its headers gave |
+//! | inside the body of an answer whose headers told its outcome (an error status; a body neither JSON nor SSE) | the body fails with [`Elapsed`] (not before the [`boundary_grace`](TimeoutBuilder::boundary_grace) after its headers); the outcome stays the one its headers gave |
 //! | after the final response | nothing: the call is over |
 //!
 //! The answer's end is known from the shared observer
@@ -190,7 +190,9 @@
 //! known), or `-31504` if the call's deadline had passed. rmcp alone would end the replay
 //! without a message for the id, and the SDKs would wait for one until their own timeout. Such
 //! calls are remembered for two minutes, the newest 4,096; the same holds for a call not
-//! resumed within the grace below. The MCP specification says a
+//! resumed within the grace below, and for a call the layer ended at its deadline inside its
+//! stream (a client whose connection broke before that final event came resumes to the replay
+//! and `-31504`). The MCP specification says a
 //! disconnection should not be read as a cancellation, and both official SDKs resume after a
 //! broken stream: [`TimeoutBuilder::resume_grace`] (`MCP_CALL_RESUME_GRACE_MS`) holds the
 //! dropped call's cancellation that long, keyed by its session and the stream part of rmcp's

@@ -212,7 +212,8 @@ impl Held {
     }
 
     /// Remembers that a call of `session`, answered on `stream`, was cancelled because its
-    /// client went away (or its deadline passed inside the stream), for [`GONE_KEPT`]. Bounded: past [`GONE_MAX`] calls the oldest goes.
+    /// client went away (or its deadline passed inside the stream), for [`GONE_KEPT`].
+    /// Bounded: past [`GONE_MAX`] calls the oldest goes.
     pub(crate) fn bury(&self, session: HeaderValue, stream: Box<str>, gone: Gone) {
         let now = Instant::now();
         let mut yard = self.gone.lock().unwrap_or_else(PoisonError::into_inner);

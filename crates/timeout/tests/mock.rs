@@ -659,13 +659,44 @@ async fn an_error_or_unframed_body_still_ends_at_the_deadline() {
             now(&mut body).is_none(),
             "{status} {content_type}: still waiting"
         );
+        tx.send("more");
+        assert_eq!(text(now(&mut body)), "more");
         advance(ms(1)).await;
-        tx.send("ready at the deadline");
-        assert_eq!(text(now(&mut body)), "ready at the deadline");
+        // Frames keep coming: the deadline still ends the body.
+        tx.send("late");
         let end = now(&mut body).expect("ends at the deadline").unwrap();
         assert!(is_elapsed(&end.unwrap_err()), "{status} {content_type}");
         assert_eq!(h.outcome(), told, "the headers' outcome stands");
     }
+}
+
+/// Headers that come just before the deadline with an error status leave their body the
+/// boundary grace (100 ms by default) to come, not nothing.
+#[tokio::test(start_paused = true)]
+async fn an_error_answer_at_the_deadline_gets_the_grace_for_its_body() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(3, "add", V2026, None));
+    let (_, send) = handle.next_request().await.unwrap();
+    advance(ms(299)).await;
+    let (tx, body) = script();
+    let mut answer = answer("application/json", body);
+    *answer.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    send.send_response(answer);
+    let resp = fut.await.unwrap();
+    let mut body = Box::pin(resp.into_body());
+    assert!(now(&mut body).is_none(), "the body has not come yet");
+    advance(ms(50)).await;
+    tx.send("{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32603,\"message\":\"x\"}}");
+    assert!(
+        text(now(&mut body)).contains("-32603"),
+        "the error body passes"
+    );
+    advance(ms(50)).await;
+    let end = now(&mut body).expect("ends with the grace").unwrap();
+    assert!(is_elapsed(&end.unwrap_err()));
 }
 
 /// A gRPC message: flag 0, its length, `len` bytes.
