@@ -2760,3 +2760,31 @@ async fn a_call_timed_out_before_its_first_event_holds_until_its_cancellation_is
     assert_timeout_event(&end, json!(71));
     cancelled_then_read(&mut handle, 71, "request timed out", &released).await;
 }
+
+/// A `GET` takes a call over just as its first answer reaches the deadline: that answer gives
+/// up without cancelling (the call is no longer its own), and the `GET`, which carries the
+/// call's clock, cancels it at that same deadline, even before the server has answered it. So
+/// the server refusing the `GET` afterwards leaves no call running with nobody to stop it.
+#[tokio::test(start_paused = true)]
+async fn a_call_taken_over_at_its_deadline_is_cancelled_by_the_get() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, _tx, _released, first) = reading(&svc, &mut handle, 27).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/127")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    advance(ms(10_000)).await;
+    let last = next_text(&mut body).await;
+    assert_eq!(event_json(&last)["error"]["code"], -31504, "{last}");
+    assert_eq!(
+        first.outcome(),
+        Some(Outcome::Cancelled),
+        "taken over: no failure"
+    );
+    expect_cancelled(&mut handle, 27, "s-1", "request timed out").await;
+    reply.send_response(Response::builder().status(406).body(script().1).unwrap());
+    assert!(get.await.unwrap().is_err(), "the GET ended at the deadline");
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "cancelled once"
+    );
+    drop(body);
+}
