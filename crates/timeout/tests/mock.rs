@@ -2358,6 +2358,18 @@ async fn client_answers_request(svc: &Inspected, handle: &mut Handle, request: i
 }
 
 /// The layer cancels call `id` of session `s-1` for `reason`; the server accepts it.
+/// Reads `resumed` to its next event, the timeout error for call `id`; returns how long that
+/// took.
+async fn timed_out_after<B>(resumed: &mut Pin<Box<B>>, id: i64) -> Duration
+where
+    B: Body<Data = Bytes>,
+{
+    let started = Instant::now();
+    let end = next_text(resumed).await;
+    assert_timeout_event(&end, json!(id));
+    started.elapsed()
+}
+
 async fn cancellation_accepted(handle: &mut Handle, id: i64, reason: &str) {
     let (cancel, ok) = next_within(handle).await.expect("notifications/cancelled");
     assert_cancelled(&cancel, id, "s-1", reason);
@@ -2653,10 +2665,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
         "still waiting on the person: no timeout"
     );
     client_answers_request(&svc, &mut handle, 900).await;
-    let started = Instant::now();
-    let end = next_text(&mut resumed).await;
-    assert_timeout_event(&end, json!(61));
-    let elapsed = started.elapsed();
+    let elapsed = timed_out_after(&mut resumed, 61).await;
     assert!(
         elapsed >= ms(1_900) && elapsed <= ms(2_100),
         "ran again with the 2 s it had left: {elapsed:?}"
@@ -2669,10 +2678,8 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     drop(body);
     client_answers_request(&svc, &mut handle, 901).await;
     let (_tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/162").await;
-    let started = Instant::now();
-    let end = next_text(&mut resumed).await;
-    assert_timeout_event(&end, json!(62));
-    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    let elapsed = timed_out_after(&mut resumed, 62).await;
+    assert!(elapsed <= ms(2_100), "{:?}", elapsed);
     let (cancel, ok) = next_within(&mut handle)
         .await
         .expect("notifications/cancelled");
@@ -2689,13 +2696,11 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     let (_tx4, body4) = script();
     reply.send_response(answer("text/event-stream", body4));
     let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
-    let started = Instant::now();
-    let end = next_text(&mut resumed).await;
-    assert_timeout_event(&end, json!(64));
+    let elapsed = timed_out_after(&mut resumed, 64).await;
     assert!(
-        started.elapsed() <= ms(2_100),
+        elapsed <= ms(2_100),
         "the answer given meanwhile counted: {:?}",
-        started.elapsed()
+        elapsed
     );
     cancellation_accepted(&mut handle, 64, "request timed out").await;
 
@@ -2710,10 +2715,8 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     get.abort();
     let _ = get.await;
     let (_tx5, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/165").await;
-    let started = Instant::now();
-    let end = next_text(&mut resumed).await;
-    assert_timeout_event(&end, json!(65));
-    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    let elapsed = timed_out_after(&mut resumed, 65).await;
+    assert!(elapsed <= ms(2_100), "{:?}", elapsed);
     cancellation_accepted(&mut handle, 65, "request timed out").await;
 
     // A `GET` that takes over an answer still in flight (its client resumed while still
@@ -2727,10 +2730,8 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     reply.send_response(answer("text/event-stream", body6));
     let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
     drop((body, tx));
-    let started = Instant::now();
-    let end = next_text(&mut resumed).await;
-    assert_timeout_event(&end, json!(66));
-    assert!(started.elapsed() <= ms(2_100), "{:?}", started.elapsed());
+    let elapsed = timed_out_after(&mut resumed, 66).await;
+    assert!(elapsed <= ms(2_100), "{:?}", elapsed);
     cancellation_accepted(&mut handle, 66, "request timed out").await;
 
     // A resumption that fails before its answer comes (its client gone again) holds the
