@@ -1080,6 +1080,115 @@ async fn allow_list_filters_list_answers_replayed_on_get_streams() {
     }
 }
 
+/// A list answer the filter cannot read must not reach a restricted principal: a client may
+/// decode a compressed body, or read JSON sent under another type, hidden names and all.
+#[tokio::test(start_paused = true)]
+async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
+    let list = r#"{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"add"},{"name":"crash"}]}}"#;
+    let filtered = r#"{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"add"}]}}"#;
+    let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
+    // (status, content type, content encoding, body, what alice gets: None = refused)
+    let cases: [(u16, Option<&str>, Option<&str>, &str, Option<&str>); 8] = [
+        (200, Some("application/json"), Some("gzip"), list, None),
+        (200, Some("text/event-stream"), Some("br"), list, None),
+        (200, Some("text/plain"), None, list, None),
+        (200, None, None, list, None),
+        (200, None, Some("gzip"), "", None),
+        // Filtered whatever the status.
+        (203, Some("application/json"), None, list, Some(filtered)),
+        (
+            200,
+            Some("application/json"),
+            Some("identity"),
+            list,
+            Some(filtered),
+        ),
+        // Nothing to read: passes.
+        (200, None, None, "", Some("")),
+    ];
+    for (status, ct, ce, body, want) in cases {
+        for who in ["alice", "bob"] {
+            let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+            assert!(svc.poll_ready().is_ready());
+            let mut r = req(None);
+            r.extensions_mut().insert(Principal::new(who));
+            r.extensions_mut().insert(
+                McpRequest::new(
+                    MessageKind::Request,
+                    Some(Method::ToolsList),
+                    Some(RequestId::Number(9)),
+                )
+                .with_revision(ProtocolRevision::V2025_11_25)
+                .with_session_id(HeaderValue::from_static("s")),
+            );
+            let fut = svc.call(r);
+            let (_, send) = handle.next_request().await.unwrap();
+            let mut answer = Resp::new(body.to_owned());
+            *answer.status_mut() = StatusCode::from_u16(status).unwrap();
+            if let Some(ct) = ct {
+                answer
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            if let Some(ce) = ce {
+                answer
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
+            }
+            send.send_response(answer);
+            let resp = fut.await.unwrap();
+            let case = format!("{who} {status} {ct:?} {ce:?}");
+            if who == "bob" {
+                // Unrestricted under 2025-11-25: nothing to filter, untouched.
+                assert_eq!(resp.status(), status, "{case}");
+                assert_eq!(body_bytes(resp).await, body, "{case}");
+                continue;
+            }
+            match want {
+                Some(want) => {
+                    assert_eq!(resp.status(), status, "{case}");
+                    assert_eq!(body_bytes(resp).await, want, "{case}");
+                }
+                None => {
+                    assert_eq!(resp.status(), 502, "{case}");
+                    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+                    assert!(resp.headers().get(header::CONTENT_ENCODING).is_none());
+                    let v = body_json(resp).await;
+                    assert_eq!(v["id"], 9, "{case}");
+                    assert_eq!(v["error"]["code"], -31502, "{case}");
+                }
+            }
+        }
+    }
+
+    // A restricted principal's GET stream, compressed: refused too.
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    assert!(svc.poll_ready().is_ready());
+    let mut r = Request::get("/mcp")
+        .header(SESSION, "s")
+        .body(String::new())
+        .unwrap();
+    r.extensions_mut().insert(Principal::new("alice"));
+    let fut = svc.call(r);
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut answer = Resp::new(format!("data: {list}\n\n"));
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    answer
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    send.send_response(answer);
+    let resp = fut.await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(
+        !String::from_utf8(body_bytes(resp).await.to_vec())
+            .unwrap()
+            .contains("crash")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn allow_list_refuses_uninspected_posts_of_restricted_principals() {
     let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());

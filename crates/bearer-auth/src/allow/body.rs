@@ -50,7 +50,7 @@ impl ListFilter {
 
     /// The error that replaces an answer that cannot be filtered: for `id`, else for the
     /// request whose answer is filtered (if known).
-    fn error_message(&self, id: Option<&RequestId>) -> Bytes {
+    pub(crate) fn error_message(&self, id: Option<&RequestId>) -> Bytes {
         let id = id.or(match &self.target {
             Target::Request(id) => Some(id),
             Target::AnyList => None,

@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
+use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::{AllowBody, ListFilter};
@@ -79,9 +80,36 @@ fn content(headers: &http::HeaderMap) -> Content {
     }
 }
 
+/// Whether the answer's body is encoded (`Content-Encoding` other than `identity`): its bytes
+/// cannot be read here, and a client decodes them.
+fn encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
+/// Whether `body` is known to hold nothing.
+fn empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+/// The answer that replaces one the filter cannot read (fail closed): 502 with a JSON-RPC
+/// error (local code `-31502`) for the request.
+fn unfilterable(filter: &ListFilter) -> (Response<()>, Bytes) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    (resp, filter.error_message(None))
+}
+
 impl<F, B, E> Future for AllowFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
 {
     type Output = Result<Response<AllowBody<B>>, E>;
 
@@ -92,10 +120,27 @@ where
                 let Some(filter) = filter.take() else {
                     return Poll::Ready(Ok(resp.map(AllowBody::inner)));
                 };
-                if resp.status() != StatusCode::OK {
-                    return Poll::Ready(Ok(resp.map(AllowBody::inner)));
+                // Fail closed on what cannot be read: an encoded list answer, or a success
+                // answer with a body that is neither JSON nor SSE. A client may still decode
+                // either and find hidden names in it.
+                let kind = content(resp.headers());
+                let unreadable = match kind {
+                    Content::Json | Content::Sse => encoded(resp.headers()),
+                    Content::Other => {
+                        resp.status().is_success()
+                            && (encoded(resp.headers()) || !empty(resp.body()))
+                    }
+                };
+                if unreadable {
+                    tracing::error!(
+                        status = resp.status().as_u16(),
+                        "an answer the tool allow-list must filter is encoded or neither JSON \
+                         nor SSE: refused (fail closed)"
+                    );
+                    let (head, body) = unfilterable(&filter);
+                    return Poll::Ready(Ok(head.map(|()| AllowBody::local(body))));
                 }
-                let resp = match content(resp.headers()) {
+                let resp = match kind {
                     Content::Json => {
                         resp.headers_mut().remove(header::CONTENT_LENGTH);
                         resp.map(|b| AllowBody::json(b, filter))

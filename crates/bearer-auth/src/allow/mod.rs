@@ -16,6 +16,14 @@
 //!   2026-07-28 (or whenever the server gave a `cacheScope`), is marked `cacheScope: "private"`:
 //!   an absent scope means public, and a shared cache would serve one principal's catalogue to
 //!   another. SSE answers are streamed; only the event being read is held (see [`AllowBody`]).
+//!   Each page of a paginated catalogue is filtered on its own; `nextCursor` is passed as the
+//!   server wrote it (cursors are opaque: a server whose cursors spell tool names gives those
+//!   names away itself).
+//! - Fail closed: an answer to be filtered that this layer cannot read is replaced by 502 and a
+//!   JSON-RPC error (local code `-31502`) for the request: an encoded body
+//!   (`Content-Encoding` other than `identity`: put compression outside this layer), a success
+//!   answer with a body that is neither JSON nor SSE, a JSON batch, or a list result it cannot
+//!   parse (inside a stream: that event is replaced by the error).
 //! - A restricted principal's GET streams (the 2025-11-25 listen stream, and `Last-Event-ID`
 //!   resumptions, on which rmcp replays answers to earlier requests) are read to their end:
 //!   every response in them whose `result` has a `tools` member is filtered the same way,

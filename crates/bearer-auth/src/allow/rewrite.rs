@@ -252,10 +252,13 @@ pub(crate) fn rewrite_list(
         // client's more lenient parser may still read a list in it, hidden names
         // and all. Fail closed: an error for the request instead. What is no object at all
         // (an SSE priming event's empty data, text) is no message, and passes.
-        // (A byte order mark first too: a client's `fetch(…).json()` skips it.)
+        // (A byte order mark first too: a client's `fetch(…).json()` skips it.) A JSON array
+        // (a batch of answers, which MCP no longer has) may hold a list answer too.
         let start = message.trim_ascii_start();
         let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-        return if start.trim_ascii_start().starts_with(b"{") {
+        return if start.trim_ascii_start().starts_with(b"{")
+            || start.trim_ascii_start().starts_with(b"[")
+        {
             Rewrite::Unfilterable(None)
         } else {
             Rewrite::Unchanged
@@ -419,6 +422,8 @@ mod tests {
             // A byte order mark first: this parser refuses it, a browser's `json()` skips it.
             b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"crash\"}]}}",
             b" \xEF\xBB\xBF {}",
+            // A batch of answers holding a list answer.
+            br#"[{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"crash"}]}}]"#,
         ] {
             for target in [to(RequestId::Number(3)), Target::AnyList] {
                 assert_eq!(

@@ -63,6 +63,7 @@ impl<S> ToolAllowList<S> {
 impl<S, B, ResBody> Service<Request<B>> for ToolAllowList<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = Response<AllowBody<ResBody>>;
     type Error = S::Error;
