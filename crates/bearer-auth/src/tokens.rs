@@ -112,6 +112,8 @@ pub(crate) struct TokenTable {
     map: HashMap<u64, Entry, PrefixHasher>,
     /// The length of the longest token, in bytes (whether it fits an `Authorization` header).
     longest: usize,
+    /// The length of the shortest token, in bytes (0 for no token).
+    shortest: usize,
 }
 
 /// Hashes a digest's low word, which is already uniform and keyed, with one multiply mixed with a
@@ -185,8 +187,10 @@ impl TokenTable {
         let mut map: HashMap<u64, Entry, PrefixHasher> =
             HashMap::with_capacity_and_hasher(entries.len(), PrefixHasher::default());
         let mut longest = 0;
+        let mut shortest = usize::MAX;
         for (i, (principal, secret)) in entries.iter().enumerate() {
             longest = longest.max(secret.expose().len());
+            shortest = shortest.min(secret.expose().len());
             check_token(secret.expose().as_bytes())
                 .map_err(|e| ConfigError::new(setting, format!("entry {}: {e}", i + 1)))?;
             let d = key.mac(secret.expose().as_bytes());
@@ -210,12 +214,22 @@ impl TokenTable {
                 },
             );
         }
-        Ok(TokenTable { key, map, longest })
+        Ok(TokenTable {
+            key,
+            map,
+            longest,
+            shortest: if entries.is_empty() { 0 } else { shortest },
+        })
     }
 
     /// The length of the longest token, in bytes.
     pub(crate) fn longest(&self) -> usize {
         self.longest
+    }
+
+    /// The length of the shortest token, in bytes (0 for no token).
+    pub(crate) fn shortest(&self) -> usize {
+        self.shortest
     }
 
     /// The principal of a presented token, in time independent of which entry matches.
@@ -419,7 +433,18 @@ pub(crate) struct FileTokens {
     /// The longest token an `Authorization` header within the layer's limit can carry: a
     /// reload with a longer one is taken (the others rotate) with a warning.
     presentable: usize,
+    /// The shortest token a reload may bring: [`RELOAD_FLOOR`] bytes, or the shortest token of
+    /// the file at start if that was shorter (see [`RELOAD_FLOOR`]).
+    floor: usize,
 }
+
+/// The shortest token a reloaded file may hold, unless the file at start already held a
+/// shorter one. A file rewritten in place and read while its writer paused in the middle of a
+/// token (between two writes, so the stats around the read see it at rest) parses, with a
+/// prefix of the new token in it; a short prefix could be guessed while it lasts. Refusing
+/// tokens shorter than this keeps the old tokens until the next check, by which time the
+/// writer has finished. A prefix this long is no easier to guess than a token of that length.
+pub(crate) const RELOAD_FLOOR: usize = 16;
 
 impl FileTokens {
     /// Loads the file now: missing, unreadable, empty or invalid is a configuration error.
@@ -431,6 +456,7 @@ impl FileTokens {
         let content_key = MacKey::random();
         let table_key = MacKey::random();
         let (table, content) = load_file(&path, setting, &content_key, table_key)?;
+        let floor = RELOAD_FLOOR.min(table.shortest());
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         Ok(FileTokens {
             path,
@@ -448,6 +474,7 @@ impl FileTokens {
             claims: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             presentable: usize::MAX,
+            floor,
         })
     }
 
@@ -580,6 +607,14 @@ impl FileTokens {
             .and_then(|text| parse_spec(text, self.setting))
             .and_then(|entries| TokenTable::build_with_key(&entries, self.setting, self.table_key));
         match table {
+            Ok(table) if table.shortest() < self.floor => tracing::error!(
+                setting = self.setting,
+                path = %self.path.display(),
+                shortest = table.shortest(),
+                floor = self.floor,
+                "token file has a token shorter than any allowed on a reload (half-written?); \
+                 keeping the current tokens"
+            ),
             Ok(table) => {
                 let n = table.len();
                 if table.longest() > self.presentable {
@@ -840,6 +875,46 @@ mod tests {
         assert_eq!(
             read_settled(&path, read_bounded).unwrap(),
             Settled::Bytes(b"alice:third-token\n".to_vec())
+        );
+    }
+
+    /// A file rewritten in place and read while its writer paused inside a token parses with
+    /// a prefix of that token: a reload refuses tokens shorter than the floor, so a short,
+    /// guessable prefix never authenticates. The floor is the shortest token at start, when
+    /// that is below [`RELOAD_FLOOR`].
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_with_a_token_below_the_floor_keeps_the_old_tokens() {
+        let long = "alice:Zq9w3Xk7Lm2Pq8Rt\n";
+        let path = tmp_file("floor", long);
+        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
+        // Cut after the first entry and two characters of the next (`bo` for `default`), or
+        // inside bob's token.
+        for cut in [
+            "alice:Zq9w3Xk7Lm2Pq8Rt\nbo",
+            "alice:Zq9w3Xk7Lm2Pq8Rt\nbob:Mv",
+        ] {
+            std::fs::write(&path, cut).unwrap();
+            ft.reload_now();
+            assert!(ft.lookup(b"bo").is_none(), "{cut}");
+            assert!(ft.lookup(b"Mv").is_none(), "{cut}");
+            assert!(ft.lookup(b"Zq9w3Xk7Lm2Pq8Rt").is_some(), "{cut}");
+        }
+        // The writer finishes: taken.
+        std::fs::write(&path, "alice:Zq9w3Xk7Lm2Pq8Rt\nbob:Mv2RfT6yHn4Jk1Ls\n").unwrap();
+        ft.reload_now();
+        assert_eq!(ft.lookup(b"Mv2RfT6yHn4Jk1Ls").unwrap().name(), "bob");
+
+        // Short tokens at start set a lower floor: rotating among them still works.
+        let path = tmp_file("floor-short", "alice:old-token\n");
+        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
+        std::fs::write(&path, "alice:new-token\n").unwrap();
+        ft.reload_now();
+        assert!(ft.lookup(b"new-token").is_some());
+        std::fs::write(&path, "alice:new-token\nbob:new\n").unwrap();
+        ft.reload_now();
+        assert!(
+            ft.lookup(b"new").is_none(),
+            "shorter than any token at start"
         );
     }
 
