@@ -169,9 +169,9 @@ impl Settings {
 
     /// Reads settings through `lookup` (tests pass a map); every error names its variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Copy) -> Result<Self, String> {
-        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let get = |k: &str| lookup(k).filter(|v| !v.trim_ascii().is_empty());
         let addr = match get("MCP_ADDR") {
-            Some(v) => v.trim().parse().map_err(|_| {
+            Some(v) => v.trim_ascii().parse().map_err(|_| {
                 format!(
                     "MCP_ADDR: {} is not an IP address and port (e.g. 127.0.0.1:8080 or \
                      [::1]:8080; host names are not resolved)",
@@ -1132,7 +1132,7 @@ async fn control_breaker(
 async fn main() {
     // A bad directive would otherwise drop every directive silently (back to `info`).
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+        Ok(v) if !v.trim_ascii().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("configuration error: RUST_LOG: {e}");

@@ -301,7 +301,7 @@ fn read_token_with(
         }
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| "token file is not UTF-8".to_owned())?;
-    let token = text.trim();
+    let token = text.trim_ascii();
     if token.is_empty() {
         return Err("token file is empty".to_owned());
     }

@@ -259,10 +259,10 @@ impl BearerAuthLayer {
     /// | `MCP_RESOURCE_METADATA_URL` | the challenge's `resource_metadata` (RFC 9728) |
     ///
     /// Neither token variable set (or both empty): authentication is **off**, with a warning
-    /// (see [`check_bind`]). Both set: an error. A missing, empty or invalid token file is an
-    /// error.
+    /// (see [`check_bind`]); the realm and metadata URL are still checked, and warned about when
+    /// set. Both set: an error. A missing, empty or invalid token file is an error.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let get = |name: &str| lookup(name).filter(|v| !v.trim_ascii().is_empty());
         let spec = get(ENV_TOKEN);
         let file = get(ENV_TOKEN_FILE);
         let mut b = BearerAuthLayer::builder();
@@ -275,21 +275,28 @@ impl BearerAuthLayer {
             }
             (Some(spec), None) => b = b.tokens_for_setting(&spec, ENV_TOKEN),
             (None, Some(path)) => {
-                b = b.file_for_setting(PathBuf::from(path.trim()), ENV_TOKEN_FILE)
+                b = b.file_for_setting(PathBuf::from(path.trim_ascii()), ENV_TOKEN_FILE)
             }
             (None, None) => {
                 tracing::warn!(
                     "MCP_BEARER_TOKEN is not set: bearer authentication is OFF; every request is \
                      served without a principal (local development only)"
                 );
+                // Checked all the same: a bad value must not wait for the day auth is turned on.
+                for (name, url) in [(ENV_REALM, false), (ENV_RESOURCE_METADATA, true)] {
+                    if let Some(v) = get(name) {
+                        check_quoted(v.trim_ascii(), name, url)?;
+                        tracing::warn!(setting = name, "has no effect while auth is off");
+                    }
+                }
                 return Ok(Self::disabled());
             }
         }
         if let Some(realm) = get(ENV_REALM) {
-            b = b.realm_for_setting(realm.trim(), ENV_REALM);
+            b = b.realm_for_setting(realm.trim_ascii(), ENV_REALM);
         }
         if let Some(url) = get(ENV_RESOURCE_METADATA) {
-            b = b.resource_metadata_for_setting(url.trim(), ENV_RESOURCE_METADATA);
+            b = b.resource_metadata_for_setting(url.trim_ascii(), ENV_RESOURCE_METADATA);
         }
         b.build()
     }

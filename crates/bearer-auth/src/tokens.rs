@@ -64,10 +64,12 @@ pub(crate) fn parse_spec(
     setting: &'static str,
 ) -> Result<Vec<(Principal, Secret)>, ConfigError> {
     let mut out = Vec::new();
-    let lines = spec.split(['\n', '\r']).filter(|l| !l.trim().is_empty());
+    let lines = spec
+        .split(['\n', '\r'])
+        .filter(|l| !l.trim_ascii().is_empty());
     for (i, entry) in lines.flat_map(|l| l.split(',')).enumerate() {
         let n = i + 1;
-        let entry = entry.trim();
+        let entry = entry.trim_ascii();
         if entry.is_empty() {
             return Err(ConfigError::new(
                 setting,
@@ -75,7 +77,7 @@ pub(crate) fn parse_spec(
             ));
         }
         let (name, token) = match entry.split_once(':') {
-            Some((name, token)) => (name.trim(), token.trim()),
+            Some((name, token)) => (name.trim_ascii(), token.trim_ascii()),
             None => (DEFAULT_PRINCIPAL, entry),
         };
         check_principal(name).map_err(|e| ConfigError::new(setting, format!("entry {n}: {e}")))?;

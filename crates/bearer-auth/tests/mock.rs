@@ -721,6 +721,12 @@ fn env_configuration_is_validated_naming_the_variable() {
     }
     let e = from(&[("MCP_BEARER_TOKEN", "a1"), ("MCP_AUTH_REALM", "a\"b")]).unwrap_err();
     assert_eq!(e.setting(), "MCP_AUTH_REALM");
+    // Checked with auth off too: a bad value does not wait for the day auth is turned on.
+    let e = from(&[("MCP_AUTH_REALM", "a\"b")]).unwrap_err();
+    assert_eq!(e.setting(), "MCP_AUTH_REALM");
+    let e = from(&[("MCP_RESOURCE_METADATA_URL", "/relative")]).unwrap_err();
+    assert_eq!(e.setting(), "MCP_RESOURCE_METADATA_URL");
+    assert!(!from(&[("MCP_AUTH_REALM", "ok")]).unwrap().is_enabled());
 
     // Builder errors name the method.
     let e = BearerAuthLayer::builder().build().unwrap_err();
@@ -1088,7 +1094,14 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
     let filtered = r#"{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"add"}]}}"#;
     let layer = ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap());
     // (status, content type, content encoding, body, what alice gets: None = refused)
-    let cases: [(u16, Option<&str>, Option<&str>, &str, Option<&str>); 8] = [
+    type Case<'a> = (
+        u16,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: [Case<'_>; 8] = [
         (200, Some("application/json"), Some("gzip"), list, None),
         (200, Some("text/event-stream"), Some("br"), list, None),
         (200, Some("text/plain"), None, list, None),

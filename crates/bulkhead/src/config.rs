@@ -131,7 +131,7 @@ impl Config {
     /// Reads the `MCP_BULKHEAD_*` variables through `var` (unset and empty values mean the
     /// default).
     pub(crate) fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let get = |name: &str| var(name).filter(|v| !v.trim_ascii().is_empty());
         let max_concurrent = match get(ENV_MAX_CONCURRENT) {
             Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
                 Ok(n) if (1..=MAX_PERMITS).contains(&n) => n,
@@ -182,7 +182,7 @@ impl Config {
             });
         }
         if let Some(v) = get(ENV_STREAMS_PER_PRINCIPAL) {
-            let t = v.trim();
+            let t = v.trim_ascii();
             config.streams_per_principal = if t.eq_ignore_ascii_case("off") {
                 None
             } else {

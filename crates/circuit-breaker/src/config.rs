@@ -232,7 +232,7 @@ impl Builder {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| {
             lookup(name)
-                .map(|v| v.trim().to_owned())
+                .map(|v| v.trim_ascii().to_owned())
                 .filter(|v| !v.is_empty())
         };
         let mut b = Builder::default();
@@ -247,6 +247,12 @@ impl Builder {
                     ),
                 )
             };
+            // Plain decimal notation only (`0.5`, `1`): no sign, exponent or bare point.
+            let (whole, frac) = v.split_once('.').unwrap_or((&v, "0"));
+            let plain = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+            if !plain(whole) || !plain(frac) {
+                return Err(bad());
+            }
             let rate = v.parse::<f64>().map_err(|_| bad())?;
             check_rate(ENV_FAILURE_RATE, rate).map_err(|_| bad())?;
             b.failure_rate = Some(rate);
@@ -601,6 +607,13 @@ mod tests {
             (ENV_FAILURE_RATE, "NaN"),
             (ENV_FAILURE_RATE, "half"),
             (ENV_FAILURE_RATE, "18446744073709551616"),
+            (ENV_FAILURE_RATE, "+0.5"),
+            (ENV_FAILURE_RATE, ".5"),
+            (ENV_FAILURE_RATE, "1."),
+            (ENV_FAILURE_RATE, "5e-1"),
+            // Only ASCII white space is trimmed: a no-break space is part of the value.
+            (ENV_FAILURE_RATE, "\u{a0}0.5"),
+            (ENV_WINDOW, "\u{a0}5"),
             (ENV_MIN_CALLS, "0"),
             (ENV_MIN_CALLS, "-3"),
             (ENV_WINDOW, "100001"),

@@ -97,7 +97,7 @@ pub(crate) fn header_name(
     value: &str,
     variable: Option<&'static str>,
 ) -> Result<http::HeaderName, ConfigError> {
-    let name = http::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
+    let name = http::HeaderName::from_bytes(value.trim_ascii().as_bytes()).map_err(|_| {
         ConfigError::new(
             variable,
             format!(

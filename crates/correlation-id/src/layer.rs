@@ -52,7 +52,9 @@ impl CorrelationIdLayer {
     /// kept elsewhere, and for tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         match lookup(ENV_HEADER) {
-            Some(v) if !v.trim().is_empty() => Self::new().try_header_name(&v, Some(ENV_HEADER)),
+            Some(v) if !v.trim_ascii().is_empty() => {
+                Self::new().try_header_name(&v, Some(ENV_HEADER))
+            }
             _ => Ok(Self::new()),
         }
     }

@@ -30,12 +30,12 @@ pub fn not_unicode(vars: &[&'static str]) -> Option<&'static str> {
 /// assert!(list("a,,b").is_err() && list("a,").is_err());
 /// ```
 pub fn list(value: &str) -> Result<Vec<&str>, &'static str> {
-    if value.trim().is_empty() {
+    if value.trim_ascii().is_empty() {
         return Ok(Vec::new());
     }
     value
         .split(',')
-        .map(|item| match item.trim() {
+        .map(|item| match item.trim_ascii() {
             "" => Err("an empty entry (a stray comma?)"),
             item => Ok(item),
         })

@@ -519,7 +519,7 @@ pub fn body_kind(headers: &HeaderMap) -> BodyKind {
     else {
         return BodyKind::Other;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim();
+    let essence = ct.split(';').next().unwrap_or("").trim_ascii();
     if essence.eq_ignore_ascii_case("text/event-stream") {
         BodyKind::Sse
     } else if essence.eq_ignore_ascii_case("application/json") {
@@ -560,7 +560,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim_ascii().parse().ok())
 }
 
 fn grpc_outcome(code: i32) -> Outcome {

@@ -106,7 +106,7 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
                     ),
                 )
             })?;
-            let name = name.trim();
+            let name = name.trim_ascii();
             if name.is_empty() {
                 return Err(ConfigError::new(
                     var,
@@ -116,6 +116,24 @@ pub(crate) fn tool_quotas(var: &str, value: &str) -> Result<Vec<(String, u32)>, 
             // Checked here too (the builder checks again) so the error names the variable.
             if let Some(problem) = tool_name_problem(name) {
                 return Err(ConfigError::new(var, problem));
+            }
+            // `slow:5;add:2` would otherwise name one tool `slow:5;add`, leaving both unlimited.
+            if name.bytes().any(|b| b.is_ascii_whitespace() || b == b';') {
+                return Err(ConfigError::new(
+                    var,
+                    format!(
+                        "tool names have no white space or `;` (pairs are separated by `,`), got \
+                         {}",
+                        tower_armor_mcp::env::shown(name)
+                    ),
+                ));
+            }
+            if name.contains(':') {
+                tracing::warn!(
+                    setting = var,
+                    tool = name,
+                    "a tool name with `:` (a missed `,`?)"
+                );
             }
             let per_minute = positive::<u32>(var, n).map_err(|e| {
                 ConfigError::new(
@@ -148,6 +166,14 @@ mod tests {
             vec![("expensive".to_owned(), 10), ("slow".to_owned(), 30)]
         );
         assert!(tool_quotas("T", "expensive:10, slow:30,").is_err());
+        for typo in ["slow:5;add:2", "my tool:5"] {
+            let e = tool_quotas("T", typo).unwrap_err();
+            assert!(e.to_string().contains("no white space or `;`"), "{e}");
+        }
+        assert_eq!(
+            tool_quotas("T", "ns:tool:3").unwrap(),
+            vec![("ns:tool".to_owned(), 3)]
+        );
         assert_eq!(tool_quotas("T", "").unwrap(), vec![]);
         assert_eq!(tool_quotas("T", " ").unwrap(), vec![]);
         assert_eq!(tool_quotas("T", "x").unwrap_err().setting(), "T");

@@ -33,9 +33,9 @@ impl KeyBy {
     /// Parses the `MCP_RATE_LIMIT_KEY` syntax: `principal`, `ip`, `global` or
     /// `header:<Header-Name>`.
     pub fn parse(s: &str) -> Result<KeyBy, String> {
-        let s = s.trim();
+        let s = s.trim_ascii();
         if let Some(name) = strip_prefix_ignore_case(s, "header:") {
-            let name = name.trim();
+            let name = name.trim_ascii();
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 format!(
                     "{} is not a valid header name",
@@ -190,7 +190,7 @@ impl FromStr for IpNet {
     type Err = String;
 
     fn from_str(s: &str) -> Result<IpNet, String> {
-        let s = s.trim();
+        let s = s.trim_ascii();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -382,10 +382,12 @@ impl TrustedProxies {
 /// One hop of a forwarding header: its address, if it has one (none if it is not text).
 fn parse_hop(hop: &[u8], which: ForwardedHeader) -> Option<IpAddr> {
     let node = match which {
-        ForwardedHeader::XForwardedFor => std::str::from_utf8(hop).ok()?.trim(),
+        ForwardedHeader::XForwardedFor => std::str::from_utf8(hop).ok()?.trim_ascii(),
         ForwardedHeader::Forwarded => split_unquoted(hop, b';').into_iter().find_map(|pair| {
             let (k, v) = std::str::from_utf8(pair).ok()?.split_once('=')?;
-            k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+            k.trim_ascii()
+                .eq_ignore_ascii_case("for")
+                .then(|| v.trim_ascii())
         })?,
     };
     parse_node(node.trim_matches('"'))

@@ -272,7 +272,7 @@ impl Builder {
     /// Like [`Builder::from_env`], reading variables through `lookup` (for tests and for
     /// settings kept elsewhere).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let get = |var: &str| lookup(var).filter(|v| !v.trim_ascii().is_empty());
         let per_minute = match get(config::ENV_PER_MINUTE) {
             Some(v) => config::positive::<u32>(config::ENV_PER_MINUTE, &v)?,
             None => config::DEFAULT_PER_MINUTE,
@@ -306,7 +306,7 @@ impl Builder {
             }
         }
         if let Some(v) = get(config::ENV_FORWARDED_HEADER) {
-            b.forwarded = match v.trim().to_ascii_lowercase().as_str() {
+            b.forwarded = match v.trim_ascii().to_ascii_lowercase().as_str() {
                 "x-forwarded-for" => ForwardedHeader::XForwardedFor,
                 "forwarded" => ForwardedHeader::Forwarded,
                 _ => {
@@ -456,20 +456,21 @@ impl Builder {
 
     /// Validates the settings and builds the layer over an [`InMemoryStore`].
     pub fn build(self) -> Result<RateLimitLayer<InMemoryStore>, ConfigError> {
-        let max_keys = self.max_keys;
-        if max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
-        }
-        self.build_with_store(|policies| InMemoryStore::new(policies, max_keys))
+        self.build_with_store(InMemoryStore::new)
     }
 
     /// Validates the settings and builds the layer over the store `make` returns for the
-    /// validated policies (a networked store shared by replicas, for example).
+    /// validated policies and the key bound ([`max_keys`](Builder::max_keys),
+    /// `MCP_RATE_LIMIT_MAX_KEYS`), which the store must keep (a networked store shared by
+    /// replicas, for example).
     pub fn build_with_store<St, F>(self, make: F) -> Result<RateLimitLayer<St>, ConfigError>
     where
         St: KeyStore,
-        F: FnOnce(&Policies) -> St,
+        F: FnOnce(&Policies, usize) -> St,
     {
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
         if self.v6_prefix > 128 {
             return Err(ConfigError::new("ipv6_prefix", "must be at most 128"));
         }
@@ -489,6 +490,17 @@ impl Builder {
                 Target::All => {}
                 Target::Method(m) => method_rules.push((m.clone(), p.id())),
                 Target::Tool(t) => {
+                    if let Some(known) = &self.known_tools
+                        && !known.is_empty()
+                        && !known.contains(t)
+                    {
+                        // Names learned later count from then on; a typo never does.
+                        tracing::warn!(
+                            tool = %t,
+                            "a per-tool quota names a tool the server does not have (yet): it \
+                             applies only once the server has one of that name"
+                        );
+                    }
                     tool_rules.insert(t.clone(), p.id());
                 }
                 Target::EachTool => each_tool = Some(p.id()),
@@ -497,7 +509,7 @@ impl Builder {
         let base_policy_header = HeaderValue::from_str(policies.base_item())
             .map_err(|_| ConfigError::new("limit", "cannot be written as a header"))?;
         let extra_rules = !method_rules.is_empty() || !tool_rules.is_empty() || each_tool.is_some();
-        let store = make(&policies);
+        let store = make(&policies, self.max_keys);
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 store,

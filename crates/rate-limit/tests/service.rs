@@ -818,12 +818,28 @@ async fn an_async_store_is_awaited_through_the_trait() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
     let l = Builder::new(Limit::per_minute(1))
-        .build_with_store(move |p| SlowStore {
-            inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
-            calls: c,
-            fail: false,
+        .max_keys(100)
+        .build_with_store(move |p, max_keys| {
+            // The key bound the builder was given reaches the store.
+            assert_eq!(max_keys, 100);
+            SlowStore {
+                inner: tower_armor_rate_limit::InMemoryStore::new(p, max_keys),
+                calls: c,
+                fail: false,
+            }
         })
         .unwrap();
+    assert!(
+        Builder::new(Limit::per_minute(1))
+            .max_keys(0)
+            .build_with_store(|p, n| SlowStore {
+                inner: tower_armor_rate_limit::InMemoryStore::new(p, n.max(1)),
+                calls: Arc::new(AtomicUsize::new(0)),
+                fail: false,
+            })
+            .is_err(),
+        "a zero key bound is refused whatever the store"
+    );
     let (svc, seen) = setup(&l);
     let resp = send(&svc, post("1.1.1.1", Some("a"))).await;
     assert_eq!(resp.status(), 200);
@@ -835,7 +851,7 @@ async fn an_async_store_is_awaited_through_the_trait() {
 
     // A failing store lets requests through (fail open).
     let l = Builder::new(Limit::per_minute(1))
-        .build_with_store(|p| SlowStore {
+        .build_with_store(|p, _| SlowStore {
             inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
             calls: Arc::new(AtomicUsize::new(0)),
             fail: true,
@@ -853,7 +869,7 @@ async fn an_async_store_is_awaited_through_the_trait() {
 #[tokio::test(start_paused = true)]
 async fn a_request_dropped_while_the_store_answers_reaches_nothing() {
     let l = Builder::new(Limit::per_minute(5))
-        .build_with_store(|p| SlowStore {
+        .build_with_store(|p, _| SlowStore {
             inner: tower_armor_rate_limit::InMemoryStore::new(p, 100),
             calls: Arc::new(AtomicUsize::new(0)),
             fail: false,

@@ -272,7 +272,7 @@ fn env_seconds(
     var: &impl Fn(&'static str) -> Result<String, std::env::VarError>,
 ) -> Result<Option<u64>, ConfigError> {
     match var(variable) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) if v.trim_ascii().is_empty() => Ok(None),
         Ok(v) => match tower_armor_mcp::env::number::<u64>(&v) {
             Ok(secs) if Duration::from_secs(secs) > SseLayer::MAX_DURATION => {
                 Err(ConfigError::TooLong {

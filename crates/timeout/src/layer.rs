@@ -127,7 +127,7 @@ impl TimeoutLayer {
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<TimeoutLayer>, ConfigError> {
-        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
+        let get = |var: &'static str| lookup(var).filter(|v| !v.trim_ascii().is_empty());
         let millis = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
             let Some(v) = get(var) else {
                 return Ok(None);
@@ -161,7 +161,7 @@ impl TimeoutLayer {
         };
         let reset = match get(ENV_RESET_ON_PROGRESS) {
             None => false,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            Some(v) => match v.trim_ascii().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => true,
                 "false" | "0" | "no" | "off" => false,
                 _ => {

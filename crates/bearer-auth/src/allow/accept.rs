@@ -19,7 +19,7 @@ pub(crate) fn json_and_event_stream(headers: &HeaderMap) -> bool {
         let Ok(value) = value.to_str() else { continue };
         for entry in split_unquoted(value, b',') {
             let mut parts = split_unquoted(entry, b';');
-            let essence = parts.next().unwrap_or_default().trim();
+            let essence = parts.next().unwrap_or_default().trim_ascii();
             if !parts.all(weight_allows) {
                 continue;
             }
@@ -35,10 +35,13 @@ fn weight_allows(parameter: &str) -> bool {
     let Some((name, value)) = parameter.split_once('=') else {
         return true;
     };
-    if !name.trim().eq_ignore_ascii_case("q") {
+    if !name.trim_ascii().eq_ignore_ascii_case("q") {
         return true;
     }
-    let (whole, fraction) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+    let (whole, fraction) = value
+        .trim_ascii()
+        .split_once('.')
+        .unwrap_or((value.trim_ascii(), ""));
     if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return true;
     }

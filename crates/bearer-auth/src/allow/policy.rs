@@ -98,7 +98,7 @@ impl AllowPolicy {
         let mut rules = HashMap::new();
         let last = spec.split(';').count() - 1;
         for (i, rule) in spec.split(';').enumerate() {
-            let rule = rule.trim();
+            let rule = rule.trim_ascii();
             let n = i + 1;
             let err = |d: &str| ConfigError::new(setting, format!("rule {n}: {d}"));
             if rule.is_empty() {
@@ -112,9 +112,9 @@ impl AllowPolicy {
             let (principal, tools) = rule
                 .split_once(':')
                 .ok_or_else(|| err("expected principal:tool,tool or principal:*"))?;
-            let principal = principal.trim();
+            let principal = principal.trim_ascii();
             check_principal(principal).map_err(err)?;
-            let tools = tools.trim();
+            let tools = tools.trim_ascii();
             let parsed = if tools == "*" {
                 Rule::All
             } else {
