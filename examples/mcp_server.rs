@@ -27,7 +27,8 @@
 //! refused: a slow half-open probe must not be settled as failed while it may still succeed.
 //!
 //! Without `MCP_BEARER_TOKEN` auth is off (a warning is logged), and the server refuses to bind a
-//! non-loopback address unless `MCP_AUTH_DISABLED=true`.
+//! non-loopback address unless `MCP_AUTH_DISABLED=true`. `MCP_ADMIN_PRINCIPALS` names who may
+//! use the admin routes (unset: every principal the tool allow-list does not restrict).
 //!
 //! The stack, outer → inner (DESIGN §4):
 //!
@@ -72,8 +73,9 @@ const RMCP_SSE_RETRY: Duration = Duration::from_secs(3);
 /// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
 /// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
 /// would otherwise leave auth off with only the generic warning.
-pub const ENV_VARS: [&str; 38] = [
+pub const ENV_VARS: [&str; 39] = [
     "MCP_ADDR",
+    "MCP_ADMIN_PRINCIPALS",
     "MCP_ALLOWED_HOSTS",
     "MCP_AUTH_DISABLED",
     "MCP_AUTH_REALM",
@@ -135,6 +137,9 @@ pub struct Settings {
     pub auth: BearerAuthLayer,
     /// Tool allow-list (`MCP_TOOL_ALLOW`).
     pub allow: ToolAllowListLayer,
+    /// Who may use the admin routes (`MCP_ADMIN_PRINCIPALS`); `None`: every principal the
+    /// allow-list does not restrict.
+    pub admins: Option<Vec<String>>,
     /// Rate limits (`MCP_RATE_LIMIT_*`).
     pub rate_limit: RateLimitLayer,
     /// Circuit breakers, one per demo tool (`MCP_BREAKER_*`).
@@ -301,10 +306,18 @@ impl Settings {
                  resume them (set 3500 or more)"
             );
         }
-        // A rule naming a principal with no token (a typo) restricts no one: warn at start.
+        // A rule naming a principal with no token (a typo) restricts no one: refused when the
+        // tokens are fixed, a warning when they come from a file (which may bring the name).
         let allow = ToolAllowListLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?
+            .require_known_principals(&auth)
+            .map_err(|e| e.to_string())?
             .warn_unknown_principals(&auth);
+        let admins = admin_principals(
+            get("MCP_ADMIN_PRINCIPALS").as_deref(),
+            &auth,
+            get("MCP_BEARER_TOKEN_FILE").is_none(),
+        )?;
         if !auth.is_enabled() && get("MCP_TOOL_ALLOW").is_some() {
             tracing::warn!(
                 "MCP_TOOL_ALLOW has no effect while auth is off: without a principal every \
@@ -363,6 +376,7 @@ impl Settings {
             sse: SseLayer::from_lookup(lookup).map_err(|e| e.to_string())?,
             auth,
             allow,
+            admins,
             rate_limit,
             breaker,
             bulkhead,
@@ -567,9 +581,18 @@ pub fn app(settings: Settings) -> App {
         .with_state(Admin {
             breakers: breakers.clone(),
             allow: allow_policy,
+            admins: settings.admins.map(Into::into),
         })
         // Only the admin routes: an unknown path gets a plain 404, with or without a token.
         .route_layer(settings.auth)
+        // A session id means nothing here: dropped before bearer-auth, whose session binding
+        // would otherwise take this route's 404 ("no such circuit") for the session's end.
+        .route_layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                req.headers_mut().remove("mcp-session-id");
+                req
+            },
+        ))
         // Checked first: with auth off (loopback), nothing else stands between the routes and a
         // web page the browser runs.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -967,11 +990,13 @@ impl SameSite {
     fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
         // Valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
         // information, one value), before its name is judged.
+        // An absolute-form target's authority stands for `Host` (RFC 9112 §3.2.2), as for
+        // `/mcp` ([`SameSite::refuses_mcp`]).
         let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-        let host = match (hosts.next(), hosts.next()) {
-            (Some(h), None) => Some(h.as_bytes()),
-            (None, _) => req.uri().authority().map(|a| a.as_str().as_bytes()),
-            (Some(_), Some(_)) => None,
+        let host = match (req.uri().authority(), hosts.next(), hosts.next()) {
+            (Some(a), _, _) => Some(a.as_str().as_bytes()),
+            (None, Some(h), None) => Some(h.as_bytes()),
+            _ => None,
         }
         .and_then(valid_authority);
         let Some(host) = host else {
@@ -1063,15 +1088,73 @@ async fn allowed_host_only(
 struct Admin {
     breakers: CircuitBreakerHandle,
     allow: std::sync::Arc<AllowPolicy>,
+    /// `MCP_ADMIN_PRINCIPALS`, when set.
+    admins: Option<std::sync::Arc<[String]>>,
 }
 
 impl Admin {
-    /// Whether the caller may use the admin routes: anyone but a principal limited to some
-    /// tools (with auth off there is no principal: the server only listens on loopback then,
-    /// unless `MCP_AUTH_DISABLED` says otherwise, and [`SameSite`] keeps web pages out).
+    /// Whether the caller may use the admin routes: a principal `MCP_ADMIN_PRINCIPALS` names,
+    /// or when it is unset anyone but a principal limited to some tools (with auth off there is
+    /// no principal: the server only listens on loopback then, unless `MCP_AUTH_DISABLED` says
+    /// otherwise, and [`SameSite`] keeps web pages out).
     fn admits(&self, principal: Option<&Principal>) -> bool {
-        principal.is_none_or(|p| !self.allow.is_restricted(p.name()))
+        let Some(p) = principal else {
+            return true;
+        };
+        match &self.admins {
+            Some(admins) => admins.iter().any(|a| a == p.name()),
+            None => !self.allow.is_restricted(p.name()),
+        }
     }
+}
+
+/// `MCP_ADMIN_PRINCIPALS`: comma-separated principal names allowed on the admin routes. Each
+/// must be a principal of the fixed tokens (`MCP_BEARER_TOKEN`; with a token file, any valid
+/// name); unset, every principal the allow-list does not restrict is admitted, with a warning
+/// when several principals could be.
+fn admin_principals(
+    value: Option<&str>,
+    auth: &BearerAuthLayer,
+    fixed_tokens: bool,
+) -> Result<Option<Vec<String>>, String> {
+    const VAR: &str = "MCP_ADMIN_PRINCIPALS";
+    let Some(value) = value else {
+        if auth.principals().len() > 1 {
+            tracing::warn!(
+                "MCP_ADMIN_PRINCIPALS is unset: every principal the tool allow-list does not \
+                 restrict may force circuits open or closed; name the operators"
+            );
+        }
+        return Ok(None);
+    };
+    if !auth.is_enabled() {
+        tracing::warn!(
+            "{VAR} has no effect while auth is off (the admin routes are loopback-only)"
+        );
+        return Ok(None);
+    }
+    let known = auth.principals();
+    let mut names = Vec::new();
+    for name in tower_armor_mcp::env::list(value).map_err(|e| format!("{VAR}: {e}"))? {
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+        if !valid {
+            return Err(format!(
+                "{VAR}: a principal name is 1-64 chars of [A-Za-z0-9._@-], got {}",
+                tower_armor_mcp::env::shown(name)
+            ));
+        }
+        // Fixed tokens name every principal there is: another name is a typo.
+        if fixed_tokens && !known.iter().any(|k| k == name) {
+            return Err(format!(
+                "{VAR}: {name:?} has no token (names are case-sensitive; known: {known:?})"
+            ));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(Some(names))
 }
 
 async fn list_breakers(
@@ -1168,6 +1251,8 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // The address bound (`MCP_ADDR` with port 0 picks one).
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, tools = ?DEMO_TOOLS, "MCP server listening on http://{addr}/mcp");
     // A second signal during the drain ends it at once (the grace may be long).
     let (signal, again) = shutdown_signals();

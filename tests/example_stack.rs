@@ -425,6 +425,67 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
     }
 }
 
+/// `MCP_ADMIN_PRINCIPALS` names the operators: any other principal gets the 404 of a path that
+/// does not exist. A session id sent to the admin routes is ignored there: their own 404 ("no
+/// such circuit") does not end the session's binding. Names that no fixed token has are
+/// refused at start, here and in `MCP_TOOL_ALLOW` (a rule for nobody restricts nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_principals_name_the_operators() {
+    let ex = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_ADMIN_PRINCIPALS", "bob"),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| http.get(ex.server.url_for(path)).bearer_auth(token).send();
+    let unknown_body = get("/admin/nothing-here", ALICE)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let refused = get("/admin/breakers", ALICE).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    assert_eq!(refused.bytes().await.unwrap(), unknown_body);
+    let forced = http
+        .post(ex.server.url_for("/admin/breakers/add/force-open"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get("/admin/breakers", BOB).await.unwrap().status(), 200);
+
+    // Bob's session, sent along to a circuit that does not exist: still his afterwards.
+    let c = client(&ex.url(), Revision::V2025_11_25, BOB).await;
+    let session = c.session_id().unwrap().to_owned();
+    let r = http
+        .post(ex.server.url_for("/admin/breakers/nosuch/force-open"))
+        .bearer_auth(BOB)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.text().await.unwrap(), "no such circuit\n");
+    let r = bounded(10, c.call_tool("add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(r.tool_text(), Some("3"), "the session survives");
+
+    for (var, value) in [
+        ("MCP_ADMIN_PRINCIPALS", "BOB"),
+        ("MCP_ADMIN_PRINCIPALS", "bob,,alice"),
+        ("MCP_ADMIN_PRINCIPALS", "bob alice"),
+        ("MCP_TOOL_ALLOW", "BOB:add"),
+    ] {
+        let err =
+            support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS), (var, value)])
+                .unwrap_err();
+        assert!(err.starts_with(var), "{value}: {err}");
+    }
+}
+
 /// With auth off (the default on loopback), web pages must not reach the admin routes: not
 /// through DNS rebinding (a foreign `Host`), nor by a cross-site `POST` (a foreign `Origin`),
 /// which a browser sends without a preflight. A same-origin request and one without an

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 use crate::parse::{AuthFailure, DEFAULT_MAX_HEADER_BYTES};
 use crate::service::BearerAuth;
 use crate::session::SessionTable;
-use crate::tokens::{self, FileTokens, TokenStore, TokenTable};
+use crate::tokens::{self, FileTokens, RELOAD_FLOOR, TokenStore, TokenTable};
 
 /// `MCP_BEARER_TOKEN`: comma-separated tokens, each `token` or `name:token`.
 pub const ENV_TOKEN: &str = "MCP_BEARER_TOKEN";
@@ -621,6 +621,17 @@ impl BearerAuthBuilder {
                     self.max_header_bytes
                 ),
             ));
+        }
+        // Short tokens can be guessed; they are taken (tests and local setups use them), with a
+        // warning that names no principal (a name and token swapped would log the token).
+        let shortest = tokens.shortest();
+        if shortest < RELOAD_FLOOR {
+            tracing::warn!(
+                setting = tokens_setting,
+                shortest,
+                "a bearer token is shorter than {RELOAD_FLOOR} bytes: use long random tokens \
+                 (32 characters or more)"
+            );
         }
         let challenges = Challenges::build(
             &self.realm.0,

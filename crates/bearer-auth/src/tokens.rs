@@ -540,6 +540,10 @@ impl FileTokens {
         self.loaded().table.longest()
     }
 
+    pub(crate) fn shortest(&self) -> usize {
+        self.loaded().table.shortest()
+    }
+
     pub(crate) fn principals(&self) -> Vec<String> {
         self.loaded().table.principals()
     }
@@ -698,6 +702,14 @@ impl TokenStore {
         match self {
             TokenStore::Static(t) => t.longest(),
             TokenStore::File(f) => f.longest(),
+        }
+    }
+
+    /// The length of the shortest token, in bytes.
+    pub(crate) fn shortest(&self) -> usize {
+        match self {
+            TokenStore::Static(t) => t.shortest(),
+            TokenStore::File(f) => f.shortest(),
         }
     }
 

@@ -95,14 +95,43 @@ impl ToolAllowListLayer {
 
     /// Checks the policy against `auth`'s principals: logs one warning (`tracing::warn!`)
     /// naming every principal a rule names but no token has, most likely a typo (`Alice` for
-    /// `alice`) that leaves the intended principal unrestricted. Never fails.
+    /// `alice`) that leaves the intended principal unrestricted. Never fails; see
+    /// [`require_known_principals`](Self::require_known_principals) to refuse instead.
     ///
     /// Checked only when `auth`'s tokens are fixed at build time (given directly or through
     /// `MCP_BEARER_TOKEN`): a token file may bring the principal later, and with authentication
     /// off no request has a principal at all.
     pub fn warn_unknown_principals(self, auth: &BearerAuthLayer) -> Self {
+        if let Some(unknown) = self.unknown_principals(auth) {
+            tracing::warn!(
+                principals = ?unknown,
+                "tool allow-list names principals that have no token (a typo?); their rules apply to nobody"
+            );
+        }
+        self
+    }
+
+    /// Like [`warn_unknown_principals`](Self::warn_unknown_principals), but a rule naming a
+    /// principal no fixed token has is a [`ConfigError`] for `MCP_TOOL_ALLOW`: the restriction
+    /// it was meant to put on someone would apply to nobody (principal names are
+    /// case-sensitive). Tokens from a file, or auth off: not checked (as there).
+    pub fn require_known_principals(self, auth: &BearerAuthLayer) -> Result<Self, ConfigError> {
+        match self.unknown_principals(auth) {
+            None => Ok(self),
+            Some(unknown) => Err(ConfigError::new(
+                ENV_TOOL_ALLOW,
+                format!(
+                    "names principals that have no token: {unknown:?} (names are case-sensitive; \
+                     a rule for nobody restricts nobody)"
+                ),
+            )),
+        }
+    }
+
+    /// The principals the policy names that `auth`'s fixed tokens do not have, if any.
+    fn unknown_principals(&self, auth: &BearerAuthLayer) -> Option<Vec<&str>> {
         let Some(TokenStore::Static(tokens)) = &auth.shared.tokens else {
-            return self;
+            return None;
         };
         let known = tokens.principals();
         let unknown: Vec<&str> = self
@@ -112,13 +141,7 @@ impl ToolAllowListLayer {
             .into_iter()
             .filter(|name| known.binary_search_by(|k| k.as_str().cmp(name)).is_err())
             .collect();
-        if !unknown.is_empty() {
-            tracing::warn!(
-                principals = ?unknown,
-                "tool allow-list names principals that have no token (a typo?); their rules apply to nobody"
-            );
-        }
-        self
+        (!unknown.is_empty()).then_some(unknown)
     }
 }
 
