@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -51,6 +51,13 @@ pin_project! {
         Passthrough {
             #[pin]
             body: B,
+        },
+        /// A compressed stream: its bytes are not events (no keep-alive, no idle timeout), but
+        /// it still ends on shutdown, cut where it is (no boundary can be found in it).
+        Compressed {
+            #[pin]
+            body: B,
+            state: CompressedState,
         },
         Stream {
             #[pin]
@@ -168,6 +175,20 @@ impl Drop for State {
     }
 }
 
+/// What a compressed stream keeps: the shutdown it ends on (it counts as an open stream).
+struct CompressedState {
+    shared: Arc<Shared>,
+    long_lived: bool,
+    shutdown_wait: SignalWait,
+    done: bool,
+}
+
+impl Drop for CompressedState {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl State {
     fn start(&mut self) {
         self.started = true;
@@ -248,6 +269,21 @@ impl<B> SseBody<B> {
         }
     }
 
+    pub(crate) fn compressed(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        SseBody {
+            kind: Kind::Compressed {
+                body,
+                state: CompressedState {
+                    shared,
+                    long_lived,
+                    shutdown_wait: SignalWait::default(),
+                    done: false,
+                },
+            },
+        }
+    }
+
     pub(crate) fn local(bytes: Bytes) -> Self {
         SseBody {
             kind: Kind::Local { bytes: Some(bytes) },
@@ -302,6 +338,7 @@ impl<B> fmt::Debug for SseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Passthrough { .. } => f.write_str("SseBody::Passthrough"),
+            Kind::Compressed { .. } => f.write_str("SseBody::Compressed"),
             Kind::Local { .. } => f.write_str("SseBody::Local"),
             Kind::Stream { state, .. } => f
                 .debug_struct("SseBody::Stream")
@@ -325,6 +362,22 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Passthrough { body } => body.poll_frame(cx),
+            KindProj::Compressed { body, state } => {
+                if state.done {
+                    return Poll::Ready(None);
+                }
+                let shutdown = state.shared.shutdown_of(state.long_lived);
+                if shutdown.poll_fired(&mut state.shutdown_wait, cx).is_ready() {
+                    state.done = true;
+                    tracing::warn!(
+                        "compressed SSE stream cut on shutdown (no event boundary known)"
+                    );
+                    return Poll::Ready(None);
+                }
+                let frame = ready!(body.poll_frame(cx));
+                state.done = frame.is_none();
+                Poll::Ready(frame)
+            }
             KindProj::Local { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             KindProj::Stream {
                 mut body,
@@ -475,6 +528,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Compressed { body, state } => state.done || body.is_end_stream(),
             Kind::Local { bytes } => bytes.is_none(),
             // A stashed frame (a listen stream's graceful close) is still to come.
             Kind::Stream { body, state, .. } => {
@@ -486,6 +540,14 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
+            // It may be cut short on shutdown.
+            Kind::Compressed { body, .. } => {
+                let mut hint = SizeHint::new();
+                if let Some(upper) = body.size_hint().upper() {
+                    hint.set_upper(upper);
+                }
+                hint
+            }
             Kind::Local { bytes } => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

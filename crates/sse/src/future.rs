@@ -220,11 +220,12 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
             content_encoding = ?parts.headers.get(http::header::CONTENT_ENCODING),
             "a text/event-stream answer is compressed: events are held back until the \
              compressor flushes; exclude SSE from compression (see tower_armor_sse::compression). \
-             Passed through without keep-alives or idle timeout",
+             Passed through without keep-alives or idle timeout (cut where it is on shutdown)",
         );
         // Its bytes are not events: no boundary can be found in them, and a keep-alive
-        // comment written into them would corrupt the compressed stream.
-        return Response::from_parts(parts, SseBody::passthrough(body));
+        // comment written into them would corrupt the compressed stream. It still ends on
+        // shutdown, which must not wait for it.
+        return Response::from_parts(parts, SseBody::compressed(body, shared, long_lived));
     }
     // The stream holds the session's place until it ends; requests waiting for it learn that
     // it is open. One that went on while another credential's stream was open is a second

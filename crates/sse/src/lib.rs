@@ -11,7 +11,9 @@
 //!   replays it by an off-by-one; a server that does not never sends it again, so nothing else
 //!   is ever dropped);
 //! - never strips a `Content-Encoding` (that corrupts the stream): a compressed SSE answer is
-//!   logged as an error instead (exclude SSE from compression: see [`compression`]);
+//!   logged as an error instead (exclude SSE from compression: see [`compression`]) and passed
+//!   through without keep-alives or idle timeout (its bytes are not events), but still ended by
+//!   the shutdown handle, cut where it is;
 //! - **keep-alive**: when no frame has been sent for N seconds (default 15,
 //!   `MCP_SSE_KEEPALIVE_SECONDS`, `0` = off), sends the SSE comment `:\n\n`, only at an event
 //!   boundary, never inside a partly sent event (tracked with

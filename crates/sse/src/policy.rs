@@ -57,23 +57,28 @@ pub fn idle_timeout_applies<B>(req: &Request<B>) -> bool {
 /// `Content-Encoding`: returns whether one is present (a compressed stream, logged as an error by
 /// the layer).
 pub fn prepare_sse_headers(headers: &mut HeaderMap) -> bool {
-    let cache_ok = headers.get_all(CACHE_CONTROL).iter().any(|v| {
-        let b = v.as_bytes();
-        contains_ci(b, b"no-cache") || contains_ci(b, b"no-store")
-    });
+    let cache_ok = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(forbids_caching);
     if !cache_ok {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     headers.remove(CONTENT_LENGTH);
     headers
-        .get(CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+/// Whether one `Cache-Control` directive keeps the whole answer out of caches: `no-store`, or
+/// an unqualified `no-cache` (`no-cache="Set-Cookie"` only concerns that field, RFC 9111
+/// §5.2.2.4). A directive that merely contains either name does not count.
+fn forbids_caching(directive: &[u8]) -> bool {
+    let d = directive.trim_ascii();
+    d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"no-cache")
 }
 
 #[cfg(test)]
@@ -181,5 +186,19 @@ mod tests {
         assert!(prepare_sse_headers(&mut h), "compressed");
         assert_eq!(h[CACHE_CONTROL], "no-cache, no-transform", "kept");
         assert_eq!(h[CONTENT_ENCODING], "gzip", "never stripped");
+
+        // Directives, not substrings: a qualified `no-cache` leaves the stream cacheable.
+        for (given, kept) in [
+            ("public, max-age=600, no-cache=\"Set-Cookie\"", false),
+            ("x-no-store-ext", false),
+            ("private, NO-STORE", true),
+            ("max-age=0 , no-cache ", true),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, HeaderValue::from_static(given));
+            prepare_sse_headers(&mut h);
+            let want = if kept { given } else { "no-cache" };
+            assert_eq!(h[CACHE_CONTROL], want, "{given}");
+        }
     }
 }

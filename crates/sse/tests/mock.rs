@@ -366,6 +366,48 @@ async fn shutdown_ends_streams_at_a_boundary() {
     assert_eq!(next(&mut c, 1).await.unwrap(), None);
 }
 
+/// A compressed stream gets no keep-alives (its bytes are not events), but shutdown still ends
+/// it, cut where it is: graceful shutdown must not wait for it. A drain ends it when it is a
+/// listen stream only.
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_compressed_streams_too() {
+    let l = layer(Some(15), None);
+    let handle = l.shutdown_handle();
+    let compressed = |req: Request<()>| {
+        let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, &'static str>>();
+        let rx = Arc::new(Mutex::new(Some(rx)));
+        let svc = l.layer(service_fn(move |_req: Request<()>| {
+            let rx = rx.lock().unwrap().take().unwrap();
+            async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header(header::CONTENT_TYPE, "text/event-stream")
+                        .header(header::CONTENT_ENCODING, "gzip")
+                        .body(ChanBody(rx))
+                        .unwrap(),
+                )
+            }
+        }));
+        (tx, svc.oneshot(req))
+    };
+    let (tx_listen, listen) = compressed(get());
+    let (tx_call, call) = compressed(post());
+    let mut listen = Box::pin(listen.await.unwrap().into_body());
+    let mut call = Box::pin(call.await.unwrap().into_body());
+    assert_eq!(handle.open_streams(), 2);
+    tx_call.send(Ok(Bytes::from_static(b"\x1f\x8b"))).unwrap();
+    assert_eq!(next(&mut call, 1).await.unwrap().unwrap(), &b"\x1f\x8b"[..]);
+    quiet(&mut call, 30).await;
+
+    handle.end_long_lived();
+    assert_eq!(next(&mut listen, 1).await.unwrap(), None);
+    quiet(&mut call, 2).await;
+    handle.shutdown();
+    assert_eq!(next(&mut call, 1).await.unwrap(), None);
+    drop((listen, call, tx_listen, tx_call));
+    assert_eq!(handle.open_streams(), 0);
+}
+
 /// A drain ends the long-lived streams (at a boundary) and lets call streams go on to their
 /// answers; a full shutdown afterwards ends those too.
 #[tokio::test(start_paused = true)]
