@@ -176,8 +176,10 @@ where
                 Poll::Ready(Ok(resp.map(BearerBody::from)))
             }
             KindProj::RepeatedSession { correlation } => {
-                // As the inspector answers the same request (it would refuse it next), with
-                // `id: null`: this layer reads no body.
+                // The answer the inspector gives the same request (it would refuse it next),
+                // but with `id: null`: this layer reads no body, and it must not let the
+                // request on (a stack without the inspector would hand the server a session
+                // that was never checked against the principal).
                 let resp = local_error_response(
                     StatusCode::BAD_REQUEST,
                     None,

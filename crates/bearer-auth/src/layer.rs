@@ -162,9 +162,11 @@ pub(crate) struct Shared {
 /// with an empty 202, as the MCP spec answers any session id that is not valid) without
 /// reaching the server, so nobody can probe, use or end another principal's session. A request
 /// naming more than one (`Mcp-Session-Id` repeated) gets 400 with a JSON-RPC `-32600`, as
-/// from the inspector (with `id: null`: this layer reads no body), in whatever order its
+/// from the inspector but with `id: null` (this layer reads no body), in whatever order its
 /// values come. A binding is
-/// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired). The table is
+/// forgotten when its `DELETE` succeeds or the server answers 404 for it (expired): any 404 to
+/// a request naming the session counts, so mount the layer with session binding on MCP routes
+/// only, or drop `Mcp-Session-Id` from requests to other routes before it. The table is
 /// bounded ([`BearerAuthBuilder::max_sessions`]); when full, the least recently used binding of the
 /// principal holding the most makes room (so one principal's flood of sessions never evicts
 /// another's), and its client re-initializes after a 404 (rmcp's client does so by itself).

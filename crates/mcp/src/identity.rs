@@ -233,8 +233,10 @@ impl fmt::Debug for HeaderNames<'_> {
 }
 
 /// A secret string (a bearer token). `Debug` and `Display` print `[redacted, N chars]`; the value
-/// is only reachable through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
+/// is only reachable through [`Secret::expose`]. Deliberately not `PartialEq`: comparing
+/// secrets with `==` takes time that depends on where they differ; compare digests in
+/// constant time instead (as bearer-auth does).
+#[derive(Clone)]
 pub struct Secret(Arc<str>);
 
 impl Secret {
