@@ -813,15 +813,19 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
         Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
             .with_id(id.filter(|id| usable_id(id, limits))),
         // Valid JSON with a number no type holds (as the id, or in the arguments): an invalid
-        // request (neither this layer nor the server can read it), without an id, not a parse
-        // error.
+        // request (neither this layer nor the server can read it), not a parse error; with its
+        // id when that is not the number.
         // (Text that is not UTF-8 is malformed, wherever it is.)
         Err(_)
             if std::str::from_utf8(body).is_ok()
                 && serde_json::from_slice::<IdUnread>(body).is_ok()
                 && within_depth(body) =>
         {
-            Rejection::invalid("not a valid JSON-RPC message")
+            let id = serde_json::from_slice::<IdPastNumbers>(body)
+                .ok()
+                .and_then(|i| i.0)
+                .filter(|id| usable_id(id, limits));
+            Rejection::invalid("not a valid JSON-RPC message").with_id(id)
         }
         Err(_) => Rejection::parse("malformed JSON"),
     }
@@ -851,6 +855,36 @@ impl<'de> Deserialize<'de> for IdOnly {
                     }
                 }
                 Ok(IdOnly(id.filter(|_| ids == 1)))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// [`IdOnly`] of a message that holds a number no type holds: the other members are skipped
+/// unread (see [`IdUnread`]), so only an `id` that is itself such a number stays unknown.
+struct IdPastNumbers(Option<RequestId>);
+
+impl<'de> Deserialize<'de> for IdPastNumbers {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IdPastNumbers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut id = None;
+                let mut ids = 0u32;
+                while let Some(k) = m.next_key::<CowStr<'de>>()? {
+                    if k.0 == "id" {
+                        ids += 1;
+                        id = m.next_value::<MaybeId>()?.0;
+                    } else {
+                        m.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(IdPastNumbers(id.filter(|_| ids == 1)))
             }
         }
         d.deserialize_map(V)
@@ -1559,6 +1593,30 @@ mod tests {
 
     fn post(h: &[(&str, &str)], body: &str) -> Result<McpRequest, Rejection> {
         from_post(&hdrs(h), body.as_bytes(), L)
+    }
+
+    /// A number no type holds makes the message invalid, but its id is still told when it is
+    /// not that number (wherever the number is, before or after the id).
+    #[test]
+    fn a_number_no_type_holds_keeps_a_readable_id() {
+        for (body, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"x":1e999999}}}"#,
+                Some(RequestId::Number(7)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"arguments":{"x":-1e400}},"id":"a"}"#,
+                Some(RequestId::from("a")),
+            ),
+            (r#"{"jsonrpc":"2.0","id":1e999999,"method":"ping"}"#, None),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping","x":1e400}"#,
+                None,
+            ),
+        ] {
+            let e = post(&[], body).unwrap_err();
+            assert_eq!((e.code, e.id), (-32600, id), "{body}");
+        }
     }
 
     /// The `_meta` members every 2026-07-28 request carries.
