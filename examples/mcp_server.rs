@@ -25,6 +25,9 @@
 //! The breakers' probe lease (`MCP_BREAKER_PROBE_LEASE_MS`) defaults here to the longest a call
 //! can run under the timeout layer (plus the bulkhead's wait limit), and a shorter one is
 //! refused: a slow half-open probe must not be settled as failed while it may still succeed.
+//! Without `MCP_BULKHEAD_MAX_WAIT_MS` a wait in the bulkhead's line has no bound, so it is not
+//! counted: a probe queued behind calls of its tool admitted before the trip for longer than
+//! the lease is settled as failed. Set a wait limit to count it.
 //!
 //! Without `MCP_BEARER_TOKEN` auth is off (a warning is logged), and the server refuses to bind a
 //! non-loopback address unless `MCP_AUTH_DISABLED=true`. `MCP_ADMIN_PRINCIPALS` names who may

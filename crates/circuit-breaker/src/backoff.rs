@@ -19,7 +19,9 @@ pub enum OpenDuration {
         multiplier: f64,
         /// The cap.
         max: Duration,
-        /// Fraction of the duration randomly taken off (`0` = none, `0.5` = up to half).
+        /// Fraction of the duration randomly taken off (`0` = none, `0.5` = up to half). Near
+        /// `1` an open duration can come out near zero, so the circuit probes again almost at
+        /// once: `0.1`–`0.5` spreads probes without giving up the pause.
         jitter: f64,
     },
 }

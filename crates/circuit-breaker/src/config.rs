@@ -310,6 +310,12 @@ impl Builder {
     /// Opens the circuit when at least `threshold` (in `(0, 1]`) of the calls in the window
     /// took `slower_than` or longer (or ended with a timeout: `Elapsed`, 408, gRPC
     /// `DEADLINE_EXCEEDED`). While half-open, a slow probe counts as a failed probe.
+    ///
+    /// A call's duration runs from its admission to its outcome: for a streamed answer, the end
+    /// of its body, which comes only as fast as the caller reads it. A client that reads a
+    /// stream slowly makes its calls slow here (the timeout layer tells a deadline the caller
+    /// held up from the server's, this layer does not). Set `slower_than` well above what the
+    /// slowest client you serve takes to read an answer, or use the failure rate alone.
     pub fn slow_call_rate(mut self, threshold: f64, slower_than: Duration) -> Self {
         self.slow = Some((threshold, slower_than));
         self

@@ -619,6 +619,15 @@ impl Core {
                         reason,
                         now,
                     ));
+                    // A new generation, as for a real trip: calls admitted before it no longer
+                    // count, and a second caller that saw the same crossing returns above
+                    // instead of reporting it again on the cleared counts.
+                    self.store(Word::new(
+                        State::MetricsOnly,
+                        generation.wrapping_add(1),
+                        0,
+                        0,
+                    ));
                     self.clear_counts();
                 }
                 _ => return,

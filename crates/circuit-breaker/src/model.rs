@@ -337,6 +337,7 @@ impl Model {
                 self.events
                     .push((State::MetricsOnly, State::MetricsOnly, reason));
                 self.clear();
+                self.generation = self.generation.wrapping_add(1);
             }
             _ => unreachable!(),
         }

@@ -235,6 +235,85 @@ async fn the_handle_reports_half_open_once_the_open_duration_passed() {
     assert_eq!(h.state(), State::Closed);
 }
 
+/// Metrics-only: failures are counted and a crossing is reported (once) with its counts, but
+/// nothing is ever refused; a call admitted before the reported crossing does not count after
+/// it, as for a real trip.
+#[tokio::test(start_paused = true)]
+async fn metrics_only_reports_crossings_once_and_never_refuses() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let mut h = H::new(
+        Builder::new()
+            .no_failure_rate()
+            .consecutive_failures(2)
+            .on_transition(move |t| sink.lock().unwrap().push((t.from, t.to, t.reason))),
+    );
+    h.layer.handle().metrics_only();
+    assert_eq!(h.state(), State::MetricsOnly);
+    // Admitted now, finished after the crossing below.
+    let early = h.start(tool(1, "x")).await;
+    let early_send = h.received().unwrap();
+    for id in 2..=3 {
+        h.exchange(tool(id, "x"), status(503)).await.unwrap();
+    }
+    assert_eq!(h.state(), State::MetricsOnly, "never opens");
+    early_send.send_response(status(503));
+    early.await.unwrap();
+    // One more failure: the count restarted at the crossing and the early call is not in it.
+    h.exchange(tool(4, "x"), status(503)).await.unwrap();
+    for id in 5..=20 {
+        let r = h.exchange(tool(id, "x"), status(200)).await;
+        assert!(r.is_ok(), "metrics-only refuses nothing");
+    }
+    let crossings: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(from, to, _)| (*from, *to) == (State::MetricsOnly, State::MetricsOnly))
+        .cloned()
+        .collect();
+    assert_eq!(
+        crossings,
+        [(
+            State::MetricsOnly,
+            State::MetricsOnly,
+            Reason::ConsecutiveFailures
+        )]
+    );
+}
+
+/// An exponential open duration grows with each trip (a failed probe is one more), capped, and
+/// starts over once the circuit closes.
+#[tokio::test(start_paused = true)]
+async fn exponential_open_durations_grow_per_trip_and_reset_on_close() {
+    let mut h = H::new(
+        one_failure_opens().open_duration(OpenDuration::Exponential {
+            base: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(3),
+            jitter: 0.0,
+        }),
+    );
+    let retry_after = |h: &H| {
+        h.layer.handle().circuits()[0]
+            .retry_after()
+            .expect("open")
+            .as_millis()
+    };
+    h.exchange(tool(1, "x"), status(503)).await.unwrap();
+    for (id, want_ms) in [(2, 1000), (3, 2000), (4, 3000), (5, 3000)] {
+        assert_eq!(retry_after(&h), want_ms, "trip before call {id}");
+        tokio::time::advance(Duration::from_millis(want_ms as u64)).await;
+        // The probe fails: open again, for longer.
+        h.exchange(tool(id, "x"), status(503)).await.unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(3)).await;
+    h.exchange(tool(6, "x"), status(200)).await.unwrap();
+    assert_eq!(h.state(), State::Closed);
+    h.exchange(tool(7, "x"), status(503)).await.unwrap();
+    assert_eq!(retry_after(&h), 1000, "back to the base after closing");
+}
+
 /// A user callback that panics neither aborts nor fails the call that changed the state, here
 /// also when the change happens in a drop (a probe dropped in half-open).
 #[tokio::test(start_paused = true)]
