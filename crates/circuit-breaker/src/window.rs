@@ -64,14 +64,21 @@ impl Window {
 
 // === packed counts ===
 //
-// Three signed 21-bit fields (calls, failures, slow) in one `u64`. Packing is linear, so
-// `fetch_add(pack(new) - pack(old))` updates all three at once and the value returned is a
-// consistent snapshot. A field may be transiently negative (a slot overwritten by a second
-// writer before the first applied its delta); decoding sign-extends field by field, so the
-// packed value stays exact as long as every true value is within ±2^20.
+// Three signed 20-bit fields (calls, failures, slow) in the low 60 bits of a `u64`. Packing is
+// linear, so adding `pack(new) - pack(old)` (modulo 2^60) updates all three at once and the
+// value written is a consistent snapshot. A field may be transiently negative (a slot
+// overwritten by a second writer before the first applied its delta); decoding sign-extends
+// field by field, so the packed value stays exact as long as every true value is within
+// ±2^19. The count-based window keeps its epoch in the top 4 bits.
 
-const FIELD: u32 = 21;
+const FIELD: u32 = 20;
 const MASK: u64 = (1 << FIELD) - 1;
+/// The bits of the three fields.
+const FIELDS: u64 = (1 << (3 * FIELD)) - 1;
+/// Where the count-based window's epoch (4 bits) starts in its packed word.
+const EPOCH_SHIFT: u32 = 3 * FIELD;
+/// Epochs are counted modulo 16 (in the packed word and in each slot's tag).
+const EPOCH_MASK: u8 = 0xf;
 
 fn pack(calls: i64, failures: i64, slow: i64) -> u64 {
     (calls as u64)
@@ -102,10 +109,25 @@ fn unpack(v: u64) -> Snapshot {
     }
 }
 
-// Slot encoding of the count-based window.
+// Slot encoding of the count-based window: the sample in the low 3 bits, the epoch it was
+// written in above them (a slot of an older epoch reads as empty).
 const PRESENT: u8 = 1;
 const FAILED: u8 = 2;
 const SLOW: u8 = 4;
+const TAG_SHIFT: u32 = 3;
+
+fn tag(slot: u8) -> u8 {
+    slot >> TAG_SHIFT
+}
+
+/// What a slot holds in `epoch`: its contribution, or nothing if written in another epoch.
+fn live(slot: u8, epoch: u8) -> (i64, i64, i64) {
+    if tag(slot) == epoch {
+        contribution(slot)
+    } else {
+        (0, 0, 0)
+    }
+}
 
 #[inline]
 fn encode(s: Sample) -> u8 {
@@ -120,14 +142,26 @@ fn contribution(slot: u8) -> (i64, i64, i64) {
     )
 }
 
-/// The largest count-based window (the packed fields hold ±2^20).
+/// The largest count-based window (the packed fields hold ±2^19).
 pub(crate) const MAX_COUNT_WINDOW: u32 = 100_000;
 
 /// The last `size` calls, in a ring of one byte per call.
+///
+/// A reset (on a trip, or an operator's reset) starts a new epoch instead of racing the
+/// recorders: a recorder tags its slot with the epoch it read, and its change reaches the
+/// counts only if the epoch is still current when it applies it (a compare-and-swap on the
+/// packed word, which holds the epoch). A recorder that lost that race leaves a slot of an old
+/// epoch, which reads as empty, and takes back what it overwrote if the new epoch had counted
+/// it. So the counts always equal what the slots of the current epoch hold, however resets and
+/// recordings interleave.
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
     head: AtomicUsize,
+    /// The current epoch, as the packed word has it (written after it): read by every
+    /// recording, so kept apart from the word the failures update.
+    epoch: AtomicU8,
+    /// The packed counts, with the epoch in the top bits.
     counts: AtomicU64,
     /// The number of slots, and `⌈2^64 / len⌉` (wrapping: 0 for one slot) for [`fastmod`].
     len: u32,
@@ -149,6 +183,7 @@ impl CountWindow {
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             head: AtomicUsize::new(0),
+            epoch: AtomicU8::new(0),
             counts: AtomicU64::new(0),
             len: size,
             magic: (u64::MAX / u64::from(size)).wrapping_add(1),
@@ -157,7 +192,8 @@ impl CountWindow {
 
     #[inline(always)]
     pub(crate) fn record(&self, sample: Sample) -> Option<Snapshot> {
-        let new = encode(sample);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let new = encode(sample) | epoch << TAG_SHIFT;
         // The counter modulo the window, in 32 bits (the window holds at most
         // `MAX_COUNT_WINDOW` slots): when the counter wraps, one slot is skipped once, which
         // leaves the counts exact.
@@ -172,32 +208,62 @@ impl CountWindow {
         if slot.load(Ordering::Relaxed) == new {
             return None;
         }
-        self.replace(slot, new)
+        self.replace(slot, new, epoch)
     }
 
     #[inline(never)]
-    fn replace(&self, slot: &AtomicU8, new: u8) -> Option<Snapshot> {
-        let old = slot.swap(new, Ordering::Relaxed);
+    fn replace(&self, slot: &AtomicU8, new: u8, epoch: u8) -> Option<Snapshot> {
+        let old = slot.swap(new, Ordering::AcqRel);
         if old == new {
             return None;
         }
         let (c1, f1, s1) = contribution(new);
-        let (c0, f0, s0) = contribution(old);
+        let (c0, f0, s0) = live(old, epoch);
         let delta = pack(c1, f1, s1).wrapping_sub(pack(c0, f0, s0));
-        let prev = self.counts.fetch_add(delta, Ordering::AcqRel);
-        Some(unpack(prev.wrapping_add(delta)))
+        let mut cur = self.counts.load(Ordering::Acquire);
+        loop {
+            let current = (cur >> EPOCH_SHIFT) as u8;
+            let d = if current == epoch {
+                delta
+            } else {
+                // Reset since this call read the epoch: the slot it wrote reads as empty, so
+                // its change is dropped; what it overwrote leaves the counts if the current
+                // epoch had counted it (a recorder of that epoch wrote it).
+                let (c0, f0, s0) = live(old, current);
+                if (c0, f0, s0) == (0, 0, 0) {
+                    return None;
+                }
+                0u64.wrapping_sub(pack(c0, f0, s0))
+            };
+            let next = (cur & FIELDS).wrapping_add(d) & FIELDS | cur & !FIELDS;
+            match self
+                .counts
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return (current == epoch).then(|| unpack(next)),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
         unpack(self.counts.load(Ordering::Acquire))
     }
 
+    /// Empties the window: a new epoch (callers serialise resets). Slots of older epochs are
+    /// cleared for tidiness (they read as empty anyway), never one a recorder of the new epoch
+    /// has already written.
     fn reset(&self) {
-        for s in self.slots.iter() {
-            s.store(0, Ordering::Relaxed);
-        }
+        let next = (self.epoch.load(Ordering::Acquire) + 1) & EPOCH_MASK;
+        self.counts
+            .store(u64::from(next) << EPOCH_SHIFT, Ordering::Release);
+        self.epoch.store(next, Ordering::Release);
         self.head.store(0, Ordering::Relaxed);
-        self.counts.store(0, Ordering::Release);
+        for s in self.slots.iter() {
+            let _ = s.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v != 0 && tag(v) != next).then_some(0)
+            });
+        }
     }
 }
 
@@ -417,16 +483,64 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        // The counters equal what the slots hold.
+        assert_eq!(w.snapshot(), held(&w));
+        assert_eq!(w.snapshot().calls, 64);
+    }
+
+    /// What the slots of the current epoch hold.
+    fn held(w: &CountWindow) -> Snapshot {
+        let epoch = w.epoch.load(Ordering::Acquire);
         let (mut c, mut f, mut s) = (0, 0, 0);
         for slot in w.slots.iter() {
-            let (a, b, d) = contribution(slot.load(Ordering::Relaxed));
+            let (a, b, d) = live(slot.load(Ordering::Relaxed), epoch);
             c += a;
             f += b;
             s += d;
         }
-        assert_eq!(w.snapshot(), snap(c as u32, f as u32, s as u32));
-        assert_eq!(c, 64);
+        snap(c as u32, f as u32, s as u32)
+    }
+
+    /// Resets (trips, an operator's reset) racing two recorders: once they stop, the counts
+    /// are exactly what the current epoch's slots hold. (Before epochs, a recorder between its
+    /// slot write and its count update when a reset came left a call and a failure that no
+    /// slot held, for good.)
+    #[test]
+    fn count_window_resets_racing_writers_keep_counts_exact() {
+        let w = std::sync::Arc::new(CountWindow::new(8));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads: Vec<_> = (0..2u32)
+            .map(|t| {
+                let (w, stop) = (w.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        w.record(if i % 2 == 0 { OK } else { FAIL });
+                        i = i.wrapping_add(1);
+                    }
+                })
+            })
+            .collect();
+        // Until both recorders have run for a while alongside the resets (bounded: at most
+        // 2,000,000 resets).
+        let (mut resets, mut recorded) = (0u32, 0usize);
+        while resets < 2_000_000 && recorded < 400_000 {
+            // The recordings since the last reset (which sets the ring's head back to 0).
+            recorded += w.head.load(Ordering::Relaxed);
+            w.reset();
+            resets += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let got = w.snapshot();
+        assert_eq!(got, held(&w));
+        assert!(got.calls <= 8 && got.failures <= got.calls, "{got:?}");
+        // And it goes on counting from there.
+        for _ in 0..8 {
+            w.record(FAIL);
+        }
+        assert_eq!(w.snapshot(), snap(8, 8, 0));
     }
 
     #[test]
