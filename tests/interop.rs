@@ -32,7 +32,15 @@ async fn passes(client: Client, mode: &str, protocol: &str) {
 }
 
 async fn refused(client: Client) {
-    let server = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS)]).await;
+    // With the RFC 9728 metadata URL the MCP authorization spec asks for: a client without an
+    // OAuth setup still reports the 401 (nothing listens there, so one that went to fetch it
+    // would fail otherwise).
+    let metadata = "http://127.0.0.1:9/.well-known/oauth-protected-resource";
+    let server = spawn_example(&[
+        ("MCP_BEARER_TOKEN", TOKENS),
+        ("MCP_RESOURCE_METADATA_URL", metadata),
+    ])
+    .await;
     let (v, stderr) = run_client(
         client,
         &server.url(),
@@ -43,10 +51,15 @@ async fn refused(client: Client) {
     assert_eq!(v["ok"], true, "{client:?}: {v}\nstderr:\n{stderr}");
     assert_eq!(v["unauthorized"], true);
     assert_eq!(v["status"], 401);
-    if let Some(challenge) = v.get("www_authenticate").and_then(|c| c.as_str()) {
-        assert!(challenge.starts_with("Bearer "), "{challenge}");
-        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
-    }
+    let challenge = v["www_authenticate"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{client:?}: no WWW-Authenticate reported: {v}"));
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{metadata}\"")),
+        "{challenge}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

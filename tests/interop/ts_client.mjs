@@ -19,7 +19,7 @@
 // or {"ok":false,"client":"typescript","error":"..."} with exit code 1.
 // With --expect-unauthorized, connecting must fail with StreamableHTTPError code 401 (the SDK's error
 // for a non-OK POST when no authProvider is set); then it prints
-//   {"ok":true,"client":"typescript","unauthorized":true,"status":401}.
+//   {"ok":true,"client":"typescript","unauthorized":true,"status":401,"www_authenticate":"..."}.
 // With --scenario broken (through a proxy that cuts the call's answer after its first progress
 // notification): progress {steps:8, interval_ms:500}, then add (see `broken` below).
 // With --scenario failures: slow {ms:5000} past the deadline, add, crash x4, add, then 5 concurrent
@@ -144,7 +144,14 @@ async function run(args) {
     const { Client, StreamableHTTPClientTransport, StreamableHTTPError } = sdk;
 
     const headers = args.token !== undefined ? { Authorization: `Bearer ${args.token}` } : {};
-    const transport = new StreamableHTTPClientTransport(new URL(args.url), { requestInit: { headers } });
+    // The SDK's 401 error carries no headers: the challenge is read off the answer here.
+    let challenge;
+    const seeing = async (url, init) => {
+        const r = await fetch(url, init);
+        if (r.status === 401) challenge = r.headers.get('www-authenticate') ?? undefined;
+        return r;
+    };
+    const transport = new StreamableHTTPClientTransport(new URL(args.url), { requestInit: { headers }, fetch: seeing });
     const client = new Client({ name: 'tower-armor-interop', version: '0.0.0' });
     // Transport-level errors (e.g. the optional GET stream) land here; log them, the calls decide.
     // Closing aborts the GET stream, which reports an AbortError here: expected, so not logged.
@@ -157,7 +164,7 @@ async function run(args) {
         await client.connect(transport);
     } catch (e) {
         if (args.expectUnauthorized && e instanceof StreamableHTTPError && e.code === 401) {
-            return { ok: true, client: 'typescript', unauthorized: true, status: 401 };
+            return { ok: true, client: 'typescript', unauthorized: true, status: 401, www_authenticate: challenge };
         }
         if (args.expectUnauthorized) throw new Failure(`expected StreamableHTTPError 401 on connect, got ${describe(e)}`);
         throw e;
