@@ -1175,7 +1175,7 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
     }
 
     // A restricted principal's GET stream, compressed: refused too.
-    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
     assert!(svc.poll_ready().is_ready());
     let mut r = Request::get("/mcp")
         .header(SESSION, "s")
@@ -1200,6 +1200,52 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
             .unwrap()
             .contains("crash")
     );
+
+    // A GET answer that is neither JSON nor SSE is no MCP stream (a non-MCP route behind the
+    // layer), and a JSON array no MCP message: both pass.
+    for (ct, body) in [("text/plain", "up 1\n"), ("application/json", "[1,2]")] {
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer.clone());
+        assert!(svc.poll_ready().is_ready());
+        let mut r = Request::get("/metrics").body(String::new()).unwrap();
+        r.extensions_mut().insert(Principal::new("alice"));
+        let fut = svc.call(r);
+        let (_, send) = handle.next_request().await.unwrap();
+        let mut answer = Resp::new(body.to_owned());
+        answer
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        send.send_response(answer);
+        let resp = fut.await.unwrap();
+        assert_eq!(resp.status(), 200, "{ct}");
+        assert_eq!(body_bytes(resp).await, body, "{ct}");
+    }
+
+    // Under 2026-07-28 an unrestricted principal's list answer is marked private too, once
+    // anybody is restricted: one that cannot be read cannot be marked, and is refused as well.
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, Resp, _>(layer);
+    assert!(svc.poll_ready().is_ready());
+    let mut r = req(None);
+    r.extensions_mut().insert(Principal::new("bob"));
+    r.extensions_mut().insert(
+        McpRequest::new(
+            MessageKind::Request,
+            Some(Method::ToolsList),
+            Some(RequestId::Number(9)),
+        )
+        .with_revision(ProtocolRevision::V2026_07_28),
+    );
+    let fut = svc.call(r);
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut answer = Resp::new(list.to_owned());
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    answer
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    send.send_response(answer);
+    assert_eq!(fut.await.unwrap().status(), 502);
 }
 
 #[tokio::test(start_paused = true)]

@@ -582,6 +582,26 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
     matches!(body_kind(headers), BodyKind::Sse)
 }
 
+/// Whether headers say the body is encoded (a `Content-Encoding` other than `identity`): its
+/// bytes are not the JSON or events they carry until a client decodes them.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::CONTENT_ENCODING};
+/// use tower_armor_mcp::observe::is_encoded;
+/// let mut h = HeaderMap::new();
+/// assert!(!is_encoded(&h));
+/// h.insert(CONTENT_ENCODING, HeaderValue::from_static("identity"));
+/// assert!(!is_encoded(&h));
+/// h.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+/// assert!(is_encoded(&h));
+/// ```
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
 pin_project! {
     /// A response body that forwards every frame untouched and reports the call's outcome to its
     /// [`CompletionHandle`]. See the [module docs](self).

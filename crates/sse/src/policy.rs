@@ -1,7 +1,7 @@
 //! Pure decisions: which answers are SSE, which requests open long-lived streams, and the header
 //! fixes for SSE answers.
 
-use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, SESSION_ID};
@@ -52,25 +52,23 @@ pub fn idle_timeout_applies<B>(req: &Request<B>) -> bool {
     is_long_lived(req)
 }
 
-/// Makes an SSE answer's headers safe for proxies: `Cache-Control: no-cache` (unless it already
-/// says `no-cache` or `no-store`), `X-Accel-Buffering: no`, no `Content-Length`. Never touches
+/// Makes an SSE answer's headers safe for proxies: `Cache-Control: no-cache` added to what it
+/// says (unless it already says `no-cache` or `no-store`), `X-Accel-Buffering: no`, no
+/// `Content-Length`. Never touches
 /// `Content-Encoding`: returns whether one is present (a compressed stream, logged as an error by
 /// the layer).
 pub fn prepare_sse_headers(headers: &mut HeaderMap) -> bool {
     let cache_ok = headers
         .get_all(CACHE_CONTROL)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(forbids_caching);
+        .any(|v| directives(v.as_bytes()).any(forbids_caching));
     if !cache_ok {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Added, not replacing: the server's other directives (`no-transform`) stay.
+        headers.append(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     headers.remove(CONTENT_LENGTH);
-    headers
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+    tower_armor_mcp::observe::is_encoded(headers)
 }
 
 /// Whether one `Cache-Control` directive keeps the whole answer out of caches: `no-store`, or
@@ -81,9 +79,26 @@ fn forbids_caching(directive: &[u8]) -> bool {
     d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"no-cache")
 }
 
+/// The directives of one `Cache-Control` value: split at commas outside quoted strings
+/// (`private="a, no-store"` is one directive).
+fn directives(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (mut quoted, mut escaped) = (false, false);
+    value.split(move |&b| {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONTENT_ENCODING;
     use tower_armor_mcp::McpRequest;
 
     #[test]
@@ -173,7 +188,8 @@ mod tests {
         h.insert(CONTENT_LENGTH, HeaderValue::from_static("10"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
         assert!(!prepare_sse_headers(&mut h));
-        assert_eq!(h[CACHE_CONTROL], "no-cache");
+        let cc: Vec<_> = h.get_all(CACHE_CONTROL).iter().collect();
+        assert_eq!(cc, ["max-age=60", "no-cache"], "added, the rest kept");
         assert_eq!(h[&X_ACCEL_BUFFERING], "no");
         assert!(h.get(CONTENT_LENGTH).is_none());
 
@@ -187,18 +203,26 @@ mod tests {
         assert_eq!(h[CACHE_CONTROL], "no-cache, no-transform", "kept");
         assert_eq!(h[CONTENT_ENCODING], "gzip", "never stripped");
 
-        // Directives, not substrings: a qualified `no-cache` leaves the stream cacheable.
-        for (given, kept) in [
+        // Directives, not substrings: a qualified `no-cache` leaves the stream cacheable, and so
+        // does a name inside a quoted string.
+        for (given, forbids) in [
             ("public, max-age=600, no-cache=\"Set-Cookie\"", false),
             ("x-no-store-ext", false),
+            ("private=\"a, no-store\"", false),
+            ("private=\"a\\\", no-store\", max-age=1", false),
             ("private, NO-STORE", true),
             ("max-age=0 , no-cache ", true),
+            ("private=\"a, b\", no-store", true),
         ] {
             let mut h = HeaderMap::new();
             h.insert(CACHE_CONTROL, HeaderValue::from_static(given));
             prepare_sse_headers(&mut h);
-            let want = if kept { given } else { "no-cache" };
-            assert_eq!(h[CACHE_CONTROL], want, "{given}");
+            let cc: Vec<_> = h.get_all(CACHE_CONTROL).iter().collect();
+            if forbids {
+                assert_eq!(cc, [given], "{given}");
+            } else {
+                assert_eq!(cc, [given, "no-cache"], "{given}");
+            }
         }
     }
 }

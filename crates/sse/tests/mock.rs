@@ -505,7 +505,12 @@ async fn sse_headers_are_set_with_a_mock_service() {
     assert!(mock.poll_ready().is_ready());
     let resp = mock.call(get()).await.unwrap();
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
-    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
+    let cc: Vec<_> = resp
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .collect();
+    assert_eq!(cc, ["private", "no-cache"]);
     assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "data: x\n\n");

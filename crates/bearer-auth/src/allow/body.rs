@@ -60,7 +60,7 @@ impl ListFilter {
 
     /// Whether the answer holds one list at most (the answer to one request): once it has
     /// passed, the rest of the stream is not looked at.
-    fn single(&self) -> bool {
+    pub(crate) fn single(&self) -> bool {
         matches!(self.target, Target::Request(_))
     }
 }

@@ -80,15 +80,6 @@ fn content(headers: &http::HeaderMap) -> Content {
     }
 }
 
-/// Whether the answer's body is encoded (`Content-Encoding` other than `identity`): its bytes
-/// cannot be read here, and a client decodes them.
-fn encoded(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
-}
-
 /// Whether `body` is known to hold nothing.
 fn empty<B: Body>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().exact() == Some(0)
@@ -120,15 +111,20 @@ where
                 let Some(filter) = filter.take() else {
                     return Poll::Ready(Ok(resp.map(AllowBody::inner)));
                 };
-                // Fail closed on what cannot be read: an encoded list answer, or a success
-                // answer with a body that is neither JSON nor SSE. A client may still decode
-                // either and find hidden names in it.
+                // Fail closed on what cannot be read: an encoded JSON or SSE answer, or a
+                // success answer to a `tools/list` request with a body that is neither (a client
+                // may still decode or read either, hidden names and all). A GET's answer of
+                // another type is no MCP stream (a non-MCP route behind the layer): it passes.
                 let kind = content(resp.headers());
                 let unreadable = match kind {
-                    Content::Json | Content::Sse => encoded(resp.headers()),
+                    Content::Json | Content::Sse => {
+                        tower_armor_mcp::observe::is_encoded(resp.headers())
+                    }
                     Content::Other => {
-                        resp.status().is_success()
-                            && (encoded(resp.headers()) || !empty(resp.body()))
+                        filter.single()
+                            && resp.status().is_success()
+                            && (tower_armor_mcp::observe::is_encoded(resp.headers())
+                                || !empty(resp.body()))
                     }
                 };
                 if unreadable {

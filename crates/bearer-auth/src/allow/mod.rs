@@ -20,10 +20,13 @@
 //!   server wrote it (cursors are opaque: a server whose cursors spell tool names gives those
 //!   names away itself).
 //! - Fail closed: an answer to be filtered that this layer cannot read is replaced by 502 and a
-//!   JSON-RPC error (local code `-31502`) for the request: an encoded body
+//!   JSON-RPC error (local code `-31502`) for the request: an encoded JSON or SSE body
 //!   (`Content-Encoding` other than `identity`: put compression outside this layer), a success
-//!   answer with a body that is neither JSON nor SSE, a JSON batch, or a list result it cannot
-//!   parse (inside a stream: that event is replaced by the error).
+//!   answer to a `tools/list` request with a body that is neither JSON nor SSE (or encoded), a
+//!   JSON batch answering it, or a list result it cannot parse (inside a stream: that event is
+//!   replaced by the error). That includes an unrestricted principal's 2026-07-28 list answer
+//!   while anybody is restricted (it must be marked private). A GET's answer that is neither
+//!   JSON nor SSE is no MCP stream (another route behind the layer) and passes.
 //! - A restricted principal's GET streams (the 2025-11-25 listen stream, and `Last-Event-ID`
 //!   resumptions, on which rmcp replays answers to earlier requests) are read to their end:
 //!   every response in them whose `result` has a `tools` member is filtered the same way,

@@ -253,11 +253,13 @@ pub(crate) fn rewrite_list(
         // and all. Fail closed: an error for the request instead. What is no object at all
         // (an SSE priming event's empty data, text) is no message, and passes.
         // (A byte order mark first too: a client's `fetch(…).json()` skips it.) A JSON array
-        // (a batch of answers, which MCP no longer has) may hold a list answer too.
+        // answering a request (a batch of answers, which MCP no longer has) may hold its list
+        // answer too.
         let start = message.trim_ascii_start();
         let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-        return if start.trim_ascii_start().starts_with(b"{")
-            || start.trim_ascii_start().starts_with(b"[")
+        let start = start.trim_ascii_start();
+        return if start.starts_with(b"{")
+            || (matches!(target, Target::Request(_)) && start.starts_with(b"["))
         {
             Rewrite::Unfilterable(None)
         } else {
@@ -422,8 +424,6 @@ mod tests {
             // A byte order mark first: this parser refuses it, a browser's `json()` skips it.
             b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":[{\"name\":\"crash\"}]}}",
             b" \xEF\xBB\xBF {}",
-            // A batch of answers holding a list answer.
-            br#"[{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"crash"}]}}]"#,
         ] {
             for target in [to(RequestId::Number(3)), Target::AnyList] {
                 assert_eq!(
@@ -434,6 +434,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A batch answering a `tools/list` request may hold its list answer: refused. On a GET
+    /// (any list answer), an array is no MCP message (a non-MCP JSON route): passed.
+    #[test]
+    fn a_batch_answering_a_list_request_is_not_passed() {
+        let allowed = set(&["add"]);
+        let batch = br#"[{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"crash"}]}}]"#;
+        assert_eq!(
+            rewrite_list(batch, &to(RequestId::Number(3)), Some(&allowed), true),
+            Rewrite::Unfilterable(None)
+        );
+        assert_eq!(
+            rewrite_list(batch, &Target::AnyList, Some(&allowed), false),
+            Rewrite::Unchanged
+        );
     }
 
     #[test]
