@@ -181,11 +181,11 @@ pub(crate) struct Shared {
 /// later keeps the current tokens and logs an error, and so does a file that changed while it
 /// was read (length or modification time differ before and after the read, or the bytes read
 /// differ from the length stat-ed): it is read again at the next check. A writer that pauses
-/// between two writes leaves incomplete content that may parse; a reload refuses a token shorter
-/// than 16 bytes (or than the shortest token at start, when that is shorter), so such a pause
-/// inside a token never makes a short, guessable prefix of it valid. Entries cut off whole
-/// cannot be told apart, so writers should still replace the file atomically (rename), as
-/// Kubernetes does.
+/// between two writes leaves incomplete content that may parse; a reload leaves out (with an
+/// error logged) every entry whose token is shorter than 16 bytes (or than the shortest token
+/// at start, when that is shorter) and takes the rest, so such a pause inside a token never
+/// makes a short, guessable prefix of it valid. Entries cut off whole cannot be told apart, so
+/// writers should still replace the file atomically (rename), as Kubernetes does.
 ///
 /// A rotation retires a token from the streams it opened too: a long-lived stream (a `GET`
 /// listen stream, a `subscriptions/listen` POST) authenticated with a token that a reload then

@@ -611,16 +611,27 @@ impl FileTokens {
         let table = std::str::from_utf8(&bytes)
             .map_err(|_| ConfigError::new(self.setting, "token file is not UTF-8"))
             .and_then(|text| parse_spec(text, self.setting))
-            .and_then(|entries| TokenTable::build_with_key(&entries, self.setting, self.table_key));
+            .and_then(|mut entries| {
+                // Entries below the floor are left out, the rest taken: a revocation in the
+                // same rewrite still happens.
+                let before = entries.len();
+                entries.retain(|(_, token)| token.expose().len() >= self.floor);
+                if entries.len() < before {
+                    tracing::error!(
+                        setting = self.setting,
+                        path = %self.path.display(),
+                        left_out = before - entries.len(),
+                        floor = self.floor,
+                        "token file has tokens shorter than a reload allows (half-written?); \
+                         those entries are left out"
+                    );
+                }
+                if entries.is_empty() {
+                    return Err(ConfigError::new(self.setting, "no token long enough"));
+                }
+                TokenTable::build_with_key(&entries, self.setting, self.table_key)
+            });
         match table {
-            Ok(table) if table.shortest() < self.floor => tracing::error!(
-                setting = self.setting,
-                path = %self.path.display(),
-                shortest = table.shortest(),
-                floor = self.floor,
-                "token file has a token shorter than any allowed on a reload (half-written?); \
-                 keeping the current tokens"
-            ),
             Ok(table) => {
                 let n = table.len();
                 if table.longest() > self.presentable {
@@ -893,11 +904,11 @@ mod tests {
     }
 
     /// A file rewritten in place and read while its writer paused inside a token parses with
-    /// a prefix of that token: a reload refuses tokens shorter than the floor, so a short,
-    /// guessable prefix never authenticates. The floor is the shortest token at start, when
-    /// that is below [`RELOAD_FLOOR`].
+    /// a prefix of that token: a reload leaves out tokens shorter than the floor (and takes the
+    /// rest), so a short, guessable prefix never authenticates. The floor is the shortest token
+    /// at start, when that is below [`RELOAD_FLOOR`].
     #[tokio::test(start_paused = true)]
-    async fn a_reload_with_a_token_below_the_floor_keeps_the_old_tokens() {
+    async fn a_reload_leaves_out_tokens_below_the_floor() {
         let long = "alice:Zq9w3Xk7Lm2Pq8Rt\n";
         let path = tmp_file("floor", long);
         let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
@@ -906,6 +917,7 @@ mod tests {
         for cut in [
             "alice:Zq9w3Xk7Lm2Pq8Rt\nbo",
             "alice:Zq9w3Xk7Lm2Pq8Rt\nbob:Mv",
+            "bo",
         ] {
             std::fs::write(&path, cut).unwrap();
             ft.reload_now();
@@ -913,6 +925,12 @@ mod tests {
             assert!(ft.lookup(b"Mv").is_none(), "{cut}");
             assert!(ft.lookup(b"Zq9w3Xk7Lm2Pq8Rt").is_some(), "{cut}");
         }
+        // The rest of such a file is taken: a token removed in the same rewrite is revoked.
+        std::fs::write(&path, "carol:Kp4Vx8Qw2Zr6Ty1U\nci:short-one\n").unwrap();
+        ft.reload_now();
+        assert!(ft.lookup(b"Zq9w3Xk7Lm2Pq8Rt").is_none(), "revoked");
+        assert_eq!(ft.lookup(b"Kp4Vx8Qw2Zr6Ty1U").unwrap().name(), "carol");
+        assert!(ft.lookup(b"short-one").is_none());
         // The writer finishes: taken.
         std::fs::write(&path, "alice:Zq9w3Xk7Lm2Pq8Rt\nbob:Mv2RfT6yHn4Jk1Ls\n").unwrap();
         ft.reload_now();
