@@ -310,17 +310,12 @@ impl Settings {
             );
         }
         // A rule naming a principal with no token (a typo) restricts no one: refused when the
-        // tokens are fixed, a warning when they come from a file (which may bring the name).
+        // tokens are fixed (with a token file, a reload may bring the name: not checked).
         let allow = ToolAllowListLayer::from_lookup(lookup)
             .map_err(|e| e.to_string())?
             .require_known_principals(&auth)
-            .map_err(|e| e.to_string())?
-            .warn_unknown_principals(&auth);
-        let admins = admin_principals(
-            get("MCP_ADMIN_PRINCIPALS").as_deref(),
-            &auth,
-            get("MCP_BEARER_TOKEN_FILE").is_none(),
-        )?;
+            .map_err(|e| e.to_string())?;
+        let admins = admin_principals(get("MCP_ADMIN_PRINCIPALS").as_deref(), &auth, &allow)?;
         if !auth.is_enabled() && get("MCP_TOOL_ALLOW").is_some() {
             tracing::warn!(
                 "MCP_TOOL_ALLOW has no effect while auth is off: without a principal every \
@@ -979,13 +974,8 @@ impl SameSite {
     /// absolute-form target, or its one `Host` (as the inspector decides it). A missing,
     /// repeated or invalid `Host` passes, to get the inspector's or rmcp's own answer.
     fn refuses_mcp(&self, req: &axum::extract::Request) -> bool {
-        let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-        let host = match (req.uri().authority(), hosts.next(), hosts.next()) {
-            (Some(a), _, _) => Some(a.as_str().as_bytes()),
-            (None, Some(h), None) => Some(h.as_bytes()),
-            _ => None,
-        };
-        host.and_then(valid_authority)
+        request_host(req)
+            .and_then(valid_authority)
             .is_some_and(|a| !self.allows(&normalize_host(a.host()), a.port_u16()))
     }
 
@@ -993,15 +983,7 @@ impl SameSite {
     fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
         // Valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
         // information, one value), before its name is judged.
-        // An absolute-form target's authority stands for `Host` (RFC 9112 §3.2.2), as for
-        // `/mcp` ([`SameSite::refuses_mcp`]).
-        let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-        let host = match (req.uri().authority(), hosts.next(), hosts.next()) {
-            (Some(a), _, _) => Some(a.as_str().as_bytes()),
-            (None, Some(h), None) => Some(h.as_bytes()),
-            _ => None,
-        }
-        .and_then(valid_authority);
+        let host = request_host(req).and_then(valid_authority);
         let Some(host) = host else {
             return Some("Forbidden: no valid Host header\n");
         };
@@ -1037,6 +1019,17 @@ impl SameSite {
             })
             .unwrap_or(false);
         (!same).then_some("Forbidden: cross-origin request\n")
+    }
+}
+
+/// The host a request names: the authority of an absolute-form target, which stands for `Host`
+/// (RFC 9112 §3.2.2), else its one `Host` header (none when repeated).
+fn request_host(req: &axum::extract::Request) -> Option<&[u8]> {
+    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+    match (req.uri().authority(), hosts.next(), hosts.next()) {
+        (Some(a), _, _) => Some(a.as_str().as_bytes()),
+        (None, Some(h), None) => Some(h.as_bytes()),
+        _ => None,
     }
 }
 
@@ -1104,10 +1097,13 @@ impl Admin {
         let Some(p) = principal else {
             return true;
         };
-        match &self.admins {
-            Some(admins) => admins.iter().any(|a| a == p.name()),
-            None => !self.allow.is_restricted(p.name()),
-        }
+        // A restricted principal never (the routes name its hidden tools), whatever
+        // `MCP_ADMIN_PRINCIPALS` says (it refuses to name one at start).
+        !self.allow.is_restricted(p.name())
+            && self
+                .admins
+                .as_ref()
+                .is_none_or(|admins| admins.iter().any(|a| a == p.name()))
     }
 }
 
@@ -1118,7 +1114,7 @@ impl Admin {
 fn admin_principals(
     value: Option<&str>,
     auth: &BearerAuthLayer,
-    fixed_tokens: bool,
+    allow: &ToolAllowListLayer,
 ) -> Result<Option<Vec<String>>, String> {
     const VAR: &str = "MCP_ADMIN_PRINCIPALS";
     let Some(value) = value else {
@@ -1130,32 +1126,33 @@ fn admin_principals(
         }
         return Ok(None);
     };
+    // Checked with auth off too: a bad value must not wait for the day auth is turned on.
+    let known = auth.principals();
+    let mut names = Vec::new();
+    for name in tower_armor_mcp::env::list(value).map_err(|e| format!("{VAR}: {e}"))? {
+        tower_armor_bearer_auth::check_principal(name)
+            .map_err(|e| format!("{VAR}: {e} in {}", tower_armor_mcp::env::shown(name)))?;
+        // Fixed tokens name every principal there is: another name is a typo.
+        if auth.tokens_are_fixed() && !known.iter().any(|k| k == name) {
+            return Err(format!(
+                "{VAR}: {name:?} has no token (names are case-sensitive; known: {known:?})"
+            ));
+        }
+        // The admin routes name every tool with a circuit: never for a principal some tools
+        // are hidden from.
+        if allow.policy().is_restricted(name) {
+            return Err(format!(
+                "{VAR}: {name:?} is limited to some tools by MCP_TOOL_ALLOW, and the admin \
+                 routes name every tool"
+            ));
+        }
+        names.push(name.to_owned());
+    }
     if !auth.is_enabled() {
         tracing::warn!(
             "{VAR} has no effect while auth is off (the admin routes are loopback-only)"
         );
         return Ok(None);
-    }
-    let known = auth.principals();
-    let mut names = Vec::new();
-    for name in tower_armor_mcp::env::list(value).map_err(|e| format!("{VAR}: {e}"))? {
-        let valid = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
-        if !valid {
-            return Err(format!(
-                "{VAR}: a principal name is 1-64 chars of [A-Za-z0-9._@-], got {}",
-                tower_armor_mcp::env::shown(name)
-            ));
-        }
-        // Fixed tokens name every principal there is: another name is a typo.
-        if fixed_tokens && !known.iter().any(|k| k == name) {
-            return Err(format!(
-                "{VAR}: {name:?} has no token (names are case-sensitive; known: {known:?})"
-            ));
-        }
-        names.push(name.to_owned());
     }
     Ok(Some(names))
 }

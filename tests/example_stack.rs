@@ -473,17 +473,28 @@ async fn admin_principals_name_the_operators() {
         .unwrap();
     assert_eq!(r.tool_text(), Some("3"), "the session survives");
 
-    for (var, value) in [
-        ("MCP_ADMIN_PRINCIPALS", "BOB"),
-        ("MCP_ADMIN_PRINCIPALS", "bob,,alice"),
-        ("MCP_ADMIN_PRINCIPALS", "bob alice"),
-        ("MCP_TOOL_ALLOW", "BOB:add"),
+    for vars in [
+        &[("MCP_ADMIN_PRINCIPALS", "BOB")][..],
+        &[("MCP_ADMIN_PRINCIPALS", "bob,,alice")],
+        &[("MCP_ADMIN_PRINCIPALS", "bob alice")],
+        &[("MCP_TOOL_ALLOW", "BOB:add")],
+        // An operator some tools are hidden from: the routes would name them.
+        &[
+            ("MCP_TOOL_ALLOW", "bob:add"),
+            ("MCP_ADMIN_PRINCIPALS", "bob"),
+        ],
     ] {
-        let err =
-            support::example::Settings::for_tests(&[("MCP_BEARER_TOKEN", TOKENS), (var, value)])
-                .unwrap_err();
-        assert!(err.starts_with(var), "{value}: {err}");
+        let mut all = vec![("MCP_BEARER_TOKEN", TOKENS)];
+        all.extend_from_slice(vars);
+        let err = support::example::Settings::for_tests(&all).unwrap_err();
+        let var = vars.last().unwrap().0;
+        assert!(err.starts_with(var), "{vars:?}: {err}");
     }
+    // Checked with auth off too, where it has no effect.
+    let err =
+        support::example::Settings::for_tests(&[("MCP_ADMIN_PRINCIPALS", "a b")]).unwrap_err();
+    assert!(err.starts_with("MCP_ADMIN_PRINCIPALS"), "{err}");
+    assert!(support::example::Settings::for_tests(&[("MCP_ADMIN_PRINCIPALS", "ops")]).is_ok());
 }
 
 /// With auth off (the default on loopback), web pages must not reach the admin routes: not
@@ -549,6 +560,31 @@ async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
         StatusCode::FORBIDDEN,
         "the list names the tools"
     );
+
+    // An absolute-form target names the host, whatever `Host` says (RFC 9112 §3.2.2), as for
+    // `/mcp`: a foreign one is refused, a served one admitted.
+    let raw = |target: String, host: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(ex.server.addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n\
+             connection: close\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        bounded(10, tcp.read_to_end(&mut answer)).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let path = "/admin/breakers/add/force-open";
+    let answer = raw(format!("http://{evil}{path}"), format!("127.0.0.1:{port}")).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert_ne!(add_state(), Some(CircuitState::ForcedOpen));
+    let answer = raw(format!("http://127.0.0.1:{port}{path}"), evil.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(add_state(), Some(CircuitState::ForcedOpen));
+    ex.breakers.circuit("add").unwrap().reset();
 
     // `Origin` twice: refused, whichever comes first.
     let r = http

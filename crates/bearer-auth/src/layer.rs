@@ -313,6 +313,13 @@ impl BearerAuthLayer {
         self.shared.tokens.as_ref().map_or(0, TokenStore::len)
     }
 
+    /// Whether the tokens are fixed at build time (given directly or through
+    /// `MCP_BEARER_TOKEN`), so that [`principals`](Self::principals) names every principal
+    /// there will be; false with a token file (a reload may bring others) and with auth off.
+    pub fn tokens_are_fixed(&self) -> bool {
+        matches!(self.shared.tokens, Some(TokenStore::Static(_)))
+    }
+
     /// The configured principal names, sorted (empty when off). Safe to log.
     pub fn principals(&self) -> Vec<String> {
         self.shared

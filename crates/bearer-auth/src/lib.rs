@@ -124,5 +124,5 @@ pub use self::layer::{
 };
 pub use self::parse::{AuthFailure, DEFAULT_MAX_HEADER_BYTES, parse_authorization};
 pub use self::service::BearerAuth;
-pub use self::tokens::{DEFAULT_PRINCIPAL, MAX_TOKEN_FILE_BYTES};
+pub use self::tokens::{DEFAULT_PRINCIPAL, MAX_TOKEN_FILE_BYTES, check_principal};
 pub use tower_armor_mcp::{Principal, Secret, SharedToken, TokenSource};

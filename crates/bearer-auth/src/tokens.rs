@@ -37,9 +37,15 @@ pub(crate) const MAX_PRINCIPAL_LEN: usize = 64;
 /// The largest token file read (64 KiB).
 pub const MAX_TOKEN_FILE_BYTES: usize = 64 << 10;
 
-/// Checks a principal name: 1–64 characters of `[A-Za-z0-9._@-]`, so it is safe to log and to
-/// name in `MCP_TOOL_ALLOW`.
-pub(crate) fn check_principal(name: &str) -> Result<(), &'static str> {
+/// Checks a principal name as token specs and `MCP_TOOL_ALLOW` take it: 1–64 characters of
+/// `[A-Za-z0-9._@-]`, so it is safe to log. The error says what is wrong, never the name.
+///
+/// ```
+/// use tower_armor_bearer_auth::check_principal;
+/// assert!(check_principal("ops.alice@example").is_ok());
+/// assert!(check_principal("").is_err() && check_principal("bob alice").is_err());
+/// ```
+pub fn check_principal(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty principal name");
     }

@@ -1306,6 +1306,19 @@ fn allow_list_warns_once_about_principals_without_a_token() {
     assert_eq!(log.matches(" WARN ").count(), 1, "{log}");
     assert!(log.contains(r#"principals=["Alice", "carol"]"#), "{log}");
     assert!(!log.contains("-tok"), "{log}");
+    // Or refused, naming the variable and the principals (never a token).
+    let err = ToolAllowListLayer::new(policy.clone())
+        .require_known_principals(&auth)
+        .unwrap_err();
+    assert_eq!(err.setting(), "MCP_TOOL_ALLOW");
+    assert!(err.to_string().contains(r#"["Alice", "carol"]"#), "{err}");
+    assert!(!err.to_string().contains("-tok"), "{err}");
+    assert!(auth.tokens_are_fixed());
+    assert!(
+        ToolAllowListLayer::new(AllowPolicy::parse("alice:add").unwrap())
+            .require_known_principals(&auth)
+            .is_ok()
+    );
 
     // Every named principal has a token: quiet. A token file or auth off: not checked.
     let path = tmp_path("tokens");
@@ -1318,6 +1331,13 @@ fn allow_list_warns_once_about_principals_without_a_token() {
         ToolAllowListLayer::new(AllowPolicy::parse("alice:add;bob:echo").unwrap())
             .warn_unknown_principals(&auth);
         ToolAllowListLayer::new(policy.clone()).warn_unknown_principals(&from_file);
+        assert!(!from_file.tokens_are_fixed());
+        assert!(
+            ToolAllowListLayer::new(policy.clone())
+                .require_known_principals(&from_file)
+                .is_ok(),
+            "a token file may bring the name"
+        );
         ToolAllowListLayer::new(policy.clone())
             .warn_unknown_principals(&BearerAuthLayer::disabled());
     });

@@ -2,7 +2,7 @@
 //! (trip, half-open bookkeeping, manual controls) and never across an await or a callback.
 //!
 //! The state lives in one `AtomicU64` word: the state, a generation bumped on every change of
-//! state, and while half-open the free probe slots and the successful probes. It is written
+//! state (and on a metrics-only crossing, which counts as a trip), and while half-open the free probe slots and the successful probes. It is written
 //! only under the lock and read without it, so a closed circuit admits a call with one atomic
 //! load. A call remembers the generation it was admitted in; its outcome counts only if the
 //! circuit is still in that generation (a call admitted before a trip does not count after it).

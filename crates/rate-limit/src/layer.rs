@@ -494,11 +494,12 @@ impl Builder {
                         && !known.is_empty()
                         && !known.contains(t)
                     {
-                        // Names learned later count from then on; a typo never does.
+                        // A quota applies to calls of its exact name: a typo limits nothing
+                        // the server has (a tool it lists later is fine).
                         tracing::warn!(
                             tool = %t,
-                            "a per-tool quota names a tool the server does not have (yet): it \
-                             applies only once the server has one of that name"
+                            "a per-tool quota names a tool the server does not have (yet): a \
+                             typo? it limits calls of that exact name only"
                         );
                     }
                     tool_rules.insert(t.clone(), p.id());
