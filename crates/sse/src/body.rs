@@ -84,7 +84,7 @@ enum Phase {
 
 struct State {
     parser: SseParser,
-    shared: Arc<Shared>,
+    shared: OpenStream,
     /// Whether the idle timeout applies ([`idle_timeout_applies`](crate::idle_timeout_applies)).
     long_lived: bool,
     started: bool,
@@ -169,24 +169,36 @@ impl Resumed {
     }
 }
 
-impl Drop for State {
+/// A stream the layer counts as open ([`SseShutdown::open_streams`](crate::SseShutdown)) for
+/// as long as this lives.
+struct OpenStream(Arc<Shared>);
+
+impl OpenStream {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(shared)
+    }
+}
+
+impl std::ops::Deref for OpenStream {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// What a compressed stream keeps: the shutdown it ends on (it counts as an open stream).
 struct CompressedState {
-    shared: Arc<Shared>,
+    shared: OpenStream,
     long_lived: bool,
     shutdown_wait: SignalWait,
     done: bool,
-}
-
-impl Drop for CompressedState {
-    fn drop(&mut self) {
-        self.shared.open.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl State {
@@ -270,12 +282,11 @@ impl<B> SseBody<B> {
     }
 
     pub(crate) fn compressed(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
-        shared.open.fetch_add(1, Ordering::AcqRel);
         SseBody {
             kind: Kind::Compressed {
                 body,
                 state: CompressedState {
-                    shared,
+                    shared: OpenStream::new(shared),
                     long_lived,
                     shutdown_wait: SignalWait::default(),
                     done: false,
@@ -298,7 +309,7 @@ impl<B> SseBody<B> {
         listen: Option<ListenId>,
         listen_place: Option<ListenPlace>,
     ) -> Self {
-        shared.open.fetch_add(1, Ordering::AcqRel);
+        let shared = OpenStream::new(shared);
         let max_event = if listen.is_some() {
             LISTEN_MAX_EVENT
         } else {

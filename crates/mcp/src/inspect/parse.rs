@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
@@ -810,7 +811,7 @@ fn usable_id(id: &RequestId, limits: Limits) -> bool {
 #[cold]
 fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
     match serde_json::from_slice::<IdOnly>(body) {
-        Ok(IdOnly(id)) => Rejection::invalid("not a valid JSON-RPC message")
+        Ok(IdOnly(id, _)) => Rejection::invalid("not a valid JSON-RPC message")
             .with_id(id.filter(|id| usable_id(id, limits))),
         // Valid JSON with a number no type holds (as the id, or in the arguments): an invalid
         // request (neither this layer nor the server can read it), not a parse error; with its
@@ -821,7 +822,7 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
                 && serde_json::from_slice::<IdUnread>(body).is_ok()
                 && within_depth(body) =>
         {
-            let id = serde_json::from_slice::<IdPastNumbers>(body)
+            let id = serde_json::from_slice::<IdOnly<de::IgnoredAny>>(body)
                 .ok()
                 .and_then(|i| i.0)
                 .filter(|id| usable_id(id, limits));
@@ -832,14 +833,16 @@ fn wrong_shape(body: &[u8], limits: Limits) -> Rejection {
 }
 
 /// A JSON object, checked whole, of which only a valid `id` is kept. An object with two `id`
-/// members has no id that can be told (JSON-RPC: answered with `null`).
-struct IdOnly(Option<RequestId>);
+/// members has no id that can be told (JSON-RPC: answered with `null`). The other members are
+/// read with `S`: [`Skip`] checks them as JSON values; [`de::IgnoredAny`] skips them unread, so
+/// a number no type holds among them does not hide the id (see [`IdUnread`]).
+struct IdOnly<S = Skip>(Option<RequestId>, PhantomData<S>);
 
-impl<'de> Deserialize<'de> for IdOnly {
+impl<'de, S: Deserialize<'de>> Deserialize<'de> for IdOnly<S> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = IdOnly;
+        struct V<S>(PhantomData<S>);
+        impl<'de, S: Deserialize<'de>> Visitor<'de> for V<S> {
+            type Value = IdOnly<S>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -851,43 +854,13 @@ impl<'de> Deserialize<'de> for IdOnly {
                         ids += 1;
                         id = m.next_value::<MaybeId>()?.0;
                     } else {
-                        m.next_value::<Skip>()?;
+                        m.next_value::<S>()?;
                     }
                 }
-                Ok(IdOnly(id.filter(|_| ids == 1)))
+                Ok(IdOnly(id.filter(|_| ids == 1), PhantomData))
             }
         }
-        d.deserialize_map(V)
-    }
-}
-
-/// [`IdOnly`] of a message that holds a number no type holds: the other members are skipped
-/// unread (see [`IdUnread`]), so only an `id` that is itself such a number stays unknown.
-struct IdPastNumbers(Option<RequestId>);
-
-impl<'de> Deserialize<'de> for IdPastNumbers {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = IdPastNumbers;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut id = None;
-                let mut ids = 0u32;
-                while let Some(k) = m.next_key::<CowStr<'de>>()? {
-                    if k.0 == "id" {
-                        ids += 1;
-                        id = m.next_value::<MaybeId>()?.0;
-                    } else {
-                        m.next_value::<de::IgnoredAny>()?;
-                    }
-                }
-                Ok(IdPastNumbers(id.filter(|_| ids == 1)))
-            }
-        }
-        d.deserialize_map(V)
+        d.deserialize_map(V(PhantomData))
     }
 }
 
