@@ -8,7 +8,13 @@
 //!   [`parse_authorization`] for the strict grammar);
 //! - answers failures with 401, `WWW-Authenticate: Bearer realm="…"[, resource_metadata="…"],
 //!   error="invalid_token", error_description="…"` (no `error` when no credentials were sent, RFC
-//!   6750 §3.1) and a JSON-RPC error body (local code `-31401`, `data.reason`); a gRPC call
+//!   6750 §3.1) and a JSON-RPC error body (local code `-31401`, `data.reason`). A malformed
+//!   header (repeated, a comma, extra spaces, an empty token) gets the same 401 `invalid_token`,
+//!   not RFC 6750's suggested 400 `invalid_request`: every refused credential gets the challenge,
+//!   which tells the client how to authenticate (the MCP authorization flow starts from a 401 and
+//!   its `resource_metadata`). Two spaces after `Bearer`, which RFC 9110
+//!   allows, are refused too: one strict grammar leaves nothing for two parsers to read
+//!   differently; a gRPC call
 //!   (`content-type: application/grpc…`, e.g. in a tonic server stack) gets the same challenge
 //!   in a gRPC trailers-only answer with `grpc-status: 16` (`UNAUTHENTICATED`) instead, which a
 //!   gRPC client reads as such (a JSON body would reach it as an `INTERNAL` protocol error);
