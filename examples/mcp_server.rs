@@ -404,7 +404,7 @@ impl Settings {
 /// warning at start, since the names clients use behind a load balancer or a DNS name cannot be
 /// guessed from the bind address (and auth is on there, unless `MCP_AUTH_DISABLED=true`).
 pub fn allowed_hosts(value: Option<&str>, addr: SocketAddr) -> Result<Option<Vec<String>>, String> {
-    let Some(value) = value.map(str::trim) else {
+    let Some(value) = value.map(str::trim_ascii) else {
         if addr.ip().is_loopback() {
             return Ok(None);
         }
@@ -1023,14 +1023,22 @@ impl SameSite {
 }
 
 /// The host a request names: the authority of an absolute-form target, which stands for `Host`
-/// (RFC 9112 §3.2.2), else its one `Host` header (none when repeated).
+/// (RFC 9112 §3.2.2), else its `Host` header. None when `Host` is repeated, or present and not
+/// valid as `/mcp` requires it, whatever the target says (RFC 9112 §3.2: a 400 either way).
 fn request_host(req: &axum::extract::Request) -> Option<&[u8]> {
     let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
-    match (req.uri().authority(), hosts.next(), hosts.next()) {
-        (Some(a), _, _) => Some(a.as_str().as_bytes()),
-        (None, Some(h), None) => Some(h.as_bytes()),
-        _ => None,
-    }
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return None,
+        (Some(h), None) => {
+            valid_authority(h.as_bytes())?;
+            Some(h.as_bytes())
+        }
+        (None, None) => None,
+    };
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or(host)
 }
 
 /// A `Host` value valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
@@ -1118,7 +1126,12 @@ fn admin_principals(
 ) -> Result<Option<Vec<String>>, String> {
     const VAR: &str = "MCP_ADMIN_PRINCIPALS";
     let Some(value) = value else {
-        if auth.principals().len() > 1 {
+        let unrestricted = auth.principals();
+        let unrestricted = unrestricted
+            .iter()
+            .filter(|p| !allow.policy().is_restricted(p))
+            .count();
+        if unrestricted > 1 {
             tracing::warn!(
                 "MCP_ADMIN_PRINCIPALS is unset: every principal the tool allow-list does not \
                  restrict may force circuits open or closed; name the operators"

@@ -581,6 +581,15 @@ async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
     let answer = raw(format!("http://{evil}{path}"), format!("127.0.0.1:{port}")).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert_ne!(add_state(), Some(CircuitState::ForcedOpen));
+    // A `Host` that is not valid is refused whatever the target names, as on `/mcp`.
+    for host in [
+        format!("user@evil.example:{port}"),
+        "127.0.0.1:abc".to_owned(),
+    ] {
+        let answer = raw(format!("http://127.0.0.1:{port}{path}"), host.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{host}: {answer}");
+    }
+    assert_ne!(add_state(), Some(CircuitState::ForcedOpen));
     let answer = raw(format!("http://127.0.0.1:{port}{path}"), evil.clone()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(add_state(), Some(CircuitState::ForcedOpen));
@@ -1576,6 +1585,9 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
         "[::1",
         "[nothost]:80",
         &"a".repeat(300),
+        // Only ASCII white space is trimmed.
+        "\u{a0}localhost",
+        "\u{a0}*",
     ] {
         let err = allowed_hosts(Some(bad), public).unwrap_err();
         assert!(err.starts_with("MCP_ALLOWED_HOSTS"), "{bad}: {err}");

@@ -370,7 +370,7 @@ pub fn check_bind_with(
     auth_enabled: bool,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
-    let allowed = match lookup(ENV_AUTH_DISABLED).as_deref().map(str::trim) {
+    let allowed = match lookup(ENV_AUTH_DISABLED).as_deref().map(str::trim_ascii) {
         None | Some("") => false,
         Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
         Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,

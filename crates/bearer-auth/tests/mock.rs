@@ -769,6 +769,10 @@ fn auth_off_refuses_public_addresses_unless_explicitly_allowed() {
     let e = check_bind_with(public, false, junk).unwrap_err();
     assert_eq!(e.setting(), "MCP_AUTH_DISABLED");
     assert!(e.to_string().contains("got \"maybe\""), "{e}");
+    // A no-break space is part of the value, not trimmed away.
+    let nbsp = |_: &str| Some("\u{a0}true".to_owned());
+    let e = check_bind_with(public, false, nbsp).unwrap_err();
+    assert_eq!(e.setting(), "MCP_AUTH_DISABLED");
     assert!(BearerAuthLayer::disabled().check_bind(local).is_ok());
 }
 

@@ -119,7 +119,7 @@ impl AllowPolicy {
                 Rule::All
             } else {
                 let mut set = HashSet::new();
-                for t in tools.split(',').map(str::trim) {
+                for t in tools.split(',').map(str::trim_ascii) {
                     if t.is_empty() {
                         if tools.is_empty() {
                             continue;
@@ -220,6 +220,9 @@ mod tests {
             ("alice:add;;bob:echo", "rule 2: an empty rule"),
             (";alice:add", "rule 1: an empty rule"),
             (";", "rule 1: an empty rule"),
+            // Only ASCII white space is trimmed: a no-break space is part of the name.
+            ("alice:\u{a0}add", "rule 1: tool name has"),
+            ("alice:add\u{2003}", "rule 1: tool name has"),
         ] {
             let e = AllowPolicy::parse_for_setting(spec, ENV_TOOL_ALLOW).unwrap_err();
             assert_eq!(e.setting(), ENV_TOOL_ALLOW);
