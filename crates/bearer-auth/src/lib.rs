@@ -94,7 +94,7 @@
 //! - It sits inside correlation-id, so its 401s carry the correlation id, and records the principal
 //!   in the span that layer opened.
 //! - The allow-list needs both the `Principal` (from bearer auth) and the `McpRequest` facts (from
-//!   the inspector): put it right after the inspector.
+//!   the inspector): put it after the inspector (and after `AdoptMetaTraceLayer` when used).
 //! - Client (an orchestrator): correlation → breaker → retry → bulkhead → timeout →
 //!   **inject bearer** → transport, so every attempt gets the current token.
 //!

@@ -211,6 +211,9 @@
 //!   (at once) or [`max_wait`](BulkheadLayer::max_wait) passed; `key` is the pool's key (`None`
 //!   when unkeyed). A long-lived stream over its principal's limit gets `key` [`STREAMS_KEY`].
 //!   Under rescue: `503` with JSON-RPC code `-31509` and the request's id.
+//! - [`CancelledInLine`](tower_armor_mcp::error::CancelledInLine) when a 2025-11-25 client
+//!   cancels a call while it waits in line; under rescue: 200 and an SSE stream that ends
+//!   without a message, as a server answers a call it cancelled.
 //! - The inner service's error, boxed, unchanged (its permit is returned at once).
 //!
 //! Settings that cannot work are refused when the layer is built ([`ConfigError`]); nothing

@@ -164,7 +164,7 @@
 //! further in already observes the answer); typed replies are unchanged.
 //!
 //! Settings are checked once by [`Builder::build`], which fails with [`ConfigError`] naming the
-//! setting; [`Builder::from_env`] reads `MCP_BREAKER_FAILURE_RATE` (0–1),
+//! setting; [`Builder::from_env`] reads `MCP_BREAKER_FAILURE_RATE` (a number in (0, 1]),
 //! `MCP_BREAKER_MIN_CALLS`, `MCP_BREAKER_WINDOW` (calls), `MCP_BREAKER_OPEN_MS`,
 //! `MCP_BREAKER_HALF_OPEN_CALLS` and `MCP_BREAKER_PROBE_LEASE_MS`, and names the variable at fault.
 

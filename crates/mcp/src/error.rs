@@ -8,7 +8,7 @@
 //! | error | HTTP status | JSON-RPC code | `Retry-After` |
 //! |---|---|---|---|
 //! | [`Unauthorized`] | 401 | `-31401` | no |
-//! | [`Forbidden`] | 403 | `-31403` | no |
+//! | [`Forbidden`] (reserved: no layer returns it today) | 403 | `-31403` | no |
 //! | the request body did not arrive in time (answered by the inspector itself, see [`CODE_BODY_TIMEOUT`]) | 408 | `-31408` | no |
 //! | [`PayloadTooLarge`] | 413 | `-31413` | no |
 //! | [`RateLimited`] | 429 | `-31429` | yes, whole seconds rounded up, at least 1 |
@@ -16,6 +16,7 @@
 //! | [`BulkheadFull`] | 503 | `-31509` | no |
 //! | [`ShuttingDown`] | 503 | `-31510` | no |
 //! | [`Elapsed`] | 504 | `-31504` | no |
+//! | a second standalone `GET` stream of a session (the SSE layer, [`CODE_STREAM_CONFLICT`]) | 409 | `-31409` | no |
 //! | [`CancelledInLine`] (answered as a server answers a call it cancelled: 200 and an SSE stream that ends without a message) | 200 | (`-31499`, not sent) | no |
 //! | a late resumption of a call the timeout layer cancelled because its client went away (the end of the server's replay) | 200 (SSE) | `-31499` in the stream (`-31504` if its deadline had passed) | no |
 //! | [`TokenUnavailable`], [`InvalidToken`] (a client had no usable token for an outgoing call) | 500 | `-31520` | no |

@@ -60,8 +60,9 @@
 //! tool, and the call-plane layers (breaker, retry, bulkhead, timeout). See DESIGN §4:
 //!
 //! ```text
-//! correlation-id → sse → bearer-auth → McpInspectLayer → allow-list → rate-limit → rescue
-//!     → circuit-breaker → retry → bulkhead → timeout → MCP service
+//! correlation-id → sse → bearer-auth → McpInspectLayer → (adopt _meta trace) → allow-list
+//!     → (learn tools) → rate-limit → rescue → circuit-breaker → retry → bulkhead → timeout
+//!     → MCP service
 //! ```
 //!
 //! # Errors

@@ -93,7 +93,8 @@
 //! checks against the body); if the inspector runs outside it, its
 //! [`McpRequest`](tower_armor_mcp::McpRequest) is used. A compression layer, if any, goes outside
 //! this one with SSE excluded (see [`compression`]). This layer is one of the three that write
-//! into a stream (DESIGN §5): keep-alive comments only, at event boundaries.
+//! into a stream (DESIGN §5): keep-alive comments at event boundaries and, when it ends a
+//! 2026-07-28 `subscriptions/listen` stream itself, the subscription's final result.
 //!
 //! The response body type becomes [`SseBody<B>`](SseBody) (`B: Body<Data = Bytes>`); the
 //! inner error type is kept.
