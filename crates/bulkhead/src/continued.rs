@@ -123,6 +123,9 @@ impl ReleaseListener for SessionPermit {
         let Some(stream) = stream else {
             return;
         };
+        // Held past its answer (up to the resume grace): the session id is copied out of the
+        // request's read buffer, which the entry and this permit would otherwise keep alive.
+        self.session = tower_armor_mcp::detached(&self.session);
         let mut sessions = self.continued.lock();
         let streams = sessions.entry(self.session.clone()).or_default();
         streams.entry(Box::from(stream)).or_default().held += 1;

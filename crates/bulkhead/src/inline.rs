@@ -46,7 +46,9 @@ impl InLine {
         session: &HeaderValue,
         id: &RequestId,
     ) -> Option<Registration> {
-        let key = (session.clone(), id.clone());
+        // Copied out of the request's read buffer: a call may wait long (see
+        // `tower_armor_mcp::detached`).
+        let key = (tower_armor_mcp::detached(session), id.clone());
         let mut calls = this.lock();
         if calls.contains_key(&key) {
             return None;
@@ -128,6 +130,25 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// A waiting call's session id sliced out of a large request head is copied, not kept
+    /// with its buffer (a call may wait long).
+    #[test]
+    fn a_waiting_call_keeps_a_copy_of_its_session_id() {
+        let head = bytes::Bytes::from(vec![b'a'; 64 << 10]);
+        let session = HeaderValue::from_maybe_shared(head.slice(100..136)).unwrap();
+        let within = |v: &HeaderValue| {
+            let p = v.as_bytes().as_ptr() as usize;
+            let start = head.as_ptr() as usize;
+            (start..start + head.len()).contains(&p)
+        };
+        assert!(within(&session));
+        let in_line = Arc::new(InLine::default());
+        let r = InLine::register(&in_line, &session, &RequestId::Number(1)).unwrap();
+        assert_eq!(r.key.0, session);
+        assert!(!within(&r.key.0), "copied");
+        assert!(in_line.cancel(&session, &RequestId::Number(1)));
     }
 
     #[test]

@@ -298,6 +298,13 @@ impl<S> Layer<S> for BulkheadLayer {
 /// A reservation belongs to the service value that made it: clones start without one, and
 /// dropping a service returns its reservation. Requests that take no call permit (long-lived
 /// streams, notifications) return the reservation when called.
+///
+/// Not for a session's own traffic: a request is only seen after readiness, so a
+/// `notifications/cancelled`, a client's answer to an elicitation or sampling request, a
+/// session `DELETE` or a resumption waits for a permit too, behind the very calls it concerns
+/// (with every permit held by calls waiting for their client's answer, those answers never get
+/// in: the calls hang until the timeout layer's pause limit or deadline). Route such traffic
+/// around it, or use [`BulkheadLayer`], which lets it pass.
 #[derive(Clone)]
 pub struct BackpressureLayer {
     config: Config,

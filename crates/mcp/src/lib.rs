@@ -101,6 +101,7 @@ pub use self::method::{Method, NameField, RetrySafety};
 pub use self::observe::{Completion, CompletionHandle, Continuation, ReleaseListener};
 pub use self::request::{
     ListenId, META_REQUEST_ID, McpRequest, MessageKind, MetaTrace, ProtocolRevision, StreamRole,
+    detached,
 };
 pub use self::rescue::{
     GrpcStatus, Rescue, RescueLayer, grpc_content_type, grpc_error_response, grpc_status,

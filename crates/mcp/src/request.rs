@@ -335,3 +335,16 @@ impl McpRequest {
         }
     }
 }
+
+/// A header value (a session id) as a long-lived table keeps it: copied, so that a value sliced
+/// out of the read buffer of the request that carried it (up to the whole request head) does not
+/// keep that buffer alive as long as the entry.
+///
+/// ```
+/// use http::HeaderValue;
+/// let v = HeaderValue::from_static("0d9f5c2e");
+/// assert_eq!(tower_armor_mcp::detached(&v), v);
+/// ```
+pub fn detached(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}

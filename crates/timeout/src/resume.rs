@@ -121,13 +121,6 @@ impl Graveyard {
     }
 }
 
-/// A session id as a table keeps it: copied, so that a header value sliced out of the read
-/// buffer of the request that carried it (up to the whole request head) does not keep that
-/// buffer alive as long as the entry.
-fn owned(session: HeaderValue) -> HeaderValue {
-    HeaderValue::from_bytes(session.as_bytes()).unwrap_or(session)
-}
-
 impl Held {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Call>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
@@ -148,7 +141,7 @@ impl Held {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return Err(Box::new(target));
         };
-        let key = (owned(session), stream);
+        let key = (tower_armor_mcp::detached(&session), stream);
         // Its progress goes unseen until it is resumed (see `Clock::hold`).
         let mut clock = clock;
         clock.hold();
@@ -224,7 +217,7 @@ impl Held {
             burials,
         } = &mut *yard;
         *burials += 1;
-        let key = (owned(session), stream);
+        let key = (tower_armor_mcp::detached(&session), stream);
         order.push_back((*burials, now, key.clone()));
         calls.insert(key, (gone, now, *burials));
     }
