@@ -12,6 +12,7 @@
 //!   comments) as they arrive.
 //! - [`upstream`]: [`ScriptedUpstream`], an HTTP server answering from a queue of scripted
 //!   [`Step`]s and recording what it received.
+//! - [`sliced`]: [`SlicedHeader`], a header value sharing its bytes with a large request head.
 //!
 //! # Example
 //!
@@ -44,6 +45,7 @@ pub mod demo;
 pub mod grpc;
 pub mod logs;
 pub mod server;
+pub mod sliced;
 pub mod sse;
 pub mod upstream;
 
@@ -51,5 +53,6 @@ pub use client::{CallReply, RawClient, RawError, Revision};
 pub use demo::{DEMO_TOOLS, DemoServer, DemoStats};
 pub use logs::LogCapture;
 pub use server::{ServerOptions, TestServer, demo_service, serve, spawn_demo};
+pub use sliced::SlicedHeader;
 pub use sse::{SseEvent, SseStream, next_event};
 pub use upstream::{ReceivedRequest, ScriptedUpstream, Step};
