@@ -161,7 +161,8 @@ impl BulkheadLayer {
     }
 
     /// How many calls may wait for a permit per pool; one more is refused at once. 0 refuses
-    /// every call that finds no free permit.
+    /// every call that finds no free permit. Values above 2³² − 1 count as 2³² − 1 (the most a
+    /// pool's line can hold).
     pub fn max_queue(self, max_queue: usize) -> Self {
         self.with(|c| c.max_queue = max_queue)
     }

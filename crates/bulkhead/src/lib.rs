@@ -139,6 +139,9 @@
 //! returned permit goes straight to the first waiter, never to a newcomer. A call whose future is
 //! dropped — while waiting, just after being handed a permit, or while running — gives back its
 //! place or its permit. (For backpressure through `poll_ready`, see [`BackpressureLayer`].)
+//! The wait limit runs on tokio's timer: with `max_wait` set, the runtime must have time enabled
+//! (axum's does; one built without `enable_time` panics when a call first waits, as every tokio
+//! timer does), and paused time drives it in tests.
 //!
 //! # Keys
 //!

@@ -27,6 +27,8 @@ const PERMITS_MASK: u64 = WAITER - 1;
 
 /// The largest `max_concurrent` a pool accepts (the permit count has 32 bits).
 pub(crate) const MAX_PERMITS: usize = (u32::MAX >> 1) as usize;
+/// The most waiters a pool's state word counts.
+const MAX_WAITERS: u64 = u32::MAX as u64;
 
 fn permits(state: u64) -> u64 {
     state & PERMITS_MASK
@@ -84,13 +86,15 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// A pool of `max` permits (1..=[`MAX_PERMITS`]) with room for `max_queue` waiters
-    /// (`usize::MAX`: unbounded).
+    /// (at most [`MAX_WAITERS`]; more is capped: backpressure mode's `usize::MAX` too).
     pub(crate) fn new(key: Option<Arc<str>>, max: usize, max_queue: usize) -> Self {
         debug_assert!((1..=MAX_PERMITS).contains(&max));
         Pool {
             state: AtomicU64::new(max as u64),
             max: max as u64,
-            max_queue: u64::try_from(max_queue).unwrap_or(u64::MAX),
+            // The waiter count has the state word's top 32 bits: a larger line (backpressure
+            // mode asks for an unbounded one) is capped where the count could carry out of it.
+            max_queue: u64::try_from(max_queue).map_or(MAX_WAITERS, |q| q.min(MAX_WAITERS)),
             queue: Mutex::new(Queue::default()),
             rejected: AtomicU64::new(0),
             key,
@@ -417,6 +421,13 @@ mod tests {
         drop(c); // handed a permit, never picked it up: passed back
         drop(b);
         assert_eq!((p.running(), p.queued(), p.available()), (0, 0, 2));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_state_word_counts_is_capped() {
+        // Backpressure mode asks for an unbounded line; the waiter count must never carry.
+        assert_eq!(pool(1, usize::MAX).max_queue, MAX_WAITERS);
+        assert_eq!(pool(1, 7).max_queue, 7);
     }
 
     #[test]

@@ -128,6 +128,10 @@
 //! per-request function chooses ([`TimeoutBuilder::per_request`]), in that order of precedence
 //! reversed: the function first, then the tool table, then the default.
 //!
+//! Deadlines run on tokio's timer: the runtime must have time enabled (axum's does; one built
+//! without `enable_time` panics at the first timed call, as every tokio timer does), and paused
+//! time drives them in tests.
+//!
 //! # Progress, pauses and tasks
 //!
 //! - With [`reset_on_progress`](TimeoutBuilder::reset_on_progress), each
