@@ -673,6 +673,110 @@ mod tests {
         );
     }
 
+    /// Pieces a client's forged part of a forwarding header is made of: quotes, escapes,
+    /// separators, addresses and bytes that are not text.
+    const FORGED: [&[u8]; 16] = [
+        b"\"",
+        b"\\",
+        b",",
+        b";",
+        b"=",
+        b"for=",
+        b"For=",
+        b" ",
+        b"\t",
+        b"1.2.3.4",
+        b"[2001:db8::9]:1",
+        b"unknown",
+        b"\xff",
+        b"x",
+        b"\"[",
+        b"]:80",
+    ];
+
+    /// How the edge proxy writes the client it saw.
+    fn hop(which: ForwardedHeader, client: IpAddr, form: u8) -> String {
+        let node = match (client, form % 3) {
+            (IpAddr::V4(v4), 0) => v4.to_string(),
+            (IpAddr::V4(v4), _) => format!("{v4}:4711"),
+            (IpAddr::V6(v6), 0) if which == ForwardedHeader::XForwardedFor => v6.to_string(),
+            (IpAddr::V6(v6), 1) => format!("[{v6}]:443"),
+            (IpAddr::V6(v6), _) => format!("[{v6}]"),
+        };
+        match which {
+            ForwardedHeader::XForwardedFor => node,
+            // RFC 7239: anything but a bare IPv4 address (ports, brackets) is quoted.
+            ForwardedHeader::Forwarded if form.is_multiple_of(3) && client.is_ipv4() => {
+                format!("for={node}")
+            }
+            ForwardedHeader::Forwarded if form >= 3 => format!("for=\"{node}\";proto=https"),
+            ForwardedHeader::Forwarded => format!("for=\"{node}\""),
+        }
+    }
+
+    proptest::proptest! {
+        /// Behind trusted proxies, the address the edge proxy appended is the client's, whatever
+        /// the client wrote in the header before it (quotes left open, escapes, separators,
+        /// addresses of its choosing, bytes that are not text), on the proxy's line or its own.
+        #[test]
+        fn a_client_cannot_choose_its_own_address(
+            forged in proptest::collection::vec(proptest::sample::select(&FORGED[..]), 0..12),
+            v4 in proptest::prelude::any::<bool>(),
+            low in proptest::prelude::any::<u16>(),
+            form in 0u8..6,
+            inner_proxies in 0usize..3,
+            own_line in proptest::prelude::any::<bool>(),
+            forwarded in proptest::prelude::any::<bool>(),
+        ) {
+            let trusted = TrustedProxies::parse_list("10.0.0.0/8, fd00::/8").unwrap();
+            let which = if forwarded {
+                ForwardedHeader::Forwarded
+            } else {
+                ForwardedHeader::XForwardedFor
+            };
+            let client = if v4 {
+                IpAddr::V4(Ipv4Addr::new(198, 51, (low >> 8) as u8, low as u8))
+            } else {
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, low, 1))
+            };
+            let forged = forged.concat();
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            let edge = hop(which, client, form).into_bytes();
+            match (forged.is_empty(), own_line) {
+                (true, _) => lines.push(edge),
+                (false, true) => lines.extend([forged, edge]),
+                (false, false) => lines.push([forged, b", ".to_vec(), edge].concat()),
+            }
+            for i in 0..inner_proxies {
+                let proxy = match which {
+                    ForwardedHeader::XForwardedFor => format!("10.0.0.{i}"),
+                    ForwardedHeader::Forwarded => format!("for=\"[fd00::{i}]:80\""),
+                };
+                // A proxy appends to the last line or adds its own.
+                if i % 2 == 0 {
+                    lines.last_mut().unwrap().extend_from_slice(format!(", {proxy}").as_bytes());
+                } else {
+                    lines.push(proxy.into_bytes());
+                }
+            }
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(which.name(), HeaderValue::from_bytes(&line).unwrap());
+            }
+            proptest::prop_assert_eq!(
+                trusted.client_ip(ip("10.0.0.200"), &headers, which),
+                client,
+                "{:?}",
+                headers
+            );
+            // From a peer no one trusts, the header is never read.
+            proptest::prop_assert_eq!(
+                trusted.client_ip(ip("203.0.113.1"), &headers, which),
+                ip("203.0.113.1")
+            );
+        }
+    }
+
     #[test]
     fn long_chains_are_cut() {
         let t = TrustedProxies::parse_list("10.0.0.0/8").unwrap();
