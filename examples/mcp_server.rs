@@ -714,9 +714,10 @@ impl Drop for AddressSlot {
     }
 }
 
-/// While draining, how long a new connection may take to send its request's headers: a client
-/// following up on a call in flight sends at once, and a connection that sends nothing must
-/// not keep a drained server up until its grace ends.
+/// While draining, how long a new connection may take to send its request's headers, and how
+/// long one open before the drain that has not sent a whole request head yet stays:
+/// a client following up on a call in flight sends at once, and a connection that sends
+/// nothing must not keep a drained server up until its grace ends.
 pub const DRAIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// While draining with no connection left but a dropped call waiting for its client to resume
@@ -746,7 +747,8 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves `router` on `listener`. Once `drain` is cancelled, every open connection is asked to
-/// finish (an idle one closes, a busy one after its answer), while new ones are still accepted,
+/// finish (an idle one closes, a busy one after its answer, one still sending its first
+/// request's head after [`DRAIN_HEADER_TIMEOUT`]), while new ones are still accepted,
 /// each for one request read within [`DRAIN_HEADER_TIMEOUT`] (a client's follow-up about a
 /// call in flight; the app refuses new calls): it returns when no connection is left (and none
 /// came for [`DRAIN_LINGER`]) and
@@ -860,8 +862,12 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_USER_TIMEOUT not set");
         }
         while connections.try_join_next().is_some() {}
+        // Whether the connection has sent a whole request head yet.
+        let had_request = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let has_had = std::sync::Arc::clone(&had_request);
         let service = router.clone().map_request(
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                has_had.store(true, std::sync::atomic::Ordering::Relaxed);
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 req
@@ -903,7 +909,24 @@ pub async fn serve(
                     // Closes an idle connection (one that never had a request too) at once, a
                     // busy one after its answer.
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        result = conn.as_mut() => result,
+                        () = tokio::time::sleep(DRAIN_HEADER_TIMEOUT),
+                            if !had_request.load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
+                            // Still halfway through its first request's head: given what a
+                            // connection opened during the drain gets, then closed, so a client
+                            // that never finishes a head does not hold the drained server up
+                            // until its grace ends. (One that has had a request is left to
+                            // hyper: it may still be writing an answer to a slow reader.)
+                            if had_request.load(std::sync::atomic::Ordering::Relaxed) {
+                                conn.await
+                            } else {
+                                tracing::debug!(%peer, "connection closed by the drain: no request head within its deadline");
+                                Ok(())
+                            }
+                        }
+                    }
                 }
             };
             if let Err(error) = result {
@@ -1341,7 +1364,7 @@ pub async fn run(
         } => {
             tracing::warn!(
                 open_streams = sse_shutdown.open_streams(),
-                "calls still running after the drain grace; ending them"
+                "drain grace over with requests still open; ending the calls among them"
             );
             // Each call ends with a final error for its id (its stream at an event boundary);
             // the streams get a moment to carry it out before the SSE layer ends what is left.

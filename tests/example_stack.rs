@@ -2169,6 +2169,39 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
     );
 }
 
+/// A connection opened before the drain that is halfway through its first request's head (a stalled
+/// or slow client) gets what a connection opened during the drain gets, one second for its
+/// head, and is then closed: it does not hold the drained server up until the grace ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_halfway_through_its_head_does_not_hold_up_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Drainable {
+        url,
+        signal,
+        server,
+        ..
+    } = run_drainable(&[("MCP_DRAIN_GRACE_MS", "20000")], None).await;
+    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let mut stalled = tokio::net::TcpStream::connect(authority).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    signal.send(()).unwrap();
+    // Closed without an answer once the drain's header deadline has passed.
+    let mut rest = Vec::new();
+    bounded(10, stalled.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    bounded(10, server).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
 /// The example's list of variables (it warns about any other `MCP_*` one) is exactly what
 /// `docs/configuration.md` documents, and holds every variable each crate's `from_env` reads.
 #[test]
