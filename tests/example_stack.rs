@@ -2169,9 +2169,9 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
     );
 }
 
-/// A connection opened before the drain that is halfway through its first request's head (a stalled
-/// or slow client) gets what a connection opened during the drain gets, one second for its
-/// head, and is then closed: it does not hold the drained server up until the grace ends.
+/// A connection opened before the drain that is halfway through its first request's head (a
+/// stalled or slow client) gets what a connection opened during the drain gets, one second for
+/// its head, and is then closed: it does not hold the drained server up until the grace ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_halfway_through_its_head_does_not_hold_up_the_drain() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
