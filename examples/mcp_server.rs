@@ -714,8 +714,8 @@ impl Drop for AddressSlot {
     }
 }
 
-/// While draining, how long a new connection may take to send its request's headers, and how
-/// long one open before the drain that has not sent a whole request head yet stays:
+/// While draining, how long a new connection may take to send its request's headers, and one
+/// open before the drain that has not sent a whole request head yet:
 /// a client following up on a call in flight sends at once, and a connection that sends
 /// nothing must not keep a drained server up until its grace ends.
 pub const DRAIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -747,8 +747,8 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves `router` on `listener`. Once `drain` is cancelled, every open connection is asked to
-/// finish (an idle one closes, a busy one after its answer, one still sending its first
-/// request's head after [`DRAIN_HEADER_TIMEOUT`]), while new ones are still accepted,
+/// finish (an idle one closes, a busy one after its answer, one that has had no request yet
+/// gets [`DRAIN_HEADER_TIMEOUT`] for one), while new ones are still accepted,
 /// each for one request read within [`DRAIN_HEADER_TIMEOUT`] (a client's follow-up about a
 /// call in flight; the app refuses new calls): it returns when no connection is left (and none
 /// came for [`DRAIN_LINGER`]) and
@@ -906,37 +906,41 @@ pub async fn serve(
             let result = tokio::select! {
                 result = conn.as_mut() => result,
                 () = finish.cancelled() => {
-                    // Closes an idle connection (one that never had a request too) at once, a
-                    // busy one after its answer.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        result = conn.as_mut() => result,
-                        () = tokio::time::sleep(DRAIN_HEADER_TIMEOUT),
-                            if !had_request.load(std::sync::atomic::Ordering::Relaxed) =>
-                        {
-                            // Still halfway through its first request's head: given what a
-                            // connection opened during the drain gets, then closed, so a client
-                            // that never finishes a head does not hold the drained server up
-                            // until its grace ends. (One that has had a request is left to
-                            // hyper: it may still be writing an answer to a slow reader.)
-                            if had_request.load(std::sync::atomic::Ordering::Relaxed) {
-                                conn.await
-                            } else {
-                                tracing::debug!(%peer, "connection closed by the drain: no request head within its deadline");
-                                Ok(())
-                            }
+                    let had = || had_request.load(std::sync::atomic::Ordering::Relaxed);
+                    if !had() {
+                        // No request yet (opened just before the drain, or halfway through
+                        // its first head): what a connection opened during the drain gets,
+                        // its head within `DRAIN_HEADER_TIMEOUT` (a client that opened it for
+                        // a follow-up gets its answer, not a closed connection), then closed,
+                        // so a client that never finishes a head cannot hold the drained
+                        // server up until its grace ends.
+                        tokio::select! {
+                            result = conn.as_mut() => return log_end(result, peer),
+                            () = tokio::time::sleep(DRAIN_HEADER_TIMEOUT) => {}
+                        }
+                        if !had() {
+                            tracing::debug!(%peer, "connection closed by the drain: no request head within its deadline");
+                            return;
                         }
                     }
+                    // Closes an idle connection at once, a busy one after its answer.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
             };
-            if let Err(error) = result {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
+            log_end(result, peer);
         });
     }
     // New connections are refused while the open ones finish.
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Logs how a connection ended, if with an error.
+fn log_end(result: Result<(), hyper::Error>, peer: SocketAddr) {
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "connection ended with an error");
+    }
 }
 
 /// `/readyz`: 200 while serving, 503 once draining (a load balancer stops sending new calls;
@@ -1362,10 +1366,17 @@ pub async fn run(
                 () = cut_short.cancelled() => {}
             }
         } => {
-            tracing::warn!(
-                open_streams = sse_shutdown.open_streams(),
-                "drain grace over with requests still open; ending the calls among them"
-            );
+            let open_streams = sse_shutdown.open_streams();
+            let awaiting_resumption = call_drain.calls_awaiting_resumption();
+            if open_streams > 0 || awaiting_resumption > 0 {
+                tracing::warn!(
+                    open_streams,
+                    awaiting_resumption,
+                    "drain grace over; ending the calls still running"
+                );
+            } else {
+                tracing::info!("drain grace over; closing what is left");
+            }
             // Each call ends with a final error for its id (its stream at an event boundary);
             // the streams get a moment to carry it out before the SSE layer ends what is left.
             call_drain.end_calls();

@@ -2169,11 +2169,13 @@ async fn a_second_signal_ends_the_drain_grace_at_once() {
     );
 }
 
-/// A connection opened before the drain that is halfway through its first request's head (a
-/// stalled or slow client) gets what a connection opened during the drain gets, one second for
-/// its head, and is then closed: it does not hold the drained server up until the grace ends.
+/// A connection opened before the drain that has not sent a whole request head yet gets what a
+/// connection opened during the drain gets, one second for its head: one that sends its request
+/// just after the signal gets its answer (not a closed connection), and one halfway through its
+/// head (a stalled or slow client) is then closed, so it does not hold the drained server up
+/// until the grace ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_halfway_through_its_head_does_not_hold_up_the_drain() {
+async fn a_connection_without_a_request_yet_gets_a_second_of_the_drain() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Drainable {
         url,
@@ -2187,9 +2189,21 @@ async fn a_connection_halfway_through_its_head_does_not_hold_up_the_drain() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
+    let mut late = tokio::net::TcpStream::connect(authority).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     signal.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    late.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    bounded(10, late.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.ends_with("draining\n"),
+        "{answer}"
+    );
     // Closed without an answer once the drain's header deadline has passed.
     let mut rest = Vec::new();
     bounded(10, stalled.read_to_end(&mut rest)).await.unwrap();
