@@ -714,10 +714,10 @@ impl Drop for AddressSlot {
     }
 }
 
-/// While draining, how long a new connection may take to send its request's headers, and one
-/// open before the drain that has not sent a whole request head yet:
-/// a client following up on a call in flight sends at once, and a connection that sends
-/// nothing must not keep a drained server up until its grace ends.
+/// While draining, how long a new connection may take to send its request's headers (and one
+/// open before the drain that has not sent a whole request head yet): a client following up on
+/// a call in flight sends at once, and a connection that sends nothing must not keep a drained
+/// server up until its grace ends.
 pub const DRAIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// While draining with no connection left but a dropped call waiting for its client to resume
