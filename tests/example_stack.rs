@@ -2197,12 +2197,19 @@ async fn a_connection_without_a_request_yet_gets_a_second_of_the_drain() {
     late.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
+    let sent = Instant::now();
     let mut answer = Vec::new();
     bounded(10, late.read_to_end(&mut answer)).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
     assert!(
         answer.starts_with("HTTP/1.1 503") && answer.ends_with("draining\n"),
         "{answer}"
+    );
+    // One request, then closed at once (not kept alive for the rest of the second).
+    assert!(
+        sent.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        sent.elapsed()
     );
     // Closed without an answer once the drain's header deadline has passed.
     let mut rest = Vec::new();
