@@ -1070,13 +1070,8 @@ async fn a_body_that_never_arrives_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ex = spawn_example(&[("MCP_BEARER_TOKEN", TOKENS), ("MCP_BODY_TIMEOUT_MS", "300")]).await;
     let url = ex.url();
-    let authority = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let authority = support::authority(&url);
+    let mut tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
     let head = format!(
         "POST /mcp HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {ALICE}\r\n\
          x-request-id: case-408\r\ncontent-type: application/json\r\n\
@@ -1506,7 +1501,7 @@ async fn allowed_hosts_and_the_body_limit_reach_rmcp() {
     // connection close under it).
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+        let authority = support::authority(&url);
         let mut tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
         let head = format!(
             "POST /mcp HTTP/1.1\r\nhost: mcp.example.com\r\nauthorization: Bearer {ALICE}\r\n\
@@ -1861,7 +1856,7 @@ async fn on_shutdown_listen_streams_end_and_calls_in_flight_finish() {
     }
     // A connection that never sent anything (a load balancer's preopened one) is not waited
     // for beyond a moment.
-    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let authority = support::authority(&url);
     let _preopened = tokio::net::TcpStream::connect(authority).await.unwrap();
     let readyz = url.replace("/mcp", "/readyz");
     let ready = bounded(10, reqwest::Client::new().get(&readyz).send())
@@ -2183,7 +2178,7 @@ async fn a_connection_without_a_request_yet_gets_a_second_of_the_drain() {
         server,
         ..
     } = run_drainable(&[("MCP_DRAIN_GRACE_MS", "20000")], None).await;
-    let authority = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let authority = support::authority(&url);
     let mut stalled = tokio::net::TcpStream::connect(authority).await.unwrap();
     stalled
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")

@@ -138,6 +138,12 @@ pub async fn run_client(
     .expect("client runner")
 }
 
+/// The `host:port` of a server URL such as `http://127.0.0.1:8080/mcp`, for raw connections.
+pub fn authority(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// Bounds a test step.
 pub async fn bounded<F: std::future::Future>(secs: u64, f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), f)
