@@ -1092,6 +1092,20 @@ async fn allow_list_filters_list_answers_replayed_on_get_streams() {
 
 /// A list answer the filter cannot read must not reach a restricted principal: a client may
 /// decode a compressed body, or read JSON sent under another type, hidden names and all.
+/// A server's answer with this status, `Content-Type` and `Content-Encoding` (when given).
+fn answer(status: u16, ct: Option<&'static str>, ce: Option<&'static str>, body: &str) -> Resp {
+    let mut answer = Resp::new(body.to_owned());
+    *answer.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (name, value) in [(header::CONTENT_TYPE, ct), (header::CONTENT_ENCODING, ce)] {
+        if let Some(v) = value {
+            answer
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(v));
+        }
+    }
+    answer
+}
+
 #[tokio::test(start_paused = true)]
 async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
     let list = r#"{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"add"},{"name":"crash"}]}}"#;
@@ -1140,19 +1154,7 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
             );
             let fut = svc.call(r);
             let (_, send) = handle.next_request().await.unwrap();
-            let mut answer = Resp::new(body.to_owned());
-            *answer.status_mut() = StatusCode::from_u16(status).unwrap();
-            if let Some(ct) = ct {
-                answer
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-            }
-            if let Some(ce) = ce {
-                answer
-                    .headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
-            }
-            send.send_response(answer);
+            send.send_response(answer(status, ct, ce, body));
             let resp = fut.await.unwrap();
             let case = format!("{who} {status} {ct:?} {ce:?}");
             if who == "bob" {
@@ -1188,15 +1190,12 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
     r.extensions_mut().insert(Principal::new("alice"));
     let fut = svc.call(r);
     let (_, send) = handle.next_request().await.unwrap();
-    let mut answer = Resp::new(format!("data: {list}\n\n"));
-    answer.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    answer
-        .headers_mut()
-        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    send.send_response(answer);
+    send.send_response(answer(
+        200,
+        Some("text/event-stream"),
+        Some("gzip"),
+        &format!("data: {list}\n\n"),
+    ));
     let resp = fut.await.unwrap();
     assert_eq!(resp.status(), 502);
     assert!(
@@ -1214,11 +1213,7 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
         r.extensions_mut().insert(Principal::new("alice"));
         let fut = svc.call(r);
         let (_, send) = handle.next_request().await.unwrap();
-        let mut answer = Resp::new(body.to_owned());
-        answer
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        send.send_response(answer);
+        send.send_response(answer(200, Some(ct), None, body));
         let resp = fut.await.unwrap();
         assert_eq!(resp.status(), 200, "{ct}");
         assert_eq!(body_bytes(resp).await, body, "{ct}");
@@ -1240,15 +1235,7 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
     );
     let fut = svc.call(r);
     let (_, send) = handle.next_request().await.unwrap();
-    let mut answer = Resp::new(list.to_owned());
-    answer.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    answer
-        .headers_mut()
-        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    send.send_response(answer);
+    send.send_response(answer(200, Some("application/json"), Some("gzip"), list));
     assert_eq!(fut.await.unwrap().status(), 502);
 }
 
