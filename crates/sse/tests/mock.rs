@@ -42,14 +42,25 @@ async fn open(
     req: Request<()>,
     content_type: &'static str,
 ) -> (Tx, Response<SseBody<ChanBody>>) {
-    serve(layer, req, content_type, None).await
+    serve(layer, req, content_type, None, None).await
 }
 
-/// [`open`], the answer carrying `listen` (as the inspector puts it on a listen's answer).
+/// [`open`] for an event stream with this `Content-Encoding`.
+async fn open_encoded(
+    layer: &SseLayer,
+    req: Request<()>,
+    encoding: &'static str,
+) -> (Tx, Response<SseBody<ChanBody>>) {
+    serve(layer, req, "text/event-stream", Some(encoding), None).await
+}
+
+/// [`open`], the answer with a `Content-Encoding` if given, and carrying `listen` (as the
+/// inspector puts it on a listen's answer).
 async fn serve(
     layer: &SseLayer,
     req: Request<()>,
     content_type: &'static str,
+    encoding: Option<&'static str>,
     listen: Option<tower_armor_mcp::ListenId>,
 ) -> (Tx, Response<SseBody<ChanBody>>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -62,6 +73,10 @@ async fn serve(
                 .header(header::CONTENT_TYPE, content_type)
                 .body(ChanBody(rx))
                 .unwrap();
+            if let Some(e) = encoding {
+                resp.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(e));
+            }
             if let Some(id) = listen {
                 resp.extensions_mut().insert(id);
             }
@@ -373,27 +388,10 @@ async fn shutdown_ends_streams_at_a_boundary() {
 async fn shutdown_ends_compressed_streams_too() {
     let l = layer(Some(15), None);
     let handle = l.shutdown_handle();
-    let compressed = |req: Request<()>| {
-        let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, &'static str>>();
-        let rx = Arc::new(Mutex::new(Some(rx)));
-        let svc = l.layer(service_fn(move |_req: Request<()>| {
-            let rx = rx.lock().unwrap().take().unwrap();
-            async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header(header::CONTENT_TYPE, "text/event-stream")
-                        .header(header::CONTENT_ENCODING, "gzip")
-                        .body(ChanBody(rx))
-                        .unwrap(),
-                )
-            }
-        }));
-        (tx, svc.oneshot(req))
-    };
-    let (tx_listen, listen) = compressed(get());
-    let (tx_call, call) = compressed(post());
-    let mut listen = Box::pin(listen.await.unwrap().into_body());
-    let mut call = Box::pin(call.await.unwrap().into_body());
+    let (tx_listen, listen) = open_encoded(&l, get(), "gzip").await;
+    let (tx_call, call) = open_encoded(&l, post(), "gzip").await;
+    let mut listen = Box::pin(listen.into_body());
+    let mut call = Box::pin(call.into_body());
     assert_eq!(handle.open_streams(), 2);
     tx_call.send(Ok(Bytes::from_static(b"\x1f\x8b"))).unwrap();
     assert_eq!(next(&mut call, 1).await.unwrap().unwrap(), &b"\x1f\x8b"[..]);
@@ -520,21 +518,7 @@ async fn sse_headers_are_set_with_a_mock_service() {
 /// (it would corrupt the compressed stream) and no idle timeout ends it at a "boundary".
 #[tokio::test(start_paused = true)]
 async fn compressed_sse_gets_no_keep_alive_and_no_idle_timeout() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(Some(rx)));
-    let svc = layer(Some(1), Some(2)).layer(service_fn(move |_req: Request<()>| {
-        let rx = rx.lock().unwrap().take().unwrap();
-        async move {
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "text/event-stream")
-                    .header(header::CONTENT_ENCODING, "br")
-                    .body(ChanBody(rx))
-                    .unwrap(),
-            )
-        }
-    }));
-    let resp = svc.oneshot(get()).await.unwrap();
+    let (tx, resp) = open_encoded(&layer(Some(1), Some(2)), get(), "br").await;
     assert_eq!(resp.headers()[header::CONTENT_ENCODING], "br");
     let mut body = Box::pin(resp.into_body());
     quiet(&mut body, 10).await;
@@ -650,7 +634,7 @@ async fn open_listen(layer: &SseLayer, id: i64) -> (Tx, Pin<Box<SseBody<ChanBody
         .body(())
         .unwrap();
     let listen = tower_armor_mcp::ListenId(id.into());
-    let (tx, resp) = serve(layer, req, "text/event-stream", Some(listen)).await;
+    let (tx, resp) = serve(layer, req, "text/event-stream", None, Some(listen)).await;
     (tx, Box::pin(resp.into_body()))
 }
 
