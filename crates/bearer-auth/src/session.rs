@@ -99,9 +99,7 @@ impl SessionTable {
     /// Binds a session the server just created. Copies the id (so a header value sliced out of a
     /// large read buffer does not keep that buffer alive).
     pub(crate) fn bind(&self, session: &HeaderValue, principal: &Principal) {
-        let Ok(key) = HeaderValue::from_bytes(session.as_bytes()) else {
-            return;
-        };
+        let key = tower_armor_mcp::detached(session);
         let seen = Instant::now();
         let mut m = self.lock();
         m.clock += 1;

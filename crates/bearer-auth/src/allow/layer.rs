@@ -7,7 +7,6 @@ use super::policy::{AllowPolicy, ENV_TOOL_ALLOW};
 use super::service::ToolAllowList;
 use crate::error::ConfigError;
 use crate::layer::BearerAuthLayer;
-use crate::tokens::TokenStore;
 
 #[derive(Clone, Debug)]
 pub(crate) struct AllowShared {
@@ -130,10 +129,10 @@ impl ToolAllowListLayer {
 
     /// The principals the policy names that `auth`'s fixed tokens do not have, if any.
     fn unknown_principals(&self, auth: &BearerAuthLayer) -> Option<Vec<&str>> {
-        let Some(TokenStore::Static(tokens)) = &auth.shared.tokens else {
+        if !auth.tokens_are_fixed() {
             return None;
-        };
-        let known = tokens.principals();
+        }
+        let known = auth.principals();
         let unknown: Vec<&str> = self
             .shared
             .policy
