@@ -1026,17 +1026,14 @@ impl SameSite {
     /// absolute-form target, or its one `Host` (as the inspector decides it). A missing,
     /// repeated or invalid `Host` passes, to get the inspector's or rmcp's own answer.
     fn refuses_mcp(&self, req: &axum::extract::Request) -> bool {
-        request_host(req)
-            .and_then(valid_authority)
-            .is_some_and(|a| !self.allows(&normalize_host(a.host()), a.port_u16()))
+        request_host(req).is_some_and(|a| !self.allows(&normalize_host(a.host()), a.port_u16()))
     }
 
     /// Why a request may not reach the admin routes, if it may not.
     fn refusal(&self, req: &axum::extract::Request) -> Option<&'static str> {
         // Valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
         // information, one value), before its name is judged.
-        let host = request_host(req).and_then(valid_authority);
-        let Some(host) = host else {
+        let Some(host) = request_host(req) else {
             return Some("Forbidden: no valid Host header\n");
         };
         let (name, port) = (normalize_host(host.host()), host.port_u16());
@@ -1076,21 +1073,19 @@ impl SameSite {
 
 /// The host a request names: the authority of an absolute-form target, which stands for `Host`
 /// (RFC 9112 §3.2.2), else its `Host` header. None when `Host` is repeated, or present and not
-/// valid as `/mcp` requires it, whatever the target says (RFC 9112 §3.2: a 400 either way).
-fn request_host(req: &axum::extract::Request) -> Option<&[u8]> {
+/// valid as `/mcp` requires it, whatever the target says (RFC 9112 §3.2: a 400 either way);
+/// and when the one it names is not valid so ([`valid_authority`]).
+fn request_host(req: &axum::extract::Request) -> Option<axum::http::uri::Authority> {
     let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return None,
-        (Some(h), None) => {
-            valid_authority(h.as_bytes())?;
-            Some(h.as_bytes())
-        }
+        (Some(h), None) => Some(valid_authority(h.as_bytes())?),
         (None, None) => None,
     };
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or(host)
+    match req.uri().authority() {
+        Some(target) => valid_authority(target.as_str().as_bytes()),
+        None => host,
+    }
 }
 
 /// A `Host` value valid as `/mcp` requires it (the inspector's rules: a port of digits, no user
