@@ -602,6 +602,29 @@ pub fn is_encoded(headers: &HeaderMap) -> bool {
         .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
 }
 
+/// The pieces of a header value split at `sep` outside double-quoted strings (RFC 9110
+/// `quoted-string`: a backslash escapes the next character inside one), as `Cache-Control`
+/// directives and `Accept` entries are: `private="a, no-store"` is one directive.
+///
+/// ```
+/// use tower_armor_mcp::observe::split_unquoted;
+/// let pieces: Vec<&[u8]> = split_unquoted(br#"a="x,\"y",b"#, b',').collect();
+/// assert_eq!(pieces, [&br#"a="x,\"y""#[..], b"b"]);
+/// ```
+pub fn split_unquoted(value: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    let (mut quoted, mut escaped) = (false, false);
+    value.split(move |&b| {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
 pin_project! {
     /// A response body that forwards every frame untouched and reports the call's outcome to its
     /// [`CompletionHandle`]. See the [module docs](self).

@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use tower_armor_mcp::inspect::headers::{LAST_EVENT_ID, SESSION_ID};
 use tower_armor_mcp::inspect::{canonical_call_event_id, opens_long_lived_stream};
+use tower_armor_mcp::observe::split_unquoted;
 
 /// `X-Accel-Buffering` (nginx: `no` turns off proxy buffering for this answer).
 pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -61,7 +62,7 @@ pub fn prepare_sse_headers(headers: &mut HeaderMap) -> bool {
     let cache_ok = headers
         .get_all(CACHE_CONTROL)
         .iter()
-        .any(|v| directives(v.as_bytes()).any(forbids_caching));
+        .any(|v| split_unquoted(v.as_bytes(), b',').any(forbids_caching));
     if !cache_ok {
         // Added, not replacing: the server's other directives (`no-transform`) stay.
         headers.append(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -77,22 +78,6 @@ pub fn prepare_sse_headers(headers: &mut HeaderMap) -> bool {
 fn forbids_caching(directive: &[u8]) -> bool {
     let d = directive.trim_ascii();
     d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"no-cache")
-}
-
-/// The directives of one `Cache-Control` value: split at commas outside quoted strings
-/// (`private="a, no-store"` is one directive).
-fn directives(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let (mut quoted, mut escaped) = (false, false);
-    value.split(move |&b| {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => return true,
-            _ => {}
-        }
-        false
-    })
 }
 
 #[cfg(test)]

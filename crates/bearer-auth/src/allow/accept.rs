@@ -48,28 +48,11 @@ fn weight_allows(parameter: &str) -> bool {
     whole != "0" || fraction.bytes().any(|b| b != b'0')
 }
 
-/// `s` split at `sep` outside double-quoted strings (a backslash escapes the next character
-/// inside them).
+/// `s` split at `sep` outside double-quoted strings (splitting at an ASCII byte keeps each
+/// piece UTF-8).
 fn split_unquoted(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let mut rest = Some(s);
-    std::iter::from_fn(move || {
-        let s = rest?;
-        let (mut quoted, mut escaped) = (false, false);
-        for (i, b) in s.bytes().enumerate() {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' if quoted => escaped = true,
-                b'"' => quoted = !quoted,
-                _ if b == sep && !quoted => {
-                    rest = Some(&s[i + 1..]);
-                    return Some(&s[..i]);
-                }
-                _ => {}
-            }
-        }
-        rest = None;
-        Some(s)
-    })
+    tower_armor_mcp::observe::split_unquoted(s.as_bytes(), sep)
+        .map(|piece| std::str::from_utf8(piece).unwrap_or_default())
 }
 
 #[cfg(test)]
