@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
+use tower_armor_mcp::observe::{BodyKind, body_kind};
 
 use super::body::{AllowBody, ListFilter};
 
@@ -63,23 +64,6 @@ impl<F> fmt::Debug for AllowFuture<F> {
     }
 }
 
-enum Content {
-    Json,
-    Sse,
-    Other,
-}
-
-fn content(headers: &http::HeaderMap) -> Content {
-    use tower_armor_mcp::observe::{is_event_stream, is_json};
-    if is_json(headers) {
-        Content::Json
-    } else if is_event_stream(headers) {
-        Content::Sse
-    } else {
-        Content::Other
-    }
-}
-
 /// Whether `body` is known to hold nothing.
 fn empty<B: Body>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().exact() == Some(0)
@@ -115,12 +99,13 @@ where
                 // success answer to a `tools/list` request with a body that is neither (a client
                 // may still decode or read either, hidden names and all). A GET's answer of
                 // another type is no MCP stream (a non-MCP route behind the layer): it passes.
-                let kind = content(resp.headers());
+                let kind = body_kind(resp.headers());
                 let unreadable = match kind {
-                    Content::Json | Content::Sse => {
+                    BodyKind::Json | BodyKind::Sse => {
                         tower_armor_mcp::observe::is_encoded(resp.headers())
                     }
-                    Content::Other => {
+                    // (gRPC is neither JSON nor SSE: as any other type.)
+                    _ => {
                         filter.single()
                             && resp.status().is_success()
                             && (tower_armor_mcp::observe::is_encoded(resp.headers())
@@ -137,15 +122,15 @@ where
                     return Poll::Ready(Ok(head.map(|()| AllowBody::local(body))));
                 }
                 let resp = match kind {
-                    Content::Json => {
+                    BodyKind::Json => {
                         resp.headers_mut().remove(header::CONTENT_LENGTH);
                         resp.map(|b| AllowBody::json(b, filter))
                     }
-                    Content::Sse => {
+                    BodyKind::Sse => {
                         resp.headers_mut().remove(header::CONTENT_LENGTH);
                         resp.map(|b| AllowBody::sse(b, filter))
                     }
-                    Content::Other => resp.map(AllowBody::inner),
+                    _ => resp.map(AllowBody::inner),
                 };
                 Poll::Ready(Ok(resp))
             }
