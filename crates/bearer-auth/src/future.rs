@@ -133,7 +133,7 @@ where
                 // error answer to the listen request, nor bytes a compressor wrote).
                 if let Some(g) = grant.as_mut()
                     && is_event_stream(resp.headers())
-                    && !resp.headers().contains_key(header::CONTENT_ENCODING)
+                    && !tower_armor_mcp::observe::is_encoded(resp.headers())
                 {
                     g.listen = resp.extensions().get::<ListenId>().cloned();
                 }

@@ -1119,8 +1119,15 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
         &'a str,
         Option<&'a str>,
     );
-    let cases: [Case<'_>; 8] = [
+    let cases: [Case<'_>; 10] = [
         (200, Some("application/json"), Some("gzip"), list, None),
+        (
+            200,
+            Some("application/json"),
+            Some("identity, gzip"),
+            list,
+            None,
+        ),
         (200, Some("text/event-stream"), Some("br"), list, None),
         (200, Some("text/plain"), None, list, None),
         (200, None, None, list, None),
@@ -1131,6 +1138,14 @@ async fn allow_list_fails_closed_on_list_answers_it_cannot_read() {
             200,
             Some("application/json"),
             Some("identity"),
+            list,
+            Some(filtered),
+        ),
+        // An empty list of codings is no coding.
+        (
+            200,
+            Some("application/json"),
+            Some(" , "),
             list,
             Some(filtered),
         ),

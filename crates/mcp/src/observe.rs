@@ -582,24 +582,30 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
     matches!(body_kind(headers), BodyKind::Sse)
 }
 
-/// Whether headers say the body is encoded (a `Content-Encoding` other than `identity`): its
-/// bytes are not the JSON or events they carry until a client decodes them.
+/// Whether headers say the body is encoded: a `Content-Encoding` naming any coding but
+/// `identity`. Its bytes are not the JSON or events they carry until a client decodes them.
+/// The field is a comma-separated list, possibly over several lines (RFC 9110 §8.4): empty
+/// items are skipped, so an empty field, or one naming only `identity`, is no coding. Every
+/// layer that asks (the inspector for requests; the SSE layer, the allow-list and
+/// bearer-auth's listen streams for answers) asks this function, so they agree on odd values.
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue, header::CONTENT_ENCODING};
 /// use tower_armor_mcp::observe::is_encoded;
 /// let mut h = HeaderMap::new();
 /// assert!(!is_encoded(&h));
-/// h.insert(CONTENT_ENCODING, HeaderValue::from_static("identity"));
+/// h.insert(CONTENT_ENCODING, HeaderValue::from_static(" identity ,, "));
 /// assert!(!is_encoded(&h));
-/// h.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+/// h.append(CONTENT_ENCODING, HeaderValue::from_static("identity, gzip"));
 /// assert!(is_encoded(&h));
 /// ```
 pub fn is_encoded(headers: &HeaderMap) -> bool {
     headers
         .get_all(http::header::CONTENT_ENCODING)
         .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
 }
 
 /// The pieces of a header value split at `sep` outside double-quoted strings (RFC 9110

@@ -77,7 +77,7 @@ where
             };
         }
 
-        let checked = if has_content_coding(&parts.headers) {
+        let checked = if crate::observe::is_encoded(&parts.headers) {
             Err(Rejection::encoded())
         } else if method == http::Method::POST {
             post_content_type(&parts.headers)
@@ -215,12 +215,6 @@ fn transfer_coding_problem(headers: &http::HeaderMap) -> Option<Rejection> {
         chunked += 1;
     }
     (chunked > 1).then(|| Rejection::invalid("chunked transfer coding applied more than once"))
-}
-
-/// Whether a request body is content-coded: a `Content-Encoding` naming anything but
-/// `identity` (an empty field, or only `identity`, is no coding).
-fn has_content_coding(headers: &http::HeaderMap) -> bool {
-    codings(headers, &header::CONTENT_ENCODING).any(|c| !c.eq_ignore_ascii_case(b"identity"))
 }
 
 /// The codings the comma-separated lists of `name` name (empty items skipped).
