@@ -51,7 +51,7 @@ use axum::Router;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_armor_bearer_auth::BearerAuthLayer;
@@ -572,10 +572,12 @@ pub fn app(settings: Settings) -> App {
 
     // The admin routes are behind the same bearer auth as `/mcp`. They name every tool that has
     // a circuit, so a principal the allow-list limits to some tools gets the 404 of a route that
-    // does not exist: otherwise they would be an oracle for its hidden tools.
+    // does not exist: otherwise they would be an oracle for its hidden tools. Every method is
+    // routed to the handler, which checks the caller before the method: axum's own 405 (with
+    // its `Allow`) would tell anybody that the routes exist.
     let admin = Router::new()
-        .route("/admin/breakers", get(list_breakers))
-        .route("/admin/breakers/{key}/{action}", post(control_breaker))
+        .route("/admin/breakers", any(list_breakers))
+        .route("/admin/breakers/{key}/{action}", any(control_breaker))
         .with_state(Admin {
             breakers: breakers.clone(),
             allow: allow_policy,
@@ -1217,12 +1219,25 @@ fn admin_principals(
     Ok(Some(names))
 }
 
+/// The 405 of an admin route, for a caller allowed on it.
+fn admin_method_not_allowed(allow: &'static str) -> axum::response::Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, allow)],
+    )
+        .into_response()
+}
+
 async fn list_breakers(
     State(admin): State<Admin>,
+    method: axum::http::Method,
     principal: Option<Extension<Principal>>,
 ) -> axum::response::Response {
     if !admin.admits(principal.as_deref()) {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return admin_method_not_allowed("GET, HEAD");
     }
     let circuits: Vec<serde_json::Value> = admin
         .breakers
@@ -1241,11 +1256,15 @@ async fn list_breakers(
 
 async fn control_breaker(
     State(admin): State<Admin>,
+    method: axum::http::Method,
     principal: Option<Extension<Principal>>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> axum::response::Response {
     if !admin.admits(principal.as_deref()) {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if method != axum::http::Method::POST {
+        return admin_method_not_allowed("POST");
     }
     // A segment that does not decode (`%ff`) names no circuit.
     let Some(Path((key, action))) = path.ok() else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde_json::json;
 use support::{bounded, spawn_example};
 use tower_armor_test_support::{CallReply, RawClient, RawError, Revision, SseStream};
@@ -388,6 +388,47 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
         };
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(r.bytes().await.unwrap(), unknown_body, "{path}");
+    }
+    // Nor does another method tell it the routes exist (axum's 405 and its `Allow` would).
+    for (method, path) in [
+        (Method::PUT, "/admin/breakers"),
+        (Method::DELETE, "/admin/breakers"),
+        (Method::GET, "/admin/breakers/crash/force-open"),
+    ] {
+        let r = http
+            .request(method.clone(), ex.server.url_for(path))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert!(!r.headers().contains_key("allow"), "{method} {path}");
+        assert_eq!(r.bytes().await.unwrap(), unknown_body, "{method} {path}");
+    }
+    // An operator gets the 405 (with its `Allow`); a client without a token the 401 alone.
+    for (method, path, allow) in [
+        (Method::PUT, "/admin/breakers", "GET, HEAD"),
+        (Method::GET, "/admin/breakers/crash/reset", "POST"),
+    ] {
+        let r = http
+            .request(method.clone(), ex.server.url_for(path))
+            .bearer_auth(BOB)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let r = http
+            .request(method.clone(), ex.server.url_for(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert!(!r.headers().contains_key("allow"), "{method} {path}");
     }
     let listed = get("/admin/breakers", BOB).await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
