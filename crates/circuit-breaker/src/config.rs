@@ -253,6 +253,10 @@ impl Builder {
             if !plain(whole) || !plain(frac) {
                 return Err(bad());
             }
+            // Above 1 by its digits, although the nearest double is 1.0 (`1.0000000000000001`).
+            if whole.trim_start_matches('0') == "1" && frac.bytes().any(|d| d != b'0') {
+                return Err(bad());
+            }
             let rate = v.parse::<f64>().map_err(|_| bad())?;
             check_rate(ENV_FAILURE_RATE, rate).map_err(|_| bad())?;
             b.failure_rate = Some(rate);
@@ -590,6 +594,10 @@ mod tests {
         .unwrap();
         let (s, _, _) = b.validate().unwrap();
         assert_eq!(s.failure_rate, Some(0.25));
+        for one in ["1", "1.000", "01.0"] {
+            let b = Builder::from_lookup(env(&[(ENV_FAILURE_RATE, one)])).unwrap();
+            assert_eq!(b.validate().unwrap().0.failure_rate, Some(1.0), "{one}");
+        }
         assert_eq!(s.min_calls, 4);
         assert_eq!(s.window, WindowSpec::Count(8));
         assert_eq!(s.open, OpenDuration::Fixed(Duration::from_millis(1500)));
@@ -617,6 +625,9 @@ mod tests {
             (ENV_FAILURE_RATE, ".5"),
             (ENV_FAILURE_RATE, "1."),
             (ENV_FAILURE_RATE, "5e-1"),
+            // Above 1, although the nearest double is 1.0.
+            (ENV_FAILURE_RATE, "1.0000000000000001"),
+            (ENV_FAILURE_RATE, "01.00000000000000000001"),
             // Only ASCII white space is trimmed: a no-break space is part of the value.
             (ENV_FAILURE_RATE, "\u{a0}0.5"),
             (ENV_WINDOW, "\u{a0}5"),
