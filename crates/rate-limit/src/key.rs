@@ -62,8 +62,9 @@ impl KeyBy {
     }
 }
 
-/// Headers [`KeyBy::parse`] refuses as a key: each changes with the request or the session, or
-/// describes the request rather than who sends it.
+/// Headers [`KeyBy::parse`] refuses as a key: each changes with the request or the session,
+/// describes the request or its connection rather than who sends it (framing and hop-by-hop
+/// fields, which proxies remove or rewrite), or never comes on a request (`Set-Cookie`).
 const NOT_CLIENT_KEYS: &[&str] = &[
     "mcp-session-id",
     "mcp-protocol-version",
@@ -76,7 +77,17 @@ const NOT_CLIENT_KEYS: &[&str] = &[
     "host",
     "content-type",
     "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
     "accept",
+    "set-cookie",
 ];
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -482,13 +493,18 @@ mod tests {
             Ok(KeyBy::Header(HeaderName::from_static("x-api-key")))
         );
         assert!(KeyBy::parse("header:bad name").is_err());
-        // Headers a client changes per request or session, or that describe the request.
+        // Headers a client changes per request or session, that describe the request or its
+        // connection, or that never come on a request.
         for name in [
             "Mcp-Session-Id",
             "x-request-id",
             "Host",
             "content-type",
             "traceparent",
+            "Transfer-Encoding",
+            "TE",
+            "connection",
+            "set-cookie",
         ] {
             let e = KeyBy::parse(&format!("header:{name}")).unwrap_err();
             assert!(e.contains("does not identify a client"), "{name}: {e}");
