@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AuthFailure {
-    /// No `Authorization` header.
+    /// No `Authorization` header, or an empty one (it carries no credentials either).
     Missing,
     /// More than one `Authorization` header.
     MultipleHeaders,
@@ -140,7 +140,9 @@ pub(crate) fn parse_with_limit(value: &[u8], max_len: usize) -> Result<&[u8], Au
 /// The step-by-step checks, each naming its problem (length already checked).
 fn parse_stepwise(value: &[u8]) -> Result<&[u8], AuthFailure> {
     if value.is_empty() {
-        return Err(AuthFailure::EmptyToken);
+        // `Authorization:` with no value (hyper trims the white space around one) presents no
+        // credentials: RFC 6750 §3.1's challenge without `error=`, as for a missing header.
+        return Err(AuthFailure::Missing);
     }
     // Control characters anywhere first: they are never part of a credential and must not reach
     // a log line through a later message.
@@ -267,7 +269,7 @@ mod tests {
     #[test]
     fn refuses_each_malformation_specifically() {
         let cases: &[(&[u8], AuthFailure)] = &[
-            (b"", AuthFailure::EmptyToken),
+            (b"", AuthFailure::Missing),
             (b"Bearer", AuthFailure::EmptyToken),
             (b"Bearer ", AuthFailure::EmptyToken),
             (b"Bearer   ", AuthFailure::EmptyToken),

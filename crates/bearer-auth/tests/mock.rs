@@ -75,6 +75,8 @@ where
 async fn each_malformed_header_gets_its_own_401() {
     let cases: &[(&[&str], &str, Option<&str>)] = &[
         (&[], "missing", None),
+        // An empty header carries no credentials either.
+        (&[""], "missing", None),
         (&["Basic YWxhZGRpbjpvcGVuc2VzYW1l"], "other_scheme", None),
         (&["Bearer"], "empty_token", Some("empty bearer token")),
         (
