@@ -36,27 +36,29 @@ impl std::error::Error for ConfigError {}
 /// take one of them, nor any name starting with one of the [`RESERVED_PREFIXES`]. The layer
 /// replaces an invalid incoming value and echoes its own on every answer, so as
 /// `authorization` it would replace every credential, as `mcp-session-id` overwrite the session
-/// the server assigned, as `grpc-status` turn every gRPC answer's status into a UUID, and as a
-/// key or cookie log a secret in every request span.
-pub const RESERVED_HEADERS: [&str; 39] = [
-    // Credentials and keys (which the id would log).
+/// the server assigned, as `grpc-status` turn every gRPC answer's status into a UUID, as `allow`
+/// write its id over a 405's allowed methods, and as a key or cookie log a secret in every
+/// request span. The list holds the standard fields a request or an answer of an MCP server
+/// can carry; a name of your own (`x-request-id`, `x-correlation-id`, `request-id`) is none.
+pub const RESERVED_HEADERS: [&str; 71] = [
+    // Credentials, keys and signatures (which the id would log or replace).
     "authorization",
-    "proxy-authorization",
     "cookie",
     "set-cookie",
     "x-api-key",
     "api-key",
+    "dpop",
+    "signature",
+    "signature-input",
+    "authentication-info",
     // SSE resumption (MCP's own `mcp-*` headers are refused by prefix).
     "last-event-id",
     // Trace context (this layer's too).
     "traceparent",
     "tracestate",
     "baggage",
-    // Message framing, routing and hop-by-hop fields.
+    // Message framing, routing and hop-by-hop fields (`content-*` and `proxy-*` by prefix).
     "host",
-    "content-type",
-    "content-length",
-    "content-encoding",
     "transfer-encoding",
     "connection",
     "keep-alive",
@@ -64,32 +66,83 @@ pub const RESERVED_HEADERS: [&str; 39] = [
     "trailer",
     "upgrade",
     "accept",
-    "accept-encoding",
     "expect",
+    "max-forwards",
+    "via",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-real-ip",
     "origin",
-    // What the answers' other layers set.
+    "referer",
+    "user-agent",
+    "from",
+    "dnt",
+    "early-data",
+    "upgrade-insecure-requests",
+    // Ranges, conditions (`if-*` by prefix) and preferences.
+    "range",
+    "prefer",
+    "preference-applied",
+    "priority",
+    // What the answers' other layers, the server or HTTP itself set.
+    "allow",
     "www-authenticate",
-    "proxy-authenticate",
     "retry-after",
     "ratelimit",
     "ratelimit-policy",
     "cache-control",
+    "pragma",
+    "expires",
+    "age",
+    "etag",
+    "last-modified",
     "x-accel-buffering",
     "location",
+    "refresh",
+    "link",
     "vary",
     "date",
+    "server",
+    "server-timing",
+    "timing-allow-origin",
+    "alt-svc",
+    "warning",
+    "digest",
+    "repr-digest",
+    "want-digest",
+    // Security policies of the answer.
+    "strict-transport-security",
+    "referrer-policy",
+    "permissions-policy",
+    "clear-site-data",
+    "x-frame-options",
+    "x-content-type-options",
+    "x-xss-protection",
+    "nel",
+    "report-to",
 ];
 
 /// Prefixes of header families with a meaning of their own, refused as the correlation id's
 /// name: MCP's (`Mcp-Session-Id`, `Mcp-Method`, `Mcp-Param-*`, …), gRPC's (`grpc-status`,
 /// `grpc-message`, `grpc-timeout`, …: the status of a gRPC answer, which bearer-auth, rate-limit
-/// and the timeout set) and CORS's (`access-control-*`).
-pub const RESERVED_PREFIXES: [&str; 3] = ["mcp-", "grpc-", "access-control-"];
+/// and the timeout set), CORS's (`access-control-*`), the body's description
+/// (`content-type`, `content-length`, `content-encoding`, `content-range`, …), content
+/// negotiation (`accept-*`), conditional requests (`if-match`, `if-none-match`, …), the
+/// browser's own (`sec-fetch-*`, `sec-websocket-*`, …), proxies' (`proxy-authorization`,
+/// `proxy-connection`, …), cross-origin isolation (`cross-origin-*`), the body's security
+/// policy (`content-security-policy` is a `content-*`) and the forwarding fields
+/// (`x-forwarded-for`, `x-forwarded-host`, …).
+pub const RESERVED_PREFIXES: [&str; 10] = [
+    "mcp-",
+    "grpc-",
+    "access-control-",
+    "content-",
+    "accept-",
+    "if-",
+    "sec-",
+    "proxy-",
+    "cross-origin-",
+    "x-forwarded-",
+];
 
 /// Parses a header name for the correlation id: a valid, lowercase-normalised HTTP header name
 /// that is none of the [`RESERVED_HEADERS`] and starts with none of the [`RESERVED_PREFIXES`].
