@@ -721,7 +721,11 @@ impl SseWatch {
                 return;
             }
             if ev.truncated {
-                *skipped = true;
+                // Its beginning may still show the call's response (a large tool result).
+                match truncated_message(ev.data, id.as_ref()) {
+                    Seen::Final(o) => done = Some(o),
+                    _ => *skipped = true,
+                }
                 return;
             }
             match inspect_message(ev.data, id.as_ref()) {
@@ -1007,6 +1011,70 @@ pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
     }
 }
 
+/// What the beginning of a message too long to observe whole (`prefix`, cut anywhere) shows: the
+/// response to `id` when its members before the cut are an `id` that matches and then `result`,
+/// as serializers write a response (`jsonrpc`, `id`, `result`: rmcp's among them), giving
+/// `Final(Success)` (a result's `isError` comes after its content, past the cut: such a result
+/// counts as a success, as an answer too long to observe does); `OtherResponse` for another
+/// id; `Other` when the cut comes first, or the message has a `method` or an `error` (an error
+/// too long to observe is not classified: its code may lie past the cut).
+fn truncated_message(prefix: &[u8], id: Option<&RequestId>) -> Seen {
+    #[derive(Default)]
+    struct Head {
+        id: Option<MaybeId>,
+        result: bool,
+    }
+    struct V<'h>(&'h mut Head);
+    impl<'de> Visitor<'de> for V<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON-RPC message")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "lowercase")]
+            enum Key {
+                Id,
+                Result,
+                Method,
+                Error,
+                #[serde(other)]
+                Other,
+            }
+            while let Some(k) = map.next_key::<Key>()? {
+                match k {
+                    Key::Id => self.0.id = Some(map.next_value()?),
+                    // Decided here: the value (where the cut lies) is never read.
+                    Key::Result => {
+                        self.0.result = true;
+                        return Ok(());
+                    }
+                    Key::Method | Key::Error => return Ok(()),
+                    Key::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut head = Head::default();
+    // Always an error in the end (the cut, or the value left unread): what counts is what was
+    // read before it.
+    let _ = de::Deserializer::deserialize_map(
+        &mut serde_json::Deserializer::from_slice(prefix),
+        V(&mut head),
+    );
+    match (head.result, head.id) {
+        (true, Some(MaybeId::Present(got))) => match (id, got) {
+            (None, _) => Seen::Final(Outcome::Success),
+            (Some(want), Some(got)) if *want == got => Seen::Final(Outcome::Success),
+            _ => Seen::OtherResponse,
+        },
+        _ => Seen::Other,
+    }
+}
+
 /// The outcome a bare HTTP status gives when no body can tell more.
 pub fn status_outcome(status: StatusCode) -> Outcome {
     if status.is_success() {
@@ -1036,6 +1104,52 @@ mod tests {
         );
         h.carry_server_request();
         assert_eq!(h.server_requests_outstanding(), 1, "never went below zero");
+    }
+
+    /// The beginning of a message too long to read whole, cut anywhere.
+    #[test]
+    fn truncated_messages() {
+        let id = RequestId::Number(7);
+        let final_ = |m: &str| {
+            matches!(
+                truncated_message(m.as_bytes(), Some(&id)),
+                Seen::Final(Outcome::Success)
+            )
+        };
+        assert!(final_(
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"text":"xx"#
+        ));
+        assert!(final_(r#" { "id" : 7 , "result""#));
+        // Escaped member names are names all the same.
+        assert!(final_(r#"{"\u0069d":7,"res\u0075lt":{"#));
+        for other in [
+            r#"{"jsonrpc":"2.0","result":{"content":"xx"#,
+            r#"{"jsonrpc":"2.0","id":7"#,
+            r#"{"jsonrpc":"2.0","id":"#,
+            r#"{"id":7,"error":{"code":-32603,"message":"xx"#,
+            r#"{"id":7,"method":"x","result":{"#,
+            r#"{"jsonrpc":"2.0","id":[1,2"#,
+            r#"["#,
+            "",
+        ] {
+            assert!(
+                matches!(truncated_message(other.as_bytes(), Some(&id)), Seen::Other),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            truncated_message(br#"{"id":"7","result":{"#, Some(&id)),
+            Seen::OtherResponse
+        ));
+        assert!(matches!(
+            truncated_message(br#"{"id":null,"result":{"#, Some(&id)),
+            Seen::OtherResponse
+        ));
+        // Without the call's id, the first response is the final one.
+        assert!(matches!(
+            truncated_message(br#"{"id":3,"result":{"#, None),
+            Seen::Final(Outcome::Success)
+        ));
     }
 
     #[test]

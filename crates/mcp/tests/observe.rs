@@ -145,6 +145,31 @@ async fn an_answer_whose_final_event_was_too_long_to_read_is_classified_by_its_s
     assert!(!errored);
     assert!(bytes.len() > 17 << 20, "forwarded whole");
     assert_eq!(handle.outcome(), Some(Outcome::Success));
+
+    // Its beginning names the call's id before the `result`, as serializers write a response:
+    // final as it passes, before the stream ends (a timeout must not add an error after it).
+    // One whose `result` comes first, or that answers another id, is not.
+    let open = |events: Vec<String>| {
+        let mut frames: Vec<_> = events
+            .iter()
+            .map(|e| ok(&format!("data: {e}\n\n")))
+            .collect();
+        frames.push(Err(std::io::Error::other("still open")));
+        observe_response(sse_response(frames), Some(&id))
+    };
+    let late_id =
+        format!(r#"{{"jsonrpc":"2.0","result":{{"content":[{{"text":"{text}"}}]}},"id":1}}"#);
+    let other_id = result.replacen(r#""id":1"#, r#""id":2"#, 1);
+    for (event, want) in [
+        (result.clone(), Some(Outcome::Success)),
+        (late_id, None),
+        (other_id, None),
+    ] {
+        let (resp, handle) = open(vec![event]);
+        let mut b = std::pin::pin!(resp.into_body());
+        assert!(b.frame().await.unwrap().is_ok());
+        assert_eq!(handle.outcome(), want);
+    }
 }
 
 #[tokio::test]
