@@ -9,7 +9,10 @@
 //!   2025-11-25 session call is sent `notifications/cancelled`, and the body ends with one
 //!   last event of its own:
 //!   `data: {"jsonrpc":"2.0","id":<id>,"error":{"code":-31504,"message":"request timed out"}}`
-//!   (with `"data":{"correlationId":…}` when the request had one).
+//!   (with `"data":{"correlationId":…}` when the request had one). A frame the server has
+//!   already sent is looked at first, as the response future prefers a ready answer to its
+//!   deadline: when it holds the call's final message the call ends with it (no error after a
+//!   result); another event in it passes whole, and the layer gives up after it.
 //! - **SSE answer, in the middle of an event**: that event is forwarded to its end first (an
 //!   event cannot be interrupted without corrupting it), for at most the boundary grace; a frame
 //!   that ends one event and starts another is cut after the boundary (the cut part is the
@@ -488,6 +491,9 @@ struct Timed {
     /// The answer was ever not ready (a server that cannot serve a resumption answers with a
     /// stream that ends at once).
     pended: bool,
+    /// The deadline passed at an event boundary: the next frame, if one is ready now, may be
+    /// the call's final message, so the layer looks at it once before giving up.
+    peek: bool,
 }
 
 /// The least time waiting on the caller that counts as the caller holding a call up.
@@ -643,6 +649,7 @@ impl<B> TimeoutBody<B> {
                     drain_wait: SignalWait::default(),
                     carried: false,
                     pended: false,
+                    peek: false,
                 },
             },
         }
@@ -813,16 +820,18 @@ impl Timed {
                 // message in progress gets to its end, and a gRPC answer between messages gets
                 // the same grace for its status (trailers), which may be the very next frame.
                 let wait = match (&self.sse, &self.grpc) {
-                    (Some(p), _) => (!p.at_boundary()).then_some(Phase::Grace),
+                    // At a boundary, a frame already waiting gets one look (see `peek`), and
+                    // the grace if it starts an event.
+                    (Some(p), _) => {
+                        self.peek = p.at_boundary();
+                        Some(Phase::Grace)
+                    }
                     (None, Some(g)) if !g.at_boundary() => Some(Phase::Grace),
                     (None, Some(_)) => Some(Phase::Settling),
                     (None, None) => None,
                 };
                 let Some(phase) = wait else {
-                    return match self.sse {
-                        Some(_) => self.give_up().then(|| self.final_event()),
-                        None => self.give_up().then(|| self.error()),
-                    };
+                    return self.give_up().then(|| self.error());
                 };
                 self.phase = phase;
                 // The deadline that passed, for who held the call up (`armed` now becomes the
@@ -841,10 +850,11 @@ impl Timed {
         }
     }
 
-    /// The grace ended: mid-event (or mid-message) the body fails; at a gRPC message boundary
-    /// the layer's trailers end the answer cleanly.
+    /// The grace ended: mid-event (or mid-message) the body fails; at an event boundary (no
+    /// frame came in it) or a gRPC message boundary the layer's final event or trailers end
+    /// the answer cleanly.
     fn grace_over(&mut self) -> Option<Last> {
-        if self.phase == Phase::Settling {
+        if self.phase == Phase::Settling || self.sse.as_ref().is_some_and(SseParser::at_boundary) {
             self.give_up().then(|| self.final_event())
         } else {
             self.give_up().then(|| self.error())
@@ -980,6 +990,10 @@ impl Timed {
                         return Step::End(last);
                     }
                 }
+                // Past the deadline at a boundary, and no frame waiting: the layer gives up.
+                if std::mem::take(&mut self.peek) && self.give_up() {
+                    return Step::End(self.final_event());
+                }
                 return Step::Frame(Poll::Pending);
             }
             Poll::Ready(res) => res,
@@ -994,6 +1008,7 @@ impl Timed {
                 Some(Ok(frame))
             }
             Some(Ok(frame)) => {
+                self.peek = false;
                 self.waits.handed = true;
                 let frame = self.on_frame(frame);
                 // A resumed call's result has passed: what its dropped answers held goes now

@@ -604,6 +604,38 @@ async fn the_final_message_before_the_deadline_ends_the_clock() {
     );
 }
 
+/// At the deadline, a frame the server has already sent is looked at before the layer gives
+/// up, as the response future prefers a ready answer to its deadline: the call's final
+/// message ends the call with it (no timeout error after a result), and another event passes
+/// whole before the final error.
+#[tokio::test(start_paused = true)]
+async fn a_frame_waiting_at_the_deadline_is_looked_at_first() {
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, h, mut body) = open_sse(&mut svc, &mut handle, call(4, "add", V2026, None)).await;
+    tx.event(result(4));
+    advance(ms(300)).await;
+    assert_eq!(text(now(&mut body)), format!("data: {}\n\n", result(4)));
+    assert_eq!(h.outcome(), Some(Outcome::Success));
+    assert!(
+        now(&mut body).is_none(),
+        "no timeout event after the result"
+    );
+    drop(tx);
+    assert!(matches!(now(&mut body), Some(None)));
+
+    let (mut svc, mut handle) = service(&layer(300));
+    let (tx, h, mut body) =
+        open_sse(&mut svc, &mut handle, call(5, "slow", V2025, Some("s-1"))).await;
+    tx.event(progress(1));
+    advance(ms(300)).await;
+    assert!(text(now(&mut body)).contains("notifications/progress"));
+    assert_timeout_event(&text(now(&mut body)), json!(5));
+    assert!(matches!(now(&mut body), Some(None)));
+    assert_eq!(h.outcome(), Some(Outcome::Elapsed));
+    drop(body);
+    expect_cancelled(&mut handle, 5, "s-1", "request timed out").await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_json_body_past_the_deadline_fails() {
     let (mut svc, mut handle) = service(&layer(300));
