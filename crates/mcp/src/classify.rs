@@ -12,7 +12,8 @@
 //! | 500, other 5xx, JSON-RPC `-32603` | failure | no |
 //! | 404 on a request carrying `Mcp-Session-Id` | ignored (session expired) | re-initialize |
 //! | 400, 401, 403, 404, 405, 406, 413, 415, 422, other 4xx; `-32700`, `-32600`, `-32601`, `-32602`, `-32099..=-32020` | ignored (caller error) | no |
-//! | legacy `-32019..=-32000` and application codes | ignored, unless listed in [`Classifier::failure_code`] | no |
+//! | another tower-armor hop's local code ([`LOCAL_CODES`](crate::error::LOCAL_CODES)) | as the HTTP status in its last three digits (`-31503`: 503), with `-31509` and `-31510` as 503 | as that status |
+//! | legacy `-32019..=-32000` and application codes (other `-31xxx` codes included) | ignored, unless listed in [`Classifier::failure_code`] | no |
 //! | local rejection: `CircuitOpen`, `RateLimited` | ignored | no |
 //! | local rejection: `BulkheadFull` | ignored | yes, with backoff |
 //! | the caller dropped the answer | ignored | no |
@@ -184,8 +185,9 @@ impl Classifier {
     /// # Errors
     ///
     /// [`TableCode`] for a code the table itself decides (`-32603`, the caller codes,
-    /// `-32099..=-32020`, and tower-armor's local `-31xxx` codes), which this setting could not
-    /// change.
+    /// `-32099..=-32020`, and tower-armor's local codes,
+    /// [`LOCAL_CODES`](crate::error::LOCAL_CODES)), which this setting could not change. Other
+    /// `-31xxx` codes are an application's own, as any code outside `-32768..=-32000` is.
     pub fn failure_code(mut self, code: i64) -> Result<Self, TableCode> {
         if code == jsonrpc::INTERNAL_ERROR
             || is_local_code(code)
@@ -490,6 +492,16 @@ mod tests {
         assert_eq!(
             c(Outcome::RpcError(-31429)),
             (B::Failure, R::IfSafeAfterRetryAfter)
+        );
+        // Codes of the range tower-armor defines none of are an application's own (an
+        // upstream that is no tower-armor hop): ignored, unless configured as failures.
+        for code in [-31200, -31500 + 1, -31777, -31000, -31999] {
+            assert_eq!(c(Outcome::RpcError(code)), (B::Ignored, R::No), "{code}");
+        }
+        let k = Classifier::new().failure_code(-31777).unwrap();
+        assert_eq!(
+            k.classify(&Outcome::RpcError(-31777), false).breaker,
+            B::Failure
         );
     }
 

@@ -74,9 +74,31 @@ pub const CODE_NO_CREDENTIALS: i64 = -31520;
 /// timeout layer adds to a late resumption of a call it cancelled because its client went away.
 pub const CODE_CANCELLED: i64 = -31499;
 
-/// Whether a JSON-RPC code is one of tower-armor's local codes.
+/// tower-armor's local codes: the `CODE_*` constants of this module. Their last three digits
+/// are an HTTP status (`-31503`: 503), which a layer further out reads when another
+/// tower-armor hop answered.
+pub const LOCAL_CODES: [i64; 14] = [
+    CODE_UNAUTHORIZED,
+    CODE_FORBIDDEN,
+    CODE_BODY_TIMEOUT,
+    CODE_STREAM_CONFLICT,
+    CODE_PAYLOAD_TOO_LARGE,
+    CODE_RATE_LIMITED,
+    CODE_CANCELLED,
+    CODE_MISCONFIGURED,
+    CODE_BAD_GATEWAY,
+    CODE_CIRCUIT_OPEN,
+    CODE_TIMEOUT,
+    CODE_BULKHEAD_FULL,
+    CODE_SHUTTING_DOWN,
+    CODE_NO_CREDENTIALS,
+];
+
+/// Whether a JSON-RPC code is one of tower-armor's local codes ([`LOCAL_CODES`]). Any other
+/// code, in the `-31xxx` range too, is an application's own: JSON-RPC leaves codes outside
+/// `-32768..=-32000` to applications, and an upstream that is no tower-armor hop may use them.
 pub fn is_local_code(code: i64) -> bool {
-    (-31999..=-31000).contains(&code)
+    LOCAL_CODES.contains(&code)
 }
 
 /// What every local error tells the layer that answers for it.
