@@ -115,6 +115,13 @@ pub trait LocalError: Error + Send + Sync + 'static {
     fn rejection(&self) -> Option<LocalRejection> {
         None
     }
+    /// The message the caller gets (the JSON-RPC error's `message`, a gRPC status's): by
+    /// default the error's text. [`CircuitOpen`] and [`BulkheadFull`] leave their key out: keyed
+    /// by upstream it is an address the caller has no business knowing. Logs, the handles and
+    /// the error itself keep it.
+    fn public_message(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Local rejections: our own refusals, never the dependency's fault (see the classification
@@ -351,6 +358,9 @@ impl LocalError for CircuitOpen {
     fn rejection(&self) -> Option<LocalRejection> {
         Some(LocalRejection::CircuitOpen)
     }
+    fn public_message(&self) -> String {
+        String::from("circuit open")
+    }
 }
 
 /// The bulkhead had no free slot and its queue was full, or the wait limit passed (503).
@@ -387,6 +397,9 @@ impl LocalError for BulkheadFull {
     }
     fn rejection(&self) -> Option<LocalRejection> {
         Some(LocalRejection::BulkheadFull)
+    }
+    fn public_message(&self) -> String {
+        String::from("bulkhead full")
     }
 }
 

@@ -222,7 +222,7 @@ pub fn error_response<B>(
         }
     };
     let message = match local_error(error) {
-        Some(_) => error.to_string(),
+        Some(l) => l.public_message(),
         // Inner error texts can carry upstream details; the caller gets a generic message.
         None => String::from("upstream call failed"),
     };
@@ -363,6 +363,19 @@ mod tests {
         assert_eq!(v["id"], 9);
         assert_eq!(v["error"]["code"], -31503);
         assert_eq!(v["error"]["data"]["correlationId"], "case-1");
+        // The key stays out of the answer: keyed by upstream, it is an internal address.
+        assert_eq!(v["error"]["message"], "circuit open");
+        let (_, _, v) = answer(
+            Box::new(crate::error::BulkheadFull::new(Some(
+                "10.0.3.7:8443".into(),
+            ))),
+            None,
+        )
+        .await;
+        assert_eq!(v["error"]["message"], "bulkhead full");
+        let keyed = CircuitOpen::new(Some("10.0.3.7:8443".into()), Duration::from_secs(1));
+        assert_eq!(grpc_status(&keyed).message, "circuit open");
+        assert!(keyed.to_string().contains("10.0.3.7"), "logs keep it");
 
         let (s, ra, v) = answer(Box::new(Elapsed), Some("a".into())).await;
         assert_eq!((s, ra), (StatusCode::GATEWAY_TIMEOUT, None));
@@ -461,7 +474,7 @@ pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> GrpcStatus {
     };
     GrpcStatus {
         code,
-        message: error.to_string(),
+        message: l.public_message(),
         retry_after_secs: l.retry_after().map(retry_after_secs),
     }
 }
