@@ -146,8 +146,9 @@ where
         },
     });
     // `Mcp-Name` carries a name outside visible ASCII as `=?base64?…?=`, which this example
-    // does not write.
-    if !tool.bytes().all(|b| b.is_ascii_graphic()) {
+    // does not write; nor a name of that very shape, which a server would decode.
+    let encoded_shape = tool.starts_with("=?base64?") && tool.ends_with("?=");
+    if encoded_shape || !tool.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!("tool name {tool:?} needs Mcp-Name's base64 form").into());
     }
     let body = Bytes::from(serde_json::to_vec(&message)?);
@@ -207,12 +208,14 @@ where
     }
 }
 
-/// Whether `message` answers the call `id`: its response (a server's own request in a stream
-/// has a `method`, and may reuse our id), or an error answered before the request was read
-/// (`id: null`).
+/// Whether `message` answers the call `id`: its response, with a `result` or an `error` (a
+/// server's own request in a stream has a `method`, and may reuse our id), or an error answered
+/// before the request was read (`id: null`).
 fn answers(message: &serde_json::Value, id: i64) -> bool {
+    let (result, error) = (message.get("result"), message.get("error"));
     message.get("method").is_none()
-        && (message["id"] == id || (message["id"].is_null() && message.get("error").is_some()))
+        && (result.is_some() != error.is_some())
+        && (message["id"] == id || (message["id"].is_null() && error.is_some()))
 }
 
 /// Reads an SSE answer up to the event that answers the call `id` and stops there; `None` if

@@ -337,3 +337,33 @@ async fn a_json_answer_to_another_id_counts_as_a_failure() {
     assert!(err.downcast_ref::<CircuitOpen>().is_some(), "{err}");
     server.abort();
 }
+
+/// A response with neither `result` nor `error` answers nothing: the call fails instead of
+/// returning a null result. And a tool name of `Mcp-Name`'s encoded shape is refused before
+/// anything is sent (a server would decode it into another name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_without_result_or_error_is_no_answer() {
+    let (url, server) = fake_upstream(|| async {
+        http::Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(r#"{"jsonrpc":"2.0","id":1}"#))
+            .unwrap()
+    })
+    .await;
+    let (client, _) = client_stack(&short_settings()).unwrap();
+    let err = bounded(call_tool(&client, &url, 1, "add", serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without an answer"), "{err}");
+    let err = bounded(call_tool(
+        &client,
+        &url,
+        2,
+        "=?base64?YWRk?=",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("base64"), "{err}");
+    server.abort();
+}
