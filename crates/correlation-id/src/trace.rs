@@ -22,6 +22,16 @@ pub const TRACEPARENT_LEN: usize = 55;
 /// The most list members a `tracestate` may carry.
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 
+/// The longest `tracestate` kept (W3C Trace Context §3.3.1.5: at least 512 characters are
+/// propagated; past that a vendor may truncate). A longer one is rebuilt from its members, the
+/// longest first and then the last ones dropped until it fits, so a caller cannot make every
+/// request this layer passes on carry kilobytes of state (or blanks and commas).
+pub const MAX_TRACESTATE_LEN: usize = 512;
+
+/// Members longer than this (`key=value`) are the first dropped from a `tracestate` over
+/// [`MAX_TRACESTATE_LEN`] (W3C Trace Context §3.3.1.5).
+const LONG_TRACESTATE_MEMBER: usize = 128;
+
 /// A 16-byte trace id, never all zeros.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceId([u8; 16]);
@@ -204,6 +214,8 @@ pub enum InvalidTracestate {
     Value,
     /// The same key twice.
     DuplicateKey,
+    /// Longer than [`MAX_TRACESTATE_LEN`] with no list member that fits in it.
+    TooLong,
 }
 
 impl fmt::Display for InvalidTracestate {
@@ -215,6 +227,7 @@ impl fmt::Display for InvalidTracestate {
             InvalidTracestate::Key => "invalid key",
             InvalidTracestate::Value => "invalid value",
             InvalidTracestate::DuplicateKey => "duplicate key",
+            InvalidTracestate::TooLong => "longer than 512 characters, no member fits",
         })
     }
 }
@@ -488,7 +501,8 @@ impl fmt::Debug for TraceContext {
     }
 }
 
-/// A validated `tracestate`: 1–32 list members `key=value`, kept verbatim for propagation.
+/// A validated `tracestate`: 1–32 list members `key=value`, kept verbatim for propagation when
+/// it is at most [`MAX_TRACESTATE_LEN`] characters long, otherwise rebuilt to fit (see there).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TraceState {
     value: HeaderValue,
@@ -504,6 +518,9 @@ impl TraceState {
         if keys.len == 0 {
             return Err(InvalidTracestate::Empty);
         }
+        if value.len() > MAX_TRACESTATE_LEN {
+            return rebuild(&keys);
+        }
         let value = HeaderValue::from_bytes(value).map_err(|_| InvalidTracestate::Value)?;
         Ok(TraceState {
             value,
@@ -512,7 +529,8 @@ impl TraceState {
     }
 
     /// Parses a `tracestate` sent in one or more header lines (they form one list, in order).
-    /// A single line is kept as is (no copy); several are joined with `,`.
+    /// A single line of at most [`MAX_TRACESTATE_LEN`] characters is kept as is (no copy);
+    /// several are joined with `,`, a longer one rebuilt to fit.
     pub fn from_header_values<'a>(
         values: impl IntoIterator<Item = &'a HeaderValue>,
     ) -> Result<TraceState, InvalidTracestate> {
@@ -527,11 +545,11 @@ impl TraceState {
         match first {
             Some(_) if keys.len == 0 => Err(InvalidTracestate::Empty),
             None => Err(InvalidTracestate::Empty),
-            Some(first) if lines == 1 => Ok(TraceState {
+            Some(first) if lines == 1 && first.len() <= MAX_TRACESTATE_LEN => Ok(TraceState {
                 value: first.clone(),
                 members: keys.len as u8,
             }),
-            Some(_) => join_lines(&keys),
+            Some(_) => rebuild(&keys),
         }
     }
 
@@ -565,25 +583,44 @@ struct Keys<'a> {
     len: usize,
 }
 
-fn join_lines(keys: &Keys<'_>) -> Result<TraceState, InvalidTracestate> {
-    let mut out = Vec::with_capacity(
-        keys.members[..keys.len]
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 2)
-            .sum(),
-    );
-    for (i, (k, v)) in keys.members[..keys.len].iter().enumerate() {
-        if i > 0 {
+/// The list's members joined with `,` (no blanks or empty members), at most
+/// [`MAX_TRACESTATE_LEN`] long: members over [`LONG_TRACESTATE_MEMBER`] are dropped first, from
+/// the end, then others from the end, until the rest fits.
+fn rebuild(keys: &Keys<'_>) -> Result<TraceState, InvalidTracestate> {
+    let members = &keys.members[..keys.len];
+    let len = |(k, v): &(&[u8], &[u8])| k.len() + 1 + v.len();
+    let mut keep = [true; MAX_TRACESTATE_MEMBERS];
+    // Each kept member also takes a `,` (one too many counted: the first has none).
+    let mut total: usize = members.iter().map(|m| len(m) + 1).sum();
+    for long in [true, false] {
+        for (i, m) in members.iter().enumerate().rev() {
+            if total <= MAX_TRACESTATE_LEN + 1 {
+                break;
+            }
+            if keep[i] && (!long || len(m) > LONG_TRACESTATE_MEMBER) {
+                keep[i] = false;
+                total -= len(m) + 1;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(total);
+    let mut kept = 0u8;
+    for ((k, v), _) in members.iter().zip(keep).filter(|(_, keep)| *keep) {
+        if kept > 0 {
             out.push(b',');
         }
         out.extend_from_slice(k);
         out.push(b'=');
         out.extend_from_slice(v);
+        kept += 1;
+    }
+    if kept == 0 {
+        return Err(InvalidTracestate::TooLong);
     }
     let value = HeaderValue::from_bytes(&out).map_err(|_| InvalidTracestate::Value)?;
     Ok(TraceState {
         value,
-        members: keys.len as u8,
+        members: kept,
     })
 }
 
@@ -836,6 +873,53 @@ mod tests {
             TraceContext::from_headers(&h),
             Err(InvalidTraceparent::Multiple)
         );
+    }
+
+    /// A `tracestate` over 512 characters is rebuilt to fit (W3C §3.3.1.5): blanks and empty
+    /// members go, then members over 128 characters from the end, then others from the end.
+    #[test]
+    fn long_tracestates_are_cut_to_fit() {
+        let short = "a=1,,  ,b=2";
+        assert_eq!(
+            TraceState::parse(short).unwrap().as_str(),
+            short,
+            "kept verbatim"
+        );
+        // Padding alone: the members are kept, the padding is not.
+        let padded = format!("a=1{},b=2", ",".repeat(60_000));
+        let ts = TraceState::parse(&padded).unwrap();
+        assert_eq!((ts.as_str(), ts.members()), ("a=1,b=2", 2));
+        // 32 members of 2 + 1 + 40 characters: 1,407; long ones are none.
+        let members: Vec<String> = (0..32)
+            .map(|i| format!("k{i:x}={}", "v".repeat(40)))
+            .collect();
+        let ts = TraceState::parse(members.join(",")).unwrap();
+        assert!(
+            ts.as_str().len() <= MAX_TRACESTATE_LEN,
+            "{}",
+            ts.as_str().len()
+        );
+        assert_eq!(
+            ts.as_str(),
+            members[..ts.members()].join(","),
+            "the first ones kept"
+        );
+        assert_eq!(ts.members(), 11);
+        // A long member goes before any short one.
+        let long = format!("long={}", "x".repeat(200));
+        let list = format!("a=1,{long},{},z=9", members[..7].join(","));
+        let ts = TraceState::parse(&list).unwrap();
+        assert_eq!(ts.as_str(), format!("a=1,{},z=9", members[..7].join(",")));
+        // Several header lines over the limit: the same.
+        let lines = [
+            HeaderValue::from_str(&long).unwrap(),
+            HeaderValue::from_str(&members[..20].join(",")).unwrap(),
+        ];
+        let ts = TraceState::from_header_values(&lines).unwrap();
+        assert!(!ts.as_str().contains("long=") && ts.as_str().len() <= MAX_TRACESTATE_LEN);
+        // One member too long to fit at all.
+        let huge = format!("{}={}", "k".repeat(256), "v".repeat(256));
+        assert_eq!(TraceState::parse(&huge), Err(InvalidTracestate::TooLong));
     }
 
     #[test]
