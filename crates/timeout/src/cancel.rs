@@ -5,8 +5,10 @@
 //! session times out, or its caller drops the answer before the final message, the layer sends
 //! that notification to the inner service: a POST with the call's `Mcp-Session-Id`,
 //! `MCP-Protocol-Version`, `Host`, `Origin` and `Accept`, `Content-Type: application/json`, and
-//! its `x-request-id`, `traceparent` and `tracestate`, on a clone of the inner service, in a
-//! spawned task whose answer is dropped.
+//! its case: the header carrying its [`CorrelationId`] (whatever its name; `x-request-id`
+//! without one), a `traceparent` naming a span of its own in the call's trace (the call's
+//! parent id belongs to the call's request), and the `tracestate`; on a clone of the inner
+//! service, in a spawned task whose answer is dropped.
 //!
 //! Under 2026-07-28 closing the stream is the cancellation, so nothing is sent.
 
@@ -15,7 +17,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderValue, Method as HttpMethod, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, Request, Uri, Version};
 use tower_armor_mcp::error::BoxError;
 use tower_armor_mcp::inspect::InProgress;
 use tower_armor_mcp::inspect::headers::{PROTOCOL_VERSION, SESSION_ID};
@@ -119,8 +121,74 @@ where
     })
 }
 
-/// The headers that tie a request to its case, copied from a call to its cancellation.
-const CASE_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The case id's header when the call has no [`CorrelationId`] to find it by.
+static DEFAULT_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The headers that tie a call to its case, for its cancellation.
+#[derive(Clone, Default)]
+struct Case {
+    /// The header carrying the call's correlation id: the one whose value is the id (the
+    /// correlation layers write it under the name they are configured with).
+    id: Option<(HeaderName, HeaderValue)>,
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+}
+
+impl Case {
+    fn of(headers: &HeaderMap, correlation: Option<&CorrelationId>) -> Case {
+        let id = match correlation {
+            Some(c) => headers
+                .iter()
+                .find(|(_, v)| *v == c.header_value())
+                .map(|(n, v)| (n.clone(), v.clone())),
+            None => headers
+                .get(&DEFAULT_ID_HEADER)
+                .map(|v| (DEFAULT_ID_HEADER.clone(), v.clone())),
+        };
+        Case {
+            id,
+            traceparent: headers.get(&TRACEPARENT).cloned(),
+            tracestate: headers.get(&TRACESTATE).cloned(),
+        }
+    }
+
+    fn write(&self, headers: &mut HeaderMap) {
+        if let Some((name, value)) = &self.id {
+            headers.insert(name, value.clone());
+        }
+        if let Some(v) = &self.traceparent {
+            headers.insert(
+                &TRACEPARENT,
+                child_traceparent(v).unwrap_or_else(|| v.clone()),
+            );
+        }
+        if let Some(v) = &self.tracestate {
+            headers.insert(&TRACESTATE, v.clone());
+        }
+    }
+}
+
+/// `traceparent` with a fresh parent id (`version-traceid-parentid-flags`: bytes 36..52), for
+/// another request of the same trace; `None` if `value` does not have that shape.
+fn child_traceparent(value: &HeaderValue) -> Option<HeaderValue> {
+    let b = value.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    // Unique, not secret: std's per-process random keys, fresh for each call of `new`.
+    let span = std::iter::repeat_with(|| {
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), b)
+    })
+    .find(|&x| x != 0)?;
+    let mut out = b.to_vec();
+    for (i, slot) in out[36..52].iter_mut().enumerate() {
+        *slot = b"0123456789abcdef"[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
 
 /// What a cancellation keeps for its call until the server has read it.
 #[derive(Clone)]
@@ -144,10 +212,9 @@ pub(crate) struct CancelTarget {
     accept: Option<HeaderValue>,
     principal: Option<Principal>,
     correlation: Option<CorrelationId>,
-    /// The call's `x-request-id`, `traceparent` and `tracestate` headers: the notification is
-    /// part of the same case (in a client stack it goes to the upstream below the layer that
-    /// propagates them).
-    case_headers: [Option<HeaderValue>; 3],
+    /// The call's case headers: the notification is part of the same case (in a client stack
+    /// it goes to the upstream below the layer that propagates them).
+    case: Case,
     /// The inspector's mark of the call's id in progress: held as long as the call can still be
     /// resumed or cancelled, then passed on in the notification, so that the id is not free
     /// for another request before the server has read the cancellation.
@@ -215,7 +282,7 @@ impl CancelTarget {
             accept: h.get(ACCEPT).cloned(),
             principal: req.extensions().get::<Principal>().cloned(),
             correlation: req.extensions().get::<CorrelationId>().cloned(),
-            case_headers: CASE_HEADERS.map(|name| h.get(name).cloned()),
+            case: Case::of(h, req.extensions().get::<CorrelationId>()),
             in_progress: req.extensions().get::<InProgress>().cloned(),
         })
     }
@@ -263,11 +330,7 @@ impl CancelTarget {
         if let Some(v) = &self.origin {
             h.insert(ORIGIN, v.clone());
         }
-        for (name, value) in CASE_HEADERS.iter().zip(&self.case_headers) {
-            if let Some(v) = value {
-                h.insert(*name, v.clone());
-            }
-        }
+        self.case.write(h);
         let mut facts = McpRequest::new(
             MessageKind::Notification,
             Some(Method::NotificationsCancelled),

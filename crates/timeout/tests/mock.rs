@@ -338,9 +338,35 @@ async fn a_caller_leaving_before_headers_cancels_a_2025_session_call() {
     let _pending = handle.next_request().await.unwrap();
     drop(fut);
     let n = expect_cancelled(&mut handle, 5, "s-1", "caller went away").await;
-    for (name, value) in case {
-        assert_eq!(n.headers()[name], value, "{name}");
-    }
+    assert_eq!(n.headers()["x-request-id"], "case-42");
+    assert_eq!(n.headers()["tracestate"], "congo=t61rcWkgMzE");
+    // Another request of the same trace: the trace id and flags, a parent id of its own.
+    let tp = n.headers()["traceparent"].to_str().unwrap();
+    assert_eq!(tp.len(), 55);
+    assert_eq!(&tp[..36], &case[1].1[..36]);
+    assert_eq!(&tp[52..], "-01");
+    assert_ne!(&tp[36..52], "00f067aa0ba902b7");
+    assert!(
+        tp[36..52]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+
+    // The case id under another name: the header that carries the call's `CorrelationId`.
+    let mut req = call(6, "slow", V2025, Some("s-1"));
+    req.headers_mut()
+        .insert("x-correlation-id", HeaderValue::from_static("case-43"));
+    req.extensions_mut()
+        .insert(tower_armor_mcp::CorrelationId::parse("case-43").unwrap());
+    let fut = ServiceExt::<Request<McpBody>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(req);
+    let _pending = handle.next_request().await.unwrap();
+    drop(fut);
+    let n = expect_cancelled(&mut handle, 6, "s-1", "caller went away").await;
+    assert_eq!(n.headers()["x-correlation-id"], "case-43");
+    assert!(!n.headers().contains_key("x-request-id"));
 }
 
 #[tokio::test(start_paused = true)]
