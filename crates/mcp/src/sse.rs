@@ -32,6 +32,30 @@ pub fn error_event(
     ))
 }
 
+/// `data` cut after each line end (`\n`, `\r`, or `\r\n` as one), with the offset just past
+/// each piece; a last piece without a line end comes too. Fed to an [`SseParser`] one piece at
+/// a time, the parser is [at a boundary](SseParser::at_boundary) after a piece exactly where an
+/// event ended, which is how a writer finds where in a frame it may end the stream.
+///
+/// ```
+/// use tower_armor_mcp::sse::lines;
+/// let pieces: Vec<(usize, &[u8])> = lines(b"data: 1\r\n\ndata: 2").collect();
+/// assert_eq!(pieces, [(9, &b"data: 1\r\n"[..]), (10, b"\n"), (17, b"data: 2")]);
+/// ```
+pub fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = data.get(start..).filter(|r| !r.is_empty())?;
+        let len = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => i + 2,
+            Some(i) => i + 1,
+            None => rest.len(),
+        };
+        start += len;
+        Some((start, &rest[..len]))
+    })
+}
+
 /// One dispatched event. Borrows the parser's buffers until the next call to
 /// [`SseParser::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_armor_mcp::ListenId;
 use tower_armor_mcp::signal::SignalWait;
-use tower_armor_mcp::sse::SseParser;
+use tower_armor_mcp::sse::{SseParser, lines};
 
 use crate::layer::{ListenPlace, Shared};
 
@@ -92,6 +92,15 @@ struct State {
     idle_due: Option<Instant>,
     /// The idle timeout passed inside an event: end at the next boundary unless data came.
     idle_overdue: bool,
+    /// When an overdue idle timeout cuts the stream if the event in flight has not ended (a
+    /// server stalled mid-event would otherwise hold its slots for ever): the shutdown grace
+    /// after the timeout.
+    idle_cut: Option<Instant>,
+    /// The server's first bytes: not yet seen (`Some`), and whether the layer has written a
+    /// keep-alive before them. A byte order mark is only one at the very start of a stream:
+    /// after the layer's comment, the client would read the server's as part of a field name
+    /// and lose its first event, so the layer drops it then.
+    before_server: Option<bool>,
     /// The deadline the sleep is set to and has not fired at yet.
     armed: Option<Instant>,
     phase: Phase,
@@ -139,23 +148,20 @@ impl Resumed {
     /// client resumed from. rmcp 3.11 replays that event again (an off-by-one); a server that
     /// does not never sends an event with that id after it, so dropping it is always safe.
     fn take(&mut self, data: &[u8]) -> Held {
-        let mut at = self.held.len();
+        let from = self.held.len();
         self.held.extend_from_slice(data);
         // Fed one line at a time, so that the offset where the parser dispatches the first
         // event is the offset where that event ends.
         let mut repeat = None;
-        while repeat.is_none() && at < self.held.len() {
-            let rest = &self.held[at..];
-            let line = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => i + 2,
-                Some(i) => i + 1,
-                None => rest.len(),
-            };
-            let last_event_id = &self.last_event_id[..];
-            self.parser.feed(&rest[..line], |ev| {
-                repeat = Some(ev.id == Some(last_event_id))
-            });
-            at += line;
+        let mut at = from;
+        let last_event_id = &self.last_event_id[..];
+        for (end, line) in lines(&self.held[from..]) {
+            self.parser
+                .feed(line, |ev| repeat = Some(ev.id == Some(last_event_id)));
+            at = from + end;
+            if repeat.is_some() {
+                break;
+            }
         }
         match repeat {
             None if self.held.len() <= MAX_HELD => Held::More,
@@ -166,6 +172,20 @@ impl Resumed {
                 Held::Forward(self.held.split().freeze().slice(at..))
             }
         }
+    }
+}
+
+/// `frame` without a leading byte order mark (a data frame that starts with one whole; one
+/// split over two frames is left as it is).
+fn without_bom(frame: Frame<Bytes>) -> Frame<Bytes> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    match frame.into_data() {
+        Ok(data) if data.starts_with(BOM) => {
+            tracing::debug!("dropped the byte order mark that followed a keep-alive");
+            Frame::data(data.slice(BOM.len()..))
+        }
+        Ok(data) => Frame::data(data),
+        Err(frame) => frame,
     }
 }
 
@@ -239,18 +259,43 @@ impl State {
             if let Some(idle) = idle {
                 self.idle_due = Some(now + idle);
                 self.idle_overdue = false;
+                self.idle_cut = None;
             }
         }
+    }
+
+    /// Whether the layer waits for an event boundary to end the stream at: draining, or an
+    /// idle timeout that passed inside an event.
+    fn ending(&self) -> bool {
+        matches!(self.phase, Phase::Draining(_)) || self.idle_overdue
+    }
+
+    /// Takes in a frame's `data` while [`ending`](Self::ending), one line at a time: the
+    /// offset just past the last event boundary in it at which the stream is still to end, if
+    /// any. What comes after it (the start of an event the client would never see whole) is
+    /// not sent. An idle timeout no longer ends the stream once an event carrying data
+    /// completes (it restarts the idle clock).
+    fn feed_to_end(&mut self, data: &[u8]) -> Option<usize> {
+        let mut cut = None;
+        for (end, line) in lines(data) {
+            self.on_data(line);
+            if !self.ending() {
+                cut = None;
+            } else if self.parser.at_boundary() {
+                cut = Some(end);
+            }
+        }
+        cut
     }
 
     fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Draining(cut) => Some(cut),
             Phase::Done => None,
-            Phase::Running => match (self.keep_alive_due, self.idle_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            Phase::Running => [self.keep_alive_due, self.idle_due, self.idle_cut]
+                .into_iter()
+                .flatten()
+                .min(),
         }
     }
 
@@ -327,6 +372,8 @@ impl<B> SseBody<B> {
                     keep_alive_due: None,
                     idle_due: None,
                     idle_overdue: false,
+                    idle_cut: None,
+                    before_server: Some(false),
                     armed: None,
                     phase: Phase::Running,
                     resumed: resumed_from.map(Resumed::new),
@@ -440,13 +487,31 @@ where
                                     }
                                 }
                             }
-                            if let Some(data) = frame.data_ref() {
+                            if let Some(wrote) = state.before_server
+                                && frame.data_ref().is_some_and(|d| !d.is_empty())
+                            {
+                                state.before_server = None;
+                                if wrote {
+                                    frame = without_bom(frame);
+                                }
+                            }
+                            let Some(data) = frame.data_ref() else {
+                                return Poll::Ready(Some(Ok(frame)));
+                            };
+                            if !state.ending() {
                                 state.on_data(data);
+                                return Poll::Ready(Some(Ok(frame)));
                             }
                             let draining = matches!(state.phase, Phase::Draining(_));
-                            if (draining || state.idle_overdue) && state.parser.at_boundary() {
-                                // The event in flight is complete: this frame is the last (but
-                                // for a listen stream's graceful close).
+                            if let Some(n) = state.feed_to_end(data) {
+                                // The event in flight is complete: this frame, up to there, is
+                                // the last (but for a listen stream's graceful close).
+                                if n < data.len() {
+                                    frame = match frame.into_data() {
+                                        Ok(data) => Frame::data(data.slice(..n)),
+                                        Err(frame) => frame,
+                                    };
+                                }
                                 let why = if draining { "shutdown" } else { "idle timeout" };
                                 if let Some(close) = state.end(why, true) {
                                     state.stashed = Some(close);
@@ -509,6 +574,13 @@ where
                         Phase::Running => {}
                     }
                     let at_boundary = state.parser.at_boundary();
+                    if state.idle_cut.is_some_and(|t| t <= deadline) {
+                        tracing::warn!(
+                            "SSE stream still inside an event a shutdown grace after its idle \
+                             timeout; cut (the client drops the unfinished event)"
+                        );
+                        return state.finish("idle timeout, event unfinished", false);
+                    }
                     if state.idle_due.is_some_and(|t| t <= deadline) {
                         if at_boundary {
                             return state.finish("idle timeout", true);
@@ -517,6 +589,7 @@ where
                         // restarts the idle clock).
                         state.idle_due = None;
                         state.idle_overdue = true;
+                        state.idle_cut = Some(deadline + state.shared.shutdown_grace);
                     }
                     if state.keep_alive_due.is_some_and(|t| t <= deadline) {
                         if at_boundary {
@@ -524,6 +597,9 @@ where
                                 .shared
                                 .keep_alive
                                 .map(|d| deadline.max(Instant::now()) + d);
+                            if let Some(wrote) = state.before_server.as_mut() {
+                                *wrote = true;
+                            }
                             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
                                 KEEP_ALIVE_COMMENT,
                             )))));

@@ -288,7 +288,8 @@ async fn idle_waits_for_the_end_of_an_event() {
     let mut body = Box::pin(resp.into_body());
     tx.send(Ok(Bytes::from_static(b"id: 9\n"))).unwrap();
     next(&mut body, 1).await.unwrap().unwrap();
-    quiet(&mut body, 100).await;
+    // Within the shutdown grace (5 s) after the idle timeout.
+    quiet(&mut body, 44).await;
     tx.send(Ok(Bytes::from_static(b"data: x\n\n"))).unwrap();
     next(&mut body, 1).await.unwrap().unwrap();
     let t0 = Instant::now();
@@ -303,7 +304,8 @@ async fn idle_ends_after_an_event_without_data() {
     let mut body = Box::pin(resp.into_body());
     tx.send(Ok(Bytes::from_static(b"id: 9\n"))).unwrap();
     next(&mut body, 1).await.unwrap().unwrap();
-    quiet(&mut body, 100).await;
+    // Within the shutdown grace (5 s) after the idle timeout.
+    quiet(&mut body, 44).await;
     // The event ends without data: no data came for 40 s, so the stream ends right after.
     tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
     assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"\n"[..]);
@@ -459,6 +461,75 @@ async fn shutdown_cuts_a_stuck_event_after_the_grace() {
     l.shutdown_handle().shutdown();
     assert_eq!(next(&mut body, 10).await.unwrap(), None);
     assert_eq!(t0.elapsed(), Duration::from_secs(3));
+}
+
+/// A frame that ends the event in flight and starts the next (a proxied upstream's frames
+/// follow its reads, not its events) is cut at that boundary on shutdown: the stream ends
+/// there at once, without the start of an event the client would never see whole.
+#[tokio::test(start_paused = true)]
+async fn shutdown_cuts_a_frame_at_the_boundary_inside_it() {
+    let l = layer(Some(15), None);
+    let handle = l.shutdown_handle();
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"data: A-par"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    handle.shutdown();
+    tx.send(Ok(Bytes::from_static(b"t\n\ndata: B\n\ndata: C-par")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"t\n\ndata: B\n\n"[..],
+        "complete events pass, the unfinished one does not"
+    );
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+}
+
+/// An idle timeout that passes inside an event waits for its end, but not for ever: a server
+/// stalled mid-event is cut a shutdown grace later (its stream's slots come back).
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_stalled_mid_event_is_cut_after_the_grace() {
+    let l = SseLayer::builder()
+        .keep_alive(None::<Duration>)
+        .idle_timeout(Duration::from_secs(40))
+        .shutdown_grace(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (tx, resp) = open(&l, get(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"data: {\"jsonrpc\":")))
+        .unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(next(&mut body, 100).await.unwrap(), None);
+    assert_eq!(t0.elapsed(), Duration::from_secs(43));
+    drop(tx);
+}
+
+/// A keep-alive that went out before the server's first byte: a byte order mark at the start
+/// of the server's bytes would reach the client mid-stream (read as part of a field name, its
+/// first event lost), so it is dropped. Without a keep-alive before it, it passes.
+#[tokio::test(start_paused = true)]
+async fn a_byte_order_mark_after_a_keep_alive_is_dropped() {
+    let l = layer(Some(15), None);
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    assert_eq!(next(&mut body, 16).await.unwrap().unwrap(), KA);
+    tx.send(Ok(Bytes::from_static(b"\xEF\xBB\xBFdata: 1\n\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"data: 1\n\n"[..]
+    );
+
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"\xEF\xBB\xBFdata: 1\n\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"\xEF\xBB\xBFdata: 1\n\n"[..]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -669,7 +740,8 @@ async fn a_listen_stream_the_layer_ends_gets_its_graceful_close() {
     let (tx, mut body) = open_listen(&l, 8).await;
     tx.send(Ok(Bytes::from_static(b"id: 1\n"))).unwrap();
     next(&mut body, 1).await.unwrap().unwrap();
-    quiet(&mut body, 100).await;
+    // Within the shutdown grace (5 s) after the idle timeout.
+    quiet(&mut body, 44).await;
     tx.send(Ok(Bytes::from_static(b"\n"))).unwrap();
     assert_eq!(next(&mut body, 1).await.unwrap().unwrap(), &b"\n"[..]);
     assert!(!body.is_end_stream(), "the close is still to come");

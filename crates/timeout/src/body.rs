@@ -382,15 +382,11 @@ fn final_error_event(
 /// Feeds `data` line by line and returns the end of the last event boundary in it, if any.
 fn feed_to_boundary(parser: &mut SseParser, data: &[u8]) -> Option<usize> {
     let mut last = None;
-    let mut start = 0;
-    while start < data.len() {
-        let end =
-            memchr::memchr2(b'\n', b'\r', &data[start..]).map_or(data.len(), |i| start + i + 1);
-        parser.feed(&data[start..end], |_| {});
+    for (end, line) in tower_armor_mcp::sse::lines(data) {
+        parser.feed(line, |_| {});
         if parser.at_boundary() {
             last = Some(end);
         }
-        start = end;
     }
     last
 }
