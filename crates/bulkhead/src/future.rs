@@ -267,13 +267,17 @@ where
                     return self.poll(cx);
                 }
                 if let Some(deadline) = *deadline {
-                    if sleep.is_none() {
-                        sleep.set(Some(tokio::time::sleep_until(deadline)));
-                    }
-                    let expired = sleep
-                        .as_mut()
-                        .as_pin_mut()
-                        .is_some_and(|s| s.poll(cx).is_ready());
+                    // Checked against the clock too: a timer rounds its deadline up to the next
+                    // tick, so a zero wait limit would otherwise hold a place in line for one.
+                    let expired = Instant::now() >= deadline || {
+                        if sleep.is_none() {
+                            sleep.set(Some(tokio::time::sleep_until(deadline)));
+                        }
+                        sleep
+                            .as_mut()
+                            .as_pin_mut()
+                            .is_some_and(|s| s.poll(cx).is_ready())
+                    };
                     if expired {
                         let pool = Arc::clone(waiter.pool());
                         // Drops the waiter: its place goes, or a permit just handed to it

@@ -287,6 +287,33 @@ async fn max_wait_refuses_a_waiter_after_the_deadline() {
     assert_eq!(counts(&stats), (0, 0, 1));
 }
 
+/// A zero wait limit refuses a call that would have to wait at its first poll: it holds no
+/// place in line for a timer tick.
+#[tokio::test(start_paused = true)]
+async fn a_zero_wait_limit_refuses_at_once() {
+    let layer = BulkheadLayer::new(1)
+        .max_queue(4)
+        .max_wait(Duration::ZERO)
+        .by_tool(KnownTools::from_names(["slow"]));
+    let stats = layer.stats();
+    let (mut svc, mut handle) = typed(&layer);
+    let mut a = Box::pin(start(&mut svc, tool("slow")).await);
+    pending(a.as_mut());
+    let (_, send) = next(&mut handle).await;
+    // Between two timer ticks (1 ms), as a real clock almost always is: a timer set to now
+    // fires only at the next tick.
+    tokio::time::advance(Duration::from_micros(500)).await;
+    let mut b = Box::pin(start(&mut svc, tool("slow")).await);
+    let err = match poll(b.as_mut()) {
+        Poll::Ready(r) => refused(r),
+        Poll::Pending => panic!("a zero wait limit let the call wait"),
+    };
+    assert_eq!(err.key.as_deref(), Some("slow"));
+    assert_eq!(counts(&stats), (1, 0, 1));
+    send.send_response(ok_reply());
+    assert!(matches!(poll(a.as_mut()), Poll::Ready(Ok(_))));
+}
+
 // === drop at every await ===
 
 /// Every point where a call can be dropped: the bulkhead ends with every permit and place back.
