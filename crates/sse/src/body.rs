@@ -213,9 +213,11 @@ impl Drop for OpenStream {
     }
 }
 
-/// What a compressed stream keeps: the shutdown it ends on (it counts as an open stream).
+/// What a compressed stream keeps: the shutdown it ends on (it counts as an open stream), and
+/// its session's place when it is a standalone `GET` stream.
 struct CompressedState {
     shared: OpenStream,
+    _place: Option<ListenPlace>,
     long_lived: bool,
     shutdown_wait: SignalWait,
     done: bool,
@@ -326,12 +328,18 @@ impl<B> SseBody<B> {
         }
     }
 
-    pub(crate) fn compressed(body: B, shared: Arc<Shared>, long_lived: bool) -> Self {
+    pub(crate) fn compressed(
+        body: B,
+        shared: Arc<Shared>,
+        long_lived: bool,
+        place: Option<ListenPlace>,
+    ) -> Self {
         SseBody {
             kind: Kind::Compressed {
                 body,
                 state: CompressedState {
                     shared: OpenStream::new(shared),
+                    _place: place,
                     long_lived,
                     shutdown_wait: SignalWait::default(),
                     done: false,

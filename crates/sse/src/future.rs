@@ -209,13 +209,26 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
         long_lived,
         resumed_from,
     } = call;
-    // Not a stream (the server refused the GET), or a compressed one: the session's place,
-    // if this request took it, is given back when this future is dropped.
+    // Not a stream (the server refused the GET): the session's place, if this request took
+    // it, is given back when this future is dropped.
     if !policy::is_event_stream(resp.headers()) {
         return resp.map(SseBody::passthrough);
     }
     let (mut parts, body) = resp.into_parts();
-    if policy::prepare_sse_headers(&mut parts.headers) {
+    let compressed = policy::prepare_sse_headers(&mut parts.headers);
+    // The stream (compressed or not) holds the session's place until it ends; requests waiting
+    // for it learn that it is open. One that went on while another credential's stream was
+    // open is a second stream: refused, even if the first has ended since (it would be the
+    // idle one).
+    let place = match std::mem::replace(place, Place::None) {
+        Place::None => None,
+        Place::Held(place) => {
+            place.opened();
+            Some(place)
+        }
+        Place::WentOn(correlation) => return conflict(correlation.as_ref()),
+    };
+    if compressed {
         tracing::error!(
             content_encoding = ?parts.headers.get(http::header::CONTENT_ENCODING),
             "a text/event-stream answer is compressed: events are held back until the \
@@ -225,19 +238,8 @@ fn answered<B>(resp: Response<B>, call: Call, place: &mut Place) -> Response<Sse
         // Its bytes are not events: no boundary can be found in them, and a keep-alive
         // comment written into them would corrupt the compressed stream. It still ends on
         // shutdown, which must not wait for it.
-        return Response::from_parts(parts, SseBody::compressed(body, shared, long_lived));
+        return Response::from_parts(parts, SseBody::compressed(body, shared, long_lived, place));
     }
-    // The stream holds the session's place until it ends; requests waiting for it learn that
-    // it is open. One that went on while another credential's stream was open is a second
-    // stream: refused, even if the first has ended since (it would be the idle one).
-    let place = match std::mem::replace(place, Place::None) {
-        Place::None => None,
-        Place::Held(place) => {
-            place.opened();
-            Some(place)
-        }
-        Place::WentOn(correlation) => return conflict(correlation.as_ref()),
-    };
     // The inspector names a `subscriptions/listen` answer's request (for its graceful close).
     let listen = if long_lived {
         parts.extensions.get::<ListenId>().cloned()

@@ -865,6 +865,24 @@ async fn a_second_standalone_stream_of_a_session_gets_409() {
             .status(),
         200
     );
+    // A compressed stream (a misconfiguration, logged) holds its session's place all the same.
+    let (_tx, compressed) = serve(&l, listen("s-4"), "text/event-stream", Some("gzip"), None).await;
+    assert_eq!(compressed.status(), 200);
+    assert_eq!(
+        open(&l, listen("s-4"), "text/event-stream")
+            .await
+            .1
+            .status(),
+        409
+    );
+    drop(compressed);
+    assert_eq!(
+        open(&l, listen("s-4"), "text/event-stream")
+            .await
+            .1
+            .status(),
+        200
+    );
 }
 
 /// The place is taken when the request comes: of two standalone GETs of one session in flight
