@@ -625,9 +625,12 @@ where
             Kind::Passthrough { body } => body.is_end_stream(),
             Kind::Compressed { body, state } => state.done || body.is_end_stream(),
             Kind::Local { bytes } => bytes.is_none(),
-            // A stashed frame (a listen stream's graceful close) is still to come.
+            // A stashed frame (a listen stream's graceful close), or the held start of a
+            // resumed stream, is still to come.
             Kind::Stream { body, state, .. } => {
-                state.stashed.is_none() && (state.phase == Phase::Done || body.is_end_stream())
+                state.stashed.is_none()
+                    && state.resumed.as_ref().is_none_or(|r| r.held.is_empty())
+                    && (state.phase == Phase::Done || body.is_end_stream())
             }
         }
     }
