@@ -280,6 +280,12 @@ impl CallState {
             // A `GET` took the call over: it is that answer's to hold or cancel.
             return None;
         }
+        if handle.is_some_and(CompletionHandle::is_cancel_requested) {
+            // The client cancelled the call itself (or ended its session) before letting go of
+            // its answer: nothing is left to resume, and the layer sends no cancellation of
+            // its own (should the server refuse the client's, `Marked::withdraw` sends it).
+            return None;
+        }
         let (Some((held, grace)), Some(stream), Some((session, _))) =
             (&self.resume, self.stream.take(), &self.session)
         else {

@@ -287,6 +287,7 @@ impl Marked {
     /// The server did not accept the cancellation: its marks are taken back. A call stays
     /// cancel-requested while another mark (one the server accepted) remains.
     pub(crate) fn withdraw(self) {
+        let mut orphans = Vec::new();
         for entry in self.0 {
             let mut slot = entry.slot();
             slot.marks = slot.marks.saturating_sub(1);
@@ -298,7 +299,18 @@ impl Marked {
                 && let Some(h) = &slot.handle
             {
                 h.withdraw_cancel_request();
+                // Its client let go of the answer meanwhile, counting on its own cancellation:
+                // nothing else will cancel the call now.
+                if slot.ended
+                    && h.outcome() == Some(tower_armor_mcp::Outcome::Cancelled)
+                    && let Some(t) = slot.target.take()
+                {
+                    orphans.push(t);
+                }
             }
+        }
+        for t in orphans {
+            t.send(crate::cancel::REASON_GONE);
         }
     }
 }

@@ -1946,6 +1946,58 @@ async fn reaches_the_server(svc: &Inspected, handle: &mut Handle, id: i64) {
     assert_eq!(status, http::StatusCode::ACCEPTED);
 }
 
+/// A call its client cancels itself, whose answer it then drops before the server ends it:
+/// nothing is held for resumption, and the layer sends no cancellation of its own.
+#[tokio::test(start_paused = true)]
+async fn a_call_its_client_cancelled_is_not_held_when_its_answer_is_dropped() {
+    let (svc, mut handle) = inspected(ms(5_000));
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(8, None)));
+    let (req, reply) = next_within(&mut handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
+    tx.send(&format!("id: 1/st8\ndata: {}\n\n", progress(1)));
+    let _ = resp.frame().await;
+    let cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), client_cancel(8)));
+    let (_req, reply) = next_within(&mut handle)
+        .await
+        .expect("the client's cancellation");
+    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(cancel.await.unwrap().unwrap().status(), 202);
+    drop(resp);
+    advance(ms(6_000)).await;
+    assert!(
+        next_within(&mut handle).await.is_none(),
+        "no cancellation of the layer's own"
+    );
+    drop(tx);
+
+    // The same, but the server refuses the client's cancellation once the answer is gone:
+    // nobody else cancels the call, so the layer does.
+    let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(9, None)));
+    let (req, reply) = next_within(&mut handle).await.expect("the call");
+    drop(req);
+    let (tx, body) = script();
+    reply.send_response(answer("text/event-stream", body));
+    let mut resp = Box::pin(first.await.unwrap().unwrap().into_body());
+    tx.send(&format!("id: 1/st9\ndata: {}\n\n", progress(1)));
+    let _ = resp.frame().await;
+    let cancel = tokio::spawn(ServiceExt::oneshot(svc.clone(), client_cancel(9)));
+    let (_req, reply) = next_within(&mut handle)
+        .await
+        .expect("the client's cancellation");
+    drop(resp);
+    reply.send_response(Response::builder().status(400).body(script().1).unwrap());
+    assert_eq!(cancel.await.unwrap().unwrap().status(), 400);
+    let (n, _) = next_within(&mut handle)
+        .await
+        .expect("the layer's cancellation");
+    let facts = n.extensions().get::<McpRequest>().unwrap();
+    assert_eq!(facts.method(), Some(&Method::NotificationsCancelled));
+    drop(tx);
+}
+
 /// A call held for resumption keeps its id in progress in the inspector's table (a reuse is
 /// refused), and so does the `notifications/cancelled` the layer sends when the grace ends,
 /// until the server has read it. A held call its client cancels itself is withdrawn: no
