@@ -108,18 +108,30 @@ where
         };
         let mut svc = proto.lock().unwrap_or_else(|p| p.into_inner()).clone();
         rt.spawn(async move {
-            let ready: Result<(), BoxError> =
-                poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
-            let sent = match ready {
-                Ok(()) => svc.call(req).await.map(drop).map_err(Into::into),
-                Err(e) => Err(e),
+            let send = async {
+                let ready: Result<(), BoxError> =
+                    poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into);
+                match ready {
+                    Ok(()) => svc.call(req).await.map(drop).map_err(Into::into),
+                    Err(e) => Err(e),
+                }
             };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "notifications/cancelled not delivered");
+            // Bounded: the request carries what the call holds (its permit) until the server
+            // has read it, and a server that never answers must not keep that for ever.
+            match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "notifications/cancelled not delivered"),
+                Err(_) => tracing::debug!(
+                    "notifications/cancelled not answered within {SEND_TIMEOUT:?}; given up"
+                ),
             }
         });
     })
 }
+
+/// How long a cancellation may take to be answered before the layer gives it up (and what
+/// it holds for its call goes).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

@@ -1998,6 +1998,24 @@ async fn a_call_its_client_cancelled_is_not_held_when_its_answer_is_dropped() {
     drop(tx);
 }
 
+/// A cancellation the server never takes in (it never gets ready) is given up after a while,
+/// and with it what it holds for its call: the id is free again.
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_the_server_never_takes_lets_go_in_the_end() {
+    let (svc, mut handle) = inspected(ms(1_000));
+    hold_a_call(&svc, &mut handle, 7).await;
+    handle.allow(0);
+    // The grace ends: the layer's cancellation waits for the server to get ready.
+    advance(ms(1_000)).await;
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    advance(ms(10_500)).await;
+    tokio::task::yield_now().await;
+    handle.allow(10);
+    reaches_the_server(&svc, &mut handle, 7).await;
+}
+
 /// A call held for resumption keeps its id in progress in the inspector's table (a reuse is
 /// refused), and so does the `notifications/cancelled` the layer sends when the grace ends,
 /// until the server has read it. A held call its client cancels itself is withdrawn: no
