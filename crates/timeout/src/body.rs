@@ -32,8 +32,10 @@
 //! - **Any other answer** (a JSON body still being read): the body fails with [`Elapsed`] (there
 //!   is no way to add a message to a JSON body).
 //!
-//! The server's drain ([`CallDrain::end_calls`](crate::CallDrain::end_calls)) is a deadline too,
-//! taken once no frame of the answer is ready (one may be its final message): the same steps,
+//! The server's drain ([`CallDrain::end_calls`](crate::CallDrain::end_calls)) is a deadline too:
+//! for an SSE or gRPC answer at once (a frame already waiting, which may be its final message,
+//! gets the same look and grace as at the deadline, so a stream that always has a frame ready
+//! cannot outlast the drain), for any other answer once no frame of it is ready: the same steps,
 //! with [`ShuttingDown`](tower_armor_mcp::error::ShuttingDown) (`-31510`, "server shutting down") in the final event and as the body's
 //! error (`grpc-status: 14`, `UNAVAILABLE`, in a gRPC answer's trailers), and a local rejection
 //! as the handle's outcome instead of `Elapsed`.
@@ -974,23 +976,25 @@ impl Timed {
         {
             return Step::End(last);
         }
+        // The server's drain makes now this call's deadline. An SSE or gRPC answer is judged
+        // at once (a frame already waiting, which may be its final message, gets the look and
+        // the grace the deadline gives it), so a stream that always has a frame ready cannot
+        // outlast the drain; any other answer once no frame of it is ready.
+        let framed = self.sse.is_some() || self.grpc.is_some();
+        if framed
+            && self.drain_due(cx)
+            && let Some(last) = self.on_deadline(sleep.as_mut(), cx)
+        {
+            return Step::End(last);
+        }
         let res = match body.poll_frame(cx) {
             Poll::Pending => {
                 self.pended = true;
-                // The server's drain: once no frame of the answer is ready (one may be its
-                // final message), this call's deadline is now.
-                if self.phase == Phase::Running
-                    && !self.drained
-                    && self
-                        .call
-                        .drain
-                        .poll_ended(&mut self.drain_wait, cx)
-                        .is_ready()
+                if !framed
+                    && self.drain_due(cx)
+                    && let Some(last) = self.on_deadline(sleep, cx)
                 {
-                    self.drained = true;
-                    if let Some(last) = self.on_deadline(sleep, cx) {
-                        return Step::End(last);
-                    }
+                    return Step::End(last);
                 }
                 // Past the deadline at a boundary, and no frame waiting: the layer gives up.
                 if std::mem::take(&mut self.peek) && self.give_up() {
@@ -1061,6 +1065,20 @@ impl Timed {
             }
         };
         Step::Frame(Poll::Ready(res))
+    }
+
+    /// Whether the server's drain has just ended this call (the first time it is seen; the
+    /// call then ends as at its deadline).
+    fn drain_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = self.phase == Phase::Running
+            && !self.drained
+            && self
+                .call
+                .drain
+                .poll_ended(&mut self.drain_wait, cx)
+                .is_ready();
+        self.drained |= due;
+        due
     }
 
     /// A late resumption's stream ended without the call's final message: one final error for

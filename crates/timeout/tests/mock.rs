@@ -1654,6 +1654,28 @@ async fn the_drain_ends_a_stream_with_one_final_event_at_a_boundary() {
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
 }
 
+/// A stream that always has a frame ready (a tool reporting progress faster than its client
+/// reads) cannot outlast the drain: the frame waiting when the drain comes passes whole, then
+/// the final event.
+#[tokio::test(start_paused = true)]
+async fn the_drain_ends_a_stream_that_always_has_a_frame_ready() {
+    let l = layer(60_000);
+    let drain = l.drain_handle();
+    let (mut svc, mut handle) = service(&l);
+    let (tx, _h, mut body) = open_sse(&mut svc, &mut handle, call(8, "slow", V2026, None)).await;
+    for n in 0..50 {
+        tx.event(progress(n));
+    }
+    assert!(text(now(&mut body)).contains("progress"));
+    drain.end_calls();
+    assert!(
+        text(now(&mut body)).contains("progress"),
+        "the frame waiting passes"
+    );
+    assert_shutdown_event(&text(now(&mut body)), json!(8));
+    assert!(matches!(now(&mut body), Some(None)), "then the end");
+}
+
 #[tokio::test(start_paused = true)]
 async fn after_the_drain_a_call_is_refused_without_reaching_the_server() {
     let l = layer(60_000);
