@@ -12,7 +12,9 @@
 //!   (with `"data":{"correlationId":…}` when the request had one). A frame the server has
 //!   already sent is looked at first, as the response future prefers a ready answer to its
 //!   deadline: when it holds the call's final message the call ends with it (no error after a
-//!   result); another event in it passes whole, and the layer gives up after it.
+//!   result); another event in it passes whole, and the layer gives up after it, unless it
+//!   moved the deadline (progress under reset-on-progress, a server request that pauses the
+//!   clock): then the call runs on.
 //! - **SSE answer, in the middle of an event**: that event is forwarded to its end first (an
 //!   event cannot be interrupted without corrupting it), for at most the boundary grace; a frame
 //!   that ends one event and starts another is cut after the boundary (the cut part is the
@@ -690,14 +692,10 @@ enum Step {
 
 impl Timed {
     /// Re-reads the answer's counters: progress resets, pauses, resumptions; re-arms the sleep.
-    fn tick(&mut self, sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        // Register before reading the counters, so an answer in between still wakes us.
-        if let Some(r) = &self.pause {
-            r.entry.waker.register(cx.waker());
-        }
+    /// Brings the call's clock up to what the observer has counted: progress (which starts the
+    /// deadline anew under reset-on-progress) and the server's requests outstanding (which
+    /// pause it).
+    fn sync_clock(&mut self) {
         let progress = self.handle.progress_count();
         // Only a call of a 2025-11-25 session can be answered: its client POSTs the answer in
         // the session. Without one (2026-07-28 has no server requests to answer; a sessionless
@@ -721,6 +719,17 @@ impl Timed {
                 self.waits.restart(now);
             }
         }
+    }
+
+    fn tick(&mut self, sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        // Register before reading the counters, so an answer in between still wakes us.
+        if let Some(r) = &self.pause {
+            r.entry.waker.register(cx.waker());
+        }
+        self.sync_clock();
         // (Also on an answer that took on a call already paused: see `timed`.)
         if self.call.clock.is_paused()
             && self.pause.is_none()
@@ -1014,7 +1023,16 @@ impl Timed {
                 Some(Ok(frame))
             }
             Some(Ok(frame)) => {
-                self.peek = false;
+                if std::mem::take(&mut self.peek) && !self.drained {
+                    // The frame waiting at the deadline: if what it carries moved the deadline
+                    // (progress under reset-on-progress, a server request that pauses the
+                    // clock), the call runs on, as if it had been read a moment earlier.
+                    self.sync_clock();
+                    if !self.call.clock.expired(Instant::now()) {
+                        self.phase = Phase::Running;
+                        self.waits.due = None;
+                    }
+                }
                 self.waits.handed = true;
                 let frame = self.on_frame(frame);
                 // A resumed call's result has passed: what its dropped answers held goes now

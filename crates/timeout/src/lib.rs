@@ -8,7 +8,7 @@
 //! | when the deadline passes | what happens |
 //! |---|---|
 //! | before the headers | the inner future is dropped; the call fails with [`Elapsed`] (rescued to 504 + `-31504`) |
-//! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)). A frame the server has already sent is looked at first: if it holds the call's final message, the call ends with it; another event passes whole, then the error |
+//! | inside an SSE answer, between events | the stream ends with one last event of the layer's own: a JSON-RPC error for the call's id with the local code `-31504` ([`CODE_TIMEOUT`](error::CODE_TIMEOUT)). A frame the server has already sent is looked at first: if it holds the call's final message, the call ends with it; another event passes whole, then the error, unless it moved the deadline (a progress notification under reset-on-progress, a server request that pauses the clock): then the call runs on |
 //! | inside an SSE answer, mid-event | that event is forwarded to its end first (at most [`boundary_grace`](TimeoutBuilder::boundary_grace), 100 ms by default), then as above; past the grace the body fails with [`Elapsed`] (connection cut) |
 //! | inside a gRPC answer (`application/grpc`, `application/grpc+<codec>`; not gRPC-Web) | a message in progress is forwarded to its end and the server's own status (trailers) still passes, within the same grace; then the answer ends at that boundary with trailers of the layer's own: `grpc-status: 4` (`DEADLINE_EXCEEDED`) |
 //! | inside a JSON body (or any other) | the body fails with [`Elapsed`] |

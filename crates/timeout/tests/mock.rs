@@ -992,6 +992,36 @@ async fn progress_resets_the_deadline_but_the_cap_holds() {
     assert_eq!(start.elapsed(), ms(250));
 }
 
+/// Under reset-on-progress, a progress notification already waiting when the deadline passes
+/// counts as if read a moment earlier: it starts the deadline anew, and the call runs on to
+/// its result.
+#[tokio::test(start_paused = true)]
+async fn progress_waiting_at_the_deadline_still_resets_it() {
+    let layer = TimeoutLayer::builder(ms(100))
+        .reset_on_progress(true)
+        .max_total(ms(10_000))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = service(&layer);
+    let (tx, body) = script();
+    let resp = exchange(
+        &mut svc,
+        &mut handle,
+        call(1, "progress", V2026, None),
+        answer("text/event-stream", body),
+    )
+    .await;
+    let mut body = Box::pin(resp.into_body());
+    tx.event(progress(1));
+    advance(ms(100)).await;
+    assert!(text(now(&mut body)).contains("progress"));
+    assert!(now(&mut body).is_none(), "no timeout error after it");
+    advance(ms(99)).await;
+    tx.event(result(1));
+    assert!(text(now(&mut body)).contains("\"result\""));
+    assert!(matches!(now(&mut body), None | Some(None)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn without_reset_progress_does_not_extend_the_deadline() {
     let (mut svc, mut handle) = service(&layer(100));
