@@ -298,8 +298,9 @@ impl CallState {
             return None;
         };
         // A call past its deadline is not held either: its hold would end at once (and its
-        // timer could fire before a `GET` racing this drop was told apart from it).
-        if grace.is_zero() || !hold || self.clock.expired(Instant::now()) {
+        // timer could fire before a `GET` racing this drop was told apart from it); nor once
+        // the drain has ended the calls (nothing could resume it).
+        if grace.is_zero() || !hold || self.clock.expired(Instant::now()) || self.drain.is_ended() {
             // Cancelled at once; a late resumption gets a final error for the id (the timeout's,
             // if the deadline had passed: dropped while the layer waited for an event boundary).
             let timed_out = self.clock.expired(Instant::now());

@@ -82,9 +82,11 @@ impl CallDrain {
         self.new_calls_refused.load(Ordering::Relaxed) || self.is_ended()
     }
 
-    /// Ends every call in flight now and refuses every later call. Idempotent.
+    /// Ends every call in flight now and refuses every later call; a call held for its client to
+    /// resume it is cancelled now too. Idempotent.
     pub fn end_calls(&self) {
         self.signal.fire();
+        self.held.end_all();
     }
 
     /// Whether [`CallDrain::end_calls`] was called.

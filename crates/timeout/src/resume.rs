@@ -22,7 +22,7 @@ use tower_armor_mcp::inspect::event_stream;
 use tower_armor_mcp::{Continuation, RequestId};
 
 use crate::calls::{CallEntry, Calls};
-use crate::cancel::{CancelTarget, REASON_GONE, REASON_TIMEOUT};
+use crate::cancel::{CancelTarget, REASON_GONE, REASON_SHUTDOWN, REASON_TIMEOUT};
 use crate::clock::{Clock, after};
 use crate::pause::Registration;
 
@@ -186,6 +186,24 @@ impl Held {
             }
         });
         Ok(hold)
+    }
+
+    /// The server's drain ended the calls in flight: the held ones are cancelled now too
+    /// (nothing can resume them once every request is refused), and remembered for a late
+    /// resumption like any call cancelled because its client went away. Their timers then find
+    /// nothing to send.
+    pub(crate) fn end_all(&self) {
+        let calls: Vec<_> = self.lock().drain().collect();
+        let now = Instant::now();
+        for ((session, stream), (t, clock, _, keeps)) in calls {
+            let gone = Gone {
+                id: t.id().clone(),
+                timed_out: clock.expired(now),
+            };
+            self.bury(session, stream, gone);
+            tracing::debug!("held call ended by the drain; cancelling it");
+            t.send_holding(REASON_SHUTDOWN, keeps.continues);
+        }
     }
 
     /// Takes back hold number `hold` of `stream` (if it is still there), without cancelling

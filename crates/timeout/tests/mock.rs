@@ -2050,6 +2050,26 @@ async fn a_call_its_client_cancelled_is_not_held_when_its_answer_is_dropped() {
     drop(tx);
 }
 
+/// The drain cancels the calls held for resumption at once (nothing can resume them once
+/// requests are refused): their tools stop, and the server need not wait out their grace.
+#[tokio::test(start_paused = true)]
+async fn the_drain_cancels_the_held_calls() {
+    let timeout = TimeoutLayer::builder(ms(10_000))
+        .resume_grace(ms(5_000))
+        .build()
+        .unwrap();
+    let drain = timeout.drain_handle();
+    let (svc, mut handle) = inspected_by(timeout);
+    hold_a_call(&svc, &mut handle, 7).await;
+    assert_eq!(drain.calls_awaiting_resumption(), 1);
+    drain.end_calls();
+    assert_eq!(drain.calls_awaiting_resumption(), 0);
+    let n = next_request(&mut handle, ms(10))
+        .await
+        .expect("the layer's cancellation, at once");
+    assert_cancelled(&n, 7, "s-1", "server shutting down");
+}
+
 /// A cancellation the server never takes in (it never gets ready) is given up after a while,
 /// and with it what it holds for its call: the id is free again.
 #[tokio::test(start_paused = true)]
