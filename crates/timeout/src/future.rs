@@ -44,9 +44,14 @@ pin_project! {
             match this.project().kind.project() {
                 KindProj::Timed { call: Some(call), .. } => {
                     if call.is_resumed() {
-                        // A resumption its client left before the headers: held again, like
-                        // the answer it resumed.
-                        call.gone(None);
+                        // A resumption its client left before the headers: one that took the
+                        // call over from an answer still in flight gives it back (that answer
+                        // goes on with it, or ends early and lets go of it itself); otherwise
+                        // held again, like the answer it resumed.
+                        let given_back = call.taken_from.take().is_some_and(|s| s.give_back());
+                        if !given_back {
+                            call.gone(None);
+                        }
                     } else {
                         call.send_cancel(REASON_GONE);
                     }

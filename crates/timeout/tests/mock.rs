@@ -2609,6 +2609,27 @@ async fn server_ends<B: Body<Data = Bytes>>(tx: Tx, mut body: Pin<Box<B>>) {
     let _ = body.frame().await;
 }
 
+/// A `GET` that took a call over from its answer still in flight, whose client leaves before
+/// the `GET`'s headers, gives the call back: the answer goes on to its result, and nothing is
+/// cancelled.
+#[tokio::test(start_paused = true)]
+async fn a_resumption_left_before_its_headers_gives_the_call_back() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, tx, _released, first) = reading(&svc, &mut handle, 27).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/127")));
+    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    get.abort();
+    let _ = get.await;
+    tx.send(&format!("id: 2/127\ndata: {}\n\n", result(27)));
+    let _ = body.frame().await;
+    assert_eq!(first.outcome(), Some(Outcome::Success));
+    drop((body, tx));
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "nothing cancelled"
+    );
+}
+
 /// A `GET` resuming a stream whose answer is still in flight (its client resumed before the
 /// server saw it go, or while still reading it) takes the call over: rmcp moves the rest of the
 /// call onto the `GET` and ends that answer early, which is then no failure of the server
