@@ -205,8 +205,24 @@ impl CallState {
         served: bool,
     ) -> Option<bool> {
         tracing::debug!(id = ?self.id, "answer ended without its response");
+        if self.source_answered() {
+            return None;
+        }
         let hold = served || !self.is_resumed();
         self.let_go(Some(handle), REASON_ENDED, pause, hold)
+    }
+
+    /// Whether this `GET` took its call over from an answer that then carried the call's final
+    /// response after all (the server had not moved the call yet): the call is over, nothing is
+    /// cancelled or told, and what it held goes.
+    pub(crate) fn source_answered(&mut self) -> bool {
+        if !self.taken_from.as_ref().is_some_and(|s| s.answered()) {
+            return false;
+        }
+        tracing::debug!(id = ?self.id, "the answer this resumption took over from carried the result");
+        self.cancel = None;
+        drop(self.take_continues());
+        true
     }
 
     /// The layer ends this call at its deadline inside its answer (its final timeout event is

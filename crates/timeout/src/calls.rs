@@ -372,6 +372,22 @@ impl CallEntry {
 }
 
 impl Entry {
+    /// Whether this answer carried its call's final response (a result or a JSON-RPC error):
+    /// the call is over, whatever a `GET` that took it over gets afterwards.
+    pub(crate) fn answered(&self) -> bool {
+        use tower_armor_mcp::Outcome;
+        self.slot()
+            .handle
+            .as_ref()
+            .and_then(CompletionHandle::outcome)
+            .is_some_and(|o| {
+                matches!(
+                    o,
+                    Outcome::Success | Outcome::ToolError | Outcome::RpcError(_)
+                )
+            })
+    }
+
     /// The server refused the `GET` that took this answer's call over (it never got the
     /// call's stream): the call is this answer's again. `false` if the answer has ended
     /// meanwhile, leaving the call to whoever refused `GET` still holds it.

@@ -206,7 +206,7 @@ fn cancel_withdrawn(withdrawn: &mut Vec<(CancelTarget, Vec<Continuation>)>) {
 /// answers a resumption it cannot serve with an empty stream, which the body then treats as
 /// an answer ended without its response.)
 fn resumption_failed(mut call: CallState, status: Option<StatusCode>) {
-    if !call.is_resumed() {
+    if !call.is_resumed() || call.source_answered() {
         return;
     }
     if let Some(source) = call.taken_from.take()

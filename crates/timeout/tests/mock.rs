@@ -2630,6 +2630,30 @@ async fn a_resumption_left_before_its_headers_gives_the_call_back() {
     );
 }
 
+/// A `GET` that took a call over, whose first answer then carried the result after all (the
+/// server had not moved the call yet) and which the server answers with nothing: the call is
+/// over; no cancellation, no final error after the result.
+#[tokio::test(start_paused = true)]
+async fn a_resumption_whose_call_ended_on_its_first_answer_cancels_nothing() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, tx, _released, first) = reading(&svc, &mut handle, 28).await;
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/128")));
+    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    tx.send(&format!("id: 2/128\ndata: {}\n\n", result(28)));
+    let _ = body.frame().await;
+    assert_eq!(first.outcome(), Some(Outcome::Success));
+    drop((body, tx));
+    let (tx2, resumed) = script();
+    reply.send_response(answer("text/event-stream", resumed));
+    let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
+    drop(tx2);
+    assert!(resumed.frame().await.is_none(), "no -31499 after a result");
+    assert!(
+        next_request(&mut handle, ms(500)).await.is_none(),
+        "nothing cancelled"
+    );
+}
+
 /// A `GET` resuming a stream whose answer is still in flight (its client resumed before the
 /// server saw it go, or while still reading it) takes the call over: rmcp moves the rest of the
 /// call onto the `GET` and ends that answer early, which is then no failure of the server
