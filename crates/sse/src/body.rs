@@ -101,6 +101,13 @@ struct State {
     /// after the layer's comment, the client would read the server's as part of a field name
     /// and lose its first event, so the layer drops it then.
     before_server: Option<bool>,
+    /// Ending at a boundary (a drain, an idle timeout): the inner body gets one look first,
+    /// and `looking` says this poll is it. A frame already waiting is passed if it holds whole
+    /// events (a layer further in may have ended its call with a final event: the drain's
+    /// `-31510` is the last thing a client must get); a frame that starts an event is passed
+    /// and the stream ends at that event's end. `looked`: the one look was given.
+    looking: bool,
+    looked: bool,
     /// The deadline the sleep is set to and has not fired at yet.
     armed: Option<Instant>,
     phase: Phase,
@@ -382,6 +389,8 @@ impl<B> SseBody<B> {
                     idle_overdue: false,
                     idle_cut: None,
                     before_server: Some(false),
+                    looking: false,
+                    looked: false,
                     armed: None,
                     phase: Phase::Running,
                     resumed: resumed_from.map(Resumed::new),
@@ -463,10 +472,10 @@ where
                     if state.phase == Phase::Running
                         && state.shared.shutdown_of(state.long_lived).is_fired()
                     {
-                        if state.parser.at_boundary() {
-                            return state.finish("shutdown", true);
-                        }
                         state.phase = Phase::Draining(Instant::now() + state.shared.shutdown_grace);
+                        if state.parser.at_boundary() {
+                            (state.looking, state.looked) = (true, true);
+                        }
                     }
                     match body.as_mut().poll_frame(cx) {
                         Poll::Ready(Some(Ok(mut frame))) => {
@@ -511,9 +520,16 @@ where
                                 return Poll::Ready(Some(Ok(frame)));
                             }
                             let draining = matches!(state.phase, Phase::Draining(_));
+                            state.looking = false;
                             if let Some(n) = state.feed_to_end(data) {
-                                // The event in flight is complete: this frame, up to there, is
-                                // the last (but for a listen stream's graceful close).
+                                if n == data.len() && !state.looked {
+                                    // The event in flight is complete: one look at what
+                                    // follows, then the end.
+                                    (state.looking, state.looked) = (true, true);
+                                    return Poll::Ready(Some(Ok(frame)));
+                                }
+                                // This frame, up to there, is the last (but for a listen
+                                // stream's graceful close).
                                 if n < data.len() {
                                     frame = match frame.into_data() {
                                         Ok(data) => Frame::data(data.slice(..n)),
@@ -540,6 +556,15 @@ where
                                 return Poll::Ready(Some(Ok(Frame::data(r.held.freeze()))));
                             }
                             return Poll::Ready(None);
+                        }
+                        Poll::Pending if std::mem::take(&mut state.looking) => {
+                            // Nothing waiting at the boundary: the end.
+                            let why = if matches!(state.phase, Phase::Draining(_)) {
+                                "shutdown"
+                            } else {
+                                "idle timeout"
+                            };
+                            return state.finish(why, true);
                         }
                         Poll::Pending => {}
                     }

@@ -485,6 +485,46 @@ async fn shutdown_cuts_a_frame_at_the_boundary_inside_it() {
     assert_eq!(next(&mut body, 1).await.unwrap(), None);
 }
 
+/// Ending at a boundary, the layer gives the inner body one look first: a whole event already
+/// waiting (the final event a layer further in ended its call with: the drain's `-31510`)
+/// passes, then the end. So it does after the event in flight ends.
+#[tokio::test(start_paused = true)]
+async fn shutdown_passes_a_whole_event_already_waiting() {
+    let l = layer(Some(15), None);
+    let handle = l.shutdown_handle();
+    let (tx, resp) = open(&l, post(), "text/event-stream").await;
+    let mut body = Box::pin(resp.into_body());
+    tx.send(Ok(Bytes::from_static(b"data: 1\n\n"))).unwrap();
+    next(&mut body, 1).await.unwrap().unwrap();
+    tx.send(Ok(Bytes::from_static(b"data: final\n\n"))).unwrap();
+    handle.shutdown();
+    assert_eq!(
+        next(&mut body, 1).await.unwrap().unwrap(),
+        &b"data: final\n\n"[..]
+    );
+    assert_eq!(next(&mut body, 1).await.unwrap(), None);
+
+    let l2 = layer(Some(15), None);
+    let handle = l2.shutdown_handle();
+    let (tx2, resp2) = open(&l2, post(), "text/event-stream").await;
+    let mut body2 = Box::pin(resp2.into_body());
+    tx2.send(Ok(Bytes::from_static(b"data: par"))).unwrap();
+    next(&mut body2, 1).await.unwrap().unwrap();
+    handle.shutdown();
+    tx2.send(Ok(Bytes::from_static(b"tial\n\n"))).unwrap();
+    tx2.send(Ok(Bytes::from_static(b"data: final\n\n")))
+        .unwrap();
+    assert_eq!(
+        next(&mut body2, 1).await.unwrap().unwrap(),
+        &b"tial\n\n"[..]
+    );
+    assert_eq!(
+        next(&mut body2, 1).await.unwrap().unwrap(),
+        &b"data: final\n\n"[..]
+    );
+    assert_eq!(next(&mut body2, 1).await.unwrap(), None);
+}
+
 /// An idle timeout that passes inside an event waits for its end, but not for ever: a server
 /// stalled mid-event is cut a shutdown grace later (its stream's slots come back).
 #[tokio::test(start_paused = true)]
