@@ -1075,6 +1075,18 @@ impl Timed {
                 Some(Err(e.into()))
             }
             None => {
+                if self.sse.as_ref().is_some_and(SseParser::at_boundary)
+                    && matches!(self.phase, Phase::Running | Phase::Grace)
+                    && self.call.drain.is_ended()
+                    && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
+                {
+                    // The server ended the stream while the drain was ending the call (it
+                    // cancels its sessions), before this body was polled again (a client that
+                    // reads slowly): the call's final error still goes out.
+                    tracing::debug!(id = ?self.call.id, "answer ended during the drain; final error added");
+                    self.drained = true;
+                    return Step::End(self.final_event());
+                }
                 if self.sse.is_some() && matches!(self.handle.outcome(), Some(Outcome::Incomplete))
                 {
                     let pause = self.pause.take();

@@ -1684,6 +1684,23 @@ async fn the_drain_ends_a_stream_with_one_final_event_at_a_boundary() {
     assert!(next_request(&mut handle, ms(1000)).await.is_none());
 }
 
+/// The server ends a call's stream (it cancels its sessions) after the drain ended the call
+/// but before the answer was polled again (its client reads slowly): the final error for the
+/// call's id still goes out.
+#[tokio::test(start_paused = true)]
+async fn a_stream_the_server_ends_during_the_drain_still_gets_the_final_error() {
+    let l = layer(60_000);
+    let drain = l.drain_handle();
+    let (mut svc, mut handle) = service(&l);
+    let (tx, _h, mut body) = open_sse(&mut svc, &mut handle, call(9, "slow", V2026, None)).await;
+    tx.event(progress(1));
+    assert!(text(now(&mut body)).contains("progress"));
+    drain.end_calls();
+    drop(tx);
+    assert_shutdown_event(&text(now(&mut body)), json!(9));
+    assert!(matches!(now(&mut body), Some(None)), "then the end");
+}
+
 /// A stream that always has a frame ready (a tool reporting progress faster than its client
 /// reads) cannot outlast the drain: the frame waiting when the drain comes passes whole, then
 /// the final event.
