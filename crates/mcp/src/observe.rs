@@ -1152,6 +1152,37 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// A response to the call, cut anywhere: final once the `result` member's name is
+        /// whole, undecided before; and no input, however cut or hostile, panics.
+        #[test]
+        fn a_response_cut_anywhere(
+            id in proptest::num::i64::ANY,
+            text in "[a-z\"\\\\{}\\[\\],:]{0,40}",
+            cut in 0usize..400,
+        ) {
+            let msg = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "result": {"content": [{"type": "text", "text": text}]},
+            })
+            .to_string();
+            let cut = cut.min(msg.len());
+            let named = msg.find("\"result\"").unwrap() + "\"result\"".len();
+            let seen = truncated_message(&msg.as_bytes()[..cut], Some(&RequestId::Number(id)));
+            let is_final = matches!(seen, Seen::Final(Outcome::Success));
+            proptest::prop_assert_eq!(is_final, cut >= named, "{:?}", &msg[..cut]);
+        }
+
+        #[test]
+        fn any_prefix_is_read_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = truncated_message(&bytes, Some(&RequestId::Number(1)));
+            let _ = truncated_message(&bytes, None);
+        }
+    }
+
     #[test]
     fn messages() {
         let id = RequestId::Number(7);
