@@ -708,7 +708,6 @@ enum Step {
 }
 
 impl Timed {
-    /// Re-reads the answer's counters: progress resets, pauses, resumptions; re-arms the sleep.
     /// Brings the call's clock up to what the observer has counted: progress (which starts the
     /// deadline anew under reset-on-progress) and the server's requests outstanding (which
     /// pause it).
@@ -738,6 +737,7 @@ impl Timed {
         }
     }
 
+    /// Re-reads the answer's counters: progress resets, pauses, resumptions; re-arms the sleep.
     fn tick(&mut self, sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) {
         if self.phase != Phase::Running {
             return;
