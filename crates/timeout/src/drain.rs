@@ -21,8 +21,8 @@ use crate::resume::Held;
 /// (an answer the inner service had ready is kept, unless it is a 5xx: a server being shut down
 /// answers with its own error then); inside an SSE answer the stream gets one final event
 /// carrying that error for the call's id (at an event boundary; a frame already waiting, which
-/// may be the final message, is looked at first) and ends; a 2025-11-25 call is sent `notifications/cancelled`. Any request that
-/// reaches the layer afterwards (a call that waited in a bulkhead's line, a listen stream, a
+/// may be the final message, is looked at first) and ends; a 2025-11-25 call is sent
+/// `notifications/cancelled`. Any request that reaches the layer afterwards (a call that waited in a bulkhead's line, a listen stream, a
 /// session's `tools/list` or notification) is refused with the same error without reaching the
 /// inner service: a server cancelling its sessions would answer a session's request 404, which
 /// tells a client to start a new session on a server that is leaving.
