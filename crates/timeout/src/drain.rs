@@ -22,8 +22,9 @@ use crate::resume::Held;
 /// answers with its own error then); inside an SSE answer the stream gets one final event
 /// carrying that error for the call's id (at an event boundary; a frame already waiting, which
 /// may be the final message, is looked at first) and ends; a 2025-11-25 call is sent
-/// `notifications/cancelled`. Any request that reaches the layer afterwards (a call that waited in a bulkhead's line, a listen stream, a
-/// session's `tools/list` or notification) is refused with the same error without reaching the
+/// `notifications/cancelled`, and so is a call held for its client to resume it. Any request
+/// that reaches the layer afterwards (a call that waited in a bulkhead's line, a listen stream,
+/// a session's `tools/list` or notification) is refused with the same error without reaching the
 /// inner service: a server cancelling its sessions would answer a session's request 404, which
 /// tells a client to start a new session on a server that is leaving.
 ///
