@@ -2201,8 +2201,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
     // run on with nobody to read it, so it is cancelled at once, not at the grace's end.
     let released = drop_watched(&svc, &mut handle, 9).await;
     let started = Instant::now();
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/109")));
-    let (_get, not_found) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _get, not_found) = resumption(&svc, &mut handle, "1/109").await;
     not_found.send_response(Response::builder().status(404).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 404);
     let (cancel, ok) = next_within(&mut handle)
@@ -2220,8 +2219,7 @@ async fn a_held_call_is_released_only_when_it_is_cancelled() {
 
     // A server error the client may retry: held again for the grace, then cancelled.
     let released = drop_watched(&svc, &mut handle, 10).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/110")));
-    let (_get, unavailable) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _get, unavailable) = resumption(&svc, &mut handle, "1/110").await;
     unavailable.send_response(Response::builder().status(503).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 503);
     assert!(
@@ -2396,8 +2394,7 @@ async fn a_late_resumption_of_a_call_past_its_deadline_gets_the_timeout_error() 
     assert_cancelled(&cancel, 12, "s-1", "request timed out");
     ok.send_response(Response::builder().status(202).body(script().1).unwrap());
 
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/112")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/112").await;
     let (tx, body) = script();
     drop(tx);
     reply.send_response(answer("text/event-stream", body));
@@ -2461,6 +2458,25 @@ async fn a_held_call_is_judged_on_its_progress_again_once_resumed() {
 }
 
 /// A 2025-11-25 `GET` of session `s-1` resuming after `last_event_id`.
+/// The task of a `GET` of session `s-1` resuming after some event, through the inspector.
+type Resumption = tokio::task::JoinHandle<Result<Response<AnswerBody>, BoxError>>;
+
+/// A `GET` of session `s-1` resuming after `last_event_id`, spawned; returns it once the server
+/// has its request (not answered yet), with that request and the server's end of the answer.
+async fn resumption(
+    svc: &Inspected,
+    handle: &mut Handle,
+    last_event_id: &'static str,
+) -> (
+    Resumption,
+    Request<McpBody>,
+    mock::SendResponse<Response<Script>>,
+) {
+    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get(last_event_id)));
+    let (req, reply) = next_within(handle).await.expect("the resumption");
+    (get, req, reply)
+}
+
 fn resume_get(last_event_id: &'static str) -> Request<String> {
     Request::get("/mcp")
         .header("host", "127.0.0.1:1")
@@ -2613,8 +2629,7 @@ async fn resumed_with_sse(
     handle: &mut Handle,
     last_event_id: &'static str,
 ) -> (Tx, Pin<Box<AnswerBody>>) {
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get(last_event_id)));
-    let (_req, reply) = next_within(handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(svc, handle, last_event_id).await;
     let (tx, body) = script();
     reply.send_response(answer("text/event-stream", body));
     (tx, Box::pin(get.await.unwrap().unwrap().into_body()))
@@ -2633,8 +2648,7 @@ async fn server_ends<B: Body<Data = Bytes>>(tx: Tx, mut body: Pin<Box<B>>) {
 async fn a_resumption_left_before_its_headers_gives_the_call_back() {
     let (svc, mut handle) = inspected(Duration::ZERO);
     let (mut body, tx, _released, first) = reading(&svc, &mut handle, 27).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/127")));
-    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, _reply) = resumption(&svc, &mut handle, "1/127").await;
     get.abort();
     let _ = get.await;
     tx.send(&format!("id: 2/127\ndata: {}\n\n", result(27)));
@@ -2654,8 +2668,7 @@ async fn a_resumption_left_before_its_headers_gives_the_call_back() {
 async fn a_resumption_whose_call_ended_on_its_first_answer_cancels_nothing() {
     let (svc, mut handle) = inspected(Duration::ZERO);
     let (mut body, tx, _released, first) = reading(&svc, &mut handle, 28).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/128")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/128").await;
     tx.send(&format!("id: 2/128\ndata: {}\n\n", result(28)));
     let _ = body.frame().await;
     assert_eq!(first.outcome(), Some(Outcome::Success));
@@ -2682,10 +2695,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     use std::sync::atomic::Ordering;
     let (svc, mut handle) = inspected(Duration::ZERO);
     let (mut body, tx, released, first) = reading(&svc, &mut handle, 21).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/121")));
-    let (_req, reply) = next_within(&mut handle)
-        .await
-        .expect("the resumption goes on at once");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/121").await;
     let (tx2, resumed) = script();
     reply.send_response(answer("text/event-stream", resumed));
     let resp = get.await.unwrap().unwrap();
@@ -2780,8 +2790,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     // A GET the server refuses (406) never got the call: it stays with its answer, which
     // then ends with its result; nothing is cancelled.
     let (mut body, tx, released, first) = reading(&svc, &mut handle, 26).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/126")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/126").await;
     reply.send_response(Response::builder().status(406).body(script().1).unwrap());
     assert_eq!(get.await.unwrap().unwrap().status(), 406);
     assert!(
@@ -2800,8 +2809,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     let started = Instant::now();
     let (body, tx, released, _) = reading(&svc, &mut handle, 23).await;
     advance(ms(6_000)).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/123")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/123").await;
     let (_tx2, resumed) = script();
     reply.send_response(answer("text/event-stream", resumed));
     let mut resumed = Box::pin(get.await.unwrap().unwrap().into_body());
@@ -2952,8 +2960,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     // its answer has not come back): the answer counts, and the resumed call runs again.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 64, 903).await;
     drop(body);
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/164")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "2/164").await;
     client_answers_request(&svc, &mut handle, 903).await;
     let (_tx4, body4) = script();
     reply.send_response(answer("text/event-stream", body4));
@@ -2971,8 +2978,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     // again.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 65, 904).await;
     drop(body);
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/165")));
-    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, _reply) = resumption(&svc, &mut handle, "2/165").await;
     client_answers_request(&svc, &mut handle, 904).await;
     get.abort();
     let _ = get.await;
@@ -2985,8 +2991,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     // reading it), with the client's answer given before the `GET`'s own answer came: it
     // counted on the answer taken over, and moves with the call.
     let (body, tx) = waiting_on_client(&svc, &mut handle, 66, 905).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/166")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "2/166").await;
     client_answers_request(&svc, &mut handle, 905).await;
     let (_tx6, body6) = script();
     reply.send_response(answer("text/event-stream", body6));
@@ -3000,8 +3005,7 @@ async fn a_resumed_call_that_waits_on_its_client_stays_paused() {
     // call again, still waiting on its client: the next resumption waits on too.
     let (body, _tx) = waiting_on_client(&svc, &mut handle, 63, 902).await;
     drop(body);
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("2/163")));
-    let (_req, _reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, _reply) = resumption(&svc, &mut handle, "2/163").await;
     get.abort();
     let _ = get.await;
     let (_tx3, mut resumed) = resumed_with_sse(&svc, &mut handle, "2/163").await;
@@ -3032,8 +3036,7 @@ async fn a_call_timed_out_before_its_first_event_holds_until_its_cancellation_is
 async fn a_call_taken_over_at_its_deadline_is_cancelled_by_the_get() {
     let (svc, mut handle) = inspected(Duration::ZERO);
     let (mut body, _tx, _released, first) = reading(&svc, &mut handle, 27).await;
-    let get = tokio::spawn(ServiceExt::oneshot(svc.clone(), resume_get("1/127")));
-    let (_req, reply) = next_within(&mut handle).await.expect("the resumption");
+    let (get, _req, reply) = resumption(&svc, &mut handle, "1/127").await;
     advance(ms(10_000)).await;
     let last = next_text(&mut body).await;
     assert_eq!(event_json(&last)["error"]["code"], -31504, "{last}");
