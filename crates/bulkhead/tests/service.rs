@@ -259,59 +259,41 @@ async fn waiters_are_served_first_come_first_served() {
     assert_eq!(counts(&stats), (0, 0, 0));
 }
 
+/// A waiter is refused once its wait limit passes; a zero limit refuses a call that would have
+/// to wait at its first poll (it holds no place in line for a timer tick).
 #[tokio::test(start_paused = true)]
 async fn max_wait_refuses_a_waiter_after_the_deadline() {
-    let layer = BulkheadLayer::new(1)
-        .max_queue(4)
-        .max_wait(Duration::from_millis(100))
-        .by_tool(KnownTools::from_names(["slow"]));
-    let stats = layer.stats();
-    let (mut svc, mut handle) = typed(&layer);
+    for wait in [Duration::from_millis(100), Duration::ZERO] {
+        let layer = BulkheadLayer::new(1)
+            .max_queue(4)
+            .max_wait(wait)
+            .by_tool(KnownTools::from_names(["slow"]));
+        let stats = layer.stats();
+        let (mut svc, mut handle) = typed(&layer);
 
-    let mut a = Box::pin(start(&mut svc, tool("slow")).await);
-    pending(a.as_mut());
-    let (_, send) = next(&mut handle).await;
-    let mut b = Box::pin(start(&mut svc, tool("slow")).await);
-    pending(b.as_mut());
-    tokio::time::advance(Duration::from_millis(99)).await;
-    pending(b.as_mut());
-    tokio::time::advance(Duration::from_millis(1)).await;
-    let err = match poll(b.as_mut()) {
-        Poll::Ready(r) => refused(r),
-        Poll::Pending => panic!("still waiting after max_wait"),
-    };
-    assert_eq!(err.key.as_deref(), Some("slow"));
-    assert_eq!(counts(&stats), (1, 0, 1));
-    send.send_response(ok_reply());
-    assert!(matches!(poll(a.as_mut()), Poll::Ready(Ok(_))));
-    assert_eq!(counts(&stats), (0, 0, 1));
-}
-
-/// A zero wait limit refuses a call that would have to wait at its first poll: it holds no
-/// place in line for a timer tick.
-#[tokio::test(start_paused = true)]
-async fn a_zero_wait_limit_refuses_at_once() {
-    let layer = BulkheadLayer::new(1)
-        .max_queue(4)
-        .max_wait(Duration::ZERO)
-        .by_tool(KnownTools::from_names(["slow"]));
-    let stats = layer.stats();
-    let (mut svc, mut handle) = typed(&layer);
-    let mut a = Box::pin(start(&mut svc, tool("slow")).await);
-    pending(a.as_mut());
-    let (_, send) = next(&mut handle).await;
-    // Between two timer ticks (1 ms), as a real clock almost always is: a timer set to now
-    // fires only at the next tick.
-    tokio::time::advance(Duration::from_micros(500)).await;
-    let mut b = Box::pin(start(&mut svc, tool("slow")).await);
-    let err = match poll(b.as_mut()) {
-        Poll::Ready(r) => refused(r),
-        Poll::Pending => panic!("a zero wait limit let the call wait"),
-    };
-    assert_eq!(err.key.as_deref(), Some("slow"));
-    assert_eq!(counts(&stats), (1, 0, 1));
-    send.send_response(ok_reply());
-    assert!(matches!(poll(a.as_mut()), Poll::Ready(Ok(_))));
+        let mut a = Box::pin(start(&mut svc, tool("slow")).await);
+        pending(a.as_mut());
+        let (_, send) = next(&mut handle).await;
+        // Between two timer ticks (1 ms), as a real clock almost always is: a timer fires only
+        // at the tick after its deadline.
+        tokio::time::advance(Duration::from_micros(500)).await;
+        let mut b = Box::pin(start(&mut svc, tool("slow")).await);
+        if !wait.is_zero() {
+            pending(b.as_mut());
+            tokio::time::advance(wait - Duration::from_millis(1)).await;
+            pending(b.as_mut());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let err = match poll(b.as_mut()) {
+            Poll::Ready(r) => refused(r),
+            Poll::Pending => panic!("still waiting after max_wait {wait:?}"),
+        };
+        assert_eq!(err.key.as_deref(), Some("slow"));
+        assert_eq!(counts(&stats), (1, 0, 1));
+        send.send_response(ok_reply());
+        assert!(matches!(poll(a.as_mut()), Poll::Ready(Ok(_))));
+        assert_eq!(counts(&stats), (0, 0, 1));
+    }
 }
 
 // === drop at every await ===
