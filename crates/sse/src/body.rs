@@ -279,6 +279,15 @@ impl State {
         matches!(self.phase, Phase::Draining(_)) || self.idle_overdue
     }
 
+    /// Why the layer ends the stream it waits to end ([`ending`](Self::ending)).
+    fn ending_reason(&self) -> &'static str {
+        if matches!(self.phase, Phase::Draining(_)) {
+            "shutdown"
+        } else {
+            "idle timeout"
+        }
+    }
+
     /// Takes in a frame's `data` while [`ending`](Self::ending), one line at a time: the
     /// offset just past the last event boundary in it at which the stream is still to end, if
     /// any. What comes after it (the start of an event the client would never see whole) is
@@ -519,7 +528,7 @@ where
                                 state.on_data(data);
                                 return Poll::Ready(Some(Ok(frame)));
                             }
-                            let draining = matches!(state.phase, Phase::Draining(_));
+                            let why = state.ending_reason();
                             state.looking = false;
                             if let Some(n) = state.feed_to_end(data) {
                                 if n == data.len() && !state.looked {
@@ -536,7 +545,6 @@ where
                                         Err(frame) => frame,
                                     };
                                 }
-                                let why = if draining { "shutdown" } else { "idle timeout" };
                                 if let Some(close) = state.end(why, true) {
                                     state.stashed = Some(close);
                                 }
@@ -559,11 +567,7 @@ where
                         }
                         Poll::Pending if std::mem::take(&mut state.looking) => {
                             // Nothing waiting at the boundary: the end.
-                            let why = if matches!(state.phase, Phase::Draining(_)) {
-                                "shutdown"
-                            } else {
-                                "idle timeout"
-                            };
+                            let why = state.ending_reason();
                             return state.finish(why, true);
                         }
                         Poll::Pending => {}
