@@ -185,8 +185,9 @@ impl CallState {
         }
     }
 
-    /// The server ended this answer without the call's final response, with no cancellation
-    /// by its client and no resumption taking the call over. Under 2025-11-25 that ends no
+    /// The server ended this answer without the call's final response (or the answer broke:
+    /// a body error), with no cancellation by its client and no resumption taking the call
+    /// over. Under 2025-11-25 that ends no
     /// tool: the server may want the client to resume (SEP-1699 polling: rmcp's
     /// `close_sse_stream`), or rmcp moved the rest of the call to a stream nobody reads (a
     /// resumption it then answered with nothing). Either way the call is treated as if its
@@ -1071,6 +1072,18 @@ impl Timed {
                 Some(Ok(frame))
             }
             Some(Err(e)) => {
+                if self.sse.is_some()
+                    && matches!(self.phase, Phase::Running | Phase::Grace)
+                    && matches!(self.handle.outcome(), Some(Outcome::Transport))
+                {
+                    // The answer broke before the call's final message (an upstream's
+                    // connection reset mid-stream): the call did not end with it. Under
+                    // 2025-11-25 it is let go like an answer the server ended early: held for
+                    // the resume grace, else cancelled at once (nothing can follow the error
+                    // in this answer; a late resumption gets the final error).
+                    let pause = self.pause.take();
+                    let _ = self.call.ended_without_response(&self.handle, pause, true);
+                }
                 self.finish();
                 Some(Err(e.into()))
             }
@@ -1224,8 +1237,10 @@ where
         match &self.kind {
             Kind::Passthrough { body } | Kind::Bounded { body, .. } => body.is_end_stream(),
             Kind::Timed { body, state, .. } => {
-                // A late resumption may still add its final error after the inner body.
-                state.phase != Phase::Finishing && state.call.late.is_none() && body.is_end_stream()
+                // Only a finished call's answer ends with its inner body: a running one is
+                // polled to the inner body's end (`None`), which may still add the call's
+                // final error or let the call go (an HTTP/2 upstream reports its end early).
+                state.phase == Phase::Finished && state.call.late.is_none() && body.is_end_stream()
             }
             Kind::Ending { last } => last.is_none(),
         }

@@ -1,6 +1,5 @@
 //! The timeout service against `tower-test` mocks and scripted bodies, on paused time.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,26 +27,34 @@ const V2026: ProtocolRevision = ProtocolRevision::V2026_07_28;
 
 // === scripted bodies ===
 
-/// A response body whose frames the test sends one by one; `None` ends it.
+/// A response body whose frames (or an error) the test sends one by one; dropping the sending
+/// end ends it.
 struct Script {
-    rx: mpsc::UnboundedReceiver<Frame<Bytes>>,
+    rx: mpsc::UnboundedReceiver<Result<Frame<Bytes>, std::io::Error>>,
+    // Reports its end through `is_end_stream` once the sender is gone and nothing is left, as
+    // an HTTP/2 body does (a caller such as hyper then stops polling it).
+    eager: bool,
 }
 
 impl Body for Script {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(Ok))
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.eager && self.rx.is_closed() && self.rx.is_empty()
     }
 }
 
 /// The sending end of a [`Script`]; `is_closed()` tells whether the body was dropped.
 #[derive(Clone)]
-struct Tx(mpsc::UnboundedSender<Frame<Bytes>>);
+struct Tx(mpsc::UnboundedSender<Result<Frame<Bytes>, std::io::Error>>);
 
 impl Tx {
     fn send(&self, s: &str) {
@@ -56,12 +63,20 @@ impl Tx {
 
     fn bytes(&self, b: &[u8]) {
         self.0
-            .send(Frame::data(Bytes::copy_from_slice(b)))
+            .send(Ok(Frame::data(Bytes::copy_from_slice(b))))
             .expect("body still alive");
     }
 
     fn trailers(&self, t: http::HeaderMap) {
-        self.0.send(Frame::trailers(t)).expect("body still alive");
+        self.0
+            .send(Ok(Frame::trailers(t)))
+            .expect("body still alive");
+    }
+
+    /// The body fails (a connection reset mid-stream).
+    fn fail(&self) {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        self.0.send(Err(reset)).expect("body still alive");
     }
 
     fn event(&self, v: Value) {
@@ -75,7 +90,14 @@ impl Tx {
 
 fn script() -> (Tx, Script) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Tx(tx), Script { rx })
+    (Tx(tx), Script { rx, eager: false })
+}
+
+/// A [`script`] whose body reports its end through `is_end_stream`.
+fn eager_script() -> (Tx, Script) {
+    let (tx, mut body) = script();
+    body.eager = true;
+    (tx, body)
 }
 
 fn answer(content_type: &str, body: Script) -> Response<Script> {
@@ -2514,12 +2536,21 @@ type Answering = (
 /// on yet; returns the answer's body, the server's end of it, a flag its completion handle's
 /// release listener sets, and that handle.
 async fn answered(svc: &Inspected, handle: &mut Handle, id: i64) -> Answering {
+    answered_with(svc, handle, id, script()).await
+}
+
+/// [`answered`] with the server's stream `(tx, body)`.
+async fn answered_with(
+    svc: &Inspected,
+    handle: &mut Handle,
+    id: i64,
+    (tx, body): (Tx, Script),
+) -> Answering {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let first = tokio::spawn(ServiceExt::oneshot(svc.clone(), session_post(id, None)));
     let (req, reply) = next_within(handle).await.expect("the call");
     drop(req);
-    let (tx, body) = script();
     reply.send_response(answer("text/event-stream", body));
     let resp = first.await.unwrap().unwrap();
     let completion = resp
@@ -2910,6 +2941,67 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     let end = next_text(&mut late).await;
     assert_eq!(event_json(&end)["id"], 42, "{end}");
     assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+}
+
+/// An answer whose inner body reports its end before it is polled to it (an HTTP/2 upstream's
+/// `is_end_stream`) is still read to that end, where the layer lets the call go: a caller that
+/// stops polling once the body says it has ended (hyper) still gets the call's final error.
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_reports_its_end_early_still_gets_the_final_error() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, tx, _, first) = answered_with(&svc, &mut handle, 45, eager_script()).await;
+    tx.send(&format!("id: 1/145\ndata: {}\n\n", progress(1)));
+    let _ = body.frame().await;
+    drop(tx);
+    assert!(
+        !body.is_end_stream(),
+        "the call's final message is still to come"
+    );
+    let end = next_text(&mut body).await;
+    assert_eq!(event_json(&end)["id"], 45, "{end}");
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    assert!(body.frame().await.is_none());
+    assert_eq!(first.outcome(), Some(Outcome::Incomplete));
+    cancellation_accepted(&mut handle, 45, "answer ended without its response").await;
+}
+
+/// An answer that breaks before its call's final message (a body error: an upstream's
+/// connection reset) lets the call go like one the server ended early: cancelled at once
+/// without a resume grace (a late resumption gets the final error), held with one.
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_breaks_lets_its_call_go() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (mut body, tx, _, first) = reading(&svc, &mut handle, 46).await;
+    tx.fail();
+    assert!(body.frame().await.expect("the error").is_err());
+    assert_eq!(first.outcome(), Some(Outcome::Transport));
+    drop(body);
+    cancellation_accepted(&mut handle, 46, "answer ended without its response").await;
+    let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/146").await;
+    drop(tx);
+    let end = next_text(&mut late).await;
+    assert_eq!(event_json(&end)["id"], 46, "{end}");
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+
+    let (svc, mut handle) = inspected(ms(5_000));
+    let (mut body, tx, _, _) = reading(&svc, &mut handle, 47).await;
+    tx.fail();
+    assert!(body.frame().await.expect("the error").is_err());
+    drop(body);
+    assert!(
+        next_request(&mut handle, ms(3_000)).await.is_none(),
+        "held, not cancelled"
+    );
+    let (tx, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/147").await;
+    tx.send(&format!("id: 2/147\ndata: {}\n\n", result(47)));
+    let text = next_text(&mut resumed).await;
+    assert_eq!(
+        event_json(text.split_once('\n').unwrap().1)["id"],
+        47,
+        "{text}"
+    );
+    drop((resumed, tx));
+    assert!(next_request(&mut handle, ms(6_000)).await.is_none());
 }
 
 /// A call waiting on its client (an elicitation a person may be answering) when the client's
