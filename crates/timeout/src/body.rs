@@ -125,7 +125,8 @@ pub(crate) struct CallState {
     /// A `GET` that took the call over from this answer in flight
     /// ([`Calls::take_over`](crate::calls::Calls::take_over)).
     pub(crate) taken_from: Option<std::sync::Arc<crate::calls::Entry>>,
-    /// This answer's own hold on the call, taken once its stream is known (a `GET` could
+    /// This answer's own hold on the call (for a call the layer may cancel), taken when its
+    /// answer comes and again, naming the stream, once its stream is known (a `GET` could
     /// resume it): should the answer end or be dropped before the call's final response, what
     /// the call holds (its bulkhead permit) stays taken while the layer holds the call for
     /// resumption or until the server has read its cancellation.
@@ -310,9 +311,12 @@ impl CallState {
         let (Some((held, grace)), Some(stream), Some((session, _))) =
             (&self.resume, self.stream.take(), &self.session)
         else {
-            // No stream a `GET` could name: nothing to resume.
+            // No stream a `GET` could name: nothing to resume; cancelled at once (what the
+            // call holds stays taken until the server has read the cancellation).
+            let timed_out = self.clock.expired(Instant::now());
+            let reason = if timed_out { REASON_TIMEOUT } else { reason };
             t.send_holding(reason, self.take_continues());
-            return None;
+            return Some(timed_out);
         };
         // A call past its deadline is not held either: its hold would end at once (and its
         // timer could fire before a `GET` racing this drop was told apart from it); nor once
@@ -379,10 +383,10 @@ pub(crate) const LOST_MESSAGE: &str = "request's answer lost: the server's strea
      (a call that ends while its client is away leaves no answer to replay); its result is not known";
 
 /// The message of the final error of an answer the server ended early, without the call's
-/// response, when there is no resume grace to wait for the client to resume it: the layer
-/// cancelled the call.
+/// response, when there is no resume grace to wait for the client to resume it (or no stream
+/// it could name yet): the layer cancelled the call.
 pub(crate) const ENDED_MESSAGE: &str = "request abandoned: the server ended its stream without the \
-     answer, and with no resume grace the call was cancelled; any result is lost";
+     answer, and the call was cancelled; any result is lost";
 
 /// Why an answer may end without its call's final message ([`CallState::late`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,7 +397,7 @@ pub(crate) enum Late {
     /// A resumption the server answered with nothing: the call ended meanwhile.
     Lost { timed_out: bool },
     /// The server ended the call's first answer early, and the layer, with no grace to hold it
-    /// for a resumption, cancelled it.
+    /// for a resumption (or no stream a resumption could name), cancelled it.
     Ended { timed_out: bool },
 }
 
@@ -654,6 +658,12 @@ impl<B> TimeoutBody<B> {
             }
             (None, _) => {}
         }
+        if framing == Framing::Sse && call.cancel.is_some() && call.own.is_none() {
+            // A hold from the start (the one taken once the stream is named replaces it): a
+            // call let go before its stream is named keeps what it holds (its bulkhead permit)
+            // until the server has read its cancellation too.
+            call.own = Some(handle.continuation());
+        }
         let armed = call.clock.wake_at();
         let sleep = tokio::time::sleep_until(armed);
         TimeoutBody {
@@ -794,11 +804,8 @@ impl Timed {
         } else {
             ending.outcome()
         };
-        // What the call holds stays taken until the server has read the cancellation below
-        // (an answer whose stream is not known yet has no hold of its own).
-        if self.sse.is_some() && self.call.own.is_none() && self.call.cancel.is_some() {
-            self.call.own = Some(self.handle.continuation());
-        }
+        // (What the call holds stays taken until the server has read the cancellation below:
+        // the answer's own hold goes with it.)
         if !self.handle.complete(outcome) {
             self.finish();
             return false;

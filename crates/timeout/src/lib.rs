@@ -235,8 +235,9 @@
 //! lost: the server's stream ended without it (a call that ends while its client is away
 //! leaves no answer to replay); its result is not known" (`-31504` if its deadline had passed).
 //! (One that was quiet a while before the server ended it is held again, like any answer ended
-//! early; ended early with no resume grace, the call is cancelled and its answer ends with
-//! `-31499` "request abandoned: the server ended its stream without the answer, …". An answer
+//! early; ended early with no resume grace, or before any event named its stream, the call is
+//! cancelled and its answer ends with `-31499` "request abandoned: the server ended its stream
+//! without the answer, …". An answer
 //! that breaks before the call's final message, a body error such as an upstream's connection
 //! reset, is let go the same way: held for the grace, else cancelled at once; nothing can
 //! follow the error in that answer, and a late resumption gets the final error.) The layer

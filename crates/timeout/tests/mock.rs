@@ -1431,8 +1431,12 @@ async fn a_cancellation_the_server_refuses_is_withdrawn() {
     assert_eq!(refused.status(), 400);
     assert!(!h.is_cancel_requested());
     drop(tx);
+    // The layer cancels the call (its own cancellation) and tells the client so.
+    let end = text(now(&mut body));
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
     assert!(matches!(now(&mut body), Some(None)));
     assert_eq!(h.outcome(), Some(Outcome::Incomplete));
+    expect_cancelled(&mut handle, 1, "s-1", "answer ended without its response").await;
 }
 
 /// A 2025-11-25 call the client cancels ends `Cancelled`, not `Incomplete`, when the server
@@ -1576,10 +1580,16 @@ async fn a_client_ending_its_session_cancels_its_calls() {
     assert!(!ended.body().is_timed());
     assert!(h1.is_cancel_requested() && h2.is_cancel_requested());
     assert!(!h3.is_cancel_requested(), "another session's call");
-    for (tx, body) in [(tx1, &mut body1), (tx2, &mut body2), (tx3, &mut body3)] {
+    for (tx, body) in [(tx1, &mut body1), (tx2, &mut body2)] {
         drop(tx);
         assert!(matches!(now(body), Some(None)));
     }
+    // The other session's call, which the server ended without its response, the layer
+    // cancels itself.
+    drop(tx3);
+    let end = text(now(&mut body3));
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    assert!(matches!(now(&mut body3), Some(None)));
     assert_eq!(h1.outcome(), Some(Outcome::Cancelled));
     assert_eq!(h2.outcome(), Some(Outcome::Cancelled));
     assert_eq!(h3.outcome(), Some(Outcome::Incomplete));
@@ -2941,6 +2951,33 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     let end = next_text(&mut late).await;
     assert_eq!(event_json(&end)["id"], 42, "{end}");
     assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+}
+
+/// An answer dropped or ended before any event named its stream (nothing a `GET` could resume)
+/// cancels its call at once, grace or not, and what the call holds (its bulkhead permit) stays
+/// taken until the server has read that cancellation; one the server ended tells its client.
+#[tokio::test(start_paused = true)]
+async fn an_answer_let_go_before_its_stream_is_named_holds_until_the_cancellation_is_read() {
+    for grace in [Duration::ZERO, ms(5_000)] {
+        let (svc, mut handle) = inspected(grace);
+        let (body, _tx, released, _) = answered(&svc, &mut handle, 48).await;
+        drop(body);
+        cancelled_then_read(&mut handle, 48, "caller went away", &released).await;
+
+        let (mut body, tx, released, _) = answered(&svc, &mut handle, 49).await;
+        drop(tx);
+        let end = next_text(&mut body).await;
+        assert_eq!(event_json(&end)["id"], 49, "{end}");
+        assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+        assert!(body.frame().await.is_none());
+        cancelled_then_read(
+            &mut handle,
+            49,
+            "answer ended without its response",
+            &released,
+        )
+        .await;
+    }
 }
 
 /// An answer whose inner body reports its end before it is polled to it (an HTTP/2 upstream's
