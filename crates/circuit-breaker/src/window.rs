@@ -272,8 +272,18 @@ pub(crate) const MAX_BUCKETS: u32 = 100;
 
 /// Bit of a bucket's slot word while one thread re-initialises it for a new period.
 const BUSY: u64 = 1 << 63;
-/// Largest count a bucket field holds; further calls in that bucket period are not sampled.
+/// Largest count a bucket field holds. A bucket that reaches it halves its three counts
+/// ([`halved`]) and goes on counting: at very high rates its calls weigh less than another
+/// bucket's (at most 2×), but its failures still count (a bucket that stopped sampling would
+/// hide a dependency that starts failing under load until the next bucket period).
 const BUCKET_CAP: u64 = MASK;
+
+/// A time bucket's counts (unsigned fields), each halved, rounded down (the failure and slow
+/// counts stay at most the call count).
+fn halved(c: u64) -> u64 {
+    const HALF: u64 = MASK >> 1;
+    (c >> 1) & (HALF | HALF << FIELD | HALF << (2 * FIELD))
+}
 
 /// Calls of the last `buckets × width`, in buckets of `width`.
 #[derive(Debug)]
@@ -317,12 +327,10 @@ impl TimeWindow {
             if t == tag {
                 let mut c = b.counts.load(Ordering::Relaxed);
                 loop {
-                    if c & MASK >= BUCKET_CAP {
-                        break;
-                    }
+                    let base = if c & MASK >= BUCKET_CAP { halved(c) } else { c };
                     match b.counts.compare_exchange_weak(
                         c,
-                        c + add,
+                        base + add,
                         Ordering::AcqRel,
                         Ordering::Relaxed,
                     ) {
@@ -560,6 +568,30 @@ mod tests {
         assert_eq!(w.record(OK, 10_001), snap(1, 0, 0));
         w.reset();
         assert_eq!(w.snapshot(10_001), Snapshot::default());
+    }
+
+    #[test]
+    fn a_full_time_bucket_halves_its_counts_and_keeps_counting() {
+        let w = TimeWindow::new(10, 1);
+        w.record(OK, 0);
+        // A bucket one call short of full: 1/4 of its calls failed, 1/8 slow.
+        let full = BUCKET_CAP - 1;
+        w.buckets[0].counts.store(
+            pack(full as i64, (full / 4) as i64, (full / 8) as i64),
+            Ordering::Relaxed,
+        );
+        let at_cap = w.record(OK, 1);
+        assert_eq!(at_cap.calls, BUCKET_CAP as u32);
+        // Failures past the cap still count (the rates are kept, at half weight).
+        let mut last = at_cap;
+        for _ in 0..100 {
+            last = w.record(FAIL, 2);
+        }
+        let half = (BUCKET_CAP / 2) as u32;
+        assert_eq!(last.calls, half + 100);
+        assert_eq!(last.failures, (full / 4 / 2) as u32 + 100);
+        assert_eq!(last.slow, (full / 8 / 2) as u32);
+        assert_eq!(halved(pack(7, 3, 1)), pack(3, 1, 0));
     }
 
     #[test]
