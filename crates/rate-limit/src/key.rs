@@ -42,6 +42,14 @@ impl KeyBy {
                     tower_armor_mcp::env::shown(name)
                 )
             })?;
+            if FORWARDED_KEYS.contains(&header.as_str()) {
+                return Err(format!(
+                    "{header} is partly written by the client (a proxy appends to what the client \
+                     sent): keyed whole, a client would get a new quota by changing its part; key \
+                     by ip, with MCP_RATE_LIMIT_TRUSTED_PROXIES naming the proxies whose hops are \
+                     believed"
+                ));
+            }
             if NOT_CLIENT_KEYS.contains(&header.as_str()) {
                 return Err(format!(
                     "{header} does not identify a client: it changes per request or session (a \
@@ -88,6 +96,16 @@ const NOT_CLIENT_KEYS: &[&str] = &[
     "expect",
     "accept",
     "set-cookie",
+];
+
+/// Headers that carry the client's address as proxies saw it, which [`KeyBy::parse`] refuses
+/// as a key: the client writes the start of them. [`KeyBy::Ip`] reads them hop by hop, believing
+/// only trusted proxies.
+const FORWARDED_KEYS: &[&str] = &[
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
 ];
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -508,6 +526,16 @@ mod tests {
         ] {
             let e = KeyBy::parse(&format!("header:{name}")).unwrap_err();
             assert!(e.contains("does not identify a client"), "{name}: {e}");
+        }
+        // Headers the client writes the start of: keyed whole, a new quota at will.
+        for name in [
+            "X-Forwarded-For",
+            "forwarded",
+            "X-Real-IP",
+            "true-client-ip",
+        ] {
+            let e = KeyBy::parse(&format!("header:{name}")).unwrap_err();
+            assert!(e.contains("key by ip"), "{name}: {e}");
         }
         assert!(KeyBy::parse("header:").is_err());
         assert!(KeyBy::parse("user").is_err());

@@ -278,18 +278,13 @@ impl Builder {
             None => config::DEFAULT_PER_MINUTE,
         };
         let mut limit = Limit::per_minute(per_minute);
-        let burst = get(config::ENV_BURST);
-        if let Some(v) = &burst {
-            limit = limit.burst(config::positive::<u32>(config::ENV_BURST, v)?);
+        // The rate by itself first (too fast to enforce exactly is the rate's fault), then with
+        // the burst (one too large for the rate is the burst's).
+        limit.quota(config::ENV_PER_MINUTE)?;
+        if let Some(v) = get(config::ENV_BURST) {
+            limit = limit.burst(config::positive::<u32>(config::ENV_BURST, &v)?);
+            limit.quota(config::ENV_BURST)?;
         }
-        // With both values in range, only a burst too large for the rate can fail here.
-        let setting = match burst {
-            Some(_) => config::ENV_BURST,
-            None => config::ENV_PER_MINUTE,
-        };
-        limit
-            .quota(setting)
-            .map_err(|e| ConfigError::new(setting, e.reason()))?;
         let mut b = Builder::new(limit);
         if let Some(v) = get(config::ENV_KEY) {
             b.key_by = KeyBy::parse(&v).map_err(|e| ConfigError::new(config::ENV_KEY, e))?;
@@ -636,6 +631,13 @@ mod tests {
         let e = Builder::from_lookup(vars(&[(ENV_PER_MINUTE, "1"), (ENV_BURST, "1000000000")]))
             .unwrap_err();
         assert_eq!(e.setting(), ENV_BURST, "{e}");
+        // A rate too fast to enforce exactly is the rate's fault, burst or not.
+        for burst in [None, Some("10")] {
+            let mut pairs = vec![(ENV_PER_MINUTE, "4294967295")];
+            pairs.extend(burst.map(|b| (ENV_BURST, b)));
+            let e = Builder::from_lookup(vars(&pairs)).unwrap_err();
+            assert_eq!(e.setting(), ENV_PER_MINUTE, "{e}");
+        }
     }
 
     #[test]
