@@ -540,8 +540,17 @@ impl Table {
                 result
             }
             None => {
+                // A full shard whose sweep is not due: the new key goes to the overflow bucket
+                // without the write lock, so a flood of new keys does not queue the shard's
+                // known clients behind it.
+                let overflow =
+                    map.table.len() >= self.shard_cap && self.full_sweep_due(&map).is_none();
                 drop(map);
-                self.insert_and_measure(shard, hash, key, &f)
+                if overflow {
+                    self.measure_overflow(key, &f)
+                } else {
+                    self.insert_and_measure(shard, hash, key, &f)
+                }
             }
         };
         if sweep_due() {
@@ -646,16 +655,22 @@ impl Table {
         }
     }
 
+    /// Whether a full shard is due a sweep (the clock has moved enough since the last one):
+    /// the time to sweep it, if so.
+    fn full_sweep_due(&self, map: &ShardMap) -> Option<u64> {
+        let now = self.now()?;
+        let gap = u64::try_from(FULL_SWEEP_GAP.as_nanos()).unwrap_or(u64::MAX);
+        let recent = map
+            .last_full_sweep
+            .is_some_and(|last| now.saturating_sub(last) < gap);
+        (!recent).then_some(now)
+    }
+
     /// A full shard: sweep a batch, unless the clock has not moved enough since the last time.
     fn sweep_full(&self, map: &mut ShardMap) {
-        let Some(now) = self.now() else { return };
-        let gap = u64::try_from(FULL_SWEEP_GAP.as_nanos()).unwrap_or(u64::MAX);
-        if map
-            .last_full_sweep
-            .is_some_and(|last| now.saturating_sub(last) < gap)
-        {
+        let Some(now) = self.full_sweep_due(map) else {
             return;
-        }
+        };
         map.last_full_sweep = Some(now);
         let (removed, _) = map.sweep(FULL_SWEEP_BATCH, now);
         self.evicted.fetch_add(removed as u64, Ordering::Relaxed);
