@@ -359,13 +359,14 @@ impl Core {
             ticket,
             deadline: now.saturating_add(nanos(self.settings.lease)),
         });
+        // The hint first: a caller that sees no permit left reads the lease it waits for.
+        self.update_hint(g);
         self.store(Word::new(
             State::HalfOpen,
             w.generation(),
             w.permits() - 1,
             w.successes(),
         ));
-        self.update_hint(g);
         Admission::Permit(self.permit(w.generation(), ticket, clock))
     }
 

@@ -227,7 +227,11 @@ impl Shared {
                     Some(name) => {
                         if let Some(c) = k.names.get(name) {
                             c
-                        } else if known.contains(name) {
+                        } else if name == OTHER_KEY {
+                            // A tool named like a shared key shares it (as the bulkhead's
+                            // pools do): one circuit per key, for the handle to reach.
+                            self.fixed(&k.other, OTHER_KEY)
+                        } else if known.contains(name) && name != UNKNOWN_KEY {
                             self.in_table(k, &k.names, name)
                         } else {
                             self.fixed(&k.unknown, UNKNOWN_KEY)

@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tower::{Layer, Service, ServiceExt};
 use tower_armor_circuit_breaker::{
-    Builder, CircuitBreaker, CircuitBreakerLayer, KeyBy, OpenDuration, Reason, State, Transition,
+    Builder, CircuitBreaker, CircuitBreakerLayer, KeyBy, OTHER_KEY, OpenDuration, Reason, State,
+    Transition, UNKNOWN_KEY,
 };
 use tower_armor_mcp::error::{
     BulkheadFull, CircuitOpen, Elapsed, InvalidToken, RateLimited, TokenUnavailable,
@@ -869,6 +870,34 @@ async fn keyed_per_tool_one_bad_tool_opens_only_its_own_circuit() {
     h.exchange(tool(9, "crash"), status(200)).await.unwrap();
     h.layer.handle().circuit("add").unwrap().reset();
     h.exchange(tool(10, "add"), status(200)).await.unwrap();
+}
+
+/// A server's tools named like the shared keys (`unknown`, `other`) share those circuits, as
+/// the bulkhead's pools do: each key names one circuit, which the handle reaches.
+#[tokio::test(start_paused = true)]
+async fn tools_named_like_the_shared_keys_share_them() {
+    let known = KnownTools::from_names(["unknown", "other"]);
+    let mut h = H::new(one_failure_opens().key_by(KeyBy::Tool(known)));
+    h.exchange(tool(1, "unknown"), status(500)).await.unwrap();
+    let e = open_error(h.exchange(tool(2, "made-up"), status(200)).await);
+    assert_eq!(e.key.as_deref(), Some(UNKNOWN_KEY));
+    h.exchange(tool(3, "other"), status(500)).await.unwrap();
+    let e = open_error(
+        h.exchange(call_of(4, Method::Other("x/y".into()), None), status(200))
+            .await,
+    );
+    assert_eq!(e.key.as_deref(), Some(OTHER_KEY));
+    let mut keys: Vec<_> = h
+        .layer
+        .handle()
+        .circuits()
+        .iter()
+        .map(|c| c.key().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [OTHER_KEY, UNKNOWN_KEY]);
+    h.layer.handle().circuit(UNKNOWN_KEY).unwrap().reset();
+    h.exchange(tool(5, "unknown"), status(200)).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
