@@ -15,10 +15,11 @@
 //! from an authenticated [`Principal`](tower_armor_mcp::Principal)) is neither counted nor
 //! refused: refusing it would only keep the session alive on the server until it expires.
 //! Without authentication such a DELETE is counted (anyone can invent session ids). A client's
-//! answer to a server request (an elicitation, a sampling result), a `notifications/cancelled`
-//! and a `notifications/initialized` are counted while the quota lasts and never refused once
-//! it is spent: refusing them would leave the call they concern waiting for its timeout, a
-//! cancelled tool running, or a session whose `initialize` was admitted unusable. Their answers
+//! answer to a server request (an elicitation, a sampling result), a `notifications/cancelled`,
+//! a `notifications/initialized` and a 2025-11-25 `GET` resuming a call's stream
+//! (`Last-Event-ID`) are counted while the quota lasts and never refused once it is spent:
+//! refusing them would leave the call they concern waiting for its timeout or its answer lost,
+//! a cancelled tool running, or a session whose `initialize` was admitted unusable. Their answers
 //! carry the `RateLimit` headers like any other. This layer does not check that such a message
 //! concerns a call or handshake that exists (it sees no calls), so a client over its quota can
 //! still send these, and an authenticated one its sessions' `DELETE`s, as fast as it likes: each

@@ -12,6 +12,7 @@ use tower::{Layer, Service, ServiceExt};
 use tower_armor_mcp::inspect::McpInspectLayer;
 use tower_armor_mcp::{
     CorrelationId, KnownTools, McpBody, McpRequest, MessageKind, Method, Principal, ResponseBody,
+    StreamRole,
 };
 use tower_armor_rate_limit::store::{Checks, Decision, StoreError};
 use tower_armor_rate_limit::{
@@ -667,9 +668,10 @@ async fn ending_a_session_is_never_refused() {
 }
 
 /// A client over quota can still cancel a call, answer the server's requests (an elicitation,
-/// a sampling request) and finish a handshake (`notifications/initialized`): refusing them would
-/// leave the call waiting for its timeout, a cancelled tool running, or a new session unusable. Other notifications and requests are refused as usual, on both
-/// the base-quota path and the path with extra rules.
+/// a sampling request), finish a handshake (`notifications/initialized`) and resume a call's
+/// stream: refusing them would leave the call waiting for its timeout, its answer lost, a
+/// cancelled tool running, or a new session unusable. Other notifications and requests are
+/// refused as usual, on both the base-quota path and the path with extra rules.
 #[tokio::test(start_paused = true)]
 async fn cancellations_and_answers_to_the_server_are_never_refused() {
     let message = |kind: MessageKind, method: Option<Method>| {
@@ -718,7 +720,18 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
         .with_session_id(http::HeaderValue::from_static("s-1"));
         initialized.extensions_mut().insert(facts);
         assert_eq!(send(&svc, initialized).await.status(), 200);
-        assert_eq!(seen.load(Ordering::SeqCst), 4);
+        // A 2025-11-25 GET resuming an admitted call's stream: refusing it would lose the
+        // call's answer.
+        let mut resume = post("1.1.1.1", Some("a"));
+        *resume.method_mut() = http::Method::GET;
+        let facts = McpRequest::new(MessageKind::NotJsonRpc, None, None)
+            .with_session_id(http::HeaderValue::from_static("s-1"))
+            .with_stream_role(StreamRole::Resume {
+                last_event_id: http::HeaderValue::from_static("1/7"),
+            });
+        resume.extensions_mut().insert(facts);
+        assert_eq!(send(&svc, resume).await.status(), 200);
+        assert_eq!(seen.load(Ordering::SeqCst), 5);
         let progress = message(
             MessageKind::Notification,
             Some(Method::NotificationsProgress),
@@ -726,7 +739,7 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
         assert_eq!(send(&svc, progress).await.status(), 429);
         let call = message(MessageKind::Request, Some(Method::ToolsCall));
         assert_eq!(send(&svc, call).await.status(), 429);
-        assert_eq!(seen.load(Ordering::SeqCst), 4);
+        assert_eq!(seen.load(Ordering::SeqCst), 5);
     }
 }
 
