@@ -615,6 +615,10 @@ pub fn app(settings: Settings) -> App {
         .merge(admin)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || ready(readiness.clone())))
+        // A handler like the admin routes' refusal, so that every 404 is built the same way:
+        // axum's default one leaves `Content-Length` out of a `HEAD` answer, and the
+        // difference would tell a refused principal that the admin routes exist.
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(settings.correlation);
     App {
         router,

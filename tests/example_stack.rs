@@ -405,6 +405,27 @@ async fn admin_routes_are_hidden_from_restricted_principals() {
         assert!(!r.headers().contains_key("allow"), "{method} {path}");
         assert_eq!(r.bytes().await.unwrap(), unknown_body, "{method} {path}");
     }
+    // Nor do a `HEAD`'s headers (axum's default 404 left out `Content-Length`).
+    let head = |path: &'static str| {
+        http.head(ex.server.url_for(path))
+            .bearer_auth(ALICE)
+            .header("x-request-id", "admin-check-1")
+            .send()
+    };
+    let shown = |r: &reqwest::Response| {
+        let mut h: Vec<_> = r
+            .headers()
+            .iter()
+            .filter(|(n, _)| *n != "date")
+            .map(|(n, v)| format!("{n}: {v:?}"))
+            .collect();
+        h.sort();
+        (r.status(), h)
+    };
+    let hidden = head("/admin/breakers").await.unwrap();
+    let absent = head("/admin/nothing-here").await.unwrap();
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+    assert_eq!(shown(&hidden), shown(&absent));
     // An operator gets the 405 (with its `Allow`); a client without a token the 401 alone.
     for (method, path, allow) in [
         (Method::PUT, "/admin/breakers", "GET, HEAD"),
