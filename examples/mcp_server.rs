@@ -992,7 +992,8 @@ async fn ready(drain: CallDrain) -> (StatusCode, &'static str) {
 /// a server on loopback with auth off (the default there): through DNS rebinding (its own name
 /// resolving to 127.0.0.1, so the browser sends its `Host`), or simply by a cross-site `POST`
 /// with no body, which browsers send without a CORS preflight. `/mcp` itself is safe from the
-/// latter: the inspector refuses any content type a browser may send cross-site without asking.
+/// latter: the inspector refuses any content type a browser may send cross-site without asking;
+/// and it gets the same `Origin` check ([`allowed_host_only`]), as the MCP transport asks.
 #[derive(Clone, Debug)]
 struct SameSite {
     /// `(host, port)` pairs; a pair without a port allows every port. Empty: any host.
@@ -1046,6 +1047,16 @@ impl SameSite {
         if !self.allows(&name, port) {
             return Some("Forbidden: Host header is not allowed\n");
         }
+        Self::origin_refusal(req, &name, port)
+    }
+
+    /// Why a request's `Origin` is refused, if it is: a request carrying one (a browser's) must
+    /// come from the origin of the host it names (`name`, `port`).
+    fn origin_refusal(
+        req: &axum::extract::Request,
+        name: &str,
+        port: Option<u16>,
+    ) -> Option<&'static str> {
         let mut origins = req.headers().get_all(axum::http::header::ORIGIN).iter();
         let origin = match (origins.next(), origins.next()) {
             // Not from a browser's cross-origin request (curl, an operator's script).
@@ -1123,7 +1134,8 @@ async fn same_site_only(
 }
 
 /// `/mcp` for the hosts rmcp serves: rmcp's answer to any other (403, the same text), before
-/// the layers.
+/// the layers. And, as the MCP transport asks (against DNS rebinding), a request with an
+/// `Origin` only from that same origin: 403 otherwise.
 async fn allowed_host_only(
     State(site): State<SameSite>,
     req: axum::extract::Request,
@@ -1136,6 +1148,14 @@ async fn allowed_host_only(
             "Forbidden: Host header is not allowed",
         )
             .into_response();
+    }
+    // (A missing or invalid `Host` gets the inspector's answer.)
+    if let Some(host) = request_host(&req)
+        && let Some(why) =
+            SameSite::origin_refusal(&req, &normalize_host(host.host()), host.port_u16())
+    {
+        tracing::debug!(reason = why.trim_end(), "cross-origin MCP request refused");
+        return (StatusCode::FORBIDDEN, why).into_response();
     }
     next.run(req).await
 }

@@ -685,6 +685,46 @@ async fn admin_routes_refuse_foreign_hosts_and_cross_site_requests() {
     assert_eq!(add_state(), Some(CircuitState::Closed));
 }
 
+/// `/mcp` refuses a request whose `Origin` is not the origin of the host it names (the MCP
+/// transport's rule against DNS rebinding: 403), before any layer; one from that origin, or
+/// without an `Origin` (not a browser), is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_refuses_cross_origin_requests() {
+    let ex = spawn_example(&[]).await;
+    let port = ex.server.addr.port();
+    let http = reqwest::Client::new();
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let post = |origins: &[String]| {
+        let mut r = http
+            .post(ex.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/list");
+        for o in origins {
+            r = r.header("origin", o);
+        }
+        r.body(list).send()
+    };
+    for origins in [
+        vec!["http://evil.example".to_owned()],
+        vec!["null".to_owned()],
+        vec![format!("http://127.0.0.1:{}", port.wrapping_add(1))],
+        vec![
+            format!("http://127.0.0.1:{port}"),
+            "http://evil.example".to_owned(),
+        ],
+    ] {
+        let r = post(&origins).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origins:?}");
+        assert!(r.headers().contains_key("x-request-id"), "{origins:?}");
+    }
+    for origins in [vec![format!("http://127.0.0.1:{port}")], vec![]] {
+        let r = post(&origins).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{origins:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_slow_calls_two_run_one_waits_two_are_refused_and_add_stays_fast() {
     for rev in Revision::ALL {
