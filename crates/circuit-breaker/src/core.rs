@@ -552,6 +552,17 @@ impl Core {
         if let Some(threshold) = self.settings.consecutive {
             if sample.failure {
                 let n = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+                if self.word().generation() != generation {
+                    // The circuit moved on since the check above (tripped and closed again, or
+                    // an operator's reset), clearing its counts: this failure belongs to the
+                    // period before. Taken back (never below zero), and recorded nowhere.
+                    let _ =
+                        self.consecutive
+                            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                                c.checked_sub(1)
+                            });
+                    return;
+                }
                 if n >= threshold {
                     reason = Some(Reason::ConsecutiveFailures);
                 }
