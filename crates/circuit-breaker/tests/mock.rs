@@ -175,6 +175,15 @@ impl H {
     fn state_of(&self, key: &str) -> State {
         self.layer.handle().circuit(key).unwrap().state()
     }
+
+    /// The keys of the circuits that exist, in the handle's order.
+    fn keys(&self) -> Vec<String> {
+        let circuits = self.layer.handle().circuits();
+        circuits
+            .iter()
+            .map(|c| c.key().unwrap().to_owned())
+            .collect()
+    }
 }
 
 fn open_error(r: Result<impl Sized, BoxError>) -> CircuitOpen {
@@ -887,13 +896,7 @@ async fn tools_named_like_the_shared_keys_share_them() {
             .await,
     );
     assert_eq!(e.key.as_deref(), Some(OTHER_KEY));
-    let mut keys: Vec<_> = h
-        .layer
-        .handle()
-        .circuits()
-        .iter()
-        .map(|c| c.key().unwrap().to_owned())
-        .collect();
+    let mut keys = h.keys();
     keys.sort();
     assert_eq!(keys, [OTHER_KEY, UNKNOWN_KEY]);
     h.layer.handle().circuit(UNKNOWN_KEY).unwrap().reset();
@@ -958,14 +961,7 @@ async fn keyed_by_method_and_by_authority() {
     assert_eq!(h.state_of("a:1"), State::Open);
     // The table holds one key: the next authority shares `other`.
     h.exchange(to("b:1"), status(200)).await.unwrap();
-    let keys: Vec<_> = h
-        .layer
-        .handle()
-        .circuits()
-        .iter()
-        .map(|c| c.key().unwrap().to_owned())
-        .collect();
-    assert_eq!(keys, ["a:1", "other"]);
+    assert_eq!(h.keys(), ["a:1", "other"]);
 }
 
 // === events, readiness, sharing ===

@@ -2663,6 +2663,17 @@ where
     String::from_utf8(frame.into_data().expect("data").to_vec()).unwrap()
 }
 
+/// Reads `body`'s next event: the layer's final `-31499` for call `id`; returns its text.
+async fn late_error<B>(body: &mut Pin<Box<B>>, id: i64) -> String
+where
+    B: Body<Data = Bytes>,
+{
+    let end = next_text(body).await;
+    assert_eq!(event_json(&end)["id"], id, "{end}");
+    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    end
+}
+
 /// A `GET` of session `s-1` resuming after `last_event_id`, which the server answers with an
 /// SSE stream: the server's end of that stream, and the answer's body.
 async fn resumed_with_sse(
@@ -2815,9 +2826,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/125").await;
     server_ends(tx, body).await;
     drop(tx2);
-    let end = next_text(&mut resumed).await;
-    assert_eq!(event_json(&end)["id"], 25, "{end}");
-    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    late_error(&mut resumed, 25).await;
     assert!(resumed.frame().await.is_none());
     cancelled_then_read(
         &mut handle,
@@ -2948,9 +2957,7 @@ async fn an_answer_the_server_ends_early_is_held_for_resumption() {
     cancellation_accepted(&mut handle, 42, "answer ended without its response").await;
     let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/142").await;
     drop(tx);
-    let end = next_text(&mut late).await;
-    assert_eq!(event_json(&end)["id"], 42, "{end}");
-    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    late_error(&mut late, 42).await;
 }
 
 /// An answer dropped or ended before any event named its stream (nothing a `GET` could resume)
@@ -2966,9 +2973,7 @@ async fn an_answer_let_go_before_its_stream_is_named_holds_until_the_cancellatio
 
         let (mut body, tx, released, _) = answered(&svc, &mut handle, 49).await;
         drop(tx);
-        let end = next_text(&mut body).await;
-        assert_eq!(event_json(&end)["id"], 49, "{end}");
-        assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+        late_error(&mut body, 49).await;
         assert!(body.frame().await.is_none());
         cancelled_then_read(
             &mut handle,
@@ -2994,9 +2999,7 @@ async fn an_answer_that_reports_its_end_early_still_gets_the_final_error() {
         !body.is_end_stream(),
         "the call's final message is still to come"
     );
-    let end = next_text(&mut body).await;
-    assert_eq!(event_json(&end)["id"], 45, "{end}");
-    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    late_error(&mut body, 45).await;
     assert!(body.frame().await.is_none());
     assert_eq!(first.outcome(), Some(Outcome::Incomplete));
     cancellation_accepted(&mut handle, 45, "answer ended without its response").await;
@@ -3016,9 +3019,7 @@ async fn an_answer_that_breaks_lets_its_call_go() {
     cancellation_accepted(&mut handle, 46, "answer ended without its response").await;
     let (tx, mut late) = resumed_with_sse(&svc, &mut handle, "1/146").await;
     drop(tx);
-    let end = next_text(&mut late).await;
-    assert_eq!(event_json(&end)["id"], 46, "{end}");
-    assert_eq!(event_json(&end)["error"]["code"], -31499, "{end}");
+    late_error(&mut late, 46).await;
 
     let (svc, mut handle) = inspected(ms(5_000));
     let (mut body, tx, _, _) = reading(&svc, &mut handle, 47).await;
