@@ -23,8 +23,10 @@ pub const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// A JSON-RPC request id: a string or an integer.
 ///
-/// Fractional or out-of-range numbers are refused by the inspector (JSON-RPC says ids SHOULD NOT
-/// have fractional parts, and no MCP SDK produces them), so every id here compares exactly.
+/// An integer written in float form (`7.0`, `1e2`, `-0`) is that integer, as rmcp reads it
+/// ([`integral_id`]); fractional or out-of-range numbers are refused by the inspector (JSON-RPC
+/// says ids SHOULD NOT have fractional parts, and no MCP SDK produces them), so every id here
+/// compares exactly.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum RequestId {
     /// An integer id.
@@ -122,13 +124,24 @@ impl Visitor<'_> for IdVisitor {
             .map_err(|_| E::custom("id out of range"))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RequestId, E> {
-        Err(E::custom("fractional id"))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RequestId, E> {
+        integral_id(v)
+            .map(RequestId::Number)
+            .ok_or_else(|| E::custom("fractional id"))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<RequestId, E> {
         Ok(RequestId::String(v.into()))
     }
+}
+
+/// The integer a JSON number in float form stands for (`7.0`, `1e2`, `-0`), when an `f64` holds
+/// it exactly: below 2^53 in magnitude (2^53 + 1 parses to the same `f64`). rmcp reads such an id
+/// as that integer, so the layers must too: a `notifications/cancelled` naming call `7` as `7.0`
+/// cancels it in rmcp, and must be the client's cancellation here as well.
+pub(crate) fn integral_id(v: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (v.fract() == 0.0 && v.abs() < EXACT).then_some(v as i64)
 }
 
 /// Builds the bytes of a JSON-RPC error response.

@@ -2047,6 +2047,33 @@ async fn reaches_the_server(svc: &Inspected, handle: &mut Handle, id: i64) {
     assert_eq!(status, http::StatusCode::ACCEPTED);
 }
 
+/// A client that names its call in float form (`12.0`: rmcp reads it as `12` and cancels the
+/// call) cancels it here too: the call its server then ends without a response is the
+/// client's choice (`Cancelled`), not the server's failure, which a breaker would count.
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_naming_its_call_in_float_form_is_the_clients() {
+    let (svc, mut handle) = inspected(Duration::ZERO);
+    let (body, tx, _, completion) = reading(&svc, &mut handle, 12).await;
+    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+        "params":{"requestId":12.0,"reason":"user"}});
+    let cancel = tokio::spawn(ServiceExt::oneshot(
+        svc.clone(),
+        session_post(12, Some(note)),
+    ));
+    let (_req, reply) = next_within(&mut handle)
+        .await
+        .expect("the client's cancellation");
+    reply.send_response(Response::builder().status(202).body(script().1).unwrap());
+    assert_eq!(cancel.await.unwrap().unwrap().status(), 202);
+    assert!(completion.is_cancel_requested());
+    server_ends(tx, body).await;
+    assert_eq!(completion.outcome(), Some(Outcome::Cancelled));
+    assert!(
+        next_within(&mut handle).await.is_none(),
+        "nothing of the layer's own"
+    );
+}
+
 /// A call its client cancels itself, whose answer it then drops before the server ends it:
 /// nothing is held for resumption, and the layer sends no cancellation of its own.
 #[tokio::test(start_paused = true)]

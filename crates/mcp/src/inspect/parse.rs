@@ -1233,7 +1233,7 @@ impl<'de> Deserialize<'de> for ImplementationDe {
 }
 
 /// A value that is kept only when it is a valid JSON-RPC id (a string, or an integer that fits
-/// an `i64`); any other JSON is skipped without building it, not an error. Shared with the
+/// an `i64`, also in float form: [`integral_id`](crate::jsonrpc::integral_id)); any other JSON is skipped without building it, not an error. Shared with the
 /// response observer, which reads ids a server (or an upstream) wrote.
 pub(crate) struct MaybeId(pub(crate) Option<RequestId>);
 
@@ -1254,8 +1254,10 @@ impl<'de> Deserialize<'de> for MaybeId {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(MaybeId(i64::try_from(v).ok().map(RequestId::Number)))
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeId(None))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(MaybeId(
+                    crate::jsonrpc::integral_id(v).map(RequestId::Number),
+                ))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(MaybeId(None))
@@ -2055,9 +2057,25 @@ mod tests {
         assert!(!r.is_call());
         let r = cancel(r#"{"reason":"x","requestId":"a\u0062"}"#);
         assert_eq!(r.cancelled_request(), Some(&RequestId::String("ab".into())));
+        // An integer in float form names that integer, as rmcp reads it.
+        for (written, id) in [
+            ("7.0", 7),
+            ("7e0", 7),
+            ("70e-1", 7),
+            ("-0", 0),
+            ("-3.0", -3),
+        ] {
+            let r = cancel(&format!(r#"{{"requestId":{written}}}"#));
+            assert_eq!(
+                r.cancelled_request(),
+                Some(&RequestId::Number(id)),
+                "{written}"
+            );
+        }
         // Not an id: the notification still passes, naming nothing.
         for bad in [
             r#"{"requestId":1.5}"#,
+            r#"{"requestId":9007199254740992.0}"#,
             r#"{"requestId":null}"#,
             r#"{"requestId":{"a":1}}"#,
             r#"{"requestId":[1]}"#,
@@ -2151,6 +2169,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.tool(), Some("héllo"));
+    }
+
+    #[test]
+    fn integers_in_float_form_are_ids_as_rmcp_reads_them() {
+        for (written, id) in [("2.0", 2), ("1e2", 100), ("-0", 0)] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{written},"method":"ping"}}"#);
+            let r = post(&[], &body).unwrap();
+            assert_eq!(r.id(), Some(&RequestId::Number(id)), "{written}");
+        }
+        let e = post(
+            &[],
+            r#"{"jsonrpc":"2.0","id":9007199254740993.0,"method":"ping"}"#,
+        );
+        assert!(e.is_err(), "beyond 2^53 a float names no one integer");
+        let id: RequestId = serde_json::from_str("7.0").unwrap();
+        assert_eq!(id, RequestId::Number(7));
+        assert!(serde_json::from_str::<RequestId>("7.5").is_err());
     }
 
     #[test]
