@@ -214,23 +214,20 @@ pub struct FileTokenSource {
 
 struct FileState {
     token: Secret,
-    /// Reads claimed so far, and the claim whose read `token` is from: a slow read that
-    /// finishes after a later one does not put back an older token.
-    claims: u64,
-    stored: u64,
+    /// A caller is reading the file: the others keep the token meanwhile, even once the next
+    /// check is due (a read stalled on a hung network file system holds up one caller, not one
+    /// more every interval).
+    reading: bool,
     /// `None`: never (an interval too long to add to the clock).
     next_check: Option<Instant>,
 }
 
-impl FileState {
-    /// Keeps the token read under `claim` unless a later claim's read is already kept; returns
-    /// the token to send.
-    fn store(&mut self, claim: u64, fresh: Secret) -> Secret {
-        if claim > self.stored {
-            self.token = fresh;
-            self.stored = claim;
-        }
-        self.token.clone()
+/// Marks the end of a read of the token file when dropped (a read that panicked too).
+struct ReadDone<'a>(&'a Mutex<FileState>);
+
+impl Drop for ReadDone<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).reading = false;
     }
 }
 
@@ -256,8 +253,7 @@ impl FileTokenSource {
             interval: Self::DEFAULT_INTERVAL,
             state: Mutex::new(FileState {
                 token,
-                claims: 0,
-                stored: 0,
+                reading: false,
                 next_check: Instant::now().checked_add(Self::DEFAULT_INTERVAL),
             }),
         })
@@ -310,36 +306,38 @@ fn read_token_with(
     Ok(secret)
 }
 
-impl TokenSource for FileTokenSource {
-    fn token(&self) -> Result<Secret, BoxError> {
-        let current = {
+impl FileTokenSource {
+    /// [`TokenSource::token`], reading the file with `read` when a check is due.
+    fn token_with(&self, read: impl FnOnce(&Path) -> Result<Secret, String>) -> Secret {
+        {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
-            if st.next_check.is_none_or(|at| now < at) {
-                return Ok(st.token.clone());
+            if st.reading || st.next_check.is_none_or(|at| now < at) {
+                return st.token.clone();
             }
-            // This caller reads the file; moving the next check on first keeps every other
-            // caller on the current token meanwhile, without waiting for the read.
+            // This caller reads the file; the others go on with the current token meanwhile,
+            // without waiting for the read.
             st.next_check = now.checked_add(self.interval);
-            st.claims += 1;
-            (st.claims, st.token.clone())
-        };
-        let (claim, current) = current;
-        match read_token(&self.path) {
-            Ok(fresh) => Ok(self
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .store(claim, fresh)),
-            Err(e) => {
-                tracing::error!(
-                    path = %self.path.display(),
-                    error = %e,
-                    "client token file unreadable or invalid; keeping the last good token"
-                );
-                Ok(current)
-            }
+            st.reading = true;
         }
+        let _done = ReadDone(&self.state);
+        let fresh = read(&self.path);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match fresh {
+            Ok(fresh) => st.token = fresh,
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "client token file unreadable or invalid; keeping the last good token"
+            ),
+        }
+        st.token.clone()
+    }
+}
+
+impl TokenSource for FileTokenSource {
+    fn token(&self) -> Result<Secret, BoxError> {
+        Ok(self.token_with(read_token))
     }
 }
 
@@ -376,19 +374,35 @@ mod tests {
         }
     }
 
-    /// Two reads overlap (the first one slow): the first to be claimed, finishing last, does
-    /// not put its older token back.
+    /// A read that stalls (a hung network file system) is not joined by another once the
+    /// next check is due: the other callers keep the current token, and the next check after
+    /// it reads again.
     #[test]
-    fn a_slow_earlier_read_does_not_overwrite_a_later_one() {
-        let mut st = FileState {
-            token: Secret::new("zero"),
-            claims: 2,
-            stored: 0,
-            next_check: None,
-        };
-        assert_eq!(st.store(2, Secret::new("two")).expose(), "two");
-        assert_eq!(st.store(1, Secret::new("one")).expose(), "two");
-        assert_eq!(st.token.expose(), "two");
-        assert_eq!(st.store(3, Secret::new("three")).expose(), "three");
+    fn a_stalled_read_is_not_joined() {
+        let dir = std::env::temp_dir().join(format!("tower-armor-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stalled");
+        std::fs::write(&path, "token-0").unwrap();
+        let source = FileTokenSource::new(&path).unwrap();
+        let due = || source.state.lock().unwrap().next_check = Some(Instant::now());
+        let reads = std::cell::Cell::new(0);
+        due();
+        let got = source.token_with(|_| {
+            reads.set(reads.get() + 1);
+            due();
+            let meanwhile = source.token_with(|_| {
+                reads.set(reads.get() + 1);
+                Ok(Secret::new("token-2"))
+            });
+            assert_eq!(meanwhile.expose(), "token-0");
+            Ok(Secret::new("token-1"))
+        });
+        assert_eq!((got.expose(), reads.get()), ("token-1", 1));
+        due();
+        let next = source.token_with(|_| {
+            reads.set(reads.get() + 1);
+            Ok(Secret::new("token-3"))
+        });
+        assert_eq!((next.expose(), reads.get()), ("token-3", 2));
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 use std::task::Context;
 use std::time::{Duration, SystemTime};
@@ -433,8 +433,12 @@ pub(crate) struct FileTokens {
     /// The key of every table loaded from the file (see [`Watch`]).
     table_key: MacKey,
     state: RwLock<Loaded>,
+    /// A reload from the request path is in flight: a read stalled on a hung network file
+    /// system holds up one request, not one more every interval until no worker is left.
+    reading: AtomicBool,
     /// Reloads started, numbered: a read that took longer than the next one (a stalled network
-    /// file system) must not put back older tokens over newer ones.
+    /// file system, [`reload_now`](Self::reload_now) meanwhile) must not put back older tokens
+    /// over newer ones.
     claims: AtomicU64,
     /// The number of the reload whose tokens are in `state` (written under its write lock).
     stored: AtomicU64,
@@ -444,6 +448,15 @@ pub(crate) struct FileTokens {
     /// The shortest token a reload may bring: [`RELOAD_FLOOR`] bytes, or the shortest token of
     /// the file at start if that was shorter (see [`RELOAD_FLOOR`]).
     floor: usize,
+}
+
+/// Marks the end of a reload from the request path when dropped (one that panicked too).
+struct ReloadDone<'a>(&'a AtomicBool);
+
+impl Drop for ReloadDone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The shortest token a reloaded file may hold, unless the file at start already held a
@@ -479,6 +492,7 @@ impl FileTokens {
                 content,
                 replaced: Signal::new(),
             }),
+            reading: AtomicBool::new(false),
             claims: AtomicU64::new(0),
             stored: AtomicU64::new(0),
             presentable: usize::MAX,
@@ -559,6 +573,11 @@ impl FileTokens {
     }
 
     fn maybe_reload(&self) {
+        self.maybe_reload_with(read_bounded);
+    }
+
+    /// [`maybe_reload`](Self::maybe_reload) reading the file with `read`.
+    fn maybe_reload_with(&self, read: impl FnOnce(&Path) -> Result<Vec<u8>, String>) {
         let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = self.next_check_ms.load(Ordering::Relaxed);
         if now < next {
@@ -577,7 +596,11 @@ impl FileTokens {
         {
             return;
         }
-        self.reload_now();
+        if self.reading.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let _done = ReloadDone(&self.reading);
+        self.reload_with(read);
     }
 
     /// Re-reads the file; on any problem keeps the current tokens and logs an error.
@@ -991,6 +1014,34 @@ mod tests {
             !log.contains("a-token-of-twenty-two"),
             "never the token: {log}"
         );
+    }
+
+    /// A reload whose read stalls (a hung network file system) is not joined by another from
+    /// a later request once the next check is due; the check after it reads again.
+    #[test]
+    fn a_stalled_reload_is_not_joined() {
+        let path = tmp_file("stalled", "alice:token-000\n");
+        let ft = FileTokens::open(path, S, Duration::from_secs(5)).unwrap();
+        let reads = std::cell::Cell::new(0);
+        let due = || ft.next_check_ms.store(0, Ordering::Relaxed);
+        due();
+        ft.maybe_reload_with(|_| {
+            reads.set(reads.get() + 1);
+            due();
+            ft.maybe_reload_with(|_| {
+                reads.set(reads.get() + 1);
+                Ok(b"alice:token-222\n".to_vec())
+            });
+            Ok(b"alice:token-111\n".to_vec())
+        });
+        assert_eq!(reads.get(), 1);
+        due();
+        ft.maybe_reload_with(|_| {
+            reads.set(reads.get() + 1);
+            Ok(b"alice:token-333\n".to_vec())
+        });
+        assert_eq!(reads.get(), 2);
+        assert!(ft.lookup(b"token-333").is_some());
     }
 
     /// Two reloads overlap (a read stalled longer than the interval): the one that started
