@@ -646,16 +646,19 @@ impl BearerAuthBuilder {
             &self.realm.0,
             self.resource_metadata.as_ref().map(|(u, _)| u.as_str()),
         )?;
+        // The principals are named only when no token is short: with one, an entry written the
+        // wrong way round (`<token>:<name>`) would put its token in the list.
+        let principals = (shortest >= RELOAD_FLOOR).then(|| tokens.principals());
         match &tokens {
             TokenStore::File(f) => tracing::info!(
                 tokens = tokens.len(),
-                principals = ?tokens.principals(),
+                principals = ?principals,
                 path = %f.path().display(),
                 "bearer authentication on (token file)"
             ),
             TokenStore::Static(_) => tracing::info!(
                 tokens = tokens.len(),
-                principals = ?tokens.principals(),
+                principals = ?principals,
                 "bearer authentication on"
             ),
         }

@@ -23,6 +23,7 @@ const BOB: &str = "Mv2Rt8YhQw4bob";
 const WRONG: &str = "Xk5Jd9PnGuessed";
 const ROTATED: &str = "Fh3Ls6BzRotated";
 const UPSTREAM: &str = "Uc7Tn1EqUpstream";
+const SWAPPED: &str = "Wr4Hb8JmSwapped";
 
 async fn bounded<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), work)
@@ -125,6 +126,14 @@ async fn no_token_appears_in_any_log_line() {
     inject.oneshot(req).await.unwrap();
     server.shutdown().await;
 
+    // A configuration written the wrong way round (`<token>:<name>`): the secret is taken for
+    // a principal's name, and the startup line does not list it.
+    let swapped = BearerAuthLayer::builder()
+        .tokens(&format!("{SWAPPED}:alice"))
+        .build()
+        .unwrap();
+    drop(swapped);
+
     let log = capture.text();
     assert!(
         log.contains("bearer authentication failed"),
@@ -134,7 +143,7 @@ async fn no_token_appears_in_any_log_line() {
     assert!(log.contains("keeping the current tokens"));
     assert!(log.contains("upstream request") && log.contains("Sensitive"));
     let mut leaks = Vec::new();
-    for token in [ALICE, BOB, WRONG, ROTATED, UPSTREAM] {
+    for token in [ALICE, BOB, WRONG, ROTATED, UPSTREAM, SWAPPED] {
         for w in token.as_bytes().windows(8) {
             let piece = std::str::from_utf8(w).unwrap();
             if log.contains(piece) {
