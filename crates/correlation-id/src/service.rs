@@ -79,11 +79,18 @@ where
                         // A `tracestate` that did not parse was dropped from the context; it
                         // must not be passed on either (W3C Trace Context §3.3.1).
                         req.headers_mut().remove(&crate::trace::TRACESTATE);
+                    } else if let Some(state) = ctx.state() {
+                        pass_on_as_read(req.headers_mut(), state);
                     }
                     ctx
                 }
-                // Recorded by `adopt_meta_trace` once `_meta` is known (it may carry one).
-                Ok(None) => TraceContext::new_root(),
+                Ok(None) => {
+                    // A `tracestate` belongs to its `traceparent`: without one it says nothing
+                    // and goes no further. (The new root is recorded by `adopt_meta_trace` once
+                    // `_meta` is known: it may carry a context.)
+                    req.headers_mut().remove(&crate::trace::TRACESTATE);
+                    TraceContext::new_root()
+                }
                 Err(reason) => {
                     // Refused values never go inward (a gateway would pass them on upstream):
                     // the request's context is a new root, in its extensions.
@@ -111,5 +118,16 @@ where
             self.inner.call(req)
         };
         ResponseFuture::new(future, span, self.header.clone(), echo, generated)
+    }
+}
+
+/// The `tracestate` that goes inward is the one the context holds: a list spread over several
+/// lines, or over the length limit, was rebuilt (bounded); one line within it is the same value
+/// already, and stays.
+fn pass_on_as_read(headers: &mut http::HeaderMap, state: &crate::trace::TraceState) {
+    let mut lines = headers.get_all(&crate::trace::TRACESTATE).iter();
+    let same = lines.next() == Some(state.header_value()) && lines.next().is_none();
+    if !same {
+        headers.insert(&crate::trace::TRACESTATE, state.header_value().clone());
     }
 }

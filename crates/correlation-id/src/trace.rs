@@ -23,9 +23,10 @@ pub const TRACEPARENT_LEN: usize = 55;
 pub const MAX_TRACESTATE_MEMBERS: usize = 32;
 
 /// The longest `tracestate` kept (W3C Trace Context §3.3.1.5: at least 512 characters are
-/// propagated; past that a vendor may truncate). A longer one is rebuilt from its members, the
-/// longest first and then the last ones dropped until it fits, so a caller cannot make every
-/// request this layer passes on carry kilobytes of state (or blanks and commas).
+/// propagated; past that a vendor may truncate). A longer one is rebuilt from its members:
+/// those over 128 characters dropped first, from the end of the list, then the last
+/// ones until it fits, so a caller cannot make every request this layer passes on carry
+/// kilobytes of state (or blanks and commas).
 pub const MAX_TRACESTATE_LEN: usize = 512;
 
 /// Members longer than this (`key=value`) are the first dropped from a `tracestate` over

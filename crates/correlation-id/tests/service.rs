@@ -328,6 +328,42 @@ async fn traceparent_headers_are_parsed_or_replaced() {
     assert_eq!(ctx.origin(), TraceOrigin::Header);
     assert_eq!(ctx.state().unwrap().as_str(), "rojo=1,congo=2");
 
+    // What goes inward is the list as the context holds it: two lines joined in one, one over
+    // the length limit rebuilt within it; and none without a `traceparent`.
+    let long: Vec<String> = (0..20)
+        .map(|i| format!("k{i}={}", "v".repeat(40)))
+        .collect();
+    let long = long.join(",");
+    for (states, expect) in [
+        (&["rojo=1,congo=2"][..], Some("rojo=1,congo=2".to_owned())),
+        (
+            &["rojo=1", "congo=2"][..],
+            Some("rojo=1,congo=2".to_owned()),
+        ),
+        (&[long.as_str()][..], None),
+    ] {
+        let svc = CorrelationIdLayer::new().layer_service(inner.clone());
+        let mut headers = vec![("traceparent", TP)];
+        headers.extend(states.iter().map(|s| ("tracestate", *s)));
+        svc.oneshot(get(&headers)).await.unwrap();
+        let (h, ext) = seen.lock().unwrap().take().unwrap();
+        let passed: Vec<_> = h.get_all("tracestate").iter().collect();
+        assert_eq!(passed.len(), 1, "{states:?}");
+        let held = ext.get::<TraceContext>().unwrap().state().unwrap().as_str();
+        assert_eq!(passed[0], held, "{states:?}");
+        assert!(held.len() <= 512, "{states:?}");
+        if let Some(expect) = expect {
+            assert_eq!(held, expect);
+        }
+    }
+    let svc = CorrelationIdLayer::new().layer_service(inner.clone());
+    svc.oneshot(get(&[("tracestate", "rojo=1")])).await.unwrap();
+    let (h, _) = seen.lock().unwrap().take().unwrap();
+    assert!(
+        h.get("tracestate").is_none(),
+        "no tracestate without its traceparent"
+    );
+
     for bad in [
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
