@@ -130,7 +130,7 @@ impl AllowPolicy {
                         return Err(err("'*' cannot be combined with tool names"));
                     }
                     if t.len() > MAX_TOOL_LEN {
-                        return Err(err("tool name longer than 128 characters"));
+                        return Err(err("tool name longer than 128 bytes"));
                     }
                     if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
                         return Err(err("tool name has a control or whitespace character"));
