@@ -212,7 +212,7 @@ pub(crate) fn from_headers(
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
     let revision = header_revision(headers, limits)?;
-    let session_id = session_of(revision, headers)?;
+    let session_id = session_of(revision, false, headers)?;
     // 2026-07-28 has no GET: the server refuses one at once. It is no stream, and takes
     // nothing a stream takes (a stream slot). (Under 2025-11-25 a server without sessions may
     // serve a GET stream without one.)
@@ -354,16 +354,18 @@ fn meta_problem(
     Err(Rejection::invalid_params(message))
 }
 
-/// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
-/// the server ignores the session header (rmcp serves such a request with a stale or made-up
-/// session id as if it had none), so no layer may key anything by it either.
+/// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one or
+/// the request carries its version itself (`per_request`): there the server ignores the
+/// session header (rmcp serves such a request with a stale or made-up session id as if it had
+/// none), so no layer may key anything by it either.
 fn session_of(
     revision: Option<ProtocolRevision>,
+    per_request: bool,
     headers: &HeaderMap,
 ) -> Result<Option<HeaderValue>, Rejection> {
     let session = only(headers, &SESSION_ID)
         .map_err(|()| Rejection::invalid("Mcp-Session-Id header repeated"))?;
-    if revision.is_some_and(ProtocolRevision::is_stateless) {
+    if per_request || revision.is_some_and(ProtocolRevision::is_stateless) {
         return Ok(None);
     }
     Ok(session.cloned())
@@ -568,13 +570,17 @@ pub(crate) fn from_post(
         Some(m) if m.is_long_lived() && kind == MessageKind::Request => StreamRole::Listen,
         _ => StreamRole::Call,
     };
-    // rmcp tells the stateless revision by the header alone, and serves `initialize` within a
-    // session whatever the header says.
-    let session_id = session_of(
-        header_rev.filter(|_| !matches!(method, Some(Method::Initialize))),
-        headers,
-    )
-    .map_err(|r| r.with_id(id.clone()))?;
+    // rmcp tells the stateless revision by the header, and serves `initialize` within a
+    // session whatever the header says. A request (not a notification) whose `_meta` carries
+    // the per-request version and client capabilities it serves statelessly too (SEP-2567),
+    // whatever version they name: it ignores the session header then, and so must the layers.
+    let initialize = matches!(method, Some(Method::Initialize));
+    let per_request = kind == MessageKind::Request
+        && !initialize
+        && params.meta.protocol_version.is_some()
+        && params.meta.client_capabilities;
+    let session_id = session_of(header_rev.filter(|_| !initialize), per_request, headers)
+        .map_err(|r| r.with_id(id.clone()))?;
     // An id the message could not carry as its own is not matched as another's either.
     let cancels = match (&method, kind) {
         (Some(Method::NotificationsCancelled), MessageKind::Notification) => {
@@ -1901,6 +1907,30 @@ mod tests {
             ];
             assert_eq!(post(&h25, body).unwrap().kind(), MessageKind::Response);
         }
+    }
+
+    /// A request whose `_meta` carries the per-request version and client capabilities is
+    /// served statelessly by rmcp whatever the headers say: its session header names nothing.
+    #[test]
+    fn a_request_carrying_its_version_has_no_session() {
+        let h25 = [
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-session-id", "s-1"),
+        ];
+        let body = |method: &str, id: &str, meta: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0",{id}"method":"{method}","params":{{"_meta":{{{meta}}}}}}}"#
+            )
+        };
+        let both = r#""io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}"#;
+        let version = r#""io.modelcontextprotocol/protocolVersion":"2025-11-25""#;
+        let r = post(&h25, &body("tools/list", r#""id":1,"#, both)).unwrap();
+        assert_eq!(r.session_id(), None);
+        // One key alone, or a notification: rmcp keeps the session.
+        let r = post(&h25, &body("tools/list", r#""id":1,"#, version)).unwrap();
+        assert_eq!(r.session_id().unwrap(), "s-1");
+        let r = post(&h25, &body("notifications/initialized", "", both)).unwrap();
+        assert_eq!(r.session_id().unwrap(), "s-1");
     }
 
     #[test]
