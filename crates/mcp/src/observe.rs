@@ -884,8 +884,10 @@ pub(crate) enum Seen {
 
 #[derive(Deserialize)]
 struct Message<'a> {
+    // Borrowed when it can be; an escaped one (`"notifications\/progress"`, as PHP's encoder
+    // writes it) is unescaped into its own string (a `&str` would fail the whole message).
     #[serde(borrow, default)]
-    method: Option<&'a str>,
+    method: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     id: MaybeId,
     #[serde(default)]
@@ -986,7 +988,7 @@ pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
     let Ok(msg) = serde_json::from_slice::<Message<'_>>(bytes) else {
         return Seen::Other;
     };
-    match (msg.method, msg.id) {
+    match (msg.method.as_deref(), msg.id) {
         (Some("notifications/progress"), MaybeId::Absent) => Seen::Progress,
         (Some(_), MaybeId::Present(_)) => Seen::ServerRequest,
         (Some(_), MaybeId::Absent) => Seen::Other,
@@ -1221,6 +1223,15 @@ mod tests {
         );
         assert_eq!(
             s(r#"{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{}}"#),
+            Seen::ServerRequest
+        );
+        // Escaped methods (PHP's encoder escapes `/`) are the same methods.
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","method":"notifications\/progress","params":{"progress":1}}"#),
+            Seen::Progress
+        );
+        assert_eq!(
+            s(r#"{"jsonrpc":"2.0","id":1,"method":"elicitation\/create","params":{}}"#),
             Seen::ServerRequest
         );
         assert_eq!(s("not json"), Seen::Other);
