@@ -86,6 +86,9 @@ pub struct SseParser {
     /// The last byte seen was `\r`: a `\n` at the start of the next frame ends nothing.
     pending_cr: bool,
     truncated: bool,
+    /// The line in progress was cut at the size limit (it counts for the event only if it is a
+    /// `data` line: a long comment truncates nothing).
+    line_cut: bool,
     /// Bytes of the BOM still to check at the very start of the stream.
     bom: u8,
     max_event: usize,
@@ -114,6 +117,7 @@ impl SseParser {
             in_event: false,
             pending_cr: false,
             truncated: false,
+            line_cut: false,
             bom: 0,
             max_event,
         }
@@ -220,13 +224,14 @@ impl SseParser {
     fn push_partial(&mut self, bytes: &[u8]) {
         let room = self.max_event.saturating_sub(self.line.len());
         if bytes.len() > room {
-            self.truncated = true;
+            self.line_cut = true;
         }
         self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     fn line_complete<F: FnMut(SseEvent<'_>)>(&mut self, src: LineSrc<'_>, on_event: &mut F) {
         let line = std::mem::take(&mut self.line);
+        let cut = std::mem::take(&mut self.line_cut);
         let bytes: &[u8] = match src {
             LineSrc::Chunk(b) => b,
             LineSrc::Buffered => &line,
@@ -241,6 +246,9 @@ impl SseParser {
                 }
                 None => (bytes, &b""[..]),
             };
+            if cut && field == b"data" {
+                self.truncated = true;
+            }
             self.field(field, value);
         }
         // Keep the line buffer's allocation for the next partial line, unless one long line
@@ -503,5 +511,18 @@ mod tests {
         let mut p = SseParser::new(8);
         let evs = parse_chunks(&mut p, &[b"data: 0123", b"456789abcdef", b"\n\n"]);
         assert!(evs[0].truncated);
+        // A long comment or other field cut at the limit truncates no event.
+        let mut p = SseParser::new(8);
+        let evs = parse_chunks(
+            &mut p,
+            &[
+                b": a comm",
+                b"ent far too long\n",
+                b"retry: 123456789012\n",
+                b"data: ok\n\n",
+            ],
+        );
+        assert_eq!(evs[0].data, "ok");
+        assert!(!evs[0].truncated);
     }
 }
