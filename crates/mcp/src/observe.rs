@@ -1017,14 +1017,55 @@ pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
 /// response to `id` when its members before the cut are an `id` that matches and then `result`,
 /// as serializers write a response (`jsonrpc`, `id`, `result`: rmcp's among them), giving
 /// `Final(Success)` (a result's `isError` comes after its content, past the cut: such a result
-/// counts as a success, as an answer too long to observe does); `OtherResponse` for another
-/// id; `Other` when the cut comes first, or the message has a `method` or an `error` (an error
-/// too long to observe is not classified: its code may lie past the cut).
+/// counts as a success, as an answer too long to observe does); likewise `Final(RpcError)` for
+/// an `error` whose `code` comes before the cut (serializers write it first; a long `data`
+/// follows); `OtherResponse` for another id; `Other` when the cut comes first, or the message
+/// has a `method`, or an `error` whose code lies past the cut.
 fn truncated_message(prefix: &[u8], id: Option<&RequestId>) -> Seen {
     #[derive(Default)]
     struct Head {
         id: Option<MaybeId>,
         result: bool,
+        code: Option<i64>,
+    }
+    /// Reads an `error` object's `code`, if it comes before the cut (into the `Option`).
+    struct Code<'h>(&'h mut Option<i64>);
+    impl<'de> de::DeserializeSeed<'de> for Code<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Code<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON-RPC error object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "lowercase")]
+            enum Key {
+                Code,
+                #[serde(other)]
+                Other,
+            }
+            while let Some(k) = map.next_key::<Key>()? {
+                match k {
+                    Key::Code => {
+                        let code = map.next_value()?;
+                        // Whole only if something follows it (a number cut short still parses).
+                        if map.next_key::<IgnoredAny>().is_ok() {
+                            *self.0 = Some(code);
+                        }
+                        return Ok(());
+                    }
+                    Key::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
     }
     struct V<'h>(&'h mut Head);
     impl<'de> Visitor<'de> for V<'_> {
@@ -1051,7 +1092,12 @@ fn truncated_message(prefix: &[u8], id: Option<&RequestId>) -> Seen {
                         self.0.result = true;
                         return Ok(());
                     }
-                    Key::Method | Key::Error => return Ok(()),
+                    Key::Error => {
+                        // (Past the code, the rest is left unread: an error, as for `result`.)
+                        let _ = map.next_value_seed(Code(&mut self.0.code));
+                        return Ok(());
+                    }
+                    Key::Method => return Ok(()),
                     Key::Other => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -1067,10 +1113,15 @@ fn truncated_message(prefix: &[u8], id: Option<&RequestId>) -> Seen {
         &mut serde_json::Deserializer::from_slice(prefix),
         V(&mut head),
     );
-    match (head.result, head.id) {
-        (true, Some(MaybeId::Present(got))) => match (id, got) {
-            (None, _) => Seen::Final(Outcome::Success),
-            (Some(want), Some(got)) if *want == got => Seen::Final(Outcome::Success),
+    let outcome = match (head.result, head.code) {
+        (true, _) => Outcome::Success,
+        (false, Some(code)) => Outcome::RpcError(code),
+        (false, None) => return Seen::Other,
+    };
+    match head.id {
+        Some(MaybeId::Present(got)) => match (id, got) {
+            (None, _) => Seen::Final(outcome),
+            (Some(want), Some(got)) if *want == got => Seen::Final(outcome),
             _ => Seen::OtherResponse,
         },
         _ => Seen::Other,
@@ -1124,11 +1175,25 @@ mod tests {
         assert!(final_(r#" { "id" : 7 , "result""#));
         // Escaped member names are names all the same.
         assert!(final_(r#"{"\u0069d":7,"res\u0075lt":{"#));
+        // An error whose code comes before the cut is that error.
+        for error in [
+            r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"xx"#,
+            r#"{"id":7,"error":{"message":"m","code":-32603,"data":"xx"#,
+        ] {
+            assert!(
+                matches!(
+                    truncated_message(error.as_bytes(), Some(&id)),
+                    Seen::Final(Outcome::RpcError(-32603))
+                ),
+                "{error}"
+            );
+        }
         for other in [
             r#"{"jsonrpc":"2.0","result":{"content":"xx"#,
             r#"{"jsonrpc":"2.0","id":7"#,
             r#"{"jsonrpc":"2.0","id":"#,
-            r#"{"id":7,"error":{"code":-32603,"message":"xx"#,
+            r#"{"id":7,"error":{"message":"xx"#,
+            r#"{"id":7,"error":{"code":-3260"#,
             r#"{"id":7,"method":"x","result":{"#,
             r#"{"jsonrpc":"2.0","id":[1,2"#,
             r#"["#,
