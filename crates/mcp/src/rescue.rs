@@ -126,9 +126,12 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // A request's id: the answer is its response. (A client's response to a server request
+        // carries that request's id, which an error answer to the POST must not reuse.)
         let id = req
             .extensions()
             .get::<McpRequest>()
+            .filter(|m| m.kind() == crate::MessageKind::Request)
             .and_then(|m| m.id().cloned());
         let correlation = req.extensions().get::<CorrelationId>().cloned();
         let kind = match self.ready_error.take() {
@@ -302,8 +305,11 @@ mod tests {
     /// a message, or answers no call, passes untouched.
     #[tokio::test]
     async fn a_server_error_without_a_message_gets_one() {
+        use crate::MessageKind::{Request as Call, Response as Reply};
         use tower::ServiceExt;
-        let answer = |status: u16, content_type: Option<&'static str>, id: Option<i64>| async move {
+        let answer = |status: u16,
+                      content_type: Option<&'static str>,
+                      message: Option<(crate::MessageKind, i64)>| async move {
             let svc =
                 RescueLayer::new().layer(tower::service_fn(move |_req: Request<()>| async move {
                     let mut resp = Response::builder().status(status);
@@ -313,10 +319,11 @@ mod tests {
                     Ok::<_, BoxError>(resp.body(String::from("Encounter an error")).unwrap())
                 }));
             let mut req = Request::new(());
-            if let Some(id) = id {
+            if let Some((kind, id)) = message {
+                let method = (kind == Call).then_some(crate::Method::ToolsCall);
                 req.extensions_mut().insert(McpRequest::new(
-                    crate::MessageKind::Request,
-                    Some(crate::Method::ToolsCall),
+                    kind,
+                    method,
                     Some(RequestId::Number(id)),
                 ));
             }
@@ -325,7 +332,7 @@ mod tests {
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             (status, String::from_utf8(body.to_vec()).unwrap())
         };
-        let (s, body) = answer(500, Some("text/plain"), Some(3)).await;
+        let (s, body) = answer(500, Some("text/plain"), Some((Call, 3))).await;
         assert_eq!(s, StatusCode::BAD_GATEWAY);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -333,15 +340,18 @@ mod tests {
             (Some(3), Some(-31502))
         );
         assert!(!body.contains("Encounter"));
-        let (s, _) = answer(503, None, Some(3)).await;
+        let (s, _) = answer(503, None, Some((Call, 3))).await;
         assert_eq!(s, StatusCode::BAD_GATEWAY);
-        for (status, ct, id) in [
-            (500, Some("application/json"), Some(3)),
-            (500, Some("text/event-stream"), Some(3)),
+        for (status, ct, message) in [
+            (500, Some("application/json"), Some((Call, 3))),
+            (500, Some("text/event-stream"), Some((Call, 3))),
             (500, Some("text/plain"), None),
-            (404, Some("text/plain"), Some(3)),
+            (404, Some("text/plain"), Some((Call, 3))),
+            // A client's response to a server request (its id is the server's): not a call
+            // this answer could be the response to.
+            (500, Some("text/plain"), Some((Reply, 3))),
         ] {
-            let (s, body) = answer(status, ct, id).await;
+            let (s, body) = answer(status, ct, message).await;
             assert_eq!((s.as_u16(), body.as_str()), (status, "Encounter an error"));
         }
     }
