@@ -436,9 +436,9 @@ pub(crate) struct FileTokens {
     /// A reload from the request path is in flight: a read stalled on a hung network file
     /// system holds up one request, not one more every interval until no worker is left.
     reading: AtomicBool,
-    /// Reloads started, numbered: a read that took longer than the next one (a stalled network
-    /// file system, [`reload_now`](Self::reload_now) meanwhile) must not put back older tokens
-    /// over newer ones.
+    /// Reloads started, numbered: a read that took longer than one started after it must not
+    /// put back older tokens over newer ones (requests start one at a time, `reading`; a
+    /// reload started otherwise may overlap).
     claims: AtomicU64,
     /// The number of the reload whose tokens are in `state` (written under its write lock).
     stored: AtomicU64,
@@ -604,11 +604,13 @@ impl FileTokens {
     }
 
     /// Re-reads the file; on any problem keeps the current tokens and logs an error.
+    #[cfg(test)]
     pub(crate) fn reload_now(&self) {
         self.reload_with(read_bounded);
     }
 
-    /// [`reload_now`](Self::reload_now) reading the file with `read` (tests simulate a writer).
+    /// Re-reads the file with `read` (tests simulate a writer); on any problem keeps the
+    /// current tokens and logs an error.
     fn reload_with(&self, read: impl FnOnce(&Path) -> Result<Vec<u8>, String>) {
         let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = match read_settled(&self.path, read) {

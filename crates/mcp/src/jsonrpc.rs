@@ -23,8 +23,8 @@ pub const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// A JSON-RPC request id: a string or an integer.
 ///
-/// An integer written in float form (`7.0`, `1e2`, `-0`) is that integer, as rmcp reads it
-/// ([`integral_id`]); fractional or out-of-range numbers are refused by the inspector (JSON-RPC
+/// An integer written in float form (`7.0`, `1e2`, `-0`), below 2^53 in magnitude, is that
+/// integer, as rmcp reads it; fractional or out-of-range numbers are refused by the inspector (JSON-RPC
 /// says ids SHOULD NOT have fractional parts, and no MCP SDK produces them), so every id here
 /// compares exactly.
 #[derive(Clone, PartialEq, Eq, Hash)]
