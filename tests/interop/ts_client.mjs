@@ -144,11 +144,16 @@ async function run(args) {
     const { Client, StreamableHTTPClientTransport, StreamableHTTPError } = sdk;
 
     const headers = args.token !== undefined ? { Authorization: `Bearer ${args.token}` } : {};
-    // The SDK's 401 error carries no headers: the challenge is read off the answer here.
+    // The SDK's errors carry no headers: the challenge, and every answer >= 400 with its
+    // Retry-After ("http_errors", as the Python client reports them), are read off the answers here.
     let challenge;
+    const httpErrors = [];
     const seeing = async (url, init) => {
         const r = await fetch(url, init);
         if (r.status === 401) challenge = r.headers.get('www-authenticate') ?? undefined;
+        if (r.status >= 400) {
+            httpErrors.push({ method: init?.method ?? 'GET', status: r.status, retry_after: r.headers.get('retry-after') });
+        }
         return r;
     };
     const transport = new StreamableHTTPClientTransport(new URL(args.url), { requestInit: { headers }, fetch: seeing });
@@ -174,7 +179,7 @@ async function run(args) {
         if (args.scenario !== 'basic') {
             const scenarios = { failures, rate, broken };
             const out = await scenarios[args.scenario](client, sdk);
-            return { ok: true, client: 'typescript', mode: 'legacy', scenario: args.scenario, ...out };
+            return { ok: true, client: 'typescript', mode: 'legacy', scenario: args.scenario, ...out, http_errors: httpErrors };
         }
         const listed = await client.listTools();
         const tools = listed.tools.map(t => t.name).sort();

@@ -74,7 +74,7 @@ pub fn interop_dir() -> &'static PathBuf {
 }
 
 /// Which client to run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Client {
     /// Python `mcp`, legacy mode (2025-11-25).
     PythonLegacy,

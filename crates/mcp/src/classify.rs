@@ -495,9 +495,20 @@ mod tests {
         );
         // Codes of the range tower-armor defines none of are an application's own (an
         // upstream that is no tower-armor hop): ignored, unless configured as failures.
-        for code in [-31200, -31500 + 1, -31777, -31000, -31999] {
+        for code in [-31200, -31498, -31777, -31000, -31999] {
+            assert!(!crate::error::is_local_code(code), "{code}");
             assert_eq!(c(Outcome::RpcError(code)), (B::Ignored, R::No), "{code}");
         }
+        // `-31499` is local (a caller that went away): a caller-side 499, never configurable.
+        assert_eq!(
+            c(Outcome::RpcError(crate::error::CODE_CANCELLED)),
+            c(Outcome::Status(http::StatusCode::from_u16(499).unwrap()))
+        );
+        assert!(
+            Classifier::new()
+                .failure_code(crate::error::CODE_CANCELLED)
+                .is_err()
+        );
         let k = Classifier::new().failure_code(-31777).unwrap();
         assert_eq!(
             k.classify(&Outcome::RpcError(-31777), false).breaker,

@@ -124,8 +124,9 @@ async fn bounded_under_1m_distinct_keys() {
     assert!(flooded.entries <= max_keys, "{flooded:?}");
     assert!(flooded.bytes < 16 * 1024 * 1024, "{flooded:?}");
     // With a table this size a sweep pass takes ~65,000 requests (two buckets per request), so
-    // keys gone stale within the last pass are still held; never more than the cap.
-    assert!(peak <= max_keys, "{peak}");
+    // keys gone stale within the last pass are still held: the table follows the live set
+    // (≈ 10,000 a second, held ≈ 1 s + a lap), well under the cap.
+    assert!(peak < 64_000, "{peak}");
     // Removals leave tombstones, and hashbrown may double a shard's table rather than rehash it
     // in place: at worst twice the flood's table, never more.
     assert!(
