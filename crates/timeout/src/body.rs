@@ -658,7 +658,11 @@ impl<B> TimeoutBody<B> {
             }
             (None, _) => {}
         }
-        if framing == Framing::Sse && call.cancel.is_some() && call.own.is_none() {
+        if framing == Framing::Sse
+            && call.cancel.is_some()
+            && call.own.is_none()
+            && !call.is_resumed()
+        {
             // A hold from the start (the one taken once the stream is named replaces it): a
             // call let go before its stream is named keeps what it holds (its bulkhead permit)
             // until the server has read its cancellation too.
@@ -842,10 +846,26 @@ impl Timed {
         Last::Error(self.ending())
     }
 
+    /// Whether the call is over for this answer: its handle completed, other than with an SSE
+    /// answer's `Incomplete`. The observer settles that one as soon as the inner body reports
+    /// its end (with its last frame, as HTTP/2 does), before this body has polled that end:
+    /// what the end brings (the call let go and cancelled, its final error) comes then, and
+    /// until it does the call keeps what it holds.
+    fn over(&self) -> bool {
+        match self.handle.outcome() {
+            None => false,
+            Some(Outcome::Incomplete) => self.sse.is_none(),
+            Some(_) => true,
+        }
+    }
+
     /// The sleep fired.
     fn on_deadline(&mut self, mut sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Option<Last> {
         if self.handle.is_complete() {
-            self.finish();
+            // (An answer whose end is yet to be polled: handled there.)
+            if self.over() {
+                self.finish();
+            }
             return None;
         }
         let now = Instant::now();
@@ -965,8 +985,10 @@ impl Timed {
     /// next.
     fn in_grace(&mut self, frame: Frame<Bytes>, boundary: Option<usize>) -> Frame<Bytes> {
         if self.handle.is_complete() {
-            // The final message made it in this frame.
-            self.finish();
+            // The final message made it in this frame (or the answer's end comes next).
+            if self.over() {
+                self.finish();
+            }
             return frame;
         }
         let Some(n) = boundary else {
@@ -1062,7 +1084,7 @@ impl Timed {
                 let frame = self.on_frame(frame);
                 // A resumed call's result has passed: what its dropped answers held goes now
                 // (a resumption could otherwise adopt it while this body is still read).
-                if self.handle.is_complete() {
+                if self.over() {
                     if self.phase == Phase::Settling {
                         // The server's status came in the grace: the call ended by itself.
                         self.finish();
@@ -1181,7 +1203,7 @@ impl Timed {
     fn dropped(&mut self) {
         match self.phase {
             Phase::Running | Phase::Grace => {
-                if self.sse.is_some() && !self.handle.is_complete() {
+                if self.sse.is_some() && !self.over() {
                     tracing::debug!(id = ?self.call.id, "answer dropped before its final message");
                     let pause = self.pause.take();
                     self.call.gone_waiting(&self.handle, pause);
@@ -1244,10 +1266,12 @@ where
         match &self.kind {
             Kind::Passthrough { body } | Kind::Bounded { body, .. } => body.is_end_stream(),
             Kind::Timed { body, state, .. } => {
-                // Only a finished call's answer ends with its inner body: a running one is
-                // polled to the inner body's end (`None`), which may still add the call's
+                // Only an answer whose call is over ends with its inner body: one still running
+                // is polled to the inner body's end (`None`), which may still add the call's
                 // final error or let the call go (an HTTP/2 upstream reports its end early).
-                state.phase == Phase::Finished && state.call.late.is_none() && body.is_end_stream()
+                let over = state.phase == Phase::Finished
+                    || state.phase != Phase::Finishing && state.over();
+                over && state.call.late.is_none() && body.is_end_stream()
             }
             Kind::Ending { last } => last.is_none(),
         }

@@ -3013,23 +3013,42 @@ async fn an_answer_let_go_before_its_stream_is_named_holds_until_the_cancellatio
 }
 
 /// An answer whose inner body reports its end before it is polled to it (an HTTP/2 upstream's
-/// `is_end_stream`) is still read to that end, where the layer lets the call go: a caller that
-/// stops polling once the body says it has ended (hyper) still gets the call's final error.
+/// `is_end_stream`, with its last frame or after it) is still read to that end, where the layer
+/// lets the call go: a caller that stops polling once the body says it has ended (hyper) still
+/// gets the call's final error, and what the call holds stays taken until the server has read
+/// the cancellation.
 #[tokio::test(start_paused = true)]
 async fn an_answer_that_reports_its_end_early_still_gets_the_final_error() {
     let (svc, mut handle) = inspected(Duration::ZERO);
-    let (mut body, tx, _, first) = answered_with(&svc, &mut handle, 45, eager_script()).await;
-    tx.send(&format!("id: 1/145\ndata: {}\n\n", progress(1)));
-    let _ = body.frame().await;
-    drop(tx);
-    assert!(
-        !body.is_end_stream(),
-        "the call's final message is still to come"
-    );
-    late_error(&mut body, 45).await;
-    assert!(body.frame().await.is_none());
-    assert_eq!(first.outcome(), Some(Outcome::Incomplete));
-    cancellation_accepted(&mut handle, 45, "answer ended without its response").await;
+    // The end reported with the last frame (the observer settles the call as it reads it),
+    // then reported after it.
+    for (id, with_last_frame) in [(45, true), (44, false)] {
+        let (mut body, tx, released, first) =
+            answered_with(&svc, &mut handle, id, eager_script()).await;
+        tx.send(&format!("id: 1/{}\ndata: {}\n\n", id + 100, progress(1)));
+        if with_last_frame {
+            drop(tx);
+            let _ = body.frame().await;
+        } else {
+            let _ = body.frame().await;
+            drop(tx);
+        }
+        assert!(
+            !body.is_end_stream(),
+            "the call's final message is still to come"
+        );
+        assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
+        late_error(&mut body, id).await;
+        assert!(body.frame().await.is_none());
+        assert_eq!(first.outcome(), Some(Outcome::Incomplete));
+        cancelled_then_read(
+            &mut handle,
+            id,
+            "answer ended without its response",
+            &released,
+        )
+        .await;
+    }
 }
 
 /// An answer that breaks before its call's final message (a body error: an upstream's
