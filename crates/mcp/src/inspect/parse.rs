@@ -212,7 +212,7 @@ pub(crate) fn from_headers(
     limits: Limits,
 ) -> Result<McpRequest, Rejection> {
     let revision = header_revision(headers, limits)?;
-    let session_id = session_of(revision, false, headers)?;
+    let session_id = session_of(revision, headers)?;
     // 2026-07-28 has no GET: the server refuses one at once. It is no stream, and takes
     // nothing a stream takes (a stream slot). (Under 2025-11-25 a server without sessions may
     // serve a GET stream without one.)
@@ -331,6 +331,19 @@ fn meta_problem(
             "request _meta protocolVersion requires MCP-Protocol-Version header",
         ));
     }
+    // Both per-request keys under a revision with sessions: rmcp serves such a request
+    // statelessly (SEP-2567: the keys route it, whatever version they name), outside the
+    // session its header names, where the layers would account for it. No client of a
+    // revision with sessions sends them.
+    if meta.client_capabilities
+        && meta.protocol_version.is_some()
+        && header_rev.is_some_and(|r| !r.is_stateless())
+    {
+        return Err(Rejection::invalid_params(
+            "request _meta carries io.modelcontextprotocol/clientCapabilities, a 2026-07-28 key, \
+             under a protocol version with sessions",
+        ));
+    }
     let required = header_rev == Some(ProtocolRevision::V2026_07_28)
         || matches!(method, Some(Method::ServerDiscover));
     if !required {
@@ -354,18 +367,16 @@ fn meta_problem(
     Err(Rejection::invalid_params(message))
 }
 
-/// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one or
-/// the request carries its version itself (`per_request`): there the server ignores the
-/// session header (rmcp serves such a request with a stale or made-up session id as if it had
-/// none), so no layer may key anything by it either.
+/// The request's `Mcp-Session-Id`, unless `revision` (the header's) is the stateless one: there
+/// the server ignores the session header (rmcp serves such a request with a stale or made-up
+/// session id as if it had none), so no layer may key anything by it either.
 fn session_of(
     revision: Option<ProtocolRevision>,
-    per_request: bool,
     headers: &HeaderMap,
 ) -> Result<Option<HeaderValue>, Rejection> {
     let session = only(headers, &SESSION_ID)
         .map_err(|()| Rejection::invalid("Mcp-Session-Id header repeated"))?;
-    if per_request || revision.is_some_and(ProtocolRevision::is_stateless) {
+    if revision.is_some_and(ProtocolRevision::is_stateless) {
         return Ok(None);
     }
     Ok(session.cloned())
@@ -570,17 +581,14 @@ pub(crate) fn from_post(
         Some(m) if m.is_long_lived() && kind == MessageKind::Request => StreamRole::Listen,
         _ => StreamRole::Call,
     };
-    // rmcp tells the stateless revision by the header, and serves `initialize` within a
-    // session whatever the header says. A request (not a notification) whose `_meta` carries
-    // the per-request version and client capabilities it serves statelessly too (SEP-2567),
-    // whatever version they name: it ignores the session header then, and so must the layers.
-    let initialize = matches!(method, Some(Method::Initialize));
-    let per_request = kind == MessageKind::Request
-        && !initialize
-        && params.meta.protocol_version.is_some()
-        && params.meta.client_capabilities;
-    let session_id = session_of(header_rev.filter(|_| !initialize), per_request, headers)
-        .map_err(|r| r.with_id(id.clone()))?;
+    // rmcp tells the stateless revision by the header alone (a request whose `_meta` would
+    // route it otherwise is refused above), and serves `initialize` within a session whatever
+    // the header says.
+    let session_id = session_of(
+        header_rev.filter(|_| !matches!(method, Some(Method::Initialize))),
+        headers,
+    )
+    .map_err(|r| r.with_id(id.clone()))?;
     // An id the message could not carry as its own is not matched as another's either.
     let cancels = match (&method, kind) {
         (Some(Method::NotificationsCancelled), MessageKind::Notification) => {
@@ -1909,10 +1917,10 @@ mod tests {
         }
     }
 
-    /// A request whose `_meta` carries the per-request version and client capabilities is
-    /// served statelessly by rmcp whatever the headers say: its session header names nothing.
+    /// A request whose `_meta` carries both per-request keys under a revision with sessions is
+    /// refused: rmcp would serve it statelessly, outside the session its header names.
     #[test]
-    fn a_request_carrying_its_version_has_no_session() {
+    fn per_request_keys_under_a_revision_with_sessions_are_refused() {
         let h25 = [
             ("mcp-protocol-version", "2025-11-25"),
             ("mcp-session-id", "s-1"),
@@ -1924,9 +1932,9 @@ mod tests {
         };
         let both = r#""io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}"#;
         let version = r#""io.modelcontextprotocol/protocolVersion":"2025-11-25""#;
-        let r = post(&h25, &body("tools/list", r#""id":1,"#, both)).unwrap();
-        assert_eq!(r.session_id(), None);
-        // One key alone, or a notification: rmcp keeps the session.
+        let e = post(&h25, &body("tools/list", r#""id":1,"#, both)).unwrap_err();
+        assert_eq!((e.code, e.id), (-32602, Some(RequestId::Number(1))));
+        // One key alone, or a notification: rmcp keeps the session, and so do the facts.
         let r = post(&h25, &body("tools/list", r#""id":1,"#, version)).unwrap();
         assert_eq!(r.session_id().unwrap(), "s-1");
         let r = post(&h25, &body("notifications/initialized", "", both)).unwrap();
