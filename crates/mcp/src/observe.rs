@@ -886,8 +886,8 @@ pub(crate) enum Seen {
 struct Message<'a> {
     // Borrowed when it can be; an escaped one (`"notifications\/progress"`, as PHP's encoder
     // writes it) is unescaped into its own string (a `&str` would fail the whole message).
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow = "'a", default)]
+    method: Option<crate::inspect::parse::CowStr<'a>>,
     #[serde(default)]
     id: MaybeId,
     #[serde(default)]
@@ -988,7 +988,7 @@ pub(crate) fn inspect_message(bytes: &[u8], id: Option<&RequestId>) -> Seen {
     let Ok(msg) = serde_json::from_slice::<Message<'_>>(bytes) else {
         return Seen::Other;
     };
-    match (msg.method.as_deref(), msg.id) {
+    match (msg.method.as_ref().map(|m| &*m.0), msg.id) {
         (Some("notifications/progress"), MaybeId::Absent) => Seen::Progress,
         (Some(_), MaybeId::Present(_)) => Seen::ServerRequest,
         (Some(_), MaybeId::Absent) => Seen::Other,

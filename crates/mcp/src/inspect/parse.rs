@@ -946,14 +946,15 @@ fn once<E: de::Error>(seen: &mut u32, index: u8) -> Result<(), E> {
     Ok(())
 }
 
-/// String fields borrow from the body when they contain no escapes.
-struct CowStr<'a>(Cow<'a, str>);
+/// String fields borrow from the body when they contain no escapes (unlike a `Cow<str>` field,
+/// which serde always copies). Shared with the response observer.
+pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for CowStr<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = CowStr<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = CowStr<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
@@ -964,7 +965,7 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
                 Ok(CowStr(Cow::Owned(v.to_owned())))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
