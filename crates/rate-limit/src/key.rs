@@ -98,15 +98,11 @@ const NOT_CLIENT_KEYS: &[&str] = &[
     "set-cookie",
 ];
 
-/// Headers that carry the client's address as proxies saw it, which [`KeyBy::parse`] refuses
-/// as a key: the client writes the start of them. [`KeyBy::Ip`] reads them hop by hop, believing
-/// only trusted proxies.
-const FORWARDED_KEYS: &[&str] = &[
-    "x-forwarded-for",
-    "forwarded",
-    "x-real-ip",
-    "true-client-ip",
-];
+/// Headers that list the hops a request came through, which [`KeyBy::parse`] refuses as a key:
+/// proxies append to what the client sent, so the client writes the start of them.
+/// [`KeyBy::Ip`] reads them hop by hop, believing only trusted proxies. (`X-Real-IP`, which a
+/// proxy sets whole, may key clients behind a proxy that overwrites it.)
+const FORWARDED_KEYS: &[&str] = &["x-forwarded-for", "forwarded"];
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
@@ -526,13 +522,7 @@ mod tests {
         ]
         .map(|name| (name, "does not identify a client"));
         // Headers the client writes the start of: keyed whole, a new quota at will.
-        let forwarded = [
-            "X-Forwarded-For",
-            "forwarded",
-            "X-Real-IP",
-            "true-client-ip",
-        ]
-        .map(|name| (name, "key by ip"));
+        let forwarded = ["X-Forwarded-For", "forwarded"].map(|name| (name, "key by ip"));
         for (name, why) in refused.into_iter().chain(forwarded) {
             let e = KeyBy::parse(&format!("header:{name}")).unwrap_err();
             assert!(e.contains(why), "{name}: {e}");

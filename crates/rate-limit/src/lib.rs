@@ -16,7 +16,7 @@
 //! refused: refusing it would only keep the session alive on the server until it expires.
 //! Without authentication such a DELETE is counted (anyone can invent session ids). A client's
 //! answer to a server request (an elicitation, a sampling result), a `notifications/cancelled`,
-//! a `notifications/initialized` and a 2025-11-25 `GET` resuming a call's stream
+//! a `notifications/initialized` and a 2025-11-25 `GET` resuming a call's stream in its session
 //! (`Last-Event-ID`) are counted while the quota lasts and never refused once it is spent:
 //! refusing them would leave the call they concern waiting for its timeout or its answer lost,
 //! a cancelled tool running, or a session whose `initialize` was admitted unusable. Their answers

@@ -169,9 +169,9 @@ fn ends_session<B>(req: &Request<B>) -> bool {
 /// A message that only relieves the server or completes what was already admitted: a client's
 /// answer to a server request (an elicitation a person answered, a sampling result), a
 /// `notifications/cancelled`, the `notifications/initialized` that ends a handshake whose
-/// `initialize` was admitted, or a 2025-11-25 `GET` resuming a call's stream (`Last-Event-ID`:
-/// the call was admitted; the bulkhead bounds such `GET`s, and the session binding ties them to
-/// their principal's sessions). Counted like any request while the quota lasts, never refused
+/// `initialize` was admitted, or a 2025-11-25 `GET` resuming a call's stream of its session
+/// (`Last-Event-ID`: the call was admitted; the bulkhead bounds such `GET`s, and the session
+/// binding ties them to their principal's sessions). Counted like any request while the quota lasts, never refused
 /// once it is spent: refusing would leave the call it concerns waiting for its timeout (holding
 /// its bulkhead permit), its answer lost (a resumption), a cancelled tool running, or a session
 /// created but never usable (the TypeScript SDK's `connect` fails on it and starts over with a
@@ -179,7 +179,7 @@ fn ends_session<B>(req: &Request<B>) -> bool {
 #[cold]
 fn never_refused<B>(req: &Request<B>) -> bool {
     req.extensions().get::<McpRequest>().is_some_and(|m| {
-        m.is_resume()
+        (m.is_resume() && m.session_id().is_some())
             || match m.kind() {
                 MessageKind::Response => true,
                 MessageKind::Notification => match m.method() {

@@ -729,9 +729,19 @@ async fn cancellations_and_answers_to_the_server_are_never_refused() {
             .with_stream_role(StreamRole::Resume {
                 last_event_id: http::HeaderValue::from_static("1/7"),
             });
-        resume.extensions_mut().insert(facts);
+        resume.extensions_mut().insert(facts.clone());
         assert_eq!(send(&svc, resume).await.status(), 200);
         assert_eq!(seen.load(Ordering::SeqCst), 5);
+        // Without a session, nothing was admitted that it could resume.
+        let mut stray = post("1.1.1.1", Some("a"));
+        *stray.method_mut() = http::Method::GET;
+        let sessionless = McpRequest::new(MessageKind::NotJsonRpc, None, None).with_stream_role(
+            StreamRole::Resume {
+                last_event_id: http::HeaderValue::from_static("1/7"),
+            },
+        );
+        stray.extensions_mut().insert(sessionless);
+        assert_eq!(send(&svc, stray).await.status(), 429);
         let progress = message(
             MessageKind::Notification,
             Some(Method::NotificationsProgress),
