@@ -1150,7 +1150,8 @@ async fn allowed_host_only(
             .into_response();
     }
     // (A missing or invalid `Host` gets the inspector's answer.)
-    if let Some(host) = request_host(&req)
+    if req.headers().contains_key(axum::http::header::ORIGIN)
+        && let Some(host) = request_host(&req)
         && let Some(why) =
             SameSite::origin_refusal(&req, &normalize_host(host.host()), host.port_u16())
     {

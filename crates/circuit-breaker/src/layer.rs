@@ -243,8 +243,9 @@ impl Shared {
             },
             KeyBy::Method => self.method_core(k, req.mcp().and_then(known_method)),
             KeyBy::Authority => match req.authority() {
-                Some(a) => self.in_table(k, &k.names, a),
-                None => self.fixed(&k.other, OTHER_KEY),
+                // (An authority written `other` shares that key's circuit, as tools do.)
+                Some(a) if a != OTHER_KEY => self.in_table(k, &k.names, a),
+                _ => self.fixed(&k.other, OTHER_KEY),
             },
         }
     }

@@ -962,6 +962,11 @@ async fn keyed_by_method_and_by_authority() {
     // The table holds one key: the next authority shares `other`.
     h.exchange(to("b:1"), status(200)).await.unwrap();
     assert_eq!(h.keys(), ["a:1", "other"]);
+    // An upstream named `other` shares that key's circuit: one circuit per key.
+    let mut h = H::new(one_failure_opens().key_by(KeyBy::Authority));
+    h.exchange(to("other"), status(503)).await.unwrap();
+    assert_eq!(h.keys(), ["other"]);
+    assert_eq!(h.state_of("other"), State::Open);
 }
 
 // === events, readiness, sharing ===
