@@ -18,7 +18,8 @@
 //! connection is closed; default 30000; 0 turns the body's deadline off, the headers' stays at
 //! 30000), `MCP_MAX_CONNECTIONS` (connections served at once; default 512),
 //! `MCP_MAX_CONNECTIONS_PER_IP` (of which one client address may hold; default half, and then
-//! not for loopback addresses), `MCP_CALL_TIMEOUT_MS`
+//! not for loopback addresses), `MCP_REPLAY_EVENTS` (events of each stream rmcp keeps to replay
+//! on a resumption; default 256), `MCP_CALL_TIMEOUT_MS`
 //! (default here: 60000) and `RUST_LOG` (default `info,rmcp=warn`, logs on stderr). A request's headers
 //! may take at most 64 KiB (431 past it).
 //!
@@ -76,7 +77,7 @@ const RMCP_SSE_RETRY: Duration = Duration::from_secs(3);
 /// Every variable this server reads (besides `RUST_LOG`), as `docs/configuration.md` lists
 /// them. Any other `MCP_*` variable gets a warning at start: a typo such as `MCP_BEARER_TOKENS`
 /// would otherwise leave auth off with only the generic warning.
-pub const ENV_VARS: [&str; 39] = [
+pub const ENV_VARS: [&str; 40] = [
     "MCP_ADDR",
     "MCP_ADMIN_PRINCIPALS",
     "MCP_ALLOWED_HOSTS",
@@ -111,6 +112,7 @@ pub const ENV_VARS: [&str; 39] = [
     "MCP_RATE_LIMIT_PER_MINUTE",
     "MCP_RATE_LIMIT_TOOLS",
     "MCP_RATE_LIMIT_TRUSTED_PROXIES",
+    "MCP_REPLAY_EVENTS",
     "MCP_REQUEST_ID_HEADER",
     "MCP_RESOURCE_METADATA_URL",
     "MCP_SSE_IDLE_TIMEOUT_SECONDS",
@@ -156,6 +158,8 @@ pub struct Settings {
     pub timeout: TimeoutLayer,
     /// How long calls in flight may take to finish after SIGTERM (`MCP_DRAIN_GRACE_MS`).
     pub drain_grace: Duration,
+    /// Events of each stream rmcp keeps to replay on a resumption (`MCP_REPLAY_EVENTS`).
+    pub replay_events: usize,
 }
 
 impl Settings {
@@ -213,6 +217,19 @@ impl Settings {
                 }
             },
             None => DEFAULT_DRAIN_GRACE,
+        };
+        let replay_events = match get("MCP_REPLAY_EVENTS") {
+            Some(v) => match tower_armor_mcp::env::number::<usize>(&v) {
+                Ok(n) if (MIN_REPLAY_EVENTS..=MAX_REPLAY_EVENTS).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "MCP_REPLAY_EVENTS: expected a count from {MIN_REPLAY_EVENTS} to \
+                         {MAX_REPLAY_EVENTS}, got {}",
+                        tower_armor_mcp::env::shown(&v)
+                    ));
+                }
+            },
+            None => DEFAULT_REPLAY_EVENTS,
         };
         let body_timeout = match get("MCP_BODY_TIMEOUT_MS") {
             Some(v) => match tower_armor_mcp::env::number::<u64>(&v) {
@@ -368,6 +385,7 @@ impl Settings {
             max_body_bytes,
             allowed_hosts,
             drain_grace,
+            replay_events,
             body_timeout,
             connections,
             correlation,
@@ -534,6 +552,7 @@ pub fn app(settings: Settings) -> App {
         // The inspector refuses bodies over the limit first (413 with a JSON-RPC error); rmcp's
         // own limit must not be lower, or a raised limit would stop at rmcp's 4 MiB.
         max_body_bytes: Some(settings.max_body_bytes),
+        replay_events: settings.replay_events,
         ..ServerOptions::default()
     });
     let rmcp_shutdown = rmcp.config.cancellation_token.clone();
@@ -1464,6 +1483,16 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 const FINAL_EVENTS_GRACE: Duration = Duration::from_millis(500);
 /// The longest drain grace accepted: one hour.
 pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(3600);
+
+/// Events of each stream rmcp keeps to replay on a resumption, by default (`MCP_REPLAY_EVENTS`).
+/// rmcp's own default, 16, is under what a tool reporting progress a few times a second sends
+/// in the 3 s the SDKs wait before resuming: the events before the oldest kept are lost, with
+/// nothing to say so. Each call stream reserves room for this many (≈ 48 bytes each).
+pub const DEFAULT_REPLAY_EVENTS: usize = 256;
+/// The fewest kept: rmcp's default.
+pub const MIN_REPLAY_EVENTS: usize = 16;
+/// The most kept per stream.
+pub const MAX_REPLAY_EVENTS: usize = 65_536;
 
 /// SIGTERM and Ctrl-C (SIGINT), listened for from now on: the first future completes at the
 /// first signal, the second at the next one. Listening starts here, before either is awaited,

@@ -1077,6 +1077,68 @@ async fn a_call_held_for_resumption_keeps_its_bulkhead_permit() {
     );
 }
 
+/// A client away while its call sends far more events than rmcp's default replay buffer (16)
+/// gets every one of them when it resumes the call (still running): the example keeps `MCP_REPLAY_EVENTS` (256) per
+/// stream. (With rmcp's default the replay would start at the newest 16, the rest lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumption_replays_every_event_sent_while_its_client_was_away() {
+    let ex = spawn_example(&[("MCP_CALL_RESUME_GRACE_MS", "5000")]).await;
+    let c = client(&ex.url(), Revision::V2025_11_25, "unused").await;
+    let id = c.next_id();
+    let steps = 100;
+    let args = json!({"steps": steps, "interval_ms": 10});
+    let resp = bounded(
+        10,
+        c.open_call_stream_with_id(id, "progress", args, Some(json!("p"))),
+    )
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(resp);
+    let first = bounded(
+        10,
+        stream.next_event_where(|m| m["method"] == "notifications/progress"),
+    )
+    .await
+    .expect("a first progress");
+    let first_progress = first.json().unwrap()["params"]["progress"]
+        .as_f64()
+        .unwrap();
+    let last = first.id.expect("rmcp numbers its events");
+    drop(stream);
+    // Away while the tool sends about 50 events (it runs on for 1 s in all: a call that ended
+    // meanwhile would leave nothing to replay).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resumed = bounded(10, c.open_get_stream_after(&last)).await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let mut resumed = SseStream::new(resumed);
+    let mut progress = Vec::new();
+    for bad in ["15", "65537", "many", "-1"] {
+        let err = support::example::Settings::for_tests(&[("MCP_REPLAY_EVENTS", bad)]).unwrap_err();
+        assert!(err.starts_with("MCP_REPLAY_EVENTS"), "{bad}: {err}");
+    }
+    loop {
+        let event = bounded(10, resumed.next_event())
+            .await
+            .expect("the call's result before the stream ends");
+        let Some(m) = event.json() else { continue };
+        if m["id"] == json!(id) {
+            assert!(m["result"].is_object(), "{m}");
+            break;
+        }
+        if m["method"] == "notifications/progress" {
+            progress.push(m["params"]["progress"].as_f64().unwrap());
+        }
+    }
+    let expected: Vec<f64> = (0..=steps)
+        .map(f64::from)
+        .filter(|p| *p > first_progress)
+        .collect();
+    assert_eq!(
+        progress, expected,
+        "every event after the last one read, once, in order"
+    );
+}
+
 /// A 2025-11-25 client that resumes its call's stream while the answer is still being read
 /// (or before the server has seen it go): rmcp moves the rest of the call onto the `GET` and
 /// ends the answer early. The call keeps its bulkhead permit until its result has passed on

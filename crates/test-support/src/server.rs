@@ -7,7 +7,8 @@ use std::convert::Infallible;
 
 use axum::{Router, routing::get, serve::ListenerExt};
 use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    StreamableHttpServerConfig, StreamableHttpService,
+    session::local::{LocalSessionManager, SessionConfig},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,11 @@ pub struct ServerOptions {
     /// (4 MiB). A server with an inspector in front sets the inspector's limit here, so the
     /// inspector's is the one that applies. Default: `None`.
     pub max_body_bytes: Option<usize>,
+    /// How many events of each stream rmcp keeps to replay on a resumption
+    /// (`SessionConfig::channel_capacity`; rmcp's default is 16). A client away for more
+    /// events than this gets the replay from the oldest kept, the ones before it lost.
+    /// Default: rmcp's.
+    pub replay_events: usize,
     /// Counters shared with the test.
     pub stats: Arc<DemoStats>,
 }
@@ -51,6 +57,7 @@ impl Default for ServerOptions {
             json_response: false,
             allowed_hosts: None,
             max_body_bytes: None,
+            replay_events: SessionConfig::DEFAULT_CHANNEL_CAPACITY,
             stats: DemoStats::new(),
         }
     }
@@ -75,9 +82,11 @@ pub fn demo_service(
         config = config.with_max_request_body_bytes(bytes);
     }
     let stats = Arc::clone(&opts.stats);
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.channel_capacity = opts.replay_events.max(1);
     StreamableHttpService::new(
         move || Ok(DemoServer::with_stats(Arc::clone(&stats))),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     )
 }
