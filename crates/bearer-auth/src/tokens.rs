@@ -436,12 +436,6 @@ pub(crate) struct FileTokens {
     /// A reload from the request path is in flight: a read stalled on a hung network file
     /// system holds up one request, not one more every interval until no worker is left.
     reading: AtomicBool,
-    /// Reloads started, numbered: a read that took longer than one started after it must not
-    /// put back older tokens over newer ones (requests start one at a time, `reading`; a
-    /// reload started otherwise may overlap).
-    claims: AtomicU64,
-    /// The number of the reload whose tokens are in `state` (written under its write lock).
-    stored: AtomicU64,
     /// The longest token an `Authorization` header within the layer's limit can carry: a
     /// reload with a longer one is taken (the others rotate) with a warning.
     presentable: usize,
@@ -493,8 +487,6 @@ impl FileTokens {
                 replaced: Signal::new(),
             }),
             reading: AtomicBool::new(false),
-            claims: AtomicU64::new(0),
-            stored: AtomicU64::new(0),
             presentable: usize::MAX,
             floor,
         })
@@ -612,7 +604,6 @@ impl FileTokens {
     /// Re-reads the file with `read` (tests simulate a writer); on any problem keeps the
     /// current tokens and logs an error.
     fn reload_with(&self, read: impl FnOnce(&Path) -> Result<Vec<u8>, String>) {
-        let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes = match read_settled(&self.path, read) {
             Ok(Settled::Bytes(b)) => b,
             Ok(Settled::Changing) => {
@@ -676,10 +667,6 @@ impl FileTokens {
                     );
                 }
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-                if self.stored.load(Ordering::Relaxed) > claim {
-                    // A reload that started later has stored what it read: this read is older.
-                    return;
-                }
                 let replaced = std::mem::replace(
                     &mut *st,
                     Loaded {
@@ -689,7 +676,6 @@ impl FileTokens {
                     },
                 )
                 .replaced;
-                self.stored.store(claim, Ordering::Relaxed);
                 drop(st);
                 // Long-lived streams check their tokens against the new table.
                 replaced.fire();
@@ -1044,25 +1030,5 @@ mod tests {
         });
         assert_eq!(reads.get(), 2);
         assert!(ft.lookup(b"token-333").is_some());
-    }
-
-    /// Two reloads overlap (a read stalled longer than the interval): the one that started
-    /// later wins, whichever finishes last, so a revoked token never comes back.
-    #[test]
-    fn an_older_read_finishing_last_does_not_put_back_older_tokens() {
-        let path = tmp_file("overlap", "alice:token-000\n");
-        let ft = FileTokens::open(path.clone(), S, Duration::from_secs(5)).unwrap();
-        // The first reload reads the file as it was (`old`), and stalls; meanwhile the file is
-        // rotated and a second reload reads and stores the new tokens.
-        ft.reload_with(|_| {
-            ft.reload_with(|_| Ok(b"alice:token-222\n".to_vec()));
-            assert!(ft.lookup(b"token-222").is_some());
-            Ok(b"alice:token-111\n".to_vec())
-        });
-        assert!(ft.lookup(b"token-222").is_some(), "the newer read stays");
-        assert!(
-            ft.lookup(b"token-111").is_none(),
-            "the older read is dropped"
-        );
     }
 }
