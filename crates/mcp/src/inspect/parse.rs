@@ -444,7 +444,9 @@ pub(crate) fn from_post(
             return Err(Rejection::invalid("JSON-RPC id too long"));
         }
         Some(IdField::Valid(id)) if has_control(&id) => {
-            return Err(Rejection::invalid("JSON-RPC id has control characters"));
+            return Err(Rejection::invalid(
+                "JSON-RPC id has control characters or line separators",
+            ));
         }
         Some(IdField::Valid(id)) => Some(id),
         Some(IdField::Invalid) => return Err(Rejection::invalid("invalid JSON-RPC id")),
