@@ -84,13 +84,11 @@ where
                     }
                     ctx
                 }
-                Ok(None) => {
-                    // A `tracestate` belongs to its `traceparent`: without one it says nothing
-                    // and goes no further. (The new root is recorded by `adopt_meta_trace` once
-                    // `_meta` is known: it may carry a context.)
-                    req.headers_mut().remove(&crate::trace::TRACESTATE);
-                    TraceContext::new_root()
-                }
+                // Recorded by `adopt_meta_trace` once `_meta` is known (it may carry one). A
+                // `tracestate` without a `traceparent` is left as it came (looking for it would
+                // cost every request a lookup): the context has none, and the client layer
+                // (`PropagateCorrelation`) replaces it with the context's on the way out.
+                Ok(None) => TraceContext::new_root(),
                 Err(reason) => {
                     // Refused values never go inward (a gateway would pass them on upstream):
                     // the request's context is a new root, in its extensions.
