@@ -2701,6 +2701,22 @@ where
     end
 }
 
+/// The server ended call `id`'s answer early: it ends with the layer's `-31499` for the call,
+/// then nothing, and the layer's cancellation keeps what the call holds (`released` once let go)
+/// until the server has read it.
+async fn ends_late_and_cancelled<B>(
+    body: &mut Pin<Box<B>>,
+    handle: &mut Handle,
+    id: i64,
+    released: &std::sync::atomic::AtomicBool,
+) where
+    B: Body<Data = Bytes>,
+{
+    late_error(body, id).await;
+    assert!(body.frame().await.is_none());
+    cancelled_then_read(handle, id, "answer ended without its response", released).await;
+}
+
 /// A `GET` of session `s-1` resuming after `last_event_id`, which the server answers with an
 /// SSE stream: the server's end of that stream, and the answer's body.
 async fn resumed_with_sse(
@@ -2853,15 +2869,7 @@ async fn a_resumption_of_an_answer_still_in_flight_takes_the_call_over() {
     let (tx2, mut resumed) = resumed_with_sse(&svc, &mut handle, "1/125").await;
     server_ends(tx, body).await;
     drop(tx2);
-    late_error(&mut resumed, 25).await;
-    assert!(resumed.frame().await.is_none());
-    cancelled_then_read(
-        &mut handle,
-        25,
-        "answer ended without its response",
-        &released,
-    )
-    .await;
+    ends_late_and_cancelled(&mut resumed, &mut handle, 25, &released).await;
     drop(resumed);
 
     // A GET the server refuses (406) never got the call: it stays with its answer, which
@@ -3000,15 +3008,7 @@ async fn an_answer_let_go_before_its_stream_is_named_holds_until_the_cancellatio
 
         let (mut body, tx, released, _) = answered(&svc, &mut handle, 49).await;
         drop(tx);
-        late_error(&mut body, 49).await;
-        assert!(body.frame().await.is_none());
-        cancelled_then_read(
-            &mut handle,
-            49,
-            "answer ended without its response",
-            &released,
-        )
-        .await;
+        ends_late_and_cancelled(&mut body, &mut handle, 49, &released).await;
     }
 }
 
@@ -3038,16 +3038,8 @@ async fn an_answer_that_reports_its_end_early_still_gets_the_final_error() {
             "the call's final message is still to come"
         );
         assert!(!released.load(std::sync::atomic::Ordering::SeqCst));
-        late_error(&mut body, id).await;
-        assert!(body.frame().await.is_none());
+        ends_late_and_cancelled(&mut body, &mut handle, id, &released).await;
         assert_eq!(first.outcome(), Some(Outcome::Incomplete));
-        cancelled_then_read(
-            &mut handle,
-            id,
-            "answer ended without its response",
-            &released,
-        )
-        .await;
     }
 }
 
